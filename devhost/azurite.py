@@ -1,0 +1,95 @@
+"""Azurite (Blob and Table) as a child process of the project: installed from npm into
+``node_modules``, started on demand, always stopped, on fixed or free ports."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from devhost.ports import free_port, port_in_use, wait_for_port
+from shared.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "devstoreaccount1"
+# Azurite's well-known development key (public, documented; not a secret).
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+class Azurite:
+    """One Azurite process serving Blob and Table (Queue on a throwaway port: unused here)."""
+
+    def __init__(self, blob_port: int = 0, table_port: int = 0, location: Path | None = None):
+        self.blob_port = blob_port or free_port()
+        self.table_port = table_port or free_port()
+        self.location = location          # None: in memory, gone when stopped
+        self._proc: subprocess.Popen | None = None
+        self._log_dir: str | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+                f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"
+                f"TableEndpoint=http://127.0.0.1:{self.table_port}/{ACCOUNT};")
+
+    def start(self) -> "Azurite":
+        binary = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
+        if not binary.exists():
+            raise ConfigurationError("Azurite is not installed in node_modules; run ./dev setup")
+        for name, port in (("blob", self.blob_port), ("table", self.table_port)):
+            if port_in_use(port):
+                raise ConfigurationError(
+                    f"port {port} for Azurite {name} is in use; stop what holds it "
+                    f"(e.g. another Azurite) or choose other ports")
+        args = [str(binary), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
+                "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
+                "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
+                "--queueHost", "127.0.0.1", "--queuePort", str(free_port())]
+        if self.location is None:
+            args.append("--inMemoryPersistence")
+        else:
+            self.location.mkdir(parents=True, exist_ok=True)
+            args += ["--location", str(self.location)]
+        self._log_dir = tempfile.mkdtemp(prefix="azurite-")
+        log_file = open(os.path.join(self._log_dir, "azurite.log"), "wb")
+        self._proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, cwd=self._log_dir)
+        log_file.close()
+        if not (wait_for_port(self.blob_port, 20) and wait_for_port(self.table_port, 20)):
+            output = self._tail()
+            self.stop()
+            raise ConfigurationError(f"Azurite did not start on ports {self.blob_port}/{self.table_port}: "
+                                     f"{output or 'no output'}")
+        log.info("Azurite listening: blob %s, table %s", self.blob_port, self.table_port)
+        return self
+
+    def _tail(self) -> str:
+        try:
+            text = Path(self._log_dir, "azurite.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return " ".join(text.strip().splitlines()[-3:])
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if self._log_dir:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
+
+    def __enter__(self) -> "Azurite":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

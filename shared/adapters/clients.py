@@ -1,0 +1,24 @@
+"""SDK clients built once per process from a named connection: a connection string (Azurite,
+emulators) or an endpoint plus the managed identity."""
+from __future__ import annotations
+
+
+from shared.settings import Connection
+
+_RETRY = {"retry_total": 3, "retry_backoff_factor": 0.4}
+
+
+def blob_service_client(conn: Connection, services):
+    from azure.storage.blob import BlobServiceClient
+
+    if conn.connection_string:
+        return BlobServiceClient.from_connection_string(conn.connection_string, **_RETRY)
+    return BlobServiceClient(conn.endpoint("blobServiceUri"), credential=services.credential, **_RETRY)
+
+
+def table_service_client(conn: Connection, services):
+    from azure.data.tables import TableServiceClient
+
+    if conn.connection_string:
+        return TableServiceClient.from_connection_string(conn.connection_string, **_RETRY)
+    return TableServiceClient(conn.endpoint("tableServiceUri"), credential=services.credential, **_RETRY)

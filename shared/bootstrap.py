@@ -1,0 +1,123 @@
+"""The composition root: builds every adapter from Settings, once per process, lazily.
+
+Triggers and the CLI call ``services()``; tests build ``Services(settings, clock=..., jobs=fake, ...)``
+with whatever fakes they need: any dependency passed in replaces the production one.
+"""
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import Any
+
+from shared.clock import Clock, SystemClock
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    """Every dependency a use case may need, built on first use."""
+
+    def __init__(self, settings: Settings | None = None, clock: Clock | None = None, **overrides: Any):
+        self.settings = settings or get_settings()
+        self.clock = clock or SystemClock()
+        for name, value in overrides.items():
+            if not hasattr(type(self), name):
+                raise TypeError(f"Services has no dependency named {name!r}")
+            self.__dict__[name] = value      # pre-fills the cached_property
+
+    # --- credentials and SDK clients -------------------------------------------------------
+    @cached_property
+    def credential(self):
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+        client_id = self.settings.storage.client_id or self.settings.service_bus.client_id
+        if client_id:
+            return ManagedIdentityCredential(client_id=client_id)
+        return DefaultAzureCredential()
+
+    @cached_property
+    def blob_service(self):
+        from shared.adapters.clients import blob_service_client
+
+        return blob_service_client(self.settings.storage, self)
+
+    @cached_property
+    def table_service(self):
+        from shared.adapters.clients import table_service_client
+
+        return table_service_client(self.settings.storage, self)
+
+    # --- ports ------------------------------------------------------------------------------
+    @cached_property
+    def task_queue(self):
+        from shared.adapters.servicebus import ServiceBusTaskQueue
+
+        return ServiceBusTaskQueue.from_settings(self.settings, self)
+
+    @cached_property
+    def jobs(self):
+        from shared.adapters.table_jobs import TableJobStore
+
+        return TableJobStore(self.table_service, self.settings.table("jobs"))
+
+    @cached_property
+    def policies(self):
+        from shared.adapters.table_protection import TablePolicyStore
+
+        return TablePolicyStore(self.table_service, self.settings.table("policies"))
+
+    @cached_property
+    def protected_items(self):
+        from shared.adapters.table_protection import TableProtectedItemStore
+
+        return TableProtectedItemStore(self.table_service, self.settings.table("items"))
+
+    @cached_property
+    def inventory(self):
+        if self.settings.dispatcher == "arm":
+            from shared.adapters.compute_inventory import ComputeInventory
+
+            return ComputeInventory(self.credential, self.settings.subscription_id)
+        from shared.adapters.table_protection import TableInventory
+
+        return TableInventory(self.table_service, self.settings.table("vms"))
+
+    @cached_property
+    def sas(self):
+        from shared.adapters.blob_sas import BlobSasMinter
+
+        return BlobSasMinter(self.blob_service, clock=self.clock)
+
+    @cached_property
+    def status_blobs(self):
+        from shared.adapters.blob_sas import StatusBlobStore
+
+        return StatusBlobStore(self.blob_service, self.settings.status_container)
+
+    @cached_property
+    def dispatcher(self):
+        if self.settings.dispatcher == "arm":
+            from shared.adapters.dispatch_arm import ArmDispatcher
+
+            return ArmDispatcher(self.credential, self.settings.subscription_id)
+        from shared.adapters.dispatch_local import LocalDispatcher
+
+        return LocalDispatcher(self.settings.local_vm_root)
+
+
+_services: Services | None = None
+
+
+def services() -> Services:
+    """The process-wide composition root (built on first call, never at import)."""
+    global _services
+    if _services is None:
+        _services = Services()
+    return _services
+
+
+def reset_services(replacement: Services | None = None) -> None:
+    """Replace or forget the process-wide services (the local host and tests use this)."""
+    global _services
+    _services = replacement

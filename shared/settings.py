@@ -1,0 +1,126 @@
+"""One typed, validated Settings object, read from the environment lazily (never at import).
+
+Names follow the Functions conventions: connections are setting *prefixes*. ``BackupStorage`` is a
+connection string (Azurite, development) or ``BackupStorage__blobServiceUri`` +
+``BackupStorage__tableServiceUri`` with a managed identity (``BackupStorage__credential`` =
+``managedidentity``, optional ``BackupStorage__clientId``). ``ServiceBusConnection`` likewise, or
+``ServiceBusConnection__fullyQualifiedNamespace``. Every setting is listed in
+``local.settings.sample.json`` and the README.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Mapping
+
+from croniter import croniter
+
+from shared.errors import ConfigurationError
+
+STORAGE = "BackupStorage"
+SERVICE_BUS = "ServiceBusConnection"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A named connection: either a connection string or an endpoint reached with an identity."""
+
+    name: str
+    connection_string: str | None = None
+    endpoints: Mapping[str, str] | None = None   # e.g. blobServiceUri, tableServiceUri, fullyQualifiedNamespace
+    client_id: str | None = None                  # user-assigned managed identity
+
+    @property
+    def uses_identity(self) -> bool:
+        return self.connection_string is None
+
+    def endpoint(self, key: str) -> str:
+        value = (self.endpoints or {}).get(key)
+        if not value:
+            raise ConfigurationError(f"setting {self.name}__{key} is missing; set it or set {self.name} "
+                                     f"to a connection string")
+        return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: Connection
+    service_bus: Connection
+    tasks_queue: str = "snapshot-tasks"
+    schedule: str = "0 */5 * * * *"
+    status_container: str = "vmsnap-status"
+    table_prefix: str = "vmsnap"
+    dispatcher: str = "local"
+    local_vm_root: Path = Path(".local/vms")
+    subscription_id: str | None = None
+    catch_up: timedelta = timedelta(hours=24)
+
+    def table(self, name: str) -> str:
+        """The physical table name of a logical table (``jobs``, ``policies``, ``items``, ...)."""
+        return f"{self.table_prefix}{name}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        dispatcher = env.get("DISPATCHER", "local").strip().lower()
+        if dispatcher not in ("local", "arm"):
+            raise ConfigurationError(f"setting DISPATCHER is {dispatcher!r}; use 'local' or 'arm'")
+        schedule = env.get("SNAPSHOT_SCHEDULE", cls.schedule)
+        if len(schedule.split()) != 6 or not croniter.is_valid(schedule, second_at_beginning=True):
+            raise ConfigurationError(
+                f"setting SNAPSHOT_SCHEDULE is {schedule!r}; use an NCRONTAB expression with six fields, "
+                f"seconds first, e.g. '0 */5 * * * *'")
+        prefix = env.get("TABLE_PREFIX", cls.table_prefix)
+        if not prefix.isalnum() or not prefix[:1].isalpha() or len(prefix) > 40:
+            raise ConfigurationError(f"setting TABLE_PREFIX is {prefix!r}; use letters and digits, "
+                                     f"starting with a letter")
+        subscription = env.get("AZURE_SUBSCRIPTION_ID") or None
+        if dispatcher == "arm" and not subscription:
+            raise ConfigurationError("setting AZURE_SUBSCRIPTION_ID is missing; DISPATCHER=arm needs it")
+        try:
+            catch_up = timedelta(hours=float(env.get("SCHEDULE_CATCH_UP_HOURS", "24")))
+        except ValueError as exc:
+            raise ConfigurationError("setting SCHEDULE_CATCH_UP_HOURS must be a number of hours") from exc
+        return cls(
+            storage=_connection(env, STORAGE, ("blobServiceUri", "tableServiceUri")),
+            service_bus=_connection(env, SERVICE_BUS, ("fullyQualifiedNamespace",)),
+            tasks_queue=env.get("SNAPSHOT_TASKS_QUEUE", cls.tasks_queue),
+            schedule=schedule,
+            status_container=env.get("STATUS_CONTAINER", cls.status_container),
+            table_prefix=prefix,
+            dispatcher=dispatcher,
+            local_vm_root=Path(env.get("LOCAL_VM_ROOT", str(cls.local_vm_root))),
+            subscription_id=subscription,
+            catch_up=catch_up,
+        )
+
+
+def _connection(env: Mapping[str, str], name: str, endpoint_keys: tuple[str, ...]) -> Connection:
+    if env.get(name):
+        return Connection(name=name, connection_string=env[name])
+    endpoints = {k: env[f"{name}__{k}"] for k in endpoint_keys if env.get(f"{name}__{k}")}
+    if not endpoints:
+        keys = " and ".join(f"{name}__{k}" for k in endpoint_keys)
+        raise ConfigurationError(
+            f"setting {name} is missing; set it to a connection string, or set {keys} for a managed "
+            f"identity (see local.settings.sample.json)")
+    return Connection(name=name, endpoints=endpoints, client_id=env.get(f"{name}__clientId") or None)
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    global _cached
+    if _cached is None:
+        _cached = Settings.from_env()
+    return _cached
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests, and the local host after it changes the environment)."""
+    global _cached
+    _cached = None
