@@ -1,0 +1,46 @@
+"""The demo VM of the local stack: two page-blob disks in Azurite, registered in the local inventory."""
+from __future__ import annotations
+
+import logging
+
+from azure.core.exceptions import ResourceExistsError
+
+from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
+
+log = logging.getLogger(__name__)
+
+DEMO_VM = "demo-vm"
+DISK_CONTAINER = "vhds"
+_DISKS = ((OS_DISK_LUN, "demo-vm-osdisk.vhd", 4 * 1024 * 1024), (0, "demo-vm-datadisk0.vhd", 2 * 1024 * 1024))
+
+
+def create_demo_vm(svc, name: str = DEMO_VM) -> Vm:
+    """Create (or reuse) the VM's disks as page blobs with some data on them, and register the VM."""
+    container = svc.blob_service.get_container_client(DISK_CONTAINER)
+    try:
+        container.create_container()
+    except ResourceExistsError:
+        pass
+    disks = []
+    for lun, blob_name, size in _DISKS:
+        blob_name = blob_name.replace(DEMO_VM, name)
+        blob = container.get_blob_client(blob_name)
+        if not blob.exists():
+            blob.create_page_blob(size)
+            # A recognisable first page, like a boot sector, so snapshots have content to keep.
+            blob.upload_page(f"{name} lun {lun}".encode().ljust(512, b"\0"), offset=0, length=512)
+        disks.append(Disk(lun=lun, blob_url=blob.url, name=blob_name, size_bytes=size))
+    vm = Vm(name=name, kind=VmKind.LOCAL, disks=tuple(disks))
+    svc.inventory.put_vm(vm)
+    log.info("demo VM %s registered with %d disks", name, len(disks))
+    return vm
+
+
+def disk_snapshots(svc, vm: Vm) -> dict[str, list[str]]:
+    """The blob snapshots each of the VM's disks has in storage, by disk name."""
+    container = svc.blob_service.get_container_client(DISK_CONTAINER)
+    found: dict[str, list[str]] = {d.name: [] for d in vm.disks}
+    for item in container.list_blobs(include=["snapshots"]):
+        if item.snapshot and item.name in found:
+            found[item.name].append(item.snapshot)
+    return found

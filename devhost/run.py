@@ -1,0 +1,208 @@
+"""``./dev run``: the whole backup loop on this machine.
+
+Starts Azurite (Blob, Table) and the local Service Bus, registers the demo VM (two page-blob
+disks) and protects it with DefaultPolicy, then runs the Function App under the local host:
+the timer emits the snapshot task, the worker dispatches the extension command to the bundled
+handler, the handler snapshots the disks and writes its status blob, the blob trigger turns that
+into a job record. Everything it started is stopped when it ends, however it ends.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from devhost.azurite import Azurite
+from devhost.processes import stop_processes_under
+from shared.errors import ConfigurationError, VmsnapError
+
+log = logging.getLogger("devhost.run")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCHEDULER, WORKER, INGEST = "schedule_backups", "dispatch_snapshot", "ingest_status"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    stack = _Stack(args)
+    try:
+        stack.start()
+        return stack.run_once() if args.once else stack.run_forever()
+    except (ConfigurationError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except VmsnapError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping", file=sys.stderr)
+        return 130
+    finally:
+        stack.stop()
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(prog="./dev run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--once", action="store_true",
+                        help="run exactly one backup cycle, print the job table and exit (0 if it completed)")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds --once waits for the cycle")
+    parser.add_argument("--blob-port", type=int, default=10000)
+    parser.add_argument("--table-port", type=int, default=10002)
+    parser.add_argument("--servicebus-port", type=int, default=5672)
+    parser.add_argument("--persist", action="store_true",
+                        help="keep Azurite's data in .local/azurite between runs (default: in memory)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show the functions' logs")
+    return parser.parse_args(argv)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def load_local_settings(path: Path | None = None) -> dict[str, str]:
+    """The app settings a developer would give ``func start``: local.settings.json, else the sample."""
+    for candidate in ([path] if path else [PROJECT_ROOT / "local.settings.json",
+                                           PROJECT_ROOT / "local.settings.sample.json"]):
+        if candidate and candidate.exists():
+            try:
+                return {k: str(v) for k, v in json.loads(candidate.read_text())["Values"].items()}
+            except (ValueError, KeyError) as exc:
+                raise ConfigurationError(f"{candidate} is not a valid local settings file "
+                                         f"(needs a \"Values\" object): {exc}") from exc
+    raise ConfigurationError("local.settings.sample.json is missing; restore it from git")
+
+
+class _Stack:
+    def __init__(self, args):
+        self.args = args
+        self.azurite: Azurite | None = None
+        self.servicebus = None
+        self.host = None
+        self.vm_root: Path | None = None
+
+    def start(self) -> None:
+        from devhost.servicebus import LocalServiceBus
+
+        env = load_local_settings()
+        location = PROJECT_ROOT / ".local" / "azurite" if self.args.persist else None
+        self.azurite = Azurite(self.args.blob_port, self.args.table_port, location).start()
+        self.servicebus = LocalServiceBus(port=self.args.servicebus_port).start()
+        env.update(AzureWebJobsStorage=self.azurite.connection_string,
+                   BackupStorage=self.azurite.connection_string,
+                   ServiceBusConnection=self.servicebus.connection_string,
+                   DISPATCHER="local")
+        self.vm_root = (PROJECT_ROOT / env.get("LOCAL_VM_ROOT", ".local/vms")).resolve()
+        if not self.args.persist:
+            shutil.rmtree(self.vm_root, ignore_errors=True)
+        env["LOCAL_VM_ROOT"] = str(self.vm_root)
+        os.environ.update(env)       # the app reads its settings from the environment, as in Azure
+
+        from shared.bootstrap import reset_services, services
+        from shared.settings import reset_settings
+
+        reset_settings()
+        reset_services()
+        self.svc = services()
+        self._prepare_demo()
+
+        import function_app
+        from devhost.host import HostConfig, LocalFunctionsHost
+
+        self.host = LocalFunctionsHost(function_app.app, os.environ,
+                                       HostConfig.from_host_json(PROJECT_ROOT / "host.json"))
+        print(f"local stack up: Azurite blob :{self.azurite.blob_port} table :{self.azurite.table_port}, "
+              f"Service Bus :{self.servicebus.port}; functions: {', '.join(sorted(self.host.functions))}")
+
+    def _prepare_demo(self) -> None:
+        from devhost.demo import create_demo_vm
+        from shared.errors import ConflictError
+        from shared.services.protection import enable_protection
+
+        self.demo_vm = create_demo_vm(self.svc)
+        try:
+            item = enable_protection(self.svc, self.demo_vm.name, "DefaultPolicy")
+            print(f"protected {self.demo_vm.name} with policy {item.policy_name} "
+                  f"({len(self.demo_vm.disks)} disks); initial backup at the next tick")
+        except ConflictError as exc:  # already protected (a --persist run): keep its state
+            print(f"{self.demo_vm.name}: {exc}")
+
+    def run_once(self) -> int:
+        from shared.domain.jobs import JobStatus
+        from shared.ports import JobQuery
+
+        started = self.svc.clock.now() - timedelta(seconds=1)
+        self.host.fire_timer(SCHEDULER)
+        deadline = time.monotonic() + self.args.timeout
+        jobs = []
+        while time.monotonic() < deadline:
+            self.host.drain_queue(WORKER, max_wait=0.3)
+            self.host.scan_blobs(INGEST)
+            jobs = self.svc.jobs.query(JobQuery(since=started)).jobs
+            if jobs and all(j.status.is_terminal for j in jobs):
+                break
+            time.sleep(0.3)
+        self._print_jobs()
+        if not jobs:
+            print("no backup was due in this cycle", file=sys.stderr)
+            return 0
+        self._print_snapshots()
+        unfinished = [j.job_id for j in jobs if not j.status.is_terminal]
+        if unfinished:
+            print(f"error: job(s) still in progress after {self.args.timeout:.0f} s: {', '.join(unfinished)}",
+                  file=sys.stderr)
+            return 1
+        ok = all(j.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS) for j in jobs)
+        return 0 if ok else 1
+
+    def run_forever(self) -> int:
+        from shared.ports import JobQuery
+
+        self.host.fire_timer(SCHEDULER)   # a first cycle right away, then on SNAPSHOT_SCHEDULE
+        self.host.start()
+        print("running; jobs are printed as they finish. Ctrl-C stops everything.")
+        reported: set[str] = set()
+        started = self.svc.clock.now() - timedelta(seconds=1)
+        while True:
+            for job in self.svc.jobs.query(JobQuery(since=started)).jobs:
+                if job.status.is_terminal and job.job_id not in reported:
+                    reported.add(job.job_id)
+                    duration = job.duration or timedelta(0)
+                    print(f"{job.end_time:%Y-%m-%dT%H:%M:%S}  {job.status.value:<22} {job.vm_name:<12} "
+                          f"{job.job_id}  {duration.total_seconds():.1f}s")
+            time.sleep(2)
+
+    def _print_jobs(self) -> None:
+        from shared.cli import main as vmsnap
+
+        print()
+        vmsnap(["job", "list", "-o", "table"])
+
+    def _print_snapshots(self) -> None:
+        from devhost.demo import disk_snapshots
+
+        print()
+        for disk, snapshots in disk_snapshots(self.svc, self.demo_vm).items():
+            print(f"{disk}: {len(snapshots)} snapshot(s) in Azurite {', '.join(snapshots)}")
+
+    def stop(self) -> None:
+        if self.host is not None:
+            self.host.stop()
+        if self.vm_root is not None:
+            stop_processes_under(self.vm_root)
+        if self.servicebus is not None:
+            self.servicebus.stop()
+        if self.azurite is not None:
+            self.azurite.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The run's log: what goes to ``extension.log`` and to the log blob, always with SAS signatures redacted.
+
+Modules log through ordinary module loggers; while a run is active, :func:`capture` attaches a
+handler to the package logger that keeps every line for the log blob (the real handler uploads the
+whole accumulated log each time) and appends it to ``extension.log`` unless writes are on hold,
+which they are while file systems are frozen (a write to a frozen file system would block).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+PACKAGE_LOGGER = "extension"
+
+_SIG = re.compile(r"(?i)(sig=)[^&\s\"'<>]+")
+_LEVELS = {
+    logging.DEBUG: "Verbose",
+    logging.INFO: "Info",
+    logging.WARNING: "Warning",
+    logging.ERROR: "Error",
+    logging.CRITICAL: "Error",
+}
+
+
+def redact(text: str) -> str:
+    """Replace every SAS signature value with ``REDACTED`` (``sig=abc`` -> ``sig=REDACTED``)."""
+    return _SIG.sub(r"\1REDACTED", text)
+
+
+class RunLog(logging.Handler):
+    """Collects redacted lines in the real handler's ``<utc>  <Level>  <message> `` form."""
+
+    def __init__(self, log_file: Path | None) -> None:
+        super().__init__(level=logging.DEBUG)
+        self._file = log_file
+        self._lines: list[str] = []
+        self._pending: list[str] = []
+        self._held = False
+        self._guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message = f"{message} {self.formatException(record.exc_info)}"
+        except Exception:  # a bad format string must not kill the run that is being logged
+            self.handleError(record)
+            return
+        stamp = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        line = f"{stamp}  {_LEVELS.get(record.levelno, 'Info')}  {redact(message)} "
+        with self._guard:
+            self._lines.append(line)
+            self._pending.append(line)
+            if not self._held:
+                self._flush_locked()
+
+    def text(self) -> str:
+        """The whole log so far, as uploaded to the log blob."""
+        with self._guard:
+            return "\n".join(self._lines) + "\n"
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep lines in memory only (the freeze window); flush them to the file afterwards."""
+        with self._guard:
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._held = False
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._file is None or not self._pending:
+            self._pending.clear()
+            return
+        try:
+            with self._file.open("a", encoding="utf-8") as fh:
+                fh.write("\n".join(self._pending) + "\n")
+        except OSError:
+            pass  # the blob copy still has every line; a full disk must not fail the backup
+        self._pending.clear()
+
+
+@contextlib.contextmanager
+def capture(log_file: Path | None) -> Iterator[RunLog]:
+    """Attach a :class:`RunLog` to the package logger for the duration of one run."""
+    handler = RunLog(log_file)
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)

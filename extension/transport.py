@@ -1,0 +1,95 @@
+"""Raw HTTP to SAS URLs, as the real handler does it (no storage SDK on the VM side).
+
+Unlike the real handler, which always opens HTTPS on port 443, the URL's own scheme and port are
+honoured so the handler works against Azurite (plain HTTP on a random port).
+"""
+from __future__ import annotations
+
+import http.client
+import ssl
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+DEFAULT_STORAGE_VERSION = "2021-08-06"
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-cased names
+    body: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+class HttpTransport(Protocol):
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        timeout: float = 10.0,
+    ) -> HttpResponse:
+        """Send one request; raise ``OSError`` when no response arrives."""
+
+
+class HttpClientTransport:
+    """``http.client`` with one connection per request, like ``HttpUtil`` in the real handler."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl = ssl_context or ssl.create_default_context()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        timeout: float = 10.0,
+    ) -> HttpResponse:
+        parts = urlsplit(url)
+        if parts.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=timeout, context=self._ssl
+            )
+        elif parts.scheme == "http":
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        else:
+            raise OSError(f"unsupported URL scheme {parts.scheme!r}")
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        all_headers = {"Content-Length": str(len(body)), **(headers or {})}
+        try:
+            conn.request(method, target, body=body, headers=all_headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            return HttpResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        except http.client.HTTPException as exc:
+            raise OSError(f"HTTP protocol error: {exc}") from exc
+        finally:
+            conn.close()
+
+
+def with_query(url: str, extra: str) -> str:
+    """Append ``extra`` (``comp=snapshot``) to the URL's query string."""
+    return f"{url}{'&' if '?' in url else '?'}{extra}"
+
+
+def without_query(url: str) -> str:
+    """The blob URL without its SAS (what ``blobUri`` and ``snapshotUri`` are built from)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def storage_version(sas_url: str) -> str:
+    """The SAS ``sv`` if present (the real handler relies on it), else a version Azurite knows."""
+    values = parse_qs(urlsplit(sas_url).query).get("sv")
+    return values[0] if values else DEFAULT_STORAGE_VERSION

@@ -1,0 +1,12 @@
+"""The Function App: logging with redaction, then one Blueprint per module. Nothing else."""
+import azure.functions as func
+
+from functions import scheduler, status_ingest, worker
+from shared.logs import configure_logging
+
+configure_logging()
+
+app = func.FunctionApp()
+app.register_functions(scheduler.bp)
+app.register_functions(worker.bp)
+app.register_functions(status_ingest.bp)

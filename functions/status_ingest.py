@@ -1,0 +1,21 @@
+"""Blob trigger: each new or rewritten status blob becomes (an update of) its job record."""
+import logging
+
+import azure.functions as func
+
+from shared.bootstrap import services
+from shared.services.ingestion import ingest_status_blob
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+
+@bp.function_name("ingest_status")
+@bp.blob_trigger(arg_name="blob", path="%STATUS_CONTAINER%/{name}.Status.txt", connection="BackupStorage",
+                 source=func.BlobSource.EVENT_GRID)
+def ingest_status(blob: func.InputStream) -> None:
+    # The host gives "<container>/<blob name>"; the service works with names inside the container.
+    container, _, blob_name = (blob.name or "").partition("/")
+    etag = (blob.blob_properties or {}).get("ETag")
+    outcome = ingest_status_blob(services(), blob_name, blob.read(), etag)
+    log.info("status blob %s/%s: %s", container, blob_name, outcome)

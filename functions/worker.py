@@ -1,0 +1,23 @@
+"""Service Bus worker: turns a snapshot task into the VMSnapshot extension command and dispatches it.
+
+Transient failures propagate, so the host abandons the message and Service Bus redelivers it
+(and dead-letters it after MaxDeliveryCount); permanent ones are recorded on the job by the service.
+"""
+import logging
+
+import azure.functions as func
+
+from shared.bootstrap import services
+from shared.services.dispatch import handle_snapshot_task
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+
+@bp.function_name("dispatch_snapshot")
+@bp.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection",
+                              queue_name="%SNAPSHOT_TASKS_QUEUE%")
+def dispatch_snapshot(msg: func.ServiceBusMessage) -> None:
+    outcome = handle_snapshot_task(services(), msg.get_body(), message_id=msg.message_id or "",
+                                   delivery_count=msg.delivery_count or 1)
+    log.info("message %s: %s", msg.message_id, outcome)

@@ -1,0 +1,88 @@
+"""ServiceBusTaskQueue: the snapshot-tasks queue on Azure Service Bus (or the local server).
+
+Sends in as few operations as Service Bus allows: immediate tasks go in ServiceBusMessageBatch
+sends; tasks whose ``not_before`` lies ahead are scheduled, one schedule call per distinct time.
+MessageId is the task's message id, so the queue's duplicate detection drops a re-send.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime
+from typing import Sequence
+
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
+
+from shared.clock import Clock, SystemClock
+from shared.domain.task import SCHEMA, SnapshotTask
+from shared.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+
+class ServiceBusTaskQueue:
+    def __init__(self, client: ServiceBusClient, queue_name: str, *, clock: Clock | None = None):
+        self._client = client
+        self._queue = queue_name
+        self._clock = clock or SystemClock()
+
+    @classmethod
+    def from_settings(cls, settings, services) -> "ServiceBusTaskQueue":
+        conn = settings.service_bus
+        if conn.connection_string:
+            client = ServiceBusClient.from_connection_string(conn.connection_string)
+        else:
+            client = ServiceBusClient(conn.endpoint("fullyQualifiedNamespace"), credential=services.credential)
+        return cls(client, settings.tasks_queue, clock=services.clock)
+
+    def send(self, tasks: Sequence[SnapshotTask]) -> int:
+        if not tasks:
+            return 0
+        now = self._clock.now()
+        immediate = [t for t in tasks if t.not_before is None or t.not_before <= now]
+        later: dict[datetime, list[SnapshotTask]] = defaultdict(list)
+        for task in tasks:
+            if task.not_before is not None and task.not_before > now:
+                later[task.not_before].append(task)
+        try:
+            with self._client.get_queue_sender(self._queue) as sender:
+                operations = self._send_batched(sender, immediate)
+                for when, group in sorted(later.items()):
+                    sender.schedule_messages([_message(t) for t in group], when)
+                    operations += 1
+        except ServiceBusError as exc:
+            raise TransientError(f"could not send {len(tasks)} task(s) to queue {self._queue}: "
+                                 f"{type(exc).__name__}") from exc
+        log.info("sent %d task(s) to %s in %d operation(s)", len(tasks), self._queue, operations)
+        return operations
+
+    def _send_batched(self, sender, tasks: Sequence[SnapshotTask]) -> int:
+        operations = 0
+        batch = sender.create_message_batch()
+        for task in tasks:
+            message = _message(task)
+            try:
+                batch.add_message(message)
+            except MessageSizeExceededError:
+                sender.send_messages(batch)
+                operations += 1
+                batch = sender.create_message_batch()
+                batch.add_message(message)
+        if len(batch):
+            sender.send_messages(batch)
+            operations += 1
+        return operations
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _message(task: SnapshotTask) -> ServiceBusMessage:
+    return ServiceBusMessage(
+        task.to_json(),
+        message_id=task.message_id,
+        content_type="application/json",
+        subject="snapshot",
+        application_properties={"schema": SCHEMA, "vmName": task.vm_name, "jobId": task.job_id},
+    )
