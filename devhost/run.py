@@ -93,6 +93,7 @@ class _Stack:
         from devhost.servicebus import LocalServiceBus
 
         env = load_local_settings()
+        env.update({k: os.environ[k] for k in env if k in os.environ})   # as func start: the environment wins
         location = PROJECT_ROOT / ".local" / "azurite" if self.args.persist else None
         self.azurite = Azurite(self.args.blob_port, self.args.table_port, location).start()
         self.servicebus = LocalServiceBus(port=self.args.servicebus_port).start()
@@ -168,7 +169,9 @@ class _Stack:
 
         self.host.fire_timer(SCHEDULER)   # a first cycle right away, then on SNAPSHOT_SCHEDULE
         self.host.start()
-        print("running; jobs are printed as they finish. Ctrl-C stops everything.")
+        print("running; jobs are printed as they finish. Ctrl-C stops everything.\n"
+              "In another terminal (with local.settings.json copied from the sample): "
+              ".venv/bin/vmsnap job list, .venv/bin/vmsnap backup-now --vm demo-vm")
         reported: set[str] = set()
         started = self.svc.clock.now() - timedelta(seconds=1)
         while True:

@@ -10,7 +10,9 @@ import importlib
 import logging
 import sys
 
-from shared.cli.output import EXIT_OK, EXIT_USAGE, exit_code_for, fail
+from azure.core.exceptions import AzureError
+
+from shared.cli.output import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, exit_code_for, fail
 from shared.errors import VmsnapError
 
 # Command-group modules, in help order. A module missing here is simply not offered.
@@ -39,11 +41,32 @@ def add_output_option(parser: argparse.ArgumentParser, default: str = "table") -
                         help=f"output format (default: {default})")
 
 
+def _settings_from_local_file() -> None:
+    """Like ``func start``: values in ./local.settings.json fill settings the environment lacks."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path("local.settings.json")
+    if not path.exists():
+        return
+    try:
+        values = json.loads(path.read_text()).get("Values", {})
+    except ValueError:
+        return
+    for name, value in values.items():
+        os.environ.setdefault(name, str(value))
+
+
 def main(argv: list[str] | None = None) -> int:
+    _settings_from_local_file()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from shared.logs import configure_logging
+
+    configure_logging()
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
@@ -55,9 +78,21 @@ def main(argv: list[str] | None = None) -> int:
     except VmsnapError as exc:
         fail(str(exc))
         return exit_code_for(exc)
+    except AzureError as exc:
+        # The adapters translate what they expect; anything else reaching here is an unreachable or
+        # misconfigured service, and the operator needs one line, not a traceback.
+        fail(f"could not reach storage or Service Bus ({type(exc).__name__}: {_first_line(exc)}); "
+             f"check the BackupStorage and ServiceBusConnection settings and that the services run")
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         fail("interrupted")
         return 130
+
+
+def _first_line(exc: Exception) -> str:
+    from shared.redaction import redact
+
+    return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail")
 
 
 if __name__ == "__main__":  # pragma: no cover

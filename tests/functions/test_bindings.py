@@ -1,0 +1,65 @@
+"""Binding contract: the functions Azure will index, their triggers, and the settings they need."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bindings():
+    import function_app
+
+    return {f.get_function_name(): json.loads(f.get_function_json())["bindings"]
+            for f in function_app.app.get_functions()}
+
+
+def test_the_app_has_exactly_the_three_functions_of_the_loop(bindings):
+    """Azure indexes the scheduler timer, the Service Bus worker and the status blob trigger."""
+    assert {name: [b["type"] for b in bs] for name, bs in bindings.items()} == {
+        "schedule_backups": ["timerTrigger"],
+        "dispatch_snapshot": ["serviceBusTrigger"],
+        "ingest_status": ["blobTrigger"],
+    }
+
+
+def test_triggers_take_names_and_schedules_from_app_settings(bindings):
+    """Queue, container and schedule are app settings, so operators change them without a deploy."""
+    timer, = bindings["schedule_backups"]
+    worker, = bindings["dispatch_snapshot"]
+    blob, = bindings["ingest_status"]
+    assert timer["schedule"] == "%SNAPSHOT_SCHEDULE%" and timer["useMonitor"] is True
+    assert worker["queueName"] == "%SNAPSHOT_TASKS_QUEUE%" and worker["connection"] == "ServiceBusConnection"
+    assert blob["path"] == "%STATUS_CONTAINER%/{name}.Status.txt" and blob["connection"] == "BackupStorage"
+
+
+def test_every_setting_a_binding_references_is_in_the_sample_settings(bindings):
+    """A developer who copies local.settings.sample.json has every setting the triggers resolve."""
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    referenced = set()
+    for bs in bindings.values():
+        for b in bs:
+            referenced.update(re.findall(r"%([^%]+)%", json.dumps(b)))
+            if "connection" in b:
+                referenced.add(b["connection"])
+    missing = sorted(referenced - set(sample))
+    assert not missing, f"settings used by bindings but absent from the sample: {missing}"
+
+
+def test_every_setting_the_code_reads_is_documented_in_the_sample_and_readme():
+    """Each environment variable Settings reads appears in the sample settings and the README."""
+    source = (ROOT / "shared" / "settings.py").read_text()
+    read = set(re.findall(r'env\.get\("([A-Z_]+)"', source))
+    sample = set(json.loads((ROOT / "local.settings.sample.json").read_text())["Values"])
+    readme = (ROOT / "README.md").read_text()
+    assert read, "no settings found: the pattern no longer matches settings.py"
+    assert read <= sample, f"missing from the sample: {sorted(read - sample)}"
+    assert all(name in readme for name in read | {"BackupStorage", "ServiceBusConnection"})
+
+
+def test_function_app_module_only_registers_blueprints():
+    """function_app.py stays a composition file: no trigger logic creeps into it."""
+    text = (ROOT / "function_app.py").read_text()
+    assert "def " not in text and text.count("register_functions") == 3
