@@ -1,4 +1,9 @@
-"""Blob trigger: each new or rewritten status blob becomes (an update of) its job record."""
+"""Blob trigger: each new or rewritten status blob becomes (an update of) its job record.
+
+The default (polling) source works with Azurite under ``func start`` and on every plan but Flex
+Consumption; there, add ``source=func.BlobSource.EVENT_GRID`` and an Event Grid subscription
+(README, "Running in Azure").
+"""
 import logging
 
 import azure.functions as func
@@ -11,8 +16,7 @@ bp = func.Blueprint()
 
 
 @bp.function_name("ingest_status")
-@bp.blob_trigger(arg_name="blob", path="%STATUS_CONTAINER%/{name}.Status.txt", connection="BackupStorage",
-                 source=func.BlobSource.EVENT_GRID)
+@bp.blob_trigger(arg_name="blob", path="%STATUS_CONTAINER%/{name}.Status.txt", connection="BackupStorage")
 def ingest_status(blob: func.InputStream) -> None:
     # The host gives "<container>/<blob name>"; the service works with names inside the container.
     container, _, blob_name = (blob.name or "").partition("/")

@@ -1,0 +1,93 @@
+"""The whole loop, end to end: timer -> queue -> worker -> bundled extension -> status blob -> job record."""
+import logging
+import re
+import time
+
+import pytest
+
+from devhost.demo import create_demo_vm, disk_snapshots
+from devhost.host import LocalFunctionsHost
+from devhost.processes import stop_processes_under
+from shared.bootstrap import Services, reset_services
+from shared.domain.jobs import JobStatus
+from shared.ports import JobQuery
+
+SIG = re.compile(r"sig=(?!REDACTED)[^&\s\"']+", re.IGNORECASE)
+
+
+@pytest.fixture
+def loop(make_settings, local_servicebus, storage_connection_string, unique_name):
+    """The real Function App under the local host, on Azurite and the local Service Bus."""
+    settings = make_settings(service_bus=local_servicebus.connection_string)
+    env = {
+        "AzureWebJobsStorage": storage_connection_string,
+        "BackupStorage": storage_connection_string,
+        "ServiceBusConnection": local_servicebus.connection_string,
+        "SNAPSHOT_SCHEDULE": settings.schedule,
+        "SNAPSHOT_TASKS_QUEUE": settings.tasks_queue,
+        "STATUS_CONTAINER": settings.status_container,
+    }
+    svc = Services(settings)
+    reset_services(svc)
+    import function_app
+
+    host = LocalFunctionsHost(function_app.app, env, host_id=unique_name("host"))
+    yield svc, host
+    host.stop()
+    stop_processes_under(settings.local_vm_root)
+    reset_services()
+
+
+def run_cycle(svc, host, timeout=60.0):
+    host.fire_timer("schedule_backups")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        host.drain_queue("dispatch_snapshot", max_wait=0.2)
+        host.scan_blobs("ingest_status")
+        jobs = svc.jobs.query(JobQuery()).jobs
+        if jobs and all(j.status.is_terminal for j in jobs):
+            return jobs
+        time.sleep(0.2)
+    pytest.fail(f"the cycle did not finish in {timeout} s: {svc.jobs.query(JobQuery()).jobs}")
+
+
+def test_a_protected_vm_is_backed_up_by_one_cycle(loop, caplog):
+    """Protect a VM, fire the timer once: its job completes with one real snapshot per disk."""
+    from shared.services.protection import enable_protection
+
+    svc, host = loop
+    caplog.set_level(logging.DEBUG)
+    vm = create_demo_vm(svc, "e2e-vm")
+    enable_protection(svc, vm.name, "DefaultPolicy")
+
+    jobs = run_cycle(svc, host)
+
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job.status is JobStatus.COMPLETED, job.errors
+    assert job.vm_name == "e2e-vm" and job.operation == "Backup"
+    assert job.task_id == f"{job.job_id}_{job.attempt}"
+    assert [d.status for d in job.disks] == ["Completed", "Completed"]
+    snapshots = disk_snapshots(svc, vm)
+    assert all(len(s) == 1 for s in snapshots.values()), snapshots
+    for disk, result in zip(vm.disks, job.disks):
+        assert result.snapshot_uri.startswith(disk.blob_url + "?snapshot=")
+        assert result.snapshot_uri.split("snapshot=")[1] in snapshots[disk.name]
+
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert not SIG.search(logged), "a SAS signature reached the logs"
+    assert "blobSASUri" not in logged and "protectedSettings" not in logged.replace("protectedSettings=<redacted>", "")
+
+
+def test_a_second_timer_fire_for_the_same_slot_adds_no_job(loop):
+    """Firing the timer again after the cycle schedules nothing new: one slot, one job."""
+    from shared.services.protection import enable_protection
+
+    svc, host = loop
+    vm = create_demo_vm(svc, "e2e-vm2")
+    enable_protection(svc, vm.name, "DefaultPolicy")
+    first = run_cycle(svc, host)
+    host.fire_timer("schedule_backups")
+    host.drain_queue("dispatch_snapshot", max_wait=0.3)
+    assert [j.job_id for j in svc.jobs.query(JobQuery()).jobs] == [j.job_id for j in first]
+    assert all(len(s) == 1 for s in disk_snapshots(svc, vm).values())
