@@ -1,0 +1,91 @@
+"""./dev run as a user runs it: one cycle, clean shutdown, one-line errors for bad configuration."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from devhost.ports import free_port, port_in_use
+from devhost.processes import processes_under
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_env(tmp_path: Path, **extra) -> dict:
+    env = dict(os.environ, LOCAL_VM_ROOT=str(tmp_path / "vms"), **extra)
+    env.pop("BackupStorage", None)
+    env.pop("ServiceBusConnection", None)
+    return env
+
+
+def ports():
+    return {"--blob-port": free_port(), "--table-port": free_port(), "--servicebus-port": free_port()}
+
+
+def args_for(chosen: dict) -> list[str]:
+    return [item for pair in chosen.items() for item in (pair[0], str(pair[1]))]
+
+
+def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
+    """`./dev run --once` exits 0 after a job table where the demo VM's job Completed with two snapshots."""
+    chosen = ports()
+    proc = subprocess.run([sys.executable, "-m", "devhost.run", "--once", *args_for(chosen)],
+                          cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "demo-vm" in line and "Backup" in line]
+    assert len(rows) == 1 and "Completed" in rows[0], proc.stdout
+    assert "demo-vm-osdisk.vhd: 1 snapshot(s)" in proc.stdout
+    assert "demo-vm-datadisk0.vhd: 1 snapshot(s)" in proc.stdout
+    assert not any(port_in_use(p) for p in chosen.values()), "a server is still listening"
+    assert processes_under(tmp_path / "vms") == []
+
+
+def test_port_in_use_is_one_line_that_says_what_to_do(tmp_path):
+    """A busy Azurite port ends the run with exit 2 and one line naming the port, no traceback."""
+    chosen = ports()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", chosen["--blob-port"]))
+        busy.listen()
+        proc = subprocess.run([sys.executable, "-m", "devhost.run", "--once", *args_for(chosen)],
+                              cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"port {chosen['--blob-port']}" in proc.stderr and "in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_invalid_setting_is_one_line_naming_the_setting(tmp_path):
+    """A bad SNAPSHOT_SCHEDULE stops the run with the setting's name and the expected form."""
+    proc = subprocess.run([sys.executable, "-m", "devhost.run", "--once", *args_for(ports())],
+                          cwd=ROOT, env=run_env(tmp_path, SNAPSHOT_SCHEDULE="every day"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: setting SNAPSHOT_SCHEDULE") and "six fields" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_interrupting_a_running_stack_stops_every_process(tmp_path):
+    """Ctrl-C on `./dev run` stops Azurite, the Service Bus server and any handler it started."""
+    chosen = ports()
+    proc = subprocess.Popen([sys.executable, "-m", "devhost.run", *args_for(chosen)], cwd=ROOT,
+                            env=run_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        seen = ""
+        while "running;" not in seen and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert "running;" in seen, seen
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not any(port_in_use(p) for p in chosen.values())
+    assert processes_under(tmp_path / "vms") == []
