@@ -10,7 +10,10 @@ from typing import Callable, Iterable, Protocol, Sequence
 
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobStatus
+from shared.domain.policy import Policy
+from shared.domain.protection import ProtectedItem
 from shared.domain.task import SnapshotTask
+from shared.errors import PermanentError
 
 
 class TaskQueue(Protocol):
@@ -69,3 +72,43 @@ class Dispatcher(Protocol):
     """Hands an extension command to a VM and returns once it is accepted (never waits for the snapshot)."""
 
     def dispatch(self, vm: Vm, command: "object") -> None: ...
+
+
+class DispatchRefused(PermanentError):
+    """The VM's control plane refused the extension command for good; recorded on the job as is."""
+
+    def __init__(self, message: str, *, error_code: str, recommendation: str = ""):
+        super().__init__(message)
+        self.error_code = error_code
+        self.recommendation = recommendation
+
+
+class PolicyStore(Protocol):
+    """Backup policies (Table: shared/adapters/table_protection.py). ``DefaultPolicy`` always exists."""
+
+    def get(self, name: str) -> Policy:
+        """The policy, or NotFoundError naming it."""
+
+    def create(self, policy: Policy) -> Policy:
+        """ConflictError if the name is taken."""
+
+    def replace(self, policy: Policy) -> Policy: ...
+
+    def list(self) -> list[Policy]: ...
+
+
+class ProtectedItemStore(Protocol):
+    """Protected items, read a page at a time and written in ETag-guarded batches."""
+
+    def get(self, vm_name: str) -> ProtectedItem | None: ...
+
+    def add(self, item: ProtectedItem) -> ProtectedItem:
+        """ConflictError if the VM is already an item."""
+
+    def update(self, vm_name: str, change: Callable[[ProtectedItem], ProtectedItem | None]) -> ProtectedItem:
+        """Read, apply ``change`` (None = no change), write back guarded by the ETag; retry on races."""
+
+    def save_many(self, items: Sequence[ProtectedItem]) -> tuple[list[ProtectedItem], list[str], int]:
+        """Write items read earlier unless changed meanwhile: (saved, names not written, transactions)."""
+
+    def pages(self, page_size: int = 100) -> Iterable[list[ProtectedItem]]: ...

@@ -1,0 +1,113 @@
+"""Dispatch through Azure Resource Manager: put the VMSnapshotLinux extension on the VM with the
+command's settings (``azure-mgmt-compute``), and return once ARM has accepted the request."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
+
+from shared.domain.remediation import VM_NOT_FOUND
+from shared.domain.command import EXTENSION_NAME, ExtensionCommand, to_extension_resource
+from shared.domain.inventory import Vm
+from shared.errors import PermanentError, TransientError
+from shared.ports import DispatchRefused
+from shared.redaction import redact
+
+log = logging.getLogger(__name__)
+
+NO_PERMISSION = "UserErrorExtensionDispatchNotAuthorized"
+DISPATCH_REJECTED = "UserErrorExtensionDispatchRejected"
+
+
+class ArmDispatcher:
+    """``PUT .../virtualMachines/<vm>/extensions/VMSnapshotLinux`` with ``forceUpdateTag`` = taskId.
+
+    ``transport`` replaces the HTTP transport (tests record requests with it); ``poll=True`` waits
+    for the extension's provisioning to finish, which the worker never does. ``client_options``
+    go to ``ComputeManagementClient`` (e.g. ``retry_total``).
+    """
+
+    def __init__(self, credential, subscription_id: str, *, transport=None, poll: bool = False,
+                 **client_options: Any):
+        self._credential = credential
+        self._subscription_id = subscription_id
+        self._poll = poll
+        self._options = dict(client_options)
+        if transport is not None:
+            self._options["transport"] = transport
+        self._client = None
+        self._lock = threading.Lock()
+
+    def dispatch(self, vm: Vm, command: ExtensionCommand) -> None:
+        resource_group, vm_name = self._locate(vm)
+        resource = to_extension_resource(command, vm, redact=False)
+        body = {"location": resource.get("location"), "properties": resource["properties"]}
+        if not body["location"]:
+            raise PermanentError(f"VM {vm.name} has no location in the inventory; ARM needs one for "
+                                 f"its extension")
+        try:
+            poller = self._compute().virtual_machine_extensions.begin_create_or_update(
+                resource_group, vm_name, EXTENSION_NAME, body, polling=self._poll)
+            if self._poll:
+                poller.result()
+        except ClientAuthenticationError as exc:
+            if exc.status_code is None:
+                # No token at all (identity endpoint unreachable): may well work next time.
+                raise TransientError(f"could not get a token for ARM: {redact(exc.message)}") from exc
+            raise self._translate(exc, vm, resource_group) from exc
+        except HttpResponseError as exc:
+            raise self._translate(exc, vm, resource_group) from exc
+        except ServiceRequestError as exc:
+            raise TransientError(f"ARM could not be reached for VM {vm.name}: {redact(str(exc))}") from exc
+        log.info("ARM accepted extension %s on VM %s (resource group %s), task %s",
+                 EXTENSION_NAME, vm_name, resource_group, command.task_id)
+
+    def _locate(self, vm: Vm) -> tuple[str, str]:
+        if not vm.resource_id or not is_valid_resource_id(vm.resource_id):
+            raise PermanentError(f"VM {vm.name} has no ARM resource id; DISPATCHER=arm works only "
+                                 f"for Azure VMs")
+        parts = parse_resource_id(vm.resource_id)
+        if (parts.get("namespace", "").lower() != "microsoft.compute"
+                or parts.get("type", "").lower() != "virtualmachines"):
+            raise PermanentError(f"resource id of VM {vm.name} is not a Microsoft.Compute virtual "
+                                 f"machine: {vm.resource_id}")
+        if parts.get("subscription", "").lower() != self._subscription_id.lower():
+            raise PermanentError(f"VM {vm.name} is in subscription {parts.get('subscription')}, but the "
+                                 f"worker is set to {self._subscription_id} (AZURE_SUBSCRIPTION_ID)")
+        return parts["resource_group"], parts["name"]
+
+    def _compute(self):
+        with self._lock:
+            if self._client is None:
+                from azure.mgmt.compute import ComputeManagementClient
+
+                self._client = ComputeManagementClient(self._credential, self._subscription_id,
+                                                       **self._options)
+            return self._client
+
+    @staticmethod
+    def _translate(exc: HttpResponseError, vm: Vm, resource_group: str) -> Exception:
+        status = exc.status_code
+        code = getattr(exc.error, "code", None) or exc.reason or "unknown"
+        detail = redact(getattr(exc.error, "message", None) or exc.reason or "")
+        where = f"VM {vm.name} (resource group {resource_group})"
+        if status == 404:
+            return DispatchRefused(f"{where} was not found in Azure ({code}, BCMV2VMNotFound); it was "
+                                   f"deleted or moved", error_code=VM_NOT_FOUND)
+        if status in (401, 403):
+            return DispatchRefused(
+                f"the worker's identity may not put extensions on {where} ({status} {code})",
+                error_code=NO_PERMISSION,
+                recommendation="Grant the worker's identity the 'Virtual Machine Contributor' role on "
+                               "the VM or its resource group.")
+        if status in (408, 409, 429) or (status or 0) >= 500:
+            # 409: another operation on the VM is in progress; the rest are throttling or outages.
+            return TransientError(f"ARM did not accept the extension on {where} yet ({status} {code}): "
+                                  f"{detail}")
+        return DispatchRefused(f"ARM refused the extension on {where} ({status} {code}): {detail}",
+                               error_code=DISPATCH_REJECTED,
+                               recommendation="Check the VM's state and the error above, then retry "
+                                              "the backup.")

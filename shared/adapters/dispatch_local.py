@@ -1,0 +1,83 @@
+"""Dispatch to a VM simulated on this machine: lay the command out as the guest agent (WALA) would in
+``<vm_root>/<vm name>`` and run the bundled handler's ``enable``, which forks its daemon and returns."""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from extension.layout import SEQ_ENV, LayoutError, write_extension_root
+from shared.domain.command import ExtensionCommand
+from shared.domain.inventory import Vm
+from shared.errors import PermanentError, TransientError
+from shared.redaction import redact
+
+log = logging.getLogger(__name__)
+
+# The guest agent kills a handler command after 300 s; enable normally returns within seconds.
+ENABLE_TIMEOUT_SECONDS = 300
+_SETTINGS_FILE = re.compile(r"^(\d+)[._]settings$")   # the handler renames old ones N.settings -> N_settings
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class LocalDispatcher:
+    """One extension root per local VM; every dispatch writes the next ``config/<seq>.settings``."""
+
+    def __init__(self, vm_root: Path):
+        self.vm_root = Path(vm_root)
+
+    def extension_root(self, vm: Vm) -> Path:
+        return self.vm_root / vm.name
+
+    def dispatch(self, vm: Vm, command: ExtensionCommand) -> None:
+        root = self.extension_root(vm)
+        root.mkdir(parents=True, exist_ok=True)
+        with _locked(root):
+            seq = next_sequence_number(root)
+            try:
+                write_extension_root(root, seq, command.public_settings, command.protected_settings)
+            except (LayoutError, OSError) as exc:
+                raise PermanentError(f"the extension root of VM {vm.name} ({root}) is unusable: "
+                                     f"{redact(str(exc))}") from exc
+            self._enable(root, seq, vm, command)
+
+    @staticmethod
+    def _enable(root: Path, seq: int, vm: Vm, command: ExtensionCommand) -> None:
+        env = dict(os.environ)
+        env[SEQ_ENV] = str(seq)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+        try:
+            result = subprocess.run([sys.executable, "-m", "extension", "enable"], cwd=root, env=env,
+                                    stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                    timeout=ENABLE_TIMEOUT_SECONDS)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise TransientError(f"could not run the extension's enable for VM {vm.name}: "
+                                 f"{redact(str(exc))}") from exc
+        if result.returncode != 0:
+            tail = " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+            raise TransientError(f"the extension's enable for VM {vm.name} exited {result.returncode}: "
+                                 f"{redact(tail) or 'no output'}")
+        log.info("local extension enabled on VM %s: seq %s, task %s", vm.name, seq, command.task_id)
+
+
+def next_sequence_number(root: Path) -> int:
+    """One more than the highest sequence number ever written in ``root/config`` (0 for the first)."""
+    numbers = [int(m.group(1)) for p in (root / "config").glob("*settings")
+               if (m := _SETTINGS_FILE.match(p.name))]
+    return max(numbers, default=-1) + 1
+
+
+@contextmanager
+def _locked(root: Path):
+    # Two workers dispatching to one VM at once must not pick the same sequence number.
+    with open(root / ".dispatch.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

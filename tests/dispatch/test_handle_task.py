@@ -1,0 +1,225 @@
+"""handle_snapshot_task: one queue message in, one attempt on the VM (fakes for jobs, inventory and
+dispatcher; the status container and SAS on real Azurite)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from shared.bootstrap import Services
+from shared.clock import FixedClock
+from shared.domain.command import decode_object_str
+from shared.domain.jobs import Job, JobPhase, JobStatus
+from shared.domain.task import SnapshotTask, Trigger
+from shared.errors import TransientError
+from shared.ports import DispatchRefused
+from shared.services.dispatch import Outcome, handle_snapshot_task, preview_extension_resource
+from tests.fakes import InMemoryInventory, InMemoryJobStore
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+JOB_ID = "0f6c1e2a-7b1d-4a57-9c0e-2d8e1c4b9a11"
+
+
+class RecordingDispatcher:
+    """Keeps what it was handed; raises the queued errors first, one per call."""
+
+    def __init__(self, *errors: Exception):
+        self.sent = []
+        self.errors = list(errors)
+
+    def dispatch(self, vm, command):
+        if self.errors:
+            raise self.errors.pop(0)
+        self.sent.append((vm, command))
+
+
+@pytest.fixture
+def vm(make_vm):
+    return make_vm(data_luns=(0, 1))
+
+
+@pytest.fixture
+def svc(make_settings, vm):
+    return Services(make_settings(), clock=FixedClock(NOW), jobs=InMemoryJobStore(),
+                    inventory=InMemoryInventory(vm), dispatcher=RecordingDispatcher())
+
+
+def _task(vm, **changes) -> SnapshotTask:
+    task = SnapshotTask(job_id=JOB_ID, attempt=1, vm_name=vm.name, slot=NOW, trigger=Trigger.SCHEDULED,
+                        policy_name="DefaultPolicy", retain_until=NOW + timedelta(days=30))
+    return dataclasses.replace(task, **changes)
+
+
+def _queue_job(svc, task) -> None:
+    job = Job.new_backup(vm_name=task.vm_name, slot=task.slot, now=NOW, policy_name=task.policy_name,
+                         retain_until=task.retain_until)
+    svc.jobs.create_if_absent(dataclasses.replace(job, job_id=task.job_id))
+
+
+def _deliver(svc, task, n: int = 1):
+    return handle_snapshot_task(svc, task.to_json().encode(), message_id=task.message_id, delivery_count=n)
+
+
+def _job_text(svc) -> str:
+    return json.dumps(dataclasses.asdict(svc.jobs.get(JOB_ID)), default=str)
+
+
+def test_a_task_reaches_the_vm_and_the_job_says_dispatched(svc, vm):
+    """After one delivery the VM has the command and the job shows Dispatched with its status blob."""
+    task = _task(vm)
+    _queue_job(svc, task)
+    outcome = _deliver(svc, task)
+    assert (outcome.outcome, outcome.task_id) == (Outcome.DISPATCHED, f"{JOB_ID}_1")
+    job = svc.jobs.get(JOB_ID)
+    assert (job.status, job.phase, job.attempt, job.task_id) == (
+        JobStatus.IN_PROGRESS, JobPhase.DISPATCHED, 1, f"{JOB_ID}_1")
+    assert (job.status_blob, job.log_blob) == (f"{JOB_ID}/1.Status.txt", f"{JOB_ID}/1.Logs.txt")
+    assert [(d.lun, d.blob_url) for d in job.disks] == [(d.lun, d.blob_url) for d in vm.disks]
+    assert svc.status_blobs.read(job.status_blob) == b"" and svc.status_blobs.read(job.log_blob) == b""
+    [(sent_vm, command)] = svc.dispatcher.sent
+    assert sent_vm == vm and command.task_id == f"{JOB_ID}_1"
+    sas = decode_object_str(command.protected_settings["objectStr"])["blobSASUri"]
+    assert [u.split("?")[0] for u in sas] == [d.blob_url for d in vm.disks]
+    assert all(parse_qs(urlsplit(u).query)["sp"] == ["c"] for u in sas)
+    assert command.protected_settings["statusBlobUri"].startswith(svc.status_blobs.url(job.status_blob) + "?")
+
+
+def test_the_job_record_holds_no_secret(svc, vm):
+    """The job record names blobs, never a SAS or a protected setting."""
+    task = _task(vm)
+    _queue_job(svc, task)
+    _deliver(svc, task)
+    [(_, command)] = svc.dispatcher.sent
+    text = _job_text(svc)
+    assert "sig=" not in text and "?" not in text
+    assert command.protected_settings["objectStr"] not in text
+
+
+def test_a_missing_job_record_is_created_from_the_message(svc, vm):
+    """A task whose job record is missing still runs: the message is authoritative."""
+    task = _task(vm, attempt=2)
+    assert _deliver(svc, task).outcome is Outcome.DISPATCHED
+    job = svc.jobs.get(JOB_ID)
+    assert (job.vm_name, job.policy_name, job.attempt) == (vm.name, "DefaultPolicy", 2)
+
+
+def test_every_delivery_is_a_new_task_id(svc, vm):
+    """A redelivered message is a new attempt: new taskId, new blob pair, so the VM runs it again."""
+    task = _task(vm)
+    _queue_job(svc, task)
+    svc.dispatcher.errors.append(TransientError("VM agent busy"))
+    with pytest.raises(TransientError):
+        _deliver(svc, task, 1)
+    assert _deliver(svc, task, 2).outcome is Outcome.DISPATCHED
+    third = _deliver(svc, task, 3)
+    task_ids = [c.task_id for _, c in svc.dispatcher.sent]
+    assert task_ids == [f"{JOB_ID}_2", f"{JOB_ID}_3"] and third.task_id == f"{JOB_ID}_3"
+    assert svc.jobs.get(JOB_ID).status_blob == f"{JOB_ID}/3.Status.txt"
+    assert svc.status_blobs.read(f"{JOB_ID}/1.Status.txt") == b""    # each attempt had its own pair
+
+
+def test_unknown_vm_fails_the_job_clearly(svc, vm):
+    """A task for a VM that no longer exists fails its job with a VM-not-found error and advice."""
+    task = _task(vm, vm_name="gone-vm")
+    _queue_job(svc, task)
+    outcome = _deliver(svc, task)
+    assert outcome.outcome is Outcome.FAILED
+    job = svc.jobs.get(JOB_ID)
+    assert job.status is JobStatus.FAILED and job.end_time is not None
+    [error] = job.errors
+    assert error.error_code == "UserErrorVmNotFound" and "gone-vm" in error.error_string
+    assert any("stop protection" in r for r in error.recommendations)
+    assert svc.dispatcher.sent == []
+
+
+def test_duplicate_message_for_a_finished_job_dispatches_nothing(svc, vm):
+    """A message delivered again after the job finished does not snapshot the VM again."""
+    task = _task(vm)
+    _queue_job(svc, task)
+    svc.jobs.update(JOB_ID, lambda j: dataclasses.replace(j, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
+    assert _deliver(svc, task).outcome is Outcome.DUPLICATE
+    assert svc.dispatcher.sent == []
+    assert not svc.blob_service.get_container_client(svc.settings.status_container).exists()
+
+
+def test_malformed_message_is_kept_with_its_reason(svc):
+    """A message that can never succeed is settled and kept, redacted, where an operator finds it."""
+    body = b'{"schema": "vmsnap.snapshot-task/1", "jobId": "j", "note": "https://a/b?sp=r&sig=LEAKED"}'
+    outcome = handle_snapshot_task(svc, body, message_id="msg-1", delivery_count=1)
+    assert outcome.outcome is Outcome.REJECTED and "vmName" in outcome.reason
+    stored = json.loads(svc.blob_service.get_blob_client(
+        f"{svc.settings.status_container}-rejected", "msg-1.json").download_blob().readall())
+    assert stored["messageId"] == "msg-1" and "vmName" in stored["reason"]
+    assert "LEAKED" not in stored["body"] and '"jobId": "j"' in stored["body"]
+
+
+def test_oversized_message_is_kept_capped(svc):
+    """A huge message is rejected and only its first 64 KiB are kept."""
+    body = b"x" * 200_000
+    assert handle_snapshot_task(svc, body, message_id="big", delivery_count=1).outcome is Outcome.REJECTED
+    stored = json.loads(svc.blob_service.get_blob_client(
+        f"{svc.settings.status_container}-rejected", "big.json").download_blob().readall())
+    assert stored["truncated"] and stored["bodyBytes"] == 200_000 and len(stored["body"]) == 64 * 1024
+
+
+def test_refused_dispatch_fails_the_job_with_the_reason(svc, vm):
+    """When the VM's control plane refuses for good, the job fails with its code and advice."""
+    svc.dispatcher.errors.append(DispatchRefused("no rights on VM x", error_code="UserErrorExtensionDispatchNotAuthorized",
+                                                 recommendation="Grant 'Virtual Machine Contributor'."))
+    task = _task(vm)
+    _queue_job(svc, task)
+    assert _deliver(svc, task).outcome is Outcome.FAILED
+    [error] = svc.jobs.get(JOB_ID).errors
+    assert error.error_code == "UserErrorExtensionDispatchNotAuthorized"
+    assert error.recommendations == ["Grant 'Virtual Machine Contributor'."]
+
+
+def test_a_disk_outside_the_storage_account_fails_the_job(svc, vm):
+    """A VM whose disk cannot get a SAS fails before anything is sent to it."""
+    bad = dataclasses.replace(vm, disks=vm.disks + (dataclasses.replace(
+        vm.disks[0], lun=5, blob_url="https://other.blob.core.windows.net/vhds/x.vhd"),))
+    svc.inventory.vms[vm.name.lower()] = bad
+    task = _task(vm)
+    _queue_job(svc, task)
+    assert _deliver(svc, task).outcome is Outcome.FAILED
+    assert "other.blob.core.windows.net" in svc.jobs.get(JOB_ID).errors[0].error_string
+    assert svc.dispatcher.sent == []
+
+
+def test_logs_exceptions_and_records_hold_no_secret(svc, vm, caplog):
+    """Whatever happens during dispatch, the captured logs and the error never show a SAS."""
+    task = _task(vm)
+    _queue_job(svc, task)
+    svc.dispatcher.errors.append(TransientError("PUT https://a/b?sv=1&sig=SECRETSIG timed out"))
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(TransientError):
+            _deliver(svc, task, 1)
+        _deliver(svc, task, 2)
+        _deliver(svc, _task(vm, vm_name="nope", job_id="other"), 1)
+    [(_, command)] = svc.dispatcher.sent
+    secrets = ["SECRETSIG", command.protected_settings["objectStr"]]
+    secrets += [parse_qs(urlsplit(u).query)["sig"][0] for u in
+                decode_object_str(command.protected_settings["objectStr"])["blobSASUri"]]
+    secrets += [parse_qs(urlsplit(command.protected_settings[k]).query)["sig"][0]
+                for k in ("statusBlobUri", "logsBlobUri")]
+    text = caplog.text + _job_text(svc)
+    assert [s for s in secrets if s in text] == []
+    assert all(JOB_ID in r.getMessage() or "other" in r.getMessage() for r in caplog.records
+               if r.name == "shared.services.dispatch")
+
+
+def test_preview_shows_the_command_without_creating_anything(svc, vm):
+    """The dry run shows every public setting and no protected value, and creates no blob or job."""
+    resource = preview_extension_resource(svc, vm.name)
+    props = resource["properties"]
+    assert props["type"] == "VMSnapshotLinux" and props["settings"]["commandToExecute"] == "snapshot"
+    assert props["settings"]["commandStartTimeUTCTicks"].isdigit()
+    assert decode_object_str(props["settings"]["objectStr"])["includedDisks"]["dataDiskLunList"] == [0, 1]
+    assert set(props["protectedSettings"].values()) == {"<redacted>"}
+    assert "sig=" not in json.dumps(resource)
+    assert not svc.blob_service.get_container_client(svc.settings.status_container).exists()
+    assert svc.jobs.jobs == {} and svc.dispatcher.sent == []

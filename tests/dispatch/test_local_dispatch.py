@@ -1,0 +1,91 @@
+"""The local dispatcher with the bundled handler: a task on the queue ends as a final status blob."""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared.adapters.dispatch_local import LocalDispatcher, next_sequence_number
+from shared.bootstrap import Services
+from shared.clock import FixedClock
+from shared.domain.command import build_snapshot_command
+from shared.domain.task import SnapshotTask
+from shared.errors import TransientError
+from shared.services.dispatch import Outcome, handle_snapshot_task
+from tests.fakes import InMemoryInventory, InMemoryJobStore
+
+
+@pytest.fixture(autouse=True)
+def unprivileged_extension(tmp_path, monkeypatch):
+    """The handler's /etc/azure moved into the test's directory (no root needed, nothing frozen)."""
+    monkeypatch.setenv("VMSNAP_EXTENSION_ETC", str(tmp_path / "etc-azure"))
+    monkeypatch.delenv("VMSNAP_FREEZE_MOUNTS", raising=False)
+
+
+def _final_status(svc, name: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = svc.status_blobs.read(name).rstrip(b"\0 ").decode()
+        if text and json.loads(text)[0]["status"]["code"] != "4":
+            return json.loads(text)[0]
+        time.sleep(0.3)
+    raise AssertionError(f"no final status in {name} after {timeout}s")
+
+
+def test_task_ends_with_a_final_status_and_snapshots(make_settings, make_vm, tmp_path, blob_service):
+    """Dispatching to a local VM snapshots each disk and the status blob ends with success."""
+    vm = make_vm(data_luns=(0,))
+    now = datetime.now(timezone.utc)
+    svc = Services(make_settings(), clock=FixedClock(now), jobs=InMemoryJobStore(),
+                   inventory=InMemoryInventory(vm), dispatcher=LocalDispatcher(tmp_path / "vms"))
+    task = SnapshotTask(job_id="3c7d6a52-0b55-4f0e-a1a9-5a4f8a0f1e01", attempt=1, vm_name=vm.name,
+                        slot=now, retain_until=now + timedelta(days=7))
+    started = time.monotonic()
+    outcome = handle_snapshot_task(svc, task.to_json().encode(), message_id=task.message_id, delivery_count=1)
+    assert outcome.outcome is Outcome.DISPATCHED
+    assert time.monotonic() - started < 30          # enable returned; the daemon runs on its own
+    job = svc.jobs.get(task.job_id)
+    status = _final_status(svc, job.status_blob)["status"]
+    assert (status["status"], status["code"], status["taskId"]) == ("success", "1", task.task_id)
+    assert [s["isSuccessful"] for s in status["snapshotInfo"]] == [True, True]
+    container = blob_service.get_container_client(vm.disks[0].blob_url.split("/")[-2])
+    snaps = [b for b in container.list_blobs(include=["snapshots", "metadata"]) if b.snapshot]
+    assert sorted(b.name for b in snaps) == sorted(d.blob_url.rsplit("/", 1)[1] for d in vm.disks)
+    assert all(b.metadata["jobId"] == task.job_id for b in snaps)
+    deadline = time.monotonic() + 10                # the log is uploaded just after the status
+    while not svc.status_blobs.read(job.log_blob) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert svc.status_blobs.read(job.log_blob)
+    settings_file = tmp_path / "vms" / vm.name / "config" / "0.settings"
+    assert "sig=" not in settings_file.read_text()    # protected settings scrubbed by the handler once read
+
+
+def test_sequence_numbers_only_go_up(tmp_path):
+    """Each dispatch to a VM uses a sequence number above every earlier one, renamed or not."""
+    config = tmp_path / "config"
+    assert next_sequence_number(tmp_path) == 0
+    config.mkdir()
+    for name in ("0_settings", "3_settings", "2.settings", "7.status", "notes.txt"):
+        (config / name).write_text("{}")
+    assert next_sequence_number(tmp_path) == 4
+
+
+def test_failing_enable_is_retried(make_vm, tmp_path):
+    """When the VM's handler cannot start, the message is retried rather than the job failed."""
+    vm = make_vm()
+    dispatcher = LocalDispatcher(tmp_path / "vms")
+    root = dispatcher.extension_root(vm)
+    (root / "config").mkdir(parents=True)
+    (root / "HandlerEnvironment.json").write_text(json.dumps([{"name": "x", "version": "1.0", "handlerEnvironment": {
+        "logFolder": str(root / "HandlerEnvironment.json" / "log"), "configFolder": str(root / "config"),
+        "statusFolder": str(root / "status"), "heartbeatFile": str(root / "hb")}}]))
+    now = datetime.now(timezone.utc)
+    command = build_snapshot_command(
+        SnapshotTask(job_id="j", attempt=1, vm_name=vm.name, slot=now), vm,
+        disk_sas_urls=[d.blob_url + "?sp=c&sig=S" for d in vm.disks],
+        status_blob_sas="http://x/s?sig=S", log_blob_sas="http://x/l?sig=S", now=now)
+    with pytest.raises(TransientError, match="exited 1") as caught:
+        dispatcher.dispatch(vm, command)
+    assert "sig=S" not in str(caught.value)
