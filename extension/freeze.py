@@ -157,17 +157,23 @@ def freeze_mounts(
     skip = set(mounts_to_skip)
     if wanted.lower() != "auto":
         return _unique(m.strip() for m in wanted.split(",") if m.strip() and m.strip() not in skip)
+    return [m for m in local_mounts(proc_mounts) if m not in skip]
+
+
+def local_mounts(proc_mounts: str | None = None) -> list[str]:
+    """Freezable mount points as the real handler selects them: reversed, ``/`` last."""
     if proc_mounts is None:
-        with open("/proc/mounts", encoding="utf-8") as fh:
-            proc_mounts = fh.read()
+        try:
+            with open("/proc/mounts", encoding="utf-8") as fh:
+                proc_mounts = fh.read()
+        except OSError:
+            return []
     found = []
     for line in proc_mounts.splitlines():
         fields = line.split()
         if len(fields) < 3 or fields[2] not in FREEZABLE_TYPES or fields[0].startswith("/dev/loop"):
             continue
-        point = fields[1].replace("\\040", " ")
-        if point not in skip:
-            found.append(point)
+        found.append(fields[1].replace("\\040", " "))
     ordered = [m for m in reversed(_unique(found)) if m != "/"]
     return ordered + (["/"] if "/" in found else [])
 

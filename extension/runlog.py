@@ -17,7 +17,8 @@ from typing import Iterator
 
 PACKAGE_LOGGER = "extension"
 
-_SIG = re.compile(r"(?i)(sig=)[^&\s\"'<>]+")
+# sig=... in a URL or text, also URL-encoded (sig%3D...) when a SAS URL sits inside another URL.
+_SIG = re.compile(r"(?i)(sig(?:=|%3D))[^&\s\"'<>;,)\]}]+")
 _LEVELS = {
     logging.DEBUG: "Verbose",
     logging.INFO: "Info",
@@ -93,11 +94,15 @@ def capture(log_file: Path | None) -> Iterator[RunLog]:
     """Attach a :class:`RunLog` to the package logger for the duration of one run."""
     handler = RunLog(log_file)
     logger = logging.getLogger(PACKAGE_LOGGER)
-    previous_level = logger.level
+    previous = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+    # Only the redacting handler sees the run: not the root logger's handlers, nor Python's
+    # last-resort stderr handler (which would copy warnings into the daemon's output unredacted).
+    logger.propagate = False
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(previous_level)
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]

@@ -5,13 +5,14 @@ Only the shipped plugin-host default is modelled (one ScriptRunner plugin readin
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import stat
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from extension.codes import ExtensionCode
@@ -38,12 +39,12 @@ class ScriptPluginConfig:
 
 @dataclass(frozen=True)
 class PreCheck:
-    """``PluginHost.pre_check``: the code (success when scripts are ready) and what it allows."""
+    """``PluginHost.pre_check``: its code (0 when the scripts are ready to run) and what it allows."""
 
     code: ExtensionCode
     do_backup: bool = True
     fs_freeze: bool = True
-    config: ScriptPluginConfig | None = field(default=None)
+    config: ScriptPluginConfig | None = None
 
     @property
     def ready(self) -> bool:
@@ -105,11 +106,20 @@ def _load(path: Path) -> ScriptPluginConfig:
         pre_params=tuple(str(p) for p in data.get("preScriptParams") or ()),
         post_params=tuple(str(p) for p in data.get("postScriptParams") or ()),
         timeout=min(float(data.get("timeoutInSeconds", 10)), MAX_TIMEOUT),
-        continue_on_failure=bool(data.get("continueBackupOnFailure", True)),
-        fs_freeze_enabled=bool(data.get("fsFreezeEnabled", True)),
+        continue_on_failure=_flag(data.get("continueBackupOnFailure", True)),
+        fs_freeze_enabled=_flag(data.get("fsFreezeEnabled", True)),
         plugin_name=str(data.get("pluginName", PLUGIN_NAME)),
         poll_seconds=int(data.get("ScriptsExecutionPollTimeSeconds", 3)),
     )
+
+
+def _flag(value: object) -> bool:
+    """JSON booleans, and the strings "true"/"false" people write by hand."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false"):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value.strip().lower() == "true"
+    return bool(value)
 
 
 def _check_script(
@@ -172,7 +182,8 @@ def _run(
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         log.error("%s-script %s timed out after %g s", kind, script, timeout)
         return timed_out

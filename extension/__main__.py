@@ -1,0 +1,72 @@
+"""Command line, as WALA drives a handler (cwd = extension root, ``ConfigSequenceNumber`` set).
+
+    python -m extension enable                  quick: checks, in-progress status, spawns the daemon
+    python -m extension daemon                  the backup run (what enable spawns)
+    python -m extension install|uninstall|disable|update    no-ops, exit 0 (as handle.sh)
+    python -m extension run --settings-file FILE [--root DIR]   off Azure: everything, in the foreground
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from extension.handler import EnableResult, enable, run_daemon, run_foreground
+from extension.layout import HandlerEnvironment, LayoutError, resolve_seq
+
+DEFAULT_RUN_ROOT = "/var/lib/vmsnapshot-extension"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m extension", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("enable", help="start a backup run for the current sequence number")
+    commands.add_parser("daemon", help="do the backup run (spawned by enable)")
+    for name in ("install", "uninstall", "disable", "update"):
+        commands.add_parser(name, help="no-op, as in the real handler")
+    run = commands.add_parser("run", help="run settings from a file in the foreground (off Azure)")
+    run.add_argument("--settings-file", required=True, type=Path,
+                     help='JSON: {"publicSettings": {...}, "protectedSettings": {...}}')
+    run.add_argument("--root", type=Path,
+                     default=Path(os.environ.get("VMSNAP_EXTENSION_ROOT", DEFAULT_RUN_ROOT)),
+                     help="extension root for state, status and logs (default %(default)s)")
+    args = parser.parse_args(argv)
+
+    if args.command in ("install", "uninstall", "disable", "update"):
+        return 0
+    if args.command == "run":
+        return _run(args.settings_file, args.root)
+    root = Path.cwd()
+    try:
+        seq = resolve_seq(HandlerEnvironment.load(root))
+        if args.command == "enable":
+            enable(root, seq)
+        else:
+            run_daemon(root, seq)
+    except LayoutError as exc:
+        print(f"extension {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(settings_file: Path, root: Path) -> int:
+    try:
+        decision, element = run_foreground(settings_file, root)
+    except (OSError, ValueError, LayoutError) as exc:
+        print(f"extension run: {exc}", file=sys.stderr)
+        return 1
+    if decision is not EnableResult.STARTED:
+        print(f"extension run: {decision.value} (send a new taskId to back up again)", file=sys.stderr)
+        return 0
+    if not element:
+        print("extension run: no status was produced (is vmType missing?); see the log folder", file=sys.stderr)
+        return 1
+    print(json.dumps(element, indent=2))
+    return 0 if element["status"]["status"] == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Driving the handler as WALA does: enable's idempotency, the detached daemon, and ``run`` off Azure."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from extension.handler import EnableResult, enable
+from extension.layout import HandlerEnvironment, write_extension_root
+from extension.settings import ticks_for
+from tests.extension.conftest import requires_root
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _enable(vm, seq):
+    started = []
+    result = enable(vm.root, seq, spawn=lambda root, n: started.append(n))
+    return result, started
+
+
+def test_enable_records_the_command_and_writes_the_in_progress_file_status(vm):
+    """enable leaves code 4 in status/<seq>.status and starts the daemon for that sequence number."""
+    vm.write(3, *vm.settings())
+
+    result, started = _enable(vm, 3)
+
+    assert result is EnableResult.STARTED and started == [3]
+    (outer,) = vm.status_file(3)
+    assert outer["status"]["code"] == "4" and outer["status"]["status"] == "success"
+    inner = json.loads(outer["status"]["substatus"][0]["name"])[0]
+    assert inner["status"]["code"] == "4"
+    assert (vm.root / "mrseq").read_text() == "3"
+    assert vm.text("status.txt") == ""  # the blob is the daemon's to write
+
+
+def test_a_repeated_task_id_is_silently_ignored(vm):
+    """A new sequence number carrying the last taskId: no daemon, no new status anywhere."""
+    public, protected = vm.settings()
+    vm.write(0, public, protected)
+    _enable(vm, 0)
+    vm.write(1, public, protected)
+
+    result, started = _enable(vm, 1)
+
+    assert result is EnableResult.SAME_TASK and started == []
+    assert not HandlerEnvironment.load(vm.root).status_file(1).exists()
+    assert vm.text("status.txt") == ""
+
+
+def test_a_repeated_sequence_number_is_silently_ignored(vm):
+    """Enable run twice for one sequence number does nothing the second time, even with a new taskId."""
+    vm.write(0, *vm.settings())
+    _enable(vm, 0)
+    status_before = HandlerEnvironment.load(vm.root).status_file(0).read_text()
+    vm.write(0, *vm.settings())  # a fresh taskId
+
+    result, started = _enable(vm, 0)
+
+    assert result is EnableResult.SAME_SEQ and started == []
+    assert HandlerEnvironment.load(vm.root).status_file(0).read_text() == status_before
+
+
+def _wait_for_final_status(vm, deadline: float) -> dict:
+    while time.monotonic() < deadline:
+        text = vm.text("status.txt")
+        if text and json.loads(text)[0]["status"]["code"] != "4":
+            return json.loads(text)[0]
+        time.sleep(0.1)
+    pytest.fail(f"no final status in the blob; daemon log: {(vm.root / 'log' / 'daemon.log').read_text()}")
+
+
+def _real_ticks_now() -> str:
+    """Subprocesses run on the system clock, not the test's fixed one."""
+    return ticks_for(datetime.now(timezone.utc))
+
+
+def _subprocess_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    env.update(extra)
+    return env
+
+
+@requires_root
+def test_enable_returns_at_once_and_the_detached_daemon_finishes_the_backup(vm):
+    """``python -m extension enable`` exits 0 while a slow pre-script runs; the blob then turns final."""
+    vm.scripts(pre="sleep 2")
+    public, protected = vm.settings(commandStartTimeUTCTicks=_real_ticks_now())
+    write_extension_root(vm.root, 5, public, protected)
+
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "extension", "enable"],
+        cwd=vm.root, env=_subprocess_env(ConfigSequenceNumber="5"),
+        capture_output=True, text=True, timeout=60,
+    )
+    returned_after = time.monotonic() - began
+
+    assert done.returncode == 0, done.stderr
+    assert returned_after < 2
+    assert vm.status_file(5)[0]["status"]["code"] == "4"
+    element = _wait_for_final_status(vm, time.monotonic() + 30)
+    assert element["status"]["code"] == "0"
+    assert len(vm.snapshots("os.vhd")) == 1
+    assert vm.status_file(5)[0]["status"]["code"] == "0"
+
+
+def test_enable_on_a_root_without_handler_environment_exits_non_zero(tmp_path):
+    """A mis-laid root is a dispatcher bug: enable says so on stderr and exits 1."""
+    done = subprocess.run(
+        [sys.executable, "-m", "extension", "enable"],
+        cwd=tmp_path, env=_subprocess_env(ConfigSequenceNumber="0"),
+        capture_output=True, text=True, timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert "HandlerEnvironment.json" in done.stderr
+
+
+def test_run_off_azure_takes_settings_from_a_file_and_prints_the_status(vm, tmp_path):
+    """``python -m extension run --settings-file`` backs up in the foreground and prints the status."""
+    public, protected = vm.settings(commandStartTimeUTCTicks=_real_ticks_now())
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(json.dumps({"publicSettings": public, "protectedSettings": protected}))
+    root = tmp_path / "vm-root"
+    command = [sys.executable, "-m", "extension", "run", "--settings-file", str(settings_file), "--root", str(root)]
+
+    first = subprocess.run(command, env=_subprocess_env(), capture_output=True, text=True, timeout=60)
+    again = subprocess.run(command, env=_subprocess_env(), capture_output=True, text=True, timeout=60)
+
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["status"]["code"] == "1"
+    assert len(vm.snapshots("data0.vhd")) == 1
+    assert (again.returncode, again.stdout) == (0, "")
+    assert "same taskId" in again.stderr
+    assert sorted(p.name for p in (root / "config").iterdir()) == ["0.settings", "1.settings"]
