@@ -1,17 +1,26 @@
-"""The backup job record, shaped like an Azure Backup job (AzureIaaSVMJob) so users recognise it.
+"""The backup job record, shaped like an Azure Backup job (AzureIaaSVMJob) so users recognise it,
+and its transitions: pure functions from (job, event) to the next job, or None when nothing changes.
 
-SEED by the lead: the fields and constructors below are the shared contract. The status-ingestion
-work (issue 4) owns this module from here on and adds the transitions (apply a status report,
-never go backwards) without renaming what exists.
+Transitions never go backwards: a terminal job is final, an older report never overwrites a newer
+one, a report of another attempt is noted as stale and changes nothing, and applying the same
+report twice gives the same record.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from enum import Enum
+from typing import TYPE_CHECKING, Sequence
 
 from shared.clock import utc
+from shared.domain import remediation
+from shared.domain.remediation import Remediation
+
+if TYPE_CHECKING:
+    from shared.domain.status import StatusReport
 
 # Namespace for deterministic job ids: the same (item, slot) always yields the same job id.
 JOB_ID_NAMESPACE = uuid.UUID("5b0f0c1e-8e2a-4c59-9a7e-0d6b2f6c4a11")
@@ -44,9 +53,39 @@ class Consistency(str, Enum):
     CRASH = "CrashConsistent"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS48 = (1 << 48) - 1
+
+
 def job_id_for(vm_name: str, slot: datetime, trigger: str = "Scheduled") -> str:
-    """The deterministic job id of one (item, slot): a re-fired timer finds the same job."""
-    return str(uuid.uuid5(JOB_ID_NAMESPACE, f"{vm_name.lower()}|{trigger}|{utc(slot).isoformat()}"))
+    """The deterministic job id of one (item, slot): a re-fired timer finds the same job.
+
+    A UUIDv8 (RFC 9562) whose first 48 bits are the slot's unix milliseconds and whose other bits
+    hash (namespace, vm, trigger, slot): ids sort by slot, and the slot (hence the table partition)
+    can be read back from the id alone (``slot_of_job_id``).
+    """
+    slot = utc(slot)
+    trigger = getattr(trigger, "value", trigger)
+    ms = (slot - _EPOCH) // timedelta(milliseconds=1)
+    digest = hashlib.sha256(f"{JOB_ID_NAMESPACE}|{vm_name.lower()}|{trigger}|{slot.isoformat()}".encode()).digest()
+    rest = int.from_bytes(digest[:10], "big")       # 80 bits, of which 74 are kept
+    value = (ms & _MS48) << 80
+    value |= 0x8 << 76                              # version 8
+    value |= ((rest >> 68) & 0xFFF) << 64           # 12 bits
+    value |= 0b10 << 62                             # RFC 4122 variant
+    value |= rest & ((1 << 62) - 1)                 # 62 bits
+    return str(uuid.UUID(int=value))
+
+
+def slot_of_job_id(job_id: str) -> datetime | None:
+    """The slot a job id made by ``job_id_for`` encodes, to the millisecond; None for any other string."""
+    try:
+        parsed = uuid.UUID(job_id)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if parsed.version != 8 or len(job_id) != 36:
+        return None
+    return _EPOCH + timedelta(milliseconds=parsed.int >> 80)
 
 
 @dataclass
@@ -66,6 +105,15 @@ class JobError:
     recommendations: list[str] = field(default_factory=list)
     retryable: bool = False
     extension_code: int | None = None
+
+    @classmethod
+    def from_remediation(cls, fix: Remediation, *, detail: str | None = None,
+                         extension_code: int | None = None) -> "JobError":
+        """The error as recorded on a job: the likely cause, plus what the VM said when it said anything."""
+        text = fix.cause if not detail else f"{fix.cause} Reported: {detail}"
+        return cls(error_code=fix.error_code, error_string=text, error_title=fix.title,
+                   recommendations=list(fix.recommendations), retryable=fix.retryable,
+                   extension_code=extension_code)
 
 
 @dataclass
@@ -93,12 +141,22 @@ class Job:
     log_blob: str | None = None
     last_report_at: datetime | None = None
     notes: list[str] = field(default_factory=list)   # stale/ignored reports and other remarks
+    dispatched_at: datetime | None = None              # when the current attempt was handed to the VM
 
     @property
     def duration(self):
         if self.end_time is None:
             return None
         return self.end_time - self.start_time
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def expected_task_id(self) -> str:
+        """The taskId the current attempt's extension echoes in its status."""
+        return self.task_id or f"{self.job_id}_{self.attempt}"
 
     @classmethod
     def new_backup(cls, *, vm_name: str, slot: datetime, now: datetime, trigger: str = "Scheduled",
@@ -113,3 +171,238 @@ class Job:
             retain_until=retain_until,
             task_id=None,
         )
+
+
+# --- transitions ------------------------------------------------------------------------------
+
+EXTENSION_WINDOW = timedelta(minutes=140)   # the extension refuses commands older than this (code 402)
+TIMEOUT_MARGIN = timedelta(minutes=10)      # slack for the agent picking the command up and the upload
+MAX_NOTES = 20
+MAX_NOTE_CHARS = 300
+MAX_ERRORS = 8
+
+
+class ReportVerdict(str, Enum):
+    APPLY = "applied"
+    UNCHANGED = "unchanged"     # the record already says what the report says
+    OLDER = "older"             # an in-progress report older than one already applied
+    STALE = "stale"             # the report belongs to another attempt (taskId or blob attempt differ)
+    TERMINAL = "terminal"       # the job is already final
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What one status report means for a job, before it is applied."""
+
+    status: JobStatus
+    phase: JobPhase
+    consistency: Consistency | None
+    errors: list[JobError]
+    disks: list[DiskResult]
+    backup_size_bytes: int | None
+
+
+def interpret(report: "StatusReport", disks: Sequence[DiskResult] = ()) -> ReportOutcome:
+    """The job status, consistency, errors and per-disk results a report leads to."""
+    disk_results = _disk_results(report, disks)
+    if report.in_progress:
+        return ReportOutcome(JobStatus.IN_PROGRESS, JobPhase.RUNNING, None, [], disk_results, None)
+    size = None if report.size_computation_failed else report.backup_size_bytes
+    detail = _detail(report)
+    if report.succeeded and report.code in remediation.SUCCESS_CODES:
+        consistency = (Consistency.APPLICATION if report.code == 0
+                       else Consistency.CRASH if report.snapshot_consistency == 3 else Consistency.FILE_SYSTEM)
+        warnings = []
+        if report.health_code is not None and report.health_code not in remediation.SUCCESS_CODES:
+            warnings.append(JobError.from_remediation(remediation.for_extension_code(report.health_code),
+                                                      detail=detail, extension_code=report.health_code))
+        if any(d.status == "Failed" for d in disk_results) and not warnings:
+            warnings.append(JobError.from_remediation(remediation.for_extension_code(761),
+                                                      extension_code=report.code))
+        status = JobStatus.COMPLETED_WITH_WARNINGS if warnings else JobStatus.COMPLETED
+        return ReportOutcome(status, JobPhase.DONE, consistency, warnings, disk_results, size)
+    code = report.code if report.code not in remediation.SUCCESS_CODES else (report.health_code or 2)
+    errors = [JobError.from_remediation(remediation.for_extension_code(code), detail=detail, extension_code=code)]
+    if report.health_code not in (None, code, *remediation.SUCCESS_CODES):
+        health = JobError.from_remediation(remediation.for_extension_code(report.health_code),
+                                           extension_code=report.health_code)
+        health.recommendations = [r for r in health.recommendations if r not in errors[0].recommendations]
+        errors.append(health)
+    if report.disks is None:
+        disk_results = [replace(d, status="Failed", error=d.error or "no snapshot was taken")
+                        if d.status == "Pending" else d for d in disk_results]
+    return ReportOutcome(JobStatus.FAILED, JobPhase.DONE, None, errors, disk_results, size)
+
+
+def assess_report(job: Job, report: "StatusReport", *, attempt: int | None = None) -> ReportVerdict:
+    """Whether a report may change the job (UNCHANGED is decided by ``apply_report``)."""
+    if job.is_terminal:
+        return ReportVerdict.TERMINAL
+    if (attempt is not None and attempt != job.attempt) or report.task_id != job.expected_task_id:
+        return ReportVerdict.STALE
+    if report.in_progress and job.last_report_at is not None and (
+            report.timestamp is None or report.timestamp < job.last_report_at or job.phase is JobPhase.DONE):
+        return ReportVerdict.OLDER
+    # A final report wins over any in-progress one whatever the clocks say: the extension writes
+    # "running" before it writes the result, so the result is never the older of the two.
+    return ReportVerdict.APPLY
+
+
+def apply_report(job: Job, report: "StatusReport", now: datetime, *, attempt: int | None = None) -> Job | None:
+    """The job after one status report of its current attempt, or None when nothing changes.
+
+    ``attempt`` is the attempt named by the status blob's name, when known. A stale report only adds
+    a note saying it was ignored.
+    """
+    verdict = assess_report(job, report, attempt=attempt)
+    if verdict is ReportVerdict.STALE:
+        return _with_note(job, f"ignored a status report of task {report.task_id or '(none)'}"
+                               f"{'' if attempt is None else f' (attempt {attempt})'}: the current task is "
+                               f"{job.expected_task_id}")
+    if verdict is not ReportVerdict.APPLY:
+        return None
+    outcome = interpret(report, job.disks)
+    changed = replace(
+        job,
+        status=outcome.status,
+        phase=outcome.phase,
+        consistency=outcome.consistency,
+        disks=outcome.disks,
+        errors=outcome.errors[:MAX_ERRORS],
+        extension_code=report.code,
+        health_code=report.health_code,
+        last_report_at=report.timestamp or job.last_report_at,
+    )
+    if outcome.status.is_terminal:
+        finished = report.timestamp or utc(now)
+        changed.end_time = max(finished, job.start_time)
+        changed.backup_size_bytes = outcome.backup_size_bytes
+    return None if changed == job else changed
+
+
+def record_unreadable(job: Job, blob_name: str, reason: str, now: datetime) -> Job | None:
+    """Mark an in-progress job with a status blob that could not be read (the blob itself is kept)."""
+    if job.is_terminal:
+        return None
+    error = JobError.from_remediation(remediation.for_service_error(remediation.STATUS_UNREADABLE),
+                                      detail=f"{blob_name}: {reason}")
+    changed = _with_note(job, f"status blob {blob_name} unreadable: {reason}") or replace(job)
+    changed.errors = [error] + [e for e in job.errors if e.error_code != error.error_code][: MAX_ERRORS - 1]
+    return None if changed == job else changed
+
+
+def mark_dispatched(job: Job, *, attempt: int, task_id: str, status_blob: str, log_blob: str, now: datetime,
+                    disks: Sequence[DiskResult] | None = None) -> Job | None:
+    """The job once an attempt's command is handed to the VM; a newer attempt supersedes older ones.
+
+    ``disks`` (lun and blob URL, in the order of the command's SAS list) are the disks this attempt
+    snapshots: status reports are matched to them by position.
+    """
+    if job.is_terminal or attempt < job.attempt:
+        return None
+    same_attempt = attempt == job.attempt and job.task_id in (None, task_id)
+    changed = replace(job, attempt=attempt, task_id=task_id, status_blob=_no_query(status_blob),
+                      log_blob=_no_query(log_blob))
+    if disks is not None:
+        changed.disks = [DiskResult(lun=d.lun, blob_url=_no_query(d.blob_url) or "") for d in disks]
+    if same_attempt:
+        if job.phase is JobPhase.QUEUED:
+            changed.phase = JobPhase.DISPATCHED
+            changed.dispatched_at = utc(now)
+        if disks is not None and job.last_report_at is not None:
+            changed.disks = job.disks       # results already arrived for this attempt: keep them
+        return None if changed == job else changed
+    changed.phase = JobPhase.DISPATCHED
+    changed.dispatched_at = utc(now)
+    changed.last_report_at = None
+    changed.extension_code = changed.health_code = None
+    changed.consistency = None
+    changed.backup_size_bytes = None
+    changed.errors = []
+    if disks is None:
+        changed.disks = [DiskResult(lun=d.lun, blob_url=d.blob_url) for d in job.disks]
+    if job.phase is not JobPhase.QUEUED:
+        changed = _with_note(changed, f"attempt {job.attempt} (task {job.task_id}) superseded by attempt "
+                                      f"{attempt} (task {task_id})") or changed
+    return changed
+
+
+def next_attempt(job: Job) -> int:
+    """The attempt number for a fresh dispatch: a dispatched attempt is never reused (new taskId)."""
+    return job.attempt + 1 if job.phase is not JobPhase.QUEUED else job.attempt
+
+
+def mark_failed(job: Job, error: JobError, now: datetime) -> Job | None:
+    """Fail a job for a reason the service found itself (unknown VM, refused SAS, dispatch refused)."""
+    if job.is_terminal:
+        return None
+    others = [e for e in job.errors if e.error_code != error.error_code]
+    return replace(job, status=JobStatus.FAILED, phase=JobPhase.DONE, end_time=max(utc(now), job.start_time),
+                   errors=([error] + others)[:MAX_ERRORS])
+
+
+def timeout_deadline(job: Job) -> datetime:
+    """When an unfinished job counts as timed out: the extension's 140-minute window plus a margin."""
+    return (job.dispatched_at or job.start_time) + EXTENSION_WINDOW + TIMEOUT_MARGIN
+
+
+def mark_timed_out(job: Job, now: datetime) -> Job | None:
+    """Fail an InProgress job whose extension never reported a result within its window."""
+    if job.is_terminal or utc(now) < timeout_deadline(job):
+        return None
+    if job.phase is JobPhase.QUEUED:
+        detail = "the snapshot command was never handed to the VM"
+    elif job.phase is JobPhase.DISPATCHED:
+        detail = f"no status came back for task {job.expected_task_id}"
+    else:
+        detail = f"the extension reported it was running (last at {job.last_report_at}) but never finished"
+    error = JobError.from_remediation(remediation.for_service_error(remediation.TIMED_OUT), detail=detail)
+    failed = mark_failed(job, error, now)
+    failed.disks = [replace(d, status="Failed", error=d.error or "no result before the timeout")
+                    if d.status == "Pending" else d for d in failed.disks]
+    return failed
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _disk_results(report: "StatusReport", disks: Sequence[DiskResult]) -> list[DiskResult]:
+    """Match the report's per-disk entries to the job's disks by position (blobUri is null on failure)."""
+    results = [DiskResult(lun=d.lun, blob_url=d.blob_url, status=d.status, snapshot_uri=d.snapshot_uri,
+                          error=d.error) for d in disks]
+    if report.in_progress or report.disks is None:
+        return results
+    for entry in report.disks:
+        status = "Completed" if entry.successful else "Failed"
+        if entry.index < len(results):
+            current = results[entry.index]
+            results[entry.index] = DiskResult(lun=current.lun, blob_url=current.blob_url or entry.blob_uri or "",
+                                              status=status, snapshot_uri=entry.snapshot_uri, error=entry.error)
+        else:
+            results.append(DiskResult(lun=entry.index, blob_url=entry.blob_uri or "", status=status,
+                                      snapshot_uri=entry.snapshot_uri, error=entry.error))
+    for index in range(len(report.disks), len(results)):
+        if results[index].status == "Pending":
+            results[index] = replace(results[index], status="Failed",
+                                     error="the extension reported no result for this disk")
+    return results
+
+
+_TELEMETRY_SUFFIX = re.compile(
+    r"\s*\b(statusBlobUploadError|snapshotCreator|hostStatusCodePreSnapshot|hostStatusCodeDoSnapshot)=[^,]*,?")
+
+
+def _detail(report: "StatusReport") -> str | None:
+    """The extension's own words, without the telemetry suffixes it appends to every message."""
+    text = _TELEMETRY_SUFFIX.sub("", report.message).strip().rstrip(",").strip()
+    return text or None
+
+
+def _with_note(job: Job, note: str) -> Job | None:
+    note = note if len(note) <= MAX_NOTE_CHARS else note[: MAX_NOTE_CHARS - 3] + "..."
+    if note in job.notes:
+        return None
+    return replace(job, notes=(job.notes + [note])[-MAX_NOTES:])
+
+
+def _no_query(url: str | None) -> str | None:
+    return url.split("?", 1)[0] if url else url

@@ -1,0 +1,273 @@
+"""``vmsnap job list|show|wait``, shaped like ``az backup job``: the same columns, filters and exit codes."""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, TextIO
+
+from tabulate import tabulate
+
+from shared.cli.output import (EXIT_FAILED, EXIT_OK, emit_json, emit_table, format_duration, format_time,
+                               to_jsonable)
+from shared.clock import utc
+from shared.domain import remediation
+from shared.domain.jobs import DiskResult, Job, JobError, JobStatus
+from shared.errors import NotFoundError, TransientError, ValidationError
+from shared.ports import JobQuery
+
+OPERATIONS = ("Backup", "ConfigureBackup", "DeleteBackupData", "DisableBackup", "Restore")
+DEFAULT_WINDOW = timedelta(days=7)
+LIST_HEADERS = ("Name", "Operation", "Status", "Item Name", "Start Time UTC", "Duration")
+
+
+def register(subparsers) -> None:
+    from shared.cli import add_output_option
+
+    group = subparsers.add_parser("job", help="list, show and wait for backup jobs (like az backup job)")
+    sub = group.add_subparsers(dest="command", metavar="<command>")
+
+    list_cmd = sub.add_parser("list", help="list jobs, newest first (default: the last 7 days)")
+    list_cmd.add_argument("--vm", "--item-name", dest="vm", help="only jobs of this VM (all time unless --since)")
+    list_cmd.add_argument("--status", choices=[s.value for s in JobStatus])
+    list_cmd.add_argument("--operation", choices=OPERATIONS)
+    list_cmd.add_argument("--since", "--start-date", dest="since", type=parse_when,
+                          help="jobs whose slot is at or after this UTC time (ISO 8601 or d-m-Y)")
+    list_cmd.add_argument("--until", "--end-date", dest="until", type=lambda v: parse_when(v, end=True),
+                          help="jobs whose slot is before this UTC time (a bare date includes that day)")
+    list_cmd.add_argument("--top", type=int, default=100, help="at most this many jobs (default 100)")
+    add_output_option(list_cmd)
+    list_cmd.set_defaults(handler=list_jobs)
+
+    show = sub.add_parser("show", help="every detail of one job, errors with recommended actions")
+    show.add_argument("job_id", nargs="?", metavar="ID", help="the job id (or use --name)")
+    show.add_argument("-n", "--name", help="the job id, as az names it")
+    add_output_option(show)
+    show.set_defaults(handler=show_job)
+
+    wait = sub.add_parser("wait", help="wait until a job finishes: exit 0 completed, 1 failed, 6 timed out")
+    wait.add_argument("job_id", nargs="?", metavar="ID", help="the job id (or use --name)")
+    wait.add_argument("-n", "--name", help="the job id")
+    wait.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (default 3600)")
+    wait.add_argument("--interval", type=float, default=5.0, help="seconds between checks (default 5)")
+    wait.set_defaults(handler=wait_job)
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+def list_jobs(args, svc) -> int:
+    if args.top < 1:
+        raise ValidationError("--top must be at least 1", field="top")
+    now = svc.clock.now()
+    since = args.since
+    if since is None and args.until is None and not args.vm:
+        since = now - DEFAULT_WINDOW
+    query = JobQuery(vm_name=args.vm, status=JobStatus(args.status) if args.status else None,
+                     operation=args.operation, since=since, until=args.until, page_size=min(args.top, 1000))
+    jobs: list[Job] = []
+    while len(jobs) < args.top:
+        page = svc.jobs.query(query)
+        jobs.extend(page.jobs)
+        if not page.continuation:
+            break
+        query = replace(query, continuation=page.continuation)
+    jobs = jobs[: args.top]
+    if args.output == "json":
+        emit_json([job_document(job, now) for job in jobs])
+    else:
+        emit_table([list_row(job, now) for job in jobs], LIST_HEADERS)
+    return EXIT_OK
+
+
+def show_job(args, svc) -> int:
+    job = _load(svc, _job_id(args))
+    if args.output == "json":
+        emit_json(job_document(job, svc.clock.now()))
+    else:
+        write_job_block(job, svc.clock.now(), sys.stdout)
+    return EXIT_OK
+
+
+def wait_job(args, svc) -> int:
+    job_id = _job_id(args)
+    if args.timeout < 0 or args.interval <= 0:
+        raise ValidationError("--timeout must be >= 0 and --interval > 0", field="timeout")
+    deadline = time.monotonic() + args.timeout
+    while True:
+        job = _load(svc, job_id)
+        if job.is_terminal:
+            print(f"{job.job_id} {job.status.value} {job.vm_name} "
+                  f"{format_duration(job.duration)}{_first_error(job)}")
+            return EXIT_OK if job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS) else EXIT_FAILED
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TransientError(f"job {job.job_id} is still {job.status.value} ({job.phase.value}) after "
+                                 f"{args.timeout:g} s")
+        time.sleep(min(args.interval, remaining))
+
+
+# --- rendering (also used by ``status show``) ------------------------------------------------
+
+def list_row(job: Job, now: datetime) -> list[str]:
+    return [job.job_id, job.operation, job.status.value, job.vm_name, format_time(job.start_time),
+            format_duration(_duration(job, now))]
+
+
+def job_document(job: Job, now: datetime) -> dict[str, Any]:
+    """The job as az prints an AzureIaaSVMJob (``properties`` with errorDetails and extendedInfo)."""
+    tasks = [{"taskId": "Take Snapshot", "status": _snapshot_task_status(job),
+              "startTime": job.dispatched_at, "endTime": job.end_time}]
+    tasks += [{"taskId": f"Snapshot disk {_lun(d)}", "status": d.status, "blobUri": d.blob_url,
+               "snapshotUri": d.snapshot_uri, "error": d.error} for d in job.disks]
+    return to_jsonable({
+        "name": job.job_id,
+        "type": "vmsnap/backupJobs",
+        "properties": {
+            "jobType": "AzureIaaSVMJob",
+            "backupManagementType": "AzureIaasVM",
+            "operation": job.operation,
+            "status": job.status.value,
+            "entityFriendlyName": job.vm_name,
+            "startTime": job.start_time,
+            "endTime": job.end_time,
+            "duration": format_duration(_duration(job, now)),
+            "policyName": job.policy_name,
+            "trigger": job.trigger,
+            "slot": job.slot,
+            "retainUntil": job.retain_until,
+            "phase": job.phase.value,
+            "attempt": job.attempt,
+            "taskId": job.task_id,
+            "consistency": job.consistency.value if job.consistency else None,
+            "backupSizeInBytes": job.backup_size_bytes,
+            "extensionCode": job.extension_code,
+            "healthCode": job.health_code,
+            "errorDetails": [{"errorCode": e.error_code, "errorString": e.error_string,
+                              "errorTitle": e.error_title, "recommendations": e.recommendations,
+                              "retryable": e.retryable, "extensionCode": e.extension_code} for e in job.errors],
+            "extendedInfo": {"tasksList": tasks, "propertyBag": _property_bag(job)},
+            "statusBlob": job.status_blob,
+            "logBlob": job.log_blob,
+            "dispatchedAt": job.dispatched_at,
+            "lastReportAt": job.last_report_at,
+            "notes": job.notes,
+        },
+    })
+
+
+def write_job_block(job: Job, now: datetime, out: TextIO) -> None:
+    fields = [
+        ("Name", job.job_id), ("Operation", job.operation), ("Status", job.status.value),
+        ("Item Name", job.vm_name), ("Policy", job.policy_name or ""), ("Trigger", job.trigger),
+        ("Slot UTC", format_time(job.slot)), ("Start Time UTC", format_time(job.start_time)),
+        ("End Time UTC", format_time(job.end_time)), ("Duration", format_duration(_duration(job, now))),
+        ("Phase", job.phase.value), ("Attempt", f"{job.attempt} (task {job.task_id or '-'})"),
+        ("Consistency", job.consistency.value if job.consistency else ""),
+        ("Backup Size", format_size(job.backup_size_bytes)),
+        ("Extension Code", describe_code(job.extension_code)), ("Health Code", describe_code(job.health_code)),
+        ("Status Blob", job.status_blob or ""), ("Log Blob", job.log_blob or ""),
+    ]
+    if job.retain_until:
+        fields.insert(7, ("Retain Until UTC", format_time(job.retain_until)))
+    out.write(tabulate(fields, tablefmt="plain", disable_numparse=True) + "\n")
+    write_disks(job.disks, out)
+    write_errors(job.errors, out, heading="Warnings" if job.status is JobStatus.COMPLETED_WITH_WARNINGS else "Errors")
+    if job.notes:
+        out.write("\nNotes\n" + "".join(f"  - {note}\n" for note in job.notes))
+
+
+def write_disks(disks: list[DiskResult], out: TextIO, *, by_position: bool = False) -> None:
+    """Per-disk results; ``by_position`` when LUNs are unknown (a report read on its own)."""
+    if not disks:
+        return
+    out.write("\nDisks\n")
+    rows = [[f"#{i}" if by_position else _lun(d), d.status, d.blob_url, d.snapshot_uri or d.error or ""]
+            for i, d in enumerate(disks)]
+    emit_table(rows, ("Disk", "Status", "Blob", "Snapshot / Error"), stream=out)
+
+
+def write_errors(errors: list[JobError], out: TextIO, heading: str = "Errors") -> None:
+    for error in errors:
+        out.write(f"\n{heading}: {error.error_code}" + (f" - {error.error_title}" if error.error_title else "") + "\n")
+        out.write(f"  {error.error_string}\n")
+        if error.extension_code is not None:
+            out.write(f"  Extension code: {describe_code(error.extension_code)}\n")
+        out.write(f"  Retry can help: {'yes' if error.retryable else 'no'}\n")
+        if error.recommendations:
+            out.write("  Recommended actions:\n" + "".join(f"    - {r}\n" for r in error.recommendations))
+
+
+def describe_code(code: int | None) -> str:
+    if code is None:
+        return ""
+    known = remediation.EXTENSION_CODES.get(code)
+    return f"{code} ({known.extension_name})" if known and known.extension_name else str(code)
+
+
+def format_size(size: int | None) -> str:
+    """az's 'Backup Size' form: whole MB."""
+    return "" if size is None else f"{size // (1024 * 1024)} MB"
+
+
+def parse_when(value: str, end: bool = False) -> datetime:
+    """An ISO 8601 time or az's d-m-Y date, in UTC; with ``end`` a bare date means the end of that day."""
+    text = value.strip()
+    match = re.fullmatch(r"(\d{1,2})-(\d{1,2})-(\d{4})", text)
+    try:
+        if match:
+            day, month, year = (int(g) for g in match.groups())
+            parsed, bare = datetime(year, month, day, tzinfo=timezone.utc), True
+        else:
+            parsed = utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+            bare = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None
+    except ValueError:
+        raise ValidationError(f"{value!r} is not a date: use ISO 8601 (2025-03-01T02:00:00Z) or d-m-Y "
+                              f"(01-03-2025)") from None
+    return parsed + timedelta(days=1) if end and bare else parsed
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _job_id(args) -> str:
+    job_id = args.name or args.job_id
+    if not job_id:
+        raise ValidationError("give the job id: vmsnap job show --name <id>", field="name")
+    return job_id.strip()
+
+
+def _load(svc, job_id: str) -> Job:
+    job = svc.jobs.get(job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id} not found")
+    return job
+
+
+def _duration(job: Job, now: datetime) -> timedelta | None:
+    if job.end_time is not None:
+        return job.duration
+    return max(utc(now) - job.start_time, timedelta(0))
+
+
+def _lun(disk: DiskResult) -> str:
+    return "OS disk" if disk.lun == -1 else f"LUN {disk.lun}"
+
+
+def _snapshot_task_status(job: Job) -> str:
+    if job.status is JobStatus.IN_PROGRESS:
+        return "InProgress"
+    return "Completed" if job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS) else job.status.value
+
+
+def _property_bag(job: Job) -> dict[str, str]:
+    bag = {"VM Name": job.vm_name, "Policy Name": job.policy_name or "", "Attempt": str(job.attempt),
+           "Task Id": job.task_id or "", "Consistency": job.consistency.value if job.consistency else "",
+           "Extension Code": describe_code(job.extension_code), "Health Code": describe_code(job.health_code)}
+    if job.backup_size_bytes is not None:
+        bag["Backup Size"] = format_size(job.backup_size_bytes)
+    return bag
+
+
+def _first_error(job: Job) -> str:
+    return f" {job.errors[0].error_code}: {job.errors[0].error_title}" if job.errors else ""

@@ -1,0 +1,107 @@
+"""``vmsnap status show``: read one status blob (a file, or a blob URL) and print what the service
+understands of it: the job status it leads to, consistency, codes, each disk, errors and what to do."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tabulate import tabulate
+
+from shared.cli.job import describe_code, format_size, write_disks, write_errors
+from shared.cli.output import EXIT_OK, emit_json, format_time, to_jsonable
+from shared.domain.jobs import interpret
+from shared.domain.status import ParseError, StatusReport, parse_status_blob, strip_secrets
+from shared.errors import ConfigurationError, NotFoundError, TransientError, ValidationError
+
+MAX_READ = 16 * 1024 * 1024
+
+
+def register(subparsers) -> None:
+    from shared.cli import add_output_option
+
+    group = subparsers.add_parser("status", help="inspect status blobs written by the VMSnapshot extension")
+    sub = group.add_subparsers(dest="command", metavar="<command>")
+    show = sub.add_parser("show", help="parse one status blob and show the job result it leads to")
+    show.add_argument("source", metavar="PATH_OR_URL",
+                      help="a local file, or a blob URL (with a SAS, or read with the configured storage identity)")
+    add_output_option(show)
+    show.set_defaults(handler=show_status)
+
+
+def show_status(args, svc) -> int:
+    data = _read(args.source, svc)
+    try:
+        report = parse_status_blob(data)
+    except ParseError as exc:
+        raise ValidationError(f"cannot read the status blob: {exc.reason}") from None
+    outcome = interpret(report)
+    if args.output == "json":
+        emit_json({"report": _report_document(report),
+                   "result": {"jobStatus": outcome.status.value, "phase": outcome.phase.value,
+                              "consistency": outcome.consistency.value if outcome.consistency else None,
+                              "backupSizeInBytes": outcome.backup_size_bytes,
+                              "disks": outcome.disks, "errorDetails": outcome.errors}})
+        return EXIT_OK
+    out = sys.stdout
+    fields = [
+        ("Job Status", outcome.status.value), ("Phase", outcome.phase.value),
+        ("Consistency", outcome.consistency.value if outcome.consistency else ""),
+        ("Extension Code", describe_code(report.code)), ("Health Code", describe_code(report.health_code)),
+        ("Status Word", report.status), ("Form", "agent status file (substatus)" if report.source == "file" else "status blob"),
+        ("Task Id", report.task_id or ""), ("Reported At UTC", format_time(report.timestamp)),
+        ("Command Issued UTC", format_time(report.command_start)),
+        ("Backup Size", format_size(outcome.backup_size_bytes)), ("Message", report.message),
+    ]
+    out.write(tabulate(fields, tablefmt="plain", disable_numparse=True) + "\n")
+    write_disks(outcome.disks, out, by_position=True)
+    write_errors(outcome.errors, out, heading="Warnings" if outcome.status.value == "CompletedWithWarnings" else "Errors")
+    return EXIT_OK
+
+
+def _report_document(report: StatusReport) -> dict:
+    doc = to_jsonable(report)
+    doc["telemetry"] = dict(report.telemetry)
+    return doc
+
+
+def _read(source: str, svc) -> bytes:
+    if urlsplit(source).scheme in ("http", "https"):
+        return _download(source, svc)
+    path = Path(source)
+    try:
+        with path.open("rb") as handle:
+            return handle.read(MAX_READ)
+    except FileNotFoundError:
+        raise NotFoundError(f"no such file: {source}") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read {source}: {exc.strerror}") from None
+
+
+def _download(url: str, svc) -> bytes:
+    """Read a blob by URL: its own SAS if it has one, else the configured storage credential."""
+    from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
+                                       ResourceNotFoundError)
+    from azure.storage.blob import BlobClient
+
+    shown = strip_secrets(url)     # never echo a SAS
+    try:
+        if "sig=" in urlsplit(url).query:
+            client = BlobClient.from_blob_url(url)
+        else:
+            client = BlobClient.from_blob_url(url, credential=svc.blob_service.credential)
+        downloader = client.download_blob()
+        if downloader.size > MAX_READ:
+            raise ValidationError(f"{shown} is {downloader.size} bytes; a status blob is a few KiB")
+        return downloader.readall()
+    except ResourceNotFoundError:
+        raise NotFoundError(f"no such blob: {shown}") from None
+    except ClientAuthenticationError:
+        raise ConfigurationError(f"access to {shown} was refused: check the SAS or the storage identity") from None
+    except HttpResponseError as exc:
+        if exc.status_code in (401, 403):
+            raise ConfigurationError(f"access to {shown} was refused ({exc.status_code}): check the SAS or the "
+                                     f"storage identity") from None
+        raise TransientError(f"reading {shown} failed with HTTP {exc.status_code}") from None
+    except (AzureError, ValueError) as exc:
+        raise TransientError(f"reading {shown} failed: {type(exc).__name__}") from None

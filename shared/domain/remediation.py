@@ -1,0 +1,262 @@
+"""What to do about a failure: every extension code and health code, and every error the service raises
+itself, mapped to a service error code, a title, the likely cause, recommended actions and whether a
+retry can help. Data, not logic, built from the extension's error table and the Azure Backup
+troubleshooting guides (see /work/shared/reference: vmsnapshot-extension.md §5, §7; azure-backup-model.md §1.6).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Remediation:
+    error_code: str                 # service error code, as Azure Backup names it where it has a name
+    title: str
+    cause: str
+    recommendations: tuple[str, ...]
+    retryable: bool
+    extension_name: str = ""        # the extension's own enum name, for codes that come from the VM
+
+
+_AGENT = ("Make sure the VM is running and its Linux agent (waagent) is Ready: "
+          "'systemctl restart walinuxagent' (or 'waagent') and check every extension shows provisioning succeeded.")
+_AGENT_CONF = "In /etc/waagent.conf set Extensions.Enable=y and Provisioning.Agent=auto; keep DHCP enabled in the guest."
+_NETWORK = ("Allow outbound HTTPS from the VM to the storage account (service tag Storage, or through the proxy) "
+            "and to 168.63.129.16 on ports 80, 443 and 32526.")
+_RETRY = "Retry the backup; it is likely to succeed on the next attempt."
+_REINSTALL = "Uninstall the VMSnapshotLinux extension from the VM; the next backup reinstalls it."
+_SCRIPT_LOGS = "Read the pre/post script output in the extension log (the job's log blob) and fix the script."
+_PERMS = "The file must be owned by root with no group or other permissions (mode 600 for configs, 700 for scripts)."
+_FREEZE = ("Unmount, fsck and remount the file systems that fail to freeze; list mount points that need not be frozen "
+           "in MountsToSkip, or raise SafeFreezeWaitInSeconds, in /etc/azure/vmbackup.conf; remove duplicate mount entries.")
+
+
+def _r(error_code, title, cause, recommendations, retryable, name=""):
+    return Remediation(error_code, title, cause, tuple(recommendations), retryable, name)
+
+
+_SUCCESS = ("No action needed.",)
+
+EXTENSION_CODES: dict[int, Remediation] = {
+    0: _r("Success", "Application-consistent snapshot taken",
+          "Pre/post scripts (or the workload hooks) and the snapshot succeeded.", _SUCCESS, False,
+          "success_appconsistent"),
+    1: _r("Success", "File-system-consistent snapshot taken",
+          "The file systems were frozen and every disk was snapshotted.", _SUCCESS, False, "success"),
+    2: _r("BackUpOperationFailed", "Internal error in the snapshot extension",
+          "The extension failed with an unexpected error (an exception, an inconsistent thaw, or all disks "
+          "missing on the guest path).",
+          (_RETRY, "If it keeps failing, read the job's log blob and check the agent: " + _AGENT), True, "error"),
+    3: _r("ExtensionTaskAlreadyProcessed", "The extension already processed this task",
+          "The command repeated a taskId the extension had already seen, so it did nothing.",
+          ("Dispatch a new attempt: every attempt needs a new taskId and sequence number.",), True,
+          "SuccessAlreadyProcessedInput"),
+    4: _r("ExtensionTempTerminalState", "Snapshot in progress",
+          "The extension reported that the snapshot is still running.",
+          ("Wait for the job to finish; it times out 140 minutes after the command was issued.",), False,
+          "ExtensionTempTerminalState"),
+    11: _r("UserErrorExtensionInvalidInput", "The snapshot command was not understood",
+           "The command or its backupMetadata was missing or malformed.",
+           ("This is a defect in the service's command; report it with the job id. Retrying the same command "
+            "does not help.",), False, "error_parameter"),
+    12: _r("BackUpOperationFailed", "The extension could not find a file it needs",
+           "The extension hit a 'no such file' error while enabling.",
+           (_RETRY, _REINSTALL), True, "error_12"),
+    13: _r("BackUpOperationFailed", "Unexpected extension code 13",
+           "The extension reported a code it defines but never raises (error_wrong_time).",
+           (_RETRY,), True, "error_wrong_time"),
+    14: _r("ExtensionTaskAlreadyProcessed", "Unexpected extension code 14",
+           "The extension reported a code it defines but never raises (error_same_taskid).",
+           ("Dispatch a new attempt with a new taskId.",), True, "error_same_taskid"),
+    15: _r("BackUpOperationFailed", "HTTP failure inside the extension",
+           "An HTTP call made by the extension failed.",
+           (_RETRY, _NETWORK), True, "error_http_failure"),
+    16: _r("UserErrorGuestAgentStatusUnavailable", "The extension could not read its protected settings",
+           "The certificate needed to decrypt the protected settings was not found on the VM.",
+           (_AGENT, "Retry after the agent has refreshed its certificates."), True,
+           "FailedHandlerGuestAgentCertificateNotFound"),
+    17: _r("UserErrorInvalidDataDiskLunList", "Invalid list of disks to back up",
+           "Disks were excluded but the list of included data disks is empty while host-only disks are present.",
+           ("Include at least one data disk, or stop excluding disks.",), False, "FailedInvalidDataDiskLunList"),
+    76: _r("ExtensionSnapshotFailedNoNetwork", "Snapshot failed: the VM could not reach storage",
+           "Disk snapshot requests failed: the VM could not reach storage, or storage refused the disk blob or "
+           "its SAS (all disks, unless the health code is 761).",
+           (_NETWORK, "Check the per-disk errors below: AuthenticationFailed means the SAS was refused.", _RETRY),
+           True, "FailedRetryableSnapshotFailedNoNetwork"),
+    85: _r("ExtensionFailedSnapshotLimitReachedError", "Snapshot limit reached for some disks",
+           "Storage refused the snapshot: the disk blob has reached its snapshot count limit.",
+           ("Delete blob snapshots you no longer need (never the base blobs).",
+            "Shorten the soft-delete retention of the storage account.",
+            "With Azure Site Recovery on the same VM, set isanysnapshotfailed=false and stagger the schedules."),
+           False, "FailedSnapshotLimitReached"),
+    121: _r("UserErrorFsFreezeFailed", "Failed to freeze one or more mount points",
+            "FIFREEZE failed, another process held the freeze lock, or the freeze helper failed.",
+            (_FREEZE, _RETRY), True, "FailedRetryableFsFreezeFailed"),
+    122: _r("UserErrorFsFreezeFailed", "Freezing the file systems timed out",
+            "No 'frozen' signal came back within SafeFreezeWaitInSeconds.",
+            (_FREEZE, "Back up when the VM is less busy.", _RETRY), True, "FailedRetryableFsFreezeTimeout"),
+    123: _r("UserErrorUnableToOpenMount", "A mount point could not be opened",
+            "The freeze helper could not open one of the mount points.",
+            ("Make every ext3/ext4/xfs/btrfs mount point accessible, or list it in MountsToSkip in "
+             "/etc/azure/vmbackup.conf.", _RETRY), True, "FailedRetryableUnableToOpenMount"),
+    124: _r("ExtensionOperationFailedForManagedDisks", "The extension's freeze helper is missing",
+            "The bundled safefreeze binary is not on the VM.",
+            (_REINSTALL,), False, "FailedSafeFreezeBinaryNotFound"),
+    173: _r("ExtensionSnapshotRateExceeded", "Storage snapshot rate limit reached",
+            "Storage refused the snapshot because too many snapshot calls were made to the blob.",
+            ("Stagger backups of VMs that share a storage account.", _RETRY), True,
+            "FailedRetryableSnapshotRateExceeded"),
+    300: _r("UserErrorPreScriptExecutionFailed", "The pre-script failed",
+            "The application pre-script exited with a non-zero code.", (_SCRIPT_LOGS,), False,
+            "FailedPrepostPreScriptFailed"),
+    301: _r("UserErrorPostScriptExecutionFailed", "The post-script failed",
+            "The application post-script exited with a non-zero code.", (_SCRIPT_LOGS,), False,
+            "FailedPrepostPostScriptFailed"),
+    302: _r("UserErrorPreScriptNotFound", "The pre-script was not found",
+            "preScriptLocation in VMSnapshotScriptPluginConfig.json names a file that does not exist.",
+            ("Fix preScriptLocation in /etc/azure/VMSnapshotScriptPluginConfig.json.",), False,
+            "FailedPrepostPreScriptNotFound"),
+    303: _r("UserErrorPostScriptNotFound", "The post-script was not found",
+            "postScriptLocation in VMSnapshotScriptPluginConfig.json names a file that does not exist.",
+            ("Fix postScriptLocation in /etc/azure/VMSnapshotScriptPluginConfig.json.",), False,
+            "FailedPrepostPostScriptNotFound"),
+    304: _r("UserErrorIncorrectPluginhostFile", "The plugin host configuration is invalid",
+            "VMSnapshotPluginHost.conf could not be parsed; the backup was file-system consistent.",
+            (_REINSTALL, "Or fix /etc/azure/VMSnapshotPluginHost.conf."), False,
+            "FailedPrepostPluginhostConfigParsing"),
+    305: _r("UserErrorIncorrectJSONConfigFile", "The script plugin configuration is invalid",
+            "VMSnapshotScriptPluginConfig.json is not valid JSON or lacks required keys.",
+            ("Download the template again and fix /etc/azure/VMSnapshotScriptPluginConfig.json.",), False,
+            "FailedPrepostPluginConfigParsing"),
+    306: _r("UserErrorInsufficientPermissionforPreScript", "The pre-script has unsafe permissions",
+            "The pre-script is not owned by root or is accessible to group/others.", (_PERMS,), False,
+            "FailedPrepostPreScriptPermissionError"),
+    307: _r("UserErrorInsufficientPermissionforPostScript", "The post-script has unsafe permissions",
+            "The post-script is not owned by root or is accessible to group/others.", (_PERMS,), False,
+            "FailedPrepostPostScriptPermissionError"),
+    308: _r("UserErrorPreScriptTimeout", "The pre-script timed out",
+            "The pre-script ran longer than timeoutInSeconds.",
+            ("Make the script faster or raise timeoutInSeconds in VMSnapshotScriptPluginConfig.json (max 1800).",),
+            True, "FailedPrepostPreScriptTimeout"),
+    309: _r("UserErrorPostScriptTimeout", "The post-script timed out",
+            "The post-script ran longer than timeoutInSeconds.",
+            ("Make the script faster or raise timeoutInSeconds in VMSnapshotScriptPluginConfig.json (max 1800).",),
+            True, "FailedPrepostPostScriptTimeout"),
+    310: _r("UserErrorPreScriptTimeout", "The plugin host timed out waiting for pre-scripts",
+            "The plugin host's overall wait for the pre-scripts expired.",
+            ("Raise timeoutInSeconds in /etc/azure/VMSnapshotPluginHost.conf (max 1800) or speed up the scripts.",),
+            True, "FailedPrepostPluginhostPreTimeout"),
+    311: _r("UserErrorPostScriptTimeout", "The plugin host timed out waiting for post-scripts",
+            "The plugin host's overall wait for the post-scripts expired.",
+            ("Raise timeoutInSeconds in /etc/azure/VMSnapshotPluginHost.conf (max 1800) or speed up the scripts.",),
+            True, "FailedPrepostPluginhostPostTimeout"),
+    312: _r("UserErrorPrePostChecksumMismatch", "Script checksum mismatch",
+            "The extension reported a script checksum mismatch.", (_SCRIPT_LOGS,), False,
+            "FailedPrepostCheckSumMismatch"),
+    313: _r("UserErrorIncorrectPluginhostFile", "Application consistency is not configured",
+            "No plugin host configuration was found, so no scripts ran.",
+            ("Nothing to do for file-system-consistent backups; to get application consistency, reinstall the "
+             "extension so it restores VMSnapshotPluginHost.conf.",), False,
+            "FailedPrepostPluginhostConfigNotFound"),
+    314: _r("UserErrorInsufficientPermissionforPluginhostFile", "The plugin host configuration has unsafe permissions",
+            "VMSnapshotPluginHost.conf is not owned by root or is writable by group/others.", (_PERMS,), False,
+            "FailedPrepostPluginhostConfigPermissionError"),
+    315: _r("UserErrorInsufficientPermissionforPluginhostFile", "The plugin host configuration has the wrong owner",
+            "VMSnapshotPluginHost.conf is not owned by root.", (_PERMS,), False,
+            "FailedPrepostPluginhostConfigOwnershipError"),
+    316: _r("UserErrorPluginConfigNotFound", "Application consistency is not configured",
+            "No VMSnapshotScriptPluginConfig.json: this is the default and gives file-system-consistent backups.",
+            ("Nothing to do unless you want application consistency: add "
+             "/etc/azure/VMSnapshotScriptPluginConfig.json with your pre/post scripts.",), False,
+            "FailedPrepostPluginConfigNotFound"),
+    317: _r("UserErrorInsufficientPermissionforJSONConfigFile", "The script plugin configuration has unsafe permissions",
+            "VMSnapshotScriptPluginConfig.json is not owned by root or is accessible to group/others.", (_PERMS,),
+            False, "FailedPrepostPluginConfigPermissionError"),
+    318: _r("UserErrorInsufficientPermissionforJSONConfigFile", "The script plugin configuration has the wrong owner",
+            "VMSnapshotScriptPluginConfig.json is not owned by root.", (_PERMS,), False,
+            "FailedPrepostPluginConfigOwnershipError"),
+    402: _r("ExtensionCommandTooLate", "The snapshot command arrived too late",
+            "The extension refused a command issued more than 140 minutes earlier (the CRP timeout limit).",
+            ("A new attempt with a fresh command is needed; the service retries on the next dispatch.",
+             "If this repeats, the VM agent is picking up commands late: " + _AGENT,
+             "Check that the VM's clock is synchronised."), True, "FailedGuestAgentInvokedCommandTooLate"),
+    556: _r("ExtensionHostSnapshotRemoteServerError", "The host snapshot service failed",
+            "The host-side snapshot service returned a server error.", (_RETRY,), True,
+            "FailedHostSnapshotRemoteServerError"),
+    761: _r("ExtensionSnapshotFailedRestrictedNetwork", "Some disks could not be snapshotted",
+            "Some (not all) disk snapshot requests failed: part of the storage is unreachable or refused the SAS.",
+            (_NETWORK, "Check the per-disk errors below.", _RETRY), True,
+            "FailedRetryableSnapshotFailedRestrictedNetwork"),
+}
+
+_WORKLOAD = ("PreError", "ConfParsingError", "InvalidRole", "InvalidWorkloadName", "PostError",
+             "AuthorizationMissing", "ConnectionError", "IPCDirectoryMissing", "DatabaseStatusChanged",
+             "QuiescingError", "QuiescingTimeout", "DatabaseInNoArchiveLog", "LogModeChanged")
+_WORKLOAD_RETRY = {"ConnectionError", "QuiescingTimeout", "DatabaseStatusChanged"}
+for _offset, _name in enumerate(_WORKLOAD):
+    EXTENSION_CODES[500 + _offset] = _r(
+        f"UserErrorWorkload{_name}", f"Database workload step failed: {_name}",
+        f"The database pre/post step configured in /etc/azure/workload.conf failed ({_name}).",
+        ("Check /etc/azure/workload.conf and the database's state and credentials; details are in the job's "
+         "log blob.",) + ((_RETRY,) if _name in _WORKLOAD_RETRY else ()),
+        _name in _WORKLOAD_RETRY, f"FailedWorkload{_name}")
+
+
+# Errors the service detects itself (no status from the VM).
+VM_NOT_FOUND = "UserErrorVmNotFound"
+SAS_INVALID = "UserErrorSasExpired"
+TIMED_OUT = "GuestAgentSnapshotTaskStatusError"
+OPERATION_IN_PROGRESS = "UserErrorBackupOperationInProgress"
+STATUS_UNREADABLE = "StatusBlobUnreadable"
+DISPATCH_FAILED = "UserErrorGuestAgentStatusUnavailable"
+NOT_PROTECTED = "UserErrorBcmDatasourceNotPresent"
+CRP_USER_ERROR = "UserErrorCrpReportedUserError"
+
+SERVICE_ERRORS: dict[str, Remediation] = {
+    VM_NOT_FOUND: _r(VM_NOT_FOUND, "The VM no longer exists (BCMV2VMNotFound)",
+                     "The protected VM could not be found in the inventory.",
+                     ("Re-create the VM, or stop protection for it.",), False),
+    SAS_INVALID: _r(SAS_INVALID, "A storage access signature was refused",
+                    "A SAS for a disk, status or log blob had expired or was invalid when it was used.",
+                    ("Check the clocks of the service and the VM; the next attempt mints fresh signatures.", _RETRY),
+                    True),
+    TIMED_OUT: _r(TIMED_OUT, "Could not get the snapshot status from the VM agent",
+                  "No final status came back within the extension's 140-minute window.",
+                  ("Update the Linux agent from the distribution's repository, or restart it: " + _AGENT,
+                   _AGENT_CONF, _NETWORK,
+                   "If the status blob is empty, the extension never ran: check that it is installed and enabled."),
+                  True),
+    OPERATION_IN_PROGRESS: _r(OPERATION_IN_PROGRESS, "Another backup of this VM is in progress",
+                              "A backup job for the same VM is still running.",
+                              ("Wait for the running job to finish, or cancel it, then retry.",), True),
+    STATUS_UNREADABLE: _r(STATUS_UNREADABLE, "The status blob could not be read",
+                          "The status blob written by the extension is not a status the service understands.",
+                          ("Inspect it with 'vmsnap status show <blob URL>'; the blob is kept.",
+                           "Make sure the VM runs a supported VMSnapshot extension version."), True),
+    DISPATCH_FAILED: _r(DISPATCH_FAILED, "The VM agent did not accept the snapshot command",
+                        "Handing the extension command to the VM failed.",
+                        (_AGENT, _AGENT_CONF, _RETRY), True),
+    NOT_PROTECTED: _r(NOT_PROTECTED, "The VM is not actively protected",
+                      "Protection for this VM is stopped or was never enabled.",
+                      ("Resume protection for the VM.",), False),
+    CRP_USER_ERROR: _r(CRP_USER_ERROR, "The VM reported an error",
+                       "The extension reported a failure with a code this service does not know.",
+                       ("Read the job's error details and log blob.", _RETRY), True),
+}
+
+SUCCESS_CODES = frozenset({0, 1})
+
+
+def for_extension_code(code: int) -> Remediation:
+    """The remediation of an extension or health code; an unknown code gets a generic, honest answer."""
+    known = EXTENSION_CODES.get(code)
+    if known is not None:
+        return known
+    generic = SERVICE_ERRORS[CRP_USER_ERROR]
+    return Remediation(generic.error_code, f"The VM reported extension code {code}", generic.cause,
+                       generic.recommendations, generic.retryable)
+
+
+def for_service_error(error_code: str) -> Remediation:
+    """The remediation of an error the service raises itself (KeyError for a code not in the catalogue)."""
+    return SERVICE_ERRORS[error_code]

@@ -1,0 +1,339 @@
+"""The status report: what the VMSnapshot extension wrote into its status blob, read into plain values.
+
+``parse_status_blob`` is pure. It accepts every shape the real extension produces (blob form and the
+agent's file form with the payload in ``substatus[0].name``, ``\\/Date(ms)\\/`` or ISO times, codes and
+booleans as strings, page-blob padding) and refuses, with a reason, what it cannot trust.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+MAX_STATUS_BYTES = 1024 * 1024      # the extension's blobs are a few KiB; its page-blob cap is 10 MiB
+MAX_JSON_DEPTH = 32                 # the deepest real payload is 6 levels
+MAX_DISKS = 256
+MAX_TEXT = 512                      # per-disk error and message text kept on the job
+
+IN_PROGRESS_CODE = 4
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_TICKS_AT_EPOCH = 621355968000000000
+_MS_DATE = re.compile(r"^\\?/Date\((-?\d{1,15})(?:[+-]\d{4})?\)\\?/$")
+_STATUS_CODE_NAME = re.compile(r"StatusCode\.(\w+),")
+_SECRET_PARAM = re.compile(r"(?i)\b(sig|se|sv|sp|spr|st|sr|skoid|sktid|skt|ske|sks|skv|saoid|suoid|scid)=[^&\s\"'<>]*")
+_XML_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<\n]{0,400})")
+_XML_AUTH_DETAIL = re.compile(r"<AuthenticationErrorDetail>([^<]{0,400})")
+_KEEP_QUERY = {"snapshot", "versionid"}
+
+
+class ParseError(ValueError):
+    """A status blob that cannot be read; ``reason`` says why in words a user can act on."""
+
+    def __init__(self, reason: str, *, kind: str = "invalid"):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind    # empty | too_large | encoding | json | too_deep | shape
+
+
+@dataclass(frozen=True)
+class DiskReport:
+    """One ``snapshotInfo`` entry; entries follow the order of the disks' SAS list."""
+
+    index: int
+    successful: bool
+    snapshot_uri: str | None = None
+    blob_uri: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    code: int                         # the run result (§5); 4 = still running
+    status: str                       # "success" | "error" | other word as written (lower case)
+    source: str = "blob"              # "blob" | "file" (payload found in substatus[0].name)
+    timestamp: datetime | None = None
+    task_id: str | None = None
+    command_start: datetime | None = None
+    message: str = ""
+    status_code_names: tuple[str, ...] = ()
+    snapshot_consistency: int | None = None
+    health_state: int | None = None
+    health_code: int | None = None
+    backup_size_bytes: int | None = None
+    size_computation_failed: bool | None = None
+    disks: tuple[DiskReport, ...] | None = None
+    upload_error: bool = False
+    telemetry: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def in_progress(self) -> bool:
+        return self.code == IN_PROGRESS_CODE
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.in_progress and self.status == "success"
+
+
+def parse_status_blob(data: bytes) -> StatusReport:
+    """Read one status blob (or agent status file); ParseError names what is wrong."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ParseError("status blob content must be bytes", kind="shape")
+    data = bytes(data)
+    if len(data) > MAX_STATUS_BYTES:
+        raise ParseError(f"status blob is {len(data)} bytes, over the {MAX_STATUS_BYTES} byte limit",
+                         kind="too_large")
+    text = _decode(data)
+    if not text:
+        raise ParseError("status blob is empty", kind="empty")
+    doc = _loads(text, "status blob")
+    status = _status_object(doc)
+    inner = _substatus_payload(status)
+    if inner is not None:
+        return _report(_status_object(inner), _timestamp(_first(inner)), source="file")
+    return _report(status, _timestamp(_first(doc)), source="blob")
+
+
+def strip_secrets(url: Any) -> str | None:
+    """A URL without any query parameter but ``snapshot``/``versionid``: never keep a SAS."""
+    if not isinstance(url, str) or not url.strip():
+        return None
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    keep = [pair for pair in parts.query.split("&") if pair.split("=", 1)[0].lower() in _KEEP_QUERY]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(keep), ""))
+
+
+def scrub_text(text: Any, limit: int = MAX_TEXT) -> str | None:
+    """Text from the VM made safe to keep: SAS parameters blanked, storage XML condensed, length capped."""
+    if text is None:
+        return None
+    text = str(text)
+    code = _XML_CODE.search(text)
+    if code:
+        message = _XML_MESSAGE.search(text)
+        auth = _XML_AUTH_DETAIL.search(text)
+        text = code.group(1) + (": " + message.group(1).strip() if message else "") + (
+            " " + auth.group(1).strip() if auth else "")
+    text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=REDACTED", text).replace("\0", "").strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def ticks_to_datetime(ticks: int) -> datetime:
+    """.NET ticks (100 ns since 0001-01-01 UTC) to an aware datetime."""
+    return _EPOCH + timedelta(microseconds=(ticks - _TICKS_AT_EPOCH) // 10)
+
+
+# --- internals -------------------------------------------------------------------------------
+
+def _decode(data: bytes) -> str:
+    # Page blobs are padded with spaces to 512 bytes and may carry NULs past the text.
+    data = data.rstrip(b"\0 \t\r\n").lstrip(b" \t\r\n")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"status blob is not UTF-8 text (byte {exc.start})", kind="encoding") from None
+
+
+def _loads(text: str, what: str) -> Any:
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise ParseError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", kind="too_deep") from None
+    except ValueError as exc:
+        raise ParseError(f"{what} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                         kind="json") from None
+    if _depth(doc) > MAX_JSON_DEPTH:
+        raise ParseError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", kind="too_deep")
+    return doc
+
+
+def _depth(doc: Any) -> int:
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, level)
+            if level > MAX_JSON_DEPTH:
+                return level
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _first(doc: Any) -> dict:
+    if isinstance(doc, list):
+        if not doc:
+            raise ParseError("status blob is an empty JSON array; expected one status element", kind="shape")
+        doc = doc[0]
+    if not isinstance(doc, dict):
+        raise ParseError("status element is not a JSON object", kind="shape")
+    return doc
+
+
+def _status_object(doc: Any) -> dict:
+    status = _first(doc).get("status")
+    if not isinstance(status, dict):
+        raise ParseError("status element has no 'status' object", kind="shape")
+    return status
+
+
+def _substatus_payload(status: dict) -> Any | None:
+    """The agent file form carries the whole blob payload as text in ``substatus[0].name``."""
+    sub = status.get("substatus")
+    if not isinstance(sub, list) or not sub or not isinstance(sub[0], dict):
+        return None
+    name = sub[0].get("name")
+    if not isinstance(name, str) or not name.lstrip().startswith(("[", "{")):
+        return None
+    return _loads(name, "substatus[0].name")
+
+
+def _report(status: dict, timestamp: datetime | None, *, source: str) -> StatusReport:
+    code = _int(status.get("code"))
+    if code is None:
+        raise ParseError(f"status.code is missing or not a number: {_show(status.get('code'))}", kind="shape")
+    word = status.get("status")
+    if not isinstance(word, str) or not word.strip():
+        raise ParseError("status.status is missing; expected 'success' or 'error'", kind="shape")
+    inner = _message(status.get("formattedMessage"))
+    message = scrub_text(inner.get("messageStr", "") if isinstance(inner, dict) else "", 1000) or ""
+    health = status.get("vmHealthInfo") if isinstance(status.get("vmHealthInfo"), dict) else {}
+    storage = status.get("storageDetails") if isinstance(status.get("storageDetails"), dict) else {}
+    telemetry = _telemetry(status.get("telemetryData"))
+    task_id = status.get("taskId")
+    ticks = _int(status.get("commandStartTimeUTCTicks"))
+    size = _int(storage.get("totalUsedSizeInBytes"))
+    return StatusReport(
+        code=code,
+        status=word.strip().lower(),
+        source=source,
+        timestamp=timestamp,
+        task_id=task_id.strip() if isinstance(task_id, str) and task_id.strip() else None,
+        command_start=_ticks(ticks),
+        message=message,
+        status_code_names=tuple(dict.fromkeys(_STATUS_CODE_NAME.findall(message))),
+        snapshot_consistency=_int(inner.get("snapshotConsistency")) if isinstance(inner, dict) else None,
+        health_state=_int(health.get("vmHealthState")),
+        health_code=_int(health.get("vmHealthStatusCode")),
+        backup_size_bytes=size if size is not None and size >= 0 else None,
+        size_computation_failed=_bool(storage.get("isSizeComputationFailed")),
+        disks=_disks(status.get("snapshotInfo")),
+        upload_error="statusBlobUploadError=true" in message or _bool(telemetry.get("statusBlobUploadError")) is True,
+        telemetry=telemetry,
+    )
+
+
+def _message(formatted: Any) -> dict:
+    """``formattedMessage.message`` is JSON inside a string; plain text is kept as the message."""
+    if not isinstance(formatted, dict):
+        return {}
+    raw = formatted.get("message")
+    if isinstance(raw, dict):
+        return raw
+    if not isinstance(raw, str):
+        return {}
+    if raw.lstrip().startswith("{"):
+        try:
+            inner = _loads(raw, "formattedMessage.message")
+        except ParseError as exc:
+            if exc.kind == "too_deep":
+                raise
+            return {"messageStr": raw}
+        return inner if isinstance(inner, dict) else {}
+    return {"messageStr": raw}
+
+
+def _telemetry(items: Any) -> dict[str, str]:
+    if not isinstance(items, list):
+        return {}
+    pairs = {}
+    for item in items[:200]:
+        if isinstance(item, dict) and isinstance(item.get("Key"), str):
+            value = item.get("Value")
+            pairs[item["Key"][:100]] = scrub_text(value, 200) if value is not None else ""
+    return pairs
+
+
+def _disks(entries: Any) -> tuple[DiskReport, ...] | None:
+    if not isinstance(entries, list):
+        return None
+    disks = []
+    for index, entry in enumerate(entries[:MAX_DISKS]):
+        if not isinstance(entry, dict):
+            continue
+        ok = _bool(entry.get("isSuccessful")) is True
+        snapshot = strip_secrets(entry.get("snapshotUri"))
+        error = scrub_text(entry.get("errorMessage"))
+        disks.append(DiskReport(
+            index=index,
+            successful=ok,
+            snapshot_uri=snapshot if ok else None,
+            blob_uri=strip_secrets(entry.get("blobUri")) or (strip_secrets(_base(snapshot)) if snapshot else None),
+            error=None if ok else (error or "snapshot failed; the extension gave no error text"),
+        ))
+    return tuple(disks)
+
+
+def _base(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _timestamp(element: dict) -> datetime | None:
+    value = element.get("timestampUTC")
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        match = _MS_DATE.match(value.strip())
+        try:
+            if match:
+                return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except (ValueError, OverflowError):
+            pass
+        else:
+            return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    raise ParseError(f"timestampUTC {_show(value)} is neither \\/Date(ms)\\/ nor an ISO 8601 time", kind="shape")
+
+
+def _ticks(ticks: int | None) -> datetime | None:
+    if ticks is None:
+        return None
+    try:
+        return ticks_to_datetime(ticks)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,20}\s*", value):
+        return int(value)
+    return None
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, int):
+        return bool(value)
+    return None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,110 @@
+"""Status ingestion: one status blob written by the extension becomes the truth on its job record.
+
+Called by the blob trigger for ``<job_id>/<attempt>.Status.txt``. Bad blob content never raises: it
+is recorded on the job and the blob is kept. Only unreachable storage raises TransientError, so the
+platform retries; everything else settles.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from shared.domain.jobs import Job, ReportVerdict, apply_report, assess_report, record_unreadable
+from shared.domain.status import ParseError, StatusReport, parse_status_blob
+from shared.errors import NotFoundError, PermanentError, ValidationError
+
+log = logging.getLogger(__name__)
+
+_BLOB_NAME = re.compile(r"^(?:.*/)?(?P<job>[^/]{1,128})/(?P<attempt>\d{1,4})\.Status\.txt$")
+
+
+class IngestResult(str, Enum):
+    APPLIED = "applied"             # the job record changed
+    UNCHANGED = "unchanged"         # the record already said this (same blob again)
+    OLDER = "older"                 # an in-progress report older than what the job shows
+    STALE = "stale"                 # another attempt's report: noted on the job, nothing else changed
+    TERMINAL = "terminal"           # the job was already final
+    UNREADABLE = "unreadable"       # the blob could not be parsed: recorded on the job, blob kept
+    EMPTY = "empty"                 # pre-created, not written yet
+    UNKNOWN_JOB = "unknown_job"     # no such job: logged and ignored
+    BAD_NAME = "bad_name"           # not a status blob name this service writes
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    result: IngestResult
+    blob_name: str
+    job_id: str | None = None
+    attempt: int | None = None
+    job: Job | None = None
+    detail: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.result in (IngestResult.APPLIED, IngestResult.UNREADABLE, IngestResult.STALE)
+
+
+def parse_blob_name(blob_name: str) -> tuple[str, int] | None:
+    """``<job_id>/<attempt>.Status.txt`` (a leading container name is tolerated) -> (job id, attempt)."""
+    match = _BLOB_NAME.match(blob_name or "")
+    if not match:
+        return None
+    return match.group("job"), int(match.group("attempt"))
+
+
+def ingest_status_blob(svc, blob_name: str, data: bytes, etag: str | None) -> IngestOutcome:
+    """Apply one status blob to its job; raises TransientError only when storage cannot be reached."""
+    parsed_name = parse_blob_name(blob_name)
+    if parsed_name is None:
+        log.warning("ignoring blob %s: not <job_id>/<attempt>.Status.txt", blob_name)
+        return IngestOutcome(IngestResult.BAD_NAME, blob_name, detail="not <job_id>/<attempt>.Status.txt")
+    job_id, attempt = parsed_name
+    if not data or not bytes(data).strip(b"\0 \t\r\n"):
+        log.info("job %s attempt %s: status blob %s is empty (etag %s); nothing to do",
+                 job_id, attempt, blob_name, etag)
+        return IngestOutcome(IngestResult.EMPTY, blob_name, job_id, attempt)
+    try:
+        report = parse_status_blob(data)
+    except ParseError as exc:
+        return _record_unreadable(svc, blob_name, job_id, attempt, exc.reason, etag)
+    return _apply(svc, blob_name, job_id, attempt, report, etag)
+
+
+def _apply(svc, blob_name: str, job_id: str, attempt: int, report: StatusReport, etag: str | None) -> IngestOutcome:
+    verdicts: list[ReportVerdict] = []
+
+    def change(job: Job) -> Job | None:
+        verdict = assess_report(job, report, attempt=attempt)
+        changed = apply_report(job, report, svc.clock.now(), attempt=attempt)
+        verdicts.append(ReportVerdict.UNCHANGED if verdict is ReportVerdict.APPLY and changed is None else verdict)
+        return changed
+
+    try:
+        job = svc.jobs.update(job_id, change)
+    except NotFoundError:
+        log.warning("job %s: status blob %s (etag %s, task %s) has no job record; ignored",
+                    job_id, blob_name, etag, report.task_id)
+        return IngestOutcome(IngestResult.UNKNOWN_JOB, blob_name, job_id, attempt, detail="no such job")
+    except (ValidationError, PermanentError) as exc:
+        log.error("job %s: status blob %s could not be recorded: %s", job_id, blob_name, exc)
+        return IngestOutcome(IngestResult.UNREADABLE, blob_name, job_id, attempt, detail=str(exc))
+    result = IngestResult(verdicts[-1].value)
+    log.info("job %s task %s: status blob %s (etag %s) code %s -> %s; job %s/%s",
+             job_id, report.task_id, blob_name, etag, report.code, result.value, job.status.value, job.phase.value)
+    return IngestOutcome(result, blob_name, job_id, attempt, job,
+                         detail=f"code {report.code}, {report.status}")
+
+
+def _record_unreadable(svc, blob_name: str, job_id: str, attempt: int, reason: str,
+                       etag: str | None) -> IngestOutcome:
+    log.warning("job %s attempt %s: status blob %s (etag %s) unreadable: %s", job_id, attempt, blob_name, etag, reason)
+    try:
+        job = svc.jobs.update(job_id, lambda j: record_unreadable(j, blob_name, reason, svc.clock.now()))
+    except NotFoundError:
+        return IngestOutcome(IngestResult.UNKNOWN_JOB, blob_name, job_id, attempt, detail=reason)
+    except (ValidationError, PermanentError) as exc:
+        log.error("job %s: could not record the unreadable blob %s: %s", job_id, blob_name, exc)
+        return IngestOutcome(IngestResult.UNREADABLE, blob_name, job_id, attempt, detail=reason)
+    return IngestOutcome(IngestResult.UNREADABLE, blob_name, job_id, attempt, job, detail=reason)

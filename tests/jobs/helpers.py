@@ -1,0 +1,47 @@
+"""Shared builders for the job tests: the corpus job (the one every corpus blob reports on)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from shared.domain.inventory import OS_DISK_LUN
+from shared.domain.jobs import DiskResult, Job, mark_dispatched
+
+CORPUS = Path(__file__).parent / "corpus"
+SLOT = datetime(2025, 3, 1, 2, 0, tzinfo=timezone.utc)
+STARTED = datetime(2025, 3, 1, 2, 0, 5, tzinfo=timezone.utc)
+DISPATCHED = datetime(2025, 3, 1, 2, 0, 9, tzinfo=timezone.utc)
+FINAL_AT = datetime(2025, 3, 1, 2, 3, 41, tzinfo=timezone.utc)
+RUNNING_AT = datetime(2025, 3, 1, 2, 0, 20, tzinfo=timezone.utc)
+OS_URL = "https://acct.blob.core.windows.net/vhds/vm1-os.vhd"
+DATA_URL = "https://acct.blob.core.windows.net/vhds/vm1-data0.vhd"
+
+
+def corpus(name: str) -> bytes:
+    return (CORPUS / name).read_bytes()
+
+
+def queued_job() -> Job:
+    job = Job.new_backup(vm_name="vm1", slot=SLOT, now=STARTED, policy_name="DefaultPolicy")
+    assert job.job_id == "01954f6e-8d00-8bcd-91c5-3d28beef679b"   # the id the corpus blobs carry
+    return job
+
+
+def dispatched_job(disks: bool = True) -> Job:
+    job = queued_job()
+    return mark_dispatched(
+        job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",
+        log_blob=f"{job.job_id}/1.Logs.txt", now=DISPATCHED,
+        disks=[DiskResult(lun=OS_DISK_LUN, blob_url=OS_URL), DiskResult(lun=0, blob_url=DATA_URL)] if disks else None)
+
+
+def fake_services(jobs=None, now=None):
+    """Services with in-memory jobs and a fixed clock (no storage touched)."""
+    from shared.bootstrap import Services
+    from shared.clock import FixedClock
+    from shared.settings import Connection, Settings
+    from tests.fakes import InMemoryJobStore
+
+    settings = Settings(storage=Connection("BackupStorage", "UseDevelopmentStorage=true"),
+                        service_bus=Connection("ServiceBusConnection", "Endpoint=sb://127.0.0.1:1;"))
+    return Services(settings, clock=FixedClock(now or FINAL_AT), jobs=jobs if jobs is not None else InMemoryJobStore())
