@@ -113,6 +113,7 @@ class _Stack:
         reset_settings()
         reset_services()
         self.svc = services()
+        self.started = self.svc.clock.now() - timedelta(seconds=1)   # job time filters use the slot
         self._prepare_demo()
 
         import function_app
@@ -140,14 +141,13 @@ class _Stack:
         from shared.domain.jobs import JobStatus
         from shared.ports import JobQuery
 
-        started = self.svc.clock.now() - timedelta(seconds=1)
         self.host.fire_timer(SCHEDULER)
         deadline = time.monotonic() + self.args.timeout
         jobs = []
         while time.monotonic() < deadline:
             self.host.drain_queue(WORKER, max_wait=0.3)
             self.host.scan_blobs(INGEST)
-            jobs = self.svc.jobs.query(JobQuery(since=started)).jobs
+            jobs = self.svc.jobs.query(JobQuery(since=self.started)).jobs
             if jobs and all(j.status.is_terminal for j in jobs):
                 break
             time.sleep(0.3)
@@ -173,9 +173,8 @@ class _Stack:
               "In another terminal (with local.settings.json copied from the sample): "
               ".venv/bin/vmsnap job list, .venv/bin/vmsnap backup-now --vm demo-vm")
         reported: set[str] = set()
-        started = self.svc.clock.now() - timedelta(seconds=1)
         while True:
-            for job in self.svc.jobs.query(JobQuery(since=started)).jobs:
+            for job in self.svc.jobs.query(JobQuery(since=self.started)).jobs:
                 if job.status.is_terminal and job.job_id not in reported:
                     reported.add(job.job_id)
                     duration = job.duration or timedelta(0)

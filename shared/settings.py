@@ -50,6 +50,7 @@ class Settings:
     service_bus: Connection
     tasks_queue: str = "snapshot-tasks"
     schedule: str = "0 */5 * * * *"
+    sweep_schedule: str = "0 */10 * * * *"
     status_container: str = "vmsnap-status"
     table_prefix: str = "vmsnap"
     dispatcher: str = "local"
@@ -67,11 +68,8 @@ class Settings:
         dispatcher = env.get("DISPATCHER", "local").strip().lower()
         if dispatcher not in ("local", "arm"):
             raise ConfigurationError(f"setting DISPATCHER is {dispatcher!r}; use 'local' or 'arm'")
-        schedule = env.get("SNAPSHOT_SCHEDULE", cls.schedule)
-        if len(schedule.split()) != 6 or not croniter.is_valid(schedule, second_at_beginning=True):
-            raise ConfigurationError(
-                f"setting SNAPSHOT_SCHEDULE is {schedule!r}; use an NCRONTAB expression with six fields, "
-                f"seconds first, e.g. '0 */5 * * * *'")
+        schedule = _ncrontab(env, "SNAPSHOT_SCHEDULE", cls.schedule)
+        sweep_schedule = _ncrontab(env, "SWEEP_SCHEDULE", cls.sweep_schedule)
         prefix = env.get("TABLE_PREFIX", cls.table_prefix)
         if not prefix.isalnum() or not prefix[:1].isalpha() or len(prefix) > 40:
             raise ConfigurationError(f"setting TABLE_PREFIX is {prefix!r}; use letters and digits, "
@@ -88,6 +86,7 @@ class Settings:
             service_bus=_connection(env, SERVICE_BUS, ("fullyQualifiedNamespace",)),
             tasks_queue=env.get("SNAPSHOT_TASKS_QUEUE", cls.tasks_queue),
             schedule=schedule,
+            sweep_schedule=sweep_schedule,
             status_container=env.get("STATUS_CONTAINER", cls.status_container),
             table_prefix=prefix,
             dispatcher=dispatcher,
@@ -95,6 +94,15 @@ class Settings:
             subscription_id=subscription,
             catch_up=catch_up,
         )
+
+
+def _ncrontab(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default)
+    if len(value.split()) != 6 or not croniter.is_valid(value, second_at_beginning=True):
+        raise ConfigurationError(
+            f"setting {name} is {value!r}; use an NCRONTAB expression with six fields, seconds first, "
+            f"e.g. '0 */5 * * * *'")
+    return value
 
 
 def _connection(env: Mapping[str, str], name: str, endpoint_keys: tuple[str, ...]) -> Connection:
