@@ -1,0 +1,162 @@
+"""The local server as a process component: queue configuration, inspection helpers, start and
+stop, the port-in-use error and the command line. Local only: none of this exists on a namespace."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus.exceptions import MessagingEntityNotFoundError, ServiceBusError
+
+from devhost.ports import free_port, port_in_use
+from devhost.servicebus import LocalServiceBus, PortInUseError, QueueOptions
+
+pytestmark = pytest.mark.timeout(30)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _in_use_message(port: int) -> str:
+    return f"port {port} is in use; stop what holds it or set another port (0 picks a free one)"
+
+
+@pytest.fixture
+def taken_port():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def _serving(port: int) -> bool:
+    """Whether a server thread for this port runs (the contract suite's server may run too)."""
+    return any(t.name == f"local-servicebus-{port}" for t in threading.enumerate())
+
+
+class TestQueues:
+    def test_declared_queue_uses_its_options_and_others_the_defaults(self):
+        """A queue declared with a 1 s lock locks for 1 s; an auto-created one gets the default."""
+        declared = QueueOptions(lock_duration=timedelta(seconds=1))
+        defaults = QueueOptions(lock_duration=timedelta(seconds=20))
+        with LocalServiceBus(queues={"short": declared}, default_queue_options=defaults) as server, \
+                ServiceBusClient.from_connection_string(server.connection_string) as client:
+            locks = {}
+            for name in ("short", "other"):
+                with client.get_queue_sender(name) as sender, client.get_queue_receiver(name) as receiver:
+                    sender.send_messages(ServiceBusMessage(name))
+                    [message] = receiver.receive_messages(max_wait_time=5)
+                    locks[name] = (message.locked_until_utc - datetime.now(timezone.utc)).total_seconds()
+                    receiver.complete_message(message)
+        assert 0 < locks["short"] <= 1.0
+        assert 19 < locks["other"] <= 20.0
+
+    def test_without_auto_create_only_declared_queues_exist(self):
+        """With auto_create_queues off, an undeclared queue is refused and nothing is stored."""
+        with LocalServiceBus(queues={"known": QueueOptions()}, auto_create_queues=False) as server, \
+                ServiceBusClient.from_connection_string(server.connection_string, retry_total=0) as client:
+            with pytest.raises(MessagingEntityNotFoundError), client.get_queue_receiver("unknown") as receiver:
+                receiver.receive_messages(max_wait_time=1)
+            with pytest.raises(ServiceBusError), client.get_queue_sender("unknown") as sender:
+                sender.send_messages(ServiceBusMessage("lost"))
+            with client.get_queue_sender("KNOWN") as sender:      # entity names ignore case
+                sender.send_messages(ServiceBusMessage("kept"))
+            assert server.queue_depth("known") == 1
+            assert server.stats()["messages_in"] == 1
+
+
+class TestInspection:
+    def test_helpers_and_counters_follow_what_the_client_does(self):
+        """Depths, the scheduled count and the operation counters track sends, locks and settlements."""
+        with LocalServiceBus() as server, \
+                ServiceBusClient.from_connection_string(server.connection_string) as client, \
+                client.get_queue_sender("tasks") as sender, client.get_queue_receiver("tasks") as receiver:
+            sender.send_messages([ServiceBusMessage(f"m{i}") for i in range(3)])
+            sender.schedule_messages(ServiceBusMessage("later"), datetime.now(timezone.utc) + timedelta(hours=1))
+            assert (server.queue_depth("tasks"), server.scheduled_count("tasks")) == (3, 1)
+            before = server.stats()
+
+            [message] = receiver.receive_messages(max_wait_time=5)
+            assert server.queue_depth("tasks") == 3           # a locked message is still in the queue
+            receiver.dead_letter_message(message, reason="test")
+            assert (server.queue_depth("tasks"), server.dead_letter_depth("tasks")) == (2, 1)
+            receiver.peek_messages()
+            after = server.stats()
+
+        assert (before["transfers_in"], before["messages_in"]) == (1, 4)     # one batch transfer, one scheduled
+        assert after["management_requests"] - before["management_requests"] == 1
+        assert after["dead_lettered"] == 1
+        assert server.queue_depth("never-used") == 0
+
+
+class TestLifecycle:
+    def test_stop_closes_everything_even_with_clients_connected(self):
+        """stop() returns promptly with a client still connected, frees the port, ends the thread."""
+        server = LocalServiceBus().start()
+        client = ServiceBusClient.from_connection_string(server.connection_string, retry_total=0)
+        sender = client.get_queue_sender("tasks")
+        try:
+            sender.send_messages(ServiceBusMessage("x"))
+            assert _serving(server.port)
+            server.stop()
+            server.stop()                                     # idempotent
+            assert not _serving(server.port)
+            assert not port_in_use(server.port)
+            with pytest.raises(ServiceBusError):
+                sender.send_messages(ServiceBusMessage("after stop"))
+        finally:
+            client.close()
+            server.stop()
+
+    def test_port_zero_picks_a_free_port_named_in_the_connection_string(self):
+        """Port 0 yields a real port, and the connection string points the client at it."""
+        with LocalServiceBus() as server:
+            assert server.port > 0
+            assert server.connection_string == (
+                f"Endpoint=sb://127.0.0.1:{server.port};SharedAccessKeyName=RootManageSharedAccessKey;"
+                f"SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
+
+    def test_start_on_a_taken_port_raises_port_in_use(self, taken_port):
+        """Starting on a port another process listens on fails with a message saying what to do."""
+        server = LocalServiceBus(port=taken_port)
+        with pytest.raises(PortInUseError) as caught:
+            server.start()
+        assert isinstance(caught.value, OSError)
+        assert str(caught.value) == _in_use_message(taken_port)
+        assert not _serving(taken_port)
+
+
+class TestCommandLine:
+    def _run(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "devhost.servicebus", *args], cwd=PROJECT_ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def test_serves_until_sigterm(self):
+        """The command prints where it listens, serves the client, and exits 0 on SIGTERM."""
+        port = free_port()
+        process = self._run("--port", str(port), "--queue", "snapshot-tasks")
+        try:
+            assert process.stdout.readline() == f"local Service Bus listening on 127.0.0.1:{port}\n"
+            connection = LocalServiceBus(port=port).connection_string
+            with ServiceBusClient.from_connection_string(connection) as client, \
+                    client.get_queue_sender("snapshot-tasks") as sender:
+                sender.send_messages(ServiceBusMessage("x"))
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+
+    def test_taken_port_exits_2_with_one_line(self, taken_port):
+        """On a taken port the command exits 2 with a single error line and no traceback."""
+        process = self._run("--port", str(taken_port))
+        stdout, stderr = process.communicate(timeout=20)
+        assert process.returncode == 2
+        assert stdout == ""
+        assert stderr == f"error: {_in_use_message(taken_port)}\n"
