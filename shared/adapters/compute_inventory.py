@@ -1,0 +1,115 @@
+"""The Inventory port for Azure VMs, through the Compute API (azure-mgmt-compute).
+
+Only VMs on unmanaged disks are accepted for now: their disks are page blobs (``vhd.uri``) that the
+extension snapshots through a blob SAS. A VM with managed disks is refused with a clear message.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Iterator
+
+from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
+                                   ResourceNotFoundError)
+
+from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
+from shared.errors import ConfigurationError, NotFoundError, TransientError, ValidationError
+
+log = logging.getLogger(__name__)
+
+GIB = 1024 ** 3
+_VM_ID = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+                    r"Microsoft\.Compute/virtualMachines/(?P<name>[^/]+)$", re.IGNORECASE)
+
+
+class ComputeInventory:
+    def __init__(self, credential, subscription_id: str, *, transport=None):
+        from azure.mgmt.compute import ComputeManagementClient
+
+        if not subscription_id:
+            raise ConfigurationError("setting AZURE_SUBSCRIPTION_ID is missing; the Compute inventory needs it")
+        options = {"transport": transport} if transport is not None else {}
+        self._client = ComputeManagementClient(credential, subscription_id, retry_total=3, **options)
+        self._subscription = subscription_id
+
+    def get_vm(self, name: str) -> Vm:
+        """A VM by ARM id, or by name when the name is unique in the subscription."""
+        match = _VM_ID.match(name)
+        if match:
+            with _compute_errors(name):
+                model = self._client.virtual_machines.get(match["rg"], match["name"])
+            return _vm_from(model)
+        with _compute_errors(name):
+            found = [m for m in self._client.virtual_machines.list_all() if m.name.lower() == name.lower()]
+        if not found:
+            raise NotFoundError(f"VM {name!r} not found in subscription {self._subscription}")
+        if len(found) > 1:
+            groups = ", ".join(sorted(_resource_group(m.id) for m in found))
+            raise ValidationError(f"VM name {name!r} exists in several resource groups ({groups}); give its "
+                                  f"resource id instead", field="vm")
+        return _vm_from(found[0])
+
+    def list_vms(self) -> Iterator[Vm]:
+        """Every VM on unmanaged disks (VMs on managed disks are skipped, with a log line)."""
+        with _compute_errors("the subscription's VMs"):
+            for model in self._client.virtual_machines.list_all():
+                try:
+                    yield _vm_from(model)
+                except ValidationError as exc:
+                    log.info("VM %s not listed: %s", model.name, exc)
+
+
+class _compute_errors:
+    """Translate Compute API failures into the project's errors."""
+
+    def __init__(self, what: str):
+        self._what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or not isinstance(exc, AzureError):
+            return False
+        if isinstance(exc, ResourceNotFoundError):
+            raise NotFoundError(f"VM {self._what!r} not found") from exc
+        if isinstance(exc, ClientAuthenticationError):
+            raise ConfigurationError(f"the Compute API refused our credentials reading {self._what}: "
+                                     f"grant the identity Virtual Machine Contributor or Reader") from exc
+        if isinstance(exc, HttpResponseError) and exc.status_code == 403:
+            raise ConfigurationError(f"the identity may not read {self._what} (403); grant it Reader on the VM") \
+                from exc
+        if isinstance(exc, HttpResponseError) and exc.status_code not in (408, 429) \
+                and (exc.status_code or 500) < 500:
+            raise ConfigurationError(f"the Compute API refused reading {self._what} ({exc.status_code})") from exc
+        raise TransientError(f"the Compute API failed reading {self._what}: {type(exc).__name__}") from exc
+
+
+def _resource_group(resource_id: str) -> str:
+    match = _VM_ID.match(resource_id or "")
+    return match["rg"] if match else "?"
+
+
+def _vm_from(model) -> Vm:
+    profile = model.storage_profile
+    os_disk = profile.os_disk if profile else None
+    data_disks = list(profile.data_disks or []) if profile else []
+    managed = [d.name or f"lun {getattr(d, 'lun', 'os')}" for d in ([os_disk] if os_disk else []) + data_disks
+               if d.managed_disk is not None or d.vhd is None or not d.vhd.uri]
+    if managed:
+        raise ValidationError(f"VM {model.name!r} uses managed disks ({', '.join(managed)}); vmsnap snapshots "
+                              f"unmanaged disks (page blobs) through a SAS and does not support managed disks "
+                              f"yet", field="vm")
+    disks = []
+    if os_disk is not None:
+        disks.append(Disk(lun=OS_DISK_LUN, blob_url=_strip_query(os_disk.vhd.uri), name=os_disk.name or "osdisk",
+                          size_bytes=(os_disk.disk_size_gb or 0) * GIB))
+    for disk in sorted(data_disks, key=lambda d: d.lun):
+        disks.append(Disk(lun=disk.lun, blob_url=_strip_query(disk.vhd.uri), name=disk.name or f"lun{disk.lun}",
+                          size_bytes=(disk.disk_size_gb or 0) * GIB))
+    return Vm(name=model.name, kind=VmKind.AZURE, disks=tuple(disks), resource_id=model.id,
+              location=model.location, tags=dict(model.tags or {}))
+
+
+def _strip_query(url: str) -> str:
+    return url.split("?", 1)[0]

@@ -1,0 +1,363 @@
+"""Policies, protected items and the local VM inventory in Table Storage.
+
+Keys:
+- policies table: PartitionKey ``policy``, RowKey = lower-cased policy name; the policy is one JSON
+  column (``Document``) in the shape ``Policy.to_document`` prints. ``DefaultPolicy`` is seeded on
+  first read, so it exists from the start without a setup step.
+- items table: PartitionKey ``b`` + the first hex digit of sha256(lower-cased VM name) (16 buckets),
+  RowKey = lower-cased VM name. A tick reads the table in pages, ordered by partition then row, so
+  a page spans one or two partitions and its watermark writes go out as ETag-guarded transactions
+  of up to 100 (10,000 items: about 110). The buckets are the job store's VM-index buckets
+  (shared/adapters/table_jobs.py), so the index rows of a page's new jobs batch just as well; if
+  those ever differ, batching gets worse, never wrong. 10,000 items put about 625 writes per tick
+  on a partition, far below Table's per-partition rate.
+- vms table (local inventory): PartitionKey ``vm``, RowKey = lower-cased VM name, disks as JSON.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+from itertools import groupby
+from typing import Callable, Iterator, Sequence
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError,
+                                   ResourceNotFoundError)
+from azure.data.tables import TableTransactionError, UpdateMode
+
+from shared.clock import utc
+from shared.domain.inventory import Disk, Vm, VmKind
+from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, check_name, default_policy
+from shared.domain.protection import ProtectedItem, ProtectionState, SkippedSlot
+from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
+
+log = logging.getLogger(__name__)
+
+BATCH_LIMIT = 100        # Table transactions: at most 100 operations, one partition
+_UPDATE_RETRIES = 5
+
+
+@contextmanager
+def _storage_errors(what: str):
+    """Translate what the SDK raises for an unreachable or throttling service; let the rest through."""
+    try:
+        yield
+    except (ResourceExistsError, ResourceNotFoundError, ResourceModifiedError, TableTransactionError):
+        raise
+    except HttpResponseError as exc:
+        if exc.status_code in (408, 429, 500, 502, 503, 504):
+            raise TransientError(f"Table Storage is busy while {what} ({exc.status_code}); try again") from exc
+        raise
+    except AzureError as exc:
+        raise TransientError(f"Table Storage unreachable while {what}: {exc.__class__.__name__}") from exc
+
+
+def _open_table(table_service, table_name: str):
+    with _storage_errors(f"opening table {table_name}"):
+        return table_service.create_table_if_not_exists(table_name)
+
+
+# --- policies -----------------------------------------------------------------------------------
+class TablePolicyStore:
+    PARTITION = "policy"
+
+    def __init__(self, table_service, table_name: str):
+        self._table = _open_table(table_service, table_name)
+
+    def get(self, name: str) -> Policy:
+        """The named policy; ``DefaultPolicy`` is seeded on first read."""
+        try:
+            with _storage_errors(f"reading policy {name}"):
+                entity = self._table.get_entity(self.PARTITION, name.lower())
+        except ResourceNotFoundError:
+            if name.lower() == DEFAULT_POLICY_NAME.lower():
+                return self._seed_default()
+            raise NotFoundError(f"policy {name!r} not found; see `vmsnap policy list`") from None
+        return _policy_from(entity)
+
+    def create(self, policy: Policy) -> Policy:
+        if policy.name.lower() == DEFAULT_POLICY_NAME.lower():
+            self._seed_default()
+        try:
+            with _storage_errors(f"creating policy {policy.name}"):
+                self._table.create_entity(self._entity(policy))
+        except ResourceExistsError:
+            raise ConflictError(f"policy {policy.name!r} already exists; change it with `vmsnap policy set`") \
+                from None
+        log.info("policy %s created", policy.name)
+        return policy
+
+    def replace(self, policy: Policy) -> Policy:
+        self.get(policy.name)     # NotFoundError for an unknown name; seeds DefaultPolicy
+        with _storage_errors(f"updating policy {policy.name}"):
+            self._table.update_entity(self._entity(policy), mode=UpdateMode.REPLACE)
+        log.info("policy %s updated", policy.name)
+        return policy
+
+    def list(self) -> list[Policy]:
+        with _storage_errors("listing policies"):
+            policies = [_policy_from(e) for e in
+                        self._table.query_entities("PartitionKey eq @pk", parameters={"pk": self.PARTITION})]
+        if not any(p.name.lower() == DEFAULT_POLICY_NAME.lower() for p in policies):
+            policies.append(self._seed_default())
+        return sorted(policies, key=lambda p: p.name.lower())
+
+    def _seed_default(self) -> Policy:
+        policy = default_policy()
+        try:
+            with _storage_errors("seeding DefaultPolicy"):
+                self._table.create_entity(self._entity(policy))
+        except ResourceExistsError:
+            return _policy_from(self._table.get_entity(self.PARTITION, policy.name.lower()))
+        return policy
+
+    def _entity(self, policy: Policy) -> dict:
+        return {"PartitionKey": self.PARTITION, "RowKey": policy.name.lower(), "Name": policy.name,
+                "Document": json.dumps(policy.to_document(), separators=(",", ":"))}
+
+
+def _policy_from(entity) -> Policy:
+    return Policy.from_document(json.loads(entity["Document"]))
+
+
+# --- protected items ----------------------------------------------------------------------------
+def item_partition(vm_name: str) -> str:
+    return "b" + hashlib.sha256(vm_name.lower().encode()).hexdigest()[0]
+
+
+class TableProtectedItemStore:
+    def __init__(self, table_service, table_name: str, *, workers: int = 8):
+        self._table = _open_table(table_service, table_name)
+        self._workers = workers
+
+    def get(self, vm_name: str) -> ProtectedItem | None:
+        try:
+            with _storage_errors(f"reading protected item {vm_name}"):
+                entity = self._table.get_entity(item_partition(vm_name), vm_name.lower())
+        except ResourceNotFoundError:
+            return None
+        return _item_from(entity)
+
+    def add(self, item: ProtectedItem) -> ProtectedItem:
+        try:
+            with _storage_errors(f"protecting {item.vm_name}"):
+                meta = self._table.create_entity(_item_entity(item))
+        except ResourceExistsError:
+            raise ConflictError(f"VM {item.vm_name!r} is already a protected item") from None
+        return replace(item, version=meta.get("etag"))
+
+    def add_many(self, items: Sequence[ProtectedItem]) -> int:
+        """Insert many items in transactions of up to 100 per partition (seeding); returns transactions."""
+        transactions = 0
+        entities = sorted((_item_entity(i) for i in items), key=lambda e: (e["PartitionKey"], e["RowKey"]))
+        for _, group in groupby(entities, key=lambda e: e["PartitionKey"]):
+            group = list(group)
+            for start in range(0, len(group), BATCH_LIMIT):
+                with _storage_errors("adding protected items"):
+                    self._table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE})
+                                                    for e in group[start:start + BATCH_LIMIT]])
+                transactions += 1
+        return transactions
+
+    def update(self, vm_name: str, change: Callable[[ProtectedItem], ProtectedItem | None]) -> ProtectedItem:
+        """Read, apply ``change`` (None = no change), write back guarded by the ETag; retry on races."""
+        for _ in range(_UPDATE_RETRIES):
+            current = self.get(vm_name)
+            if current is None:
+                raise NotFoundError(f"VM {vm_name!r} is not protected; run `vmsnap protection enable-for-vm`")
+            changed = change(replace(current))
+            if changed is None:
+                return current
+            try:
+                with _storage_errors(f"updating protected item {vm_name}"):
+                    meta = self._table.update_entity(_item_entity(changed), mode=UpdateMode.REPLACE,
+                                                     etag=current.version,
+                                                     match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                log.info("protected item %s changed meanwhile; retrying", vm_name)
+                continue
+            return replace(changed, version=meta.get("etag"))
+        raise TransientError(f"protected item {vm_name!r} keeps changing; try again")
+
+    def save_many(self, items: Sequence[ProtectedItem]) -> tuple[list[ProtectedItem], list[str], int]:
+        """ETag-guarded writes in transactions of up to 100 per partition.
+
+        Returns (saved items with new versions, names of items changed or deleted meanwhile, which
+        were not written, transactions used). A transaction fails as a whole on one stale ETag: the
+        failing item is set aside and the rest sent again.
+        """
+        ordered = sorted(items, key=lambda i: (item_partition(i.vm_name), i.vm_name.lower()))
+        chunks = [group[start:start + BATCH_LIMIT]
+                  for _, grouped in groupby(ordered, key=lambda i: item_partition(i.vm_name))
+                  for group in [list(grouped)] for start in range(0, len(group), BATCH_LIMIT)]
+        saved: list[ProtectedItem] = []
+        conflicts: list[str] = []
+        transactions = 0
+        # Partitions are independent: their transactions go out side by side.
+        with ThreadPoolExecutor(max_workers=max(1, min(self._workers, len(chunks)))) as pool:
+            for chunk_saved, chunk_conflicts, chunk_transactions in pool.map(self._save_chunk, chunks):
+                saved += chunk_saved
+                conflicts += chunk_conflicts
+                transactions += chunk_transactions
+        return saved, conflicts, transactions
+
+    def _save_chunk(self, chunk: list[ProtectedItem]) -> tuple[list[ProtectedItem], list[str], int]:
+        conflicts: list[str] = []
+        transactions = 0
+        while chunk:
+            operations = [("update", _item_entity(i), {"mode": UpdateMode.REPLACE, "etag": i.version,
+                                                       "match_condition": MatchConditions.IfNotModified})
+                          for i in chunk]
+            transactions += 1
+            try:
+                with _storage_errors("saving protected items"):
+                    results = self._table.submit_transaction(operations)
+            except TableTransactionError as exc:
+                if exc.status_code not in (404, 412):
+                    raise
+                stale = chunk.pop(exc.index if 0 <= exc.index < len(chunk) else 0)
+                conflicts.append(stale.vm_name)
+                continue
+            return [replace(i, version=r.get("etag")) for i, r in zip(chunk, results)], conflicts, transactions
+        return [], conflicts, transactions
+
+    def delete(self, vm_name: str) -> None:
+        with _storage_errors(f"deleting protected item {vm_name}"):
+            self._table.delete_entity(item_partition(vm_name), vm_name.lower())
+
+    def pages(self, page_size: int = BATCH_LIMIT) -> Iterator[list[ProtectedItem]]:
+        """Every item, a page at a time: memory holds one page, however many VMs there are."""
+        with _storage_errors("listing protected items"):
+            for page in self._table.list_entities(results_per_page=page_size).by_page():
+                items = [_item_from(e) for e in page]
+                if items:
+                    yield items
+
+    def count_by_policy(self, policy_name: str) -> int:
+        count = 0
+        with _storage_errors("counting protected items"):
+            for _ in self._table.query_entities("PolicyName eq @p and State eq @s", select=["RowKey"],
+                                                parameters={"p": policy_name,
+                                                            "s": ProtectionState.PROTECTED.value}):
+                count += 1
+        return count
+
+
+def _item_entity(item: ProtectedItem) -> dict:
+    entity = {
+        "PartitionKey": item_partition(item.vm_name),
+        "RowKey": item.vm_name.lower(),
+        "VmName": item.vm_name,
+        "PolicyName": item.policy_name,
+        "ProtectedSince": utc(item.protected_since),
+        "PolicyAssignedAt": utc(item.policy_assigned_at),
+        "VmKind": item.vm_kind,
+        "ResourceId": item.resource_id,
+        "DiskLuns": ",".join(str(lun) for lun in item.disk_luns),
+        "State": item.state.value,
+        "InitialBackupPending": item.initial_backup_pending,
+        "LastSlot": utc(item.last_slot) if item.last_slot else None,
+        "InProgressJobId": item.in_progress_job_id,
+        "InProgressSince": utc(item.in_progress_since) if item.in_progress_since else None,
+        "LastJobId": item.last_job_id,
+        "Skipped": json.dumps([{"slot": utc(s.slot).isoformat(), "reason": s.reason} for s in item.skipped])
+        if item.skipped else None,
+        "DeletedAt": utc(item.deleted_at) if item.deleted_at else None,
+    }
+    return {k: v for k, v in entity.items() if v is not None}
+
+
+def _item_from(entity) -> ProtectedItem:
+    def when(key: str) -> datetime | None:
+        value = entity.get(key)
+        return utc(value) if value is not None else None
+
+    luns = entity.get("DiskLuns") or ""
+    skipped = [SkippedSlot(slot=utc(datetime.fromisoformat(s["slot"])), reason=s["reason"])
+               for s in json.loads(entity.get("Skipped") or "[]")]
+    return ProtectedItem(
+        vm_name=entity["VmName"],
+        policy_name=entity["PolicyName"],
+        protected_since=when("ProtectedSince"),
+        policy_assigned_at=when("PolicyAssignedAt"),
+        vm_kind=entity.get("VmKind", "local"),
+        resource_id=entity.get("ResourceId"),
+        disk_luns=tuple(int(x) for x in luns.split(",") if x),
+        state=ProtectionState(entity.get("State", ProtectionState.PROTECTED.value)),
+        initial_backup_pending=bool(entity.get("InitialBackupPending", False)),
+        last_slot=when("LastSlot"),
+        in_progress_job_id=entity.get("InProgressJobId"),
+        in_progress_since=when("InProgressSince"),
+        last_job_id=entity.get("LastJobId"),
+        skipped=skipped,
+        deleted_at=when("DeletedAt"),
+        version=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
+    )
+
+
+# --- the local VM inventory -----------------------------------------------------------------------
+class TableInventory:
+    """The Inventory port for LOCAL VMs: names and the page blobs backing their disks."""
+
+    PARTITION = "vm"
+
+    def __init__(self, table_service, table_name: str):
+        self._table = _open_table(table_service, table_name)
+
+    def get_vm(self, name: str) -> Vm:
+        try:
+            with _storage_errors(f"reading VM {name}"):
+                entity = self._table.get_entity(self.PARTITION, name.lower())
+        except ResourceNotFoundError:
+            raise NotFoundError(f"VM {name!r} is not in the local inventory; add it with "
+                                f"`vmsnap local vm add`") from None
+        return _vm_from(entity)
+
+    def list_vms(self) -> Iterator[Vm]:
+        with _storage_errors("listing VMs"):
+            for page in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": self.PARTITION},
+                                                   results_per_page=BATCH_LIMIT).by_page():
+                for entity in page:
+                    yield _vm_from(entity)
+
+    def put_vm(self, vm: Vm) -> Vm:
+        """Add or replace a local VM; its disks must be page blob URLs without a query string."""
+        check_name(vm.name, "name", "VM")
+        if not vm.disks:
+            raise ValidationError(f"VM {vm.name!r} needs at least one disk", field="disks")
+        luns = [d.lun for d in vm.disks]
+        if len(set(luns)) != len(luns):
+            raise ValidationError(f"VM {vm.name!r} lists a LUN twice", field="disks")
+        for disk in vm.disks:
+            if not disk.blob_url.startswith(("http://", "https://")) or "?" in disk.blob_url:
+                raise ValidationError(f"disk {disk.lun} of {vm.name!r} must be a blob URL without a query "
+                                      f"string (never a SAS)", field="disks")
+            if disk.lun < -1 or disk.lun > 63:
+                raise ValidationError(f"LUN {disk.lun} is out of range (-1 for the OS disk, 0..63)",
+                                      field="disks")
+        entity = {"PartitionKey": self.PARTITION, "RowKey": vm.name.lower(), "Name": vm.name,
+                  "Kind": VmKind.LOCAL.value,
+                  "Disks": json.dumps([{"lun": d.lun, "blobUrl": d.blob_url, "name": d.name,
+                                        "sizeBytes": d.size_bytes} for d in vm.disks]),
+                  "Location": vm.location or "local"}
+        with _storage_errors(f"saving VM {vm.name}"):
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        return replace(vm, kind=VmKind.LOCAL, location=entity["Location"])
+
+    def delete_vm(self, name: str) -> None:
+        self.get_vm(name)
+        with _storage_errors(f"deleting VM {name}"):
+            self._table.delete_entity(self.PARTITION, name.lower())
+
+
+def _vm_from(entity) -> Vm:
+    disks = tuple(sorted((Disk(lun=d["lun"], blob_url=d["blobUrl"], name=d.get("name", ""),
+                               size_bytes=d.get("sizeBytes", 0)) for d in json.loads(entity["Disks"])),
+                         key=lambda d: d.lun))
+    return Vm(name=entity["Name"], kind=VmKind(entity.get("Kind", VmKind.LOCAL.value)), disks=disks,
+              location=entity.get("Location"))

@@ -1,0 +1,222 @@
+"""`vmsnap policy create|set|show|list`, shaped like `az backup policy`.
+
+A policy comes from flags (`--frequency Daily --time 22:30 --time-zone Europe/Berlin ...`) or from a
+JSON document (`--policy FILE`, the shape `policy show -o json` prints); `set` changes only what is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from shared.cli import add_output_option
+from shared.cli.output import emit_json, emit_table
+from shared.domain.policy import EnhancedSchedule, Frequency, Policy, StandardSchedule, default_policy
+from shared.errors import ValidationError
+
+# Which flag a user should fix when a field is invalid.
+FLAGS = {
+    "name": "--name", "time_zone": "--time-zone", "instant_rp_days": "--instant-rp-days",
+    "schedule.frequency": "--frequency", "schedule.time": "--time", "schedule.days": "--days",
+    "schedule.interval_hours": "--interval", "schedule.window_start": "--window-start",
+    "schedule.window_hours": "--window-hours", "schedule": "--frequency",
+    "retention.daily_days": "--daily-retention", "retention.weekly_weeks": "--weekly-retention",
+    "retention.weekly_days": "--weekly-retention-days", "retention.monthly_months": "--monthly-retention",
+    "retention.yearly_years": "--yearly-retention",
+}
+
+
+def register(subparsers) -> None:
+    group = subparsers.add_parser("policy", help="backup policies: when to back up and how long to keep")
+    sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
+
+    create = sub.add_parser("create", help="create a policy")
+    _policy_options(create)
+    create.set_defaults(handler=_create)
+
+    update = sub.add_parser("set", help="change a policy; only the options given change")
+    _policy_options(update)
+    update.set_defaults(handler=_set)
+
+    show = sub.add_parser("show", help="show one policy")
+    show.add_argument("-n", "--name", required=True)
+    add_output_option(show)
+    show.set_defaults(handler=_show)
+
+    listing = sub.add_parser("list", help="list policies")
+    add_output_option(listing)
+    listing.set_defaults(handler=_list)
+
+
+def _policy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--name", required=True, help="policy name")
+    parser.add_argument("--policy", metavar="FILE", help="policy JSON document (as `policy show -o json` prints); "
+                                                         "'-' reads stdin")
+    parser.add_argument("--frequency", choices=[f.value for f in Frequency],
+                        help="Daily or Weekly (Standard), Hourly (Enhanced)")
+    parser.add_argument("--time", help="Standard: time of day, HH:MM on the hour or half hour")
+    parser.add_argument("--days", help="Weekly: days, e.g. Sun or Mon,Thu")
+    parser.add_argument("--interval", type=int, help="Hourly: every 4, 6, 8 or 12 hours")
+    parser.add_argument("--window-start", help="Hourly: window start, HH:MM")
+    parser.add_argument("--window-hours", type=int, help="Hourly: window length in hours (interval..24)")
+    parser.add_argument("--time-zone", help="IANA time zone, e.g. Europe/Berlin (default UTC)")
+    parser.add_argument("--instant-rp-days", type=int,
+                        help="days to keep instant-restore snapshots (Standard 1-5, Weekly 5, Enhanced 1-30)")
+    parser.add_argument("--daily-retention", type=int, help="days to keep daily points (7-9999)")
+    parser.add_argument("--weekly-retention", type=int, help="weeks to keep weekly points (1-5163)")
+    parser.add_argument("--weekly-retention-days", help="whose point a week keeps, e.g. Sun")
+    parser.add_argument("--monthly-retention", type=int, help="months to keep monthly points (1-1188)")
+    parser.add_argument("--yearly-retention", type=int, help="years to keep yearly points (1-99)")
+    add_output_option(parser)
+
+
+def _create(args, services) -> int:
+    from shared.services.protection import create_policy
+
+    base = _read_document(args.policy) if args.policy else _starting_document(args.frequency or "Daily")
+    policy = create_policy(services, _build(base, args))
+    _emit(args, [policy], services)
+    return 0
+
+
+def _set(args, services) -> int:
+    from shared.services.protection import set_policy
+
+    if args.policy:
+        base = _read_document(args.policy)
+    else:
+        base = services.policies.get(args.name).to_document()
+        if args.frequency and args.frequency != base["schedulePolicy"]["scheduleRunFrequency"]:
+            base = _rebase(base, args.frequency)
+    policy = set_policy(services, _build(base, args))
+    _emit(args, [policy], services)
+    return 0
+
+
+def _show(args, services) -> int:
+    _emit(args, [services.policies.get(args.name)], services)
+    return 0
+
+
+def _list(args, services) -> int:
+    _emit(args, services.policies.list(), services, as_list=True)
+    return 0
+
+
+def _starting_document(frequency: str) -> dict:
+    """Azure's portal defaults: Daily 22:30 / 30 days; Weekly Sunday / 12 weeks; Hourly 08:00 every 4 h."""
+    return _rebase(default_policy().to_document(), frequency)
+
+
+def _rebase(doc: dict, frequency: str) -> dict:
+    doc = dict(doc)
+    retention = dict(doc.get("retentionPolicy") or {})
+    if frequency == Frequency.HOURLY.value:
+        doc["schedulePolicy"] = {"scheduleRunFrequency": "Hourly", "hourlySchedule": {
+            "interval": 4, "scheduleWindowStartTime": "08:00", "scheduleWindowDuration": 24}}
+        doc["instantRpRetentionRangeInDays"] = 7
+        retention["dailySchedule"] = retention.get("dailySchedule") or _count(30, "Days")
+    elif frequency == Frequency.WEEKLY.value:
+        runs = (doc.get("schedulePolicy") or {}).get("scheduleRunTimes") or ["22:30"]
+        doc["schedulePolicy"] = {"scheduleRunFrequency": "Weekly", "scheduleRunTimes": runs,
+                                 "scheduleRunDays": ["Sunday"]}
+        doc["instantRpRetentionRangeInDays"] = 5
+        retention["dailySchedule"] = None
+        retention["weeklySchedule"] = retention.get("weeklySchedule") or _count(12, "Weeks")
+    else:
+        runs = (doc.get("schedulePolicy") or {}).get("scheduleRunTimes") or ["22:30"]
+        doc["schedulePolicy"] = {"scheduleRunFrequency": "Daily", "scheduleRunTimes": runs, "scheduleRunDays": []}
+        doc["instantRpRetentionRangeInDays"] = 2
+        retention["dailySchedule"] = retention.get("dailySchedule") or _count(30, "Days")
+    doc["retentionPolicy"] = retention
+    return doc
+
+
+def _count(count: int, unit: str) -> dict:
+    return {"retentionDuration": {"count": count, "durationType": unit}}
+
+
+def _read_document(path: str) -> dict:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        doc = json.loads(text)
+    except OSError as exc:
+        raise ValidationError(f"--policy: cannot read {path}: {exc.strerror}", field="policy") from exc
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"--policy: {path} is not JSON: {exc}", field="policy") from exc
+    if not isinstance(doc, dict):
+        raise ValidationError("--policy: the document must be a JSON object", field="policy")
+    doc.pop("protectedItemsCount", None)
+    return doc
+
+
+def _build(doc: dict, args) -> Policy:
+    """Apply the given flags to a policy document and validate it; an error names the flag to fix."""
+    doc = json.loads(json.dumps(doc))   # a private copy
+    doc["name"] = args.name
+    sched = doc.setdefault("schedulePolicy", {})
+    if args.time is not None:
+        sched["scheduleRunTimes"] = [args.time]
+    if args.days is not None:
+        sched["scheduleRunDays"] = [d for d in args.days.split(",") if d.strip()]
+    hourly = sched.get("hourlySchedule")
+    if hourly is not None:
+        for flag, key in ((args.interval, "interval"), (args.window_start, "scheduleWindowStartTime"),
+                          (args.window_hours, "scheduleWindowDuration")):
+            if flag is not None:
+                hourly[key] = flag
+    elif any(v is not None for v in (args.interval, args.window_start, args.window_hours)):
+        raise ValidationError("--interval, --window-start and --window-hours need --frequency Hourly",
+                              field="schedule.frequency")
+    if args.time_zone is not None:
+        doc["timeZone"] = args.time_zone
+    if args.instant_rp_days is not None:
+        doc["instantRpRetentionRangeInDays"] = args.instant_rp_days
+    retention = doc.setdefault("retentionPolicy", {})
+    for value, key, unit in ((args.daily_retention, "dailySchedule", "Days"),
+                             (args.weekly_retention, "weeklySchedule", "Weeks"),
+                             (args.monthly_retention, "monthlySchedule", "Months"),
+                             (args.yearly_retention, "yearlySchedule", "Years")):
+        if value is not None:
+            section = retention.get(key) or {}
+            section["retentionDuration"] = {"count": value, "durationType": unit}
+            retention[key] = section
+    if args.weekly_retention_days is not None:
+        section = retention.get("weeklySchedule") or {}
+        section["daysOfTheWeek"] = [d for d in args.weekly_retention_days.split(",") if d.strip()]
+        retention["weeklySchedule"] = section
+    try:
+        return Policy.from_document(doc)
+    except ValidationError as exc:
+        flag = FLAGS.get(exc.field or "")
+        if flag and not args.policy:
+            raise ValidationError(f"{flag}: {exc}", field=exc.field) from exc
+        raise ValidationError(f"{exc.field}: {exc}" if exc.field else str(exc), field=exc.field) from exc
+
+
+def _emit(args, policies: list[Policy], services, *, as_list: bool = False) -> None:
+    counts = {p.name: services.protected_items.count_by_policy(p.name) for p in policies}
+    if args.output == "json":
+        docs = [{**p.to_document(), "protectedItemsCount": counts[p.name]} for p in policies]
+        emit_json(docs if as_list else docs[0])
+        return
+    emit_table([_row(p, counts[p.name]) for p in policies],
+               ["Name", "Type", "Schedule", "Time Zone", "Instant RP Days", "Retention", "Protected Items"])
+
+
+def _row(policy: Policy, count: int) -> list:
+    schedule = policy.schedule
+    if isinstance(schedule, EnhancedSchedule):
+        when = (f"every {schedule.interval_hours}h from {schedule.window_start:%H:%M} "
+                f"for {schedule.window_hours}h")
+    elif isinstance(schedule, StandardSchedule) and schedule.frequency is Frequency.WEEKLY:
+        when = f"weekly {','.join(d.value[:3] for d in schedule.days)} {schedule.time:%H:%M}"
+    else:
+        when = f"daily {schedule.time:%H:%M}"
+    r = policy.retention
+    kept = ", ".join(f"{n} {unit}" for n, unit in ((r.daily_days, "days"), (r.weekly_weeks, "weeks"),
+                                                   (r.monthly_months, "months"), (r.yearly_years, "years"))
+                     if n is not None)
+    kind = "Enhanced" if policy.policy_type.value == "V2" else "Standard"
+    return [policy.name, kind, when, policy.time_zone, str(policy.instant_rp_days), kept, str(count)]

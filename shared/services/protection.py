@@ -1,0 +1,216 @@
+"""Use cases of policies and protection: create/set policies, enable/change/disable protection,
+list protected items with their last backup and next slot, and on-demand backups (backup-now)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime, time, timedelta, timezone
+from typing import Iterator
+
+from shared.domain.jobs import Job, JobStatus
+from shared.domain.policy import Policy, PolicyType
+from shared.domain.protection import ProtectedItem, ProtectionState
+from shared.domain.schedule import next_slot
+from shared.domain.task import Trigger
+from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
+from shared.ports import JobQuery
+from shared.services.scheduling import blocks_new_backup, task_for
+
+log = logging.getLogger(__name__)
+
+# Azure's on-demand limits: three successful backups per item per UTC day, nine attempts (for retries).
+ON_DEMAND_SUCCESSES_PER_DAY = 3
+ON_DEMAND_ATTEMPTS_PER_DAY = 9
+DEFAULT_ON_DEMAND_RETENTION = timedelta(days=30)
+MAX_RETENTION = timedelta(days=99 * 365)
+
+
+# --- policies -------------------------------------------------------------------------------------
+def create_policy(svc, policy: Policy) -> Policy:
+    return svc.policies.create(policy.touched(svc.clock.now()))
+
+
+def set_policy(svc, policy: Policy) -> Policy:
+    """Replace a policy; it applies to every item on it from the next slot (no slot is re-run)."""
+    current = svc.policies.get(policy.name)
+    if current.policy_type is PolicyType.ENHANCED and policy.policy_type is PolicyType.STANDARD:
+        raise ValidationError(f"policy {policy.name!r} is Enhanced; an Enhanced policy cannot become Standard "
+                              f"(create a new Standard policy instead)", field="schedule")
+    return svc.policies.replace(policy.touched(svc.clock.now()))
+
+
+# --- protection -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ItemStatus:
+    """What `protection list` shows about one item."""
+
+    item: ProtectedItem
+    last_job: Job | None
+    next_slot: datetime | None
+
+
+def enable_protection(svc, vm_name: str, policy_name: str = "DefaultPolicy", *,
+                      initial_backup: bool = True) -> ProtectedItem:
+    """Protect a VM with a policy; unless told otherwise its first backup runs at the next tick."""
+    policy = svc.policies.get(policy_name)
+    vm = svc.inventory.get_vm(vm_name)
+    if not vm.disks:
+        raise ValidationError(f"VM {vm.name!r} has no disks to back up", field="vm")
+    now = svc.clock.now()
+    item = ProtectedItem(vm_name=vm.name, policy_name=policy.name, protected_since=now, policy_assigned_at=now,
+                         vm_kind=vm.kind.value, resource_id=vm.resource_id,
+                         disk_luns=tuple(d.lun for d in vm.disks), initial_backup_pending=initial_backup)
+    existing = svc.protected_items.get(vm.name)
+    if existing is None:
+        item = svc.protected_items.add(item)
+    elif existing.is_active:
+        raise ConflictError(f"VM {vm.name!r} is already protected with policy {existing.policy_name!r}; "
+                            f"use `vmsnap protection update-for-vm` to change its policy")
+    else:
+        # Resuming a stopped (or soft-deleted) item keeps its history and in-progress guard.
+        def resume(current: ProtectedItem) -> ProtectedItem:
+            return replace(item, last_slot=current.last_slot, in_progress_job_id=current.in_progress_job_id,
+                           in_progress_since=current.in_progress_since,
+                           last_job_id=current.last_job_id, skipped=current.skipped,
+                           protected_since=current.protected_since, version=current.version)
+
+        item = svc.protected_items.update(vm.name, resume)
+    log.info("protection enabled for %s with policy %s (initial backup %s)", vm.name, policy.name,
+             "at the next tick" if initial_backup else "skipped")
+    return item
+
+
+def change_policy(svc, vm_name: str, policy_name: str) -> ProtectedItem:
+    policy = svc.policies.get(policy_name)
+    now = svc.clock.now()
+
+    def change(item: ProtectedItem) -> ProtectedItem:
+        if not item.is_active:
+            raise ConflictError(f"protection of {item.vm_name!r} is stopped; enable it again with a policy")
+        old = svc.policies.get(item.policy_name) if item.policy_name.lower() != policy.name.lower() else policy
+        if old.policy_type is PolicyType.ENHANCED and policy.policy_type is PolicyType.STANDARD:
+            raise ValidationError(f"{item.vm_name!r} is on Enhanced policy {old.name!r}; it cannot move to "
+                                  f"Standard policy {policy.name!r}", field="policy_name")
+        return replace(item, policy_name=policy.name, policy_assigned_at=now)
+
+    item = svc.protected_items.update(vm_name, change)
+    log.info("protected item %s now follows policy %s", vm_name, policy.name)
+    return item
+
+
+def disable_protection(svc, vm_name: str, *, delete_backup_data: bool = False) -> ProtectedItem:
+    """Stop scheduling; keep the recovery points, or mark them for deletion (soft delete, 14 days)."""
+    now = svc.clock.now()
+
+    def stop(item: ProtectedItem) -> ProtectedItem:
+        if delete_backup_data:
+            return replace(item, state=ProtectionState.SOFT_DELETED, deleted_at=now, initial_backup_pending=False)
+        if item.state is ProtectionState.STOPPED:
+            return None
+        return replace(item, state=ProtectionState.STOPPED, initial_backup_pending=False)
+
+    item = svc.protected_items.update(vm_name, stop)
+    log.info("protection of %s stopped (%s)", vm_name,
+             "recovery points deleted after soft-delete retention" if delete_backup_data else "recovery points kept")
+    return item
+
+
+def get_protected_item(svc, vm_name: str) -> ItemStatus:
+    item = svc.protected_items.get(vm_name)
+    if item is None:
+        raise NotFoundError(f"VM {vm_name!r} is not protected; run `vmsnap protection enable-for-vm`")
+    return _status(svc, item, {})
+
+
+def list_protected_items(svc) -> Iterator[ItemStatus]:
+    policies: dict[str, Policy] = {}
+    for page in svc.protected_items.pages():
+        for item in page:
+            yield _status(svc, item, policies)
+
+
+def _status(svc, item: ProtectedItem, policies: dict[str, Policy]) -> ItemStatus:
+    last_job = svc.jobs.get(item.last_job_id) if item.last_job_id else None
+    upcoming = None
+    if item.is_active:
+        key = item.policy_name.lower()
+        if key not in policies:
+            policies[key] = svc.policies.get(item.policy_name)
+        policy = policies[key]
+        upcoming = next_slot(policy, max(svc.clock.now(), item.watermark(policy.modified_at)))
+    return ItemStatus(item=item, last_job=last_job, next_slot=upcoming)
+
+
+# --- on-demand backup -----------------------------------------------------------------------------
+def backup_now(svc, vm_name: str, *, retain_until: datetime | None) -> Job:
+    """Start an on-demand backup now: job created (trigger OnDemand), task sent at once."""
+    now = svc.clock.now()
+    item = svc.protected_items.get(vm_name)
+    if item is None:
+        raise NotFoundError(f"VM {vm_name!r} is not protected; run `vmsnap protection enable-for-vm` first")
+    if not item.is_active:
+        raise ConflictError(f"UserErrorBcmDatasourceNotPresent: protection of {item.vm_name!r} is stopped; "
+                            f"enable it again to take backups")
+    retain_until = retain_until or now + DEFAULT_ON_DEMAND_RETENTION
+    if retain_until <= now:
+        raise ValidationError("retain-until must lie in the future", field="retain_until")
+    if retain_until > now + MAX_RETENTION:
+        raise ValidationError("retain-until may be at most 99 years ahead", field="retain_until")
+    _check_in_progress(svc, item, now)
+    _check_daily_limit(svc, item.vm_name, now)
+
+    job = Job.new_backup(vm_name=item.vm_name, slot=now, now=now, trigger=Trigger.ON_DEMAND.value,
+                         policy_name=item.policy_name, retain_until=retain_until)
+
+    def claim(current: ProtectedItem) -> ProtectedItem:
+        if not current.is_active:
+            raise ConflictError(f"protection of {current.vm_name!r} was stopped meanwhile")
+        if current.in_progress_job_id != item.in_progress_job_id:
+            _check_in_progress(svc, current, now)
+        return current.started(job.job_id, now)
+
+    svc.protected_items.update(item.vm_name, claim)
+    svc.jobs.create_if_absent(job)
+    try:
+        svc.task_queue.send([task_for(job, now)])
+    except TransientError:
+        log.error("task for on-demand job %s of %s could not be sent; job marked Failed", job.job_id, vm_name)
+        svc.jobs.update(job.job_id, lambda j: replace(j, status=JobStatus.FAILED, end_time=now,
+                                                      notes=j.notes + ["the task could not be queued"]))
+        raise
+    log.info("on-demand backup job %s of %s queued (task %s_1), retained until %s", job.job_id, item.vm_name,
+             job.job_id, retain_until.isoformat())
+    return job
+
+
+def _check_in_progress(svc, item: ProtectedItem, now: datetime) -> None:
+    if not item.may_be_busy(now):
+        return
+    previous = svc.jobs.get(item.in_progress_job_id)
+    if blocks_new_backup(previous, now):
+        raise ConflictError(f"UserErrorBackupOperationInProgress: backup job {previous.job_id} of "
+                            f"{item.vm_name!r} is still in progress; wait for it "
+                            f"(`vmsnap job wait --name {previous.job_id}`) and try again")
+
+
+def _check_daily_limit(svc, vm_name: str, now: datetime) -> None:
+    day_start = datetime.combine(now.astimezone(timezone.utc).date(), time(0), tzinfo=timezone.utc)
+    attempts = successes = 0
+    continuation = None
+    while True:
+        page = svc.jobs.query(JobQuery(vm_name=vm_name, since=day_start, page_size=100, continuation=continuation))
+        for job in page.jobs:
+            if job.trigger != Trigger.ON_DEMAND.value or job.operation != "Backup":
+                continue
+            attempts += 1
+            successes += job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS)
+        continuation = page.continuation
+        if not continuation:
+            break
+    if successes >= ON_DEMAND_SUCCESSES_PER_DAY:
+        raise ConflictError(f"UserErrorBackupOperationLimitReached: {vm_name!r} already has "
+                            f"{successes} successful on-demand backups today (UTC); the limit is "
+                            f"{ON_DEMAND_SUCCESSES_PER_DAY} a day")
+    if attempts >= ON_DEMAND_ATTEMPTS_PER_DAY:
+        raise ConflictError(f"UserErrorBackupOperationLimitReached: {vm_name!r} already had {attempts} on-demand "
+                            f"backup attempts today (UTC); the limit is {ON_DEMAND_ATTEMPTS_PER_DAY} a day")

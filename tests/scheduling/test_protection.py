@@ -1,0 +1,178 @@
+"""Protection use cases: enable, change policy, disable, list, and on-demand backups with Azure's limits."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, time, timedelta, timezone
+
+import pytest
+
+from shared.domain.jobs import JobStatus
+from shared.domain.policy import EnhancedSchedule, Frequency, Policy, StandardSchedule
+from shared.domain.protection import ProtectionState
+from shared.domain.task import Trigger
+from shared.errors import ConflictError, NotFoundError, ValidationError
+from shared.services.protection import (backup_now, change_policy, create_policy, disable_protection,
+                                        enable_protection, get_protected_item, list_protected_items, set_policy)
+from shared.services.scheduling import run_scheduling_tick
+from tests.scheduling.conftest import T0
+
+UTC = timezone.utc
+
+
+def test_enable_takes_disks_from_the_inventory(make_services):
+    """Protecting a VM records its disks (OS disk as LUN -1) and the DefaultPolicy."""
+    svc = make_services()
+    item = enable_protection(svc, "VM1")
+    stored = svc.protected_items.get("vm1")
+    assert (stored.vm_name, stored.policy_name, stored.disk_luns) == ("vm1", "DefaultPolicy", (-1, 0))
+    assert stored.initial_backup_pending and item.state is ProtectionState.PROTECTED
+
+
+def test_enable_refuses_unknown_vm_and_policy_and_double_protection(make_services):
+    """Unknown VMs and policies are named in the error; protecting twice is a conflict."""
+    svc = make_services()
+    with pytest.raises(NotFoundError, match="nosuchvm"):
+        enable_protection(svc, "nosuchvm")
+    with pytest.raises(NotFoundError, match="Gold"):
+        enable_protection(svc, "vm1", "Gold")
+    enable_protection(svc, "vm1")
+    with pytest.raises(ConflictError, match="already protected"):
+        enable_protection(svc, "vm1")
+
+
+def test_list_shows_last_backup_and_next_slot(make_services):
+    """`protection list` shows each item's last backup status and its next scheduled time."""
+    svc = make_services(vms=("vm1", "vm2"))
+    enable_protection(svc, "vm1")
+    enable_protection(svc, "vm2", initial_backup=False)
+    run_scheduling_tick(svc)
+    statuses = {s.item.vm_name: s for s in list_protected_items(svc)}
+    assert statuses["vm1"].last_job.status is JobStatus.IN_PROGRESS
+    assert statuses["vm2"].last_job is None
+    assert statuses["vm2"].next_slot == datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
+
+
+def test_change_policy_moves_the_item_and_refuses_enhanced_to_standard(make_services):
+    """An item moves to another policy; from Enhanced back to Standard is refused, as in Azure."""
+    svc = make_services()
+    create_policy(svc, Policy("hourly", EnhancedSchedule(4, time(0, 0), 24), "Europe/Berlin", 7))
+    enable_protection(svc, "vm1")
+    assert change_policy(svc, "vm1", "hourly").policy_name == "hourly"
+    with pytest.raises(ValidationError) as caught:
+        change_policy(svc, "vm1", "DefaultPolicy")
+    assert caught.value.field == "policy_name"
+
+
+def test_enhanced_policy_cannot_become_standard(make_services):
+    """Setting an Enhanced policy to a daily Standard schedule is refused naming the schedule."""
+    svc = make_services()
+    create_policy(svc, Policy("hourly", EnhancedSchedule(), "UTC", 7))
+    with pytest.raises(ValidationError) as caught:
+        set_policy(svc, Policy("hourly", StandardSchedule(Frequency.DAILY, time(1, 0))))
+    assert caught.value.field == "schedule"
+
+
+def test_disable_keeps_or_soft_deletes_recovery_points(make_services):
+    """Disabling stops protection; with --delete-backup-data the item is soft-deleted for 14 days."""
+    svc = make_services(vms=("vm1", "vm2"))
+    enable_protection(svc, "vm1")
+    enable_protection(svc, "vm2")
+    assert disable_protection(svc, "vm1").state is ProtectionState.STOPPED
+    deleted = disable_protection(svc, "vm2", delete_backup_data=True)
+    assert deleted.state is ProtectionState.SOFT_DELETED and deleted.purge_after == T0 + timedelta(days=14)
+    assert enable_protection(svc, "vm1").state is ProtectionState.PROTECTED     # resume
+
+
+def test_backup_now_creates_the_job_and_sends_its_task(make_services):
+    """backup-now queues an OnDemand job at once, retained until the given date."""
+    svc = make_services()
+    enable_protection(svc, "vm1", initial_backup=False)
+    keep = datetime(2025, 7, 1, tzinfo=UTC)
+    job = backup_now(svc, "vm1", retain_until=keep)
+    (task,) = svc.task_queue.sent
+    assert (task.job_id, task.trigger, task.retain_until, task.not_before) == (job.job_id, Trigger.ON_DEMAND, keep,
+                                                                               None)
+    assert svc.jobs.get(job.job_id).status is JobStatus.IN_PROGRESS
+    assert svc.protected_items.get("vm1").in_progress_job_id == job.job_id
+
+
+def test_backup_now_refuses_while_a_backup_is_in_progress(make_services):
+    """A second backup-now while the first runs fails like Azure: UserErrorBackupOperationInProgress."""
+    svc = make_services()
+    enable_protection(svc, "vm1", initial_backup=False)
+    backup_now(svc, "vm1", retain_until=None)
+    svc.clock.advance(timedelta(minutes=1))
+    with pytest.raises(ConflictError, match="UserErrorBackupOperationInProgress"):
+        backup_now(svc, "vm1", retain_until=None)
+    assert len(svc.task_queue.sent) == 1
+
+
+def test_backup_now_allows_three_successes_a_day(make_services):
+    """After three successful on-demand backups in a UTC day, a fourth is refused until midnight."""
+    svc = make_services()
+    enable_protection(svc, "vm1", initial_backup=False)
+    for _ in range(3):
+        job = backup_now(svc, "vm1", retain_until=None)
+        svc.jobs.update(job.job_id, lambda j: replace(j, status=JobStatus.COMPLETED))
+        svc.clock.advance(timedelta(minutes=10))
+    with pytest.raises(ConflictError, match="3 successful"):
+        backup_now(svc, "vm1", retain_until=None)
+    svc.clock.current = datetime(2025, 6, 3, 0, 1, tzinfo=UTC)
+    backup_now(svc, "vm1", retain_until=None)
+
+
+def test_backup_now_allows_nine_attempts_a_day(make_services):
+    """Failed on-demand backups count too: the tenth attempt in a day is refused."""
+    svc = make_services()
+    enable_protection(svc, "vm1", initial_backup=False)
+    for _ in range(9):
+        job = backup_now(svc, "vm1", retain_until=None)
+        svc.jobs.update(job.job_id, lambda j: replace(j, status=JobStatus.FAILED))
+        svc.clock.advance(timedelta(minutes=10))
+    with pytest.raises(ConflictError, match="9 on-demand backup attempts"):
+        backup_now(svc, "vm1", retain_until=None)
+
+
+def test_backup_now_refuses_a_past_retain_until_and_unprotected_vms(make_services):
+    """A retain-until in the past names the field; an unprotected VM says how to protect it."""
+    svc = make_services(vms=("vm1", "vm2"))
+    enable_protection(svc, "vm1")
+    with pytest.raises(ValidationError) as caught:
+        backup_now(svc, "vm1", retain_until=T0 - timedelta(days=1))
+    assert caught.value.field == "retain_until"
+    with pytest.raises(NotFoundError, match="enable-for-vm"):
+        backup_now(svc, "vm2", retain_until=None)
+
+
+def test_scheduled_slot_is_skipped_while_an_on_demand_backup_runs(make_services):
+    """An on-demand backup running at 22:30 makes the scheduler skip that slot and record why."""
+    svc = make_services()
+    enable_protection(svc, "vm1", initial_backup=False)
+    svc.clock.current = datetime(2025, 6, 2, 22, 20, tzinfo=UTC)
+    job = backup_now(svc, "vm1", retain_until=None)
+    svc.clock.current = datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
+    assert run_scheduling_tick(svc).jobs_created == 0
+    (skip,) = get_protected_item(svc, "vm1").item.skipped
+    assert job.job_id in skip.reason
+
+
+def test_on_demand_backup_racing_the_scheduler_leaves_one_backup_in_progress(make_services):
+    """If backup-now claims the item while a tick is scheduling it, the tick cancels its own job."""
+    svc = make_services()
+    enable_protection(svc, "vm1", initial_backup=False)
+    svc.clock.current = datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
+    store = svc.protected_items
+    real_save_many = store.save_many
+
+    def save_many_after_backup_now(items):
+        store.save_many = real_save_many
+        backup_now(svc, "vm1", retain_until=None)          # lands between the tick's read and write
+        return real_save_many(items)
+
+    store.save_many = save_many_after_backup_now
+    run_scheduling_tick(svc)
+    statuses = sorted((j.trigger, j.status.value) for j in svc.jobs.jobs.values())
+    assert statuses == [("OnDemand", "InProgress"), ("Scheduled", "Cancelled")]
+    item = svc.protected_items.get("vm1")
+    assert svc.jobs.get(item.in_progress_job_id).trigger == "OnDemand"
+    assert item.last_slot == datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
