@@ -420,7 +420,13 @@ class _Capture(func.Out):
         return self.values[-1] if self.values else None
 
 
+_specs_by_app: dict[int, list[FunctionSpec]] = {}
+
+
 def _read_functions(app: func.FunctionApp) -> list[FunctionSpec]:
+    # get_functions() may be called only once per app object (it raises on a second call).
+    if id(app) in _specs_by_app:
+        return _specs_by_app[id(app)]
     specs = []
     for function in app.get_functions():
         doc = json.loads(function.get_function_json())
@@ -429,22 +435,27 @@ def _read_functions(app: func.FunctionApp) -> list[FunctionSpec]:
         outputs = [b for b in bindings if b.get("direction", "").upper() == "OUT"]
         specs.append(FunctionSpec(name=function.get_function_name(), trigger=trigger, outputs=outputs,
                                   call=function.get_user_function()))
+    _specs_by_app[id(app)] = specs
     return specs
 
 
 def _to_function_message(message) -> FuncServiceBusMessage:
-    """What the Python worker hands a function for one received message."""
+    """What the Python worker hands a function for one received message.
+
+    The Python client reads the AMQP header's count, which starts at 0; Functions reports
+    DeliveryCount starting at 1, as .NET does.
+    """
     body = b"".join(message.body) if not isinstance(message.body, bytes) else message.body
     props = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
              for k, v in (message.application_properties or {}).items()}
     return FuncServiceBusMessage(
-        body=body, message_id=message.message_id or "", delivery_count=message.delivery_count,
+        body=body, message_id=message.message_id or "", delivery_count=(message.delivery_count or 0) + 1,
         application_properties=props, user_properties=props, content_type=message.content_type,
         correlation_id=message.correlation_id, enqueued_time_utc=message.enqueued_time_utc,
         locked_until=message.locked_until_utc, lock_token=str(message.lock_token),
         sequence_number=message.sequence_number, subject=message.subject, label=message.subject,
         scheduled_enqueue_time_utc=message.scheduled_enqueue_time_utc, time_to_live=message.time_to_live,
-        trigger_metadata={"MessageId": message.message_id, "DeliveryCount": message.delivery_count})
+        trigger_metadata={"MessageId": message.message_id, "DeliveryCount": (message.delivery_count or 0) + 1})
 
 
 def _blob_path_pattern(path: str) -> tuple[str, re.Pattern]:
