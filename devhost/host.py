@@ -50,6 +50,7 @@ class FunctionSpec:
     trigger: dict
     outputs: list[dict]
     call: Callable[..., Any]
+    bindings: list[dict] = field(default_factory=list)
 
     @property
     def trigger_type(self) -> str:
@@ -92,7 +93,7 @@ class LocalFunctionsHost:
         self.config = config or HostConfig()
         self.host_id = host_id
         self.poll_interval = poll_interval
-        self.functions = {spec.name: spec for spec in _read_functions(app)}
+        self.functions = {spec.name: spec for spec in read_functions(app)}
         for spec in self.functions.values():
             self._check_settings(spec)
         self._stop = threading.Event()
@@ -423,7 +424,7 @@ class _Capture(func.Out):
 _specs_by_app: dict[int, list[FunctionSpec]] = {}
 
 
-def _read_functions(app: func.FunctionApp) -> list[FunctionSpec]:
+def read_functions(app: func.FunctionApp) -> list[FunctionSpec]:
     # get_functions() may be called only once per app object (it raises on a second call).
     if id(app) in _specs_by_app:
         return _specs_by_app[id(app)]
@@ -434,7 +435,7 @@ def _read_functions(app: func.FunctionApp) -> list[FunctionSpec]:
         trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
         outputs = [b for b in bindings if b.get("direction", "").upper() == "OUT"]
         specs.append(FunctionSpec(name=function.get_function_name(), trigger=trigger, outputs=outputs,
-                                  call=function.get_user_function()))
+                                  call=function.get_user_function(), bindings=bindings))
     _specs_by_app[id(app)] = specs
     return specs
 

@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def bindings():
     import function_app
+    from devhost.host import read_functions   # get_functions() may run once per app object
 
-    return {f.get_function_name(): json.loads(f.get_function_json())["bindings"]
-            for f in function_app.app.get_functions()}
+    return {spec.name: spec.bindings for spec in read_functions(function_app.app)}
 
 
 def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
