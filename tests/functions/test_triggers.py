@@ -1,0 +1,74 @@
+"""Each function called as the Functions host calls it, with real azure.functions trigger objects."""
+from datetime import datetime, timezone
+
+import pytest
+from azure.functions.blob import InputStream
+from azure.functions.servicebus import ServiceBusMessage
+from azure.functions.timer import TimerRequest
+
+from devhost.demo import create_demo_vm
+from shared.bootstrap import Services, reset_services
+from shared.clock import FixedClock
+from shared.domain.jobs import JobStatus
+from tests.fakes import RecordingTaskQueue
+
+NOW = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def svc(make_settings):
+    services = Services(make_settings(), clock=FixedClock(NOW), task_queue=RecordingTaskQueue())
+    reset_services(services)
+    yield services
+    reset_services()
+
+
+def message(body: bytes, message_id: str = "m-1") -> ServiceBusMessage:
+    return ServiceBusMessage(body=body, message_id=message_id, delivery_count=1,
+                             application_properties={}, user_properties={})
+
+
+def test_timer_sends_the_initial_backup_task_of_a_newly_protected_vm(svc):
+    """A timer tick turns a newly protected VM into one job and one task on the queue."""
+    from functions.scheduler import schedule_backups
+    from shared.services.protection import enable_protection
+
+    enable_protection(svc, create_demo_vm(svc, "trig-vm").name)
+    schedule_backups(TimerRequest(past_due=False))
+    sent = svc.task_queue.sent
+    assert [t.vm_name for t in sent] == ["trig-vm"]
+    assert svc.jobs.get(sent[0].job_id).status is JobStatus.IN_PROGRESS
+
+
+def test_malformed_queue_message_is_kept_with_its_reason_not_retried(svc):
+    """A message that is not a task is stored in the rejected container and the function returns."""
+    from functions.worker import dispatch_snapshot
+
+    dispatch_snapshot(message(b"{not json", message_id="bad-1"))
+    container = svc.blob_service.get_container_client(f"{svc.settings.status_container}-rejected")
+    stored = [b.name for b in container.list_blobs()]
+    assert len(stored) == 1 and "bad-1" in stored[0]
+    assert b"not JSON" in container.download_blob(stored[0]).readall()
+
+
+def test_task_for_an_unknown_vm_fails_its_job_with_advice(svc):
+    """A well-formed task naming a VM the inventory lacks ends its job Failed with a recommendation."""
+    from functions.worker import dispatch_snapshot
+    from shared.domain.jobs import job_id_for
+    from shared.domain.task import SnapshotTask, Trigger
+
+    task = SnapshotTask(job_id=job_id_for("ghost-vm", NOW, "OnDemand"), attempt=1, vm_name="ghost-vm",
+                        slot=NOW, trigger=Trigger.ON_DEMAND)
+    dispatch_snapshot(message(task.to_json().encode(), message_id=task.message_id))
+    job = svc.jobs.get(task.job_id)
+    assert job.status is JobStatus.FAILED
+    assert "ghost-vm" in job.errors[0].error_string and job.errors[0].recommendations
+
+
+def test_an_unreadable_status_blob_does_not_raise(svc):
+    """A status blob for an unknown job, or garbage, is handled without crash-looping the trigger."""
+    from functions.status_ingest import ingest_status
+
+    for data in (b"", b"\x00\xff garbage", b'[{"status": {"code": "1"}}]'):
+        ingest_status(InputStream(data=data, name=f"{svc.settings.status_container}/nojob/1.Status.txt",
+                                  length=len(data), blob_properties={"ETag": '"0x1"'}, metadata={}))
