@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -421,13 +422,15 @@ class _Capture(func.Out):
         return self.values[-1] if self.values else None
 
 
-_specs_by_app: dict[int, list[FunctionSpec]] = {}
+# Keyed weakly by the app object itself: an id() key is reused once an app is collected, and a
+# new app would then be handed the functions (and closures) of a dead one.
+_specs_by_app: "weakref.WeakKeyDictionary[func.FunctionApp, list[FunctionSpec]]" = weakref.WeakKeyDictionary()
 
 
 def read_functions(app: func.FunctionApp) -> list[FunctionSpec]:
     # get_functions() may be called only once per app object (it raises on a second call).
-    if id(app) in _specs_by_app:
-        return _specs_by_app[id(app)]
+    if app in _specs_by_app:
+        return _specs_by_app[app]
     specs = []
     for function in app.get_functions():
         doc = json.loads(function.get_function_json())
@@ -436,7 +439,7 @@ def read_functions(app: func.FunctionApp) -> list[FunctionSpec]:
         outputs = [b for b in bindings if b.get("direction", "").upper() == "OUT"]
         specs.append(FunctionSpec(name=function.get_function_name(), trigger=trigger, outputs=outputs,
                                   call=function.get_user_function(), bindings=bindings))
-    _specs_by_app[id(app)] = specs
+    _specs_by_app[app] = specs
     return specs
 
 

@@ -157,3 +157,21 @@ def test_missing_setting_is_reported_by_name(env, calls):
     del env["Q_IN"]
     with pytest.raises(ConfigurationError, match="setting Q_IN .*work"):
         LocalFunctionsHost(make_app(calls), env)
+
+
+def test_a_new_app_never_gets_the_functions_of_a_collected_one():
+    """Each app object is read for itself, even when a collected app's memory address is reused."""
+    import gc
+
+    from azure.functions.timer import TimerRequest
+
+    from devhost.host import read_functions
+
+    for _ in range(50):
+        seen: list = []
+        app = make_app(seen)
+        tick = next(spec for spec in read_functions(app) if spec.name == "tick")
+        tick.call(timer=TimerRequest(past_due=False))
+        assert seen == [("tick", False)]
+        del app, tick
+        gc.collect()
