@@ -109,10 +109,8 @@ def test_crash_between_creating_jobs_and_sending_tasks_is_repaired_by_the_next_t
     one_per_slot(svc)
 
 
-def test_crash_after_sending_before_watermarks_does_not_double_the_task(make_services):
-    """A crash after the tasks went out but before watermarks moved: the re-fire's re-send is dropped."""
-    svc = make_services()
-    protect(svc)
+def tick_that_dies_before_moving_watermarks(svc) -> None:
+    """Run the 22:30 tick with the host dying after jobs and tasks, before the watermarks are saved."""
     store = svc.protected_items
     save_many = store.save_many
     store.save_many = lambda items: (_ for _ in ()).throw(TransientError("host died"))
@@ -120,6 +118,13 @@ def test_crash_after_sending_before_watermarks_does_not_double_the_task(make_ser
     with pytest.raises(TransientError):
         run_scheduling_tick(svc)
     store.save_many = save_many
+
+
+def test_crash_after_sending_before_watermarks_does_not_double_the_task(make_services):
+    """A crash after the tasks went out but before watermarks moved: the re-fire's re-send is dropped."""
+    svc = make_services()
+    protect(svc)
+    tick_that_dies_before_moving_watermarks(svc)
     result = run_scheduling_tick(svc)
     assert result.tasks_sent == 1                 # re-sent: same message id...
     assert len(svc.task_queue.sent) == 1          # ...so the queue dropped it
@@ -130,13 +135,7 @@ def test_job_already_dispatched_is_not_sent_again_after_a_crash(make_services):
     """If the worker already picked the job up, the repair tick leaves it alone."""
     svc = make_services()
     protect(svc)
-    store = svc.protected_items
-    save_many = store.save_many
-    store.save_many = lambda items: (_ for _ in ()).throw(TransientError("host died"))
-    svc.clock.current = datetime(2025, 6, 2, 22, 30, 1, tzinfo=UTC)
-    with pytest.raises(TransientError):
-        run_scheduling_tick(svc)
-    store.save_many = save_many
+    tick_that_dies_before_moving_watermarks(svc)
     (job,) = svc.jobs.jobs.values()
     svc.jobs.update(job.job_id, lambda j: replace(j, phase=JobPhase.DISPATCHED))
     assert run_scheduling_tick(svc).tasks_sent == 0
