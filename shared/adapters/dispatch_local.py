@@ -1,5 +1,10 @@
 """Dispatch to a VM simulated on this machine: lay the command out as the guest agent (WALA) would in
-``<vm_root>/<vm name>`` and run the bundled handler's ``enable``, which forks its daemon and returns."""
+``<vm_root>/<vm name>`` and run the bundled handler's ``enable``, which forks its daemon and returns.
+
+As in Azure, the protected settings (the SAS URIs) reach the VM encrypted to its certificate: the
+VM's key pair lives in ``<vm_root>/<vm name>/waagent`` (WALA's ``/var/lib/waagent``), made on the
+first dispatch, and the handler decrypts with it. Nothing on the VM's disk holds a SAS in the clear.
+"""
 from __future__ import annotations
 
 import fcntl
@@ -11,6 +16,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from extension.config import WAAGENT_ENV
+from extension.crypto import encrypt_protected_settings, ensure_transport_certificate
 from extension.layout import SEQ_ENV, LayoutError, write_extension_root
 from shared.domain.command import ExtensionCommand
 from shared.domain.inventory import Vm
@@ -34,22 +41,27 @@ class LocalDispatcher:
     def extension_root(self, vm: Vm) -> Path:
         return self.vm_root / vm.name
 
+    def waagent_dir(self, vm: Vm) -> Path:
+        return self.extension_root(vm) / "waagent"
+
     def dispatch(self, vm: Vm, command: ExtensionCommand) -> None:
         root = self.extension_root(vm)
         root.mkdir(parents=True, exist_ok=True)
         with _locked(root):
             seq = next_sequence_number(root)
             try:
-                write_extension_root(root, seq, command.public_settings, command.protected_settings)
-            except (LayoutError, OSError) as exc:
+                thumbprint, cert_pem = ensure_transport_certificate(self.waagent_dir(vm), vm.name)
+                sealed = encrypt_protected_settings(command.protected_settings, cert_pem)
+                write_extension_root(root, seq, command.public_settings, sealed, thumbprint)
+            except (LayoutError, OSError, ValueError) as exc:
                 raise PermanentError(f"the extension root of VM {vm.name} ({root}) is unusable: "
                                      f"{redact(str(exc))}") from exc
             self._enable(root, seq, vm, command)
 
-    @staticmethod
-    def _enable(root: Path, seq: int, vm: Vm, command: ExtensionCommand) -> None:
+    def _enable(self, root: Path, seq: int, vm: Vm, command: ExtensionCommand) -> None:
         env = dict(os.environ)
         env[SEQ_ENV] = str(seq)
+        env[WAAGENT_ENV] = str(self.waagent_dir(vm))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
         try:
             result = subprocess.run([sys.executable, "-m", "extension", "enable"], cwd=root, env=env,

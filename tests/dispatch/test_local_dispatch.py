@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from extension.crypto import decrypt_protected_settings
 from shared.adapters.dispatch_local import LocalDispatcher, next_sequence_number
 from shared.bootstrap import Services
 from shared.clock import FixedClock
@@ -60,6 +61,32 @@ def test_task_ends_with_a_final_status_and_snapshots(make_settings, make_vm, tmp
     assert svc.status_blobs.read(job.log_blob)
     settings_file = tmp_path / "vms" / vm.name / "config" / "0.settings"
     assert "sig=" not in settings_file.read_text()    # protected settings scrubbed by the handler once read
+    # They arrived encrypted to the VM's own certificate, which the handler decrypted with its key.
+    handler_settings = json.loads(settings_file.read_text())["runtimeSettings"][0]["handlerSettings"]
+    (cert,) = (tmp_path / "vms" / vm.name / "waagent").glob("*.crt")
+    assert handler_settings["protectedSettingsCertThumbprint"] == cert.stem
+
+
+def test_protected_settings_reach_the_vm_encrypted_to_its_certificate(make_vm, tmp_path):
+    """What lands in the VM's settings file is CMS only that VM's key opens; no SAS in the clear."""
+    vm = make_vm()
+    dispatcher = LocalDispatcher(tmp_path / "vms")
+    dispatcher._enable = lambda *args: None        # lay the command out; do not start the handler
+    now = datetime.now(timezone.utc)
+    command = build_snapshot_command(
+        SnapshotTask(job_id="j", attempt=1, vm_name=vm.name, slot=now), vm,
+        disk_sas_urls=[d.blob_url + "?sp=c&sig=S3CRET" for d in vm.disks],
+        status_blob_sas="http://x/s?sig=S3CRET", log_blob_sas="http://x/l?sig=S3CRET", now=now)
+    dispatcher.dispatch(vm, command)
+    dispatcher.dispatch(vm, command)
+    texts = [(tmp_path / "vms" / vm.name / "config" / f"{seq}.settings").read_text() for seq in (0, 1)]
+    assert all("S3CRET" not in text and "blobSASUri" not in text for text in texts)
+    (cert,) = (tmp_path / "vms" / vm.name / "waagent").glob("*.crt")   # one key pair, reused
+    handler_settings = json.loads(texts[1])["runtimeSettings"][0]["handlerSettings"]
+    assert handler_settings["protectedSettingsCertThumbprint"] == cert.stem
+    opened = decrypt_protected_settings(handler_settings["protectedSettings"], cert.read_bytes(),
+                                        cert.with_suffix(".prv").read_bytes())
+    assert opened == command.protected_settings
 
 
 def test_sequence_numbers_only_go_up(tmp_path):

@@ -4,19 +4,16 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
-from datetime import datetime, timedelta, timezone
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from extension.crypto import (
     ProtectedSettingsError,
     certificate_thumbprint,
     decrypt_protected_settings,
     encrypt_protected_settings,
+    ensure_transport_certificate,
+    new_certificate,
 )
 from extension.handler import run_daemon
 from tests.extension.conftest import health
@@ -24,23 +21,7 @@ from tests.extension.conftest import health
 
 def _cert_pair(common_name: str = "vm-transport") -> tuple[bytes, bytes]:
     """A throwaway self-signed RSA certificate and key, PEM (what WALA drops as .crt/.prv)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.now(timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return new_certificate(common_name, days=1)
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +110,14 @@ def test_no_settings_at_all_is_a_certificate_error(vm, tmp_path):
     # No vmType either, so, exactly like the real handler, nothing can be reported.
     assert element == {}
     assert "unable to load certificate" in (vm.root / "log" / "extension.log").read_text()
+
+
+def test_a_vms_transport_certificate_is_made_once_with_a_private_key(tmp_path):
+    """The simulated guest agent makes one key pair per VM, keeps it, and keeps its key private."""
+    folder = tmp_path / "waagent"
+    thumbprint, cert_pem = ensure_transport_certificate(folder, "vm1")
+    assert ensure_transport_certificate(folder, "vm1") == (thumbprint, cert_pem)
+    assert sorted(p.name for p in folder.iterdir()) == [f"{thumbprint}.crt", f"{thumbprint}.prv"]
+    assert (folder / f"{thumbprint}.prv").stat().st_mode & 0o077 == 0
+    sealed = encrypt_protected_settings({"k": "v"}, cert_pem)
+    assert decrypt_protected_settings(sealed, cert_pem, (folder / f"{thumbprint}.prv").read_bytes()) == {"k": "v"}
