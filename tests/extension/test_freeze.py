@@ -86,9 +86,9 @@ def test_a_thaw_in_time_stops_the_watchdog():
     fake = FakeFsFreeze()
     freezer = FsFreezeFreezer(fake)
 
-    freezer.freeze(["/data"], timeout=0.2)
+    freezer.freeze(["/data"], timeout=1.0)
     assert freezer.thaw() is True
-    time.sleep(0.4)
+    time.sleep(1.3)
 
     assert fake.calls.count(("fsfreeze", "--unfreeze", "/data")) == 1
 
