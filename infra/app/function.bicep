@@ -1,0 +1,96 @@
+// The Function App on Linux Elastic Premium, Python 3.11, running as the user-assigned identity.
+// Every setting the code and its bindings read is set here (tests/infra pins that).
+param planName string
+param appName string
+param planSku string
+param location string
+param tags object
+param identityId string
+param identityClientId string
+param hostAccountName string
+param backupBlobEndpoint string
+param backupQueueEndpoint string
+param backupTableEndpoint string
+param serviceBusHost string
+param tasksQueue string
+param statusContainer string
+param snapshotSchedule string
+param sweepSchedule string
+param scheduleCatchUpHours int
+param appInsightsConnectionString string
+
+resource hostAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: hostAccountName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'elastic'
+  sku: {
+    name: planSku
+    tier: 'ElasticPremium'
+  }
+  properties: {
+    reserved: true
+    maximumElasticWorkerCount: 20
+  }
+}
+
+resource app 'Microsoft.Web/sites@2023-12-01' = {
+  name: appName
+  location: location
+  tags: union(tags, { 'azd-service-name': 'vmsnap' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      linuxFxVersion: 'Python|3.11'
+      ftpsState: 'Disabled'
+      minTlsVersion: '1.2'
+      appSettings: [
+        { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
+        { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'python' }
+        // The host's own storage, reached with the identity.
+        { name: 'AzureWebJobsStorage__accountName', value: hostAccount.name }
+        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+        { name: 'AzureWebJobsStorage__clientId', value: identityClientId }
+        // Elastic Premium mounts the app's content from this share; it takes only a key.
+        {
+          name: 'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING'
+          value: 'DefaultEndpointsProtocol=https;AccountName=${hostAccount.name};AccountKey=${hostAccount.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}'
+        }
+        { name: 'WEBSITE_CONTENTSHARE', value: toLower(appName) }
+        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
+        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identityClientId};Authorization=AAD' }
+        // The backup storage account: the blob trigger needs the queue endpoint for its poison queue.
+        { name: 'BackupStorage__blobServiceUri', value: backupBlobEndpoint }
+        { name: 'BackupStorage__queueServiceUri', value: backupQueueEndpoint }
+        { name: 'BackupStorage__tableServiceUri', value: backupTableEndpoint }
+        { name: 'BackupStorage__credential', value: 'managedidentity' }
+        { name: 'BackupStorage__clientId', value: identityClientId }
+        { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: serviceBusHost }
+        { name: 'ServiceBusConnection__credential', value: 'managedidentity' }
+        { name: 'ServiceBusConnection__clientId', value: identityClientId }
+        { name: 'SNAPSHOT_TASKS_QUEUE', value: tasksQueue }
+        { name: 'SNAPSHOT_SCHEDULE', value: snapshotSchedule }
+        { name: 'SWEEP_SCHEDULE', value: sweepSchedule }
+        { name: 'STATUS_CONTAINER', value: statusContainer }
+        { name: 'TABLE_PREFIX', value: 'vmsnap' }
+        { name: 'DISPATCHER', value: 'arm' }
+        { name: 'AZURE_SUBSCRIPTION_ID', value: subscription().subscriptionId }
+        { name: 'SCHEDULE_CATCH_UP_HOURS', value: string(scheduleCatchUpHours) }
+      ]
+    }
+  }
+}
+
+output appName string = app.name

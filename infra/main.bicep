@@ -1,0 +1,130 @@
+// vmsnap in Azure: the Function App, its storage, the snapshot-tasks queue, monitoring, and one
+// user-assigned identity holding every permission the app needs (no keys in app settings but the
+// content share's, which Elastic Premium still requires).
+//
+//   az deployment group create -g <rg> -f infra/main.bicep -p baseName=vmsnap protectedVmResourceGroups='["vms-rg"]'
+//   azd up                                   (azure.yaml; infra/main.parameters.json)
+targetScope = 'resourceGroup'
+
+@description('Short name all resource names start with (letters and digits; hyphens are dropped where names forbid them).')
+@minLength(3)
+@maxLength(12)
+param baseName string = 'vmsnap'
+
+@description('Region of every resource.')
+param location string = resourceGroup().location
+
+@description('Resource groups holding the protected VMs: the app gets Virtual Machine Contributor there to set the VMSnapshot extension.')
+param protectedVmResourceGroups array = []
+
+@description('NCRONTAB (six fields, seconds first) of the scheduling timer.')
+param snapshotSchedule string = '0 */5 * * * *'
+
+@description('NCRONTAB of the stale-job sweep.')
+param sweepSchedule string = '0 */10 * * * *'
+
+@description('How far back a tick catches up slots missed while the app was down, in hours.')
+param scheduleCatchUpHours int = 24
+
+@description('Elastic Premium plan size. The status blob trigger polls its container, which Flex Consumption does not offer.')
+@allowed(['EP1', 'EP2', 'EP3'])
+param planSku string = 'EP1'
+
+@description('Tags on every resource.')
+param tags object = {}
+
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, baseName))
+// Storage account names allow lower-case letters and digits only.
+var compactName = toLower(replace(baseName, '-', ''))
+var tasksQueue = 'snapshot-tasks'
+var statusContainer = 'vmsnap-status'
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: 'id-${baseName}-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  params: {
+    hostAccountName: take('st${compactName}h${token}', 24)
+    backupAccountName: take('st${compactName}b${token}', 24)
+    statusContainer: statusContainer
+    location: location
+    tags: tags
+  }
+}
+
+module serviceBus 'app/servicebus.bicep' = {
+  name: 'servicebus'
+  params: {
+    namespaceName: 'sb-${baseName}-${token}'
+    queueName: tasksQueue
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    workspaceName: 'log-${baseName}-${token}'
+    appInsightsName: 'appi-${baseName}-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    principalId: identity.outputs.principalId
+    hostAccountName: storage.outputs.hostAccountName
+    backupAccountName: storage.outputs.backupAccountName
+    serviceBusNamespaceName: serviceBus.outputs.namespaceName
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+module vmAccess 'app/vm-access.bicep' = [for vmResourceGroup in protectedVmResourceGroups: {
+  name: 'vm-access-${vmResourceGroup}'
+  scope: resourceGroup(vmResourceGroup)
+  params: {
+    principalId: identity.outputs.principalId
+  }
+}]
+
+module functionApp 'app/function.bicep' = {
+  name: 'function'
+  params: {
+    planName: 'plan-${baseName}-${token}'
+    appName: 'func-${baseName}-${token}'
+    planSku: planSku
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    hostAccountName: storage.outputs.hostAccountName
+    backupBlobEndpoint: storage.outputs.backupBlobEndpoint
+    backupQueueEndpoint: storage.outputs.backupQueueEndpoint
+    backupTableEndpoint: storage.outputs.backupTableEndpoint
+    serviceBusHost: serviceBus.outputs.host
+    tasksQueue: tasksQueue
+    statusContainer: statusContainer
+    snapshotSchedule: snapshotSchedule
+    sweepSchedule: sweepSchedule
+    scheduleCatchUpHours: scheduleCatchUpHours
+    appInsightsConnectionString: monitoring.outputs.connectionString
+  }
+  // The host starts as soon as the site exists: let it find its permissions in place.
+  dependsOn: [rbac]
+}
+
+output functionAppName string = functionApp.outputs.appName
+output backupStorageAccount string = storage.outputs.backupAccountName
+output serviceBusNamespace string = serviceBus.outputs.namespaceName
+output identityClientId string = identity.outputs.clientId
