@@ -87,3 +87,16 @@ class InMemoryInventory:
 
     def list_vms(self):
         return list(self.vms.values())
+
+
+class RecordingDispatcher:
+    """Keeps what it was handed; raises the queued errors first, one per call."""
+
+    def __init__(self, *errors: Exception):
+        self.sent = []
+        self.errors = list(errors)
+
+    def dispatch(self, vm, command):
+        if self.errors:
+            raise self.errors.pop(0)
+        self.sent.append((vm, command))

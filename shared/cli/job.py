@@ -26,7 +26,7 @@ LIST_HEADERS = ("Name", "Operation", "Status", "Item Name", "Start Time UTC", "D
 def register(subparsers) -> None:
     from shared.cli import add_output_option
 
-    group = subparsers.add_parser("job", help="list, show and wait for backup jobs (like az backup job)")
+    group = subparsers.add_parser("job", help="list, show, stop and wait for backup jobs (like az backup job)")
     sub = group.add_subparsers(dest="command", metavar="<command>")
 
     list_cmd = sub.add_parser("list", help="list jobs, newest first (default: the last 7 days)")
@@ -46,6 +46,12 @@ def register(subparsers) -> None:
     show.add_argument("-n", "--name", help="the job id, as az names it")
     add_output_option(show)
     show.set_defaults(handler=show_job)
+
+    stop = sub.add_parser("stop", help="cancel a job whose command has not reached the VM yet (exit 4 if it has)")
+    stop.add_argument("job_id", nargs="?", metavar="ID", help="the job id (or use --name)")
+    stop.add_argument("-n", "--name", help="the job id")
+    add_output_option(stop)
+    stop.set_defaults(handler=stop_job_command)
 
     wait = sub.add_parser("wait", help="wait until a job finishes: exit 0 completed, 1 failed, 6 timed out")
     wait.add_argument("job_id", nargs="?", metavar="ID", help="the job id (or use --name)")
@@ -87,6 +93,17 @@ def show_job(args, svc) -> int:
         emit_json(job_document(job, svc.clock.now()))
     else:
         write_job_block(job, svc.clock.now(), sys.stdout)
+    return EXIT_OK
+
+
+def stop_job_command(args, svc) -> int:
+    from shared.services.job_control import stop_job
+
+    job = stop_job(svc, _job_id(args))
+    if args.output == "json":
+        emit_json(job_document(job, svc.clock.now()))
+    else:
+        print(f"{job.job_id} {job.status.value} {job.vm_name} (slot {format_time(job.slot)})")
     return EXIT_OK
 
 

@@ -341,6 +341,15 @@ def mark_failed(job: Job, error: JobError, now: datetime) -> Job | None:
                    errors=([error] + others)[:MAX_ERRORS])
 
 
+def mark_cancelled(job: Job, reason: str, now: datetime) -> Job | None:
+    """Cancel a job whose command has not been handed to the VM yet; a dispatched one cannot be:
+    the extension runs its command to the end whatever the service decides."""
+    if job.is_terminal or job.phase is not JobPhase.QUEUED:
+        return None
+    cancelled = replace(job, status=JobStatus.CANCELLED, end_time=max(utc(now), job.start_time))
+    return _with_note(cancelled, reason) or cancelled
+
+
 def timeout_deadline(job: Job) -> datetime:
     """When an unfinished job counts as timed out: the extension's 140-minute window plus a margin."""
     return (job.dispatched_at or job.start_time) + EXTENSION_WINDOW + TIMEOUT_MARGIN

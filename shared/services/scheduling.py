@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from croniter import croniter
 
-from shared.domain.jobs import Job, JobPhase, JobStatus, timeout_deadline
+from shared.domain.jobs import Job, JobPhase, JobStatus, mark_cancelled, timeout_deadline
 from shared.domain.policy import Frequency, Policy
 from shared.domain.protection import ProtectedItem, SkippedSlot
 from shared.domain.schedule import slots_between
@@ -251,13 +251,13 @@ def _cancel_orphans(svc, item: ProtectedItem, plan: ItemPlan, now: datetime, res
 
 
 def _cancel(svc, job_id: str, now: datetime, reason: str) -> None:
-    def cancelled(job: Job) -> Job | None:
-        if job.status is not JobStatus.IN_PROGRESS or job.phase is not JobPhase.QUEUED:
-            return None
-        log.warning("job %s for %s cancelled: %s", job.job_id, job.vm_name, reason)
-        return replace(job, status=JobStatus.CANCELLED, end_time=now, notes=job.notes + [reason])
+    def cancel(job: Job) -> Job | None:
+        cancelled = mark_cancelled(job, reason, now)
+        if cancelled is not None:
+            log.warning("job %s for %s cancelled: %s", job.job_id, job.vm_name, reason)
+        return cancelled
 
-    svc.jobs.update(job_id, cancelled)
+    svc.jobs.update(job_id, cancel)
 
 
 def _settle_conflict(svc, seen: ProtectedItem, plan: ItemPlan, now: datetime) -> None:

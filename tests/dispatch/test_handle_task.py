@@ -18,23 +18,10 @@ from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import TransientError
 from shared.ports import DispatchRefused
 from shared.services.dispatch import Outcome, handle_snapshot_task, preview_extension_resource
-from tests.fakes import InMemoryInventory, InMemoryJobStore
+from tests.fakes import InMemoryInventory, InMemoryJobStore, RecordingDispatcher
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 JOB_ID = "0f6c1e2a-7b1d-4a57-9c0e-2d8e1c4b9a11"
-
-
-class RecordingDispatcher:
-    """Keeps what it was handed; raises the queued errors first, one per call."""
-
-    def __init__(self, *errors: Exception):
-        self.sent = []
-        self.errors = list(errors)
-
-    def dispatch(self, vm, command):
-        if self.errors:
-            raise self.errors.pop(0)
-        self.sent.append((vm, command))
 
 
 @pytest.fixture
