@@ -190,9 +190,17 @@ def write_job_block(job: Job, now: datetime, out: TextIO) -> None:
         fields.insert(7, ("Retain Until UTC", format_time(job.retain_until)))
     out.write(tabulate(fields, tablefmt="plain", disable_numparse=True) + "\n")
     write_disks(job.disks, out)
-    write_errors(job.errors, out, heading="Warnings" if job.status is JobStatus.COMPLETED_WITH_WARNINGS else "Errors")
+    write_errors(job.errors, out, heading=_errors_heading(job))
     if job.notes:
         out.write("\nNotes\n" + "".join(f"  - {note}\n" for note in job.notes))
+
+
+def _errors_heading(job: Job) -> str:
+    if job.status is JobStatus.COMPLETED_WITH_WARNINGS:
+        return "Warnings"
+    if job.status is JobStatus.IN_PROGRESS and job.attempt > 1 and job.last_report_at is None:
+        return f"Errors of attempt {job.attempt - 1} (retrying as attempt {job.attempt})"
+    return "Errors"
 
 
 def write_disks(disks: list[DiskResult], out: TextIO, *, by_position: bool = False) -> None:

@@ -177,6 +177,11 @@ class Job:
 
 EXTENSION_WINDOW = timedelta(minutes=140)   # the extension refuses commands older than this (code 402)
 TIMEOUT_MARGIN = timedelta(minutes=10)      # slack for the agent picking the command up and the upload
+# Service-driven retries, as Azure Backup does for the extension's retryable failures: a failed
+# attempt whose cause can pass (no network, freeze timeout, throttling, a late command...) is tried
+# again with a new taskId, up to MAX_ATTEMPTS in all, after these pauses.
+MAX_ATTEMPTS = 3
+RETRY_BACKOFF = (timedelta(minutes=5), timedelta(minutes=15))
 MAX_NOTES = 20
 MAX_NOTE_CHARS = 300
 MAX_ERRORS = 8
@@ -255,6 +260,8 @@ def apply_report(job: Job, report: "StatusReport", now: datetime, *, attempt: in
     a note saying it was ignored.
     """
     verdict = assess_report(job, report, attempt=attempt)
+    if verdict is ReportVerdict.STALE and _failure_recorded(job, report.task_id):
+        return None     # a retried attempt's blob again: its failure is already on the record
     if verdict is ReportVerdict.STALE:
         return _with_note(job, f"ignored a status report of task {report.task_id or '(none)'}"
                                f"{'' if attempt is None else f' (attempt {attempt})'}: the current task is "
@@ -278,6 +285,59 @@ def apply_report(job: Job, report: "StatusReport", now: datetime, *, attempt: in
         changed.end_time = max(finished, job.start_time)
         changed.backup_size_bytes = outcome.backup_size_bytes
     return None if changed == job else changed
+
+
+def retry_at(job: Job, report: "StatusReport", now: datetime, *, attempt: int | None = None) -> datetime | None:
+    """When the service tries this job again after ``report``, or None when the report's outcome stands.
+
+    Only a final, failed report of the current attempt, whose first error is retryable, while
+    attempts remain.
+    """
+    if job.attempt >= MAX_ATTEMPTS or assess_report(job, report, attempt=attempt) is not ReportVerdict.APPLY:
+        return None
+    outcome = interpret(report, job.disks)
+    if outcome.status is not JobStatus.FAILED or not outcome.errors[0].retryable:
+        return None
+    return utc(now) + RETRY_BACKOFF[min(job.attempt, len(RETRY_BACKOFF)) - 1]
+
+
+def mark_retrying(job: Job, report: "StatusReport", now: datetime, at: datetime, *,
+                  attempt: int | None = None) -> Job | None:
+    """The job once a retryable failure of its attempt is answered with the next attempt at ``at``.
+
+    It stays InProgress, Queued for attempt + 1 (a new taskId, new status and log blobs); the
+    failure stays in its errors until the next attempt reports, and in its notes for good.
+    """
+    failed = apply_report(job, report, now, attempt=attempt)
+    if failed is None or failed.status is not JobStatus.FAILED:
+        return None
+    first = failed.errors[0]
+    retrying = replace(
+        failed,
+        status=JobStatus.IN_PROGRESS,
+        phase=JobPhase.QUEUED,
+        attempt=job.attempt + 1,
+        task_id=None,
+        end_time=None,
+        backup_size_bytes=None,
+        last_report_at=None,
+        status_blob=None,
+        log_blob=None,
+        disks=[DiskResult(lun=d.lun, blob_url=d.blob_url) for d in job.disks],
+    )
+    note = (f"attempt {job.attempt} {_failed_marker(job.expected_task_id)} {report.code} ({first.error_code}); "
+            f"retrying as attempt {job.attempt + 1} at {utc(at).isoformat(timespec='seconds')}")
+    return _with_note(retrying, note) or retrying
+
+
+def _failed_marker(task_id: str | None) -> str:
+    return f"(task {task_id}) failed with code"
+
+
+def _failure_recorded(job: Job, task_id: str | None) -> bool:
+    """Whether a retry already recorded the failure of ``task_id`` (its later reports add nothing)."""
+    marker = _failed_marker(task_id)
+    return task_id is not None and any(marker in note for note in job.notes)
 
 
 def record_unreadable(job: Job, blob_name: str, reason: str, now: datetime) -> Job | None:

@@ -1,19 +1,26 @@
 """Status ingestion: one status blob written by the extension becomes the truth on its job record.
 
 Called by the blob trigger for ``<job_id>/<attempt>.Status.txt``. Bad blob content never raises: it
-is recorded on the job and the blob is kept. Only unreachable storage raises TransientError, so the
-platform retries; everything else settles.
+is recorded on the job and the blob is kept. Only unreachable storage or Service Bus raises
+TransientError, so the platform retries; everything else settles.
+
+A retryable failure with attempts left is answered with the next attempt: its task is sent first
+(scheduled after a pause, MessageId ``<job>_<attempt>``, so a re-send is dropped), then the job
+records the retry. Sent first, a crash between the two repeats the send, never loses the attempt.
 """
 from __future__ import annotations
 
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 
-from shared.domain.jobs import Job, ReportVerdict, apply_report, assess_report, record_unreadable
+from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, mark_retrying, record_unreadable,
+                                retry_at)
 from shared.domain.status import ParseError, StatusReport, parse_status_blob
-from shared.errors import NotFoundError, PermanentError, ValidationError
+from shared.domain.task import SnapshotTask, Trigger
+from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +32,7 @@ class IngestResult(str, Enum):
     UNCHANGED = "unchanged"         # the record already said this (same blob again)
     OLDER = "older"                 # an in-progress report older than what the job shows
     STALE = "stale"                 # another attempt's report: noted on the job, nothing else changed
+    RETRYING = "retrying"           # a retryable failure: the next attempt is queued
     TERMINAL = "terminal"           # the job was already final
     UNREADABLE = "unreadable"       # the blob could not be parsed: recorded on the job, blob kept
     EMPTY = "empty"                 # pre-created, not written yet
@@ -43,7 +51,8 @@ class IngestOutcome:
 
     @property
     def changed(self) -> bool:
-        return self.result in (IngestResult.APPLIED, IngestResult.UNREADABLE, IngestResult.STALE)
+        return self.result in (IngestResult.APPLIED, IngestResult.UNREADABLE, IngestResult.STALE,
+                               IngestResult.RETRYING)
 
 
 def parse_blob_name(blob_name: str) -> tuple[str, int] | None:
@@ -72,29 +81,75 @@ def ingest_status_blob(svc, blob_name: str, data: bytes, etag: str | None) -> In
     return _apply(svc, blob_name, job_id, attempt, report, etag)
 
 
+class _RetryPlanChanged(Exception):
+    """The job changed between planning a retry and recording it: plan again."""
+
+
+_PLANS = 3
+
+
 def _apply(svc, blob_name: str, job_id: str, attempt: int, report: StatusReport, etag: str | None) -> IngestOutcome:
-    verdicts: list[ReportVerdict] = []
+    now = svc.clock.now()
+    for _ in range(_PLANS):
+        verdicts: list[ReportVerdict | IngestResult] = []
+        try:
+            planned = _send_retry_if_due(svc, job_id, attempt, report, now)
+        except NotFoundError:
+            return _unknown_job(blob_name, job_id, attempt, report, etag)
 
-    def change(job: Job) -> Job | None:
-        verdict = assess_report(job, report, attempt=attempt)
-        changed = apply_report(job, report, svc.clock.now(), attempt=attempt)
-        verdicts.append(ReportVerdict.UNCHANGED if verdict is ReportVerdict.APPLY and changed is None else verdict)
-        return changed
+        def change(job: Job) -> Job | None:
+            at = retry_at(job, report, now, attempt=attempt)
+            if at is None and planned is None:
+                verdict = assess_report(job, report, attempt=attempt)
+                changed = apply_report(job, report, now, attempt=attempt)
+                verdicts.append(ReportVerdict.UNCHANGED if verdict is ReportVerdict.APPLY and changed is None
+                                else verdict)
+                return changed
+            if at is None or planned is None or planned.attempt != job.attempt + 1:
+                raise _RetryPlanChanged()
+            verdicts.append(IngestResult.RETRYING)
+            return mark_retrying(job, report, now, planned.not_before, attempt=attempt)
 
-    try:
-        job = svc.jobs.update(job_id, change)
-    except NotFoundError:
-        log.warning("job %s: status blob %s (etag %s, task %s) has no job record; ignored",
-                    job_id, blob_name, etag, report.task_id)
-        return IngestOutcome(IngestResult.UNKNOWN_JOB, blob_name, job_id, attempt, detail="no such job")
-    except (ValidationError, PermanentError) as exc:
-        log.error("job %s: status blob %s could not be recorded: %s", job_id, blob_name, exc)
-        return IngestOutcome(IngestResult.UNREADABLE, blob_name, job_id, attempt, detail=str(exc))
+        try:
+            job = svc.jobs.update(job_id, change)
+            break
+        except _RetryPlanChanged:
+            continue
+        except NotFoundError:
+            return _unknown_job(blob_name, job_id, attempt, report, etag)
+        except (ValidationError, PermanentError) as exc:
+            log.error("job %s: status blob %s could not be recorded: %s", job_id, blob_name, exc)
+            return IngestOutcome(IngestResult.UNREADABLE, blob_name, job_id, attempt, detail=str(exc))
+    else:
+        raise TransientError(f"job {job_id} kept changing while its status blob {blob_name} was applied")
     result = IngestResult(verdicts[-1].value)
     log.info("job %s task %s: status blob %s (etag %s) code %s -> %s; job %s/%s",
              job_id, report.task_id, blob_name, etag, report.code, result.value, job.status.value, job.phase.value)
     return IngestOutcome(result, blob_name, job_id, attempt, job,
                          detail=f"code {report.code}, {report.status}")
+
+
+def _send_retry_if_due(svc, job_id: str, attempt: int, report: StatusReport, now: datetime) -> SnapshotTask | None:
+    """Send the next attempt's task when ``report`` is a retryable failure with attempts left."""
+    job = svc.jobs.get(job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id} not found")
+    at = retry_at(job, report, now, attempt=attempt)
+    if at is None:
+        return None
+    task = SnapshotTask(job_id=job.job_id, attempt=job.attempt + 1, vm_name=job.vm_name, slot=job.slot,
+                        trigger=Trigger(job.trigger), policy_name=job.policy_name,
+                        retain_until=job.retain_until, not_before=at)
+    svc.task_queue.send([task])
+    log.warning("job %s: task %s failed with code %s, which may pass; attempt %s (task %s) queued for %s",
+                job.job_id, job.expected_task_id, report.code, task.attempt, task.task_id, at.isoformat())
+    return task
+
+
+def _unknown_job(blob_name: str, job_id: str, attempt: int, report: StatusReport, etag: str | None) -> IngestOutcome:
+    log.warning("job %s: status blob %s (etag %s, task %s) has no job record; ignored",
+                job_id, blob_name, etag, report.task_id)
+    return IngestOutcome(IngestResult.UNKNOWN_JOB, blob_name, job_id, attempt, detail="no such job")
 
 
 def _record_unreadable(svc, blob_name: str, job_id: str, attempt: int, reason: str,

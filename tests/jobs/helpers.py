@@ -36,12 +36,13 @@ def dispatched_job(disks: bool = True) -> Job:
 
 
 def fake_services(jobs=None, now=None):
-    """Services with in-memory jobs and a fixed clock (no storage touched)."""
+    """Services with in-memory jobs and task queue, and a fixed clock (no storage touched)."""
     from shared.bootstrap import Services
     from shared.clock import FixedClock
     from shared.settings import Connection, Settings
-    from tests.fakes import InMemoryJobStore
+    from tests.fakes import InMemoryJobStore, RecordingTaskQueue
 
     settings = Settings(storage=Connection("BackupStorage", "UseDevelopmentStorage=true"),
                         service_bus=Connection("ServiceBusConnection", "Endpoint=sb://127.0.0.1:1;"))
-    return Services(settings, clock=FixedClock(now or FINAL_AT), jobs=jobs if jobs is not None else InMemoryJobStore())
+    return Services(settings, clock=FixedClock(now or FINAL_AT), jobs=jobs if jobs is not None else InMemoryJobStore(),
+                    task_queue=RecordingTaskQueue())

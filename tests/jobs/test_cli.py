@@ -10,8 +10,10 @@ import pytest
 from shared.bootstrap import Services, reset_services
 from shared.cli import main
 from shared.clock import FixedClock
-from shared.domain.jobs import DiskResult, Job, apply_report, mark_dispatched
+from shared.cli.output import format_time
+from shared.domain.jobs import RETRY_BACKOFF, DiskResult, Job, apply_report, mark_dispatched
 from shared.domain.status import parse_status_blob
+from tests.fakes import RecordingTaskQueue
 from tests.jobs.helpers import CORPUS, FINAL_AT, SLOT, corpus
 
 NOW = FINAL_AT + timedelta(minutes=10)
@@ -143,3 +145,21 @@ def test_status_show_blob_url_with_and_without_sas(svc, capsys):
     assert main(["status", "show", missing]) in (3, 5)
     err = capsys.readouterr().err
     assert "sig=" not in err and err.startswith("ERROR:")
+
+
+def test_job_show_of_a_retrying_job_says_whose_errors_it_shows(svc, capsys):
+    """While attempt 2 waits, the errors shown are attempt 1's, and the notes say when it retries."""
+    from shared.services.ingestion import ingest_status_blob
+
+    job = Job.new_backup(vm_name="retry-01", slot=SLOT, now=SLOT + timedelta(seconds=5))
+    job = mark_dispatched(job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",
+                          log_blob=f"{job.job_id}/1.Logs.txt", now=SLOT + timedelta(seconds=9))
+    svc.jobs.create_if_absent(job)
+    svc.task_queue = RecordingTaskQueue()
+    blob = corpus("07-failed-all-disks-76-sas.txt").replace(b"01954f6e-8d00-8bcd-91c5-3d28beef679b", job.job_id.encode())
+    ingest_status_blob(svc, f"{job.job_id}/1.Status.txt", blob, None)
+    assert main(["job", "show", job.job_id]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"Status\s+InProgress", out) and re.search(r"Attempt\s+2 \(task -\)", out)
+    assert "Errors of attempt 1 (retrying as attempt 2): ExtensionSnapshotFailedNoNetwork" in out
+    assert f"retrying as attempt 2 at {format_time(NOW + RETRY_BACKOFF[0])}" in out.replace("+00:00", "")

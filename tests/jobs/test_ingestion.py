@@ -1,11 +1,13 @@
 """ingest_status_blob: what the blob trigger does with each status blob it sees."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from shared.bootstrap import Services
 from shared.clock import FixedClock
-from shared.domain.jobs import JobStatus
+from shared.domain.jobs import MAX_ATTEMPTS, RETRY_BACKOFF, JobPhase, JobStatus, mark_dispatched
 from shared.errors import TransientError
 from shared.services.ingestion import IngestResult, ingest_status_blob
 from tests.jobs.helpers import FINAL_AT, corpus, dispatched_job, fake_services
@@ -31,12 +33,94 @@ def test_running_then_final_blob_completes_the_job(svc):
 
 
 def test_same_blob_twice_gives_the_same_record(svc):
-    """A blob trigger firing twice for one write leaves the record as the first time."""
+    """A blob trigger firing twice for one write leaves the record as the first time (and one task)."""
     first = ingest_status_blob(svc, name(), corpus("06-failed-partial-76-761.txt"), '"e"')
     writes = svc.jobs.writes
     second = ingest_status_blob(svc, name(), corpus("06-failed-partial-76-761.txt"), '"e"')
-    assert second.result is IngestResult.TERMINAL
+    assert (first.result, second.result) == (IngestResult.RETRYING, IngestResult.STALE)
     assert svc.jobs.get(first.job_id) == first.job and svc.jobs.writes == writes
+    assert len(svc.task_queue.sent) == 1
+
+
+def test_a_finished_job_ignores_its_final_blob_again(svc):
+    """A final blob replayed onto a job it finished changes nothing."""
+    first = ingest_status_blob(svc, name(), corpus("02-completed-fs-two-disks.txt"), '"e"')
+    writes = svc.jobs.writes
+    assert ingest_status_blob(svc, name(), corpus("02-completed-fs-two-disks.txt"), '"e"').result is \
+        IngestResult.TERMINAL
+    assert svc.jobs.get(first.job_id) == first.job and svc.jobs.writes == writes
+
+
+def for_attempt(data: bytes, attempt: int) -> bytes:
+    """A corpus blob as attempt ``attempt``'s extension writes it (its taskId ends in _<attempt>)."""
+    return data.replace(f"{dispatched_job().job_id}_1".encode(), f"{dispatched_job().job_id}_{attempt}".encode())
+
+
+def redispatch(svc, attempt: int, minutes: int) -> None:
+    """What the worker does with the retry task: hand attempt ``attempt`` to the VM."""
+    job_id = dispatched_job().job_id
+    svc.jobs.update(job_id, lambda job: mark_dispatched(
+        job, attempt=attempt, task_id=f"{job_id}_{attempt}", status_blob=f"{job_id}/{attempt}.Status.txt",
+        log_blob=f"{job_id}/{attempt}.Logs.txt", now=FINAL_AT + timedelta(minutes=minutes)))
+
+
+def test_a_retryable_failure_queues_the_next_attempt_after_a_pause(svc):
+    """Code 76 on attempt 1: the job stays InProgress, attempt 2's task is scheduled 5 minutes on."""
+    outcome = ingest_status_blob(svc, name(), corpus("06-failed-partial-76-761.txt"), None)
+    job = svc.jobs.get(outcome.job_id)
+    assert outcome.result is IngestResult.RETRYING
+    assert (job.status, job.phase, job.attempt, job.task_id) == (JobStatus.IN_PROGRESS, JobPhase.QUEUED, 2, None)
+    assert job.errors[0].extension_code == 76 and job.errors[0].recommendations     # why, meanwhile
+    assert [d.status for d in job.disks] == ["Pending", "Pending"]
+    assert "attempt 1" in job.notes[-1] and "code 76" in job.notes[-1] and "attempt 2" in job.notes[-1]
+    (task,) = svc.task_queue.sent
+    assert (task.task_id, task.vm_name, task.slot, task.not_before) == (
+        f"{job.job_id}_2", job.vm_name, job.slot, FINAL_AT + RETRY_BACKOFF[0])
+
+
+def test_the_retry_that_succeeds_completes_the_job_with_its_history(svc):
+    """Attempt 2 completes: Completed, no errors, and the notes still say attempt 1 failed."""
+    ingest_status_blob(svc, name(), corpus("06-failed-partial-76-761.txt"), None)
+    redispatch(svc, 2, minutes=6)
+    outcome = ingest_status_blob(svc, name(2), for_attempt(corpus("02-completed-fs-two-disks.txt"), 2), None)
+    job = outcome.job
+    assert (outcome.result, job.status, job.attempt, job.errors) == (IngestResult.APPLIED, JobStatus.COMPLETED, 2, [])
+    assert [d.status for d in job.disks] == ["Completed", "Completed"]
+    assert any("attempt 1" in note and "code 76" in note for note in job.notes)
+    # attempt 1's blob firing again afterwards changes nothing
+    assert ingest_status_blob(svc, name(), corpus("06-failed-partial-76-761.txt"), None).job == job
+
+
+def test_the_last_attempt_fails_for_good(svc):
+    """After MAX_ATTEMPTS the failure stands: Failed with its advice, and no further task."""
+    ingest_status_blob(svc, name(), corpus("09-failed-generic-2.txt"), None)
+    for attempt in range(2, MAX_ATTEMPTS + 1):
+        redispatch(svc, attempt, minutes=10 * attempt)
+        outcome = ingest_status_blob(svc, name(attempt), for_attempt(corpus("09-failed-generic-2.txt"), attempt), None)
+    assert outcome.result is IngestResult.APPLIED and outcome.job.status is JobStatus.FAILED
+    assert outcome.job.attempt == MAX_ATTEMPTS and outcome.job.errors[0].extension_code == 2
+    assert [t.attempt for t in svc.task_queue.sent] == list(range(2, MAX_ATTEMPTS + 1))
+    assert sum("failed with code 2" in note for note in outcome.job.notes) == MAX_ATTEMPTS - 1
+
+
+def test_a_failure_retrying_cannot_cure_fails_at_once(svc):
+    """A pre-script failure with continueBackupOnFailure=false (code 300-range) is not retried."""
+    blob = corpus("09-failed-generic-2.txt").replace(b'"code": "2"', b'"code": "302"')
+    outcome = ingest_status_blob(svc, name(), blob, None)
+    assert outcome.job.status is JobStatus.FAILED and outcome.job.errors[0].retryable is False
+    assert svc.task_queue.sent == []
+
+
+def test_a_retry_that_cannot_be_sent_leaves_the_job_for_the_trigger_to_retry(svc):
+    """Service Bus down: TransientError, the job unchanged, so the blob is ingested again later."""
+    class DownQueue:
+        def send(self, tasks):
+            raise TransientError("Service Bus unreachable")
+
+    svc.task_queue = DownQueue()
+    with pytest.raises(TransientError):
+        ingest_status_blob(svc, name(), corpus("06-failed-partial-76-761.txt"), None)
+    assert svc.jobs.get(dispatched_job().job_id) == dispatched_job()
 
 
 def test_running_blob_twice_is_unchanged(svc):

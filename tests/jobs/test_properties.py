@@ -86,7 +86,9 @@ def test_no_bytes_raise_for_a_running_job(data):
     svc.jobs.create_if_absent(job)
     ingest_status_blob(svc, f"{job.job_id}/1.Status.txt", data, None)
     after = svc.jobs.get(job.job_id)
-    assert after.job_id == job.job_id and after.attempt == 1 and len(after.notes) <= 20
+    assert after.job_id == job.job_id and len(after.notes) <= 20
+    # A retryable failure moves the job to attempt 2 and sends exactly that attempt's task.
+    assert [t.task_id for t in svc.task_queue.sent] == ([] if after.attempt == 1 else [f"{job.job_id}_2"])
 
 
 def _reports(final_name):
@@ -110,3 +112,22 @@ def test_any_interleaving_of_a_jobs_reports_ends_in_the_same_record(final, data)
     for report in list(order) + repeats:
         job = apply_report(job, report, FINAL_AT + timedelta(hours=1)) or job
     assert job == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(final=st.sampled_from(TERMINAL), data=st.data())
+def test_any_delivery_order_of_a_jobs_blob_writes_ends_in_the_same_record_and_tasks(final, data):
+    """Through ingestion, retries included: reordered and repeated blob writes end the same way."""
+    writes = [(CORPUS / "01-running-code4.txt").read_bytes(), (CORPUS / final).read_bytes()]
+    name = f"{dispatched_job().job_id}/1.Status.txt"
+
+    def ingest_all(sequence):
+        svc = fake_services()
+        svc.jobs.create_if_absent(dispatched_job())
+        for blob in sequence:
+            ingest_status_blob(svc, name, blob, None)
+        return svc.jobs.get(dispatched_job().job_id), [(t.task_id, t.not_before) for t in svc.task_queue.sent]
+
+    order = data.draw(st.permutations(writes))
+    repeats = data.draw(st.lists(st.sampled_from(writes), max_size=4))
+    assert ingest_all(list(order) + repeats) == ingest_all(writes)
