@@ -306,7 +306,8 @@ def mark_retrying(job: Job, report: "StatusReport", now: datetime, at: datetime,
     """The job once a retryable failure of its attempt is answered with the next attempt at ``at``.
 
     It stays InProgress, Queued for attempt + 1 (a new taskId, new status and log blobs); the
-    failure stays in its errors until the next attempt reports, and in its notes for good.
+    failure and its per-disk results stay on the record until the next attempt is dispatched or
+    reports, and in its notes for good.
     """
     failed = apply_report(job, report, now, attempt=attempt)
     if failed is None or failed.status is not JobStatus.FAILED:
@@ -323,7 +324,6 @@ def mark_retrying(job: Job, report: "StatusReport", now: datetime, at: datetime,
         last_report_at=None,
         status_blob=None,
         log_blob=None,
-        disks=[DiskResult(lun=d.lun, blob_url=d.blob_url) for d in job.disks],
     )
     note = (f"attempt {job.attempt} {_failed_marker(job.expected_task_id)} {report.code} ({first.error_code}); "
             f"retrying as attempt {job.attempt + 1} at {utc(at).isoformat(timespec='seconds')}")

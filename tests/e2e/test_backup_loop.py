@@ -92,3 +92,44 @@ def test_a_second_timer_fire_for_the_same_slot_adds_no_job(loop):
     host.drain_queue("dispatch_snapshot", max_wait=0.3)
     assert [j.job_id for j in svc.jobs.query(JobQuery()).jobs] == [j.job_id for j in first]
     assert all(len(s) == 1 for s in disk_snapshots(svc, vm).values())
+
+
+def test_a_failed_attempt_is_retried_with_a_new_task_scheduled_on_the_queue(loop, local_servicebus):
+    """A disk that cannot be snapshotted fails attempt 1 (76): the job waits for attempt 2, whose one
+    task sits on the real queue, scheduled 5 minutes on; nothing is dispatched before it is due."""
+    from datetime import datetime, timedelta, timezone
+
+    from azure.servicebus import ServiceBusClient
+
+    from shared.domain.jobs import RETRY_BACKOFF, JobPhase
+    from shared.services.protection import enable_protection
+
+    svc, host = loop
+    vm = create_demo_vm(svc, "e2e-vm3")
+    enable_protection(svc, vm.name, "DefaultPolicy")
+    container = svc.blob_service.get_container_client("vhds")
+    for disk in vm.disks:
+        container.delete_blob(disk.name, delete_snapshots="include")
+
+    host.fire_timer("schedule_backups")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        host.drain_queue("dispatch_snapshot", max_wait=0.2)
+        host.scan_blobs("ingest_status")
+        (job,) = svc.jobs.query(JobQuery(vm_name=vm.name)).jobs
+        if job.attempt == 2:
+            break
+        time.sleep(0.2)
+    failed_at = datetime.now(timezone.utc)
+    assert (job.status, job.phase, job.attempt) == (JobStatus.IN_PROGRESS, JobPhase.QUEUED, 2), job
+    assert job.errors[0].extension_code == 76 and "code 76" in job.notes[-1]
+    assert all(d.status == "Failed" and "BlobNotFound" in d.error for d in job.disks)
+
+    host.drain_queue("dispatch_snapshot", max_wait=0.5)      # the retry is not due yet: nothing runs
+    with ServiceBusClient.from_connection_string(local_servicebus.connection_string) as client, \
+            client.get_queue_receiver(svc.settings.tasks_queue) as receiver:
+        waiting = [m for m in receiver.peek_messages(max_message_count=20) if str(m.message_id).startswith(job.job_id)]
+    assert [str(m.message_id) for m in waiting] == [f"{job.job_id}_2"]
+    due = waiting[0].scheduled_enqueue_time_utc
+    assert abs(due - (failed_at + RETRY_BACKOFF[0])) < timedelta(seconds=30)
+    assert svc.jobs.get(job.job_id).phase is JobPhase.QUEUED

@@ -71,7 +71,7 @@ def test_a_retryable_failure_queues_the_next_attempt_after_a_pause(svc):
     assert outcome.result is IngestResult.RETRYING
     assert (job.status, job.phase, job.attempt, job.task_id) == (JobStatus.IN_PROGRESS, JobPhase.QUEUED, 2, None)
     assert job.errors[0].extension_code == 76 and job.errors[0].recommendations     # why, meanwhile
-    assert [d.status for d in job.disks] == ["Pending", "Pending"]
+    assert [d.status for d in job.disks] == ["Completed", "Failed"]                 # what attempt 1 did
     assert "attempt 1" in job.notes[-1] and "code 76" in job.notes[-1] and "attempt 2" in job.notes[-1]
     (task,) = svc.task_queue.sent
     assert (task.task_id, task.vm_name, task.slot, task.not_before) == (
