@@ -14,7 +14,7 @@ from enum import Enum
 from shared.domain import remediation
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
 from shared.domain.inventory import Vm
-from shared.domain.jobs import (DiskResult, Job, JobError, job_id_for, mark_dispatched, mark_failed,
+from shared.domain.jobs import (DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched, mark_failed,
                                 next_attempt)
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
@@ -57,6 +57,13 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
         log.info("%s: job is already %s, nothing dispatched (delivery %s)", ids, job.status.value,
                  delivery_count)
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"job is {job.status.value}")
+
+    if job.phase is JobPhase.QUEUED and task.attempt < job.attempt:
+        # The job waits for a retry of its own, scheduled after a pause; an older attempt's message
+        # (a late redelivery) must not run it early and then have the retry supersede it.
+        log.info("%s: the job waits for attempt %s; this message is attempt %s's, nothing dispatched",
+                 ids, job.attempt, task.attempt)
+        return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"attempt {job.attempt} is pending")
 
     try:
         vm = svc.inventory.get_vm(task.vm_name)

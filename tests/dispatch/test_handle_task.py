@@ -109,6 +109,17 @@ def test_every_delivery_is_a_new_task_id(svc, vm):
     assert svc.status_blobs.read(f"{JOB_ID}/1.Status.txt") == b""    # each attempt had its own pair
 
 
+def test_a_pending_retry_runs_only_from_its_own_task(svc, vm):
+    """While attempt 2 waits for its pause, a late copy of attempt 1's message dispatches nothing;
+    attempt 2's own task then runs it, under attempt 2's taskId."""
+    task = _task(vm)
+    _queue_job(svc, task)
+    svc.jobs.update(JOB_ID, lambda j: dataclasses.replace(j, attempt=2, phase=JobPhase.QUEUED))
+    assert _deliver(svc, task, 4).outcome is Outcome.DUPLICATE and svc.dispatcher.sent == []
+    assert _deliver(svc, dataclasses.replace(task, attempt=2)).outcome is Outcome.DISPATCHED
+    assert [c.task_id for _, c in svc.dispatcher.sent] == [f"{JOB_ID}_2"]
+
+
 def test_unknown_vm_fails_the_job_clearly(svc, vm):
     """A task for a VM that no longer exists fails its job with a VM-not-found error and advice."""
     task = _task(vm, vm_name="gone-vm")
