@@ -293,12 +293,18 @@ def retry_at(job: Job, report: "StatusReport", now: datetime, *, attempt: int | 
     Only a final, failed report of the current attempt, whose first error is retryable, while
     attempts remain.
     """
-    if job.attempt >= MAX_ATTEMPTS or assess_report(job, report, attempt=attempt) is not ReportVerdict.APPLY:
-        return None
-    outcome = interpret(report, job.disks)
-    if outcome.status is not JobStatus.FAILED or not outcome.errors[0].retryable:
+    if job.attempt >= MAX_ATTEMPTS or not is_retryable_failure(report) or \
+            assess_report(job, report, attempt=attempt) is not ReportVerdict.APPLY:
         return None
     return utc(now) + RETRY_BACKOFF[min(job.attempt, len(RETRY_BACKOFF)) - 1]
+
+
+def is_retryable_failure(report: "StatusReport") -> bool:
+    """Whether the report is a final failure whose cause may pass (whatever the job's state)."""
+    if report.in_progress:
+        return False
+    outcome = interpret(report)
+    return outcome.status is JobStatus.FAILED and outcome.errors[0].retryable
 
 
 def mark_retrying(job: Job, report: "StatusReport", now: datetime, at: datetime, *,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, mark_retrying, record_unreadable,
-                                retry_at)
+from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, is_retryable_failure, mark_retrying,
+                                record_unreadable, retry_at)
 from shared.domain.status import ParseError, StatusReport, parse_status_blob
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
@@ -131,6 +131,8 @@ def _apply(svc, blob_name: str, job_id: str, attempt: int, report: StatusReport,
 
 def _send_retry_if_due(svc, job_id: str, attempt: int, report: StatusReport, now: datetime) -> SnapshotTask | None:
     """Send the next attempt's task when ``report`` is a retryable failure with attempts left."""
+    if not is_retryable_failure(report):
+        return None                     # most reports: no extra read
     job = svc.jobs.get(job_id)
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
