@@ -1,7 +1,9 @@
 """Benchmark status ingestion: blobs parsed per second (the pure parser), and blobs ingested per second
-end to end (blob read from Azurite, parse, ETag-guarded job update in Table storage).
+end to end (blob read from Azurite, parse, ETag-guarded job update in Table storage), for running,
+completed and failed reports, replays, and retryable failures whose retry task goes to Service Bus.
 
-Run: .venv/bin/python bench/bench_ingest.py [--jobs 500] [--create 10000]. Starts and stops its own Azurite.
+Run: .venv/bin/python bench/bench_ingest.py [--jobs 500] [--retries 20] [--create 10000]. Starts and
+stops its own Azurite and local Service Bus.
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devhost.azurite import Azurite  # noqa: E402
+from devhost.servicebus import LocalServiceBus  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.clock import FixedClock  # noqa: E402
-from shared.domain.jobs import DiskResult, Job, JobStatus, mark_dispatched  # noqa: E402
+from shared.domain.jobs import MAX_ATTEMPTS, DiskResult, Job, JobStatus, mark_dispatched  # noqa: E402
 from shared.domain.status import ParseError, parse_status_blob  # noqa: E402
 from shared.services.ingestion import IngestResult, ingest_status_blob  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -40,40 +43,48 @@ def bench_parser(seconds: float = 2.0) -> tuple[float, int]:
     return count / (time.perf_counter() - start), len(blobs)
 
 
-def bench_end_to_end(svc: Services, jobs: int) -> dict[str, float]:
-    container = svc.blob_service.get_container_client(svc.settings.status_container)
-    container.create_container()
-    running_tpl = (CORPUS / "01-running-code4.txt").read_bytes()
-    final_tpl = (CORPUS / "06-failed-partial-76-761.txt").read_bytes()
+def dispatched_jobs(svc: Services, count: int, stem: str, attempt: int = 1) -> list[Job]:
     records = []
-    for i in range(jobs):
-        job = Job.new_backup(vm_name=f"bench-vm{i:05d}", slot=SLOT, now=SLOT)
-        job = mark_dispatched(job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",
-                              log_blob=f"{job.job_id}/1.Logs.txt", now=SLOT,
+    for i in range(count):
+        job = Job.new_backup(vm_name=f"{stem}{i:05d}", slot=SLOT, now=SLOT)
+        job = mark_dispatched(job, attempt=attempt, task_id=f"{job.job_id}_{attempt}",
+                              status_blob=f"{job.job_id}/{attempt}.Status.txt",
+                              log_blob=f"{job.job_id}/{attempt}.Logs.txt", now=SLOT,
                               disks=[DiskResult(-1, "https://a/v/os.vhd"), DiskResult(0, "https://a/v/d.vhd")])
         records.append(job)
     svc.jobs.create_many_if_absent(records)
-    names = [job.status_blob for job in records]
+    return records
 
-    def write_all(template: bytes) -> None:
-        for job in records:
-            container.upload_blob(job.status_blob, template.replace(CORPUS_JOB, job.job_id.encode()), overwrite=True)
 
-    figures = {}
-    for label, template in (("running", running_tpl), ("final", final_tpl)):
-        write_all(template)
-        start = time.perf_counter()
-        for name in names:
-            downloader = container.get_blob_client(name).download_blob()
-            outcome = ingest_status_blob(svc, name, downloader.readall(), downloader.properties.etag)
-            assert outcome.result is IngestResult.APPLIED, outcome
-        figures[label] = jobs / (time.perf_counter() - start)
+def ingest_all(svc: Services, records: list[Job], template: bytes, expect: IngestResult) -> float:
+    """Write each job's status blob from ``template``, then ingest them all; blobs per second."""
+    container = svc.blob_service.get_container_client(svc.settings.status_container)
+    for job in records:
+        data = template.replace(CORPUS_JOB + b"_1", f"{job.job_id}_{job.attempt}".encode())
+        container.upload_blob(job.status_blob, data, overwrite=True)
     start = time.perf_counter()
-    for name in names:       # the trigger firing again for the same blob: a read, no write
-        downloader = container.get_blob_client(name).download_blob()
-        ingest_status_blob(svc, name, downloader.readall(), downloader.properties.etag)
-    figures["replay"] = jobs / (time.perf_counter() - start)
-    assert all(svc.jobs.get(job.job_id).status is JobStatus.FAILED for job in records[:20])
+    for job in records:
+        downloader = container.get_blob_client(job.status_blob).download_blob()
+        outcome = ingest_status_blob(svc, job.status_blob, downloader.readall(), downloader.properties.etag)
+        assert outcome.result is expect, outcome
+    return len(records) / (time.perf_counter() - start)
+
+
+def bench_end_to_end(svc: Services, jobs: int, retries: int) -> dict[str, float]:
+    svc.blob_service.get_container_client(svc.settings.status_container).create_container()
+    running = (CORPUS / "01-running-code4.txt").read_bytes()
+    completed = (CORPUS / "02-completed-fs-two-disks.txt").read_bytes()
+    failed = (CORPUS / "06-failed-partial-76-761.txt").read_bytes()
+    figures = {}
+    records = dispatched_jobs(svc, jobs, "bench-ok")
+    figures["running"] = ingest_all(svc, records, running, IngestResult.APPLIED)
+    figures["completed"] = ingest_all(svc, records, completed, IngestResult.APPLIED)
+    figures["replay"] = ingest_all(svc, records, completed, IngestResult.TERMINAL)   # no write
+    last_attempt = dispatched_jobs(svc, jobs, "bench-failed", attempt=MAX_ATTEMPTS)
+    figures["failed"] = ingest_all(svc, last_attempt, failed, IngestResult.APPLIED)
+    assert all(svc.jobs.get(job.job_id).status is JobStatus.FAILED for job in last_attempt[:20])
+    first_attempt = dispatched_jobs(svc, retries, "bench-retry")
+    figures["retry"] = ingest_all(svc, first_attempt, failed, IngestResult.RETRYING)
     return figures
 
 
@@ -90,21 +101,25 @@ def bench_create(svc: Services, count: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500, help="jobs (status blobs) for the end-to-end run")
+    parser.add_argument("--retries", type=int, default=20, help="jobs whose failure is retried (one send each)")
     parser.add_argument("--create", type=int, default=10000, help="jobs created in one create_many call")
     args = parser.parse_args()
 
     rate, variants = bench_parser()
     print(f"parser: {rate:,.0f} status blobs/s (pure parse_status_blob over {variants} corpus variants)")
-    with Azurite() as azurite:
+    with Azurite() as azurite, LocalServiceBus() as bus:
         settings = Settings.from_env({"BackupStorage": azurite.connection_string, "TABLE_PREFIX": "bench",
                                       "STATUS_CONTAINER": "bench-status",
-                                      "ServiceBusConnection": "Endpoint=sb://127.0.0.1:1;"})
+                                      "ServiceBusConnection": bus.connection_string})
         svc = Services(settings, clock=FixedClock(SLOT + timedelta(minutes=5)))
-        figures = bench_end_to_end(svc, args.jobs)
+        figures = bench_end_to_end(svc, args.jobs, args.retries)
         print(f"end to end over {args.jobs} jobs (blob download + parse + ETag-guarded table update):")
-        print(f"  in-progress write:  {figures['running']:,.0f} blobs/s")
-        print(f"  final write:        {figures['final']:,.0f} blobs/s")
-        print(f"  replay (no change): {figures['replay']:,.0f} blobs/s")
+        print(f"  in-progress write:      {figures['running']:,.0f} blobs/s")
+        print(f"  final write, completed: {figures['completed']:,.0f} blobs/s")
+        print(f"  final write, failed:    {figures['failed']:,.0f} blobs/s (last attempt: no retry)")
+        print(f"  replay (no change):     {figures['replay']:,.0f} blobs/s")
+        print(f"  retryable failure over {args.retries} jobs (+ job read, retry task scheduled on the local "
+              f"Service Bus): {figures['retry']:,.1f} blobs/s")
         elapsed = bench_create(svc, args.create)
         print(f"create_many_if_absent: {args.create:,} jobs of one tick in {elapsed:.2f} s "
               f"({args.create / elapsed:,.0f} jobs/s, job rows + VM index rows)")

@@ -3,10 +3,14 @@
 Sends in as few operations as Service Bus allows: immediate tasks go in ServiceBusMessageBatch
 sends; tasks whose ``not_before`` lies ahead are scheduled, one schedule call per distinct time.
 MessageId is the task's message id, so the queue's duplicate detection drops a re-send.
+
+One sender stays open for the process (opening one costs the client about a second of AMQP
+handshakes); sends are serialised on it, and a failed one drops it so the next send reopens.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from datetime import datetime
 from typing import Sequence
@@ -26,6 +30,8 @@ class ServiceBusTaskQueue:
         self._client = client
         self._queue = queue_name
         self._clock = clock or SystemClock()
+        self._sender = None
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings, services) -> "ServiceBusTaskQueue":
@@ -45,15 +51,18 @@ class ServiceBusTaskQueue:
         for task in tasks:
             if task.not_before is not None and task.not_before > now:
                 later[task.not_before].append(task)
-        try:
-            with self._client.get_queue_sender(self._queue) as sender:
-                operations = self._send_batched(sender, immediate)
+        with self._lock:
+            try:
+                if self._sender is None:
+                    self._sender = self._client.get_queue_sender(self._queue)
+                operations = self._send_batched(self._sender, immediate)
                 for when, group in sorted(later.items()):
-                    sender.schedule_messages([_message(t) for t in group], when)
+                    self._sender.schedule_messages([_message(t) for t in group], when)
                     operations += 1
-        except ServiceBusError as exc:
-            raise TransientError(f"could not send {len(tasks)} task(s) to queue {self._queue}: "
-                                 f"{type(exc).__name__}") from exc
+            except ServiceBusError as exc:
+                self._drop_sender()
+                raise TransientError(f"could not send {len(tasks)} task(s) to queue {self._queue}: "
+                                     f"{type(exc).__name__}") from exc
         log.info("sent %d task(s) to %s in %d operation(s)", len(tasks), self._queue, operations)
         return operations
 
@@ -75,7 +84,17 @@ class ServiceBusTaskQueue:
         return operations
 
     def close(self) -> None:
+        with self._lock:
+            self._drop_sender()
         self._client.close()
+
+    def _drop_sender(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            try:
+                sender.close()
+            except ServiceBusError:
+                log.debug("closing a failed sender of %s failed too", self._queue)
 
 
 def _message(task: SnapshotTask) -> ServiceBusMessage:
