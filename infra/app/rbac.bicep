@@ -13,7 +13,7 @@ var roles = {
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   // Backup storage: jobs, policies, protected items, the VM inventory.
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-  // The worker receives tasks; the scheduler and backup-now send them.
+  // The worker receives tasks; the scheduler, backup-now and the status trigger (retries) send them.
   serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
   serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
   // Telemetry with Entra authentication.
