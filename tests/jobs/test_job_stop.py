@@ -93,3 +93,23 @@ def test_stop_prints_the_cancelled_job_as_json(svc, capsys):
     assert main(["job", "stop", job.job_id, "-o", "json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["name"] == job.job_id and document["properties"]["status"] == "Cancelled"
+
+
+def test_a_retry_waiting_for_its_pause_can_be_stopped(svc, capsys):
+    """After a retryable failure the job waits Queued for attempt 2: stopping it ends the retries."""
+    from shared.services.ingestion import IngestResult, ingest_status_blob
+    from tests.fakes import RecordingTaskQueue
+    from tests.jobs.helpers import corpus
+
+    job = dispatched_job()
+    svc.jobs.create_if_absent(job)
+    svc.task_queue = RecordingTaskQueue()
+    failed = ingest_status_blob(svc, f"{job.job_id}/1.Status.txt", corpus("09-failed-generic-2.txt"), None)
+    assert failed.result is IngestResult.RETRYING
+
+    assert main(["job", "stop", job.job_id]) == 0
+    stopped = svc.jobs.get(job.job_id)
+    assert (stopped.status, stopped.attempt) == (JobStatus.CANCELLED, 2)
+    retry = svc.task_queue.sent[0]
+    outcome = handle_snapshot_task(svc, retry.to_json().encode(), message_id=retry.message_id, delivery_count=1)
+    assert outcome.outcome is Outcome.DUPLICATE and svc.dispatcher.sent == []
