@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        # Arguments first: a missing id is a usage error even where no settings are configured.
+        validate = getattr(args, "validate", None)
+        if validate is not None:
+            validate(args)
         from shared.bootstrap import services
 
         return handler(args, services()) or EXIT_OK

@@ -45,20 +45,20 @@ def register(subparsers) -> None:
     show.add_argument("job_id", nargs="?", metavar="ID", help="the job id (or use --name)")
     show.add_argument("-n", "--name", help="the job id, as az names it")
     add_output_option(show)
-    show.set_defaults(handler=show_job)
+    show.set_defaults(handler=show_job, validate=_job_id)
 
     stop = sub.add_parser("stop", help="cancel a job whose command has not reached the VM yet (exit 4 if it has)")
     stop.add_argument("job_id", nargs="?", metavar="ID", help="the job id (or use --name)")
     stop.add_argument("-n", "--name", help="the job id")
     add_output_option(stop)
-    stop.set_defaults(handler=stop_job_command)
+    stop.set_defaults(handler=stop_job_command, validate=_job_id)
 
     wait = sub.add_parser("wait", help="wait until a job finishes: exit 0 completed, 1 failed, 6 timed out")
     wait.add_argument("job_id", nargs="?", metavar="ID", help="the job id (or use --name)")
     wait.add_argument("-n", "--name", help="the job id")
     wait.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (default 3600)")
     wait.add_argument("--interval", type=float, default=5.0, help="seconds between checks (default 5)")
-    wait.set_defaults(handler=wait_job)
+    wait.set_defaults(handler=wait_job, validate=_job_id)
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def parse_when(value: str, end: bool = False) -> datetime:
 def _job_id(args) -> str:
     job_id = args.name or args.job_id
     if not job_id:
-        raise ValidationError("give the job id: vmsnap job show --name <id>", field="name")
+        raise ValidationError(f"give the job id: vmsnap job {args.command} --name <id>", field="name")
     return job_id.strip()
 
 

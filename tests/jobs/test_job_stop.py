@@ -113,3 +113,12 @@ def test_a_retry_waiting_for_its_pause_can_be_stopped(svc, capsys):
     retry = svc.task_queue.sent[0]
     outcome = handle_snapshot_task(svc, retry.to_json().encode(), message_id=retry.message_id, delivery_count=1)
     assert outcome.outcome is Outcome.DUPLICATE and svc.dispatcher.sent == []
+
+
+def test_a_missing_id_is_a_usage_error_before_any_setting_is_read(monkeypatch, capsys):
+    """Without an id, stop (like show and wait) says how to call it, exit 2, even unconfigured."""
+    monkeypatch.delenv("BackupStorage", raising=False)
+    reset_services(None)
+    for command in ("stop", "show", "wait"):
+        assert main(["job", command]) == 2
+        assert f"vmsnap job {command} --name <id>" in capsys.readouterr().err
