@@ -9,7 +9,7 @@ import logging
 import azure.functions as func
 
 from shared.bootstrap import services
-from shared.services.ingestion import ingest_status_blob
+from shared.services.ingestion import ingest_with_retries
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -21,5 +21,7 @@ def ingest_status(blob: func.InputStream) -> None:
     # The host gives "<container>/<blob name>"; the service works with names inside the container.
     container, _, blob_name = (blob.name or "").partition("/")
     etag = (blob.blob_properties or {}).get("ETag")
-    outcome = ingest_status_blob(services(), blob_name, blob.read(), etag)
+    # A storage outage is ridden out here, inside the invocation: the host's own retries come
+    # seconds apart and end in a poison record after five (the sweep re-reads such blobs).
+    outcome = ingest_with_retries(services(), blob_name, blob.read(), etag)
     log.info("status blob %s/%s: %s", container, blob_name, outcome)

@@ -285,7 +285,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "PartitionKey": partition, "RowKey": row, "Schema": SCHEMA,
         "JobId": job.job_id, "VmName": job.vm_name, "Slot": utc(job.slot), "StartTime": utc(job.start_time),
         "Trigger": getattr(job.trigger, "value", job.trigger), "Operation": job.operation,
-        "Status": job.status.value, "Phase": job.phase.value, "Attempt": job.attempt,
+        "Status": job.status.value, "Phase": job.phase.value, "Attempt": _int32(job.attempt),
         "Disks": _fit_json([_disk_dict(d) for d in job.disks], "error"),
         "Errors": _fit_json([asdict(e) for e in job.errors], "error_string"),
         "Notes": _fit_json(list(job.notes), None),
@@ -294,10 +294,10 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "PolicyName": job.policy_name, "RetainUntil": job.retain_until and utc(job.retain_until),
         "EndTime": job.end_time and utc(job.end_time), "TaskId": job.task_id,
         "Consistency": job.consistency.value if job.consistency else None,
-        "BackupSizeBytes": None if job.backup_size_bytes is None else EntityProperty(job.backup_size_bytes,
+        "BackupSizeBytes": None if job.backup_size_bytes is None else EntityProperty(_int64(job.backup_size_bytes),
                                                                                      EdmType.INT64),
-        "ExtensionCode": job.extension_code,
-        "HealthCode": job.health_code, "StatusBlob": job.status_blob and job.status_blob.split("?")[0],
+        "ExtensionCode": _int32(job.extension_code),
+        "HealthCode": _int32(job.health_code), "StatusBlob": job.status_blob and job.status_blob.split("?")[0],
         "LogBlob": job.log_blob and job.log_blob.split("?")[0],
         "LastReportAt": job.last_report_at and utc(job.last_report_at),
         "DispatchedAt": job.dispatched_at and utc(job.dispatched_at),
@@ -397,6 +397,16 @@ def _fit_json(items: list, text_key: str | None) -> str:
         items = items[1:] if text_key is None else items[:-1]
         text = json.dumps(items, separators=(",", ":"))
     return text
+
+
+def _int32(value: int | None) -> int | None:
+    """Within Edm.Int32: the SDK refuses a larger int outright, and a refused write loses a result.
+    The domain clamps (and notes) numbers from the VM already; this is the last line."""
+    return None if value is None else max(-(2**31), min(2**31 - 1, value))
+
+
+def _int64(value: int) -> int:
+    return max(-(2**63), min(2**63 - 1, value))
 
 
 def _plain(value: Any) -> Any:

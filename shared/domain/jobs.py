@@ -284,6 +284,8 @@ def apply_report(job: Job, report: "StatusReport", now: datetime, *, attempt: in
         finished = report.timestamp or utc(now)
         changed.end_time = max(finished, job.start_time)
         changed.backup_size_bytes = outcome.backup_size_bytes
+    for note in report.notes:       # what parsing changed to keep the report (numbers out of range)
+        changed = _with_note(changed, note) or changed
     return None if changed == job else changed
 
 

@@ -19,6 +19,13 @@ MAX_DISKS = 256
 MAX_TEXT = 512                      # per-disk error and message text kept on the job
 
 IN_PROGRESS_CODE = 4
+# What a job record can hold (Table Storage Edm.Int32 / Edm.Int64); a number beyond is clamped (codes)
+# or dropped (the size) and noted on the job, so one odd number never costs the whole result.
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+# Reports stamped further ahead than this are not believed: no VM clock is that far off, and an end
+# time in the future would stand on the job for good.
+MAX_CLOCK_SKEW = timedelta(hours=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _TICKS_AT_EPOCH = 621355968000000000
 _MS_DATE = re.compile(r"^\\?/Date\((-?\d{1,15})(?:[+-]\d{4})?\)\\?/$")
@@ -36,7 +43,7 @@ class ParseError(ValueError):
     def __init__(self, reason: str, *, kind: str = "invalid"):
         super().__init__(reason)
         self.reason = reason
-        self.kind = kind    # empty | too_large | encoding | json | too_deep | shape
+        self.kind = kind    # empty | too_large | encoding | json | too_deep | shape | time
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class StatusReport:
     disks: tuple[DiskReport, ...] | None = None
     upload_error: bool = False
     telemetry: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    notes: tuple[str, ...] = ()       # what the parser had to change to keep the report (numbers out of range)
 
     @property
     def in_progress(self) -> bool:
@@ -95,6 +103,16 @@ def parse_status_blob(data: bytes) -> StatusReport:
     if inner is not None:
         return _report(_status_object(inner), _timestamp(_first(inner)), source="file")
     return _report(status, _timestamp(_first(doc)), source="blob")
+
+
+def check_report_time(report: StatusReport, now: datetime, *, skew: timedelta = MAX_CLOCK_SKEW) -> None:
+    """ParseError (kind ``time``) when the report is stamped in the future beyond clock skew."""
+    if report.timestamp is not None and report.timestamp > now + skew:
+        raise ParseError(
+            f"timestampUTC {report.timestamp.isoformat()} lies in the future (more than "
+            f"{int(skew.total_seconds() // 60)} minutes after {now.isoformat(timespec='seconds')}); the VM's "
+            f"clock is wrong or the blob was not written by the extension, so its result is not trusted",
+            kind="time")
 
 
 def strip_secrets(url: Any) -> str | None:
@@ -147,9 +165,11 @@ def _loads(text: str, what: str) -> Any:
         doc = json.loads(text)
     except RecursionError:
         raise ParseError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", kind="too_deep") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ParseError(f"{what} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                          kind="json") from None
+    except ValueError as exc:   # e.g. an integer longer than Python converts (4300 digits)
+        raise ParseError(f"{what} is not usable JSON: {_show(str(exc))}", kind="json") from None
     if _depth(doc) > MAX_JSON_DEPTH:
         raise ParseError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", kind="too_deep")
     return doc
@@ -197,7 +217,8 @@ def _substatus_payload(status: dict) -> Any | None:
 
 
 def _report(status: dict, timestamp: datetime | None, *, source: str) -> StatusReport:
-    code = _int(status.get("code"))
+    notes: list[str] = []
+    code = _clamped(_int(status.get("code")), "status.code", notes)
     if code is None:
         raise ParseError(f"status.code is missing or not a number: {_show(status.get('code'))}", kind="shape")
     word = status.get("status")
@@ -211,6 +232,10 @@ def _report(status: dict, timestamp: datetime | None, *, source: str) -> StatusR
     task_id = status.get("taskId")
     ticks = _int(status.get("commandStartTimeUTCTicks"))
     size = _int(storage.get("totalUsedSizeInBytes"))
+    if size is not None and not INT64[0] <= size <= INT64[1]:
+        notes.append(f"storageDetails.totalUsedSizeInBytes {_show_number(size)} is beyond what the job "
+                     f"record holds (Int64); the backup size is not recorded")
+        size = None
     return StatusReport(
         code=code,
         status=word.strip().lower(),
@@ -220,15 +245,31 @@ def _report(status: dict, timestamp: datetime | None, *, source: str) -> StatusR
         command_start=_ticks(ticks),
         message=message,
         status_code_names=tuple(dict.fromkeys(_STATUS_CODE_NAME.findall(message))),
-        snapshot_consistency=_int(inner.get("snapshotConsistency")) if isinstance(inner, dict) else None,
-        health_state=_int(health.get("vmHealthState")),
-        health_code=_int(health.get("vmHealthStatusCode")),
+        snapshot_consistency=_clamped(_int(inner.get("snapshotConsistency")) if isinstance(inner, dict) else None,
+                                      "snapshotConsistency", notes),
+        health_state=_clamped(_int(health.get("vmHealthState")), "vmHealthInfo.vmHealthState", notes),
+        health_code=_clamped(_int(health.get("vmHealthStatusCode")), "vmHealthInfo.vmHealthStatusCode", notes),
         backup_size_bytes=size if size is not None and size >= 0 else None,
         size_computation_failed=_bool(storage.get("isSizeComputationFailed")),
         disks=_disks(status.get("snapshotInfo")),
         upload_error="statusBlobUploadError=true" in message or _bool(telemetry.get("statusBlobUploadError")) is True,
         telemetry=telemetry,
+        notes=tuple(notes),
     )
+
+
+def _clamped(value: int | None, name: str, notes: list[str]) -> int | None:
+    """``value`` within Int32, noting in ``notes`` when it had to be clamped."""
+    if value is None or INT32[0] <= value <= INT32[1]:
+        return value
+    bound = INT32[1] if value > 0 else INT32[0]
+    notes.append(f"{name} {_show_number(value)} is beyond what the job record holds (Int32); recorded as {bound}")
+    return bound
+
+
+def _show_number(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text.lstrip('-'))} digits)"
 
 
 def _message(formatted: Any) -> dict:
@@ -319,7 +360,7 @@ def _int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,20}\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,400}\s*", value):
         return int(value)
     return None
 

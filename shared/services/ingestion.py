@@ -1,8 +1,11 @@
 """Status ingestion: one status blob written by the extension becomes the truth on its job record.
 
-Called by the blob trigger for ``<job_id>/<attempt>.Status.txt``. Bad blob content never raises: it
-is recorded on the job and the blob is kept. Only unreachable storage or Service Bus raises
-TransientError, so the platform retries; everything else settles.
+Called by the blob trigger for ``<job_id>/<attempt>.Status.txt`` (through ``ingest_with_retries``,
+which rides out a storage outage of minutes inside the invocation) and by the stale-job sweep, which
+re-reads the blobs the trigger gave up on. Bad blob content never raises: it is recorded on the job
+and the blob is kept. Only unreachable storage or Service Bus raises TransientError, so the platform
+retries; everything else settles. Applying one blob twice gives the same record, so either path may
+run any number of times.
 
 A retryable failure with attempts left is answered with the next attempt: its task is sent first
 (scheduled after a pause, MessageId ``<job>_<attempt>``, so a re-send is dropped), then the job
@@ -12,17 +15,26 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
+from typing import Callable
 
 from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, is_retryable_failure, mark_retrying,
                                 record_unreadable, retry_at)
-from shared.domain.status import ParseError, StatusReport, parse_status_blob
+from shared.domain.status import ParseError, StatusReport, check_report_time, parse_status_blob
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
 
 log = logging.getLogger(__name__)
+
+# How long one invocation keeps retrying while storage is unreachable: well past the minute-long
+# outages seen in practice, and inside the host's functionTimeout (host.json: 10 minutes) with room
+# for the last try. Past it the trigger fails; the host retries the blob, and the sweep re-reads it.
+RETRY_BUDGET = timedelta(minutes=8)
+FIRST_PAUSE = 1.0       # seconds; doubled after each failed try
+MAX_PAUSE = 30.0
 
 _BLOB_NAME = re.compile(r"^(?:.*/)?(?P<job>[^/]{1,128})/(?P<attempt>\d{1,4})\.Status\.txt$")
 
@@ -76,9 +88,37 @@ def ingest_status_blob(svc, blob_name: str, data: bytes, etag: str | None) -> In
         return IngestOutcome(IngestResult.EMPTY, blob_name, job_id, attempt)
     try:
         report = parse_status_blob(data)
+        check_report_time(report, svc.clock.now())
     except ParseError as exc:
         return _record_unreadable(svc, blob_name, job_id, attempt, exc.reason, etag)
     return _apply(svc, blob_name, job_id, attempt, report, etag)
+
+
+def ingest_with_retries(svc, blob_name: str, data: bytes, etag: str | None, *,
+                        sleep: Callable[[float], None] = time.sleep,
+                        budget: timedelta = RETRY_BUDGET) -> IngestOutcome:
+    """``ingest_status_blob``, tried again with growing pauses while storage is unreachable.
+
+    Raises TransientError only when storage stayed unreachable for all of ``budget`` (measured on
+    ``svc.clock``, paused with ``sleep``).
+    """
+    started = svc.clock.now()
+    pause = FIRST_PAUSE
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return ingest_status_blob(svc, blob_name, data, etag)
+        except TransientError as exc:
+            waited = svc.clock.now() - started
+            if waited + timedelta(seconds=pause) > budget:
+                log.error("status blob %s (etag %s): storage unreachable for %s over %d tries; giving up "
+                          "this invocation: %s", blob_name, etag, waited, tries, exc)
+                raise
+            log.warning("status blob %s (etag %s): try %d failed (%s); trying again in %.0f s",
+                        blob_name, etag, tries, exc, pause)
+        sleep(pause)
+        pause = min(pause * 2, MAX_PAUSE)
 
 
 class _RetryPlanChanged(Exception):

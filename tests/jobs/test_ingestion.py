@@ -188,3 +188,87 @@ def test_end_to_end_on_azurite(make_settings):
     assert job.status is JobStatus.COMPLETED_WITH_WARNINGS
     assert [e.error_code for e in job.errors] == ["UserErrorPreScriptExecutionFailed"]
     assert job.notes == []
+
+
+# --- numbers the table cannot hold, times in the future, storage outages ------------------------
+
+COMPLETED = "02-completed-fs-two-disks.txt"
+
+
+def out_of_range(data: bytes) -> bytes:
+    """A completed blob whose health code is beyond Int32 and whose size is beyond Int64."""
+    return (data.replace(b'"vmHealthStatusCode": 1', b'"vmHealthStatusCode": 98765432109')
+                .replace(b'"totalUsedSizeInBytes": 5368709120', b'"totalUsedSizeInBytes": ' + b"9" * 30))
+
+
+def test_numbers_beyond_the_table_are_kept_with_a_note(svc):
+    """A code beyond Int32 is clamped and a size beyond Int64 dropped; the job completes and says why."""
+    outcome = ingest_status_blob(svc, name(), out_of_range(corpus(COMPLETED)), None)
+    job = svc.jobs.get(outcome.job_id)
+    assert job.status is JobStatus.COMPLETED_WITH_WARNINGS       # a non-success health code is a warning
+    assert job.health_code == 2**31 - 1 and job.backup_size_bytes is None
+    assert any("98765432109" in n and "Int32" in n for n in job.notes)
+    assert any("totalUsedSizeInBytes" in n and "Int64" in n for n in job.notes)
+
+
+def test_an_integer_too_long_to_convert_is_unreadable_not_a_crash(svc):
+    """A code with thousands of digits marks the blob unreadable with a reason; nothing raises."""
+    blob = corpus(COMPLETED).replace(b'"code": "1"', b'"code": ' + b"7" * 5000)
+    outcome = ingest_status_blob(svc, name(), blob, None)
+    assert outcome.result is IngestResult.UNREADABLE and "not usable JSON" in outcome.detail
+
+
+def test_a_final_report_from_the_far_future_is_unreadable(svc):
+    """A result stamped in year 9999 is not taken as the end time: the blob is unreadable, and says why."""
+    blob = corpus(COMPLETED).replace(b'"\\/Date(1740794621000)\\/"', b'"9999-12-31T23:59:59Z"')
+    outcome = ingest_status_blob(svc, name(), blob, None)
+    job = svc.jobs.get(outcome.job_id)
+    assert outcome.result is IngestResult.UNREADABLE and "in the future" in outcome.detail
+    assert job.status is JobStatus.IN_PROGRESS and job.end_time is None
+    assert job.errors[0].error_code == "StatusBlobUnreadable" and "9999-12-31" in job.errors[0].error_string
+
+
+def test_a_report_a_few_minutes_ahead_is_still_believed(svc):
+    """A VM clock slightly ahead of ours (skew) does not cost the result."""
+    svc.clock.advance(timedelta(minutes=-10))
+    assert ingest_status_blob(svc, name(), corpus(COMPLETED), None).job.status is JobStatus.COMPLETED
+
+
+class OutageJobStore:
+    """The in-memory store, unreachable until the clock passes ``until``."""
+
+    def __init__(self, inner, clock, until):
+        self.inner, self.clock, self.until = inner, clock, until
+
+    def __getattr__(self, attr):
+        if self.clock.now() < self.until:
+            raise TransientError("table storage unavailable")
+        return getattr(self.inner, attr)
+
+
+def test_ingestion_rides_out_a_minutes_long_outage(svc):
+    """Storage down for 4 minutes: the same invocation keeps trying, with growing pauses, and completes."""
+    from shared.services.ingestion import MAX_PAUSE, ingest_with_retries
+
+    pauses = []
+
+    def sleep(seconds):
+        pauses.append(seconds)
+        svc.clock.advance(timedelta(seconds=seconds))
+
+    svc.jobs = OutageJobStore(svc.jobs, svc.clock, FINAL_AT + timedelta(minutes=4))
+    outcome = ingest_with_retries(svc, name(), corpus(COMPLETED), None, sleep=sleep)
+    assert outcome.job.status is JobStatus.COMPLETED
+    assert pauses[:3] == [1.0, 2.0, 4.0] and max(pauses) == MAX_PAUSE
+    assert timedelta(minutes=4) <= timedelta(seconds=sum(pauses)) < timedelta(minutes=5)
+
+
+def test_an_outage_longer_than_the_budget_hands_the_blob_back_to_the_host(svc):
+    """Past the retry budget (inside the function timeout) the trigger fails, so the host and sweep take over."""
+    from shared.services.ingestion import RETRY_BUDGET, ingest_with_retries
+
+    svc.jobs = OutageJobStore(svc.jobs, svc.clock, FINAL_AT + timedelta(hours=1))
+    with pytest.raises(TransientError):
+        ingest_with_retries(svc, name(), corpus(COMPLETED), None,
+                            sleep=lambda s: svc.clock.advance(timedelta(seconds=s)))
+    assert svc.clock.now() - FINAL_AT <= RETRY_BUDGET < timedelta(minutes=10)
