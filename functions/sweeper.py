@@ -1,4 +1,5 @@
-"""Timer: fails jobs whose extension never reported a result in time, with what to do next."""
+"""Timer: applies status blobs the blob trigger missed or poisoned, then fails jobs whose extension
+never reported a result in time, with what to do next."""
 import logging
 
 import azure.functions as func
@@ -14,4 +15,6 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def sweep(timer: func.TimerRequest) -> None:
     result = sweep_stale_jobs(services())
-    log.info("stale-job sweep: examined %d, timed out %d", result.examined, len(result.timed_out))
+    log.info("stale-job sweep: examined %d, re-ingested %d, recovered from instance view %d, timed out %d, "
+             "deferred %d", result.examined, len(result.reingested), len(result.recovered),
+             len(result.timed_out), len(result.deferred))

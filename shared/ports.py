@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobStatus
@@ -72,6 +72,26 @@ class Dispatcher(Protocol):
     """Hands an extension command to a VM and returns once it is accepted (never waits for the snapshot)."""
 
     def dispatch(self, vm: Vm, command: "object") -> None: ...
+
+
+@runtime_checkable
+class ExtensionStatusReader(Protocol):
+    """A second channel for the extension's result, besides its status blob: what the VM agent last
+    reported to the control plane (the Compute API instance view). A dispatcher may offer it."""
+
+    def extension_status(self, vm: Vm) -> bytes | None:
+        """The status document the handler last reported (JSON, as in its status blob), or None.
+
+        NotFoundError-free: a VM or extension that is gone gives None. TransientError when the
+        control plane cannot be reached, PermanentError when it refuses for good.
+        """
+
+
+class StatusBlobs(Protocol):
+    """The per-attempt status and log blobs (Blob Storage)."""
+
+    def read(self, name: str) -> bytes:
+        """The blob's content; NotFoundError if it does not exist, TransientError if storage is unreachable."""
 
 
 class DispatchRefused(PermanentError):

@@ -1,12 +1,14 @@
 """Dispatch through Azure Resource Manager: put the VMSnapshotLinux extension on the VM with the
-command's settings (``azure-mgmt-compute``), and return once ARM has accepted the request."""
+command's settings (``azure-mgmt-compute``), and return once ARM has accepted the request. It also
+reads the extension's instance view, where the handler's result survives when its blob upload failed."""
 from __future__ import annotations
 
 import logging
 import threading
 from typing import Any
 
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceNotFoundError,
+                                   ServiceRequestError)
 from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 
 from shared.domain.remediation import VM_NOT_FOUND
@@ -17,6 +19,10 @@ from shared.ports import DispatchRefused
 from shared.redaction import redact
 
 log = logging.getLogger(__name__)
+
+# The agent reports each substatus of the handler as "ComponentStatus/<name>/<status>"; VMSnapshot puts
+# its whole status document in the name of its one substatus (extension source: main/Utils/HandlerUtil.py).
+_COMPONENT_STATUS = "ComponentStatus/"
 
 NO_PERMISSION = "UserErrorExtensionDispatchNotAuthorized"
 DISPATCH_REJECTED = "UserErrorExtensionDispatchRejected"
@@ -65,6 +71,39 @@ class ArmDispatcher:
         log.info("ARM accepted extension %s on VM %s (resource group %s), task %s",
                  EXTENSION_NAME, vm_name, resource_group, command.task_id)
 
+    def extension_status(self, vm: Vm) -> bytes | None:
+        """The status document the handler last reported through the VM agent, from the instance view.
+
+        ``GET .../extensions/VMSnapshotLinux?$expand=instanceView``; None when the VM, the extension
+        or a status document is not there.
+        """
+        resource_group, vm_name = self._locate(vm)
+        try:
+            extension = self._compute().virtual_machine_extensions.get(
+                resource_group, vm_name, EXTENSION_NAME, expand="instanceView")
+        except ResourceNotFoundError:
+            return None
+        except ClientAuthenticationError as exc:
+            if exc.status_code is None:
+                raise TransientError(f"could not get a token for ARM: {redact(exc.message)}") from exc
+            raise PermanentError(f"the worker's identity may not read extension {EXTENSION_NAME} on VM "
+                                 f"{vm.name} ({exc.status_code}); grant it 'Reader' on the VM") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 404:
+                return None
+            error = self._translate(exc, vm, resource_group)
+            raise (error if isinstance(error, TransientError) else PermanentError(
+                f"ARM refused to show extension {EXTENSION_NAME} on VM {vm.name} ({exc.status_code}): "
+                f"{redact(exc.reason or '')}")) from exc
+        except ServiceRequestError as exc:
+            raise TransientError(f"ARM could not be reached for VM {vm.name}: {redact(str(exc))}") from exc
+        view = getattr(extension, "instance_view", None)
+        for status in getattr(view, "substatuses", None) or []:
+            for text in (_component_name(status.code), status.message):
+                if text and text.lstrip().startswith(("[", "{")):
+                    return text.encode("utf-8")
+        return None
+
     def _locate(self, vm: Vm) -> tuple[str, str]:
         if not vm.resource_id or not is_valid_resource_id(vm.resource_id):
             raise PermanentError(f"VM {vm.name} has no ARM resource id; DISPATCHER=arm works only "
@@ -111,3 +150,10 @@ class ArmDispatcher:
                                error_code=DISPATCH_REJECTED,
                                recommendation="Check the VM's state and the error above, then retry "
                                               "the backup.")
+
+
+def _component_name(code: str | None) -> str | None:
+    """The name inside ``ComponentStatus/<name>/<status>`` (the name itself may hold slashes)."""
+    if not code or not code.startswith(_COMPONENT_STATUS):
+        return None
+    return code[len(_COMPONENT_STATUS):].rpartition("/")[0]

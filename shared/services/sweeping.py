@@ -1,32 +1,46 @@
-"""The stale-job sweep: a job whose extension never reported a result fails with advice, not silence.
+"""The stale-job sweep: no result is lost, and a job whose extension never reported fails with advice.
 
 The real extension has runs that never reach a terminal state (a crash, the 556 bug, a VM that
-never got the command); without a sweep such a job would say InProgress forever.
+never got the command); without a sweep such a job would say InProgress forever. Before it fails a
+job, the sweep looks for a result the blob trigger missed or gave up on (a poisoned blob, a lost
+event): it reads the job's status blob and, for jobs dispatched through the Compute API, the
+extension's instance view, and applies what it finds exactly as ingestion does.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from shared.domain.jobs import JobStatus, mark_timed_out, timeout_deadline
-from shared.errors import NotFoundError
-from shared.ports import JobQuery
+from shared.domain.jobs import Job, JobPhase, JobStatus, mark_timed_out, timeout_deadline
+from shared.errors import NotFoundError, PermanentError, TransientError
+from shared.ports import ExtensionStatusReader, JobQuery
+from shared.services.ingestion import IngestOutcome, IngestResult, ingest_status_blob
 
 log = logging.getLogger(__name__)
 
 # Jobs are looked up by slot time; nothing InProgress can be older than this and still matter.
 LOOKBACK = timedelta(days=3)
+# The blob trigger applies a status blob within seconds of its write; a dispatched job that has
+# been quiet for this long has its blob read by the sweep (a re-read of a known blob changes nothing).
+REINGEST_AFTER = timedelta(minutes=5)
+# While the control plane cannot be reached, a job waits for the instance view this long past its
+# deadline before it fails without it.
+INSTANCE_VIEW_GRACE = timedelta(hours=1)
 
 
 @dataclass
 class SweepResult:
     examined: int = 0
+    reingested: list[str] = field(default_factory=list)     # a status blob the trigger had not applied
+    recovered: list[str] = field(default_factory=list)      # a result read from the instance view
     timed_out: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)       # storage or ARM unreachable: next sweep
 
 
-def sweep_stale_jobs(svc, *, page_size: int = 200) -> SweepResult:
-    """Fail every InProgress job past its deadline (the extension's 140-minute window plus a margin)."""
+def sweep_stale_jobs(svc: Any, *, page_size: int = 200) -> SweepResult:
+    """Apply results the trigger missed, then fail every InProgress job past its deadline."""
     now = svc.clock.now()
     result = SweepResult()
     query = JobQuery(status=JobStatus.IN_PROGRESS, since=now - LOOKBACK - svc.settings.catch_up,
@@ -35,17 +49,90 @@ def sweep_stale_jobs(svc, *, page_size: int = 200) -> SweepResult:
         page = svc.jobs.query(query)
         for job in page.jobs:
             result.examined += 1
-            if timeout_deadline(job) > now:
-                continue
             try:
-                updated = svc.jobs.update(job.job_id, lambda current: mark_timed_out(current, now))
-            except NotFoundError:
-                continue
-            if updated.status is JobStatus.FAILED:
-                log.warning("job %s (VM %s, task %s) timed out: no result from the extension",
-                            job.job_id, job.vm_name, job.task_id)
-                result.timed_out.append(job.job_id)
+                _sweep_job(svc, job, now, result)
+            except TransientError as exc:
+                log.warning("job %s (VM %s): left for the next sweep: %s", job.job_id, job.vm_name, exc)
+                result.deferred.append(job.job_id)
         if not page.continuation:
             return result
         query = JobQuery(status=query.status, since=query.since, page_size=page_size,
                          continuation=page.continuation)
+
+
+def _sweep_job(svc: Any, job: Job, now: datetime, result: SweepResult) -> None:
+    if _reingest_due(job, now):
+        outcome = _reingest(svc, job)
+        if outcome is not None and outcome.changed:
+            log.warning("job %s task %s: status blob %s applied by the sweep (%s): the blob trigger had not",
+                        job.job_id, job.expected_task_id, job.status_blob, outcome.result.value)
+            result.reingested.append(job.job_id)
+        if _has_result(outcome):
+            return
+        job = outcome.job if outcome is not None and outcome.job is not None else job
+    if timeout_deadline(job) > now:
+        return
+    if job.phase is not JobPhase.QUEUED and job.status_blob:
+        outcome = _from_instance_view(svc, job, now)
+        if outcome is not None and outcome.changed:
+            log.warning("job %s task %s: result taken from the extension's instance view (%s)",
+                        job.job_id, job.expected_task_id, outcome.result.value)
+            result.recovered.append(job.job_id)
+        if _has_result(outcome):
+            return
+    try:
+        updated = svc.jobs.update(job.job_id, lambda current: mark_timed_out(current, now))
+    except NotFoundError:
+        return
+    if updated.status is JobStatus.FAILED and job.job_id not in result.timed_out:
+        log.warning("job %s (VM %s, task %s) timed out: no result from the extension",
+                    job.job_id, job.vm_name, job.task_id)
+        result.timed_out.append(job.job_id)
+
+
+def _has_result(outcome: IngestOutcome | None) -> bool:
+    """Whether the job got its result (or its next attempt is queued), so it must not time out now."""
+    return outcome is not None and outcome.job is not None and (
+        outcome.job.is_terminal or outcome.result is IngestResult.RETRYING)
+
+
+def _reingest_due(job: Job, now: datetime) -> bool:
+    quiet_since = job.dispatched_at or job.start_time
+    return (job.phase in (JobPhase.DISPATCHED, JobPhase.RUNNING) and bool(job.status_blob)
+            and now - quiet_since >= REINGEST_AFTER)
+
+
+def _reingest(svc: Any, job: Job) -> IngestOutcome | None:
+    """Apply the job's current status blob, as the blob trigger would have; None if there is none."""
+    try:
+        data = svc.status_blobs.read(job.status_blob)
+    except NotFoundError:
+        log.info("job %s: status blob %s does not exist", job.job_id, job.status_blob)
+        return None
+    return ingest_status_blob(svc, job.status_blob, data, None)
+
+
+def _from_instance_view(svc: Any, job: Job, now: datetime) -> IngestOutcome | None:
+    """The handler's result from the instance view, when the dispatcher can read one (Compute API).
+
+    The handler reports its result to the VM agent as well as to its blob; when the blob upload
+    failed (an expired SAS, code 402) that report is the only one left.
+    """
+    reader = svc.dispatcher
+    if not isinstance(reader, ExtensionStatusReader):
+        return None
+    try:
+        vm = svc.inventory.get_vm(job.vm_name)
+        payload = reader.extension_status(vm)
+    except (NotFoundError, PermanentError) as exc:
+        log.warning("job %s: no instance view for VM %s: %s", job.job_id, job.vm_name, exc)
+        return None
+    except TransientError:
+        if now < timeout_deadline(job) + INSTANCE_VIEW_GRACE:
+            raise
+        log.warning("job %s: instance view of VM %s still unreachable %s past the deadline; failing "
+                    "without it", job.job_id, job.vm_name, INSTANCE_VIEW_GRACE)
+        return None
+    if payload is None:
+        return None
+    return ingest_status_blob(svc, job.status_blob, payload, None)
