@@ -99,18 +99,20 @@ def ingest_with_retries(svc, blob_name: str, data: bytes, etag: str | None, *,
                         budget: timedelta = RETRY_BUDGET) -> IngestOutcome:
     """``ingest_status_blob``, tried again with growing pauses while storage is unreachable.
 
-    Raises TransientError only when storage stayed unreachable for all of ``budget`` (measured on
-    ``svc.clock``, paused with ``sleep``).
+    Raises TransientError only when storage stayed unreachable for all of ``budget``: measured on
+    ``svc.clock``, or as the pauses slept when that is longer (a clock that stands still in a test
+    must not make the loop endless).
     """
     started = svc.clock.now()
     pause = FIRST_PAUSE
+    slept = timedelta(0)
     tries = 0
     while True:
         tries += 1
         try:
             return ingest_status_blob(svc, blob_name, data, etag)
         except TransientError as exc:
-            waited = svc.clock.now() - started
+            waited = max(svc.clock.now() - started, slept)
             if waited + timedelta(seconds=pause) > budget:
                 log.error("status blob %s (etag %s): storage unreachable for %s over %d tries; giving up "
                           "this invocation: %s", blob_name, etag, waited, tries, exc)
@@ -118,6 +120,7 @@ def ingest_with_retries(svc, blob_name: str, data: bytes, etag: str | None, *,
             log.warning("status blob %s (etag %s): try %d failed (%s); trying again in %.0f s",
                         blob_name, etag, tries, exc, pause)
         sleep(pause)
+        slept += timedelta(seconds=pause)
         pause = min(pause * 2, MAX_PAUSE)
 
 
