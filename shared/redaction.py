@@ -94,7 +94,7 @@ def _render_message(record: logging.LogRecord) -> str:
         return _safe_text(record.getMessage())
     except Exception as exc:    # noqa: BLE001 - the format and its arguments disagree: show both, once
         return (f"{_safe_str(record.msg)} [log arguments could not be formatted "
-                f"({type(exc).__name__}): {_safe_repr(args)}]")
+                f"({type(exc).__name__}): {_safe_repr(record.args)}]")
 
 
 def _format_exception(exc_info: Any) -> str:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Callable
+from typing import Any, Callable
 
 from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, is_retryable_failure, mark_retrying,
                                 record_unreadable, retry_at)
@@ -94,7 +94,7 @@ def ingest_status_blob(svc, blob_name: str, data: bytes, etag: str | None) -> In
     return _apply(svc, blob_name, job_id, attempt, report, etag)
 
 
-def ingest_with_retries(svc, blob_name: str, data: bytes, etag: str | None, *,
+def ingest_with_retries(svc: Any, blob_name: str, data: bytes, etag: str | None, *,
                         sleep: Callable[[float], None] = time.sleep,
                         budget: timedelta = RETRY_BUDGET) -> IngestOutcome:
     """``ingest_status_blob``, tried again with growing pauses while storage is unreachable.

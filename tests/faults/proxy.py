@@ -48,7 +48,9 @@ class TcpProxy:
         self._stop.set()
         self._close_listener()
         self._reset_all()
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(timeout=5)
 
     def down(self, mode: str = "refuse") -> None:
@@ -170,4 +172,5 @@ class TcpProxy:
     def _spawn(self, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True, name=f"proxy-{self.port}")
         thread.start()
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
