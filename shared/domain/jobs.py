@@ -332,6 +332,9 @@ def mark_retrying(job: Job, report: "StatusReport", now: datetime, at: datetime,
         last_report_at=None,
         status_blob=None,
         log_blob=None,
+        # The next attempt's window opens when it is due: the sweep must not time out a retry that
+        # is waiting for its turn because the failed attempt was dispatched long ago.
+        dispatched_at=utc(at),
     )
     note = (f"attempt {job.attempt} {_failed_marker(job.expected_task_id)} {report.code} ({first.error_code}); "
             f"retrying as attempt {job.attempt + 1} at {utc(at).isoformat(timespec='seconds')}")

@@ -9,6 +9,7 @@ extension's instance view, and applies what it finds exactly as ingestion does.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,11 @@ REINGEST_AFTER = timedelta(minutes=5)
 # While the control plane cannot be reached, a job waits for the instance view this long past its
 # deadline before it fails without it.
 INSTANCE_VIEW_GRACE = timedelta(hours=1)
+# Each job costs a blob read and maybe a table write (tens of ms); jobs are independent, so a page is
+# swept in parallel to keep thousands of in-progress jobs well inside one timer run.
+WORKERS = 8
+# Outcomes that put a result on the job (a stale or repeated blob only adds a note, if anything).
+_TAKEN = (IngestResult.APPLIED, IngestResult.RETRYING)
 
 
 @dataclass
@@ -39,31 +45,35 @@ class SweepResult:
     deferred: list[str] = field(default_factory=list)       # storage or ARM unreachable: next sweep
 
 
-def sweep_stale_jobs(svc: Any, *, page_size: int = 200) -> SweepResult:
+def sweep_stale_jobs(svc: Any, *, page_size: int = 200, workers: int = WORKERS) -> SweepResult:
     """Apply results the trigger missed, then fail every InProgress job past its deadline."""
     now = svc.clock.now()
     result = SweepResult()
     query = JobQuery(status=JobStatus.IN_PROGRESS, since=now - LOOKBACK - svc.settings.catch_up,
                      page_size=page_size)
-    while True:
-        page = svc.jobs.query(query)
-        for job in page.jobs:
-            result.examined += 1
-            try:
-                _sweep_job(svc, job, now, result)
-            except TransientError as exc:
-                log.warning("job %s (VM %s): left for the next sweep: %s", job.job_id, job.vm_name, exc)
-                result.deferred.append(job.job_id)
-        if not page.continuation:
-            return result
-        query = JobQuery(status=query.status, since=query.since, page_size=page_size,
-                         continuation=page.continuation)
+
+    def sweep_one(job: Job) -> None:
+        try:
+            _sweep_job(svc, job, now, result)
+        except TransientError as exc:
+            log.warning("job %s (VM %s): left for the next sweep: %s", job.job_id, job.vm_name, exc)
+            result.deferred.append(job.job_id)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sweep") as pool:
+        while True:
+            page = svc.jobs.query(query)
+            result.examined += len(page.jobs)
+            list(pool.map(sweep_one, page.jobs))
+            if not page.continuation:
+                return result
+            query = JobQuery(status=query.status, since=query.since, page_size=page_size,
+                             continuation=page.continuation)
 
 
 def _sweep_job(svc: Any, job: Job, now: datetime, result: SweepResult) -> None:
     if _reingest_due(job, now):
         outcome = _reingest(svc, job)
-        if outcome is not None and outcome.changed:
+        if outcome is not None and outcome.result in _TAKEN:
             log.warning("job %s task %s: status blob %s applied by the sweep (%s): the blob trigger had not",
                         job.job_id, job.expected_task_id, job.status_blob, outcome.result.value)
             result.reingested.append(job.job_id)
@@ -74,7 +84,7 @@ def _sweep_job(svc: Any, job: Job, now: datetime, result: SweepResult) -> None:
         return
     if job.phase is not JobPhase.QUEUED and job.status_blob:
         outcome = _from_instance_view(svc, job, now)
-        if outcome is not None and outcome.changed:
+        if outcome is not None and outcome.result in _TAKEN:
             log.warning("job %s task %s: result taken from the extension's instance view (%s)",
                         job.job_id, job.expected_task_id, outcome.result.value)
             result.recovered.append(job.job_id)

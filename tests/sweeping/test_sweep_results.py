@@ -153,3 +153,53 @@ def test_arm_unreachable_defers_then_gives_up_after_the_grace(svc):
     assert sweep_stale_jobs(svc).deferred == [dispatched_job().job_id]
     svc.clock.current = DISPATCHED + timedelta(minutes=150) + INSTANCE_VIEW_GRACE + timedelta(minutes=1)
     assert sweep_stale_jobs(svc).timed_out == [dispatched_job().job_id]
+
+
+def test_trigger_and_sweep_racing_on_the_same_blobs_start_one_retry_each(make_settings):
+    """The blob trigger (twice over) and two sweeps apply the same failed blobs at once: one attempt 2 per job."""
+    import threading
+
+    from shared.domain.jobs import DiskResult, Job, mark_dispatched
+    from shared.services.ingestion import ingest_status_blob
+    from tests.fakes import RecordingTaskQueue
+
+    svc = Services(make_settings(), clock=FixedClock(PAST_DEADLINE), task_queue=RecordingTaskQueue())
+    failed = corpus("06-failed-partial-76-761.txt")
+    jobs = []
+    for i in range(20):
+        job = Job.new_backup(vm_name=f"vm-{i:02d}", slot=DISPATCHED, now=DISPATCHED)
+        jobs.append(mark_dispatched(job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",
+                                    log_blob=f"{job.job_id}/1.Logs.txt", now=DISPATCHED,
+                                    disks=[DiskResult(lun=-1, blob_url="http://x/os"), DiskResult(lun=0, blob_url="http://x/d")]))
+    svc.jobs.create_many_if_absent(jobs)
+    container = svc.blob_service.get_container_client(svc.settings.status_container)
+    container.create_container()
+    blobs = {job.status_blob: failed.replace(dispatched_job().job_id.encode(), job.job_id.encode()) for job in jobs}
+    for name, data in blobs.items():
+        container.upload_blob(name, data)
+    errors = []
+
+    def trigger():
+        try:
+            for name, data in blobs.items():
+                ingest_status_blob(svc, name, data, None)
+        except Exception as exc:   # noqa: BLE001 - kept for the assertion
+            errors.append(exc)
+
+    def sweep():
+        try:
+            sweep_stale_jobs(svc, workers=4)
+        except Exception as exc:   # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fn) for fn in (trigger, trigger, sweep, sweep)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    for job in jobs:
+        record = svc.jobs.get(job.job_id)
+        assert (record.status, record.phase, record.attempt) == (JobStatus.IN_PROGRESS, JobPhase.QUEUED, 2)
+        assert sum("failed with code 76" in note for note in record.notes) == 1, record.notes
+    assert sorted(t.job_id for t in svc.task_queue.sent) == sorted(j.job_id for j in jobs)
