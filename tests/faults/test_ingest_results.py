@@ -61,10 +61,22 @@ def test_a_status_blob_with_out_of_range_numbers_is_recorded_not_poisoned(host):
     assert any("18446744073709551616" in note for note in job.notes)
 
 
-def test_the_sweeper_completes_a_job_whose_status_blob_says_success(host):
-    """The trigger never applied the blob (poisoned or lost); the sweep timer completes the job, not fails it."""
+def test_the_sweeper_completes_a_job_whose_status_blob_was_poisoned(host):
+    """The table refused the trigger (a wrong key) until the host poisoned the blob; the sweep timer then
+    completes the job from its blob instead of failing it."""
+    from azure.data.tables import TableServiceClient
+    from shared.adapters.table_jobs import TableJobStore
+
     svc, local = host
     write_status(svc, corpus("02-completed-fs-two-disks.txt"))
+    conn = svc.settings.storage.connection_string
+    key = conn.split("AccountKey=")[1].split(";")[0]
+    wrong = TableServiceClient.from_connection_string(conn.replace(key, "d3Jvbmcta2V5"), retry_total=0)
+    reset_services(Services(svc.settings, jobs=TableJobStore(wrong, svc.settings.table("jobs"))))
+    for _ in range(local.config.poison_blob_threshold):
+        local.scan_blobs("ingest_status")
+    assert len(poison_records(svc, local)) == 1
+
     reset_services(Services(svc.settings, clock=FixedClock(DISPATCHED + timedelta(hours=3))))
     local.fire_timer("sweep_stale_jobs")
     job = svc.jobs.get(dispatched_job().job_id)
