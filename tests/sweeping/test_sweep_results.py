@@ -1,7 +1,6 @@
 """The sweep looks for a result before it fails a job: the status blob, then (Compute API) the instance view."""
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
