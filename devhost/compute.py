@@ -453,7 +453,7 @@ class LocalCompute:
         with self._lock:
             if error is not None:
                 point.state, point.error = "Failed", {"code": error[0], "message": error[1]}
-                point.statuses = [_status("ProvisioningState/failed", "Error", error[1]), *statuses]
+                point.statuses = [_status(f"ProvisioningState/failed/{error[0]}", "Error", error[1]), *statuses]
             else:
                 point.state, point.consistency = "Succeeded", consistency
                 point.statuses = [_status("ProvisioningState/succeeded", "Info", None), *statuses]

@@ -142,6 +142,7 @@ class Job:
     last_report_at: datetime | None = None
     notes: list[str] = field(default_factory=list)   # stale/ignored reports and other remarks
     dispatched_at: datetime | None = None              # when the current attempt was handed to the VM
+    backup_method: str | None = None    # inventory.BackupMethod value of the current attempt
 
     @property
     def duration(self):
