@@ -150,14 +150,14 @@ class LocalCompute:
         self.extension_timeout = extension_timeout
         self.max_restore_points = max_restore_points
         self.subscription_id = LOCAL_SUBSCRIPTION
-        self.requests: list[tuple[str, str]] = []      # (method, path) of every call, in order
+        self.requests: list[tuple[str, str, float]] = []   # (method, path, monotonic time) of every call
         self.hold = False
         self._port = port
         self._lock = threading.RLock()
         self._vms: dict[str, LocalVm] = {}
         self._collections: dict[str, Collection] = {}
         self._disks: dict[str, dict[str, Any]] = {}
-        self._throttle: list[int] = []                 # Retry-After seconds of the next 429 answers
+        self._throttle: list[tuple[int, str, str]] = []   # (Retry-After seconds, method, path part) of next 429s
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
@@ -233,10 +233,11 @@ class LocalCompute:
         with self._lock:
             self._vms[name.lower()].running = running
 
-    def throttle(self, count: int, retry_after: int = 1) -> None:
-        """Answer the next ``count`` calls with 429 Too Many Requests and ``Retry-After``."""
+    def throttle(self, count: int, retry_after: int = 1, *, method: str = "", path_contains: str = "") -> None:
+        """Answer the next ``count`` calls (of ``method``, with ``path_contains`` in the path, when given)
+        with 429 Too Many Requests and ``Retry-After``."""
         with self._lock:
-            self._throttle.extend([retry_after] * count)
+            self._throttle.extend([(retry_after, method.upper(), path_contains)] * count)
 
     def restore_points(self, vm_name: str | None = None) -> list[RestorePoint]:
         with self._lock:
@@ -246,9 +247,9 @@ class LocalCompute:
     # --- request handling ------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
-            self.requests.append((method, path))
-            if self._throttle:
-                wait = self._throttle.pop(0)
+            self.requests.append((method, path, time.monotonic()))
+            if self._throttle and self._throttle[0][1] in ("", method) and self._throttle[0][2] in path:
+                wait, _, _ = self._throttle.pop(0)
                 return 429, _error("TooManyRequests", "The request is being throttled; retry after "
                                    f"{wait} second(s)."), {"Retry-After": str(wait)}
         match = _ROUTE.match(path)

@@ -161,7 +161,7 @@ def _state(model: Any) -> RestorePointState:
             point = getattr(disk, "disk_restore_point", None) if disk is not None else None
             if point is not None and point.id:
                 managed = getattr(disk, "managed_disk", None)
-                disk_of[point.id.lower()] = managed.id if managed is not None else None
+                disk_of[point.id] = managed.id if managed is not None else None
     view = getattr(properties, "instance_view", None)
     replication: dict[str, tuple[str | None, int | None]] = {}
     statuses: list[InstanceStatus] = []
@@ -171,15 +171,23 @@ def _state(model: Any) -> RestorePointState:
             replication[(entry.id or "").lower()] = (
                 status.status.code if status is not None and status.status is not None else None,
                 status.completion_percent if status is not None else None)
-        statuses = [InstanceStatus(code=s.code or "", level=str(s.level or "Info"), message=s.message)
+        statuses = [InstanceStatus(code=s.code or "", level=_text(s.level) or "Info", message=s.message)
                     for s in view.statuses or []]
-    disks = tuple(DiskRestorePointState(id=point_id, disk_id=disk_id, replication=replication.get(point_id, (None,))[0],
-                                        completion_percent=replication.get(point_id, (None, None))[1])
+    disks = tuple(DiskRestorePointState(id=point_id, disk_id=disk_id,
+                                        replication=replication.get(point_id.lower(), (None, None))[0],
+                                        completion_percent=replication.get(point_id.lower(), (None, None))[1])
                   for point_id, disk_id in disk_of.items())
     failed = next((s for s in statuses if s.code.lower().startswith(_FAILED_STATUS)), None)
     return RestorePointState(
-        name=str(model.name), id=str(model.id), provisioning_state=str(properties.provisioning_state or "Creating"),
-        consistency_mode=str(properties.consistency_mode) if properties.consistency_mode else None,
+        name=str(model.name), id=str(model.id), provisioning_state=_text(properties.provisioning_state) or "Creating",
+        consistency_mode=_text(properties.consistency_mode),
         time_created=properties.time_created, disks=disks, statuses=tuple(statuses),
         error_code=failed.code[len(_FAILED_STATUS):] if failed else None,
         error_message=failed.message if failed else None)
+
+
+def _text(value: Any) -> str | None:
+    """An SDK enum or string as the plain string ARM sent."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))

@@ -311,6 +311,8 @@ class TableInventory:
         self._table = _open_table(table_service, table_name)
 
     def get_vm(self, name: str) -> Vm:
+        if name.lower().startswith("/subscriptions/"):
+            name = name.rstrip("/").rsplit("/", 1)[-1]     # an ARM id: local VMs are keyed by name
         try:
             with _storage_errors(f"reading VM {name}"):
                 entity = self._table.get_entity(self.PARTITION, name.lower())

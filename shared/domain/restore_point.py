@@ -75,15 +75,10 @@ def restore_point_name(task_id: str) -> str:
 
 def mark_restore_point_requested(job: Job, *, attempt: int, task_id: str, disks: Sequence[Disk],
                                  now: datetime) -> Job | None:
-    """The job once its attempt's restore point creation is accepted (Dispatched, no status blob)."""
-    results = [DiskResult(lun=d.lun, blob_url=d.resource) for d in disks]
-    dispatched = mark_dispatched(job, attempt=attempt, task_id=task_id, status_blob="", log_blob="", now=now,
-                                 disks=results)
-    base = dispatched or job
-    if base.is_terminal or base.task_id != task_id:
-        return dispatched
-    changed = replace(base, status_blob=None, log_blob=None, backup_method=BackupMethod.RESTORE_POINT.value)
-    return None if changed == job else changed
+    """The job once its attempt's restore point is requested: Dispatched, without status or log blob."""
+    return mark_dispatched(job, attempt=attempt, task_id=task_id, status_blob="", log_blob="", now=now,
+                           disks=[DiskResult(lun=d.lun, blob_url=d.resource) for d in disks],
+                           backup_method=BackupMethod.RESTORE_POINT.value)
 
 
 def apply_restore_point(job: Job, state: RestorePointState, now: datetime) -> Job | None:

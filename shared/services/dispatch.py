@@ -19,6 +19,7 @@ from shared.domain.jobs import (DiskResult, Job, JobError, JobPhase, job_id_for,
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
+from shared.services.restore_point_backup import backup_by_restore_point, vm_reference
 from shared.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,17 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"attempt {job.attempt} is pending")
 
     try:
-        vm = svc.inventory.get_vm(task.vm_name)
+        vm = svc.inventory.get_vm(vm_reference(svc, task.vm_name))
     except NotFoundError as exc:
         error = JobError.from_remediation(remediation.for_service_error(remediation.VM_NOT_FOUND),
                                           detail=redact(str(exc)))
         return _fail(svc, job, error, now, ids)
+
+    # Managed-disk VMs are backed up through a restore point (shared/services/restore_point_backup.py).
+    started = backup_by_restore_point(svc, job, task, vm, now, ids)
+    if started is not None:
+        outcome = Outcome.FAILED if started.failed else Outcome.DUPLICATE if started.superseded else Outcome.DISPATCHED
+        return DispatchOutcome(outcome, job.job_id, started.task_id)
 
     attempt = next_attempt(job)
     attempt_task = dataclasses.replace(task, attempt=attempt)
