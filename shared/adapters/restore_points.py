@@ -18,6 +18,19 @@ from shared.redaction import redact
 log = logging.getLogger(__name__)
 
 _FAILED_STATUS = "provisioningstate/failed/"
+# The ARM actions the calls below need: the custom role in infra/app/vm-access.bicep grants exactly these.
+ARM_ACTIONS = frozenset({
+    "Microsoft.Compute/virtualMachines/read",                      # the VM (inventory, collection source)
+    "Microsoft.Compute/disks/read",                                # its disks; the restored disk
+    "Microsoft.Compute/disks/write",                               # restore_disk
+    "Microsoft.Compute/restorePointCollections/read",              # ensure_collection
+    "Microsoft.Compute/restorePointCollections/write",
+    "Microsoft.Compute/restorePointCollections/restorePoints/read",    # get, begin_create
+    "Microsoft.Compute/restorePointCollections/restorePoints/write",
+    "Microsoft.Compute/restorePointCollections/restorePoints/delete",  # delete (retention)
+    "Microsoft.Compute/restorePointCollections/restorePoints/diskRestorePoints/read",   # restore source
+    "Microsoft.Compute/locations/operations/read",                 # polling long-running operations
+})
 
 
 class ComputeRestorePoints:
