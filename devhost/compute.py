@@ -571,22 +571,23 @@ class LocalCompute:
 
         def disk(d: LocalManagedDisk) -> dict[str, Any]:
             entry: dict[str, Any] = {"name": d.name, "caching": "ReadWrite" if d.lun == OS_DISK_LUN else "None",
-                                     "managedDisk": {"id": d.id, "storageAccountType": "Standard_LRS"}}
-            if d.id in by_disk:
-                entry["diskRestorePoint"] = {"id": by_disk[d.id].id}
+                                     "managedDisk": {"id": d.id, "storageAccountType": "Standard_LRS"},
+                                     "diskRestorePoint": {"id": by_disk[d.id].id}}
             if d.lun == OS_DISK_LUN:
                 entry["osType"] = "Linux"
             else:
                 entry["lun"] = d.lun
             return entry
 
-        os_disks = [disk(d) for d in point.vm.disks if d.lun == OS_DISK_LUN]
+        # As in the API's examples, an excluded disk is named in excludeDisks only.
+        kept = [d for d in point.vm.disks if d.id in by_disk]
+        os_disks = [disk(d) for d in kept if d.lun == OS_DISK_LUN]
         properties: dict[str, Any] = {
             "excludeDisks": [{"id": e} for e in point.excluded],
             "sourceMetadata": {
                 "vmId": point.vm.vm_id, "hardwareProfile": {"vmSize": "Standard_B1s"}, "location": LOCATION,
                 "storageProfile": {"osDisk": os_disks[0] if os_disks else None,
-                                   "dataDisks": [disk(d) for d in point.vm.disks if d.lun != OS_DISK_LUN]},
+                                   "dataDisks": [disk(d) for d in kept if d.lun != OS_DISK_LUN]},
                 "osProfile": {"computerName": point.vm.name, "adminUsername": "azureuser",
                               "linuxConfiguration": {"provisionVMAgent": True}, "allowExtensionOperations": True}},
             "provisioningState": point.state,
