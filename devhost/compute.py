@@ -482,7 +482,9 @@ class LocalCompute:
                                                            "createOption Restore")
         source = str(creation.get("sourceResourceId") or "")
         dpoint = self._disk_point(source)
-        target = self.blob_service.get_blob_client("vhds", f"{name}.vhd")
+        # The new disk's page blob sits next to the disk it was a snapshot of.
+        source_blob = BlobClient.from_blob_url(dpoint.disk.blob_url)
+        target = self.blob_service.get_blob_client(source_blob.container_name, f"{name}.vhd")
         data = BlobClient.from_blob_url(dpoint.snapshot_url or "", credential=self.blob_service.credential) \
             .download_blob().readall()
         target.create_page_blob(len(data))
@@ -635,6 +637,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status, body = exc.status, _error(exc.code, str(exc))
             except ValueError as exc:
                 status, body = 400, _error("InvalidRequestContent", f"The request content was invalid: {exc}")
+            except AzureError as exc:          # Azurite failed under us: what ARM says for its own outages
+                status, body = 500, _error("InternalServerError", f"storage failed: {type(exc).__name__}")
         data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")

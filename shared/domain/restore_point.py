@@ -96,8 +96,8 @@ def apply_restore_point(job: Job, state: RestorePointState, now: datetime) -> Jo
         failed = mark_failed(job, failure_error(state), now)
         if failed is None:
             return None
-        failed.disks = [replace(d, status="Failed", error=d.error or "no disk restore point")
-                        if d.status == "Pending" else d for d in disks]
+        # A failed restore point is no recovery point for any disk, whatever its copies did.
+        failed.disks = [replace(d, status="Failed", error=d.error or "the restore point failed") for d in disks]
         return failed
     copying = any(not d.replicated and not d.replication_failed for d in state.disks)
     if provisioning != "succeeded" or copying:

@@ -159,3 +159,40 @@ def test_throttling_past_the_retries_leaves_the_task_for_redelivery(svc, compute
     assert deliver(svc, task, delivery_count=2).outcome is Outcome.DISPATCHED
     assert track_until_done(svc, task.job_id).status is JobStatus.COMPLETED
     assert len(compute.restore_points(vm.name)) == 1
+
+
+def test_a_crash_consistent_policy_snapshots_without_the_extension(svc, compute, md_vm):
+    """A policy set to CrashConsistent gets a crash-consistent restore point; no extension runs on the VM."""
+    import dataclasses
+
+    policy = svc.policies.get("DefaultPolicy")
+    svc.policies.replace(dataclasses.replace(policy, restore_point_consistency="CrashConsistent"))
+    vm = md_vm()
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    job = track_until_done(svc, task.job_id)
+    assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.CRASH
+    assert compute.restore_points(vm.name)[0].requested == "CrashConsistent"
+    assert not (compute.vm_root / vm.name / "config").exists()
+
+
+def test_retention_and_restore_work_on_a_restore_point(svc, compute, md_vm, storage_connection_string):
+    """A disk restored from a disk restore point holds the disk's data; deleting the restore point
+    removes it and its snapshots."""
+    from azure.storage.blob import BlobClient, BlobServiceClient
+
+    vm = md_vm()
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    job = track_until_done(svc, task.job_id)
+    os_point = next(d for d in job.disks if d.lun == -1).snapshot_uri
+    disk_id = svc.restore_points.restore_disk(os_point, f"{vm.name}-restored", location="local")
+    assert disk_id.endswith(f"/disks/{vm.name}-restored")
+    container = BlobClient.from_blob_url(vm.disks[0].blob_url).container_name
+    restored = BlobServiceClient.from_connection_string(storage_connection_string) \
+        .get_blob_client(container, f"{vm.name}-restored.vhd").download_blob().readall()
+    assert restored.startswith(f"{vm.name}-os".encode())
+
+    svc.restore_points.delete(vm.id, job.task_id)
+    assert compute.restore_points(vm.name) == []
+    assert svc.restore_points.get(vm.id, job.task_id) is None
