@@ -63,6 +63,7 @@ LOCATION = "local"
 TOKEN = "local-compute-token"
 PLATFORM_CONTAINER = "local-compute"       # status and log blobs of the platform's extension runs
 _PROVIDER = "/providers/Microsoft.Compute/"
+Answer = tuple[int, Any, dict[str, str]]      # HTTP status, JSON body (None: empty), extra headers
 _ROUTE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)(?:/resourceGroups/(?P<rg>[^/]+))?/providers/Microsoft\.Compute/"
                     r"(?P<rest>.+)$", re.IGNORECASE)
 
@@ -245,7 +246,7 @@ class LocalCompute:
                     if vm_name is None or p.vm.name.lower() == vm_name.lower()]
 
     # --- request handling ------------------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any, dict[str, str]]:
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Answer:
         with self._lock:
             self.requests.append((method, path, time.monotonic()))
             if self._throttle and self._throttle[0][1] in ("", method) and self._throttle[0][2] in path:
@@ -279,7 +280,7 @@ class LocalCompute:
                                                            f"under resource group '{RESOURCE_GROUP}' was not found.")
         return vm
 
-    def _collection_call(self, method: str, name: str, query: dict[str, str], body: Any):
+    def _collection_call(self, method: str, name: str, query: dict[str, str], body: Any) -> Answer:
         key = name.lower()
         with self._lock:
             found = self._collections.get(key)
@@ -290,7 +291,7 @@ class LocalCompute:
                     raise ComputeApiError(409, "OperationNotAllowed",
                                           "The source of a restore point collection cannot be changed.")
                 created = found is None
-                if created:
+                if found is None:
                     found = Collection(id=self._collection_id(name), name=name, vm=vm)
                     self._collections[key] = found
                 return (201 if created else 200), self._collection_body(found, expand=False), {}
@@ -305,7 +306,8 @@ class LocalCompute:
                 return 200, None, {}
         raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a restore point collection")
 
-    def _restore_point_call(self, method: str, collection: str, name: str, query: dict[str, str], body: Any):
+    def _restore_point_call(self, method: str, collection: str, name: str, query: dict[str, str],
+                            body: Any) -> Answer:
         with self._lock:
             coll = self._collections.get(collection.lower())
             if coll is None:
@@ -468,7 +470,7 @@ class LocalCompute:
                     log.warning("could not delete snapshot %s: %s", dpoint.snapshot_url, exc)
 
     # --- disks from disk restore points ------------------------------------------------------------
-    def _disk_call(self, method: str, name: str, body: Any):
+    def _disk_call(self, method: str, name: str, body: Any) -> Answer:
         with self._lock:
             if method == "GET":
                 if name.lower() not in self._disks:
@@ -666,7 +668,7 @@ def _status(code: str, level: str, message: str | None) -> dict[str, Any]:
 
 def _code_name(code: int | None) -> str:
     try:
-        return ExtensionCode(code).name
+        return ExtensionCode(code if code is not None else -1).name
     except ValueError:
         return f"code{code}"
 

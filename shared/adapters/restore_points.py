@@ -126,7 +126,7 @@ class ComputeRestorePoints:
         if not resource_id or not is_valid_resource_id(resource_id):
             raise PermanentError(f"{resource_id!r} is not an ARM resource id; restore points need the VM's id")
         parts = parse_resource_id(resource_id)
-        subscription = parts["subscription"]
+        subscription, group, name = str(parts["subscription"]), str(parts["resource_group"]), str(parts["name"])
         with self._lock:
             client = self._clients.get(subscription)
             if client is None:
@@ -134,7 +134,7 @@ class ComputeRestorePoints:
 
                 client = ComputeManagementClient(self._credential, subscription, **self._options)
                 self._clients[subscription] = client
-        return client, parts["resource_group"], parts["name"]
+        return client, group, name
 
 
 class _arm_errors:
@@ -147,9 +147,9 @@ class _arm_errors:
     def __enter__(self) -> "_arm_errors":
         return self
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
-            return False
+            return
         if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
             raise TransientError(f"no token for ARM ({self._what}): {redact(str(exc.message))}") from exc
         if isinstance(exc, HttpResponseError):
@@ -162,7 +162,6 @@ class _arm_errors:
                                       arm_message=message, status=status) from exc
         if isinstance(exc, ServiceRequestError):
             raise TransientError(f"ARM could not be reached for {self._what}: {redact(str(exc))}") from exc
-        return False
 
 
 def _state(model: Any) -> RestorePointState:

@@ -192,6 +192,6 @@ def _consistency(svc: Any, job: Job) -> ConsistencyMode:
 
 
 def _fail(svc: Any, job: Job, error: JobError, now: datetime, ids: str) -> Job:
-    failed = svc.jobs.update(job.job_id, lambda current: mark_failed(current, error, now))
+    failed: Job = svc.jobs.update(job.job_id, lambda current: mark_failed(current, error, now))
     log.error("%s: job failed: %s %s", ids, error.error_code, error.error_string)
     return failed
