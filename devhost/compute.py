@@ -21,7 +21,8 @@ Linux VM; background replication completes at once (``completionPercent`` 100); 
 accepted as given; one token (``TOKEN``) is the only identity and every call is allowed.
 
 Test hooks: ``throttle`` (answer the next calls 429 with ``Retry-After``), ``hold`` (restore points
-stay ``Creating`` for good), ``set_running`` (a stopped VM refuses restore points), ``max_restore_points``.
+stay ``Creating`` for good), ``fail_next`` (the next restore points fail with an ARM error),
+``set_running`` (a stopped VM refuses restore points), ``max_restore_points``.
 """
 from __future__ import annotations
 
@@ -153,6 +154,7 @@ class LocalCompute:
         self.subscription_id = LOCAL_SUBSCRIPTION
         self.requests: list[tuple[str, str, float]] = []   # (method, path, monotonic time) of every call
         self.hold = False
+        self.fail_next: list[tuple[str, str]] = []      # (ARM error code, message) for the next restore points
         self._port = port
         self._lock = threading.RLock()
         self._vms: dict[str, LocalVm] = {}
@@ -371,7 +373,11 @@ class LocalCompute:
                 time.sleep(0.05)
             if self._stopping.is_set():
                 return
-            if point.requested == "CrashConsistent":
+            with self._lock:
+                failure = self.fail_next.pop(0) if self.fail_next else None
+            if failure is not None:
+                self._finish(point, error=failure)
+            elif point.requested == "CrashConsistent":
                 self._snapshot_directly(point)
             else:
                 self._snapshot_through_extension(point)

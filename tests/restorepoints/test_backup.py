@@ -196,3 +196,25 @@ def test_retention_and_restore_work_on_a_restore_point(svc, compute, md_vm, stor
     svc.restore_points.delete(vm.id, job.task_id)
     assert compute.restore_points(vm.name) == []
     assert svc.restore_points.get(vm.id, job.task_id) is None
+
+
+def test_a_failure_that_may_pass_is_retried_with_a_new_restore_point(svc, compute, md_vm):
+    """A restore point failing because the VM agent was not ready queues attempt 2 after a pause; its
+    own restore point completes the job, and the first failure stays in the job's notes."""
+    vm = md_vm()
+    compute.fail_next.append(("VMAgentStatusCommunicationError", "The VM agent is not reporting status."))
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    job = track_until_done(svc, task.job_id, timeout=5)
+    assert job.status is JobStatus.IN_PROGRESS and job.phase is JobPhase.QUEUED and job.attempt == 2
+    assert job.errors[0].error_code == remediation.RP_EXTENSION_NOT_READY
+    (retry,) = svc.task_queue.sent
+    assert retry.attempt == 2 and retry.not_before == svc.clock.now() + timedelta(minutes=5)
+
+    svc.clock.advance(timedelta(minutes=5))
+    assert deliver(svc, retry).task_id == f"{task.job_id}_2"
+    job = track_until_done(svc, task.job_id)
+    assert job.status is JobStatus.COMPLETED and job.attempt == 2 and job.errors == []
+    assert [(p.name, p.state) for p in compute.restore_points(vm.name)] == [
+        (f"{task.job_id}_1", "Failed"), (f"{task.job_id}_2", "Succeeded")]
+    assert any("retrying as attempt 2" in note for note in job.notes)
