@@ -313,7 +313,8 @@ class LocalCompute:
         with self._lock:
             coll = self._collections.get(collection.lower())
             if coll is None:
-                raise ComputeApiError(404, "ResourceNotFound", f"Restore point collection '{collection}' was not found.")
+                raise ComputeApiError(404, "ResourceNotFound",
+                                      f"Restore point collection '{collection}' was not found.")
             point = coll.points.get(name.lower())
             if method == "GET":
                 if point is None:
@@ -364,7 +365,8 @@ class LocalCompute:
         return RestorePoint(
             id=point_id, name=name, collection=coll.name, vm=vm, requested=mode, excluded=excluded,
             time_created=self.clock.now(), operation=str(uuid.uuid4()),
-            disk_points=[DiskRestorePoint(f"{point_id}/diskRestorePoints/{d.name}_{uuid.uuid4()}", d) for d in included])
+            disk_points=[DiskRestorePoint(f"{point_id}/diskRestorePoints/{d.name}_{uuid.uuid4()}", d)
+                         for d in included])
 
     # --- the platform's work on a restore point ----------------------------------------------------
     def _create(self, point: RestorePoint) -> None:
@@ -397,7 +399,8 @@ class LocalCompute:
         sas = BlobSasMinter(self.blob_service, clock=self.clock)
         container = self.blob_service.get_container_client(PLATFORM_CONTAINER)
         stem = f"{point.vm.name}/{point.collection}/{point.name}"
-        status_blob, log_blob = container.get_blob_client(f"{stem}.status.json"), container.get_blob_client(f"{stem}.log")
+        status_blob = container.get_blob_client(f"{stem}.status.json")
+        log_blob = container.get_blob_client(f"{stem}.log")
         status_blob.upload_blob(b"", overwrite=True)
         log_blob.upload_blob(b"", overwrite=True)
         task_id = str(uuid.uuid4())        # the platform's own task id, not ours

@@ -13,7 +13,8 @@ from typing import Any
 
 from shared.domain import remediation
 from shared.domain.inventory import BackupMethod, Vm
-from shared.domain.jobs import MAX_ATTEMPTS, RETRY_BACKOFF, Job, JobError, JobPhase, JobStatus, mark_failed, next_attempt
+from shared.domain.jobs import (MAX_ATTEMPTS, RETRY_BACKOFF, Job, JobError, JobPhase, JobStatus, mark_failed,
+                                next_attempt)
 from shared.domain.restore_point import (ConsistencyMode, apply_restore_point, arm_error, mark_restore_point_requested,
                                          mark_restore_point_timed_out, restore_point_deadline, restore_point_name)
 from shared.domain.task import SnapshotTask, Trigger
@@ -123,8 +124,7 @@ def track_restore_points(svc: Any, *, page_size: int = 200) -> TrackResult:
 def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
     ids = f"job {job.job_id} task {job.expected_task_id}"
     try:
-        resource_id = svc.inventory.get_vm(vm_reference(svc, job.vm_name)).resource_id or ""
-        state = svc.restore_points.get(resource_id, restore_point_name(job.expected_task_id))
+        state = svc.restore_points.get(_vm_id(svc, job.vm_name), restore_point_name(job.expected_task_id))
     except NotFoundError as exc:
         _fail(svc, job, arm_error("ResourceNotFound", str(exc), 404), now, ids)
         result.finished.append(job.job_id)
@@ -173,6 +173,14 @@ def _retry(svc: Any, job: Job, error: JobError, name: str, now: datetime, ids: s
     svc.jobs.update(job.job_id, retrying)
     log.warning("%s: restore point %s failed with %s, which may pass; attempt %s queued for %s", ids, name,
                 error.error_code, task.attempt, at.isoformat())
+
+
+def _vm_id(svc: Any, vm_name: str) -> str:
+    """The VM's ARM id: from its protected item (no Compute call each tick), else the inventory."""
+    reference = vm_reference(svc, vm_name)
+    if reference.lower().startswith("/subscriptions/"):
+        return reference
+    return str(svc.inventory.get_vm(reference).resource_id or "")
 
 
 def _disks_to_back_up(svc: Any, vm: Vm) -> tuple[list[Any], list[Any]]:
