@@ -44,6 +44,11 @@ class DiskRestorePointState:
         return (self.replication or "").lower() == "replicationstate/succeeded"
 
     @property
+    def copying(self) -> bool:
+        # Only a copy known to be under way holds the job back; an absent or unknown state does not.
+        return "inprogress" in (self.replication or "").lower()
+
+    @property
     def replication_failed(self) -> bool:
         return (self.replication or "").lower() == "replicationstate/failed"
 
@@ -99,8 +104,7 @@ def apply_restore_point(job: Job, state: RestorePointState, now: datetime) -> Jo
         # A failed restore point is no recovery point for any disk, whatever its copies did.
         failed.disks = [replace(d, status="Failed", error=d.error or "the restore point failed") for d in disks]
         return failed
-    copying = any(not d.replicated and not d.replication_failed for d in state.disks)
-    if provisioning != "succeeded" or copying:
+    if provisioning != "succeeded" or any(d.copying for d in state.disks):
         changed = replace(job, phase=JobPhase.RUNNING, disks=disks, last_report_at=job.last_report_at or utc(now))
         return None if changed == job else changed
     warnings = [_warning(status) for status in state.statuses if status.level.lower() == "warning"]
@@ -180,6 +184,8 @@ def _disk_results(disks: Sequence[DiskResult], state: RestorePointState) -> list
         elif point.replication_failed:
             results.append(replace(disk, status="Failed", snapshot_uri=point.id,
                                    error="the disk restore point's copy failed"))
+        elif state.provisioning_state.lower() == "succeeded" and not point.copying:
+            results.append(replace(disk, status="Completed", snapshot_uri=point.id, error=None))
         else:
             results.append(replace(disk, snapshot_uri=point.id))
     return results
