@@ -13,13 +13,13 @@ from enum import Enum
 
 from shared.domain import remediation
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
-from shared.domain.inventory import Vm
+from shared.domain.inventory import BackupMethod, Vm
 from shared.domain.jobs import (DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched, mark_failed,
                                 next_attempt)
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
-from shared.services.restore_point_backup import backup_by_restore_point, vm_reference
+from shared.services.restore_point_backup import backup_by_restore_point, preview_restore_point, vm_reference
 from shared.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,8 @@ def preview_extension_resource(svc, vm_name: str, *, retain_until: datetime | No
     now = svc.clock.now()
     task = SnapshotTask(job_id=job_id_for(vm.name, now, Trigger.ON_DEMAND.value), attempt=1,
                         vm_name=vm.name, slot=now, trigger=Trigger.ON_DEMAND, retain_until=retain_until)
+    if vm.backup_method() is BackupMethod.RESTORE_POINT:
+        return preview_restore_point(svc, vm, task)
     status_blob, log_blob = svc.status_blobs.attempt_blob_names(task.job_id, task.attempt)
     command = build_snapshot_command(
         task, vm,

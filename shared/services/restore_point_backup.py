@@ -15,8 +15,9 @@ from shared.domain import remediation
 from shared.domain.inventory import BackupMethod, Vm
 from shared.domain.jobs import (MAX_ATTEMPTS, RETRY_BACKOFF, Job, JobError, JobPhase, JobStatus, mark_failed,
                                 next_attempt)
-from shared.domain.restore_point import (ConsistencyMode, apply_restore_point, arm_error, mark_restore_point_requested,
-                                         mark_restore_point_timed_out, restore_point_deadline, restore_point_name)
+from shared.domain.restore_point import (ConsistencyMode, apply_restore_point, arm_error, collection_name,
+                                         mark_restore_point_requested, mark_restore_point_timed_out,
+                                         restore_point_deadline, restore_point_name)
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import JobQuery, RestorePointRefused
@@ -73,7 +74,7 @@ def start_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now: dat
         log.warning("%s: the job moved on meanwhile (%s, task %s); no restore point started", ids,
                     job.status.value, job.task_id)
         return Started(job, task_id, superseded=True)
-    consistency = _consistency(svc, job)
+    consistency = _consistency(svc, job.policy_name)
     resource_id = vm.resource_id or ""
     try:
         svc.restore_points.ensure_collection(resource_id, vm.location or "")
@@ -88,6 +89,25 @@ def start_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now: dat
     log.info("%s: restore point %s of VM %s is %s (%s, %d disk(s), %d excluded)", ids, state.name, vm.name,
              state.provisioning_state, consistency.value, len(included), len(excluded))
     return Started(job, task_id)
+
+
+def preview_restore_point(svc: Any, vm: Vm, task: SnapshotTask) -> dict[str, Any]:
+    """What a backup-now of a managed-disk VM would ask ARM for (``--dry-run``); creates nothing."""
+    included, excluded = _disks_to_back_up(svc, vm)
+    item = svc.protected_items.get(vm.name)
+    policy = item.policy_name if item is not None else task.policy_name
+    consistency = _consistency(svc, policy)
+    collection = f"{(vm.resource_id or '').split('/providers/', 1)[0]}/providers/Microsoft.Compute/" \
+                 f"restorePointCollections/{collection_name(vm.name)}"
+    properties: dict[str, Any] = {"consistencyMode": consistency.value}
+    if excluded:
+        properties["excludeDisks"] = [{"id": d.resource} for d in excluded]
+    return {"backupMethod": BackupMethod.RESTORE_POINT.value,
+            "restorePointCollection": {"id": collection, "location": vm.location,
+                                       "properties": {"source": {"id": vm.resource_id}}},
+            "restorePoint": {"id": f"{collection}/restorePoints/{restore_point_name(task.task_id)}",
+                             "properties": properties},
+            "disks": [{"lun": d.lun, "id": d.resource} for d in included]}
 
 
 @dataclass
@@ -190,11 +210,12 @@ def _disks_to_back_up(svc: Any, vm: Vm) -> tuple[list[Any], list[Any]]:
     return [d for d in vm.disks if d.lun in luns], [d for d in vm.disks if d.lun not in luns]
 
 
-def _consistency(svc: Any, job: Job) -> ConsistencyMode:
-    if not job.policy_name:
+def _consistency(svc: Any, policy_name: str | None) -> ConsistencyMode:
+    """What the policy asks for (ApplicationConsistent without a policy)."""
+    if not policy_name:
         return ConsistencyMode.APPLICATION
     try:
-        return ConsistencyMode(svc.policies.get(job.policy_name).restore_point_consistency)
+        return ConsistencyMode(svc.policies.get(policy_name).restore_point_consistency)
     except NotFoundError:
         return ConsistencyMode.APPLICATION
 

@@ -40,3 +40,21 @@ def test_job_show_names_the_method_that_ran(svc, capsys):
     assert any(line.split() == ["Backup", "Method", "RestorePoint"] for line in capsys.readouterr().out.splitlines())
     assert main(["job", "show", "--name", pb.job_id, "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["properties"]["backupMethod"] == "ExtensionCommand"
+
+
+def test_backup_now_dry_run_of_a_managed_disk_vm_shows_the_restore_point_request(svc, capsys):
+    """--dry-run on a managed-disk VM prints the restore point it would create, not an extension command."""
+    from shared.domain.inventory import Vm, VmKind
+    from shared.services.protection import enable_protection
+
+    vm_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/md"
+    svc.inventory.put_vm(Vm("md", VmKind.LOCAL, (Disk(-1, "", "md-os", 0, DiskKind.MANAGED, DISK),),
+                            resource_id=vm_id))
+    enable_protection(svc, "md", "DefaultPolicy")
+    assert main(["backup-now", "--vm", "md", "--dry-run"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["backupMethod"] == "RestorePoint"
+    assert doc["restorePointCollection"]["properties"]["source"]["id"] == vm_id
+    assert doc["restorePoint"]["id"].startswith(
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/restorePointCollections/vmsnap-md/")
+    assert doc["restorePoint"]["properties"] == {"consistencyMode": "ApplicationConsistent"}
