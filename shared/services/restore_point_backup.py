@@ -145,8 +145,9 @@ def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
     ids = f"job {job.job_id} task {job.expected_task_id}"
     try:
         state = svc.restore_points.get(_vm_id(svc, job.vm_name), restore_point_name(job.expected_task_id))
-    except NotFoundError as exc:
-        _fail(svc, job, arm_error("ResourceNotFound", str(exc), 404), now, ids)
+    except NotFoundError as exc:       # the VM left the inventory meanwhile
+        fix = remediation.for_service_error(remediation.VM_NOT_FOUND)
+        _fail(svc, job, JobError.from_remediation(fix, detail=str(exc)), now, ids)
         result.finished.append(job.job_id)
         return
     except RestorePointRefused as exc:
