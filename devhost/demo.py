@@ -1,4 +1,6 @@
-"""The demo VM of the local stack: two page-blob disks in Azurite, registered in the local inventory."""
+"""The demo VMs of the local stack, registered in the local inventory: ``demo-vm`` on two page-blob
+disks (the extension command) and ``demo-vm-md`` on two managed disks behind the local Compute
+endpoint (a restore point); both sets of disks are page blobs in Azurite."""
 from __future__ import annotations
 
 import logging
@@ -10,12 +12,31 @@ from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
 log = logging.getLogger(__name__)
 
 DEMO_VM = "demo-vm"
+DEMO_MD_VM = "demo-vm-md"
 DISK_CONTAINER = "vhds"
 _DISKS = ((OS_DISK_LUN, "demo-vm-osdisk.vhd", 4 * 1024 * 1024), (0, "demo-vm-datadisk0.vhd", 2 * 1024 * 1024))
 
 
 def create_demo_vm(svc, name: str = DEMO_VM) -> Vm:
     """Create (or reuse) the VM's disks as page blobs with some data on them, and register the VM."""
+    vm = Vm(name=name, kind=VmKind.LOCAL, disks=tuple(_page_blob_disks(svc, name)))
+    svc.inventory.put_vm(vm)
+    log.info("demo VM %s registered with %d disks", name, len(vm.disks))
+    return vm
+
+
+def create_demo_md_vm(svc, compute, name: str = DEMO_MD_VM) -> Vm:
+    """The managed-disk demo VM: its disks' page blobs handed to the local Compute endpoint, which
+    gives them managed disk ids; the inventory knows the VM by its id and its disks by theirs."""
+    disks = _page_blob_disks(svc, name)
+    local = compute.add_vm(name, [(d.lun, d.name.removesuffix(".vhd"), d.blob_url, d.size_bytes) for d in disks])
+    vm = local.as_inventory_vm()
+    svc.inventory.put_vm(vm)
+    log.info("demo VM %s registered with %d managed disks (%s)", name, len(vm.disks), vm.resource_id)
+    return vm
+
+
+def _page_blob_disks(svc, name: str) -> list[Disk]:
     container = svc.blob_service.get_container_client(DISK_CONTAINER)
     try:
         container.create_container()
@@ -30,10 +51,7 @@ def create_demo_vm(svc, name: str = DEMO_VM) -> Vm:
             # A recognisable first page, like a boot sector, so snapshots have content to keep.
             blob.upload_page(f"{name} lun {lun}".encode().ljust(512, b"\0"), offset=0, length=512)
         disks.append(Disk(lun=lun, blob_url=blob.url, name=blob_name, size_bytes=size))
-    vm = Vm(name=name, kind=VmKind.LOCAL, disks=tuple(disks))
-    svc.inventory.put_vm(vm)
-    log.info("demo VM %s registered with %d disks", name, len(disks))
-    return vm
+    return disks
 
 
 def disk_snapshots(svc, vm: Vm) -> dict[str, list[str]]:

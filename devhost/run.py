@@ -1,10 +1,13 @@
 """``./dev run``: the whole backup loop on this machine.
 
-Starts Azurite (Blob, Table) and the local Service Bus, registers the demo VM (two page-blob
-disks) and protects it with DefaultPolicy, then runs the Function App under the local host:
-the timer emits the snapshot task, the worker dispatches the extension command to the bundled
-handler, the handler snapshots the disks and writes its status blob, the blob trigger turns that
-into a job record. Everything it started is stopped when it ends, however it ends.
+Starts Azurite (Blob, Table), the local Service Bus and the local Compute endpoint, registers two
+demo VMs and protects them with DefaultPolicy, then runs the Function App under the local host:
+the timer emits one snapshot task per VM. For ``demo-vm`` (page blobs) the worker dispatches the
+extension command to the bundled handler, which snapshots the disks and writes its status blob, and
+the blob trigger turns that into a job record. For ``demo-vm-md`` (managed disks) the worker starts
+a restore point at the local Compute endpoint, which runs the bundled extension on the VM and
+snapshots its disks, and the restore-point timer turns the restore point into a job record.
+Everything it started is stopped when it ends, however it ends.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from shared.errors import ConfigurationError, VmsnapError
 log = logging.getLogger("devhost.run")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER, WORKER, INGEST = "schedule_backups", "dispatch_snapshot", "ingest_status"
+RESTORE_POINTS = "track_restore_points"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +62,8 @@ def _parse_args(argv):
     parser.add_argument("--blob-port", type=int, default=10000)
     parser.add_argument("--table-port", type=int, default=10002)
     parser.add_argument("--servicebus-port", type=int, default=5672)
+    parser.add_argument("--compute-port", type=int, default=0,
+                        help="port of the local Compute endpoint (HTTPS; default: a free port)")
     parser.add_argument("--persist", action="store_true",
                         help="keep Azurite's data in .local/azurite between runs (default: in memory)")
     parser.add_argument("--verbose", "-v", action="store_true", help="show the functions' logs")
@@ -86,6 +92,7 @@ class _Stack:
         self.args = args
         self.azurite: Azurite | None = None
         self.servicebus = None
+        self.compute = None
         self.host = None
         self.vm_root: Path | None = None
 
@@ -107,11 +114,16 @@ class _Stack:
         env["LOCAL_VM_ROOT"] = str(self.vm_root)
         os.environ.update(env)       # the app reads its settings from the environment, as in Azure
 
-        from shared.bootstrap import reset_services, services
+        from devhost.compute import LocalCompute, StaticTokenCredential
+        from shared.adapters.restore_points import ComputeRestorePoints
+        from shared.bootstrap import Services, reset_services, services
         from shared.settings import reset_settings
 
+        self.compute = LocalCompute(self.azurite.connection_string, self.vm_root, port=self.args.compute_port).start()
         reset_settings()
-        reset_services()
+        # The app's restore points go to the local endpoint with its token, instead of ARM.
+        reset_services(Services(restore_points=ComputeRestorePoints(StaticTokenCredential(),
+                                                                    **self.compute.client_options())))
         self.svc = services()
         self.started = self.svc.clock.now() - timedelta(seconds=1)   # job time filters use the slot
         self._prepare_demo()
@@ -122,20 +134,24 @@ class _Stack:
         self.host = LocalFunctionsHost(function_app.app, os.environ,
                                        HostConfig.from_host_json(PROJECT_ROOT / "host.json"))
         print(f"local stack up: Azurite blob :{self.azurite.blob_port} table :{self.azurite.table_port}, "
-              f"Service Bus :{self.servicebus.port}; functions: {', '.join(sorted(self.host.functions))}")
+              f"Service Bus :{self.servicebus.port}, Compute :{self.compute.port}; "
+              f"functions: {', '.join(sorted(self.host.functions))}")
 
     def _prepare_demo(self) -> None:
-        from devhost.demo import create_demo_vm
+        from devhost.demo import create_demo_md_vm, create_demo_vm
         from shared.errors import ConflictError
         from shared.services.protection import enable_protection
 
         self.demo_vm = create_demo_vm(self.svc)
-        try:
-            item = enable_protection(self.svc, self.demo_vm.name, "DefaultPolicy")
-            print(f"protected {self.demo_vm.name} with policy {item.policy_name} "
-                  f"({len(self.demo_vm.disks)} disks); initial backup at the next tick")
-        except ConflictError as exc:  # already protected (a --persist run): keep its state
-            print(f"{self.demo_vm.name}: {exc}")
+        self.demo_md_vm = create_demo_md_vm(self.svc, self.compute)
+        for vm, method in ((self.demo_vm, "page blobs: extension command"),
+                           (self.demo_md_vm, "managed disks: restore point")):
+            try:
+                item = enable_protection(self.svc, vm.name, "DefaultPolicy")
+                print(f"protected {vm.name} with policy {item.policy_name} ({len(vm.disks)} disks, {method}); "
+                      f"initial backup at the next tick")
+            except ConflictError as exc:  # already protected (a --persist run): keep its state
+                print(f"{vm.name}: {exc}")
 
     def run_once(self) -> int:
         from shared.domain.jobs import JobStatus
@@ -147,6 +163,7 @@ class _Stack:
         while time.monotonic() < deadline:
             self.host.drain_queue(WORKER, max_wait=0.3)
             self.host.scan_blobs(INGEST)
+            self.host.fire_timer(RESTORE_POINTS)
             jobs = self.svc.jobs.query(JobQuery(since=self.started)).jobs
             if jobs and all(j.status.is_terminal for j in jobs):
                 break
@@ -162,6 +179,10 @@ class _Stack:
                   file=sys.stderr)
             return 1
         ok = all(j.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS) for j in jobs)
+        if ok and any(j.vm_name == self.demo_md_vm.name for j in jobs) and not self._restore_point_complete():
+            print(f"error: {self.demo_md_vm.name} has no restore point with a disk restore point per disk",
+                  file=sys.stderr)
+            return 1
         return 0 if ok else 1
 
     def run_forever(self) -> int:
@@ -172,6 +193,7 @@ class _Stack:
         print("running; jobs are printed as they finish. Ctrl-C stops everything.\n"
               "In another terminal (with local.settings.json copied from the sample): "
               ".venv/bin/vmsnap job list, .venv/bin/vmsnap backup-now --vm demo-vm")
+        # The restore-point timer follows RESTORE_POINT_SCHEDULE (every minute by default).
         reported: set[str] = set()
         while True:
             for job in self.svc.jobs.query(JobQuery(since=self.started)).jobs:
@@ -194,10 +216,22 @@ class _Stack:
         print()
         for disk, snapshots in disk_snapshots(self.svc, self.demo_vm).items():
             print(f"{disk}: {len(snapshots)} snapshot(s) in Azurite {', '.join(snapshots)}")
+        for point in self.compute.restore_points(self.demo_md_vm.name):
+            print(f"{self.demo_md_vm.name}: restore point {point.name} {point.state} "
+                  f"{point.consistency or point.requested}, {len(point.disk_points)} disk restore point(s)")
+            for dpoint in point.disk_points:
+                print(f"  {dpoint.disk.name}: {dpoint.id.rsplit('/', 1)[-1]} -> {dpoint.snapshot_url}")
+
+    def _restore_point_complete(self) -> bool:
+        points = self.compute.restore_points(self.demo_md_vm.name)
+        return len(points) == 1 and points[0].state == "Succeeded" and \
+            sorted(d.disk.lun for d in points[0].disk_points) == sorted(d.lun for d in self.demo_md_vm.disks)
 
     def stop(self) -> None:
         if self.host is not None:
             self.host.stop()
+        if self.compute is not None:
+            self.compute.stop()
         if self.vm_root is not None:
             stop_processes_under(self.vm_root)
         if self.servicebus is not None:

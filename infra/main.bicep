@@ -14,7 +14,7 @@ param baseName string = 'vmsnap'
 @description('Region of every resource.')
 param location string = resourceGroup().location
 
-@description('Resource groups holding the protected VMs: the app gets Virtual Machine Contributor there to set the VMSnapshot extension.')
+@description('Resource groups holding the protected VMs: the app gets Virtual Machine Contributor there to set the VMSnapshot extension, and a restore point role for managed-disk VMs.')
 param protectedVmResourceGroups array = []
 
 @description('NCRONTAB (six fields, seconds first) of the scheduling timer.')
@@ -22,6 +22,9 @@ param snapshotSchedule string = '0 */5 * * * *'
 
 @description('NCRONTAB of the stale-job sweep.')
 param sweepSchedule string = '0 */10 * * * *'
+
+@description('NCRONTAB of the timer that follows restore points (managed-disk VMs) to their jobs\' end.')
+param restorePointSchedule string = '0 */1 * * * *'
 
 @description('How far back a tick catches up slots missed while the app was down, in hours.')
 param scheduleCatchUpHours int = 24
@@ -117,6 +120,7 @@ module functionApp 'app/function.bicep' = {
     statusContainer: statusContainer
     snapshotSchedule: snapshotSchedule
     sweepSchedule: sweepSchedule
+    restorePointSchedule: restorePointSchedule
     scheduleCatchUpHours: scheduleCatchUpHours
     appInsightsConnectionString: monitoring.outputs.connectionString
   }

@@ -106,6 +106,14 @@ class Services:
         return LocalDispatcher(self.settings.local_vm_root)
 
 
+    @cached_property
+    def restore_points(self):
+        # Managed-disk VMs, local or in Azure: the subscription comes from each VM's resource id.
+        from shared.adapters.restore_points import ComputeRestorePoints
+
+        return ComputeRestorePoints(self.credential)
+
+
 _services: Services | None = None
 
 

@@ -12,6 +12,7 @@ from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
+from shared.domain.restore_point import ConsistencyMode, RestorePointState
 from shared.domain.task import SnapshotTask
 from shared.errors import PermanentError
 
@@ -101,6 +102,37 @@ class DispatchRefused(PermanentError):
         super().__init__(message)
         self.error_code = error_code
         self.recommendation = recommendation
+
+
+class RestorePoints(Protocol):
+    """VM restore points through the Compute API (shared/adapters/restore_points.py): the backup method
+    of managed-disk VMs. Ids are ARM resource ids; nothing here waits for a restore point to finish."""
+
+    def ensure_collection(self, vm_resource_id: str, location: str) -> str:
+        """The VM's restore point collection, created if missing; returns its id."""
+
+    def begin_create(self, vm_resource_id: str, name: str, *, consistency: ConsistencyMode,
+                     exclude_disk_ids: Sequence[str] = ()) -> RestorePointState:
+        """Start creating a restore point and return; one that exists already is returned as is."""
+
+    def get(self, vm_resource_id: str, name: str) -> RestorePointState | None:
+        """The restore point with its instance view, or None."""
+
+    def delete(self, vm_resource_id: str, name: str) -> None:
+        """Delete a restore point (retention); waits until it is gone."""
+
+    def restore_disk(self, disk_restore_point_id: str, disk_name: str, *, location: str) -> str:
+        """A new managed disk from a disk restore point (restore); returns its id."""
+
+
+class RestorePointRefused(PermanentError):
+    """ARM refused a restore point call for good; ``arm_code``/``arm_message`` pick the remediation."""
+
+    def __init__(self, message: str, *, arm_code: str, arm_message: str, status: int | None):
+        super().__init__(message)
+        self.arm_code = arm_code
+        self.arm_message = arm_message
+        self.status = status
 
 
 class PolicyStore(Protocol):

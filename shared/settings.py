@@ -51,6 +51,7 @@ class Settings:
     tasks_queue: str = "snapshot-tasks"
     schedule: str = "0 */5 * * * *"
     sweep_schedule: str = "0 */10 * * * *"
+    restore_point_schedule: str = "0 */1 * * * *"
     status_container: str = "vmsnap-status"
     table_prefix: str = "vmsnap"
     dispatcher: str = "local"
@@ -70,6 +71,7 @@ class Settings:
             raise ConfigurationError(f"setting DISPATCHER is {dispatcher!r}; use 'local' or 'arm'")
         schedule = _ncrontab(env, "SNAPSHOT_SCHEDULE", cls.schedule)
         sweep_schedule = _ncrontab(env, "SWEEP_SCHEDULE", cls.sweep_schedule)
+        restore_point_schedule = _ncrontab(env, "RESTORE_POINT_SCHEDULE", cls.restore_point_schedule)
         prefix = env.get("TABLE_PREFIX", cls.table_prefix)
         if not prefix.isalnum() or not prefix[:1].isalpha() or len(prefix) > 40:
             raise ConfigurationError(f"setting TABLE_PREFIX is {prefix!r}; use letters and digits, "
@@ -87,6 +89,7 @@ class Settings:
             tasks_queue=env.get("SNAPSHOT_TASKS_QUEUE", cls.tasks_queue),
             schedule=schedule,
             sweep_schedule=sweep_schedule,
+            restore_point_schedule=restore_point_schedule,
             status_container=env.get("STATUS_CONTAINER", cls.status_container),
             table_prefix=prefix,
             dispatcher=dispatcher,

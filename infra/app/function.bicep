@@ -16,6 +16,7 @@ param tasksQueue string
 param statusContainer string
 param snapshotSchedule string
 param sweepSchedule string
+param restorePointSchedule string
 param scheduleCatchUpHours int
 param appInsightsConnectionString string
 
@@ -83,6 +84,7 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'SNAPSHOT_TASKS_QUEUE', value: tasksQueue }
         { name: 'SNAPSHOT_SCHEDULE', value: snapshotSchedule }
         { name: 'SWEEP_SCHEDULE', value: sweepSchedule }
+        { name: 'RESTORE_POINT_SCHEDULE', value: restorePointSchedule }
         { name: 'STATUS_CONTAINER', value: statusContainer }
         { name: 'TABLE_PREFIX', value: 'vmsnap' }
         { name: 'DISPATCHER', value: 'arm' }

@@ -1,7 +1,7 @@
 """The Inventory port for Azure VMs, through the Compute API (azure-mgmt-compute).
 
-Only VMs on unmanaged disks are accepted for now: their disks are page blobs (``vhd.uri``) that the
-extension snapshots through a blob SAS. A VM with managed disks is refused with a clear message.
+Each disk keeps its kind: an unmanaged disk is a page blob (``vhd.uri``) the extension snapshots
+through a SAS; a managed disk is known by its ARM id and backed up through a VM restore point.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Iterator
 from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
                                    ResourceNotFoundError)
 
-from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
+from shared.domain.inventory import OS_DISK_LUN, Disk, DiskKind, Vm, VmKind
 from shared.errors import ConfigurationError, NotFoundError, TransientError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class ComputeInventory:
         self._subscription = subscription_id
 
     def get_vm(self, name: str) -> Vm:
-        """A VM by ARM id, or by name when the name is unique in the subscription."""
+        """A VM by ARM id (one GET), or by name when the name is unique in the subscription (a listing)."""
         match = _VM_ID.match(name)
         if match:
             with _compute_errors(name):
@@ -50,7 +50,7 @@ class ComputeInventory:
         return _vm_from(found[0])
 
     def list_vms(self) -> Iterator[Vm]:
-        """Every VM on unmanaged disks (VMs on managed disks are skipped, with a log line)."""
+        """Every VM of the subscription (a VM whose disks cannot be read is skipped, with a log line)."""
         with _compute_errors("the subscription's VMs"):
             for model in self._client.virtual_machines.list_all():
                 try:
@@ -93,22 +93,24 @@ def _resource_group(resource_id: str) -> str:
 def _vm_from(model) -> Vm:
     profile = model.storage_profile
     os_disk = profile.os_disk if profile else None
-    data_disks = list(profile.data_disks or []) if profile else []
-    managed = [d.name or f"lun {getattr(d, 'lun', 'os')}" for d in ([os_disk] if os_disk else []) + data_disks
-               if d.managed_disk is not None or d.vhd is None or not d.vhd.uri]
-    if managed:
-        raise ValidationError(f"VM {model.name!r} uses managed disks ({', '.join(managed)}); vmsnap snapshots "
-                              f"unmanaged disks (page blobs) through a SAS and does not support managed disks "
-                              f"yet", field="vm")
-    disks = []
-    if os_disk is not None:
-        disks.append(Disk(lun=OS_DISK_LUN, blob_url=_strip_query(os_disk.vhd.uri), name=os_disk.name or "osdisk",
-                          size_bytes=(os_disk.disk_size_gb or 0) * GIB))
-    for disk in sorted(data_disks, key=lambda d: d.lun):
-        disks.append(Disk(lun=disk.lun, blob_url=_strip_query(disk.vhd.uri), name=disk.name or f"lun{disk.lun}",
-                          size_bytes=(disk.disk_size_gb or 0) * GIB))
+    data_disks = sorted(profile.data_disks or [], key=lambda d: d.lun) if profile else []
+    disks = [_disk_from(os_disk, OS_DISK_LUN, model.name)] if os_disk is not None else []
+    disks += [_disk_from(d, d.lun, model.name) for d in data_disks]
     return Vm(name=model.name, kind=VmKind.AZURE, disks=tuple(disks), resource_id=model.id,
               location=model.location, tags=dict(model.tags or {}))
+
+
+def _disk_from(disk, lun: int, vm_name: str) -> Disk:
+    name = disk.name or ("osdisk" if lun == OS_DISK_LUN else f"lun{lun}")
+    size = (disk.disk_size_gb or 0) * GIB
+    managed = getattr(disk, "managed_disk", None)
+    if managed is not None and managed.id:
+        return Disk(lun=lun, blob_url="", name=name, size_bytes=size, kind=DiskKind.MANAGED,
+                    managed_disk_id=managed.id)
+    if disk.vhd is None or not disk.vhd.uri:
+        raise ValidationError(f"disk {name} of VM {vm_name!r} is neither a managed disk with an id nor a VHD "
+                              f"page blob (an ephemeral OS disk?); vmsnap cannot back it up", field="vm")
+    return Disk(lun=lun, blob_url=_strip_query(disk.vhd.uri), name=name, size_bytes=size)
 
 
 def _strip_query(url: str) -> str:

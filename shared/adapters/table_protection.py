@@ -31,7 +31,7 @@ from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExists
 from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.clock import utc
-from shared.domain.inventory import Disk, Vm, VmKind
+from shared.domain.inventory import Disk, DiskKind, Vm, VmKind
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, check_name, default_policy
 from shared.domain.protection import ProtectedItem, ProtectionState, SkippedSlot
 from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
@@ -302,7 +302,8 @@ def _item_from(entity) -> ProtectedItem:
 
 # --- the local VM inventory -----------------------------------------------------------------------
 class TableInventory:
-    """The Inventory port for LOCAL VMs: names and the page blobs backing their disks."""
+    """The Inventory port for LOCAL VMs: names and their disks (page blobs, or managed disks behind the
+    local Compute endpoint) with each disk's kind."""
 
     PARTITION = "vm"
 
@@ -310,6 +311,8 @@ class TableInventory:
         self._table = _open_table(table_service, table_name)
 
     def get_vm(self, name: str) -> Vm:
+        if name.lower().startswith("/subscriptions/"):
+            name = name.rstrip("/").rsplit("/", 1)[-1]     # an ARM id: local VMs are keyed by name
         try:
             with _storage_errors(f"reading VM {name}"):
                 entity = self._table.get_entity(self.PARTITION, name.lower())
@@ -334,7 +337,11 @@ class TableInventory:
         if len(set(luns)) != len(luns):
             raise ValidationError(f"VM {vm.name!r} lists a LUN twice", field="disks")
         for disk in vm.disks:
-            if not disk.blob_url.startswith(("http://", "https://")) or "?" in disk.blob_url:
+            if disk.kind is DiskKind.MANAGED:
+                if not disk.managed_disk_id or not disk.managed_disk_id.startswith("/subscriptions/"):
+                    raise ValidationError(f"managed disk {disk.lun} of {vm.name!r} needs its ARM id "
+                                          f"(/subscriptions/...)", field="disks")
+            elif not disk.blob_url.startswith(("http://", "https://")) or "?" in disk.blob_url:
                 raise ValidationError(f"disk {disk.lun} of {vm.name!r} must be a blob URL without a query "
                                       f"string (never a SAS)", field="disks")
             if disk.lun < -1 or disk.lun > 63:
@@ -343,8 +350,11 @@ class TableInventory:
         entity = {"PartitionKey": self.PARTITION, "RowKey": vm.name.lower(), "Name": vm.name,
                   "Kind": VmKind.LOCAL.value,
                   "Disks": json.dumps([{"lun": d.lun, "blobUrl": d.blob_url, "name": d.name,
-                                        "sizeBytes": d.size_bytes} for d in vm.disks]),
+                                        "sizeBytes": d.size_bytes, "kind": d.kind.value,
+                                        "managedDiskId": d.managed_disk_id} for d in vm.disks]),
                   "Location": vm.location or "local"}
+        if vm.resource_id:
+            entity["ResourceId"] = vm.resource_id
         with _storage_errors(f"saving VM {vm.name}"):
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         return replace(vm, kind=VmKind.LOCAL, location=entity["Location"])
@@ -357,7 +367,9 @@ class TableInventory:
 
 def _vm_from(entity) -> Vm:
     disks = tuple(sorted((Disk(lun=d["lun"], blob_url=d["blobUrl"], name=d.get("name", ""),
-                               size_bytes=d.get("sizeBytes", 0)) for d in json.loads(entity["Disks"])),
+                               size_bytes=d.get("sizeBytes", 0),
+                               kind=DiskKind(d.get("kind", DiskKind.PAGE_BLOB.value)),
+                               managed_disk_id=d.get("managedDiskId")) for d in json.loads(entity["Disks"])),
                          key=lambda d: d.lun))
     return Vm(name=entity["Name"], kind=VmKind(entity.get("Kind", VmKind.LOCAL.value)), disks=disks,
-              location=entity.get("Location"))
+              location=entity.get("Location"), resource_id=entity.get("ResourceId"))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
+from shared.domain.inventory import BackupMethod
 from shared.domain.remediation import Remediation
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ class Job:
     last_report_at: datetime | None = None
     notes: list[str] = field(default_factory=list)   # stale/ignored reports and other remarks
     dispatched_at: datetime | None = None              # when the current attempt was handed to the VM
+    backup_method: str | None = None    # inventory.BackupMethod value of the current attempt
 
     @property
     def duration(self):
@@ -363,7 +365,8 @@ def record_unreadable(job: Job, blob_name: str, reason: str, now: datetime) -> J
 
 
 def mark_dispatched(job: Job, *, attempt: int, task_id: str, status_blob: str, log_blob: str, now: datetime,
-                    disks: Sequence[DiskResult] | None = None) -> Job | None:
+                    disks: Sequence[DiskResult] | None = None,
+                    backup_method: str = BackupMethod.EXTENSION_COMMAND.value) -> Job | None:
     """The job once an attempt's command is handed to the VM; a newer attempt supersedes older ones.
 
     ``disks`` (lun and blob URL, in the order of the command's SAS list) are the disks this attempt
@@ -372,8 +375,8 @@ def mark_dispatched(job: Job, *, attempt: int, task_id: str, status_blob: str, l
     if job.is_terminal or attempt < job.attempt:
         return None
     same_attempt = attempt == job.attempt and job.task_id in (None, task_id)
-    changed = replace(job, attempt=attempt, task_id=task_id, status_blob=_no_query(status_blob),
-                      log_blob=_no_query(log_blob))
+    changed = replace(job, attempt=attempt, task_id=task_id, status_blob=_no_query(status_blob) or None,
+                      log_blob=_no_query(log_blob) or None, backup_method=backup_method)
     if disks is not None:
         changed.disks = [DiskResult(lun=d.lun, blob_url=_no_query(d.blob_url) or "") for d in disks]
     if same_attempt:

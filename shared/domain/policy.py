@@ -55,6 +55,9 @@ class Frequency(str, Enum):
     HOURLY = "Hourly"     # Enhanced policies only
 
 
+RESTORE_POINT_CONSISTENCY = ("ApplicationConsistent", "CrashConsistent")
+
+
 class PolicyType(str, Enum):
     STANDARD = "V1"
     ENHANCED = "V2"
@@ -152,9 +155,14 @@ class Policy:
     instant_rp_days: int = 2
     retention: Retention = field(default_factory=Retention)
     modified_at: datetime | None = None   # set when stored; slots before it follow the old policy
+    # Managed-disk VMs only (restore points): CrashConsistent skips the extension (no scripts, no freeze).
+    restore_point_consistency: str = "ApplicationConsistent"
 
     def __post_init__(self) -> None:
         check_name(self.name, "name", "policy")
+        if self.restore_point_consistency not in RESTORE_POINT_CONSISTENCY:
+            raise ValidationError(f"restore point consistency must be one of {', '.join(RESTORE_POINT_CONSISTENCY)}, "
+                                  f"not {self.restore_point_consistency!r}", field="restore_point_consistency")
         try:
             ZoneInfo(self.time_zone)
         except (ZoneInfoNotFoundError, ValueError, TypeError):
@@ -211,6 +219,7 @@ class Policy:
                 "monthlySchedule": _duration(r.monthly_months, "Months"),
                 "yearlySchedule": _duration(r.yearly_years, "Years"),
             },
+            "restorePointConsistency": self.restore_point_consistency,
             "modifiedAt": utc(self.modified_at).isoformat().replace("+00:00", "Z") if self.modified_at else None,
         }
 
@@ -251,7 +260,8 @@ class Policy:
             raise ValidationError(f"modifiedAt is not an ISO time: {modified!r}", field="modified_at") from None
         return cls(name=doc.get("name", ""), schedule=schedule, time_zone=doc.get("timeZone", "UTC"),
                    instant_rp_days=_int(doc.get("instantRpRetentionRangeInDays", 2), "instant_rp_days"),
-                   retention=retention, modified_at=modified_at)
+                   retention=retention, modified_at=modified_at,
+                   restore_point_consistency=doc.get("restorePointConsistency") or "ApplicationConsistent")
 
 
 def default_policy() -> Policy:

@@ -1,7 +1,8 @@
 """What to do about a failure: every extension code and health code, and every error the service raises
 itself, mapped to a service error code, a title, the likely cause, recommended actions and whether a
 retry can help. Data, not logic, built from the extension's error table and the Azure Backup
-troubleshooting guides (see /work/shared/reference: vmsnapshot-extension.md §5, §7; azure-backup-model.md §1.6).
+troubleshooting guides (see /work/shared/reference: vmsnapshot-extension.md §5, §7; azure-backup-model.md §1.6),
+and, for restore points, the "Troubleshoot restore point failures" and restore point support pages.
 """
 from __future__ import annotations
 
@@ -212,6 +213,20 @@ DISPATCH_FAILED = "UserErrorGuestAgentStatusUnavailable"
 NOT_PROTECTED = "UserErrorBcmDatasourceNotPresent"
 CRP_USER_ERROR = "UserErrorCrpReportedUserError"
 
+# Errors of the restore-point method (managed disks): what the Compute API or the restore point said.
+RP_EXTENSION_NOT_READY = "UserErrorRestorePointExtensionNotProvisioned"
+RP_VM_NOT_RUNNING = "UserErrorRestorePointVmNotRunning"
+RP_LIMIT_REACHED = "UserErrorRpCollectionLimitReached"
+RP_DISK_NOT_SUPPORTED = "UserErrorRestorePointDiskNotSupported"
+RP_THROTTLED = "RestorePointRequestThrottled"
+RP_NOT_AUTHORIZED = "UserErrorRestorePointNotAuthorized"
+RP_TIMED_OUT = "RestorePointCreationTimedOut"
+RP_FAILED = "RestorePointCreationFailed"
+RP_REPLICATION_FAILED = "RestorePointDiskReplicationFailed"
+
+_RP_EXTENSION_LOG = ("Read the extension log on the VM: "
+                     "/var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux/extension.log.")
+
 SERVICE_ERRORS: dict[str, Remediation] = {
     VM_NOT_FOUND: _r(VM_NOT_FOUND, "The VM no longer exists (BCMV2VMNotFound)",
                      "The protected VM could not be found in the inventory.",
@@ -242,6 +257,60 @@ SERVICE_ERRORS: dict[str, Remediation] = {
     CRP_USER_ERROR: _r(CRP_USER_ERROR, "The VM reported an error",
                        "The extension reported a failure with a code this service does not know.",
                        ("Read the job's error details and log blob.", _RETRY), True),
+    RP_EXTENSION_NOT_READY: _r(
+        RP_EXTENSION_NOT_READY, "The VM's extensions are not ready for a restore point",
+        "Azure creates a restore point only after every extension on the VM has finished provisioning, and "
+        "installs and runs the VMSnapshotLinux extension through the VM agent; the agent or an extension did "
+        "not get there.",
+        (_AGENT, _AGENT_CONF, "Remove or repair any extension shown as failed on the VM, then retry.",
+         _RP_EXTENSION_LOG, _RETRY), True),
+    RP_VM_NOT_RUNNING: _r(
+        RP_VM_NOT_RUNNING, "The VM is not running",
+        "An application-consistent restore point needs the VM running, with its agent Ready, so the "
+        "extension can run the pre/post scripts and freeze the file systems.",
+        ("Start the VM, wait until its agent shows Ready, and retry the backup.",
+         "For a VM that is meant to stay stopped, set the policy's restore point consistency to "
+         "CrashConsistent."), False),
+    RP_LIMIT_REACHED: _r(
+        RP_LIMIT_REACHED, "Too many restore points in the VM's restore point collection",
+        "The VM's restore point collection holds the maximum number of restore points Azure allows.",
+        ("Delete restore points you no longer need from the collection (vmsnap-<vm name>); deleting one does "
+         "not lose the others, they are incremental.",
+         "Shorten the policy's retention so fewer restore points are kept."), False),
+    RP_DISK_NOT_SUPPORTED: _r(
+        RP_DISK_NOT_SUPPORTED, "A disk of the VM cannot be in a restore point",
+        "Restore points cover managed disks only; ephemeral OS disks and shared disks must be excluded, and "
+        "Ultra and Premium SSD v2 disks allow application consistency only.",
+        ("Exclude the disk named in the error from protection, or move its data to a supported managed disk.",
+         "Check the 'Support matrix for VM restore points' for the disk's type."), False),
+    RP_THROTTLED: _r(
+        RP_THROTTLED, "The Compute API throttled the restore point requests",
+        "Azure Resource Manager answered 429 Too Many Requests for longer than the service's retries waited.",
+        ("Spread the schedules of the policies so fewer VMs start at the same minute.", _RETRY), True),
+    RP_NOT_AUTHORIZED: _r(
+        RP_NOT_AUTHORIZED, "The service may not create restore points for this VM",
+        "The worker's identity lacks a role that allows restore point collections and restore points on the VM's "
+        "resource group.",
+        ("Grant the worker's identity the 'Virtual Machine Contributor' role on the VM's resource group "
+         "(infra/app/vm-access.bicep does it for the deployment's resource group).",), False),
+    RP_TIMED_OUT: _r(
+        RP_TIMED_OUT, "The restore point never finished",
+        "The restore point stayed Creating past the service's window: the platform could not finish the "
+        "extension's run or the disk snapshots.",
+        ("Look at the restore point in the portal or with 'az restore-point show --expand instanceView'.",
+         _AGENT, _RP_EXTENSION_LOG,
+         "Delete the unfinished restore point if it stays Creating; the next backup makes a new one.", _RETRY),
+        True),
+    RP_FAILED: _r(
+        RP_FAILED, "The restore point failed",
+        "Azure reported the restore point as Failed.",
+        ("Read the error reported below and the restore point's instance view "
+         "('az restore-point show --expand instanceView').", _RP_EXTENSION_LOG, _RETRY), True),
+    RP_REPLICATION_FAILED: _r(
+        RP_REPLICATION_FAILED, "A disk restore point could not be copied",
+        "The background copy of a disk restore point failed, so that disk has no usable recovery point.",
+        ("Retry the backup; if it fails again for the same disk, check the disk's health in the portal.",),
+        True),
 }
 
 SUCCESS_CODES = frozenset({0, 1})
@@ -255,6 +324,11 @@ def for_extension_code(code: int) -> Remediation:
     generic = SERVICE_ERRORS[CRP_USER_ERROR]
     return Remediation(generic.error_code, f"The VM reported extension code {code}", generic.cause,
                        generic.recommendations, generic.retryable)
+
+
+def for_extension_name(name: str) -> Remediation | None:
+    """The remediation of an extension code given by its enum name (``FailedPrepostPreScriptFailed``)."""
+    return next((fix for fix in EXTENSION_CODES.values() if fix.extension_name == name), None)
 
 
 def for_service_error(error_code: str) -> Remediation:

@@ -13,12 +13,13 @@ from enum import Enum
 
 from shared.domain import remediation
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
-from shared.domain.inventory import Vm
+from shared.domain.inventory import BackupMethod, Vm
 from shared.domain.jobs import (DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched, mark_failed,
                                 next_attempt)
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
+from shared.services.restore_point_backup import backup_by_restore_point, preview_restore_point, vm_reference
 from shared.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,17 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"attempt {job.attempt} is pending")
 
     try:
-        vm = svc.inventory.get_vm(task.vm_name)
+        vm = svc.inventory.get_vm(vm_reference(svc, task.vm_name))
     except NotFoundError as exc:
         error = JobError.from_remediation(remediation.for_service_error(remediation.VM_NOT_FOUND),
                                           detail=redact(str(exc)))
         return _fail(svc, job, error, now, ids)
+
+    # Managed-disk VMs are backed up through a restore point (shared/services/restore_point_backup.py).
+    started = backup_by_restore_point(svc, job, task, vm, now, ids)
+    if started is not None:
+        outcome = Outcome.FAILED if started.failed else Outcome.DUPLICATE if started.superseded else Outcome.DISPATCHED
+        return DispatchOutcome(outcome, job.job_id, started.task_id)
 
     attempt = next_attempt(job)
     attempt_task = dataclasses.replace(task, attempt=attempt)
@@ -114,6 +121,8 @@ def preview_extension_resource(svc, vm_name: str, *, retain_until: datetime | No
     now = svc.clock.now()
     task = SnapshotTask(job_id=job_id_for(vm.name, now, Trigger.ON_DEMAND.value), attempt=1,
                         vm_name=vm.name, slot=now, trigger=Trigger.ON_DEMAND, retain_until=retain_until)
+    if vm.backup_method() is BackupMethod.RESTORE_POINT:
+        return preview_restore_point(svc, vm, task)
     status_blob, log_blob = svc.status_blobs.attempt_blob_names(task.job_id, task.attempt)
     command = build_snapshot_command(
         task, vm,

@@ -31,15 +31,20 @@ def args_for(chosen: dict) -> list[str]:
 
 
 def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
-    """`./dev run --once` exits 0 after a job table where the demo VM's job Completed with two snapshots."""
+    """`./dev run --once` exits 0 after a job table where both demo VMs' jobs Completed: two blob
+    snapshots for demo-vm, one restore point with two disk restore points for demo-vm-md."""
     chosen = ports()
+    chosen["--compute-port"] = free_port()
     proc = subprocess.run([sys.executable, "-m", "devhost.run", "--once", *args_for(chosen)],
                           cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if "demo-vm" in line and "Backup" in line]
-    assert len(rows) == 1 and "Completed" in rows[0], proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines() if "demo-vm" in line and "Backup" in line]
+    assert sorted((row[3], row[2]) for row in rows) == [("demo-vm", "Completed"), ("demo-vm-md", "Completed")], \
+        proc.stdout
     assert "demo-vm-osdisk.vhd: 1 snapshot(s)" in proc.stdout
     assert "demo-vm-datadisk0.vhd: 1 snapshot(s)" in proc.stdout
+    assert proc.stdout.count("demo-vm-md: restore point ") == 1
+    assert "Succeeded FileSystemConsistent, 2 disk restore point(s)" in proc.stdout
     assert not any(port_in_use(p) for p in chosen.values()), "a server is still listening"
     assert processes_under(tmp_path / "vms") == []
 

@@ -13,7 +13,7 @@ from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._requests_basic import RestRequestsTransportResponse
 
 from shared.adapters.compute_inventory import ComputeInventory
-from shared.domain.inventory import VmKind
+from shared.domain.inventory import BackupMethod, DiskKind, VmKind
 from shared.errors import NotFoundError, ValidationError
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -98,12 +98,37 @@ def test_vm_found_by_name_across_the_subscription():
         inv.get_vm("ghost")
 
 
-def test_vm_with_managed_disks_is_refused_clearly():
-    """A VM on managed disks is refused, saying managed disks are not supported yet."""
+def test_vm_with_managed_disks_is_read_with_each_disk_kind():
+    """A VM on managed disks is found by its id in one GET, each disk known by its managed disk id."""
+    inv, transport = inventory({f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/"
+                                f"virtualMachines/modern": (200, vm_body("modern", managed=True))})
+    vm = inv.get_vm(VM_ID.replace("classic", "modern"))
+    assert [(d.lun, d.kind, d.managed_disk_id, d.blob_url) for d in vm.disks] == [
+        (-1, DiskKind.MANAGED, "/subscriptions/x/disks/os", ""),
+        (0, DiskKind.MANAGED, "/subscriptions/x/disks/d0", "")]
+    assert vm.backup_method() is BackupMethod.RESTORE_POINT
+    assert len(transport.seen) == 1 and "/virtualMachines/modern" in transport.seen[0].url
+
+
+def test_vm_on_page_blobs_uses_the_extension_command():
+    """A VM on unmanaged disks keeps the extension-command method, its disks marked page blobs."""
     inv, _ = inventory({f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/"
-                        f"virtualMachines/modern": (200, vm_body("modern", managed=True))})
-    with pytest.raises(ValidationError, match="managed disks") as caught:
-        inv.get_vm(VM_ID.replace("classic", "modern"))
+                        f"virtualMachines/classic": (200, vm_body("classic"))})
+    vm = inv.get_vm(VM_ID)
+    assert {d.kind for d in vm.disks} == {DiskKind.PAGE_BLOB}
+    assert vm.backup_method() is BackupMethod.EXTENSION_COMMAND
+
+
+def test_vm_mixing_managed_and_page_blob_disks_is_refused_clearly():
+    """A VM with both kinds of disk is refused with what to do (convert to managed disks)."""
+    body = vm_body("mixed", managed=True)
+    body["properties"]["storageProfile"]["dataDisks"][0] = {
+        "lun": 0, "name": "old", "createOption": "Attach", "vhd": {"uri": "https://a.blob.core.windows.net/v/o.vhd"}}
+    inv, _ = inventory({f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/"
+                        f"virtualMachines/mixed": (200, body)})
+    vm = inv.get_vm(VM_ID.replace("classic", "mixed"))
+    with pytest.raises(ValidationError, match="mixes managed disks .* convert") as caught:
+        vm.backup_method()
     assert caught.value.field == "vm"
 
 

@@ -1,0 +1,227 @@
+"""Use cases of the restore-point backup method (managed-disk VMs): start an attempt's restore point
+from the worker without waiting, and follow restore points from a timer until their jobs finish.
+
+The worker calls ``start_restore_point`` where the extension path would build a command; the timer
+calls ``track_restore_points``. Both speak the same job transitions as the status blob path.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain import remediation
+from shared.domain.inventory import BackupMethod, Vm
+from shared.domain.jobs import (MAX_ATTEMPTS, RETRY_BACKOFF, Job, JobError, JobPhase, JobStatus, mark_failed,
+                                next_attempt)
+from shared.domain.restore_point import (ConsistencyMode, apply_restore_point, arm_error, collection_name,
+                                         mark_restore_point_requested, mark_restore_point_timed_out,
+                                         restore_point_deadline, restore_point_name)
+from shared.domain.task import SnapshotTask, Trigger
+from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
+from shared.ports import JobQuery, RestorePointRefused
+
+log = logging.getLogger(__name__)
+
+# Jobs are looked up by slot time; nothing InProgress can be older than this and still matter.
+LOOKBACK = timedelta(days=3)
+
+
+@dataclass(frozen=True)
+class Started:
+    job: Job
+    task_id: str
+    failed: bool = False        # the restore point was refused: the job is Failed
+    superseded: bool = False    # the job moved on meanwhile: nothing was created
+
+
+def vm_reference(svc: Any, vm_name: str) -> str:
+    """The VM's ARM id when its protected item knows it (one GET, never a subscription-wide listing),
+    else its name."""
+    item = svc.protected_items.get(vm_name)
+    return item.resource_id if item is not None and item.resource_id else vm_name
+
+
+def backup_by_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now: datetime, ids: str) -> Started | None:
+    """The worker's choice of method: None for page-blob VMs (the extension command goes on), else
+    the restore point started (or the job failed, for a VM whose disks mix both kinds)."""
+    try:
+        method = vm.backup_method()
+    except ValidationError as exc:
+        fix = remediation.for_service_error(remediation.RP_DISK_NOT_SUPPORTED)
+        return Started(_fail(svc, job, JobError.from_remediation(fix, detail=str(exc)), now, ids), job.expected_task_id,
+                       failed=True)
+    if method is BackupMethod.EXTENSION_COMMAND:
+        return None
+    return start_restore_point(svc, job, task, vm, now, ids)
+
+
+def start_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now: datetime, ids: str) -> Started:
+    """Start this attempt's restore point; returns as soon as ARM has accepted it.
+
+    A redelivered task of an attempt already started reuses its name, so it finds that restore point
+    instead of making a second one. TransientError (ARM throttling past the client's retries, an
+    outage) propagates: the platform redelivers the message.
+    """
+    same_attempt = job.backup_method == BackupMethod.RESTORE_POINT.value and job.phase is not JobPhase.QUEUED
+    attempt = job.attempt if same_attempt else next_attempt(job)
+    task_id = job.task_id if same_attempt and job.task_id else f"{task.job_id}_{attempt}"
+    included, excluded = _disks_to_back_up(svc, vm)
+    job = svc.jobs.update(job.job_id, lambda current: mark_restore_point_requested(
+        current, attempt=attempt, task_id=task_id, disks=included, now=now))
+    if job.task_id != task_id or job.is_terminal:
+        log.warning("%s: the job moved on meanwhile (%s, task %s); no restore point started", ids,
+                    job.status.value, job.task_id)
+        return Started(job, task_id, superseded=True)
+    consistency = _consistency(svc, job.policy_name)
+    resource_id = vm.resource_id or ""
+    try:
+        svc.restore_points.ensure_collection(resource_id, vm.location or "")
+        state = svc.restore_points.begin_create(resource_id, restore_point_name(task_id), consistency=consistency,
+                                                exclude_disk_ids=[d.resource for d in excluded])
+    except RestorePointRefused as exc:
+        error = arm_error(exc.arm_code, exc.arm_message, exc.status)
+        return Started(_fail(svc, job, error, now, ids), task_id, failed=True)
+    except PermanentError as exc:
+        error = arm_error("", str(exc))
+        return Started(_fail(svc, job, error, now, ids), task_id, failed=True)
+    log.info("%s: restore point %s of VM %s is %s (%s, %d disk(s), %d excluded)", ids, state.name, vm.name,
+             state.provisioning_state, consistency.value, len(included), len(excluded))
+    return Started(job, task_id)
+
+
+def preview_restore_point(svc: Any, vm: Vm, task: SnapshotTask) -> dict[str, Any]:
+    """What a backup-now of a managed-disk VM would ask ARM for (``--dry-run``); creates nothing."""
+    included, excluded = _disks_to_back_up(svc, vm)
+    item = svc.protected_items.get(vm.name)
+    policy = item.policy_name if item is not None else task.policy_name
+    consistency = _consistency(svc, policy)
+    collection = f"{(vm.resource_id or '').split('/providers/', 1)[0]}/providers/Microsoft.Compute/" \
+                 f"restorePointCollections/{collection_name(vm.name)}"
+    properties: dict[str, Any] = {"consistencyMode": consistency.value}
+    if excluded:
+        properties["excludeDisks"] = [{"id": d.resource} for d in excluded]
+    return {"backupMethod": BackupMethod.RESTORE_POINT.value,
+            "restorePointCollection": {"id": collection, "location": vm.location,
+                                       "properties": {"source": {"id": vm.resource_id}}},
+            "restorePoint": {"id": f"{collection}/restorePoints/{restore_point_name(task.task_id)}",
+                             "properties": properties},
+            "disks": [{"lun": d.lun, "id": d.resource} for d in included]}
+
+
+@dataclass
+class TrackResult:
+    examined: int = 0
+    finished: list[str] = field(default_factory=list)
+    retrying: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+
+
+def track_restore_points(svc: Any, *, page_size: int = 200) -> TrackResult:
+    """Read the restore point of every InProgress restore-point job and move the job on; a restore
+    point past its window fails its job with advice, a retryable failure queues the next attempt."""
+    now = svc.clock.now()
+    result = TrackResult()
+    query = JobQuery(status=JobStatus.IN_PROGRESS, since=now - LOOKBACK - svc.settings.catch_up, page_size=page_size)
+    while True:
+        page = svc.jobs.query(query)
+        for job in page.jobs:
+            if job.backup_method != BackupMethod.RESTORE_POINT.value or job.phase is JobPhase.QUEUED:
+                continue
+            result.examined += 1
+            try:
+                _track(svc, job, now, result)
+            except TransientError as exc:
+                # The next tick reads it again; the window still bounds how long that can go on.
+                log.warning("job %s task %s: restore point not readable now: %s", job.job_id, job.task_id, exc)
+                result.unreachable.append(job.job_id)
+        if not page.continuation:
+            return result
+        query = replace(query, continuation=page.continuation)
+
+
+def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
+    ids = f"job {job.job_id} task {job.expected_task_id}"
+    try:
+        state = svc.restore_points.get(_vm_id(svc, job.vm_name), restore_point_name(job.expected_task_id))
+    except NotFoundError as exc:       # the VM left the inventory meanwhile
+        fix = remediation.for_service_error(remediation.VM_NOT_FOUND)
+        _fail(svc, job, JobError.from_remediation(fix, detail=str(exc)), now, ids)
+        result.finished.append(job.job_id)
+        return
+    except RestorePointRefused as exc:
+        _fail(svc, job, arm_error(exc.arm_code, exc.arm_message, exc.status), now, ids)
+        result.finished.append(job.job_id)
+        return
+    unfinished = state is None or state.provisioning_state.lower() == "creating"
+    if unfinished and now >= restore_point_deadline(job):
+        updated = svc.jobs.update(job.job_id, lambda current: mark_restore_point_timed_out(current, state, now))
+        log.warning("%s: restore point never finished; job %s", ids, updated.status.value)
+        result.finished.append(job.job_id)
+        return
+    if state is None:
+        return      # accepted by ARM but not readable yet
+    preview = apply_restore_point(job, state, now)
+    if preview is not None and preview.status is JobStatus.FAILED and preview.errors[0].retryable \
+            and job.attempt < MAX_ATTEMPTS:
+        _retry(svc, job, preview.errors[0], state.name, now, ids)
+        result.retrying.append(job.job_id)
+        return
+    updated = svc.jobs.update(job.job_id, lambda current: apply_restore_point(current, state, now))
+    if updated.is_terminal:
+        log.info("%s: restore point %s %s; job %s", ids, state.name, state.provisioning_state, updated.status.value)
+        result.finished.append(job.job_id)
+
+
+def _retry(svc: Any, job: Job, error: JobError, name: str, now: datetime, ids: str) -> None:
+    """Queue attempt + 1 after a pause (sent first: a crash before the record repeats the send, which
+    duplicate detection drops), then record the retry on the job."""
+    at = now + RETRY_BACKOFF[min(job.attempt, len(RETRY_BACKOFF)) - 1]
+    task = SnapshotTask(job_id=job.job_id, attempt=job.attempt + 1, vm_name=job.vm_name, slot=job.slot,
+                        trigger=Trigger(job.trigger), policy_name=job.policy_name, retain_until=job.retain_until,
+                        not_before=at)
+    svc.task_queue.send([task])
+
+    def retrying(current: Job) -> Job | None:
+        if current.is_terminal or current.task_id != job.task_id:
+            return None
+        note = (f"attempt {current.attempt} (restore point {name}) failed ({error.error_code}); retrying as "
+                f"attempt {current.attempt + 1} at {at.isoformat(timespec='seconds')}")
+        return replace(current, phase=JobPhase.QUEUED, attempt=current.attempt + 1, task_id=None,
+                       errors=[error], notes=(current.notes + [note])[-20:])
+
+    svc.jobs.update(job.job_id, retrying)
+    log.warning("%s: restore point %s failed with %s, which may pass; attempt %s queued for %s", ids, name,
+                error.error_code, task.attempt, at.isoformat())
+
+
+def _vm_id(svc: Any, vm_name: str) -> str:
+    """The VM's ARM id: from its protected item (no Compute call each tick), else the inventory."""
+    reference = vm_reference(svc, vm_name)
+    if reference.lower().startswith("/subscriptions/"):
+        return reference
+    return str(svc.inventory.get_vm(reference).resource_id or "")
+
+
+def _disks_to_back_up(svc: Any, vm: Vm) -> tuple[list[Any], list[Any]]:
+    """(included, excluded) disks: the protected item's LUNs, when it names them, choose."""
+    item = svc.protected_items.get(vm.name)
+    luns = set(item.disk_luns) if item is not None and item.disk_luns else {d.lun for d in vm.disks}
+    return [d for d in vm.disks if d.lun in luns], [d for d in vm.disks if d.lun not in luns]
+
+
+def _consistency(svc: Any, policy_name: str | None) -> ConsistencyMode:
+    """What the policy asks for (ApplicationConsistent without a policy)."""
+    if not policy_name:
+        return ConsistencyMode.APPLICATION
+    try:
+        return ConsistencyMode(svc.policies.get(policy_name).restore_point_consistency)
+    except NotFoundError:
+        return ConsistencyMode.APPLICATION
+
+
+def _fail(svc: Any, job: Job, error: JobError, now: datetime, ids: str) -> Job:
+    failed: Job = svc.jobs.update(job.job_id, lambda current: mark_failed(current, error, now))
+    log.error("%s: job failed: %s %s", ids, error.error_code, error.error_string)
+    return failed

@@ -1,0 +1,220 @@
+"""Managed-disk VMs backed up through restore points, end to end through the worker and the timer,
+against the local Compute endpoint with the real azure-mgmt-compute client and the bundled extension."""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pytest
+
+from shared.domain import remediation
+from shared.domain.jobs import Consistency, JobPhase, JobStatus
+from shared.services.dispatch import Outcome
+from shared.services.restore_point_backup import track_restore_points
+from tests.restorepoints.conftest import (deliver, deliver_concurrently, task_for, track_until_done,
+                                          write_scripts)
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="the extension wants root-owned scripts")
+
+
+def test_a_managed_disk_vm_gets_a_restore_point_and_its_job_completes(svc, compute, md_vm):
+    """Backing up a managed-disk VM makes one restore point with a disk restore point per disk; the job
+    says Completed, file-system consistent (no scripts), and that the restore-point method ran."""
+    vm = md_vm()
+    task = task_for(svc, vm.name)
+    outcome = deliver(svc, task)
+    assert outcome.outcome is Outcome.DISPATCHED
+    job = track_until_done(svc, task.job_id)
+
+    (point,) = compute.restore_points(vm.name)
+    assert point.name == job.task_id == f"{task.job_id}_1" and point.state == "Succeeded"
+    assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.FILE_SYSTEM
+    assert job.backup_method == "RestorePoint" and job.status_blob is None
+    assert [(d.lun, d.status, d.snapshot_uri) for d in job.disks] == [
+        (d.disk.lun, "Completed", d.id) for d in point.disk_points]
+    assert all(d.snapshot_url and "?snapshot=" in d.snapshot_url for d in point.disk_points)
+
+
+def test_an_excluded_disk_has_no_disk_restore_point(svc, compute, md_vm):
+    """A data disk left out of protection is excluded from the restore point and absent from the job."""
+    vm = md_vm()
+    svc.protected_items.update(vm.name, lambda item: __import__("dataclasses").replace(item, disk_luns=(-1,)))
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    job = track_until_done(svc, task.job_id)
+
+    (point,) = compute.restore_points(vm.name)
+    data_disk = next(d for d in vm.disks if d.lun == 0)
+    assert point.excluded == [data_disk.id]
+    assert [d.disk.lun for d in point.disk_points] == [-1]
+    assert job.status is JobStatus.COMPLETED and [d.lun for d in job.disks] == [-1]
+
+
+@requires_root
+def test_app_consistent_scripts_give_an_application_consistent_restore_point(svc, compute, md_vm, etc_azure):
+    """With working pre/post scripts on the VM the restore point, and the job, are application consistent."""
+    write_scripts(etc_azure)
+    vm = md_vm()
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    job = track_until_done(svc, task.job_id)
+    assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.APPLICATION
+    assert compute.restore_points(vm.name)[0].consistency == "ApplicationConsistent"
+
+
+@requires_root
+def test_a_failing_pre_script_gives_a_file_system_consistent_backup_with_a_warning(svc, compute, md_vm, etc_azure):
+    """A pre-script exiting non-zero still yields a restore point, file-system consistent, and the job
+    completes with a warning naming the pre-script and what to do about it."""
+    write_scripts(etc_azure, pre="exit 3")
+    vm = md_vm()
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    job = track_until_done(svc, task.job_id)
+
+    assert job.status is JobStatus.COMPLETED_WITH_WARNINGS and job.consistency is Consistency.FILE_SYSTEM
+    (warning,) = job.errors
+    assert warning.error_code == "UserErrorPreScriptExecutionFailed"
+    assert any("pre/post script" in r for r in warning.recommendations)
+    assert compute.restore_points(vm.name)[0].state == "Succeeded"
+
+
+def test_a_stopped_vm_fails_its_job_with_advice_and_no_restore_point(svc, compute, md_vm):
+    """A VM that is not running fails the job at once, saying to start the VM (or use crash consistency)."""
+    vm = md_vm()
+    compute.set_running(vm.name, False)
+    task = task_for(svc, vm.name)
+    outcome = deliver(svc, task)
+
+    job = svc.jobs.get(task.job_id)
+    assert outcome.outcome is Outcome.FAILED and job.status is JobStatus.FAILED
+    assert job.errors[0].error_code == remediation.RP_VM_NOT_RUNNING
+    assert any("Start the VM" in r for r in job.errors[0].recommendations)
+    assert "not running" in job.errors[0].error_string
+    assert compute.restore_points(vm.name) == []
+
+
+def test_a_redelivered_task_finds_its_restore_point_instead_of_making_a_second(svc, compute, md_vm):
+    """Three deliveries of one task at once, then a late one: one restore point, one completed job."""
+    vm = md_vm()
+    task = task_for(svc, vm.name)
+    outcomes = deliver_concurrently(svc, task, copies=3)
+    assert len(outcomes) == 3 and all(o.outcome is Outcome.DISPATCHED for o in outcomes)
+    late = deliver(svc, task, delivery_count=4)
+    assert late.task_id == f"{task.job_id}_1"
+
+    job = track_until_done(svc, task.job_id)
+    assert [p.name for p in compute.restore_points(vm.name)] == [f"{task.job_id}_1"]
+    assert job.status is JobStatus.COMPLETED and job.attempt == 1
+
+
+def test_a_restore_point_that_never_finishes_is_swept_with_advice(svc, compute, md_vm):
+    """A restore point stuck in Creating keeps the job running, then fails it past the window with
+    advice on the agent, the extension log and the stuck restore point."""
+    compute.hold = True
+    vm = md_vm()
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    track_restore_points(svc)
+    job = svc.jobs.get(task.job_id)
+    assert job.status is JobStatus.IN_PROGRESS and job.phase is JobPhase.RUNNING
+
+    svc.clock.advance(timedelta(minutes=121))
+    result = track_restore_points(svc)
+    job = svc.jobs.get(task.job_id)
+    assert result.finished == [task.job_id]
+    assert job.status is JobStatus.FAILED and job.errors[0].error_code == remediation.RP_TIMED_OUT
+    assert "Creating" in job.errors[0].error_string
+    assert any("extension.log" in r for r in job.errors[0].recommendations)
+    assert all(d.status == "Failed" for d in job.disks)
+
+
+def test_throttled_calls_are_retried_after_the_time_arm_asks_for(svc, compute, md_vm):
+    """ARM answering 429 twice to the restore point create is retried (after Retry-After) and the
+    backup goes on: one restore point, job Completed."""
+    vm = md_vm()
+    compute.throttle(2, retry_after=1, method="PUT", path_contains="/restorePoints/")
+    task = task_for(svc, vm.name)
+    assert deliver(svc, task).outcome is Outcome.DISPATCHED
+    job = track_until_done(svc, task.job_id)
+
+    puts = [at for method, path, at in compute.requests if method == "PUT" and "/restorePoints/" in path]
+    assert len(puts) == 3
+    assert all(later - earlier >= 0.9 for earlier, later in zip(puts, puts[1:]))
+    assert job.status is JobStatus.COMPLETED and len(compute.restore_points(vm.name)) == 1
+
+
+def test_throttling_past_the_retries_leaves_the_task_for_redelivery(svc, compute, md_vm):
+    """When ARM keeps throttling, the worker gives the message back (redelivered later) and the job
+    waits, Dispatched; the redelivery creates the one restore point."""
+    vm = md_vm()
+    svc.restore_points._options["retry_total"] = 1
+    compute.throttle(2, retry_after=0, method="PUT", path_contains="/restorePoints/")
+    task = task_for(svc, vm.name)
+    from shared.errors import TransientError
+
+    with pytest.raises(TransientError, match="429"):
+        deliver(svc, task)
+    assert svc.jobs.get(task.job_id).phase is JobPhase.DISPATCHED
+    assert deliver(svc, task, delivery_count=2).outcome is Outcome.DISPATCHED
+    assert track_until_done(svc, task.job_id).status is JobStatus.COMPLETED
+    assert len(compute.restore_points(vm.name)) == 1
+
+
+def test_a_crash_consistent_policy_snapshots_without_the_extension(svc, compute, md_vm):
+    """A policy set to CrashConsistent gets a crash-consistent restore point; no extension runs on the VM."""
+    import dataclasses
+
+    policy = svc.policies.get("DefaultPolicy")
+    svc.policies.replace(dataclasses.replace(policy, restore_point_consistency="CrashConsistent"))
+    vm = md_vm()
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    job = track_until_done(svc, task.job_id)
+    assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.CRASH
+    assert compute.restore_points(vm.name)[0].requested == "CrashConsistent"
+    assert not (compute.vm_root / vm.name / "config").exists()
+
+
+def test_retention_and_restore_work_on_a_restore_point(svc, compute, md_vm, storage_connection_string):
+    """A disk restored from a disk restore point holds the disk's data; deleting the restore point
+    removes it and its snapshots."""
+    from azure.storage.blob import BlobClient, BlobServiceClient
+
+    vm = md_vm()
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    job = track_until_done(svc, task.job_id)
+    os_point = next(d for d in job.disks if d.lun == -1).snapshot_uri
+    disk_id = svc.restore_points.restore_disk(os_point, f"{vm.name}-restored", location="local")
+    assert disk_id.endswith(f"/disks/{vm.name}-restored")
+    container = BlobClient.from_blob_url(vm.disks[0].blob_url).container_name
+    restored = BlobServiceClient.from_connection_string(storage_connection_string) \
+        .get_blob_client(container, f"{vm.name}-restored.vhd").download_blob().readall()
+    assert restored.startswith(f"{vm.name}-os".encode())
+
+    svc.restore_points.delete(vm.id, job.task_id)
+    assert compute.restore_points(vm.name) == []
+    assert svc.restore_points.get(vm.id, job.task_id) is None
+
+
+def test_a_failure_that_may_pass_is_retried_with_a_new_restore_point(svc, compute, md_vm):
+    """A restore point failing because the VM agent was not ready queues attempt 2 after a pause; its
+    own restore point completes the job, and the first failure stays in the job's notes."""
+    vm = md_vm()
+    compute.fail_next.append(("VMAgentStatusCommunicationError", "The VM agent is not reporting status."))
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    job = track_until_done(svc, task.job_id, timeout=5)
+    assert job.status is JobStatus.IN_PROGRESS and job.phase is JobPhase.QUEUED and job.attempt == 2
+    assert job.errors[0].error_code == remediation.RP_EXTENSION_NOT_READY
+    (retry,) = svc.task_queue.sent
+    assert retry.attempt == 2 and retry.not_before == svc.clock.now() + timedelta(minutes=5)
+
+    svc.clock.advance(timedelta(minutes=5))
+    assert deliver(svc, retry).task_id == f"{task.job_id}_2"
+    job = track_until_done(svc, task.job_id)
+    assert job.status is JobStatus.COMPLETED and job.attempt == 2 and job.errors == []
+    assert [(p.name, p.state) for p in compute.restore_points(vm.name)] == [
+        (f"{task.job_id}_1", "Failed"), (f"{task.job_id}_2", "Succeeded")]
+    assert any("retrying as attempt 2" in note for note in job.notes)
