@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             enable(root, seq)
         else:
             run_daemon(root, seq)
-    except LayoutError as exc:
+    except (LayoutError, OSError) as exc:  # OSError: the daemon could not be started
         print(f"extension {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -92,28 +92,36 @@ def enable(
     env.log_folder.mkdir(parents=True, exist_ok=True)
     with capture(env.log_folder / "extension.log"):
         log.info("enable: sequence %s", seq)
-        if last_seq(root) == seq:
-            log.info("sequence %s was already processed: exiting", seq)
-            return EnableResult.SAME_SEQ
-        save_seq(root, seq)
-        handler_settings = read_handler_settings(env, seq)
-        settings = parse_settings(
-            handler_settings.get("publicSettings") or {},
-            load_protected_settings(handler_settings, waagent_dir()),
-        )
-        if settings.task_id and settings.task_id == last_task_id(root):
-            log.info("taskId %s was already processed: exiting", settings.task_id)
-            return EnableResult.SAME_TASK
-        if settings.task_id:
-            save_task_id(root, settings.task_id)
-        # The file only: the blob is first written by the daemon (§4.2).
-        StatusReporter(root, env, seq, settings, clock or SystemClock(), writer=None).report(
-            "success", ExtensionCode.ExtensionTempTerminalState, TRANSITIONING,
-            ext_error=ExtensionCode.success,
-        )
-        (spawn or spawn_daemon)(root, seq)
-        log.info("daemon started for taskId %s", settings.task_id)
-        return EnableResult.STARTED
+        # Whatever enable decides, the protected settings leave the file: the daemon scrubs them
+        # once it has read them, and a command that never reaches a daemon is scrubbed here.
+        handed_over = False
+        try:
+            if last_seq(root) == seq:
+                log.info("sequence %s was already processed: exiting", seq)
+                return EnableResult.SAME_SEQ
+            save_seq(root, seq)
+            handler_settings = read_handler_settings(env, seq)
+            settings = parse_settings(
+                handler_settings.get("publicSettings") or {},
+                load_protected_settings(handler_settings, waagent_dir()),
+            )
+            if settings.task_id and settings.task_id == last_task_id(root):
+                log.info("taskId %s was already processed: exiting", settings.task_id)
+                return EnableResult.SAME_TASK
+            if settings.task_id:
+                save_task_id(root, settings.task_id)
+            # The file only: the blob is first written by the daemon (§4.2).
+            StatusReporter(root, env, seq, settings, clock or SystemClock(), writer=None).report(
+                "success", ExtensionCode.ExtensionTempTerminalState, TRANSITIONING,
+                ext_error=ExtensionCode.success,
+            )
+            (spawn or spawn_daemon)(root, seq)
+            handed_over = True
+            log.info("daemon started for taskId %s", settings.task_id)
+            return EnableResult.STARTED
+        finally:
+            if not handed_over:
+                scrub_protected_settings(env, seq)
 
 
 def spawn_daemon(root: Path, seq: int) -> None:
@@ -309,8 +317,11 @@ class _Daemon:
             log.error("%s", exc)
             return {}
         public = handler_settings.get("publicSettings") or {}
-        protected = load_protected_settings(handler_settings, waagent_dir())
-        scrub_protected_settings(self.env, self.seq)
+        try:
+            protected = load_protected_settings(handler_settings, waagent_dir())
+        finally:
+            # Read once, then gone from the VM's disk, even if decrypting failed (update_settings_file).
+            scrub_protected_settings(self.env, self.seq)
         self.settings = parse_settings(public, protected)
         self.reporter = StatusReporter(
             self.root, self.env, self.seq, self.settings, self.clock,

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from extension.crypto import decrypt_protected_settings
+from extension.layout import write_extension_root
+from shared.adapters import dispatch_local
 from shared.adapters.dispatch_local import LocalDispatcher, next_sequence_number
 from shared.bootstrap import Services
 from shared.clock import FixedClock
@@ -60,9 +62,9 @@ def test_task_ends_with_a_final_status_and_snapshots(make_settings, make_vm, tmp
         time.sleep(0.2)
     assert svc.status_blobs.read(job.log_blob)
     settings_file = tmp_path / "vms" / vm.name / "config" / "0.settings"
-    assert "sig=" not in settings_file.read_text()    # protected settings scrubbed by the handler once read
     # They arrived encrypted to the VM's own certificate, which the handler decrypted with its key.
     handler_settings = json.loads(settings_file.read_text())["runtimeSettings"][0]["handlerSettings"]
+    assert "protectedSettings" not in handler_settings    # scrubbed by the handler once read
     (cert,) = (tmp_path / "vms" / vm.name / "waagent").glob("*.crt")
     assert handler_settings["protectedSettingsCertThumbprint"] == cert.stem
 
@@ -87,6 +89,41 @@ def test_protected_settings_reach_the_vm_encrypted_to_its_certificate(make_vm, t
     opened = decrypt_protected_settings(handler_settings["protectedSettings"], cert.read_bytes(),
                                         cert.with_suffix(".prv").read_bytes())
     assert opened == command.protected_settings
+
+
+def test_no_file_on_the_vm_keeps_the_protected_settings(make_vm, tmp_path, monkeypatch):
+    """After a command ran, and after its redelivery was declined, no file on the VM holds them."""
+    vm = make_vm()
+    dispatcher = LocalDispatcher(tmp_path / "vms")
+    now = datetime.now(timezone.utc)
+    command = build_snapshot_command(
+        SnapshotTask(job_id="j", attempt=1, vm_name=vm.name, slot=now), vm,
+        disk_sas_urls=[d.blob_url + "?sp=c&sig=S3CRET" for d in vm.disks],
+        status_blob_sas="http://127.0.0.1:1/s?sig=S3CRET", log_blob_sas="http://127.0.0.1:1/l?sig=S3CRET",
+        now=now)
+    sealed: list[str] = []
+
+    def recording_write(root, seq, public, protected, thumbprint):
+        sealed.append(protected)
+        return write_extension_root(root, seq, public, protected, thumbprint)
+
+    monkeypatch.setattr(dispatch_local, "write_extension_root", recording_write)
+    dispatcher.dispatch(vm, command)
+    dispatcher.dispatch(vm, command)            # a redelivery: same taskId, declined by enable
+    root = dispatcher.extension_root(vm)
+    status = root / "status" / "0.status"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+            not status.exists() or json.loads(status.read_text())[0]["status"]["code"] == "4"):
+        time.sleep(0.2)
+
+    assert json.loads(status.read_text())[0]["status"]["code"] != "4"
+    assert sorted(p.name for p in (root / "config").iterdir()) == ["0.settings", "1.settings"]
+    key_pair = set((root / "waagent").iterdir())            # the VM's own key pair stays, as WALA's
+    for path in (p for p in root.rglob("*") if p.is_file() and p not in key_pair):
+        text = path.read_text(errors="replace")
+        assert "S3CRET" not in text and '"protectedSettings"' not in text, path
+        assert all(blob[:64] not in text for blob in sealed), path
 
 
 def test_sequence_numbers_only_go_up(tmp_path):

@@ -67,6 +67,59 @@ def test_a_repeated_sequence_number_is_silently_ignored(vm):
     assert HandlerEnvironment.load(vm.root).status_file(0).read_text() == status_before
 
 
+def _protected_settings_left(vm, seq: int) -> bool:
+    doc = json.loads(HandlerEnvironment.load(vm.root).settings_file(seq).read_text())
+    return "protectedSettings" in doc["runtimeSettings"][0]["handlerSettings"]
+
+
+def test_a_command_declined_for_its_task_id_is_scrubbed_all_the_same(vm):
+    """A redelivered command (same taskId, new sequence number) starts nothing and keeps no SAS on the VM."""
+    public, protected = vm.settings()
+    vm.write(0, public, protected)
+    _enable(vm, 0)
+    vm.write(1, public, protected)
+
+    result, _ = _enable(vm, 1)
+
+    assert result is EnableResult.SAME_TASK
+    assert not _protected_settings_left(vm, 1)
+
+
+def test_a_command_declined_for_its_sequence_number_is_scrubbed_all_the_same(vm):
+    """Settings rewritten under an already processed sequence number keep no protected settings."""
+    vm.write(0, *vm.settings())
+    _enable(vm, 0)
+    vm.write(0, *vm.settings())
+
+    result, _ = _enable(vm, 0)
+
+    assert result is EnableResult.SAME_SEQ
+    assert not _protected_settings_left(vm, 0)
+
+
+def test_a_started_command_keeps_its_protected_settings_for_the_daemon(vm):
+    """Enable leaves the protected settings to the daemon it starts: the daemon still has the SAS URIs."""
+    vm.write(0, *vm.settings())
+
+    result, _ = _enable(vm, 0)
+
+    assert result is EnableResult.STARTED
+    assert _protected_settings_left(vm, 0)
+
+
+def test_a_daemon_that_cannot_start_leaves_no_protected_settings(vm):
+    """If the daemon cannot be started, enable fails and the settings file is scrubbed anyway."""
+    vm.write(0, *vm.settings())
+
+    def broken_spawn(root, seq):
+        raise OSError("no such interpreter")
+
+    with pytest.raises(OSError):
+        enable(vm.root, 0, spawn=broken_spawn)
+
+    assert not _protected_settings_left(vm, 0)
+
+
 def _wait_for_final_status(vm, deadline: float) -> dict:
     while time.monotonic() < deadline:
         text = vm.text("status.txt")
