@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 from pathlib import Path
 
 from extension.handler import EnableResult, enable, run_daemon, run_foreground
 from extension.layout import HandlerEnvironment, LayoutError, resolve_seq
+from extension.runlog import shell_log
 
 DEFAULT_RUN_ROOT = "/var/lib/vmsnapshot-extension"
 
@@ -41,14 +43,23 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.settings_file, args.root)
     root = Path.cwd()
     try:
-        seq = resolve_seq(HandlerEnvironment.load(root))
+        env = HandlerEnvironment.load(root)
+        seq = resolve_seq(env)
+    except LayoutError as exc:
+        print(f"extension {args.command}: {exc}", file=sys.stderr)
+        return 1
+    # What handle.sh notes in shell.log for each command; its tail ends the log blob.
+    shell_log(env.log_folder, f"{args.command}: sequence {seq}, python {platform.python_version()}")
+    try:
         if args.command == "enable":
-            enable(root, seq)
+            shell_log(env.log_folder, f"enable: {enable(root, seq).value}")
         else:
             run_daemon(root, seq)
     except (LayoutError, OSError) as exc:  # OSError: the daemon could not be started
+        shell_log(env.log_folder, f"{args.command}: exit 1")
         print(f"extension {args.command}: {exc}", file=sys.stderr)
         return 1
+    shell_log(env.log_folder, f"{args.command}: exit 0")
     return 0
 
 

@@ -202,6 +202,7 @@ class SnapshotVerdict:
     code: ExtensionCode  # the run result
     ext_error: ExtensionCode  # what vmHealthStatusCode should say
     message: str
+    every_disk_failed: bool = False  # and not for a throttling or snapshot-limit reason
 
 
 def classify(results: Sequence[BlobSnapshot]) -> SnapshotVerdict:
@@ -219,7 +220,7 @@ def classify(results: Sequence[BlobSnapshot]) -> SnapshotVerdict:
     failed = sum(1 for r in results if not r.is_successful)
     if results and failed == len(results):
         code = ExtensionCode.FailedRetryableSnapshotFailedNoNetwork
-        return SnapshotVerdict(code, code, "")
+        return SnapshotVerdict(code, code, "", every_disk_failed=True)
     if failed:
         return SnapshotVerdict(
             ExtensionCode.FailedRetryableSnapshotFailedNoNetwork,

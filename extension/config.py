@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 ETC_ENV = "VMSNAP_EXTENSION_ETC"
 WAAGENT_ENV = "VMSNAP_WAAGENT_DIR"
 FREEZE_MOUNTS_ENV = "VMSNAP_FREEZE_MOUNTS"
+# Set only for a VM simulated on this machine: the file describing its page-blob disks.
+VM_DISKS_ENV = "VMSNAP_VM_DISKS"
 
 PLUGIN_CONFIG_NAME = "VMSnapshotScriptPluginConfig.json"
 VMBACKUP_CONF_NAME = "vmbackup.conf"

@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -25,7 +25,7 @@ from extension import scripts
 from extension.blobs import BlobSnapshot, BlobWriteError, BlobWriter, classify, snapshot_blobs
 from extension.codes import NOT_CONFIGURED, ExtensionCode, ExtErrorCode
 from extension.config import PLUGIN_CONFIG_NAME, VMBACKUP_CONF_NAME, VmBackupConfig, etc_dir, waagent_dir
-from extension.freeze import Freezer, FreezeError, FsFreezeFreezer, NoopFreezer, freeze_mounts, local_mounts
+from extension.freeze import Freezer, FreezeError, FsFreezeFreezer, NoopFreezer, freeze_mounts
 from extension.layout import (
     SEQ_ENV,
     HandlerEnvironment,
@@ -39,9 +39,11 @@ from extension.layout import (
     scrub_protected_settings,
     write_extension_root,
 )
-from extension.runlog import RunLog, capture, redact
+from extension import storage
+from extension.runlog import RunLog, capture, redact, shell_log_tail
 from extension.settings import (
     MAX_COMMAND_AGE_SECONDS,
+    FIRST_HOST_THEN_GUEST,
     ONLY_HOST,
     CommandSettings,
     command_age_seconds,
@@ -57,7 +59,9 @@ EXTENSION_VERSION = "1.0.9999.0"  # a stand-in: never mistaken for a released VM
 MACHINE_IDENTITY_FILE = "machine_identity_FD76C85E-406F-4CFA-8EB0-CF18B123365C"
 TRANSITIONING = "Transitioning state in extension"
 TOO_LATE = "CRP timeout limit has reached, will not take snapshot."
-ONE_TIB = 1 << 40
+EVERY_SNAPSHOT_FAILED = "Every guest snapshot failed; the log has each disk's storage error."
+# Off Azure there is no agent log to read the guest agent's version from.
+UNKNOWN_AGENT_VERSION = "Unknown"
 
 
 class Clock(Protocol):
@@ -299,9 +303,11 @@ class _Daemon:
         self.telemetry: dict[str, str] = {
             "pythonVersion": platform.python_version(),
             "platformArchitecture": platform.architecture()[0],
+            "guestAgentVersion": UNKNOWN_AGENT_VERSION,
             "extensionVersion": EXTENSION_VERSION,
             "osVersion": platform.platform(),
             "kernelVersion": platform.release(),
+            "workloads": "",  # no database workload path here
         }
         self.snapshot_attempted = False
         self.settings = CommandSettings()
@@ -380,8 +386,7 @@ class _Daemon:
             return
         pre = scripts.pre_check(self.plugin_config)
         app_consistent = pre.code not in NOT_CONFIGURED
-        if app_consistent:
-            self.telemetry["isPrePostEnabled"] = "true"
+        self.telemetry["prePostEnabled"] = self.telemetry["isPrePostEnabled"] = str(app_consistent).lower()
         do_backup, config = pre.do_backup, pre.config
         pre_error = post_error = None
         if pre.ready and config is not None:
@@ -389,7 +394,7 @@ class _Daemon:
             # Without a freeze, a failed pre-script leaves nothing to make the snapshot consistent.
             do_backup = pre_error is None or (config.continue_on_failure and pre.fs_freeze)
         if do_backup:
-            self.freeze_snapshot(outcome, freeze=pre.fs_freeze)
+            self.freeze_snapshot(outcome, freeze=pre.fs_freeze, method=method)
         if pre.ready and config is not None:
             post_error = scripts.run_post_script(config)
             if post_error is not None and not (config.continue_on_failure and pre.fs_freeze):
@@ -417,7 +422,7 @@ class _Daemon:
             outcome.message = "Enable Succeeded with App Consistent Snapshot"
             self.ext_error.set(ExtensionCode.success_appconsistent)
 
-    def freeze_snapshot(self, outcome: Outcome, *, freeze: bool) -> None:
+    def freeze_snapshot(self, outcome: Outcome, *, freeze: bool, method: str) -> None:
         uris = self.settings.blob_sas_uris
         if not uris:
             outcome.fail(
@@ -436,7 +441,7 @@ class _Daemon:
                 self.ext_error.set(exc.code)
                 return
             frozen = True
-            self.telemetry["FreezeTime"] = f"{time.monotonic() - started:.3f}"
+            self.telemetry["FreezeTime"] = _duration(started)
         else:
             log.info("fsFreezeEnabled is false: snapshotting without a freeze")
 
@@ -452,10 +457,12 @@ class _Daemon:
                     self.telemetry["snapshotCreator"] = "guestExtension"
                     started = time.monotonic()
                     results = snapshot_blobs(self.http, uris, self.settings.backup_metadata or [])
-                    self.telemetry["snapshotTimeTaken"] = f"{time.monotonic() - started:.3f}"
+                    self.telemetry["snapshotTimeTaken"] = _duration(started)
             finally:
                 if frozen:
+                    started = time.monotonic()
                     thawed_cleanly = self.freezer.thaw()
+                    self.telemetry["ThawTime"] = _duration(started)
         if results is None:
             return
         outcome.snapshots = results
@@ -464,7 +471,13 @@ class _Daemon:
             self.ext_error.set(ExtensionCode.error)
             return
         verdict = classify(results)
-        if verdict.code != ExtensionCode.success:
+        if verdict.every_disk_failed and method != FIRST_HOST_THEN_GUEST:
+            # What the real handler reports when the guest path it was told to take fails for every
+            # disk: its generic error, with no per-disk results (the host path would have given 76).
+            outcome.snapshots = None
+            outcome.fail(ExtensionCode.error, f"Enable failed. {EVERY_SNAPSHOT_FAILED}")
+            self.ext_error.set(ExtensionCode.error)
+        elif verdict.code != ExtensionCode.success:
             outcome.fail(verdict.code, verdict.message)
             self.ext_error.set(verdict.ext_error)
 
@@ -488,10 +501,13 @@ class _Daemon:
         self.ext_error.set(code)
         outcome = Outcome()
         outcome.fail(code, message)
-        return self.report(outcome, final=True)
+        return self.report(outcome, final=True, measure=False)
 
-    def report(self, outcome: Outcome, *, final: bool) -> dict:
+    def report(self, outcome: Outcome, *, final: bool, measure: bool = True) -> dict:
+        """Measure the used storage for a final report, unless the run never got to the disks (a
+        command refused as too late, or no settings): then, like the real handler, size 0."""
         assert self.reporter is not None
+        too_late = outcome.code == ExtensionCode.FailedGuestAgentInvokedCommandTooLate
         telemetry = dict(self.telemetry)
         telemetry["consistencyType"] = "none"  # what the real handler reports (§4.3 quirk)
         if final:
@@ -504,30 +520,31 @@ class _Daemon:
             snapshots=outcome.snapshots,
             telemetry=list(telemetry.items()),
             suffix="snapshotCreator=guestExtension, " if self.snapshot_attempted else "",
-            storage=self.storage_details() if final else (len(local_mounts()), 0, False),
+            storage=self.storage_details(measure=final and measure and not too_late),
         )
 
-    def storage_details(self) -> tuple[int, int, bool]:
-        """Partition count and used bytes of the local file systems, capped at 1 TiB per LUN."""
-        mounts = local_mounts()
-        used, failed = 0, False
-        for mount in mounts:
-            try:
-                st = os.statvfs(mount)
-            except OSError:
-                failed = True
-                continue
-            used += (st.f_blocks - st.f_bfree) * st.f_frsize
-        return len(mounts), min(used, ONE_TIB * len(self.settings.lun_list)), failed
+    def storage_details(self, *, measure: bool) -> tuple[int, int, bool]:
+        """Partition count, used bytes (capped at 1 TiB per LUN) and whether measuring failed."""
+        if not measure:
+            return storage.partition_count(), 0, False
+        used = storage.measure().capped(len(self.settings.lun_list))
+        return used.partition_count, used.used_bytes, used.failed
 
     def commit_log(self) -> None:
         uri = self.settings.logs_blob_uri
         if not uri or not self.conf.upload_status_and_log:
             return
         try:
-            self.writer.write(uri, self.runlog.text())
+            # As uploaded by the real handler: the run's log, then the tail of the shell script's
+            # log, which shows the enable and daemon phases that led here.
+            self.writer.write(uri, self.runlog.text() + shell_log_tail(self.env.log_folder))
         except BlobWriteError as exc:
             log.warning("cannot write the log blob: %s", exc)
+
+
+def _duration(started: float) -> str:
+    """A duration as the real handler's telemetry writes it: ``str(timedelta)``, ``0:00:01.234567``."""
+    return str(timedelta(seconds=time.monotonic() - started))
 
 
 def _machine_id(root: Path) -> str:

@@ -53,6 +53,9 @@ def test_task_ends_with_a_final_status_and_snapshots(make_settings, make_vm, tmp
     status = _final_status(svc, job.status_blob)["status"]
     assert (status["status"], status["code"], status["taskId"]) == ("success", "1", task.task_id)
     assert [s["isSuccessful"] for s in status["snapshotInfo"]] == [True, True]
+    # The backup size is the VM's own disks (two 1 KiB page blobs), not this machine's file systems.
+    assert status["storageDetails"]["totalUsedSizeInBytes"] == sum(d.size_bytes for d in vm.disks)
+    assert status["storageDetails"]["partitionCount"] == len(vm.disks)
     container = blob_service.get_container_client(vm.disks[0].blob_url.split("/")[-2])
     snaps = [b for b in container.list_blobs(include=["snapshots", "metadata"]) if b.snapshot]
     assert sorted(b.name for b in snaps) == sorted(d.blob_url.rsplit("/", 1)[1] for d in vm.disks)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -191,3 +192,27 @@ def test_run_off_azure_takes_settings_from_a_file_and_prints_the_status(vm, tmp_
     assert (again.returncode, again.stdout) == (0, "")
     assert "same taskId" in again.stderr
     assert sorted(p.name for p in (root / "config").iterdir()) == ["0.settings", "1.settings"]
+
+
+def test_the_log_blob_ends_with_the_enable_and_daemon_phases(vm):
+    """As with the real handler, the log blob closes with the shell log: enable, then the daemon."""
+    public, protected = vm.settings(commandStartTimeUTCTicks=_real_ticks_now())
+    write_extension_root(vm.root, 7, public, protected)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "extension", "enable"],
+        cwd=vm.root, env=_subprocess_env(ConfigSequenceNumber="7"),
+        capture_output=True, text=True, timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert _wait_for_final_status(vm, time.monotonic() + 30)["status"]["code"] == "1"
+    deadline = time.monotonic() + 10                # the log is uploaded just after the status
+    while "Tail of shell script log:" not in vm.text("log.txt") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    run_log, tail = vm.text("log.txt").split("Tail of shell script log:\n")
+    assert "daemon: sequence 7" in run_log
+    phases = [line.split(" ", 2)[2] for line in tail.splitlines()]
+    assert phases[:3] == ["enable: sequence 7, python " + platform.python_version(),
+                          "enable: started", "enable: exit 0"]
+    assert phases[3].startswith("daemon: sequence 7")
