@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
-from extension.handler import EnableResult, enable, run_daemon, run_foreground
+from extension.enable import EnableResult, enable
 from extension.layout import HandlerEnvironment, LayoutError, resolve_seq
 from extension.runlog import shell_log
 
@@ -49,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"extension {args.command}: {exc}", file=sys.stderr)
         return 1
     # What handle.sh notes in shell.log for each command; its tail ends the log blob.
-    shell_log(env.log_folder, f"{args.command}: sequence {seq}, python {platform.python_version()}")
+    shell_log(env.log_folder, f"{args.command}: sequence {seq}, python {_python_version()}")
     try:
         if args.command == "enable":
             shell_log(env.log_folder, f"enable: {enable(root, seq).value}")
         else:
+            from extension.handler import run_daemon  # the daemon's modules: not on enable's path
+
             run_daemon(root, seq)
     except (LayoutError, OSError) as exc:  # OSError: the daemon could not be started
         shell_log(env.log_folder, f"{args.command}: exit 1")
@@ -63,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _python_version() -> str:
+    return ".".join(str(part) for part in sys.version_info[:3])
+
+
 def _run(settings_file: Path, root: Path) -> int:
+    from extension.handler import run_foreground
+
     try:
         decision, element = run_foreground(settings_file, root)
     except (OSError, ValueError, LayoutError) as exc:

@@ -216,3 +216,24 @@ def test_the_log_blob_ends_with_the_enable_and_daemon_phases(vm):
     assert phases[:3] == ["enable: sequence 7, python " + platform.python_version(),
                           "enable: started", "enable: exit 0"]
     assert phases[3].startswith("daemon: sequence 7")
+
+
+def test_enable_loads_neither_cryptography_nor_http_nor_the_daemon(vm):
+    """The agent waits for enable on every command: it stays light, the heavy parts load in the daemon."""
+    public, protected = vm.settings(commandStartTimeUTCTicks=_real_ticks_now())
+    write_extension_root(vm.root, 8, public, protected)
+    probe = ("import json, runpy, sys\n"
+             "sys.argv = ['extension', 'enable']\n"
+             "try:\n    runpy.run_module('extension', run_name='__main__')\n"
+             "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+             "print(json.dumps(sorted(sys.modules)))\n")
+
+    done = subprocess.run([sys.executable, "-c", probe], cwd=vm.root,
+                          env=_subprocess_env(ConfigSequenceNumber="8"),
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert "extension.enable" in loaded
+    assert not {"cryptography", "http.client", "ssl", "extension.handler", "extension.crypto"} & loaded
+    assert _wait_for_final_status(vm, time.monotonic() + 30)["status"]["code"] == "1"   # the daemon did the work
