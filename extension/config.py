@@ -36,7 +36,7 @@ def waagent_dir(env: Mapping[str, str] = os.environ) -> Path:
 
 @dataclass(frozen=True)
 class VmBackupConfig:
-    """The ``[SnapshotThread]`` knobs of ``vmbackup.conf`` this handler honours (§3.8)."""
+    """The ``[SnapshotThread]`` knobs of ``vmbackup.conf`` this handler honours."""
 
     freeze_timeout: int = 60
     safe_freeze_wait: int = 66

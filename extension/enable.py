@@ -90,7 +90,7 @@ def enable(
                 return EnableResult.SAME_TASK
             if settings.task_id:
                 save_task_id(root, settings.task_id)
-            # The file only: the blob is first written by the daemon (§4.2).
+            # The file only: the blob is first written by the daemon, as in the real handler.
             StatusReporter(root, env, seq, settings, clock or SystemClock(), writer=None).report(
                 "success", ExtensionCode.ExtensionTempTerminalState, TRANSITIONING,
                 ext_error=ExtensionCode.success,

@@ -332,7 +332,7 @@ class _Daemon:
         assert self.reporter is not None
         too_late = outcome.code == ExtensionCode.FailedGuestAgentInvokedCommandTooLate
         telemetry = dict(self.telemetry)
-        telemetry["consistencyType"] = "none"  # what the real handler reports (§4.3 quirk)
+        telemetry["consistencyType"] = "none"  # what the real handler reports (its consistency quirk)
         if final:
             telemetry["extErrorCode"] = self.ext_error.value.name
         return self.reporter.report(
