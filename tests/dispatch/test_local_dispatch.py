@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -127,6 +128,35 @@ def test_no_file_on_the_vm_keeps_the_protected_settings(make_vm, tmp_path, monke
         text = path.read_text(errors="replace")
         assert "S3CRET" not in text and '"protectedSettings"' not in text, path
         assert all(blob[:64] not in text for blob in sealed), path
+
+
+def test_concurrent_deliveries_of_one_task_run_once_and_leave_no_protected_settings(
+        make_settings, make_vm, tmp_path, blob_service):
+    """Five workers dispatching the same task at once: one snapshot per disk, every settings file scrubbed."""
+    vm = make_vm(data_luns=(0,))
+    now = datetime.now(timezone.utc)
+    svc = Services(make_settings(), clock=FixedClock(now), jobs=InMemoryJobStore(),
+                   inventory=InMemoryInventory(vm), dispatcher=LocalDispatcher(tmp_path / "vms"))
+    task = SnapshotTask(job_id="5d0c2a8e-7f3b-4c1e-9a6d-2b8e4f1c3a77", attempt=1, vm_name=vm.name, slot=now)
+    status_blob, log_blob = svc.status_blobs.create_attempt_blobs(task.job_id, task.attempt)
+    command = build_snapshot_command(
+        task, vm, disk_sas_urls=[svc.sas.disk_sas_url(d.blob_url) for d in vm.disks],
+        status_blob_sas=svc.sas.status_sas_url(svc.status_blobs.url(status_blob)),
+        log_blob_sas=svc.sas.log_sas_url(svc.status_blobs.url(log_blob)), now=now)
+    dispatcher = LocalDispatcher(tmp_path / "vms")
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        list(pool.map(lambda _: dispatcher.dispatch(vm, command), range(5)))
+    status = _final_status(svc, status_blob)["status"]
+
+    assert (status["status"], status["code"]) == ("success", "1")
+    config = dispatcher.extension_root(vm) / "config"
+    assert sorted(p.name for p in config.iterdir()) == [f"{n}.settings" for n in range(5)]
+    for path in config.iterdir():
+        assert "protectedSettings" not in json.loads(path.read_text())["runtimeSettings"][0]["handlerSettings"]
+    container = blob_service.get_container_client(vm.disks[0].blob_url.split("/")[-2])
+    snaps = [b.name for b in container.list_blobs(include=["snapshots"]) if b.snapshot]
+    assert sorted(snaps) == sorted(d.blob_url.rsplit("/", 1)[1] for d in vm.disks)
 
 
 def test_sequence_numbers_only_go_up(tmp_path):
