@@ -65,7 +65,7 @@ def enable(
 ) -> EnableResult:
     """Record seq and taskId, write the in-progress file status, start the daemon, return.
 
-    A repeated sequence number or taskId returns without writing anything, as the real handler
+    A repeated sequence number or taskId returns without any new status, as the real handler
     does. Raises :class:`extension.layout.LayoutError` when the root or settings are unreadable.
     """
     root = Path(root)
@@ -73,13 +73,15 @@ def enable(
     env.log_folder.mkdir(parents=True, exist_ok=True)
     with capture(env.log_folder / "extension.log"):
         log.info("enable: sequence %s", seq)
-        # Whatever enable decides, the protected settings leave the file: the daemon scrubs them
-        # once it has read them, and a command that never reaches a daemon is scrubbed here.
+        if last_seq(root) == seq:
+            # Its first enable already saw to the settings file: handed it to a daemon, which may
+            # not have read it yet (so it is not touched here), or scrubbed it.
+            log.info("sequence %s was already processed: exiting", seq)
+            return EnableResult.SAME_SEQ
+        # From here the protected settings leave the file whatever enable decides: the daemon
+        # scrubs them once it has read them, and a command that reaches no daemon is scrubbed here.
         handed_over = False
         try:
-            if last_seq(root) == seq:
-                log.info("sequence %s was already processed: exiting", seq)
-                return EnableResult.SAME_SEQ
             save_seq(root, seq)
             handler_settings = read_handler_settings(env, seq)
             # Everything enable needs (taskId, vmType, ticks) is public; only the daemon decrypts,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from extension.handler import EnableResult, enable
+from extension.handler import EnableResult, enable, run_daemon
 from extension.layout import HandlerEnvironment, write_extension_root
 from extension.settings import ticks_for
 from tests.extension.conftest import requires_root
@@ -86,15 +86,17 @@ def test_a_command_declined_for_its_task_id_is_scrubbed_all_the_same(vm):
     assert not _protected_settings_left(vm, 1)
 
 
-def test_a_command_declined_for_its_sequence_number_is_scrubbed_all_the_same(vm):
-    """Settings rewritten under an already processed sequence number keep no protected settings."""
+def test_a_repeated_enable_does_not_take_the_settings_from_under_its_daemon(vm):
+    """The agent re-running enable for a sequence whose daemon has not started yet: the backup still runs."""
     vm.write(0, *vm.settings())
-    _enable(vm, 0)
-    vm.write(0, *vm.settings())
+    _enable(vm, 0)                      # the daemon is started but has not read its settings yet
 
-    result, _ = _enable(vm, 0)
+    again, _ = _enable(vm, 0)
+    element = run_daemon(vm.root, 0, clock=vm.clock,
+                         plugin_config_path=vm.etc / "VMSnapshotScriptPluginConfig.json")
 
-    assert result is EnableResult.SAME_SEQ
+    assert again is EnableResult.SAME_SEQ
+    assert element["status"]["code"] == "1" and len(vm.snapshots("os.vhd")) == 1
     assert not _protected_settings_left(vm, 0)
 
 
