@@ -135,7 +135,11 @@ def read_handler_settings(env: HandlerEnvironment, seq: int) -> dict:
 
 def scrub_protected_settings(env: HandlerEnvironment, seq: int) -> None:
     """Rewrite ``<seq>.settings`` without ``protectedSettings`` once read (``update_settings_file``)."""
-    path = env.settings_file(seq)
+    scrub_settings_file(env.settings_file(seq))
+
+
+def scrub_settings_file(path: Path) -> None:
+    """Rewrite a settings file without ``protectedSettings``; an unreadable file is left as it is."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         handler_settings = doc["runtimeSettings"][0]["handlerSettings"]

@@ -170,7 +170,7 @@ def test_sequence_numbers_only_go_up(tmp_path):
 
 
 def test_failing_enable_is_retried(make_vm, tmp_path):
-    """When the VM's handler cannot start, the message is retried rather than the job failed."""
+    """When the VM's handler cannot start, the message is retried and its unread settings are scrubbed."""
     vm = make_vm()
     dispatcher = LocalDispatcher(tmp_path / "vms")
     root = dispatcher.extension_root(vm)
@@ -186,3 +186,6 @@ def test_failing_enable_is_retried(make_vm, tmp_path):
     with pytest.raises(TransientError, match="exited 1") as caught:
         dispatcher.dispatch(vm, command)
     assert "sig=S" not in str(caught.value)
+    # The command was not taken, so its protected settings do not stay on the VM for nobody to scrub.
+    (settings_file,) = (root / "config").glob("*.settings")
+    assert "protectedSettings" not in json.loads(settings_file.read_text())["runtimeSettings"][0]["handlerSettings"]
