@@ -1,8 +1,8 @@
 """The VM's used storage, reported as ``storageDetails`` in the final status (the backup size).
 
 On a Linux VM it is what the real handler measures (``SizeCalculation.py``): the used bytes of the
-local file systems. A VM simulated on this machine has no file systems of its own, only page-blob
-disks; its dispatcher describes them in the file ``VMSNAP_VM_DISKS`` names, and their size is its used storage.
+local file systems. A VM simulated on this machine has only page-blob disks, which its dispatcher
+describes in the file ``VMSNAP_VM_DISKS`` names: their size is its used storage.
 """
 from __future__ import annotations
 
