@@ -13,8 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from extension.handler import EnableResult, enable, run_daemon, run_foreground
+from extension.enable import EnableResult, enable
 from extension.layout import HandlerEnvironment, LayoutError, resolve_seq
+from extension.runlog import shell_log
 
 DEFAULT_RUN_ROOT = "/var/lib/vmsnapshot-extension"
 
@@ -41,18 +42,35 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.settings_file, args.root)
     root = Path.cwd()
     try:
-        seq = resolve_seq(HandlerEnvironment.load(root))
-        if args.command == "enable":
-            enable(root, seq)
-        else:
-            run_daemon(root, seq)
+        env = HandlerEnvironment.load(root)
+        seq = resolve_seq(env)
     except LayoutError as exc:
         print(f"extension {args.command}: {exc}", file=sys.stderr)
         return 1
+    # What handle.sh notes in shell.log for each command; its tail ends the log blob.
+    shell_log(env.log_folder, f"{args.command}: sequence {seq}, python {_python_version()}")
+    try:
+        if args.command == "enable":
+            shell_log(env.log_folder, f"enable: {enable(root, seq).value}")
+        else:
+            from extension.handler import run_daemon  # the daemon's modules: not on enable's path
+
+            run_daemon(root, seq)
+    except (LayoutError, OSError) as exc:  # OSError: the daemon could not be started
+        shell_log(env.log_folder, f"{args.command}: exit 1")
+        print(f"extension {args.command}: {exc}", file=sys.stderr)
+        return 1
+    shell_log(env.log_folder, f"{args.command}: exit 0")
     return 0
 
 
+def _python_version() -> str:
+    return ".".join(str(part) for part in sys.version_info[:3])
+
+
 def _run(settings_file: Path, root: Path) -> int:
+    from extension.handler import run_foreground
+
     try:
         decision, element = run_foreground(settings_file, root)
     except (OSError, ValueError, LayoutError) as exc:

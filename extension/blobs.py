@@ -1,4 +1,5 @@
-"""Blob work over raw HTTP: writing the status and log blobs (§4.7) and guest blob snapshots (§3.5)."""
+"""Blob work over raw HTTP: writing the status and log blobs (``blobwriter.py``) and guest
+blob snapshots (``guestsnapshotter.py``)."""
 from __future__ import annotations
 
 import logging
@@ -154,7 +155,7 @@ class BlobSnapshot:
     status_code: int
 
     def to_status(self) -> dict:
-        """The §4.5 ``snapshotInfo`` entry (``blobUri`` is null for failed entries, as in the real one)."""
+        """The ``snapshotInfo`` entry (``blobUri`` is null for failed entries, as in the real one)."""
         return {
             "isSuccessful": self.is_successful,
             "snapshotUri": self.snapshot_uri,
@@ -202,6 +203,7 @@ class SnapshotVerdict:
     code: ExtensionCode  # the run result
     ext_error: ExtensionCode  # what vmHealthStatusCode should say
     message: str
+    every_disk_failed: bool = False  # and not for a throttling or snapshot-limit reason
 
 
 def classify(results: Sequence[BlobSnapshot]) -> SnapshotVerdict:
@@ -219,7 +221,7 @@ def classify(results: Sequence[BlobSnapshot]) -> SnapshotVerdict:
     failed = sum(1 for r in results if not r.is_successful)
     if results and failed == len(results):
         code = ExtensionCode.FailedRetryableSnapshotFailedNoNetwork
-        return SnapshotVerdict(code, code, "")
+        return SnapshotVerdict(code, code, "", every_disk_failed=True)
     if failed:
         return SnapshotVerdict(
             ExtensionCode.FailedRetryableSnapshotFailedNoNetwork,

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 ETC_ENV = "VMSNAP_EXTENSION_ETC"
 WAAGENT_ENV = "VMSNAP_WAAGENT_DIR"
 FREEZE_MOUNTS_ENV = "VMSNAP_FREEZE_MOUNTS"
+# Set only for a VM simulated on this machine: the file describing its page-blob disks.
+VM_DISKS_ENV = "VMSNAP_VM_DISKS"
 
 PLUGIN_CONFIG_NAME = "VMSnapshotScriptPluginConfig.json"
 VMBACKUP_CONF_NAME = "vmbackup.conf"
@@ -34,7 +36,7 @@ def waagent_dir(env: Mapping[str, str] = os.environ) -> Path:
 
 @dataclass(frozen=True)
 class VmBackupConfig:
-    """The ``[SnapshotThread]`` knobs of ``vmbackup.conf`` this handler honours (§3.8)."""
+    """The ``[SnapshotThread]`` knobs of ``vmbackup.conf`` this handler honours."""
 
     freeze_timeout: int = 60
     safe_freeze_wait: int = 66

@@ -1,46 +1,37 @@
-"""The handler's commands: ``enable`` (quick; spawns the daemon) and the daemon's backup run.
+"""The daemon's backup run, which ``enable`` (``extension.enable``) starts detached.
 
-Order of work follows the real ``handle.py`` (§0, §3.1): enable records seq and taskId, writes the
-in-progress file status and returns; the daemon reads the settings, fails fast (16, 402), reports
-code 4 to file and blob, runs pre-scripts, freezes, snapshots, thaws, runs post-scripts and reports
-the final status. Every failure becomes a status; nothing is raised to the agent.
+Order of work follows the real ``handle.py``: the daemon reads the settings, fails fast (16, 402),
+reports code 4 to file and blob, runs pre-scripts, freezes, snapshots, thaws, runs post-scripts and
+reports the final status. Every failure becomes a status; nothing is raised to the agent.
 """
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
 import platform
-import subprocess
-import sys
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
 
-from extension import scripts
-from extension.blobs import BlobSnapshot, BlobWriteError, BlobWriter, classify, snapshot_blobs
+from extension import scripts, storage
+from extension.blobs import BlobSnapshot, BlobWriter, classify, snapshot_blobs
 from extension.codes import NOT_CONFIGURED, ExtensionCode, ExtErrorCode
 from extension.config import PLUGIN_CONFIG_NAME, VMBACKUP_CONF_NAME, VmBackupConfig, etc_dir, waagent_dir
-from extension.freeze import Freezer, FreezeError, FsFreezeFreezer, NoopFreezer, freeze_mounts, local_mounts
+from extension.enable import TRANSITIONING, Clock, EnableResult, StatusReporter, SystemClock, enable
+from extension.freeze import Freezer, FreezeError, FsFreezeFreezer, NoopFreezer, freeze_mounts
 from extension.layout import (
-    SEQ_ENV,
     HandlerEnvironment,
     LayoutError,
-    atomic_write,
     last_seq,
-    last_task_id,
     read_handler_settings,
-    save_seq,
-    save_task_id,
     scrub_protected_settings,
     write_extension_root,
 )
-from extension.runlog import RunLog, capture, redact
+from extension.runlog import RunLog, capture, shell_log_tail
 from extension.settings import (
+    FIRST_HOST_THEN_GUEST,
     MAX_COMMAND_AGE_SECONDS,
     ONLY_HOST,
     CommandSettings,
@@ -48,93 +39,15 @@ from extension.settings import (
     load_protected_settings,
     parse_settings,
 )
-from extension.status import Identity, Report, blob_status_text, file_status_text
 from extension.transport import HttpClientTransport, HttpTransport
 
 log = logging.getLogger(__name__)
 
 EXTENSION_VERSION = "1.0.9999.0"  # a stand-in: never mistaken for a released VMSnapshotLinux
-MACHINE_IDENTITY_FILE = "machine_identity_FD76C85E-406F-4CFA-8EB0-CF18B123365C"
-TRANSITIONING = "Transitioning state in extension"
 TOO_LATE = "CRP timeout limit has reached, will not take snapshot."
-ONE_TIB = 1 << 40
-
-
-class Clock(Protocol):
-    def now(self) -> datetime:
-        """The current time, timezone-aware UTC."""
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(timezone.utc)
-
-
-class EnableResult(enum.Enum):
-    STARTED = "started"
-    SAME_SEQ = "same sequence number: nothing to do"
-    SAME_TASK = "same taskId: nothing to do"
-
-
-Spawner = Callable[[Path, int], None]
-
-
-def enable(
-    root: Path, seq: int, *, spawn: Spawner | None = None, clock: Clock | None = None
-) -> EnableResult:
-    """Record seq and taskId, write the in-progress file status, start the daemon, return.
-
-    A repeated sequence number or taskId returns without writing anything, as the real handler
-    does. Raises :class:`extension.layout.LayoutError` when the root or settings are unreadable.
-    """
-    root = Path(root)
-    env = HandlerEnvironment.load(root)
-    env.log_folder.mkdir(parents=True, exist_ok=True)
-    with capture(env.log_folder / "extension.log"):
-        log.info("enable: sequence %s", seq)
-        if last_seq(root) == seq:
-            log.info("sequence %s was already processed: exiting", seq)
-            return EnableResult.SAME_SEQ
-        save_seq(root, seq)
-        handler_settings = read_handler_settings(env, seq)
-        settings = parse_settings(
-            handler_settings.get("publicSettings") or {},
-            load_protected_settings(handler_settings, waagent_dir()),
-        )
-        if settings.task_id and settings.task_id == last_task_id(root):
-            log.info("taskId %s was already processed: exiting", settings.task_id)
-            return EnableResult.SAME_TASK
-        if settings.task_id:
-            save_task_id(root, settings.task_id)
-        # The file only: the blob is first written by the daemon (§4.2).
-        StatusReporter(root, env, seq, settings, clock or SystemClock(), writer=None).report(
-            "success", ExtensionCode.ExtensionTempTerminalState, TRANSITIONING,
-            ext_error=ExtensionCode.success,
-        )
-        (spawn or spawn_daemon)(root, seq)
-        log.info("daemon started for taskId %s", settings.task_id)
-        return EnableResult.STARTED
-
-
-def spawn_daemon(root: Path, seq: int) -> None:
-    """``python -m extension daemon`` detached, output to ``daemon.log`` in the log folder."""
-    env = HandlerEnvironment.load(root)
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    environ = dict(os.environ)
-    environ[SEQ_ENV] = str(seq)
-    # Importable even when the package is not installed (copied onto a VM as a directory).
-    environ["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, environ.get("PYTHONPATH")) if p)
-    with open(env.log_folder / "daemon.log", "ab") as out:
-        subprocess.Popen(
-            [sys.executable, "-m", "extension", "daemon"],
-            cwd=root,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+EVERY_SNAPSHOT_FAILED = "Every guest snapshot failed; the log has each disk's storage error."
+# Off Azure there is no agent log to read the guest agent's version from.
+UNKNOWN_AGENT_VERSION = "Unknown"
 
 
 def run_daemon(
@@ -190,84 +103,6 @@ class Outcome:
         return self.code == ExtensionCode.success
 
 
-class StatusReporter:
-    """Writes one report to the status blob (if a writer is given) and to ``status/<seq>.status``."""
-
-    def __init__(
-        self,
-        root: Path,
-        env: HandlerEnvironment,
-        seq: int,
-        settings: CommandSettings,
-        clock: Clock,
-        writer: BlobWriter | None,
-    ) -> None:
-        self._env = env
-        self._seq = seq
-        self._settings = settings
-        self._clock = clock
-        self._writer = writer
-        self._identity = Identity(
-            handler_name=env.name,
-            version=env.version,
-            task_id=settings.task_id,
-            command_start_ticks=settings.command_start_ticks,
-            unique_machine_id=_machine_id(root),
-            is_v2=settings.is_v2,
-        )
-        self.upload_failed = False
-
-    def report(
-        self,
-        status: str,
-        code: ExtensionCode,
-        message: str,
-        *,
-        ext_error: ExtensionCode,
-        snapshots: Sequence[BlobSnapshot] | None = None,
-        telemetry: Sequence[tuple[str, str]] = (),
-        suffix: str = "",
-        storage: tuple[int, int, bool] = (0, 0, False),
-    ) -> dict:
-        if not self._settings.vm_type:
-            log.error("no vmType in the public settings: no status is written (as the real handler)")
-            return {}
-        now = self._clock.now()
-
-        def build() -> tuple[Report, str]:
-            upload_note = " statusBlobUploadError=true, " if self.upload_failed else ""
-            report = Report(
-                status=status,
-                code=code,
-                message=redact(message) + upload_note + suffix,
-                ext_error=ext_error,
-                snapshot_info=[s.to_status() for s in snapshots] if snapshots is not None else None,
-                telemetry=[*telemetry, *([("statusBlobUploadError", "true")] if self.upload_failed else [])],
-                partition_count=storage[0],
-                total_used_size=storage[1],
-                size_computation_failed=storage[2],
-            )
-            return report, blob_status_text(report, self._identity, now)
-
-        report, blob_text = build()
-        if self._writer is not None and self._settings.status_blob_uri:
-            try:
-                self._writer.write(self._settings.status_blob_uri, blob_text)
-                log.info("status blob written: code %s", int(code))
-            except BlobWriteError as exc:
-                log.warning("cannot write the status blob: %s", exc)
-                if not self.upload_failed:
-                    # The file, written next, is then the only channel: let it say so.
-                    self.upload_failed = True
-                    report, blob_text = build()
-        self._env.status_folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(
-            self._env.status_file(self._seq), file_status_text(report, self._identity, blob_text, now)
-        )
-        log.info("status report: %s", blob_text)
-        return json.loads(blob_text)[0]
-
-
 class _Daemon:
     def __init__(
         self,
@@ -291,9 +126,11 @@ class _Daemon:
         self.telemetry: dict[str, str] = {
             "pythonVersion": platform.python_version(),
             "platformArchitecture": platform.architecture()[0],
+            "guestAgentVersion": UNKNOWN_AGENT_VERSION,
             "extensionVersion": EXTENSION_VERSION,
             "osVersion": platform.platform(),
             "kernelVersion": platform.release(),
+            "workloads": "",  # no database workload path here
         }
         self.snapshot_attempted = False
         self.settings = CommandSettings()
@@ -309,8 +146,11 @@ class _Daemon:
             log.error("%s", exc)
             return {}
         public = handler_settings.get("publicSettings") or {}
-        protected = load_protected_settings(handler_settings, waagent_dir())
-        scrub_protected_settings(self.env, self.seq)
+        try:
+            protected = load_protected_settings(handler_settings, waagent_dir())
+        finally:
+            # Read once, then gone from the VM's disk, even if decrypting failed (update_settings_file).
+            scrub_protected_settings(self.env, self.seq)
         self.settings = parse_settings(public, protected)
         self.reporter = StatusReporter(
             self.root, self.env, self.seq, self.settings, self.clock,
@@ -369,8 +209,7 @@ class _Daemon:
             return
         pre = scripts.pre_check(self.plugin_config)
         app_consistent = pre.code not in NOT_CONFIGURED
-        if app_consistent:
-            self.telemetry["isPrePostEnabled"] = "true"
+        self.telemetry["prePostEnabled"] = self.telemetry["isPrePostEnabled"] = str(app_consistent).lower()
         do_backup, config = pre.do_backup, pre.config
         pre_error = post_error = None
         if pre.ready and config is not None:
@@ -378,7 +217,7 @@ class _Daemon:
             # Without a freeze, a failed pre-script leaves nothing to make the snapshot consistent.
             do_backup = pre_error is None or (config.continue_on_failure and pre.fs_freeze)
         if do_backup:
-            self.freeze_snapshot(outcome, freeze=pre.fs_freeze)
+            self.freeze_snapshot(outcome, freeze=pre.fs_freeze, method=method)
         if pre.ready and config is not None:
             post_error = scripts.run_post_script(config)
             if post_error is not None and not (config.continue_on_failure and pre.fs_freeze):
@@ -406,7 +245,7 @@ class _Daemon:
             outcome.message = "Enable Succeeded with App Consistent Snapshot"
             self.ext_error.set(ExtensionCode.success_appconsistent)
 
-    def freeze_snapshot(self, outcome: Outcome, *, freeze: bool) -> None:
+    def freeze_snapshot(self, outcome: Outcome, *, freeze: bool, method: str) -> None:
         uris = self.settings.blob_sas_uris
         if not uris:
             outcome.fail(
@@ -425,7 +264,7 @@ class _Daemon:
                 self.ext_error.set(exc.code)
                 return
             frozen = True
-            self.telemetry["FreezeTime"] = f"{time.monotonic() - started:.3f}"
+            self.telemetry["FreezeTime"] = _duration(started)
         else:
             log.info("fsFreezeEnabled is false: snapshotting without a freeze")
 
@@ -441,10 +280,12 @@ class _Daemon:
                     self.telemetry["snapshotCreator"] = "guestExtension"
                     started = time.monotonic()
                     results = snapshot_blobs(self.http, uris, self.settings.backup_metadata or [])
-                    self.telemetry["snapshotTimeTaken"] = f"{time.monotonic() - started:.3f}"
+                    self.telemetry["snapshotTimeTaken"] = _duration(started)
             finally:
                 if frozen:
+                    started = time.monotonic()
                     thawed_cleanly = self.freezer.thaw()
+                    self.telemetry["ThawTime"] = _duration(started)
         if results is None:
             return
         outcome.snapshots = results
@@ -453,7 +294,13 @@ class _Daemon:
             self.ext_error.set(ExtensionCode.error)
             return
         verdict = classify(results)
-        if verdict.code != ExtensionCode.success:
+        if verdict.every_disk_failed and method != FIRST_HOST_THEN_GUEST:
+            # What the real handler reports when the guest path it was told to take fails for every
+            # disk: its generic error, with no per-disk results (the host path would have given 76).
+            outcome.snapshots = None
+            outcome.fail(ExtensionCode.error, f"Enable failed. {EVERY_SNAPSHOT_FAILED}")
+            self.ext_error.set(ExtensionCode.error)
+        elif verdict.code != ExtensionCode.success:
             outcome.fail(verdict.code, verdict.message)
             self.ext_error.set(verdict.ext_error)
 
@@ -477,12 +324,15 @@ class _Daemon:
         self.ext_error.set(code)
         outcome = Outcome()
         outcome.fail(code, message)
-        return self.report(outcome, final=True)
+        return self.report(outcome, final=True, measure=False)
 
-    def report(self, outcome: Outcome, *, final: bool) -> dict:
+    def report(self, outcome: Outcome, *, final: bool, measure: bool = True) -> dict:
+        """Measure the used storage for a final report, unless the run never got to the disks (a
+        command refused as too late, or no settings): then, like the real handler, size 0."""
         assert self.reporter is not None
+        too_late = outcome.code == ExtensionCode.FailedGuestAgentInvokedCommandTooLate
         telemetry = dict(self.telemetry)
-        telemetry["consistencyType"] = "none"  # what the real handler reports (§4.3 quirk)
+        telemetry["consistencyType"] = "none"  # what the real handler reports (its consistency quirk)
         if final:
             telemetry["extErrorCode"] = self.ext_error.value.name
         return self.reporter.report(
@@ -493,47 +343,31 @@ class _Daemon:
             snapshots=outcome.snapshots,
             telemetry=list(telemetry.items()),
             suffix="snapshotCreator=guestExtension, " if self.snapshot_attempted else "",
-            storage=self.storage_details() if final else (len(local_mounts()), 0, False),
+            storage=self.storage_details(measure=final and measure and not too_late),
         )
 
-    def storage_details(self) -> tuple[int, int, bool]:
-        """Partition count and used bytes of the local file systems, capped at 1 TiB per LUN."""
-        mounts = local_mounts()
-        used, failed = 0, False
-        for mount in mounts:
-            try:
-                st = os.statvfs(mount)
-            except OSError:
-                failed = True
-                continue
-            used += (st.f_blocks - st.f_bfree) * st.f_frsize
-        return len(mounts), min(used, ONE_TIB * len(self.settings.lun_list)), failed
+    def storage_details(self, *, measure: bool) -> tuple[int, int, bool]:
+        """Partition count, used bytes (capped at 1 TiB per LUN) and whether measuring failed."""
+        if not measure:
+            return storage.partition_count(), 0, False
+        used = storage.measure().capped(len(self.settings.lun_list))
+        return used.partition_count, used.used_bytes, used.failed
 
     def commit_log(self) -> None:
         uri = self.settings.logs_blob_uri
         if not uri or not self.conf.upload_status_and_log:
             return
         try:
-            self.writer.write(uri, self.runlog.text())
+            # As uploaded by the real handler: the run's log, then the tail of the shell script's
+            # log, which shows the enable and daemon phases that led here.
+            self.writer.write(uri, self.runlog.text() + shell_log_tail(self.env.log_folder))
         except BlobWriteError as exc:
             log.warning("cannot write the log blob: %s", exc)
 
 
-def _machine_id(root: Path) -> str:
-    """``uniqueMachineId``: the VM's stored identity if any, else one kept in the extension root."""
-    for path in (etc_dir() / MACHINE_IDENTITY_FILE, root / MACHINE_IDENTITY_FILE):
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError:
-            continue
-        if value:
-            return value
-    value = str(uuid.uuid4())
-    try:
-        atomic_write(root / MACHINE_IDENTITY_FILE, value)
-    except OSError as exc:
-        log.warning("cannot store the machine identity: %s", exc)
-    return value
+def _duration(started: float) -> str:
+    """A duration as the real handler's telemetry writes it: ``str(timedelta)``, ``0:00:01.234567``."""
+    return str(timedelta(seconds=time.monotonic() - started))
 
 
 def run_foreground(settings_file: Path, root: Path) -> tuple[EnableResult, dict]:

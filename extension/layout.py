@@ -1,7 +1,7 @@
-"""The extension root as WALA lays it out (§2): HandlerEnvironment.json, config/, status/, log/.
+"""The extension root as WALA lays it out: HandlerEnvironment.json, config/, status/, log/.
 
 Also the handler's own state files in that root: ``mrseq`` (last sequence number) and the taskId
-identity file, which make a repeated command a silent no-op (§1.7).
+identity file, which make a repeated command a silent no-op.
 """
 from __future__ import annotations
 
@@ -135,7 +135,11 @@ def read_handler_settings(env: HandlerEnvironment, seq: int) -> dict:
 
 def scrub_protected_settings(env: HandlerEnvironment, seq: int) -> None:
     """Rewrite ``<seq>.settings`` without ``protectedSettings`` once read (``update_settings_file``)."""
-    path = env.settings_file(seq)
+    scrub_settings_file(env.settings_file(seq))
+
+
+def scrub_settings_file(path: Path) -> None:
+    """Rewrite a settings file without ``protectedSettings``; an unreadable file is left as it is."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         handler_settings = doc["runtimeSettings"][0]["handlerSettings"]

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 PACKAGE_LOGGER = "extension"
+SHELL_LOG = "shell.log"
+SHELL_LOG_TAIL_LINES = 10
 
 # sig=... in a URL or text, also URL-encoded (sig%3D...) when a SAS URL sits inside another URL.
 _SIG = re.compile(r"(?i)(sig(?:=|%3D))[^&\s\"'<>;,)\]}]+")
@@ -106,3 +108,24 @@ def capture(log_file: Path | None) -> Iterator[RunLog]:
         logger.removeHandler(handler)
         logger.setLevel(previous[0])
         logger.propagate = previous[1]
+
+
+def shell_log(log_folder: Path, line: str) -> None:
+    """One line in ``shell.log``, where the real ``handle.sh`` notes each command it runs."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        log_folder.mkdir(parents=True, exist_ok=True)
+        with (log_folder / SHELL_LOG).open("a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} {line}\n")
+    except OSError:
+        pass  # a note about the run must never stop the run
+
+
+def shell_log_tail(log_folder: Path) -> str:
+    """``Tail of shell script log:`` and the last lines of ``shell.log``, closing the log blob."""
+    try:
+        lines = (log_folder / SHELL_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    tail = "".join(f"{redact(line)}\n" for line in lines[-SHELL_LOG_TAIL_LINES:])
+    return f"Tail of shell script log:\n{tail}"

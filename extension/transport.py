@@ -5,11 +5,12 @@ honoured so the handler works against Azurite (plain HTTP on a random port).
 """
 from __future__ import annotations
 
-import http.client
-import ssl
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import TYPE_CHECKING, Mapping, Protocol
 from urllib.parse import parse_qs, urlsplit
+
+if TYPE_CHECKING:
+    import ssl
 
 DEFAULT_STORAGE_VERSION = "2021-08-06"
 
@@ -44,7 +45,11 @@ class HttpTransport(Protocol):
 class HttpClientTransport:
     """``http.client`` with one connection per request, like ``HttpUtil`` in the real handler."""
 
+    # http.client and ssl are imported where they are used: they are half of the package's import
+    # time, and enable, which the agent waits for, never talks HTTP (only the daemon does).
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        import ssl
+
         self._ssl = ssl_context or ssl.create_default_context()
 
     def request(
@@ -56,6 +61,8 @@ class HttpClientTransport:
         body: bytes = b"",
         timeout: float = 10.0,
     ) -> HttpResponse:
+        import http.client
+
         parts = urlsplit(url)
         if parts.scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(

@@ -16,9 +16,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from extension.config import WAAGENT_ENV
+from extension.config import VM_DISKS_ENV, WAAGENT_ENV
 from extension.crypto import encrypt_protected_settings, ensure_transport_certificate
-from extension.layout import SEQ_ENV, LayoutError, write_extension_root
+from extension.layout import SEQ_ENV, LayoutError, scrub_settings_file, write_extension_root
+from extension.storage import write_simulated_disks
 from shared.domain.command import ExtensionCommand
 from shared.domain.inventory import Vm
 from shared.errors import PermanentError, TransientError
@@ -44,6 +45,10 @@ class LocalDispatcher:
     def waagent_dir(self, vm: Vm) -> Path:
         return self.extension_root(vm) / "waagent"
 
+    def disks_file(self, vm: Vm) -> Path:
+        """The VM's hardware as its handler sees it: its page-blob disks and their sizes."""
+        return self.extension_root(vm) / "disks.json"
+
     def dispatch(self, vm: Vm, command: ExtensionCommand) -> None:
         root = self.extension_root(vm)
         root.mkdir(parents=True, exist_ok=True)
@@ -52,16 +57,33 @@ class LocalDispatcher:
             try:
                 thumbprint, cert_pem = ensure_transport_certificate(self.waagent_dir(vm), vm.name)
                 sealed = encrypt_protected_settings(command.protected_settings, cert_pem)
-                write_extension_root(root, seq, command.public_settings, sealed, thumbprint)
+                settings_file = write_extension_root(root, seq, command.public_settings, sealed, thumbprint)
+                write_simulated_disks(self.disks_file(vm), (
+                    {"lun": d.lun, "name": d.name, "sizeBytes": d.size_bytes} for d in vm.disks))
             except (LayoutError, OSError, ValueError) as exc:
                 raise PermanentError(f"the extension root of VM {vm.name} ({root}) is unusable: "
                                      f"{redact(str(exc))}") from exc
-            self._enable(root, seq, vm, command)
+            try:
+                self._enable(root, seq, vm, command)
+            except TransientError:
+                # Not taken: no handler will read (and scrub) these settings, and the retry writes
+                # a new sequence number, so the protected settings must not stay behind.
+                self._scrub(settings_file, vm, command)
+                raise
+
+    @staticmethod
+    def _scrub(settings_file: Path, vm: Vm, command: ExtensionCommand) -> None:
+        try:
+            scrub_settings_file(settings_file)
+        except OSError as exc:
+            log.warning("could not scrub %s on VM %s (task %s): %s", settings_file, vm.name,
+                        command.task_id, exc.strerror)
 
     def _enable(self, root: Path, seq: int, vm: Vm, command: ExtensionCommand) -> None:
         env = dict(os.environ)
         env[SEQ_ENV] = str(seq)
         env[WAAGENT_ENV] = str(self.waagent_dir(vm))
+        env[VM_DISKS_ENV] = str(self.disks_file(vm))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
         try:
             result = subprocess.run([sys.executable, "-m", "extension", "enable"], cwd=root, env=env,

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from extension.crypto import decrypt_protected_settings
+from extension.layout import write_extension_root
+from shared.adapters import dispatch_local
 from shared.adapters.dispatch_local import LocalDispatcher, next_sequence_number
 from shared.bootstrap import Services
 from shared.clock import FixedClock
@@ -51,6 +54,9 @@ def test_task_ends_with_a_final_status_and_snapshots(make_settings, make_vm, tmp
     status = _final_status(svc, job.status_blob)["status"]
     assert (status["status"], status["code"], status["taskId"]) == ("success", "1", task.task_id)
     assert [s["isSuccessful"] for s in status["snapshotInfo"]] == [True, True]
+    # The backup size is the VM's own disks (two 1 KiB page blobs), not this machine's file systems.
+    assert status["storageDetails"]["totalUsedSizeInBytes"] == sum(d.size_bytes for d in vm.disks)
+    assert status["storageDetails"]["partitionCount"] == len(vm.disks)
     container = blob_service.get_container_client(vm.disks[0].blob_url.split("/")[-2])
     snaps = [b for b in container.list_blobs(include=["snapshots", "metadata"]) if b.snapshot]
     assert sorted(b.name for b in snaps) == sorted(d.blob_url.rsplit("/", 1)[1] for d in vm.disks)
@@ -60,9 +66,9 @@ def test_task_ends_with_a_final_status_and_snapshots(make_settings, make_vm, tmp
         time.sleep(0.2)
     assert svc.status_blobs.read(job.log_blob)
     settings_file = tmp_path / "vms" / vm.name / "config" / "0.settings"
-    assert "sig=" not in settings_file.read_text()    # protected settings scrubbed by the handler once read
     # They arrived encrypted to the VM's own certificate, which the handler decrypted with its key.
     handler_settings = json.loads(settings_file.read_text())["runtimeSettings"][0]["handlerSettings"]
+    assert "protectedSettings" not in handler_settings    # scrubbed by the handler once read
     (cert,) = (tmp_path / "vms" / vm.name / "waagent").glob("*.crt")
     assert handler_settings["protectedSettingsCertThumbprint"] == cert.stem
 
@@ -89,6 +95,70 @@ def test_protected_settings_reach_the_vm_encrypted_to_its_certificate(make_vm, t
     assert opened == command.protected_settings
 
 
+def test_no_file_on_the_vm_keeps_the_protected_settings(make_vm, tmp_path, monkeypatch):
+    """After a command ran, and after its redelivery was declined, no file on the VM holds them."""
+    vm = make_vm()
+    dispatcher = LocalDispatcher(tmp_path / "vms")
+    now = datetime.now(timezone.utc)
+    command = build_snapshot_command(
+        SnapshotTask(job_id="j", attempt=1, vm_name=vm.name, slot=now), vm,
+        disk_sas_urls=[d.blob_url + "?sp=c&sig=S3CRET" for d in vm.disks],
+        status_blob_sas="http://127.0.0.1:1/s?sig=S3CRET", log_blob_sas="http://127.0.0.1:1/l?sig=S3CRET",
+        now=now)
+    sealed: list[str] = []
+
+    def recording_write(root, seq, public, protected, thumbprint):
+        sealed.append(protected)
+        return write_extension_root(root, seq, public, protected, thumbprint)
+
+    monkeypatch.setattr(dispatch_local, "write_extension_root", recording_write)
+    dispatcher.dispatch(vm, command)
+    dispatcher.dispatch(vm, command)            # a redelivery: same taskId, declined by enable
+    root = dispatcher.extension_root(vm)
+    status = root / "status" / "0.status"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+            not status.exists() or json.loads(status.read_text())[0]["status"]["code"] == "4"):
+        time.sleep(0.2)
+
+    assert json.loads(status.read_text())[0]["status"]["code"] != "4"
+    assert sorted(p.name for p in (root / "config").iterdir()) == ["0.settings", "1.settings"]
+    key_pair = set((root / "waagent").iterdir())            # the VM's own key pair stays, as WALA's
+    for path in (p for p in root.rglob("*") if p.is_file() and p not in key_pair):
+        text = path.read_text(errors="replace")
+        assert "S3CRET" not in text and '"protectedSettings"' not in text, path
+        assert all(blob[:64] not in text for blob in sealed), path
+
+
+def test_concurrent_deliveries_of_one_task_run_once_and_leave_no_protected_settings(
+        make_settings, make_vm, tmp_path, blob_service):
+    """Five workers dispatching the same task at once: one snapshot per disk, every settings file scrubbed."""
+    vm = make_vm(data_luns=(0,))
+    now = datetime.now(timezone.utc)
+    svc = Services(make_settings(), clock=FixedClock(now), jobs=InMemoryJobStore(),
+                   inventory=InMemoryInventory(vm), dispatcher=LocalDispatcher(tmp_path / "vms"))
+    task = SnapshotTask(job_id="5d0c2a8e-7f3b-4c1e-9a6d-2b8e4f1c3a77", attempt=1, vm_name=vm.name, slot=now)
+    status_blob, log_blob = svc.status_blobs.create_attempt_blobs(task.job_id, task.attempt)
+    command = build_snapshot_command(
+        task, vm, disk_sas_urls=[svc.sas.disk_sas_url(d.blob_url) for d in vm.disks],
+        status_blob_sas=svc.sas.status_sas_url(svc.status_blobs.url(status_blob)),
+        log_blob_sas=svc.sas.log_sas_url(svc.status_blobs.url(log_blob)), now=now)
+    dispatcher = LocalDispatcher(tmp_path / "vms")
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        list(pool.map(lambda _: dispatcher.dispatch(vm, command), range(5)))
+    status = _final_status(svc, status_blob)["status"]
+
+    assert (status["status"], status["code"]) == ("success", "1")
+    config = dispatcher.extension_root(vm) / "config"
+    assert sorted(p.name for p in config.iterdir()) == [f"{n}.settings" for n in range(5)]
+    for path in config.iterdir():
+        assert "protectedSettings" not in json.loads(path.read_text())["runtimeSettings"][0]["handlerSettings"]
+    container = blob_service.get_container_client(vm.disks[0].blob_url.split("/")[-2])
+    snaps = [b.name for b in container.list_blobs(include=["snapshots"]) if b.snapshot]
+    assert sorted(snaps) == sorted(d.blob_url.rsplit("/", 1)[1] for d in vm.disks)
+
+
 def test_sequence_numbers_only_go_up(tmp_path):
     """Each dispatch to a VM uses a sequence number above every earlier one, renamed or not."""
     config = tmp_path / "config"
@@ -100,7 +170,7 @@ def test_sequence_numbers_only_go_up(tmp_path):
 
 
 def test_failing_enable_is_retried(make_vm, tmp_path):
-    """When the VM's handler cannot start, the message is retried rather than the job failed."""
+    """When the VM's handler cannot start, the message is retried and its unread settings are scrubbed."""
     vm = make_vm()
     dispatcher = LocalDispatcher(tmp_path / "vms")
     root = dispatcher.extension_root(vm)
@@ -116,3 +186,6 @@ def test_failing_enable_is_retried(make_vm, tmp_path):
     with pytest.raises(TransientError, match="exited 1") as caught:
         dispatcher.dispatch(vm, command)
     assert "sig=S" not in str(caught.value)
+    # The command was not taken, so its protected settings do not stay on the VM for nobody to scrub.
+    (settings_file,) = (root / "config").glob("*.settings")
+    assert "protectedSettings" not in json.loads(settings_file.read_text())["runtimeSettings"][0]["handlerSettings"]

@@ -109,8 +109,8 @@ def test_a_failed_attempt_is_retried_with_a_new_task_scheduled_on_the_queue(loop
     vm = create_demo_vm(svc, "e2e-vm3")
     enable_protection(svc, vm.name, "DefaultPolicy")
     container = svc.blob_service.get_container_client("vhds")
-    for disk in vm.disks:
-        container.delete_blob(disk.name, delete_snapshots="include")
+    missing = vm.disks[-1]      # one disk: with every disk gone the handler's answer is code 2, not 76
+    container.delete_blob(missing.name, delete_snapshots="include")
 
     host.fire_timer("schedule_backups")
     deadline = time.monotonic() + 60
@@ -124,7 +124,8 @@ def test_a_failed_attempt_is_retried_with_a_new_task_scheduled_on_the_queue(loop
     failed_at = datetime.now(timezone.utc)
     assert (job.status, job.phase, job.attempt) == (JobStatus.IN_PROGRESS, JobPhase.QUEUED, 2), job
     assert job.errors[0].extension_code == 76 and "code 76" in job.notes[-1]
-    assert all(d.status == "Failed" and "BlobNotFound" in d.error for d in job.disks)
+    (failed,) = [d for d in job.disks if d.status == "Failed"]
+    assert failed.lun == missing.lun and "BlobNotFound" in failed.error
 
     host.drain_queue("dispatch_snapshot", max_wait=0.5)      # the retry is not due yet: nothing runs
     with ServiceBusClient.from_connection_string(local_servicebus.connection_string) as client, \

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -44,6 +45,65 @@ def test_a_command_older_than_140_minutes_takes_no_snapshot(vm):
     assert health(element) == (256, 402)
     assert vm.snapshots("os.vhd") == [] and vm.snapshots("data0.vhd") == []
     assert vm.status_blob()["status"]["code"] == "402"
+
+
+def test_a_command_refused_as_too_late_reports_no_backup_size(vm):
+    """After a 402 the status says a backup size of 0, as the real handler's does."""
+    public, protected = vm.settings()
+    public["commandStartTimeUTCTicks"] = str(int(public["commandStartTimeUTCTicks"]) - 3 * 3600 * 10**7)
+
+    element = vm.run(settings=(public, protected))
+
+    assert element["status"]["code"] == "402"
+    assert element["status"]["storageDetails"]["totalUsedSizeInBytes"] == 0
+
+
+def test_a_simulated_vm_reports_its_own_disks_as_its_backup_size(vm, tmp_path, monkeypatch):
+    """A VM simulated on this machine reports the size of its disks, not the host's file systems."""
+    disks_file = tmp_path / "disks.json"
+    disks_file.write_text(json.dumps([{"lun": -1, "name": "os.vhd", "sizeBytes": 4 << 20},
+                                      {"lun": 0, "name": "data0.vhd", "sizeBytes": 2 << 20}]))
+    monkeypatch.setenv("VMSNAP_VM_DISKS", str(disks_file))
+
+    element = vm.run()
+
+    assert element["status"]["code"] == "1"
+    details = element["status"]["storageDetails"]
+    assert (details["partitionCount"], details["totalUsedSizeInBytes"]) == (2, 6 << 20)
+    assert details["isSizeComputationFailed"] is False
+
+
+def test_a_simulated_vm_whose_disk_sizes_are_unknown_says_the_size_is_unknown(vm, tmp_path, monkeypatch):
+    """A disk without a size makes isSizeComputationFailed true instead of a wrong backup size."""
+    disks_file = tmp_path / "disks.json"
+    disks_file.write_text(json.dumps([{"lun": -1, "name": "os.vhd", "sizeBytes": 0}]))
+    monkeypatch.setenv("VMSNAP_VM_DISKS", str(disks_file))
+
+    element = vm.run()
+
+    assert element["status"]["storageDetails"]["isSizeComputationFailed"] is True
+    assert message_of(element)["isSizeComputationFailed"] is True
+
+
+def test_durations_are_reported_as_the_real_handler_formats_them(vm):
+    """FreezeTime, ThawTime and snapshotTimeTaken read like 0:00:01.234567 in the telemetry."""
+    element = vm.run(freezer=RecordingFreezer())
+
+    telemetry = {item["Key"]: item["Value"] for item in element["status"]["telemetryData"]}
+    for key in ("FreezeTime", "ThawTime", "snapshotTimeTaken"):
+        assert re.fullmatch(r"\d+:\d\d:\d\d(\.\d{6})?", telemetry[key]), (key, telemetry[key])
+
+
+def test_the_final_telemetry_carries_the_real_handlers_keys(vm):
+    """The keys a consumer of the real extension's telemetry looks for are all there."""
+    element = vm.run()
+
+    keys = {item["Key"] for item in element["status"]["telemetryData"]}
+    assert keys >= {
+        "pythonVersion", "platformArchitecture", "guestAgentVersion", "extensionVersion", "osVersion",
+        "kernelVersion", "workloads", "prePostEnabled", "isPrePostEnabled", "consistencyType",
+        "extErrorCode", "snapshotCreator", "snapshotTimeTaken",
+    }
 
 
 class ClockJumpingFreezer:
@@ -96,9 +156,21 @@ def test_one_missing_disk_fails_the_run_with_76_and_health_761(vm):
     assert "BlobNotFound" in failed["errorMessage"]
 
 
-def test_every_disk_missing_fails_with_76(vm):
-    """No snapshot at all: code 76 and health 76 (red)."""
+def test_every_disk_missing_fails_with_the_generic_error_and_no_disk_results(vm):
+    """Told to take guest snapshots only, and every one fails: code 2, health 2, no per-disk results."""
     element = vm.run(settings=vm.settings(disks=["gone0.vhd", "gone1.vhd"]))
+
+    assert (element["status"]["status"], element["status"]["code"]) == ("error", "2")
+    assert health(element) == (0, 2)
+    assert element["status"]["snapshotInfo"] is None
+    assert "BlobNotFound" in vm.text("log.txt")        # each disk's storage error is in the log
+
+
+def test_every_disk_missing_after_the_host_path_fails_with_76(vm):
+    """firstHostThenGuest (the default) falls back to guest snapshots: all failed is 76 per disk."""
+    custom = json.dumps({"takeSnapshotFrom": "firstHostThenGuest"})
+
+    element = vm.run(settings=vm.settings(disks=["gone0.vhd", "gone1.vhd"], customSettings=custom))
 
     assert (element["status"]["status"], element["status"]["code"]) == ("error", "76")
     assert health(element) == (256, 76)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from extension.handler import EnableResult, enable
+from extension.handler import EnableResult, enable, run_daemon
 from extension.layout import HandlerEnvironment, write_extension_root
 from extension.settings import ticks_for
 from tests.extension.conftest import requires_root
@@ -65,6 +66,61 @@ def test_a_repeated_sequence_number_is_silently_ignored(vm):
 
     assert result is EnableResult.SAME_SEQ and started == []
     assert HandlerEnvironment.load(vm.root).status_file(0).read_text() == status_before
+
+
+def _protected_settings_left(vm, seq: int) -> bool:
+    doc = json.loads(HandlerEnvironment.load(vm.root).settings_file(seq).read_text())
+    return "protectedSettings" in doc["runtimeSettings"][0]["handlerSettings"]
+
+
+def test_a_command_declined_for_its_task_id_is_scrubbed_all_the_same(vm):
+    """A redelivered command (same taskId, new sequence number) starts nothing and keeps no SAS on the VM."""
+    public, protected = vm.settings()
+    vm.write(0, public, protected)
+    _enable(vm, 0)
+    vm.write(1, public, protected)
+
+    result, _ = _enable(vm, 1)
+
+    assert result is EnableResult.SAME_TASK
+    assert not _protected_settings_left(vm, 1)
+
+
+def test_a_repeated_enable_does_not_take_the_settings_from_under_its_daemon(vm):
+    """The agent re-running enable for a sequence whose daemon has not started yet: the backup still runs."""
+    vm.write(0, *vm.settings())
+    _enable(vm, 0)                      # the daemon is started but has not read its settings yet
+
+    again, _ = _enable(vm, 0)
+    element = run_daemon(vm.root, 0, clock=vm.clock,
+                         plugin_config_path=vm.etc / "VMSnapshotScriptPluginConfig.json")
+
+    assert again is EnableResult.SAME_SEQ
+    assert element["status"]["code"] == "1" and len(vm.snapshots("os.vhd")) == 1
+    assert not _protected_settings_left(vm, 0)
+
+
+def test_a_started_command_keeps_its_protected_settings_for_the_daemon(vm):
+    """Enable leaves the protected settings to the daemon it starts: the daemon still has the SAS URIs."""
+    vm.write(0, *vm.settings())
+
+    result, _ = _enable(vm, 0)
+
+    assert result is EnableResult.STARTED
+    assert _protected_settings_left(vm, 0)
+
+
+def test_a_daemon_that_cannot_start_leaves_no_protected_settings(vm):
+    """If the daemon cannot be started, enable fails and the settings file is scrubbed anyway."""
+    vm.write(0, *vm.settings())
+
+    def broken_spawn(root, seq):
+        raise OSError("no such interpreter")
+
+    with pytest.raises(OSError):
+        enable(vm.root, 0, spawn=broken_spawn)
+
+    assert not _protected_settings_left(vm, 0)
 
 
 def _wait_for_final_status(vm, deadline: float) -> dict:
@@ -138,3 +194,50 @@ def test_run_off_azure_takes_settings_from_a_file_and_prints_the_status(vm, tmp_
     assert (again.returncode, again.stdout) == (0, "")
     assert "same taskId" in again.stderr
     assert sorted(p.name for p in (root / "config").iterdir()) == ["0.settings", "1.settings"]
+
+
+def test_the_log_blob_ends_with_the_enable_and_daemon_phases(vm):
+    """As with the real handler, the log blob closes with the shell log: enable, then the daemon."""
+    public, protected = vm.settings(commandStartTimeUTCTicks=_real_ticks_now())
+    write_extension_root(vm.root, 7, public, protected)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "extension", "enable"],
+        cwd=vm.root, env=_subprocess_env(ConfigSequenceNumber="7"),
+        capture_output=True, text=True, timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert _wait_for_final_status(vm, time.monotonic() + 30)["status"]["code"] == "1"
+    deadline = time.monotonic() + 10                # the log is uploaded just after the status
+    while "Tail of shell script log:" not in vm.text("log.txt") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    run_log, tail = vm.text("log.txt").split("Tail of shell script log:\n")
+    assert "daemon: sequence 7" in run_log
+    phases = [line.split(" ", 2)[2] for line in tail.splitlines()]
+    enable_phase = [p for p in phases if p.startswith("enable:")]
+    assert enable_phase == ["enable: sequence 7, python " + platform.python_version(),
+                            "enable: started", "enable: exit 0"]
+    (daemon_start,) = [i for i, p in enumerate(phases) if p.startswith("daemon: sequence 7")]
+    assert daemon_start > phases.index("enable: started")      # the daemon is what enable started
+
+
+def test_enable_loads_neither_cryptography_nor_http_nor_the_daemon(vm):
+    """The agent waits for enable on every command: it stays light, the heavy parts load in the daemon."""
+    public, protected = vm.settings(commandStartTimeUTCTicks=_real_ticks_now())
+    write_extension_root(vm.root, 8, public, protected)
+    probe = ("import json, runpy, sys\n"
+             "sys.argv = ['extension', 'enable']\n"
+             "try:\n    runpy.run_module('extension', run_name='__main__')\n"
+             "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+             "print(json.dumps(sorted(sys.modules)))\n")
+
+    done = subprocess.run([sys.executable, "-c", probe], cwd=vm.root,
+                          env=_subprocess_env(ConfigSequenceNumber="8"),
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert "extension.enable" in loaded
+    assert not {"cryptography", "http.client", "ssl", "extension.handler", "extension.crypto"} & loaded
+    assert _wait_for_final_status(vm, time.monotonic() + 30)["status"]["code"] == "1"   # the daemon did the work

@@ -51,7 +51,7 @@ def test_the_service_sees_code_4_before_the_final_status(vm):
 
 def test_the_local_status_file_carries_the_blob_json_in_substatus(vm):
     """status/<seq>.status says success for a V2 VM even on failure; the truth is in substatus[0].name."""
-    element = vm.run(settings=vm.settings(disks=["gone.vhd"]))
+    element = vm.run(settings=vm.settings(disks=["os.vhd", "gone.vhd"]))
 
     (outer,) = vm.status_file(0)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", outer["timestampUTC"])
@@ -100,10 +100,10 @@ def test_page_blob_status_and_log_are_padded_and_readable(vm):
 
 
 def test_the_log_blob_holds_the_run_log(vm):
-    """The log blob is plain text, "<utc>  <Level>  <message> " per line, ending with the final status."""
+    """The log blob is plain text, "<utc>  <Level>  <message> " per line, the final status last."""
     vm.run()
 
-    lines = vm.text("log.txt").splitlines()
+    lines = vm.text("log.txt").split("Tail of shell script log:")[0].splitlines()
     assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+  Info  daemon: sequence 0 $", lines[0])
     assert any("snapshot taken" in line for line in lines)
     assert '"code": "1"' in lines[-1]
