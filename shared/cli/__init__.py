@@ -1,4 +1,4 @@
-"""vmsnap: the operator's tool, shaped like ``az backup`` (``-o table|json``, clear errors, exit codes).
+"""vmsnap: the operator's tool, shaped like ``az backup`` (``-o``/``--query``, clear errors, exit codes).
 
 Each command group lives in its own module with a ``register(subparsers)`` function; a command's
 handler is ``handler(args, services) -> int | None`` and raises shared.errors on failure.
@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
 
-from azure.core.exceptions import AzureError
-
-from shared.cli.output import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, exit_code_for, fail
-from shared.errors import VmsnapError
+from shared.cli.output import EXIT_OK, EXIT_USAGE, Parser, compile_query, fail
 
 # Command-group modules, in help order. A module missing here is simply not offered.
 GROUPS = ("shared.cli.policy", "shared.cli.protection", "shared.cli.job", "shared.cli.status",
@@ -21,9 +20,10 @@ GROUPS = ("shared.cli.policy", "shared.cli.protection", "shared.cli.job", "share
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vmsnap", description="Back up VM disks with the VMSnapshot extension (az backup, for this service).")
-    parser.add_argument("--debug", action="store_true", help="log what the command does (to stderr)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show what the command does, and the full chain of an error (stderr)")
     sub = parser.add_subparsers(dest="group", metavar="<group>")
     for module_name in GROUPS:
         try:
@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_output_option(parser: argparse.ArgumentParser, default: str = "table") -> None:
-    parser.add_argument("-o", "--output", choices=("table", "json"), default=default,
-                        help=f"output format (default: {default})")
+    from shared.cli.output import add_output_option as add
+
+    add(parser, default)
 
 
 def _settings_from_local_file() -> None:
@@ -59,44 +60,75 @@ def _settings_from_local_file() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends as one ``ERROR:`` line and a documented exit code."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # The reader (``| head``) has what it wanted; say nothing more, and keep Python's exit-time
+        # flush of stdout from failing again on the closed pipe.
+        _detach_stdout()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        fail("interrupted")
+        return 130
+    except Exception as exc:    # the last line of defence: reported, never swallowed
+        from shared.cli.failures import describe
+
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        failure = describe(exc)
+        fail(failure.message)
+        return failure.exit_code
+
+
+def _run(argv: list[str] | None) -> int:
     _settings_from_local_file()
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if getattr(args, "debug", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from shared.logs import configure_logging
 
     configure_logging()
     handler = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help(sys.stderr)
+        _parser_of(parser, args).print_help(sys.stderr)
         return EXIT_USAGE
-    try:
-        # Arguments first: a missing id is a usage error even where no settings are configured.
-        validate = getattr(args, "validate", None)
-        if validate is not None:
-            validate(args)
+    # Arguments first: a missing id or a bad --query is a usage error even where no settings exist.
+    compile_query(args)
+    validate = getattr(args, "validate", None)
+    if validate is not None:
+        validate(args)
+    if getattr(args, "needs_services", True):
         from shared.bootstrap import services
 
-        return handler(args, services()) or EXIT_OK
-    except VmsnapError as exc:
-        fail(str(exc))
-        return exit_code_for(exc)
-    except AzureError as exc:
-        # The adapters translate what they expect; anything else reaching here is an unreachable or
-        # misconfigured service, and the operator needs one line, not a traceback.
-        fail(f"could not reach storage or Service Bus ({type(exc).__name__}: {_first_line(exc)}); "
-             f"check the BackupStorage and ServiceBusConnection settings and that the services run")
-        return EXIT_CONFIG
-    except KeyboardInterrupt:
-        fail("interrupted")
-        return 130
+        svc = services()
+    else:
+        svc = None
+    code = handler(args, svc) or EXIT_OK
+    sys.stdout.flush()      # a closed pipe shows here, inside main, not at interpreter exit
+    return code
 
 
-def _first_line(exc: Exception) -> str:
-    from shared.redaction import redact
+def _parser_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The deepest (sub)parser the user named, so ``vmsnap job`` prints the job commands."""
+    current = parser
+    for dest in ("group", "command", "vm_command"):
+        name = getattr(args, dest, None)
+        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not name or not actions or name not in actions[0].choices:
+            break
+        current = actions[0].choices[name]
+    return current
 
-    return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail")
+
+def _detach_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass    # stdout is not a real file (tests capture it); nothing will flush into a closed pipe
 
 
 if __name__ == "__main__":  # pragma: no cover
