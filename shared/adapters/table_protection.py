@@ -90,13 +90,18 @@ class _LazyTable:
             try:
                 return method(*args, **kwargs)
             except (ResourceNotFoundError, TableTransactionError) as exc:
-                if getattr(exc, "error_code", None) != "TableNotFound":
+                if not _table_missing(exc):
                     raise
             with _storage_errors(f"creating table {self._name}"):
                 self._service.create_table_if_not_exists(self._name)
             return method(*args, **kwargs)
 
         return write
+
+
+def _table_missing(exc: Exception) -> bool:
+    # The SDK does not always parse the error code out of a write's 404 (it stays in the body).
+    return getattr(exc, "error_code", None) == "TableNotFound" or "TableNotFound" in str(exc)
 
 
 class _EmptyIfNoTable:
