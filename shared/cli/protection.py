@@ -114,9 +114,10 @@ def _date(text: str) -> datetime:
 
 
 def _enable(args, services) -> int:
-    from shared.services.protection import enable_protection, get_protected_item
+    from shared.services.protection import enable_protection, get_protected_item, record_protection_job
 
-    enable_protection(services, args.vm, args.policy_name, initial_backup=not args.no_initial_backup)
+    item = enable_protection(services, args.vm, args.policy_name, initial_backup=not args.no_initial_backup)
+    record_protection_job(services, "ConfigureBackup", item)
     _emit_items(args, [get_protected_item(services, args.vm)], single=True)
     return 0
 
@@ -145,12 +146,13 @@ def _set_policy(args, services) -> int:
 
 
 def _disable(args, services) -> int:
-    from shared.services.protection import disable_protection, get_protected_item
+    from shared.services.protection import disable_protection, get_protected_item, record_protection_job
 
     if args.delete_backup_data and not args.yes:
         raise ValidationError("--delete-backup-data true deletes the VM's recovery points after 14 days; "
                               "add --yes to confirm", field="yes")
-    disable_protection(services, args.vm, delete_backup_data=args.delete_backup_data)
+    item = disable_protection(services, args.vm, delete_backup_data=args.delete_backup_data)
+    record_protection_job(services, "DeleteBackupData" if args.delete_backup_data else "DisableBackup", item)
     _emit_items(args, [get_protected_item(services, args.vm)], single=True)
     return 0
 

@@ -76,7 +76,6 @@ def enable_protection(svc, vm_name: str, policy_name: str = "DefaultPolicy", *,
                            version=current.version)
 
         item = svc.protected_items.update(vm.name, resume)
-    _record_operation(svc, "ConfigureBackup", vm.name, policy.name, now)
     log.info("protection enabled for %s with policy %s (initial backup %s)", vm.name, policy.name,
              "at the next tick" if initial_backup else "skipped")
     return item
@@ -112,8 +111,6 @@ def disable_protection(svc, vm_name: str, *, delete_backup_data: bool = False) -
         return replace(item, state=ProtectionState.STOPPED, initial_backup_pending=False)
 
     item = svc.protected_items.update(vm_name, stop)
-    _record_operation(svc, "DeleteBackupData" if delete_backup_data else "DisableBackup", item.vm_name,
-                      item.policy_name, now)
     log.info("protection of %s stopped (%s)", vm_name,
              "recovery points deleted after soft-delete retention" if delete_backup_data else "recovery points kept")
     return item
@@ -132,9 +129,18 @@ def set_disk_selection(svc, vm_name: str, selection: DiskSelection) -> Protected
     return item
 
 
-def _record_operation(svc, operation: str, vm_name: str, policy_name: str | None, now: datetime) -> Job:
-    """The job record az shows for a protection change (ConfigureBackup, DisableBackup,
-    DeleteBackupData): it completes as it is made, since the change itself is done."""
+PROTECTION_OPERATIONS = ("ConfigureBackup", "DisableBackup", "DeleteBackupData")
+
+
+def record_protection_job(svc, operation: str, item: ProtectedItem) -> Job:
+    """The job az lists for an operator's protection change (enable: ConfigureBackup; disable:
+    DisableBackup or DeleteBackupData). It completes as it is made: the change is already done.
+
+    Front ends call it after the change; the scheduler's own state changes record no job."""
+    if operation not in PROTECTION_OPERATIONS:
+        raise ValidationError(f"{operation!r} is not a protection operation", field="operation")
+    now = svc.clock.now()
+    vm_name, policy_name = item.vm_name, item.policy_name
     job = Job(job_id=job_id_for(vm_name, now, operation), vm_name=vm_name, slot=now, start_time=now,
               trigger=Trigger.ON_DEMAND.value, operation=operation, status=JobStatus.COMPLETED,
               phase=JobPhase.DONE, policy_name=policy_name, end_time=now)
