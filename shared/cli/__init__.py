@@ -86,15 +86,19 @@ def _run(argv: list[str] | None) -> int:
     _settings_from_local_file()
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "debug", False) else logging.WARNING,
+    # Without --debug the one ERROR line is the whole story: service log lines would say it twice.
+    logging.basicConfig(level=logging.INFO if getattr(args, "debug", False) else logging.CRITICAL,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from shared.logs import configure_logging
 
     configure_logging()
     handler = getattr(args, "handler", None)
     if handler is None:
-        _parser_of(parser, args).print_help(sys.stderr)
-        return EXIT_USAGE
+        named = _parser_of(parser, args)
+        if named is parser:
+            parser.print_help(sys.stdout)       # bare `vmsnap`, like bare `az`: what there is to do
+            return EXIT_OK
+        named.error("give a command: " + ", ".join(_commands_of(named)))
     # Arguments first: a missing id or a bad --query is a usage error even where no settings exist.
     compile_query(args)
     validate = getattr(args, "validate", None)
@@ -121,6 +125,11 @@ def _parser_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
             break
         current = actions[0].choices[name]
     return current
+
+
+def _commands_of(parser: argparse.ArgumentParser) -> list[str]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(actions[0].choices) if actions else []
 
 
 def _detach_stdout() -> None:

@@ -308,7 +308,9 @@ def _job_id(args) -> str:
     job_id = args.name or args.job_id
     if not job_id:
         raise ValidationError(f"give the job id: vmsnap job {args.command} --name <id>", field="name")
-    return job_id.strip()
+    from shared.domain.policy import check_name
+
+    return check_name(job_id.strip(), "name", "job")
 
 
 def _load(svc, job_id: str) -> Job:

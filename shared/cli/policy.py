@@ -166,6 +166,15 @@ def _read_document(path: str) -> dict:
 
 def _build(doc: dict, args) -> Policy:
     """Apply the given flags to a policy document and validate it; an error names the flag to fix."""
+    try:
+        return _apply_flags(doc, args)
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+        # A field of the wrong JSON type (a string where an object belongs, ...).
+        raise ValidationError(f"--policy: the document is not shaped like a policy ({type(exc).__name__}: "
+                              f"{exc}); compare it with `vmsnap policy show -o json`", field="policy") from exc
+
+
+def _apply_flags(doc: dict, args) -> Policy:
     doc = json.loads(json.dumps(doc))   # a private copy
     doc["name"] = args.name
     sched = doc.setdefault("schedulePolicy", {})
@@ -201,10 +210,6 @@ def _build(doc: dict, args) -> Policy:
         retention["weeklySchedule"] = section
     try:
         return Policy.from_document(doc)
-    except (AttributeError, TypeError, KeyError, IndexError) as exc:
-        # A field of the wrong JSON type (a string where an object belongs, ...).
-        raise ValidationError(f"--policy: the document is not shaped like a policy ({type(exc).__name__}: "
-                              f"{exc}); compare it with `vmsnap policy show -o json`", field="policy") from exc
     except ValidationError as exc:
         flag = FLAGS.get(exc.field or "")
         if flag and not args.policy:
