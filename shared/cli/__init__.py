@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from shared.cli.output import EXIT_OK, EXIT_USAGE, Parser, compile_query, fail
 
@@ -42,21 +44,44 @@ def add_output_option(parser: argparse.ArgumentParser, default: str = "table") -
     add(parser, default)
 
 
-def _settings_from_local_file() -> None:
-    """Like ``func start``: values in ./local.settings.json fill settings the environment lacks."""
-    import json
-    import os
-    from pathlib import Path
+# Written by `./dev run` while its stack runs: the settings of the ports it really took.
+STACK_SETTINGS = Path(".local") / "stack.settings.json"
 
-    path = Path("local.settings.json")
-    if not path.exists():
-        return
+
+def _settings_from_local_file() -> None:
+    """Like ``func start``: values fill settings the environment lacks. A running ``./dev run`` stack's
+    file comes first (its ports are the ones in use), then ./local.settings.json."""
+    for path in (STACK_SETTINGS, Path("local.settings.json")):
+        values = _values(path)
+        if path == STACK_SETTINGS and values is not None and not _alive(values.pop("_pid", None)):
+            continue        # left behind by a stack that is gone
+        for name, value in (values or {}).items():
+            os.environ.setdefault(name, str(value))
+
+
+def _values(path: Path) -> dict | None:
     try:
-        values = json.loads(path.read_text()).get("Values", {})
-    except ValueError:
-        return
-    for name, value in values.items():
-        os.environ.setdefault(name, str(value))
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None     # absent or unreadable: the settings it would give are reported missing later
+    values = document.get("Values") if isinstance(document, dict) else None
+    if not isinstance(values, dict):
+        return None
+    if "Pid" in document:
+        values = {**values, "_pid": document["Pid"]}
+    return values
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
