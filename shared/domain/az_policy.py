@@ -33,7 +33,8 @@ def from_az_policy(doc: Mapping[str, Any]) -> dict[str, Any]:
         out = {
             "name": doc.get("name", ""),
             "timeZone": props.get("timeZone") or "UTC",
-            "schedulePolicy": _schedule(_mapping(props.get("schedulePolicy"), "schedulePolicy")),
+            "schedulePolicy": _schedule(_mapping(props.get("schedulePolicy"), "schedulePolicy"),
+                                        props.get("policyType")),
             "instantRpRetentionRangeInDays": props.get("instantRpRetentionRangeInDays", 2),
             "retentionPolicy": _retention(_mapping(props.get("retentionPolicy"), "retentionPolicy")),
         }
@@ -45,9 +46,16 @@ def from_az_policy(doc: Mapping[str, Any]) -> dict[str, Any]:
 def iana_time_zone(name: str) -> str:
     """The IANA name of a Windows time zone (``W. Europe Standard Time`` -> ``Europe/Berlin``);
     any other name is returned as it is (IANA names, ``UTC``)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     from tzlocal.windows_tz import win_tz
 
     text = name.strip()
+    try:
+        ZoneInfo(text)
+        return text         # already IANA (UTC included): keep the operator's spelling
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
     mapped: str | None = win_tz.get(text)
     if mapped is None:
         lowered = {k.lower(): v for k, v in win_tz.items()}
@@ -69,8 +77,12 @@ def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
             pending += [(v, depth + 1) for v in current]
 
 
-def _schedule(sched: Mapping[str, Any]) -> dict[str, Any]:
+def _schedule(sched: Mapping[str, Any], policy_type: Any = None) -> dict[str, Any]:
     frequency = sched.get("scheduleRunFrequency") or "Daily"
+    if policy_type == "V2" and str(frequency).lower() != "hourly":
+        raise ValidationError(f"an Enhanced (V2) policy with a {frequency} schedule has no vmsnap equivalent: "
+                              f"vmsnap's Enhanced policies run hourly; export a Standard (V1) policy or use "
+                              f"--frequency Hourly", field="schedule.frequency")
     if str(frequency).lower() == "hourly":
         hourly = _mapping(sched.get("hourlySchedule"), "schedulePolicy.hourlySchedule")
         return {"scheduleRunFrequency": "Hourly", "hourlySchedule": {
