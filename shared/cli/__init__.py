@@ -14,7 +14,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from shared.cli.output import EXIT_OK, EXIT_USAGE, Parser, compile_query, fail
+from shared.cli.output import EXIT_OK, EXIT_USAGE, Parser, add_output_option, compile_query, fail
+
+__all__ = ["main", "add_output_option", "STACK_SETTINGS"]
 
 # Command-group modules, in help order. A module missing here is simply not offered.
 GROUPS = ("shared.cli.policy", "shared.cli.protection", "shared.cli.job", "shared.cli.status",
@@ -38,12 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_output_option(parser: argparse.ArgumentParser, default: str = "table") -> None:
-    from shared.cli.output import add_output_option as add
-
-    add(parser, default)
-
-
 # Written by `./dev run` while its stack runs: the settings of the ports it really took.
 STACK_SETTINGS = Path(".local") / "stack.settings.json"
 
@@ -51,25 +47,23 @@ STACK_SETTINGS = Path(".local") / "stack.settings.json"
 def _settings_from_local_file() -> None:
     """Like ``func start``: values fill settings the environment lacks. A running ``./dev run`` stack's
     file comes first (its ports are the ones in use), then ./local.settings.json."""
-    for path in (STACK_SETTINGS, Path("local.settings.json")):
-        values = _values(path)
-        if path == STACK_SETTINGS and values is not None and not _alive(values.pop("_pid", None)):
-            continue        # left behind by a stack that is gone
-        for name, value in (values or {}).items():
+    stack_values, stack_pid = _read_values(STACK_SETTINGS)
+    sources = [stack_values] if _alive(stack_pid) else []      # a file left by a stack that is gone: ignored
+    sources.append(_read_values(Path("local.settings.json"))[0])
+    for values in sources:
+        for name, value in values.items():
             os.environ.setdefault(name, str(value))
 
 
-def _values(path: Path) -> dict | None:
+def _read_values(path: Path) -> tuple[dict, object]:
+    """The file's ``Values`` and ``Pid``; an absent or unreadable file gives none (settings it would have
+    given are then reported missing, naming the setting)."""
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None     # absent or unreadable: the settings it would give are reported missing later
+        return {}, None
     values = document.get("Values") if isinstance(document, dict) else None
-    if not isinstance(values, dict):
-        return None
-    if "Pid" in document:
-        values = {**values, "_pid": document["Pid"]}
-    return values
+    return (values if isinstance(values, dict) else {}), document.get("Pid") if isinstance(document, dict) else None
 
 
 def _alive(pid: object) -> bool:
