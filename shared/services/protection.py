@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta, timezone
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from shared.domain.jobs import Job, JobPhase, JobStatus, job_id_for
 from shared.domain.policy import Policy, PolicyType
@@ -15,6 +15,9 @@ from shared.domain.task import Trigger
 from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
 from shared.ports import JobQuery
 from shared.services.scheduling import blocks_new_backup, task_for
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +119,14 @@ def disable_protection(svc, vm_name: str, *, delete_backup_data: bool = False) -
     return item
 
 
-def set_disk_selection(svc, vm_name: str, selection: DiskSelection) -> ProtectedItem:
+def set_disk_selection(svc: Services, vm_name: str, selection: DiskSelection) -> ProtectedItem:
     """Which data disks the VM's next backups take (``az backup protection update-for-vm``)."""
     def change(item: ProtectedItem) -> ProtectedItem:
         if not item.is_active:
             raise ConflictError(f"protection of {item.vm_name!r} is stopped; enable it again first")
         return replace(item, disk_selection=selection)
 
-    item = svc.protected_items.update(vm_name, change)
+    item: ProtectedItem = svc.protected_items.update(vm_name, change)
     log.info("protected item %s now backs up disks: %s %s", vm_name, selection.setting.value,
              list(selection.luns))
     return item
@@ -132,7 +135,7 @@ def set_disk_selection(svc, vm_name: str, selection: DiskSelection) -> Protected
 PROTECTION_OPERATIONS = ("ConfigureBackup", "DisableBackup", "DeleteBackupData")
 
 
-def record_protection_job(svc, operation: str, item: ProtectedItem) -> Job:
+def record_protection_job(svc: Services, operation: str, item: ProtectedItem) -> Job:
     """The job az lists for an operator's protection change (enable: ConfigureBackup; disable:
     DisableBackup or DeleteBackupData). It completes as it is made: the change is already done.
 
