@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -48,13 +50,7 @@ class Case:
 
 
 def c(cmd: str, expected: int, env: str = "ok", *, head: bool = False) -> Case:
-    return Case(tuple(_split(cmd)), expected, env, head)
-
-
-def _split(cmd: str) -> list[str]:
-    import shlex
-
-    return shlex.split(cmd)
+    return Case(tuple(shlex.split(cmd)), expected, env, head)
 
 
 # Files the cases name: {tmp}/... is replaced with the test's own folder.
@@ -187,15 +183,17 @@ def envs(stack):
         "none": {},
         "bad-storage": {**base, "BackupStorage": "this is not a connection string"},
         "wrong-key": {**base, "BackupStorage": bad_key},
-        "storage-down": {**base, "BackupStorage": base["BackupStorage"].replace(
-            base["BackupStorage"].split("BlobEndpoint=")[1].split(";")[0], f"http://127.0.0.1:{down}/devstoreaccount1")
-            .replace(base["BackupStorage"].split("TableEndpoint=")[1].split(";")[0],
-                     f"http://127.0.0.1:{down}/devstoreaccount1")},
+        "storage-down": {**base, "BackupStorage": _endpoints_on_port(base["BackupStorage"], down)},
         "bad-servicebus": {**base, "ServiceBusConnection": "Endpoint=nonsense"},
         "servicebus-down": {**base, "ServiceBusConnection": f"Endpoint=sb://127.0.0.1:{down};{SB_KEY}"},
         "bad-dispatcher": {**base, "DISPATCHER": "carrier-pigeon"},
         "bad-schedule": {**base, "SNAPSHOT_SCHEDULE": "every five minutes"},
     }
+
+
+def _endpoints_on_port(connection_string: str, port: int) -> str:
+    """The connection string with every service endpoint moved to ``port`` (where nothing listens)."""
+    return re.sub(r"(\w+Endpoint=https?://[^:/;]+):\d+", rf"\g<1>:{port}", connection_string)
 
 
 def _run(case: Case, env: dict[str, str], folder: Path) -> tuple[int, str, str]:
@@ -204,8 +202,6 @@ def _run(case: Case, env: dict[str, str], folder: Path) -> tuple[int, str, str]:
     process_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")}
     process_env.update(env)
     if case.pipe_head:
-        import shlex
-
         script = f"{shlex.join([str(VMSNAP), *argv])} | head -n 1 >/dev/null; exit ${{PIPESTATUS[0]}}"
         done = subprocess.run(["bash", "-c", script], env=process_env, cwd=folder, capture_output=True,
                               text=True, timeout=120)

@@ -4,6 +4,7 @@ that ``Settings``, the bindings and the Functions host read.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -78,17 +79,18 @@ def settings_the_code_reads() -> set[str]:
 
 
 def settings_the_bindings_read() -> set[str]:
-    import function_app
-
+    # Indexed in a process of its own: the app refuses to be indexed twice in one (duplicate names).
+    script = ("import json, function_app; print(json.dumps([(b.type, b.get_dict_repr()) "
+              "for f in function_app.app.get_functions() for b in f.get_bindings()], default=str))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=True)
     found: set[str] = set()
-    for function in function_app.app.get_functions():
-        for binding in function.get_bindings():
-            values = binding.get_dict_repr()
-            found |= set(re.findall(r"%([^%]+)%", " ".join(str(v) for v in values.values())))
-            connection = values.get("connection")
-            if connection:
-                found.add(connection)
-                found |= {f"{connection}__{key}" for key in HOST_CONNECTION_KEYS.get(binding.type, ())}
+    for binding_type, values in json.loads(done.stdout.splitlines()[-1]):
+        found |= set(re.findall(r"%([^%]+)%", " ".join(str(v) for v in values.values())))
+        connection = values.get("connection")
+        if connection:
+            found.add(connection)
+            found |= {f"{connection}__{key}" for key in HOST_CONNECTION_KEYS.get(binding_type, ())}
     return found
 
 
