@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         from shared.cli.failures import describe
 
         if debug:
-            traceback.print_exc(file=sys.stderr)
+            from shared.redaction import redact
+
+            sys.stderr.write(redact(traceback.format_exc()))     # a SAS in a URL stays hidden here too
         failure = describe(exc)
         fail(failure.message)
         return failure.exit_code

@@ -39,7 +39,7 @@ def describe(exc: BaseException) -> Failure:
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and every one it was raised from or wraps (the SDK's ``inner_exception``)."""
+    """The exception and every one it was raised from, during, or wraps (the SDK's ``inner_exception``)."""
     seen: set[int] = set()
     pending: list[object] = [exc]
     while pending:
@@ -48,7 +48,9 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        pending += [current.__cause__, current.__context__, getattr(current, "inner_exception", None)]
+        # ``raise ... from None`` hides the context on purpose: its message is already the whole story.
+        context = None if current.__suppress_context__ else current.__context__
+        pending += [current.__cause__, context, getattr(current, "inner_exception", None)]
 
 
 def _find_refusal(exc: BaseException) -> Failure | None:

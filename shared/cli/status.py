@@ -127,4 +127,5 @@ def _download(url: str, svc=None) -> bytes:
                                      f"storage identity") from None
         raise TransientError(f"reading {shown} failed with HTTP {exc.status_code}") from None
     except (AzureError, ValueError) as exc:
-        raise TransientError(f"reading {shown} failed: {type(exc).__name__}") from None
+        # Chained: an unreachable endpoint is then reported as such (exit 5, naming it).
+        raise TransientError(f"reading {shown} failed: {type(exc).__name__}") from exc
