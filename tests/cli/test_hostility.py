@@ -274,3 +274,13 @@ def test_status_show_parses_every_corpus_blob_with_no_settings(tmp_path):
         assert code == case.expected and "Traceback" not in err and "BackupStorage" not in err, (path.name, err)
         if code == 0:
             assert json.loads(out)["result"]["jobStatus"]
+
+
+def test_debug_shows_the_chain_but_never_a_sas(stack):
+    """--debug adds the exception chain for an unreachable blob URL, with its SAS signature hidden."""
+    _, folder = stack
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/devstoreaccount1/c/1.Status.txt?sv=2023-11-03&sp=r&sig=TOPSECRETSIG"
+    code, _, err = _run(Case(("status", "show", url, "--debug"), 5, "none"), {}, folder)
+    assert code == 5 and "Traceback" in err and f"127.0.0.1:{port}" in err.splitlines()[-1]
+    assert "TOPSECRETSIG" not in err
