@@ -95,6 +95,7 @@ class _Stack:
         self.compute = None
         self.host = None
         self.vm_root: Path | None = None
+        self.settings_file: Path | None = None
 
     def start(self) -> None:
         from devhost.servicebus import LocalServiceBus
@@ -136,6 +137,19 @@ class _Stack:
         print(f"local stack up: Azurite blob :{self.azurite.blob_port} table :{self.azurite.table_port}, "
               f"Service Bus :{self.servicebus.port}, Compute :{self.compute.port}; "
               f"functions: {', '.join(sorted(self.host.functions))}")
+        self._write_vmsnap_settings(env)
+
+    def _write_vmsnap_settings(self, env: dict[str, str]) -> None:
+        """Where `vmsnap` (run in the project folder) finds this stack while it runs, whatever ports it took."""
+        from shared.cli import STACK_SETTINGS
+
+        values = {k: v for k, v in env.items() if not k.startswith(("AzureWebJobs", "FUNCTIONS_"))}
+        self.settings_file = PROJECT_ROOT / STACK_SETTINGS
+        self.settings_file.parent.mkdir(parents=True, exist_ok=True)
+        self.settings_file.write_text(json.dumps({"IsEncrypted": False, "Pid": os.getpid(), "Values": values},
+                                                 indent=2))
+        print(f"vmsnap settings of this stack: {STACK_SETTINGS} (vmsnap reads it in the project folder "
+              f"while the stack runs; the environment and local.settings.json come after it)")
 
     def _prepare_demo(self) -> None:
         from devhost.demo import create_demo_md_vm, create_demo_vm
@@ -191,7 +205,7 @@ class _Stack:
         self.host.fire_timer(SCHEDULER)   # a first cycle right away, then on SNAPSHOT_SCHEDULE
         self.host.start()
         print("running; jobs are printed as they finish. Ctrl-C stops everything.\n"
-              "In another terminal (with local.settings.json copied from the sample): "
+              "In another terminal, in this folder: "
               ".venv/bin/vmsnap job list, .venv/bin/vmsnap backup-now --vm demo-vm")
         # The restore-point timer follows RESTORE_POINT_SCHEDULE (every minute by default).
         reported: set[str] = set()
@@ -228,6 +242,8 @@ class _Stack:
             sorted(d.disk.lun for d in points[0].disk_points) == sorted(d.lun for d in self.demo_md_vm.disks)
 
     def stop(self) -> None:
+        if self.settings_file is not None:
+            self.settings_file.unlink(missing_ok=True)
         if self.host is not None:
             self.host.stop()
         if self.compute is not None:

@@ -22,4 +22,14 @@ def configure_logging(level: int | None = None) -> None:
 
     base_factory = logging.getLogRecordFactory()
     logging.setLogRecordFactory(lambda *args, **kwargs: scrub_record(base_factory(*args, **kwargs)))
+    logging.getLogger().addFilter(_no_http_auth_level_warning)
     _installed = True
+
+
+def _no_http_auth_level_warning(record: logging.LogRecord) -> bool:
+    """Drop azure-functions' 'Auth level is not applied to non http function app' warning.
+
+    ``FunctionApp.get_functions()`` logs it on the root logger every time an app without HTTP functions
+    is indexed (the host indexes at each start). This app has no HTTP trigger by design, so there is no
+    auth level to set and nothing to act on; every other record passes."""
+    return not (record.name == "root" and record.getMessage().startswith("Auth level is not applied to non http"))

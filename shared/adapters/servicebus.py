@@ -20,7 +20,7 @@ from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusErro
 
 from shared.clock import Clock, SystemClock
 from shared.domain.task import SCHEMA, SnapshotTask
-from shared.errors import TransientError
+from shared.errors import ConfigurationError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,12 @@ class ServiceBusTaskQueue:
     def from_settings(cls, settings, services) -> "ServiceBusTaskQueue":
         conn = settings.service_bus
         if conn.connection_string:
-            client = ServiceBusClient.from_connection_string(conn.connection_string)
+            try:
+                client = ServiceBusClient.from_connection_string(conn.connection_string)
+            except ValueError as exc:
+                raise ConfigurationError(f"setting {conn.name} is not a Service Bus connection string "
+                                         f"({exc}); expected Endpoint=sb://...;SharedAccessKeyName=...;"
+                                         f"SharedAccessKey=...") from exc
         else:
             client = ServiceBusClient(conn.endpoint("fullyQualifiedNamespace"), credential=services.credential)
         return cls(client, settings.tasks_queue, clock=services.clock)

@@ -125,13 +125,12 @@ class TableJobStore:
 
     # --- reads --------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
-        self._ensure_table()
+        # Reads never create the table (a reader role may not): a missing table holds no job.
         entity = self._read(job_id)
         return job_from_entity(entity) if entity is not None else None
 
     def query(self, query: JobQuery) -> JobPage:
         """A page of jobs, newest first; ``continuation`` (opaque) resumes after the last one returned."""
-        self._ensure_table()
         size = max(1, min(query.page_size, MAX_PAGE))
         token = _decode_token(query.continuation)
         source = self._by_vm(query, token) if query.vm_name else self._by_time(query, token, size)
@@ -195,6 +194,8 @@ class TableJobStore:
         try:
             yield from self._table.query_entities(text, parameters=params, select=select,
                                                   results_per_page=per_page)
+        except ResourceNotFoundError:
+            return      # no table yet: no jobs
         except (HttpResponseError, AzureError) as exc:
             raise _translate(exc, "querying jobs") from exc
 

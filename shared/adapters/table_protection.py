@@ -33,7 +33,8 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from shared.clock import utc
 from shared.domain.inventory import Disk, DiskKind, Vm, VmKind
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, check_name, default_policy
-from shared.domain.protection import ProtectedItem, ProtectionState, SkippedSlot
+from shared.domain.protection import (DiskListSetting, DiskSelection, ProtectedItem, ProtectionState,
+                                      SkippedSlot)
 from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,68 @@ def _storage_errors(what: str):
 
 
 def _open_table(table_service, table_name: str):
-    with _storage_errors(f"opening table {table_name}"):
-        return table_service.create_table_if_not_exists(table_name)
+    return _LazyTable(table_service, table_name)
+
+
+class _LazyTable:
+    """A table client that creates its table on the first write that needs it, never on a read.
+
+    A reader role can list and show without 403s, and reading a table nobody wrote yet finds nothing.
+    """
+
+    _WRITES = frozenset({"create_entity", "update_entity", "upsert_entity", "delete_entity", "submit_transaction"})
+
+    def __init__(self, table_service, table_name: str):
+        self._service = table_service
+        self._name = table_name
+        self._client = table_service.get_table_client(table_name)
+
+    def query_entities(self, *args, **kwargs):
+        return _EmptyIfNoTable(self._client.query_entities(*args, **kwargs))
+
+    def list_entities(self, *args, **kwargs):
+        return _EmptyIfNoTable(self._client.list_entities(*args, **kwargs))
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+        if name not in self._WRITES:
+            return method
+
+        def write(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except (ResourceNotFoundError, TableTransactionError) as exc:
+                if not _table_missing(exc):
+                    raise
+            with _storage_errors(f"creating table {self._name}"):
+                self._service.create_table_if_not_exists(self._name)
+            return method(*args, **kwargs)
+
+        return write
+
+
+def _table_missing(exc: Exception) -> bool:
+    # The SDK does not always parse the error code out of a write's 404 (it stays in the body).
+    return getattr(exc, "error_code", None) == "TableNotFound" or "TableNotFound" in str(exc)
+
+
+class _EmptyIfNoTable:
+    """A query's results (items or pages) where a table that does not exist yet holds nothing."""
+
+    def __init__(self, paged):
+        self._paged = paged
+
+    def __iter__(self):
+        try:
+            yield from self._paged
+        except ResourceNotFoundError:
+            return
+
+    def by_page(self, *args, **kwargs):
+        try:
+            yield from self._paged.by_page(*args, **kwargs)
+        except ResourceNotFoundError:
+            return
 
 
 # --- policies -----------------------------------------------------------------------------------
@@ -70,13 +131,13 @@ class TablePolicyStore:
         self._table = _open_table(table_service, table_name)
 
     def get(self, name: str) -> Policy:
-        """The named policy; ``DefaultPolicy`` is seeded on first read."""
+        """The named policy; ``DefaultPolicy`` exists before anyone stores it (stored on its first write)."""
         try:
             with _storage_errors(f"reading policy {name}"):
                 entity = self._table.get_entity(self.PARTITION, name.lower())
         except ResourceNotFoundError:
             if name.lower() == DEFAULT_POLICY_NAME.lower():
-                return self._seed_default()
+                return default_policy()
             raise NotFoundError(f"policy {name!r} not found; see `vmsnap policy list`") from None
         return _policy_from(entity)
 
@@ -93,7 +154,9 @@ class TablePolicyStore:
         return policy
 
     def replace(self, policy: Policy) -> Policy:
-        self.get(policy.name)     # NotFoundError for an unknown name; seeds DefaultPolicy
+        if policy.name.lower() == DEFAULT_POLICY_NAME.lower():
+            self._seed_default()
+        self.get(policy.name)     # NotFoundError for an unknown name
         with _storage_errors(f"updating policy {policy.name}"):
             self._table.update_entity(self._entity(policy), mode=UpdateMode.REPLACE)
         log.info("policy %s updated", policy.name)
@@ -104,7 +167,7 @@ class TablePolicyStore:
             policies = [_policy_from(e) for e in
                         self._table.query_entities("PartitionKey eq @pk", parameters={"pk": self.PARTITION})]
         if not any(p.name.lower() == DEFAULT_POLICY_NAME.lower() for p in policies):
-            policies.append(self._seed_default())
+            policies.append(default_policy())
         return sorted(policies, key=lambda p: p.name.lower())
 
     def _seed_default(self) -> Policy:
@@ -268,6 +331,8 @@ def _item_entity(item: ProtectedItem) -> dict:
         "Skipped": json.dumps([{"slot": utc(s.slot).isoformat(), "reason": s.reason} for s in item.skipped])
         if item.skipped else None,
         "DeletedAt": utc(item.deleted_at) if item.deleted_at else None,
+        "DiskListSetting": item.disk_selection.setting.value,
+        "DiskList": ",".join(str(lun) for lun in item.disk_selection.luns),
     }
     return {k: v for k, v in entity.items() if v is not None}
 
@@ -296,6 +361,9 @@ def _item_from(entity) -> ProtectedItem:
         last_job_id=entity.get("LastJobId"),
         skipped=skipped,
         deleted_at=when("DeletedAt"),
+        disk_selection=DiskSelection(
+            DiskListSetting(entity.get("DiskListSetting", DiskListSetting.ALL.value)),
+            tuple(int(x) for x in (entity.get("DiskList") or "").split(",") if x)),
         version=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
     )
 

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from tabulate import tabulate
 
-from shared.cli.output import (EXIT_FAILED, EXIT_OK, emit_json, emit_table, format_duration, format_time,
+from shared.cli.output import (EXIT_FAILED, EXIT_OK, choice, emit, emit_table, format_duration, format_time,
                                to_jsonable)
 from shared.clock import utc
 from shared.domain import remediation
@@ -18,8 +18,12 @@ from shared.domain.jobs import DiskResult, Job, JobError, JobStatus
 from shared.errors import NotFoundError, TransientError, ValidationError
 from shared.ports import JobQuery
 
-OPERATIONS = ("Backup", "ConfigureBackup", "DeleteBackupData", "DisableBackup", "Restore")
+# No Restore: this service records no restore (a restore is made from the snapshots, outside it).
+OPERATIONS = ("Backup", "ConfigureBackup", "DeleteBackupData", "DisableBackup")
 DEFAULT_WINDOW = timedelta(days=7)
+# Jobs are keyed by time in the store; bounds outside these years cannot hold a job and are dropped.
+EARLIEST = datetime(1971, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
 LIST_HEADERS = ("Name", "Operation", "Status", "Item Name", "Start Time UTC", "Duration")
 
 
@@ -31,11 +35,12 @@ def register(subparsers) -> None:
 
     list_cmd = sub.add_parser("list", help="list jobs, newest first (default: the last 7 days)")
     list_cmd.add_argument("--vm", "--item-name", dest="vm", help="only jobs of this VM (all time unless --since)")
-    list_cmd.add_argument("--status", choices=[s.value for s in JobStatus])
-    list_cmd.add_argument("--operation", choices=OPERATIONS)
-    list_cmd.add_argument("--since", "--start-date", dest="since", type=parse_when,
+    statuses = [s.value for s in JobStatus]
+    list_cmd.add_argument("--status", choices=statuses, type=choice(statuses), help="any case, e.g. failed")
+    list_cmd.add_argument("--operation", choices=OPERATIONS, type=choice(OPERATIONS))
+    list_cmd.add_argument("--since", "--start-date", dest="since", type=_when_argument(end=False),
                           help="jobs whose slot is at or after this UTC time (ISO 8601 or d-m-Y)")
-    list_cmd.add_argument("--until", "--end-date", dest="until", type=lambda v: parse_when(v, end=True),
+    list_cmd.add_argument("--until", "--end-date", dest="until", type=_when_argument(end=True),
                           help="jobs whose slot is before this UTC time (a bare date includes that day)")
     list_cmd.add_argument("--top", type=int, default=100, help="at most this many jobs (default 100)")
     add_output_option(list_cmd)
@@ -58,6 +63,7 @@ def register(subparsers) -> None:
     wait.add_argument("-n", "--name", help="the job id")
     wait.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (default 3600)")
     wait.add_argument("--interval", type=float, default=5.0, help="seconds between checks (default 5)")
+    add_output_option(wait)
     wait.set_defaults(handler=wait_job, validate=_job_id)
 
 
@@ -67,11 +73,15 @@ def list_jobs(args, svc) -> int:
     if args.top < 1:
         raise ValidationError("--top must be at least 1", field="top")
     now = svc.clock.now()
-    since = args.since
-    if since is None and args.until is None and not args.vm:
+    since, until = _within_store_range(args.since), _within_store_range(args.until)
+    if args.until is not None and until is None:
+        until = None if args.until > EARLIEST else EARLIEST     # before any job: an empty window
+    if args.since is not None and since is None and args.since > EARLIEST:
+        since = LATEST                                          # after any job: an empty window
+    if since is None and until is None and args.since is None and args.until is None and not args.vm:
         since = now - DEFAULT_WINDOW
     query = JobQuery(vm_name=args.vm, status=JobStatus(args.status) if args.status else None,
-                     operation=args.operation, since=since, until=args.until, page_size=min(args.top, 1000))
+                     operation=args.operation, since=since, until=until, page_size=min(args.top, 1000))
     jobs: list[Job] = []
     while len(jobs) < args.top:
         page = svc.jobs.query(query)
@@ -79,20 +89,18 @@ def list_jobs(args, svc) -> int:
         if not page.continuation:
             break
         query = replace(query, continuation=page.continuation)
-    jobs = jobs[: args.top]
-    if args.output == "json":
-        emit_json([job_document(job, now) for job in jobs])
-    else:
-        emit_table([list_row(job, now) for job in jobs], LIST_HEADERS)
+    # Newest first by the start time the table shows (the store pages by slot, which an operator
+    # cannot see: a retried or late-dispatched job starts well after its slot).
+    jobs = sorted(jobs[: args.top], key=lambda job: job.start_time, reverse=True)
+    emit(args, [job_document(job, now) for job in jobs],
+         lambda: emit_table([list_row(job, now) for job in jobs], LIST_HEADERS))
     return EXIT_OK
 
 
 def show_job(args, svc) -> int:
     job = _load(svc, _job_id(args))
-    if args.output == "json":
-        emit_json(job_document(job, svc.clock.now()))
-    else:
-        write_job_block(job, svc.clock.now(), sys.stdout)
+    now = svc.clock.now()
+    emit(args, job_document(job, now), lambda: write_job_block(job, now, sys.stdout))
     return EXIT_OK
 
 
@@ -100,10 +108,8 @@ def stop_job_command(args, svc) -> int:
     from shared.services.job_control import stop_job
 
     job = stop_job(svc, _job_id(args))
-    if args.output == "json":
-        emit_json(job_document(job, svc.clock.now()))
-    else:
-        print(f"{job.job_id} {job.status.value} {job.vm_name} (slot {format_time(job.slot)})")
+    emit(args, job_document(job, svc.clock.now()),
+         lambda: print(f"{job.job_id} {job.status.value} {job.vm_name} (slot {format_time(job.slot)})"))
     return EXIT_OK
 
 
@@ -112,16 +118,22 @@ def wait_job(args, svc) -> int:
     if args.timeout < 0 or args.interval <= 0:
         raise ValidationError("--timeout must be >= 0 and --interval > 0", field="timeout")
     deadline = time.monotonic() + args.timeout
+    progress = _Progress(sys.stderr)
     while True:
         job = _load(svc, job_id)
         if job.is_terminal:
-            print(f"{job.job_id} {job.status.value} {job.vm_name} "
-                  f"{format_duration(job.duration)}{_first_error(job)}")
+            progress.done()
+            now = svc.clock.now()
+            emit(args, job_document(job, now),
+                 lambda: print(f"{job.job_id} {job.status.value} {job.vm_name} "
+                               f"{format_duration(job.duration)}{_first_error(job)}"))
             return EXIT_OK if job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS) else EXIT_FAILED
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            progress.done()
             raise TransientError(f"job {job.job_id} is still {job.status.value} ({job.phase.value}) after "
                                  f"{args.timeout:g} s")
+        progress.show(job, svc.clock.now())
         time.sleep(min(args.interval, remaining))
 
 
@@ -237,6 +249,42 @@ def format_size(size: int | None) -> str:
     return "" if size is None else f"{size // (1024 * 1024)} MB"
 
 
+class _Progress:
+    """``job wait``'s one live line on a terminal (like az's spinner); nothing when piped or logged."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+        self._live = stream.isatty()
+        self._shown = False
+
+    def show(self, job: Job, now: datetime) -> None:
+        if not self._live:
+            return
+        line = (f"{job.job_id} {job.status.value} ({job.phase.value}, attempt {job.attempt}) "
+                f"{format_duration(_duration(job, now))}")
+        self._stream.write("\r\033[K" + line)
+        self._stream.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            self._stream.write("\r\033[K")
+            self._stream.flush()
+
+
+def _when_argument(*, end: bool):
+    """``parse_when`` as an argparse type: a bad date is a usage error (exit 2) naming the option."""
+    import argparse
+
+    def convert(value: str) -> datetime:
+        try:
+            return parse_when(value, end=end)
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
 def parse_when(value: str, end: bool = False) -> datetime:
     """An ISO 8601 time or az's d-m-Y date, in UTC; with ``end`` a bare date means the end of that day."""
     text = value.strip()
@@ -248,10 +296,12 @@ def parse_when(value: str, end: bool = False) -> datetime:
         else:
             parsed = utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
             bare = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None
+        return parsed + timedelta(days=1) if end and bare else parsed
+    except OverflowError:       # the day after 9999-12-31: no upper bound at all
+        return datetime.max.replace(tzinfo=timezone.utc)
     except ValueError:
         raise ValidationError(f"{value!r} is not a date: use ISO 8601 (2025-03-01T02:00:00Z) or d-m-Y "
                               f"(01-03-2025)") from None
-    return parsed + timedelta(days=1) if end and bare else parsed
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -260,7 +310,9 @@ def _job_id(args) -> str:
     job_id = args.name or args.job_id
     if not job_id:
         raise ValidationError(f"give the job id: vmsnap job {args.command} --name <id>", field="name")
-    return job_id.strip()
+    from shared.domain.policy import check_name
+
+    return check_name(job_id.strip(), "name", "job")
 
 
 def _load(svc, job_id: str) -> Job:
@@ -268,6 +320,10 @@ def _load(svc, job_id: str) -> Job:
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job
+
+
+def _within_store_range(when: datetime | None) -> datetime | None:
+    return when if when is not None and EARLIEST <= when <= LATEST else None
 
 
 def _duration(job: Job, now: datetime) -> timedelta | None:

@@ -1,11 +1,21 @@
-"""`vmsnap local vm add|list|delete`: register LOCAL VMs (disks = page blobs in Azurite) in the local inventory."""
+"""`vmsnap local vm add|list|delete`: register LOCAL VMs (disks = page blobs in Azurite) in the local
+inventory; `add --create-disks SIZE` makes the page blobs too."""
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 
 from shared.cli import add_output_option
-from shared.cli.output import emit_json, emit_table
+from shared.cli.output import emit, emit_table, name
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
+from shared.errors import ValidationError
+
+log = logging.getLogger(__name__)
+
+DISK_CONTAINER = "vhds"           # where the local stack keeps local VMs' disks (as the demo VM's)
+PAGE = 512
+_SIZE = re.compile(r"(?i)\s*(\d+)\s*([kmgt]?)i?b?\s*")
 
 
 def register(subparsers) -> None:
@@ -15,28 +25,75 @@ def register(subparsers) -> None:
     vm_sub = vm.add_subparsers(dest="vm_command", metavar="<command>", required=True)
 
     add = vm_sub.add_parser("add", help="add (or replace) a local VM and its disk blobs")
-    add.add_argument("--name", required=True)
+    add.add_argument("--name", required=True, type=name("VM"))
     add.add_argument("--os-disk", metavar="URL", help="page blob URL of the OS disk (LUN -1)")
     add.add_argument("--data-disk", metavar="LUN=URL", action="append", default=[], type=_data_disk,
                      help="a data disk: LUN 0..63 and its page blob URL; repeat for more")
+    add.add_argument("--create-disks", metavar="SIZE", type=_size,
+                     help=f"create the disks as page blobs of SIZE (e.g. 4MiB, 1G) in container "
+                          f"{DISK_CONTAINER!r}: an OS disk and --data-disks data disks")
+    add.add_argument("--data-disks", type=int, default=1, metavar="N",
+                     help="with --create-disks: how many data disks (LUN 0..N-1, default 1)")
     add_output_option(add)
-    add.set_defaults(handler=_add)
+    add.set_defaults(handler=_add, validate=_add_arguments)
 
     listing = vm_sub.add_parser("list", help="list local VMs")
     add_output_option(listing)
     listing.set_defaults(handler=_list)
 
     delete = vm_sub.add_parser("delete", help="remove a local VM from the inventory (its blobs stay)")
-    delete.add_argument("--name", required=True)
+    delete.add_argument("--name", required=True, type=name("VM"))
+    add_output_option(delete)
     delete.set_defaults(handler=_delete)
 
 
 def _data_disk(text: str) -> Disk:
-    lun, sep, url = text.partition("=")
+    lun, _, url = text.partition("=")
+    if not lun.strip().isdigit() or not 0 <= int(lun) <= 63 or not re.match(r"https?://", url.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not LUN=URL with a LUN 0..63, e.g. "
+                                         f"0=http://127.0.0.1:10000/devstoreaccount1/vhds/disk0.vhd")
+    return Disk(lun=int(lun), blob_url=url.strip(), name=f"datadisk{int(lun)}")
+
+
+def _size(text: str) -> int:
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: use bytes or e.g. 4MiB, 512K, 1G")
+    size = int(match.group(1)) * 1024 ** " kmgt".index((match.group(2) or " ").lower())
+    if size <= 0 or size % PAGE:
+        raise argparse.ArgumentTypeError(f"{text!r}: a page blob is a whole number of {PAGE}-byte pages")
+    return size
+
+
+def _add_arguments(args) -> None:
+    if args.create_disks is not None and (args.os_disk or args.data_disk):
+        raise ValidationError("give either --create-disks or the disks' URLs (--os-disk, --data-disk)",
+                              field="create_disks")
+    if not 0 <= args.data_disks <= 64:
+        raise ValidationError("--data-disks is 0..64", field="data_disks")
+
+
+def _create_disks(services, vm_name: str, size: int, data_disks: int) -> list[Disk]:
+    """The VM's disks as page blobs in Azurite (existing ones are kept), each with a first page of data."""
+    from azure.core.exceptions import ResourceExistsError
+
+    container = services.blob_service.get_container_client(DISK_CONTAINER)
     try:
-        return Disk(lun=int(lun), blob_url=url.strip(), name=f"datadisk{int(lun)}")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not LUN=URL, e.g. 0=http://.../disk0.vhd") from None
+        container.create_container()
+    except ResourceExistsError:
+        pass
+    disks = []
+    for lun in [OS_DISK_LUN, *range(data_disks)]:
+        blob_name = f"{vm_name}-osdisk.vhd" if lun == OS_DISK_LUN else f"{vm_name}-datadisk{lun}.vhd"
+        blob = container.get_blob_client(blob_name)
+        try:
+            blob.create_page_blob(size, if_none_match="*")
+            # A recognisable first page, like a boot sector, so snapshots have content to keep.
+            blob.upload_page(f"{vm_name} lun {lun}".encode().ljust(PAGE, b"\0"), offset=0, length=PAGE)
+        except ResourceExistsError:
+            log.info("disk %s of VM %s exists; kept", blob_name, vm_name)
+        disks.append(Disk(lun=lun, blob_url=blob.url, name=blob_name, size_bytes=size))
+    return disks
 
 
 def _inventory(services):
@@ -49,6 +106,8 @@ def _add(args, services) -> int:
     disks = list(args.data_disk)
     if args.os_disk:
         disks.insert(0, Disk(lun=OS_DISK_LUN, blob_url=args.os_disk, name="osdisk"))
+    if args.create_disks is not None:
+        disks = _create_disks(services, args.name, args.create_disks, args.data_disks)
     vm = _inventory(services).put_vm(Vm(name=args.name, kind=VmKind.LOCAL, disks=tuple(disks)))
     _emit(args, [vm])
     return 0
@@ -65,11 +124,12 @@ def _delete(args, services) -> int:
 
 
 def _emit(args, vms: list[Vm]) -> None:
-    if args.output == "json":
-        emit_json([{"name": vm.name, "kind": vm.kind.value, "location": vm.location,
-                    "disks": [{"lun": d.lun, "blobUrl": d.blob_url, "name": d.name} for d in vm.disks]}
-                   for vm in vms])
-        return
+    emit(args, [{"name": vm.name, "kind": vm.kind.value, "location": vm.location,
+                 "disks": [{"lun": d.lun, "blobUrl": d.blob_url, "name": d.name} for d in vm.disks]}
+                for vm in vms], lambda: _table(vms))
+
+
+def _table(vms: list[Vm]) -> None:
     emit_table([[vm.name, vm.kind.value, str(len(vm.disks)),
                  " ".join(f"{'os' if d.lun == OS_DISK_LUN else d.lun}={d.blob_url}" for d in vm.disks)]
                 for vm in vms], ["Name", "Kind", "Disks", "Blobs"])

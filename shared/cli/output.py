@@ -1,12 +1,14 @@
-"""Output and errors for vmsnap: ``-o table|json`` like az, one-line errors, stable exit codes."""
+"""Output and errors for vmsnap, as az prints them: ``-o table|json|jsonc|tsv|yaml|none``, ``--query``
+(JMESPath, the library az uses), one-line errors and stable exit codes."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from tabulate import tabulate
 
@@ -22,6 +24,8 @@ EXIT_CONFLICT = 4
 EXIT_CONFIG = 5          # missing setting, unreachable service
 EXIT_TRANSIENT = 6       # try again
 
+FORMATS = ("table", "json", "jsonc", "tsv", "yaml", "none")
+
 
 def exit_code_for(exc: VmsnapError) -> int:
     for kind, code in ((ValidationError, EXIT_USAGE), (NotFoundError, EXIT_NOT_FOUND),
@@ -30,6 +34,103 @@ def exit_code_for(exc: VmsnapError) -> int:
         if isinstance(exc, kind):
             return code
     return EXIT_FAILED
+
+
+# --- arguments --------------------------------------------------------------------------------
+
+def choice(values: Iterable[str]) -> Callable[[str], str]:
+    """An argparse ``type`` that accepts an enum value in any case, as az does (``--status failed``).
+
+    Pair it with ``choices=values``: an unknown value passes through unchanged, so argparse's own
+    message lists the valid ones."""
+    canonical = {v.lower(): v for v in values}
+
+    def convert(text: str) -> str:
+        return canonical.get(text.strip().lower(), text)
+
+    return convert
+
+
+def name(what: str) -> Callable[[str], str]:
+    """An argparse ``type`` for a VM, policy or job name: a name no store can key is a usage error."""
+    from shared.domain.policy import check_name
+
+    def convert(text: str) -> str:
+        try:
+            return check_name(text.strip(), what, what)
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with az's one-line usage error (exit 2) instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        fail(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise SystemExit(EXIT_USAGE)
+
+
+def add_output_option(parser: argparse.ArgumentParser, default: str = "table") -> None:
+    """az's global output arguments, on one command: ``-o``, ``--query`` and ``--debug``."""
+    parser.add_argument("-o", "--output", choices=FORMATS, default=default, type=choice(FORMATS),
+                        help=f"output format: {', '.join(FORMATS)} (default: {default})")
+    parser.add_argument("--query", metavar="JMESPATH",
+                        help="JMESPath query applied to the JSON output, as in az (e.g. \"[?status=='Failed'].name\")")
+    # SUPPRESS: an absent --debug here must not undo a --debug given before the command.
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show what the command does, and the full chain of an error (stderr)")
+
+
+def compile_query(args: argparse.Namespace) -> None:
+    """Check ``--query`` before any service is called: a bad expression is a usage error (exit 2)."""
+    text = getattr(args, "query", None)
+    if text is None:
+        return
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
+    try:
+        args.compiled_query = jmespath.compile(text)
+    except JMESPathError as exc:
+        raise ValidationError(f"--query: {text!r} is not a JMESPath expression ({_one_line(exc)})",
+                              field="query") from exc
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+def emit(args: argparse.Namespace, document: Any, table: Callable[[], None] | None = None) -> None:
+    """Print a command's result: its JSON ``document`` in the chosen format, or ``table()``.
+
+    ``--query`` applies to the document; with ``-o table`` a query result prints as a generic table."""
+    output = getattr(args, "output", "table")
+    document = to_jsonable(document)
+    compiled = getattr(args, "compiled_query", None)
+    if compiled is not None:
+        from jmespath.exceptions import JMESPathError
+
+        try:
+            document = compiled.search(document)
+        except JMESPathError as exc:
+            raise ValidationError(f"--query: {_one_line(exc)}", field="query") from exc
+    if output == "none":
+        return
+    if output == "table":
+        if table is not None and compiled is None:
+            table()
+        else:
+            _generic_table(document)
+    elif output == "tsv":
+        _tsv(document)
+    elif output == "yaml":
+        import yaml
+
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)     # libyaml when present: much faster
+        sys.stdout.write(yaml.dump(document, Dumper=dumper, sort_keys=False, allow_unicode=True,
+                                   default_flow_style=False))
+    else:
+        emit_json(document, color=output == "jsonc" and sys.stdout.isatty())
 
 
 def to_jsonable(value: Any) -> Any:
@@ -49,20 +150,22 @@ def to_jsonable(value: Any) -> Any:
 
 
 def format_duration(delta: timedelta | None) -> str:
-    """az's duration form: ``0:20:23.089669``."""
+    """az's duration form in tables and documents: whole seconds, ``0:20:23``."""
     if delta is None:
         return ""
-    return str(delta)
+    return str(timedelta(seconds=int(delta.total_seconds())))
 
 
 def format_time(dt: datetime | None) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S") if dt else ""
 
 
-def emit_json(value: Any, stream=None) -> None:
+def emit_json(value: Any, stream=None, *, color: bool = False) -> None:
     stream = stream or sys.stdout
-    json.dump(to_jsonable(value), stream, indent=2, sort_keys=False)
-    stream.write("\n")
+    text = json.dumps(to_jsonable(value), indent=2, sort_keys=False)
+    if color:
+        text = _colorize(text)
+    stream.write(text + "\n")
 
 
 def emit_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], stream=None) -> None:
@@ -74,3 +177,64 @@ def emit_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], stream=Non
 def fail(message: str, stream=None) -> None:
     """Print an error the way az does: one line, starting with 'ERROR:'."""
     (stream or sys.stderr).write(f"ERROR: {message}\n")
+
+
+def _generic_table(document: Any) -> None:
+    """az's table for an arbitrary (queried) document: objects as rows of their scalar fields."""
+    rows = document if isinstance(document, list) else [document]
+    if not rows:
+        return
+    if all(isinstance(r, dict) for r in rows):
+        headers: list[str] = []
+        for row in rows:
+            headers += [k for k, v in row.items() if _scalar(v) and k not in headers]
+        emit_table([[_cell(r.get(h)) for h in headers] for r in rows], [_title(h) for h in headers])
+    else:
+        emit_table([[_cell(r)] for r in rows], ["Result"])
+
+
+def _tsv(document: Any) -> None:
+    """az's tsv: one line per object (its scalar values, tab-separated), nested values left out."""
+    rows = document if isinstance(document, list) else [document]
+    for row in rows:
+        if isinstance(row, dict):
+            values = [v for v in row.values() if _scalar(v)]
+        elif isinstance(row, list):
+            values = [v for v in row if _scalar(v)]
+        else:
+            values = [row]
+        sys.stdout.write("\t".join(_cell(v) for v in values) + "\n")
+
+
+def _scalar(value: Any) -> bool:
+    return not isinstance(value, (dict, list))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _title(key: str) -> str:
+    return key[:1].upper() + key[1:]
+
+
+def _colorize(text: str) -> str:
+    import re
+
+    def paint(match: re.Match) -> str:
+        key, string, other = match.group(1), match.group(2), match.group(3)
+        if key:
+            return f"\033[94m{key}\033[0m:"
+        if string:
+            return f"\033[32m{string}\033[0m"
+        return f"\033[36m{other}\033[0m"
+
+    return re.sub(r'("(?:[^"\\]|\\.)*")\s*:|("(?:[^"\\]|\\.)*")|\b(true|false|null|-?\d+(?:\.\d+)?)\b', paint, text)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from shared.cli import add_output_option
-from shared.cli.output import emit_json, emit_table
+from shared.cli.output import choice, emit, emit_table, name
+from shared.domain.az_policy import from_az_policy, iana_time_zone
 from shared.domain.policy import EnhancedSchedule, Frequency, Policy, StandardSchedule, default_policy
 from shared.errors import ValidationError
 
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
     update.set_defaults(handler=_set)
 
     show = sub.add_parser("show", help="show one policy")
-    show.add_argument("-n", "--name", required=True)
+    show.add_argument("-n", "--name", required=True, type=name("policy"))
     add_output_option(show)
     show.set_defaults(handler=_show)
 
@@ -50,17 +51,20 @@ def register(subparsers) -> None:
 
 
 def _policy_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-n", "--name", required=True, help="policy name")
-    parser.add_argument("--policy", metavar="FILE", help="policy JSON document (as `policy show -o json` prints); "
-                                                         "'-' reads stdin")
-    parser.add_argument("--frequency", choices=[f.value for f in Frequency],
+    parser.add_argument("-n", "--name", required=True, type=name("policy"), help="policy name")
+    parser.add_argument("--policy", metavar="FILE",
+                        help="policy JSON document: as `vmsnap policy show -o json` or `az backup policy show` "
+                             "print it; '-' reads stdin")
+    frequencies = [f.value for f in Frequency]
+    parser.add_argument("--frequency", choices=frequencies, type=choice(frequencies),
                         help="Daily or Weekly (Standard), Hourly (Enhanced)")
     parser.add_argument("--time", help="Standard: time of day, HH:MM on the hour or half hour")
     parser.add_argument("--days", help="Weekly: days, e.g. Sun or Mon,Thu")
     parser.add_argument("--interval", type=int, help="Hourly: every 4, 6, 8 or 12 hours")
     parser.add_argument("--window-start", help="Hourly: window start, HH:MM")
     parser.add_argument("--window-hours", type=int, help="Hourly: window length in hours (interval..24)")
-    parser.add_argument("--time-zone", help="IANA time zone, e.g. Europe/Berlin (default UTC)")
+    parser.add_argument("--time-zone", help="time zone: IANA (Europe/Berlin) or Windows (W. Europe Standard Time); "
+                                            "default UTC")
     parser.add_argument("--instant-rp-days", type=int,
                         help="days to keep instant-restore snapshots (Standard 1-5, Weekly 5, Enhanced 1-30)")
     parser.add_argument("--daily-retention", type=int, help="days to keep daily points (7-9999)")
@@ -138,21 +142,39 @@ def _count(count: int, unit: str) -> dict:
 
 
 def _read_document(path: str) -> dict:
+    """The policy document in ``path``: vmsnap's own shape or az's (converted), checked for depth."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
         doc = json.loads(text)
     except OSError as exc:
         raise ValidationError(f"--policy: cannot read {path}: {exc.strerror}", field="policy") from exc
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"--policy: {path} is not UTF-8 text", field="policy") from exc
     except json.JSONDecodeError as exc:
         raise ValidationError(f"--policy: {path} is not JSON: {exc}", field="policy") from exc
+    except RecursionError as exc:
+        raise ValidationError(f"--policy: {path} is nested too deeply to be a policy", field="policy") from exc
     if not isinstance(doc, dict):
         raise ValidationError("--policy: the document must be a JSON object", field="policy")
+    try:
+        doc = from_az_policy(doc)
+    except ValidationError as exc:
+        raise ValidationError(f"--policy: {exc}", field=exc.field) from exc
     doc.pop("protectedItemsCount", None)
     return doc
 
 
 def _build(doc: dict, args) -> Policy:
     """Apply the given flags to a policy document and validate it; an error names the flag to fix."""
+    try:
+        return _apply_flags(doc, args)
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+        # A field of the wrong JSON type (a string where an object belongs, ...).
+        raise ValidationError(f"--policy: the document is not shaped like a policy ({type(exc).__name__}: "
+                              f"{exc}); compare it with `vmsnap policy show -o json`", field="policy") from exc
+
+
+def _apply_flags(doc: dict, args) -> Policy:
     doc = json.loads(json.dumps(doc))   # a private copy
     doc["name"] = args.name
     sched = doc.setdefault("schedulePolicy", {})
@@ -170,7 +192,7 @@ def _build(doc: dict, args) -> Policy:
         raise ValidationError("--interval, --window-start and --window-hours need --frequency Hourly",
                               field="schedule.frequency")
     if args.time_zone is not None:
-        doc["timeZone"] = args.time_zone
+        doc["timeZone"] = iana_time_zone(args.time_zone)
     if args.instant_rp_days is not None:
         doc["instantRpRetentionRangeInDays"] = args.instant_rp_days
     retention = doc.setdefault("retentionPolicy", {})
@@ -197,12 +219,10 @@ def _build(doc: dict, args) -> Policy:
 
 def _emit(args, policies: list[Policy], services, *, as_list: bool = False) -> None:
     counts = {p.name: services.protected_items.count_by_policy(p.name) for p in policies}
-    if args.output == "json":
-        docs = [{**p.to_document(), "protectedItemsCount": counts[p.name]} for p in policies]
-        emit_json(docs if as_list else docs[0])
-        return
-    emit_table([_row(p, counts[p.name]) for p in policies],
-               ["Name", "Type", "Schedule", "Time Zone", "Instant RP Days", "Retention", "Protected Items"])
+    docs = [{**p.to_document(), "protectedItemsCount": counts[p.name]} for p in policies]
+    emit(args, docs if as_list else docs[0], lambda: emit_table(
+        [_row(p, counts[p.name]) for p in policies],
+        ["Name", "Type", "Schedule", "Time Zone", "Instant RP Days", "Retention", "Protected Items"]))
 
 
 def _row(policy: Policy, count: int) -> list:

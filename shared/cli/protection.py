@@ -1,13 +1,14 @@
-"""`vmsnap protection enable-for-vm|update-for-vm|disable|list|show|backup-now` and the top-level
-`vmsnap backup-now`, shaped like `az backup protection`."""
+"""`vmsnap protection enable-for-vm|update-for-vm|disable|list|show|backup-now`, `vmsnap item
+set-policy|list|show` and the top-level `vmsnap backup-now`, shaped like `az backup protection|item`."""
 from __future__ import annotations
 
 import argparse
 from datetime import datetime, timezone
 
 from shared.cli import add_output_option
-from shared.cli.output import emit_json, emit_table, format_duration, format_time
-from shared.domain.jobs import Job
+from shared.cli.job import job_document, list_row, LIST_HEADERS
+from shared.cli.output import choice, emit, emit_table, format_time, name
+from shared.domain.protection import DiskListSetting, DiskSelection
 from shared.errors import ValidationError
 
 
@@ -16,45 +17,84 @@ def register(subparsers) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
 
     enable = sub.add_parser("enable-for-vm", help="protect a VM with a policy")
-    enable.add_argument("--vm", required=True, help="VM name")
-    enable.add_argument("-p", "--policy-name", default="DefaultPolicy", help="policy (default: DefaultPolicy)")
+    enable.add_argument("--vm", required=True, type=name("VM"), help="VM name")
+    enable.add_argument("-p", "--policy-name", default="DefaultPolicy", type=name("policy"),
+                        help="policy (default: DefaultPolicy)")
     enable.add_argument("--no-initial-backup", action="store_true",
                         help="do not take a first backup at the next scheduler tick; wait for the first slot")
     add_output_option(enable)
     enable.set_defaults(handler=_enable)
 
-    update = sub.add_parser("update-for-vm", help="move a protected VM to another policy")
-    update.add_argument("--vm", required=True)
-    update.add_argument("-p", "--policy-name", required=True)
+    update = sub.add_parser("update-for-vm", help="choose which data disks a protected VM's backups take "
+                                                  "(to change its policy: vmsnap item set-policy)")
+    update.add_argument("--vm", required=True, type=name("VM"))
+    update.add_argument("--diskslist", "--disk-list", dest="disks", nargs="+", type=_luns, metavar="LUN",
+                        help="data disk LUNs, e.g. 0 1 (or 0,1)")
+    update.add_argument("--disk-list-setting", choices=("include", "exclude"),
+                        type=choice(("include", "exclude")),
+                        help="include: back up only the listed data disks; exclude: all but them")
+    update.add_argument("--exclude-all-data-disks", action="store_true", help="back up the OS disk only")
+    update.add_argument("--reset-exclusion-settings", action="store_true", help="back up every disk again")
     add_output_option(update)
-    update.set_defaults(handler=_update)
+    update.set_defaults(handler=_update, validate=_disk_arguments)
 
     disable = sub.add_parser("disable", help="stop protecting a VM (keep or delete its recovery points)")
-    disable.add_argument("--vm", required=True)
-    disable.add_argument("--delete-backup-data", type=_boolean, default=False, metavar="{true,false}",
-                         help="also delete the recovery points (after 14 days of soft delete); default false")
+    disable.add_argument("--vm", required=True, type=name("VM"))
+    disable.add_argument("--delete-backup-data", type=_boolean, nargs="?", const=True, default=False,
+                         metavar="{true,false}",
+                         help="also delete the recovery points (after 14 days of soft delete); alone it means true")
     disable.add_argument("-y", "--yes", action="store_true", help="do not ask to confirm deleting backup data")
     add_output_option(disable)
     disable.set_defaults(handler=_disable)
 
-    listing = sub.add_parser("list", help="list protected items with their last backup and next slot")
-    add_output_option(listing)
-    listing.set_defaults(handler=_list)
+    for parent, noun in ((sub, "protected items"), (_item_group(subparsers), "backup items")):
+        listing = parent.add_parser("list", help=f"list {noun} with their last backup and next slot")
+        add_output_option(listing)
+        listing.set_defaults(handler=_list)
 
-    show = sub.add_parser("show", help="show one protected item, with the slots it skipped and why")
-    show.add_argument("--vm", required=True)
-    add_output_option(show)
-    show.set_defaults(handler=_show)
+        show = parent.add_parser("show", help="show one protected item, with the slots it skipped and why")
+        show.add_argument("--vm", "--item-name", "-n", "--name", dest="vm", required=True, type=name("VM"))
+        add_output_option(show)
+        show.set_defaults(handler=_show)
 
     for parent in (sub, subparsers):
         now = parent.add_parser("backup-now", help="back up a protected VM now (on demand)")
-        now.add_argument("--vm", required=True)
+        now.add_argument("--vm", "--item-name", dest="vm", required=True, type=name("VM"))
         now.add_argument("--retain-until", type=_date, metavar="dd-mm-yyyy",
                          help="keep the recovery point until this date (UTC); default 30 days")
         now.add_argument("--dry-run", action="store_true",
                          help="print the extension resource that would be sent; create no job")
         add_output_option(now)
         now.set_defaults(handler=_backup_now)
+
+
+def _item_group(subparsers) -> argparse._SubParsersAction:
+    """``vmsnap item``, as ``az backup item``: set-policy changes a protected VM's policy."""
+    group = subparsers.add_parser("item", help="protected VMs as backup items: show, list, set-policy")
+    sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
+    set_policy = sub.add_parser("set-policy", help="move a protected VM to another policy")
+    set_policy.add_argument("--vm", "--item-name", "-n", "--name", dest="vm", required=True, type=name("VM"))
+    set_policy.add_argument("-p", "--policy-name", required=True, type=name("policy"))
+    add_output_option(set_policy)
+    set_policy.set_defaults(handler=_set_policy)
+    return sub
+
+
+def _luns(text: str) -> list[int]:
+    try:
+        luns = [int(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of data disk LUNs, e.g. 0 1") from None
+    if any(not 0 <= lun <= 63 for lun in luns):
+        raise argparse.ArgumentTypeError(f"{text!r}: a data disk LUN is 0..63")
+    return luns
+
+
+def _disk_arguments(args) -> None:
+    chosen = sum((args.disks is not None, args.exclude_all_data_disks, args.reset_exclusion_settings))
+    if chosen != 1 or (args.disks is not None) != (args.disk_list_setting is not None):
+        raise ValidationError("give --diskslist with --disk-list-setting include|exclude, or "
+                              "--exclude-all-data-disks, or --reset-exclusion-settings", field="diskslist")
 
 
 def _boolean(text: str) -> bool:
@@ -74,14 +114,30 @@ def _date(text: str) -> datetime:
 
 
 def _enable(args, services) -> int:
-    from shared.services.protection import enable_protection, get_protected_item
+    from shared.services.protection import enable_protection, get_protected_item, record_protection_job
 
-    enable_protection(services, args.vm, args.policy_name, initial_backup=not args.no_initial_backup)
+    item = enable_protection(services, args.vm, args.policy_name, initial_backup=not args.no_initial_backup)
+    record_protection_job(services, "ConfigureBackup", item)
     _emit_items(args, [get_protected_item(services, args.vm)], single=True)
     return 0
 
 
 def _update(args, services) -> int:
+    from shared.services.protection import get_protected_item, set_disk_selection
+
+    if args.reset_exclusion_settings:
+        selection = DiskSelection()
+    elif args.exclude_all_data_disks:
+        selection = DiskSelection(DiskListSetting.INCLUDE, ())
+    else:
+        luns = tuple(sorted({lun for group in args.disks for lun in group}))
+        selection = DiskSelection(DiskListSetting(args.disk_list_setting.capitalize()), luns)
+    set_disk_selection(services, args.vm, selection)
+    _emit_items(args, [get_protected_item(services, args.vm)], single=True)
+    return 0
+
+
+def _set_policy(args, services) -> int:
     from shared.services.protection import change_policy, get_protected_item
 
     change_policy(services, args.vm, args.policy_name)
@@ -90,12 +146,13 @@ def _update(args, services) -> int:
 
 
 def _disable(args, services) -> int:
-    from shared.services.protection import disable_protection, get_protected_item
+    from shared.services.protection import disable_protection, get_protected_item, record_protection_job
 
     if args.delete_backup_data and not args.yes:
         raise ValidationError("--delete-backup-data true deletes the VM's recovery points after 14 days; "
                               "add --yes to confirm", field="yes")
-    disable_protection(services, args.vm, delete_backup_data=args.delete_backup_data)
+    item = disable_protection(services, args.vm, delete_backup_data=args.delete_backup_data)
+    record_protection_job(services, "DeleteBackupData" if args.delete_backup_data else "DisableBackup", item)
     _emit_items(args, [get_protected_item(services, args.vm)], single=True)
     return 0
 
@@ -118,24 +175,15 @@ def _backup_now(args, services) -> int:
     if args.dry_run:
         from shared.services.dispatch import preview_extension_resource
 
-        emit_json(preview_extension_resource(services, args.vm, retain_until=args.retain_until))
+        emit(args, preview_extension_resource(services, args.vm, retain_until=args.retain_until))
         return 0
     from shared.services.protection import backup_now
 
     job = backup_now(services, args.vm, retain_until=args.retain_until)
-    if args.output == "json":
-        emit_json(_job_document(job))
-    else:
-        emit_table([[job.job_id, job.operation, job.status.value, job.vm_name, format_time(job.start_time),
-                     format_duration(job.duration)]],
-                   ["Name", "Operation", "Status", "Item Name", "Start Time UTC", "Duration"])
+    now = services.clock.now()
+    # The same document as `job show -o json`, as az returns the job of a trigger.
+    emit(args, job_document(job, now), lambda: emit_table([list_row(job, now)], LIST_HEADERS))
     return 0
-
-
-def _job_document(job: Job) -> dict:
-    return {"name": job.job_id, "operation": job.operation, "status": job.status.value,
-            "entityFriendlyName": job.vm_name, "trigger": job.trigger, "startTime": job.start_time,
-            "retainUntil": job.retain_until, "policyName": job.policy_name}
 
 
 def _item_document(status) -> dict:
@@ -151,19 +199,33 @@ def _item_document(status) -> dict:
         "lastBackupJobId": item.last_job_id,
         "lastBackupStatus": job.status.value if job else None,
         "lastBackupTime": job.start_time if job else None,
-        "inProgressJobId": item.in_progress_job_id,
+        "inProgressJobId": _in_progress(status),
         "lastScheduledSlot": item.last_slot,
         "nextScheduledBackup": status.next_slot,
         "skippedSlots": [{"slot": s.slot, "reason": s.reason} for s in item.skipped],
         "purgeAfter": item.purge_after,
+        # az's extendedProperties.diskExclusionProperties; absent when every disk is backed up.
+        "diskExclusionProperties": None if item.disk_selection.setting is DiskListSetting.ALL else {
+            "diskLunList": list(item.disk_selection.luns),
+            "isInclusionList": item.disk_selection.setting is DiskListSetting.INCLUDE},
     }
 
 
+def _in_progress(status) -> str | None:
+    """The item's running job; the record keeps the id after the job ends, which is not 'in progress'."""
+    job_id, last = status.item.in_progress_job_id, status.last_job
+    if job_id and last is not None and last.job_id == job_id and last.is_terminal:
+        return None
+    return job_id
+
+
 def _emit_items(args, statuses, *, single: bool = False) -> None:
-    if args.output == "json":
-        docs = [_item_document(s) for s in statuses]
-        emit_json(docs[0] if single else docs)
-        return
+    statuses = list(statuses)
+    docs = [_item_document(s) for s in statuses]
+    emit(args, docs[0] if single else docs, lambda: _items_table(statuses))
+
+
+def _items_table(statuses) -> None:
     rows = []
     for status in statuses:
         item, job = status.item, status.last_job

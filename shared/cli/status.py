@@ -2,6 +2,7 @@
 understands of it: the job status it leads to, consistency, codes, each disk, errors and what to do."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -9,12 +10,14 @@ from urllib.parse import urlsplit
 from tabulate import tabulate
 
 from shared.cli.job import describe_code, format_size, write_disks, write_errors
-from shared.cli.output import EXIT_OK, emit_json, format_time, to_jsonable
+from shared.cli.output import EXIT_OK, emit, format_time, to_jsonable
 from shared.domain.jobs import interpret
 from shared.domain.status import ParseError, StatusReport, parse_status_blob, strip_secrets
 from shared.errors import ConfigurationError, NotFoundError, TransientError, ValidationError
 
 MAX_READ = 16 * 1024 * 1024
+# What `job show` prints as Status Blob / Log Blob: a name in the status container.
+STATUS_BLOB_NAME = re.compile(r"[A-Za-z0-9._-]+/\d+\.(Status|Logs)\.txt")
 
 
 def register(subparsers) -> None:
@@ -24,25 +27,30 @@ def register(subparsers) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>")
     show = sub.add_parser("show", help="parse one status blob and show the job result it leads to")
     show.add_argument("source", metavar="PATH_OR_URL",
-                      help="a local file, or a blob URL (with a SAS, or read with the configured storage identity)")
+                      help="a local file; a blob URL (with a SAS, or read with the configured storage "
+                           "identity); or the Status Blob name `job show` prints (<job>/<n>.Status.txt)")
     add_output_option(show)
-    show.set_defaults(handler=show_status)
+    # A local file needs no settings; a blob name or URL builds the services when it is read.
+    show.set_defaults(handler=show_status, needs_services=False)
 
 
 def show_status(args, svc) -> int:
-    data = _read(args.source, svc)
+    data = _read(args.source.strip())
     try:
         report = parse_status_blob(data)
     except ParseError as exc:
         raise ValidationError(f"cannot read the status blob: {exc.reason}") from None
     outcome = interpret(report)
-    if args.output == "json":
-        emit_json({"report": _report_document(report),
-                   "result": {"jobStatus": outcome.status.value, "phase": outcome.phase.value,
-                              "consistency": outcome.consistency.value if outcome.consistency else None,
-                              "backupSizeInBytes": outcome.backup_size_bytes,
-                              "disks": outcome.disks, "errorDetails": outcome.errors}})
-        return EXIT_OK
+    document = {"report": _report_document(report),
+                "result": {"jobStatus": outcome.status.value, "phase": outcome.phase.value,
+                           "consistency": outcome.consistency.value if outcome.consistency else None,
+                           "backupSizeInBytes": outcome.backup_size_bytes,
+                           "disks": outcome.disks, "errorDetails": outcome.errors}}
+    emit(args, document, lambda: _write_table(report, outcome))
+    return EXIT_OK
+
+
+def _write_table(report: StatusReport, outcome) -> None:
     out = sys.stdout
     fields = [
         ("Job Status", outcome.status.value), ("Phase", outcome.phase.value),
@@ -56,7 +64,6 @@ def show_status(args, svc) -> int:
     out.write(tabulate(fields, tablefmt="plain", disable_numparse=True) + "\n")
     write_disks(outcome.disks, out, by_position=True)
     write_errors(outcome.errors, out, heading="Warnings" if outcome.status.value == "CompletedWithWarnings" else "Errors")
-    return EXIT_OK
 
 
 def _report_document(report: StatusReport) -> dict:
@@ -65,20 +72,32 @@ def _report_document(report: StatusReport) -> dict:
     return doc
 
 
-def _read(source: str, svc) -> bytes:
+def _read(source: str) -> bytes:
     if urlsplit(source).scheme in ("http", "https"):
-        return _download(source, svc)
+        return _download(source)
     path = Path(source)
+    if not path.exists() and STATUS_BLOB_NAME.fullmatch(source):
+        return _download_status_blob(source)
     try:
         with path.open("rb") as handle:
             return handle.read(MAX_READ)
     except FileNotFoundError:
         raise NotFoundError(f"no such file: {source}") from None
+    except IsADirectoryError:
+        raise ValidationError(f"{source} is a directory; give a status blob file") from None
     except OSError as exc:
         raise ValidationError(f"cannot read {source}: {exc.strerror}") from None
 
 
-def _download(url: str, svc) -> bytes:
+def _download_status_blob(name: str) -> bytes:
+    """The Status Blob (or Log Blob) name `job show` prints, read from the configured status container."""
+    from shared.bootstrap import services
+
+    svc = services()
+    return _download(svc.status_blobs.url(name), svc)
+
+
+def _download(url: str, svc=None) -> bytes:
     """Read a blob by URL: its own SAS if it has one, else the configured storage credential."""
     from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
                                        ResourceNotFoundError)
@@ -89,6 +108,10 @@ def _download(url: str, svc) -> bytes:
         if "sig=" in urlsplit(url).query:
             client = BlobClient.from_blob_url(url)
         else:
+            if svc is None:
+                from shared.bootstrap import services
+
+                svc = services()
             client = BlobClient.from_blob_url(url, credential=svc.blob_service.credential)
         downloader = client.download_blob()
         if downloader.size > MAX_READ:
@@ -104,4 +127,5 @@ def _download(url: str, svc) -> bytes:
                                      f"storage identity") from None
         raise TransientError(f"reading {shown} failed with HTTP {exc.status_code}") from None
     except (AzureError, ValueError) as exc:
-        raise TransientError(f"reading {shown} failed: {type(exc).__name__}") from None
+        # Chained: an unreachable endpoint is then reported as such (exit 5, naming it).
+        raise TransientError(f"reading {shown} failed: {type(exc).__name__}") from exc

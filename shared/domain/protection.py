@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from shared.clock import utc
+from shared.domain.inventory import OS_DISK_LUN, Vm
 from shared.domain.jobs import EXTENSION_WINDOW, TIMEOUT_MARGIN
 
 # A job blocks the next backup until its timeout deadline (jobs.timeout_deadline: the extension's
@@ -21,6 +22,31 @@ class ProtectionState(str, Enum):
     PROTECTED = "Protected"
     STOPPED = "ProtectionStopped"          # disabled, recovery points kept
     SOFT_DELETED = "SoftDeleted"           # disabled with --delete-backup-data; purged after 14 days
+
+
+class DiskListSetting(str, Enum):
+    """Which data disks a protected VM's backups take, as ``az backup protection update-for-vm`` sets it."""
+
+    ALL = "All"
+    INCLUDE = "Include"       # only the listed data disks (and the OS disk)
+    EXCLUDE = "Exclude"       # every data disk but the listed ones
+
+
+@dataclass(frozen=True)
+class DiskSelection:
+    """The item's disk inclusion or exclusion; the OS disk is always backed up, as in Azure Backup."""
+
+    setting: DiskListSetting = DiskListSetting.ALL
+    luns: tuple[int, ...] = ()
+
+    def takes(self, lun: int) -> bool:
+        if lun == OS_DISK_LUN or self.setting is DiskListSetting.ALL:
+            return True
+        return (lun in self.luns) == (self.setting is DiskListSetting.INCLUDE)
+
+    def apply(self, vm: Vm) -> Vm:
+        """``vm`` with only the disks this selection backs up."""
+        return replace(vm, disks=tuple(d for d in vm.disks if self.takes(d.lun)))
 
 
 @dataclass(frozen=True)
@@ -46,6 +72,7 @@ class ProtectedItem:
     last_job_id: str | None = None
     skipped: list[SkippedSlot] = field(default_factory=list)
     deleted_at: datetime | None = None
+    disk_selection: DiskSelection = field(default_factory=DiskSelection)
     version: str | None = field(default=None, compare=False)   # the store's ETag
 
     @property

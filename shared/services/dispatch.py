@@ -67,7 +67,7 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"attempt {job.attempt} is pending")
 
     try:
-        vm = svc.inventory.get_vm(vm_reference(svc, task.vm_name))
+        vm = _disks_to_back_up(svc, svc.inventory.get_vm(vm_reference(svc, task.vm_name)))
     except NotFoundError as exc:
         error = JobError.from_remediation(remediation.for_service_error(remediation.VM_NOT_FOUND),
                                           detail=redact(str(exc)))
@@ -117,7 +117,7 @@ def preview_extension_resource(svc, vm_name: str, *, retain_until: datetime | No
 
     Creates nothing and mints no SAS: URLs carry ``?<SAS minted at dispatch>`` where the SAS goes.
     """
-    vm = svc.inventory.get_vm(vm_name)
+    vm = _disks_to_back_up(svc, svc.inventory.get_vm(vm_name))
     now = svc.clock.now()
     task = SnapshotTask(job_id=job_id_for(vm.name, now, Trigger.ON_DEMAND.value), attempt=1,
                         vm_name=vm.name, slot=now, trigger=Trigger.ON_DEMAND, retain_until=retain_until)
@@ -187,3 +187,11 @@ def _reject(svc, body: bytes, exc: ValidationError, *, message_id: str, delivery
 
 def _placeholder(blob_url: str) -> str:
     return f"{blob_url.split('?', 1)[0]}?{SAS_PLACEHOLDER}"
+
+
+# --- disk inclusion/exclusion (`vmsnap protection update-for-vm`) ------------------------------
+
+def _disks_to_back_up(svc, vm: Vm) -> Vm:
+    """The VM with only the disks its protected item's disk selection takes (all, by default)."""
+    item = svc.protected_items.get(vm.name)
+    return item.disk_selection.apply(vm) if item is not None else vm

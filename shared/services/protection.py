@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta, timezone
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from shared.domain.jobs import Job, JobStatus
+from shared.domain.jobs import Job, JobPhase, JobStatus, job_id_for
 from shared.domain.policy import Policy, PolicyType
-from shared.domain.protection import ProtectedItem, ProtectionState
+from shared.domain.protection import DiskSelection, ProtectedItem, ProtectionState
 from shared.domain.schedule import next_slot
 from shared.domain.task import Trigger
 from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
 from shared.ports import JobQuery
 from shared.services.scheduling import blocks_new_backup, task_for
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +68,15 @@ def enable_protection(svc, vm_name: str, policy_name: str = "DefaultPolicy", *,
         item = svc.protected_items.add(item)
     elif existing.is_active:
         raise ConflictError(f"VM {vm.name!r} is already protected with policy {existing.policy_name!r}; "
-                            f"use `vmsnap protection update-for-vm` to change its policy")
+                            f"use `vmsnap item set-policy` to change its policy")
     else:
         # Resuming a stopped (or soft-deleted) item keeps its history and in-progress guard.
         def resume(current: ProtectedItem) -> ProtectedItem:
             return replace(item, last_slot=current.last_slot, in_progress_job_id=current.in_progress_job_id,
                            in_progress_since=current.in_progress_since,
                            last_job_id=current.last_job_id, skipped=current.skipped,
-                           protected_since=current.protected_since, version=current.version)
+                           protected_since=current.protected_since, disk_selection=current.disk_selection,
+                           version=current.version)
 
         item = svc.protected_items.update(vm.name, resume)
     log.info("protection enabled for %s with policy %s (initial backup %s)", vm.name, policy.name,
@@ -113,6 +117,39 @@ def disable_protection(svc, vm_name: str, *, delete_backup_data: bool = False) -
     log.info("protection of %s stopped (%s)", vm_name,
              "recovery points deleted after soft-delete retention" if delete_backup_data else "recovery points kept")
     return item
+
+
+def set_disk_selection(svc: Services, vm_name: str, selection: DiskSelection) -> ProtectedItem:
+    """Which data disks the VM's next backups take (``az backup protection update-for-vm``)."""
+    def change(item: ProtectedItem) -> ProtectedItem:
+        if not item.is_active:
+            raise ConflictError(f"protection of {item.vm_name!r} is stopped; enable it again first")
+        return replace(item, disk_selection=selection)
+
+    item: ProtectedItem = svc.protected_items.update(vm_name, change)
+    log.info("protected item %s now backs up disks: %s %s", vm_name, selection.setting.value,
+             list(selection.luns))
+    return item
+
+
+PROTECTION_OPERATIONS = ("ConfigureBackup", "DisableBackup", "DeleteBackupData")
+
+
+def record_protection_job(svc: Services, operation: str, item: ProtectedItem) -> Job:
+    """The job az lists for an operator's protection change (enable: ConfigureBackup; disable:
+    DisableBackup or DeleteBackupData). It completes as it is made: the change is already done.
+
+    Front ends call it after the change; the scheduler's own state changes record no job."""
+    if operation not in PROTECTION_OPERATIONS:
+        raise ValidationError(f"{operation!r} is not a protection operation", field="operation")
+    now = svc.clock.now()
+    vm_name, policy_name = item.vm_name, item.policy_name
+    job = Job(job_id=job_id_for(vm_name, now, operation), vm_name=vm_name, slot=now, start_time=now,
+              trigger=Trigger.ON_DEMAND.value, operation=operation, status=JobStatus.COMPLETED,
+              phase=JobPhase.DONE, policy_name=policy_name, end_time=now)
+    svc.jobs.create_if_absent(job)
+    log.info("job %s recorded: %s of %s", job.job_id, operation, vm_name)
+    return job
 
 
 def get_protected_item(svc, vm_name: str) -> ItemStatus:

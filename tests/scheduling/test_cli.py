@@ -63,8 +63,10 @@ def test_enable_list_and_backup_now(vmsnap):
     assert item["policyName"] == "DefaultPolicy" and item["nextScheduledBackup"] == "2025-06-02T22:30:00Z"
     code, out, _ = vmsnap("backup-now", "--vm", "vm1", "--retain-until", "01-07-2025", "-o", "json")
     job = json.loads(out)
-    assert code == 0 and job["status"] == "InProgress" and job["retainUntil"] == "2025-07-01T00:00:00Z"
+    assert code == 0 and job["properties"]["status"] == "InProgress"
+    assert job["properties"]["retainUntil"] == "2025-07-01T00:00:00Z"
     assert [t.job_id for t in vmsnap.services.task_queue.sent] == [job["name"]]
+    assert vmsnap("job", "show", "--name", job["name"], "-o", "json")[1] == out
     code, _, err = vmsnap("protection", "backup-now", "--vm", "vm1")
     assert code == EXIT_CONFLICT and "UserErrorBackupOperationInProgress" in err
 
