@@ -63,6 +63,19 @@ class Settings:
         """The physical table name of a logical table (``jobs``, ``policies``, ``items``, ...)."""
         return f"{self.table_prefix}{name}"
 
+    def binding_values(self) -> dict[str, str]:
+        """The app settings the functions' bindings name (``%SETTING%`` and connections), for a host
+        running the app with these settings (the local host, tests)."""
+        values = {"SNAPSHOT_TASKS_QUEUE": self.tasks_queue, "SNAPSHOT_SCHEDULE": self.schedule,
+                  "SWEEP_SCHEDULE": self.sweep_schedule, "RESTORE_POINT_SCHEDULE": self.restore_point_schedule,
+                  "STATUS_CONTAINER": self.status_container}
+        for conn in (self.storage, self.service_bus):
+            if conn.connection_string:
+                values[conn.name] = conn.connection_string
+            else:
+                values.update({f"{conn.name}__{key}": value for key, value in (conn.endpoints or {}).items()})
+        return values
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env

@@ -19,16 +19,7 @@ SIG = re.compile(r"sig=(?!REDACTED)[^&\s\"']+", re.IGNORECASE)
 def loop(make_settings, local_servicebus, storage_connection_string, unique_name):
     """The real Function App under the local host, on Azurite and the local Service Bus."""
     settings = make_settings(service_bus=local_servicebus.connection_string)
-    env = {
-        "AzureWebJobsStorage": storage_connection_string,
-        "BackupStorage": storage_connection_string,
-        "ServiceBusConnection": local_servicebus.connection_string,
-        "SNAPSHOT_SCHEDULE": settings.schedule,
-        "SWEEP_SCHEDULE": settings.sweep_schedule,
-        "RESTORE_POINT_SCHEDULE": settings.restore_point_schedule,
-        "SNAPSHOT_TASKS_QUEUE": settings.tasks_queue,
-        "STATUS_CONTAINER": settings.status_container,
-    }
+    env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
     svc = Services(settings)
     reset_services(svc)
     import function_app

@@ -24,10 +24,7 @@ def host(make_settings, storage_connection_string, unique_name):
     assert svc.jobs.create_if_absent(dispatched_job())
     svc.blob_service.get_container_client(settings.status_container).create_container()
     reset_services(svc)
-    env = {"AzureWebJobsStorage": storage_connection_string, "BackupStorage": storage_connection_string,
-           "ServiceBusConnection": settings.service_bus.connection_string,
-           "SNAPSHOT_SCHEDULE": settings.schedule, "SWEEP_SCHEDULE": settings.sweep_schedule,
-           "SNAPSHOT_TASKS_QUEUE": settings.tasks_queue, "STATUS_CONTAINER": settings.status_container}
+    env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
     local = LocalFunctionsHost(function_app.app, env, host_id=unique_name("host"))
     yield svc, local
     local.stop()
