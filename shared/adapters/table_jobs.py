@@ -47,6 +47,7 @@ from azure.data.tables import EdmType, EntityProperty, TableServiceClient, Table
 from shared.clock import utc
 from shared.domain.jobs import (Consistency, DiskResult, Job, JobError, JobPhase, JobStatus, slot_of_job_id)
 from shared.domain.status import strip_secrets
+from shared.domain.task import validate_job_id
 from shared.errors import (ConfigurationError, NotFoundError, PermanentError, TransientError,
                            ValidationError)
 from shared.ports import JobPage, JobQuery
@@ -344,8 +345,7 @@ def _job_keys(job_id: str) -> tuple[str, str] | None:
 
 
 def _slot_keys(job: Job) -> tuple[str, str]:
-    if not isinstance(job.job_id, str) or not job.job_id or re.search(r"[/\\#?\x00-\x1f\x7f]", job.job_id):
-        raise ValidationError(f"job id {job.job_id!r} cannot be a table key", field="job_id")
+    validate_job_id(job.job_id, field="job_id")
     ms = _ms(job.slot)
     return "J" + _inv(_hour(ms)), f"{_inv(ms)}_{job.job_id}"
 

@@ -15,6 +15,7 @@ from shared.cli.output import (EXIT_FAILED, EXIT_OK, emit_json, emit_table, form
 from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.jobs import DiskResult, Job, JobError, JobStatus
+from shared.domain.task import validate_job_id
 from shared.errors import NotFoundError, TransientError, ValidationError
 from shared.ports import JobQuery
 
@@ -259,7 +260,7 @@ def _job_id(args) -> str:
     job_id = args.name or args.job_id
     if not job_id:
         raise ValidationError(f"give the job id: vmsnap job {args.command} --name <id>", field="name")
-    return job_id.strip()
+    return validate_job_id(job_id.strip(), field="name")
 
 
 def _load(svc, job_id: str) -> Job:

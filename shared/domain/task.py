@@ -6,6 +6,7 @@ mints SAS at dispatch time from the job's VM inventory.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -15,6 +16,26 @@ from shared.errors import ValidationError
 
 SCHEMA = "vmsnap.snapshot-task/1"
 MAX_MESSAGE_BYTES = 64 * 1024
+
+# The one rule for job ids, wherever one enters: the task message, a status blob's name, the CLI.
+# A job id becomes a Table Storage key and a blob name prefix; Table Storage refuses / \ # ? and
+# control characters (U+0000-U+001F, U+007F-U+009F) in keys (docs/scheduling.md, "Job ids").
+MAX_ID_CHARS = 128
+ID_PATTERN = rf"[^/\\#?\x00-\x1f\x7f-\x9f]{{1,{MAX_ID_CHARS}}}"
+_ID = re.compile(ID_PATTERN)
+
+
+def validate_job_id(value: object, field: str = "jobId") -> str:
+    """``value`` if it can be a job id; ValidationError naming ``field`` and the rule otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{field} must be a non-empty string", field=field)
+    if len(value) > MAX_ID_CHARS:
+        raise ValidationError(f"{field} has {len(value)} characters; a job id has at most {MAX_ID_CHARS}",
+                              field=field)
+    if not _ID.fullmatch(value):
+        raise ValidationError(f"{field} {value!r} contains a character a job id cannot hold "
+                              f"(/ \\ # ? or a control character)", field=field)
+    return value
 
 
 class Trigger(str, Enum):
@@ -80,7 +101,7 @@ class SnapshotTask:
             raise ValidationError(
                 f"unsupported task schema {doc.get('schema')!r}, expected {SCHEMA!r}", field="schema"
             )
-        job_id = _required_str(doc, "jobId")
+        job_id = validate_job_id(doc.get("jobId"))
         vm_name = _required_str(doc, "vmName")
         attempt = doc.get("attempt")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= 1000:

@@ -204,12 +204,14 @@ def _run_page(svc, page: list[ProtectedItem], policies: dict, result: TickResult
 
     jobs = [plan.job for _, plan in planned if plan.job is not None]
     tasks: list[SnapshotTask] = []
+    created_here: set[str] = set()
     if jobs:
         created = svc.jobs.create_many_if_absent(jobs)
         result.job_store_calls += 1
         for job, was_created in zip(jobs, created):
             if was_created:
                 result.jobs_created += 1
+                created_here.add(job.job_id)
             else:
                 # A tick that stopped before advancing watermarks: send again unless it has moved on.
                 existing = svc.jobs.get(job.job_id)
@@ -235,7 +237,7 @@ def _run_page(svc, page: list[ProtectedItem], policies: dict, result: TickResult
     result.item_transactions += transactions
     for name in conflicts:
         item, plan = by_name[name.lower()]
-        _settle_conflict(svc, item, plan, now)
+        _settle_conflict(svc, item, plan, now, created=plan.job is not None and plan.job.job_id in created_here)
 
 
 def _cancel_orphans(svc, item: ProtectedItem, plan: ItemPlan, now: datetime, result: TickResult) -> None:
@@ -260,22 +262,44 @@ def _cancel(svc, job_id: str, now: datetime, reason: str) -> None:
     svc.jobs.update(job_id, cancel)
 
 
-def _settle_conflict(svc, seen: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
-    """The item changed between read and write (backup-now, disable, policy change): merge or cancel."""
-    cancel = False
+def _settle_conflict(svc, seen: ProtectedItem, plan: ItemPlan, now: datetime, *, created: bool) -> None:
+    """The item changed between read and write (another tick, backup-now, disable, policy change):
+    re-read it and merge this tick's plan into what is there now.
+
+    Another tick of the same slot planned the same job (the id is deterministic), so its claim is
+    this plan's claim and merging changes nothing. The planned job gives way only when the item now
+    refuses it: protection stopped, or a different job that still blocks holds the claim. Even then
+    it is cancelled only if this tick created it; a job another writer created is theirs to settle.
+    """
+    job = plan.job
+    gave_way = False
 
     def merge(current: ProtectedItem) -> ProtectedItem:
-        nonlocal cancel
-        claimed = current.in_progress_job_id not in (None, seen.in_progress_job_id)
-        cancel = plan.job is not None and (not current.is_active or claimed)
-        if cancel:
-            gave_way = SkippedSlot(plan.job.slot, "another backup started while this one was scheduled")
-            return replace(plan, job=None, skipped=plan.skipped + (gave_way,)).apply(current)
+        nonlocal gave_way
+        gave_way = job is not None and _refuses(svc, current, job, now)
+        if job is not None and gave_way:
+            reason = SkippedSlot(job.slot, "another backup started while this one was scheduled")
+            return replace(plan, job=None, skipped=plan.skipped + ((reason,) if created else ())).apply(current)
         return plan.apply(current)
 
     try:
         svc.protected_items.update(seen.vm_name, merge)
     except NotFoundError:
-        cancel = plan.job is not None
-    if cancel:
-        _cancel(svc, plan.job.job_id, now, "protection changed while the job was being scheduled")
+        gave_way = job is not None
+    if job is None:
+        return
+    if gave_way and created:
+        _cancel(svc, job.job_id, now, "protection changed while the job was being scheduled")
+    else:
+        log.info("job %s for %s: the item changed meanwhile; merged, %s", job.job_id, seen.vm_name,
+                 "the job is left to the writer that created it" if gave_way else "the job stands")
+
+
+def _refuses(svc, current: ProtectedItem, job: Job, now: datetime) -> bool:
+    """Whether the item as it is now refuses ``job``: stopped, or claimed by another job that blocks."""
+    if not current.is_active:
+        return True
+    holder = current.in_progress_job_id
+    if holder in (None, job.job_id) or not current.may_be_busy(now):
+        return False
+    return blocks_new_backup(svc.jobs.get(holder), now)
