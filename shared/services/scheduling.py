@@ -104,7 +104,7 @@ def plan_item(item: ProtectedItem, policy: Policy, due: list[datetime], *, now: 
         if blocked:
             return _plan(None, skipped)
         skipped += [SkippedSlot(s, "the initial backup ran instead") for s in past]
-        job = Job.new_backup(vm_name=item.vm_name, slot=item.protected_since, now=now,
+        job = Job.new_backup(vm_name=item.vm_name, slot=item.initial_slot, now=now,
                              trigger=Trigger.INITIAL.value, policy_name=policy.name,
                              retain_until=retain_until_for(policy, now))
         return _plan(job, skipped, initial_done=True)
