@@ -204,14 +204,12 @@ def _run_page(svc, page: list[ProtectedItem], policies: dict, result: TickResult
 
     jobs = [plan.job for _, plan in planned if plan.job is not None]
     tasks: list[SnapshotTask] = []
-    created_here: set[str] = set()
     if jobs:
         created = svc.jobs.create_many_if_absent(jobs)
         result.job_store_calls += 1
         for job, was_created in zip(jobs, created):
             if was_created:
                 result.jobs_created += 1
-                created_here.add(job.job_id)
             else:
                 # A tick that stopped before advancing watermarks: send again unless it has moved on.
                 existing = svc.jobs.get(job.job_id)
@@ -237,7 +235,7 @@ def _run_page(svc, page: list[ProtectedItem], policies: dict, result: TickResult
     result.item_transactions += transactions
     for name in conflicts:
         item, plan = by_name[name.lower()]
-        _settle_conflict(svc, item, plan, now, created=plan.job is not None and plan.job.job_id in created_here)
+        _settle_conflict(svc, item, plan, now)
 
 
 def _cancel_orphans(svc, item: ProtectedItem, plan: ItemPlan, now: datetime, result: TickResult) -> None:
@@ -262,14 +260,14 @@ def _cancel(svc, job_id: str, now: datetime, reason: str) -> None:
     svc.jobs.update(job_id, cancel)
 
 
-def _settle_conflict(svc, seen: ProtectedItem, plan: ItemPlan, now: datetime, *, created: bool) -> None:
+def _settle_conflict(svc, seen: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
     """The item changed between read and write (another tick, backup-now, disable, policy change):
     re-read it and merge this tick's plan into what is there now.
 
-    Another tick of the same slot planned the same job (the id is deterministic), so its claim is
-    this plan's claim and merging changes nothing. The planned job gives way only when the item now
-    refuses it: protection stopped, or a different job that still blocks holds the claim. Even then
-    it is cancelled only if this tick created it; a job another writer created is theirs to settle.
+    Another tick of the same slot planned the same job (the id is deterministic), so its claim is this
+    plan's claim and merging changes nothing: the job runs. The job gives way only when the item now
+    refuses it (protection stopped, or a different job that still blocks holds it); every writer that
+    sees the item so agrees, so cancelling it is never a lost race.
     """
     job = plan.job
     gave_way = False
@@ -279,20 +277,17 @@ def _settle_conflict(svc, seen: ProtectedItem, plan: ItemPlan, now: datetime, *,
         gave_way = job is not None and _refuses(svc, current, job, now)
         if job is not None and gave_way:
             reason = SkippedSlot(job.slot, "another backup started while this one was scheduled")
-            return replace(plan, job=None, skipped=plan.skipped + ((reason,) if created else ())).apply(current)
+            return replace(plan, job=None, skipped=plan.skipped + (reason,)).apply(current)
         return plan.apply(current)
 
     try:
         svc.protected_items.update(seen.vm_name, merge)
     except NotFoundError:
         gave_way = job is not None
-    if job is None:
-        return
-    if gave_way and created:
+    if job is not None and gave_way:
         _cancel(svc, job.job_id, now, "protection changed while the job was being scheduled")
-    else:
-        log.info("job %s for %s: the item changed meanwhile; merged, %s", job.job_id, seen.vm_name,
-                 "the job is left to the writer that created it" if gave_way else "the job stands")
+    elif job is not None:
+        log.info("job %s for %s: the item changed meanwhile; merged, the job stands", job.job_id, seen.vm_name)
 
 
 def _refuses(svc, current: ProtectedItem, job: Job, now: datetime) -> bool:

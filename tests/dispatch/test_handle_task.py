@@ -263,3 +263,46 @@ def test_preview_shows_the_command_without_creating_anything(svc, vm):
     assert "sig=" not in json.dumps(resource)
     assert not svc.blob_service.get_container_client(svc.settings.status_container).exists()
     assert svc.jobs.jobs == {} and svc.dispatcher.sent == []
+
+
+def test_a_queue_injected_on_demand_task_cannot_pass_the_daily_limit(svc, vm):
+    """On-demand tasks put on the queue by hand count against the same 3-a-day / 9-attempt limit as
+    backup-now: over it, the job fails with UserErrorBackupOperationLimitReached and nothing runs."""
+    from shared.domain.jobs import job_id_for
+
+    day = NOW.replace(hour=0, minute=0, second=0)
+    for n in range(3):
+        done = Job.new_backup(vm_name=vm.name, slot=day + timedelta(minutes=n), now=day, trigger="OnDemand")
+        svc.jobs.create_if_absent(dataclasses.replace(done, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
+    slot = day + timedelta(hours=1)
+    injected = _task(vm, job_id=job_id_for(vm.name, slot, "OnDemand"), slot=slot, trigger=Trigger.ON_DEMAND)
+    outcome = _deliver(svc, injected)
+    assert outcome.outcome is Outcome.FAILED and svc.dispatcher.sent == []
+    job = svc.jobs.get(injected.job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.errors[0].error_code == "UserErrorBackupOperationLimitReached" and job.errors[0].recommendations
+    assert "3 successful" in job.errors[0].error_string
+
+
+def test_the_on_demand_jobs_within_the_limit_run(svc, vm):
+    """The third on-demand backup of the day (two earlier ones succeeded) is dispatched as usual."""
+    from shared.domain.jobs import job_id_for
+
+    day = NOW.replace(hour=0, minute=0, second=0)
+    for n in range(2):
+        done = Job.new_backup(vm_name=vm.name, slot=day + timedelta(minutes=n), now=day, trigger="OnDemand")
+        svc.jobs.create_if_absent(dataclasses.replace(done, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
+    slot = day + timedelta(hours=1)
+    task = _task(vm, job_id=job_id_for(vm.name, slot, "OnDemand"), slot=slot, trigger=Trigger.ON_DEMAND)
+    assert _deliver(svc, task).outcome is Outcome.DISPATCHED
+
+
+@pytest.mark.parametrize("job_id", ["a/b", "a#b", "job?x", "tab\there", "x" * 129])
+def test_a_job_id_the_table_refuses_is_rejected_at_once(svc, vm, job_id):
+    """A task whose jobId cannot be a table key or blob name is a permanent error: kept with its reason
+    and settled, never redelivered, no job created."""
+    body = json.loads(_task(vm).to_json())
+    body["jobId"] = job_id
+    outcome = handle_snapshot_task(svc, json.dumps(body).encode(), message_id="bad-id", delivery_count=1)
+    assert outcome.outcome is Outcome.REJECTED and "jobId" in outcome.reason
+    assert svc.jobs.jobs == {} and svc.dispatcher.sent == []
