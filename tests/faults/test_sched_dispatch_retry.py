@@ -3,6 +3,7 @@ attempt is a scheduled message no earlier than the retry pause, and after the at
 is Failed with the last error and what to do."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from azure.servicebus import ServiceBusClient, ServiceBusSubQueue
@@ -32,9 +33,10 @@ def _peek(svc, sub_queue=None):
         return list(receiver.peek_messages(max_message_count=50))
 
 
-def test_a_transient_dispatch_failure_is_retried_after_the_pause_then_fails_with_advice(stack):
+def test_a_transient_dispatch_failure_is_retried_after_the_pause_then_fails_with_advice(stack, capsys):
     """The worker completes the message and schedules attempt 2 for +5 min and attempt 3 for +15 min (not
-    earlier); when attempt 3 fails too, the job is Failed with the last reason and recommendations."""
+    earlier); when attempt 3 fails too, the job is Failed with the last reason and recommendations, and
+    `job show` lists the three attempts."""
     svc, host = stack
     svc.dispatcher = UnreachableAgent()
     [vm] = make_vms(svc, "flaky", 1)
@@ -73,3 +75,13 @@ def test_a_transient_dispatch_failure_is_retried_after_the_pause_then_fails_with
     assert gaps == list(RETRY_BACKOFF[: MAX_ATTEMPTS - 1]) and all(g >= timedelta(minutes=5) for g in gaps)
     item = svc.protected_items.get(vm.name)
     assert item.in_progress_job_id == job.job_id      # a failed job no longer blocks the next backup
+
+    from shared.cli import main
+
+    assert main(["job", "show", job.job_id]) == 0
+    shown = capsys.readouterr().out
+    assert "Attempts" in shown and shown.count("NotDispatched") == MAX_ATTEMPTS
+    assert main(["job", "show", job.job_id, "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [(a["attempt"], a["outcome"], a["errorCode"]) for a in document["properties"]["attempts"]] == [
+        (n, "NotDispatched", remediation.DISPATCH_FAILED) for n in range(1, MAX_ATTEMPTS + 1)]
