@@ -14,7 +14,7 @@ from shared.cli.output import (EXIT_FAILED, EXIT_OK, emit_json, emit_table, form
                                to_jsonable)
 from shared.clock import utc
 from shared.domain import remediation
-from shared.domain.jobs import DiskResult, Job, JobError, JobStatus
+from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
 from shared.domain.task import validate_job_id
 from shared.errors import NotFoundError, TransientError, ValidationError
 from shared.ports import JobQuery
@@ -217,7 +217,8 @@ def write_attempts(job: Job, out: TextIO) -> None:
              format_time(a.dispatched_at), format_time(a.ended_at), format_time(a.retry_at)] for a in job.attempts]
     current = job.status.value if job.is_terminal else job.phase.value
     code = _attempt_code(job.errors[0].error_code, job.extension_code) if job.is_terminal and job.errors else ""
-    rows.append([job.attempt, job.expected_task_id, current, code, format_time(job.dispatched_at),
+    dispatched = None if job.phase is JobPhase.QUEUED else job.dispatched_at   # a waiting attempt has none yet
+    rows.append([job.attempt, job.expected_task_id, current, code, format_time(dispatched),
                  format_time(job.end_time), ""])
     out.write("\nAttempts\n")
     emit_table(rows, ("Attempt", "Task", "Outcome", "Code", "Dispatched UTC", "Ended UTC", "Retry At UTC"),
