@@ -30,6 +30,6 @@ def test_ten_redeliveries_while_dispatched_take_one_snapshot_per_disk(stack):
     assert work_queue(svc) == 10
 
     [done] = run_worker_and_ingestion(svc, host, [job.job_id])
+    assert snapshots_per_disk(svc, [vm]) == {d.name: 1 for d in vm.disks}
     assert done.status is JobStatus.COMPLETED, done.errors
     assert (done.attempt, done.task_id, done.attempts) == (1, f"{job.job_id}_1", [])
-    assert snapshots_per_disk(svc, [vm]) == {d.name: 1 for d in vm.disks}
