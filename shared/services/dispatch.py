@@ -23,6 +23,7 @@ from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
 from shared.redaction import redact
+from shared.services.protection import on_demand_refusal
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,6 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"attempt {job.attempt} is pending")
 
     if job.trigger == Trigger.ON_DEMAND.value and not job.attempts:
-        from shared.services.protection import on_demand_refusal
-
         refusal = on_demand_refusal(svc, job.vm_name, now, job=job)
         if refusal:
             fix = remediation.for_service_error(remediation.ON_DEMAND_LIMIT)
