@@ -82,6 +82,13 @@ def snapshots_per_disk(svc, vms: list[Vm]) -> dict[str, int]:
     return counts
 
 
+def commands_handed_to(svc, vm: Vm) -> int:
+    """How many extension commands the local VM was given (its agent's ``config/<seq>.settings`` files)."""
+    from shared.adapters.dispatch_local import next_sequence_number
+
+    return next_sequence_number(svc.dispatcher.extension_root(vm))
+
+
 def work_queue(svc, *, max_wait: float = 0.3, workers: int = 4) -> int:
     """The worker: take what the queue holds now and hand each message to the dispatch use case, a few
     at a time. Received and deleted at once: the local Service Bus's lock renewal cannot keep up with
