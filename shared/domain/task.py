@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 from shared.clock import utc
 from shared.errors import ValidationError
@@ -117,10 +118,10 @@ class SnapshotTask:
             job_id=job_id,
             attempt=attempt,
             vm_name=vm_name,
-            slot=_parse_time(doc, "slot", required=True),
+            slot=_parse_time(doc, "slot"),
             trigger=trigger,
             policy_name=policy,
-            retain_until=_parse_time(doc, "retainUntil", required=False),
+            retain_until=None if doc.get("retainUntil") is None else _parse_time(doc, "retainUntil"),
         )
 
 
@@ -128,17 +129,15 @@ def _iso(dt: datetime) -> str:
     return utc(dt).isoformat().replace("+00:00", "Z")
 
 
-def _required_str(doc: dict, key: str) -> str:
+def _required_str(doc: dict[str, Any], key: str) -> str:
     value = doc.get(key)
     if not isinstance(value, str) or not value.strip() or len(value) > 256:
         raise ValidationError(f"{key} must be a non-empty string", field=key)
     return value
 
 
-def _parse_time(doc: dict, key: str, *, required: bool) -> datetime | None:
+def _parse_time(doc: dict[str, Any], key: str) -> datetime:
     value = doc.get(key)
-    if value is None and not required:
-        return None
     if not isinstance(value, str):
         raise ValidationError(f"{key} must be an ISO 8601 UTC time", field=key)
     try:
