@@ -167,14 +167,15 @@ def backup_now(svc, vm_name: str, *, retain_until: datetime | None) -> Job:
 
     job = Job.new_backup(vm_name=item.vm_name, slot=now, now=now, trigger=Trigger.ON_DEMAND.value,
                          policy_name=item.policy_name, retain_until=retain_until)
-    before: list[ProtectedItem] = []
+    before = item
 
     def claim(current: ProtectedItem) -> ProtectedItem:
+        nonlocal before
         if not current.is_active:
             raise ConflictError(f"protection of {current.vm_name!r} was stopped meanwhile")
         if current.in_progress_job_id != item.in_progress_job_id:
             _check_in_progress(svc, current, now)
-        before[:] = [current]
+        before = current           # what a failed send gives back
         # An on-demand backup is the VM's first backup as much as the pending initial one would be.
         return replace(current.started(job.job_id, now), initial_backup_pending=False)
 
@@ -183,7 +184,7 @@ def backup_now(svc, vm_name: str, *, retain_until: datetime | None) -> Job:
     try:
         queue.send([task_for(job, now)])
     except VmsnapError as exc:
-        _not_queued(svc, job, before[0], exc, now)
+        _not_queued(svc, job, before, exc, now)
         raise
     log.info("on-demand backup job %s of %s queued (task %s), retained until %s", job.job_id, item.vm_name,
              job.expected_task_id, retain_until.isoformat())
