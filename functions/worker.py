@@ -1,7 +1,8 @@
 """Service Bus worker: turns a snapshot task into the VMSnapshot extension command and dispatches it.
 
-Transient failures propagate, so the host abandons the message and Service Bus redelivers it
-(and dead-letters it after MaxDeliveryCount); permanent ones are recorded on the job by the service.
+Every outcome the service records (dispatched, duplicate, retry scheduled, failed, rejected) completes
+the message. Only an unreachable job store or queue propagates, so the host abandons the message and
+Service Bus redelivers it (and dead-letters it after MaxDeliveryCount).
 """
 import logging
 

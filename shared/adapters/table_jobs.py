@@ -45,8 +45,10 @@ from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExists
 from azure.data.tables import EdmType, EntityProperty, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.clock import utc
-from shared.domain.jobs import (Consistency, DiskResult, Job, JobError, JobPhase, JobStatus, slot_of_job_id)
+from shared.domain.jobs import (AttemptOutcome, AttemptRecord, Consistency, DiskResult, Job, JobError, JobPhase,
+                                JobStatus, slot_of_job_id)
 from shared.domain.status import strip_secrets
+from shared.domain.task import validate_job_id
 from shared.errors import (ConfigurationError, NotFoundError, PermanentError, TransientError,
                            ValidationError)
 from shared.ports import JobPage, JobQuery
@@ -290,6 +292,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "Disks": _fit_json([_disk_dict(d) for d in job.disks], "error"),
         "Errors": _fit_json([asdict(e) for e in job.errors], "error_string"),
         "Notes": _fit_json(list(job.notes), None),
+        "Attempts": _fit_json([_attempt_dict(a) for a in job.attempts], "detail"),
     }
     optional = {
         "PolicyName": job.policy_name, "RetainUntil": job.retain_until and utc(job.retain_until),
@@ -322,6 +325,7 @@ def job_from_entity(entity: dict[str, Any]) -> Job:
         status_blob=get("StatusBlob"), log_blob=get("LogBlob"), last_report_at=_time(get("LastReportAt")),
         notes=list(json.loads(get("Notes") or "[]")), dispatched_at=_time(get("DispatchedAt")),
         backup_method=get("BackupMethod"),
+        attempts=[_attempt_from(a) for a in json.loads(get("Attempts") or "[]")],   # absent on older rows
     )
 
 
@@ -347,8 +351,7 @@ def _job_keys(job_id: str) -> tuple[str, str] | None:
 
 
 def _slot_keys(job: Job) -> tuple[str, str]:
-    if not isinstance(job.job_id, str) or not job.job_id or re.search(r"[/\\#?\x00-\x1f\x7f]", job.job_id):
-        raise ValidationError(f"job id {job.job_id!r} cannot be a table key", field="job_id")
+    validate_job_id(job.job_id, field="job_id")
     ms = _ms(job.slot)
     return "J" + _inv(_hour(ms)), f"{_inv(ms)}_{job.job_id}"
 
@@ -387,6 +390,20 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
 def _disk_dict(disk: DiskResult) -> dict:
     return {"lun": disk.lun, "blob_url": (disk.blob_url or "").split("?")[0], "status": disk.status,
             "snapshot_uri": strip_secrets(disk.snapshot_uri), "error": disk.error}
+
+
+def _attempt_dict(record: AttemptRecord) -> dict:
+    times = {key: getattr(record, key) and utc(getattr(record, key)).isoformat()
+             for key in ("dispatched_at", "ended_at", "retry_at")}
+    return dict(asdict(record), outcome=record.outcome.value, **times)
+
+
+def _attempt_from(data: dict) -> AttemptRecord:
+    return AttemptRecord(attempt=int(data["attempt"]), task_id=str(data["task_id"]),
+                         outcome=AttemptOutcome(data["outcome"]), error_code=data.get("error_code"),
+                         extension_code=data.get("extension_code"), detail=data.get("detail"),
+                         dispatched_at=_time(data.get("dispatched_at")), ended_at=_time(data.get("ended_at")),
+                         retry_at=_time(data.get("retry_at")))
 
 
 def _fit_json(items: list, text_key: str | None) -> str:

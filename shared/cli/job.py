@@ -14,7 +14,8 @@ from shared.cli.output import (EXIT_FAILED, EXIT_OK, choice, emit, emit_table, f
                                to_jsonable)
 from shared.clock import utc
 from shared.domain import remediation
-from shared.domain.jobs import DiskResult, Job, JobError, JobStatus
+from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
+from shared.domain.task import validate_job_id
 from shared.errors import NotFoundError, TransientError, ValidationError
 from shared.ports import JobQuery
 
@@ -182,6 +183,10 @@ def job_document(job: Job, now: datetime) -> dict[str, Any]:
             "logBlob": job.log_blob,
             "dispatchedAt": job.dispatched_at,
             "lastReportAt": job.last_report_at,
+            "attempts": [{"attempt": a.attempt, "taskId": a.task_id, "outcome": a.outcome.value,
+                          "errorCode": a.error_code, "extensionCode": a.extension_code, "detail": a.detail,
+                          "dispatchedAt": a.dispatched_at, "endedAt": a.ended_at, "retryAt": a.retry_at}
+                         for a in job.attempts],
             "notes": job.notes,
         },
     })
@@ -203,6 +208,7 @@ def write_job_block(job: Job, now: datetime, out: TextIO) -> None:
         fields.insert(7, ("Retain Until UTC", format_time(job.retain_until)))
     out.write(tabulate(fields, tablefmt="plain", disable_numparse=True) + "\n")
     write_disks(job.disks, out)
+    write_attempts(job, out)
     write_errors(job.errors, out, heading=_errors_heading(job))
     if job.notes:
         out.write("\nNotes\n" + "".join(f"  - {note}\n" for note in job.notes))
@@ -214,6 +220,27 @@ def _errors_heading(job: Job) -> str:
     if job.status is JobStatus.IN_PROGRESS and job.attempt > 1 and job.last_report_at is None:
         return f"Errors of attempt {job.attempt - 1} (retrying as attempt {job.attempt})"
     return "Errors"
+
+
+def write_attempts(job: Job, out: TextIO) -> None:
+    """Every attempt of a job that needed more than one: how each earlier one ended, and the current one."""
+    if not job.attempts:
+        return
+    rows = [[a.attempt, a.task_id, a.outcome.value, _attempt_code(a.error_code, a.extension_code),
+             format_time(a.dispatched_at), format_time(a.ended_at), format_time(a.retry_at)] for a in job.attempts]
+    current = job.status.value if job.is_terminal else job.phase.value
+    code = _attempt_code(job.errors[0].error_code, job.extension_code) if job.is_terminal and job.errors else ""
+    dispatched = None if job.phase is JobPhase.QUEUED else job.dispatched_at   # a waiting attempt has none yet
+    rows.append([job.attempt, job.expected_task_id, current, code, format_time(dispatched),
+                 format_time(job.end_time), ""])
+    out.write("\nAttempts\n")
+    emit_table(rows, ("Attempt", "Task", "Outcome", "Code", "Dispatched UTC", "Ended UTC", "Retry At UTC"),
+               stream=out)
+
+
+def _attempt_code(error_code: str | None, extension_code: int | None) -> str:
+    return " ".join(part for part in (error_code, f"({extension_code})" if extension_code is not None else None)
+                    if part)
 
 
 def write_disks(disks: list[DiskResult], out: TextIO, *, by_position: bool = False) -> None:
@@ -310,9 +337,7 @@ def _job_id(args) -> str:
     job_id = args.name or args.job_id
     if not job_id:
         raise ValidationError(f"give the job id: vmsnap job {args.command} --name <id>", field="name")
-    from shared.domain.policy import check_name
-
-    return check_name(job_id.strip(), "name", "job")
+    return validate_job_id(job_id.strip(), field="name")
 
 
 def _load(svc, job_id: str) -> Job:

@@ -117,6 +117,29 @@ class JobError:
                    extension_code=extension_code)
 
 
+class AttemptOutcome(str, Enum):
+    """How an attempt that did not end its job ended (the job went on with a new attempt)."""
+
+    FAILED = "Failed"                       # the extension reported a failure a retry may cure
+    NOT_DISPATCHED = "NotDispatched"        # the command could not be handed to the VM
+    SUPERSEDED = "Superseded"               # a newer attempt was dispatched before this one reported
+
+
+@dataclass
+class AttemptRecord:
+    """One earlier attempt of a job: what it was, how it ended, when the next one was due."""
+
+    attempt: int
+    task_id: str
+    outcome: AttemptOutcome
+    error_code: str | None = None
+    extension_code: int | None = None
+    detail: str | None = None           # short, never a SAS
+    dispatched_at: datetime | None = None
+    ended_at: datetime | None = None
+    retry_at: datetime | None = None    # when the next attempt's task was scheduled for
+
+
 @dataclass
 class Job:
     job_id: str
@@ -144,9 +167,10 @@ class Job:
     notes: list[str] = field(default_factory=list)   # stale/ignored reports and other remarks
     dispatched_at: datetime | None = None              # when the current attempt was handed to the VM
     backup_method: str | None = None    # inventory.BackupMethod value of the current attempt
+    attempts: list[AttemptRecord] = field(default_factory=list)   # earlier attempts, oldest first
 
     @property
-    def duration(self):
+    def duration(self) -> timedelta | None:
         if self.end_time is None:
             return None
         return self.end_time - self.start_time
@@ -185,6 +209,7 @@ TIMEOUT_MARGIN = timedelta(minutes=10)      # slack for the agent picking the co
 MAX_ATTEMPTS = 3
 RETRY_BACKOFF = (timedelta(minutes=5), timedelta(minutes=15))
 MAX_NOTES = 20
+MAX_ATTEMPT_RECORDS = 20
 MAX_NOTE_CHARS = 300
 MAX_ERRORS = 8
 
@@ -230,7 +255,7 @@ def interpret(report: "StatusReport", disks: Sequence[DiskResult] = ()) -> Repor
         return ReportOutcome(status, JobPhase.DONE, consistency, warnings, disk_results, size)
     code = report.code if report.code not in remediation.SUCCESS_CODES else (report.health_code or 2)
     errors = [JobError.from_remediation(remediation.for_extension_code(code), detail=detail, extension_code=code)]
-    if report.health_code not in (None, code, *remediation.SUCCESS_CODES):
+    if report.health_code is not None and report.health_code not in (code, *remediation.SUCCESS_CODES):
         health = JobError.from_remediation(remediation.for_extension_code(report.health_code),
                                            extension_code=report.health_code)
         health.recommendations = [r for r in health.recommendations if r not in errors[0].recommendations]
@@ -297,8 +322,15 @@ def retry_at(job: Job, report: "StatusReport", now: datetime, *, attempt: int | 
     Only a final, failed report of the current attempt, whose first error is retryable, while
     attempts remain.
     """
-    if job.attempt >= MAX_ATTEMPTS or not is_retryable_failure(report) or \
-            assess_report(job, report, attempt=attempt) is not ReportVerdict.APPLY:
+    if not is_retryable_failure(report) or assess_report(job, report, attempt=attempt) is not ReportVerdict.APPLY:
+        return None
+    return next_attempt_at(job, now)
+
+
+def next_attempt_at(job: Job, now: datetime) -> datetime | None:
+    """When the retry policy starts the job's next attempt after the current one failed, or None when
+    the job has used its MAX_ATTEMPTS. The one retry policy: extension failures and dispatch failures."""
+    if job.attempt >= MAX_ATTEMPTS:
         return None
     return utc(now) + RETRY_BACKOFF[min(job.attempt, len(RETRY_BACKOFF)) - 1]
 
@@ -338,19 +370,79 @@ def mark_retrying(job: Job, report: "StatusReport", now: datetime, at: datetime,
         # is waiting for its turn because the failed attempt was dispatched long ago.
         dispatched_at=utc(at),
     )
-    note = (f"attempt {job.attempt} {_failed_marker(job.expected_task_id)} {report.code} ({first.error_code}); "
-            f"retrying as attempt {job.attempt + 1} at {utc(at).isoformat(timespec='seconds')}")
+    retrying.attempts = _with_attempt(job, AttemptRecord(
+        attempt=job.attempt, task_id=job.expected_task_id, outcome=AttemptOutcome.FAILED,
+        error_code=first.error_code, extension_code=report.code, dispatched_at=job.dispatched_at,
+        ended_at=failed.end_time, retry_at=utc(at)))
+    note = (f"attempt {job.attempt} (task {job.expected_task_id}) failed with code {report.code} "
+            f"({first.error_code}); retrying as attempt {job.attempt + 1} at {utc(at).isoformat(timespec='seconds')}")
     return _with_note(retrying, note) or retrying
 
 
-def _failed_marker(task_id: str | None) -> str:
-    return f"(task {task_id}) failed with code"
+def mark_not_dispatched(job: Job, *, attempt: int, error: JobError, now: datetime,
+                        retry_at: datetime | None) -> Job | None:
+    """The job once ``attempt``'s command could not be handed to the VM for a reason that may pass.
+
+    With ``retry_at`` the job waits, Queued, for attempt + 1 (a new taskId: the VM may have got the
+    command after all, and then its report is another attempt's); without, it fails with ``error``.
+    Either way the attempt is on the record. None when the job has moved past ``attempt``.
+    """
+    return _end_attempt(job, attempt=attempt, error=error, now=now, retry_at=retry_at,
+                        outcome=AttemptOutcome.NOT_DISPATCHED, how="could not be handed to the VM")
+
+
+def mark_attempt_failed(job: Job, *, attempt: int, error: JobError, now: datetime,
+                        retry_at: datetime | None) -> Job | None:
+    """The job once the service itself found ``attempt`` failed (e.g. its restore point failed):
+    retried at ``retry_at`` as attempt + 1, or failed for good without it."""
+    return _end_attempt(job, attempt=attempt, error=error, now=now, retry_at=retry_at,
+                        outcome=AttemptOutcome.FAILED, how="failed")
+
+
+def _end_attempt(job: Job, *, attempt: int, error: JobError, now: datetime, retry_at: datetime | None,
+                 outcome: AttemptOutcome, how: str) -> Job | None:
+    if job.is_terminal or attempt != job.attempt:
+        return None
+    record = AttemptRecord(attempt=attempt, task_id=job.expected_task_id, outcome=outcome,
+                           error_code=error.error_code, detail=_short(error.error_string),
+                           dispatched_at=job.dispatched_at, ended_at=utc(now),
+                           retry_at=utc(retry_at) if retry_at else None)
+    if retry_at is None:
+        failed = mark_failed(job, error, now)
+        if failed is not None:
+            failed.attempts = _with_attempt(job, record)
+        return failed
+    waiting = replace(job, phase=JobPhase.QUEUED, attempt=attempt + 1, task_id=None, status_blob=None, log_blob=None,
+                      errors=([error] + [e for e in job.errors if e.error_code != error.error_code])
+                      [:MAX_ERRORS], attempts=_with_attempt(job, record),
+                      # The next attempt's window opens when it is due, not at the failed one's dispatch.
+                      dispatched_at=utc(retry_at))
+    note = (f"attempt {attempt} (task {job.expected_task_id}) {how} ({error.error_code}); "
+            f"retrying as attempt {attempt + 1} at {utc(retry_at).isoformat(timespec='seconds')}")
+    return _with_note(waiting, note) or waiting
+
+
+def pending_retry(job: Job) -> AttemptRecord | None:
+    """The earlier attempt whose retry the job is waiting for (Queued, the next attempt not yet run)."""
+    if job.is_terminal or job.phase is not JobPhase.QUEUED or not job.attempts:
+        return None
+    last = job.attempts[-1]
+    return last if last.attempt == job.attempt - 1 and last.retry_at is not None else None
 
 
 def _failure_recorded(job: Job, task_id: str | None) -> bool:
     """Whether a retry already recorded the failure of ``task_id`` (its later reports add nothing)."""
-    marker = _failed_marker(task_id)
-    return task_id is not None and any(marker in note for note in job.notes)
+    return task_id is not None and any(record.task_id == task_id and record.outcome is AttemptOutcome.FAILED
+                                       for record in job.attempts)
+
+
+def _with_attempt(job: Job, record: AttemptRecord) -> list[AttemptRecord]:
+    kept = [r for r in job.attempts if r.task_id != record.task_id]
+    return (kept + [record])[-MAX_ATTEMPT_RECORDS:]
+
+
+def _short(text: str | None, limit: int = 200) -> str | None:
+    return text if text is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def record_unreadable(job: Job, blob_name: str, reason: str, now: datetime) -> Job | None:
@@ -396,14 +488,12 @@ def mark_dispatched(job: Job, *, attempt: int, task_id: str, status_blob: str, l
     if disks is None:
         changed.disks = [DiskResult(lun=d.lun, blob_url=d.blob_url) for d in job.disks]
     if job.phase is not JobPhase.QUEUED:
+        changed.attempts = _with_attempt(job, AttemptRecord(
+            attempt=job.attempt, task_id=job.expected_task_id, outcome=AttemptOutcome.SUPERSEDED,
+            extension_code=job.extension_code, dispatched_at=job.dispatched_at, ended_at=utc(now)))
         changed = _with_note(changed, f"attempt {job.attempt} (task {job.task_id}) superseded by attempt "
                                       f"{attempt} (task {task_id})") or changed
     return changed
-
-
-def next_attempt(job: Job) -> int:
-    """The attempt number for a fresh dispatch: a dispatched attempt is never reused (new taskId)."""
-    return job.attempt + 1 if job.phase is not JobPhase.QUEUED else job.attempt
 
 
 def mark_failed(job: Job, error: JobError, now: datetime) -> Job | None:
@@ -441,8 +531,9 @@ def mark_timed_out(job: Job, now: datetime) -> Job | None:
         detail = f"the extension reported it was running (last at {job.last_report_at}) but never finished"
     error = JobError.from_remediation(remediation.for_service_error(remediation.TIMED_OUT), detail=detail)
     failed = mark_failed(job, error, now)
-    failed.disks = [replace(d, status="Failed", error=d.error or "no result before the timeout")
-                    if d.status == "Pending" else d for d in failed.disks]
+    if failed is not None:
+        failed.disks = [replace(d, status="Failed", error=d.error or "no result before the timeout")
+                        if d.status == "Pending" else d for d in failed.disks]
     return failed
 
 

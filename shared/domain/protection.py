@@ -3,12 +3,15 @@ against two backups in progress. Pure data and rules; the Table adapter stores i
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta, timezone
 from enum import Enum
+from typing import Iterable
 
 from shared.clock import utc
+from shared.domain import remediation
 from shared.domain.inventory import OS_DISK_LUN, Vm
-from shared.domain.jobs import EXTENSION_WINDOW, TIMEOUT_MARGIN
+from shared.domain.jobs import EXTENSION_WINDOW, TIMEOUT_MARGIN, Job, JobStatus
+from shared.domain.task import Trigger
 
 # A job blocks the next backup until its timeout deadline (jobs.timeout_deadline: the extension's
 # 140-minute window plus a margin, counted from dispatch). A job that started longer ago than this
@@ -16,6 +19,9 @@ from shared.domain.jobs import EXTENSION_WINDOW, TIMEOUT_MARGIN
 STALE_AFTER = EXTENSION_WINDOW + TIMEOUT_MARGIN + timedelta(hours=1)
 MAX_SKIPPED = 10
 SOFT_DELETE_RETENTION = timedelta(days=14)
+# Azure's on-demand limits: three successful backups per item per UTC day, nine attempts (for retries).
+ON_DEMAND_SUCCESSES_PER_DAY = 3
+ON_DEMAND_ATTEMPTS_PER_DAY = 9
 
 
 class ProtectionState(str, Enum):
@@ -83,6 +89,12 @@ class ProtectedItem:
     def purge_after(self) -> datetime | None:
         return self.deleted_at + SOFT_DELETE_RETENTION if self.deleted_at else None
 
+    @property
+    def initial_slot(self) -> datetime:
+        """The slot of the pending initial backup: when protection last (re)started. Protection that is
+        enabled again after a stop gets a new job id, not that of the first initial backup."""
+        return max(utc(self.protected_since), utc(self.policy_assigned_at))
+
     def watermark(self, policy_modified_at: datetime | None) -> datetime:
         """Slots at or before this instant are settled: scheduled, skipped, or before the policy applied."""
         marks = [utc(self.policy_assigned_at)]
@@ -104,3 +116,31 @@ class ProtectedItem:
         if not self.in_progress_job_id:
             return False
         return self.in_progress_since is None or utc(now) - self.in_progress_since < STALE_AFTER
+
+
+def utc_day_start(moment: datetime) -> datetime:
+    """Midnight UTC of the day ``moment`` falls in: the on-demand limits count per UTC day."""
+    return datetime.combine(utc(moment).date(), time(0), tzinfo=timezone.utc)
+
+
+def on_demand_limit_reached(vm_name: str, earlier: Iterable[Job]) -> str | None:
+    """Why one more on-demand backup of ``vm_name`` is refused, given the jobs of the VM requested
+    earlier the same UTC day; None when it is allowed. A request whose task never reached the queue
+    does not count: it never ran."""
+    attempts = successes = 0
+    for job in earlier:
+        if job.trigger != Trigger.ON_DEMAND.value or job.operation != "Backup" or _never_queued(job):
+            continue
+        attempts += 1
+        successes += job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS)
+    if successes >= ON_DEMAND_SUCCESSES_PER_DAY:
+        return (f"{vm_name!r} already has {successes} successful on-demand backups today (UTC); the limit is "
+                f"{ON_DEMAND_SUCCESSES_PER_DAY} a day")
+    if attempts >= ON_DEMAND_ATTEMPTS_PER_DAY:
+        return (f"{vm_name!r} already had {attempts} on-demand backup attempts today (UTC); the limit is "
+                f"{ON_DEMAND_ATTEMPTS_PER_DAY} a day")
+    return None
+
+
+def _never_queued(job: Job) -> bool:
+    return job.status is JobStatus.FAILED and any(e.error_code == remediation.TASK_NOT_QUEUED for e in job.errors)

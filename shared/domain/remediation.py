@@ -212,6 +212,8 @@ STATUS_UNREADABLE = "StatusBlobUnreadable"
 DISPATCH_FAILED = "UserErrorGuestAgentStatusUnavailable"
 NOT_PROTECTED = "UserErrorBcmDatasourceNotPresent"
 CRP_USER_ERROR = "UserErrorCrpReportedUserError"
+ON_DEMAND_LIMIT = "UserErrorBackupOperationLimitReached"
+TASK_NOT_QUEUED = "TaskQueueUnavailable"
 
 # Errors of the restore-point method (managed disks): what the Compute API or the restore point said.
 RP_EXTENSION_NOT_READY = "UserErrorRestorePointExtensionNotProvisioned"
@@ -254,6 +256,18 @@ SERVICE_ERRORS: dict[str, Remediation] = {
     NOT_PROTECTED: _r(NOT_PROTECTED, "The VM is not actively protected",
                       "Protection for this VM is stopped or was never enabled.",
                       ("Resume protection for the VM.",), False),
+    ON_DEMAND_LIMIT: _r(ON_DEMAND_LIMIT, "On-demand backup limit reached for today",
+                        "A VM takes at most 3 successful on-demand backups and 9 on-demand attempts per UTC day; "
+                        "this request came after the limit was reached.",
+                        ("Wait for the next UTC day, or rely on the policy's scheduled backups.",
+                         "Only start on-demand backups with `vmsnap backup-now`; a task put on the queue by hand "
+                         "counts against the same limit."), False),
+    TASK_NOT_QUEUED: _r(TASK_NOT_QUEUED, "The backup could not be queued",
+                        "The snapshot task could not be sent to the Service Bus queue, so the backup never started.",
+                        ("Check the ServiceBusConnection setting and that the queue named by SNAPSHOT_TASKS_QUEUE "
+                         "exists and is reachable.",
+                         "Run `vmsnap backup-now` again: this failed request does not block it and does not count "
+                         "against the daily limit."), True),
     CRP_USER_ERROR: _r(CRP_USER_ERROR, "The VM reported an error",
                        "The extension reported a failure with a code this service does not know.",
                        ("Read the job's error details and log blob.", _RETRY), True),

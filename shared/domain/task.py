@@ -6,15 +6,37 @@ mints SAS at dispatch time from the job's VM inventory.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 from shared.clock import utc
 from shared.errors import ValidationError
 
 SCHEMA = "vmsnap.snapshot-task/1"
 MAX_MESSAGE_BYTES = 64 * 1024
+
+# The one rule for job ids, wherever one enters: the task message, a status blob's name, the CLI.
+# A job id becomes a Table Storage key and a blob name prefix; Table Storage refuses / \ # ? and
+# control characters (U+0000-U+001F, U+007F-U+009F) in keys (docs/scheduling.md, "Job ids").
+MAX_ID_CHARS = 128
+ID_PATTERN = rf"[^/\\#?\x00-\x1f\x7f-\x9f]{{1,{MAX_ID_CHARS}}}"
+_ID = re.compile(ID_PATTERN)
+
+
+def validate_job_id(value: object, field: str = "jobId") -> str:
+    """``value`` if it can be a job id; ValidationError naming ``field`` and the rule otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{field} must be a non-empty string", field=field)
+    if len(value) > MAX_ID_CHARS:
+        raise ValidationError(f"{field} has {len(value)} characters; a job id has at most {MAX_ID_CHARS}",
+                              field=field)
+    if not _ID.fullmatch(value):
+        raise ValidationError(f"{field} {value!r} contains a character a job id cannot hold "
+                              f"(/ \\ # ? or a control character)", field=field)
+    return value
 
 
 class Trigger(str, Enum):
@@ -80,7 +102,7 @@ class SnapshotTask:
             raise ValidationError(
                 f"unsupported task schema {doc.get('schema')!r}, expected {SCHEMA!r}", field="schema"
             )
-        job_id = _required_str(doc, "jobId")
+        job_id = validate_job_id(doc.get("jobId"))
         vm_name = _required_str(doc, "vmName")
         attempt = doc.get("attempt")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= 1000:
@@ -96,10 +118,10 @@ class SnapshotTask:
             job_id=job_id,
             attempt=attempt,
             vm_name=vm_name,
-            slot=_parse_time(doc, "slot", required=True),
+            slot=_parse_time(doc, "slot"),
             trigger=trigger,
             policy_name=policy,
-            retain_until=_parse_time(doc, "retainUntil", required=False),
+            retain_until=None if doc.get("retainUntil") is None else _parse_time(doc, "retainUntil"),
         )
 
 
@@ -107,17 +129,15 @@ def _iso(dt: datetime) -> str:
     return utc(dt).isoformat().replace("+00:00", "Z")
 
 
-def _required_str(doc: dict, key: str) -> str:
+def _required_str(doc: dict[str, Any], key: str) -> str:
     value = doc.get(key)
     if not isinstance(value, str) or not value.strip() or len(value) > 256:
         raise ValidationError(f"{key} must be a non-empty string", field=key)
     return value
 
 
-def _parse_time(doc: dict, key: str, *, required: bool) -> datetime | None:
+def _parse_time(doc: dict[str, Any], key: str) -> datetime:
     value = doc.get(key)
-    if value is None and not required:
-        return None
     if not isinstance(value, str):
         raise ValidationError(f"{key} must be an ISO 8601 UTC time", field=key)
     try:

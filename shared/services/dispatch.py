@@ -1,7 +1,10 @@
 """Use case: turn one snapshot-task message into an extension command on its VM.
 
-Per delivery: a new attempt (new taskId, new status/log blob pair, new SAS), the job marked
-Dispatched, then the command handed to the dispatcher. Nothing waits for the snapshot itself.
+One snapshot per attempt, one attempt at a time: a delivery claims the job's current attempt (Queued
+-> Dispatched, ETag-guarded) before anything reaches the VM, so a redelivered or duplicated task
+finds it claimed and dispatches nothing. Only the retry policy starts another attempt: a command
+that could not be handed over is retried by a scheduled task (new taskId) after a pause, up to
+MAX_ATTEMPTS, then the job fails with the last error. Nothing waits for the snapshot itself.
 """
 from __future__ import annotations
 
@@ -14,13 +17,14 @@ from enum import Enum
 from shared.domain import remediation
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
 from shared.domain.inventory import BackupMethod, Vm
-from shared.domain.jobs import (DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched, mark_failed,
-                                next_attempt)
+from shared.domain.jobs import (MAX_ATTEMPTS, DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched,
+                                mark_failed, mark_not_dispatched, next_attempt_at, pending_retry)
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
 from shared.services.restore_point_backup import backup_by_restore_point, preview_restore_point, vm_reference
 from shared.redaction import redact
+from shared.services.protection import on_demand_refusal
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,8 @@ SAS_PLACEHOLDER = "<SAS minted at dispatch>"
 
 class Outcome(str, Enum):
     DISPATCHED = "dispatched"   # the VM has the command; the status blob will tell the rest
-    DUPLICATE = "duplicate"     # the job is already finished (or another delivery won): nothing sent
+    DUPLICATE = "duplicate"     # the job is finished, or its attempt is already claimed: nothing sent
+    RETRYING = "retrying"       # the command could not be handed over; the next attempt is scheduled
     FAILED = "failed"           # recorded on the job as Failed; the message is settled
     REJECTED = "rejected"       # the message can never succeed; kept in <status container>-rejected
 
@@ -44,8 +49,11 @@ class DispatchOutcome:
 
 
 def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: int) -> DispatchOutcome:
-    """Dispatch the task in ``body``. TransientError propagates: the platform redelivers the message
-    and the next delivery is a new attempt. Every other outcome means: settle the message."""
+    """Dispatch the task in ``body``; every outcome means: settle the message.
+
+    TransientError propagates only when the job store or the queue cannot be reached, so nothing
+    could be recorded: the platform redelivers the message and the delivery starts over.
+    """
     try:
         task = SnapshotTask.from_json(body)
     except ValidationError as exc:
@@ -58,13 +66,24 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
         log.info("%s: job is already %s, nothing dispatched (delivery %s)", ids, job.status.value,
                  delivery_count)
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"job is {job.status.value}")
-
-    if job.phase is JobPhase.QUEUED and task.attempt < job.attempt:
+    if job.phase is not JobPhase.QUEUED:
+        log.info("%s: attempt %s (task %s) is already %s; a redelivered or repeated task never starts "
+                 "another (delivery %s)", ids, job.attempt, job.expected_task_id, job.phase.value, delivery_count)
+        return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"attempt {job.attempt} is {job.phase.value}")
+    if task.attempt < job.attempt:
         # The job waits for a retry of its own, scheduled after a pause; an older attempt's message
-        # (a late redelivery) must not run it early and then have the retry supersede it.
+        # (a late redelivery) must not run it early. It makes sure the retry's task is on the queue:
+        # a crash between recording a retry and sending its task leaves that message undelivered.
+        _resend_pending_retry(svc, job, ids)
         log.info("%s: the job waits for attempt %s; this message is attempt %s's, nothing dispatched",
                  ids, job.attempt, task.attempt)
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"attempt {job.attempt} is pending")
+
+    if job.trigger == Trigger.ON_DEMAND.value and not job.attempts:
+        refusal = on_demand_refusal(svc, job.vm_name, now, job=job)
+        if refusal:
+            fix = remediation.for_service_error(remediation.ON_DEMAND_LIMIT)
+            return _fail(svc, job, JobError.from_remediation(fix, detail=refusal), now, ids)
 
     try:
         vm = _disks_to_back_up(svc, svc.inventory.get_vm(vm_reference(svc, task.vm_name)))
@@ -72,30 +91,34 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
         error = JobError.from_remediation(remediation.for_service_error(remediation.VM_NOT_FOUND),
                                           detail=redact(str(exc)))
         return _fail(svc, job, error, now, ids)
+    except TransientError as exc:
+        return _not_dispatched(svc, job, exc, now, ids)
+
+    # The message's attempt is the job's (or an injected later number): the record decides which runs.
+    attempt_task = dataclasses.replace(task, attempt=job.attempt)
 
     # Managed-disk VMs are backed up through a restore point (shared/services/restore_point_backup.py).
-    started = backup_by_restore_point(svc, job, task, vm, now, ids)
+    try:
+        started = backup_by_restore_point(svc, job, attempt_task, vm, now, ids)
+    except TransientError as exc:
+        return _not_dispatched(svc, svc.jobs.get(job.job_id) or job, exc, now, ids)
     if started is not None:
         outcome = Outcome.FAILED if started.failed else Outcome.DUPLICATE if started.superseded else Outcome.DISPATCHED
         return DispatchOutcome(outcome, job.job_id, started.task_id)
 
-    attempt = next_attempt(job)
-    attempt_task = dataclasses.replace(task, attempt=attempt)
     ids = f"job {job.job_id} task {attempt_task.task_id} message {message_id}"
+    job, claimed = _claim(svc, job, attempt_task, vm, now)
+    if not claimed:
+        log.info("%s: another delivery claimed the attempt meanwhile (%s, task %s); nothing dispatched", ids,
+                 job.status.value, job.task_id)
+        return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, "job changed meanwhile")
+
     try:
-        command, status_blob, log_blob = _prepare_attempt(svc, attempt_task, vm, now)
+        command = _prepare_attempt(svc, attempt_task, vm, now)
     except (ConflictError, PermanentError, ValidationError) as exc:
         return _fail(svc, job, _dispatch_error(exc), now, ids)
-
-    disks = [DiskResult(lun=d.lun, blob_url=d.blob_url.split("?", 1)[0]) for d in vm.disks]
-
-    job = svc.jobs.update(job.job_id, lambda current: mark_dispatched(
-        current, attempt=attempt, task_id=attempt_task.task_id, status_blob=status_blob,
-        log_blob=log_blob, now=now, disks=disks))
-    if job.task_id != attempt_task.task_id:
-        log.warning("%s: the job moved on meanwhile (%s, task %s); nothing dispatched", ids,
-                    job.status.value, job.task_id)
-        return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, "job changed meanwhile")
+    except TransientError as exc:
+        return _not_dispatched(svc, job, exc, now, ids)
 
     log.info("%s: dispatching to VM %s (%s disk(s), delivery %s)", ids, vm.name, len(vm.disks),
              delivery_count)
@@ -104,11 +127,8 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
     except PermanentError as exc:
         return _fail(svc, job, _dispatch_error(exc), now, ids)
     except TransientError as exc:
-        # The platform redelivers; the next delivery is attempt + 1, so the extension never sees
-        # this taskId twice.
-        log.warning("%s: dispatch did not go through, the message will be redelivered: %s", ids, redact(exc))
-        raise
-    log.info("%s: dispatched to VM %s; status blob %s", ids, vm.name, status_blob)
+        return _not_dispatched(svc, job, exc, now, ids)
+    log.info("%s: dispatched to VM %s; status blob %s", ids, vm.name, job.status_blob)
     return DispatchOutcome(Outcome.DISPATCHED, job.job_id, attempt_task.task_id)
 
 
@@ -133,16 +153,64 @@ def preview_extension_resource(svc, vm_name: str, *, retain_until: datetime | No
     return to_extension_resource(command, vm, redact=True)
 
 
-def _prepare_attempt(svc, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[ExtensionCommand, str, str]:
-    """The attempt's empty status/log blobs, its SAS and its command; returns (command, status, log)."""
+def _claim(svc, job: Job, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[Job, bool]:
+    """Mark the attempt Dispatched unless another delivery did: (the job, whether this call claimed it)."""
+    status_blob, log_blob = svc.status_blobs.attempt_blob_names(task.job_id, task.attempt)
+    disks = [DiskResult(lun=d.lun, blob_url=d.blob_url.split("?", 1)[0]) for d in vm.disks]
+    claimed = False
+
+    def claim(current: Job) -> Job | None:
+        nonlocal claimed
+        claimed = False           # the last try is the one written
+        if current.is_terminal or current.phase is not JobPhase.QUEUED or current.attempt != task.attempt:
+            return None
+        changed = mark_dispatched(current, attempt=task.attempt, task_id=task.task_id, status_blob=status_blob,
+                                  log_blob=log_blob, now=now, disks=disks)
+        claimed = changed is not None
+        return changed
+
+    return svc.jobs.update(job.job_id, claim), claimed
+
+
+def _prepare_attempt(svc, task: SnapshotTask, vm: Vm, now: datetime) -> ExtensionCommand:
+    """The attempt's empty status/log blobs, its SAS and its command."""
     status_blob, log_blob = svc.status_blobs.create_attempt_blobs(task.job_id, task.attempt)
-    command = build_snapshot_command(
+    return build_snapshot_command(
         task, vm,
         disk_sas_urls=[svc.sas.disk_sas_url(d.blob_url) for d in vm.disks],
         status_blob_sas=svc.sas.status_sas_url(svc.status_blobs.url(status_blob)),
         log_blob_sas=svc.sas.log_sas_url(svc.status_blobs.url(log_blob)),
         now=now)
-    return command, status_blob, log_blob
+
+
+def _not_dispatched(svc, job: Job, exc: TransientError, now: datetime, ids: str) -> DispatchOutcome:
+    """A failure that may pass: schedule the next attempt after the retry pause, or fail the job when
+    it has had MAX_ATTEMPTS. Recorded first, then sent: a crash in between is repaired by the message's
+    redelivery (see ``_resend_pending_retry``)."""
+    attempt = job.attempt
+    at = next_attempt_at(job, now)
+    detail = f"attempt {attempt} of {MAX_ATTEMPTS} could not be dispatched: {redact(str(exc))}"
+    error = JobError.from_remediation(remediation.for_service_error(remediation.DISPATCH_FAILED), detail=detail)
+    job = svc.jobs.update(job.job_id, lambda current: mark_not_dispatched(current, attempt=attempt, error=error,
+                                                                          now=now, retry_at=at))
+    if at is None or job.is_terminal:
+        log.error("%s: job failed after %s attempts: %s", ids, attempt, detail)
+        return DispatchOutcome(Outcome.FAILED, job.job_id, job.task_id, error.error_string)
+    _resend_pending_retry(svc, job, ids)
+    log.warning("%s: %s; attempt %s scheduled for %s", ids, detail, job.attempt, at.isoformat())
+    return DispatchOutcome(Outcome.RETRYING, job.job_id, f"{job.job_id}_{job.attempt}", detail)
+
+
+def _resend_pending_retry(svc, job: Job, ids: str) -> None:
+    """Send the task of the retry the job waits for; the queue drops it if it is there already."""
+    pending = pending_retry(job)
+    if pending is None:
+        return
+    svc.task_queue.send([SnapshotTask(job_id=job.job_id, attempt=job.attempt, vm_name=job.vm_name, slot=job.slot,
+                                      trigger=Trigger(job.trigger), policy_name=job.policy_name,
+                                      retain_until=job.retain_until, not_before=pending.retry_at)])
+    log.info("%s: task of attempt %s on the queue for %s", ids, job.attempt,
+             pending.retry_at.isoformat() if pending.retry_at else "now")
 
 
 def _load_or_create_job(svc, task: SnapshotTask, now: datetime) -> Job:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, is_retryable_failure, mark_retrying,
                                 record_unreadable, retry_at)
 from shared.domain.status import ParseError, StatusReport, check_report_time, parse_status_blob
-from shared.domain.task import SnapshotTask, Trigger
+from shared.domain.task import ID_PATTERN, SnapshotTask, Trigger
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ RETRY_BUDGET = timedelta(minutes=8)
 FIRST_PAUSE = 1.0       # seconds; doubled after each failed try
 MAX_PAUSE = 30.0
 
-_BLOB_NAME = re.compile(r"^(?:.*/)?(?P<job>[^/]{1,128})/(?P<attempt>\d{1,4})\.Status\.txt$")
+_BLOB_NAME = re.compile(rf"^(?:.*/)?(?P<job>{ID_PATTERN})/(?P<attempt>\d{{1,4}})\.Status\.txt$")
 
 
 class IngestResult(str, Enum):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterator
 
-from shared.domain.jobs import Job, JobPhase, JobStatus, job_id_for
+from shared.domain import remediation
+from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
 from shared.domain.policy import Policy, PolicyType
-from shared.domain.protection import DiskSelection, ProtectedItem, ProtectionState
+from shared.domain.protection import (DiskSelection, ProtectedItem, ProtectionState, on_demand_limit_reached,
+                                      utc_day_start)
 from shared.domain.schedule import next_slot
 from shared.domain.task import Trigger
-from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
+from shared.errors import ConfigurationError, ConflictError, NotFoundError, ValidationError, VmsnapError
 from shared.ports import JobQuery
+from shared.redaction import redact
 from shared.services.scheduling import blocks_new_backup, task_for
 
 if TYPE_CHECKING:
@@ -21,9 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Azure's on-demand limits: three successful backups per item per UTC day, nine attempts (for retries).
-ON_DEMAND_SUCCESSES_PER_DAY = 3
-ON_DEMAND_ATTEMPTS_PER_DAY = 9
 DEFAULT_ON_DEMAND_RETENTION = timedelta(days=30)
 MAX_RETENTION = timedelta(days=99 * 365)
 
@@ -180,13 +180,17 @@ def _status(svc, item: ProtectedItem, policies: dict[str, Policy]) -> ItemStatus
 
 # --- on-demand backup -----------------------------------------------------------------------------
 def backup_now(svc, vm_name: str, *, retain_until: datetime | None) -> Job:
-    """Start an on-demand backup now: job created (trigger OnDemand), task sent at once."""
+    """Start an on-demand backup now: job created (trigger OnDemand), task sent at once.
+
+    It stands in for a pending initial backup. If its task cannot be sent, the job is Failed with
+    the reason and the item is given back as it was, so the next backup-now is not blocked.
+    """
     now = svc.clock.now()
     item = svc.protected_items.get(vm_name)
     if item is None:
         raise NotFoundError(f"VM {vm_name!r} is not protected; run `vmsnap protection enable-for-vm` first")
     if not item.is_active:
-        raise ConflictError(f"UserErrorBcmDatasourceNotPresent: protection of {item.vm_name!r} is stopped; "
+        raise ConflictError(f"{remediation.NOT_PROTECTED}: protection of {item.vm_name!r} is stopped; "
                             f"enable it again to take backups")
     retain_until = retain_until or now + DEFAULT_ON_DEMAND_RETENTION
     if retain_until <= now:
@@ -194,30 +198,79 @@ def backup_now(svc, vm_name: str, *, retain_until: datetime | None) -> Job:
     if retain_until > now + MAX_RETENTION:
         raise ValidationError("retain-until may be at most 99 years ahead", field="retain_until")
     _check_in_progress(svc, item, now)
-    _check_daily_limit(svc, item.vm_name, now)
+    refusal = on_demand_refusal(svc, item.vm_name, now)
+    if refusal:
+        raise ConflictError(f"{remediation.ON_DEMAND_LIMIT}: {refusal}")
+    queue = _task_queue(svc)        # before anything is written: a bad connection leaves nothing behind
 
     job = Job.new_backup(vm_name=item.vm_name, slot=now, now=now, trigger=Trigger.ON_DEMAND.value,
                          policy_name=item.policy_name, retain_until=retain_until)
+    before = item
 
     def claim(current: ProtectedItem) -> ProtectedItem:
+        nonlocal before
         if not current.is_active:
             raise ConflictError(f"protection of {current.vm_name!r} was stopped meanwhile")
         if current.in_progress_job_id != item.in_progress_job_id:
             _check_in_progress(svc, current, now)
-        return current.started(job.job_id, now)
+        before = current           # what a failed send gives back
+        # An on-demand backup is the VM's first backup as much as the pending initial one would be.
+        return replace(current.started(job.job_id, now), initial_backup_pending=False)
 
     svc.protected_items.update(item.vm_name, claim)
     svc.jobs.create_if_absent(job)
     try:
-        svc.task_queue.send([task_for(job, now)])
-    except TransientError:
-        log.error("task for on-demand job %s of %s could not be sent; job marked Failed", job.job_id, vm_name)
-        svc.jobs.update(job.job_id, lambda j: replace(j, status=JobStatus.FAILED, end_time=now,
-                                                      notes=j.notes + ["the task could not be queued"]))
+        queue.send([task_for(job, now)])
+    except VmsnapError as exc:
+        _not_queued(svc, job, before, exc, now)
         raise
-    log.info("on-demand backup job %s of %s queued (task %s_1), retained until %s", job.job_id, item.vm_name,
-             job.job_id, retain_until.isoformat())
+    log.info("on-demand backup job %s of %s queued (task %s), retained until %s", job.job_id, item.vm_name,
+             job.expected_task_id, retain_until.isoformat())
     return job
+
+
+def on_demand_refusal(svc, vm_name: str, now: datetime, *, job: Job | None = None) -> str | None:
+    """Why an on-demand backup of ``vm_name`` requested at ``now`` is over the daily limits (None if not).
+
+    For an existing ``job`` only the on-demand jobs requested before it count, so the worker can ask
+    the same question about a task it receives, whoever put it on the queue.
+    """
+    requested = job.slot if job is not None else now
+    earlier: list[Job] = []
+    continuation = None
+    while True:
+        page = svc.jobs.query(JobQuery(vm_name=vm_name, since=utc_day_start(requested), page_size=100,
+                                       continuation=continuation))
+        earlier += [j for j in page.jobs if job is None or (j.job_id != job.job_id and j.slot < job.slot)]
+        continuation = page.continuation
+        if not continuation:
+            return on_demand_limit_reached(vm_name, earlier)
+
+
+def _task_queue(svc):
+    try:
+        return svc.task_queue
+    except ValueError as exc:       # the SDK's word for a malformed connection string
+        raise ConfigurationError(f"setting ServiceBusConnection is not a Service Bus connection string "
+                                 f"({exc}); fix it and run the command again") from exc
+
+
+def _not_queued(svc, job: Job, before: ProtectedItem, exc: VmsnapError, now: datetime) -> None:
+    """Fail the job that never reached the queue, and give the item back its earlier claim and last job."""
+    error = JobError.from_remediation(remediation.for_service_error(remediation.TASK_NOT_QUEUED),
+                                      detail=redact(str(exc)))
+    svc.jobs.update(job.job_id, lambda current: mark_failed(current, error, now))
+
+    def release(current: ProtectedItem) -> ProtectedItem | None:
+        if current.in_progress_job_id != job.job_id:
+            return None         # someone else moved on meanwhile: theirs stands
+        return replace(current, in_progress_job_id=before.in_progress_job_id,
+                       in_progress_since=before.in_progress_since, last_job_id=before.last_job_id,
+                       initial_backup_pending=before.initial_backup_pending or current.initial_backup_pending)
+
+    svc.protected_items.update(job.vm_name, release)
+    log.error("on-demand job %s of %s failed: its task could not be queued (%s); the item is released",
+              job.job_id, job.vm_name, redact(str(exc)))
 
 
 def _check_in_progress(svc, item: ProtectedItem, now: datetime) -> None:
@@ -225,29 +278,6 @@ def _check_in_progress(svc, item: ProtectedItem, now: datetime) -> None:
         return
     previous = svc.jobs.get(item.in_progress_job_id)
     if blocks_new_backup(previous, now):
-        raise ConflictError(f"UserErrorBackupOperationInProgress: backup job {previous.job_id} of "
+        raise ConflictError(f"{remediation.OPERATION_IN_PROGRESS}: backup job {previous.job_id} of "
                             f"{item.vm_name!r} is still in progress; wait for it "
                             f"(`vmsnap job wait --name {previous.job_id}`) and try again")
-
-
-def _check_daily_limit(svc, vm_name: str, now: datetime) -> None:
-    day_start = datetime.combine(now.astimezone(timezone.utc).date(), time(0), tzinfo=timezone.utc)
-    attempts = successes = 0
-    continuation = None
-    while True:
-        page = svc.jobs.query(JobQuery(vm_name=vm_name, since=day_start, page_size=100, continuation=continuation))
-        for job in page.jobs:
-            if job.trigger != Trigger.ON_DEMAND.value or job.operation != "Backup":
-                continue
-            attempts += 1
-            successes += job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS)
-        continuation = page.continuation
-        if not continuation:
-            break
-    if successes >= ON_DEMAND_SUCCESSES_PER_DAY:
-        raise ConflictError(f"UserErrorBackupOperationLimitReached: {vm_name!r} already has "
-                            f"{successes} successful on-demand backups today (UTC); the limit is "
-                            f"{ON_DEMAND_SUCCESSES_PER_DAY} a day")
-    if attempts >= ON_DEMAND_ATTEMPTS_PER_DAY:
-        raise ConflictError(f"UserErrorBackupOperationLimitReached: {vm_name!r} already had {attempts} on-demand "
-                            f"backup attempts today (UTC); the limit is {ON_DEMAND_ATTEMPTS_PER_DAY} a day")

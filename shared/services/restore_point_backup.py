@@ -13,8 +13,8 @@ from typing import Any
 
 from shared.domain import remediation
 from shared.domain.inventory import BackupMethod, Vm
-from shared.domain.jobs import (MAX_ATTEMPTS, RETRY_BACKOFF, Job, JobError, JobPhase, JobStatus, mark_failed,
-                                next_attempt)
+from shared.domain.jobs import (MAX_ATTEMPTS, Job, JobError, JobPhase, JobStatus, mark_attempt_failed, mark_failed,
+                                next_attempt_at)
 from shared.domain.restore_point import (ConsistencyMode, apply_restore_point, arm_error, collection_name,
                                          mark_restore_point_requested, mark_restore_point_timed_out,
                                          restore_point_deadline, restore_point_name)
@@ -64,12 +64,20 @@ def start_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now: dat
     instead of making a second one. TransientError (ARM throttling past the client's retries, an
     outage) propagates: the platform redelivers the message.
     """
+    # Only the retry policy starts a new attempt (it queues attempt + 1); a delivery claims the
+    # job's current one, and a redelivery of a claimed attempt finds its restore point by name.
     same_attempt = job.backup_method == BackupMethod.RESTORE_POINT.value and job.phase is not JobPhase.QUEUED
-    attempt = job.attempt if same_attempt else next_attempt(job)
+    attempt = job.attempt
     task_id = job.task_id if same_attempt and job.task_id else f"{task.job_id}_{attempt}"
     included, excluded = _disks_to_back_up(svc, vm)
-    job = svc.jobs.update(job.job_id, lambda current: mark_restore_point_requested(
-        current, attempt=attempt, task_id=task_id, disks=included, now=now))
+
+    def claim(current: Job) -> Job | None:
+        if current.is_terminal or current.attempt != attempt or (
+                current.phase is not JobPhase.QUEUED and current.task_id != task_id):
+            return None
+        return mark_restore_point_requested(current, attempt=attempt, task_id=task_id, disks=included, now=now)
+
+    job = svc.jobs.update(job.job_id, claim)
     if job.task_id != task_id or job.is_terminal:
         log.warning("%s: the job moved on meanwhile (%s, task %s); no restore point started", ids,
                     job.status.value, job.task_id)
@@ -175,23 +183,20 @@ def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
 
 
 def _retry(svc: Any, job: Job, error: JobError, name: str, now: datetime, ids: str) -> None:
-    """Queue attempt + 1 after a pause (sent first: a crash before the record repeats the send, which
-    duplicate detection drops), then record the retry on the job."""
-    at = now + RETRY_BACKOFF[min(job.attempt, len(RETRY_BACKOFF)) - 1]
+    """Queue attempt + 1 after the retry pause (sent first: a crash before the record repeats the
+    send, which duplicate detection drops), then record the failed attempt and the retry on the job."""
+    at = next_attempt_at(job, now)
+    if at is None:
+        svc.jobs.update(job.job_id, lambda current: mark_attempt_failed(
+            current, attempt=job.attempt, error=error, now=now, retry_at=None))
+        return
     task = SnapshotTask(job_id=job.job_id, attempt=job.attempt + 1, vm_name=job.vm_name, slot=job.slot,
                         trigger=Trigger(job.trigger), policy_name=job.policy_name, retain_until=job.retain_until,
                         not_before=at)
     svc.task_queue.send([task])
-
-    def retrying(current: Job) -> Job | None:
-        if current.is_terminal or current.task_id != job.task_id:
-            return None
-        note = (f"attempt {current.attempt} (restore point {name}) failed ({error.error_code}); retrying as "
-                f"attempt {current.attempt + 1} at {at.isoformat(timespec='seconds')}")
-        return replace(current, phase=JobPhase.QUEUED, attempt=current.attempt + 1, task_id=None,
-                       errors=[error], notes=(current.notes + [note])[-20:])
-
-    svc.jobs.update(job.job_id, retrying)
+    svc.jobs.update(job.job_id, lambda current: mark_attempt_failed(
+        current, attempt=job.attempt, error=error, now=now, retry_at=at)
+        if current.task_id == job.task_id else None)
     log.warning("%s: restore point %s failed with %s, which may pass; attempt %s queued for %s", ids, name,
                 error.error_code, task.attempt, at.isoformat())
 

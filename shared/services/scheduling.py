@@ -104,7 +104,7 @@ def plan_item(item: ProtectedItem, policy: Policy, due: list[datetime], *, now: 
         if blocked:
             return _plan(None, skipped)
         skipped += [SkippedSlot(s, "the initial backup ran instead") for s in past]
-        job = Job.new_backup(vm_name=item.vm_name, slot=item.protected_since, now=now,
+        job = Job.new_backup(vm_name=item.vm_name, slot=item.initial_slot, now=now,
                              trigger=Trigger.INITIAL.value, policy_name=policy.name,
                              retain_until=retain_until_for(policy, now))
         return _plan(job, skipped, initial_done=True)
@@ -261,21 +261,40 @@ def _cancel(svc, job_id: str, now: datetime, reason: str) -> None:
 
 
 def _settle_conflict(svc, seen: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
-    """The item changed between read and write (backup-now, disable, policy change): merge or cancel."""
-    cancel = False
+    """The item changed between read and write (another tick, backup-now, disable, policy change):
+    re-read it and merge this tick's plan into what is there now.
+
+    Another tick of the same slot planned the same job (the id is deterministic), so its claim is this
+    plan's claim and merging changes nothing: the job runs. The job gives way only when the item now
+    refuses it (protection stopped, or a different job that still blocks holds it); every writer that
+    sees the item so agrees, so cancelling it is never a lost race.
+    """
+    job = plan.job
+    gave_way = False
 
     def merge(current: ProtectedItem) -> ProtectedItem:
-        nonlocal cancel
-        claimed = current.in_progress_job_id not in (None, seen.in_progress_job_id)
-        cancel = plan.job is not None and (not current.is_active or claimed)
-        if cancel:
-            gave_way = SkippedSlot(plan.job.slot, "another backup started while this one was scheduled")
-            return replace(plan, job=None, skipped=plan.skipped + (gave_way,)).apply(current)
+        nonlocal gave_way
+        gave_way = job is not None and _refuses(svc, current, job, now)
+        if job is not None and gave_way:
+            reason = SkippedSlot(job.slot, "another backup started while this one was scheduled")
+            return replace(plan, job=None, skipped=plan.skipped + (reason,)).apply(current)
         return plan.apply(current)
 
     try:
         svc.protected_items.update(seen.vm_name, merge)
     except NotFoundError:
-        cancel = plan.job is not None
-    if cancel:
-        _cancel(svc, plan.job.job_id, now, "protection changed while the job was being scheduled")
+        gave_way = job is not None
+    if job is not None and gave_way:
+        _cancel(svc, job.job_id, now, "protection changed while the job was being scheduled")
+    elif job is not None:
+        log.info("job %s for %s: the item changed meanwhile; merged, the job stands", job.job_id, seen.vm_name)
+
+
+def _refuses(svc, current: ProtectedItem, job: Job, now: datetime) -> bool:
+    """Whether the item as it is now refuses ``job``: stopped, or claimed by another job that blocks."""
+    if not current.is_active:
+        return True
+    holder = current.in_progress_job_id
+    if holder in (None, job.job_id) or not current.may_be_busy(now):
+        return False
+    return blocks_new_backup(svc.jobs.get(holder), now)

@@ -13,12 +13,12 @@ import pytest
 from shared.bootstrap import Services
 from shared.clock import FixedClock
 from shared.domain.command import decode_object_str
-from shared.domain.jobs import Job, JobPhase, JobStatus
+from shared.domain.jobs import MAX_ATTEMPTS, RETRY_BACKOFF, AttemptOutcome, Job, JobPhase, JobStatus
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import TransientError
 from shared.ports import DispatchRefused
 from shared.services.dispatch import Outcome, handle_snapshot_task, preview_extension_resource
-from tests.fakes import InMemoryInventory, InMemoryJobStore, RecordingDispatcher
+from tests.fakes import InMemoryInventory, InMemoryJobStore, RecordingDispatcher, RecordingTaskQueue
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 JOB_ID = "0f6c1e2a-7b1d-4a57-9c0e-2d8e1c4b9a11"
@@ -32,7 +32,8 @@ def vm(make_vm):
 @pytest.fixture
 def svc(make_settings, vm):
     return Services(make_settings(), clock=FixedClock(NOW), jobs=InMemoryJobStore(),
-                    inventory=InMemoryInventory(vm), dispatcher=RecordingDispatcher())
+                    inventory=InMemoryInventory(vm), dispatcher=RecordingDispatcher(),
+                    task_queue=RecordingTaskQueue())
 
 
 def _task(vm, **changes) -> SnapshotTask:
@@ -94,19 +95,60 @@ def test_a_missing_job_record_is_created_from_the_message(svc, vm):
     assert (job.vm_name, job.policy_name, job.attempt) == (vm.name, "DefaultPolicy", 2)
 
 
-def test_every_delivery_is_a_new_task_id(svc, vm):
-    """A redelivered message is a new attempt: new taskId, new blob pair, so the VM runs it again."""
+def test_redeliveries_of_a_dispatched_task_start_no_new_attempt(svc, vm):
+    """A task delivered again (or sent twice) after its command reached the VM dispatches nothing: one
+    attempt, one taskId, one snapshot command."""
+    task = _task(vm)
+    _queue_job(svc, task)
+    assert _deliver(svc, task, 1).outcome is Outcome.DISPATCHED
+    outcomes = {_deliver(svc, task, n).outcome for n in range(2, 12)}
+    assert outcomes == {Outcome.DUPLICATE}
+    assert [c.task_id for _, c in svc.dispatcher.sent] == [f"{JOB_ID}_1"]
+    job = svc.jobs.get(JOB_ID)
+    assert (job.attempt, job.phase, job.attempts) == (1, JobPhase.DISPATCHED, [])
+
+
+def test_a_transient_dispatch_failure_schedules_the_next_attempt_after_the_pause(svc, vm):
+    """A VM agent that does not take the command is asked again by a scheduled task after the retry
+    pause (a new taskId), not by an immediate redelivery; the message is settled."""
     task = _task(vm)
     _queue_job(svc, task)
     svc.dispatcher.errors.append(TransientError("VM agent busy"))
-    with pytest.raises(TransientError):
-        _deliver(svc, task, 1)
-    assert _deliver(svc, task, 2).outcome is Outcome.DISPATCHED
-    third = _deliver(svc, task, 3)
-    task_ids = [c.task_id for _, c in svc.dispatcher.sent]
-    assert task_ids == [f"{JOB_ID}_2", f"{JOB_ID}_3"] and third.task_id == f"{JOB_ID}_3"
-    assert svc.jobs.get(JOB_ID).status_blob == f"{JOB_ID}/3.Status.txt"
-    assert svc.status_blobs.read(f"{JOB_ID}/1.Status.txt") == b""    # each attempt had its own pair
+    first = _deliver(svc, task, 1)
+    assert (first.outcome, first.task_id) == (Outcome.RETRYING, f"{JOB_ID}_2")
+    [retry] = svc.task_queue.sent
+    assert (retry.attempt, retry.not_before) == (2, NOW + RETRY_BACKOFF[0])
+    job = svc.jobs.get(JOB_ID)
+    assert (job.status, job.phase, job.attempt) == (JobStatus.IN_PROGRESS, JobPhase.QUEUED, 2)
+    [record] = job.attempts
+    assert (record.task_id, record.outcome, record.retry_at) == (
+        f"{JOB_ID}_1", AttemptOutcome.NOT_DISPATCHED, NOW + RETRY_BACKOFF[0])
+    assert "VM agent busy" in job.errors[0].error_string
+    assert _deliver(svc, task, 2).outcome is Outcome.DUPLICATE      # a late copy runs nothing early
+    assert len(svc.task_queue.sent) == 1 and svc.task_queue.operations == 2   # re-sent, dropped as a duplicate
+    assert _deliver(svc, retry).outcome is Outcome.DISPATCHED
+    assert [c.task_id for _, c in svc.dispatcher.sent] == [f"{JOB_ID}_2"]
+    assert svc.jobs.get(JOB_ID).status_blob == f"{JOB_ID}/2.Status.txt"
+
+
+def test_dispatch_failing_on_every_attempt_fails_the_job_with_its_reason(svc, vm):
+    """After MAX_ATTEMPTS attempts that could not be handed over, the job is Failed with the last error
+    and what to do, and no further task is sent."""
+    task = _task(vm)
+    _queue_job(svc, task)
+    svc.dispatcher.errors.extend(TransientError(f"agent busy #{n}") for n in range(1, MAX_ATTEMPTS + 1))
+    outcomes = [_deliver(svc, task).outcome]
+    while len(outcomes) < MAX_ATTEMPTS:
+        outcomes.append(_deliver(svc, svc.task_queue.sent[-1]).outcome)
+    assert outcomes == [Outcome.RETRYING] * (MAX_ATTEMPTS - 1) + [Outcome.FAILED]
+    assert [t.not_before - NOW for t in svc.task_queue.sent] == list(RETRY_BACKOFF[: MAX_ATTEMPTS - 1])
+    job = svc.jobs.get(JOB_ID)
+    assert job.status is JobStatus.FAILED and job.end_time == NOW
+    error = job.errors[0]
+    assert error.error_code == "UserErrorGuestAgentStatusUnavailable" and f"agent busy #{MAX_ATTEMPTS}" in error.error_string
+    assert error.recommendations
+    assert [r.attempt for r in job.attempts] == list(range(1, MAX_ATTEMPTS + 1))
+    assert svc.dispatcher.sent == []
 
 
 def test_a_pending_retry_runs_only_from_its_own_task(svc, vm):
@@ -194,9 +236,9 @@ def test_logs_exceptions_and_records_hold_no_secret(svc, vm, caplog):
     _queue_job(svc, task)
     svc.dispatcher.errors.append(TransientError("PUT https://a/b?sv=1&sig=SECRETSIG timed out"))
     with caplog.at_level(logging.DEBUG):
-        with pytest.raises(TransientError):
-            _deliver(svc, task, 1)
+        assert _deliver(svc, task, 1).outcome is Outcome.RETRYING
         _deliver(svc, task, 2)
+        _deliver(svc, svc.task_queue.sent[-1], 1)
         _deliver(svc, _task(vm, vm_name="nope", job_id="other"), 1)
     [(_, command)] = svc.dispatcher.sent
     secrets = ["SECRETSIG", command.protected_settings["objectStr"]]
@@ -220,4 +262,47 @@ def test_preview_shows_the_command_without_creating_anything(svc, vm):
     assert set(props["protectedSettings"].values()) == {"<redacted>"}
     assert "sig=" not in json.dumps(resource)
     assert not svc.blob_service.get_container_client(svc.settings.status_container).exists()
+    assert svc.jobs.jobs == {} and svc.dispatcher.sent == []
+
+
+def test_a_queue_injected_on_demand_task_cannot_pass_the_daily_limit(svc, vm):
+    """On-demand tasks put on the queue by hand count against the same 3-a-day / 9-attempt limit as
+    backup-now: over it, the job fails with UserErrorBackupOperationLimitReached and nothing runs."""
+    from shared.domain.jobs import job_id_for
+
+    day = NOW.replace(hour=0, minute=0, second=0)
+    for n in range(3):
+        done = Job.new_backup(vm_name=vm.name, slot=day + timedelta(minutes=n), now=day, trigger="OnDemand")
+        svc.jobs.create_if_absent(dataclasses.replace(done, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
+    slot = day + timedelta(hours=1)
+    injected = _task(vm, job_id=job_id_for(vm.name, slot, "OnDemand"), slot=slot, trigger=Trigger.ON_DEMAND)
+    outcome = _deliver(svc, injected)
+    assert outcome.outcome is Outcome.FAILED and svc.dispatcher.sent == []
+    job = svc.jobs.get(injected.job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.errors[0].error_code == "UserErrorBackupOperationLimitReached" and job.errors[0].recommendations
+    assert "3 successful" in job.errors[0].error_string
+
+
+def test_the_on_demand_jobs_within_the_limit_run(svc, vm):
+    """The third on-demand backup of the day (two earlier ones succeeded) is dispatched as usual."""
+    from shared.domain.jobs import job_id_for
+
+    day = NOW.replace(hour=0, minute=0, second=0)
+    for n in range(2):
+        done = Job.new_backup(vm_name=vm.name, slot=day + timedelta(minutes=n), now=day, trigger="OnDemand")
+        svc.jobs.create_if_absent(dataclasses.replace(done, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
+    slot = day + timedelta(hours=1)
+    task = _task(vm, job_id=job_id_for(vm.name, slot, "OnDemand"), slot=slot, trigger=Trigger.ON_DEMAND)
+    assert _deliver(svc, task).outcome is Outcome.DISPATCHED
+
+
+@pytest.mark.parametrize("job_id", ["a/b", "a#b", "job?x", "tab\there", "x" * 129])
+def test_a_job_id_the_table_refuses_is_rejected_at_once(svc, vm, job_id):
+    """A task whose jobId cannot be a table key or blob name is a permanent error: kept with its reason
+    and settled, never redelivered, no job created."""
+    body = json.loads(_task(vm).to_json())
+    body["jobId"] = job_id
+    outcome = handle_snapshot_task(svc, json.dumps(body).encode(), message_id="bad-id", delivery_count=1)
+    assert outcome.outcome is Outcome.REJECTED and "jobId" in outcome.reason
     assert svc.jobs.jobs == {} and svc.dispatcher.sent == []

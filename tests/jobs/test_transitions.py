@@ -6,9 +6,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from shared.domain import remediation
-from shared.domain.jobs import (DiskResult, JobError, JobPhase, JobStatus, apply_report, job_id_for,
-                                mark_dispatched, mark_failed, mark_timed_out, next_attempt, record_unreadable,
-                                slot_of_job_id, timeout_deadline)
+from shared.domain.jobs import (MAX_ATTEMPTS, RETRY_BACKOFF, AttemptOutcome, DiskResult, JobError, JobPhase,
+                                JobStatus, apply_report, job_id_for, mark_dispatched, mark_failed,
+                                mark_not_dispatched, mark_retrying, mark_timed_out, next_attempt_at, pending_retry,
+                                record_unreadable, retry_at, slot_of_job_id, timeout_deadline)
 from shared.domain.status import parse_status_blob
 from tests.jobs.helpers import DISPATCHED, FINAL_AT, corpus, dispatched_job, queued_job
 
@@ -40,10 +41,46 @@ def test_dispatch_moves_a_queued_job_and_is_idempotent():
                            log_blob=job.log_blob, now=NOW) is None
 
 
-def test_next_attempt_never_reuses_a_dispatched_task():
-    """A redelivered task gets a new attempt number once the previous one reached the VM."""
-    assert next_attempt(queued_job()) == 1
-    assert next_attempt(dispatched_job()) == 2
+def _dispatch_error(detail="agent busy"):
+    return JobError.from_remediation(remediation.for_service_error(remediation.DISPATCH_FAILED), detail=detail)
+
+
+def test_a_command_not_handed_over_waits_for_the_next_attempt_then_fails_at_the_limit():
+    """A dispatch that fails is retried as new attempts after the pauses; the third failure fails the
+    job with the last error and advice, and every attempt is on the record."""
+    job = dispatched_job()
+    at = next_attempt_at(job, NOW)
+    assert at == NOW + RETRY_BACKOFF[0]
+    waiting = mark_not_dispatched(job, attempt=1, error=_dispatch_error(), now=NOW, retry_at=at)
+    assert (waiting.status, waiting.phase, waiting.attempt, waiting.task_id) == (
+        JobStatus.IN_PROGRESS, JobPhase.QUEUED, 2, None)
+    assert pending_retry(waiting).retry_at == at
+    [record] = waiting.attempts
+    assert (record.attempt, record.task_id, record.outcome, record.error_code, record.retry_at) == (
+        1, f"{job.job_id}_1", AttemptOutcome.NOT_DISPATCHED, remediation.DISPATCH_FAILED, at)
+    assert mark_not_dispatched(waiting, attempt=1, error=_dispatch_error(), now=NOW, retry_at=at) is None
+    third = replace(waiting, attempt=MAX_ATTEMPTS)
+    assert next_attempt_at(third, NOW) is None
+    failed = mark_not_dispatched(third, attempt=MAX_ATTEMPTS, error=_dispatch_error("still busy"), now=NOW,
+                                 retry_at=None)
+    assert failed.status is JobStatus.FAILED and failed.end_time == NOW
+    assert failed.errors[0].error_code == remediation.DISPATCH_FAILED and "still busy" in failed.errors[0].error_string
+    assert failed.errors[0].recommendations
+    assert [r.attempt for r in failed.attempts] == [1, MAX_ATTEMPTS] and pending_retry(failed) is None
+
+
+def test_a_retried_failure_is_a_structured_record_and_its_blob_again_changes_nothing():
+    """A retryable failure records attempt 1 (task, code, retry time) as data; the same status blob read
+    again later is recognised from that record, not from the notes."""
+    failure = report("07-failed-all-disks-76-sas.txt")
+    job = dispatched_job()
+    at = retry_at(job, failure, NOW, attempt=1)
+    retrying = mark_retrying(job, failure, NOW, at, attempt=1)
+    [record] = retrying.attempts
+    assert (record.attempt, record.task_id, record.outcome, record.extension_code, record.retry_at) == (
+        1, f"{job.job_id}_1", AttemptOutcome.FAILED, 76, at)
+    assert record.dispatched_at == DISPATCHED
+    assert apply_report(replace(retrying, notes=[]), failure, NOW, attempt=1) is None
 
 
 def test_newer_attempt_supersedes_and_older_attempt_is_refused():
@@ -56,6 +93,7 @@ def test_newer_attempt_supersedes_and_older_attempt_is_refused():
     assert second.log_blob == "l"
     assert [d.status for d in second.disks] == ["Pending", "Pending"]
     assert second.notes == [f"attempt 1 (task {running.job_id}_1) superseded by attempt 2 (task {running.job_id}_2)"]
+    assert [(r.attempt, r.outcome) for r in second.attempts] == [(1, AttemptOutcome.SUPERSEDED)]
     assert mark_dispatched(second, attempt=1, task_id=f"{running.job_id}_1", status_blob="x", log_blob="y",
                            now=NOW) is None
     # attempt 1's final status now counts as stale

@@ -144,19 +144,26 @@ def test_throttled_calls_are_retried_after_the_time_arm_asks_for(svc, compute, m
     assert job.status is JobStatus.COMPLETED and len(compute.restore_points(vm.name)) == 1
 
 
-def test_throttling_past_the_retries_leaves_the_task_for_redelivery(svc, compute, md_vm):
-    """When ARM keeps throttling, the worker gives the message back (redelivered later) and the job
-    waits, Dispatched; the redelivery creates the one restore point."""
+def test_throttling_past_the_retries_schedules_the_next_attempt(svc, compute, md_vm):
+    """When ARM keeps throttling, the attempt is recorded as not dispatched and the next one is
+    scheduled after the retry pause (no redelivery loop); that attempt creates the one restore point."""
+    from datetime import timedelta
+
+    from shared.domain.jobs import AttemptOutcome
+
     vm = md_vm()
     svc.restore_points._options["retry_total"] = 1
     compute.throttle(2, retry_after=0, method="PUT", path_contains="/restorePoints/")
     task = task_for(svc, vm.name)
-    from shared.errors import TransientError
-
-    with pytest.raises(TransientError, match="429"):
-        deliver(svc, task)
-    assert svc.jobs.get(task.job_id).phase is JobPhase.DISPATCHED
-    assert deliver(svc, task, delivery_count=2).outcome is Outcome.DISPATCHED
+    assert deliver(svc, task).outcome is Outcome.RETRYING
+    job = svc.jobs.get(task.job_id)
+    assert (job.phase, job.attempt) == (JobPhase.QUEUED, 2)
+    assert job.attempts[-1].outcome is AttemptOutcome.NOT_DISPATCHED and "429" in job.attempts[-1].detail
+    retry = svc.task_queue.sent[-1]
+    assert retry.attempt == 2 and retry.not_before == svc.clock.now() + timedelta(minutes=5)
+    assert deliver(svc, task, delivery_count=2).outcome is Outcome.DUPLICATE     # attempt 1's copy: nothing
+    svc.clock.advance(timedelta(minutes=5))
+    assert deliver(svc, retry).outcome is Outcome.DISPATCHED
     assert track_until_done(svc, task.job_id).status is JobStatus.COMPLETED
     assert len(compute.restore_points(vm.name)) == 1
 

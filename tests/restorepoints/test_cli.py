@@ -51,7 +51,7 @@ def test_backup_now_dry_run_of_a_managed_disk_vm_shows_the_restore_point_request
     svc.inventory.put_vm(Vm("md", VmKind.LOCAL, (Disk(-1, "", "md-os", 0, DiskKind.MANAGED, DISK),),
                             resource_id=vm_id))
     enable_protection(svc, "md", "DefaultPolicy")
-    assert main(["backup-now", "--vm", "md", "--dry-run"]) == 0
+    assert main(["backup-now", "--vm", "md", "--dry-run", "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["backupMethod"] == "RestorePoint"
     assert doc["restorePointCollection"]["properties"]["source"]["id"] == vm_id

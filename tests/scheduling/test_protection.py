@@ -10,7 +10,7 @@ from shared.domain.jobs import JobStatus
 from shared.domain.policy import EnhancedSchedule, Frequency, Policy, StandardSchedule
 from shared.domain.protection import ProtectionState
 from shared.domain.task import Trigger
-from shared.errors import ConflictError, NotFoundError, ValidationError
+from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
 from shared.services.protection import (backup_now, change_policy, create_policy, disable_protection,
                                         enable_protection, get_protected_item, list_protected_items, set_policy)
 from shared.services.scheduling import run_scheduling_tick
@@ -176,3 +176,51 @@ def test_on_demand_backup_racing_the_scheduler_leaves_one_backup_in_progress(mak
     item = svc.protected_items.get("vm1")
     assert svc.jobs.get(item.in_progress_job_id).trigger == "OnDemand"
     assert item.last_slot == datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
+
+
+class UnreachableQueue:
+    def send(self, tasks):
+        raise TransientError("could not send 1 task(s) to queue snapshot-tasks: ServiceBusConnectionError")
+
+
+def test_backup_now_whose_task_cannot_be_queued_fails_its_job_and_blocks_nothing(make_services):
+    """A Service Bus hiccup during backup-now: the job says Failed with why and what to do, the VM's last
+    backup stays the previous one, and the next backup-now runs (the failed one counts for no limit)."""
+    from shared.domain import remediation
+
+    svc = make_services()
+    enable_protection(svc, "vm1", initial_backup=True)
+    good = backup_now(svc, "vm1", retain_until=None)
+    svc.jobs.update(good.job_id, lambda j: replace(j, status=JobStatus.COMPLETED))
+    working = svc.task_queue
+    svc.task_queue = UnreachableQueue()
+    for _ in range(9):
+        svc.clock.advance(timedelta(minutes=1))
+        with pytest.raises(TransientError):
+            backup_now(svc, "vm1", retain_until=None)
+    failed = [j for j in svc.jobs.jobs.values() if j.status is JobStatus.FAILED]
+    assert len(failed) == 9
+    assert all(j.end_time and j.errors[0].error_code == remediation.TASK_NOT_QUEUED for j in failed)
+    assert all("ServiceBusConnection" in " ".join(j.errors[0].recommendations) for j in failed)
+    item = get_protected_item(svc, "vm1")
+    assert (item.item.last_job_id, item.item.in_progress_job_id) == (good.job_id, good.job_id)
+    assert item.last_job.status is JobStatus.COMPLETED
+    svc.task_queue = working
+    again = backup_now(svc, "vm1", retain_until=None)
+    assert [t.job_id for t in svc.task_queue.sent] == [good.job_id, again.job_id]
+
+
+def test_backup_now_with_a_malformed_queue_connection_creates_nothing(make_services):
+    """A ServiceBusConnection that is not a connection string is reported before any job exists."""
+    from shared.bootstrap import Services
+    from shared.errors import ConfigurationError
+
+    base = make_services()
+    svc = Services(base.settings.__class__.from_env({
+        "BackupStorage": "UseDevelopmentStorage=true", "ServiceBusConnection": "not a connection string"}),
+        clock=base.clock, jobs=base.jobs, protected_items=base.protected_items, policies=base.policies,
+        inventory=base.inventory)
+    enable_protection(svc, "vm1", initial_backup=False)
+    with pytest.raises(ConfigurationError, match="ServiceBusConnection"):
+        backup_now(svc, "vm1", retain_until=None)
+    assert svc.jobs.jobs == {} and svc.protected_items.get("vm1").in_progress_job_id is None

@@ -283,3 +283,63 @@ def test_crash_then_downtime_past_the_next_slot_leaves_no_orphan_job(make_servic
     jobs = {j.slot.hour: j for j in svc.jobs.jobs.values()}
     assert jobs[16].status is JobStatus.CANCELLED and jobs[20].status is JobStatus.IN_PROGRESS
     assert [t.slot.hour for t in svc.task_queue.sent] == [20]
+
+
+def test_overlapping_ticks_for_the_same_slot_keep_the_job(make_services):
+    """A second tick that runs while the first is saving (it wins the item's write) leaves the slot's
+    one job InProgress: the loser re-reads the item and finds its own job there."""
+    svc = make_services(vms=("vm1", "vm2"))
+    protect(svc, "vm1", "vm2")
+    svc.clock.current = datetime(2025, 6, 2, 22, 30, 2, tzinfo=UTC)
+    store = svc.protected_items
+    real_save_many = store.save_many
+
+    def other_tick_first(items):
+        store.save_many = real_save_many
+        run_scheduling_tick(svc)                 # the overlapping tick plans, finds the jobs, saves first
+        return real_save_many(items)
+
+    store.save_many = other_tick_first
+    run_scheduling_tick(svc)
+    assert sorted(j.status.value for j in svc.jobs.jobs.values()) == ["InProgress", "InProgress"]
+    for name in ("vm1", "vm2"):
+        item = svc.protected_items.get(name)
+        assert svc.jobs.get(item.in_progress_job_id).slot == svc.clock.current.replace(second=0)
+        assert item.skipped == []
+    one_per_slot(svc)
+
+
+def test_an_on_demand_backup_stands_in_for_the_pending_initial_backup(make_services):
+    """backup-now right after protecting a VM is its first backup: the next tick adds no initial one."""
+    from shared.services.protection import backup_now
+
+    svc = make_services()
+    protect(svc, "vm1", initial=True)
+    job = backup_now(svc, "vm1", retain_until=None)
+    svc.jobs.update(job.job_id, lambda j: replace(j, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
+    svc.clock.advance(timedelta(minutes=2))
+    assert run_scheduling_tick(svc).jobs_created == 0
+    assert [j.trigger for j in svc.jobs.jobs.values()] == ["OnDemand"]
+    assert svc.protected_items.get("vm1").initial_backup_pending is False
+
+
+def test_protection_enabled_again_runs_its_promised_initial_backup(make_services):
+    """A VM whose protection was stopped (or soft-deleted) and is enabled again with an initial backup
+    gets that backup at the next tick, as a new job."""
+    svc = make_services()
+    protect(svc, "vm1", initial=True)
+    svc.clock.advance(timedelta(minutes=5))
+    run_scheduling_tick(svc)
+    [first] = svc.jobs.jobs.values()
+    svc.jobs.update(first.job_id, lambda j: replace(j, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
+    for delete in (False, True):
+        disable_protection(svc, "vm1", delete_backup_data=delete)
+        svc.clock.advance(timedelta(hours=1))
+        enable_protection(svc, "vm1", "DefaultPolicy", initial_backup=True)
+        svc.clock.advance(timedelta(minutes=5))
+        result = run_scheduling_tick(svc)
+        assert (result.jobs_created, result.tasks_sent) == (1, 1)
+        latest = svc.jobs.get(svc.protected_items.get("vm1").in_progress_job_id)
+        assert latest.trigger == "Initial" and latest.job_id != first.job_id
+        svc.jobs.update(latest.job_id, lambda j: replace(j, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
+    assert Counter(j.trigger for j in svc.jobs.jobs.values()) == Counter({"Initial": 3})

@@ -12,6 +12,7 @@ from azure.servicebus import ServiceBusClient
 
 from shared.bootstrap import Services
 from shared.clock import FixedClock
+from shared.domain.jobs import JobStatus
 from shared.errors import TransientError
 from shared.ports import JobQuery
 from shared.services.protection import enable_protection
@@ -52,6 +53,9 @@ def assert_one_job_and_one_message_per_vm(svc) -> None:
     jobs = [j for name in VMS for j in svc.jobs.query(JobQuery(vm_name=name, page_size=10)).jobs]
     assert sorted(j.vm_name for j in jobs) == VMS
     assert {j.slot for j in jobs} == {SLOT}
+    assert {j.status for j in jobs} == {JobStatus.IN_PROGRESS}       # none cancelled by a later tick
+    assert [svc.protected_items.get(name).in_progress_job_id for name in VMS] == [
+        next(j.job_id for j in jobs if j.vm_name == name) for name in VMS]
     assert messages(svc) == Counter({f"{j.job_id}_1": 1 for j in jobs})
 
 
