@@ -1,4 +1,5 @@
-"""Blob work over raw HTTP: writing the status and log blobs (§4.7) and guest blob snapshots (§3.5)."""
+"""Blob work over raw HTTP: writing the status and log blobs (main/blobwriter.py in the real one) and
+guest blob snapshots (main/guestsnapshotter.py)."""
 from __future__ import annotations
 
 import logging
@@ -154,7 +155,7 @@ class BlobSnapshot:
     status_code: int
 
     def to_status(self) -> dict:
-        """The §4.5 ``snapshotInfo`` entry (``blobUri`` is null for failed entries, as in the real one)."""
+        """The ``snapshotInfo`` entry (docs/status-format.md) (``blobUri`` is null for failed entries, as in the real one)."""
         return {
             "isSuccessful": self.is_successful,
             "snapshotUri": self.snapshot_uri,

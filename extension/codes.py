@@ -50,7 +50,7 @@ class ExtensionCode(IntEnum):
 
     @property
     def health_state(self) -> int:
-        """vmHealthState for this code when it is the sticky extension error (§5 colours)."""
+        """vmHealthState for this code when it is the sticky extension error (docs/error-codes.md; main/ExtensionErrorCodeHelper.py)."""
         return _HEALTH.get(self, YELLOW)
 
     def status_code_string(self) -> str:

@@ -34,7 +34,7 @@ def waagent_dir(env: Mapping[str, str] = os.environ) -> Path:
 
 @dataclass(frozen=True)
 class VmBackupConfig:
-    """The ``[SnapshotThread]`` knobs of ``vmbackup.conf`` this handler honours (§3.8)."""
+    """The ``[SnapshotThread]`` knobs of ``vmbackup.conf`` this handler honours (read by the real main/freezesnapshotter.py and main/fsfreezer.py)."""
 
     freeze_timeout: int = 60
     safe_freeze_wait: int = 66

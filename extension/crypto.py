@@ -1,4 +1,4 @@
-"""Protected settings as CMS EnvelopedData (AES-256-CBC content, RSA key transport), §2.1.
+"""Protected settings as CMS EnvelopedData (AES-256-CBC content, RSA key transport), as the real Utils/HandlerUtil.py decrypts them.
 
 The service encrypts with the VM's certificate; the handler decrypts with the ``<thumbprint>.crt``
 and ``.prv`` pair that WALA drops in ``/var/lib/waagent``. The output also decrypts with

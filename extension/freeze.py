@@ -1,4 +1,4 @@
-"""File-system freeze around the snapshot (§3.2), behind a small port so tests never freeze anything.
+"""File-system freeze around the snapshot (main/fsfreezer.py, main/safefreeze/ in the real one), behind a small port so tests never freeze anything.
 
 The real handler runs a bundled ``safefreeze`` binary that self-thaws after ``timeout`` seconds.
 Here :class:`FsFreezeFreezer` runs util-linux ``fsfreeze`` per mount point and supplies the same

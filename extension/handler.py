@@ -1,6 +1,6 @@
 """The handler's commands: ``enable`` (quick; spawns the daemon) and the daemon's backup run.
 
-Order of work follows the real ``handle.py`` (§0, §3.1): enable records seq and taskId, writes the
+Order of work follows the real ``main/handle.py``: enable records seq and taskId, writes the
 in-progress file status and returns; the daemon reads the settings, fails fast (16, 402), reports
 code 4 to file and blob, runs pre-scripts, freezes, snapshots, thaws, runs post-scripts and reports
 the final status. Every failure becomes a status; nothing is raised to the agent.
@@ -106,7 +106,7 @@ def enable(
             return EnableResult.SAME_TASK
         if settings.task_id:
             save_task_id(root, settings.task_id)
-        # The file only: the blob is first written by the daemon (§4.2).
+        # The file only: the blob is first written by the daemon (docs/status-format.md, the file form).
         StatusReporter(root, env, seq, settings, clock or SystemClock(), writer=None).report(
             "success", ExtensionCode.ExtensionTempTerminalState, TRANSITIONING,
             ext_error=ExtensionCode.success,
@@ -482,7 +482,7 @@ class _Daemon:
     def report(self, outcome: Outcome, *, final: bool) -> dict:
         assert self.reporter is not None
         telemetry = dict(self.telemetry)
-        telemetry["consistencyType"] = "none"  # what the real handler reports (§4.3 quirk)
+        telemetry["consistencyType"] = "none"  # what the real handler reports (its code/int comparison quirk, docs/status-format.md)
         if final:
             telemetry["extErrorCode"] = self.ext_error.value.name
         return self.reporter.report(

@@ -1,7 +1,7 @@
-"""The extension root as WALA lays it out (§2): HandlerEnvironment.json, config/, status/, log/.
+"""The extension root as WALA lays it out (main/Utils/HandlerUtil.py): HandlerEnvironment.json, config/, status/, log/.
 
 Also the handler's own state files in that root: ``mrseq`` (last sequence number) and the taskId
-identity file, which make a repeated command a silent no-op (§1.7).
+identity file, which make a repeated command a silent no-op (docs/extension-contract.md).
 """
 from __future__ import annotations
 

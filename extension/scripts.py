@@ -1,4 +1,4 @@
-"""Pre/post scripts configured by ``VMSnapshotScriptPluginConfig.json`` (the ScriptRunner plugin, §3.3).
+"""Pre/post scripts configured by ``VMSnapshotScriptPluginConfig.json`` (the ScriptRunner plugin: main/PluginHost.py, main/ScriptRunner.py).
 
 Only the shipped plugin-host default is modelled (one ScriptRunner plugin reading that JSON); the
 ``VMSnapshotPluginHost.conf`` layer and its codes 304/313/314 are not.

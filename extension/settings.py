@@ -1,4 +1,4 @@
-"""What the handler reads from its public and protected settings (§1), as one value.
+"""What the handler reads from its public and protected settings (docs/extension-contract.md), as one value.
 
 Parsing never raises for missing or malformed optional input: like ``parameterparser.py`` it
 leaves the field empty and the daemon turns that into a status code (11, 16, 76, ...).
@@ -54,7 +54,7 @@ class CommandSettings:
         return luns
 
     def snapshot_method(self, override: str | None = None) -> str:
-        """``takeSnapshotFrom`` after the real handler's overrides (§1.4, §3.4)."""
+        """``takeSnapshotFrom`` after the real handler's overrides (customSettings, then vmbackup.conf: main/freezesnapshotter.py)."""
         method = override or self.custom_settings.get("takeSnapshotFrom") or FIRST_HOST_THEN_GUEST
         if method not in SNAPSHOT_METHODS:
             log.warning("unknown takeSnapshotFrom %r, using %s", method, FIRST_HOST_THEN_GUEST)

@@ -1,4 +1,4 @@
-"""The status documents, shaped exactly like the real handler's (§4.1-§4.5).
+"""The status documents, shaped exactly like the real handler's (docs/status-format.md).
 
 Pure functions: a :class:`Report` in, JSON text out. The blob form carries everything; the file
 form (``status/<seq>.status``) carries the blob text inside ``substatus[0].name``.

@@ -14,7 +14,7 @@ from shared.errors import ValidationError
 
 DEFAULT_POLICY_NAME = "DefaultPolicy"
 
-# Ranges from Azure Backup's support matrix (see /work/shared/reference/azure-backup-model.md 1.2).
+# Ranges from Azure Backup's policy limits (Microsoft Learn: "Support matrix for Azure VM backups").
 DAILY_RETENTION_DAYS = (7, 9999)
 WEEKLY_RETENTION_WEEKS = (1, 5163)
 MONTHLY_RETENTION_MONTHS = (1, 1188)

@@ -1,7 +1,7 @@
 """What to do about a failure: every extension code and health code, and every error the service raises
 itself, mapped to a service error code, a title, the likely cause, recommended actions and whether a
 retry can help. Data, not logic, built from the extension's error table and the Azure Backup
-troubleshooting guides (see /work/shared/reference: vmsnapshot-extension.md §5, §7; azure-backup-model.md §1.6).
+troubleshooting guides (docs/error-codes.md lists the catalogue and its sources).
 """
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ class DiskReport:
 
 @dataclass(frozen=True)
 class StatusReport:
-    code: int                         # the run result (§5); 4 = still running
+    code: int                         # the run result (docs/error-codes.md); 4 = still running
     status: str                       # "success" | "error" | other word as written (lower case)
     source: str = "blob"              # "blob" | "file" (payload found in substatus[0].name)
     timestamp: datetime | None = None
