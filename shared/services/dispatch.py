@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from shared.domain import remediation
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
@@ -20,6 +21,9 @@ from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
 from shared.redaction import redact
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ class DispatchOutcome:
     reason: str | None = None
 
 
-def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: int) -> DispatchOutcome:
+def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, delivery_count: int) -> DispatchOutcome:
     """Dispatch the task in ``body``. TransientError propagates: the platform redelivers the message
     and the next delivery is a new attempt. Every other outcome means: settle the message."""
     try:
@@ -105,7 +109,7 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
     return DispatchOutcome(Outcome.DISPATCHED, job.job_id, attempt_task.task_id)
 
 
-def preview_extension_resource(svc, vm_name: str, *, retain_until: datetime | None = None) -> dict:
+def preview_extension_resource(svc: Services, vm_name: str, *, retain_until: datetime | None = None) -> dict[str, Any]:
     """The extension resource a backup-now of ``vm_name`` would dispatch now, protected values redacted.
 
     Creates nothing and mints no SAS: URLs carry ``?<SAS minted at dispatch>`` where the SAS goes.
@@ -124,7 +128,7 @@ def preview_extension_resource(svc, vm_name: str, *, retain_until: datetime | No
     return to_extension_resource(command, vm, redact=True)
 
 
-def _prepare_attempt(svc, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[ExtensionCommand, str, str]:
+def _prepare_attempt(svc: Services, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[ExtensionCommand, str, str]:
     """The attempt's empty status/log blobs, its SAS and its command; returns (command, status, log)."""
     status_blob, log_blob = svc.status_blobs.create_attempt_blobs(task.job_id, task.attempt)
     command = build_snapshot_command(
@@ -136,7 +140,7 @@ def _prepare_attempt(svc, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[Ex
     return command, status_blob, log_blob
 
 
-def _load_or_create_job(svc, task: SnapshotTask, now: datetime) -> Job:
+def _load_or_create_job(svc: Services, task: SnapshotTask, now: datetime) -> Job:
     job = svc.jobs.get(task.job_id)
     if job is not None:
         return job
@@ -150,7 +154,7 @@ def _load_or_create_job(svc, task: SnapshotTask, now: datetime) -> Job:
     return svc.jobs.get(task.job_id) or fresh
 
 
-def _fail(svc, job: Job, error: JobError, now: datetime, ids: str) -> DispatchOutcome:
+def _fail(svc: Services, job: Job, error: JobError, now: datetime, ids: str) -> DispatchOutcome:
     svc.jobs.update(job.job_id, lambda current: mark_failed(current, error, now))
     log.error("%s: job failed: %s %s", ids, error.error_code, error.error_string)
     return DispatchOutcome(Outcome.FAILED, job.job_id, job.task_id, error.error_string)
@@ -159,15 +163,16 @@ def _fail(svc, job: Job, error: JobError, now: datetime, ids: str) -> DispatchOu
 def _dispatch_error(exc: Exception) -> JobError:
     """The job error for a command that never reached the VM; a refusal names its own code."""
     detail = redact(str(exc))
-    code = getattr(exc, "error_code", None) if isinstance(exc, DispatchRefused) else None
-    if code is None or code in remediation.SERVICE_ERRORS:
-        fix = remediation.for_service_error(code or remediation.DISPATCH_FAILED)
+    refusal = exc if isinstance(exc, DispatchRefused) else None
+    if refusal is None or refusal.error_code in remediation.SERVICE_ERRORS:
+        fix = remediation.for_service_error(refusal.error_code if refusal else remediation.DISPATCH_FAILED)
         return JobError.from_remediation(fix, detail=detail)
-    return JobError(error_code=code, error_title="The VM did not accept the snapshot command",
-                    error_string=detail, recommendations=[exc.recommendation] if exc.recommendation else [])
+    return JobError(error_code=refusal.error_code, error_title="The VM did not accept the snapshot command",
+                    error_string=detail, recommendations=[refusal.recommendation] if refusal.recommendation else [])
 
 
-def _reject(svc, body: bytes, exc: ValidationError, *, message_id: str, delivery_count: int) -> DispatchOutcome:
+def _reject(svc: Services, body: bytes, exc: ValidationError, *, message_id: str,
+            delivery_count: int) -> DispatchOutcome:
     reason = redact(str(exc))
     name = svc.status_blobs.store_rejected(message_id, reason=reason, body=body,
                                            delivery_count=delivery_count, now=svc.clock.now())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta, timezone
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from shared.domain.jobs import Job, JobStatus
 from shared.domain.policy import Policy, PolicyType
@@ -15,6 +15,9 @@ from shared.domain.task import Trigger
 from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
 from shared.ports import JobQuery
 from shared.services.scheduling import blocks_new_backup, task_for
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +29,11 @@ MAX_RETENTION = timedelta(days=99 * 365)
 
 
 # --- policies -------------------------------------------------------------------------------------
-def create_policy(svc, policy: Policy) -> Policy:
+def create_policy(svc: Services, policy: Policy) -> Policy:
     return svc.policies.create(policy.touched(svc.clock.now()))
 
 
-def set_policy(svc, policy: Policy) -> Policy:
+def set_policy(svc: Services, policy: Policy) -> Policy:
     """Replace a policy; it applies to every item on it from the next slot (no slot is re-run)."""
     current = svc.policies.get(policy.name)
     if current.policy_type is PolicyType.ENHANCED and policy.policy_type is PolicyType.STANDARD:
@@ -49,7 +52,7 @@ class ItemStatus:
     next_slot: datetime | None
 
 
-def enable_protection(svc, vm_name: str, policy_name: str = "DefaultPolicy", *,
+def enable_protection(svc: Services, vm_name: str, policy_name: str = "DefaultPolicy", *,
                       initial_backup: bool = True) -> ProtectedItem:
     """Protect a VM with a policy; unless told otherwise its first backup runs at the next tick."""
     policy = svc.policies.get(policy_name)
@@ -80,7 +83,7 @@ def enable_protection(svc, vm_name: str, policy_name: str = "DefaultPolicy", *,
     return item
 
 
-def change_policy(svc, vm_name: str, policy_name: str) -> ProtectedItem:
+def change_policy(svc: Services, vm_name: str, policy_name: str) -> ProtectedItem:
     policy = svc.policies.get(policy_name)
     now = svc.clock.now()
 
@@ -98,11 +101,11 @@ def change_policy(svc, vm_name: str, policy_name: str) -> ProtectedItem:
     return item
 
 
-def disable_protection(svc, vm_name: str, *, delete_backup_data: bool = False) -> ProtectedItem:
+def disable_protection(svc: Services, vm_name: str, *, delete_backup_data: bool = False) -> ProtectedItem:
     """Stop scheduling; keep the recovery points, or mark them for deletion (soft delete, 14 days)."""
     now = svc.clock.now()
 
-    def stop(item: ProtectedItem) -> ProtectedItem:
+    def stop(item: ProtectedItem) -> ProtectedItem | None:
         if delete_backup_data:
             return replace(item, state=ProtectionState.SOFT_DELETED, deleted_at=now, initial_backup_pending=False)
         if item.state is ProtectionState.STOPPED:
@@ -115,21 +118,21 @@ def disable_protection(svc, vm_name: str, *, delete_backup_data: bool = False) -
     return item
 
 
-def get_protected_item(svc, vm_name: str) -> ItemStatus:
+def get_protected_item(svc: Services, vm_name: str) -> ItemStatus:
     item = svc.protected_items.get(vm_name)
     if item is None:
         raise NotFoundError(f"VM {vm_name!r} is not protected; run `vmsnap protection enable-for-vm`")
     return _status(svc, item, {})
 
 
-def list_protected_items(svc) -> Iterator[ItemStatus]:
+def list_protected_items(svc: Services) -> Iterator[ItemStatus]:
     policies: dict[str, Policy] = {}
     for page in svc.protected_items.pages():
         for item in page:
             yield _status(svc, item, policies)
 
 
-def _status(svc, item: ProtectedItem, policies: dict[str, Policy]) -> ItemStatus:
+def _status(svc: Services, item: ProtectedItem, policies: dict[str, Policy]) -> ItemStatus:
     last_job = svc.jobs.get(item.last_job_id) if item.last_job_id else None
     upcoming = None
     if item.is_active:
@@ -142,7 +145,7 @@ def _status(svc, item: ProtectedItem, policies: dict[str, Policy]) -> ItemStatus
 
 
 # --- on-demand backup -----------------------------------------------------------------------------
-def backup_now(svc, vm_name: str, *, retain_until: datetime | None) -> Job:
+def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) -> Job:
     """Start an on-demand backup now: job created (trigger OnDemand), task sent at once."""
     now = svc.clock.now()
     item = svc.protected_items.get(vm_name)
@@ -183,8 +186,8 @@ def backup_now(svc, vm_name: str, *, retain_until: datetime | None) -> Job:
     return job
 
 
-def _check_in_progress(svc, item: ProtectedItem, now: datetime) -> None:
-    if not item.may_be_busy(now):
+def _check_in_progress(svc: Services, item: ProtectedItem, now: datetime) -> None:
+    if not item.may_be_busy(now) or item.in_progress_job_id is None:
         return
     previous = svc.jobs.get(item.in_progress_job_id)
     if blocks_new_backup(previous, now):
@@ -193,7 +196,7 @@ def _check_in_progress(svc, item: ProtectedItem, now: datetime) -> None:
                             f"(`vmsnap job wait --name {previous.job_id}`) and try again")
 
 
-def _check_daily_limit(svc, vm_name: str, now: datetime) -> None:
+def _check_daily_limit(svc: Services, vm_name: str, now: datetime) -> None:
     day_start = datetime.combine(now.astimezone(timezone.utc).date(), time(0), tzinfo=timezone.utc)
     attempts = successes = 0
     continuation = None

@@ -8,10 +8,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from shared.domain.jobs import JobStatus, mark_timed_out, timeout_deadline
 from shared.errors import NotFoundError
 from shared.ports import JobQuery
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ class SweepResult:
     timed_out: list[str] = field(default_factory=list)
 
 
-def sweep_stale_jobs(svc, *, page_size: int = 200) -> SweepResult:
+def sweep_stale_jobs(svc: Services, *, page_size: int = 200) -> SweepResult:
     """Fail every InProgress job past its deadline (the extension's 140-minute window plus a margin)."""
     now = svc.clock.now()
     result = SweepResult()
