@@ -38,7 +38,7 @@ class ExtensionCommand:
 
     @property
     def task_id(self) -> str:
-        return self.public_settings["taskId"]
+        return str(self.public_settings["taskId"])
 
     def __repr__(self) -> str:
         return f"ExtensionCommand(task_id={self.task_id!r}, protected_settings={REDACTED!r})"
@@ -106,7 +106,7 @@ def backup_metadata(task: SnapshotTask) -> list[dict[str, str]]:
     return [{"Key": key, "Value": value} for key, value in pairs]
 
 
-def encode_object_str(obj: dict) -> str:
+def encode_object_str(obj: dict[str, Any]) -> str:
     """base64 of ASCII JSON: the handler decodes base64 -> ASCII -> strip -> strip("'") -> JSON."""
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
     return base64.b64encode(text.encode("ascii")).decode("ascii")
@@ -117,7 +117,7 @@ def decode_object_str(value: str) -> Any:
     return json.loads(base64.b64decode(value).decode("ascii").strip().strip("'"))
 
 
-def to_extension_resource(command: ExtensionCommand, vm: Vm, *, redact: bool = True) -> dict:
+def to_extension_resource(command: ExtensionCommand, vm: Vm, *, redact: bool = True) -> dict[str, Any]:
     """The ARM extension resource that carries ``command`` to ``vm`` (as a template would show it).
 
     With ``redact`` (the default) every protected value reads ``<redacted>``: only the ARM

@@ -27,7 +27,7 @@ class Vm:
     disks: tuple[Disk, ...]
     resource_id: str | None = None   # ARM id for Azure VMs
     location: str | None = None
-    tags: dict = field(default_factory=dict, compare=False, hash=False)
+    tags: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def data_disk_luns(self) -> list[int]:

@@ -144,7 +144,7 @@ class Job:
     dispatched_at: datetime | None = None              # when the current attempt was handed to the VM
 
     @property
-    def duration(self):
+    def duration(self) -> timedelta | None:
         if self.end_time is None:
             return None
         return self.end_time - self.start_time
@@ -228,7 +228,7 @@ def interpret(report: "StatusReport", disks: Sequence[DiskResult] = ()) -> Repor
         return ReportOutcome(status, JobPhase.DONE, consistency, warnings, disk_results, size)
     code = report.code if report.code not in remediation.SUCCESS_CODES else (report.health_code or 2)
     errors = [JobError.from_remediation(remediation.for_extension_code(code), detail=detail, extension_code=code)]
-    if report.health_code not in (None, code, *remediation.SUCCESS_CODES):
+    if report.health_code is not None and report.health_code not in (code, *remediation.SUCCESS_CODES):
         health = JobError.from_remediation(remediation.for_extension_code(report.health_code),
                                            extension_code=report.health_code)
         health.recommendations = [r for r in health.recommendations if r not in errors[0].recommendations]
@@ -433,6 +433,8 @@ def mark_timed_out(job: Job, now: datetime) -> Job | None:
         detail = f"the extension reported it was running (last at {job.last_report_at}) but never finished"
     error = JobError.from_remediation(remediation.for_service_error(remediation.TIMED_OUT), detail=detail)
     failed = mark_failed(job, error, now)
+    if failed is None:
+        return None
     failed.disks = [replace(d, status="Failed", error=d.error or "no result before the timeout")
                     if d.status == "Pending" else d for d in failed.disks]
     return failed

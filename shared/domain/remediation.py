@@ -6,6 +6,7 @@ troubleshooting guides (docs/error-codes.md lists the catalogue and its sources)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ _FREEZE = ("Unmount, fsck and remount the file systems that fail to freeze; list
            "in MountsToSkip, or raise SafeFreezeWaitInSeconds, in /etc/azure/vmbackup.conf; remove duplicate mount entries.")
 
 
-def _r(error_code, title, cause, recommendations, retryable, name=""):
+def _r(error_code: str, title: str, cause: str, recommendations: Sequence[str], retryable: bool,
+       name: str = "") -> Remediation:
     return Remediation(error_code, title, cause, tuple(recommendations), retryable, name)
 
 

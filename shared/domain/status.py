@@ -109,7 +109,7 @@ def strip_secrets(url: Any) -> str | None:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(keep), ""))
 
 
-def scrub_text(text: Any, limit: int = MAX_TEXT) -> str | None:
+def scrub_text(text: object, limit: int = MAX_TEXT) -> str | None:
     """Text from the VM made safe to keep: SAS parameters blanked, storage XML condensed, length capped."""
     if text is None:
         return None
@@ -147,7 +147,7 @@ def _loads(text: str, what: str) -> Any:
         doc = json.loads(text)
     except RecursionError:
         raise ParseError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", kind="too_deep") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ParseError(f"{what} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                          kind="json") from None
     if _depth(doc) > MAX_JSON_DEPTH:
@@ -168,7 +168,7 @@ def _depth(doc: Any) -> int:
     return deepest
 
 
-def _first(doc: Any) -> dict:
+def _first(doc: Any) -> dict[str, Any]:
     if isinstance(doc, list):
         if not doc:
             raise ParseError("status blob is an empty JSON array; expected one status element", kind="shape")
@@ -178,14 +178,14 @@ def _first(doc: Any) -> dict:
     return doc
 
 
-def _status_object(doc: Any) -> dict:
+def _status_object(doc: Any) -> dict[str, Any]:
     status = _first(doc).get("status")
     if not isinstance(status, dict):
         raise ParseError("status element has no 'status' object", kind="shape")
     return status
 
 
-def _substatus_payload(status: dict) -> Any | None:
+def _substatus_payload(status: dict[str, Any]) -> Any | None:
     """The agent file form carries the whole blob payload as text in ``substatus[0].name``."""
     sub = status.get("substatus")
     if not isinstance(sub, list) or not sub or not isinstance(sub[0], dict):
@@ -196,7 +196,7 @@ def _substatus_payload(status: dict) -> Any | None:
     return _loads(name, "substatus[0].name")
 
 
-def _report(status: dict, timestamp: datetime | None, *, source: str) -> StatusReport:
+def _report(status: dict[str, Any], timestamp: datetime | None, *, source: str) -> StatusReport:
     code = _int(status.get("code"))
     if code is None:
         raise ParseError(f"status.code is missing or not a number: {_show(status.get('code'))}", kind="shape")
@@ -205,8 +205,8 @@ def _report(status: dict, timestamp: datetime | None, *, source: str) -> StatusR
         raise ParseError("status.status is missing; expected 'success' or 'error'", kind="shape")
     inner = _message(status.get("formattedMessage"))
     message = scrub_text(inner.get("messageStr", "") if isinstance(inner, dict) else "", 1000) or ""
-    health = status.get("vmHealthInfo") if isinstance(status.get("vmHealthInfo"), dict) else {}
-    storage = status.get("storageDetails") if isinstance(status.get("storageDetails"), dict) else {}
+    health = status["vmHealthInfo"] if isinstance(status.get("vmHealthInfo"), dict) else {}
+    storage = status["storageDetails"] if isinstance(status.get("storageDetails"), dict) else {}
     telemetry = _telemetry(status.get("telemetryData"))
     task_id = status.get("taskId")
     ticks = _int(status.get("commandStartTimeUTCTicks"))
@@ -231,7 +231,7 @@ def _report(status: dict, timestamp: datetime | None, *, source: str) -> StatusR
     )
 
 
-def _message(formatted: Any) -> dict:
+def _message(formatted: Any) -> dict[str, Any]:
     """``formattedMessage.message`` is JSON inside a string; plain text is kept as the message."""
     if not isinstance(formatted, dict):
         return {}
@@ -254,11 +254,11 @@ def _message(formatted: Any) -> dict:
 def _telemetry(items: Any) -> dict[str, str]:
     if not isinstance(items, list):
         return {}
-    pairs = {}
+    pairs: dict[str, str] = {}
     for item in items[:200]:
         if isinstance(item, dict) and isinstance(item.get("Key"), str):
             value = item.get("Value")
-            pairs[item["Key"][:100]] = scrub_text(value, 200) if value is not None else ""
+            pairs[item["Key"][:100]] = scrub_text(value, 200) or ""
     return pairs
 
 
@@ -286,7 +286,7 @@ def _base(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def _timestamp(element: dict) -> datetime | None:
+def _timestamp(element: dict[str, Any]) -> datetime | None:
     value = element.get("timestampUTC")
     if value is None or value == "":
         return None

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import Any, Literal, overload
 
 from shared.clock import utc
 from shared.errors import ValidationError
@@ -107,14 +108,18 @@ def _iso(dt: datetime) -> str:
     return utc(dt).isoformat().replace("+00:00", "Z")
 
 
-def _required_str(doc: dict, key: str) -> str:
+def _required_str(doc: dict[str, Any], key: str) -> str:
     value = doc.get(key)
     if not isinstance(value, str) or not value.strip() or len(value) > 256:
         raise ValidationError(f"{key} must be a non-empty string", field=key)
     return value
 
 
-def _parse_time(doc: dict, key: str, *, required: bool) -> datetime | None:
+@overload
+def _parse_time(doc: dict[str, Any], key: str, *, required: Literal[True]) -> datetime: ...
+@overload
+def _parse_time(doc: dict[str, Any], key: str, *, required: bool) -> datetime | None: ...
+def _parse_time(doc: dict[str, Any], key: str, *, required: bool) -> datetime | None:
     value = doc.get(key)
     if value is None and not required:
         return None
