@@ -1,0 +1,86 @@
+"""Each port's implementations, side by side: every contract test runs once on the in-memory fake
+(what unit tests of services use) and once on the real adapter (Azurite, the local Service Bus).
+
+A fixture here is parametrized by implementation name; a contract test asks for the port's fixture
+and never knows which one it got, exactly as tests/servicebus/ runs one suite on local and live.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+
+from shared.adapters.blob_sas import StatusBlobStore
+from shared.adapters.table_jobs import TableJobStore
+from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
+from shared.domain.inventory import Vm
+from shared.ports import Inventory, JobStore, PolicyStore, ProtectedItemStore, StatusBlobs
+from tests.fakes import InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs
+from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
+
+
+def REAL(name: str):  # noqa: N802 - reads as a tag in the params lists below
+    """The real adapter's variant: it talks to a service, so it runs in the integration tier (the fake
+    variant stays in the unit tier)."""
+    return pytest.param(name, marks=pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def table_service(storage_connection_string) -> TableServiceClient:
+    return TableServiceClient.from_connection_string(storage_connection_string)
+
+
+@pytest.fixture(scope="session")
+def blob_service_client(storage_connection_string) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(storage_connection_string)
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def job_store(request, unique_name) -> JobStore:
+    if request.param == "fake":
+        return InMemoryJobStore()
+    return TableJobStore(request.getfixturevalue("table_service"), unique_name("jobs"))
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def policy_store(request, unique_name) -> PolicyStore:
+    if request.param == "fake":
+        return InMemoryPolicyStore()
+    return TablePolicyStore(request.getfixturevalue("table_service"), unique_name("policies"))
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def item_store(request, unique_name) -> ProtectedItemStore:
+    if request.param == "fake":
+        return InMemoryProtectedItemStore()
+    return TableProtectedItemStore(request.getfixturevalue("table_service"), unique_name("items"))
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def make_inventory(request, unique_name) -> Callable[..., Inventory]:
+    """An inventory holding the given VMs (the local table is filled the way `vmsnap local vm add` does)."""
+    if request.param == "fake":
+        return InMemoryInventory
+
+    def table(*vms: Vm) -> Inventory:
+        inventory = TableInventory(request.getfixturevalue("table_service"), unique_name("vms"))
+        for vm in vms:
+            inventory.put_vm(vm)
+        return inventory
+
+    return table
+
+
+@pytest.fixture(params=["fake", REAL("azurite")])
+def status_blobs(request, unique_name) -> Iterator[StatusBlobs]:
+    if request.param == "fake":
+        yield InMemoryStatusBlobs("http://127.0.0.1:10000/devstoreaccount1", unique_name("status"))
+        return
+    service = request.getfixturevalue("blob_service_client")
+    store = StatusBlobStore(service, unique_name("status"))
+    yield store
+    for container in (store.container, store.rejected_container):
+        if service.get_container_client(container).exists():
+            service.delete_container(container)
