@@ -30,9 +30,7 @@ import copy
 import hashlib
 import json
 import logging
-import random
 import re
-import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -47,8 +45,8 @@ from azure.data.tables import EdmType, EntityProperty, TableServiceClient, Table
 from shared.clock import utc
 from shared.domain.jobs import (Consistency, DiskResult, Job, JobError, JobPhase, JobStatus, slot_of_job_id)
 from shared.domain.status import strip_secrets
-from shared.errors import (ConfigurationError, NotFoundError, PermanentError, TransientError,
-                           ValidationError)
+from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translate
+from shared.errors import NotFoundError, ValidationError
 from shared.ports import JobPage, JobQuery
 
 log = logging.getLogger(__name__)
@@ -57,7 +55,6 @@ SCHEMA = 1
 BATCH = 100                 # Table transactions take at most 100 operations
 MAX_PAGE = 1000
 MAX_PROPERTY_CHARS = 30_000  # a string property holds at most 64 KiB (32K UTF-16 units)
-UPDATE_ATTEMPTS = 10
 _MAX_MS = 10**13 - 1
 _HOUR_MS = 3_600_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -67,11 +64,13 @@ _UNSAFE_KEY = re.compile(r"[^a-z0-9._-]")
 class TableJobStore:
     """The JobStore port on Azure Table Storage (Azurite locally)."""
 
-    def __init__(self, table_service: TableServiceClient, table_name: str, *, workers: int = 8):
+    def __init__(self, table_service: TableServiceClient, table_name: str, *, workers: int = 8,
+                 etag_retry: EtagRetry = EtagRetry()):
         self._service = table_service
         self._name = table_name
         self._table = table_service.get_table_client(table_name)
         self._workers = workers
+        self._etag_retry = etag_retry
         self._ready = False
 
     # --- writes -------------------------------------------------------------------------------
@@ -104,7 +103,8 @@ class TableJobStore:
     def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
         """Read, change, write back only if nobody wrote in between (ETag); retry lost races."""
         self._ensure_table()
-        for attempt in range(UPDATE_ATTEMPTS):
+
+        def attempt() -> Job:
             entity = self._read(job_id)
             if entity is None:
                 raise NotFoundError(f"job {job_id} not found")
@@ -114,14 +114,11 @@ class TableJobStore:
                 return current
             if changed.job_id != job_id:
                 raise ValidationError("a job update cannot change the job id", field="job_id")
-            try:
-                self._call(self._table.update_entity, _job_entity(changed), mode=UpdateMode.REPLACE,
-                           etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
-                return changed
-            except ResourceModifiedError:
-                log.info("job %s changed under us (attempt %s); re-reading", job_id, attempt + 1)
-                time.sleep(random.uniform(0, 0.02 * (2 ** min(attempt, 5))))
-        raise TransientError(f"job {job_id} kept changing during {UPDATE_ATTEMPTS} update attempts")
+            self._call(self._table.update_entity, _job_entity(changed), mode=UpdateMode.REPLACE,
+                       etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            return changed
+
+        return self._etag_retry.run(attempt, what=f"job {job_id}")
 
     # --- reads --------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
@@ -434,11 +431,5 @@ def _decode_token(token: str | None) -> tuple[str, str] | None:
         raise ValidationError("continuation token is not one this store issued", field="continuation") from exc
 
 
-def _translate(exc: Exception, doing: str) -> Exception:
-    status = getattr(exc, "status_code", None)
-    if status in (401, 403):
-        return ConfigurationError(f"table storage refused access while {doing} ({status}); check the "
-                                  f"BackupStorage setting and the identity's role on the storage account")
-    if status is not None and 400 <= status < 500 and status not in (408, 429):
-        return PermanentError(f"table storage refused {doing}: {getattr(exc, 'reason', '') or status}")
-    return TransientError(f"table storage unavailable while {doing}: {type(exc).__name__}")
+def _translate(exc: AzureError, doing: str) -> Exception:
+    return translate(exc, doing, service="Table Storage", refused_hint=TABLE_REFUSED_HINT)
