@@ -44,6 +44,8 @@ _BUSY_CODES = frozenset({
 _TRANSIENT_STATUS = frozenset({408, 429})
 TABLE_REFUSED_HINT = ("check the BackupStorage setting and grant the identity 'Storage Table Data Contributor' "
                       "on the storage account")
+SERVICE_BUS_REFUSED_HINT = ("check the ServiceBusConnection setting and grant the identity 'Azure Service Bus "
+                            "Data Sender' on the namespace")
 BLOB_REFUSED_HINT = ("check the BackupStorage setting and grant the identity 'Storage Blob Data Contributor' "
                      "on the storage account")
 
