@@ -120,15 +120,17 @@ class RecordingTaskQueue:
         self.sent: list[SnapshotTask] = []
         self._ids: set[str] = set()
         self.operations = 0
+        self._lock = threading.Lock()
 
     def send(self, tasks: Sequence[SnapshotTask]) -> int:
         if not tasks:
             return 0
-        self.operations += 1
-        for task in tasks:
-            if task.message_id not in self._ids:
-                self._ids.add(task.message_id)
-                self.sent.append(task)
+        with self._lock:
+            self.operations += 1
+            for task in tasks:
+                if task.message_id not in self._ids:
+                    self._ids.add(task.message_id)
+                    self.sent.append(task)
         return 1
 
 

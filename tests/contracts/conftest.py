@@ -74,13 +74,19 @@ def make_inventory(request, unique_name) -> Callable[..., Inventory]:
 
 
 @pytest.fixture(params=["fake", REAL("azurite")])
-def status_blobs(request, unique_name) -> Iterator[StatusBlobs]:
+def status_blobs(request, unique_name) -> Iterator[tuple[StatusBlobs, Callable[[str, bytes], None]]]:
+    """The store, and how the extension writes to one of its blobs (through its SAS, in production)."""
     if request.param == "fake":
-        yield InMemoryStatusBlobs("http://127.0.0.1:10000/devstoreaccount1", unique_name("status"))
+        fake = InMemoryStatusBlobs("http://127.0.0.1:10000/devstoreaccount1", unique_name("status"))
+        yield fake, fake.blobs.__setitem__
         return
     service = request.getfixturevalue("blob_service_client")
     store = StatusBlobStore(service, unique_name("status"))
-    yield store
+
+    def extension_writes(name: str, data: bytes) -> None:
+        service.get_blob_client(store.container, name).upload_blob(data, overwrite=True)
+
+    yield store, extension_writes
     for container in (store.container, store.rejected_container):
         if service.get_container_client(container).exists():
             service.delete_container(container)
