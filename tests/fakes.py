@@ -14,9 +14,9 @@ from typing import Callable, Sequence
 from urllib.parse import quote
 
 from shared.clock import utc
+from shared.domain.bloburl import base_of, without_secrets
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobStatus
-from shared.domain.status import strip_secrets
 from shared.domain.task import SnapshotTask
 from shared.errors import ConflictError, NotFoundError, ValidationError
 from shared.ports import JobPage, JobQuery
@@ -106,9 +106,9 @@ def _decode_token(token: str | None) -> tuple[float, str] | None:
 def _as_stored(job: Job) -> Job:
     """What the Table store keeps: URLs without their query, so no SAS survives a write."""
     stored = copy.deepcopy(job)
-    stored.status_blob = stored.status_blob and stored.status_blob.split("?")[0]
-    stored.log_blob = stored.log_blob and stored.log_blob.split("?")[0]
-    stored.disks = [replace(d, blob_url=(d.blob_url or "").split("?")[0], snapshot_uri=strip_secrets(d.snapshot_uri))
+    stored.status_blob = stored.status_blob and base_of(stored.status_blob)
+    stored.log_blob = stored.log_blob and base_of(stored.log_blob)
+    stored.disks = [replace(d, blob_url=base_of(d.blob_url or ""), snapshot_uri=without_secrets(d.snapshot_uri))
                     for d in stored.disks]
     return stored
 

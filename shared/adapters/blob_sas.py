@@ -17,7 +17,8 @@ from azure.storage.blob import BlobClient, BlobServiceClient, BlobType, generate
 
 from shared.adapters.azure_errors import BLOB_REFUSED_HINT, translate
 from shared.clock import Clock
-from shared.domain.command import COMMAND_TIMEOUT
+from shared.domain.bloburl import base_of
+from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.task import MAX_MESSAGE_BYTES
 from shared.errors import ConflictError, NotFoundError, PermanentError
 from shared.redaction import redact
@@ -29,7 +30,7 @@ SAS_START_SKEW = timedelta(minutes=15)
 # The extension refuses the command 140 min after it was issued; the margin covers its final
 # status and log uploads, which come after the snapshot.
 SAS_MARGIN = timedelta(minutes=30)
-SAS_LIFETIME = COMMAND_TIMEOUT + SAS_MARGIN
+SAS_LIFETIME = EXTENSION_WINDOW + SAS_MARGIN
 # Create (c) is the least permission that can snapshot a blob: on Azurite and Azure it cannot read,
 # write pages, overwrite or delete (tests/dispatch/test_sas_azurite.py pins this).
 DISK_PERMISSION = "c"
@@ -61,7 +62,7 @@ class BlobSasMinter:
         return self._sas_url(blob_url, STATUS_PERMISSION)
 
     def _sas_url(self, blob_url: str, permission: str) -> str:
-        base = blob_url.split("?", 1)[0]
+        base = base_of(blob_url)
         blob = BlobClient.from_blob_url(base)
         if (blob.account_name != self._service.account_name
                 or blob.primary_hostname.split("/")[0] != self._service.primary_hostname.split("/")[0]):

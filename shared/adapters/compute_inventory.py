@@ -12,6 +12,7 @@ from typing import Iterator
 from azure.core.exceptions import AzureError
 
 from shared.adapters.azure_errors import Failure, failure_of, translate
+from shared.domain.bloburl import base_of
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
 from shared.errors import ConfigurationError, NotFoundError, ValidationError
 
@@ -94,14 +95,11 @@ def _vm_from(model) -> Vm:
                               f"yet", field="vm")
     disks = []
     if os_disk is not None:
-        disks.append(Disk(lun=OS_DISK_LUN, blob_url=_strip_query(os_disk.vhd.uri), name=os_disk.name or "osdisk",
+        disks.append(Disk(lun=OS_DISK_LUN, blob_url=base_of(os_disk.vhd.uri), name=os_disk.name or "osdisk",
                           size_bytes=(os_disk.disk_size_gb or 0) * GIB))
     for disk in sorted(data_disks, key=lambda d: d.lun):
-        disks.append(Disk(lun=disk.lun, blob_url=_strip_query(disk.vhd.uri), name=disk.name or f"lun{disk.lun}",
+        disks.append(Disk(lun=disk.lun, blob_url=base_of(disk.vhd.uri), name=disk.name or f"lun{disk.lun}",
                           size_bytes=(disk.disk_size_gb or 0) * GIB))
     return Vm(name=model.name, kind=VmKind.AZURE, disks=tuple(disks), resource_id=model.id,
               location=model.location, tags=dict(model.tags or {}))
 
-
-def _strip_query(url: str) -> str:
-    return url.split("?", 1)[0]

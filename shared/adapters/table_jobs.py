@@ -43,6 +43,7 @@ from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExists
 from azure.data.tables import EdmType, EntityProperty, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.clock import utc
+from shared.domain.bloburl import base_of
 from shared.domain.jobs import (Consistency, DiskResult, Job, JobError, JobPhase, JobStatus, slot_of_job_id)
 from shared.domain.status import strip_secrets
 from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translate
@@ -294,8 +295,8 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "BackupSizeBytes": None if job.backup_size_bytes is None else EntityProperty(job.backup_size_bytes,
                                                                                      EdmType.INT64),
         "ExtensionCode": job.extension_code,
-        "HealthCode": job.health_code, "StatusBlob": job.status_blob and job.status_blob.split("?")[0],
-        "LogBlob": job.log_blob and job.log_blob.split("?")[0],
+        "HealthCode": job.health_code, "StatusBlob": job.status_blob and base_of(job.status_blob),
+        "LogBlob": job.log_blob and base_of(job.log_blob),
         "LastReportAt": job.last_report_at and utc(job.last_report_at),
         "DispatchedAt": job.dispatched_at and utc(job.dispatched_at),
     }
@@ -379,7 +380,7 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def _disk_dict(disk: DiskResult) -> dict:
-    return {"lun": disk.lun, "blob_url": (disk.blob_url or "").split("?")[0], "status": disk.status,
+    return {"lun": disk.lun, "blob_url": base_of(disk.blob_url or ""), "status": disk.status,
             "snapshot_uri": strip_secrets(disk.snapshot_uri), "error": disk.error}
 
 

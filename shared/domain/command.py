@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from shared.clock import utc
+from shared.domain.bloburl import base_of
 from shared.domain.inventory import Vm
 from shared.domain.task import SnapshotTask
 from shared.domain.ticks import ticks_string
@@ -24,8 +25,10 @@ EXTENSION_NAME = "VMSnapshotLinux"        # the name Azure Backup gives the exte
 TYPE_HANDLER_VERSION = "1.9"
 VM_TYPE = "microsoft.compute/virtualmachines"   # V2; without vmType the handler writes no status
 SNAPSHOT_COMMAND = "snapshot"
-# The handler refuses a command more than 140 min after commandStartTimeUTCTicks (error 402).
-COMMAND_TIMEOUT = timedelta(minutes=140)
+# The handler refuses a command more than 140 min after commandStartTimeUTCTicks (error 402;
+# docs/extension-contract.md). The one place the number lives: SAS lifetimes and job deadlines derive from it.
+EXTENSION_WINDOW = timedelta(minutes=140)
+COMMAND_TIMEOUT = EXTENSION_WINDOW
 REDACTED = "<redacted>"
 
 
@@ -149,7 +152,7 @@ def _require_sas_for(url: str, blob_url: str | None, name: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.query:
         raise ValidationError(f"{name} must be blob URLs with a SAS query string", field=name)
-    if blob_url is not None and url.split("?", 1)[0] != blob_url.split("?", 1)[0]:
+    if blob_url is not None and base_of(url) != base_of(blob_url):
         raise ValidationError(f"{name} is not in the order of the VM's disks", field=name)
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
+from shared.domain.bloburl import base_of
+from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.remediation import Remediation
 
 if TYPE_CHECKING:
@@ -175,7 +177,6 @@ class Job:
 
 # --- transitions ------------------------------------------------------------------------------
 
-EXTENSION_WINDOW = timedelta(minutes=140)   # the extension refuses commands older than this (code 402)
 TIMEOUT_MARGIN = timedelta(minutes=10)      # slack for the agent picking the command up and the upload
 # Service-driven retries, as Azure Backup does for the extension's retryable failures: a failed
 # attempt whose cause can pass (no network, freeze timeout, throttling, a late command...) is tried
@@ -482,4 +483,4 @@ def _with_note(job: Job, note: str) -> Job | None:
 
 
 def _no_query(url: str | None) -> str | None:
-    return url.split("?", 1)[0] if url else url
+    return base_of(url) if url else url

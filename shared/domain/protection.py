@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from shared.clock import utc
-from shared.domain.jobs import EXTENSION_WINDOW, TIMEOUT_MARGIN
+from shared.domain.command import EXTENSION_WINDOW
+from shared.domain.jobs import TIMEOUT_MARGIN
 
 # A job blocks the next backup until its timeout deadline (jobs.timeout_deadline: the extension's
 # 140-minute window plus a margin, counted from dispatch). A job that started longer ago than this

@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from shared.domain.bloburl import base_of, without_secrets
+from shared.domain.ticks import from_ticks
 
 MAX_STATUS_BYTES = 1024 * 1024      # the extension's blobs are a few KiB; its page-blob cap is 10 MiB
 MAX_JSON_DEPTH = 32                 # the deepest real payload is 6 levels
@@ -20,14 +22,12 @@ MAX_TEXT = 512                      # per-disk error and message text kept on th
 
 IN_PROGRESS_CODE = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_TICKS_AT_EPOCH = 621355968000000000
 _MS_DATE = re.compile(r"^\\?/Date\((-?\d{1,15})(?:[+-]\d{4})?\)\\?/$")
 _STATUS_CODE_NAME = re.compile(r"StatusCode\.(\w+),")
 _SECRET_PARAM = re.compile(r"(?i)\b(sig|se|sv|sp|spr|st|sr|skoid|sktid|skt|ske|sks|skv|saoid|suoid|scid)=[^&\s\"'<>]*")
 _XML_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
 _XML_MESSAGE = re.compile(r"<Message>([^<\n]{0,400})")
 _XML_AUTH_DETAIL = re.compile(r"<AuthenticationErrorDetail>([^<]{0,400})")
-_KEEP_QUERY = {"snapshot", "versionid"}
 
 
 class ParseError(ValueError):
@@ -99,14 +99,7 @@ def parse_status_blob(data: bytes) -> StatusReport:
 
 def strip_secrets(url: Any) -> str | None:
     """A URL without any query parameter but ``snapshot``/``versionid``: never keep a SAS."""
-    if not isinstance(url, str) or not url.strip():
-        return None
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return None
-    keep = [pair for pair in parts.query.split("&") if pair.split("=", 1)[0].lower() in _KEEP_QUERY]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(keep), ""))
+    return without_secrets(url)
 
 
 def scrub_text(text: object, limit: int = MAX_TEXT) -> str | None:
@@ -122,11 +115,6 @@ def scrub_text(text: object, limit: int = MAX_TEXT) -> str | None:
             " " + auth.group(1).strip() if auth else "")
     text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=REDACTED", text).replace("\0", "").strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def ticks_to_datetime(ticks: int) -> datetime:
-    """.NET ticks (100 ns since 0001-01-01 UTC) to an aware datetime."""
-    return _EPOCH + timedelta(microseconds=(ticks - _TICKS_AT_EPOCH) // 10)
 
 
 # --- internals -------------------------------------------------------------------------------
@@ -276,14 +264,10 @@ def _disks(entries: Any) -> tuple[DiskReport, ...] | None:
             index=index,
             successful=ok,
             snapshot_uri=snapshot if ok else None,
-            blob_uri=strip_secrets(entry.get("blobUri")) or (strip_secrets(_base(snapshot)) if snapshot else None),
+            blob_uri=strip_secrets(entry.get("blobUri")) or (strip_secrets(base_of(snapshot)) if snapshot else None),
             error=None if ok else (error or "snapshot failed; the extension gave no error text"),
         ))
     return tuple(disks)
-
-
-def _base(url: str) -> str:
-    return url.split("?", 1)[0]
 
 
 def _timestamp(element: dict[str, Any]) -> datetime | None:
@@ -307,7 +291,7 @@ def _ticks(ticks: int | None) -> datetime | None:
     if ticks is None:
         return None
     try:
-        return ticks_to_datetime(ticks)
+        return from_ticks(ticks)
     except (OverflowError, ValueError):
         return None
 

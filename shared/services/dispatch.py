@@ -13,6 +13,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from shared.domain import remediation
+from shared.domain.bloburl import base_of
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
 from shared.domain.inventory import Vm
 from shared.domain.jobs import (DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched, mark_failed,
@@ -84,7 +85,7 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
     except (ConflictError, PermanentError, ValidationError) as exc:
         return _fail(svc, job, _dispatch_error(exc), now, ids)
 
-    disks = [DiskResult(lun=d.lun, blob_url=d.blob_url.split("?", 1)[0]) for d in vm.disks]
+    disks = [DiskResult(lun=d.lun, blob_url=base_of(d.blob_url)) for d in vm.disks]
 
     job = svc.jobs.update(job.job_id, lambda current: mark_dispatched(
         current, attempt=attempt, task_id=attempt_task.task_id, status_blob=status_blob,
