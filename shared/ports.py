@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable, Protocol, Sequence
 
+from shared.clock import utc
 from shared.domain.command import ExtensionCommand
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobStatus
@@ -47,6 +48,14 @@ class JobQuery:
     until: datetime | None = None
     page_size: int = 50
     continuation: str | None = None
+
+    def matches(self, job: Job) -> bool:
+        """Whether ``job`` belongs in the answer: times bound the slot, the VM name ignores case."""
+        return ((self.vm_name is None or job.vm_name.lower() == self.vm_name.lower())
+                and (self.status is None or job.status == JobStatus(self.status))
+                and (self.operation is None or job.operation == self.operation)
+                and (self.since is None or job.slot >= utc(self.since))
+                and (self.until is None or job.slot < utc(self.until)))
 
 
 @dataclass

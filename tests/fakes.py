@@ -16,7 +16,7 @@ from urllib.parse import quote
 from shared.clock import utc
 from shared.domain.bloburl import base_of, without_secrets
 from shared.domain.inventory import Vm
-from shared.domain.jobs import Job, JobStatus
+from shared.domain.jobs import Job
 from shared.domain.task import SnapshotTask
 from shared.errors import ConflictError, NotFoundError, ValidationError
 from shared.ports import JobPage, JobQuery
@@ -68,20 +68,12 @@ class InMemoryJobStore:
         size = max(1, min(query.page_size, self.MAX_PAGE))
         after = _decode_token(query.continuation)
         with self._lock:
-            jobs = sorted((j for j in self.jobs.values() if _matches(j, query)), key=_order)
+            jobs = sorted((j for j in self.jobs.values() if query.matches(j)), key=_order)
         if after is not None:
             jobs = [j for j in jobs if _order(j) > after]
         page = [copy.deepcopy(j) for j in jobs[:size]]
         token = _encode_token(_order(page[-1])) if len(page) == size else None
         return JobPage(jobs=page, continuation=token)
-
-
-def _matches(job: Job, query: JobQuery) -> bool:
-    return ((query.vm_name is None or job.vm_name.lower() == query.vm_name.lower())
-            and (query.status is None or job.status == JobStatus(query.status))
-            and (query.operation is None or job.operation == query.operation)
-            and (query.since is None or job.slot >= utc(query.since))
-            and (query.until is None or job.slot < utc(query.until)))
 
 
 def _order(job: Job) -> tuple[float, str]:

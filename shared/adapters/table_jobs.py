@@ -136,7 +136,7 @@ class TableJobStore:
         jobs: list[Job] = []
         last: tuple[str, str] | None = None
         for keys, job in source:
-            if _matches(job, query):
+            if query.matches(job):
                 jobs.append(job)
                 last = keys
                 if len(jobs) == size:
@@ -408,14 +408,6 @@ def _time(value: Any) -> datetime | None:
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return utc(datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
                         value.microsecond, tzinfo=value.tzinfo))
-
-
-def _matches(job: Job, query: JobQuery) -> bool:
-    return ((query.vm_name is None or job.vm_name.lower() == query.vm_name.lower())
-            and (query.status is None or job.status == JobStatus(query.status))
-            and (query.operation is None or job.operation == query.operation)
-            and (query.since is None or job.slot >= utc(query.since))
-            and (query.until is None or job.slot < utc(query.until)))
 
 
 def _encode_token(keys: tuple[str, str]) -> str:

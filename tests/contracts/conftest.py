@@ -6,7 +6,7 @@ and never knows which one it got, exactly as tests/servicebus/ runs one suite on
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -19,6 +19,8 @@ from shared.domain.inventory import Vm
 from shared.ports import Inventory, JobStore, PolicyStore, ProtectedItemStore, StatusBlobs
 from tests.fakes import InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
+
+T = TypeVar("T")
 
 
 def REAL(name: str):  # noqa: N802 - reads as a tag in the params lists below
@@ -37,25 +39,26 @@ def blob_service_client(storage_connection_string) -> BlobServiceClient:
     return BlobServiceClient.from_connection_string(storage_connection_string)
 
 
-@pytest.fixture(params=["fake", REAL("table")])
-def job_store(request, unique_name) -> JobStore:
+def _fake_or_table(request, fake: Callable[[], T], table: Callable[[Any, str], T], stem: str) -> T:
+    """This run's implementation: the fake, or the Table adapter on a table of the test's own."""
     if request.param == "fake":
-        return InMemoryJobStore()
-    return TableJobStore(request.getfixturevalue("table_service"), unique_name("jobs"))
-
-
-@pytest.fixture(params=["fake", REAL("table")])
-def policy_store(request, unique_name) -> PolicyStore:
-    if request.param == "fake":
-        return InMemoryPolicyStore()
-    return TablePolicyStore(request.getfixturevalue("table_service"), unique_name("policies"))
+        return fake()
+    return table(request.getfixturevalue("table_service"), request.getfixturevalue("unique_name")(stem))
 
 
 @pytest.fixture(params=["fake", REAL("table")])
-def item_store(request, unique_name) -> ProtectedItemStore:
-    if request.param == "fake":
-        return InMemoryProtectedItemStore()
-    return TableProtectedItemStore(request.getfixturevalue("table_service"), unique_name("items"))
+def job_store(request) -> JobStore:
+    return _fake_or_table(request, InMemoryJobStore, TableJobStore, "jobs")
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def policy_store(request) -> PolicyStore:
+    return _fake_or_table(request, InMemoryPolicyStore, TablePolicyStore, "policies")
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def item_store(request) -> ProtectedItemStore:
+    return _fake_or_table(request, InMemoryProtectedItemStore, TableProtectedItemStore, "items")
 
 
 @pytest.fixture(params=["fake", REAL("table")])
