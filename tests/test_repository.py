@@ -2,6 +2,7 @@
 it, and the documentation of error codes covers the catalogue the code uses."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -14,17 +15,17 @@ FORBIDDEN = re.compile(r"(?<![\w.$~])/(?:work|root|home|Users)/[\w.-]+|[A-Z]:\\U
 SELF = Path(__file__).resolve().relative_to(ROOT).as_posix()
 
 
+SKIPPED_DIRS = {".git", ".venv", "node_modules", ".hypothesis", ".pytest_cache", ".local", ".mypy_cache",
+                "__pycache__", "build"}
+
+
 def tracked_files() -> list[Path]:
     """Every file of the checkout except what .gitignore keeps out (walked, not asked of git: unit tier)."""
     files = []
-    for path in ROOT.rglob("*"):
-        relative = path.relative_to(ROOT)
-        if not path.is_file() or relative.parts[0] in {".git", ".venv", "node_modules", ".hypothesis",
-                                                        ".pytest_cache", ".local", ".mypy_cache"}:
-            continue
-        if "__pycache__" in relative.parts or relative.suffix in {".pyc", ".bin"} or ".egg-info" in str(relative):
-            continue
-        files.append(path)
+    for folder, dirs, names in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
+        # In a worktree .git is a file naming where the repository lives: not part of the project.
+        files += [Path(folder, name) for name in names if name != ".git" and not name.endswith((".pyc", ".bin"))]
     return files
 
 
