@@ -99,7 +99,7 @@ def translate(exc: AzureError, doing: str, *, service: str, refused_hint: str = 
     kind = classify(status, code)
     said = f"{status} {code}" if code else str(status) if status else type(exc).__name__
     if kind is Failure.TRANSIENT:
-        return TransientError(f"{service} unavailable while {doing} ({said}); it is retried")
+        return TransientError(f"{service} unavailable while {doing} ({said}); a retry may succeed")
     if kind is Failure.REFUSED:
         hint = refused_hint or "check the connection setting and the identity's role on the resource"
         return AccessRefusedError(f"{service} refused access while {doing} ({said}); {hint}")
