@@ -141,4 +141,5 @@ def _unit_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     for method in ("connect", "connect_ex", "bind"):
         monkeypatch.setattr(socket.socket, method, _refuse("open a network connection"))
     monkeypatch.setattr(subprocess.Popen, "__init__", _refuse("start a process"))
-    monkeypatch.setattr(os, "system", _refuse("start a process"))
+    for spawn in ("system", "fork", "posix_spawn", "posix_spawnp"):
+        monkeypatch.setattr(os, spawn, _refuse("start a process"))

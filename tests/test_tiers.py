@@ -30,3 +30,11 @@ def test_an_integration_test_may_start_a_process():
 def test_this_module_is_in_the_unit_tier(request: pytest.FixtureRequest):
     """A test that names no service fixture is classified unit without saying so."""
     assert request.node.get_closest_marker("unit") is not None
+
+
+def test_a_unit_test_cannot_fork():
+    """Forking (multiprocessing's way to start a worker) is refused too."""
+    import os
+
+    with pytest.raises(UnitTierViolation, match="process"):
+        os.fork()
