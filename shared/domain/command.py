@@ -28,7 +28,6 @@ SNAPSHOT_COMMAND = "snapshot"
 # The handler refuses a command more than 140 min after commandStartTimeUTCTicks (error 402;
 # docs/extension-contract.md). The one place the number lives: SAS lifetimes and job deadlines derive from it.
 EXTENSION_WINDOW = timedelta(minutes=140)
-COMMAND_TIMEOUT = EXTENSION_WINDOW
 REDACTED = "<redacted>"
 
 
