@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from extension import scripts, storage
-from extension.blobs import BlobSnapshot, BlobWriter, classify, snapshot_blobs
+from extension.blobs import BlobSnapshot, BlobWriteError, BlobWriter, classify, snapshot_blobs
 from extension.codes import NOT_CONFIGURED, ExtensionCode, ExtErrorCode
 from extension.config import PLUGIN_CONFIG_NAME, VMBACKUP_CONF_NAME, VmBackupConfig, etc_dir, waagent_dir
 from extension.enable import TRANSITIONING, Clock, EnableResult, StatusReporter, SystemClock, enable

@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock, SystemClock
+from shared.errors import ConfigurationError
+from shared.ports import (Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore, RestorePoints, SasMinter,
+                          StatusBlobs, TaskQueue)
 from shared.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.data.tables import TableServiceClient
+    from azure.storage.blob import BlobServiceClient
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +26,7 @@ log = logging.getLogger(__name__)
 class Services:
     """Every dependency a use case may need, built on first use."""
 
-    def __init__(self, settings: Settings | None = None, clock: Clock | None = None, **overrides: Any):
+    def __init__(self, settings: Settings | None = None, clock: Clock | None = None, **overrides: Any) -> None:
         self.settings = settings or get_settings()
         self.clock = clock or SystemClock()
         for name, value in overrides.items():
@@ -28,7 +36,7 @@ class Services:
 
     # --- credentials and SDK clients -------------------------------------------------------
     @cached_property
-    def credential(self):
+    def credential(self) -> TokenCredential:
         from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
         client_id = self.settings.storage.client_id or self.settings.service_bus.client_id
@@ -37,77 +45,83 @@ class Services:
         return DefaultAzureCredential()
 
     @cached_property
-    def blob_service(self):
+    def blob_service(self) -> BlobServiceClient:
         from shared.adapters.clients import blob_service_client
 
         return blob_service_client(self.settings.storage, self)
 
     @cached_property
-    def table_service(self):
+    def table_service(self) -> TableServiceClient:
         from shared.adapters.clients import table_service_client
 
         return table_service_client(self.settings.storage, self)
 
     # --- ports ------------------------------------------------------------------------------
     @cached_property
-    def task_queue(self):
+    def task_queue(self) -> TaskQueue:
         from shared.adapters.servicebus import ServiceBusTaskQueue
 
         return ServiceBusTaskQueue.from_settings(self.settings, self)
 
     @cached_property
-    def jobs(self):
+    def jobs(self) -> JobStore:
         from shared.adapters.table_jobs import TableJobStore
 
         return TableJobStore(self.table_service, self.settings.table("jobs"))
 
     @cached_property
-    def policies(self):
+    def policies(self) -> PolicyStore:
         from shared.adapters.table_protection import TablePolicyStore
 
         return TablePolicyStore(self.table_service, self.settings.table("policies"))
 
     @cached_property
-    def protected_items(self):
+    def protected_items(self) -> ProtectedItemStore:
         from shared.adapters.table_protection import TableProtectedItemStore
 
         return TableProtectedItemStore(self.table_service, self.settings.table("items"))
 
     @cached_property
-    def inventory(self):
+    def inventory(self) -> Inventory:
         if self.settings.dispatcher == "arm":
             from shared.adapters.compute_inventory import ComputeInventory
 
-            return ComputeInventory(self.credential, self.settings.subscription_id)
+            return ComputeInventory(self.credential, self._subscription())
         from shared.adapters.table_protection import TableInventory
 
         return TableInventory(self.table_service, self.settings.table("vms"))
 
     @cached_property
-    def sas(self):
+    def sas(self) -> SasMinter:
         from shared.adapters.blob_sas import BlobSasMinter
 
         return BlobSasMinter(self.blob_service, clock=self.clock)
 
     @cached_property
-    def status_blobs(self):
+    def status_blobs(self) -> StatusBlobs:
         from shared.adapters.blob_sas import StatusBlobStore
 
         return StatusBlobStore(self.blob_service, self.settings.status_container)
 
     @cached_property
-    def dispatcher(self):
+    def dispatcher(self) -> Dispatcher:
         if self.settings.dispatcher == "arm":
             from shared.adapters.dispatch_arm import ArmDispatcher
 
-            return ArmDispatcher(self.credential, self.settings.subscription_id)
+            return ArmDispatcher(self.credential, self._subscription())
         from shared.adapters.dispatch_local import LocalDispatcher
 
         return LocalDispatcher(self.settings.local_vm_root)
 
+    def _subscription(self) -> str:
+        # Settings already refuses DISPATCHER=arm without a subscription; this keeps the type honest.
+        if not self.settings.subscription_id:
+            raise ConfigurationError("AZURE_SUBSCRIPTION_ID is required when DISPATCHER is arm")
+        return self.settings.subscription_id
+
 
     @cached_property
-    def restore_points(self):
+    def restore_points(self) -> RestorePoints:
         # Managed-disk VMs, local or in Azure: the subscription comes from each VM's resource id.
         from shared.adapters.restore_points import ComputeRestorePoints
 

@@ -38,3 +38,10 @@ class TransientError(VmsnapError):
 
 class PermanentError(VmsnapError):
     """A failure that no retry cures; it is recorded on the job and the message is settled."""
+
+
+class AccessRefusedError(ConfigurationError, PermanentError):
+    """Azure refused this identity or key (401/403): a role or a setting to fix, never cured by a retry.
+
+    Both a configuration problem (the CLI prints it as one line) and permanent (a job records it).
+    """

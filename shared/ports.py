@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
+from shared.clock import utc
+from shared.domain.command import ExtensionCommand
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobStatus
 from shared.domain.policy import Policy
@@ -34,7 +36,8 @@ class Inventory(Protocol):
     def get_vm(self, name: str) -> Vm:
         """The VM, or NotFoundError with a message naming it."""
 
-    def list_vms(self) -> Iterable[Vm]: ...
+    def list_vms(self) -> Iterable[Vm]:
+        """Every VM the inventory knows, in no particular order."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,14 @@ class JobQuery:
     until: datetime | None = None
     page_size: int = 50
     continuation: str | None = None
+
+    def matches(self, job: Job) -> bool:
+        """Whether ``job`` belongs in the answer: times bound the slot, the VM name ignores case."""
+        return ((self.vm_name is None or job.vm_name.lower() == self.vm_name.lower())
+                and (self.status is None or job.status == JobStatus(self.status))
+                and (self.operation is None or job.operation == self.operation)
+                and (self.since is None or job.slot >= utc(self.since))
+                and (self.until is None or job.slot < utc(self.until)))
 
 
 @dataclass
@@ -61,18 +72,25 @@ class JobStore(Protocol):
     def create_many_if_absent(self, jobs: Sequence[Job]) -> list[bool]:
         """Batched insert-if-absent (Table transactions of up to 100 per partition)."""
 
-    def get(self, job_id: str) -> Job | None: ...
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None when no job has that id."""
 
     def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
-        """Read, apply ``change`` (None = no change), write back guarded by the ETag; retry on races."""
+        """Read, apply ``change`` (None = no change), write back guarded by the ETag; retry on races.
 
-    def query(self, query: JobQuery) -> JobPage: ...
+        NotFoundError when no job has that id.
+        """
+
+    def query(self, query: JobQuery) -> JobPage:
+        """One page of jobs, newest slot first; ``since``/``until`` bound the slot, ``vm_name`` is
+        compared case-insensitively; ``continuation`` of the returned page fetches the next one."""
 
 
 class Dispatcher(Protocol):
     """Hands an extension command to a VM and returns once it is accepted (never waits for the snapshot)."""
 
-    def dispatch(self, vm: Vm, command: "object") -> None: ...
+    def dispatch(self, vm: Vm, command: ExtensionCommand) -> None:
+        """TransientError: try again later; DispatchRefused: the VM's control plane said no for good."""
 
 
 @runtime_checkable
@@ -86,13 +104,6 @@ class ExtensionStatusReader(Protocol):
         NotFoundError-free: a VM or extension that is gone gives None. TransientError when the
         control plane cannot be reached, PermanentError when it refuses for good.
         """
-
-
-class StatusBlobs(Protocol):
-    """The per-attempt status and log blobs (Blob Storage)."""
-
-    def read(self, name: str) -> bytes:
-        """The blob's content; NotFoundError if it does not exist, TransientError if storage is unreachable."""
 
 
 class DispatchRefused(PermanentError):
@@ -144,15 +155,18 @@ class PolicyStore(Protocol):
     def create(self, policy: Policy) -> Policy:
         """ConflictError if the name is taken."""
 
-    def replace(self, policy: Policy) -> Policy: ...
+    def replace(self, policy: Policy) -> Policy:
+        """NotFoundError if no policy has that name."""
 
-    def list(self) -> list[Policy]: ...
+    def list(self) -> list[Policy]:
+        """Every policy, ordered by name (case-insensitively)."""
 
 
 class ProtectedItemStore(Protocol):
     """Protected items, read a page at a time and written in ETag-guarded batches."""
 
-    def get(self, vm_name: str) -> ProtectedItem | None: ...
+    def get(self, vm_name: str) -> ProtectedItem | None:
+        """The item of that VM (name compared case-insensitively), or None."""
 
     def add(self, item: ProtectedItem) -> ProtectedItem:
         """ConflictError if the VM is already an item."""
@@ -163,4 +177,40 @@ class ProtectedItemStore(Protocol):
     def save_many(self, items: Sequence[ProtectedItem]) -> tuple[list[ProtectedItem], list[str], int]:
         """Write items read earlier unless changed meanwhile: (saved, names not written, transactions)."""
 
-    def pages(self, page_size: int = 100) -> Iterable[list[ProtectedItem]]: ...
+    def pages(self, page_size: int = 100) -> Iterable[list[ProtectedItem]]:
+        """Every item, at most ``page_size`` per page."""
+
+
+class StatusBlobs(Protocol):
+    """The status container: per-attempt status and log blobs, and kept copies of rejected messages."""
+
+    rejected_container: str
+
+    def attempt_blob_names(self, job_id: str, attempt: int) -> tuple[str, str]:
+        """The names of an attempt's status and log blobs (pure: nothing is created)."""
+
+    def create_attempt_blobs(self, job_id: str, attempt: int) -> tuple[str, str]:
+        """Create the attempt's status and log blobs, empty; ConflictError if the extension wrote there."""
+
+    def read(self, name: str) -> bytes:
+        """A blob's content; NotFoundError if there is none."""
+
+    def url(self, name: str) -> str:
+        """The blob's URL, without any SAS."""
+
+    def store_rejected(self, message_id: str, *, reason: str, body: bytes, delivery_count: int,
+                       now: datetime) -> str:
+        """Keep a message that can never succeed (redacted); returns the kept blob's name."""
+
+
+class SasMinter(Protocol):
+    """Mints one SAS per blob with the least permission each use needs (docs/extension-contract.md)."""
+
+    def disk_sas_url(self, blob_url: str) -> str:
+        """The disk blob's URL with a SAS that can snapshot it and do nothing else."""
+
+    def status_sas_url(self, blob_url: str) -> str:
+        """The status blob's URL with a read+write SAS on exactly that blob."""
+
+    def log_sas_url(self, blob_url: str) -> str:
+        """The log blob's URL with a read+write SAS on exactly that blob."""

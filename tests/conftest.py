@@ -1,9 +1,16 @@
 """Shared fixtures: one Azurite and one local Service Bus per test session (real parts, not mocks),
-and per-test Settings with their own table prefix and container so tests never see each other's data."""
+and per-test Settings with their own table prefix and container so tests never see each other's data.
+
+Also the test tiers (docs/testing.md): every test is ``unit``, ``integration`` or ``e2e``, decided
+here from the fixtures it uses and its folder; a unit test that opens a socket or starts a process fails.
+"""
 from __future__ import annotations
 
 import itertools
 import os
+import platform
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,3 +70,76 @@ def make_settings(storage_connection_string, unique_name, tmp_path: Path):
         return Settings.from_env(base)
 
     return factory
+
+
+# --- test tiers -----------------------------------------------------------------------------------
+TIERS = ("unit", "integration", "e2e")
+
+# A test that uses any of these (directly or through another fixture) talks to a service or runs a
+# process: Azurite, the local Service Bus, the contract servers, Settings pointing at Azurite.
+SERVICE_FIXTURES = frozenset({
+    "azurite", "storage_connection_string", "local_servicebus", "contract_server", "make_settings",
+    "servicebus_connection",
+})
+# Folders and modules whose tests run the whole loop, or start servers or processes themselves
+# rather than through a fixture. A new such module may instead carry ``pytestmark =
+# pytest.mark.integration``; the unit-tier guard names any that is missing.
+PATH_TIERS: dict[str, str] = {
+    "e2e/": "e2e",
+    "devhost/test_dev_run.py": "e2e",
+    "servicebus/": "integration",
+    "extension/test_crypto.py": "integration",
+    "extension/test_enable.py": "integration",
+    "infra/test_package.py": "integration",
+}
+_TESTS_ROOT = Path(__file__).resolve().parent
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier of one collected test: an explicit marker wins, then its path, then its fixtures."""
+    for tier in TIERS:
+        if item.get_closest_marker(tier) is not None:
+            return tier
+    relative = Path(str(item.path)).resolve().relative_to(_TESTS_ROOT).as_posix()
+    for prefix, tier in PATH_TIERS.items():
+        if relative == prefix or (prefix.endswith("/") and relative.startswith(prefix)):
+            return tier
+    if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return "integration"
+    return "unit"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # platform caches what it learns by running `uname -p` once; azure-core asks for it when a
+    # client builds its user agent. Learn it here, so a unit test that builds a client stays unit.
+    platform.platform()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(tier)
+
+
+class UnitTierViolation(AssertionError):
+    """A unit test reached for the network or a process: mark it integration (docs/testing.md)."""
+
+
+def _refuse(what: str):
+    def refuse(*_args, **_kwargs):
+        raise UnitTierViolation(f"a unit test may not {what}; use a fake, or mark the test "
+                                "@pytest.mark.integration (docs/testing.md)")
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests run without services or processes: connecting, binding or spawning raises."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    for method in ("connect", "connect_ex", "bind"):
+        monkeypatch.setattr(socket.socket, method, _refuse("open a network connection"))
+    monkeypatch.setattr(subprocess.Popen, "__init__", _refuse("start a process"))
+    for spawn in ("system", "fork", "posix_spawn", "posix_spawnp"):
+        monkeypatch.setattr(os, spawn, _refuse("start a process"))

@@ -6,26 +6,42 @@ version check, duplicate detection by message id.
 from __future__ import annotations
 
 import copy
+import json
+import threading
+from dataclasses import replace
+from datetime import datetime
 from typing import Callable, Sequence
+from urllib.parse import quote
 
+from shared.clock import utc
+from shared.domain.bloburl import base_of, without_secrets
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job
 from shared.domain.task import SnapshotTask
-from shared.errors import NotFoundError
+from shared.errors import ConflictError, NotFoundError, ValidationError
 from shared.ports import JobPage, JobQuery
+from shared.redaction import redact
 
 
 class InMemoryJobStore:
+    """The JobStore port in a dict, with the Table store's semantics (tests/contracts/ checks both):
+    time filters on the slot, VM names compared case-insensitively, newest slot first, paged with an
+    opaque continuation, URLs kept without their query (never a SAS), updates atomic under threads."""
+
+    MAX_PAGE = 1000
+
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.writes = 0
+        self._lock = threading.RLock()
 
     def create_if_absent(self, job: Job) -> bool:
-        if job.job_id in self.jobs:
-            return False
-        self.jobs[job.job_id] = copy.deepcopy(job)
-        self.writes += 1
-        return True
+        with self._lock:
+            if job.job_id in self.jobs:
+                return False
+            self.jobs[job.job_id] = _as_stored(job)
+            self.writes += 1
+            return True
 
     def create_many_if_absent(self, jobs: Sequence[Job]) -> list[bool]:
         return [self.create_if_absent(j) for j in jobs]
@@ -35,25 +51,58 @@ class InMemoryJobStore:
         return copy.deepcopy(job) if job else None
 
     def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
-        current = self.get(job_id)
-        if current is None:
-            raise NotFoundError(f"job {job_id} not found")
-        changed = change(copy.deepcopy(current))
-        if changed is None:
-            return current
-        self.jobs[job_id] = copy.deepcopy(changed)
-        self.writes += 1
-        return changed
+        with self._lock:
+            current = self.get(job_id)
+            if current is None:
+                raise NotFoundError(f"job {job_id} not found")
+            changed = change(copy.deepcopy(current))
+            if changed is None:
+                return current
+            if changed.job_id != job_id:
+                raise ValidationError("a job update cannot change the job id", field="job_id")
+            self.jobs[job_id] = _as_stored(changed)
+            self.writes += 1
+            return changed
 
     def query(self, query: JobQuery) -> JobPage:
-        jobs = [j for j in self.jobs.values()
-                if (query.vm_name is None or j.vm_name == query.vm_name)
-                and (query.status is None or j.status == query.status)
-                and (query.operation is None or j.operation == query.operation)
-                and (query.since is None or j.start_time >= query.since)
-                and (query.until is None or j.start_time < query.until)]
-        jobs.sort(key=lambda j: j.start_time, reverse=True)
-        return JobPage(jobs=[copy.deepcopy(j) for j in jobs[: query.page_size]])
+        size = max(1, min(query.page_size, self.MAX_PAGE))
+        after = _decode_token(query.continuation)
+        with self._lock:
+            jobs = sorted((j for j in self.jobs.values() if query.matches(j)), key=_order)
+        if after is not None:
+            jobs = [j for j in jobs if _order(j) > after]
+        page = [copy.deepcopy(j) for j in jobs[:size]]
+        token = _encode_token(_order(page[-1])) if len(page) == size else None
+        return JobPage(jobs=page, continuation=token)
+
+
+def _order(job: Job) -> tuple[float, str]:
+    """Newest slot first, then by id: the Table store's key order."""
+    return -utc(job.slot).timestamp(), job.job_id
+
+
+def _encode_token(key: tuple[float, str]) -> str:
+    return json.dumps(list(key))
+
+
+def _decode_token(token: str | None) -> tuple[float, str] | None:
+    if not token:
+        return None
+    try:
+        moment, job_id = json.loads(token)
+        return float(moment), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError("continuation token is not one this store issued", field="continuation") from exc
+
+
+def _as_stored(job: Job) -> Job:
+    """What the Table store keeps: URLs without their query, so no SAS survives a write."""
+    stored = copy.deepcopy(job)
+    stored.status_blob = stored.status_blob and base_of(stored.status_blob)
+    stored.log_blob = stored.log_blob and base_of(stored.log_blob)
+    stored.disks = [replace(d, blob_url=base_of(d.blob_url or ""), snapshot_uri=without_secrets(d.snapshot_uri))
+                    for d in stored.disks]
+    return stored
 
 
 class RecordingTaskQueue:
@@ -63,15 +112,17 @@ class RecordingTaskQueue:
         self.sent: list[SnapshotTask] = []
         self._ids: set[str] = set()
         self.operations = 0
+        self._lock = threading.Lock()
 
     def send(self, tasks: Sequence[SnapshotTask]) -> int:
         if not tasks:
             return 0
-        self.operations += 1
-        for task in tasks:
-            if task.message_id not in self._ids:
-                self._ids.add(task.message_id)
-                self.sent.append(task)
+        with self._lock:
+            self.operations += 1
+            for task in tasks:
+                if task.message_id not in self._ids:
+                    self._ids.add(task.message_id)
+                    self.sent.append(task)
         return 1
 
 
@@ -100,3 +151,45 @@ class RecordingDispatcher:
         if self.errors:
             raise self.errors.pop(0)
         self.sent.append((vm, command))
+
+
+class InMemoryStatusBlobs:
+    """The StatusBlobs port in a dict, with StatusBlobStore's rules: an attempt's blobs are created
+    empty, an empty one is reused, one the extension wrote to is never overwritten."""
+
+    def __init__(self, account_url: str, container: str) -> None:
+        self.account_url = account_url.rstrip("/")
+        self.container = container
+        self.rejected_container = f"{container}-rejected"
+        self.blobs: dict[str, bytes] = {}
+        self.rejected: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def attempt_blob_names(job_id: str, attempt: int) -> tuple[str, str]:
+        return f"{job_id}/{attempt}.Status.txt", f"{job_id}/{attempt}.Logs.txt"
+
+    def create_attempt_blobs(self, job_id: str, attempt: int) -> tuple[str, str]:
+        names = self.attempt_blob_names(job_id, attempt)
+        with self._lock:
+            for name in names:
+                if self.blobs.setdefault(name, b""):
+                    raise ConflictError(f"status container {self.container} already holds a non-empty {name}; "
+                                        f"the extension wrote there already, so attempt {attempt} cannot be reused")
+        return names
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self.blobs[name]
+        except KeyError:
+            raise NotFoundError(f"blob {name} is not in container {self.container}") from None
+
+    def url(self, name: str) -> str:
+        return f"{self.account_url}/{self.container}/{quote(name, safe='/')}"
+
+    def store_rejected(self, message_id: str, *, reason: str, body: bytes, delivery_count: int,
+                       now: datetime) -> str:
+        name = (quote(message_id, safe="-_.") or "no-message-id")[:200] + ".json"
+        self.rejected[name] = {"messageId": message_id, "reason": redact(reason), "deliveryCount": delivery_count,
+                               "rejectedAt": now.isoformat(), "body": redact(body.decode("utf-8", "replace"))}
+        return name

@@ -12,13 +12,15 @@ import threading
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobServiceClient, BlobType, generate_blob_sas
 
+from shared.adapters.azure_errors import BLOB_REFUSED_HINT, translate
 from shared.clock import Clock
-from shared.domain.command import COMMAND_TIMEOUT
+from shared.domain.bloburl import base_of
+from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.task import MAX_MESSAGE_BYTES
-from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError
+from shared.errors import ConflictError, NotFoundError, PermanentError
 from shared.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ SAS_START_SKEW = timedelta(minutes=15)
 # The extension refuses the command 140 min after it was issued; the margin covers its final
 # status and log uploads, which come after the snapshot.
 SAS_MARGIN = timedelta(minutes=30)
-SAS_LIFETIME = COMMAND_TIMEOUT + SAS_MARGIN
+SAS_LIFETIME = EXTENSION_WINDOW + SAS_MARGIN
 # Create (c) is the least permission that can snapshot a blob: on Azurite and Azure it cannot read,
 # write pages, overwrite or delete (tests/dispatch/test_sas_azurite.py pins this).
 DISK_PERMISSION = "c"
@@ -60,7 +62,7 @@ class BlobSasMinter:
         return self._sas_url(blob_url, STATUS_PERMISSION)
 
     def _sas_url(self, blob_url: str, permission: str) -> str:
-        base = blob_url.split("?", 1)[0]
+        base = base_of(blob_url)
         blob = BlobClient.from_blob_url(base)
         if (blob.account_name != self._service.account_name
                 or blob.primary_hostname.split("/")[0] != self._service.primary_hostname.split("/")[0]):
@@ -95,14 +97,9 @@ class BlobSasMinter:
             if key is None or not (_parse(key.signed_start) <= start and expiry <= _parse(key.signed_expiry)):
                 try:
                     key = self._service.get_user_delegation_key(start, start + _DELEGATION_KEY_LIFETIME)
-                except HttpResponseError as exc:
-                    if exc.status_code == 403:
-                        raise PermanentError(
-                            "the worker's identity may not get a user delegation key; grant it "
-                            "'Storage Blob Data Contributor' on the backup storage account") from exc
-                    raise TransientError(f"could not get a user delegation key: {redact(exc.message)}") from exc
                 except AzureError as exc:
-                    raise TransientError(f"could not get a user delegation key: {redact(str(exc))}") from exc
+                    raise translate(exc, "getting a user delegation key", service="Blob Storage",
+                                    refused_hint=BLOB_REFUSED_HINT) from exc
                 self._delegation_key = key
             return key
 
@@ -140,7 +137,8 @@ class StatusBlobStore:
                         f"status container {self.container} already holds a non-empty {name}; "
                         f"the extension wrote there already, so attempt {attempt} cannot be reused") from None
             except AzureError as exc:
-                raise TransientError(f"could not create blob {name}: {redact(str(exc))}") from exc
+                raise translate(exc, f"creating blob {name}", service="Blob Storage",
+                                refused_hint=BLOB_REFUSED_HINT) from exc
         return names
 
     def read(self, name: str) -> bytes:
@@ -150,7 +148,8 @@ class StatusBlobStore:
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"blob {name} is not in container {self.container}") from exc
         except AzureError as exc:
-            raise TransientError(f"could not read blob {name}: {redact(str(exc))}") from exc
+            raise translate(exc, f"reading blob {name}", service="Blob Storage",
+                            refused_hint=BLOB_REFUSED_HINT) from exc
 
     def url(self, name: str) -> str:
         """The blob's URL without any SAS."""
@@ -184,7 +183,8 @@ class StatusBlobStore:
         except ResourceExistsError:
             pass
         except AzureError as exc:
-            raise TransientError(f"could not create container {container}: {redact(str(exc))}") from exc
+            raise translate(exc, f"creating container {container}", service="Blob Storage",
+                            refused_hint=BLOB_REFUSED_HINT) from exc
         self._ready.add(container)
 
 
@@ -192,7 +192,7 @@ def _storage_call(call, name: str):
     try:
         return call()
     except AzureError as exc:
-        raise TransientError(f"storage call on {name} failed: {redact(str(exc))}") from exc
+        raise translate(exc, f"working on blob {name}", service="Blob Storage", refused_hint=BLOB_REFUSED_HINT) from exc
 
 
 def _parse(value: str) -> datetime:

@@ -3,14 +3,19 @@ emulators) or an endpoint plus the managed identity."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from shared.errors import ConfigurationError
 from shared.settings import Connection
 
+if TYPE_CHECKING:
+    from azure.data.tables import TableServiceClient
+    from azure.storage.blob import BlobServiceClient
+
 _RETRY = {"retry_total": 3, "retry_backoff_factor": 0.4}
 
 
-def blob_service_client(conn: Connection, services):
+def blob_service_client(conn: Connection, services) -> BlobServiceClient:
     from azure.storage.blob import BlobServiceClient
 
     if conn.connection_string:
@@ -19,7 +24,7 @@ def blob_service_client(conn: Connection, services):
     return BlobServiceClient(conn.endpoint("blobServiceUri"), credential=services.credential, **_RETRY)
 
 
-def table_service_client(conn: Connection, services):
+def table_service_client(conn: Connection, services) -> TableServiceClient:
     from azure.data.tables import TableServiceClient
 
     if conn.connection_string:

@@ -9,11 +9,12 @@ import logging
 import re
 from typing import Iterator
 
-from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
-                                   ResourceNotFoundError)
+from azure.core.exceptions import AzureError
 
+from shared.adapters.azure_errors import Failure, failure_of, translate
+from shared.domain.bloburl import base_of
 from shared.domain.inventory import OS_DISK_LUN, Disk, DiskKind, Vm, VmKind
-from shared.errors import ConfigurationError, NotFoundError, TransientError, ValidationError
+from shared.errors import ConfigurationError, NotFoundError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +72,10 @@ class _compute_errors:
     def __exit__(self, kind, exc, tb):
         if exc is None or not isinstance(exc, AzureError):
             return False
-        if isinstance(exc, ResourceNotFoundError):
+        if failure_of(exc) is Failure.NOT_FOUND:
             raise NotFoundError(f"VM {self._what!r} not found") from exc
-        if isinstance(exc, ClientAuthenticationError):
-            raise ConfigurationError(f"the Compute API refused our credentials reading {self._what}: "
-                                     f"grant the identity Virtual Machine Contributor or Reader") from exc
-        if isinstance(exc, HttpResponseError) and exc.status_code == 403:
-            raise ConfigurationError(f"the identity may not read {self._what} (403); grant it Reader on the VM") \
-                from exc
-        if isinstance(exc, HttpResponseError) and exc.status_code not in (408, 429) \
-                and (exc.status_code or 500) < 500:
-            raise ConfigurationError(f"the Compute API refused reading {self._what} ({exc.status_code})") from exc
-        raise TransientError(f"the Compute API failed reading {self._what}: {type(exc).__name__}") from exc
+        raise translate(exc, f"reading {self._what}", service="the Compute API",
+                        refused_hint="grant the identity Reader (or Virtual Machine Contributor) on the VM") from exc
 
 
 def _resource_group(resource_id: str) -> str:
@@ -110,8 +103,5 @@ def _disk_from(disk, lun: int, vm_name: str) -> Disk:
     if disk.vhd is None or not disk.vhd.uri:
         raise ValidationError(f"disk {name} of VM {vm_name!r} is neither a managed disk with an id nor a VHD "
                               f"page blob (an ephemeral OS disk?); vmsnap cannot back it up", field="vm")
-    return Disk(lun=lun, blob_url=_strip_query(disk.vhd.uri), name=name, size_bytes=size)
+    return Disk(lun=lun, blob_url=base_of(disk.vhd.uri), name=name, size_bytes=size)
 
-
-def _strip_query(url: str) -> str:
-    return url.split("?", 1)[0]

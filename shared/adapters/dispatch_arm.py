@@ -11,6 +11,7 @@ from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
                                    ServiceRequestError)
 from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 
+from shared.adapters.azure_errors import Failure, failure_of
 from shared.domain.remediation import VM_NOT_FOUND
 from shared.domain.command import EXTENSION_NAME, ExtensionCommand, to_extension_resource
 from shared.domain.inventory import Vm
@@ -133,17 +134,18 @@ class ArmDispatcher:
         code = getattr(exc.error, "code", None) or exc.reason or "unknown"
         detail = redact(getattr(exc.error, "message", None) or exc.reason or "")
         where = f"VM {vm.name} (resource group {resource_group})"
-        if status == 404:
+        kind = failure_of(exc)
+        if kind is Failure.NOT_FOUND:
             return DispatchRefused(f"{where} was not found in Azure ({code}, BCMV2VMNotFound); it was "
                                    f"deleted or moved", error_code=VM_NOT_FOUND)
-        if status in (401, 403):
+        if kind is Failure.REFUSED:
             return DispatchRefused(
                 f"the worker's identity may not put extensions on {where} ({status} {code})",
                 error_code=NO_PERMISSION,
                 recommendation="Grant the worker's identity the 'Virtual Machine Contributor' role on "
                                "the VM or its resource group.")
-        if status in (408, 409, 429) or (status or 0) >= 500:
-            # 409: another operation on the VM is in progress; the rest are throttling or outages.
+        if kind in (Failure.TRANSIENT, Failure.CONFLICT):
+            # Throttling or an outage; a conflict on an extension PUT is another operation on the VM.
             return TransientError(f"ARM did not accept the extension on {where} yet ({status} {code}): "
                                   f"{detail}")
         return DispatchRefused(f"ARM refused the extension on {where} ({status} {code}): {detail}",

@@ -18,6 +18,7 @@ from typing import Sequence
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
 
+from shared.adapters.azure_errors import SERVICE_BUS_REFUSED_HINT, Failure, failure_of, translate
 from shared.clock import Clock, SystemClock
 from shared.domain.task import SCHEMA, SnapshotTask
 from shared.errors import ConfigurationError, TransientError
@@ -66,6 +67,9 @@ class ServiceBusTaskQueue:
                     operations += 1
             except ServiceBusError as exc:
                 self._drop_sender()
+                if failure_of(exc) is not Failure.TRANSIENT:
+                    raise translate(exc, f"sending to queue {self._queue}", service="Service Bus",
+                                    refused_hint=SERVICE_BUS_REFUSED_HINT) from exc
                 raise TransientError(f"could not send {len(tasks)} task(s) to queue {self._queue}: "
                                      f"{type(exc).__name__}") from exc
         log.info("sent %d task(s) to %s in %d operation(s)", len(tasks), self._queue, operations)

@@ -30,9 +30,7 @@ import copy
 import hashlib
 import json
 import logging
-import random
 import re
-import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -45,12 +43,13 @@ from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExists
 from azure.data.tables import EdmType, EntityProperty, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.clock import utc
+from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translate
+from shared.domain.bloburl import base_of
 from shared.domain.jobs import (AttemptOutcome, AttemptRecord, Consistency, DiskResult, Job, JobError, JobPhase,
                                 JobStatus, slot_of_job_id)
 from shared.domain.status import strip_secrets
 from shared.domain.task import validate_job_id
-from shared.errors import (ConfigurationError, NotFoundError, PermanentError, TransientError,
-                           ValidationError)
+from shared.errors import NotFoundError, ValidationError
 from shared.ports import JobPage, JobQuery
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,6 @@ SCHEMA = 1
 BATCH = 100                 # Table transactions take at most 100 operations
 MAX_PAGE = 1000
 MAX_PROPERTY_CHARS = 30_000  # a string property holds at most 64 KiB (32K UTF-16 units)
-UPDATE_ATTEMPTS = 10
 _MAX_MS = 10**13 - 1
 _HOUR_MS = 3_600_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -69,11 +67,13 @@ _UNSAFE_KEY = re.compile(r"[^a-z0-9._-]")
 class TableJobStore:
     """The JobStore port on Azure Table Storage (Azurite locally)."""
 
-    def __init__(self, table_service: TableServiceClient, table_name: str, *, workers: int = 8):
+    def __init__(self, table_service: TableServiceClient, table_name: str, *, workers: int = 8,
+                 etag_retry: EtagRetry = EtagRetry()):
         self._service = table_service
         self._name = table_name
         self._table = table_service.get_table_client(table_name)
         self._workers = workers
+        self._etag_retry = etag_retry
         self._ready = False
 
     # --- writes -------------------------------------------------------------------------------
@@ -106,7 +106,8 @@ class TableJobStore:
     def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
         """Read, change, write back only if nobody wrote in between (ETag); retry lost races."""
         self._ensure_table()
-        for attempt in range(UPDATE_ATTEMPTS):
+
+        def attempt() -> Job:
             entity = self._read(job_id)
             if entity is None:
                 raise NotFoundError(f"job {job_id} not found")
@@ -116,14 +117,11 @@ class TableJobStore:
                 return current
             if changed.job_id != job_id:
                 raise ValidationError("a job update cannot change the job id", field="job_id")
-            try:
-                self._call(self._table.update_entity, _job_entity(changed), mode=UpdateMode.REPLACE,
-                           etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
-                return changed
-            except ResourceModifiedError:
-                log.info("job %s changed under us (attempt %s); re-reading", job_id, attempt + 1)
-                time.sleep(random.uniform(0, 0.02 * (2 ** min(attempt, 5))))
-        raise TransientError(f"job {job_id} kept changing during {UPDATE_ATTEMPTS} update attempts")
+            self._call(self._table.update_entity, _job_entity(changed), mode=UpdateMode.REPLACE,
+                       etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            return changed
+
+        return self._etag_retry.run(attempt, what=f"job {job_id}")
 
     # --- reads --------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
@@ -139,7 +137,7 @@ class TableJobStore:
         jobs: list[Job] = []
         last: tuple[str, str] | None = None
         for keys, job in source:
-            if _matches(job, query):
+            if query.matches(job):
                 jobs.append(job)
                 last = keys
                 if len(jobs) == size:
@@ -301,8 +299,8 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "BackupSizeBytes": None if job.backup_size_bytes is None else EntityProperty(_int64(job.backup_size_bytes),
                                                                                      EdmType.INT64),
         "ExtensionCode": _int32(job.extension_code),
-        "HealthCode": _int32(job.health_code), "StatusBlob": job.status_blob and job.status_blob.split("?")[0],
-        "LogBlob": job.log_blob and job.log_blob.split("?")[0],
+        "HealthCode": _int32(job.health_code), "StatusBlob": job.status_blob and base_of(job.status_blob),
+        "LogBlob": job.log_blob and base_of(job.log_blob),
         "LastReportAt": job.last_report_at and utc(job.last_report_at),
         "DispatchedAt": job.dispatched_at and utc(job.dispatched_at),
         "BackupMethod": job.backup_method,
@@ -388,7 +386,7 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def _disk_dict(disk: DiskResult) -> dict:
-    return {"lun": disk.lun, "blob_url": (disk.blob_url or "").split("?")[0], "status": disk.status,
+    return {"lun": disk.lun, "blob_url": base_of(disk.blob_url or ""), "status": disk.status,
             "snapshot_uri": strip_secrets(disk.snapshot_uri), "error": disk.error}
 
 
@@ -442,14 +440,6 @@ def _time(value: Any) -> datetime | None:
                         value.microsecond, tzinfo=value.tzinfo))
 
 
-def _matches(job: Job, query: JobQuery) -> bool:
-    return ((query.vm_name is None or job.vm_name.lower() == query.vm_name.lower())
-            and (query.status is None or job.status == JobStatus(query.status))
-            and (query.operation is None or job.operation == query.operation)
-            and (query.since is None or job.slot >= utc(query.since))
-            and (query.until is None or job.slot < utc(query.until)))
-
-
 def _encode_token(keys: tuple[str, str]) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(keys)).encode()).decode()
 
@@ -464,11 +454,5 @@ def _decode_token(token: str | None) -> tuple[str, str] | None:
         raise ValidationError("continuation token is not one this store issued", field="continuation") from exc
 
 
-def _translate(exc: Exception, doing: str) -> Exception:
-    status = getattr(exc, "status_code", None)
-    if status in (401, 403):
-        return ConfigurationError(f"table storage refused access while {doing} ({status}); check the "
-                                  f"BackupStorage setting and the identity's role on the storage account")
-    if status is not None and 400 <= status < 500 and status not in (408, 429):
-        return PermanentError(f"table storage refused {doing}: {getattr(exc, 'reason', '') or status}")
-    return TransientError(f"table storage unavailable while {doing}: {type(exc).__name__}")
+def _translate(exc: AzureError, doing: str) -> Exception:
+    return translate(exc, doing, service="Table Storage", refused_hint=TABLE_REFUSED_HINT)

@@ -26,36 +26,31 @@ from itertools import groupby
 from typing import Callable, Iterator, Sequence
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError,
-                                   ResourceNotFoundError)
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError, UpdateMode
 
+from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translate
 from shared.clock import utc
 from shared.domain.inventory import Disk, DiskKind, Vm, VmKind
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, check_name, default_policy
 from shared.domain.protection import (DiskListSetting, DiskSelection, ProtectedItem, ProtectionState,
                                       SkippedSlot)
-from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
+from shared.errors import ConflictError, NotFoundError, ValidationError
 
 log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 100        # Table transactions: at most 100 operations, one partition
-_UPDATE_RETRIES = 5
 
 
 @contextmanager
 def _storage_errors(what: str):
-    """Translate what the SDK raises for an unreachable or throttling service; let the rest through."""
+    """Translate SDK failures (shared/adapters/azure_errors.py); let through the ones callers decide on."""
     try:
         yield
     except (ResourceExistsError, ResourceNotFoundError, ResourceModifiedError, TableTransactionError):
         raise
-    except HttpResponseError as exc:
-        if exc.status_code in (408, 429, 500, 502, 503, 504):
-            raise TransientError(f"Table Storage is busy while {what} ({exc.status_code}); try again") from exc
-        raise
     except AzureError as exc:
-        raise TransientError(f"Table Storage unreachable while {what}: {exc.__class__.__name__}") from exc
+        raise translate(exc, what, service="Table Storage", refused_hint=TABLE_REFUSED_HINT) from exc
 
 
 def _open_table(table_service, table_name: str):
@@ -194,9 +189,11 @@ def item_partition(vm_name: str) -> str:
 
 
 class TableProtectedItemStore:
-    def __init__(self, table_service, table_name: str, *, workers: int = 8):
+    def __init__(self, table_service, table_name: str, *, workers: int = 8,
+                 etag_retry: EtagRetry = EtagRetry(races=(ResourceModifiedError, ResourceNotFoundError))):
         self._table = _open_table(table_service, table_name)
         self._workers = workers
+        self._etag_retry = etag_retry
 
     def get(self, vm_name: str) -> ProtectedItem | None:
         try:
@@ -229,23 +226,21 @@ class TableProtectedItemStore:
 
     def update(self, vm_name: str, change: Callable[[ProtectedItem], ProtectedItem | None]) -> ProtectedItem:
         """Read, apply ``change`` (None = no change), write back guarded by the ETag; retry on races."""
-        for _ in range(_UPDATE_RETRIES):
+
+        def attempt() -> ProtectedItem:
             current = self.get(vm_name)
             if current is None:
                 raise NotFoundError(f"VM {vm_name!r} is not protected; run `vmsnap protection enable-for-vm`")
             changed = change(replace(current))
             if changed is None:
                 return current
-            try:
-                with _storage_errors(f"updating protected item {vm_name}"):
-                    meta = self._table.update_entity(_item_entity(changed), mode=UpdateMode.REPLACE,
-                                                     etag=current.version,
-                                                     match_condition=MatchConditions.IfNotModified)
-            except (ResourceModifiedError, ResourceNotFoundError):
-                log.info("protected item %s changed meanwhile; retrying", vm_name)
-                continue
+            with _storage_errors(f"updating protected item {vm_name}"):
+                meta = self._table.update_entity(_item_entity(changed), mode=UpdateMode.REPLACE,
+                                                 etag=current.version, match_condition=MatchConditions.IfNotModified)
             return replace(changed, version=meta.get("etag"))
-        raise TransientError(f"protected item {vm_name!r} keeps changing; try again")
+
+        # A 404 on the write means it was deleted meanwhile: re-read, which then says NotFound.
+        return self._etag_retry.run(attempt, what=f"protected item {vm_name!r}")
 
     def save_many(self, items: Sequence[ProtectedItem]) -> tuple[list[ProtectedItem], list[str], int]:
         """ETag-guarded writes in transactions of up to 100 per partition.

@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from shared.cli.output import EXIT_OK, EXIT_USAGE, Parser, add_output_option, compile_query, fail
+from shared.cli.output import EXIT_OK, Parser, add_output_option, compile_query, fail
 
 __all__ = ["main", "add_output_option", "STACK_SETTINGS"]
 

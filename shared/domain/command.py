@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from shared.clock import utc
+from shared.domain.bloburl import base_of
 from shared.domain.inventory import Vm
 from shared.domain.task import SnapshotTask
 from shared.domain.ticks import ticks_string
@@ -24,8 +25,9 @@ EXTENSION_NAME = "VMSnapshotLinux"        # the name Azure Backup gives the exte
 TYPE_HANDLER_VERSION = "1.9"
 VM_TYPE = "microsoft.compute/virtualmachines"   # V2; without vmType the handler writes no status
 SNAPSHOT_COMMAND = "snapshot"
-# The handler refuses a command more than 140 min after commandStartTimeUTCTicks (error 402).
-COMMAND_TIMEOUT = timedelta(minutes=140)
+# The handler refuses a command more than 140 min after commandStartTimeUTCTicks (error 402;
+# docs/extension-contract.md). The one place the number lives: SAS lifetimes and job deadlines derive from it.
+EXTENSION_WINDOW = timedelta(minutes=140)
 REDACTED = "<redacted>"
 
 
@@ -38,7 +40,7 @@ class ExtensionCommand:
 
     @property
     def task_id(self) -> str:
-        return self.public_settings["taskId"]
+        return str(self.public_settings["taskId"])
 
     def __repr__(self) -> str:
         return f"ExtensionCommand(task_id={self.task_id!r}, protected_settings={REDACTED!r})"
@@ -106,7 +108,7 @@ def backup_metadata(task: SnapshotTask) -> list[dict[str, str]]:
     return [{"Key": key, "Value": value} for key, value in pairs]
 
 
-def encode_object_str(obj: dict) -> str:
+def encode_object_str(obj: dict[str, Any]) -> str:
     """base64 of ASCII JSON: the handler decodes base64 -> ASCII -> strip -> strip("'") -> JSON."""
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
     return base64.b64encode(text.encode("ascii")).decode("ascii")
@@ -117,7 +119,7 @@ def decode_object_str(value: str) -> Any:
     return json.loads(base64.b64decode(value).decode("ascii").strip().strip("'"))
 
 
-def to_extension_resource(command: ExtensionCommand, vm: Vm, *, redact: bool = True) -> dict:
+def to_extension_resource(command: ExtensionCommand, vm: Vm, *, redact: bool = True) -> dict[str, Any]:
     """The ARM extension resource that carries ``command`` to ``vm`` (as a template would show it).
 
     With ``redact`` (the default) every protected value reads ``<redacted>``: only the ARM
@@ -149,7 +151,7 @@ def _require_sas_for(url: str, blob_url: str | None, name: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.query:
         raise ValidationError(f"{name} must be blob URLs with a SAS query string", field=name)
-    if blob_url is not None and url.split("?", 1)[0] != blob_url.split("?", 1)[0]:
+    if blob_url is not None and base_of(url) != base_of(blob_url):
         raise ValidationError(f"{name} is not in the order of the VM's disks", field=name)
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
+from shared.domain.bloburl import base_of
+from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.inventory import BackupMethod
 from shared.domain.remediation import Remediation
 
@@ -201,7 +203,6 @@ class Job:
 
 # --- transitions ------------------------------------------------------------------------------
 
-EXTENSION_WINDOW = timedelta(minutes=140)   # the extension refuses commands older than this (code 402)
 TIMEOUT_MARGIN = timedelta(minutes=10)      # slack for the agent picking the command up and the upload
 # Service-driven retries, as Azure Backup does for the extension's retryable failures: a failed
 # attempt whose cause can pass (no network, freeze timeout, throttling, a late command...) is tried
@@ -531,9 +532,10 @@ def mark_timed_out(job: Job, now: datetime) -> Job | None:
         detail = f"the extension reported it was running (last at {job.last_report_at}) but never finished"
     error = JobError.from_remediation(remediation.for_service_error(remediation.TIMED_OUT), detail=detail)
     failed = mark_failed(job, error, now)
-    if failed is not None:
-        failed.disks = [replace(d, status="Failed", error=d.error or "no result before the timeout")
-                        if d.status == "Pending" else d for d in failed.disks]
+    if failed is None:
+        return None
+    failed.disks = [replace(d, status="Failed", error=d.error or "no result before the timeout")
+                    if d.status == "Pending" else d for d in failed.disks]
     return failed
 
 
@@ -579,4 +581,4 @@ def _with_note(job: Job, note: str) -> Job | None:
 
 
 def _no_query(url: str | None) -> str | None:
-    return url.split("?", 1)[0] if url else url
+    return base_of(url) if url else url

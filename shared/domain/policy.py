@@ -7,14 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
 from enum import Enum
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.clock import utc
 from shared.errors import ValidationError
 
 DEFAULT_POLICY_NAME = "DefaultPolicy"
+_E = TypeVar("_E", bound=Enum)
 
-# Ranges from Azure Backup's support matrix (see /work/shared/reference/azure-backup-model.md 1.2).
+# Ranges from Azure Backup's policy limits (Microsoft Learn: "Support matrix for Azure VM backups").
 DAILY_RETENTION_DAYS = (7, 9999)
 WEEKLY_RETENTION_WEEKS = (1, 5163)
 MONTHLY_RETENTION_MONTHS = (1, 1188)
@@ -35,7 +37,7 @@ class Weekday(str, Enum):
     SUNDAY = "Sunday"
 
     @property
-    def index(self) -> int:
+    def index(self) -> int:  # type: ignore[override]  # shadows str.index on purpose
         """Monday is 0, as ``date.weekday()`` counts."""
         return list(Weekday).index(self)
 
@@ -132,7 +134,7 @@ class Retention:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValidationError(f"{label} must be from {low} to {high}, not {value}", field=name)
         weekly = isinstance(schedule, StandardSchedule) and schedule.frequency is Frequency.WEEKLY
-        if weekly:
+        if weekly and isinstance(schedule, StandardSchedule):
             if self.daily_days is not None:
                 raise ValidationError("a Weekly schedule takes no daily retention; keep weekly points instead",
                                       field="retention.daily_days")
@@ -194,7 +196,7 @@ class Policy:
         return replace(self, modified_at=now)
 
     # --- the stored and printed document (shaped like AzureIaaSVMProtectionPolicy) ----------------
-    def to_document(self) -> dict:
+    def to_document(self) -> dict[str, Any]:
         schedule = self.schedule
         if isinstance(schedule, EnhancedSchedule):
             schedule_doc = {"scheduleRunFrequency": Frequency.HOURLY.value,
@@ -224,7 +226,7 @@ class Policy:
         }
 
     @classmethod
-    def from_document(cls, doc: dict) -> "Policy":
+    def from_document(cls, doc: dict[str, Any]) -> "Policy":
         """Read a document written by ``to_document`` (or typed by a user); errors name the field."""
         if not isinstance(doc, dict):
             raise ValidationError("a policy must be a JSON object", field="policy")
@@ -296,13 +298,13 @@ def _hhmm(value: time) -> str:
     return f"{value.hour:02d}:{value.minute:02d}"
 
 
-def _duration(count: int | None, unit: str, **extra) -> dict | None:
+def _duration(count: int | None, unit: str, **extra: Any) -> dict[str, Any] | None:
     if count is None:
         return None
     return {"retentionDuration": {"count": count, "durationType": unit}, **extra}
 
 
-def _count(section: object, field_name: str) -> int | None:
+def _count(section: Any, field_name: str) -> int | None:
     if not section:
         return None
     try:
@@ -311,16 +313,16 @@ def _count(section: object, field_name: str) -> int | None:
         raise ValidationError("retention needs retentionDuration.count", field=field_name) from None
 
 
-def _int(value: object, field_name: str) -> int:
+def _int(value: Any, field_name: str) -> int:
     if isinstance(value, bool):
         raise ValidationError(f"{value!r} is not a whole number", field=field_name)
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     except (TypeError, ValueError):
         raise ValidationError(f"{value!r} is not a whole number", field=field_name) from None
 
 
-def _enum(kind, value: object, field_name: str):
+def _enum(kind: type[_E], value: object, field_name: str) -> _E:
     for member in kind:
         if str(value).lower() == member.value.lower():
             return member

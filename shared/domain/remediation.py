@@ -1,12 +1,13 @@
 """What to do about a failure: every extension code and health code, and every error the service raises
 itself, mapped to a service error code, a title, the likely cause, recommended actions and whether a
 retry can help. Data, not logic, built from the extension's error table and the Azure Backup
-troubleshooting guides (see /work/shared/reference: vmsnapshot-extension.md §5, §7; azure-backup-model.md §1.6),
-and, for restore points, the "Troubleshoot restore point failures" and restore point support pages.
+troubleshooting guides (docs/error-codes.md lists the catalogue and its sources), and, for restore
+points, the "Troubleshoot restore point failures" and restore point support pages.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ _FREEZE = ("Unmount, fsck and remount the file systems that fail to freeze; list
            "in MountsToSkip, or raise SafeFreezeWaitInSeconds, in /etc/azure/vmbackup.conf; remove duplicate mount entries.")
 
 
-def _r(error_code, title, cause, recommendations, retryable, name=""):
+def _r(error_code: str, title: str, cause: str, recommendations: Sequence[str], retryable: bool,
+       name: str = "") -> Remediation:
     return Remediation(error_code, title, cause, tuple(recommendations), retryable, name)
 
 

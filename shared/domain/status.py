@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from shared.domain.bloburl import base_of, without_secrets
+from shared.domain.ticks import from_ticks
 
 MAX_STATUS_BYTES = 1024 * 1024      # the extension's blobs are a few KiB; its page-blob cap is 10 MiB
 MAX_JSON_DEPTH = 32                 # the deepest real payload is 6 levels
@@ -27,14 +29,12 @@ INT64 = (-(2**63), 2**63 - 1)
 # time in the future would stand on the job for good.
 MAX_CLOCK_SKEW = timedelta(hours=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_TICKS_AT_EPOCH = 621355968000000000
 _MS_DATE = re.compile(r"^\\?/Date\((-?\d{1,15})(?:[+-]\d{4})?\)\\?/$")
 _STATUS_CODE_NAME = re.compile(r"StatusCode\.(\w+),")
 _SECRET_PARAM = re.compile(r"(?i)\b(sig|se|sv|sp|spr|st|sr|skoid|sktid|skt|ske|sks|skv|saoid|suoid|scid)=[^&\s\"'<>]*")
 _XML_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
 _XML_MESSAGE = re.compile(r"<Message>([^<\n]{0,400})")
 _XML_AUTH_DETAIL = re.compile(r"<AuthenticationErrorDetail>([^<]{0,400})")
-_KEEP_QUERY = {"snapshot", "versionid"}
 
 
 class ParseError(ValueError):
@@ -59,7 +59,7 @@ class DiskReport:
 
 @dataclass(frozen=True)
 class StatusReport:
-    code: int                         # the run result (§5); 4 = still running
+    code: int                         # the run result (docs/error-codes.md); 4 = still running
     status: str                       # "success" | "error" | other word as written (lower case)
     source: str = "blob"              # "blob" | "file" (payload found in substatus[0].name)
     timestamp: datetime | None = None
@@ -117,17 +117,10 @@ def check_report_time(report: StatusReport, now: datetime, *, skew: timedelta = 
 
 def strip_secrets(url: Any) -> str | None:
     """A URL without any query parameter but ``snapshot``/``versionid``: never keep a SAS."""
-    if not isinstance(url, str) or not url.strip():
-        return None
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return None
-    keep = [pair for pair in parts.query.split("&") if pair.split("=", 1)[0].lower() in _KEEP_QUERY]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(keep), ""))
+    return without_secrets(url)
 
 
-def scrub_text(text: Any, limit: int = MAX_TEXT) -> str | None:
+def scrub_text(text: object, limit: int = MAX_TEXT) -> str | None:
     """Text from the VM made safe to keep: SAS parameters blanked, storage XML condensed, length capped."""
     if text is None:
         return None
@@ -140,11 +133,6 @@ def scrub_text(text: Any, limit: int = MAX_TEXT) -> str | None:
             " " + auth.group(1).strip() if auth else "")
     text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=REDACTED", text).replace("\0", "").strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def ticks_to_datetime(ticks: int) -> datetime:
-    """.NET ticks (100 ns since 0001-01-01 UTC) to an aware datetime."""
-    return _EPOCH + timedelta(microseconds=(ticks - _TICKS_AT_EPOCH) // 10)
 
 
 # --- internals -------------------------------------------------------------------------------
@@ -188,7 +176,7 @@ def _depth(doc: Any) -> int:
     return deepest
 
 
-def _first(doc: Any) -> dict:
+def _first(doc: Any) -> dict[str, Any]:
     if isinstance(doc, list):
         if not doc:
             raise ParseError("status blob is an empty JSON array; expected one status element", kind="shape")
@@ -198,14 +186,14 @@ def _first(doc: Any) -> dict:
     return doc
 
 
-def _status_object(doc: Any) -> dict:
+def _status_object(doc: Any) -> dict[str, Any]:
     status = _first(doc).get("status")
     if not isinstance(status, dict):
         raise ParseError("status element has no 'status' object", kind="shape")
     return status
 
 
-def _substatus_payload(status: dict) -> Any | None:
+def _substatus_payload(status: dict[str, Any]) -> Any | None:
     """The agent file form carries the whole blob payload as text in ``substatus[0].name``."""
     sub = status.get("substatus")
     if not isinstance(sub, list) or not sub or not isinstance(sub[0], dict):
@@ -216,7 +204,7 @@ def _substatus_payload(status: dict) -> Any | None:
     return _loads(name, "substatus[0].name")
 
 
-def _report(status: dict, timestamp: datetime | None, *, source: str) -> StatusReport:
+def _report(status: dict[str, Any], timestamp: datetime | None, *, source: str) -> StatusReport:
     notes: list[str] = []
     code = _clamped(_int(status.get("code")), "status.code", notes)
     if code is None:
@@ -226,8 +214,8 @@ def _report(status: dict, timestamp: datetime | None, *, source: str) -> StatusR
         raise ParseError("status.status is missing; expected 'success' or 'error'", kind="shape")
     inner = _message(status.get("formattedMessage"))
     message = scrub_text(inner.get("messageStr", "") if isinstance(inner, dict) else "", 1000) or ""
-    health = status.get("vmHealthInfo") if isinstance(status.get("vmHealthInfo"), dict) else {}
-    storage = status.get("storageDetails") if isinstance(status.get("storageDetails"), dict) else {}
+    health = status["vmHealthInfo"] if isinstance(status.get("vmHealthInfo"), dict) else {}
+    storage = status["storageDetails"] if isinstance(status.get("storageDetails"), dict) else {}
     telemetry = _telemetry(status.get("telemetryData"))
     task_id = status.get("taskId")
     ticks = _int(status.get("commandStartTimeUTCTicks"))
@@ -272,7 +260,7 @@ def _show_number(value: int) -> str:
     return text if len(text) <= 40 else f"{text[:20]}... ({len(text.lstrip('-'))} digits)"
 
 
-def _message(formatted: Any) -> dict:
+def _message(formatted: Any) -> dict[str, Any]:
     """``formattedMessage.message`` is JSON inside a string; plain text is kept as the message."""
     if not isinstance(formatted, dict):
         return {}
@@ -295,11 +283,11 @@ def _message(formatted: Any) -> dict:
 def _telemetry(items: Any) -> dict[str, str]:
     if not isinstance(items, list):
         return {}
-    pairs = {}
+    pairs: dict[str, str] = {}
     for item in items[:200]:
         if isinstance(item, dict) and isinstance(item.get("Key"), str):
             value = item.get("Value")
-            pairs[item["Key"][:100]] = scrub_text(value, 200) if value is not None else ""
+            pairs[item["Key"][:100]] = scrub_text(value, 200) or ""
     return pairs
 
 
@@ -317,17 +305,13 @@ def _disks(entries: Any) -> tuple[DiskReport, ...] | None:
             index=index,
             successful=ok,
             snapshot_uri=snapshot if ok else None,
-            blob_uri=strip_secrets(entry.get("blobUri")) or (strip_secrets(_base(snapshot)) if snapshot else None),
+            blob_uri=strip_secrets(entry.get("blobUri")) or (strip_secrets(base_of(snapshot)) if snapshot else None),
             error=None if ok else (error or "snapshot failed; the extension gave no error text"),
         ))
     return tuple(disks)
 
 
-def _base(url: str) -> str:
-    return url.split("?", 1)[0]
-
-
-def _timestamp(element: dict) -> datetime | None:
+def _timestamp(element: dict[str, Any]) -> datetime | None:
     value = element.get("timestampUTC")
     if value is None or value == "":
         return None
@@ -348,7 +332,7 @@ def _ticks(ticks: int | None) -> datetime | None:
     if ticks is None:
         return None
     try:
-        return ticks_to_datetime(ticks)
+        return from_ticks(ticks)
     except (OverflowError, ValueError):
         return None
 

@@ -13,8 +13,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from shared.domain import remediation
+from shared.domain.bloburl import base_of
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
 from shared.domain.inventory import BackupMethod, Vm
 from shared.domain.jobs import (MAX_ATTEMPTS, DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched,
@@ -25,6 +27,9 @@ from shared.ports import DispatchRefused
 from shared.services.restore_point_backup import backup_by_restore_point, preview_restore_point, vm_reference
 from shared.redaction import redact
 from shared.services.protection import on_demand_refusal
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,7 @@ class DispatchOutcome:
     reason: str | None = None
 
 
-def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: int) -> DispatchOutcome:
+def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, delivery_count: int) -> DispatchOutcome:
     """Dispatch the task in ``body``; every outcome means: settle the message.
 
     TransientError propagates only when the job store or the queue cannot be reached, so nothing
@@ -132,7 +137,7 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
     return DispatchOutcome(Outcome.DISPATCHED, job.job_id, attempt_task.task_id)
 
 
-def preview_extension_resource(svc, vm_name: str, *, retain_until: datetime | None = None) -> dict:
+def preview_extension_resource(svc: Services, vm_name: str, *, retain_until: datetime | None = None) -> dict[str, Any]:
     """The extension resource a backup-now of ``vm_name`` would dispatch now, protected values redacted.
 
     Creates nothing and mints no SAS: URLs carry ``?<SAS minted at dispatch>`` where the SAS goes.
@@ -153,10 +158,10 @@ def preview_extension_resource(svc, vm_name: str, *, retain_until: datetime | No
     return to_extension_resource(command, vm, redact=True)
 
 
-def _claim(svc, job: Job, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[Job, bool]:
+def _claim(svc: Services, job: Job, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[Job, bool]:
     """Mark the attempt Dispatched unless another delivery did: (the job, whether this call claimed it)."""
     status_blob, log_blob = svc.status_blobs.attempt_blob_names(task.job_id, task.attempt)
-    disks = [DiskResult(lun=d.lun, blob_url=d.blob_url.split("?", 1)[0]) for d in vm.disks]
+    disks = [DiskResult(lun=d.lun, blob_url=base_of(d.blob_url)) for d in vm.disks]
     claimed = False
 
     def claim(current: Job) -> Job | None:
@@ -172,7 +177,7 @@ def _claim(svc, job: Job, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[Jo
     return svc.jobs.update(job.job_id, claim), claimed
 
 
-def _prepare_attempt(svc, task: SnapshotTask, vm: Vm, now: datetime) -> ExtensionCommand:
+def _prepare_attempt(svc: Services, task: SnapshotTask, vm: Vm, now: datetime) -> ExtensionCommand:
     """The attempt's empty status/log blobs, its SAS and its command."""
     status_blob, log_blob = svc.status_blobs.create_attempt_blobs(task.job_id, task.attempt)
     return build_snapshot_command(
@@ -183,7 +188,7 @@ def _prepare_attempt(svc, task: SnapshotTask, vm: Vm, now: datetime) -> Extensio
         now=now)
 
 
-def _not_dispatched(svc, job: Job, exc: TransientError, now: datetime, ids: str) -> DispatchOutcome:
+def _not_dispatched(svc: Services, job: Job, exc: TransientError, now: datetime, ids: str) -> DispatchOutcome:
     """A failure that may pass: schedule the next attempt after the retry pause, or fail the job when
     it has had MAX_ATTEMPTS. Recorded first, then sent: a crash in between is repaired by the message's
     redelivery (see ``_resend_pending_retry``)."""
@@ -201,7 +206,7 @@ def _not_dispatched(svc, job: Job, exc: TransientError, now: datetime, ids: str)
     return DispatchOutcome(Outcome.RETRYING, job.job_id, f"{job.job_id}_{job.attempt}", detail)
 
 
-def _resend_pending_retry(svc, job: Job, ids: str) -> None:
+def _resend_pending_retry(svc: Services, job: Job, ids: str) -> None:
     """Send the task of the retry the job waits for; the queue drops it if it is there already."""
     pending = pending_retry(job)
     if pending is None:
@@ -213,7 +218,7 @@ def _resend_pending_retry(svc, job: Job, ids: str) -> None:
              pending.retry_at.isoformat() if pending.retry_at else "now")
 
 
-def _load_or_create_job(svc, task: SnapshotTask, now: datetime) -> Job:
+def _load_or_create_job(svc: Services, task: SnapshotTask, now: datetime) -> Job:
     job = svc.jobs.get(task.job_id)
     if job is not None:
         return job
@@ -227,7 +232,7 @@ def _load_or_create_job(svc, task: SnapshotTask, now: datetime) -> Job:
     return svc.jobs.get(task.job_id) or fresh
 
 
-def _fail(svc, job: Job, error: JobError, now: datetime, ids: str) -> DispatchOutcome:
+def _fail(svc: Services, job: Job, error: JobError, now: datetime, ids: str) -> DispatchOutcome:
     svc.jobs.update(job.job_id, lambda current: mark_failed(current, error, now))
     log.error("%s: job failed: %s %s", ids, error.error_code, error.error_string)
     return DispatchOutcome(Outcome.FAILED, job.job_id, job.task_id, error.error_string)
@@ -236,15 +241,16 @@ def _fail(svc, job: Job, error: JobError, now: datetime, ids: str) -> DispatchOu
 def _dispatch_error(exc: Exception) -> JobError:
     """The job error for a command that never reached the VM; a refusal names its own code."""
     detail = redact(str(exc))
-    code = getattr(exc, "error_code", None) if isinstance(exc, DispatchRefused) else None
-    if code is None or code in remediation.SERVICE_ERRORS:
-        fix = remediation.for_service_error(code or remediation.DISPATCH_FAILED)
+    refusal = exc if isinstance(exc, DispatchRefused) else None
+    if refusal is None or refusal.error_code in remediation.SERVICE_ERRORS:
+        fix = remediation.for_service_error(refusal.error_code if refusal else remediation.DISPATCH_FAILED)
         return JobError.from_remediation(fix, detail=detail)
-    return JobError(error_code=code, error_title="The VM did not accept the snapshot command",
-                    error_string=detail, recommendations=[exc.recommendation] if exc.recommendation else [])
+    return JobError(error_code=refusal.error_code, error_title="The VM did not accept the snapshot command",
+                    error_string=detail, recommendations=[refusal.recommendation] if refusal.recommendation else [])
 
 
-def _reject(svc, body: bytes, exc: ValidationError, *, message_id: str, delivery_count: int) -> DispatchOutcome:
+def _reject(svc: Services, body: bytes, exc: ValidationError, *, message_id: str,
+            delivery_count: int) -> DispatchOutcome:
     reason = redact(str(exc))
     name = svc.status_blobs.store_rejected(message_id, reason=reason, body=body,
                                            delivery_count=delivery_count, now=svc.clock.now())
@@ -259,7 +265,7 @@ def _placeholder(blob_url: str) -> str:
 
 # --- disk inclusion/exclusion (`vmsnap protection update-for-vm`) ------------------------------
 
-def _disks_to_back_up(svc, vm: Vm) -> Vm:
+def _disks_to_back_up(svc: Services, vm: Vm) -> Vm:
     """The VM with only the disks its protected item's disk selection takes (all, by default)."""
     item = svc.protected_items.get(vm.name)
     return item.disk_selection.apply(vm) if item is not None else vm

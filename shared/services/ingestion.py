@@ -19,13 +19,16 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, is_retryable_failure, mark_retrying,
                                 record_unreadable, retry_at)
 from shared.domain.status import ParseError, StatusReport, check_report_time, parse_status_blob
 from shared.domain.task import ID_PATTERN, SnapshotTask, Trigger
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ def parse_blob_name(blob_name: str) -> tuple[str, int] | None:
     return match.group("job"), int(match.group("attempt"))
 
 
-def ingest_status_blob(svc, blob_name: str, data: bytes, etag: str | None) -> IngestOutcome:
+def ingest_status_blob(svc: Services, blob_name: str, data: bytes, etag: str | None) -> IngestOutcome:
     """Apply one status blob to its job; raises TransientError only when storage cannot be reached."""
     parsed_name = parse_blob_name(blob_name)
     if parsed_name is None:
@@ -94,7 +97,7 @@ def ingest_status_blob(svc, blob_name: str, data: bytes, etag: str | None) -> In
     return _apply(svc, blob_name, job_id, attempt, report, etag)
 
 
-def ingest_with_retries(svc: Any, blob_name: str, data: bytes, etag: str | None, *,
+def ingest_with_retries(svc: Services, blob_name: str, data: bytes, etag: str | None, *,
                         sleep: Callable[[float], None] = time.sleep,
                         budget: timedelta = RETRY_BUDGET) -> IngestOutcome:
     """``ingest_status_blob``, tried again with growing pauses while storage is unreachable.
@@ -131,7 +134,8 @@ class _RetryPlanChanged(Exception):
 _PLANS = 3
 
 
-def _apply(svc, blob_name: str, job_id: str, attempt: int, report: StatusReport, etag: str | None) -> IngestOutcome:
+def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: StatusReport,
+           etag: str | None) -> IngestOutcome:
     now = svc.clock.now()
     for _ in range(_PLANS):
         verdicts: list[ReportVerdict | IngestResult] = []
@@ -151,7 +155,7 @@ def _apply(svc, blob_name: str, job_id: str, attempt: int, report: StatusReport,
             if at is None or planned is None or planned.attempt != job.attempt + 1:
                 raise _RetryPlanChanged()
             verdicts.append(IngestResult.RETRYING)
-            return mark_retrying(job, report, now, planned.not_before, attempt=attempt)
+            return mark_retrying(job, report, now, planned.not_before or at, attempt=attempt)
 
         try:
             job = svc.jobs.update(job_id, change)
@@ -172,7 +176,8 @@ def _apply(svc, blob_name: str, job_id: str, attempt: int, report: StatusReport,
                          detail=f"code {report.code}, {report.status}")
 
 
-def _send_retry_if_due(svc, job_id: str, attempt: int, report: StatusReport, now: datetime) -> SnapshotTask | None:
+def _send_retry_if_due(svc: Services, job_id: str, attempt: int, report: StatusReport,
+                       now: datetime) -> SnapshotTask | None:
     """Send the next attempt's task when ``report`` is a retryable failure with attempts left."""
     if not is_retryable_failure(report):
         return None                     # most reports: no extra read
@@ -197,7 +202,7 @@ def _unknown_job(blob_name: str, job_id: str, attempt: int, report: StatusReport
     return IngestOutcome(IngestResult.UNKNOWN_JOB, blob_name, job_id, attempt, detail="no such job")
 
 
-def _record_unreadable(svc, blob_name: str, job_id: str, attempt: int, reason: str,
+def _record_unreadable(svc: Services, blob_name: str, job_id: str, attempt: int, reason: str,
                        etag: str | None) -> IngestOutcome:
     log.warning("job %s attempt %s: status blob %s (etag %s) unreadable: %s", job_id, attempt, blob_name, etag, reason)
     try:

@@ -6,17 +6,21 @@ does can take that back, so a dispatched job is refused with when it will end in
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from shared.clock import utc
 from shared.domain.jobs import Job, JobPhase, mark_cancelled, timeout_deadline
 from shared.errors import ConflictError, NotFoundError
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
 STOPPED_BY_OPERATOR = "stopped by the operator before its command reached the VM"
 
 
-def stop_job(svc, job_id: str) -> Job:
+def stop_job(svc: Services, job_id: str) -> Job:
     """Cancel ``job_id`` if its command has not been handed to the VM; ConflictError otherwise."""
     now = svc.clock.now()
     if svc.jobs.get(job_id) is None:

@@ -15,7 +15,7 @@ from shared.domain.protection import (DiskSelection, ProtectedItem, ProtectionSt
 from shared.domain.schedule import next_slot
 from shared.domain.task import Trigger
 from shared.errors import ConfigurationError, ConflictError, NotFoundError, ValidationError, VmsnapError
-from shared.ports import JobQuery
+from shared.ports import JobQuery, TaskQueue
 from shared.redaction import redact
 from shared.services.scheduling import blocks_new_backup, task_for
 
@@ -29,11 +29,11 @@ MAX_RETENTION = timedelta(days=99 * 365)
 
 
 # --- policies -------------------------------------------------------------------------------------
-def create_policy(svc, policy: Policy) -> Policy:
+def create_policy(svc: Services, policy: Policy) -> Policy:
     return svc.policies.create(policy.touched(svc.clock.now()))
 
 
-def set_policy(svc, policy: Policy) -> Policy:
+def set_policy(svc: Services, policy: Policy) -> Policy:
     """Replace a policy; it applies to every item on it from the next slot (no slot is re-run)."""
     current = svc.policies.get(policy.name)
     if current.policy_type is PolicyType.ENHANCED and policy.policy_type is PolicyType.STANDARD:
@@ -52,7 +52,7 @@ class ItemStatus:
     next_slot: datetime | None
 
 
-def enable_protection(svc, vm_name: str, policy_name: str = "DefaultPolicy", *,
+def enable_protection(svc: Services, vm_name: str, policy_name: str = "DefaultPolicy", *,
                       initial_backup: bool = True) -> ProtectedItem:
     """Protect a VM with a policy; unless told otherwise its first backup runs at the next tick."""
     policy = svc.policies.get(policy_name)
@@ -84,7 +84,7 @@ def enable_protection(svc, vm_name: str, policy_name: str = "DefaultPolicy", *,
     return item
 
 
-def change_policy(svc, vm_name: str, policy_name: str) -> ProtectedItem:
+def change_policy(svc: Services, vm_name: str, policy_name: str) -> ProtectedItem:
     policy = svc.policies.get(policy_name)
     now = svc.clock.now()
 
@@ -102,11 +102,11 @@ def change_policy(svc, vm_name: str, policy_name: str) -> ProtectedItem:
     return item
 
 
-def disable_protection(svc, vm_name: str, *, delete_backup_data: bool = False) -> ProtectedItem:
+def disable_protection(svc: Services, vm_name: str, *, delete_backup_data: bool = False) -> ProtectedItem:
     """Stop scheduling; keep the recovery points, or mark them for deletion (soft delete, 14 days)."""
     now = svc.clock.now()
 
-    def stop(item: ProtectedItem) -> ProtectedItem:
+    def stop(item: ProtectedItem) -> ProtectedItem | None:
         if delete_backup_data:
             return replace(item, state=ProtectionState.SOFT_DELETED, deleted_at=now, initial_backup_pending=False)
         if item.state is ProtectionState.STOPPED:
@@ -152,21 +152,21 @@ def record_protection_job(svc: Services, operation: str, item: ProtectedItem) ->
     return job
 
 
-def get_protected_item(svc, vm_name: str) -> ItemStatus:
+def get_protected_item(svc: Services, vm_name: str) -> ItemStatus:
     item = svc.protected_items.get(vm_name)
     if item is None:
         raise NotFoundError(f"VM {vm_name!r} is not protected; run `vmsnap protection enable-for-vm`")
     return _status(svc, item, {})
 
 
-def list_protected_items(svc) -> Iterator[ItemStatus]:
+def list_protected_items(svc: Services) -> Iterator[ItemStatus]:
     policies: dict[str, Policy] = {}
     for page in svc.protected_items.pages():
         for item in page:
             yield _status(svc, item, policies)
 
 
-def _status(svc, item: ProtectedItem, policies: dict[str, Policy]) -> ItemStatus:
+def _status(svc: Services, item: ProtectedItem, policies: dict[str, Policy]) -> ItemStatus:
     last_job = svc.jobs.get(item.last_job_id) if item.last_job_id else None
     upcoming = None
     if item.is_active:
@@ -179,7 +179,7 @@ def _status(svc, item: ProtectedItem, policies: dict[str, Policy]) -> ItemStatus
 
 
 # --- on-demand backup -----------------------------------------------------------------------------
-def backup_now(svc, vm_name: str, *, retain_until: datetime | None) -> Job:
+def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) -> Job:
     """Start an on-demand backup now: job created (trigger OnDemand), task sent at once.
 
     It stands in for a pending initial backup. If its task cannot be sent, the job is Failed with
@@ -229,7 +229,7 @@ def backup_now(svc, vm_name: str, *, retain_until: datetime | None) -> Job:
     return job
 
 
-def on_demand_refusal(svc, vm_name: str, now: datetime, *, job: Job | None = None) -> str | None:
+def on_demand_refusal(svc: Services, vm_name: str, now: datetime, *, job: Job | None = None) -> str | None:
     """Why an on-demand backup of ``vm_name`` requested at ``now`` is over the daily limits (None if not).
 
     For an existing ``job`` only the on-demand jobs requested before it count, so the worker can ask
@@ -247,7 +247,7 @@ def on_demand_refusal(svc, vm_name: str, now: datetime, *, job: Job | None = Non
             return on_demand_limit_reached(vm_name, earlier)
 
 
-def _task_queue(svc):
+def _task_queue(svc: Services) -> TaskQueue:
     try:
         return svc.task_queue
     except ValueError as exc:       # the SDK's word for a malformed connection string
@@ -255,7 +255,7 @@ def _task_queue(svc):
                                  f"({exc}); fix it and run the command again") from exc
 
 
-def _not_queued(svc, job: Job, before: ProtectedItem, exc: VmsnapError, now: datetime) -> None:
+def _not_queued(svc: Services, job: Job, before: ProtectedItem, exc: VmsnapError, now: datetime) -> None:
     """Fail the job that never reached the queue, and give the item back its earlier claim and last job."""
     error = JobError.from_remediation(remediation.for_service_error(remediation.TASK_NOT_QUEUED),
                                       detail=redact(str(exc)))
@@ -273,8 +273,8 @@ def _not_queued(svc, job: Job, before: ProtectedItem, exc: VmsnapError, now: dat
               job.job_id, job.vm_name, redact(str(exc)))
 
 
-def _check_in_progress(svc, item: ProtectedItem, now: datetime) -> None:
-    if not item.may_be_busy(now):
+def _check_in_progress(svc: Services, item: ProtectedItem, now: datetime) -> None:
+    if not item.may_be_busy(now) or item.in_progress_job_id is None:
         return
     previous = svc.jobs.get(item.in_progress_job_id)
     if blocks_new_backup(previous, now):

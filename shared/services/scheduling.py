@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypeGuard
 
 from croniter import croniter
 
@@ -24,6 +25,9 @@ from shared.domain.schedule import slots_between
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import NotFoundError
 from shared.ports import JobQuery
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ class ItemPlan:
         return changed
 
 
-def blocks_new_backup(job: Job | None, now: datetime) -> bool:
+def blocks_new_backup(job: Job | None, now: datetime) -> TypeGuard[Job]:
     """A previous job blocks a new one while it is InProgress and before its timeout deadline."""
     return job is not None and job.status is JobStatus.IN_PROGRESS and now < timeout_deadline(job)
 
@@ -112,7 +116,7 @@ def plan_item(item: ProtectedItem, policy: Policy, due: list[datetime], *, now: 
     target = ahead[-1] if ahead else (past[-1] if past else None)
     if target is None:
         return _plan(None, skipped)
-    if blocked:
+    if blocked and previous_job is not None:
         busy = f"backup {previous_job.job_id} was still in progress"
         skipped += [SkippedSlot(s, busy) for s in past]
         # A slot still ahead is decided when due: the previous job may well have finished by then.
@@ -142,11 +146,11 @@ def task_for(job: Job, now: datetime) -> SnapshotTask:
 
 def lookahead(schedule: str, now: datetime) -> timedelta:
     """Time until the timer's next tick: slots before it are sent now, scheduled for their time."""
-    following = croniter(schedule, now, second_at_beginning=True).get_next(datetime)
+    following: datetime = croniter(schedule, now, second_at_beginning=True).get_next(datetime)
     return min(max(following - now, timedelta(0)), MAX_LOOKAHEAD)
 
 
-def run_scheduling_tick(svc, *, past_due: bool = False, page_size: int = PAGE_SIZE) -> TickResult:
+def run_scheduling_tick(svc: Services, *, past_due: bool = False, page_size: int = PAGE_SIZE) -> TickResult:
     """One timer tick over every protected item, a page at a time."""
     now = svc.clock.now()
     result = TickResult(now=now)
@@ -166,7 +170,7 @@ def run_scheduling_tick(svc, *, past_due: bool = False, page_size: int = PAGE_SI
     return result
 
 
-def _policy(svc, policies: dict[str, Policy | None], name: str) -> Policy | None:
+def _policy(svc: Services, policies: dict[str, Policy | None], name: str) -> Policy | None:
     key = name.lower()
     if key not in policies:
         try:
@@ -177,8 +181,8 @@ def _policy(svc, policies: dict[str, Policy | None], name: str) -> Policy | None
     return policies[key]
 
 
-def _run_page(svc, page: list[ProtectedItem], policies: dict, result: TickResult, *, now: datetime,
-              horizon: datetime, catch_up_from: datetime) -> None:
+def _run_page(svc: Services, page: list[ProtectedItem], policies: dict[str, Policy | None], result: TickResult, *,
+              now: datetime,              horizon: datetime, catch_up_from: datetime) -> None:
     planned: list[tuple[ProtectedItem, ItemPlan]] = []
     for item in page:
         if not item.is_active:
@@ -190,7 +194,7 @@ def _run_page(svc, page: list[ProtectedItem], policies: dict, result: TickResult
         if not due and not item.initial_backup_pending:
             continue
         previous = None
-        if item.may_be_busy(now):
+        if item.may_be_busy(now) and item.in_progress_job_id:
             previous = svc.jobs.get(item.in_progress_job_id)
             result.job_store_calls += 1
         plan = plan_item(item, policy, due, now=now, catch_up_from=catch_up_from, previous_job=previous)
@@ -238,7 +242,7 @@ def _run_page(svc, page: list[ProtectedItem], policies: dict, result: TickResult
         _settle_conflict(svc, item, plan, now)
 
 
-def _cancel_orphans(svc, item: ProtectedItem, plan: ItemPlan, now: datetime, result: TickResult) -> None:
+def _cancel_orphans(svc: Services, item: ProtectedItem, plan: ItemPlan, now: datetime, result: TickResult) -> None:
     """A tick that died before advancing watermarks may have created jobs for slots this tick now
     skips (time moved past another slot meanwhile). Cancel them so no job waits forever for a task.
     Only items with skipped slots pay this one query, so a normal tick never does."""
@@ -250,7 +254,7 @@ def _cancel_orphans(svc, item: ProtectedItem, plan: ItemPlan, now: datetime, res
             _cancel(svc, job.job_id, now, "its slot was skipped after the scheduler was interrupted")
 
 
-def _cancel(svc, job_id: str, now: datetime, reason: str) -> None:
+def _cancel(svc: Services, job_id: str, now: datetime, reason: str) -> None:
     def cancel(job: Job) -> Job | None:
         cancelled = mark_cancelled(job, reason, now)
         if cancelled is not None:
@@ -260,7 +264,7 @@ def _cancel(svc, job_id: str, now: datetime, reason: str) -> None:
     svc.jobs.update(job_id, cancel)
 
 
-def _settle_conflict(svc, seen: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
+def _settle_conflict(svc: Services, seen: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
     """The item changed between read and write (another tick, backup-now, disable, policy change):
     re-read it and merge this tick's plan into what is there now.
 
@@ -290,7 +294,7 @@ def _settle_conflict(svc, seen: ProtectedItem, plan: ItemPlan, now: datetime) ->
         log.info("job %s for %s: the item changed meanwhile; merged, the job stands", job.job_id, seen.vm_name)
 
 
-def _refuses(svc, current: ProtectedItem, job: Job, now: datetime) -> bool:
+def _refuses(svc: Services, current: ProtectedItem, job: Job, now: datetime) -> bool:
     """Whether the item as it is now refuses ``job``: stopped, or claimed by another job that blocks."""
     if not current.is_active:
         return True

@@ -12,12 +12,15 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from shared.domain.jobs import Job, JobPhase, JobStatus, mark_timed_out, timeout_deadline
 from shared.errors import NotFoundError, PermanentError, TransientError
 from shared.ports import ExtensionStatusReader, JobQuery
 from shared.services.ingestion import IngestOutcome, IngestResult, ingest_status_blob
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class SweepResult:
     deferred: list[str] = field(default_factory=list)       # storage or ARM unreachable: next sweep
 
 
-def sweep_stale_jobs(svc: Any, *, page_size: int = 200, workers: int = WORKERS) -> SweepResult:
+def sweep_stale_jobs(svc: Services, *, page_size: int = 200, workers: int = WORKERS) -> SweepResult:
     """Apply results the trigger missed, then fail every InProgress job past its deadline."""
     now = svc.clock.now()
     result = SweepResult()
@@ -70,7 +73,7 @@ def sweep_stale_jobs(svc: Any, *, page_size: int = 200, workers: int = WORKERS) 
                              continuation=page.continuation)
 
 
-def _sweep_job(svc: Any, job: Job, now: datetime, result: SweepResult) -> None:
+def _sweep_job(svc: Services, job: Job, now: datetime, result: SweepResult) -> None:
     if _reingest_due(job, now):
         outcome = _reingest(svc, job)
         if outcome is not None and outcome.result in _TAKEN:
@@ -112,8 +115,10 @@ def _reingest_due(job: Job, now: datetime) -> bool:
             and now - quiet_since >= REINGEST_AFTER)
 
 
-def _reingest(svc: Any, job: Job) -> IngestOutcome | None:
+def _reingest(svc: Services, job: Job) -> IngestOutcome | None:
     """Apply the job's current status blob, as the blob trigger would have; None if there is none."""
+    if not job.status_blob:
+        return None
     try:
         data = svc.status_blobs.read(job.status_blob)
     except NotFoundError:
@@ -122,7 +127,7 @@ def _reingest(svc: Any, job: Job) -> IngestOutcome | None:
     return ingest_status_blob(svc, job.status_blob, data, None)
 
 
-def _from_instance_view(svc: Any, job: Job, now: datetime) -> IngestOutcome | None:
+def _from_instance_view(svc: Services, job: Job, now: datetime) -> IngestOutcome | None:
     """The handler's result from the instance view, when the dispatcher can read one (Compute API).
 
     The handler reports its result to the VM agent as well as to its blob; when the blob upload
@@ -145,4 +150,5 @@ def _from_instance_view(svc: Any, job: Job, now: datetime) -> IngestOutcome | No
         return None
     if payload is None:
         return None
-    return ingest_status_blob(svc, job.status_blob, payload, None)
+    name = job.status_blob or svc.status_blobs.attempt_blob_names(job.job_id, job.attempt)[0]
+    return ingest_status_blob(svc, name, payload, None)

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from devhost.ports import free_port, port_in_use
 from devhost.processes import processes_under

@@ -1,4 +1,4 @@
-"""The extension command: exactly what the real VMSnapshotLinux handler reads (§1, §1.8)."""
+"""The extension command: exactly what the real VMSnapshotLinux handler reads (docs/extension-contract.md)."""
 from __future__ import annotations
 
 import base64
@@ -29,7 +29,7 @@ VM = Vm(name="vm1", kind=VmKind.AZURE, location="westeurope",
 TASK = SnapshotTask(job_id=JOB, attempt=1, vm_name="vm1", slot=NOW, trigger=Trigger.SCHEDULED,
                     policy_name="DefaultPolicy", retain_until=datetime(2025, 3, 31, 2, tzinfo=timezone.utc))
 
-# Written by hand from vmsnapshot-extension.md §1.1-§1.8, with each objectStr shown decoded.
+# Written by hand from docs/extension-contract.md, with each objectStr shown decoded.
 EXPECTED = {
     "settings": {
         "locale": "en-us",
@@ -88,7 +88,7 @@ def test_object_strings_decode_the_way_the_handler_decodes_them():
         json.loads(text)
 
 
-# Field -> type as the seed schema (doc) and the real handler's reader (§1.1-§1.3) expect them.
+# Field -> type as the seed schema (doc) and the real handler's reader (main/parameterparser.py; docs/extension-contract.md) expect them.
 PUBLIC_SCHEMA = {"locale": str, "taskId": str, "commandToExecute": str, "commandStartTimeUTCTicks": str,
                  "vmType": str, "objectStr": str, "customSettings": str}
 PROTECTED_SCHEMA = {"objectStr": str, "logsBlobUri": str, "statusBlobUri": str}

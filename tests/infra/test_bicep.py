@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.domain.command import COMMAND_TIMEOUT
+from shared.domain.command import EXTENSION_WINDOW
 from shared.settings import Settings
 from tests.infra.bicep import Template, find_property, properties, value_of
 
@@ -137,7 +137,7 @@ def test_the_queue_drops_a_resent_task_for_as_long_as_the_extension_would_run_it
     template = Template.load(INFRA / "app" / "servicebus.bicep")
     queue = properties(find_property(template.declarations("resource")["queue"], "properties"))
     assert template.literal(queue["requiresDuplicateDetection"]) is True
-    assert _iso_duration(template.literal(queue["duplicateDetectionHistoryTimeWindow"])) > COMMAND_TIMEOUT
+    assert _iso_duration(template.literal(queue["duplicateDetectionHistoryTimeWindow"])) > EXTENSION_WINDOW
     assert template.literal(queue["maxDeliveryCount"]) >= 3
 
 

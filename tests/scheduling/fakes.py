@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
 from dataclasses import replace
 from typing import Callable, Sequence
 
@@ -42,6 +43,8 @@ class InMemoryPolicyStore:
 class InMemoryProtectedItemStore:
     def __init__(self) -> None:
         self.items: dict[str, ProtectedItem] = {}
+        # Updates are read-modify-write as in the Table store; the lock stands in for its ETag check.
+        self._lock = threading.RLock()
 
     def get(self, vm_name: str) -> ProtectedItem | None:
         item = self.items.get(vm_name.lower())
@@ -53,11 +56,12 @@ class InMemoryProtectedItemStore:
         return self._put(item)
 
     def update(self, vm_name: str, change: Callable[[ProtectedItem], ProtectedItem | None]) -> ProtectedItem:
-        current = self.get(vm_name)
-        if current is None:
-            raise NotFoundError(f"VM {vm_name!r} is not protected")
-        changed = change(copy.deepcopy(current))
-        return current if changed is None else self._put(changed)
+        with self._lock:
+            current = self.get(vm_name)
+            if current is None:
+                raise NotFoundError(f"VM {vm_name!r} is not protected")
+            changed = change(copy.deepcopy(current))
+            return current if changed is None else self._put(changed)
 
     def save_many(self, items: Sequence[ProtectedItem]) -> tuple[list[ProtectedItem], list[str], int]:
         saved, conflicts = [], []

@@ -1,0 +1,137 @@
+"""The one place that says what an Azure SDK failure means for vmsnap, and the one ETag retry loop.
+
+``classify`` maps a status code and service error code to a ``Failure`` kind, the same for Blob,
+Table, Service Bus and ARM (a 403 is always ``REFUSED``); ``translate`` turns an SDK exception into
+the project's error for that kind. Adapters add their own wording, never their own judgement.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable, TypeVar
+
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError
+from azure.servicebus.exceptions import (MessageSizeExceededError, MessagingEntityAlreadyExistsError,
+                                         MessagingEntityDisabledError, MessagingEntityNotFoundError,
+                                         ServiceBusAuthenticationError, ServiceBusAuthorizationError)
+
+from shared.errors import (AccessRefusedError, ConflictError, NotFoundError, PermanentError, TransientError,
+                           VmsnapError)
+from shared.redaction import redact
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Failure(Enum):
+    TRANSIENT = "transient"     # a retry may cure it: no answer, timeout, throttling, busy, outage
+    NOT_FOUND = "not found"     # the named thing does not exist
+    CONFLICT = "conflict"       # it exists already, or changed since it was read (ETag)
+    REFUSED = "refused"         # the identity or key may not do this: a role or setting to fix
+    PERMANENT = "permanent"     # the request itself is wrong; sending it again changes nothing
+
+
+# 409s that mean "busy, try again" rather than "already exists": ARM's concurrent-operation codes
+# and Storage's "being deleted" states.
+_BUSY_CODES = frozenset({
+    "OperationNotAllowed", "AnotherOperationInProgress", "OperationPreempted", "RetryableError",
+    "ContainerBeingDeleted", "TableBeingDeleted", "ServerBusy",
+})
+_TRANSIENT_STATUS = frozenset({408, 429})
+TABLE_REFUSED_HINT = ("check the BackupStorage setting and grant the identity 'Storage Table Data Contributor' "
+                      "on the storage account")
+SERVICE_BUS_REFUSED_HINT = ("check the ServiceBusConnection setting and grant the identity 'Azure Service Bus "
+                            "Data Sender' on the namespace")
+BLOB_REFUSED_HINT = ("check the BackupStorage setting and grant the identity 'Storage Blob Data Contributor' "
+                     "on the storage account")
+
+
+def classify(status: int | None, error_code: str | None = None) -> Failure:
+    """What a failure with this HTTP status (None: no response at all) and service error code means."""
+    if status is None or status in _TRANSIENT_STATUS or status >= 500:
+        return Failure.TRANSIENT
+    if status in (401, 403):
+        return Failure.REFUSED
+    if status == 404:
+        return Failure.NOT_FOUND
+    if status == 409:
+        return Failure.TRANSIENT if error_code in _BUSY_CODES else Failure.CONFLICT
+    if status == 412:
+        return Failure.CONFLICT
+    return Failure.PERMANENT
+
+
+# Service Bus speaks AMQP: its exceptions carry no HTTP status, so each kind maps to the status the
+# same condition has over HTTP.
+_SERVICE_BUS_STATUS: tuple[tuple[type[AzureError], int], ...] = (
+    (ServiceBusAuthenticationError, 401), (ServiceBusAuthorizationError, 403),
+    (MessagingEntityNotFoundError, 404), (MessagingEntityAlreadyExistsError, 409),
+    (MessagingEntityDisabledError, 400), (MessageSizeExceededError, 413),
+)
+
+
+def status_and_code(exc: AzureError) -> tuple[int | None, str | None]:
+    """The HTTP status and the service's error code of an SDK exception (None when there was no answer)."""
+    for kind, status in _SERVICE_BUS_STATUS:
+        if isinstance(exc, kind):
+            return status, type(exc).__name__
+    if not isinstance(exc, HttpResponseError):
+        return None, None
+    code = getattr(exc, "error_code", None) or getattr(getattr(exc, "error", None), "code", None)
+    return exc.status_code, code
+
+
+def failure_of(exc: AzureError) -> Failure:
+    return classify(*status_and_code(exc))
+
+
+def translate(exc: AzureError, doing: str, *, service: str, refused_hint: str = "") -> VmsnapError:
+    """The project's error for ``exc``, raised ``from exc`` by the caller; never carries a SAS.
+
+    ``doing`` completes "while ...", ``service`` names the service ("Table Storage"),
+    ``refused_hint`` says which role or setting to fix when access is refused.
+    """
+    status, code = status_and_code(exc)
+    kind = classify(status, code)
+    said = f"{status} {code}" if code else str(status) if status else type(exc).__name__
+    if kind is Failure.TRANSIENT:
+        return TransientError(f"{service} unavailable while {doing} ({said}); a retry may succeed")
+    if kind is Failure.REFUSED:
+        hint = refused_hint or "check the connection setting and the identity's role on the resource"
+        return AccessRefusedError(f"{service} refused access while {doing} ({said}); {hint}")
+    if kind is Failure.NOT_FOUND:
+        return NotFoundError(f"{service} found nothing while {doing} ({said})")
+    if kind is Failure.CONFLICT:
+        return ConflictError(f"{service} reported a conflict while {doing} ({said})")
+    reason = redact(getattr(exc, "reason", None) or "")
+    return PermanentError(f"{service} refused {doing} ({said}{': ' + reason if reason else ''})")
+
+
+@dataclass(frozen=True)
+class EtagRetry:
+    """Read-modify-write under optimistic concurrency: run ``attempt`` until its conditional write
+    wins, pausing a random, growing while between lost races so racing writers spread out.
+
+    ``sleep`` and ``random`` are injectable so tests neither wait nor depend on chance.
+    """
+
+    attempts: int = 10
+    base_pause: float = 0.02
+    max_pause: float = 0.64
+    races: tuple[type[BaseException], ...] = (ResourceModifiedError,)
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+    random: Callable[[], float] = field(default=random.random, compare=False)
+
+    def run(self, attempt: Callable[[], T], *, what: str) -> T:
+        for number in range(1, self.attempts + 1):
+            try:
+                return attempt()
+            except self.races:
+                log.info("%s changed under us (attempt %s of %s); re-reading", what, number, self.attempts)
+                if number < self.attempts:
+                    self.sleep(self.random() * min(self.max_pause, self.base_pause * 2 ** (number - 1)))
+        raise TransientError(f"{what} kept changing during {self.attempts} update attempts; try again")

@@ -1,0 +1,25 @@
+"""Type-level half of the contracts: every fake and adapter fits its port's Protocol (mypy checks this
+module; tests/test_types.py runs mypy). The behavioural half is the contract suites beside it."""
+from __future__ import annotations
+
+from shared.adapters.blob_sas import BlobSasMinter, StatusBlobStore
+from shared.adapters.compute_inventory import ComputeInventory
+from shared.adapters.dispatch_arm import ArmDispatcher
+from shared.adapters.dispatch_local import LocalDispatcher
+from shared.adapters.servicebus import ServiceBusTaskQueue
+from shared.adapters.table_jobs import TableJobStore
+from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
+from shared.ports import (Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore, SasMinter, StatusBlobs,
+                          TaskQueue)
+from tests.fakes import (InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs, RecordingDispatcher,
+                         RecordingTaskQueue)
+from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
+
+JOB_STORES: tuple[type[JobStore], ...] = (InMemoryJobStore, TableJobStore)
+POLICY_STORES: tuple[type[PolicyStore], ...] = (InMemoryPolicyStore, TablePolicyStore)
+ITEM_STORES: tuple[type[ProtectedItemStore], ...] = (InMemoryProtectedItemStore, TableProtectedItemStore)
+INVENTORIES: tuple[type[Inventory], ...] = (InMemoryInventory, TableInventory, ComputeInventory)
+STATUS_BLOBS: tuple[type[StatusBlobs], ...] = (InMemoryStatusBlobs, StatusBlobStore)
+TASK_QUEUES: tuple[type[TaskQueue], ...] = (RecordingTaskQueue, ServiceBusTaskQueue)
+DISPATCHERS: tuple[type[Dispatcher], ...] = (RecordingDispatcher, ArmDispatcher, LocalDispatcher)
+SAS_MINTERS: tuple[type[SasMinter], ...] = (BlobSasMinter,)

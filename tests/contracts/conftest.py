@@ -1,0 +1,95 @@
+"""Each port's implementations, side by side: every contract test runs once on the in-memory fake
+(what unit tests of services use) and once on the real adapter (Azurite, the local Service Bus).
+
+A fixture here is parametrized by implementation name; a contract test asks for the port's fixture
+and never knows which one it got, exactly as tests/servicebus/ runs one suite on local and live.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, TypeVar
+
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+
+from shared.adapters.blob_sas import StatusBlobStore
+from shared.adapters.table_jobs import TableJobStore
+from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
+from shared.domain.inventory import Vm
+from shared.ports import Inventory, JobStore, PolicyStore, ProtectedItemStore, StatusBlobs
+from tests.fakes import InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs
+from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
+
+T = TypeVar("T")
+
+
+def REAL(name: str):  # noqa: N802 - reads as a tag in the params lists below
+    """The real adapter's variant: it talks to a service, so it runs in the integration tier (the fake
+    variant stays in the unit tier)."""
+    return pytest.param(name, marks=pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def table_service(storage_connection_string) -> TableServiceClient:
+    return TableServiceClient.from_connection_string(storage_connection_string)
+
+
+@pytest.fixture(scope="session")
+def blob_service_client(storage_connection_string) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(storage_connection_string)
+
+
+def _fake_or_table(request, fake: Callable[[], T], table: Callable[[Any, str], T], stem: str) -> T:
+    """This run's implementation: the fake, or the Table adapter on a table of the test's own."""
+    if request.param == "fake":
+        return fake()
+    return table(request.getfixturevalue("table_service"), request.getfixturevalue("unique_name")(stem))
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def job_store(request) -> JobStore:
+    return _fake_or_table(request, InMemoryJobStore, TableJobStore, "jobs")
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def policy_store(request) -> PolicyStore:
+    return _fake_or_table(request, InMemoryPolicyStore, TablePolicyStore, "policies")
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def item_store(request) -> ProtectedItemStore:
+    return _fake_or_table(request, InMemoryProtectedItemStore, TableProtectedItemStore, "items")
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def make_inventory(request, unique_name) -> Callable[..., Inventory]:
+    """An inventory holding the given VMs (the local table is filled the way `vmsnap local vm add` does)."""
+    if request.param == "fake":
+        return InMemoryInventory
+
+    def table(*vms: Vm) -> Inventory:
+        inventory = TableInventory(request.getfixturevalue("table_service"), unique_name("vms"))
+        for vm in vms:
+            inventory.put_vm(vm)
+        return inventory
+
+    return table
+
+
+@pytest.fixture(params=["fake", REAL("azurite")])
+def status_blobs(request, unique_name) -> Iterator[tuple[StatusBlobs, Callable[[str, bytes], None]]]:
+    """The store, and how the extension writes to one of its blobs (through its SAS, in production)."""
+    if request.param == "fake":
+        fake = InMemoryStatusBlobs("http://127.0.0.1:10000/devstoreaccount1", unique_name("status"))
+        yield fake, fake.blobs.__setitem__
+        return
+    service = request.getfixturevalue("blob_service_client")
+    store = StatusBlobStore(service, unique_name("status"))
+
+    def extension_writes(name: str, data: bytes) -> None:
+        service.get_blob_client(store.container, name).upload_blob(data, overwrite=True)
+
+    yield store, extension_writes
+    for container in (store.container, store.rejected_container):
+        if service.get_container_client(container).exists():
+            service.delete_container(container)

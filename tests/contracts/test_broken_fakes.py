@@ -1,0 +1,77 @@
+"""The contract suites can fail: a fake that drifts from its adapter the way the old fakes did is
+reported by name, so a unit test can no longer pass on a fake where production differs."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import replace
+from types import ModuleType
+from typing import Callable
+
+import pytest
+
+from shared.domain.jobs import Job
+from shared.ports import JobPage, JobQuery
+from tests.contracts import test_item_and_policy_stores, test_job_store
+from tests.fakes import InMemoryJobStore
+from tests.scheduling.fakes import InMemoryProtectedItemStore
+
+
+class CaseSensitiveJobStore(InMemoryJobStore):
+    """Drift: compares VM names as typed, where the Table store ignores case."""
+
+    def query(self, query: JobQuery) -> JobPage:
+        page = super().query(query)
+        page.jobs = [j for j in page.jobs if query.vm_name is None or j.vm_name == query.vm_name]
+        return page
+
+
+class StartTimeJobStore(InMemoryJobStore):
+    """Drift: filters on when the record was written, where the Table store uses the slot."""
+
+    def query(self, query: JobQuery) -> JobPage:
+        def by_start(job: Job) -> bool:
+            return ((query.since is None or job.start_time >= query.since)
+                    and (query.until is None or job.start_time < query.until))
+        everything = super().query(replace(query, since=None, until=None, page_size=self.MAX_PAGE))
+        return JobPage(jobs=[j for j in everything.jobs if by_start(j)][:query.page_size])
+
+
+class CaseSensitiveItemStore(InMemoryProtectedItemStore):
+    """Drift: looks items up by the name as typed."""
+
+    def get(self, vm_name: str):
+        item = super().get(vm_name)
+        return item if item is not None and item.vm_name == vm_name else None
+
+
+def failing_checks(module: ModuleType, fixture: str, make: Callable[[], object]) -> set[str]:
+    """Run every contract test of ``module`` that needs only ``fixture`` against ``make()``."""
+    failed = set()
+    for name, check in inspect.getmembers(module, inspect.isfunction):
+        if not name.startswith("test_") or list(inspect.signature(check).parameters) != [fixture]:
+            continue
+        try:
+            check(make())
+        except Exception:  # noqa: BLE001 - any way a check fails counts as that check failing
+            failed.add(name)
+    return failed
+
+
+@pytest.mark.parametrize(("broken", "caught_by"), [
+    (CaseSensitiveJobStore, {"test_vm_names_match_whatever_their_case"}),
+    (StartTimeJobStore, {"test_time_filters_apply_to_the_slot"}),
+])
+def test_a_drifted_job_store_fake_fails_the_contract(broken, caught_by):
+    """A job-store fake with the old drift fails the contract test that names that drift."""
+    assert caught_by <= failing_checks(test_job_store, "job_store", broken)
+
+
+def test_the_honest_job_store_fake_passes_every_check():
+    """The fake unit tests use passes the whole job-store contract."""
+    assert failing_checks(test_job_store, "job_store", InMemoryJobStore) == set()
+
+
+def test_a_case_sensitive_item_store_fake_fails_the_contract():
+    """A protected-item fake that compares VM names as typed is reported."""
+    assert "test_items_are_found_whatever_the_case" in failing_checks(
+        test_item_and_policy_stores, "item_store", CaseSensitiveItemStore)

@@ -1,0 +1,145 @@
+"""The JobStore contract: the in-memory fake and the Table store behave the same, so a unit test on
+the fake means what it says about production."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared.domain.jobs import DiskResult, Job, JobStatus
+from shared.errors import NotFoundError, ValidationError
+from shared.ports import JobQuery, JobStore
+
+T0 = datetime(2025, 6, 2, 12, 0, tzinfo=timezone.utc)
+
+
+def job(vm: str = "vm1", slot: datetime = T0, *, started: datetime | None = None, **changes) -> Job:
+    made = Job.new_backup(vm_name=vm, slot=slot, now=started or slot)
+    return replace(made, **changes)
+
+
+def all_pages(store: JobStore, query: JobQuery) -> list[Job]:
+    jobs, page = [], store.query(query)
+    jobs += page.jobs
+    while page.continuation:
+        page = store.query(replace(query, continuation=page.continuation))
+        jobs += page.jobs
+    return jobs
+
+
+def test_a_job_is_created_once(job_store):
+    """Creating a job twice (a re-fired timer) keeps the first and reports the second as not created."""
+    first = job(policy_name="DefaultPolicy")
+    assert job_store.create_if_absent(first) is True
+    assert job_store.create_if_absent(replace(first, policy_name="Other")) is False
+    assert job_store.get(first.job_id) == first
+
+
+def test_a_batch_creates_each_id_once(job_store):
+    """A batch that repeats an id and names an existing job creates only the new ones."""
+    existing, new = job("vm1"), job("vm2")
+    job_store.create_if_absent(existing)
+    assert job_store.create_many_if_absent([existing, new, new]) == [False, True, False]
+    assert job_store.get(new.job_id) == new
+
+
+def test_an_unknown_job_is_none_and_cannot_be_updated(job_store):
+    """Reading a job that does not exist gives None; changing it is a NotFoundError."""
+    assert job_store.get(job().job_id) is None
+    with pytest.raises(NotFoundError):
+        job_store.update(job().job_id, lambda j: j)
+
+
+def test_update_writes_the_change_and_no_change_writes_nothing(job_store):
+    """An update returns the stored job; a change that returns None leaves the job as it was."""
+    stored = job()
+    job_store.create_if_absent(stored)
+    done = job_store.update(stored.job_id, lambda j: replace(j, attempt=2))
+    assert done.attempt == 2 and job_store.get(stored.job_id).attempt == 2
+    assert job_store.update(stored.job_id, lambda j: None) == done
+
+
+def test_update_cannot_change_the_id(job_store):
+    """A change that swaps the job id is refused instead of writing the job under another key."""
+    stored = job()
+    job_store.create_if_absent(stored)
+    with pytest.raises(ValidationError):
+        job_store.update(stored.job_id, lambda j: replace(j, job_id=job("other").job_id))
+
+
+def test_concurrent_updates_lose_nothing(job_store):
+    """Eight writers changing one job at once: every change is in the result (ETag retry)."""
+    stored = job()
+    job_store.create_if_absent(stored)
+
+    def add_note(n: int) -> None:
+        job_store.update(stored.job_id, lambda j: replace(j, notes=[*j.notes, f"note {n}"]))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(add_note, range(8)))
+    assert sorted(job_store.get(stored.job_id).notes) == sorted(f"note {n}" for n in range(8))
+
+
+def test_no_sas_survives_a_write(job_store):
+    """URLs are kept without their query: a SAS handed in with a disk or blob is not stored."""
+    secret = "?sv=2024&sp=c&sig=SECRET"
+    stored = job(status_blob="j/1.Status.txt" + secret,
+                 disks=[DiskResult(lun=0, blob_url="http://acct/disks/d.vhd" + secret, status="Pending",
+                                   snapshot_uri="http://acct/disks/d.vhd?snapshot=2025-06-02T12:00:00Z&sig=S")])
+    job_store.create_if_absent(stored)
+    kept = job_store.get(stored.job_id)
+    assert "sig=" not in repr(kept)
+    assert kept.disks[0].snapshot_uri == "http://acct/disks/d.vhd?snapshot=2025-06-02T12:00:00Z"
+
+
+def test_vm_names_match_whatever_their_case(job_store):
+    """`job list --vm WEB-1` finds the jobs of web-1."""
+    mine, other = job("web-1"), job("web-2")
+    job_store.create_many_if_absent([mine, other])
+    assert [j.job_id for j in all_pages(job_store, JobQuery(vm_name="WEB-1"))] == [mine.job_id]
+
+
+def test_time_filters_apply_to_the_slot(job_store):
+    """A job belongs to the time of its slot, not to when its record was written."""
+    late = job("vm1", T0, started=T0 + timedelta(hours=3))     # written long after its slot
+    job_store.create_if_absent(late)
+    window = JobQuery(since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=4))
+    assert all_pages(job_store, window) == []
+    assert [j.job_id for j in all_pages(job_store, JobQuery(since=T0, until=T0 + timedelta(hours=1)))] == [
+        late.job_id]
+    for vm_window in (replace(window, vm_name="vm1"),):
+        assert all_pages(job_store, vm_window) == []
+
+
+def test_newest_slot_comes_first(job_store):
+    """Lists show the newest backup first, across VMs and hours."""
+    jobs = [job(f"vm{n % 3}", T0 + timedelta(minutes=37 * n)) for n in range(7)]
+    job_store.create_many_if_absent(jobs)
+    listed = all_pages(job_store, JobQuery())
+    assert [j.slot for j in listed] == sorted((j.slot for j in jobs), reverse=True)
+
+
+def test_pages_cover_every_job_exactly_once(job_store):
+    """Paging through a long list with the continuation shows each job once, in order."""
+    jobs = [job(f"vm{n}", T0 + timedelta(minutes=n)) for n in range(7)]
+    job_store.create_many_if_absent(jobs)
+    first = job_store.query(JobQuery(page_size=3))
+    assert len(first.jobs) == 3 and first.continuation
+    listed = all_pages(job_store, JobQuery(page_size=3))
+    assert [j.job_id for j in listed] == [j.job_id for j in sorted(jobs, key=lambda j: j.slot, reverse=True)]
+
+
+def test_status_and_operation_filter(job_store):
+    """`job list --status Failed` shows only failed jobs."""
+    failed, running = job("vm1", status=JobStatus.FAILED), job("vm2")
+    job_store.create_many_if_absent([failed, running])
+    assert [j.job_id for j in all_pages(job_store, JobQuery(status=JobStatus.FAILED))] == [failed.job_id]
+    assert all_pages(job_store, JobQuery(operation="Restore")) == []
+
+
+def test_a_foreign_continuation_is_refused(job_store):
+    """A continuation token the store did not issue is a clear ValidationError."""
+    with pytest.raises(ValidationError):
+        job_store.query(JobQuery(continuation="not-a-token"))
