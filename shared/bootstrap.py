@@ -105,6 +105,29 @@ class Services:
 
         return LocalDispatcher(self.settings.local_vm_root)
 
+    # --- recovery points, retention and restore ----------------------------------------------------
+    @cached_property
+    def recovery_points(self):
+        from shared.adapters.table_recovery import TableRecoveryPointStore
+
+        return TableRecoveryPointStore(self.table_service, self.settings.table("points"))
+
+    @cached_property
+    def snapshots(self):
+        from shared.adapters.snapshots import BlobSnapshots
+
+        return BlobSnapshots(self.blob_service, clock=self.clock)
+
+    @cached_property
+    def disk_copier(self):
+        return self.snapshots
+
+    @cached_property
+    def status_archive(self):
+        from shared.adapters.snapshots import StatusBlobArchive
+
+        return StatusBlobArchive(self.blob_service, self.settings.status_container)
+
 
 _services: Services | None = None
 

@@ -79,29 +79,56 @@ def holds(point: RecoveryPoint, history: Sequence[RecoveryPoint], policy: Policy
     Representatives (the last point of a day, the first of a month) are chosen over the whole
     history, deleted points included, so a deletion never promotes another point into a tier.
     """
+    return _holds(point, _History(history, policy.zone) if policy else None, policy)
+
+
+class _History:
+    """The representatives of one VM's scheduled points, computed once per VM and policy zone."""
+
+    def __init__(self, history: Sequence[RecoveryPoint], zone: ZoneInfo):
+        self.zone = zone
+        last_of_day: dict[date, RecoveryPoint] = {}
+        first_of_month: dict[tuple[int, int], RecoveryPoint] = {}
+        first_of_year: dict[int, RecoveryPoint] = {}
+        for p in history:
+            if p.is_on_demand:
+                continue
+            day = _local_date(p.created_at, zone)
+            if day not in last_of_day or _later(p, last_of_day[day]):
+                last_of_day[day] = p
+            for table, key in ((first_of_month, (day.year, day.month)), (first_of_year, day.year)):
+                if key not in table or _later(table[key], p):      # type: ignore[operator]
+                    table[key] = p                                  # type: ignore[index]
+        self.last_of_day = {p.name for p in last_of_day.values()}
+        self.first_of_month = {p.name for p in first_of_month.values()}
+        self.first_of_year = {p.name for p in first_of_year.values()}
+
+
+def _holds(point: RecoveryPoint, history: _History | None, policy: Policy | None) -> tuple[Hold, ...]:
     created = utc(point.created_at)
     result: list[Hold] = []
     if point.is_on_demand:
         result.append(Hold(Tier.ON_DEMAND, utc(point.retain_until) if point.retain_until
                            else created + ON_DEMAND_DEFAULT))
-    if policy is None:
+    if policy is None or history is None:
         return tuple(result)
     zone = policy.zone
     result.append(Hold(Tier.INSTANT_RESTORE, _shift(created, zone, days=policy.instant_rp_days)))
     if point.is_on_demand:
         return tuple(result)
-    scheduled = [p for p in history if not p.is_on_demand]
     day = _local_date(created, zone)
-    last_of_day = not any(_local_date(p.created_at, zone) == day and _later(p, point) for p in scheduled)
+    last_of_day = point.name in history.last_of_day
     r = policy.retention
     if r.daily_days is not None and last_of_day:
         result.append(Hold(Tier.DAILY, _shift(created, zone, days=r.daily_days)))
     if r.weekly_weeks is not None and last_of_day and day.weekday() in _weekly_days(policy):
         result.append(Hold(Tier.WEEKLY, _shift(created, zone, days=7 * r.weekly_weeks)))
-    if r.monthly_months is not None and _selected(point, r.monthly_on, scheduled, zone, last_of_day, per="month"):
+    if r.monthly_months is not None and _selected(day, r.monthly_on, last_of_day,
+                                                  point.name in history.first_of_month):
         result.append(Hold(Tier.MONTHLY, _shift(created, zone, months=r.monthly_months)))
+    first_of_period = point.name in (history.first_of_month if r.yearly_months else history.first_of_year)
     if r.yearly_years is not None and (day.month in r.yearly_months if r.yearly_months else True) and _selected(
-            point, r.yearly_on, scheduled, zone, last_of_day, per="month" if r.yearly_months else "year"):
+            day, r.yearly_on, last_of_day, first_of_period):
         result.append(Hold(Tier.YEARLY, _shift(created, zone, months=12 * r.yearly_years)))
     return tuple(result)
 
@@ -122,9 +149,10 @@ def decide(points: Sequence[RecoveryPoint], policy: Policy | None, now: datetime
     if state is None or policy is None:
         return [Decision(p, True, Rule.NOT_PROTECTED, (), None) for p in available]
     latest = max(available, key=_order)
+    history = _History(points, policy.zone)
     decisions = []
     for point in available:
-        held = holds(point, points, policy)
+        held = _holds(point, history, policy)
         last = max(held, key=lambda h: h.until) if held else None
         expires = last.until if last else None
         if last is not None and now < last.until:
@@ -180,9 +208,7 @@ def _weekly_days(policy: Policy) -> set[int]:
     return {Weekday.SUNDAY.index}
 
 
-def _selected(point: RecoveryPoint, selector: PointSelector, scheduled: Sequence[RecoveryPoint], zone: ZoneInfo,
-              last_of_day: bool, *, per: str) -> bool:
-    day = _local_date(point.created_at, zone)
+def _selected(day: date, selector: PointSelector, last_of_day: bool, first_of_period: bool) -> bool:
     if selector.format_type == "Daily":
         last = calendar.monthrange(day.year, day.month)[1]
         return last_of_day and (day.day in selector.days_of_month
@@ -190,12 +216,7 @@ def _selected(point: RecoveryPoint, selector: PointSelector, scheduled: Sequence
     if selector.format_type == "Weekly":
         return (last_of_day and day.weekday() in {d.index for d in selector.days_of_week}
                 and bool(_weeks_of_month(day) & set(selector.weeks_of_month)))
-
-    def same_period(other: RecoveryPoint) -> bool:
-        d = _local_date(other.created_at, zone)
-        return d.year == day.year and (per == "year" or d.month == day.month)
-
-    return not any(same_period(p) and _later(point, p) for p in scheduled)
+    return first_of_period
 
 
 def _weeks_of_month(day: date) -> set[WeekOfMonth]:
