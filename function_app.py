@@ -1,7 +1,7 @@
 """The Function App: logging with redaction, then one Blueprint per module. Nothing else."""
 import azure.functions as func
 
-from functions import scheduler, status_ingest, sweeper, worker
+from functions import retention, scheduler, status_ingest, sweeper, worker
 from shared.logs import configure_logging
 
 configure_logging()
@@ -11,3 +11,4 @@ app.register_functions(scheduler.bp)
 app.register_functions(worker.bp)
 app.register_functions(status_ingest.bp)
 app.register_functions(sweeper.bp)
+app.register_functions(retention.bp)

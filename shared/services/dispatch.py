@@ -19,6 +19,7 @@ from shared.domain.jobs import (DiskResult, Job, JobError, JobPhase, job_id_for,
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
+from shared.services.recovery import snapshot_limit_error
 from shared.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,12 @@ def handle_snapshot_task(svc, body: bytes, *, message_id: str, delivery_count: i
         error = JobError.from_remediation(remediation.for_service_error(remediation.VM_NOT_FOUND),
                                           detail=redact(str(exc)))
         return _fail(svc, job, error, now, ids)
+
+    # --- snapshot limit guard (issue 9): refuse here, with what to do, before the VM fails with 85 ---
+    limit_error = snapshot_limit_error(svc, vm)
+    if limit_error is not None:
+        return _fail(svc, job, limit_error, now, ids)
+    # --- end of guard ---
 
     attempt = next_attempt(job)
     attempt_task = dataclasses.replace(task, attempt=attempt)

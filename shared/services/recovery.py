@@ -14,7 +14,7 @@ from shared.domain.jobs import Job, JobError
 from shared.domain.policy import Policy
 from shared.domain.recovery import RecoveryPoint, Tier, point_from_job
 from shared.domain.retention import tiers_now
-from shared.errors import NotFoundError
+from shared.errors import NotFoundError, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,10 @@ def snapshot_limit_error(svc: Any, vm: Vm) -> JobError | None:
         url = disk.blob_url.split("?", 1)[0]
         if "/providers/" in url.lower():
             continue
-        count = len(svc.snapshots.list_snapshots(url))
+        try:
+            count = len(svc.snapshots.list_snapshots(url))
+        except PermanentError:
+            continue    # a disk outside the backup account: minting its SAS fails the job, saying why
         if count >= limit:
             fix = remediation.for_extension_code(SNAPSHOT_CODE_LIMIT)
             error = JobError.from_remediation(

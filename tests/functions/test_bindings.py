@@ -23,6 +23,7 @@ def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
         "dispatch_snapshot": ["serviceBusTrigger"],
         "ingest_status": ["blobTrigger"],
         "sweep_stale_jobs": ["timerTrigger"],
+        "enforce_retention": ["timerTrigger"],
     }
 
 
@@ -34,6 +35,8 @@ def test_triggers_take_names_and_schedules_from_app_settings(bindings):
     assert timer["schedule"] == "%SNAPSHOT_SCHEDULE%" and timer["useMonitor"] is True
     assert worker["queueName"] == "%SNAPSHOT_TASKS_QUEUE%" and worker["connection"] == "ServiceBusConnection"
     assert blob["path"] == "%STATUS_CONTAINER%/{name}.Status.txt" and blob["connection"] == "BackupStorage"
+    retention, = bindings["enforce_retention"]
+    assert retention["schedule"] == "%RETENTION_SCHEDULE%" and retention["useMonitor"] is True
 
 
 def test_every_setting_a_binding_references_is_in_the_sample_settings(bindings):
@@ -63,4 +66,4 @@ def test_every_setting_the_code_reads_is_documented_in_the_sample_and_readme():
 def test_function_app_module_only_registers_blueprints():
     """function_app.py stays a composition file: no trigger logic creeps into it."""
     text = (ROOT / "function_app.py").read_text()
-    assert "def " not in text and text.count("register_functions") == 4
+    assert "def " not in text and text.count("register_functions") == 5
