@@ -61,12 +61,13 @@ class TableRecoveryPointStore:
         self._ensure_table()
         text = "PartitionKey eq @pk"
         params: dict[str, Any] = {"pk": partition(vm_name)}
-        if until is not None:       # newer than ``until`` sorts before it
+        # Newer sorts first; '`' sorts right after '_', so "<inv(t)>`" falls after every row of time t.
+        if until is not None:
             text += " and RowKey gt @low"
-            params["low"] = _inv(until) + "_"       # '_' sorts after the digits: excludes ``until`` itself
+            params["low"] = _inv(until) + "`"
         if since is not None:
             text += " and RowKey lt @high"
-            params["high"] = _inv(since) + "`"      # '`' sorts after '_': includes ``since``
+            params["high"] = _inv(since) + "`"
         return [point_from_entity(e) for e in self._query(text, params)]
 
     def scan(self, vm_name: str | None = None) -> Iterable[list[RecoveryPoint]]:
@@ -192,7 +193,7 @@ def point_entity(point: RecoveryPoint) -> dict[str, Any]:
 def point_from_entity(entity: Any) -> RecoveryPoint:
     def when(key: str) -> datetime | None:
         value = entity.get(key)
-        return utc(value) if isinstance(value, datetime) else None
+        return utc(datetime.fromisoformat(value.isoformat())) if isinstance(value, datetime) else None
 
     size = entity.get("SizeBytes")
     return RecoveryPoint(

@@ -17,7 +17,7 @@ from shared.errors import VmsnapError
 
 # Command-group modules, in help order. A module missing here is simply not offered.
 GROUPS = ("shared.cli.policy", "shared.cli.protection", "shared.cli.job", "shared.cli.status",
-          "shared.cli.local")
+          "shared.cli.local", "shared.cli.recoverypoint", "shared.cli.retention", "shared.cli.restore")
 
 
 def build_parser() -> argparse.ArgumentParser:
