@@ -91,7 +91,7 @@ class BlobSnapshots:
                                       f"letters, digits and hyphens", field="target_container") from exc
             raise TransientError(f"could not create container {container}: {redact(str(exc))}") from exc
         target = self._service.get_blob_client(container, blob_name)
-        condition = {} if overwrite else {"etag": "*", "match_condition": MatchConditions.IfMissing}
+        condition = {} if overwrite else {"match_condition": MatchConditions.IfMissing}
         try:
             target.start_copy_from_url(source, **condition)
         except (ResourceExistsError, ResourceModifiedError) as exc:

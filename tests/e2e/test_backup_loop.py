@@ -25,6 +25,7 @@ def loop(make_settings, local_servicebus, storage_connection_string, unique_name
         "ServiceBusConnection": local_servicebus.connection_string,
         "SNAPSHOT_SCHEDULE": settings.schedule,
         "SWEEP_SCHEDULE": settings.sweep_schedule,
+        "RETENTION_SCHEDULE": settings.retention_schedule,
         "SNAPSHOT_TASKS_QUEUE": settings.tasks_queue,
         "STATUS_CONTAINER": settings.status_container,
     }
