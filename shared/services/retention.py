@@ -9,6 +9,8 @@ left by a run that died is taken over once it is older than CLAIM_TIMEOUT.
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable
@@ -28,6 +30,7 @@ CLAIM_TIMEOUT = timedelta(hours=1)
 # How far back job records are read for points to backfill and attempt snapshots to delete. Retention
 # runs daily, so a month covers a long outage of the timer.
 JOB_LOOKBACK = timedelta(days=35)
+DELETE_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class RetentionResult:
     lost_claims: int = 0            # points another run claimed first
     blobs_deleted: int = 0
     backfilled: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 def plan_retention(svc: Any, vm_name: str | None = None) -> RetentionPlan:
@@ -108,8 +112,11 @@ def run_retention(svc: Any, vm_name: str | None = None) -> RetentionResult:
     plan = result.plan
     plan.backfill = list(result.backfilled)
     decisions_by_vm = _plan_points(svc, vm_name, now, plan, extra=[])
-    for vm, (points, stale_claims) in decisions_by_vm.items():
-        _delete_points(svc, vm, points, stale_claims, now, result)
+    # VMs are independent: their deletions overlap, so a run is bound by storage, not by round trips.
+    with ThreadPoolExecutor(DELETE_WORKERS) as pool:
+        for _ in pool.map(lambda work: _delete_points(svc, work[0], work[1][0], work[1][1], now, result),
+                          decisions_by_vm.items()):
+            pass
     plan.attempt_snapshots = _attempt_snapshots(svc, jobs, now)
     for action in plan.attempt_snapshots:
         _delete_snapshot(svc, action.snapshot, result, f"job {action.job_id} ({action.rule.value})")
@@ -129,14 +136,14 @@ def run_retention(svc: Any, vm_name: str | None = None) -> RetentionResult:
 # --- points -----------------------------------------------------------------------------------
 
 def _plan_points(svc: Any, vm_name: str | None, now: datetime, plan: RetentionPlan,
-                 extra: list[RecoveryPoint]) -> dict[str, tuple[list[RecoveryPoint], list[RecoveryPoint]]]:
-    """Fill ``plan.points``; returns, per VM with work, (points to delete, stale claims to finish)."""
+                 extra: list[RecoveryPoint]) -> dict[str, tuple[list[Decision], list[RecoveryPoint]]]:
+    """Fill ``plan.points``; returns, per VM with work, (deletions decided, stale claims to finish)."""
     items = _items(svc, vm_name)
     policies = {p.name.lower(): p for p in svc.policies.list()}
     extra_by_vm: dict[str, list[RecoveryPoint]] = {}
     for point in extra:
         extra_by_vm.setdefault(point.vm_name.lower(), []).append(point)
-    work: dict[str, tuple[list[RecoveryPoint], list[RecoveryPoint]]] = {}
+    work: dict[str, tuple[list[Decision], list[RecoveryPoint]]] = {}
     for points in _with_extra(svc.recovery_points.scan(vm_name), extra_by_vm):
         vm = points[0].vm_name
         item = items.get(vm.lower())
@@ -153,7 +160,7 @@ def _plan_points(svc: Any, vm_name: str | None, now: datetime, plan: RetentionPl
                                        "finishing a deletion an earlier run left unfinished",
                                        tuple(d.snapshot for d in p.disks)) for p in stale)
         if going or stale:
-            work[vm] = ([d.point for d in going], stale)
+            work[vm] = (going, stale)
     return work
 
 
@@ -173,12 +180,12 @@ def _action(decision: Decision) -> PointAction:
                        tuple(d.snapshot for d in p.disks))
 
 
-def _delete_points(svc: Any, vm: str, points: list[RecoveryPoint], stale: list[RecoveryPoint], now: datetime,
+def _delete_points(svc: Any, vm: str, going: list[Decision], stale: list[RecoveryPoint], now: datetime,
                    result: RetentionResult) -> None:
-    by_name = {d.point_name: d for d in result.plan.points if d.vm_name == vm}
-    claims = [p.claimed(by_name[p.name].rule.value, now) for p in points]
+    claims = [d.point.claimed(d.rule.value, now) for d in going]
     claimed, lost = svc.recovery_points.save_many(claims + [p.claimed(p.deleted_by or "", now) for p in stale])
-    result.lost_claims += len(lost)
+    with result.lock:
+        result.lost_claims += len(lost)
     if lost:
         log.info("VM %s: %s point(s) claimed by another retention run first: %s", vm, len(lost), ", ".join(lost))
     finished = []
@@ -188,17 +195,22 @@ def _delete_points(svc: Any, vm: str, points: list[RecoveryPoint], stale: list[R
                 _delete_snapshot(svc, disk.snapshot, result, f"point {point.name} of VM {vm} ({point.deleted_by})")
         finished.append(point.deleted(now))
     saved, not_saved = svc.recovery_points.save_many(finished)
-    result.points_deleted.extend(p.name for p in saved)
+    with result.lock:
+        result.points_deleted.extend(p.name for p in saved)
     if not_saved:   # only another run taking over a claim older than CLAIM_TIMEOUT gets here
         log.warning("VM %s: point(s) %s changed while their snapshots were deleted", vm, ", ".join(not_saved))
 
 
 def _delete_snapshot(svc: Any, snapshot: str, result: RetentionResult, why: str) -> None:
-    if svc.snapshots.delete_snapshot(snapshot):
-        result.snapshots_deleted += 1
+    deleted = svc.snapshots.delete_snapshot(snapshot)
+    with result.lock:
+        if deleted:
+            result.snapshots_deleted += 1
+        else:
+            result.snapshots_gone += 1
+    if deleted:
         log.info("deleted snapshot %s of %s", snapshot, why)
     else:
-        result.snapshots_gone += 1
         log.info("snapshot %s of %s was already gone", snapshot, why)
 
 
