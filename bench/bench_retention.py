@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from azure.core.exceptions import ResourceExistsError, ServiceResponseError  # noqa: E402
 from azure.core.pipeline.transport import RequestsTransport  # noqa: E402
 from azure.data.tables import TableServiceClient  # noqa: E402
 
@@ -95,9 +96,17 @@ def seed(table_service: TableServiceClient, prefix: str, vms: int, points: int) 
                                   created_at=FIRST + timedelta(days=day), job_id=job_id, policy_name="DefaultPolicy",
                                   disks=(DiskSnapshot(-1, base, f"{base}?snapshot=2025-06-{day:02d}"),))
             ops.append(("create", point_entity(point)))
+        for attempt in range(5):     # Azurite under load sometimes drops a kept-alive connection
+            try:
+                table.submit_transaction(ops)
+                return
+            except ServiceResponseError:
+                time.sleep(0.5 * (attempt + 1))
+            except ResourceExistsError:
+                return
         table.submit_transaction(ops)
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(4) as pool:
         list(pool.map(one_vm, range(vms)))
 
 
