@@ -91,9 +91,9 @@ class BlobSnapshots:
                                       f"letters, digits and hyphens", field="target_container") from exc
             raise TransientError(f"could not create container {container}: {redact(str(exc))}") from exc
         target = self._service.get_blob_client(container, blob_name)
-        condition = {} if overwrite else {"match_condition": MatchConditions.IfMissing}
         try:
-            target.start_copy_from_url(source, **condition)
+            # If-None-Match: * unless overwriting: storage itself refuses to replace an existing blob.
+            target.start_copy_from_url(source, match_condition=None if overwrite else MatchConditions.IfMissing)
         except (ResourceExistsError, ResourceModifiedError) as exc:
             raise ConflictError(f"blob {container}/{blob_name} already exists; restore into another container, "
                                 f"or pass --overwrite to replace it") from exc

@@ -96,9 +96,11 @@ class _History:
             day = _local_date(p.created_at, zone)
             if day not in last_of_day or _later(p, last_of_day[day]):
                 last_of_day[day] = p
-            for table, key in ((first_of_month, (day.year, day.month)), (first_of_year, day.year)):
-                if key not in table or _later(table[key], p):      # type: ignore[operator]
-                    table[key] = p                                  # type: ignore[index]
+            month = (day.year, day.month)
+            if month not in first_of_month or _later(first_of_month[month], p):
+                first_of_month[month] = p
+            if day.year not in first_of_year or _later(first_of_year[day.year], p):
+                first_of_year[day.year] = p
         self.last_of_day = {p.name for p in last_of_day.values()}
         self.first_of_month = {p.name for p in first_of_month.values()}
         self.first_of_year = {p.name for p in first_of_year.values()}
