@@ -179,3 +179,20 @@ def test_a_disk_at_the_snapshot_limit_refuses_the_backup_with_code_85(make_setti
     assert "vmsnap retention run" in error.recommendations[0] and f"{DAYS} snapshots" in error.error_string
     roomy = Services(make_settings(SNAPSHOT_LIMIT=str(DAYS + 1)), clock=svc.clock)
     assert snapshot_limit_error(roomy, machine) is None
+
+
+def test_the_retention_timer_enforces_retention_with_a_real_timer_request(world):
+    """The enforce_retention function, fired as the host fires it, deletes the expired points."""
+    from azure.functions.timer import TimerRequest
+
+    from functions.retention import enforce
+    from shared.bootstrap import reset_services
+
+    svc, vm, _ = world
+    svc.clock.current = T0 + timedelta(days=40)
+    reset_services(svc)
+    try:
+        enforce(TimerRequest(past_due=False))
+    finally:
+        reset_services()
+    assert [p.state for p in svc.recovery_points.list_for_vm(vm)] == [PointState.AVAILABLE] + [PointState.DELETED] * 9
