@@ -87,12 +87,7 @@ def plan_retention(svc: Any, vm_name: str | None = None) -> RetentionPlan:
     plan = RetentionPlan()
     now = svc.clock.now()
     jobs = _recent_jobs(svc, vm_name, now)
-    for job in jobs:
-        point = point_from_job(job)
-        if point is not None and svc.recovery_points.get(job.vm_name, point.name) is None:
-            plan.backfill.append(job.job_id)
-    _plan_points(svc, vm_name, now, plan, extra=[p for p in (point_from_job(j) for j in jobs
-                                                             if j.job_id in plan.backfill) if p])
+    _plan_points(svc, vm_name, now, plan, jobs, record=False)
     plan.attempt_snapshots = _attempt_snapshots(svc, jobs, now)
     if vm_name is None:
         plan.status_blobs = _expired_status_blobs(svc, now)
@@ -104,14 +99,9 @@ def run_retention(svc: Any, vm_name: str | None = None) -> RetentionResult:
     now = svc.clock.now()
     jobs = _recent_jobs(svc, vm_name, now)
     result = RetentionResult(plan=RetentionPlan())
-    for job in jobs:     # repair first, so a point whose recording was lost still counts
-        point = point_from_job(job)
-        if point is not None and svc.recovery_points.get(job.vm_name, point.name) is None:
-            record_recovery_point(svc, job)
-            result.backfilled.append(job.job_id)
     plan = result.plan
-    plan.backfill = list(result.backfilled)
-    decisions_by_vm = _plan_points(svc, vm_name, now, plan, extra=[])
+    decisions_by_vm = _plan_points(svc, vm_name, now, plan, jobs, record=True)
+    result.backfilled = list(plan.backfill)
     # VMs are independent: their deletions overlap, so a run is bound by storage, not by round trips.
     with ThreadPoolExecutor(DELETE_WORKERS) as pool:
         for _ in pool.map(lambda work: _delete_points(svc, work[0], work[1][0], work[1][1], now, result),
@@ -135,16 +125,33 @@ def run_retention(svc: Any, vm_name: str | None = None) -> RetentionResult:
 
 # --- points -----------------------------------------------------------------------------------
 
-def _plan_points(svc: Any, vm_name: str | None, now: datetime, plan: RetentionPlan,
-                 extra: list[RecoveryPoint]) -> dict[str, tuple[list[Decision], list[RecoveryPoint]]]:
-    """Fill ``plan.points``; returns, per VM with work, (deletions decided, stale claims to finish)."""
+def _plan_points(svc: Any, vm_name: str | None, now: datetime, plan: RetentionPlan, jobs: list[Job], *,
+                 record: bool) -> dict[str, tuple[list[Decision], list[RecoveryPoint]]]:
+    """Fill ``plan.points``; returns, per VM with work, (deletions decided, stale claims to finish).
+
+    A successful recent job whose point is missing is backfilled first (``record``) or, in a dry
+    run, counted as if it were: a point whose recording was lost still counts and can be restored.
+    """
     items = _items(svc, vm_name)
     policies = {p.name.lower(): p for p in svc.policies.list()}
-    extra_by_vm: dict[str, list[RecoveryPoint]] = {}
-    for point in extra:
-        extra_by_vm.setdefault(point.vm_name.lower(), []).append(point)
+    recorded: dict[str, list[tuple[Job, RecoveryPoint]]] = {}
+    for job in jobs:
+        point = point_from_job(job)
+        if point is not None:
+            recorded.setdefault(point.vm_name.lower(), []).append((job, point))
     work: dict[str, tuple[list[Decision], list[RecoveryPoint]]] = {}
-    for points in _with_extra(svc.recovery_points.scan(vm_name), extra_by_vm):
+    for key, points in _with_missing(svc.recovery_points.scan(vm_name), recorded):
+        names = {p.name for p in points}
+        missing = [(job, point) for job, point in recorded.pop(key, []) if point.name not in names]
+        for job, point in missing:
+            plan.backfill.append(job.job_id)
+            if record:
+                log.warning("job %s: recovery point %s of VM %s was missing; recording it", job.job_id,
+                            point.name, point.vm_name)
+                record_recovery_point(svc, job)
+        points = points + [point for _, point in missing]
+        if not points:
+            continue
         vm = points[0].vm_name
         item = items.get(vm.lower())
         policy: Policy | None = policies.get(item.policy_name.lower()) if item else None
@@ -164,14 +171,13 @@ def _plan_points(svc: Any, vm_name: str | None, now: datetime, plan: RetentionPl
     return work
 
 
-def _with_extra(groups: Iterable[list[RecoveryPoint]],
-                extra: dict[str, list[RecoveryPoint]]) -> Iterable[list[RecoveryPoint]]:
-    """The scan, with points a dry run would have backfilled counted in (nothing is written)."""
+def _with_missing(groups: Iterable[list[RecoveryPoint]],
+                  recorded: dict[str, list[tuple[Job, RecoveryPoint]]]) -> Iterable[tuple[str, list[RecoveryPoint]]]:
+    """(VM key, its points) from the scan, then the VMs with recent successful jobs but no point yet."""
     for points in groups:
-        names = {p.name for p in points}
-        yield points + [p for p in extra.pop(points[0].vm_name.lower(), []) if p.name not in names]
-    for points in extra.values():
-        yield points
+        yield points[0].vm_name.lower(), points
+    for key in list(recorded):
+        yield key, []
 
 
 def _action(decision: Decision) -> PointAction:

@@ -120,3 +120,15 @@ def test_a_policy_keeps_its_monthly_format_and_old_documents_read_as_first_backu
     with pytest.raises(ValidationError) as error:
         Policy.from_document(doc)
     assert error.value.field == "retention.monthly_on"
+
+
+def test_a_vm_whose_every_point_was_lost_gets_them_back_from_its_jobs():
+    """Recent successful jobs of a VM with no point at all: retention run records them (once)."""
+    svc, clock, jobs = _svc(days=3)
+    svc.recovery_points.points.clear()
+    clock.current = START + timedelta(days=4)
+    assert sorted(plan_retention(svc).backfill) == sorted(j.job_id for j in jobs)
+    assert svc.recovery_points.points == {}
+    assert sorted(run_retention(svc).backfilled) == sorted(j.job_id for j in jobs)
+    assert sorted(_available(svc)) == sorted(recovery_point_name(j.job_id) for j in jobs)
+    assert run_retention(svc).backfilled == []
