@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # Storage refuses more snapshots of one blob past its snapshot count limit (the extension then fails
 # with code 85 on every backup); a few hundred is where users report it. Refuse a little earlier.
-SNAPSHOT_CODE_LIMIT = 85
+SNAPSHOT_LIMIT_CODE = 85
 
 
 def record_recovery_point(svc: Any, job: Job) -> RecoveryPoint | None:
@@ -89,7 +89,7 @@ def snapshot_limit_error(svc: Any, vm: Vm) -> JobError | None:
         except PermanentError:
             continue    # a disk outside the backup account: minting its SAS fails the job, saying why
         if count >= limit:
-            fix = remediation.for_extension_code(SNAPSHOT_CODE_LIMIT)
+            fix = remediation.for_extension_code(SNAPSHOT_LIMIT_CODE)
             error = JobError.from_remediation(
                 fix, detail=f"disk LUN {disk.lun} ({url}) has {count} snapshots; this service stops at {limit}")
             error.recommendations = [f"Run 'vmsnap retention run --vm {vm.name}' to delete expired "

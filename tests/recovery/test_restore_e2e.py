@@ -3,13 +3,14 @@ restore both disks into a new container, and check each restored blob byte for b
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
 from devhost.demo import create_demo_vm
 from shared.cli import main
 from shared.domain.jobs import JobStatus
-from tests.e2e.test_backup_loop import loop, run_cycle  # noqa: F401  (the loop fixture)
+from tests.e2e.test_backup_loop import SIG, loop, run_cycle  # noqa: F401  (the loop fixture)
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str]:
@@ -39,8 +40,9 @@ def backed_up(loop, capsys):  # noqa: F811
     return svc, vm, job
 
 
-def test_a_completed_backup_is_listed_restored_and_verified(backed_up, capsys, unique_name):
+def test_a_completed_backup_is_listed_restored_and_verified(backed_up, capsys, unique_name, caplog):
     """After one backup, recoverypoint list shows it; restore-disks copies both disks; the bytes match."""
+    caplog.set_level(logging.DEBUG)
     svc, vm, job = backed_up
     code, out = _cli(capsys, "recoverypoint", "list", "--vm", "demo-vm", "-o", "json")
     assert code == 0
@@ -82,6 +84,8 @@ def test_a_completed_backup_is_listed_restored_and_verified(backed_up, capsys, u
     code, out = _cli(capsys, "restore", "restore-disks", "--vm", "demo-vm", "--rp-name", point["name"],
                      "--target-container", target, "--disk", "0", "--overwrite", "-o", "json")
     assert code == 0 and json.loads(out)["properties"]["status"] == "Completed"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "copy of" in logged and not SIG.search(logged), "the copy's source SAS reached the logs"
 
 
 def test_restore_input_errors_are_one_line_and_create_no_job(backed_up, capsys):
