@@ -133,7 +133,8 @@ def _run(svc: Any, job: Job, disks: list[DiskSnapshot], container: str, *, overw
         total += source[0]
         results.append(replace(result, status="Completed"))
     now = svc.clock.now()
-    done = svc.jobs.update(job.job_id, lambda j: replace(
+    # A job someone else finished meanwhile (stopped, swept) keeps its ending: a record never goes back.
+    done = svc.jobs.update(job.job_id, lambda j: None if j.is_terminal else replace(
         j, status=JobStatus.COMPLETED, phase=JobPhase.DONE, end_time=max(now, j.start_time), disks=results,
         backup_size_bytes=total,
         notes=j.notes + [f"verified: each restored blob's length and sha256 equal its snapshot's"]))

@@ -1,6 +1,7 @@
 """Recording, soft delete, stopped protection, on-demand points, backfill, dry runs and policy formats, on fakes."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
 
@@ -132,3 +133,23 @@ def test_a_vm_whose_every_point_was_lost_gets_them_back_from_its_jobs():
     assert sorted(run_retention(svc).backfilled) == sorted(j.job_id for j in jobs)
     assert sorted(_available(svc)) == sorted(recovery_point_name(j.job_id) for j in jobs)
     assert run_retention(svc).backfilled == []
+
+
+def test_retention_plan_and_run_print_what_goes_and_why(capsys):
+    """vmsnap retention plan lists each expired point with its rule; run then deletes exactly those."""
+    from shared.bootstrap import reset_services
+    from shared.cli import main
+
+    svc, clock, _ = _svc()
+    clock.current = START + timedelta(days=40)
+    reset_services(svc)
+    try:
+        assert main(["retention", "plan"]) == 0
+        table = capsys.readouterr().out
+        assert main(["retention", "run", "-o", "json"]) == 0
+        done = json.loads(capsys.readouterr().out)
+    finally:
+        reset_services()
+    assert table.splitlines()[0].split() == ["What", "VM", "Name", "Created", "Rule", "Reason"]
+    assert table.count("expired: Daily") == 9 and "10 point(s) examined, 1 kept, 9 to delete" in table
+    assert len(done["pointsDeleted"]) == 9 and done["snapshotsDeleted"] == 18
