@@ -152,7 +152,7 @@ class BlobSnapshots:
         account_key = getattr(self._service.credential, "account_key", None)
         signing: dict[str, Any] = ({"account_key": account_key} if account_key
                                    else {"user_delegation_key": self._user_delegation_key(start, expiry)})
-        return str(generate_blob_sas(account_name=self._service.account_name, container_name=container,
+        return str(generate_blob_sas(account_name=str(self._service.account_name), container_name=container,
                                      blob_name=name, snapshot=snapshot, permission="r", start=start,
                                      expiry=expiry, protocol="https" if base.startswith("https://") else None,
                                      **signing))
