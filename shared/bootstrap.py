@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError
-from shared.ports import (Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore, RestorePoints, SasMinter,
-                          StatusBlobs, TaskQueue)
+from shared.ports import (DiskCopier, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
+                          RecoveryPointStore, RestorePoints, SasMinter, SnapshotStore, StatusBlobArchive, StatusBlobs,
+                          TaskQueue)
 from shared.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -126,6 +127,31 @@ class Services:
         from shared.adapters.restore_points import ComputeRestorePoints
 
         return ComputeRestorePoints(self.credential)
+
+    # --- recovery points, retention and restore ----------------------------------------------------
+    @cached_property
+    def recovery_points(self) -> RecoveryPointStore:
+        from shared.adapters.table_recovery import TableRecoveryPointStore
+
+        return TableRecoveryPointStore(self.table_service, self.settings.table("points"))
+
+    @cached_property
+    def snapshots(self) -> SnapshotStore:
+        from shared.adapters.snapshots import BlobSnapshots
+
+        return BlobSnapshots(self.blob_service, clock=self.clock)
+
+    @cached_property
+    def disk_copier(self) -> DiskCopier:
+        # One Blob adapter lists, deletes and copies snapshots; a test that replaces ``snapshots``
+        # with a fake gets that fake here too.
+        return cast(DiskCopier, self.snapshots)
+
+    @cached_property
+    def status_archive(self) -> StatusBlobArchive:
+        from shared.adapters.snapshots import StatusBlobArchive
+
+        return StatusBlobArchive(self.blob_service, self.settings.status_container)
 
 
 _services: Services | None = None

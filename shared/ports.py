@@ -14,6 +14,7 @@ from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
+from shared.domain.recovery import RecoveryPoint
 from shared.domain.restore_point import ConsistencyMode, RestorePointState
 from shared.domain.task import SnapshotTask
 from shared.errors import PermanentError
@@ -214,3 +215,85 @@ class SasMinter(Protocol):
 
     def log_sas_url(self, blob_url: str) -> str:
         """The log blob's URL with a read+write SAS on exactly that blob."""
+
+
+# --- recovery points, retention and restore (shared/services/recovery.py, retention.py, restore.py) ----
+class RecoveryPointStore(Protocol):
+    """Recovery points (Table: shared/adapters/table_recovery.py): per VM, newest first; never removed,
+    only marked Deleted."""
+
+    def add_if_absent(self, point: RecoveryPoint) -> bool:
+        """Insert the point unless one with its name exists for its VM; True if this call created it."""
+
+    def get(self, vm_name: str, name: str) -> RecoveryPoint | None: ...
+
+    def list_for_vm(self, vm_name: str, *, since: datetime | None = None,
+                    until: datetime | None = None) -> list[RecoveryPoint]:
+        """The VM's points created in [since, until), newest first, every state."""
+
+    def scan(self, vm_name: str | None = None) -> Iterable[list[RecoveryPoint]]:
+        """Every point, one list per VM (all of that VM's points, every state): the retention scan."""
+
+    def save_many(self, points: Sequence[RecoveryPoint]) -> tuple[list[RecoveryPoint], list[str]]:
+        """Write points read earlier unless changed meanwhile (ETag): (saved, names not written)."""
+
+
+@dataclass(frozen=True)
+class BlobSnapshotInfo:
+    """One snapshot of a disk blob: its URL (``base?snapshot=<time>``, no SAS) and its metadata."""
+
+    url: str
+    snapshot_time: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class SnapshotStore(Protocol):
+    """Blob snapshots of the disks (shared/adapters/snapshots.py). Base blobs are never deleted."""
+
+    def list_snapshots(self, blob_url: str) -> list[BlobSnapshotInfo]:
+        """The snapshots of one disk blob, oldest first (empty when the blob does not exist)."""
+
+    def delete_snapshot(self, snapshot_url: str) -> bool:
+        """Delete one snapshot; True if this call deleted it, False if it was already gone.
+
+        ValidationError for a URL that names no snapshot: the base blob is never deleted.
+        """
+
+
+@dataclass(frozen=True)
+class StatusBlobInfo:
+    name: str
+    last_modified: datetime
+
+
+class StatusBlobArchive(Protocol):
+    """The status container's per-attempt status and log blobs, for their retention."""
+
+    def list_blobs(self) -> Iterable[StatusBlobInfo]: ...
+
+    def delete_blob(self, name: str) -> bool:
+        """True if this call deleted it, False if it was already gone."""
+
+
+@dataclass(frozen=True)
+class CopyProgress:
+    status: str                 # pending | success | failed | aborted
+    description: str = ""
+    length: int | None = None
+
+
+class DiskCopier(Protocol):
+    """Server-side copies of disk snapshots into new page blobs (restore)."""
+
+    def target_url(self, container: str, blob_name: str) -> str: ...
+
+    def exists(self, container: str, blob_name: str) -> bool: ...
+
+    def start_copy(self, snapshot_url: str, container: str, blob_name: str, *, overwrite: bool) -> None:
+        """Start copying the snapshot into ``container/blob_name``; ConflictError if it exists and not
+        ``overwrite``."""
+
+    def copy_progress(self, container: str, blob_name: str) -> CopyProgress: ...
+
+    def digest(self, url: str) -> tuple[int, str]:
+        """(length, sha256 hex) of a blob or snapshot, by streaming its bytes."""

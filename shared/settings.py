@@ -58,6 +58,9 @@ class Settings:
     local_vm_root: Path = Path(".local/vms")
     subscription_id: str | None = None
     catch_up: timedelta = timedelta(hours=24)
+    retention_schedule: str = "0 0 3 * * *"
+    status_blob_retention: timedelta = timedelta(days=7)
+    snapshot_limit: int = 450
 
     def table(self, name: str) -> str:
         """The physical table name of a logical table (``jobs``, ``policies``, ``items``, ...)."""
@@ -68,6 +71,7 @@ class Settings:
         running the app with these settings (the local host, tests)."""
         values = {"SNAPSHOT_TASKS_QUEUE": self.tasks_queue, "SNAPSHOT_SCHEDULE": self.schedule,
                   "SWEEP_SCHEDULE": self.sweep_schedule, "RESTORE_POINT_SCHEDULE": self.restore_point_schedule,
+                  "RETENTION_SCHEDULE": self.retention_schedule,
                   "STATUS_CONTAINER": self.status_container}
         for conn in (self.storage, self.service_bus):
             if conn.connection_string:
@@ -96,6 +100,10 @@ class Settings:
             catch_up = timedelta(hours=float(env.get("SCHEDULE_CATCH_UP_HOURS", "24")))
         except ValueError as exc:
             raise ConfigurationError("setting SCHEDULE_CATCH_UP_HOURS must be a number of hours") from exc
+        retention_schedule = _ncrontab(env, "RETENTION_SCHEDULE", cls.retention_schedule)
+        status_days = _number(env, "STATUS_BLOB_RETENTION_DAYS", "7", "a number of days", low=0.0)
+        snapshot_limit = int(_number(env, "SNAPSHOT_LIMIT", str(cls.snapshot_limit), "a whole number of snapshots",
+                                     low=1.0, whole=True))
         return cls(
             storage=_connection(env, STORAGE, ("blobServiceUri", "tableServiceUri")),
             service_bus=_connection(env, SERVICE_BUS, ("fullyQualifiedNamespace",)),
@@ -109,6 +117,9 @@ class Settings:
             local_vm_root=Path(env.get("LOCAL_VM_ROOT", str(cls.local_vm_root))),
             subscription_id=subscription,
             catch_up=catch_up,
+            retention_schedule=retention_schedule,
+            status_blob_retention=timedelta(days=status_days),
+            snapshot_limit=snapshot_limit,
         )
 
 
@@ -118,6 +129,18 @@ def _ncrontab(env: Mapping[str, str], name: str, default: str) -> str:
         raise ConfigurationError(
             f"setting {name} is {value!r}; use an NCRONTAB expression with six fields, seconds first, "
             f"e.g. '0 */5 * * * *'")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: str, what: str, *, low: float,
+            whole: bool = False) -> float:
+    text = env.get(name, default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= low or (whole and not value.is_integer()):
+        raise ConfigurationError(f"setting {name} is {text!r}; use {what} (at least {low:g})")
     return value
 
 

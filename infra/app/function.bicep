@@ -18,6 +18,12 @@ param snapshotSchedule string
 param sweepSchedule string
 param restorePointSchedule string
 param scheduleCatchUpHours int
+@description('NCRONTAB of the retention run (expired recovery points, failed attempts, old status blobs).')
+param retentionSchedule string = '0 0 3 * * *'
+@description('Days a final job keeps its status and log blobs in the status container.')
+param statusBlobRetentionDays int = 7
+@description('Snapshots per disk blob at which a backup is refused (code 85) until retention runs.')
+param snapshotLimit int = 450
 param appInsightsConnectionString string
 
 resource hostAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -90,6 +96,9 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'DISPATCHER', value: 'arm' }
         { name: 'AZURE_SUBSCRIPTION_ID', value: subscription().subscriptionId }
         { name: 'SCHEDULE_CATCH_UP_HOURS', value: string(scheduleCatchUpHours) }
+        { name: 'RETENTION_SCHEDULE', value: retentionSchedule }
+        { name: 'STATUS_BLOB_RETENTION_DAYS', value: string(statusBlobRetentionDays) }
+        { name: 'SNAPSHOT_LIMIT', value: string(snapshotLimit) }
       ]
     }
   }

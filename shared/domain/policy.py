@@ -112,17 +112,71 @@ class EnhancedSchedule:
 Schedule = StandardSchedule | EnhancedSchedule
 
 
+class WeekOfMonth(str, Enum):
+    FIRST = "First"
+    SECOND = "Second"
+    THIRD = "Third"
+    FOURTH = "Fourth"
+    LAST = "Last"
+
+
+LAST_DAY_OF_MONTH = 0       # in ``PointSelector.days_of_month``: the month's last day (az's isLast)
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+
+
+@dataclass(frozen=True)
+class PointSelector:
+    """Which backup of a month a monthly (or yearly) retention keeps, as az's retentionScheduleFormatType.
+
+    ``Daily`` format: the backup of each listed day of the month (1-28, or 0 for the last day).
+    ``Weekly`` format: the backup of the listed weekdays in the listed weeks of the month.
+    Neither (the default, and every document written before formats existed): the month's first backup.
+    """
+
+    days_of_month: tuple[int, ...] = ()
+    weeks_of_month: tuple[WeekOfMonth, ...] = ()
+    days_of_week: tuple[Weekday, ...] = ()
+
+    @property
+    def format_type(self) -> str | None:
+        if self.days_of_month:
+            return "Daily"
+        if self.weeks_of_month:
+            return "Weekly"
+        return None
+
+    def check(self, field_name: str) -> None:
+        if self.days_of_month and (self.weeks_of_month or self.days_of_week):
+            raise ValidationError("give days of the month (Daily format) or weeks and weekdays (Weekly "
+                                  "format), not both", field=field_name)
+        for day in self.days_of_month:
+            if isinstance(day, bool) or not isinstance(day, int) or not 0 <= day <= 28:
+                raise ValidationError(f"a day of the month is 1 to 28 or Last, not {day!r}", field=field_name)
+        if bool(self.weeks_of_month) != bool(self.days_of_week):
+            raise ValidationError("the Weekly format needs both weeks of the month and days of the week",
+                                  field=field_name)
+
+
 @dataclass(frozen=True)
 class Retention:
-    """Long-term retention counts (enforced by the retention work; stored and validated here)."""
+    """Long-term retention counts and which points they keep (enforced by shared/domain/retention.py)."""
 
     daily_days: int | None = 30
     weekly_weeks: int | None = None
     weekly_days: tuple[Weekday, ...] = ()   # whose point a week keeps; () = first scheduled day, or Sunday
     monthly_months: int | None = None
     yearly_years: int | None = None
+    monthly_on: PointSelector = field(default_factory=PointSelector)
+    yearly_on: PointSelector = field(default_factory=PointSelector)
+    yearly_months: tuple[int, ...] = ()     # 1-12; () = the year's first backup
 
     def check_for(self, schedule: Schedule) -> None:
+        self.monthly_on.check("retention.monthly_on")
+        self.yearly_on.check("retention.yearly_on")
+        if any(isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 12 for m in self.yearly_months):
+            raise ValidationError(f"months of the year are 1 to 12, not {list(self.yearly_months)}",
+                                  field="retention.yearly_months")
         for name, label, value, (low, high) in (
                 ("retention.daily_days", "daily retention (days)", self.daily_days, DAILY_RETENTION_DAYS),
                 ("retention.weekly_weeks", "weekly retention (weeks)", self.weekly_weeks, WEEKLY_RETENTION_WEEKS),
@@ -218,8 +272,10 @@ class Policy:
                 "dailySchedule": _duration(r.daily_days, "Days"),
                 "weeklySchedule": _duration(r.weekly_weeks, "Weeks",
                                             daysOfTheWeek=[d.value for d in r.weekly_days]),
-                "monthlySchedule": _duration(r.monthly_months, "Months"),
-                "yearlySchedule": _duration(r.yearly_years, "Years"),
+                "monthlySchedule": _duration(r.monthly_months, "Months", **_selector_doc(r.monthly_on)),
+                "yearlySchedule": _duration(r.yearly_years, "Years", **_selector_doc(r.yearly_on),
+                                            **({"monthsOfYear": [MONTHS[m - 1] for m in r.yearly_months]}
+                                               if r.yearly_months else {})),
             },
             "restorePointConsistency": self.restore_point_consistency,
             "modifiedAt": utc(self.modified_at).isoformat().replace("+00:00", "Z") if self.modified_at else None,
@@ -254,7 +310,10 @@ class Policy:
             weekly_days=tuple(Weekday.parse(d, field_name="retention.weekly_days")
                               for d in weekly.get("daysOfTheWeek") or ()),
             monthly_months=_count(ret.get("monthlySchedule"), "retention.monthly_months"),
-            yearly_years=_count(ret.get("yearlySchedule"), "retention.yearly_years"))
+            yearly_years=_count(ret.get("yearlySchedule"), "retention.yearly_years"),
+            monthly_on=_selector(ret.get("monthlySchedule"), "retention.monthly_on"),
+            yearly_on=_selector(ret.get("yearlySchedule"), "retention.yearly_on"),
+            yearly_months=tuple(_month((ret.get("yearlySchedule") or {}).get("monthsOfYear") or ())))
         modified = doc.get("modifiedAt")
         try:
             modified_at = datetime.fromisoformat(modified.replace("Z", "+00:00")) if modified else None
@@ -302,6 +361,52 @@ def _duration(count: int | None, unit: str, **extra: Any) -> dict[str, Any] | No
     if count is None:
         return None
     return {"retentionDuration": {"count": count, "durationType": unit}, **extra}
+
+
+def _selector_doc(selector: PointSelector) -> dict[str, Any]:
+    """az's retentionScheduleFormatType and its detail; nothing for the default (the first backup)."""
+    if selector.format_type == "Daily":
+        return {"retentionScheduleFormatType": "Daily",
+                "retentionScheduleDaily": {"daysOfTheMonth": [
+                    {"date": day, "isLast": day == LAST_DAY_OF_MONTH} for day in selector.days_of_month]}}
+    if selector.format_type == "Weekly":
+        return {"retentionScheduleFormatType": "Weekly",
+                "retentionScheduleWeekly": {"daysOfTheWeek": [d.value for d in selector.days_of_week],
+                                            "weeksOfTheMonth": [w.value for w in selector.weeks_of_month]}}
+    return {}
+
+
+def _selector(section: object, field_name: str) -> PointSelector:
+    if not isinstance(section, dict) or not section.get("retentionScheduleFormatType"):
+        return PointSelector()
+    kind = str(section["retentionScheduleFormatType"]).lower()
+    if kind == "daily":
+        days = (section.get("retentionScheduleDaily") or {}).get("daysOfTheMonth") or []
+        return PointSelector(days_of_month=tuple(
+            LAST_DAY_OF_MONTH if isinstance(d, dict) and d.get("isLast") else
+            _int(d.get("date") if isinstance(d, dict) else d, field_name) for d in days))
+    if kind == "weekly":
+        weekly = section.get("retentionScheduleWeekly") or {}
+        return PointSelector(
+            weeks_of_month=tuple(_enum(WeekOfMonth, w, field_name) for w in weekly.get("weeksOfTheMonth") or ()),
+            days_of_week=tuple(Weekday.parse(str(d), field_name=field_name)
+                               for d in weekly.get("daysOfTheWeek") or ()))
+    raise ValidationError(f"retentionScheduleFormatType is Daily or Weekly, not "
+                          f"{section['retentionScheduleFormatType']!r}", field=field_name)
+
+
+def _month(values: object) -> list[int]:
+    months = []
+    for value in values if isinstance(values, (list, tuple)) else [values]:
+        names = [m.lower() for m in MONTHS]
+        text = str(value).strip().lower()
+        if text in names:
+            months.append(names.index(text) + 1)
+        elif text[:3] in [n[:3] for n in names]:
+            months.append([n[:3] for n in names].index(text[:3]) + 1)
+        else:
+            months.append(_int(value, "retention.yearly_months"))
+    return months
 
 
 def _count(section: Any, field_name: str) -> int | None:

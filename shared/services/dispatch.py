@@ -24,6 +24,7 @@ from shared.domain.jobs import (MAX_ATTEMPTS, DiskResult, Job, JobError, JobPhas
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
+from shared.services.recovery import snapshot_limit_error
 from shared.services.restore_point_backup import backup_by_restore_point, preview_restore_point, vm_reference
 from shared.redaction import redact
 from shared.services.protection import on_demand_refusal
@@ -112,6 +113,14 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
         return DispatchOutcome(outcome, job.job_id, started.task_id)
 
     ids = f"job {job.job_id} task {attempt_task.task_id} message {message_id}"
+    # Snapshot limit guard (issue 9): refuse here, with what to do, before the VM fails with code 85.
+    try:
+        limit_error = snapshot_limit_error(svc, vm)
+    except TransientError as exc:
+        return _not_dispatched(svc, job, exc, now, ids)
+    if limit_error is not None:
+        return _fail(svc, job, limit_error, now, ids)
+
     job, claimed = _claim(svc, job, attempt_task, vm, now)
     if not claimed:
         log.info("%s: another delivery claimed the attempt meanwhile (%s, task %s); nothing dispatched", ids,

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Callable
 
 from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, is_retryable_failure, mark_retrying,
                                 record_unreadable, retry_at)
+from shared.domain.recovery import SUCCESSFUL
 from shared.domain.status import ParseError, StatusReport, check_report_time, parse_status_blob
 from shared.domain.task import ID_PATTERN, SnapshotTask, Trigger
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
+from shared.services.recovery import record_recovery_point
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -169,6 +171,10 @@ def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: Sta
             return IngestOutcome(IngestResult.UNREADABLE, blob_name, job_id, attempt, detail=str(exc))
     else:
         raise TransientError(f"job {job_id} kept changing while its status blob {blob_name} was applied")
+    # --- recovery points hook (issue 9): a successful job records its one point (idempotent) ---
+    if job.status in SUCCESSFUL:
+        record_recovery_point(svc, job)
+    # --- end of hook ---
     result = IngestResult(verdicts[-1].value)
     log.info("job %s task %s: status blob %s (etag %s) code %s -> %s; job %s/%s",
              job_id, report.task_id, blob_name, etag, report.code, result.value, job.status.value, job.phase.value)

@@ -24,6 +24,7 @@ def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
         "ingest_status": ["blobTrigger"],
         "sweep_stale_jobs": ["timerTrigger"],
         "track_restore_points": ["timerTrigger"],
+        "enforce_retention": ["timerTrigger"],
     }
 
 
@@ -37,6 +38,8 @@ def test_triggers_take_names_and_schedules_from_app_settings(bindings):
     assert blob["path"] == "%STATUS_CONTAINER%/{name}.Status.txt" and blob["connection"] == "BackupStorage"
     restore_points, = bindings["track_restore_points"]
     assert restore_points["schedule"] == "%RESTORE_POINT_SCHEDULE%" and restore_points["useMonitor"] is True
+    retention, = bindings["enforce_retention"]
+    assert retention["schedule"] == "%RETENTION_SCHEDULE%" and retention["useMonitor"] is True
 
 
 def test_every_setting_a_binding_references_is_in_the_sample_settings(bindings):
@@ -66,4 +69,4 @@ def test_every_setting_the_code_reads_is_documented_in_the_sample_and_readme():
 def test_function_app_module_only_registers_blueprints():
     """function_app.py stays a composition file: no trigger logic creeps into it."""
     text = (ROOT / "function_app.py").read_text()
-    assert "def " not in text and text.count("register_functions") == 5
+    assert "def " not in text and text.count("register_functions") == 6

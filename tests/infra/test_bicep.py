@@ -109,6 +109,8 @@ def test_the_deployed_settings_start_the_app_on_its_identity_with_the_arm_dispat
     defaults = {name: main.literal(value_of(node)) for name, node in main.declarations("parameter").items()}
     assert (settings.schedule, settings.sweep_schedule) == (defaults["snapshotSchedule"], defaults["sweepSchedule"])
     assert settings.catch_up == timedelta(hours=defaults["scheduleCatchUpHours"])
+    assert (settings.retention_schedule, settings.status_blob_retention, settings.snapshot_limit) == (
+        Settings.retention_schedule, timedelta(days=7), Settings.snapshot_limit)
     assert settings.tasks_queue == main.literal(value_of(main.declarations("variable")["tasksQueue"]))
 
 

@@ -1,0 +1,214 @@
+"""Recovery points in Azure Table Storage: the RecoveryPointStore port on one table (created if missing).
+
+Keys. ``PartitionKey = "P" + vm name (lower case)``, ``RowKey = inv(created ms) + "_" + name`` with
+``inv(ms) = 9999999999999 - ms`` (13 digits), so one VM's points are one partition, newest first:
+``recoverypoint list`` is a partition read, a time range is a RowKey range inside it, and the
+retention scan is one pass over the table whose rows arrive grouped by VM (1,000 a page). A point's
+RowKey follows from its job (name and time both do), so recording a job twice hits the same row.
+Updates are ETag-guarded and batched per VM (transactions of up to 100); points are never removed,
+only marked Deleted with the rule that removed them. URLs are stored without SAS.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Iterator, Sequence
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError,
+                                   ResourceNotFoundError)
+from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
+
+from shared.clock import utc
+from shared.domain.jobs import Consistency
+from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
+from shared.errors import PermanentError, TransientError
+from shared.redaction import redact
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+BATCH = 100
+PAGE = 1000
+_MAX_MS = 10**13 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class TableRecoveryPointStore:
+    def __init__(self, table_service: TableServiceClient, table_name: str):
+        self._service = table_service
+        self._name = table_name
+        self._table = table_service.get_table_client(table_name)
+        self._ready = False
+
+    def add_if_absent(self, point: RecoveryPoint) -> bool:
+        self._ensure_table()
+        try:
+            self._call(self._table.create_entity, point_entity(point))
+            return True
+        except ResourceExistsError:
+            return False
+
+    def get(self, vm_name: str, name: str) -> RecoveryPoint | None:
+        self._ensure_table()
+        rows = self._query("PartitionKey eq @pk and Name eq @name", {"pk": partition(vm_name), "name": name})
+        return next((point_from_entity(e) for e in rows), None)
+
+    def list_for_vm(self, vm_name: str, *, since: datetime | None = None,
+                    until: datetime | None = None) -> list[RecoveryPoint]:
+        self._ensure_table()
+        text = "PartitionKey eq @pk"
+        params: dict[str, Any] = {"pk": partition(vm_name)}
+        # Newer sorts first; '`' sorts right after '_', so "<inv(t)>`" falls after every row of time t.
+        if until is not None:
+            text += " and RowKey gt @low"
+            params["low"] = _inv(until) + "`"
+        if since is not None:
+            text += " and RowKey lt @high"
+            params["high"] = _inv(since) + "`"
+        return [point_from_entity(e) for e in self._query(text, params)]
+
+    def scan(self, vm_name: str | None = None) -> Iterable[list[RecoveryPoint]]:
+        if vm_name is not None:
+            points = self.list_for_vm(vm_name)
+            return [points] if points else []
+        return self._scan_all()
+
+    def save_many(self, points: Sequence[RecoveryPoint]) -> tuple[list[RecoveryPoint], list[str]]:
+        """ETag-guarded writes, one transaction per VM and 100 points; a transaction that lost a race
+        is retried point by point, so only the points that changed meanwhile are not written."""
+        self._ensure_table()
+        saved: list[RecoveryPoint] = []
+        lost: list[str] = []
+        groups: dict[str, list[RecoveryPoint]] = {}
+        for point in points:
+            groups.setdefault(partition(point.vm_name), []).append(point)
+        for group in groups.values():
+            for start in range(0, len(group), BATCH):
+                chunk = group[start:start + BATCH]
+                ok, missed = self._save_chunk(chunk)
+                saved.extend(ok)
+                lost.extend(missed)
+        return saved, lost
+
+    # --- internals ------------------------------------------------------------------------------
+    def _save_chunk(self, chunk: list[RecoveryPoint]) -> tuple[list[RecoveryPoint], list[str]]:
+        operations = [("update", point_entity(p), {"mode": UpdateMode.REPLACE, "etag": p.version,
+                                                   "match_condition": MatchConditions.IfNotModified})
+                      for p in chunk]
+        try:
+            results = self._call(self._table.submit_transaction, operations)
+            return [_with_version(p, r.get("etag")) for p, r in zip(chunk, results)], []
+        except TableTransactionError:
+            pass    # one point changed meanwhile: write the others one by one
+        saved, lost = [], []
+        for point in chunk:
+            try:
+                meta = self._call(self._table.update_entity, point_entity(point), mode=UpdateMode.REPLACE,
+                                  etag=point.version, match_condition=MatchConditions.IfNotModified)
+                saved.append(_with_version(point, (meta or {}).get("etag")))
+            except (ResourceModifiedError, ResourceNotFoundError):
+                lost.append(point.name)
+        return saved, lost
+
+    def _scan_all(self) -> Iterator[list[RecoveryPoint]]:
+        self._ensure_table()
+        current: list[RecoveryPoint] = []
+        key = None
+        try:
+            for entity in self._table.list_entities(results_per_page=PAGE):
+                if entity["PartitionKey"] != key and current:
+                    yield current
+                    current = []
+                key = entity["PartitionKey"]
+                current.append(point_from_entity(entity))
+        except AzureError as exc:
+            raise TransientError(f"could not scan table {self._name}: {redact(str(exc))}") from exc
+        if current:
+            yield current
+
+    def _query(self, text: str, params: dict[str, Any]) -> list[Any]:
+        try:
+            return list(self._table.query_entities(text, parameters=params, results_per_page=PAGE))
+        except AzureError as exc:
+            raise TransientError(f"could not read table {self._name}: {redact(str(exc))}") from exc
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, TableTransactionError):
+            raise
+        except HttpResponseError as exc:
+            if exc.status_code in (400, 403):
+                raise PermanentError(f"table {self._name} refused the request: {redact(exc.message)}") from exc
+            raise TransientError(f"table {self._name}: {redact(str(exc))}") from exc
+        except AzureError as exc:
+            raise TransientError(f"table {self._name} unreachable: {redact(str(exc))}") from exc
+
+    def _ensure_table(self) -> None:
+        if self._ready:
+            return
+        try:
+            self._service.create_table_if_not_exists(self._name)
+        except AzureError as exc:
+            raise TransientError(f"could not create table {self._name}: {redact(str(exc))}") from exc
+        self._ready = True
+
+
+def partition(vm_name: str) -> str:
+    return "P" + vm_name.lower()
+
+
+def _inv(when: datetime) -> str:
+    ms = (utc(when) - _EPOCH) // timedelta(milliseconds=1)
+    return f"{_MAX_MS - ms:013d}"
+
+
+def point_entity(point: RecoveryPoint) -> dict[str, Any]:
+    return {
+        "PartitionKey": partition(point.vm_name),
+        "RowKey": f"{_inv(point.created_at)}_{point.name}",
+        "Schema": SCHEMA,
+        "Name": point.name,
+        "VmName": point.vm_name,
+        "CreatedAt": utc(point.created_at),
+        "JobId": point.job_id,
+        "Trigger": point.trigger,
+        "Consistency": point.consistency.value if point.consistency else None,
+        "SizeBytes": str(point.size_bytes) if point.size_bytes is not None else None,
+        "PolicyName": point.policy_name,
+        "RetainUntil": utc(point.retain_until) if point.retain_until else None,
+        "Disks": json.dumps([{"lun": d.lun, "source": d.source.split("?", 1)[0], "snapshot": d.snapshot,
+                              "snapshotTime": d.snapshot_time} for d in point.disks]),
+        "Method": point.method.value,
+        "RestorePointId": point.restore_point_id,
+        "State": point.state.value,
+        "StateChangedAt": utc(point.state_changed_at) if point.state_changed_at else None,
+        "DeletedBy": point.deleted_by,
+    }
+
+
+def point_from_entity(entity: Any) -> RecoveryPoint:
+    def when(key: str) -> datetime | None:
+        value = entity.get(key)
+        return utc(datetime.fromisoformat(value.isoformat())) if isinstance(value, datetime) else None
+
+    size = entity.get("SizeBytes")
+    return RecoveryPoint(
+        name=entity["Name"], vm_name=entity["VmName"], created_at=when("CreatedAt") or _EPOCH,
+        job_id=entity.get("JobId") or "", trigger=entity.get("Trigger") or "Scheduled",
+        consistency=Consistency(entity["Consistency"]) if entity.get("Consistency") else None,
+        size_bytes=int(size) if size not in (None, "") else None, policy_name=entity.get("PolicyName"),
+        retain_until=when("RetainUntil"),
+        disks=tuple(DiskSnapshot(lun=int(d["lun"]), source=d["source"], snapshot=d["snapshot"],
+                                 snapshot_time=d.get("snapshotTime")) for d in json.loads(entity.get("Disks") or "[]")),
+        method=SnapshotMethod(entity.get("Method") or SnapshotMethod.BLOB_SNAPSHOT.value),
+        restore_point_id=entity.get("RestorePointId"), state=PointState(entity.get("State") or "Available"),
+        state_changed_at=when("StateChangedAt"), deleted_by=entity.get("DeletedBy"),
+        version=entity.metadata.get("etag") if hasattr(entity, "metadata") else None)
+
+
+def _with_version(point: RecoveryPoint, etag: str | None) -> RecoveryPoint:
+    return replace(point, version=etag)

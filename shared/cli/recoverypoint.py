@@ -1,0 +1,81 @@
+"""``vmsnap recoverypoint list|show``, shaped like ``az backup recoverypoint``: name, time, consistency,
+tier and expiry of each restorable point of a VM."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from shared.cli.job import parse_when
+from shared.cli.output import EXIT_OK, emit_json, emit_table, format_time, to_jsonable
+from shared.services.recovery import PointView, list_points, show_point
+
+LIST_HEADERS = ("Name", "Time", "Consistency", "Tier", "Expiry", "Job")
+
+
+def register(subparsers: Any) -> None:
+    from shared.cli import add_output_option
+
+    group = subparsers.add_parser("recoverypoint", help="list and show the restorable points of a VM "
+                                                         "(like az backup recoverypoint)")
+    sub = group.add_subparsers(dest="command", metavar="<command>")
+    list_cmd = sub.add_parser("list", help="a VM's recovery points, newest first")
+    list_cmd.add_argument("--vm", "--item-name", dest="vm", required=True, help="the VM")
+    list_cmd.add_argument("--start-date", dest="since", type=parse_when,
+                          help="points at or after this UTC time (ISO 8601 or d-m-Y)")
+    list_cmd.add_argument("--end-date", dest="until", type=lambda v: parse_when(v, end=True),
+                          help="points before this UTC time (a bare date includes that day)")
+    add_output_option(list_cmd)
+    list_cmd.set_defaults(handler=list_command)
+
+    show = sub.add_parser("show", help="one recovery point with its disk snapshots")
+    show.add_argument("--vm", "--item-name", dest="vm", required=True, help="the VM")
+    show.add_argument("-n", "--name", required=True, help="the recovery point's name")
+    add_output_option(show)
+    show.set_defaults(handler=show_command)
+
+
+def list_command(args: Any, svc: Any) -> int:
+    views = list_points(svc, args.vm, since=args.since, until=args.until)
+    if args.output == "json":
+        emit_json([point_document(v) for v in views])
+    else:
+        emit_table([[v.point.name, format_time(v.point.created_at), _consistency(v), _tiers(v),
+                     format_time(v.expires_at), v.point.job_id] for v in views], LIST_HEADERS)
+    return EXIT_OK
+
+
+def show_command(args: Any, svc: Any) -> int:
+    view = show_point(svc, args.vm, args.name)
+    doc = point_document(view)
+    if args.output == "json":
+        emit_json(doc)
+        return EXIT_OK
+    out = sys.stdout
+    for key in ("name", "vmName", "recoveryPointTime", "state", "consistency", "tiers", "expiryTime", "jobId",
+                "policyName", "trigger", "retainUntil", "sizeBytes", "method", "deletedBy"):
+        value = doc.get(key)
+        if value not in (None, "", []):
+            out.write(f"{key:18} {', '.join(value) if isinstance(value, list) else value}\n")
+    emit_table([[d["lun"], d["source"], d["snapshot"]] for d in doc["disks"]], ("LUN", "Disk", "Snapshot"), out)
+    return EXIT_OK
+
+
+def point_document(view: PointView) -> dict[str, Any]:
+    p = view.point
+    return to_jsonable({
+        "name": p.name, "vmName": p.vm_name, "recoveryPointTime": p.created_at, "state": p.state,
+        "consistency": p.consistency, "tiers": [t.value for t in view.tiers], "expiryTime": view.expires_at,
+        "jobId": p.job_id, "policyName": p.policy_name, "trigger": p.trigger, "retainUntil": p.retain_until,
+        "sizeBytes": p.size_bytes, "method": p.method, "restorePointId": p.restore_point_id,
+        "deletedBy": p.deleted_by,
+        "disks": [{"lun": d.lun, "source": d.source, "snapshot": d.snapshot, "snapshotTime": d.snapshot_time}
+                  for d in p.disks],
+    })
+
+
+def _consistency(view: PointView) -> str:
+    return view.point.consistency.value if view.point.consistency else ""
+
+
+def _tiers(view: PointView) -> str:
+    return ", ".join(t.value for t in view.tiers)

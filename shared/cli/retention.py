@@ -1,0 +1,73 @@
+"""``vmsnap retention plan|run``: what retention deletes now and why (plan changes nothing), or do it."""
+from __future__ import annotations
+
+from typing import Any
+
+from shared.cli.output import EXIT_OK, emit_json, emit_table, format_time, to_jsonable
+from shared.services.retention import RetentionPlan, plan_retention, run_retention
+
+HEADERS = ("What", "VM", "Name", "Created", "Rule", "Reason")
+
+
+def register(subparsers: Any) -> None:
+    from shared.cli import add_output_option
+
+    group = subparsers.add_parser("retention", help="enforce the policies' retention (plan: a dry run)")
+    sub = group.add_subparsers(dest="command", metavar="<command>")
+    plan = sub.add_parser("plan", help="what a retention run would delete now, and which rule removes it")
+    plan.add_argument("--vm", "--item-name", dest="vm", help="only this VM (default: every VM)")
+    add_output_option(plan)
+    plan.set_defaults(handler=plan_command)
+    run = sub.add_parser("run", help="delete what retention says has expired (safe to run twice at once)")
+    run.add_argument("--vm", "--item-name", dest="vm", help="only this VM (default: every VM)")
+    add_output_option(run)
+    run.set_defaults(handler=run_command)
+
+
+def plan_command(args: Any, svc: Any) -> int:
+    plan = plan_retention(svc, args.vm)
+    if args.output == "json":
+        emit_json(plan_document(plan))
+    else:
+        _print_plan(plan)
+    return EXIT_OK
+
+
+def run_command(args: Any, svc: Any) -> int:
+    result = run_retention(svc, args.vm)
+    if args.output == "json":
+        emit_json({"plan": plan_document(result.plan), "pointsDeleted": result.points_deleted,
+                   "snapshotsDeleted": result.snapshots_deleted, "snapshotsAlreadyGone": result.snapshots_gone,
+                   "claimsLostToAnotherRun": result.lost_claims, "statusBlobsDeleted": result.blobs_deleted,
+                   "backfilled": result.backfilled})
+    else:
+        _print_plan(result.plan)
+        print(f"deleted {len(result.points_deleted)} recovery point(s), {result.snapshots_deleted} snapshot(s) "
+              f"({result.snapshots_gone} already gone), {result.blobs_deleted} status/log blob(s); "
+              f"recorded {len(result.backfilled)} missing point(s)")
+    return EXIT_OK
+
+
+def plan_document(plan: RetentionPlan) -> dict[str, Any]:
+    return to_jsonable({
+        "examined": plan.examined, "kept": plan.kept,
+        "points": [{"vmName": a.vm_name, "name": a.point_name, "recoveryPointTime": a.created_at,
+                    "rule": a.rule, "reason": a.reason, "snapshots": list(a.snapshots)} for a in plan.points],
+        "attemptSnapshots": [{"vmName": a.vm_name, "jobId": a.job_id, "snapshot": a.snapshot, "rule": a.rule}
+                             for a in plan.attempt_snapshots],
+        "statusBlobs": [{"name": b.name, "jobId": b.job_id, "rule": b.rule} for b in plan.status_blobs],
+        "backfill": plan.backfill,
+    })
+
+
+def _print_plan(plan: RetentionPlan) -> None:
+    rows = [["point", a.vm_name, a.point_name, format_time(a.created_at), a.rule.value, a.reason]
+            for a in plan.points]
+    rows += [["snapshot", a.vm_name, a.snapshot, "", a.rule.value, f"left by job {a.job_id}"]
+             for a in plan.attempt_snapshots]
+    rows += [["status blob", "", b.name, "", b.rule.value, "its job is final"] for b in plan.status_blobs]
+    if rows:
+        emit_table(rows, HEADERS)
+    print(f"{plan.examined} point(s) examined, {plan.kept} kept, {len(plan.points)} to delete; "
+          f"{len(plan.attempt_snapshots)} attempt snapshot(s), {len(plan.status_blobs)} status/log blob(s); "
+          f"{len(plan.backfill)} point(s) to record")

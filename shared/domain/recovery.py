@@ -1,0 +1,128 @@
+"""A recovery point: what one successful backup job left behind that can be restored, shaped like
+``az backup recoverypoint`` (name, time, consistency, tier, expiry). Pure data; one point per job.
+
+A disk snapshot is referenced generically (``DiskSnapshot``): a blob snapshot today
+(``method = BlobSnapshot``), a managed disk's restore point tomorrow (``method = RestorePoint``).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+
+from shared.clock import utc
+from shared.domain.jobs import Consistency, Job, JobStatus
+
+SUCCESSFUL = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS})
+
+
+class SnapshotMethod(str, Enum):
+    BLOB_SNAPSHOT = "BlobSnapshot"      # page-blob disks: a blob snapshot per disk
+    RESTORE_POINT = "RestorePoint"      # managed disks: a disk restore point per disk
+
+
+class PointState(str, Enum):
+    AVAILABLE = "Available"
+    DELETING = "Deleting"   # claimed by one retention run: its snapshots are being deleted
+    DELETED = "Deleted"     # snapshots gone; the record stays, saying which rule removed it
+
+
+class Tier(str, Enum):
+    """What keeps a point, as Azure Backup names its tiers and retention rules."""
+
+    INSTANT_RESTORE = "InstantRestore"
+    DAILY = "Daily"
+    WEEKLY = "Weekly"
+    MONTHLY = "Monthly"
+    YEARLY = "Yearly"
+    ON_DEMAND = "OnDemand"
+
+
+@dataclass(frozen=True)
+class DiskSnapshot:
+    """One disk's snapshot in a point. ``source``: the disk (blob URL without query, or resource id);
+    ``snapshot``: the snapshot (blob URL + ``?snapshot=<time>``, never a SAS; or the restore point's id)."""
+
+    lun: int
+    source: str
+    snapshot: str
+    snapshot_time: str | None = None    # the blob snapshot's own timestamp, as Storage spells it
+
+    @property
+    def is_blob_snapshot(self) -> bool:
+        return "?snapshot=" in self.snapshot
+
+
+@dataclass(frozen=True)
+class RecoveryPoint:
+    name: str
+    vm_name: str
+    created_at: datetime                # the job's slot: the time the backup was for (az's recoveryPointTime)
+    job_id: str
+    trigger: str = "Scheduled"          # Scheduled | OnDemand
+    consistency: Consistency | None = None
+    size_bytes: int | None = None
+    policy_name: str | None = None
+    retain_until: datetime | None = None    # on-demand points only
+    disks: tuple[DiskSnapshot, ...] = ()
+    method: SnapshotMethod = SnapshotMethod.BLOB_SNAPSHOT
+    restore_point_id: str | None = None     # RestorePoint method: the VM restore point's resource id
+    state: PointState = PointState.AVAILABLE
+    state_changed_at: datetime | None = None
+    deleted_by: str | None = None           # the rule that removed it (see shared/domain/retention.py)
+    version: str | None = field(default=None, compare=False)   # the store's ETag
+
+    @property
+    def is_on_demand(self) -> bool:
+        return self.trigger == "OnDemand"
+
+    @property
+    def is_available(self) -> bool:
+        return self.state is PointState.AVAILABLE
+
+    def claimed(self, rule: str, now: datetime) -> "RecoveryPoint":
+        return replace(self, state=PointState.DELETING, deleted_by=rule, state_changed_at=utc(now))
+
+    def deleted(self, now: datetime) -> "RecoveryPoint":
+        return replace(self, state=PointState.DELETED, state_changed_at=utc(now))
+
+
+def recovery_point_name(job_id: str) -> str:
+    """The point's name, derived from its job id: recording a job twice gives one point.
+
+    Digits, like Azure's recovery point names; 18 of them keep collisions out of reach.
+    """
+    digest = hashlib.sha256(f"vmsnap-rp|{job_id}".encode()).digest()
+    return str(int.from_bytes(digest[:8], "big") % 10**18).rjust(18, "0")
+
+
+def point_from_job(job: Job) -> RecoveryPoint | None:
+    """The recovery point of a successful backup job, or None (not successful, or no disk snapshot)."""
+    if job.operation != "Backup" or job.status not in SUCCESSFUL:
+        return None
+    disks = tuple(DiskSnapshot(lun=d.lun, source=d.blob_url.split("?", 1)[0], snapshot=_no_sas(d.snapshot_uri),
+                               snapshot_time=_snapshot_time(d.snapshot_uri))
+                  for d in job.disks if d.status == "Completed" and d.snapshot_uri)
+    if not disks:
+        return None
+    return RecoveryPoint(name=recovery_point_name(job.job_id), vm_name=job.vm_name, created_at=utc(job.slot),
+                         job_id=job.job_id, trigger=str(getattr(job.trigger, "value", job.trigger)),
+                         consistency=job.consistency, size_bytes=job.backup_size_bytes,
+                         policy_name=job.policy_name,
+                         retain_until=utc(job.retain_until) if job.retain_until else None, disks=disks)
+
+
+def _no_sas(uri: str) -> str:
+    """Keep only ``?snapshot=<time>``: a snapshot URI must never carry a signature into a record."""
+    base, _, query = uri.partition("?")
+    kept = [part for part in query.split("&") if part.startswith("snapshot=")]
+    return f"{base}?{kept[0]}" if kept else base
+
+
+def _snapshot_time(uri: str) -> str | None:
+    _, _, query = uri.partition("?")
+    for part in query.split("&"):
+        if part.startswith("snapshot="):
+            return part[len("snapshot="):]
+    return None

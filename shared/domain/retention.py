@@ -1,0 +1,229 @@
+"""GFS retention as Azure Backup computes it, in the policy's time zone: which tiers hold a recovery
+point and until when, and what a retention run keeps or deletes, naming the rule each time. Pure.
+
+Daily keeps the last point of each local day for N days; weekly the point of the weekly day for N
+weeks; monthly and yearly the point their selector picks (default: the first backup of the month or
+year) for N months or years; the instant-restore tier holds every point for its days; an on-demand
+point lives until its retain-until. The latest available point of a protected VM is always kept.
+"""
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import Enum
+from typing import Sequence
+from zoneinfo import ZoneInfo
+
+from shared.clock import utc
+from shared.domain.policy import (LAST_DAY_OF_MONTH, Frequency, Policy, PointSelector, StandardSchedule,
+                                  WeekOfMonth, Weekday)
+from shared.domain.protection import ProtectionState
+from shared.domain.recovery import PointState, RecoveryPoint, Tier
+
+# What ``backup-now`` keeps when no retain-until was given (az's default for an on-demand backup).
+ON_DEMAND_DEFAULT = timedelta(days=30)
+
+
+class Rule(str, Enum):
+    """Why a point (or a snapshot, or a blob) stays or goes; printed by ``retention plan``."""
+
+    INSTANT_RESTORE = "InstantRestore"
+    DAILY = "Daily"
+    WEEKLY = "Weekly"
+    MONTHLY = "Monthly"
+    YEARLY = "Yearly"
+    ON_DEMAND = "OnDemand"
+    LATEST = "LatestPoint"                  # the latest good point of a protected VM always stays
+    PROTECTION_STOPPED = "ProtectionStopped"    # stopped with data retained: kept until resumed or deleted
+    SOFT_DELETED = "SoftDeleted"            # soft-deleted: kept until its purge time
+    SOFT_DELETE_PURGE = "SoftDeletePurge"   # soft-deleted longer than 14 days: every point goes
+    NOT_PROTECTED = "NotProtected"          # no protected item or no policy: nothing to enforce, kept
+    FAILED_ATTEMPT = "FailedAttempt"        # a snapshot of a job that failed
+    SUPERSEDED_ATTEMPT = "SupersededAttempt"    # a snapshot of an earlier attempt of a successful job
+    STATUS_BLOB = "StatusBlobRetention"     # a final job's status/log blobs, older than the setting
+
+
+_TIER_RULE = {Tier.INSTANT_RESTORE: Rule.INSTANT_RESTORE, Tier.DAILY: Rule.DAILY, Tier.WEEKLY: Rule.WEEKLY,
+              Tier.MONTHLY: Rule.MONTHLY, Tier.YEARLY: Rule.YEARLY, Tier.ON_DEMAND: Rule.ON_DEMAND}
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One tier holding a point until ``until``."""
+
+    tier: Tier
+    until: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    point: RecoveryPoint
+    keep: bool
+    rule: Rule                      # keep: what keeps it; delete: the rule that let it go (last)
+    holds: tuple[Hold, ...]
+    expires_at: datetime | None     # None: no expiry while the situation lasts
+
+    @property
+    def reason(self) -> str:
+        if self.keep:
+            return f"kept by {self.rule.value}" + (f" until {self.expires_at.isoformat()}" if self.expires_at else "")
+        if self.rule is Rule.SOFT_DELETE_PURGE:
+            return "purged: the item was soft-deleted more than 14 days ago"
+        return f"expired: {self.rule.value} retention ended {self.expires_at.isoformat() if self.expires_at else ''}"
+
+
+def holds(point: RecoveryPoint, history: Sequence[RecoveryPoint], policy: Policy | None) -> tuple[Hold, ...]:
+    """Every tier ``point`` counts for and until when, among the VM's points ``history`` (any state).
+
+    Representatives (the last point of a day, the first of a month) are chosen over the whole
+    history, deleted points included, so a deletion never promotes another point into a tier.
+    """
+    return _holds(point, _History(history, policy.zone) if policy else None, policy)
+
+
+class _History:
+    """The representatives of one VM's scheduled points, computed once per VM and policy zone."""
+
+    def __init__(self, history: Sequence[RecoveryPoint], zone: ZoneInfo):
+        self.zone = zone
+        last_of_day: dict[date, RecoveryPoint] = {}
+        first_of_month: dict[tuple[int, int], RecoveryPoint] = {}
+        first_of_year: dict[int, RecoveryPoint] = {}
+        for p in history:
+            if p.is_on_demand:
+                continue
+            day = _local_date(p.created_at, zone)
+            if day not in last_of_day or _later(p, last_of_day[day]):
+                last_of_day[day] = p
+            month = (day.year, day.month)
+            if month not in first_of_month or _later(first_of_month[month], p):
+                first_of_month[month] = p
+            if day.year not in first_of_year or _later(first_of_year[day.year], p):
+                first_of_year[day.year] = p
+        self.last_of_day = {p.name for p in last_of_day.values()}
+        self.first_of_month = {p.name for p in first_of_month.values()}
+        self.first_of_year = {p.name for p in first_of_year.values()}
+
+
+def _holds(point: RecoveryPoint, history: _History | None, policy: Policy | None) -> tuple[Hold, ...]:
+    created = utc(point.created_at)
+    result: list[Hold] = []
+    if point.is_on_demand:
+        result.append(Hold(Tier.ON_DEMAND, utc(point.retain_until) if point.retain_until
+                           else created + ON_DEMAND_DEFAULT))
+    if policy is None or history is None:
+        return tuple(result)
+    zone = policy.zone
+    result.append(Hold(Tier.INSTANT_RESTORE, _shift(created, zone, days=policy.instant_rp_days)))
+    if point.is_on_demand:
+        return tuple(result)
+    day = _local_date(created, zone)
+    last_of_day = point.name in history.last_of_day
+    r = policy.retention
+    if r.daily_days is not None and last_of_day:
+        result.append(Hold(Tier.DAILY, _shift(created, zone, days=r.daily_days)))
+    if r.weekly_weeks is not None and last_of_day and day.weekday() in _weekly_days(policy):
+        result.append(Hold(Tier.WEEKLY, _shift(created, zone, days=7 * r.weekly_weeks)))
+    if r.monthly_months is not None and _selected(day, r.monthly_on, last_of_day,
+                                                  point.name in history.first_of_month):
+        result.append(Hold(Tier.MONTHLY, _shift(created, zone, months=r.monthly_months)))
+    first_of_period = point.name in (history.first_of_month if r.yearly_months else history.first_of_year)
+    if r.yearly_years is not None and (day.month in r.yearly_months if r.yearly_months else True) and _selected(
+            day, r.yearly_on, last_of_day, first_of_period):
+        result.append(Hold(Tier.YEARLY, _shift(created, zone, months=12 * r.yearly_years)))
+    return tuple(result)
+
+
+def decide(points: Sequence[RecoveryPoint], policy: Policy | None, now: datetime, *,
+           state: ProtectionState | None, purge_after: datetime | None = None) -> list[Decision]:
+    """What a retention run does with each available point of one VM (``points``: all its points)."""
+    now = utc(now)
+    available = [p for p in points if p.state is PointState.AVAILABLE]
+    if not available:
+        return []
+    if state is ProtectionState.SOFT_DELETED:
+        due = purge_after is not None and now >= utc(purge_after)
+        return [Decision(p, not due, Rule.SOFT_DELETE_PURGE if due else Rule.SOFT_DELETED, (), purge_after)
+                for p in available]
+    if state is ProtectionState.STOPPED:
+        return [Decision(p, True, Rule.PROTECTION_STOPPED, (), None) for p in available]
+    if state is None or policy is None:
+        return [Decision(p, True, Rule.NOT_PROTECTED, (), None) for p in available]
+    latest = max(available, key=_order)
+    history = _History(points, policy.zone)
+    decisions = []
+    for point in available:
+        held = _holds(point, history, policy)
+        last = max(held, key=lambda h: h.until) if held else None
+        expires = last.until if last else None
+        if last is not None and now < last.until:
+            decisions.append(Decision(point, True, _TIER_RULE[last.tier], held, expires))
+        elif point is latest:
+            decisions.append(Decision(point, True, Rule.LATEST, held, None))
+        else:
+            rule = _TIER_RULE[last.tier] if last else Rule.INSTANT_RESTORE
+            decisions.append(Decision(point, False, rule, held, expires))
+    return decisions
+
+
+def tiers_now(point: RecoveryPoint, history: Sequence[RecoveryPoint], policy: Policy | None,
+              now: datetime) -> tuple[list[Tier], datetime | None]:
+    """The tiers a point counts for at ``now`` and when it expires (None: no expiry known)."""
+    held = [h for h in holds(point, history, policy) if h.until > utc(now)]
+    return [h.tier for h in held], max((h.until for h in held), default=None)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _order(point: RecoveryPoint) -> tuple[datetime, str]:
+    return utc(point.created_at), point.name
+
+
+def _later(a: RecoveryPoint, b: RecoveryPoint) -> bool:
+    return _order(a) > _order(b)
+
+
+def _local_date(when: datetime, zone: ZoneInfo) -> date:
+    return utc(when).astimezone(zone).date()
+
+
+def _shift(when: datetime, zone: ZoneInfo, *, days: int = 0, months: int = 0) -> datetime:
+    """``when`` moved by whole local days or calendar months (wall clock, so DST changes nothing)."""
+    local = utc(when).astimezone(zone).replace(tzinfo=None)
+    if months:
+        index = local.year * 12 + local.month - 1 + months
+        year, month = divmod(index, 12)
+        local = local.replace(year=year, month=month + 1,
+                              day=min(local.day, calendar.monthrange(year, month + 1)[1]))
+    local += timedelta(days=days)
+    return utc(local.replace(tzinfo=zone))
+
+
+def _weekly_days(policy: Policy) -> set[int]:
+    r = policy.retention
+    if r.weekly_days:
+        return {d.index for d in r.weekly_days}
+    schedule = policy.schedule
+    if isinstance(schedule, StandardSchedule) and schedule.frequency is Frequency.WEEKLY and schedule.days:
+        return {schedule.days[0].index}
+    return {Weekday.SUNDAY.index}
+
+
+def _selected(day: date, selector: PointSelector, last_of_day: bool, first_of_period: bool) -> bool:
+    if selector.format_type == "Daily":
+        last = calendar.monthrange(day.year, day.month)[1]
+        return last_of_day and (day.day in selector.days_of_month
+                                or (LAST_DAY_OF_MONTH in selector.days_of_month and day.day == last))
+    if selector.format_type == "Weekly":
+        return (last_of_day and day.weekday() in {d.index for d in selector.days_of_week}
+                and bool(_weeks_of_month(day) & set(selector.weeks_of_month)))
+    return first_of_period
+
+
+def _weeks_of_month(day: date) -> set[WeekOfMonth]:
+    weeks = {[WeekOfMonth.FIRST, WeekOfMonth.SECOND, WeekOfMonth.THIRD, WeekOfMonth.FOURTH][(day.day - 1) // 7]} \
+        if day.day <= 28 else set()
+    if day.day + 7 > calendar.monthrange(day.year, day.month)[1]:
+        weeks.add(WeekOfMonth.LAST)
+    return weeks

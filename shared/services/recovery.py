@@ -1,0 +1,112 @@
+"""Use cases around recovery points: record one per successful backup job (idempotent, also as a
+repair), list and show them with their tiers and expiry, and refuse a backup whose disk is near the
+storage snapshot limit before it reaches the VM."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.domain import remediation
+from shared.domain.inventory import Vm
+from shared.domain.jobs import Job, JobError
+from shared.domain.policy import Policy
+from shared.domain.recovery import RecoveryPoint, Tier, point_from_job
+from shared.domain.retention import tiers_now
+from shared.errors import NotFoundError, PermanentError
+
+log = logging.getLogger(__name__)
+
+# Storage refuses more snapshots of one blob past its snapshot count limit (the extension then fails
+# with code 85 on every backup); a few hundred is where users report it. Refuse a little earlier.
+SNAPSHOT_LIMIT_CODE = 85
+
+
+def record_recovery_point(svc: Any, job: Job) -> RecoveryPoint | None:
+    """Record the recovery point of a successful backup job; the same job twice gives one point.
+
+    Returns the point (new or already there), or None when the job left nothing restorable.
+    """
+    point = point_from_job(job)
+    if point is None:
+        return None
+    if svc.recovery_points.add_if_absent(point):
+        log.info("job %s: recovery point %s of VM %s recorded (%s disk(s))", job.job_id, point.name,
+                 point.vm_name, len(point.disks))
+    else:
+        log.debug("job %s: recovery point %s already recorded", job.job_id, point.name)
+    return point
+
+
+@dataclass(frozen=True)
+class PointView:
+    """A point as ``recoverypoint list|show`` prints it: the record plus its tiers and expiry now."""
+
+    point: RecoveryPoint
+    tiers: tuple[Tier, ...]
+    expires_at: datetime | None
+
+
+def list_points(svc: Any, vm_name: str, *, since: datetime | None = None,
+                until: datetime | None = None) -> list[PointView]:
+    """The VM's available points in [since, until), newest first, with the tiers that hold them."""
+    history = svc.recovery_points.list_for_vm(vm_name)
+    policy = _policy_of(svc, vm_name)
+    now = svc.clock.now()
+    views = []
+    for point in history:
+        if not point.is_available or (since and point.created_at < since) or (until and point.created_at >= until):
+            continue
+        tiers, expiry = tiers_now(point, history, policy, now)
+        views.append(PointView(point, tuple(tiers), expiry))
+    return views
+
+
+def show_point(svc: Any, vm_name: str, name: str) -> PointView:
+    point = svc.recovery_points.get(vm_name, name)
+    if point is None:
+        raise NotFoundError(f"recovery point {name!r} of VM {vm_name!r} not found; list them with "
+                            f"'vmsnap recoverypoint list --vm {vm_name}'")
+    history = svc.recovery_points.list_for_vm(vm_name)
+    tiers, expiry = tiers_now(point, history, _policy_of(svc, vm_name), svc.clock.now())
+    return PointView(point, tuple(tiers) if point.is_available else (), expiry if point.is_available else None)
+
+
+def snapshot_limit_error(svc: Any, vm: Vm) -> JobError | None:
+    """The code-85 error when a disk of ``vm`` is within reach of the snapshot limit, else None.
+
+    Called by the worker before dispatch, so the backup fails here, with what to do, instead of on
+    the VM. Only page-blob disks are counted (a managed disk's restore points have no such limit here).
+    """
+    limit = svc.settings.snapshot_limit
+    for disk in vm.disks:
+        url = disk.blob_url.split("?", 1)[0]
+        if "/providers/" in url.lower():
+            continue
+        try:
+            count = len(svc.snapshots.list_snapshots(url))
+        except PermanentError:
+            continue    # a disk outside the backup account: minting its SAS fails the job, saying why
+        if count >= limit:
+            fix = remediation.for_extension_code(SNAPSHOT_LIMIT_CODE)
+            error = JobError.from_remediation(
+                fix, detail=f"disk LUN {disk.lun} ({url}) has {count} snapshots; this service stops at {limit}")
+            error.recommendations = [f"Run 'vmsnap retention run --vm {vm.name}' to delete expired "
+                                     f"snapshots, or shorten the policy's retention."] + error.recommendations
+            error.retryable = False
+            log.warning("VM %s: disk LUN %s has %s snapshots (limit %s); backup refused", vm.name, disk.lun,
+                        count, limit)
+            return error
+    return None
+
+
+def _policy_of(svc: Any, vm_name: str) -> Policy | None:
+    item = svc.protected_items.get(vm_name)
+    if item is None:
+        return None
+    try:
+        policy: Policy = svc.policies.get(item.policy_name)
+    except NotFoundError:
+        return None
+    return policy
