@@ -240,6 +240,7 @@ def test_vmsnap_finds_a_running_dev_stack_by_its_settings_file(tmp_path, storage
         helper.wait()
 
 
+@pytest.mark.integration
 def test_the_auth_level_warning_is_gone():
     """Indexing the app (each host start) logs no 'Auth level is not applied' warning, and other
     warnings still show."""

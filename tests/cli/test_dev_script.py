@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Runs ./dev and the CLI as processes.
+pytestmark = pytest.mark.integration
+
 DEV = Path(__file__).resolve().parents[2] / "dev"
 
 

@@ -26,6 +26,9 @@ from shared.domain.jobs import Job
 from shared.domain.status import ParseError, parse_status_blob
 from tests.jobs.helpers import CORPUS
 
+# Every check runs the installed vmsnap as a process.
+pytestmark = pytest.mark.integration
+
 VMSNAP = Path(sys.executable).with_name("vmsnap")
 SB_KEY = "SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
 SEEDED_JOBS = 200     # enough JSON that `| head -1` closes the pipe while vmsnap still writes
@@ -108,7 +111,7 @@ CASES = [
     c("job list --top 200 -o json", 0, head=True), c("job list --top 200", 0, head=True),
     c("job list --top 200 -o tsv", 0, head=True), c("job list --top 200 -o yaml", 0, head=True),
     # --- names --------------------------------------------------------------------------------
-    c("job show a/b#c", 2), c("job show --name 'a b'", 2), c("job show --name ''", 2), c("job show", 2),
+    c("job show a/b#c", 2), c("job show --name 'a b'", 3), c("job show --name ''", 2), c("job show", 2),
     c("job wait --name ../../etc", 2), c("job stop --name 'x?y'", 2),
     c("job show --name 01954f6e-8d00-8000-8000-000000000000", 3), c("protection show --vm a/b#c", 2),
     c("protection enable-for-vm --vm 'vm 1'", 2), c("protection enable-for-vm --vm ghost", 3),

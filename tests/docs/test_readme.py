@@ -119,6 +119,7 @@ def test_readme_block_runs_against_a_local_stack(index, make_settings, azurite, 
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.integration
 def test_configuration_table_lists_exactly_what_is_read():
     """Every setting the code, the bindings or the host reads is in the table, and nothing else is."""
     documented = set(table_settings())
@@ -138,7 +139,7 @@ def test_settings_the_host_requires_are_not_called_optional():
 
 def test_the_readme_documents_the_on_demand_limit():
     """An operator learns of the 3-a-day on-demand limit before backup-now refuses a fourth."""
-    from shared.services.protection import ON_DEMAND_ATTEMPTS_PER_DAY, ON_DEMAND_SUCCESSES_PER_DAY
+    from shared.domain.protection import ON_DEMAND_ATTEMPTS_PER_DAY, ON_DEMAND_SUCCESSES_PER_DAY
 
     text = README.read_text()
     assert ON_DEMAND_SUCCESSES_PER_DAY == 3 and "three successful" in text
