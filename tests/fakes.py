@@ -5,7 +5,7 @@ version check, duplicate detection by message id.
 """
 from __future__ import annotations
 
-import copy
+import pickle
 import json
 import threading
 from dataclasses import replace
@@ -22,6 +22,12 @@ from shared.errors import ConflictError, NotFoundError, ValidationError
 from shared.ports import JobPage, JobQuery
 from shared.redaction import redact
 
+
+
+
+def _copy(value):
+    """A deep copy, as a stored record would be read back (pickle: several times faster than deepcopy)."""
+    return pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
 
 class InMemoryJobStore:
     """The JobStore port in a dict, with the Table store's semantics (tests/contracts/ checks both):
@@ -48,14 +54,14 @@ class InMemoryJobStore:
 
     def get(self, job_id: str) -> Job | None:
         job = self.jobs.get(job_id)
-        return copy.deepcopy(job) if job else None
+        return _copy(job) if job else None
 
     def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
         with self._lock:
             current = self.get(job_id)
             if current is None:
                 raise NotFoundError(f"job {job_id} not found")
-            changed = change(copy.deepcopy(current))
+            changed = change(_copy(current))
             if changed is None:
                 return current
             if changed.job_id != job_id:
@@ -71,7 +77,7 @@ class InMemoryJobStore:
             jobs = sorted((j for j in self.jobs.values() if query.matches(j)), key=_order)
         if after is not None:
             jobs = [j for j in jobs if _order(j) > after]
-        page = [copy.deepcopy(j) for j in jobs[:size]]
+        page = [_copy(j) for j in jobs[:size]]
         token = _encode_token(_order(page[-1])) if len(page) == size else None
         return JobPage(jobs=page, continuation=token)
 
@@ -97,7 +103,7 @@ def _decode_token(token: str | None) -> tuple[float, str] | None:
 
 def _as_stored(job: Job) -> Job:
     """What the Table store keeps: URLs without their query, so no SAS survives a write."""
-    stored = copy.deepcopy(job)
+    stored = _copy(job)
     stored.status_blob = stored.status_blob and base_of(stored.status_blob)
     stored.log_blob = stored.log_blob and base_of(stored.log_blob)
     stored.disks = [replace(d, blob_url=base_of(d.blob_url or ""), snapshot_uri=without_secrets(d.snapshot_uri))
