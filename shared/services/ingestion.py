@@ -26,7 +26,7 @@ from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report,
 from shared.domain.recovery import SUCCESSFUL
 from shared.domain.status import ParseError, StatusReport, check_report_time, parse_status_blob
 from shared.domain.task import ID_PATTERN, SnapshotTask, Trigger
-from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
+from shared.errors import ConfigurationError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.services.recovery import record_recovery_point
 
 if TYPE_CHECKING:
@@ -166,6 +166,10 @@ def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: Sta
             continue
         except NotFoundError:
             return _unknown_job(blob_name, job_id, attempt, report, etag)
+        except ConfigurationError:
+            # Storage refused this identity: nothing about the blob is wrong. Failing keeps the result
+            # where it is, so the host retries it and the sweep applies it once the access is fixed.
+            raise
         except (ValidationError, PermanentError) as exc:
             log.error("job %s: status blob %s could not be recorded: %s", job_id, blob_name, exc)
             return IngestOutcome(IngestResult.UNREADABLE, blob_name, job_id, attempt, detail=str(exc))
@@ -215,6 +219,8 @@ def _record_unreadable(svc: Services, blob_name: str, job_id: str, attempt: int,
         job = svc.jobs.update(job_id, lambda j: record_unreadable(j, blob_name, reason, svc.clock.now()))
     except NotFoundError:
         return IngestOutcome(IngestResult.UNKNOWN_JOB, blob_name, job_id, attempt, detail=reason)
+    except ConfigurationError:
+        raise       # as in _apply: access to fix, not a property of the blob
     except (ValidationError, PermanentError) as exc:
         log.error("job %s: could not record the unreadable blob %s: %s", job_id, blob_name, exc)
         return IngestOutcome(IngestResult.UNREADABLE, blob_name, job_id, attempt, detail=reason)
