@@ -12,7 +12,19 @@ if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
     from azure.storage.blob import BlobServiceClient
 
-_RETRY = {"retry_total": 3, "retry_backoff_factor": 0.4}
+# Retries on the client, as the SDK guidelines ask; few and short, so an outage surfaces in seconds
+# (the callers retry what matters with their own backoff) and an unreachable endpoint fails fast.
+# The Table client takes azure-core's policy options; the Blob client has its own policy, whose
+# defaults (15 s plus 3^n between tries) would keep a caller waiting ~90 s on a closed port.
+TABLE_RETRY = {"retry_total": 3, "retry_backoff_factor": 0.4}
+
+
+def blob_retry() -> dict:
+    """Client options for Blob clients: three retries, about 10 s in all."""
+    from azure.storage.blob import ExponentialRetry
+
+    return {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3,
+                                             random_jitter_range=1)}
 
 
 def blob_service_client(conn: Connection, services) -> BlobServiceClient:
@@ -20,8 +32,8 @@ def blob_service_client(conn: Connection, services) -> BlobServiceClient:
 
     if conn.connection_string:
         with _malformed(conn):
-            return BlobServiceClient.from_connection_string(conn.connection_string, **_RETRY)
-    return BlobServiceClient(conn.endpoint("blobServiceUri"), credential=services.credential, **_RETRY)
+            return BlobServiceClient.from_connection_string(conn.connection_string, **blob_retry())
+    return BlobServiceClient(conn.endpoint("blobServiceUri"), credential=services.credential, **blob_retry())
 
 
 def table_service_client(conn: Connection, services) -> TableServiceClient:
@@ -29,8 +41,8 @@ def table_service_client(conn: Connection, services) -> TableServiceClient:
 
     if conn.connection_string:
         with _malformed(conn):
-            return TableServiceClient.from_connection_string(conn.connection_string, **_RETRY)
-    return TableServiceClient(conn.endpoint("tableServiceUri"), credential=services.credential, **_RETRY)
+            return TableServiceClient.from_connection_string(conn.connection_string, **TABLE_RETRY)
+    return TableServiceClient(conn.endpoint("tableServiceUri"), credential=services.credential, **TABLE_RETRY)
 
 
 @contextmanager

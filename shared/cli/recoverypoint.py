@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from shared.cli.job import parse_when
-from shared.cli.output import EXIT_OK, emit_json, emit_table, format_time, to_jsonable
+from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable
 from shared.services.recovery import PointView, list_points, show_point
 
 LIST_HEADERS = ("Name", "Time", "Consistency", "Tier", "Expiry", "Job")
@@ -36,20 +36,19 @@ def register(subparsers: Any) -> None:
 
 def list_command(args: Any, svc: Any) -> int:
     views = list_points(svc, args.vm, since=args.since, until=args.until)
-    if args.output == "json":
-        emit_json([point_document(v) for v in views])
-    else:
-        emit_table([[v.point.name, format_time(v.point.created_at), _consistency(v), _tiers(v),
-                     format_time(v.expires_at), v.point.job_id] for v in views], LIST_HEADERS)
+    emit(args, [point_document(v) for v in views], lambda: emit_table(
+        [[v.point.name, format_time(v.point.created_at), _consistency(v), _tiers(v), format_time(v.expires_at),
+          v.point.job_id] for v in views], LIST_HEADERS))
     return EXIT_OK
 
 
 def show_command(args: Any, svc: Any) -> int:
-    view = show_point(svc, args.vm, args.name)
-    doc = point_document(view)
-    if args.output == "json":
-        emit_json(doc)
-        return EXIT_OK
+    doc = point_document(show_point(svc, args.vm, args.name))
+    emit(args, doc, lambda: _show_table(doc))
+    return EXIT_OK
+
+
+def _show_table(doc: dict[str, Any]) -> None:
     out = sys.stdout
     for key in ("name", "vmName", "recoveryPointTime", "state", "consistency", "tiers", "expiryTime", "jobId",
                 "policyName", "trigger", "retainUntil", "sizeBytes", "method", "deletedBy"):
@@ -57,7 +56,6 @@ def show_command(args: Any, svc: Any) -> int:
         if value not in (None, "", []):
             out.write(f"{key:18} {', '.join(value) if isinstance(value, list) else value}\n")
     emit_table([[d["lun"], d["source"], d["snapshot"]] for d in doc["disks"]], ("LUN", "Disk", "Snapshot"), out)
-    return EXIT_OK
 
 
 def point_document(view: PointView) -> dict[str, Any]:

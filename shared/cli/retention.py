@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.cli.output import EXIT_OK, emit_json, emit_table, format_time, to_jsonable
+from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable
 from shared.services.retention import RetentionPlan, plan_retention, run_retention
 
 HEADERS = ("What", "VM", "Name", "Created", "Rule", "Reason")
@@ -26,25 +26,24 @@ def register(subparsers: Any) -> None:
 
 def plan_command(args: Any, svc: Any) -> int:
     plan = plan_retention(svc, args.vm)
-    if args.output == "json":
-        emit_json(plan_document(plan))
-    else:
-        _print_plan(plan)
+    emit(args, plan_document(plan), lambda: _print_plan(plan))
     return EXIT_OK
 
 
 def run_command(args: Any, svc: Any) -> int:
     result = run_retention(svc, args.vm)
-    if args.output == "json":
-        emit_json({"plan": plan_document(result.plan), "pointsDeleted": result.points_deleted,
-                   "snapshotsDeleted": result.snapshots_deleted, "snapshotsAlreadyGone": result.snapshots_gone,
-                   "claimsLostToAnotherRun": result.lost_claims, "statusBlobsDeleted": result.blobs_deleted,
-                   "backfilled": result.backfilled})
-    else:
+    document = {"plan": plan_document(result.plan), "pointsDeleted": result.points_deleted,
+                "snapshotsDeleted": result.snapshots_deleted, "snapshotsAlreadyGone": result.snapshots_gone,
+                "claimsLostToAnotherRun": result.lost_claims, "statusBlobsDeleted": result.blobs_deleted,
+                "backfilled": result.backfilled}
+
+    def table() -> None:
         _print_plan(result.plan)
         print(f"deleted {len(result.points_deleted)} recovery point(s), {result.snapshots_deleted} snapshot(s) "
               f"({result.snapshots_gone} already gone), {result.blobs_deleted} status/log blob(s); "
               f"recorded {len(result.backfilled)} missing point(s)")
+
+    emit(args, document, table)
     return EXIT_OK
 
 

@@ -103,16 +103,18 @@ def _download(url: str, svc=None) -> bytes:
                                        ResourceNotFoundError)
     from azure.storage.blob import BlobClient
 
+    from shared.adapters.clients import blob_retry
+
     shown = strip_secrets(url)     # never echo a SAS
     try:
         if "sig=" in urlsplit(url).query:
-            client = BlobClient.from_blob_url(url)
+            client = BlobClient.from_blob_url(url, **blob_retry())
         else:
             if svc is None:
                 from shared.bootstrap import services
 
                 svc = services()
-            client = BlobClient.from_blob_url(url, credential=svc.blob_service.credential)
+            client = BlobClient.from_blob_url(url, credential=svc.blob_service.credential, **blob_retry())
         downloader = client.download_blob()
         if downloader.size > MAX_READ:
             raise ValidationError(f"{shown} is {downloader.size} bytes; a status blob is a few KiB")
