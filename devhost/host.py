@@ -328,7 +328,7 @@ class LocalFunctionsHost:
         container = self._blob_service(spec.trigger["connection"]).get_container_client(container_name)
         state = self._blob_state.setdefault(name, _BlobTriggerState())
         items = [item for item in container.list_blobs() if pattern.fullmatch(item.name)]
-        with ThreadPoolExecutor(max_workers=16) as pool:
+        with ThreadPoolExecutor(max_workers=8) as pool:          # the SDK's connection pool holds 10
             list(pool.map(lambda item: self._write_receipt(name, container_name, item.name, item.etag), items))
         with state.lock:
             state.receipts |= {(item.name, _etag(item.etag)) for item in items}
