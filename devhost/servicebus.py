@@ -9,7 +9,9 @@ Supported: queues (declared, or created on first use), send and batch send, sche
 (``schedule-message``, ``cancel-scheduled-message`` and the scheduled-enqueue-time annotation),
 peek, peek-lock receive with lock expiry, ``renew-lock``, complete / abandon / dead-letter on the
 receiver link or through ``update-disposition``, dead-lettering after MaxDeliveryCount, the
-dead-letter sub-queue, receive-and-delete, and duplicate detection by MessageId.
+dead-letter sub-queue, receive-and-delete, and duplicate detection by MessageId. A receiver whose
+connection ends (closed, or its process killed) leaves the rotation at once and its locked messages
+are released as a lost lock is (delivery count + 1), so a dead host never starves a live one.
 
 Not supported: sessions, topics and subscriptions, transactions, deferral (defer and
 receive-by-sequence-number), message expiry (time_to_live is carried, never enforced), the HTTPS
