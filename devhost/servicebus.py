@@ -803,12 +803,10 @@ class _AmqpHandler(Handler):
     def _on_disposition(self, role: _LinkRole, delivery: Delivery) -> None:
         token = getattr(delivery, "servicebus_lock", None)
         state = delivery.remote_state
-        if token is not None and state in (Delivery.ACCEPTED, Delivery.REJECTED, Delivery.MODIFIED,
-                                           Delivery.RELEASED):
-            role.locks.discard(token)
         if token is None or state not in (Delivery.ACCEPTED, Delivery.REJECTED, Delivery.MODIFIED,
                                           Delivery.RELEASED):
             return
+        role.locks.discard(token)
         try:
             if state == Delivery.ACCEPTED:
                 self._broker.settle(role.queue, token, _COMPLETE)
