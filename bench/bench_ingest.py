@@ -111,7 +111,7 @@ def upload_status_blobs(container, names_and_data: list[tuple[str, bytes]]) -> N
 
 
 def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int], new: int,
-                       passes: int, parallelism: int | None = None) -> list[tuple[int, list[float], float, float]]:
+                       passes: int, parallelism: int | None = None, report=lambda *figure: None) -> list[tuple[int, list[float], float, float]]:
     """For each container size: blobs/s of ``passes`` host passes over ``new`` fresh blobs each, the
     seconds of an idle pass (nothing new), and the share of a pass's wall time this process spent on
     CPU (the rest is Azurite's). The container grows from one size to the next."""
@@ -160,6 +160,7 @@ def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int],
             start = time.perf_counter()
             assert host.scan_blobs("ingest_status") == 0
             figures.append((size, rates, time.perf_counter() - start, statistics.median(cpu_share)))
+            report(*figures[-1])
     finally:
         host.stop()
         reset_services()
@@ -182,14 +183,16 @@ def main() -> None:
 
     if args.through_host:
         sizes = [int(n) for n in args.sizes.split(",")]
-        with Azurite() as azurite, LocalServiceBus() as bus:
-            figures = bench_through_host(azurite, bus, sizes, args.new, args.passes, args.parallelism)
-        print(f"through the local host (blob trigger ingest_status, host.json parallelism), "
-              f"{args.new} new blobs per pass, {args.passes} passes:")
-        for size, rates, idle, cpu in figures:
+        def report(size: int, rates: list[float], idle: float, cpu: float) -> None:
             print(f"  {size:>6,} blobs already there: {min(rates):6.1f} / {statistics.median(rates):6.1f} / "
                   f"{max(rates):6.1f} blobs/s (min/median/max); idle pass {idle:.2f} s; "
-                  f"host process on CPU {cpu:.0%} of a pass")
+                  f"host process on CPU {cpu:.0%} of a pass", flush=True)
+
+        print(f"through the local host (blob trigger ingest_status, "
+              f"{args.parallelism or 'host.json'} blob functions at once), {args.new} new blobs per pass, "
+              f"{args.passes} passes:", flush=True)
+        with Azurite() as azurite, LocalServiceBus() as bus:
+            bench_through_host(azurite, bus, sizes, args.new, args.passes, args.parallelism, report)
         return
 
     rate, variants = bench_parser()
