@@ -1,5 +1,8 @@
 """A receiver process killed while it holds messages: the local Service Bus stops delivering to it
-and gives its locked messages back, so a live host is not starved. Real client processes, SIGKILL."""
+and gives its locked messages back, so a live host is not starved. Real client processes, SIGKILL.
+
+Run as a module (``python -m tests.faults.test_devhost_receivers CONNECTION QUEUE``) this file is
+such a receiver: it takes messages in peek-lock mode, never settles them, and prints each id."""
 from __future__ import annotations
 
 import logging
@@ -28,7 +31,7 @@ class _ReceiverProcess:
     """One receiver process; its stdout lines are collected on a thread."""
 
     def __init__(self, connection: str, queue: str):
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.faults._receiver_process", connection, queue],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.faults.test_devhost_receivers", connection, queue],
                                      cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True)
         self.lines: list[str] = []
@@ -118,3 +121,15 @@ def test_killed_receivers_neither_starve_a_live_one_nor_keep_their_messages(serv
     assert {got[m] for m in fresh} == {0}
     assert server.queue_depth(QUEUE) == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a client disconnect was logged as an error"
+
+
+def _receive_forever(connection: str, queue: str) -> None:
+    with ServiceBusClient.from_connection_string(connection) as client, client.get_queue_receiver(queue) as receiver:
+        print("ready", flush=True)
+        while True:
+            for message in receiver.receive_messages(max_message_count=5, max_wait_time=60):
+                print(f"got {message.message_id}", flush=True)
+
+
+if __name__ == "__main__":
+    _receive_forever(*sys.argv[1:3])
