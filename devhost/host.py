@@ -308,16 +308,17 @@ class LocalFunctionsHost:
             if not state.loaded:
                 state.receipts |= self._load_receipts(name, container_name)
                 state.loaded = True
-        try:
-            pending = [item.name for item in container.list_blobs()
-                       if pattern.fullmatch(item.name) and (item.name, _etag(item.etag)) not in state.receipts]
-        except ResourceNotFoundError:
-            return 0
-        if not pending:
-            return 0
         pool = self._blob_executor()
-        futures = [pool.submit(self._fire_blob, spec, container, blob_name, state) for blob_name in pending]
-        wait(futures)
+        futures = []
+        try:
+            # Invocations start while later pages are still being listed.
+            for item in container.list_blobs():
+                if pattern.fullmatch(item.name) and (item.name, _etag(item.etag)) not in state.receipts:
+                    futures.append(pool.submit(self._fire_blob, spec, container, item.name, state))
+        except ResourceNotFoundError:
+            pass
+        finally:
+            wait(futures)
         return sum(future.result() for future in futures)
 
     def acknowledge_blobs(self, name: str) -> int:
