@@ -2,11 +2,8 @@
 and new ones are accepted and closed at once (what a client sees when a front end goes away)."""
 from __future__ import annotations
 
-import logging
 import socket
 import threading
-
-log = logging.getLogger(__name__)
 
 
 class TcpProxy:

@@ -106,7 +106,7 @@ def bench_create(svc: Services, count: int) -> float:
 
 
 def upload_status_blobs(container, names_and_data: list[tuple[str, bytes]]) -> None:
-    with ThreadPoolExecutor(max_workers=8) as pool:      # the SDK's connection pool holds 10
+    with ThreadPoolExecutor(max_workers=4) as pool:      # the SDK client is shared with the functions: its pool holds 10
         list(pool.map(lambda item: container.upload_blob(item[0], item[1], overwrite=True), names_and_data))
 
 

@@ -41,8 +41,6 @@ from devhost.demo import DISK_CONTAINER, create_demo_vm  # noqa: E402
 from devhost.processes import stop_processes_under  # noqa: E402
 from devhost.servicebus import LocalServiceBus, QueueOptions  # noqa: E402
 
-log = logging.getLogger("bench.chaos")
-
 QUEUE = "chaos-tasks"
 STATUS_CONTAINER = "chaos-status"
 HOST_ID = "chaos"           # one app: its instances share blob receipts and timer status, as in Azure
