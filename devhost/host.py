@@ -236,7 +236,7 @@ class LocalFunctionsHost:
                     break
                 for message in messages:
                     renewer.register(receiver, message)
-                    pool.submit(lambda m=message: finished.put((m, self._handle_message(spec, m))))
+                    pool.submit(self._handle_message, spec, message, finished)
                 in_flight += len(messages)
                 processed += len(messages)
         finally:
@@ -246,13 +246,14 @@ class LocalFunctionsHost:
             renewer.close()
         return processed
 
-    def _handle_message(self, spec: FunctionSpec, message) -> bool:
+    def _handle_message(self, spec: FunctionSpec, message, finished: queue.SimpleQueue) -> None:
+        ok = False
         try:
-            function_message = _to_function_message(message)
+            ok = self._invoke_safely(spec, _to_function_message(message))
         except (TypeError, ValueError, UnicodeDecodeError):
             log.exception("function %s: message %s could not be decoded", spec.name, message.message_id)
-            return False
-        return self._invoke_safely(spec, function_message)
+        finally:
+            finished.put((message, ok))     # always: the receiving loop counts every message back
 
     def _settle(self, receiver, finished: queue.SimpleQueue, *, block: bool) -> int:
         """Complete or abandon every invocation that has ended (waiting for one if ``block``)."""
