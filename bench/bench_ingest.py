@@ -106,12 +106,14 @@ def bench_create(svc: Services, count: int) -> float:
 
 
 def upload_status_blobs(container, names_and_data: list[tuple[str, bytes]]) -> None:
-    with ThreadPoolExecutor(max_workers=4) as pool:      # the SDK client is shared with the functions: its pool holds 10
+    # Four threads: the SDK client is shared with the functions, and its connection pool holds ten.
+    with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda item: container.upload_blob(item[0], item[1], overwrite=True), names_and_data))
 
 
-def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int], new: int,
-                       passes: int, parallelism: int | None = None, report=lambda *figure: None) -> list[tuple[int, list[float], float, float]]:
+def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int], new: int, passes: int,
+                       parallelism: int | None = None,
+                       report=lambda *figure: None) -> list[tuple[int, list[float], float, float]]:
     """For each container size: blobs/s of ``passes`` host passes over ``new`` fresh blobs each, the
     seconds of an idle pass (nothing new), and the share of a pass's wall time this process spent on
     CPU (the rest is Azurite's). The container grows from one size to the next."""
