@@ -4,12 +4,19 @@ completed and failed reports, replays, and retryable failures whose retry task g
 
 Run: .venv/bin/python bench/bench_ingest.py [--jobs 500] [--retries 20] [--create 10000]. Starts and
 stops its own Azurite and local Service Bus.
+
+``--through-host`` measures instead what the deployed path does: the local Functions host's blob
+trigger (listing, receipts, download, the ``ingest_status`` function, receipt) over ``--new`` fresh
+status blobs in a container that already holds 1,000, 5,000 and 10,000 handled ones (``--sizes``).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -98,12 +105,97 @@ def bench_create(svc: Services, count: int) -> float:
     return elapsed
 
 
+def upload_status_blobs(container, names_and_data: list[tuple[str, bytes]]) -> None:
+    # Four threads: the SDK client is shared with the functions, and its connection pool holds ten.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda item: container.upload_blob(item[0], item[1], overwrite=True), names_and_data))
+
+
+def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int], new: int, passes: int,
+                       parallelism: int | None = None,
+                       report=lambda *figure: None) -> list[tuple[int, list[float], float, float]]:
+    """For each container size: blobs/s of ``passes`` host passes over ``new`` fresh blobs each, the
+    seconds of an idle pass (nothing new), and the share of a pass's wall time this process spent on
+    CPU (the rest is Azurite's). The container grows from one size to the next."""
+    import function_app
+    from devhost.host import HostConfig, LocalFunctionsHost
+    from shared.bootstrap import reset_services
+    from shared.settings import reset_settings
+
+    env = {"BackupStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
+           "ServiceBusConnection": bus.connection_string, "TABLE_PREFIX": "hostbench",
+           "STATUS_CONTAINER": "host-status", "SNAPSHOT_TASKS_QUEUE": "host-tasks", "DISPATCHER": "local",
+           "SNAPSHOT_SCHEDULE": "0 0 0 1 1 *", "SWEEP_SCHEDULE": "0 0 0 1 1 *", "LOCAL_VM_ROOT": "/nonexistent"}
+    os.environ.update(env)          # the functions read their settings from the environment, as in Azure
+    reset_settings()
+    svc = Services(Settings.from_env(env), clock=FixedClock(SLOT + timedelta(minutes=5)))
+    reset_services(svc)
+    container = svc.blob_service.get_container_client(env["STATUS_CONTAINER"])
+    container.create_container()
+    completed = (CORPUS / "02-completed-fs-two-disks.txt").read_bytes()
+    config = HostConfig.from_host_json(ROOT / "host.json")
+    config.max_degree_of_parallelism = parallelism or config.max_degree_of_parallelism
+    host = LocalFunctionsHost(function_app.app, os.environ, config, host_id="bench")
+    figures = []
+    present = 0
+    try:
+        for size in sizes:
+            # Handled blobs: their receipts exist, as after the host has run for a while.
+            filler = [(f"handled/{i:06d}/1.Status.txt", completed) for i in range(present, size)]
+            upload_status_blobs(container, filler)
+            present = size
+            host.acknowledge_blobs("ingest_status")
+            rates, cpu_share = [], []
+            for run in range(passes):
+                records = dispatched_jobs(svc, new, f"h{size}r{run}v")
+                upload_status_blobs(container, [
+                    (job.status_blob, completed.replace(CORPUS_JOB + b"_1", f"{job.job_id}_1".encode()))
+                    for job in records])
+                start, cpu = time.perf_counter(), time.process_time()
+                invoked = host.scan_blobs("ingest_status")
+                elapsed = time.perf_counter() - start
+                cpu_share.append((time.process_time() - cpu) / elapsed)
+                assert invoked == new, f"{invoked} invocations for {new} new blobs"
+                assert svc.jobs.get(records[-1].job_id).status is JobStatus.COMPLETED
+                rates.append(new / elapsed)
+                present += new
+            start = time.perf_counter()
+            assert host.scan_blobs("ingest_status") == 0
+            figures.append((size, rates, time.perf_counter() - start, statistics.median(cpu_share)))
+            report(*figures[-1])
+    finally:
+        host.stop()
+        reset_services()
+        reset_settings()
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500, help="jobs (status blobs) for the end-to-end run")
     parser.add_argument("--retries", type=int, default=20, help="jobs whose failure is retried (one send each)")
     parser.add_argument("--create", type=int, default=10000, help="jobs created in one create_many call")
+    parser.add_argument("--through-host", action="store_true",
+                        help="measure the local host's blob trigger over a container already holding --sizes blobs")
+    parser.add_argument("--sizes", default="1000,5000,10000", help="blobs already in the container (--through-host)")
+    parser.add_argument("--new", type=int, default=500, help="fresh blobs per pass (--through-host)")
+    parser.add_argument("--passes", type=int, default=3, help="passes per size (--through-host)")
+    parser.add_argument("--parallelism", type=int, help="blob functions at once (--through-host; default: host.json)")
     args = parser.parse_args()
+
+    if args.through_host:
+        sizes = [int(n) for n in args.sizes.split(",")]
+        def report(size: int, rates: list[float], idle: float, cpu: float) -> None:
+            print(f"  {size:>6,} blobs already there: {min(rates):6.1f} / {statistics.median(rates):6.1f} / "
+                  f"{max(rates):6.1f} blobs/s (min/median/max); idle pass {idle:.2f} s; "
+                  f"host process on CPU {cpu:.0%} of a pass", flush=True)
+
+        print(f"through the local host (blob trigger ingest_status, "
+              f"{args.parallelism or 'host.json'} blob functions at once), {args.new} new blobs per pass, "
+              f"{args.passes} passes:", flush=True)
+        with Azurite() as azurite, LocalServiceBus() as bus:
+            bench_through_host(azurite, bus, sizes, args.new, args.passes, args.parallelism, report)
+        return
 
     rate, variants = bench_parser()
     print(f"parser: {rate:,.0f} status blobs/s (pure parse_status_blob over {variants} corpus variants)")

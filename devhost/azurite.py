@@ -19,6 +19,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented; not a secret).
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# Azurite closes an idle keep-alive connection after 5 s by default, while the SDK's pool (requests)
+# keeps idle connections without limit and reuses them: a request sent as Azurite closes the socket
+# dies with ConnectionResetError, and azure-core does not retry a POST (table batches). Keep them
+# open as long as Azure's own front ends do (about 4 minutes idle).
+KEEP_ALIVE_SECONDS = 240
 
 
 class Azurite:
@@ -49,6 +54,7 @@ class Azurite:
         args = [str(binary), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
                 "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
                 "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
+                "--blobKeepAliveTimeout", str(KEEP_ALIVE_SECONDS), "--tableKeepAliveTimeout", str(KEEP_ALIVE_SECONDS),
                 "--queueHost", "127.0.0.1", "--queuePort", str(free_port())]
         if self.location is None:
             args.append("--inMemoryPersistence")

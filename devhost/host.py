@@ -5,13 +5,15 @@ It reads ``app.get_functions()`` and ``host.json`` and runs each function as the
   ``useMonitor`` the last and next occurrence are kept in the host storage account, so an
   occurrence missed while the host was down fires once at start-up with ``past_due=True``;
 - Service Bus queue triggers are fed through the real ``azure-servicebus`` client in peek-lock
-  mode, up to ``maxConcurrentCalls`` at once, with lock renewal up to
-  ``maxAutoLockRenewalDuration``: complete on success, abandon on exception, so MaxDeliveryCount
-  and the dead-letter queue work as in Azure;
+  mode, keeping ``maxConcurrentCalls`` invocations in flight (a slow message never holds back the
+  next), with lock renewal up to ``maxAutoLockRenewalDuration``: complete on success, abandon on
+  exception, so MaxDeliveryCount and the dead-letter queue work as in Azure;
 - Service Bus output bindings are sent after the function returns;
 - blob triggers fire once for each new or changed blob under their path, remembered by blob
-  receipts keyed by ETag in the host storage account (container ``azure-webjobs-hosts``); a blob
-  that fails ``poisonBlobThreshold`` times gets a poison record there instead of more retries.
+  receipts keyed by ETag in the host storage account (container ``azure-webjobs-hosts``); one
+  listing per pass finds them (receipts are compared in memory), up to
+  ``maxDegreeOfParallelism`` blob invocations run at once app-wide, and a blob that fails
+  ``poisonBlobThreshold`` times gets a poison record there instead of more retries.
 
 What it leaves out: HTTP and every other trigger type, sessions, Event Grid delivery (blob triggers
 declared with ``source=EventGrid`` are served by scanning the container, the same outcome for the
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
 import re
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -64,6 +68,8 @@ class HostConfig:
     max_lock_renewal: timedelta = timedelta(minutes=5)
     auto_complete: bool = True
     poison_blob_threshold: int = 5
+    # The Functions default: 8 per core (extensions.blobs.maxDegreeOfParallelism).
+    max_degree_of_parallelism: int = field(default_factory=lambda: 8 * (os.cpu_count() or 1))
 
     @classmethod
     def from_host_json(cls, path: Path) -> "HostConfig":
@@ -75,22 +81,34 @@ class HostConfig:
             max_lock_renewal=_parse_timespan(sb.get("maxAutoLockRenewalDuration", "00:05:00")),
             auto_complete=bool(sb.get("autoCompleteMessages", True)),
             poison_blob_threshold=int(blobs.get("poisonBlobThreshold", 5)),
+            **({"max_degree_of_parallelism": int(blobs["maxDegreeOfParallelism"])}
+               if "maxDegreeOfParallelism" in blobs else {}),
         )
 
 
 @dataclass
 class _BlobTriggerState:
-    receipts: set[tuple[str, str]] = field(default_factory=set)   # (blob name, etag)
+    receipts: set[tuple[str, str]] = field(default_factory=set)   # (blob name, etag without quotes)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     loaded: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _etag(value: str) -> str:
+    """The ETag without its quotes: listings give ``0x8D…``, downloads and headers ``"0x8D…"``."""
+    return value.strip('"')
 
 
 class LocalFunctionsHost:
     """Runs one FunctionApp's functions locally; on demand (tests, ``--once``) or in the background."""
 
     def __init__(self, app: func.FunctionApp, env: Mapping[str, str], config: HostConfig | None = None,
-                 *, host_id: str = "vmsnap-local", poll_interval: float = 0.5):
+                 *, host_id: str = "vmsnap-local", poll_interval: float = 0.5,
+                 storage_client_options: Mapping[str, Any] | None = None):
+        """``storage_client_options`` go to every blob client the host builds (e.g. azure-core's
+        ``raw_request_hook`` or a transport), to observe or shape its storage traffic."""
         self.env = dict(env)
+        self.storage_client_options = dict(storage_client_options or {})
         self.config = config or HostConfig()
         self.host_id = host_id
         self.poll_interval = poll_interval
@@ -104,6 +122,7 @@ class LocalFunctionsHost:
         self._blob_state: dict[str, _BlobTriggerState] = {}
         self._hosts_container = None
         self._lock = threading.Lock()
+        self._blob_pool: ThreadPoolExecutor | None = None
 
     # --- settings ----------------------------------------------------------------------------
     def resolve(self, expression: str, function: str = "") -> str:
@@ -179,13 +198,8 @@ class LocalFunctionsHost:
     def drain_queue(self, name: str, *, max_wait: float = 1.0) -> int:
         """Receive and process what the function's queue holds now; returns messages processed."""
         spec = self._spec(name, "serviceBusTrigger")
-        total = 0
         with self._receiver(spec, max_wait) as receiver:
-            while True:
-                count = self._receive_once(spec, receiver, max_wait)
-                if count == 0:
-                    return total
-                total += count
+            return self._serve(spec, receiver, max_wait, until_idle=True)
 
     def _receiver(self, spec: FunctionSpec, max_wait: float):
         from azure.servicebus import ServiceBusReceiveMode
@@ -195,23 +209,64 @@ class LocalFunctionsHost:
                                          receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
                                          max_wait_time=max_wait)
 
-    def _receive_once(self, spec: FunctionSpec, receiver, max_wait: float) -> int:
+    def _serve(self, spec: FunctionSpec, receiver, max_wait: float, *, until_idle: bool) -> int:
+        """Keep up to maxConcurrentCalls invocations in flight, taking more as each one ends, until
+        the host stops (or, with ``until_idle``, the queue is empty); returns messages processed.
+
+        Only this thread touches the receiver (the sync client is not thread-safe): invocations
+        run on a pool and hand their outcome back through ``finished`` to be settled here."""
         from azure.servicebus import AutoLockRenewer
 
-        messages = receiver.receive_messages(max_message_count=self.config.max_concurrent_calls,
-                                             max_wait_time=max_wait)
-        if not messages:
-            return 0
-        renewer = AutoLockRenewer(max_lock_renewal_duration=self.config.max_lock_renewal.total_seconds())
+        limit = self.config.max_concurrent_calls
+        finished: queue.SimpleQueue = queue.SimpleQueue()
+        renewer = AutoLockRenewer(max_lock_renewal_duration=self.config.max_lock_renewal.total_seconds(),
+                                  max_workers=limit)
+        pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"host-{spec.name}")
+        in_flight = processed = 0
         try:
-            for message in messages:
-                renewer.register(receiver, message)
-            with ThreadPoolExecutor(max_workers=len(messages)) as pool:
-                results = list(pool.map(lambda m: self._invoke_safely(spec, _to_function_message(m)),
-                                        messages))
+            while not self._stop.is_set():
+                # Wait for a slot only when all are busy; otherwise settle what is done and go on.
+                in_flight -= self._settle(receiver, finished, block=in_flight >= limit)
+                if in_flight >= limit:
+                    continue
+                # While work is in flight, a short receive keeps settlement prompt.
+                messages = receiver.receive_messages(max_message_count=limit - in_flight,
+                                                     max_wait_time=max_wait if in_flight == 0 else 0.2)
+                if not messages and until_idle and in_flight == 0:
+                    break
+                for message in messages:
+                    renewer.register(receiver, message)
+                    pool.submit(self._handle_message, spec, message, finished)
+                in_flight += len(messages)
+                processed += len(messages)
         finally:
+            while in_flight:
+                in_flight -= self._settle(receiver, finished, block=True)
+            pool.shutdown(wait=True)
             renewer.close()
-        for message, ok in zip(messages, results):
+        return processed
+
+    def _handle_message(self, spec: FunctionSpec, message, finished: queue.SimpleQueue) -> None:
+        ok = False
+        try:
+            ok = self._invoke_safely(spec, _to_function_message(message))
+        except (TypeError, ValueError, UnicodeDecodeError):
+            log.exception("function %s: message %s could not be decoded", spec.name, message.message_id)
+        finally:
+            finished.put((message, ok))     # always: the receiving loop counts every message back
+
+    def _settle(self, receiver, finished: queue.SimpleQueue, *, block: bool) -> int:
+        """Complete or abandon every invocation that has ended (waiting for one if ``block``)."""
+        settled = 0
+        while True:
+            waiting = block and not settled
+            try:
+                message, ok = finished.get(timeout=1.0) if waiting else finished.get_nowait()
+            except queue.Empty:
+                if waiting and not self._stop.is_set():
+                    continue
+                return settled
+            settled += 1
             if not self.config.auto_complete:
                 continue
             try:
@@ -221,14 +276,12 @@ class LocalFunctionsHost:
                     receiver.abandon_message(message)
             except Exception as exc:  # a lost lock: Service Bus redelivers, as it does in Azure
                 log.warning("could not settle message %s: %s", message.message_id, exc)
-        return len(messages)
 
     def _queue_loop(self, spec: FunctionSpec) -> None:
         while not self._stop.is_set():
             try:
                 with self._receiver(spec, 1.0) as receiver:
-                    while not self._stop.is_set():
-                        self._receive_once(spec, receiver, 1.0)
+                    self._serve(spec, receiver, 1.0, until_idle=False)
             except Exception as exc:
                 log.error("Service Bus listener for %s failed (%s); retrying in 2 s", spec.name, exc)
                 self._stop.wait(2.0)
@@ -243,27 +296,54 @@ class LocalFunctionsHost:
 
     # --- blobs ---------------------------------------------------------------------------------
     def scan_blobs(self, name: str) -> int:
-        """One pass over the trigger's container: invoke for each new or changed blob; returns invocations."""
+        """One pass over the trigger's container: invoke for each new or changed blob, in parallel up
+        to maxDegreeOfParallelism; returns invocations. One listing; receipts are compared in memory."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         spec = self._spec(name, "blobTrigger")
         container_name, pattern = _blob_path_pattern(self.resolve(spec.trigger["path"], name))
         service = self._blob_service(spec.trigger["connection"])
         container = service.get_container_client(container_name)
         state = self._blob_state.setdefault(name, _BlobTriggerState())
-        if not state.loaded:
-            state.receipts |= self._load_receipts(name, container_name)
-            state.loaded = True
-        from azure.core.exceptions import ResourceNotFoundError
-
-        invoked = 0
+        with state.lock:
+            if not state.loaded:
+                state.receipts |= self._load_receipts(name, container_name)
+                state.loaded = True
+        pool = self._blob_executor()
+        futures = []
         try:
-            listing = list(container.list_blobs())
+            # Invocations start while later pages are still being listed.
+            for item in container.list_blobs():
+                if pattern.fullmatch(item.name) and (item.name, _etag(item.etag)) not in state.receipts:
+                    futures.append(pool.submit(self._fire_blob, spec, container, item.name, state))
         except ResourceNotFoundError:
-            return 0
-        for item in listing:
-            if not pattern.fullmatch(item.name) or (item.name, item.etag) in state.receipts:
-                continue
-            invoked += self._fire_blob(spec, container, item.name, state)
-        return invoked
+            pass
+        finally:
+            wait(futures)
+        return sum(future.result() for future in futures)
+
+    def acknowledge_blobs(self, name: str) -> int:
+        """Take every blob now under the trigger's path as handled, without invoking: write the
+        receipts it lacks; returns how many. For benchmarks that start from a container already full."""
+        spec = self._spec(name, "blobTrigger")
+        container_name, pattern = _blob_path_pattern(self.resolve(spec.trigger["path"], name))
+        container = self._blob_service(spec.trigger["connection"]).get_container_client(container_name)
+        state = self._blob_state.setdefault(name, _BlobTriggerState())
+        items = [item for item in container.list_blobs()
+                 if pattern.fullmatch(item.name) and (item.name, _etag(item.etag)) not in state.receipts]
+        with ThreadPoolExecutor(max_workers=8) as pool:          # the SDK's connection pool holds 10
+            list(pool.map(lambda item: self._write_receipt(name, container_name, item.name, item.etag), items))
+        with state.lock:
+            state.receipts |= {(item.name, _etag(item.etag)) for item in items}
+        return len(items)
+
+    def _blob_executor(self) -> ThreadPoolExecutor:
+        # One pool for every blob function: the setting caps the app's blob invocations, as in Azure.
+        with self._lock:
+            if self._blob_pool is None:
+                self._blob_pool = ThreadPoolExecutor(max_workers=self.config.max_degree_of_parallelism,
+                                                     thread_name_prefix="host-blobs")
+            return self._blob_pool
 
     def _fire_blob(self, spec: FunctionSpec, container, blob_name: str, state: _BlobTriggerState) -> int:
         from azure.core.exceptions import ResourceNotFoundError
@@ -275,7 +355,7 @@ class LocalFunctionsHost:
         except ResourceNotFoundError:
             return 0
         props = downloader.properties
-        key = (blob_name, props.etag)
+        key = (blob_name, _etag(props.etag))
         if key in state.receipts:
             return 0
         stream = InputStream(
@@ -285,15 +365,17 @@ class LocalFunctionsHost:
             metadata=dict(props.metadata or {}))
         if self._invoke_safely(spec, stream):
             self._write_receipt(spec.name, container.container_name, blob_name, props.etag)
-            state.receipts.add(key)
+            with state.lock:
+                state.receipts.add(key)
             return 1
-        failures = state.failures.get(key, 0) + 1
-        state.failures[key] = failures
+        with state.lock:
+            failures = state.failures[key] = state.failures.get(key, 0) + 1
         if failures >= self.config.poison_blob_threshold:
             log.error("blob %s/%s failed %d times; recorded as poison and not retried",
                       container.container_name, blob_name, failures)
             self._write_receipt(spec.name, container.container_name, blob_name, props.etag, poison=True)
-            state.receipts.add(key)
+            with state.lock:
+                state.receipts.add(key)
         return 1
 
     def _receipts_container(self):
@@ -307,7 +389,7 @@ class LocalFunctionsHost:
         return f"blobreceipts/{self.host_id}/{function}/"
 
     def _write_receipt(self, function: str, container: str, blob: str, etag: str, *, poison: bool = False) -> None:
-        name = f"{self._receipt_prefix(function)}{etag.strip(chr(34))}/{container}/{blob}"
+        name = f"{self._receipt_prefix(function)}{_etag(etag)}/{container}/{blob}"
         self._receipts_container().upload_blob(name, b"", overwrite=True, metadata={"poison": str(poison).lower()})
 
     def _load_receipts(self, function: str, container: str) -> set[tuple[str, str]]:
@@ -317,7 +399,7 @@ class LocalFunctionsHost:
             etag, _, rest = item.name[len(prefix):].partition("/")
             blob_container, _, blob = rest.partition("/")
             if blob_container == container:
-                receipts.add((blob, f'"{etag}"'))
+                receipts.add((blob, etag))
         return receipts
 
     def _blob_loop(self, spec: FunctionSpec) -> None:
@@ -330,7 +412,8 @@ class LocalFunctionsHost:
 
         with self._lock:
             if connection not in self._blob_services:
-                self._blob_services[connection] = BlobServiceClient.from_connection_string(self.env[connection])
+                self._blob_services[connection] = BlobServiceClient.from_connection_string(
+                    self.env[connection], **self.storage_client_options)
             return self._blob_services[connection]
 
     def _host_blob_service(self):
@@ -394,6 +477,9 @@ class LocalFunctionsHost:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
+        if self._blob_pool is not None:
+            self._blob_pool.shutdown(wait=True)
+            self._blob_pool = None
         for client in self._sb_clients.values():
             client.close()
         self._sb_clients.clear()

@@ -9,7 +9,9 @@ Supported: queues (declared, or created on first use), send and batch send, sche
 (``schedule-message``, ``cancel-scheduled-message`` and the scheduled-enqueue-time annotation),
 peek, peek-lock receive with lock expiry, ``renew-lock``, complete / abandon / dead-letter on the
 receiver link or through ``update-disposition``, dead-lettering after MaxDeliveryCount, the
-dead-letter sub-queue, receive-and-delete, and duplicate detection by MessageId.
+dead-letter sub-queue, receive-and-delete, and duplicate detection by MessageId. A receiver whose
+connection ends (closed, or its process killed) leaves the rotation at once and its locked messages
+are released as a lost lock is (delivery count + 1), so a dead host never starves a live one.
 
 Not supported: sessions, topics and subscriptions, transactions, deferral (defer and
 receive-by-sequence-number), message expiry (time_to_live is carried, never enforced), the HTTPS
@@ -31,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Literal, NamedTuple
 from urllib.parse import urlsplit
@@ -289,7 +291,7 @@ class _Broker:
 
     _COUNTERS = ("connections", "cbs_requests", "management_requests", "transfers_in", "messages_in",
                  "duplicates_dropped", "deliveries_out", "completed", "abandoned", "dead_lettered",
-                 "lock_expirations", "lock_renewals")
+                 "lock_expirations", "lock_renewals", "locks_released")
 
     def __init__(self, queues: dict[str, QueueOptions], default_options: QueueOptions, auto_create: bool,
                  clock: Callable[[], float] = time.time):
@@ -444,6 +446,19 @@ class _Broker:
             self._stats["lock_renewals"] += 1
             return message.locked_until_ms
 
+    def release(self, queue: _Queue, tokens: set[uuid.UUID]) -> int:
+        """Unlock the messages of a receiver that is gone, as a lost lock does in Service Bus
+        (delivery count + 1); tokens already settled or expired are skipped. Returns how many."""
+        with self._lock:
+            released = 0
+            for token in tokens:
+                message = queue.locked.pop(token, None)
+                if message is not None:
+                    released += 1
+                    self._unlock(queue, message, failed=True)
+            self._stats["locks_released"] += released
+            return released
+
     def _unlock(self, queue: _Queue, message: _StoredMessage, *, failed: bool) -> None:
         if failed:
             message.delivery_count += 1
@@ -512,6 +527,7 @@ class _LinkRole:
     kind: Literal["cbs", "management", "send", "receive"]   # send: client to us; receive: us to client
     address: str
     queue: _Queue | None = None
+    locks: set[uuid.UUID] = field(default_factory=set)      # delivered on this link, not yet settled on it
 
 
 class _Reply(NamedTuple):
@@ -612,7 +628,30 @@ class _AmqpHandler(Handler):
         self._broker.count("connections")
 
     def on_transport_closed(self, event) -> None:
-        self._connections.discard(event.connection)
+        connection = event.connection
+        self._connections.discard(connection)
+        if connection is not None:
+            self._drop_receivers(connection)
+
+    def _drop_receivers(self, connection) -> None:
+        """A connection that ended (closed, or its process died) takes its receive links out of the
+        rotation and gives back the messages they held locked: nobody can settle them any more, and
+        waiting for the locks to expire would starve the receivers still alive."""
+        link = connection.link_head(0)
+        while link is not None:
+            role = getattr(link, "servicebus_role", None)
+            if role is not None and role.kind == "receive":
+                consumers = self._consumers.get(role.queue, [])
+                if link in consumers:
+                    consumers.remove(link)
+                released = self._broker.release(role.queue, role.locks)
+                role.locks.clear()
+                if released:
+                    log.info("queue %s: a receiver's connection ended; %d locked message(s) released",
+                             role.queue.name, released)
+                # No pump here: the next tick hands them on, by when the other connections of
+                # receivers that died together (a killed host) have been dropped as well.
+            link = link.next(0)
 
     def on_transport_error(self, event) -> None:
         condition = event.transport.condition
@@ -662,7 +701,9 @@ class _AmqpHandler(Handler):
         return _LinkRole("send" if link.is_receiver else "receive", address, queue) if queue else None
 
     def on_link_remote_close(self, event) -> None:
-        # Locks held by the link's unsettled deliveries stay until they expire, as in Service Bus.
+        # A link detached on a live connection keeps its locks until they expire, as in Service
+        # Bus: the client may still settle them through $management. A connection that ends
+        # releases them (_drop_receivers).
         if not event.link.state & Endpoint.LOCAL_CLOSED:
             event.link.close()
 
@@ -751,6 +792,12 @@ class _AmqpHandler(Handler):
             delivery.settle()
         else:
             delivery.servicebus_lock = token
+            role: _LinkRole = link.servicebus_role
+            role.locks.add(token)
+            if len(role.locks) > 4 * _INCOMING_CREDIT:
+                # Settled through $management or expired: forget them, so a long-lived link's
+                # record stays the size of what it actually holds.
+                role.locks.intersection_update(queue.locked)
         return True
 
     def _on_disposition(self, role: _LinkRole, delivery: Delivery) -> None:
@@ -759,6 +806,7 @@ class _AmqpHandler(Handler):
         if token is None or state not in (Delivery.ACCEPTED, Delivery.REJECTED, Delivery.MODIFIED,
                                           Delivery.RELEASED):
             return
+        role.locks.discard(token)
         try:
             if state == Delivery.ACCEPTED:
                 self._broker.settle(role.queue, token, _COMPLETE)
@@ -857,6 +905,23 @@ class _AmqpHandler(Handler):
         return _Reply(200, {})
 
 
+class _RoutineDisconnects(logging.Filter):
+    """Proton's I/O handler logs a client that hangs up mid-write or mid-read as an ERROR (broken
+    pipe, connection reset). For a broker that is a normal disconnect: keep it, at DEBUG, here."""
+
+    _ROUTINE = ("BrokenPipeError", "ConnectionResetError", "ConnectionAbortedError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text.startswith(("Couldn't send", "Couldn't recv")) and any(name in text for name in self._ROUTINE):
+            log.debug("client disconnected: %s", text)
+            return False
+        return True
+
+
+_ROUTINE_DISCONNECTS = _RoutineDisconnects()
+
+
 # --- public API -----------------------------------------------------------------------------
 
 
@@ -887,6 +952,7 @@ class LocalServiceBus:
         """Listen and serve on a daemon thread; returns once the port accepts connections."""
         if self._thread is not None or self._stopped:
             raise RuntimeError("a LocalServiceBus starts once; create a new one")
+        logging.getLogger("proton").addFilter(_ROUTINE_DISCONNECTS)    # a no-op when already there
         handler = _AmqpHandler(self._broker)
         container = Container(handler)
         try:
@@ -965,9 +1031,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-delivery-count", type=int, default=10)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Proton logs each client that hangs up before our close reply as an ERROR (broken pipe),
-    # which for a broker is routine.
-    logging.getLogger("proton").setLevel(logging.CRITICAL)
 
     options = QueueOptions(lock_duration=timedelta(seconds=args.lock_duration),
                            max_delivery_count=args.max_delivery_count)
