@@ -99,6 +99,11 @@ def restore_point_name(task_id: str) -> str:
     return task_id
 
 
+def attempt_restore_point_name(job_id: str, attempt: int) -> str:
+    """The restore point of a job's attempt ``attempt`` (its task id: ``<job id>_<attempt>``)."""
+    return restore_point_name(f"{job_id}_{attempt}")
+
+
 def mark_restore_point_requested(job: Job, *, attempt: int, task_id: str, disks: Sequence[Disk],
                                  now: datetime) -> Job | None:
     """The job once its attempt's restore point is requested: Dispatched, without status or log blob."""

@@ -154,7 +154,7 @@ def track_restore_points(svc: Any, *, page_size: int = 200) -> TrackResult:
 def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
     ids = f"job {job.job_id} task {job.expected_task_id}"
     try:
-        state = svc.restore_points.get(_vm_id(svc, job.vm_name), restore_point_name(job.expected_task_id))
+        state = svc.restore_points.get(vm_resource_id(svc, job.vm_name), restore_point_name(job.expected_task_id))
     except NotFoundError as exc:       # the VM left the inventory meanwhile
         fix = remediation.for_service_error(remediation.VM_NOT_FOUND)
         _fail(svc, job, JobError.from_remediation(fix, detail=str(exc)), now, ids)
@@ -207,7 +207,7 @@ def _retry(svc: Any, job: Job, error: JobError, name: str, now: datetime, ids: s
                 error.error_code, task.attempt, at.isoformat())
 
 
-def _vm_id(svc: Any, vm_name: str) -> str:
+def vm_resource_id(svc: Any, vm_name: str) -> str:
     """The VM's ARM id: from its protected item (no Compute call each tick), else the inventory."""
     reference = vm_reference(svc, vm_name)
     if reference.lower().startswith("/subscriptions/"):
