@@ -153,7 +153,9 @@ def _create_job(svc: Any, point: RecoveryPoint, disks: list[DiskSnapshot], targe
 
 def _run_managed(svc: Any, job: Job, point: RecoveryPoint, disks: list[DiskSnapshot], targets: list[str], *,
                  ids: str) -> Job:
-    """A managed disk per disk restore point, one after the other (each create waits), then verified."""
+    """A managed disk per disk restore point, one after the other (each create waits), then verified.
+
+    A restore failing part way keeps the disks it made already: a restore never deletes a disk."""
     compute = svc.restore_points
     taken = [target for target in targets if compute.get_disk(target) is not None]
     if taken:
@@ -171,10 +173,11 @@ def _run_managed(svc: Any, job: Job, point: RecoveryPoint, disks: list[DiskSnaps
         log.info("%s: LUN %s restored as %s", ids, disk.lun, target)
     total = 0
     for disk, target, source in zip(disks, targets, sources):
-        problem = _disk_problem(compute.get_disk(target), source)
-        if problem:
+        restored = compute.get_disk(target)
+        problem = _disk_problem(restored, source)
+        if restored is None or problem:
             return _fail(svc, job, VERIFY_FAILED, f"LUN {disk.lun} ({target}): {problem}", _DISK_ADVICE[VERIFY_FAILED])
-        total += (source.size_bytes or 0) if source is not None else 0
+        total += restored.size_bytes or 0
     return _complete(svc, job, [replace(d, status="Completed") for d in job.disks], total,
                      "verified: each restored disk exists with its source disk's size (and, where the "
                      "endpoint exposes them, equal content digests)", ids)

@@ -24,9 +24,9 @@ from shared.domain.recovery import (SUCCESSFUL, PointState, RecoveryPoint, Snaps
                                     recovery_point_name)
 from shared.domain.restore_point import attempt_restore_point_name
 from shared.domain.retention import Decision, Rule, decide
+from shared.errors import NotFoundError
 from shared.ports import JobQuery
 from shared.services.ingestion import parse_blob_name
-from shared.errors import NotFoundError
 from shared.services.recovery import record_recovery_point
 from shared.services.restore_point_backup import vm_resource_id
 
@@ -264,13 +264,11 @@ def _attempt_snapshots(svc: Any, jobs: list[Job], now: datetime) -> list[Snapsho
             continue
         # Not recorded yet (a dry run before the backfill): the job's own snapshots still count as held.
         point = svc.recovery_points.get(job.vm_name, recovery_point_name(job.job_id)) or point_from_job(job)
-        kept = point is not None and point.state is not PointState.DELETED
-        held = {d.snapshot for d in point.disks} if point is not None and kept else set()
+        held = set(point.artifacts) if point is not None and point.state is not PointState.DELETED else set()
         rule = Rule.SUPERSEDED_ATTEMPT if job.status in SUCCESSFUL else Rule.FAILED_ATTEMPT
         if job.backup_method == BackupMethod.RESTORE_POINT.value:
-            held_point = point.restore_point_id if point is not None and kept else None
             actions.extend(SnapshotAction(job.vm_name, job.job_id, found, rule, SnapshotMethod.RESTORE_POINT)
-                           for found in _attempt_restore_points(svc, job) if found != held_point)
+                           for found in _attempt_restore_points(svc, job) if found not in held)
             continue
         for disk in job.disks:
             for snap in svc.snapshots.list_snapshots(disk.blob_url):
@@ -280,7 +278,9 @@ def _attempt_snapshots(svc: Any, jobs: list[Job], now: datetime) -> list[Snapsho
 
 
 def _attempt_restore_points(svc: Any, job: Job) -> list[str]:
-    """The ids of the restore points this job's attempts left that still exist."""
+    """The ids of the restore points this job's attempts left that still exist.
+
+    One still being created is left for a later run: ARM refuses to delete it while it is in progress."""
     try:
         vm_id = vm_resource_id(svc, job.vm_name)
     except NotFoundError:
@@ -289,8 +289,13 @@ def _attempt_restore_points(svc: Any, job: Job) -> list[str]:
     found = []
     for attempt in range(1, job.attempt + 1):
         state = svc.restore_points.get(vm_id, attempt_restore_point_name(job.job_id, attempt))
-        if state is not None:
-            found.append(str(state.id))
+        if state is None:
+            continue
+        if state.provisioning_state.lower() == "creating":
+            log.info("job %s: restore point %s is still being created; a later run deletes it", job.job_id,
+                     state.name)
+            continue
+        found.append(state.id)
     return found
 
 
