@@ -139,7 +139,7 @@ def _create_job(svc: Any, point: RecoveryPoint, disks: list[DiskSnapshot], targe
     now = svc.clock.now()
     job = Job(job_id=job_id_for(point.vm_name, now, f"Restore|{point.name}|{where}|{lun}"),
               vm_name=point.vm_name, slot=now, start_time=now, trigger="OnDemand", operation="Restore",
-              phase=JobPhase.RUNNING, policy_name=point.policy_name, backup_method=point.method.value,
+              phase=JobPhase.RUNNING, policy_name=point.policy_name,
               disks=[DiskResult(lun=d.lun, blob_url=target, snapshot_uri=d.snapshot)
                      for d, target in zip(disks, targets)],
               notes=[f"restore of recovery point {point.name} ({point.created_at.isoformat()}) into {where}"])

@@ -227,3 +227,31 @@ def test_a_wrong_target_for_a_restore_point_is_a_one_line_error_and_no_job(svc, 
     assert code == 2 and expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     code, out, _ = cli("job", "list", "--operation", "Restore", "-o", "json")
     assert json.loads(out) == []
+
+
+def test_two_restores_racing_for_the_same_disk_leave_one_restore_and_one_clear_failure(svc, compute, md_vm):
+    """Two restores at once wanting the same new OS disk: one Completes, the other Fails saying the
+    target exists; the disk holds the disk restore point's bytes."""
+    from shared.services.restore import restore_disks
+
+    vm, job = _backed_up(svc, md_vm)
+    rp_name = recovery_point_name(job.job_id)
+    barrier = threading.Barrier(2)
+    jobs = []
+
+    def restore(lun) -> None:
+        barrier.wait()
+        jobs.append(restore_disks(svc, vm.name, rp_name, target_resource_group="local", lun=lun))
+
+    threads = [threading.Thread(target=restore, args=(lun,)) for lun in (None, -1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(j.status.value for j in jobs) == ["Completed", "Failed"]
+    (failed,) = [j for j in jobs if j.status is JobStatus.FAILED]
+    assert failed.errors[0].error_code == "UserErrorRestoreTargetExists"
+    os_disk = next(d for d in vm.disks if d.lun == -1)
+    blob = compute.restored_disk_blob("local", f"{os_disk.name}-{rp_name}")
+    data = BlobClient.from_blob_url(blob, credential=svc.blob_service.credential).download_blob().readall()
+    assert data == _snapshot_bytes(svc, compute, vm, -1)
