@@ -5,8 +5,9 @@ Calls served (under ``/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft
 ``GET virtualMachines/{vm}`` (``$expand=instanceView`` adds the power state); ``PUT/GET/DELETE
 restorePointCollections/{rpc}`` (``$expand=restorePoints``); ``PUT restorePointCollections/{rpc}/
 restorePoints/{rp}`` (201 + ``Azure-AsyncOperation``, polled at ``locations/{loc}/operations/{id}``),
-``GET`` (``$expand=instanceView``) and ``DELETE`` of a restore point; ``PUT/GET disks/{name}`` with
-``createOption: Restore`` from a disk restore point.
+``GET`` (``$expand=instanceView``) and ``DELETE`` of a restore point; ``GET disks/{name}`` (a VM's
+disk or a restored one) and ``PUT disks/{name}`` with ``createOption: Restore`` from a disk restore
+point, in any resource group the endpoint knows (``local``, plus ``add_resource_group``).
 
 A managed disk is a page blob in Azurite; a disk restore point is a blob snapshot of it. An
 application-consistent restore point drives the bundled extension on the local VM as the platform
@@ -14,7 +15,11 @@ does (through the local dispatcher: the guest agent's layout, protected settings
 certificate; pre/post scripts and freeze as ``VMSNAP_EXTENSION_ETC``, the VM's ``/etc/azure``, says)
 and takes its result from the status blob; a crash-consistent one snapshots the blobs directly.
 
-Left out: every other call and property (no VM create/update, no disk get/list/delete, no
+A restored disk is a page blob copy of the disk restore point's snapshot; its tags carry the sha256 of
+its bytes now and of the snapshot it came from (not something Azure offers: here only, so a restore can
+be verified byte for byte). Creating a disk whose name is taken is refused (409), never a replacement.
+
+Left out: every other call and property (no VM create/update, no disk list/delete, no
 incremental-snapshot accounting, no regions, no cross-region copy, no restore point ``Updating``,
 no encryption or security profiles); ``sourceMetadata`` carries only what the examples show for a
 Linux VM; background replication completes at once (``completionPercent`` 100); the api-version is
@@ -22,11 +27,12 @@ accepted as given; one token (``TOKEN``) is the only identity and every call is 
 
 Test hooks: ``throttle`` (answer the next calls 429 with ``Retry-After``), ``hold`` (restore points
 stay ``Creating`` for good), ``fail_next`` (the next restore points fail with an ARM error),
-``set_running`` (a stopped VM refuses restore points), ``max_restore_points``.
+``set_running`` (a stopped VM refuses restore points), ``max_restore_points``, ``add_resource_group``.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import logging
@@ -159,7 +165,8 @@ class LocalCompute:
         self._lock = threading.RLock()
         self._vms: dict[str, LocalVm] = {}
         self._collections: dict[str, Collection] = {}
-        self._disks: dict[str, dict[str, Any]] = {}
+        self._disks: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}   # (rg, name) -> (answer, blob URL)
+        self.resource_groups = {RESOURCE_GROUP}
         self._throttle: list[tuple[int, str, str]] = []   # (Retry-After seconds, method, path part) of next 429s
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -242,6 +249,17 @@ class LocalCompute:
         with self._lock:
             self._throttle.extend([(retry_after, method.upper(), path_contains)] * count)
 
+    def add_resource_group(self, name: str) -> None:
+        """A resource group restored disks can be created in (VMs and restore points stay in ``local``)."""
+        with self._lock:
+            self.resource_groups.add(name.lower())
+
+    def restored_disk_blob(self, resource_group: str, name: str) -> str | None:
+        """The page blob URL that holds a restored disk's bytes, or None."""
+        with self._lock:
+            found = self._disks.get((resource_group.lower(), name.lower()))
+        return found[1] if found else None
+
     def restore_points(self, vm_name: str | None = None) -> list[RestorePoint]:
         with self._lock:
             return [p for c in self._collections.values() for p in c.points.values()
@@ -262,7 +280,8 @@ class LocalCompute:
         kind = rest[0].lower()
         if kind == "locations" and len(rest) == 4 and method == "GET":
             return 200, self._operation(rest[3]), {}
-        if match["rg"] is None or match["rg"].lower() != RESOURCE_GROUP:
+        if match["rg"] is None or match["rg"].lower() not in self.resource_groups or (
+                kind != "disks" and match["rg"].lower() != RESOURCE_GROUP):
             raise ComputeApiError(404, "ResourceGroupNotFound", f"Resource group '{match['rg']}' could not be found.")
         if kind == "virtualmachines" and len(rest) == 2 and method == "GET":
             return 200, self._vm_body(self._vm(rest[1]), expand=query.get("$expand", "")), {}
@@ -271,7 +290,7 @@ class LocalCompute:
         if kind == "restorepointcollections" and len(rest) == 4 and rest[2].lower() == "restorepoints":
             return self._restore_point_call(method, rest[1], rest[3], query, body)
         if kind == "disks" and len(rest) == 2:
-            return self._disk_call(method, rest[1], body)
+            return self._disk_call(method, match["rg"], rest[1], body)
         raise ComputeApiError(404, "NotFound", f"the local Compute endpoint does not serve {method} {path}")
 
     def _vm(self, name: str) -> LocalVm:
@@ -479,12 +498,22 @@ class LocalCompute:
                     log.warning("could not delete snapshot %s: %s", dpoint.snapshot_url, exc)
 
     # --- disks from disk restore points ------------------------------------------------------------
-    def _disk_call(self, method: str, name: str, body: Any) -> Answer:
-        with self._lock:
-            if method == "GET":
-                if name.lower() not in self._disks:
-                    raise ComputeApiError(404, "ResourceNotFound", f"Disk '{name}' was not found.")
-                return 200, self._disks[name.lower()], {}
+    def _disk_call(self, method: str, group: str, name: str, body: Any) -> Answer:
+        key = (group.lower(), name.lower())
+        if method == "GET":
+            with self._lock:
+                found = self._disks.get(key)
+                attached = next((d for vm in self._vms.values() for d in vm.disks
+                                 if group.lower() == RESOURCE_GROUP and d.name.lower() == name.lower()), None)
+            if found is not None and found[1]:
+                answer, blob_url = found
+                data = BlobClient.from_blob_url(blob_url, credential=self.blob_service.credential) \
+                    .download_blob().readall()
+                tags = {**answer.get("tags", {}), "vmsnapContentSha256": hashlib.sha256(data).hexdigest()}
+                return 200, {**answer, "tags": tags}, {}
+            if attached is not None:
+                return 200, self._disk_body(attached.id, attached.name, attached.size_bytes, None), {}
+            raise ComputeApiError(404, "ResourceNotFound", f"Disk '{name}' was not found.")
         if method != "PUT":
             raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a disk here")
         creation = ((body or {}).get("properties") or {}).get("creationData") or {}
@@ -493,9 +522,29 @@ class LocalCompute:
                                                            "createOption Restore")
         source = str(creation.get("sourceResourceId") or "")
         dpoint = self._disk_point(source)
-        # The new disk's page blob sits next to the disk it was a snapshot of.
+        with self._lock:
+            if key in self._disks or (group.lower() == RESOURCE_GROUP and any(
+                    d.name.lower() == name.lower() for vm in self._vms.values() for d in vm.disks)):
+                raise ComputeApiError(409, "OperationNotAllowed", f"Disk '{name}' already exists; changing the "
+                                                                  f"creation data of a disk is not allowed.")
+            self._disks[key] = ({}, "")     # reserved: a second PUT of the name meanwhile is refused
+        try:
+            data, blob_url = self._copy_snapshot(dpoint, group, name)
+        except BaseException:
+            with self._lock:
+                self._disks.pop(key, None)
+            raise
+        disk_id = f"/subscriptions/{self.subscription_id}/resourceGroups/{group}{_PROVIDER}disks/{name}"
+        answer = self._disk_body(disk_id, name, len(data), source, location=(body or {}).get("location"))
+        answer["tags"] = {"vmsnapSourceSha256": hashlib.sha256(data).hexdigest()}
+        with self._lock:
+            self._disks[key] = (answer, blob_url)
+        return 200, answer, {}
+
+    def _copy_snapshot(self, dpoint: DiskRestorePoint, group: str, name: str) -> tuple[bytes, str]:
+        """The disk restore point's bytes in a new page blob next to its disk's: (bytes, blob URL)."""
         source_blob = BlobClient.from_blob_url(dpoint.disk.blob_url)
-        target = self.blob_service.get_blob_client(source_blob.container_name, f"{name}.vhd")
+        target = self.blob_service.get_blob_client(source_blob.container_name, f"{group.lower()}-{name}.vhd")
         data = BlobClient.from_blob_url(dpoint.snapshot_url or "", credential=self.blob_service.credential) \
             .download_blob().readall()
         target.create_page_blob(len(data))
@@ -503,17 +552,17 @@ class LocalCompute:
             chunk = data[offset: offset + 4 * 1024 * 1024]
             if chunk.strip(b"\0"):
                 target.upload_page(chunk, offset=offset, length=len(chunk))
-        disk_id = (f"/subscriptions/{self.subscription_id}/resourceGroups/{RESOURCE_GROUP}{_PROVIDER}disks/{name}")
-        answer = {"id": disk_id, "name": name, "type": "Microsoft.Compute/disks",
-                  "location": (body or {}).get("location") or LOCATION,
-                  "sku": {"name": "Standard_LRS", "tier": "Standard"},
-                  "properties": {"creationData": {"createOption": "Restore", "sourceResourceId": source},
-                                 "diskSizeGB": max(1, -(-len(data) // 2**30)), "diskSizeBytes": len(data),
-                                 "provisioningState": "Succeeded", "diskState": "Unattached",
-                                 "timeCreated": _iso(self.clock.now())}}
-        with self._lock:
-            self._disks[name.lower()] = answer
-        return 200, answer, {}
+        return data, target.url
+
+    def _disk_body(self, disk_id: str, name: str, size: int, source: str | None, *,
+                   location: str | None = None) -> dict[str, Any]:
+        creation = {"createOption": "Restore", "sourceResourceId": source} if source else {"createOption": "Empty"}
+        return {"id": disk_id, "name": name, "type": "Microsoft.Compute/disks", "location": location or LOCATION,
+                "sku": {"name": "Standard_LRS", "tier": "Standard"},
+                "properties": {"creationData": creation, "diskSizeGB": max(1, -(-size // 2**30)),
+                               "diskSizeBytes": size, "provisioningState": "Succeeded",
+                               "diskState": "Unattached" if source else "Attached",
+                               "timeCreated": _iso(self.clock.now())}}
 
     def _disk_point(self, disk_point_id: str) -> DiskRestorePoint:
         with self._lock:

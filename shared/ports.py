@@ -15,7 +15,7 @@ from shared.domain.jobs import Job, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import RecoveryPoint
-from shared.domain.restore_point import ConsistencyMode, RestorePointState
+from shared.domain.restore_point import ConsistencyMode, ManagedDiskState, RestorePointState
 from shared.domain.task import SnapshotTask
 from shared.errors import PermanentError
 
@@ -130,11 +130,15 @@ class RestorePoints(Protocol):
     def get(self, vm_resource_id: str, name: str) -> RestorePointState | None:
         """The restore point with its instance view, or None."""
 
-    def delete(self, vm_resource_id: str, name: str) -> None:
-        """Delete a restore point (retention); waits until it is gone."""
+    def delete(self, restore_point_id: str) -> bool:
+        """Delete a VM restore point with its disk restore points (retention); waits until it is gone.
+        False when it was gone already (deleted by another run, or by hand)."""
 
-    def restore_disk(self, disk_restore_point_id: str, disk_name: str, *, location: str) -> str:
-        """A new managed disk from a disk restore point (restore); returns its id."""
+    def restore_disk(self, disk_restore_point_id: str, disk_id: str, *, location: str) -> str:
+        """A new managed disk ``disk_id`` from a disk restore point (restore); waits; returns its id."""
+
+    def get_disk(self, disk_id: str) -> ManagedDiskState | None:
+        """A managed disk (size, location, state), or None when there is none."""
 
 
 class RestorePointRefused(PermanentError):

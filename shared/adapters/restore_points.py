@@ -9,8 +9,8 @@ from typing import Any, Sequence
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 
-from shared.domain.restore_point import (ConsistencyMode, DiskRestorePointState, InstanceStatus, RestorePointState,
-                                         collection_name)
+from shared.domain.restore_point import (ConsistencyMode, DiskRestorePointState, InstanceStatus, ManagedDiskState,
+                                         RestorePointState, collection_name)
 from shared.errors import PermanentError, TransientError
 from shared.ports import RestorePointRefused
 from shared.redaction import redact
@@ -18,10 +18,14 @@ from shared.redaction import redact
 log = logging.getLogger(__name__)
 
 _FAILED_STATUS = "provisioningstate/failed/"
+# Digests of a disk's bytes, which only the local Compute endpoint (devhost/compute.py) puts in a
+# disk's tags: Azure exposes none, so there a restore is verified by size alone.
+CONTENT_DIGEST_TAG = "vmsnapContentSha256"
+SOURCE_DIGEST_TAG = "vmsnapSourceSha256"
 # The ARM actions the calls below need: the custom role in infra/app/vm-access.bicep grants exactly these.
 ARM_ACTIONS = frozenset({
     "Microsoft.Compute/virtualMachines/read",                      # the VM (inventory, collection source)
-    "Microsoft.Compute/disks/read",                                # its disks; the restored disk
+    "Microsoft.Compute/disks/read",                                # its disks; the restored disk (verify)
     "Microsoft.Compute/disks/write",                               # restore_disk
     "Microsoft.Compute/restorePointCollections/read",              # ensure_collection
     "Microsoft.Compute/restorePointCollections/write",
@@ -103,22 +107,51 @@ class ComputeRestorePoints:
                 raise
         return _state(model)
 
-    def delete(self, vm_resource_id: str, name: str) -> None:
-        """Delete a restore point and wait until it is gone (its disk restore points go with it)."""
-        client, group, vm_name = self._locate(vm_resource_id)
-        with _arm_errors(f"deleting restore point {name} of VM {vm_name}"):
-            client.restore_points.begin_delete(group, collection_name(vm_name), name).result()
-        log.info("restore point %s of VM %s deleted", name, vm_name)
+    def delete(self, restore_point_id: str) -> bool:
+        """Delete a restore point and wait until it is gone (its disk restore points go with it).
 
-    def restore_disk(self, disk_restore_point_id: str, disk_name: str, *, location: str) -> str:
-        """A new managed disk ``disk_name`` from a disk restore point (``createOption: Restore``); its id."""
-        client, group, _ = self._locate(disk_restore_point_id)
+        False when there was none: retention counts that as done (another run, or someone by hand)."""
+        client, group, collection = self._locate(restore_point_id)
+        name = str(parse_resource_id(restore_point_id).get("child_name_1") or "")
+        if not name:
+            raise PermanentError(f"{restore_point_id!r} is not the id of a restore point")
+        with _arm_errors(f"deleting restore point {name} of collection {collection}"):
+            try:
+                client.restore_points.get(group, collection, name)
+            except HttpResponseError as exc:
+                if exc.status_code != 404:
+                    raise
+                log.info("restore point %s of collection %s was already gone", name, collection)
+                return False
+            client.restore_points.begin_delete(group, collection, name).result()
+        log.info("restore point %s of collection %s deleted", name, collection)
+        return True
+
+    def restore_disk(self, disk_restore_point_id: str, disk_id: str, *, location: str) -> str:
+        """A new managed disk ``disk_id`` from a disk restore point (``createOption: Restore``); its id."""
+        client, group, name = self._locate(disk_id)
         body = {"location": location,
                 "properties": {"creationData": {"createOption": "Restore", "sourceResourceId": disk_restore_point_id}}}
-        with _arm_errors(f"disk {disk_name} from {disk_restore_point_id}"):
-            disk = client.disks.begin_create_or_update(group, disk_name, body).result()
-        log.info("disk %s restored from %s", disk_name, disk_restore_point_id)
+        with _arm_errors(f"disk {name} from {disk_restore_point_id}"):
+            disk = client.disks.begin_create_or_update(group, name, body).result()
+        log.info("disk %s restored from %s", disk.id, disk_restore_point_id)
         return str(disk.id)
+
+    def get_disk(self, disk_id: str) -> ManagedDiskState | None:
+        client, group, name = self._locate(disk_id)
+        with _arm_errors(f"disk {name}"):
+            try:
+                disk = client.disks.get(group, name)
+            except HttpResponseError as exc:
+                if exc.status_code == 404:
+                    return None
+                raise
+        size = disk.disk_size_bytes if disk.disk_size_bytes is not None else (
+            disk.disk_size_gb * 2**30 if disk.disk_size_gb is not None else None)
+        tags = disk.tags or {}
+        return ManagedDiskState(id=str(disk.id), size_bytes=size, location=disk.location,
+                                provisioning_state=disk.provisioning_state,
+                                content_sha256=tags.get(CONTENT_DIGEST_TAG), source_sha256=tags.get(SOURCE_DIGEST_TAG))
 
     # --- helpers -----------------------------------------------------------------------------------
     def _locate(self, resource_id: str) -> tuple[Any, str, str]:

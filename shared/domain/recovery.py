@@ -1,8 +1,9 @@
 """A recovery point: what one successful backup job left behind that can be restored, shaped like
 ``az backup recoverypoint`` (name, time, consistency, tier, expiry). Pure data; one point per job.
 
-A disk snapshot is referenced generically (``DiskSnapshot``): a blob snapshot today
-(``method = BlobSnapshot``), a managed disk's restore point tomorrow (``method = RestorePoint``).
+A disk snapshot is referenced generically (``DiskSnapshot``): a blob snapshot of a page-blob disk
+(``method = BlobSnapshot``) or a managed disk's disk restore point (``method = RestorePoint``, the point
+then also names its VM restore point, which retention deletes as a whole).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import datetime
 from enum import Enum
 
 from shared.clock import utc
+from shared.domain.inventory import BackupMethod
 from shared.domain.jobs import Consistency, Job, JobStatus
 
 SUCCESSFUL = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS})
@@ -78,6 +80,14 @@ class RecoveryPoint:
         return self.trigger == "OnDemand"
 
     @property
+    def artifacts(self) -> tuple[str, ...]:
+        """What expiring the point deletes: its VM restore point (which takes its disk restore points
+        along), or each disk's blob snapshot."""
+        if self.method is SnapshotMethod.RESTORE_POINT:
+            return (self.restore_point_id,) if self.restore_point_id else ()
+        return tuple(d.snapshot for d in self.disks if d.is_blob_snapshot)
+
+    @property
     def is_available(self) -> bool:
         return self.state is PointState.AVAILABLE
 
@@ -98,7 +108,11 @@ def recovery_point_name(job_id: str) -> str:
 
 
 def point_from_job(job: Job) -> RecoveryPoint | None:
-    """The recovery point of a successful backup job, or None (not successful, or no disk snapshot)."""
+    """The recovery point of a successful backup job, or None (not successful, or no disk snapshot).
+
+    The job's method decides the point's: a restore-point job's disks are managed disks (``blob_url``
+    holds the disk's resource id) and their snapshots disk restore points of one VM restore point.
+    """
     if job.operation != "Backup" or job.status not in SUCCESSFUL:
         return None
     disks = tuple(DiskSnapshot(lun=d.lun, source=d.blob_url.split("?", 1)[0], snapshot=_no_sas(d.snapshot_uri),
@@ -106,11 +120,22 @@ def point_from_job(job: Job) -> RecoveryPoint | None:
                   for d in job.disks if d.status == "Completed" and d.snapshot_uri)
     if not disks:
         return None
+    method, restore_point_id = SnapshotMethod.BLOB_SNAPSHOT, None
+    if job.backup_method == BackupMethod.RESTORE_POINT.value:
+        method, restore_point_id = SnapshotMethod.RESTORE_POINT, vm_restore_point_id(disks[0].snapshot)
     return RecoveryPoint(name=recovery_point_name(job.job_id), vm_name=job.vm_name, created_at=utc(job.slot),
                          job_id=job.job_id, trigger=str(getattr(job.trigger, "value", job.trigger)),
                          consistency=job.consistency, size_bytes=job.backup_size_bytes,
                          policy_name=job.policy_name,
-                         retain_until=utc(job.retain_until) if job.retain_until else None, disks=disks)
+                         retain_until=utc(job.retain_until) if job.retain_until else None, disks=disks,
+                         method=method, restore_point_id=restore_point_id)
+
+
+def vm_restore_point_id(disk_restore_point_id: str) -> str:
+    """The VM restore point a disk restore point belongs to: its id without ``/diskRestorePoints/<name>``
+    (ARM ids compare case-insensitively)."""
+    index = disk_restore_point_id.lower().rfind("/diskrestorepoints/")
+    return disk_restore_point_id[:index] if index >= 0 else disk_restore_point_id
 
 
 def _no_sas(uri: str) -> str:

@@ -68,6 +68,27 @@ class RestorePointState:
     error_message: str | None = None
 
 
+@dataclass(frozen=True)
+class ManagedDiskState:
+    """What the Compute API says about a managed disk: enough to place a restore and verify it.
+
+    ``content_sha256``/``source_sha256``: digests of the disk's bytes now and of the disk restore point
+    it was restored from, when the endpoint exposes them (only the local endpoint does, as tags)."""
+
+    id: str
+    size_bytes: int | None
+    location: str | None = None
+    provisioning_state: str | None = None
+    content_sha256: str | None = None
+    source_sha256: str | None = None
+
+
+def restored_disk_id(disk_restore_point_id: str, resource_group: str, name: str) -> str:
+    """The id of a disk named ``name`` in ``resource_group``, in the subscription of the disk restore point."""
+    subscription = disk_restore_point_id[:disk_restore_point_id.lower().find("/resourcegroups/")]
+    return f"{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Compute/disks/{name}"
+
+
 def collection_name(vm_name: str) -> str:
     """The restore point collection vmsnap keeps for a VM, in the VM's resource group."""
     return f"{COLLECTION_PREFIX}{vm_name}"[:80]
@@ -76,6 +97,11 @@ def collection_name(vm_name: str) -> str:
 def restore_point_name(task_id: str) -> str:
     """One restore point per attempt, named after its task id: a redelivered task finds it by name."""
     return task_id
+
+
+def attempt_restore_point_name(job_id: str, attempt: int) -> str:
+    """The restore point of a job's attempt ``attempt`` (its task id: ``<job id>_<attempt>``)."""
+    return restore_point_name(f"{job_id}_{attempt}")
 
 
 def mark_restore_point_requested(job: Job, *, attempt: int, task_id: str, disks: Sequence[Disk],

@@ -18,9 +18,11 @@ from shared.domain.jobs import (MAX_ATTEMPTS, Job, JobError, JobPhase, JobStatus
 from shared.domain.restore_point import (ConsistencyMode, apply_restore_point, arm_error, collection_name,
                                          mark_restore_point_requested, mark_restore_point_timed_out,
                                          restore_point_deadline, restore_point_name)
+from shared.domain.recovery import SUCCESSFUL
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import JobQuery, RestorePointRefused
+from shared.services.recovery import record_recovery_point
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,7 @@ def track_restore_points(svc: Any, *, page_size: int = 200) -> TrackResult:
 def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
     ids = f"job {job.job_id} task {job.expected_task_id}"
     try:
-        state = svc.restore_points.get(_vm_id(svc, job.vm_name), restore_point_name(job.expected_task_id))
+        state = svc.restore_points.get(vm_resource_id(svc, job.vm_name), restore_point_name(job.expected_task_id))
     except NotFoundError as exc:       # the VM left the inventory meanwhile
         fix = remediation.for_service_error(remediation.VM_NOT_FOUND)
         _fail(svc, job, JobError.from_remediation(fix, detail=str(exc)), now, ids)
@@ -180,6 +182,10 @@ def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
     if updated.is_terminal:
         log.info("%s: restore point %s %s; job %s", ids, state.name, state.provisioning_state, updated.status.value)
         result.finished.append(job.job_id)
+    # Also for a job another tick finished first: recording is idempotent, and a tick that died
+    # between the two writes leaves the point to this one (or to retention's backfill).
+    if updated.status in SUCCESSFUL:
+        record_recovery_point(svc, updated)
 
 
 def _retry(svc: Any, job: Job, error: JobError, name: str, now: datetime, ids: str) -> None:
@@ -201,7 +207,7 @@ def _retry(svc: Any, job: Job, error: JobError, name: str, now: datetime, ids: s
                 error.error_code, task.attempt, at.isoformat())
 
 
-def _vm_id(svc: Any, vm_name: str) -> str:
+def vm_resource_id(svc: Any, vm_name: str) -> str:
     """The VM's ARM id: from its protected item (no Compute call each tick), else the inventory."""
     reference = vm_reference(svc, vm_name)
     if reference.lower().startswith("/subscriptions/"):

@@ -1,5 +1,6 @@
-"""Retention: decide what expires (shared/domain/retention.py), delete its snapshots and mark the
-points Deleted; delete the snapshots of failed and superseded attempts; purge soft-deleted items;
+"""Retention: decide what expires (shared/domain/retention.py), delete its snapshots (blob snapshots,
+or the VM restore point of a managed-disk VM) and mark the points Deleted; delete the snapshots or
+restore points of failed and superseded attempts; purge soft-deleted items;
 delete status/log blobs of final jobs once old enough. ``plan`` is the same computation, changing nothing.
 
 Safe to run twice at once: a point is claimed (Available -> Deleting, guarded by its ETag) before its
@@ -15,14 +16,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
+from shared.domain.inventory import BackupMethod
 from shared.domain.jobs import Job
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
-from shared.domain.recovery import SUCCESSFUL, PointState, RecoveryPoint, point_from_job, recovery_point_name
+from shared.domain.recovery import (SUCCESSFUL, PointState, RecoveryPoint, SnapshotMethod, point_from_job,
+                                    recovery_point_name)
+from shared.domain.restore_point import attempt_restore_point_name
 from shared.domain.retention import Decision, Rule, decide
+from shared.errors import NotFoundError
 from shared.ports import JobQuery
 from shared.services.ingestion import parse_blob_name
 from shared.services.recovery import record_recovery_point
+from shared.services.restore_point_backup import vm_resource_id
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +46,18 @@ class PointAction:
     created_at: datetime
     rule: Rule
     reason: str
-    snapshots: tuple[str, ...]
+    snapshots: tuple[str, ...]      # blob snapshot URLs, or the VM restore point's id
 
 
 @dataclass(frozen=True)
 class SnapshotAction:
-    """A snapshot of an attempt that left no recovery point."""
+    """A snapshot (or restore point) of an attempt that left no recovery point."""
 
     vm_name: str
     job_id: str
-    snapshot: str
+    snapshot: str                   # a blob snapshot URL, or a VM restore point's id
     rule: Rule
+    method: SnapshotMethod = SnapshotMethod.BLOB_SNAPSHOT
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ class RetentionPlan:
 class RetentionResult:
     plan: RetentionPlan
     points_deleted: list[str] = field(default_factory=list)     # point names this run marked Deleted
-    snapshots_deleted: int = 0      # deleted by this run's own calls
+    snapshots_deleted: int = 0      # blob snapshots and restore points deleted by this run's own calls
     snapshots_gone: int = 0         # already gone (another run, or by hand): counted as done
     lost_claims: int = 0            # points another run claimed first
     blobs_deleted: int = 0
@@ -109,7 +116,7 @@ def run_retention(svc: Any, vm_name: str | None = None) -> RetentionResult:
             pass
     plan.attempt_snapshots = _attempt_snapshots(svc, jobs, now)
     for action in plan.attempt_snapshots:
-        _delete_snapshot(svc, action.snapshot, result, f"job {action.job_id} ({action.rule.value})")
+        _delete_artifact(svc, action.method, action.snapshot, result, f"job {action.job_id} ({action.rule.value})")
     if vm_name is None:
         plan.status_blobs = _expired_status_blobs(svc, now)
         for blob in plan.status_blobs:
@@ -164,8 +171,8 @@ def _plan_points(svc: Any, vm_name: str | None, now: datetime, plan: RetentionPl
                  and now - p.state_changed_at >= CLAIM_TIMEOUT]
         plan.points.extend(_action(d) for d in going)
         plan.points.extend(PointAction(p.vm_name, p.name, p.created_at, Rule(p.deleted_by or Rule.INSTANT_RESTORE),
-                                       "finishing a deletion an earlier run left unfinished",
-                                       tuple(d.snapshot for d in p.disks)) for p in stale)
+                                       "finishing a deletion an earlier run left unfinished", p.artifacts)
+                           for p in stale)
         if going or stale:
             work[vm] = (going, stale)
     return work
@@ -182,8 +189,7 @@ def _with_missing(groups: Iterable[list[RecoveryPoint]],
 
 def _action(decision: Decision) -> PointAction:
     p = decision.point
-    return PointAction(p.vm_name, p.name, p.created_at, decision.rule, decision.reason,
-                       tuple(d.snapshot for d in p.disks))
+    return PointAction(p.vm_name, p.name, p.created_at, decision.rule, decision.reason, p.artifacts)
 
 
 def _delete_points(svc: Any, vm: str, going: list[Decision], stale: list[RecoveryPoint], now: datetime,
@@ -196,9 +202,8 @@ def _delete_points(svc: Any, vm: str, going: list[Decision], stale: list[Recover
         log.info("VM %s: %s point(s) claimed by another retention run first: %s", vm, len(lost), ", ".join(lost))
     finished = []
     for point in claimed:
-        for disk in point.disks:
-            if disk.is_blob_snapshot:
-                _delete_snapshot(svc, disk.snapshot, result, f"point {point.name} of VM {vm} ({point.deleted_by})")
+        for artifact in point.artifacts:
+            _delete_artifact(svc, point.method, artifact, result, f"point {point.name} of VM {vm} ({point.deleted_by})")
         finished.append(point.deleted(now))
     saved, not_saved = svc.recovery_points.save_many(finished)
     with result.lock:
@@ -207,17 +212,21 @@ def _delete_points(svc: Any, vm: str, going: list[Decision], stale: list[Recover
         log.warning("VM %s: point(s) %s changed while their snapshots were deleted", vm, ", ".join(not_saved))
 
 
-def _delete_snapshot(svc: Any, snapshot: str, result: RetentionResult, why: str) -> None:
-    deleted = svc.snapshots.delete_snapshot(snapshot)
+def _delete_artifact(svc: Any, method: SnapshotMethod, artifact: str, result: RetentionResult, why: str) -> None:
+    """Delete a blob snapshot, or a VM restore point (its disk restore points go with it); never more."""
+    if method is SnapshotMethod.RESTORE_POINT:
+        what, deleted = "restore point", svc.restore_points.delete(artifact)
+    else:
+        what, deleted = "snapshot", svc.snapshots.delete_snapshot(artifact)
     with result.lock:
         if deleted:
             result.snapshots_deleted += 1
         else:
             result.snapshots_gone += 1
     if deleted:
-        log.info("deleted snapshot %s of %s", snapshot, why)
+        log.info("deleted %s %s of %s", what, artifact, why)
     else:
-        log.info("snapshot %s of %s was already gone", snapshot, why)
+        log.info("%s %s of %s was already gone", what, artifact, why)
 
 
 def _items(svc: Any, vm_name: str | None) -> dict[str, ProtectedItem]:
@@ -246,7 +255,8 @@ def _attempt_snapshots(svc: Any, jobs: list[Job], now: datetime) -> list[Snapsho
 
     The job record keeps only its last attempt's disks, so each disk blob's snapshots are listed and
     matched by the ``jobId`` metadata the command stamps on them (shared/domain/command.py); a
-    snapshot without it was not made by this service and is never touched.
+    snapshot without it was not made by this service and is never touched. A restore-point job's
+    attempts are found by name instead (attempt_restore_point_name).
     """
     actions: list[SnapshotAction] = []
     for job in jobs:
@@ -254,13 +264,39 @@ def _attempt_snapshots(svc: Any, jobs: list[Job], now: datetime) -> list[Snapsho
             continue
         # Not recorded yet (a dry run before the backfill): the job's own snapshots still count as held.
         point = svc.recovery_points.get(job.vm_name, recovery_point_name(job.job_id)) or point_from_job(job)
-        held = {d.snapshot for d in point.disks} if point and point.state is not PointState.DELETED else set()
+        held = set(point.artifacts) if point is not None and point.state is not PointState.DELETED else set()
         rule = Rule.SUPERSEDED_ATTEMPT if job.status in SUCCESSFUL else Rule.FAILED_ATTEMPT
+        if job.backup_method == BackupMethod.RESTORE_POINT.value:
+            actions.extend(SnapshotAction(job.vm_name, job.job_id, found, rule, SnapshotMethod.RESTORE_POINT)
+                           for found in _attempt_restore_points(svc, job) if found not in held)
+            continue
         for disk in job.disks:
             for snap in svc.snapshots.list_snapshots(disk.blob_url):
                 if snap.metadata.get("jobId") == job.job_id and snap.url not in held:
                     actions.append(SnapshotAction(job.vm_name, job.job_id, snap.url, rule))
     return actions
+
+
+def _attempt_restore_points(svc: Any, job: Job) -> list[str]:
+    """The ids of the restore points this job's attempts left that still exist.
+
+    One still being created is left for a later run: ARM refuses to delete it while it is in progress."""
+    try:
+        vm_id = vm_resource_id(svc, job.vm_name)
+    except NotFoundError:
+        log.info("job %s: VM %s is gone; its attempts' restore points went with it", job.job_id, job.vm_name)
+        return []
+    found = []
+    for attempt in range(1, job.attempt + 1):
+        state = svc.restore_points.get(vm_id, attempt_restore_point_name(job.job_id, attempt))
+        if state is None:
+            continue
+        if state.provisioning_state.lower() == "creating":
+            log.info("job %s: restore point %s is still being created; a later run deletes it", job.job_id,
+                     state.name)
+            continue
+        found.append(state.id)
+    return found
 
 
 def _expired_status_blobs(svc: Any, now: datetime) -> list[BlobAction]:

@@ -193,16 +193,19 @@ def test_retention_and_restore_work_on_a_restore_point(svc, compute, md_vm, stor
     deliver(svc, task)
     job = track_until_done(svc, task.job_id)
     os_point = next(d for d in job.disks if d.lun == -1).snapshot_uri
-    disk_id = svc.restore_points.restore_disk(os_point, f"{vm.name}-restored", location="local")
+    target = vm.id.split("/providers/", 1)[0] + f"/providers/Microsoft.Compute/disks/{vm.name}-restored"
+    disk_id = svc.restore_points.restore_disk(os_point, target, location="local")
     assert disk_id.endswith(f"/disks/{vm.name}-restored")
-    container = BlobClient.from_blob_url(vm.disks[0].blob_url).container_name
-    restored = BlobServiceClient.from_connection_string(storage_connection_string) \
-        .get_blob_client(container, f"{vm.name}-restored.vhd").download_blob().readall()
+    restored = BlobClient.from_blob_url(compute.restored_disk_blob("local", f"{vm.name}-restored"),
+                                        credential=BlobServiceClient.from_connection_string(
+                                            storage_connection_string).credential).download_blob().readall()
     assert restored.startswith(f"{vm.name}-os".encode())
 
-    svc.restore_points.delete(vm.id, job.task_id)
+    rp_id = svc.restore_points.get(vm.id, job.task_id).id
+    assert svc.restore_points.delete(rp_id) is True
     assert compute.restore_points(vm.name) == []
     assert svc.restore_points.get(vm.id, job.task_id) is None
+    assert svc.restore_points.delete(rp_id) is False
 
 
 def test_a_failure_that_may_pass_is_retried_with_a_new_restore_point(svc, compute, md_vm):
