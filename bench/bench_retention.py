@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from azure.core.exceptions import ResourceExistsError, ServiceResponseError  # noqa: E402
-from azure.core.pipeline.transport import RequestsTransport  # noqa: E402
 from azure.data.tables import TableServiceClient  # noqa: E402
 
+from bench._http import CountingTransport  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from shared.adapters.table_protection import TablePolicyStore, TableProtectedItemStore  # noqa: E402
 from shared.adapters.table_recovery import point_entity  # noqa: E402
@@ -38,20 +38,6 @@ from shared.settings import Settings  # noqa: E402
 
 FIRST = datetime(2025, 6, 1, 22, 30, tzinfo=timezone.utc)     # DefaultPolicy: daily 22:30 UTC, 30 days
 EXPIRED_DAYS = 10                                             # the run deletes the 10 oldest points of each VM
-
-
-class CountingTransport(RequestsTransport):
-    """Counts HTTP requests to Table Storage (a transaction is one request)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.requests = 0
-        self._lock = threading.Lock()
-
-    def send(self, request, **kwargs):
-        with self._lock:
-            self.requests += 1
-        return super().send(request, **kwargs)
 
 
 class CountingSnapshots:

@@ -15,7 +15,6 @@ import argparse
 import multiprocessing
 import os
 import sys
-import threading
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -24,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from azure.core.pipeline.transport import RequestsTransport  # noqa: E402
 from azure.data.tables import TableServiceClient, UpdateMode  # noqa: E402
 from azure.servicebus import ServiceBusClient, ServiceBusMessage  # noqa: E402
 
+from bench._http import CountingTransport  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.servicebus import LocalServiceBus, QueueOptions  # noqa: E402
 from shared.adapters.servicebus import ServiceBusTaskQueue  # noqa: E402
@@ -44,20 +43,6 @@ from shared.settings import Settings  # noqa: E402
 
 SLOT = datetime(2025, 6, 2, 22, 30, tzinfo=timezone.utc)       # DefaultPolicy: daily 22:30 UTC
 NOW = SLOT + timedelta(seconds=5)
-
-
-class CountingTransport(RequestsTransport):
-    """Counts HTTP requests to Table Storage (a transaction is one request)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.requests = 0
-        self._lock = threading.Lock()
-
-    def send(self, request, **kwargs):
-        with self._lock:
-            self.requests += 1
-        return super().send(request, **kwargs)
 
 
 class BrokerProcess:
