@@ -88,6 +88,7 @@ PATH_TIERS: dict[str, str] = {
     "e2e/": "e2e",
     "devhost/test_dev_run.py": "e2e",
     "servicebus/": "integration",
+    "faults/": "integration",
     "extension/test_crypto.py": "integration",
     "extension/test_enable.py": "integration",
     "infra/test_package.py": "integration",
