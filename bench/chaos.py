@@ -210,11 +210,13 @@ def run_chaos(args) -> dict:
         hosts = None
         try:
             through_proxy = _storage_env(azurite, proxy.port)
-            env = {**os.environ, "BackupStorage": through_proxy, "AzureWebJobsStorage": through_proxy,
-                   "ServiceBusConnection": bus.connection_string, "SNAPSHOT_TASKS_QUEUE": QUEUE,
-                   "STATUS_CONTAINER": STATUS_CONTAINER, "TABLE_PREFIX": "chaos", "DISPATCHER": "local",
-                   "LOCAL_VM_ROOT": str(vm_root), "SNAPSHOT_SCHEDULE": f"*/{args.tick_seconds} * * * * *",
-                   "SWEEP_SCHEDULE": "0 * * * * *", "PYTHONPATH": str(ROOT)}
+            chosen = {"BackupStorage": through_proxy, "AzureWebJobsStorage": through_proxy,
+                      "ServiceBusConnection": bus.connection_string, "SNAPSHOT_TASKS_QUEUE": QUEUE,
+                      "STATUS_CONTAINER": STATUS_CONTAINER, "TABLE_PREFIX": "chaos", "DISPATCHER": "local",
+                      "LOCAL_VM_ROOT": str(vm_root), "SNAPSHOT_SCHEDULE": f"*/{args.tick_seconds} * * * * *",
+                      "SWEEP_SCHEDULE": "0 * * * * *", "PYTHONPATH": str(ROOT)}
+            # Every other setting the bindings name, at its default.
+            env = {**os.environ, **Settings.from_env(chosen).binding_values(), **chosen}
             # This process counts straight from Azurite, around the proxy and its outage.
             direct = {**env, "BackupStorage": azurite.connection_string}
             svc = Services(Settings.from_env(direct))

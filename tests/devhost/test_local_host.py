@@ -8,6 +8,7 @@ from azure.storage.blob import BlobServiceClient
 
 from devhost.host import HostConfig, LocalFunctionsHost
 from shared.errors import ConfigurationError
+from tests.polling import eventually
 
 
 def make_app(calls: list):
@@ -58,14 +59,6 @@ def host(env, calls, unique_name):
         yield h
 
 
-def _eventually(condition, timeout: float = 15.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass (timers run on their own thread)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _send(env, *bodies, message_id=None):
@@ -88,7 +81,7 @@ def test_timer_fires_on_demand_and_on_its_six_field_schedule(host, calls):
     host.fire_timer("tick")
     assert calls == [("tick", False)]
     host.start()
-    assert _eventually(lambda: len([c for c in calls if c[0] == "tick"]) >= 3)
+    assert eventually(lambda: len([c for c in calls if c[0] == "tick"]) >= 3)
     host.stop()
 
 
@@ -101,7 +94,7 @@ def test_a_missed_occurrence_fires_once_past_due_after_a_restart(env, calls, uni
         first._save_timer_status("tick", first._load_timer_status("tick").replace(year=2000))
     with LocalFunctionsHost(make_app(calls), env, host_id=host_id) as second:
         second.start()
-        assert _eventually(lambda: len(calls) >= 2)
+        assert eventually(lambda: len(calls) >= 2)
         time.sleep(0.3)                                   # room for a wrong second catch-up run
     assert calls == [("tick", False), ("tick", True)]
 

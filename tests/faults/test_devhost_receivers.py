@@ -19,6 +19,7 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from devhost.servicebus import LocalServiceBus, QueueOptions
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -78,13 +79,6 @@ def _send(client: ServiceBusClient, ids: list[str]) -> None:
         sender.send_messages([ServiceBusMessage(i, message_id=i) for i in ids])
 
 
-def _wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_killed_receivers_neither_starve_a_live_one_nor_keep_their_messages(server, receivers, caplog):
@@ -94,7 +88,7 @@ def test_killed_receivers_neither_starve_a_live_one_nor_keep_their_messages(serv
     fresh = [f"new-{i}" for i in range(20)]
     with ServiceBusClient.from_connection_string(server.connection_string) as client:
         _send(client, held)
-        assert _wait_for(lambda: sum(len(r.received) for r in receivers) == len(held), 30), \
+        assert eventually(lambda: sum(len(r.received) for r in receivers) == len(held), 30), \
             "the receiver processes did not take the first messages"
         taken_by_dead = sorted(m for r in receivers for m in r.received)
         assert taken_by_dead == sorted(held)

@@ -95,13 +95,17 @@ def test_a_stopped_vm_fails_its_job_with_advice_and_no_restore_point(svc, comput
 
 
 def test_a_redelivered_task_finds_its_restore_point_instead_of_making_a_second(svc, compute, md_vm):
-    """Three deliveries of one task at once, then a late one: one restore point, one completed job."""
+    """Three deliveries of one task at once, then a late one: one restore point, one completed job.
+
+    A copy that arrives once the attempt is claimed settles as a duplicate; one racing the claim
+    finds the same attempt and its restore point by name. Either way nothing else is created."""
     vm = md_vm()
     task = task_for(svc, vm.name)
     outcomes = deliver_concurrently(svc, task, copies=3)
-    assert len(outcomes) == 3 and all(o.outcome is Outcome.DISPATCHED for o in outcomes)
+    assert len(outcomes) == 3 and {o.outcome for o in outcomes} <= {Outcome.DISPATCHED, Outcome.DUPLICATE}
+    assert any(o.outcome is Outcome.DISPATCHED for o in outcomes)
     late = deliver(svc, task, delivery_count=4)
-    assert late.task_id == f"{task.job_id}_1"
+    assert late.outcome is Outcome.DUPLICATE and late.task_id == f"{task.job_id}_1"
 
     job = track_until_done(svc, task.job_id)
     assert [p.name for p in compute.restore_points(vm.name)] == [f"{task.job_id}_1"]
