@@ -1,15 +1,15 @@
 """Service Bus worker: turns a snapshot task into the VMSnapshot extension command and dispatches it.
 
 Every outcome the service records (dispatched, duplicate, retry scheduled, failed, rejected) completes
-the message. Only an unreachable job store or queue propagates, so the host abandons the message and
-Service Bus redelivers it (and dead-letters it after MaxDeliveryCount).
+the message. A job store or queue that stays unreachable for minutes propagates, so the host abandons
+the message and Service Bus redelivers it (and dead-letters it after MaxDeliveryCount).
 """
 import logging
 
 import azure.functions as func
 
 from shared.bootstrap import services
-from shared.services.dispatch import handle_snapshot_task
+from shared.services.dispatch import dispatch_with_retries
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -19,6 +19,8 @@ bp = func.Blueprint()
 @bp.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection",
                               queue_name="%SNAPSHOT_TASKS_QUEUE%")
 def dispatch_snapshot(msg: func.ServiceBusMessage) -> None:
-    outcome = handle_snapshot_task(services(), msg.get_body(), message_id=msg.message_id or "",
-                                   delivery_count=msg.delivery_count or 1)
+    # An outage of the job store or queue is ridden out here, inside the message's lock: the
+    # platform's own redeliveries come seconds apart and end in the dead-letter queue after ten.
+    outcome = dispatch_with_retries(services(), msg.get_body(), message_id=msg.message_id or "",
+                                    delivery_count=msg.delivery_count or 1)
     log.info("message %s: %s", msg.message_id, outcome)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from shared.domain import remediation
 from shared.domain.bloburl import base_of
@@ -24,10 +25,11 @@ from shared.domain.jobs import (MAX_ATTEMPTS, DiskResult, Job, JobError, JobPhas
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
+from shared.redaction import redact
+from shared.services.outages import ride_out
+from shared.services.protection import on_demand_refusal
 from shared.services.recovery import snapshot_limit_error
 from shared.services.restore_point_backup import backup_by_restore_point, preview_restore_point, vm_reference
-from shared.redaction import redact
-from shared.services.protection import on_demand_refusal
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -144,6 +146,23 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
         return _not_dispatched(svc, job, exc, now, ids)
     log.info("%s: dispatched to VM %s; status blob %s", ids, vm.name, job.status_blob)
     return DispatchOutcome(Outcome.DISPATCHED, job.job_id, attempt_task.task_id)
+
+
+# How long one delivery rides out an unreachable job store or queue: inside the host's lock renewal
+# (host.json maxAutoLockRenewalDuration, 5 minutes), so the message stays ours meanwhile. Past it the
+# message goes back to the queue; ten deliveries cover about 40 minutes of outage.
+DISPATCH_RETRY_BUDGET = timedelta(minutes=4)
+
+
+def dispatch_with_retries(svc: Services, body: bytes, *, message_id: str, delivery_count: int,
+                          sleep: Callable[[float], None] = time.sleep,
+                          budget: timedelta = DISPATCH_RETRY_BUDGET) -> DispatchOutcome:
+    """``handle_snapshot_task``, tried again with growing pauses while nothing can be recorded (the job
+    store or the queue unreachable): a storage outage does not turn into ten quick redeliveries and a
+    dead-lettered task. Safe to repeat: a delivery claims its attempt before it dispatches."""
+    return ride_out(svc, lambda: handle_snapshot_task(svc, body, message_id=message_id,
+                                                      delivery_count=delivery_count),
+                    budget=budget, sleep=sleep, what=f"message {message_id} (delivery {delivery_count})")
 
 
 def preview_extension_resource(svc: Services, vm_name: str, *, retain_until: datetime | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from shared.domain.recovery import SUCCESSFUL
 from shared.domain.status import ParseError, StatusReport, check_report_time, parse_status_blob
 from shared.domain.task import ID_PATTERN, SnapshotTask, Trigger
 from shared.errors import ConfigurationError, NotFoundError, PermanentError, TransientError, ValidationError
+from shared.services.outages import ride_out
 from shared.services.recovery import record_recovery_point
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ log = logging.getLogger(__name__)
 # outages seen in practice, and inside the host's functionTimeout (host.json: 10 minutes) with room
 # for the last try. Past it the trigger fails; the host retries the blob, and the sweep re-reads it.
 RETRY_BUDGET = timedelta(minutes=8)
-FIRST_PAUSE = 1.0       # seconds; doubled after each failed try
-MAX_PAUSE = 30.0
 
 _BLOB_NAME = re.compile(rf"^(?:.*/)?(?P<job>{ID_PATTERN})/(?P<attempt>\d{{1,4}})\.Status\.txt$")
 
@@ -102,31 +101,10 @@ def ingest_status_blob(svc: Services, blob_name: str, data: bytes, etag: str | N
 def ingest_with_retries(svc: Services, blob_name: str, data: bytes, etag: str | None, *,
                         sleep: Callable[[float], None] = time.sleep,
                         budget: timedelta = RETRY_BUDGET) -> IngestOutcome:
-    """``ingest_status_blob``, tried again with growing pauses while storage is unreachable.
-
-    Raises TransientError only when storage stayed unreachable for all of ``budget``: measured on
-    ``svc.clock``, or as the pauses slept when that is longer (a clock that stands still in a test
-    must not make the loop endless).
-    """
-    started = svc.clock.now()
-    pause = FIRST_PAUSE
-    slept = timedelta(0)
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            return ingest_status_blob(svc, blob_name, data, etag)
-        except TransientError as exc:
-            waited = max(svc.clock.now() - started, slept)
-            if waited + timedelta(seconds=pause) > budget:
-                log.error("status blob %s (etag %s): storage unreachable for %s over %d tries; giving up "
-                          "this invocation: %s", blob_name, etag, waited, tries, exc)
-                raise
-            log.warning("status blob %s (etag %s): try %d failed (%s); trying again in %.0f s",
-                        blob_name, etag, tries, exc, pause)
-        sleep(pause)
-        slept += timedelta(seconds=pause)
-        pause = min(pause * 2, MAX_PAUSE)
+    """``ingest_status_blob``, tried again with growing pauses while storage is unreachable
+    (``shared.services.outages.ride_out``); TransientError once ``budget`` is spent."""
+    return ride_out(svc, lambda: ingest_status_blob(svc, blob_name, data, etag), budget=budget, sleep=sleep,
+                    what=f"status blob {blob_name} (etag {etag})")
 
 
 class _RetryPlanChanged(Exception):

@@ -306,3 +306,49 @@ def test_a_job_id_the_table_refuses_is_rejected_at_once(svc, vm, job_id):
     outcome = handle_snapshot_task(svc, json.dumps(body).encode(), message_id="bad-id", delivery_count=1)
     assert outcome.outcome is Outcome.REJECTED and "jobId" in outcome.reason
     assert svc.jobs.jobs == {} and svc.dispatcher.sent == []
+
+
+class _JobStoreDownUntil:
+    """The job store of ``inner``, unreachable until ``until`` on ``clock`` (every call fails)."""
+
+    def __init__(self, inner, clock, until):
+        self.inner, self.clock, self.until = inner, clock, until
+
+    def __getattr__(self, attr):
+        if self.clock.now() < self.until:
+            raise TransientError("table storage unavailable")
+        return getattr(self.inner, attr)
+
+
+def test_a_job_store_outage_is_ridden_out_inside_the_delivery(svc, vm):
+    """Tables down for 3 minutes: the same delivery keeps trying with growing pauses and dispatches,
+    instead of ten quick redeliveries that end in the dead-letter queue."""
+    from shared.services.dispatch import dispatch_with_retries
+
+    task = _task(vm)
+    _queue_job(svc, task)
+    pauses = []
+
+    def sleep(seconds):
+        pauses.append(seconds)
+        svc.clock.advance(timedelta(seconds=seconds))
+
+    svc.jobs = _JobStoreDownUntil(svc.jobs, svc.clock, NOW + timedelta(minutes=3))
+    outcome = dispatch_with_retries(svc, task.to_json().encode(), message_id=task.message_id, delivery_count=1,
+                                    sleep=sleep)
+    assert outcome.outcome is Outcome.DISPATCHED and len(svc.dispatcher.sent) == 1
+    assert pauses[:3] == [1.0, 2.0, 4.0] and timedelta(minutes=3) <= timedelta(seconds=sum(pauses))
+
+
+def test_an_outage_past_the_budget_gives_the_message_back_within_its_lock(svc, vm):
+    """Past the budget the delivery fails (the host abandons it), before the lock renewal's 5 minutes end."""
+    from shared.services.dispatch import DISPATCH_RETRY_BUDGET, dispatch_with_retries
+
+    task = _task(vm)
+    _queue_job(svc, task)
+    svc.jobs = _JobStoreDownUntil(svc.jobs, svc.clock, NOW + timedelta(hours=1))
+    with pytest.raises(TransientError):
+        dispatch_with_retries(svc, task.to_json().encode(), message_id=task.message_id, delivery_count=1,
+                              sleep=lambda s: svc.clock.advance(timedelta(seconds=s)))
+    assert svc.clock.now() - NOW <= DISPATCH_RETRY_BUDGET < timedelta(minutes=5)
+    assert svc.dispatcher.sent == []

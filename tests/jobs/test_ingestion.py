@@ -248,7 +248,8 @@ class OutageJobStore:
 
 def test_ingestion_rides_out_a_minutes_long_outage(svc):
     """Storage down for 4 minutes: the same invocation keeps trying, with growing pauses, and completes."""
-    from shared.services.ingestion import MAX_PAUSE, ingest_with_retries
+    from shared.services.ingestion import ingest_with_retries
+    from shared.services.outages import MAX_PAUSE
 
     pauses = []
 
