@@ -55,6 +55,9 @@ class CountingSnapshots:
     def list_snapshots(self, url: str) -> list:
         return []
 
+    def count_snapshots(self, url: str) -> int:
+        return 0
+
 
 class NoStatusBlobs:
     def list_blobs(self):

@@ -257,6 +257,9 @@ class SnapshotStore(Protocol):
     def list_snapshots(self, blob_url: str) -> list[BlobSnapshotInfo]:
         """The snapshots of one disk blob, oldest first (empty when the blob does not exist)."""
 
+    def count_snapshots(self, blob_url: str) -> int | None:
+        """How many snapshots one disk blob has; None when the blob itself does not exist."""
+
     def delete_snapshot(self, snapshot_url: str) -> bool:
         """Delete one snapshot; True if this call deleted it, False if it was already gone.
 

@@ -42,18 +42,28 @@ class BlobSnapshots:
     # --- SnapshotStore ---------------------------------------------------------------------------
     def list_snapshots(self, blob_url: str) -> list[BlobSnapshotInfo]:
         base = blob_url.split("?", 1)[0]
+        found = [BlobSnapshotInfo(url=f"{base}?snapshot={b.snapshot}", snapshot_time=b.snapshot,
+                                  metadata=dict(b.metadata or {}))
+                 for b in self._versions(base, metadata=True) if b.snapshot]
+        return sorted(found, key=lambda s: s.snapshot_time)
+
+    def count_snapshots(self, blob_url: str) -> int | None:
+        versions = self._versions(blob_url.split("?", 1)[0], metadata=False)
+        if not any(b.snapshot is None for b in versions):
+            return None         # no base blob (a snapshot never outlives its base)
+        return sum(1 for b in versions if b.snapshot)
+
+    def _versions(self, base: str, *, metadata: bool) -> list[Any]:
+        """The blob and its snapshots, in one listing (empty when neither exists)."""
         container, name = self._locate(base)
         try:
-            blobs = list(self._service.get_container_client(container).list_blobs(
-                name_starts_with=name, include=["snapshots", "metadata"]))
+            blobs = self._service.get_container_client(container).list_blobs(
+                name_starts_with=name, include=["snapshots", "metadata"] if metadata else ["snapshots"])
+            return [b for b in blobs if b.name == name]
         except ResourceNotFoundError:
             return []
         except AzureError as exc:
             raise TransientError(f"could not list the snapshots of {base}: {redact(str(exc))}") from exc
-        found = [BlobSnapshotInfo(url=f"{base}?snapshot={b.snapshot}", snapshot_time=b.snapshot,
-                                  metadata=dict(b.metadata or {}))
-                 for b in blobs if b.name == name and b.snapshot]
-        return sorted(found, key=lambda s: s.snapshot_time)
 
     def delete_snapshot(self, snapshot_url: str) -> bool:
         base, snapshot = _split_snapshot(snapshot_url)

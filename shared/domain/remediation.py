@@ -216,6 +216,7 @@ NOT_PROTECTED = "UserErrorBcmDatasourceNotPresent"
 CRP_USER_ERROR = "UserErrorCrpReportedUserError"
 ON_DEMAND_LIMIT = "UserErrorBackupOperationLimitReached"
 TASK_NOT_QUEUED = "TaskQueueUnavailable"
+DISK_BLOB_MISSING = "UserErrorDiskBlobNotFound"
 
 # Errors of the restore-point method (managed disks): what the Compute API or the restore point said.
 RP_EXTENSION_NOT_READY = "UserErrorRestorePointExtensionNotProvisioned"
@@ -270,6 +271,13 @@ SERVICE_ERRORS: dict[str, Remediation] = {
                          "exists and is reachable.",
                          "Run `vmsnap backup-now` again: this failed request does not block it and does not count "
                          "against the daily limit."), True),
+    DISK_BLOB_MISSING: _r(DISK_BLOB_MISSING, "A disk's page blob does not exist",
+                          "The blob behind a disk of the VM was deleted or moved, so nothing can snapshot it; "
+                          "the network and the extension are not at fault, and retrying cannot help.",
+                          ("Check the VM's disks: if the disk was lost, restore it from a recovery point "
+                           "('vmsnap restore restore-disks --vm <vm> --rp-name <point> --disk <LUN> ...').",
+                           "If the disk moved, update the VM's disks in the inventory, then run the backup again.",
+                           "If the VM is gone, stop its protection."), False),
     CRP_USER_ERROR: _r(CRP_USER_ERROR, "The VM reported an error",
                        "The extension reported a failure with a code this service does not know.",
                        ("Read the job's error details and log blob.", _RETRY), True),

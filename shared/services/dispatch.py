@@ -28,7 +28,7 @@ from shared.ports import DispatchRefused
 from shared.redaction import redact
 from shared.services.outages import ride_out
 from shared.services.protection import on_demand_refusal
-from shared.services.recovery import snapshot_limit_error
+from shared.services.recovery import disk_guard_error
 from shared.services.restore_point_backup import backup_by_restore_point, preview_restore_point, vm_reference
 
 if TYPE_CHECKING:
@@ -115,13 +115,14 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
         return DispatchOutcome(outcome, job.job_id, started.task_id)
 
     ids = f"job {job.job_id} task {attempt_task.task_id} message {message_id}"
-    # Snapshot limit guard (issue 9): refuse here, with what to do, before the VM fails with code 85.
+    # A disk whose blob is gone, or at the snapshot limit: refuse here, with what to do, rather than
+    # have the VM fail with a network error (76) or code 85.
     try:
-        limit_error = snapshot_limit_error(svc, vm)
+        disk_error = disk_guard_error(svc, vm)
     except TransientError as exc:
         return _not_dispatched(svc, job, exc, now, ids)
-    if limit_error is not None:
-        return _fail(svc, job, limit_error, now, ids)
+    if disk_error is not None:
+        return _fail(svc, job, disk_error, now, ids)
 
     job, claimed = _claim(svc, job, attempt_task, vm, now)
     if not claimed:

@@ -73,21 +73,27 @@ def show_point(svc: Any, vm_name: str, name: str) -> PointView:
     return PointView(point, tuple(tiers) if point.is_available else (), expiry if point.is_available else None)
 
 
-def snapshot_limit_error(svc: Any, vm: Vm) -> JobError | None:
-    """The code-85 error when a disk of ``vm`` is within reach of the snapshot limit, else None.
+def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:
+    """Why the VM's disks cannot take this backup, found before dispatch, or None.
 
-    Called by the worker before dispatch, so the backup fails here, with what to do, instead of on
-    the VM. Only page-blob disks are counted (a managed disk's restore points have no such limit here).
+    One listing per page-blob disk answers both questions: a disk whose blob is gone fails the job at
+    once with what to do (snapshotting it could only fail, and no retry brings it back), and a disk
+    within reach of the snapshot limit gets the extension's code 85 with the advice to run retention,
+    instead of the VM failing with it. Managed disks have neither problem here.
     """
     limit = svc.settings.snapshot_limit
     for disk in vm.disks:
         url = disk.blob_url.split("?", 1)[0]
-        if "/providers/" in url.lower():
+        if not url or "/providers/" in url.lower():
             continue
         try:
-            count = len(svc.snapshots.list_snapshots(url))
+            count = svc.snapshots.count_snapshots(url)
         except PermanentError:
             continue    # a disk outside the backup account: minting its SAS fails the job, saying why
+        if count is None:
+            log.warning("VM %s: the blob of disk LUN %s (%s) does not exist; backup refused", vm.name, disk.lun, url)
+            return JobError.from_remediation(remediation.for_service_error(remediation.DISK_BLOB_MISSING),
+                                             detail=f"disk LUN {disk.lun}: {url} does not exist")
         if count >= limit:
             fix = remediation.for_extension_code(SNAPSHOT_LIMIT_CODE)
             error = JobError.from_remediation(

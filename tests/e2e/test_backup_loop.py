@@ -86,9 +86,9 @@ def test_a_second_timer_fire_for_the_same_slot_adds_no_job(loop):
     assert all(len(s) == 1 for s in disk_snapshots(svc, vm).values())
 
 
-def test_a_failed_attempt_is_retried_with_a_new_task_scheduled_on_the_queue(loop, local_servicebus):
-    """A disk that cannot be snapshotted fails attempt 1 (76): the job waits for attempt 2, whose one
-    task sits on the real queue, scheduled 5 minutes on; nothing is dispatched before it is due."""
+def test_a_failed_attempt_is_retried_with_a_new_task_scheduled_on_the_queue(loop, local_servicebus, monkeypatch):
+    """A freeze that fails on the VM fails attempt 1 (121, may pass): the job waits for attempt 2, whose
+    one task sits on the real queue, scheduled 5 minutes on; nothing is dispatched before it is due."""
     from datetime import datetime, timedelta, timezone
 
     from azure.servicebus import ServiceBusClient
@@ -99,9 +99,8 @@ def test_a_failed_attempt_is_retried_with_a_new_task_scheduled_on_the_queue(loop
     svc, host = loop
     vm = create_demo_vm(svc, "e2e-vm3")
     enable_protection(svc, vm.name, "DefaultPolicy")
-    container = svc.blob_service.get_container_client("vhds")
-    missing = vm.disks[-1]      # one disk: with every disk gone the handler's answer is code 2, not 76
-    container.delete_blob(missing.name, delete_snapshots="include")
+    # The bundled handler freezes the mounts this names; one that does not exist cannot be frozen.
+    monkeypatch.setenv("VMSNAP_FREEZE_MOUNTS", "/vmsnap-e2e-no-such-mount")
 
     host.fire_timer("schedule_backups")
     deadline = time.monotonic() + 60
@@ -114,9 +113,8 @@ def test_a_failed_attempt_is_retried_with_a_new_task_scheduled_on_the_queue(loop
         time.sleep(0.2)
     failed_at = datetime.now(timezone.utc)
     assert (job.status, job.phase, job.attempt) == (JobStatus.IN_PROGRESS, JobPhase.QUEUED, 2), job
-    assert job.errors[0].extension_code == 76 and "code 76" in job.notes[-1]
-    (failed,) = [d for d in job.disks if d.status == "Failed"]
-    assert failed.lun == missing.lun and "BlobNotFound" in failed.error
+    assert job.errors[0].retryable and job.errors[0].extension_code in (121, 122, 123), job.errors
+    assert job.attempts[-1].attempt == 1 and job.attempts[-1].retry_at is not None
 
     host.drain_queue("dispatch_snapshot", max_wait=0.5)      # the retry is not due yet: nothing runs
     with ServiceBusClient.from_connection_string(local_servicebus.connection_string) as client, \
@@ -126,3 +124,21 @@ def test_a_failed_attempt_is_retried_with_a_new_task_scheduled_on_the_queue(loop
     due = waiting[0].scheduled_enqueue_time_utc
     assert abs(due - (failed_at + RETRY_BACKOFF[0])) < timedelta(seconds=30)
     assert svc.jobs.get(job.job_id).phase is JobPhase.QUEUED
+
+
+def test_a_deleted_disk_fails_the_job_at_once_saying_so(loop):
+    """A disk whose blob was deleted is caught before dispatch: the job fails with what to do, not a
+    network error retried for twenty minutes, and nothing reaches the VM."""
+    from shared.domain import remediation
+    from shared.services.protection import enable_protection
+
+    svc, host = loop
+    vm = create_demo_vm(svc, "e2e-vm4")
+    enable_protection(svc, vm.name, "DefaultPolicy")
+    missing = vm.disks[-1]
+    svc.blob_service.get_container_client("vhds").delete_blob(missing.name, delete_snapshots="include")
+
+    (job,) = run_cycle(svc, host)
+    assert job.status is JobStatus.FAILED and job.attempt == 1 and not job.attempts
+    assert job.errors[0].error_code == remediation.DISK_BLOB_MISSING and not job.errors[0].retryable
+    assert f"LUN {missing.lun}" in job.errors[0].error_string and job.dispatched_at is None

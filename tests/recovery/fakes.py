@@ -81,6 +81,11 @@ class FakeSnapshots:
             snaps = dict(self.blobs.get(blob_url, {}))
         return [BlobSnapshotInfo(f"{blob_url}?snapshot={t}", t, m) for t, m in sorted(snaps.items())]
 
+    def count_snapshots(self, blob_url: str) -> int | None:
+        with self._lock:
+            # A disk the test never took a snapshot of still exists: fakes know no missing blobs.
+            return len(self.blobs.get(blob_url, {}))
+
     def delete_snapshot(self, snapshot_url: str) -> bool:
         base, _, query = snapshot_url.partition("?")
         if not query.startswith("snapshot="):

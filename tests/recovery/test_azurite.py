@@ -16,7 +16,7 @@ from shared.domain.jobs import DiskResult, Job, JobStatus
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, recovery_point_name
 from shared.errors import ValidationError
-from shared.services.recovery import snapshot_limit_error
+from shared.services.recovery import disk_guard_error
 from shared.services.retention import plan_retention, run_retention
 
 T0 = datetime(2026, 1, 1, 22, 30, tzinfo=timezone.utc)
@@ -173,11 +173,11 @@ def test_a_disk_at_the_snapshot_limit_refuses_the_backup_with_code_85(make_setti
     limited = Services(make_settings(SNAPSHOT_LIMIT=str(DAYS)), clock=svc.clock)
     machine = Vm(name=vm, kind=VmKind.LOCAL, disks=tuple(Disk(lun=i - 1, blob_url=b.url, name=b.blob_name,
                                                                   size_bytes=1024) for i, b in enumerate(blobs)))
-    error = snapshot_limit_error(limited, machine)
+    error = disk_guard_error(limited, machine)
     assert error is not None and error.error_code == "ExtensionFailedSnapshotLimitReachedError"
     assert "vmsnap retention run" in error.recommendations[0] and f"{DAYS} snapshots" in error.error_string
     roomy = Services(make_settings(SNAPSHOT_LIMIT=str(DAYS + 1)), clock=svc.clock)
-    assert snapshot_limit_error(roomy, machine) is None
+    assert disk_guard_error(roomy, machine) is None
 
 
 def test_the_retention_timer_enforces_retention_with_a_real_timer_request(world):
