@@ -74,10 +74,15 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
         log.info("%s: job is already %s, nothing dispatched (delivery %s)", ids, job.status.value,
                  delivery_count)
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"job is {job.status.value}")
-    if job.phase is not JobPhase.QUEUED:
+    resume = job.phase is not JobPhase.QUEUED and _interrupted(job, task, delivery_count)
+    if job.phase is not JobPhase.QUEUED and not resume:
         log.info("%s: attempt %s (task %s) is already %s; a redelivered or repeated task never starts "
                  "another (delivery %s)", ids, job.attempt, job.expected_task_id, job.phase.value, delivery_count)
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"attempt {job.attempt} is {job.phase.value}")
+    if resume:
+        log.warning("%s: attempt %s (task %s) was claimed by a delivery that never finished; handing the same "
+                    "command over again (the extension runs a taskId once; delivery %s)", ids, job.attempt,
+                    job.expected_task_id, delivery_count)
     if task.attempt < job.attempt:
         # The job waits for a retry of its own, scheduled after a pause; an older attempt's message
         # (a late redelivery) must not run it early. It makes sure the retry's task is on the queue:
@@ -115,24 +120,30 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
         return DispatchOutcome(outcome, job.job_id, started.task_id)
 
     ids = f"job {job.job_id} task {attempt_task.task_id} message {message_id}"
-    # A disk whose blob is gone, or at the snapshot limit: refuse here, with what to do, rather than
-    # have the VM fail with a network error (76) or code 85.
-    try:
-        disk_error = disk_guard_error(svc, vm)
-    except TransientError as exc:
-        return _not_dispatched(svc, job, exc, now, ids)
-    if disk_error is not None:
-        return _fail(svc, job, disk_error, now, ids)
+    if not resume:
+        # A disk whose blob is gone, or at the snapshot limit: refuse here, with what to do, rather than
+        # have the VM fail with a network error (76) or code 85.
+        try:
+            disk_error = disk_guard_error(svc, vm)
+        except TransientError as exc:
+            return _not_dispatched(svc, job, exc, now, ids)
+        if disk_error is not None:
+            return _fail(svc, job, disk_error, now, ids)
 
-    job, claimed = _claim(svc, job, attempt_task, vm, now)
-    if not claimed:
-        log.info("%s: another delivery claimed the attempt meanwhile (%s, task %s); nothing dispatched", ids,
-                 job.status.value, job.task_id)
-        return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, "job changed meanwhile")
+        job, claimed = _claim(svc, job, attempt_task, vm, now)
+        if not claimed:
+            log.info("%s: another delivery claimed the attempt meanwhile (%s, task %s); nothing dispatched", ids,
+                     job.status.value, job.task_id)
+            return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, "job changed meanwhile")
 
     try:
         command = _prepare_attempt(svc, attempt_task, vm, now)
-    except (ConflictError, PermanentError, ValidationError) as exc:
+    except ConflictError as exc:
+        if resume:      # the extension wrote its status already: it has the command
+            log.info("%s: the extension already reported on this attempt; nothing dispatched", ids)
+            return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, "the extension has the command")
+        return _fail(svc, job, _dispatch_error(exc), now, ids)
+    except (PermanentError, ValidationError) as exc:
         return _fail(svc, job, _dispatch_error(exc), now, ids)
     except TransientError as exc:
         return _not_dispatched(svc, job, exc, now, ids)
@@ -185,6 +196,15 @@ def preview_extension_resource(svc: Services, vm_name: str, *, retain_until: dat
         log_blob_sas=_placeholder(svc.status_blobs.url(log_blob)),
         now=now)
     return to_extension_resource(command, vm, redact=True)
+
+
+def _interrupted(job: Job, task: SnapshotTask, delivery_count: int) -> bool:
+    """Whether this delivery finds its attempt claimed by one that died before the command surely
+    reached the VM: a redelivery (the first delivery never settled the message) of the job's current
+    attempt, Dispatched and with no report yet. Handing the same command over again is safe: the
+    extension runs a taskId once, and a status blob already written stops it here."""
+    return (delivery_count > 1 and job.phase is JobPhase.DISPATCHED and job.last_report_at is None
+            and task.attempt == job.attempt and job.task_id == f"{job.job_id}_{job.attempt}")
 
 
 def _claim(svc: Services, job: Job, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[Job, bool]:

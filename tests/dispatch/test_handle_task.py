@@ -96,14 +96,21 @@ def test_a_missing_job_record_is_created_from_the_message(svc, vm):
 
 
 def test_redeliveries_of_a_dispatched_task_start_no_new_attempt(svc, vm):
-    """A task delivered again (or sent twice) after its command reached the VM dispatches nothing: one
-    attempt, one taskId, one snapshot command."""
+    """A task delivered again after its attempt was claimed starts no new attempt: a redelivery (the
+    first delivery may have died before the VM got the command) hands over the same command, same
+    taskId, which the extension runs once; once the extension has written its status, nothing."""
     task = _task(vm)
     _queue_job(svc, task)
     assert _deliver(svc, task, 1).outcome is Outcome.DISPATCHED
-    outcomes = {_deliver(svc, task, n).outcome for n in range(2, 12)}
-    assert outcomes == {Outcome.DUPLICATE}
-    assert [c.task_id for _, c in svc.dispatcher.sent] == [f"{JOB_ID}_1"]
+    assert _deliver(svc, task, 1).outcome is Outcome.DUPLICATE          # a second copy, not a redelivery
+    assert {_deliver(svc, task, n).outcome for n in range(2, 5)} == {Outcome.DISPATCHED}
+    assert {c.task_id for _, c in svc.dispatcher.sent} == {f"{JOB_ID}_1"}
+    status_blob, _ = svc.status_blobs.attempt_blob_names(JOB_ID, 1)
+    svc.blob_service.get_blob_client(svc.settings.status_container, status_blob).upload_blob(
+        b'[{"status": {"code": "4"}}]', overwrite=True)                    # the extension reported
+    sent = len(svc.dispatcher.sent)
+    assert {_deliver(svc, task, n).outcome for n in range(5, 12)} == {Outcome.DUPLICATE}
+    assert len(svc.dispatcher.sent) == sent
     job = svc.jobs.get(JOB_ID)
     assert (job.attempt, job.phase, job.attempts) == (1, JobPhase.DISPATCHED, [])
 
