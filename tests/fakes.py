@@ -18,7 +18,7 @@ from shared.domain.bloburl import base_of, without_secrets
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job
 from shared.domain.task import SnapshotTask
-from shared.errors import ConflictError, NotFoundError, ValidationError
+from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
 from shared.ports import JobPage, JobQuery
 from shared.redaction import redact
 
@@ -199,3 +199,15 @@ class InMemoryStatusBlobs:
         self.rejected[name] = {"messageId": message_id, "reason": redact(reason), "deliveryCount": delivery_count,
                                "rejectedAt": now.isoformat(), "body": redact(body.decode("utf-8", "replace"))}
         return name
+
+
+class OutageJobStore:
+    """A job store that is unreachable (TransientError on every call) until ``clock`` passes ``until``."""
+
+    def __init__(self, inner, clock, until) -> None:
+        self.inner, self.clock, self.until = inner, clock, until
+
+    def __getattr__(self, attr):
+        if self.clock.now() < self.until:
+            raise TransientError("table storage unavailable")
+        return getattr(self.inner, attr)

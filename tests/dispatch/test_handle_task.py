@@ -18,7 +18,8 @@ from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import TransientError
 from shared.ports import DispatchRefused
 from shared.services.dispatch import Outcome, handle_snapshot_task, preview_extension_resource
-from tests.fakes import InMemoryInventory, InMemoryJobStore, RecordingDispatcher, RecordingTaskQueue
+from tests.fakes import (InMemoryInventory, InMemoryJobStore, OutageJobStore, RecordingDispatcher,
+                         RecordingTaskQueue)
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 JOB_ID = "0f6c1e2a-7b1d-4a57-9c0e-2d8e1c4b9a11"
@@ -315,18 +316,6 @@ def test_a_job_id_the_table_refuses_is_rejected_at_once(svc, vm, job_id):
     assert svc.jobs.jobs == {} and svc.dispatcher.sent == []
 
 
-class _JobStoreDownUntil:
-    """The job store of ``inner``, unreachable until ``until`` on ``clock`` (every call fails)."""
-
-    def __init__(self, inner, clock, until):
-        self.inner, self.clock, self.until = inner, clock, until
-
-    def __getattr__(self, attr):
-        if self.clock.now() < self.until:
-            raise TransientError("table storage unavailable")
-        return getattr(self.inner, attr)
-
-
 def test_a_job_store_outage_is_ridden_out_inside_the_delivery(svc, vm):
     """Tables down for 3 minutes: the same delivery keeps trying with growing pauses and dispatches,
     instead of ten quick redeliveries that end in the dead-letter queue."""
@@ -340,7 +329,7 @@ def test_a_job_store_outage_is_ridden_out_inside_the_delivery(svc, vm):
         pauses.append(seconds)
         svc.clock.advance(timedelta(seconds=seconds))
 
-    svc.jobs = _JobStoreDownUntil(svc.jobs, svc.clock, NOW + timedelta(minutes=3))
+    svc.jobs = OutageJobStore(svc.jobs, svc.clock, NOW + timedelta(minutes=3))
     outcome = dispatch_with_retries(svc, task.to_json().encode(), message_id=task.message_id, delivery_count=1,
                                     sleep=sleep)
     assert outcome.outcome is Outcome.DISPATCHED and len(svc.dispatcher.sent) == 1
@@ -353,7 +342,7 @@ def test_an_outage_past_the_budget_gives_the_message_back_within_its_lock(svc, v
 
     task = _task(vm)
     _queue_job(svc, task)
-    svc.jobs = _JobStoreDownUntil(svc.jobs, svc.clock, NOW + timedelta(hours=1))
+    svc.jobs = OutageJobStore(svc.jobs, svc.clock, NOW + timedelta(hours=1))
     with pytest.raises(TransientError):
         dispatch_with_retries(svc, task.to_json().encode(), message_id=task.message_id, delivery_count=1,
                               sleep=lambda s: svc.clock.advance(timedelta(seconds=s)))

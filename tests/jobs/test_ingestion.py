@@ -11,6 +11,7 @@ from shared.domain.jobs import MAX_ATTEMPTS, RETRY_BACKOFF, JobPhase, JobStatus,
 from shared.errors import TransientError
 from shared.services.ingestion import IngestResult, ingest_status_blob
 from tests.jobs.helpers import FINAL_AT, corpus, dispatched_job, fake_services
+from tests.fakes import OutageJobStore
 
 
 @pytest.fixture
@@ -232,18 +233,6 @@ def test_a_report_a_few_minutes_ahead_is_still_believed(svc):
     """A VM clock slightly ahead of ours (skew) does not cost the result."""
     svc.clock.advance(timedelta(minutes=-10))
     assert ingest_status_blob(svc, name(), corpus(COMPLETED), None).job.status is JobStatus.COMPLETED
-
-
-class OutageJobStore:
-    """The in-memory store, unreachable until the clock passes ``until``."""
-
-    def __init__(self, inner, clock, until):
-        self.inner, self.clock, self.until = inner, clock, until
-
-    def __getattr__(self, attr):
-        if self.clock.now() < self.until:
-            raise TransientError("table storage unavailable")
-        return getattr(self.inner, attr)
 
 
 def test_ingestion_rides_out_a_minutes_long_outage(svc):
