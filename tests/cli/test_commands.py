@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from azure.storage.blob import BlobClient
 
 from shared.bootstrap import Services, reset_services
 from shared.cli import main
@@ -30,11 +31,19 @@ NOW = datetime(2025, 6, 2, 12, 0, tzinfo=timezone.utc)
 
 
 def vm_on(services: Services, name: str, data_disks: int = 1) -> Vm:
-    """A local VM whose disk URLs are in the test's storage account (where SAS can be minted)."""
+    """A local VM whose disks are page blobs in the test's storage account (where SAS can be minted,
+    and the worker finds them before it dispatches)."""
     vm = local_vm(name, data_disks)
     base = services.blob_service.url.rstrip("/")
-    return replace(vm, disks=tuple(replace(d, blob_url=d.blob_url.replace(
+    vm = replace(vm, disks=tuple(replace(d, blob_url=d.blob_url.replace(
         "http://127.0.0.1:10000/devstoreaccount1", base)) for d in vm.disks))
+    for disk in vm.disks:
+        blob = BlobClient.from_blob_url(disk.blob_url, credential=services.blob_service.credential)
+        container = services.blob_service.get_container_client(blob.container_name)
+        if not container.exists():
+            container.create_container()
+        blob.create_page_blob(1024)
+    return vm
 
 
 @pytest.fixture
