@@ -276,14 +276,7 @@ def test_preview_shows_the_command_without_creating_anything(svc, vm):
 def test_a_queue_injected_on_demand_task_cannot_pass_the_daily_limit(svc, vm):
     """On-demand tasks put on the queue by hand count against the same 3-a-day / 9-attempt limit as
     backup-now: over it, the job fails with UserErrorBackupOperationLimitReached and nothing runs."""
-    from shared.domain.jobs import job_id_for
-
-    day = NOW.replace(hour=0, minute=0, second=0)
-    for n in range(3):
-        done = Job.new_backup(vm_name=vm.name, slot=day + timedelta(minutes=n), now=day, trigger="OnDemand")
-        svc.jobs.create_if_absent(dataclasses.replace(done, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
-    slot = day + timedelta(hours=1)
-    injected = _task(vm, job_id=job_id_for(vm.name, slot, "OnDemand"), slot=slot, trigger=Trigger.ON_DEMAND)
+    injected = _on_demand_after(svc, vm, completed_today=3)
     outcome = _deliver(svc, injected)
     assert outcome.outcome is Outcome.FAILED and svc.dispatcher.sent == []
     job = svc.jobs.get(injected.job_id)
@@ -294,15 +287,19 @@ def test_a_queue_injected_on_demand_task_cannot_pass_the_daily_limit(svc, vm):
 
 def test_the_on_demand_jobs_within_the_limit_run(svc, vm):
     """The third on-demand backup of the day (two earlier ones succeeded) is dispatched as usual."""
+    assert _deliver(svc, _on_demand_after(svc, vm, completed_today=2)).outcome is Outcome.DISPATCHED
+
+
+def _on_demand_after(svc, vm, *, completed_today: int) -> SnapshotTask:
+    """An on-demand task of today, after ``completed_today`` successful on-demand backups of the VM."""
     from shared.domain.jobs import job_id_for
 
     day = NOW.replace(hour=0, minute=0, second=0)
-    for n in range(2):
+    for n in range(completed_today):
         done = Job.new_backup(vm_name=vm.name, slot=day + timedelta(minutes=n), now=day, trigger="OnDemand")
         svc.jobs.create_if_absent(dataclasses.replace(done, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
     slot = day + timedelta(hours=1)
-    task = _task(vm, job_id=job_id_for(vm.name, slot, "OnDemand"), slot=slot, trigger=Trigger.ON_DEMAND)
-    assert _deliver(svc, task).outcome is Outcome.DISPATCHED
+    return _task(vm, job_id=job_id_for(vm.name, slot, "OnDemand"), slot=slot, trigger=Trigger.ON_DEMAND)
 
 
 @pytest.mark.parametrize("job_id", ["a/b", "a#b", "job?x", "tab\there", "x" * 129])

@@ -148,14 +148,7 @@ def _subprocess_env(**extra: str) -> dict:
 def test_enable_returns_at_once_and_the_detached_daemon_finishes_the_backup(vm):
     """``python -m extension enable`` exits 0 while a slow pre-script runs; the blob then turns final."""
     vm.scripts(pre="sleep 2")
-    public, protected = vm.settings(commandStartTimeUTCTicks=_real_ticks_now())
-    write_extension_root(vm.root, 5, public, protected)
-
-    done = subprocess.run(
-        [sys.executable, "-m", "extension", "enable"],
-        cwd=vm.root, env=_subprocess_env(ConfigSequenceNumber="5"),
-        capture_output=True, text=True, timeout=60,
-    )
+    done = _enable_in_a_process(vm, 5)
 
     assert done.returncode == 0, done.stderr
     assert vm.status_file(5)[0]["status"]["code"] == "4"      # returned while the daemon still runs
@@ -198,14 +191,7 @@ def test_run_off_azure_takes_settings_from_a_file_and_prints_the_status(vm, tmp_
 
 def test_the_log_blob_ends_with_the_enable_and_daemon_phases(vm):
     """As with the real handler, the log blob closes with the shell log: enable, then the daemon."""
-    public, protected = vm.settings(commandStartTimeUTCTicks=_real_ticks_now())
-    write_extension_root(vm.root, 7, public, protected)
-
-    done = subprocess.run(
-        [sys.executable, "-m", "extension", "enable"],
-        cwd=vm.root, env=_subprocess_env(ConfigSequenceNumber="7"),
-        capture_output=True, text=True, timeout=60,
-    )
+    done = _enable_in_a_process(vm, 7)
 
     assert done.returncode == 0, done.stderr
     assert _wait_for_final_status(vm, time.monotonic() + 30)["status"]["code"] == "1"
@@ -241,3 +227,12 @@ def test_enable_loads_neither_cryptography_nor_http_nor_the_daemon(vm):
     assert "extension.enable" in loaded
     assert not {"cryptography", "http.client", "ssl", "extension.handler", "extension.crypto"} & loaded
     assert _wait_for_final_status(vm, time.monotonic() + 30)["status"]["code"] == "1"   # the daemon did the work
+
+
+def _enable_in_a_process(vm, seq: int) -> subprocess.CompletedProcess:
+    """A fresh command as sequence ``seq``, then ``python -m extension enable`` as the agent runs it."""
+    public, protected = vm.settings(commandStartTimeUTCTicks=_real_ticks_now())
+    write_extension_root(vm.root, seq, public, protected)
+    return subprocess.run([sys.executable, "-m", "extension", "enable"], cwd=vm.root,
+                          env=_subprocess_env(ConfigSequenceNumber=str(seq)), capture_output=True, text=True,
+                          timeout=60)

@@ -54,10 +54,7 @@ def test_an_excluded_disk_has_no_disk_restore_point(svc, compute, md_vm):
 def test_app_consistent_scripts_give_an_application_consistent_restore_point(svc, compute, md_vm, etc_azure):
     """With working pre/post scripts on the VM the restore point, and the job, are application consistent."""
     write_scripts(etc_azure)
-    vm = md_vm()
-    task = task_for(svc, vm.name)
-    deliver(svc, task)
-    job = track_until_done(svc, task.job_id)
+    vm, job = backed_up(svc, md_vm())
     assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.APPLICATION
     assert compute.restore_points(vm.name)[0].consistency == "ApplicationConsistent"
 
@@ -67,10 +64,7 @@ def test_a_failing_pre_script_gives_a_file_system_consistent_backup_with_a_warni
     """A pre-script exiting non-zero still yields a restore point, file-system consistent, and the job
     completes with a warning naming the pre-script and what to do about it."""
     write_scripts(etc_azure, pre="exit 3")
-    vm = md_vm()
-    task = task_for(svc, vm.name)
-    deliver(svc, task)
-    job = track_until_done(svc, task.job_id)
+    vm, job = backed_up(svc, md_vm())
 
     assert job.status is JobStatus.COMPLETED_WITH_WARNINGS and job.consistency is Consistency.FILE_SYSTEM
     (warning,) = job.errors
@@ -178,10 +172,7 @@ def test_a_crash_consistent_policy_snapshots_without_the_extension(svc, compute,
 
     policy = svc.policies.get("DefaultPolicy")
     svc.policies.replace(dataclasses.replace(policy, restore_point_consistency="CrashConsistent"))
-    vm = md_vm()
-    task = task_for(svc, vm.name)
-    deliver(svc, task)
-    job = track_until_done(svc, task.job_id)
+    vm, job = backed_up(svc, md_vm())
     assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.CRASH
     assert compute.restore_points(vm.name)[0].requested == "CrashConsistent"
     assert not (compute.vm_root / vm.name / "config").exists()
@@ -192,10 +183,7 @@ def test_retention_and_restore_work_on_a_restore_point(svc, compute, md_vm, stor
     removes it and its snapshots."""
     from azure.storage.blob import BlobClient, BlobServiceClient
 
-    vm = md_vm()
-    task = task_for(svc, vm.name)
-    deliver(svc, task)
-    job = track_until_done(svc, task.job_id)
+    vm, job = backed_up(svc, md_vm())
     os_point = next(d for d in job.disks if d.lun == -1).snapshot_uri
     target = vm.id.split("/providers/", 1)[0] + f"/providers/Microsoft.Compute/disks/{vm.name}-restored"
     disk_id = svc.restore_points.restore_disk(os_point, target, location="local")
@@ -232,3 +220,10 @@ def test_a_failure_that_may_pass_is_retried_with_a_new_restore_point(svc, comput
     assert [(p.name, p.state) for p in compute.restore_points(vm.name)] == [
         (f"{task.job_id}_1", "Failed"), (f"{task.job_id}_2", "Succeeded")]
     assert any("retrying as attempt 2" in note for note in job.notes)
+
+
+def backed_up(svc, vm):
+    """``vm`` after one on-demand backup delivered and followed to its end: (vm, its job)."""
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    return vm, track_until_done(svc, task.job_id)
