@@ -43,12 +43,7 @@ def test_enable_records_the_command_and_writes_the_in_progress_file_status(vm):
 
 def test_a_repeated_task_id_is_silently_ignored(vm):
     """A new sequence number carrying the last taskId: no daemon, no new status anywhere."""
-    public, protected = vm.settings()
-    vm.write(0, public, protected)
-    _enable(vm, 0)
-    vm.write(1, public, protected)
-
-    result, started = _enable(vm, 1)
+    result, started = _enable_the_same_task_twice(vm)
 
     assert result is EnableResult.SAME_TASK and started == []
     assert not HandlerEnvironment.load(vm.root).status_file(1).exists()
@@ -68,6 +63,16 @@ def test_a_repeated_sequence_number_is_silently_ignored(vm):
     assert HandlerEnvironment.load(vm.root).status_file(0).read_text() == status_before
 
 
+def _enable_the_same_task_twice(vm):
+    """One command enabled as sequence 0, then the same command (same taskId) as sequence 1: the second
+    enable's (result, daemons started)."""
+    public, protected = vm.settings()
+    vm.write(0, public, protected)
+    _enable(vm, 0)
+    vm.write(1, public, protected)
+    return _enable(vm, 1)
+
+
 def _protected_settings_left(vm, seq: int) -> bool:
     doc = json.loads(HandlerEnvironment.load(vm.root).settings_file(seq).read_text())
     return "protectedSettings" in doc["runtimeSettings"][0]["handlerSettings"]
@@ -75,12 +80,7 @@ def _protected_settings_left(vm, seq: int) -> bool:
 
 def test_a_command_declined_for_its_task_id_is_scrubbed_all_the_same(vm):
     """A redelivered command (same taskId, new sequence number) starts nothing and keeps no SAS on the VM."""
-    public, protected = vm.settings()
-    vm.write(0, public, protected)
-    _enable(vm, 0)
-    vm.write(1, public, protected)
-
-    result, _ = _enable(vm, 1)
+    result, _ = _enable_the_same_task_twice(vm)
 
     assert result is EnableResult.SAME_TASK
     assert not _protected_settings_left(vm, 1)
