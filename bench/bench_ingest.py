@@ -33,7 +33,7 @@ from shared.services.ingestion import IngestResult, ingest_status_blob  # noqa: 
 from shared.settings import Settings  # noqa: E402
 
 CORPUS = ROOT / "tests" / "jobs" / "corpus"
-CORPUS_JOB = b"01954f6e-8d00-8bcd-91c5-3d28beef679b"
+CORPUS_JOB = b"01954f6e-8d00-87cd-91c5-3d28beef679b"
 SLOT = datetime(2025, 3, 1, 2, 0, tzinfo=timezone.utc)
 
 

@@ -29,7 +29,7 @@ from shared.settings import Connection, Settings  # noqa: E402
 from tests.faults.proxy import TcpProxy  # noqa: E402
 
 CORPUS = ROOT / "tests" / "jobs" / "corpus"
-CORPUS_JOB = "01954f6e-8d00-8bcd-91c5-3d28beef679b"
+CORPUS_JOB = "01954f6e-8d00-87cd-91c5-3d28beef679b"
 SLOT = datetime(2025, 3, 1, 2, 0, tzinfo=timezone.utc)
 COMPLETED = (CORPUS / "02-completed-fs-two-disks.txt").read_bytes()
 

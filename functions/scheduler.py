@@ -1,10 +1,13 @@
-"""Timer: each tick schedules the backups whose slots are due (policies and protected items in Table)."""
+"""Scheduling: the timer plans every shard's due backups, or fans the shards out to the planner,
+a Service Bus-triggered function the app's instances run side by side (large fleets)."""
 import logging
 
 import azure.functions as func
 
 from shared.bootstrap import services
-from shared.services.scheduling import run_scheduling_tick
+from shared.domain.progress import PlanRequest
+from shared.errors import ValidationError
+from shared.services.scheduling import plan_shard, run_scheduling_tick
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -15,3 +18,19 @@ bp = func.Blueprint()
 def schedule_backups(timer: func.TimerRequest) -> None:
     result = run_scheduling_tick(services(), past_due=timer.past_due)
     log.info("scheduling tick done (past_due=%s): %s", timer.past_due, result)
+
+
+@bp.function_name("plan_shard")
+@bp.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%PLANNER_QUEUE%")
+def plan_shard_message(msg: func.ServiceBusMessage) -> None:
+    try:
+        request = PlanRequest.from_json(msg.get_body())
+    except ValidationError as exc:
+        log.error("message %s on the planner queue is not a plan request (%s); dropped", msg.message_id, exc)
+        return
+    result = plan_shard(services(), request.shard, request.tick)
+    log.info("message %s: shard %s planned: %s", msg.message_id, request.shard, result)
+    if result.stopped:
+        # Handing the message back makes Service Bus deliver it again: the shard resumes where it stopped.
+        raise RuntimeError(f"shard {request.shard} of tick {request.tick.isoformat()} stopped on a failure; "
+                           f"retried by redelivery")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError
 from shared.ports import (DiskCopier, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
-                          RecoveryPointStore, RestorePoints, SasMinter, SnapshotStore, StatusBlobArchive, StatusBlobs,
+                          RecoveryPointStore, RestorePoints, SasMinter, ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs,
                           TaskQueue)
 from shared.settings import Settings, get_settings
 
@@ -81,6 +81,18 @@ class Services:
         from shared.adapters.table_protection import TableProtectedItemStore
 
         return TableProtectedItemStore(self.table_service, self.settings.table("items"))
+
+    @cached_property
+    def progress(self) -> ShardProgressStore:
+        from shared.adapters.table_progress import TableShardProgressStore
+
+        return TableShardProgressStore(self.table_service, self.settings.table("progress"))
+
+    @cached_property
+    def shard_queue(self) -> ShardQueue:
+        from shared.adapters.servicebus import ServiceBusShardQueue
+
+        return ServiceBusShardQueue.from_settings(self.settings, self)
 
     @cached_property
     def inventory(self) -> Inventory:

@@ -13,9 +13,11 @@ from shared.domain.command import ExtensionCommand
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobStatus
 from shared.domain.policy import Policy
+from shared.domain.progress import PlanRequest, ShardProgress
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import RecoveryPoint
 from shared.domain.restore_point import ConsistencyMode, ManagedDiskState, RestorePointState
+from shared.domain.shards import shard_of
 from shared.domain.task import SnapshotTask
 from shared.errors import PermanentError
 
@@ -29,6 +31,13 @@ class TaskQueue(Protocol):
         ``message_id`` is the task's ``message_id`` (duplicate detection); a task whose
         ``not_before`` lies ahead is scheduled for that time.
         """
+
+
+class ShardQueue(Protocol):
+    """The planner queue: one message per shard when a tick fans out (shared/domain/progress.py)."""
+
+    def send(self, requests: Sequence[PlanRequest]) -> int:
+        """Send in as few operations as the queue allows, message_id = the request's; returns operations."""
 
 
 class Inventory(Protocol):
@@ -50,10 +59,12 @@ class JobQuery:
     until: datetime | None = None
     page_size: int = 50
     continuation: str | None = None
+    shard: str | None = None            # only the jobs of VMs in this shard (shared/domain/shards.py)
 
     def matches(self, job: Job) -> bool:
         """Whether ``job`` belongs in the answer: times bound the slot, the VM name ignores case."""
         return ((self.vm_name is None or job.vm_name.lower() == self.vm_name.lower())
+                and (self.shard is None or shard_of(job.vm_name) == self.shard)
                 and (self.status is None or job.status == JobStatus(self.status))
                 and (self.operation is None or job.operation == self.operation)
                 and (self.since is None or job.slot >= utc(self.since))
@@ -75,6 +86,9 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None when no job has that id."""
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs of these ids that exist, by id (a batch of a tick's jobs costs a request or two)."""
 
     def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
         """Read, apply ``change`` (None = no change), write back guarded by the ETag; retry on races.
@@ -182,8 +196,23 @@ class ProtectedItemStore(Protocol):
     def save_many(self, items: Sequence[ProtectedItem]) -> tuple[list[ProtectedItem], list[str], int]:
         """Write items read earlier unless changed meanwhile: (saved, names not written, transactions)."""
 
-    def pages(self, page_size: int = 100) -> Iterable[list[ProtectedItem]]:
-        """Every item, at most ``page_size`` per page."""
+    def pages(self, page_size: int = 100, shard: str | None = None,
+              after: str | None = None) -> Iterable[list[ProtectedItem]]:
+        """Every item, at most ``page_size`` per page; with ``shard``, that shard's items in name order
+        (lower-cased), those after the name ``after`` if given (to resume a listing that failed)."""
+
+
+class ShardProgressStore(Protocol):
+    """How far the scheduler settled each shard (shared/domain/progress.py)."""
+
+    def get(self, shard: str) -> ShardProgress:
+        """The shard's progress; an empty one if no run has written any."""
+
+    def all(self) -> list[ShardProgress]:
+        """Every shard's progress, in shard order."""
+
+    def update(self, shard: str, change: Callable[[ShardProgress], ShardProgress]) -> ShardProgress:
+        """Read, change, write back guarded by the ETag; a lost race reads and changes again."""
 
 
 class StatusBlobs(Protocol):

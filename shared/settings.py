@@ -49,6 +49,8 @@ class Settings:
     storage: Connection
     service_bus: Connection
     tasks_queue: str = "snapshot-tasks"
+    planner_queue: str = "plan-shards"
+    fan_out_items: int = 5000               # a tick fans out to planners once the fleet has this many items
     schedule: str = "0 */5 * * * *"
     sweep_schedule: str = "0 */10 * * * *"
     restore_point_schedule: str = "0 */1 * * * *"
@@ -69,7 +71,7 @@ class Settings:
     def binding_values(self) -> dict[str, str]:
         """The app settings the functions' bindings name (``%SETTING%`` and connections), for a host
         running the app with these settings (the local host, tests)."""
-        values = {"SNAPSHOT_TASKS_QUEUE": self.tasks_queue, "SNAPSHOT_SCHEDULE": self.schedule,
+        values = {"SNAPSHOT_TASKS_QUEUE": self.tasks_queue, "PLANNER_QUEUE": self.planner_queue, "SNAPSHOT_SCHEDULE": self.schedule,
                   "SWEEP_SCHEDULE": self.sweep_schedule, "RESTORE_POINT_SCHEDULE": self.restore_point_schedule,
                   "RETENTION_SCHEDULE": self.retention_schedule,
                   "STATUS_CONTAINER": self.status_container}
@@ -104,10 +106,14 @@ class Settings:
         status_days = _number(env, "STATUS_BLOB_RETENTION_DAYS", "7", "a number of days", low=0.0)
         snapshot_limit = int(_number(env, "SNAPSHOT_LIMIT", str(cls.snapshot_limit), "a whole number of snapshots",
                                      low=1.0, whole=True))
+        fan_out_items = int(_number(env, "PLANNER_FAN_OUT_ITEMS", str(cls.fan_out_items),
+                                    "a whole number of items (0: never fan out)", low=0.0, whole=True))
         return cls(
             storage=_connection(env, STORAGE, ("blobServiceUri", "tableServiceUri")),
             service_bus=_connection(env, SERVICE_BUS, ("fullyQualifiedNamespace",)),
             tasks_queue=env.get("SNAPSHOT_TASKS_QUEUE", cls.tasks_queue),
+            planner_queue=env.get("PLANNER_QUEUE", cls.planner_queue),
+            fan_out_items=fan_out_items,
             schedule=schedule,
             sweep_schedule=sweep_schedule,
             restore_point_schedule=restore_point_schedule,

@@ -56,6 +56,9 @@ class InMemoryJobStore:
         job = self.jobs.get(job_id)
         return _copy(job) if job else None
 
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        return {job_id: job for job_id in job_ids if (job := self.get(job_id)) is not None}
+
     def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
         with self._lock:
             current = self.get(job_id)

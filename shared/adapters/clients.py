@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from shared.adapters.metering import request_hook
 from shared.errors import ConfigurationError
 from shared.settings import Connection
 
@@ -19,12 +20,18 @@ if TYPE_CHECKING:
 TABLE_RETRY = {"retry_total": 3, "retry_backoff_factor": 0.4}
 
 
+def table_options() -> dict:
+    """Client options for Table clients: the retries above, and requests counted (metering.py)."""
+    return dict(TABLE_RETRY, raw_request_hook=request_hook("table"))
+
+
 def blob_retry() -> dict:
     """Client options for Blob clients: three retries, about 10 s in all."""
     from azure.storage.blob import ExponentialRetry
 
     return {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3,
-                                             random_jitter_range=1)}
+                                             random_jitter_range=1),
+            "raw_request_hook": request_hook("blob")}
 
 
 def blob_service_client(conn: Connection, services) -> BlobServiceClient:
@@ -41,8 +48,8 @@ def table_service_client(conn: Connection, services) -> TableServiceClient:
 
     if conn.connection_string:
         with _malformed(conn):
-            return TableServiceClient.from_connection_string(conn.connection_string, **TABLE_RETRY)
-    return TableServiceClient(conn.endpoint("tableServiceUri"), credential=services.credential, **TABLE_RETRY)
+            return TableServiceClient.from_connection_string(conn.connection_string, **table_options())
+    return TableServiceClient(conn.endpoint("tableServiceUri"), credential=services.credential, **table_options())
 
 
 @contextmanager

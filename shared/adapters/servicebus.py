@@ -4,7 +4,9 @@ Sends in as few operations as Service Bus allows: immediate tasks go in ServiceB
 sends; tasks whose ``not_before`` lies ahead are scheduled, one schedule call per distinct time.
 MessageId is the task's message id, so the queue's duplicate detection drops a re-send.
 
-One sender stays open for the process (opening one costs the client about a second of AMQP
+Shard requests of a tick that fans out go to the planner queue the same way.
+
+One sender per queue stays open for the process (opening one costs the client about a second of AMQP
 handshakes); sends are serialised on it, and a failed one drops it so the next send reopens.
 """
 from __future__ import annotations
@@ -20,66 +22,47 @@ from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusErro
 
 from shared.adapters.azure_errors import SERVICE_BUS_REFUSED_HINT, Failure, failure_of, translate
 from shared.clock import Clock, SystemClock
+from shared.domain.progress import PlanRequest
 from shared.domain.task import SCHEMA, SnapshotTask
 from shared.errors import ConfigurationError, TransientError
 
 log = logging.getLogger(__name__)
 
 
-class ServiceBusTaskQueue:
-    def __init__(self, client: ServiceBusClient, queue_name: str, *, clock: Clock | None = None):
-        self._client = client
-        self._queue = queue_name
-        self._clock = clock or SystemClock()
+class _QueueSender:
+    """One queue's sender, kept open and serialised; sends batches and scheduled groups."""
+
+    def __init__(self, client: ServiceBusClient, queue_name: str):
+        self.client = client
+        self.queue = queue_name
         self._sender = None
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_settings(cls, settings, services) -> "ServiceBusTaskQueue":
-        conn = settings.service_bus
-        if conn.connection_string:
-            try:
-                client = ServiceBusClient.from_connection_string(conn.connection_string)
-            except ValueError as exc:
-                raise ConfigurationError(f"setting {conn.name} is not a Service Bus connection string "
-                                         f"({exc}); expected Endpoint=sb://...;SharedAccessKeyName=...;"
-                                         f"SharedAccessKey=...") from exc
-        else:
-            client = ServiceBusClient(conn.endpoint("fullyQualifiedNamespace"), credential=services.credential)
-        return cls(client, settings.tasks_queue, clock=services.clock)
-
-    def send(self, tasks: Sequence[SnapshotTask]) -> int:
-        if not tasks:
-            return 0
-        now = self._clock.now()
-        immediate = [t for t in tasks if t.not_before is None or t.not_before <= now]
-        later: dict[datetime, list[SnapshotTask]] = defaultdict(list)
-        for task in tasks:
-            if task.not_before is not None and task.not_before > now:
-                later[task.not_before].append(task)
+    def send(self, immediate: Sequence[ServiceBusMessage], later: dict[datetime, list[ServiceBusMessage]],
+             *, what: str) -> int:
         with self._lock:
             try:
                 if self._sender is None:
-                    self._sender = self._client.get_queue_sender(self._queue)
+                    self._sender = self.client.get_queue_sender(self.queue)
                 operations = self._send_batched(self._sender, immediate)
                 for when, group in sorted(later.items()):
-                    self._sender.schedule_messages([_message(t) for t in group], when)
+                    self._sender.schedule_messages(group, when)
                     operations += 1
             except ServiceBusError as exc:
                 self._drop_sender()
                 if failure_of(exc) is not Failure.TRANSIENT:
-                    raise translate(exc, f"sending to queue {self._queue}", service="Service Bus",
+                    raise translate(exc, f"sending to queue {self.queue}", service="Service Bus",
                                     refused_hint=SERVICE_BUS_REFUSED_HINT) from exc
-                raise TransientError(f"could not send {len(tasks)} task(s) to queue {self._queue}: "
+                raise TransientError(f"could not send {what} to queue {self.queue}: "
                                      f"{type(exc).__name__}") from exc
-        log.info("sent %d task(s) to %s in %d operation(s)", len(tasks), self._queue, operations)
+        log.info("sent %s to %s in %d operation(s)", what, self.queue, operations)
         return operations
 
-    def _send_batched(self, sender, tasks: Sequence[SnapshotTask]) -> int:
+    @staticmethod
+    def _send_batched(sender, messages: Sequence[ServiceBusMessage]) -> int:
         operations = 0
         batch = sender.create_message_batch()
-        for task in tasks:
-            message = _message(task)
+        for message in messages:
             try:
                 batch.add_message(message)
             except MessageSizeExceededError:
@@ -95,7 +78,7 @@ class ServiceBusTaskQueue:
     def close(self) -> None:
         with self._lock:
             self._drop_sender()
-        self._client.close()
+        self.client.close()
 
     def _drop_sender(self) -> None:
         sender, self._sender = self._sender, None
@@ -103,7 +86,65 @@ class ServiceBusTaskQueue:
             try:
                 sender.close()
             except ServiceBusError:
-                log.debug("closing a failed sender of %s failed too", self._queue)
+                log.debug("closing a failed sender of %s failed too", self.queue)
+
+
+def _client(settings, services) -> ServiceBusClient:
+    conn = settings.service_bus
+    if conn.connection_string:
+        try:
+            return ServiceBusClient.from_connection_string(conn.connection_string)
+        except ValueError as exc:
+            raise ConfigurationError(f"setting {conn.name} is not a Service Bus connection string "
+                                     f"({exc}); expected Endpoint=sb://...;SharedAccessKeyName=...;"
+                                     f"SharedAccessKey=...") from exc
+    return ServiceBusClient(conn.endpoint("fullyQualifiedNamespace"), credential=services.credential)
+
+
+class ServiceBusTaskQueue:
+    def __init__(self, client: ServiceBusClient, queue_name: str, *, clock: Clock | None = None):
+        self._queue = _QueueSender(client, queue_name)
+        self._clock = clock or SystemClock()
+
+    @classmethod
+    def from_settings(cls, settings, services) -> "ServiceBusTaskQueue":
+        return cls(_client(settings, services), settings.tasks_queue, clock=services.clock)
+
+    def send(self, tasks: Sequence[SnapshotTask]) -> int:
+        if not tasks:
+            return 0
+        now = self._clock.now()
+        immediate = [_message(t) for t in tasks if t.not_before is None or t.not_before <= now]
+        later: dict[datetime, list[ServiceBusMessage]] = defaultdict(list)
+        for task in tasks:
+            if task.not_before is not None and task.not_before > now:
+                later[task.not_before].append(_message(task))
+        return self._queue.send(immediate, later, what=f"{len(tasks)} task(s)")
+
+    def close(self) -> None:
+        self._queue.close()
+
+
+class ServiceBusShardQueue:
+    """The planner queue: a tick's shard requests, one message each, sent in batches."""
+
+    def __init__(self, client: ServiceBusClient, queue_name: str):
+        self._queue = _QueueSender(client, queue_name)
+
+    @classmethod
+    def from_settings(cls, settings, services) -> "ServiceBusShardQueue":
+        return cls(_client(settings, services), settings.planner_queue)
+
+    def send(self, requests: Sequence[PlanRequest]) -> int:
+        if not requests:
+            return 0
+        messages = [ServiceBusMessage(r.to_json(), message_id=r.message_id, content_type="application/json",
+                                      subject="plan-shard", application_properties={"shard": r.shard})
+                    for r in requests]
+        return self._queue.send(messages, {}, what=f"{len(requests)} shard request(s)")
+
+    def close(self) -> None:
+        self._queue.close()
 
 
 def _message(task: SnapshotTask) -> ServiceBusMessage:

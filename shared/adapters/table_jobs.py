@@ -5,17 +5,16 @@ of a job are computed from its id alone. Times are stored inverted (``9999999999
 digits) so that the natural key order is newest first, which is the order users ask for.
 
 - Job row (one per job, mutable, ETag-guarded):
-  ``PartitionKey = "J" + inv(slot hour)``, ``RowKey = inv(slot ms) + "_" + job_id``.
-  (b) ``job show <id>`` is a point read. (a) A tick's jobs share a slot, hence a partition, so the
-  scheduler inserts them in transactions of 100. (d) A time range is a PartitionKey range scan over
-  the hours it covers, newest first; (e) status and operation filters run server-side inside that
-  range (bounded by the range; the CLI defaults to the last 7 days, like az). One hour per partition
-  keeps each partition's write rate far below the per-partition limit even at 10,000 jobs a tick.
-- VM index row (one per job, immutable, written before the job row, so a job row never lacks one):
-  ``PartitionKey = "V" + the first hex digit of sha256(vm)`` (16 buckets, fixed forever),
-  ``RowKey = vm + "|" + inv(slot ms) + "|" + job_id``. (c) The jobs of one VM, newest first, are a
-  RowKey prefix range inside one partition; a tick's index rows fall into 16 partitions, so they
-  batch too (10,000 jobs: 100 job-row and about 110 index transactions).
+  ``PartitionKey = "J" + shard + inv(slot hour)``, ``RowKey = inv(slot ms) + "_" + job_id``, where
+  the shard is the VM's (shared/domain/shards.py), which the id carries. (b) ``job show <id>`` is a
+  point read. (a) A tick's jobs for one shard share a slot, hence a partition, so a planner inserts
+  them in transactions of 100, one entity per job and nothing else. (d) A time range is, per shard,
+  a PartitionKey range over the hours it covers; the 16 shards' streams are merged newest first
+  (RowKey order is time order across shards); (e) status, operation and VM filters run server-side
+  inside those ranges. (c) The jobs of one VM are its shard's stream filtered on ``VmKey``: a scan
+  of a sixteenth of the jobs in the range, newest first, stopping at the page's end, with no second
+  row per job to write. One hour and one shard per partition keeps each partition's write rate
+  at a sixteenth of a slot's jobs.
 - Alias row, only for ids that do not carry a slot (not made by ``job_id_for``):
   ``PartitionKey = "A" + two hex digits of sha256(id)``, ``RowKey = job_id`` -> the job row's keys.
 
@@ -28,6 +27,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import heapq
 import json
 import logging
 import re
@@ -43,10 +43,12 @@ from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExists
 from azure.data.tables import EdmType, EntityProperty, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.clock import utc
+from shared.adapters.metering import in_context
 from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translate
 from shared.domain.bloburl import base_of
 from shared.domain.jobs import (AttemptOutcome, AttemptRecord, Consistency, DiskResult, Job, JobError, JobPhase,
-                                JobStatus, slot_of_job_id)
+                                JobStatus, shard_of_job_id, slot_of_job_id)
+from shared.domain.shards import SHARDS, check_shard, shard_of
 from shared.domain.status import strip_secrets
 from shared.domain.task import validate_job_id
 from shared.errors import NotFoundError, ValidationError
@@ -54,14 +56,13 @@ from shared.ports import JobPage, JobQuery
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
+SCHEMA = 2                  # 2: shard in the partition key, no VM index rows
 BATCH = 100                 # Table transactions take at most 100 operations
 MAX_PAGE = 1000
 MAX_PROPERTY_CHARS = 30_000  # a string property holds at most 64 KiB (32K UTF-16 units)
 _MAX_MS = 10**13 - 1
 _HOUR_MS = 3_600_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_UNSAFE_KEY = re.compile(r"[^a-z0-9._-]")
 
 
 class TableJobStore:
@@ -88,11 +89,9 @@ class TableJobStore:
         for index, job in enumerate(jobs):
             first.setdefault(job.job_id, index)
         unique = [(index, jobs[index]) for index in first.values()]
-        # Index (and alias) rows first: idempotent upserts, so a crash between the two steps leaves at
-        # worst an index row pointing at nothing, which queries skip.
-        side_rows = [_index_entity(job) for _, job in unique] + [
-            _alias_entity(job) for _, job in unique if slot_of_job_id(job.job_id) is None]
-        self._run_batches(_group(side_rows), self._upsert_batch)
+        aliases = [_alias_entity(job) for _, job in unique if slot_of_job_id(job.job_id) is None]
+        if aliases:     # first, and idempotent: a crash between the two leaves an alias to nothing
+            self._run_batches(_group(aliases), self._upsert_batch)
         by_partition: dict[str, list[tuple[int, dict]]] = defaultdict(list)
         for index, job in unique:
             entity = _job_entity(job)
@@ -102,6 +101,27 @@ class TableJobStore:
             for index, ok in created:
                 results[index] = ok
         return results
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs of these ids that exist: one range query per partition they fall in."""
+        wanted: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        found: dict[str, Job] = {}
+        for job_id in dict.fromkeys(job_ids):
+            keys = _job_keys(job_id)
+            if keys is None:
+                job = self.get(job_id)
+                if job is not None:
+                    found[job_id] = job
+                continue
+            wanted[keys[0]].append((keys[1], job_id))
+        for partition, rows in wanted.items():
+            keys = sorted(rows)
+            ids = {job_id for _, job_id in keys}
+            for entity in self._query("PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
+                                      {"pk": partition, "low": keys[0][0], "high": keys[-1][0]}):
+                if entity.get("JobId") in ids:
+                    found[entity["JobId"]] = job_from_entity(entity)
+        return found
 
     def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
         """Read, change, write back only if nobody wrote in between (ETag); retry lost races."""
@@ -132,62 +152,58 @@ class TableJobStore:
     def query(self, query: JobQuery) -> JobPage:
         """A page of jobs, newest first; ``continuation`` (opaque) resumes after the last one returned."""
         size = max(1, min(query.page_size, MAX_PAGE))
-        token = _decode_token(query.continuation)
-        source = self._by_vm(query, token) if query.vm_name else self._by_time(query, token, size)
+        after = _decode_token(query.continuation)
+        if query.vm_name is not None:
+            shards: Sequence[str] = (shard_of(query.vm_name),)
+        elif query.shard is not None:
+            shards = (check_shard(query.shard),)
+        else:
+            shards = SHARDS
+        streams = [self._shard_stream(shard, query, after, size) for shard in shards]
+        source = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda pair: pair[0])
         jobs: list[Job] = []
-        last: tuple[str, str] | None = None
-        for keys, job in source:
+        for row_key, job in source:
             if query.matches(job):
                 jobs.append(job)
-                last = keys
                 if len(jobs) == size:
-                    return JobPage(jobs=jobs, continuation=_encode_token(last))
+                    return JobPage(jobs=jobs, continuation=_encode_token(row_key))
         return JobPage(jobs=jobs)
 
     # --- internals ----------------------------------------------------------------------------
-    def _by_vm(self, query: JobQuery, token: tuple[str, str] | None) -> Iterator[tuple[tuple[str, str], Job]]:
-        vm = _vm_key(query.vm_name)
-        low = f"{vm}|{_inv(_ms(query.until) - 1)}|" if query.until else f"{vm}|"
-        high = f"{vm}|{_inv(_ms(query.since))}|~" if query.since else f"{vm}|~"
-        partition = _vm_partition(query.vm_name)
-        params = {"pk": partition, "low": low, "high": high}
-        text = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
-        if token:
-            params["after"] = token[1]
-            text += " and RowKey gt @after"
-        for row in self._query(text, params, select=["RowKey", "JobId"]):
-            entity = self._read(row["JobId"])
-            if entity is not None:
-                yield (partition, row["RowKey"]), job_from_entity(entity)
+    def _shard_stream(self, shard: str, query: JobQuery, after: str | None,
+                      size: int) -> Iterator[tuple[str, Job]]:
+        """One shard's jobs in the query's range, newest first, as (RowKey, job).
 
-    def _by_time(self, query: JobQuery, token, size: int) -> Iterator[tuple[tuple[str, str], Job]]:
+        RowKeys start with the inverted slot time, so "RowKey gt the last one returned" resumes a
+        page in every shard and every hour at once."""
+        newest = _inv(_hour(_ms(query.until) - 1)) if query.until else ""
+        if after is not None:
+            newest = max(newest, _inv(_hour(_MAX_MS - int(after[:13]))))
         params: dict[str, Any] = {
-            "plow": "J" + _inv(_hour(_ms(query.until) - 1)) if query.until else "J",
-            "phigh": "J" + _inv(_hour(_ms(query.since))) if query.since else "J~",
+            "plow": f"J{shard}{newest}",
+            "phigh": f"J{shard}{_inv(_hour(_ms(query.since)))}" if query.since else f"J{shard}~",
         }
-        extra = ""
+        text = "PartitionKey ge @plow and PartitionKey le @phigh"
+        if after is not None:
+            params["after"] = after
+            text += " and RowKey gt @after"
+        if query.vm_name is not None:
+            params["vm"] = query.vm_name.lower()
+            text += " and VmKey eq @vm"
         if query.since:
             params["since"] = utc(query.since)
-            extra += " and Slot ge @since"
+            text += " and Slot ge @since"
         if query.until:
             params["until"] = utc(query.until)
-            extra += " and Slot lt @until"
+            text += " and Slot lt @until"
         if query.status:
             params["status"] = JobStatus(query.status).value
-            extra += " and Status eq @status"
+            text += " and Status eq @status"
         if query.operation:
             params["operation"] = query.operation
-            extra += " and Operation eq @operation"
-        texts = []
-        if token:
-            params.update(pk=token[0], after=token[1])
-            texts.append("PartitionKey eq @pk and RowKey gt @after" + extra)
-            texts.append("PartitionKey gt @pk and PartitionKey le @phigh" + extra)
-        else:
-            texts.append("PartitionKey ge @plow and PartitionKey le @phigh" + extra)
-        for text in texts:
-            for entity in self._query(text, params, per_page=min(size + 1, MAX_PAGE)):
-                yield (entity["PartitionKey"], entity["RowKey"]), job_from_entity(entity)
+            text += " and Operation eq @operation"
+        for entity in self._query(text, params, per_page=min(size + 1, MAX_PAGE)):
+            yield entity["RowKey"], job_from_entity(entity)
 
     def _query(self, text: str, params: dict, *, select: list[str] | None = None,
                per_page: int = MAX_PAGE) -> Iterator[dict]:
@@ -253,7 +269,7 @@ class TableJobStore:
         if len(chunks) <= 1 or self._workers <= 1:
             return [fn(chunk) for chunk in chunks]
         with ThreadPoolExecutor(max_workers=min(self._workers, len(chunks))) as pool:
-            return list(pool.map(fn, chunks))
+            return [future.result() for future in [pool.submit(in_context(fn), chunk) for chunk in chunks]]
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -284,7 +300,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
     partition, row = _job_keys(job.job_id) or _slot_keys(job)
     entity: dict[str, Any] = {
         "PartitionKey": partition, "RowKey": row, "Schema": SCHEMA,
-        "JobId": job.job_id, "VmName": job.vm_name, "Slot": utc(job.slot), "StartTime": utc(job.start_time),
+        "JobId": job.job_id, "VmName": job.vm_name, "VmKey": job.vm_name.lower(), "Slot": utc(job.slot), "StartTime": utc(job.start_time),
         "Trigger": getattr(job.trigger, "value", job.trigger), "Operation": job.operation,
         "Status": job.status.value, "Phase": job.phase.value, "Attempt": _int32(job.attempt),
         "Disks": _fit_json([_disk_dict(d) for d in job.disks], "error"),
@@ -327,13 +343,6 @@ def job_from_entity(entity: dict[str, Any]) -> Job:
     )
 
 
-def _index_entity(job: Job) -> dict[str, Any]:
-    ms = _ms(job.slot)
-    return {"PartitionKey": _vm_partition(job.vm_name),
-            "RowKey": f"{_vm_key(job.vm_name)}|{_inv(ms)}|{job.job_id}",
-            "JobId": job.job_id, "VmName": job.vm_name, "Slot": utc(job.slot)}
-
-
 def _alias_entity(job: Job) -> dict[str, Any]:
     partition, row = _slot_keys(job)
     return {"PartitionKey": f"A{_hash2(job.job_id)}", "RowKey": job.job_id,
@@ -341,25 +350,17 @@ def _alias_entity(job: Job) -> dict[str, Any]:
 
 
 def _job_keys(job_id: str) -> tuple[str, str] | None:
-    slot = slot_of_job_id(job_id)
-    if slot is None:
+    slot, shard = slot_of_job_id(job_id), shard_of_job_id(job_id)
+    if slot is None or shard is None:
         return None
     ms = _ms(slot)
-    return "J" + _inv(_hour(ms)), f"{_inv(ms)}_{job_id}"
+    return f"J{shard}{_inv(_hour(ms))}", f"{_inv(ms)}_{job_id}"
 
 
 def _slot_keys(job: Job) -> tuple[str, str]:
     validate_job_id(job.job_id, field="job_id")
     ms = _ms(job.slot)
-    return "J" + _inv(_hour(ms)), f"{_inv(ms)}_{job.job_id}"
-
-
-def _vm_key(name: str) -> str:
-    return _UNSAFE_KEY.sub(lambda m: f"~{ord(m.group()):x}~", name.lower())
-
-
-def _vm_partition(name: str) -> str:
-    return f"V{_hash2(name.lower())[0]}"
+    return f"J{shard_of(job.vm_name)}{_inv(_hour(ms))}", f"{_inv(ms)}_{job.job_id}"
 
 
 def _hash2(text: str) -> str:
@@ -440,16 +441,18 @@ def _time(value: Any) -> datetime | None:
                         value.microsecond, tzinfo=value.tzinfo))
 
 
-def _encode_token(keys: tuple[str, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(keys)).encode()).decode()
+def _encode_token(row_key: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(["v2", row_key]).encode()).decode()
 
 
-def _decode_token(token: str | None) -> tuple[str, str] | None:
+def _decode_token(token: str | None) -> str | None:
     if not token:
         return None
     try:
-        partition, row = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return str(partition), str(row)
+        version, row_key = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if version != "v2" or not re.fullmatch(r"\d{13}_.+", str(row_key)):
+            raise ValueError(version)
+        return str(row_key)
     except (ValueError, TypeError) as exc:
         raise ValidationError("continuation token is not one this store issued", field="continuation") from exc
 

@@ -15,7 +15,6 @@ Keys:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -29,10 +28,12 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError, UpdateMode
 
+from shared.adapters.metering import in_context
 from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translate
 from shared.clock import utc
 from shared.domain.inventory import Disk, DiskKind, Vm, VmKind
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, check_name, default_policy
+from shared.domain.shards import check_shard, shard_of
 from shared.domain.protection import (DiskListSetting, DiskSelection, ProtectedItem, ProtectionState,
                                       SkippedSlot)
 from shared.errors import ConflictError, NotFoundError, ValidationError
@@ -185,7 +186,7 @@ def _policy_from(entity) -> Policy:
 
 # --- protected items ----------------------------------------------------------------------------
 def item_partition(vm_name: str) -> str:
-    return "b" + hashlib.sha256(vm_name.lower().encode()).hexdigest()[0]
+    return "b" + shard_of(vm_name)
 
 
 class TableProtectedItemStore:
@@ -258,7 +259,8 @@ class TableProtectedItemStore:
         transactions = 0
         # Partitions are independent: their transactions go out side by side.
         with ThreadPoolExecutor(max_workers=max(1, min(self._workers, len(chunks)))) as pool:
-            for chunk_saved, chunk_conflicts, chunk_transactions in pool.map(self._save_chunk, chunks):
+            futures = [pool.submit(in_context(self._save_chunk), chunk) for chunk in chunks]
+            for chunk_saved, chunk_conflicts, chunk_transactions in (f.result() for f in futures):
                 saved += chunk_saved
                 conflicts += chunk_conflicts
                 transactions += chunk_transactions
@@ -288,10 +290,19 @@ class TableProtectedItemStore:
         with _storage_errors(f"deleting protected item {vm_name}"):
             self._table.delete_entity(item_partition(vm_name), vm_name.lower())
 
-    def pages(self, page_size: int = BATCH_LIMIT) -> Iterator[list[ProtectedItem]]:
-        """Every item, a page at a time: memory holds one page, however many VMs there are."""
+    def pages(self, page_size: int = BATCH_LIMIT, shard: str | None = None,
+              after: str | None = None) -> Iterator[list[ProtectedItem]]:
+        """Every item (of one shard, in name order, after the name ``after``), a page at a time:
+        memory holds one page, however many VMs there are."""
+        if shard is None:
+            found = self._table.list_entities(results_per_page=page_size)
+        else:
+            text, params = "PartitionKey eq @pk", {"pk": "b" + check_shard(shard)}
+            if after is not None:
+                text, params["after"] = text + " and RowKey gt @after", after.lower()
+            found = self._table.query_entities(text, parameters=params, results_per_page=page_size)
         with _storage_errors("listing protected items"):
-            for page in self._table.list_entities(results_per_page=page_size).by_page():
+            for page in found.by_page():
                 items = [_item_from(e) for e in page]
                 if items:
                     yield items

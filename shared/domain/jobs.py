@@ -21,6 +21,7 @@ from shared.domain.bloburl import base_of
 from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.inventory import BackupMethod
 from shared.domain.remediation import Remediation
+from shared.domain.shards import shard_of
 
 if TYPE_CHECKING:
     from shared.domain.status import StatusReport
@@ -63,18 +64,20 @@ _MS48 = (1 << 48) - 1
 def job_id_for(vm_name: str, slot: datetime, trigger: str = "Scheduled") -> str:
     """The deterministic job id of one (item, slot): a re-fired timer finds the same job.
 
-    A UUIDv8 (RFC 9562) whose first 48 bits are the slot's unix milliseconds and whose other bits
-    hash (namespace, vm, trigger, slot): ids sort by slot, and the slot (hence the table partition)
-    can be read back from the id alone (``slot_of_job_id``).
+    A UUIDv8 (RFC 9562) whose first 48 bits are the slot's unix milliseconds, whose next 4 bits
+    after the version are the VM's shard, and whose other bits hash (namespace, vm, trigger, slot):
+    ids sort by slot, and the slot and shard (hence the table partition) can be read back from the
+    id alone (``slot_of_job_id``, ``shard_of_job_id``).
     """
     slot = utc(slot)
     trigger = getattr(trigger, "value", trigger)
     ms = (slot - _EPOCH) // timedelta(milliseconds=1)
     digest = hashlib.sha256(f"{JOB_ID_NAMESPACE}|{vm_name.lower()}|{trigger}|{slot.isoformat()}".encode()).digest()
-    rest = int.from_bytes(digest[:10], "big")       # 80 bits, of which 74 are kept
+    rest = int.from_bytes(digest[:10], "big")       # 80 bits, of which 70 are kept
     value = (ms & _MS48) << 80
     value |= 0x8 << 76                              # version 8
-    value |= ((rest >> 68) & 0xFFF) << 64           # 12 bits
+    value |= int(shard_of(vm_name), 16) << 72       # 4 bits: the shard
+    value |= ((rest >> 68) & 0xFF) << 64            # 8 bits
     value |= 0b10 << 62                             # RFC 4122 variant
     value |= rest & ((1 << 62) - 1)                 # 62 bits
     return str(uuid.UUID(int=value))
@@ -89,6 +92,13 @@ def slot_of_job_id(job_id: str) -> datetime | None:
     if parsed.version != 8 or len(job_id) != 36:
         return None
     return _EPOCH + timedelta(milliseconds=parsed.int >> 80)
+
+
+def shard_of_job_id(job_id: str) -> str | None:
+    """The shard a job id made by ``job_id_for`` carries (the hex digit after its version digit)."""
+    if slot_of_job_id(job_id) is None:
+        return None
+    return job_id[15].lower()
 
 
 @dataclass

@@ -107,7 +107,8 @@ class ProtectedItem:
 
     def with_skipped(self, slots: list[SkippedSlot]) -> list[SkippedSlot]:
         """The bounded history of skipped slots after adding ``slots`` (newest last)."""
-        return (self.skipped + slots)[-MAX_SKIPPED:]
+        known = {s.slot for s in self.skipped}
+        return (self.skipped + [s for s in slots if s.slot not in known])[-MAX_SKIPPED:]
 
     def started(self, job_id: str, at: datetime) -> "ProtectedItem":
         return replace(self, in_progress_job_id=job_id, in_progress_since=utc(at), last_job_id=job_id)

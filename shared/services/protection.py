@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator
 from shared.domain import remediation
 from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
 from shared.domain.policy import Policy, PolicyType
-from shared.domain.protection import (DiskSelection, ProtectedItem, ProtectionState, on_demand_limit_reached,
+from shared.domain.protection import (STALE_AFTER, DiskSelection, ProtectedItem, ProtectionState, on_demand_limit_reached,
                                       utc_day_start)
 from shared.domain.schedule import next_slot
 from shared.domain.task import Trigger
@@ -167,7 +167,10 @@ def list_protected_items(svc: Services) -> Iterator[ItemStatus]:
 
 
 def _status(svc: Services, item: ProtectedItem, policies: dict[str, Policy]) -> ItemStatus:
-    last_job = svc.jobs.get(item.last_job_id) if item.last_job_id else None
+    # The tick writes no item per job, so the last job is the VM's newest job since its protection began.
+    newest = svc.jobs.query(JobQuery(vm_name=item.vm_name, operation="Backup", since=item.protected_since,
+                                     page_size=1)).jobs
+    last_job = newest[0] if newest else None
     upcoming = None
     if item.is_active:
         key = item.policy_name.lower()
@@ -274,10 +277,11 @@ def _not_queued(svc: Services, job: Job, before: ProtectedItem, exc: VmsnapError
 
 
 def _check_in_progress(svc: Services, item: ProtectedItem, now: datetime) -> None:
-    if not item.may_be_busy(now) or item.in_progress_job_id is None:
-        return
-    previous = svc.jobs.get(item.in_progress_job_id)
-    if blocks_new_backup(previous, now):
+    """ConflictError while a backup of the item (scheduled or on demand) is still in progress."""
+    running = svc.jobs.query(JobQuery(vm_name=item.vm_name, status=JobStatus.IN_PROGRESS,
+                                      since=now - STALE_AFTER, page_size=100)).jobs
+    previous = next((job for job in running if job.operation == "Backup" and blocks_new_backup(job, now)), None)
+    if previous is not None:
         raise ConflictError(f"{remediation.OPERATION_IN_PROGRESS}: backup job {previous.job_id} of "
                             f"{item.vm_name!r} is still in progress; wait for it "
                             f"(`vmsnap job wait --name {previous.job_id}`) and try again")

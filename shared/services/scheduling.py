@@ -1,30 +1,43 @@
 """The scheduling tick: every protected item with a slot due gets exactly one job and one task.
 
-Per page of items (up to 1,000: Table's largest page, and one queue sender per page), in this order, so that a crash anywhere is repaired by the next tick:
-1. plan each item from its watermark (pure: ``plan_item``);
-2. create the page's jobs insert-if-absent (deterministic job id per item and slot);
+The fleet is split into 16 shards (shared/domain/shards.py). A tick plans each shard itself, or,
+once the fleet is large (``PLANNER_FAN_OUT_ITEMS``), sends one message per shard to the planner
+queue, so the shards are planned by the app's instances side by side (functions/planner.py).
+
+Per page of a shard's items (up to 1,000), in this order, so that a crash anywhere is repaired:
+1. plan each item from its watermark (pure: ``plan_item``); the watermark is the shard's progress
+   (shared/domain/progress.py) unless the item's own is later;
+2. create the page's jobs insert-if-absent (deterministic job id per item and slot): one entity per
+   job, in transactions of 100 (a shard's jobs of one slot share a partition);
 3. send their tasks in one batch (message_id = task id: the queue drops a repeat);
-4. advance the items' watermarks (ETag-guarded Table transactions).
-A tick that dies after 2 or 3 leaves watermarks behind, so the next tick plans the same slots, finds
-the jobs already there and sends their tasks again (only for jobs still Queued). Memory holds one
-page at a time, whatever the number of VMs.
+4. write the items whose own state changed (initial backup done, slots skipped), ETag-guarded;
+5. record the shard's progress: this run has settled every item up to the page's last.
+Each step is tried again with growing pauses while storage or Service Bus fails (steps are
+idempotent); a page that still fails ends the shard's run, counted as failed, and the next tick
+resumes at that page, finding its jobs by their ids and sending the tasks of those still queued.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+import time
+from functools import partial
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING, Callable, TypeGuard, TypeVar
 
 from croniter import croniter
 
+from shared.adapters.metering import metered
 from shared.domain.jobs import Job, JobPhase, JobStatus, mark_cancelled, timeout_deadline
 from shared.domain.policy import Frequency, Policy
-from shared.domain.protection import ProtectedItem, SkippedSlot
+from shared.domain.progress import PlanRequest
+from shared.domain.protection import STALE_AFTER, ProtectedItem, SkippedSlot
 from shared.domain.schedule import slots_between
+from shared.domain.shards import SHARDS
 from shared.domain.task import SnapshotTask, Trigger
-from shared.errors import NotFoundError
+from shared.errors import NotFoundError, TransientError
 from shared.ports import JobQuery
+from shared.services.outages import ride_out
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -33,24 +46,44 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 MAX_LOOKAHEAD = timedelta(hours=1)
+STEP_BUDGET = timedelta(seconds=45)     # per step of a page: pauses of 1, 2, 4, 8, 16 s
+
+T = TypeVar("T")
 
 
 @dataclass
 class TickResult:
+    """What a tick (or one shard's planner) did. Requests are counted on the wire (metering.py)."""
+
     now: datetime
+    shards: int = 0             # shards planned by this call
+    fanned_out: int = 0         # shard requests sent to planners instead
     items_seen: int = 0
+    due: int = 0                # items with a slot (or the initial backup) due
+    planned: int = 0            # ... whose job for it exists now (created by this run or found)
     jobs_created: int = 0
-    tasks_sent: int = 0
+    sent: int = 0               # tasks sent
+    deferred: int = 0           # due items left for later: a previous backup still in progress
+    failed: int = 0             # due items not planned: storage or queue failing, or a policy missing
+    stopped: int = 0            # shards whose run stopped on a failure (the next tick resumes them)
     slots_skipped: int = 0
-    pages_read: int = 0
-    item_transactions: int = 0
-    job_store_calls: int = 0
-    queue_operations: int = 0
+    retries: int = 0            # steps tried again after a transient failure
+    table_requests: int = 0     # HTTP requests to Table Storage, retries included
+    queue_operations: int = 0   # Service Bus sends
+
+    @property
+    def tasks_sent(self) -> int:
+        return self.sent
 
     @property
     def operations(self) -> int:
-        """Storage and queue round trips this tick asked for (a batch or a transaction counts once)."""
-        return self.pages_read + self.item_transactions + self.job_store_calls + self.queue_operations
+        """Storage requests and queue operations, as sent on the wire."""
+        return self.table_requests + self.queue_operations
+
+    def add(self, other: "TickResult") -> None:
+        for f in fields(self):
+            if f.name != "now":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass(frozen=True)
@@ -66,9 +99,12 @@ class ItemPlan:
             changed.last_slot = self.last_slot
         if self.initial_done:
             changed.initial_backup_pending = False
-        if self.job is not None:
-            changed = changed.started(self.job.job_id, self.job.start_time)
         return changed
+
+    @property
+    def changes_item(self) -> bool:
+        """Whether the item itself must be written (otherwise the shard's progress carries the watermark)."""
+        return bool(self.skipped) or self.initial_done
 
 
 def blocks_new_backup(job: Job | None, now: datetime) -> TypeGuard[Job]:
@@ -150,105 +186,236 @@ def lookahead(schedule: str, now: datetime) -> timedelta:
     return min(max(following - now, timedelta(0)), MAX_LOOKAHEAD)
 
 
-def run_scheduling_tick(svc: Services, *, past_due: bool = False, page_size: int = PAGE_SIZE) -> TickResult:
-    """One timer tick over every protected item, a page at a time."""
+def run_scheduling_tick(svc: Services, *, past_due: bool = False, page_size: int = PAGE_SIZE,
+                        fan_out: bool | None = None, sleep: Callable[[float], None] = time.sleep) -> TickResult:
+    """One timer tick: every shard planned here, or (``fan_out``; by default once the fleet counted at
+    the last runs reaches ``PLANNER_FAN_OUT_ITEMS``) one request per shard sent to the planners."""
     now = svc.clock.now()
     result = TickResult(now=now)
-    horizon = now + lookahead(svc.settings.schedule, now)
-    catch_up_from = now - svc.settings.catch_up
     if past_due:
         log.warning("scheduling tick at %s is past due; slots missed meanwhile are caught up within %s",
                     now.isoformat(), svc.settings.catch_up)
-    policies: dict[str, Policy | None] = {}
-    for page in svc.protected_items.pages(page_size):
-        result.pages_read += 1
-        result.items_seen += len(page)
-        _run_page(svc, page, policies, result, now=now, horizon=horizon, catch_up_from=catch_up_from)
-    log.info("scheduling tick %s: %s items, %s jobs created, %s tasks sent, %s slots skipped, %s operations",
-             now.isoformat(), result.items_seen, result.jobs_created, result.tasks_sent, result.slots_skipped,
-             result.operations)
+    with metered() as meter:
+        if fan_out is None:
+            threshold = svc.settings.fan_out_items
+            fan_out = threshold > 0 and sum(p.items for p in svc.progress.all()) >= threshold
+        if fan_out:
+            requests = [PlanRequest(shard=shard, tick=now, past_due=past_due) for shard in SHARDS]
+            result.queue_operations += ride_out(svc, lambda: svc.shard_queue.send(requests),
+                                                what=f"tick {now.isoformat()}: sending shard requests",
+                                                budget=STEP_BUDGET, sleep=sleep)
+            result.fanned_out = len(requests)
+    result.table_requests += meter.requests("table")
+    if not fan_out:
+        for shard in SHARDS:
+            result.add(plan_shard(svc, shard, now, page_size=page_size, sleep=sleep))
+    log.info("scheduling tick %s: %s", now.isoformat(), _summary(result))
     return result
 
 
-def _policy(svc: Services, policies: dict[str, Policy | None], name: str) -> Policy | None:
-    key = name.lower()
-    if key not in policies:
+def plan_shard(svc: Services, shard: str, now: datetime, *, page_size: int = PAGE_SIZE,
+               sleep: Callable[[float], None] = time.sleep) -> TickResult:
+    """Plan one shard's items as of ``now`` (the tick's time, whenever the planner runs)."""
+    result = TickResult(now=now, shards=1)
+    with metered() as meter:
+        run = _ShardRun(svc, shard, now, result, sleep)
         try:
-            policies[key] = svc.policies.get(name)
-        except NotFoundError:
-            log.error("policy %s is missing; its items are not scheduled", name)
-            policies[key] = None
-    return policies[key]
+            run.plan_all(page_size)
+        except TransientError as exc:
+            result.stopped += 1
+            log.error("tick %s, shard %s: stopped after %s items (%s); the next tick resumes here",
+                      now.isoformat(), shard, result.items_seen, exc)
+    result.table_requests += meter.requests("table")
+    log.info("tick %s, shard %s: %s", now.isoformat(), shard, _summary(result))
+    return result
 
 
-def _run_page(svc: Services, page: list[ProtectedItem], policies: dict[str, Policy | None], result: TickResult, *,
-              now: datetime,              horizon: datetime, catch_up_from: datetime) -> None:
-    planned: list[tuple[ProtectedItem, ItemPlan]] = []
-    for item in page:
-        if not item.is_active:
-            continue
-        policy = _policy(svc, policies, item.policy_name)
-        if policy is None:
-            continue
-        due = slots_between(policy, item.watermark(policy.modified_at), horizon)
-        if not due and not item.initial_backup_pending:
-            continue
-        previous = None
-        if item.may_be_busy(now) and item.in_progress_job_id:
-            previous = svc.jobs.get(item.in_progress_job_id)
-            result.job_store_calls += 1
-        plan = plan_item(item, policy, due, now=now, catch_up_from=catch_up_from, previous_job=previous)
-        if plan is not None:
+def _summary(result: TickResult) -> str:
+    return (f"{result.items_seen} items, {result.due} due, {result.planned} planned ({result.jobs_created} new "
+            f"jobs), {result.sent} tasks sent, {result.deferred} deferred, {result.failed} failed, "
+            f"{result.slots_skipped} slots skipped, {result.retries} retries, {result.table_requests} table "
+            f"requests, {result.queue_operations} queue operations, {result.fanned_out} shard requests")
+
+
+@dataclass
+class _ShardRun:
+    svc: Services
+    shard: str
+    now: datetime
+    result: TickResult
+    sleep: Callable[[float], None]
+    policies: dict[str, Policy | None] = field(default_factory=dict)
+    busy: dict[str, Job] | None = None
+
+    def __post_init__(self) -> None:
+        self.horizon = self.now + lookahead(self.svc.settings.schedule, self.now)
+        self.catch_up_from = self.now - self.svc.settings.catch_up
+
+    def step(self, what: str, action: Callable[[], T]) -> T:
+        """``action`` tried again with growing pauses while it fails transiently (it is idempotent)."""
+        tries = 0
+
+        def attempt() -> T:
+            nonlocal tries
+            tries += 1
+            return action()
+
+        try:
+            return ride_out(self.svc, attempt, what=f"tick {self.now.isoformat()}, shard {self.shard}: {what}",
+                            budget=STEP_BUDGET, sleep=self.sleep)
+        finally:
+            self.result.retries += max(0, tries - 1)
+
+    def plan_all(self, page_size: int) -> None:
+        progress = self.step("reading progress", lambda: self.svc.progress.get(self.shard))
+        self.progress = progress
+        through: str | None = None
+        pages = iter(self.svc.protected_items.pages(page_size, shard=self.shard))
+
+        def next_page() -> list[ProtectedItem] | None:
+            nonlocal pages
+            try:
+                return next(pages, None)
+            except TransientError:
+                # A listing that failed cannot go on: the next try lists again after the last page.
+                pages = iter(self.svc.protected_items.pages(page_size, shard=self.shard, after=through))
+                raise
+
+        while True:
+            page = self.step("reading items", next_page)
+            if page is None:
+                break
+            self.result.items_seen += len(page)
+            self.plan_page(page)
+            through = page[-1].vm_name.lower()
+            done = through
+            self.step("saving progress", lambda: self.svc.progress.update(
+                self.shard, lambda p: p.advanced(self.now, self.horizon, done)))
+        self.step("saving progress", lambda: self.svc.progress.update(
+            self.shard, lambda p: p.finished(self.now, self.horizon, self.result.items_seen)))
+
+    def policy(self, name: str) -> Policy | None:
+        key = name.lower()
+        if key not in self.policies:
+            try:
+                self.policies[key] = self.step(f"reading policy {name}", lambda: self.svc.policies.get(name))
+            except NotFoundError:
+                log.error("policy %s is missing; its items are not scheduled", name)
+                self.policies[key] = None
+        return self.policies[key]
+
+    def previous_job(self, item: ProtectedItem, policy: Policy, watermark: datetime) -> Job | None:
+        """The job that may still block a new backup of ``item``: one in progress from a slot (or an
+        on-demand request) within the stale window. The shard's in-progress jobs are read once, and
+        only if some item has such an earlier slot, so a daily fleet never reads them."""
+        recent = slots_between(policy, self.now - STALE_AFTER, watermark)
+        if not recent and not item.may_be_busy(self.now):
+            return None
+        if self.busy is None:
+            self.busy = self.step("reading jobs in progress", self.jobs_in_progress)
+        return self.busy.get(item.vm_name.lower())
+
+    def jobs_in_progress(self) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        token = None
+        while True:
+            page = self.svc.jobs.query(JobQuery(shard=self.shard, status=JobStatus.IN_PROGRESS,
+                                                since=self.now - STALE_AFTER, page_size=1000, continuation=token))
+            for job in page.jobs:       # newest first: the first one per VM is its latest
+                if blocks_new_backup(job, self.now):
+                    found.setdefault(job.vm_name.lower(), job)
+            token = page.continuation
+            if not token:
+                return found
+
+    def plan_page(self, page: list[ProtectedItem]) -> None:
+        svc, now, result = self.svc, self.now, self.result
+        planned: list[tuple[ProtectedItem, ItemPlan]] = []
+        for item in page:
+            if not item.is_active:
+                continue
+            policy = self.policy(item.policy_name)
+            if policy is None:
+                result.failed += 1
+                continue
+            watermark = item.watermark(policy.modified_at)
+            settled = self.progress.settled_for(item, policy)
+            if settled is not None and settled > watermark:
+                watermark = settled
+            due = slots_between(policy, watermark, self.horizon)
+            if not due and not item.initial_backup_pending:
+                continue
+            previous = self.previous_job(item, policy, watermark)
+            plan = plan_item(item, policy, due, now=now, catch_up_from=self.catch_up_from, previous_job=previous)
+            if plan is None:
+                continue
+            if plan.job is not None:
+                result.due += 1
+            elif blocks_new_backup(previous, now):
+                result.due += 1
+                result.deferred += 1
             planned.append((item, plan))
-    if not planned:
-        return
-    for item, plan in planned:
-        if plan.skipped:
-            _cancel_orphans(svc, item, plan, now, result)
+        if not planned:
+            return
+        for item, item_plan in planned:
+            if item_plan.skipped:
+                self.step(f"cancelling orphans of {item.vm_name}", partial(_cancel_orphans, svc, item, item_plan, now))
 
-    jobs = [plan.job for _, plan in planned if plan.job is not None]
-    tasks: list[SnapshotTask] = []
-    if jobs:
-        created = svc.jobs.create_many_if_absent(jobs)
-        result.job_store_calls += 1
-        for job, was_created in zip(jobs, created):
-            if was_created:
-                result.jobs_created += 1
-            else:
-                # A tick that stopped before advancing watermarks: send again unless it has moved on.
-                existing = svc.jobs.get(job.job_id)
-                result.job_store_calls += 1
-                if existing is None or existing.status.is_terminal or existing.phase is not JobPhase.QUEUED:
-                    continue
-                log.info("job %s for %s exists from an earlier tick; sending its task again", job.job_id,
-                         job.vm_name)
-            tasks.append(task_for(job, now))
-    if tasks:
-        result.queue_operations += svc.task_queue.send(tasks)
-        result.tasks_sent += len(tasks)
-        for task in tasks:
-            log.info("task %s sent for job %s (%s, slot %s)", task.message_id, task.job_id, task.vm_name,
-                     task.slot.isoformat())
+        jobs = [plan.job for _, plan in planned if plan.job is not None]
+        tasks: list[SnapshotTask] = []
+        if jobs:
+            try:
+                created = self.step("creating jobs", lambda: svc.jobs.create_many_if_absent(jobs))
+            except TransientError:
+                result.failed += len(jobs)
+                raise
+            existing = [job.job_id for job, was_created in zip(jobs, created) if not was_created]
+            found = self.step("reading existing jobs", lambda: svc.jobs.get_many(existing)) if existing else {}
+            for job, was_created in zip(jobs, created):
+                result.planned += 1
+                if was_created:
+                    result.jobs_created += 1
+                else:
+                    # Planned by a run that stopped before its progress was saved: send again unless it moved on.
+                    earlier = found.get(job.job_id)
+                    if earlier is None or earlier.status.is_terminal or earlier.phase is not JobPhase.QUEUED:
+                        continue
+                    log.info("job %s for %s exists from an earlier tick; sending its task again", job.job_id,
+                             job.vm_name)
+                tasks.append(task_for(job, now))
+        if tasks:
+            try:
+                result.queue_operations += self.step("sending tasks", lambda: svc.task_queue.send(tasks))
+            except TransientError:
+                result.failed += len(tasks)
+                result.planned -= len(tasks)
+                raise
+            result.sent += len(tasks)
+            for task in tasks:
+                log.info("task %s sent for job %s (%s, slot %s)", task.message_id, task.job_id, task.vm_name,
+                         task.slot.isoformat())
 
-    result.slots_skipped += sum(len(plan.skipped) for _, plan in planned)
-    for item, plan in planned:
-        for skip in plan.skipped:
-            log.warning("slot %s of %s skipped: %s", skip.slot.isoformat(), item.vm_name, skip.reason)
-    by_name = {item.vm_name.lower(): (item, plan) for item, plan in planned}
-    _, conflicts, transactions = svc.protected_items.save_many([plan.apply(item) for item, plan in planned])
-    result.item_transactions += transactions
-    for name in conflicts:
-        item, plan = by_name[name.lower()]
-        _settle_conflict(svc, item, plan, now)
+        result.slots_skipped += sum(len(plan.skipped) for _, plan in planned)
+        for item, plan in planned:
+            for skip in plan.skipped:
+                log.warning("slot %s of %s skipped: %s", skip.slot.isoformat(), item.vm_name, skip.reason)
+        changed = [(item, plan) for item, plan in planned if plan.changes_item]
+        if not changed:
+            return
+        by_name = {item.vm_name.lower(): (item, plan) for item, plan in changed}
+        _, conflicts, _ = self.step("saving items", lambda: svc.protected_items.save_many(
+            [plan.apply(item) for item, plan in changed]))
+        for name in conflicts:
+            item, plan = by_name[name.lower()]
+            self.step(f"merging {item.vm_name}", lambda: _settle_conflict(svc, item, plan, now))
 
 
-def _cancel_orphans(svc: Services, item: ProtectedItem, plan: ItemPlan, now: datetime, result: TickResult) -> None:
+def _cancel_orphans(svc: Services, item: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
     """A tick that died before advancing watermarks may have created jobs for slots this tick now
     skips (time moved past another slot meanwhile). Cancel them so no job waits forever for a task.
     Only items with skipped slots pay this one query, so a normal tick never does."""
     skipped = {s.slot for s in plan.skipped}
     page = svc.jobs.query(JobQuery(vm_name=item.vm_name, since=min(skipped), page_size=100))
-    result.job_store_calls += 1
     for job in page.jobs:
         if job.slot in skipped and job.trigger == Trigger.SCHEDULED.value and job.job_id != item.in_progress_job_id:
             _cancel(svc, job.job_id, now, "its slot was skipped after the scheduler was interrupted")

@@ -23,7 +23,7 @@ def corpus(name: str) -> bytes:
 
 def queued_job() -> Job:
     job = Job.new_backup(vm_name="vm1", slot=SLOT, now=STARTED, policy_name="DefaultPolicy")
-    assert job.job_id == "01954f6e-8d00-8bcd-91c5-3d28beef679b"   # the id the corpus blobs carry
+    assert job.job_id == "01954f6e-8d00-87cd-91c5-3d28beef679b"   # the id the corpus blobs carry
     return job
 
 

@@ -27,7 +27,7 @@ def finished_job(vm: str, blob: str) -> Job:
                           log_blob=f"{job.job_id}/1.Logs.txt", now=SLOT + timedelta(seconds=9),
                           disks=[DiskResult(-1, f"http://127.0.0.1:10000/devstoreaccount1/vhds/{vm}-os.vhd"),
                                  DiskResult(0, f"http://127.0.0.1:10000/devstoreaccount1/vhds/{vm}-data0.vhd")])
-    report = parse_status_blob(corpus(blob).replace(b"01954f6e-8d00-8bcd-91c5-3d28beef679b", job.job_id.encode()))
+    report = parse_status_blob(corpus(blob).replace(b"01954f6e-8d00-87cd-91c5-3d28beef679b", job.job_id.encode()))
     return apply_report(job, report, NOW)
 
 
@@ -156,7 +156,7 @@ def test_job_show_of_a_retrying_job_says_whose_errors_it_shows(svc, capsys):
                           log_blob=f"{job.job_id}/1.Logs.txt", now=SLOT + timedelta(seconds=9))
     svc.jobs.create_if_absent(job)
     svc.task_queue = RecordingTaskQueue()
-    blob = corpus("07-failed-all-disks-76-sas.txt").replace(b"01954f6e-8d00-8bcd-91c5-3d28beef679b", job.job_id.encode())
+    blob = corpus("07-failed-all-disks-76-sas.txt").replace(b"01954f6e-8d00-87cd-91c5-3d28beef679b", job.job_id.encode())
     ingest_status_blob(svc, f"{job.job_id}/1.Status.txt", blob, None)
     assert main(["job", "show", job.job_id]) == 0
     out = capsys.readouterr().out

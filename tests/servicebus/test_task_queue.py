@@ -34,9 +34,9 @@ def test_sends_share_one_sender_and_schedule_what_lies_ahead(local_servicebus, u
         for n in range(10):
             tasks.send([_task(n)])
         tasks.send([_task(10, not_before=NOW + timedelta(minutes=5))])
-        first_sender = tasks._sender
+        first_sender = tasks._queue._sender
         tasks.send([_task(11)])
-        assert tasks._sender is first_sender
+        assert tasks._queue._sender is first_sender
     finally:
         tasks.close()
     peeked = {str(m.message_id): m for m in _peek(local_servicebus.connection_string, queue)}
