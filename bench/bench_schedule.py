@@ -1,28 +1,33 @@
 """Benchmark of one scheduling tick: N protected VMs with a slot due, on the local stack.
 
 Starts its own Azurite and local Service Bus (each in a child process, so neither their CPU nor
-the messages the broker stores count against the tick), seeds N protected items, runs one tick
-(``run_scheduling_tick``, real TableJobStore and ServiceBusTaskQueue) and, in the same process, a
-naive baseline that reads every item and writes one job, sends one message and writes one item per
-VM. Prints VMs scheduled per second, peak Python memory (tracemalloc), and Table requests and
-Service Bus operations per job, and checks that each VM got exactly one job and one message.
+the messages the broker stores count against the tick) and seeds N protected items. A first tick,
+with nothing due yet, counts the fleet (as the previous tick would have). Then the measured tick:
+planned by one app instance (a process running ``run_scheduling_tick``), or fanned out by the timer
+to K planner instances (processes receiving shard requests from the planner queue, as the app's
+instances do with ``plan_shard``). The naive baseline, in this process, is a plain per-entity
+implementation: per VM one job insert, one message, one item write. Prints VMs per second, the
+ratio to the baseline, Table requests and Service Bus operations per job (counted on the wire:
+HTTP requests; broker transfers and management calls), and the instances' peak RSS; checks that
+each VM got exactly one job and one message.
 
-    .venv/bin/python bench/bench_schedule.py [--vms 1000 10000] [--no-tracemalloc]
+    .venv/bin/python bench/bench_schedule.py [--vms 1000 10000] [--instances 0 2] [--no-baseline]
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import multiprocessing.connection
 import os
 import sys
 import time
-import tracemalloc
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from azure.core.exceptions import ResourceExistsError  # noqa: E402
 from azure.data.tables import TableServiceClient, UpdateMode  # noqa: E402
 from azure.servicebus import ServiceBusClient, ServiceBusMessage  # noqa: E402
 
@@ -30,7 +35,7 @@ from bench._http import CountingTransport  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.servicebus import LocalServiceBus, QueueOptions  # noqa: E402
 from shared.adapters.servicebus import ServiceBusTaskQueue  # noqa: E402
-from shared.adapters.table_jobs import TableJobStore  # noqa: E402
+from shared.adapters.table_jobs import job_to_entity  # noqa: E402
 from shared.adapters.table_protection import (TablePolicyStore, TableProtectedItemStore,  # noqa: E402
                                               _item_entity, _item_from)
 from shared.bootstrap import Services  # noqa: E402
@@ -122,64 +127,129 @@ def seed(table_service, prefix: str, n: int) -> None:
 def settings_for(azurite: Azurite, bus: BrokerProcess, prefix: str) -> Settings:
     return Settings.from_env({"BackupStorage": azurite.connection_string,
                               "ServiceBusConnection": bus.connection_string,
-                              "TABLE_PREFIX": prefix, "SNAPSHOT_TASKS_QUEUE": f"tasks-{prefix}"})
+                              "TABLE_PREFIX": prefix, "SNAPSHOT_TASKS_QUEUE": f"tasks-{prefix}",
+                              "PLANNER_QUEUE": f"plan-{prefix}"})
 
 
-def measure(fn, trace: bool):
-    if trace:
-        tracemalloc.start()
-        tracemalloc.reset_peak()
+def measure(fn) -> float:
     started = time.perf_counter()
-    try:
-        fn()
-    finally:
-        elapsed = time.perf_counter() - started
-        peak = None
-        if trace:
-            peak = tracemalloc.get_traced_memory()[1] / 2**20
-            tracemalloc.stop()
-    return elapsed, peak
+    fn()
+    return time.perf_counter() - started
 
 
-def run_tick(azurite, bus, n: int, trace: bool) -> Run:
-    prefix = f"bt{os.getpid() % 1000}n{n}"
-    transport = CountingTransport()
-    tables = TableServiceClient.from_connection_string(azurite.connection_string, transport=transport)
+class Instances:
+    """``count`` app instances, each a process with its own clients (as each Functions instance has):
+    one that runs the tick itself, or several that receive shard requests from the planner queue and
+    plan them (functions/scheduler.py ``plan_shard``). Each reports its results and its peak RSS."""
+
+    def __init__(self, settings: Settings, count: int, role: str):
+        self._conns, self._procs = [], []
+        for _ in range(count):
+            parent, child = multiprocessing.Pipe()
+            proc = multiprocessing.Process(target=_instance, args=(child, settings, role), daemon=True)
+            proc.start()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        for conn in self._conns:
+            assert conn.recv() == "ready"
+
+    def tick(self) -> dict:
+        self._conns[0].send("tick")
+        return self._conns[0].recv()
+
+    def results(self, shards: int) -> list[dict]:
+        done: list[dict] = []
+        while len(done) < shards:
+            for conn in multiprocessing.connection.wait(self._conns):
+                done.append(conn.recv())
+        return done
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.send("stop")
+        for proc in self._procs:
+            proc.join(timeout=20)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def _instance(conn, settings: Settings, role: str) -> None:
+    import resource
+
+    from shared.domain.progress import PlanRequest
+    from shared.services.scheduling import plan_shard
+
+    svc = Services(settings, clock=FixedClock(NOW))
+    svc.protected_items, svc.policies, svc.jobs, svc.progress, svc.task_queue   # clients built before timing
+
+    def report(result) -> dict:
+        return dict(asdict(result), peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    if role == "tick":
+        conn.send("ready")
+        while conn.recv() == "tick":
+            conn.send(report(run_scheduling_tick(svc, fan_out=False)))
+        return
+    client = ServiceBusClient.from_connection_string(settings.service_bus.connection_string)
+    with client.get_queue_receiver(settings.planner_queue) as receiver:
+        conn.send("ready")
+        while not conn.poll():
+            for message in receiver.receive_messages(max_message_count=1, max_wait_time=0.5):
+                request = PlanRequest.from_json(str(message))
+                result = plan_shard(svc, request.shard, request.tick)
+                receiver.complete_message(message)
+                conn.send(report(result))
+    client.close()
+
+
+def run_tick(azurite, bus, n: int, instances: int) -> Run:
+    """One tick over ``n`` VMs: by one instance (``instances`` 0), or fanned out by the timer to that
+    many planner instances. Seconds run from the timer's start to the last shard planned."""
+    prefix = f"bt{os.getpid() % 1000}i{instances}n{n}"
+    tables = TableServiceClient.from_connection_string(azurite.connection_string)
     seed(tables, prefix, n)
     settings = settings_for(azurite, bus, prefix)
     client = ServiceBusClient.from_connection_string(bus.connection_string)
-    clock = FixedClock(NOW)
-    svc = Services(settings, clock=clock, table_service=tables,
-                   jobs=TableJobStore(tables, settings.table("jobs")),
-                   task_queue=ServiceBusTaskQueue(client, settings.tasks_queue, clock=clock))
-    svc.protected_items, svc.policies    # tables opened before measuring
-    before_requests, before_sb = transport.requests, bus.stats()
-    result = None
-
-    def tick():
-        nonlocal result
-        result = run_scheduling_tick(svc)
-
-    seconds, peak = measure(tick, trace)
+    clock = FixedClock(NOW - timedelta(minutes=10))
+    svc = Services(settings, clock=clock, task_queue=ServiceBusTaskQueue(client, settings.tasks_queue, clock=clock))
+    # The previous tick (nothing due yet) counted the fleet: that count decides whether this one fans out.
+    warm = run_scheduling_tick(svc, fan_out=False)
+    assert warm.jobs_created == 0 and warm.items_seen == n, warm
+    clock.current = NOW
+    fleet = Instances(settings, max(instances, 1), "plan" if instances else "tick")
+    before_sb = bus.stats()
+    results: list[dict] = []
+    try:
+        started = time.perf_counter()
+        if instances:
+            timer = run_scheduling_tick(svc, fan_out=True)
+            results = [asdict(timer)] + fleet.results(timer.fanned_out)
+        else:
+            results = [fleet.tick()]
+        seconds = time.perf_counter() - started
+    finally:
+        fleet.close()
     sb = _sb_delta(before_sb, bus.stats())
     client.close()
+    created = sum(r["jobs_created"] for r in results)
+    requests = sum(r["table_requests"] for r in results)
+    peak = max(r.get("peak") or 0 for r in results)
     depth = bus.queue_depth(settings.tasks_queue)
-    assert result.jobs_created == n and result.tasks_sent == n, result
+    assert created == n, (created, results[:2])
     assert depth == n, f"queue holds {depth} messages for {n} VMs"
-    return Run("batched tick", n, seconds, peak, transport.requests - before_requests, sb, result.jobs_created,
-               depth)
+    name = f"sharded, {instances} planner instances" if instances else "tick, one instance"
+    return Run(name, n, seconds, peak, requests, sb, created, depth)
 
 
-def run_naive(azurite, bus, n: int, trace: bool) -> Run:
-    """The baseline: per VM one job insert, one message send, one item write (one sender for the run)."""
+def run_naive(azurite, bus, n: int) -> Run:
+    """The baseline, plain per entity: per VM one job insert, one message send, one item write."""
     prefix = f"bn{os.getpid() % 1000}n{n}"
     transport = CountingTransport()
     tables = TableServiceClient.from_connection_string(azurite.connection_string, transport=transport)
     seed(tables, prefix, n)
     settings = settings_for(azurite, bus, prefix)
     items = tables.get_table_client(settings.table("items"))
-    jobs = TableJobStore(tables, settings.table("jobs"), workers=1)
-    jobs.get("00000000-0000-0000-0000-000000000000")  # table created before measuring
+    jobs = tables.create_table_if_not_exists(settings.table("jobs"))     # created before measuring
     client = ServiceBusClient.from_connection_string(bus.connection_string)
     before_requests, before_sb = transport.requests, bus.stats()
     created = 0
@@ -191,19 +261,24 @@ def run_naive(azurite, bus, n: int, trace: bool) -> Run:
                 item = _item_from(entity)
                 job = Job.new_backup(vm_name=item.vm_name, slot=SLOT, now=NOW, trigger=Trigger.SCHEDULED.value,
                                      policy_name=item.policy_name)
-                if jobs.create_if_absent(job):
+                try:
+                    jobs.create_entity(job_to_entity(job))
                     created += 1
+                except ResourceExistsError:
+                    pass
                 task = task_for(job, NOW)
                 sender.send_messages(ServiceBusMessage(task.to_json(), message_id=task.message_id))
                 item.last_slot, item.in_progress_job_id, item.last_job_id = SLOT, job.job_id, job.job_id
-                items.upsert_entity(_item_entity(item), mode=UpdateMode.REPLACE)
+                items.update_entity(_item_entity(item), mode=UpdateMode.REPLACE)
 
-    seconds, peak = measure(naive, trace)
+    seconds = measure(naive)
+    peak = None
     sb = _sb_delta(before_sb, bus.stats())
     client.close()
     depth = bus.queue_depth(settings.tasks_queue)
     assert created == n and depth == n, (created, depth)
-    return Run("naive baseline", n, seconds, peak, transport.requests - before_requests, sb, created, depth)
+    return Run("naive baseline (per entity)", n, seconds, peak, transport.requests - before_requests, sb,
+               created, depth)
 
 
 def _sb_delta(before: dict, after: dict) -> int:
@@ -214,30 +289,30 @@ def _sb_delta(before: dict, after: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--no-tracemalloc", action="store_true", help="time without tracemalloc's overhead")
-    parser.add_argument("--no-baseline", action="store_true", help="run only the batched tick")
+    parser.add_argument("--instances", type=int, nargs="+", default=[0, 2],
+                        help="planner instances (processes) per run; 0 = one instance's tick plans every shard")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
     args = parser.parse_args(argv)
-    trace = not args.no_tracemalloc
     runs: list[Run] = []
     options = QueueOptions(duplicate_detection_window=timedelta(minutes=10))
     with Azurite() as azurite, BrokerProcess(options) as bus:
         for n in args.vms:
-            print(f"... {n:,} VMs: batched tick", file=sys.stderr, flush=True)
-            runs.append(run_tick(azurite, bus, n, trace))
+            for instances in args.instances:
+                print(f"... {n:,} VMs: tick, {instances} planner processes", file=sys.stderr, flush=True)
+                runs.append(run_tick(azurite, bus, n, instances))
             if not args.no_baseline:
                 print(f"... {n:,} VMs: naive baseline", file=sys.stderr, flush=True)
-                runs.append(run_naive(azurite, bus, n, trace))
+                runs.append(run_naive(azurite, bus, n))
     from tabulate import tabulate
 
-    headers = ["Run", "VMs", "VMs/s", "Seconds", "Peak MiB", "Table req/job", "SB ops/job", "Jobs", "Messages"]
+    headers = ["Run", "VMs", "VMs/s", "Seconds", "Peak RSS MiB", "Table req/job", "SB ops/job", "Jobs", "Messages"]
     print(tabulate([r.row() for r in runs], headers=headers, tablefmt="simple", disable_numparse=True))
     for n in [] if args.no_baseline else args.vms:
-        tick = next(r for r in runs if r.vms == n and r.name == "batched tick")
-        naive = next(r for r in runs if r.vms == n and r.name == "naive baseline")
-        print(f"{n:,} VMs: {naive.seconds / tick.seconds:.1f}x faster, "
-              f"{naive.table_requests / max(tick.table_requests, 1):.1f}x fewer Table requests, "
-              f"{naive.sb_operations / max(tick.sb_operations, 1):.1f}x fewer Service Bus operations than the baseline"
-              + (f"; peak memory {tick.peak_mib:.1f} MiB vs {naive.peak_mib:.1f} MiB" if trace else ""))
+        naive = next(r for r in runs if r.vms == n and r.name.startswith("naive"))
+        for tick in (r for r in runs if r.vms == n and not r.name.startswith("naive")):
+            print(f"{n:,} VMs, {tick.name}: {naive.seconds / tick.seconds:.1f}x the naive baseline's speed, "
+                  f"{naive.table_requests / max(tick.table_requests, 1):.0f}x fewer Table requests, "
+                  f"{naive.sb_operations / max(tick.sb_operations, 1):.0f}x fewer Service Bus operations")
     return 0
 
 

@@ -211,8 +211,10 @@ class ShardProgressStore(Protocol):
     def all(self) -> list[ShardProgress]:
         """Every shard's progress, in shard order."""
 
-    def update(self, shard: str, change: Callable[[ShardProgress], ShardProgress]) -> ShardProgress:
-        """Read, change, write back guarded by the ETag; a lost race reads and changes again."""
+    def update(self, shard: str, change: Callable[[ShardProgress], ShardProgress], *,
+               current: ShardProgress | None = None) -> ShardProgress:
+        """Read (unless ``current`` is given), change, write back guarded by the ETag; a lost race
+        reads and changes again."""
 
 
 class StatusBlobs(Protocol):

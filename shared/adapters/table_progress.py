@@ -39,10 +39,15 @@ class TableShardProgressStore:
                 "PartitionKey eq @pk", parameters={"pk": PARTITION})}
         return [found.get(shard) or ShardProgress(shard=shard) for shard in SHARDS]
 
-    def update(self, shard: str, change: Callable[[ShardProgress], ShardProgress]) -> ShardProgress:
-        """Read, change, write back only if nobody wrote in between; a lost race is merged again."""
+    def update(self, shard: str, change: Callable[[ShardProgress], ShardProgress], *,
+               current: ShardProgress | None = None) -> ShardProgress:
+        """Read, change, write back only if nobody wrote in between; a lost race is merged again.
+        ``current`` (as read earlier) saves the first read; if it is stale, the write fails and the
+        next try reads."""
+        known = [current] if current is not None else []
+
         def attempt() -> ShardProgress:
-            current = self.get(shard)
+            current = known.pop() if known else self.get(shard)
             changed = change(current)
             if changed == current:
                 return current

@@ -30,7 +30,7 @@ from croniter import croniter
 from shared.adapters.metering import metered
 from shared.domain.jobs import Job, JobPhase, JobStatus, mark_cancelled, timeout_deadline
 from shared.domain.policy import Frequency, Policy
-from shared.domain.progress import PlanRequest
+from shared.domain.progress import PlanRequest, ShardProgress
 from shared.domain.protection import STALE_AFTER, ProtectedItem, SkippedSlot
 from shared.domain.schedule import slots_between
 from shared.domain.shards import SHARDS
@@ -195,10 +195,12 @@ def run_scheduling_tick(svc: Services, *, past_due: bool = False, page_size: int
     if past_due:
         log.warning("scheduling tick at %s is past due; slots missed meanwhile are caught up within %s",
                     now.isoformat(), svc.settings.catch_up)
+    progress: list[ShardProgress] | None = None
     with metered() as meter:
         if fan_out is None:
             threshold = svc.settings.fan_out_items
-            fan_out = threshold > 0 and sum(p.items for p in svc.progress.all()) >= threshold
+            progress = svc.progress.all()
+            fan_out = threshold > 0 and sum(p.items for p in progress) >= threshold
         if fan_out:
             requests = [PlanRequest(shard=shard, tick=now, past_due=past_due) for shard in SHARDS]
             result.queue_operations += ride_out(svc, lambda: svc.shard_queue.send(requests),
@@ -207,20 +209,27 @@ def run_scheduling_tick(svc: Services, *, past_due: bool = False, page_size: int
             result.fanned_out = len(requests)
     result.table_requests += meter.requests("table")
     if not fan_out:
+        known = {p.shard: p for p in progress or ()}
+        policies: dict[str, Policy | None] = {}
         for shard in SHARDS:
-            result.add(plan_shard(svc, shard, now, page_size=page_size, sleep=sleep))
+            result.add(plan_shard(svc, shard, now, page_size=page_size, sleep=sleep, progress=known.get(shard),
+                                  policies=policies))
     log.info("scheduling tick %s: %s", now.isoformat(), _summary(result))
     return result
 
 
 def plan_shard(svc: Services, shard: str, now: datetime, *, page_size: int = PAGE_SIZE,
-               sleep: Callable[[float], None] = time.sleep) -> TickResult:
-    """Plan one shard's items as of ``now`` (the tick's time, whenever the planner runs)."""
+               sleep: Callable[[float], None] = time.sleep, progress: ShardProgress | None = None,
+               policies: dict[str, Policy | None] | None = None) -> TickResult:
+    """Plan one shard's items as of ``now`` (the tick's time, whenever the planner runs).
+
+    ``progress`` (the shard's, as read) and ``policies`` (a cache) save a tick that plans every
+    shard itself a read per shard."""
     result = TickResult(now=now, shards=1)
     with metered() as meter:
-        run = _ShardRun(svc, shard, now, result, sleep)
+        run = _ShardRun(svc, shard, now, result, sleep, policies if policies is not None else {})
         try:
-            run.plan_all(page_size)
+            run.plan_all(page_size, progress)
         except TransientError as exc:
             result.stopped += 1
             log.error("tick %s, shard %s: stopped after %s items (%s); the next tick resumes here",
@@ -245,6 +254,7 @@ class _ShardRun:
     result: TickResult
     sleep: Callable[[float], None]
     policies: dict[str, Policy | None] = field(default_factory=dict)
+    progress: ShardProgress = field(init=False)
     busy: dict[str, Job] | None = None
 
     def __post_init__(self) -> None:
@@ -266,9 +276,8 @@ class _ShardRun:
         finally:
             self.result.retries += max(0, tries - 1)
 
-    def plan_all(self, page_size: int) -> None:
-        progress = self.step("reading progress", lambda: self.svc.progress.get(self.shard))
-        self.progress = progress
+    def plan_all(self, page_size: int, progress: ShardProgress | None) -> None:
+        self.progress = progress or self.step("reading progress", lambda: self.svc.progress.get(self.shard))
         through: str | None = None
         pages = iter(self.svc.protected_items.pages(page_size, shard=self.shard))
 
@@ -285,14 +294,17 @@ class _ShardRun:
             page = self.step("reading items", next_page)
             if page is None:
                 break
+            if through is not None:     # the page before is settled: saved once another page follows
+                done = through
+                self.save_progress(lambda p: p.advanced(self.now, self.horizon, done))
             self.result.items_seen += len(page)
             self.plan_page(page)
             through = page[-1].vm_name.lower()
-            done = through
-            self.step("saving progress", lambda: self.svc.progress.update(
-                self.shard, lambda p: p.advanced(self.now, self.horizon, done)))
-        self.step("saving progress", lambda: self.svc.progress.update(
-            self.shard, lambda p: p.finished(self.now, self.horizon, self.result.items_seen)))
+        self.save_progress(lambda p: p.finished(self.now, self.horizon, self.result.items_seen))
+
+    def save_progress(self, change: Callable[[ShardProgress], ShardProgress]) -> None:
+        self.progress = self.step("saving progress", lambda: self.svc.progress.update(
+            self.shard, change, current=self.progress))
 
     def policy(self, name: str) -> Policy | None:
         key = name.lower()
