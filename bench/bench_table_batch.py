@@ -1,12 +1,13 @@
 """Benchmark of the Table SDK's transaction call: client CPU and wall time per entity, on Azurite.
 
-Writes job rows as the scheduler does (``_job_entity`` of a new scheduled job) in four ways:
-``submit_transaction`` of N creates and of N upserts, and ``create_entity`` / ``upsert_entity`` one
-by one; then N-entity create transactions from 8 threads at once (as ``TableJobStore`` runs them)
-and one transaction under tracemalloc (as ``bench_schedule.py`` measures by default). Client CPU is
-``time.process_time`` (this process only: Azurite is a child process). Prints min/median/max over
-the runs, where a transaction's CPU goes by phase (outermost SDK calls, timed in place), and a
-cProfile of it: CPU by library, and the SDK and stdlib functions with the most CPU below them.
+Writes job rows as the scheduler does (``_job_entity`` of a new scheduled job) in five ways:
+``submit_transaction`` of N creates and of N upserts, ``create_entity`` / ``upsert_entity`` one by
+one, and N one-operation transactions; then N-entity create transactions from 8 threads at once
+(as ``TableJobStore`` runs them) and one under tracemalloc (as ``bench_schedule.py`` measures by
+default). Client CPU is ``time.process_time`` (this process only: Azurite is a child process).
+Prints min/median/max over the runs, where a transaction's CPU goes by phase (outermost SDK calls,
+timed in place), and a cProfile of it: CPU by library, and the SDK and stdlib functions with the
+most CPU below them.
 
     .venv/bin/python bench/bench_table_batch.py [--entities 100] [--runs 5] [--top 20]
 """
@@ -95,6 +96,9 @@ def measure(table: TableClient, transport: CountingTransport, n: int, runs: int)
         ("submit_transaction: upserts", lambda rows: table.submit_transaction([("upsert", e) for e in rows])),
         ("create_entity one by one", lambda rows: [table.create_entity(e) for e in rows]),
         ("upsert_entity one by one", lambda rows: [table.upsert_entity(e) for e in rows]),
+        # What a transaction costs whatever its size (the naive baseline once wrote this way).
+        ("submit_transaction: one create each", lambda rows: [table.submit_transaction([("create", e)])
+                                                              for e in rows]),
     ]
     for _, write in ways:                   # warm: connection pool, imports, Azurite's JIT
         write(job_rows(n))
