@@ -177,7 +177,11 @@ class PhaseClock:
 
     def __enter__(self) -> "PhaseClock":
         for name, owner, attr in PHASES:
-            raw = owner.__dict__[attr]
+            raw = owner.__dict__.get(attr)
+            if raw is None:     # private SDK internals: a new SDK release may move them
+                self.__exit__()
+                raise SystemExit(f"{owner.__qualname__}.{attr} is gone in azure-core {azure.core.__version__}, "
+                                 f"azure-data-tables {azure.data.tables.__version__}: update PHASES")
             self._saved.append((owner, attr, raw))
             fn = raw.__func__ if isinstance(raw, staticmethod) else raw
             wrapped = self._wrap(name, fn)
