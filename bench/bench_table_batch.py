@@ -96,7 +96,7 @@ def measure(table: TableClient, transport: CountingTransport, n: int, runs: int)
         ("submit_transaction: upserts", lambda rows: table.submit_transaction([("upsert", e) for e in rows])),
         ("create_entity one by one", lambda rows: [table.create_entity(e) for e in rows]),
         ("upsert_entity one by one", lambda rows: [table.upsert_entity(e) for e in rows]),
-        # What a transaction costs whatever its size (the naive baseline once wrote this way).
+        # The fixed cost of a transaction, whatever its size.
         ("submit_transaction: one create each", lambda rows: [table.submit_transaction([("create", e)])
                                                               for e in rows]),
     ]
