@@ -21,7 +21,7 @@ from shared.domain.bloburl import base_of
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
 from shared.domain.inventory import BackupMethod, Vm
 from shared.domain.jobs import (MAX_ATTEMPTS, DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched,
-                                mark_failed, mark_not_dispatched, next_attempt_at, pending_retry)
+                                mark_cancelled, mark_failed, mark_not_dispatched, next_attempt_at, pending_retry)
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
@@ -97,6 +97,15 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
         if refusal:
             fix = remediation.for_service_error(remediation.ON_DEMAND_LIMIT)
             return _fail(svc, job, JobError.from_remediation(fix, detail=refusal), now, ids)
+
+    if job.trigger != Trigger.ON_DEMAND.value and not job.attempts and not resume:
+        # The tick writes no item per job, so protection stopped while it planned is caught here.
+        try:
+            item = svc.protected_items.get(job.vm_name)
+        except TransientError as exc:
+            return _not_dispatched(svc, job, exc, now, ids)
+        if item is not None and not item.is_active:     # (no item at all: a task put on the queue by hand)
+            return _cancel_unprotected(svc, job, now, ids)
 
     try:
         vm = _disks_to_back_up(svc, svc.inventory.get_vm(vm_reference(svc, task.vm_name)))
@@ -279,6 +288,14 @@ def _load_or_create_job(svc: Services, task: SnapshotTask, now: datetime) -> Job
     if svc.jobs.create_if_absent(fresh):
         log.info("job %s: created from its task message (vm %s)", task.job_id, task.vm_name)
     return svc.jobs.get(task.job_id) or fresh
+
+
+def _cancel_unprotected(svc: Services, job: Job, now: datetime, ids: str) -> DispatchOutcome:
+    reason = (f"protection of {job.vm_name} was stopped before this {job.trigger.lower()} backup started; "
+              f"nothing was sent to the VM")
+    svc.jobs.update(job.job_id, lambda current: mark_cancelled(current, reason, now))
+    log.warning("%s: cancelled: %s", ids, reason)
+    return DispatchOutcome(Outcome.DUPLICATE, job.job_id, None, reason)
 
 
 def _fail(svc: Services, job: Job, error: JobError, now: datetime, ids: str) -> DispatchOutcome:

@@ -345,3 +345,17 @@ def test_an_outage_past_the_budget_gives_the_message_back_within_its_lock(svc, v
                               sleep=lambda s: svc.clock.advance(timedelta(seconds=s)))
     assert svc.clock.now() - NOW <= DISPATCH_RETRY_BUDGET < timedelta(minutes=5)
     assert svc.dispatcher.sent == []
+
+
+def test_a_scheduled_task_of_a_vm_whose_protection_stopped_meanwhile_is_cancelled(svc, vm):
+    """Protection stopped after the tick planned the backup: the job is cancelled, nothing reaches the VM."""
+    from shared.domain.protection import ProtectedItem, ProtectionState
+
+    svc.protected_items.add(ProtectedItem(vm_name=vm.name, policy_name="DefaultPolicy", protected_since=NOW,
+                                          policy_assigned_at=NOW, state=ProtectionState.STOPPED))
+    task = _task(vm)
+    _queue_job(svc, task)
+    outcome = _deliver(svc, task)
+    job = svc.jobs.get(JOB_ID)
+    assert job.status is JobStatus.CANCELLED and "protection" in " ".join(job.notes)
+    assert svc.dispatcher.sent == [] and outcome.outcome is Outcome.DUPLICATE
