@@ -40,6 +40,7 @@ var token = toLower(uniqueString(subscription().id, resourceGroup().id, baseName
 // Storage account names allow lower-case letters and digits only.
 var compactName = toLower(replace(baseName, '-', ''))
 var tasksQueue = 'snapshot-tasks'
+var plannerQueue = 'plan-shards'
 var statusContainer = 'vmsnap-status'
 
 module identity 'app/identity.bicep' = {
@@ -67,6 +68,7 @@ module serviceBus 'app/servicebus.bicep' = {
   params: {
     namespaceName: 'sb-${baseName}-${token}'
     queueName: tasksQueue
+    plannerQueueName: plannerQueue
     location: location
     tags: tags
   }
@@ -117,6 +119,7 @@ module functionApp 'app/function.bicep' = {
     backupTableEndpoint: storage.outputs.backupTableEndpoint
     serviceBusHost: serviceBus.outputs.host
     tasksQueue: tasksQueue
+    plannerQueue: plannerQueue
     statusContainer: statusContainer
     snapshotSchedule: snapshotSchedule
     sweepSchedule: sweepSchedule

@@ -13,6 +13,9 @@ param backupQueueEndpoint string
 param backupTableEndpoint string
 param serviceBusHost string
 param tasksQueue string
+param plannerQueue string
+@description('Fleet size from which a tick fans out to the planner queue.')
+param plannerFanOutItems int = 5000
 param statusContainer string
 param snapshotSchedule string
 param sweepSchedule string
@@ -88,6 +91,8 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'ServiceBusConnection__credential', value: 'managedidentity' }
         { name: 'ServiceBusConnection__clientId', value: identityClientId }
         { name: 'SNAPSHOT_TASKS_QUEUE', value: tasksQueue }
+        { name: 'PLANNER_QUEUE', value: plannerQueue }
+        { name: 'PLANNER_FAN_OUT_ITEMS', value: string(plannerFanOutItems) }
         { name: 'SNAPSHOT_SCHEDULE', value: snapshotSchedule }
         { name: 'SWEEP_SCHEDULE', value: sweepSchedule }
         { name: 'RESTORE_POINT_SCHEDULE', value: restorePointSchedule }

@@ -2,6 +2,7 @@
 // (same MessageId = <job id>_<attempt>) harmless.
 param namespaceName string
 param queueName string
+param plannerQueueName string
 param location string
 param tags object
 
@@ -28,6 +29,23 @@ resource queue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
     maxDeliveryCount: 10
     deadLetteringOnMessageExpiration: true
     defaultMessageTimeToLive: 'P1D'
+  }
+}
+
+// Shard requests of a tick that fans out (one per shard and tick, MessageId plan-<shard>-<tick>): a
+// planner that fails hands its message back and the shard is planned again, resuming where it stopped.
+resource plannerQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
+  parent: namespace
+  name: plannerQueueName
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT1H'
+    // A shard of 10,000 items plans in well under a minute; host.json renews the lock up to 5 minutes.
+    lockDuration: 'PT1M'
+    maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
+    // A request older than the next ticks is worthless: they plan the same slots.
+    defaultMessageTimeToLive: 'PT30M'
   }
 }
 

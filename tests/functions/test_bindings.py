@@ -17,9 +17,11 @@ def bindings():
 
 
 def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
-    """Azure indexes the scheduler, the worker, the status blob trigger and the stale-job sweep."""
+    """Azure indexes the scheduler and its shard planner, the worker, the status blob trigger, the
+    stale-job sweep, the restore-point follow-up and retention."""
     assert {name: [b["type"] for b in bs] for name, bs in bindings.items()} == {
         "schedule_backups": ["timerTrigger"],
+        "plan_shard": ["serviceBusTrigger"],
         "dispatch_snapshot": ["serviceBusTrigger"],
         "ingest_status": ["blobTrigger"],
         "sweep_stale_jobs": ["timerTrigger"],
@@ -35,6 +37,8 @@ def test_triggers_take_names_and_schedules_from_app_settings(bindings):
     blob, = bindings["ingest_status"]
     assert timer["schedule"] == "%SNAPSHOT_SCHEDULE%" and timer["useMonitor"] is True
     assert worker["queueName"] == "%SNAPSHOT_TASKS_QUEUE%" and worker["connection"] == "ServiceBusConnection"
+    planner, = bindings["plan_shard"]
+    assert planner["queueName"] == "%PLANNER_QUEUE%" and planner["connection"] == "ServiceBusConnection"
     assert blob["path"] == "%STATUS_CONTAINER%/{name}.Status.txt" and blob["connection"] == "BackupStorage"
     restore_points, = bindings["track_restore_points"]
     assert restore_points["schedule"] == "%RESTORE_POINT_SCHEDULE%" and restore_points["useMonitor"] is True
