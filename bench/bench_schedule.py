@@ -180,7 +180,8 @@ def _instance(conn, settings: Settings, role: str) -> None:
     from shared.services.scheduling import plan_shard
 
     svc = Services(settings, clock=FixedClock(NOW))
-    svc.protected_items, svc.policies, svc.jobs, svc.progress, svc.task_queue   # clients built before timing
+    svc.protected_items, svc.policies, svc.jobs, svc.progress
+    svc.task_queue.open()       # a warm instance has its sender open, as after its first invocation
 
     def report(result) -> dict:
         return dict(asdict(result), peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -194,7 +195,7 @@ def _instance(conn, settings: Settings, role: str) -> None:
     with client.get_queue_receiver(settings.planner_queue) as receiver:
         conn.send("ready")
         while not conn.poll():
-            for message in receiver.receive_messages(max_message_count=1, max_wait_time=0.5):
+            for message in receiver.receive_messages(max_message_count=1, max_wait_time=0.2):
                 request = PlanRequest.from_json(str(message))
                 result = plan_shard(svc, request.shard, request.tick)
                 receiver.complete_message(message)
@@ -217,6 +218,8 @@ def run_tick(azurite, bus, n: int, instances: int) -> Run:
     assert warm.jobs_created == 0 and warm.items_seen == n, warm
     clock.current = NOW
     fleet = Instances(settings, max(instances, 1), "plan" if instances else "tick")
+    if instances:
+        svc.shard_queue.open()
     before_sb = bus.stats()
     results: list[dict] = []
     try:
@@ -307,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
 
     headers = ["Run", "VMs", "VMs/s", "Seconds", "Peak RSS MiB", "Table req/job", "SB ops/job", "Jobs", "Messages"]
     print(tabulate([r.row() for r in runs], headers=headers, tablefmt="simple", disable_numparse=True))
+    if len(args.vms) > 1:
+        # Linear growth: the same time per VM at every size.
+        for name in dict.fromkeys(r.name for r in runs if not r.name.startswith("naive")):
+            per = [f"{r.vms:,}: {r.seconds / r.vms * 1000:.2f} s" for r in runs if r.name == name]
+            print(f"{name}, seconds per 1,000 VMs by fleet size: " + ", ".join(per))
     for n in [] if args.no_baseline else args.vms:
         naive = next(r for r in runs if r.vms == n and r.name.startswith("naive"))
         for tick in (r for r in runs if r.vms == n and not r.name.startswith("naive")):

@@ -38,6 +38,13 @@ class _QueueSender:
         self._sender = None
         self._lock = threading.Lock()
 
+    def open(self) -> None:
+        """Connect now rather than at the first send (the client opens its link lazily)."""
+        with self._lock:
+            if self._sender is None:
+                self._sender = self.client.get_queue_sender(self.queue)
+            self._sender.create_message_batch()      # needs the link's size limit, so it opens the link
+
     def send(self, immediate: Sequence[ServiceBusMessage], later: dict[datetime, list[ServiceBusMessage]],
              *, what: str) -> int:
         with self._lock:
@@ -121,6 +128,9 @@ class ServiceBusTaskQueue:
                 later[task.not_before].append(_message(task))
         return self._queue.send(immediate, later, what=f"{len(tasks)} task(s)")
 
+    def open(self) -> None:
+        self._queue.open()
+
     def close(self) -> None:
         self._queue.close()
 
@@ -142,6 +152,9 @@ class ServiceBusShardQueue:
                                       subject="plan-shard", application_properties={"shard": r.shard})
                     for r in requests]
         return self._queue.send(messages, {}, what=f"{len(requests)} shard request(s)")
+
+    def open(self) -> None:
+        self._queue.open()
 
     def close(self) -> None:
         self._queue.close()

@@ -31,6 +31,7 @@ import heapq
 import json
 import logging
 import re
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -74,6 +75,8 @@ class TableJobStore:
         self._name = table_name
         self._table = table_service.get_table_client(table_name)
         self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._etag_retry = etag_retry
         self._ready = False
 
@@ -268,8 +271,11 @@ class TableJobStore:
     def _map(self, fn, chunks: list) -> Iterable:
         if len(chunks) <= 1 or self._workers <= 1:
             return [fn(chunk) for chunk in chunks]
-        with ThreadPoolExecutor(max_workers=min(self._workers, len(chunks))) as pool:
-            return [future.result() for future in [pool.submit(in_context(fn), chunk) for chunk in chunks]]
+        with self._pool_lock:       # one pool for the store's life: starting threads per call costs more
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="jobstore")
+        futures = [self._pool.submit(in_context(fn), chunk) for chunk in chunks]
+        return [future.result() for future in futures]
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -300,14 +306,18 @@ def _job_entity(job: Job) -> dict[str, Any]:
     partition, row = _job_keys(job.job_id) or _slot_keys(job)
     entity: dict[str, Any] = {
         "PartitionKey": partition, "RowKey": row, "Schema": SCHEMA,
-        "JobId": job.job_id, "VmName": job.vm_name, "VmKey": job.vm_name.lower(), "Slot": utc(job.slot), "StartTime": utc(job.start_time),
-        "Trigger": getattr(job.trigger, "value", job.trigger), "Operation": job.operation,
-        "Status": job.status.value, "Phase": job.phase.value, "Attempt": _int32(job.attempt),
-        "Disks": _fit_json([_disk_dict(d) for d in job.disks], "error"),
-        "Errors": _fit_json([asdict(e) for e in job.errors], "error_string"),
-        "Notes": _fit_json(list(job.notes), None),
-        "Attempts": _fit_json([_attempt_dict(a) for a in job.attempts], "detail"),
+        "JobId": job.job_id, "VmName": job.vm_name, "VmKey": job.vm_name.lower(), "Slot": utc(job.slot),
+        "StartTime": utc(job.start_time), "Trigger": getattr(job.trigger, "value", job.trigger),
+        "Operation": job.operation, "Status": job.status.value, "Phase": job.phase.value,
+        "Attempt": _int32(job.attempt),
     }
+    # Lists only when not empty: a new job's row stays small (a tick encodes ten thousand of them);
+    # a REPLACE write drops a list that became empty, and a missing list reads back as empty.
+    lists = (("Disks", job.disks, lambda: _fit_json([_disk_dict(d) for d in job.disks], "error")),
+             ("Errors", job.errors, lambda: _fit_json([asdict(e) for e in job.errors], "error_string")),
+             ("Notes", job.notes, lambda: _fit_json(list(job.notes), None)),
+             ("Attempts", job.attempts, lambda: _fit_json([_attempt_dict(a) for a in job.attempts], "detail")))
+    entity.update({key: render() for key, items, render in lists if items})
     optional = {
         "PolicyName": job.policy_name, "RetainUntil": job.retain_until and utc(job.retain_until),
         "EndTime": job.end_time and utc(job.end_time), "TaskId": job.task_id,
@@ -333,7 +343,7 @@ def job_from_entity(entity: dict[str, Any]) -> Job:
         status=JobStatus(get("Status")), phase=JobPhase(get("Phase")), policy_name=get("PolicyName"),
         retain_until=_time(get("RetainUntil")), end_time=_time(get("EndTime")), attempt=int(get("Attempt") or 1),
         task_id=get("TaskId"), consistency=Consistency(get("Consistency")) if get("Consistency") else None,
-        disks=[DiskResult(**d) for d in json.loads(get("Disks") or "[]")],
+        disks=[DiskResult(**d) for d in json.loads(get("Disks") or "[]")],   # lists: absent when empty
         backup_size_bytes=get("BackupSizeBytes"), extension_code=get("ExtensionCode"),
         health_code=get("HealthCode"), errors=[JobError(**e) for e in json.loads(get("Errors") or "[]")],
         status_blob=get("StatusBlob"), log_blob=get("LogBlob"), last_report_at=_time(get("LastReportAt")),
