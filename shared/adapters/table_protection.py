@@ -4,13 +4,9 @@ Keys:
 - policies table: PartitionKey ``policy``, RowKey = lower-cased policy name; the policy is one JSON
   column (``Document``) in the shape ``Policy.to_document`` prints. ``DefaultPolicy`` is seeded on
   first read, so it exists from the start without a setup step.
-- items table: PartitionKey ``b`` + the first hex digit of sha256(lower-cased VM name) (16 buckets),
-  RowKey = lower-cased VM name. A tick reads the table in pages, ordered by partition then row, so
-  a page spans one or two partitions and its watermark writes go out as ETag-guarded transactions
-  of up to 100 (10,000 items: about 110). The buckets are the job store's VM-index buckets
-  (shared/adapters/table_jobs.py), so the index rows of a page's new jobs batch just as well; if
-  those ever differ, batching gets worse, never wrong. 10,000 items put about 625 writes per tick
-  on a partition, far below Table's per-partition rate.
+- items table: PartitionKey ``b`` + the VM's shard (shared/domain/shards.py), RowKey = lower-cased
+  VM name. A shard's planner reads its one partition in pages, in name order (its progress marks
+  are names); the few item writes of a tick go out as ETag-guarded transactions of up to 100.
 - vms table (local inventory): PartitionKey ``vm``, RowKey = lower-cased VM name, disks as JSON.
 """
 from __future__ import annotations
