@@ -143,3 +143,28 @@ def test_a_foreign_continuation_is_refused(job_store):
     """A continuation token the store did not issue is a clear ValidationError."""
     with pytest.raises(ValidationError):
         job_store.query(JobQuery(continuation="not-a-token"))
+
+
+def test_get_many_returns_the_jobs_that_exist(job_store):
+    """A tick that finds its jobs already there reads them in one go; ids with no job are left out."""
+    jobs = [job(f"vm{n}", T0 + timedelta(minutes=n)) for n in range(30)]
+    job_store.create_many_if_absent(jobs[:20])
+    found = job_store.get_many([j.job_id for j in jobs])
+    assert found == {j.job_id: j for j in jobs[:20]}
+
+
+def test_pages_of_many_vms_across_shards_and_hours_are_newest_first_and_complete(job_store):
+    """Paging across VMs in every shard and several hours shows each job once, newest first."""
+    from shared.domain.shards import shard_of
+
+    jobs = [job(f"vm{n:03d}", T0 + timedelta(minutes=23 * (n % 9), milliseconds=n)) for n in range(80)]
+    assert len({shard_of(j.vm_name) for j in jobs}) == 16
+    job_store.create_many_if_absent(jobs)
+    listed = all_pages(job_store, JobQuery(page_size=7, since=T0 + timedelta(minutes=20)))
+    expected = sorted((j for j in jobs if j.slot >= T0 + timedelta(minutes=20)), key=lambda j: j.slot, reverse=True)
+    assert [j.job_id for j in listed] == [j.job_id for j in expected]
+    one_shard = all_pages(job_store, JobQuery(shard=shard_of("vm005"), page_size=5))
+    assert one_shard and {shard_of(j.vm_name) for j in one_shard} == {shard_of("vm005")}
+    assert sorted(j.job_id for j in one_shard) == sorted(j.job_id for j in jobs if shard_of(j.vm_name) == shard_of("vm005"))
+    mine = all_pages(job_store, JobQuery(vm_name="VM005", page_size=1))
+    assert [j.job_id for j in mine] == [j.job_id for j in jobs if j.vm_name == "vm005"]
