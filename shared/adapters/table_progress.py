@@ -77,7 +77,8 @@ def _entity(progress: ShardProgress) -> dict[str, Any]:
 def _from(entity) -> ShardProgress:
     def when(key: str) -> datetime | None:
         value = entity.get(key)
-        return utc(value) if value is not None else None
+        # The SDK's datetime subclass, made a plain datetime so progress compares and prints as one.
+        return utc(datetime.fromisoformat(value.isoformat())) if value is not None else None
 
     return ShardProgress(shard=entity["RowKey"], settled_until=when("SettledUntil"), seen_from=when("SeenFrom"),
                          items=int(entity.get("Items") or 0), run_started=when("RunStarted"),
