@@ -196,11 +196,11 @@ def _item_document(status) -> dict:
         "vmKind": item.vm_kind,
         "diskLuns": list(item.disk_luns),
         "initialBackupPending": item.initial_backup_pending,
-        "lastBackupJobId": item.last_job_id,
+        "lastBackupJobId": job.job_id if job else None,
         "lastBackupStatus": job.status.value if job else None,
         "lastBackupTime": job.start_time if job else None,
         "inProgressJobId": _in_progress(status),
-        "lastScheduledSlot": item.last_slot,
+        "lastScheduledSlot": _last_scheduled_slot(status),
         "nextScheduledBackup": status.next_slot,
         "skippedSlots": [{"slot": s.slot, "reason": s.reason} for s in item.skipped],
         "purgeAfter": item.purge_after,
@@ -212,11 +212,19 @@ def _item_document(status) -> dict:
 
 
 def _in_progress(status) -> str | None:
-    """The item's running job; the record keeps the id after the job ends, which is not 'in progress'."""
-    job_id, last = status.item.in_progress_job_id, status.last_job
-    if job_id and last is not None and last.job_id == job_id and last.is_terminal:
-        return None
-    return job_id
+    """The VM's newest job while it runs (scheduled or on demand)."""
+    last = status.last_job
+    return last.job_id if last is not None and not last.is_terminal else None
+
+
+def _last_scheduled_slot(status):
+    """The newest slot the scheduler settled: its own mark on the item, or the newest scheduled job's slot
+    (the tick marks the shard's progress, not each item)."""
+    marks = [status.item.last_slot]
+    if status.last_job is not None and status.last_job.trigger == "Scheduled":
+        marks.append(status.last_job.slot)
+    marks = [m for m in marks if m is not None]
+    return max(marks) if marks else None
 
 
 def _emit_items(args, statuses, *, single: bool = False) -> None:
