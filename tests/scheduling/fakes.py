@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, default_policy
+from shared.domain.shards import shard_of
 from shared.domain.protection import ProtectedItem
 from shared.errors import ConflictError, NotFoundError
 
@@ -73,8 +74,9 @@ class InMemoryProtectedItemStore:
                 saved.append(self._put(item))
         return saved, conflicts, 1 if items else 0
 
-    def pages(self, page_size: int = 100):
-        names = sorted(self.items)
+    def pages(self, page_size: int = 100, shard: str | None = None, after: str | None = None):
+        names = sorted(n for n in self.items if (shard is None or shard_of(n) == shard)
+                       and (after is None or n > after.lower()))
         for start in range(0, len(names), page_size):
             yield [copy.deepcopy(self.items[n]) for n in names[start:start + page_size]]
 
