@@ -31,3 +31,12 @@ def make_services(make_settings):
         return Services(make_settings(), clock=FixedClock(at), **defaults)
 
     return factory
+
+
+class HostDied(Exception):
+    """The host running a tick died: not a TransientError, so no retry rides it out and the tick ends."""
+
+
+def dies(*_args, **_kwargs):
+    """Stands in for a port method during which the host dies."""
+    raise HostDied("host died")

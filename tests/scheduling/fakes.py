@@ -1,5 +1,5 @@
-"""In-memory policy and protected-item stores with the Table adapters' semantics (ETag versions,
-partial batch writes), for fast property tests of the scheduler."""
+"""In-memory policy, protected-item and shard-progress stores with the Table adapters' semantics (ETag
+versions, partial batch writes, a shard's items in name order), for fast property tests of the scheduler."""
 from __future__ import annotations
 
 import copy
@@ -9,8 +9,9 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, default_policy
-from shared.domain.shards import shard_of
+from shared.domain.progress import ShardProgress
 from shared.domain.protection import ProtectedItem
+from shared.domain.shards import SHARDS, check_shard, shard_of
 from shared.errors import ConflictError, NotFoundError
 
 _versions = itertools.count(1)
@@ -84,3 +85,27 @@ class InMemoryProtectedItemStore:
         stored = replace(copy.deepcopy(item), version=str(next(_versions)))
         self.items[item.vm_name.lower()] = stored
         return copy.deepcopy(stored)
+
+
+class InMemoryShardProgressStore:
+    """The scheduler's per-shard progress; ``update`` is read-modify-write, atomic under threads."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ShardProgress] = {}
+        self._lock = threading.RLock()
+
+    def get(self, shard: str) -> ShardProgress:
+        return self.rows.get(check_shard(shard)) or ShardProgress(shard=shard)
+
+    def all(self) -> list[ShardProgress]:
+        return [self.get(shard) for shard in SHARDS]
+
+    def update(self, shard: str, change: Callable[[ShardProgress], ShardProgress], *,
+               current: ShardProgress | None = None) -> ShardProgress:
+        with self._lock:
+            stored = self.get(shard)
+            changed = change(stored)
+            if changed == stored:
+                return stored
+            self.rows[shard] = replace(changed, version=str(next(_versions)))
+            return self.rows[shard]

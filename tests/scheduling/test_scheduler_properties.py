@@ -11,13 +11,13 @@ from shared.clock import FixedClock
 from shared.domain.jobs import JobStatus
 from shared.domain.policy import EnhancedSchedule, Frequency, Policy, StandardSchedule
 from shared.domain.schedule import slots_between
-from shared.errors import TransientError
+from shared.domain.shards import shard_of
 from shared.services.protection import create_policy, enable_protection
-from shared.services.scheduling import lookahead, run_scheduling_tick
+from shared.services.scheduling import blocks_new_backup, lookahead, run_scheduling_tick
 from shared.settings import Connection, Settings
 from tests.fakes import InMemoryInventory, InMemoryJobStore, RecordingTaskQueue
-from tests.scheduling.conftest import local_vm
-from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
+from tests.scheduling.conftest import HostDied, local_vm
+from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore, InMemoryShardProgressStore
 
 UTC = timezone.utc
 START = datetime(2025, 3, 27, 12, 0, tzinfo=UTC)          # Berlin and New York both change DST near here
@@ -29,7 +29,7 @@ POLICIES = [
 
 
 class FlakyQueue(RecordingTaskQueue):
-    """Dies on the sends it is told to, like a host crashing between creating jobs and sending."""
+    """Dies on the send it is told to, like a host crashing between creating jobs and sending."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -38,12 +38,29 @@ class FlakyQueue(RecordingTaskQueue):
     def send(self, tasks):
         if self.die_next:
             self.die_next = False
-            raise TransientError("host died")
+            raise HostDied("host died before sending")
         return super().send(tasks)
 
 
-# One tick event: minutes after the previous tick (0 = fired twice), and whether it crashes.
-events = st.lists(st.tuples(st.sampled_from([0, 0, 1, 5, 5, 5, 60, 240, 600]), st.booleans()),
+class FlakyProgress(InMemoryShardProgressStore):
+    """Dies when told to, saving the progress of ``shard``: after the tasks went out, before the
+    shard's watermark moved."""
+
+    def __init__(self, shard: str) -> None:
+        super().__init__()
+        self.shard = shard
+        self.die_next = False
+
+    def update(self, shard, change, **kwargs):
+        if self.die_next and shard == self.shard:
+            self.die_next = False
+            raise HostDied("host died before saving progress")
+        return super().update(shard, change, **kwargs)
+
+
+# One tick event: minutes after the previous tick (0 = fired twice), and where (if at all) it crashes.
+events = st.lists(st.tuples(st.sampled_from([0, 0, 1, 5, 5, 5, 60, 240, 600]),
+                            st.sampled_from([None, None, "sending", "saving progress"])),
                   min_size=5, max_size=80)
 
 
@@ -53,19 +70,19 @@ def test_every_slot_gets_exactly_one_job_and_one_task(ticks, policy):
     """Across DST changes, with duplicate, late and crashing ticks, each slot runs once or is recorded skipped."""
     settings_ = Settings(storage=Connection("BackupStorage", "x"), service_bus=Connection("ServiceBusConnection", "x"))
     clock = FixedClock(START)
-    queue = FlakyQueue()
+    queue, progress = FlakyQueue(), FlakyProgress(shard_of("vm1"))
     svc = Services(settings_, clock=clock, jobs=InMemoryJobStore(), task_queue=queue,
                    policies=InMemoryPolicyStore(), protected_items=InMemoryProtectedItemStore(),
-                   inventory=InMemoryInventory(local_vm("vm1")))
+                   progress=progress, inventory=InMemoryInventory(local_vm("vm1")))
     create_policy(svc, policy)
     enable_protection(svc, "vm1", policy.name, initial_backup=False)
     skipped: set[datetime] = set()
-    for minutes, crash in ticks + [(5, False)]:
+    for minutes, crash in ticks + [(5, None)]:
         clock.advance(timedelta(minutes=minutes))
-        queue.die_next = crash
+        queue.die_next, progress.die_next = crash == "sending", crash == "saving progress"
         try:
-            run_scheduling_tick(svc)
-        except TransientError:
+            run_scheduling_tick(svc, fan_out=False)
+        except HostDied:
             pass
         skipped |= {s.slot for s in svc.protected_items.get("vm1").skipped}
     horizon = clock.now() + lookahead(settings_.schedule, clock.now())
@@ -80,7 +97,7 @@ def test_every_slot_gets_exactly_one_job_and_one_task(ticks, policy):
     # lookahead is planned early, unless a backup is still running: then it is decided when due.
     pending = set(slots_between(policy, START, horizon)) - accounted
     assert all(slot > clock.now() for slot in pending)
-    assert not pending or svc.protected_items.get("vm1").in_progress_job_id is not None
+    assert not pending or any(blocks_new_backup(j, clock.now()) for j in active)
     sent = Counter(t.job_id for t in queue.sent)
     assert all(sent[j.job_id] == 1 for j in active)                    # each running job: one task
     assert all(sent[j.job_id] <= 1 for j in jobs)
