@@ -13,12 +13,12 @@ from azure.servicebus import ServiceBusClient
 from shared.bootstrap import Services
 from shared.clock import FixedClock
 from shared.domain.jobs import JobStatus
-from shared.errors import TransientError
+from shared.domain.shards import shard_of
 from shared.ports import JobQuery
 from shared.services.protection import enable_protection
 from shared.services.scheduling import run_scheduling_tick
 from tests.fakes import InMemoryInventory
-from tests.scheduling.conftest import local_vm
+from tests.scheduling.conftest import HostDied, dies, local_vm
 
 UTC = timezone.utc
 VMS = [f"web{i:02d}" for i in range(12)]
@@ -54,8 +54,6 @@ def assert_one_job_and_one_message_per_vm(svc) -> None:
     assert sorted(j.vm_name for j in jobs) == VMS
     assert {j.slot for j in jobs} == {SLOT}
     assert {j.status for j in jobs} == {JobStatus.IN_PROGRESS}       # none cancelled by a later tick
-    assert [svc.protected_items.get(name).in_progress_job_id for name in VMS] == [
-        next(j.job_id for j in jobs if j.vm_name == name) for name in VMS]
     assert messages(svc) == Counter({f"{j.job_id}_1": 1 for j in jobs})
 
 
@@ -72,31 +70,35 @@ def test_crash_between_creating_jobs_and_sending_tasks(stack):
     real = stack.task_queue
 
     class DiesBeforeSending:
-        def send(self, tasks):
-            raise TransientError("host died")
+        send = staticmethod(dies)
 
     stack.task_queue = DiesBeforeSending()
     stack.clock.current = SLOT + timedelta(seconds=3)
-    with pytest.raises(TransientError):
+    with pytest.raises(HostDied):
         run_scheduling_tick(stack)
     stack.task_queue = real
+    orphans = [j for name in VMS for j in stack.jobs.query(JobQuery(vm_name=name)).jobs]
+    assert orphans and messages(stack) == Counter()
     stack.clock.advance(timedelta(minutes=5))
-    assert run_scheduling_tick(stack).jobs_created == 0
+    result = run_scheduling_tick(stack)
+    assert (result.jobs_created, result.tasks_sent) == (len(VMS) - len(orphans), len(VMS))
     run_scheduling_tick(stack)
     assert_one_job_and_one_message_per_vm(stack)
 
 
 def test_crash_after_sending_before_watermarks(stack):
-    """The host dies after sending, before saving watermarks: the re-sent tasks are dropped as duplicates."""
-    store = stack.protected_items
-    real = store.save_many
-    store.save_many = lambda items: (_ for _ in ()).throw(TransientError("host died"))
+    """The host dies after sending, before saving a shard's progress: the re-sent tasks are dropped as duplicates."""
+    progress, save = stack.progress, stack.progress.update
+    dead = shard_of(VMS[0])
+    progress.update = lambda shard, change, **kw: dies() if shard == dead else save(shard, change, **kw)
     stack.clock.current = SLOT + timedelta(seconds=3)
-    with pytest.raises(TransientError):
+    with pytest.raises(HostDied):
         run_scheduling_tick(stack)
-    store.save_many = real
+    del progress.update
+    sent = messages(stack)
+    assert len(sent) == sum(1 for name in VMS if shard_of(name) <= dead)
     stack.clock.advance(timedelta(minutes=5))
-    assert run_scheduling_tick(stack).tasks_sent == len(VMS)
+    assert run_scheduling_tick(stack).tasks_sent == sum(1 for name in VMS if shard_of(name) >= dead)
     assert_one_job_and_one_message_per_vm(stack)
 
 
