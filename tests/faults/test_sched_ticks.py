@@ -14,6 +14,7 @@ from azure.servicebus import ServiceBusClient
 from shared.bootstrap import Services
 from shared.clock import FixedClock
 from shared.domain.jobs import JobPhase, JobStatus
+from shared.ports import JobQuery
 from shared.services.protection import enable_protection
 from shared.services.scheduling import run_scheduling_tick
 from shared.settings import Settings
@@ -25,7 +26,7 @@ VMS = 60
 def _tick(env: dict[str, str], at: datetime, barrier) -> None:
     """One tick as one host would run it: its own Services (clients, sender), started with the others."""
     svc = Services(Settings.from_env(env), clock=FixedClock(at))
-    svc.protected_items, svc.jobs, svc.task_queue, svc.policies      # connect before the start line
+    svc.protected_items, svc.jobs, svc.task_queue, svc.policies, svc.progress   # connect before the start line
     barrier.wait(timeout=60)
     run_scheduling_tick(svc)
     svc.task_queue.close()
@@ -54,9 +55,11 @@ def _queued_messages(svc) -> Counter:
 
 def _assert_one_running_job_per_vm(svc, vms) -> list[str]:
     items = [svc.protected_items.get(vm.name) for vm in vms]
-    job_ids = [item.in_progress_job_id for item in items]
-    assert None not in job_ids and len(set(job_ids)) == VMS
-    jobs = [svc.jobs.get(job_id) for job_id in job_ids]
+    per_vm = [svc.jobs.query(JobQuery(vm_name=vm.name)).jobs for vm in vms]
+    assert [len(jobs) for jobs in per_vm] == [1] * VMS
+    jobs = [job for [job] in per_vm]
+    job_ids = [job.job_id for job in jobs]
+    assert {job.trigger for job in jobs} == {"Initial"}
     assert Counter((j.status, j.phase) for j in jobs) == Counter({(JobStatus.IN_PROGRESS, JobPhase.QUEUED): VMS})
     assert all(not item.initial_backup_pending and item.skipped == [] for item in items)
     assert _queued_messages(svc) == Counter({f"{job_id}_1": 1 for job_id in job_ids})
