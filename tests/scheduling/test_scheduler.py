@@ -12,7 +12,7 @@ from shared.domain.policy import EnhancedSchedule, Frequency, Policy, StandardSc
 from shared.domain.shards import shard_of
 from shared.domain.task import Trigger
 from shared.errors import TransientError
-from shared.services.protection import create_policy, disable_protection, enable_protection
+from shared.services.protection import backup_now, create_policy, disable_protection, enable_protection
 from shared.ports import JobQuery
 from shared.services.scheduling import run_scheduling_tick
 from tests.fakes import InMemoryJobStore, RecordingTaskQueue
@@ -275,10 +275,11 @@ def test_a_stale_in_progress_job_does_not_block_forever(make_services):
     """A job stuck InProgress for longer than the extension's 140-minute limit no longer blocks backups."""
     svc = make_services(at=datetime(2025, 6, 2, 17, 0, tzinfo=UTC))
     create_policy(svc, Policy("four", EnhancedSchedule(4, time(0, 0), 24), "UTC", 7))
-    protect(svc, policy="four", initial=True)
-    run_scheduling_tick(svc)                                          # initial backup at 17:00, never ends
-    svc.clock.current = datetime(2025, 6, 2, 20, 0, tzinfo=UTC)       # 3 h later: stale
+    protect(svc, policy="four")
+    stuck = backup_now(svc, "vm1", retain_until=None)                 # at 17:00, never ends
+    svc.clock.current = datetime(2025, 6, 2, 20, 0, tzinfo=UTC)       # 3 h later: past its deadline
     assert run_scheduling_tick(svc).jobs_created == 1
+    assert svc.jobs.get(stuck.job_id).status is JobStatus.IN_PROGRESS
     one_per_slot(svc)
 
 
