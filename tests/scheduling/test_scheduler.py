@@ -285,11 +285,10 @@ def test_a_stale_in_progress_job_does_not_block_forever(make_services):
 
 def test_finished_previous_backup_lets_the_next_slot_run(make_services):
     """Once the previous backup completed, the next slot runs normally."""
-    svc = make_services()
-    protect(svc, initial=True)
-    run_scheduling_tick(svc)
-    (initial,) = svc.task_queue.sent
-    svc.jobs.update(initial.job_id, lambda j: replace(j, status=JobStatus.COMPLETED))
+    svc = make_services(at=datetime(2025, 6, 2, 22, 0, tzinfo=UTC))
+    protect(svc)
+    previous = backup_now(svc, "vm1", retain_until=None)
+    svc.jobs.update(previous.job_id, lambda j: replace(j, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
     svc.clock.current = datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
     assert run_scheduling_tick(svc).jobs_created == 1
 
