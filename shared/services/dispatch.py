@@ -27,7 +27,7 @@ from shared.errors import ConflictError, NotFoundError, PermanentError, Transien
 from shared.ports import DispatchRefused
 from shared.redaction import redact
 from shared.services.outages import ride_out
-from shared.services.protection import on_demand_refusal
+from shared.services.protection import on_demand_refusal, running_backup
 from shared.services.recovery import disk_guard_error
 from shared.services.restore_point_backup import backup_by_restore_point, preview_restore_point, vm_reference
 
@@ -106,6 +106,14 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
             return _not_dispatched(svc, job, exc, now, ids)
         if item is not None and not item.is_active:     # (no item at all: a task put on the queue by hand)
             return _cancel_unprotected(svc, job, now, ids)
+        # One backup of a VM at a time: a scheduled one gives way to an on-demand one, or to an earlier one,
+        # that still runs (the tick and backup-now may each have started one in the same instant).
+        try:
+            other = running_backup(svc, job.vm_name, now, ignore=job.job_id)
+        except TransientError as exc:
+            return _not_dispatched(svc, job, exc, now, ids)
+        if other is not None and _goes_first(other, job):
+            return _give_way(svc, job, other, now, ids)
 
     try:
         vm = _disks_to_back_up(svc, svc.inventory.get_vm(vm_reference(svc, task.vm_name)))
@@ -288,6 +296,20 @@ def _load_or_create_job(svc: Services, task: SnapshotTask, now: datetime) -> Job
     if svc.jobs.create_if_absent(fresh):
         log.info("job %s: created from its task message (vm %s)", task.job_id, task.vm_name)
     return svc.jobs.get(task.job_id) or fresh
+
+
+def _goes_first(other: Job, job: Job) -> bool:
+    if other.trigger == Trigger.ON_DEMAND.value:
+        return True
+    return (other.start_time, other.job_id) < (job.start_time, job.job_id)
+
+
+def _give_way(svc: Services, job: Job, other: Job, now: datetime, ids: str) -> DispatchOutcome:
+    reason = (f"backup {other.job_id} of {job.vm_name} ({other.trigger}) was still in progress; this "
+              f"{job.trigger.lower()} backup gave way, nothing was sent to the VM")
+    svc.jobs.update(job.job_id, lambda current: mark_cancelled(current, reason, now))
+    log.warning("%s: cancelled: %s", ids, reason)
+    return DispatchOutcome(Outcome.DUPLICATE, job.job_id, None, reason)
 
 
 def _cancel_unprotected(svc: Services, job: Job, now: datetime, ids: str) -> DispatchOutcome:

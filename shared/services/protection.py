@@ -214,13 +214,18 @@ def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) ->
         nonlocal before
         if not current.is_active:
             raise ConflictError(f"protection of {current.vm_name!r} was stopped meanwhile")
-        if current.in_progress_job_id != item.in_progress_job_id:
-            _check_in_progress(svc, current, now)
         before = current           # what a failed send gives back
         # An on-demand backup is the VM's first backup as much as the pending initial one would be.
         return replace(current.started(job.job_id, now), initial_backup_pending=False)
 
     svc.protected_items.update(item.vm_name, claim)
+    # Checked again once the claim is written: a tick that planned the VM before the claim has created
+    # its job by now (or it sees the claim), so the two never both start.
+    try:
+        _check_in_progress(svc, item, now, ignore=job.job_id)
+    except ConflictError:
+        _release(svc, job, before)
+        raise
     svc.jobs.create_if_absent(job)
     try:
         queue.send([task_for(job, now)])
@@ -250,6 +255,14 @@ def on_demand_refusal(svc: Services, vm_name: str, now: datetime, *, job: Job | 
             return on_demand_limit_reached(vm_name, earlier)
 
 
+def running_backup(svc: Services, vm_name: str, now: datetime, *, ignore: str | None = None) -> Job | None:
+    """A backup of the VM, other than ``ignore``, that still blocks a new one (the newest), or None."""
+    running = svc.jobs.query(JobQuery(vm_name=vm_name, status=JobStatus.IN_PROGRESS, since=now - STALE_AFTER,
+                                      page_size=100)).jobs
+    return next((job for job in running if job.operation == "Backup" and job.job_id != ignore
+                 and blocks_new_backup(job, now)), None)
+
+
 def _task_queue(svc: Services) -> TaskQueue:
     try:
         return svc.task_queue
@@ -263,7 +276,13 @@ def _not_queued(svc: Services, job: Job, before: ProtectedItem, exc: VmsnapError
     error = JobError.from_remediation(remediation.for_service_error(remediation.TASK_NOT_QUEUED),
                                       detail=redact(str(exc)))
     svc.jobs.update(job.job_id, lambda current: mark_failed(current, error, now))
+    _release(svc, job, before)
+    log.error("on-demand job %s of %s failed: its task could not be queued (%s); the item is released",
+              job.job_id, job.vm_name, redact(str(exc)))
 
+
+def _release(svc: Services, job: Job, before: ProtectedItem) -> None:
+    """Give the item back the claim it had before ``job`` took it (unless someone moved on meanwhile)."""
     def release(current: ProtectedItem) -> ProtectedItem | None:
         if current.in_progress_job_id != job.job_id:
             return None         # someone else moved on meanwhile: theirs stands
@@ -272,15 +291,11 @@ def _not_queued(svc: Services, job: Job, before: ProtectedItem, exc: VmsnapError
                        initial_backup_pending=before.initial_backup_pending or current.initial_backup_pending)
 
     svc.protected_items.update(job.vm_name, release)
-    log.error("on-demand job %s of %s failed: its task could not be queued (%s); the item is released",
-              job.job_id, job.vm_name, redact(str(exc)))
 
 
-def _check_in_progress(svc: Services, item: ProtectedItem, now: datetime) -> None:
+def _check_in_progress(svc: Services, item: ProtectedItem, now: datetime, *, ignore: str | None = None) -> None:
     """ConflictError while a backup of the item (scheduled or on demand) is still in progress."""
-    running = svc.jobs.query(JobQuery(vm_name=item.vm_name, status=JobStatus.IN_PROGRESS,
-                                      since=now - STALE_AFTER, page_size=100)).jobs
-    previous = next((job for job in running if job.operation == "Backup" and blocks_new_backup(job, now)), None)
+    previous = running_backup(svc, item.vm_name, now, ignore=ignore)
     if previous is not None:
         raise ConflictError(f"{remediation.OPERATION_IN_PROGRESS}: backup job {previous.job_id} of "
                             f"{item.vm_name!r} is still in progress; wait for it "

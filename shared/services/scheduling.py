@@ -99,6 +99,10 @@ class ItemPlan:
             changed.last_slot = self.last_slot
         if self.initial_done:
             changed.initial_backup_pending = False
+            if self.job is not None:
+                # Its slot is the enable time, not a policy slot, so only this claim tells the next
+                # ticks (and backup-now) that a backup may still be running.
+                changed = changed.started(self.job.job_id, self.job.start_time)
         return changed
 
     @property

@@ -359,3 +359,23 @@ def test_a_scheduled_task_of_a_vm_whose_protection_stopped_meanwhile_is_cancelle
     job = svc.jobs.get(JOB_ID)
     assert job.status is JobStatus.CANCELLED and "protection" in " ".join(job.notes)
     assert svc.dispatcher.sent == [] and outcome.outcome is Outcome.DUPLICATE
+
+
+def test_of_two_scheduled_backups_of_a_vm_the_later_gives_way_and_the_earlier_runs(svc, vm):
+    """Two scheduled jobs of one VM queued at once: whichever task comes first, only the earlier job runs."""
+    from shared.domain.jobs import job_id_for
+
+    tasks = []
+    for minutes in (0, 30):
+        slot = NOW + timedelta(minutes=minutes)
+        task = _task(vm, job_id=job_id_for(vm.name, slot), slot=slot)
+        job = Job.new_backup(vm_name=vm.name, slot=slot, now=slot, policy_name="DefaultPolicy",
+                             retain_until=task.retain_until)
+        svc.jobs.create_if_absent(job)
+        tasks.append(task)
+    earlier, later = tasks
+    assert _deliver(svc, later).outcome is Outcome.DUPLICATE
+    assert _deliver(svc, earlier).outcome is Outcome.DISPATCHED
+    assert svc.jobs.get(later.job_id).status is JobStatus.CANCELLED
+    assert earlier.job_id in " ".join(svc.jobs.get(later.job_id).notes)
+    assert [command.task_id for _, command in svc.dispatcher.sent] == [f"{earlier.job_id}_1"]

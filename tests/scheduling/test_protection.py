@@ -176,19 +176,25 @@ def _backup_now_during(svc, port, method, when=lambda *args, **kwargs: True):
     return outcome
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: the tick decides an item is free from the item it read (no in-progress job) and no longer "
-    "writes the item, so nothing catches an on-demand backup that claimed the VM meanwhile: both run"))
 def test_on_demand_backup_racing_the_scheduler_leaves_one_backup_in_progress(make_services):
     """If backup-now starts a backup after the tick read the VM and before it created its job, only one
-    backup of the VM runs."""
-    svc = make_services()
+    backup of the VM runs: the worker lets the scheduled one give way, naming the on-demand one."""
+    from shared.services.dispatch import Outcome, handle_snapshot_task
+    from tests.fakes import RecordingDispatcher
+
+    svc = make_services(dispatcher=RecordingDispatcher())
     enable_protection(svc, "vm1", initial_backup=False)
     svc.clock.current = datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
     outcome = _backup_now_during(svc, svc.jobs, "create_many_if_absent")
     run_scheduling_tick(svc)
     [on_demand] = outcome
     assert on_demand.trigger == "OnDemand"
+    [scheduled_task] = [t for t in svc.task_queue.sent if t.job_id != on_demand.job_id]
+    delivered = handle_snapshot_task(svc, scheduled_task.to_json().encode(), message_id=scheduled_task.message_id,
+                                     delivery_count=1)
+    scheduled = svc.jobs.get(scheduled_task.job_id)
+    assert delivered.outcome is Outcome.DUPLICATE and scheduled.status is JobStatus.CANCELLED
+    assert on_demand.job_id in " ".join(scheduled.notes) and svc.dispatcher.sent == []
     running = [j for j in svc.jobs.jobs.values() if j.status is JobStatus.IN_PROGRESS]
     assert [j.job_id for j in running] == [on_demand.job_id]
 

@@ -219,10 +219,6 @@ def test_enhanced_catch_up_runs_the_latest_slot_and_records_the_rest(make_servic
         (16, "superseded by a later slot")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: the tick no longer sets the item's in-progress job, and looks for jobs in progress only "
-    "when a policy slot lies within the stale window before the watermark (or backup-now claimed the item); "
-    "the initial backup's slot is the enable time, not a policy slot, so a second backup starts while it runs"))
 def test_slot_is_skipped_while_the_previous_backup_is_in_progress(make_services):
     """The initial backup still running at the first slot makes the scheduler skip that slot and say why."""
     svc = make_services(at=datetime(2025, 6, 2, 19, 30, tzinfo=UTC))
