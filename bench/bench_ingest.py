@@ -127,7 +127,7 @@ def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int],
     # timers are never started here, and their schedules are set to once a year all the same.
     env = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     env = {name: ("0 0 0 1 1 *" if name.endswith("_SCHEDULE") else value) for name, value in env.items()}
-    env.update({"BackupStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
+    env.update({"BackupStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.host_connection_string,
                 "ServiceBusConnection": bus.connection_string, "TABLE_PREFIX": "hostbench",
                 "STATUS_CONTAINER": "host-status", "SNAPSHOT_TASKS_QUEUE": "host-tasks", "DISPATCHER": "local",
                 "LOCAL_VM_ROOT": "/nonexistent"})
