@@ -47,6 +47,7 @@ from shared.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 HOSTS_CONTAINER = "azure-webjobs-hosts"
+LIST_PAGE = 5000            # blobs per listing request: the most the service returns
 _SETTING = re.compile(r"%([^%]+)%")
 
 
@@ -362,7 +363,7 @@ class LocalFunctionsHost:
             if response.http_response.status_code == 200:     # a retried attempt's error has no page
                 pages.append(_listed_etags(response.http_response.body()))
 
-        for _ in container.list_blob_names(raw_response_hook=keep).by_page():
+        for _ in container.list_blob_names(results_per_page=LIST_PAGE, raw_response_hook=keep).by_page():
             while pages:
                 yield from pages.pop(0)
 
