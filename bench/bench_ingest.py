@@ -114,10 +114,11 @@ def upload_status_blobs(container, names_and_data: list[tuple[str, bytes]]) -> N
 
 def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int], new: int, passes: int,
                        parallelism: int | None = None,
-                       report=lambda *figure: None) -> list[tuple[int, list[float], float, float]]:
+                       report=lambda *figure: None) -> list[tuple[int, list[float], float, float, float]]:
     """For each container size: blobs/s of ``passes`` host passes over ``new`` fresh blobs each, the
-    seconds of an idle pass (nothing new), and the share of a pass's wall time this process spent on
-    CPU (the rest is Azurite's). The container grows from one size to the next."""
+    seconds of an idle pass (nothing new), and the shares of a pass's wall time this process and
+    Azurite spent on CPU (what is left is waiting for a core). The container grows from one size to
+    the next."""
     import function_app
     from devhost.host import HostConfig, LocalFunctionsHost
     from shared.bootstrap import reset_services
@@ -150,23 +151,25 @@ def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int],
             upload_status_blobs(container, filler)
             present = size
             host.acknowledge_blobs("ingest_status")
-            rates, cpu_share = [], []
+            rates, cpu_share, azurite_share = [], [], []
             for run in range(passes):
                 records = dispatched_jobs(svc, new, f"h{size}r{run}v")
                 upload_status_blobs(container, [
                     (job.status_blob, completed.replace(CORPUS_JOB + b"_1", f"{job.job_id}_1".encode()))
                     for job in records])
-                start, cpu = time.perf_counter(), time.process_time()
+                start, cpu, azurite_cpu = time.perf_counter(), time.process_time(), azurite.cpu_seconds() or 0.0
                 invoked = host.scan_blobs("ingest_status")
                 elapsed = time.perf_counter() - start
                 cpu_share.append((time.process_time() - cpu) / elapsed)
+                azurite_share.append(((azurite.cpu_seconds() or 0.0) - azurite_cpu) / elapsed)
                 assert invoked == new, f"{invoked} invocations for {new} new blobs"
                 assert svc.jobs.get(records[-1].job_id).status is JobStatus.COMPLETED
                 rates.append(new / elapsed)
                 present += new
             start = time.perf_counter()
             assert host.scan_blobs("ingest_status") == 0
-            figures.append((size, rates, time.perf_counter() - start, statistics.median(cpu_share)))
+            figures.append((size, rates, time.perf_counter() - start, statistics.median(cpu_share),
+                            statistics.median(azurite_share)))
             report(*figures[-1])
     finally:
         host.stop()
@@ -190,10 +193,10 @@ def main() -> None:
 
     if args.through_host:
         sizes = [int(n) for n in args.sizes.split(",")]
-        def report(size: int, rates: list[float], idle: float, cpu: float) -> None:
+        def report(size: int, rates: list[float], idle: float, cpu: float, azurite_cpu: float) -> None:
             print(f"  {size:>6,} blobs already there: {min(rates):6.1f} / {statistics.median(rates):6.1f} / "
                   f"{max(rates):6.1f} blobs/s (min/median/max); idle pass {idle:.2f} s; "
-                  f"host process on CPU {cpu:.0%} of a pass", flush=True)
+                  f"on CPU during a pass: host process {cpu:.0%}, Azurite {azurite_cpu:.0%}", flush=True)
 
         print(f"through the local host (blob trigger ingest_status, "
               f"{args.parallelism or 'host.json'} blob functions at once), {args.new} new blobs per pass, "

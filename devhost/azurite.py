@@ -89,6 +89,16 @@ class Azurite:
         log.info("Azurite listening: blob %s, table %s", self.blob_port, self.table_port)
         return self
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the Azurite process has used so far (Linux; None elsewhere or when not running)."""
+        if self._proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")    # utime + stime
+
     def _tail(self) -> str:
         try:
             text = Path(self._log_dir, "azurite.log").read_text(errors="replace")
