@@ -116,7 +116,7 @@ def upload_status_blobs(container, names_and_data: list[tuple[str, bytes]]) -> N
 class HostFigures(NamedTuple):
     size: int                   # handled blobs already in the container
     rates: list[float]          # blobs/s of each pass
-    idle: float                 # seconds of a pass that finds nothing new
+    idle: tuple[float, float, float]    # a pass that finds nothing new: seconds, CPU of the host, of Azurite
     host_ms: float              # CPU per handled blob, median over the passes: this process
     azurite_ms: float           # and Azurite
     busy: float                 # CPU seconds of both per second of a pass (on 2 cores at most 2)
@@ -177,9 +177,10 @@ def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int],
                 azurite_cpu.append(served * 1000 / new)
                 busy.append((cpu + served) / elapsed)
                 present += new
-            start = time.perf_counter()
+            start, cpu, served = time.perf_counter(), time.process_time(), azurite.cpu_seconds() or 0.0
             assert host.scan_blobs("ingest_status") == 0
-            figures.append(HostFigures(size, rates, time.perf_counter() - start, statistics.median(host_cpu),
+            idle = (time.perf_counter() - start, time.process_time() - cpu, (azurite.cpu_seconds() or 0.0) - served)
+            figures.append(HostFigures(size, rates, idle, statistics.median(host_cpu),
                                        statistics.median(azurite_cpu), statistics.median(busy)))
             report(figures[-1])
     finally:
@@ -206,7 +207,8 @@ def main() -> None:
         sizes = [int(n) for n in args.sizes.split(",")]
         def report(f: HostFigures) -> None:
             print(f"  {f.size:>6,} blobs already there: {min(f.rates):6.1f} / {statistics.median(f.rates):6.1f} / "
-                  f"{max(f.rates):6.1f} blobs/s (min/median/max); idle pass {f.idle:.2f} s\n"
+                  f"{max(f.rates):6.1f} blobs/s (min/median/max); idle pass {f.idle[0]:.2f} s "
+                  f"(CPU: host process {f.idle[1]:.2f} s, Azurite {f.idle[2]:.2f} s)\n"
                   f"          CPU per blob: host process {f.host_ms:.1f} ms, Azurite {f.azurite_ms:.1f} ms "
                   f"(together {f.busy:.2f} s of CPU per second of a pass)", flush=True)
 
