@@ -28,6 +28,7 @@ import os
 import queue
 import re
 import threading
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -99,6 +100,16 @@ class _BlobTriggerState:
 def _etag(value: str) -> str:
     """The ETag without its quotes: listings give ``0x8D…``, downloads and headers ``"0x8D…"``."""
     return value.strip('"')
+
+
+def _pause_after(pass_seconds: float, invoked: int, interval: float) -> float:
+    """How long the blob loop waits before its next pass.
+
+    After a pass that found nothing, at least as long as that pass took: polling a big container
+    then takes at most half of storage's time (Azure bounds its own scan at 10,000 blobs per
+    10-second poll). After a pass that found work, the usual interval, so a stream of new blobs is
+    picked up promptly."""
+    return interval if invoked else max(interval, pass_seconds)
 
 
 def _listed_etags(body: bytes) -> list[tuple[str, str]]:
@@ -435,8 +446,9 @@ class LocalFunctionsHost:
 
     def _blob_loop(self, spec: FunctionSpec) -> None:
         while not self._stop.is_set():
-            self._safe(lambda: self.scan_blobs(spec.name))
-            self._stop.wait(self.poll_interval)
+            started, invoked = time.monotonic(), []
+            self._safe(lambda: invoked.append(self.scan_blobs(spec.name)))
+            self._stop.wait(_pause_after(time.monotonic() - started, sum(invoked), self.poll_interval))
 
     def _blob_service(self, connection: str):
         from azure.storage.blob import BlobServiceClient

@@ -163,3 +163,24 @@ def test_azurite_keeps_an_idle_connection_open_past_its_default_five_seconds(azu
         assert connection.sock is first and response.status in (200, 403)
     finally:
         connection.close()
+
+
+def test_an_idle_pass_over_a_big_container_is_followed_by_as_long_a_pause():
+    """A host idling over a container whose listing takes 2 s waits 2 s, not 0.5 s; with work it goes on at once."""
+    from devhost.host import _pause_after
+
+    assert _pause_after(2.0, 0, 0.5) == 2.0
+    assert _pause_after(0.1, 0, 0.5) == 0.5
+    assert _pause_after(2.0, 3, 0.5) == 0.5
+
+
+def test_the_background_loop_finds_a_new_blob(env, container, unique_name):
+    """Started in the background, the host picks up a blob written after it started, once."""
+    seen: list[str] = []
+    with LocalFunctionsHost(blob_app(seen), env, host_id=unique_name("host"), poll_interval=0.1).start():
+        container.upload_blob("late/1.Status.txt", b"late")
+        deadline = time.monotonic() + 30
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)                     # a few more passes: the blob must not fire again
+    assert seen == [f"{env['CONTAINER']}/late/1.Status.txt=late"]
