@@ -19,6 +19,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented; not a secret).
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# A second account for the Functions host's own storage (blob receipts, timer status), apart from the
+# app's data as in Azure (infra/app/storage.bicep makes two accounts). Azurite finds a blob by
+# scanning every blob of its account, so receipts kept beside the status blobs would double the cost
+# of each status blob request.
+HOST_ACCOUNT = "devhostaccount1"
 # Azurite closes an idle keep-alive connection after 5 s by default, while the SDK's pool (requests)
 # keeps idle connections without limit and reuses them: a request sent as Azurite closes the socket
 # dies with ConnectionResetError, and azure-core does not retry a POST (table batches). Keep them
@@ -38,9 +43,17 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"
-                f"TableEndpoint=http://127.0.0.1:{self.table_port}/{ACCOUNT};")
+        return self._connection_string(ACCOUNT)
+
+    @property
+    def host_connection_string(self) -> str:
+        """The host storage account's (``AzureWebJobsStorage``)."""
+        return self._connection_string(HOST_ACCOUNT)
+
+    def _connection_string(self, account: str) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={ACCOUNT_KEY};"
+                f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{account};"
+                f"TableEndpoint=http://127.0.0.1:{self.table_port}/{account};")
 
     def start(self) -> "Azurite":
         binary = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
@@ -63,8 +76,10 @@ class Azurite:
             args += ["--location", str(self.location)]
         self._log_dir = tempfile.mkdtemp(prefix="azurite-")
         log_file = open(os.path.join(self._log_dir, "azurite.log"), "wb")
+        accounts = ";".join(f"{account}:{ACCOUNT_KEY}" for account in (ACCOUNT, HOST_ACCOUNT))
         self._proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=self._log_dir)
+                                      stdin=subprocess.DEVNULL, cwd=self._log_dir,
+                                      env={**os.environ, "AZURITE_ACCOUNTS": accounts})
         log_file.close()
         if not (wait_for_port(self.blob_port, 20) and wait_for_port(self.table_port, 20)):
             output = self._tail()
@@ -73,6 +88,16 @@ class Azurite:
                                      f"{output or 'no output'}")
         log.info("Azurite listening: blob %s, table %s", self.blob_port, self.table_port)
         return self
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the Azurite process has used so far (Linux; None elsewhere or when not running)."""
+        if self._proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")    # utime + stime
 
     def _tail(self) -> str:
         try:

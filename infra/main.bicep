@@ -3,6 +3,8 @@
 // content share's, which Elastic Premium still requires).
 //
 //   az deployment group create -g <rg> -f infra/main.bicep -p baseName=vmsnap protectedVmResourceGroups='["vms-rg"]'
+//   (the status blob trigger on Event Grid: add -p statusBlobSource=EventGrid, publish the app, then
+//   deploy again with -p statusBlobSource=EventGrid statusEventSubscription=true; docs/ingestion.md)
 //   azd up                                   (azure.yaml; infra/main.parameters.json)
 targetScope = 'resourceGroup'
 
@@ -29,7 +31,14 @@ param restorePointSchedule string = '0 */1 * * * *'
 @description('How far back a tick catches up slots missed while the app was down, in hours.')
 param scheduleCatchUpHours int = 24
 
-@description('Elastic Premium plan size. The status blob trigger polls its container, which Flex Consumption does not offer.')
+@description('How the status blob trigger finds new reports: LogsAndContainerScan polls the container (every scan reads all of it); EventGrid waits for the storage account\'s BlobCreated events (docs/ingestion.md).')
+@allowed(['LogsAndContainerScan', 'EventGrid'])
+param statusBlobSource string = 'LogsAndContainerScan'
+
+@description('Subscribe the status blob trigger to the backup account\'s events. Set true in a second deployment, after the app has started with statusBlobSource EventGrid: the endpoint\'s key exists only then.')
+param statusEventSubscription bool = false
+
+@description('Elastic Premium plan size. The status blob trigger polls its container by default, which Flex Consumption does not offer.')
 @allowed(['EP1', 'EP2', 'EP3'])
 param planSku string = 'EP1'
 
@@ -125,10 +134,23 @@ module functionApp 'app/function.bicep' = {
     sweepSchedule: sweepSchedule
     restorePointSchedule: restorePointSchedule
     scheduleCatchUpHours: scheduleCatchUpHours
+    statusBlobSource: statusBlobSource
     appInsightsConnectionString: monitoring.outputs.connectionString
   }
   // The host starts as soon as the site exists: let it find its permissions in place.
   dependsOn: [rbac]
+}
+
+module statusEvents 'app/status-events.bicep' = if (statusBlobSource == 'EventGrid' && statusEventSubscription) {
+  name: 'status-events'
+  params: {
+    appName: functionApp.outputs.appName
+    backupAccountName: storage.outputs.backupAccountName
+    statusContainer: statusContainer
+    functionName: 'ingest_status'
+    location: location
+    tags: tags
+  }
 }
 
 output functionAppName string = functionApp.outputs.appName

@@ -21,6 +21,8 @@ param snapshotSchedule string
 param sweepSchedule string
 param restorePointSchedule string
 param scheduleCatchUpHours int
+@description('LogsAndContainerScan (the host polls the status container) or EventGrid (it waits for events).')
+param statusBlobSource string = 'LogsAndContainerScan'
 @description('NCRONTAB of the retention run (expired recovery points, failed attempts, old status blobs).')
 param retentionSchedule string = '0 0 3 * * *'
 @description('Days a final job keeps its status and log blobs in the status container.')
@@ -97,6 +99,7 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'SWEEP_SCHEDULE', value: sweepSchedule }
         { name: 'RESTORE_POINT_SCHEDULE', value: restorePointSchedule }
         { name: 'STATUS_CONTAINER', value: statusContainer }
+        { name: 'STATUS_BLOB_SOURCE', value: statusBlobSource }
         { name: 'TABLE_PREFIX', value: 'vmsnap' }
         { name: 'DISPATCHER', value: 'arm' }
         { name: 'AZURE_SUBSCRIPTION_ID', value: subscription().subscriptionId }
