@@ -105,7 +105,8 @@ class _Stack:
         location = PROJECT_ROOT / ".local" / "azurite" if self.args.persist else None
         self.azurite = Azurite(self.args.blob_port, self.args.table_port, location).start()
         self.servicebus = LocalServiceBus(port=self.args.servicebus_port).start()
-        env.update(AzureWebJobsStorage=self.azurite.connection_string,
+        # The host's own storage in its own account, as in Azure: its receipts never sit beside the status blobs.
+        env.update(AzureWebJobsStorage=self.azurite.host_connection_string,
                    BackupStorage=self.azurite.connection_string,
                    ServiceBusConnection=self.servicebus.connection_string,
                    DISPATCHER="local")

@@ -75,6 +75,9 @@ def settings_the_code_reads() -> set[str]:
                      "ServiceBusConnection__fullyQualifiedNamespace": "n.servicebus.windows.net"}
     for env in (with_strings, with_identity, {**with_identity, "DISPATCHER": "arm", "AZURE_SUBSCRIPTION_ID": "s"}):
         Settings.from_env(_Recording(env, seen))
+    from functions.status_ingest import blob_source    # read when the worker indexes the app
+
+    blob_source(_Recording({}, seen))
     return seen
 
 
