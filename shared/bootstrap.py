@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, cast
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError
 from shared.ports import (DiskCopier, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
-                          RecoveryPointStore, RestorePoints, SasMinter, ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs,
-                          TaskQueue)
+                          RecoveryPointStore, RestorePoints, SasMinter, ShardProgressStore, ShardQueue, SnapshotStore,
+                          StatusBlobArchive, StatusBlobs, TaskQueue)
 from shared.settings import Settings, get_settings
 
 if TYPE_CHECKING:

@@ -71,7 +71,8 @@ class Settings:
     def binding_values(self) -> dict[str, str]:
         """The app settings the functions' bindings name (``%SETTING%`` and connections), for a host
         running the app with these settings (the local host, tests)."""
-        values = {"SNAPSHOT_TASKS_QUEUE": self.tasks_queue, "PLANNER_QUEUE": self.planner_queue, "SNAPSHOT_SCHEDULE": self.schedule,
+        values = {"SNAPSHOT_TASKS_QUEUE": self.tasks_queue, "PLANNER_QUEUE": self.planner_queue,
+                  "SNAPSHOT_SCHEDULE": self.schedule,
                   "SWEEP_SCHEDULE": self.sweep_schedule, "RESTORE_POINT_SCHEDULE": self.restore_point_schedule,
                   "RETENTION_SCHEDULE": self.retention_schedule,
                   "STATUS_CONTAINER": self.status_container}

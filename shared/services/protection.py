@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Iterator
 from shared.domain import remediation
 from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
 from shared.domain.policy import Policy, PolicyType
-from shared.domain.protection import (STALE_AFTER, DiskSelection, ProtectedItem, ProtectionState, on_demand_limit_reached,
-                                      utc_day_start)
+from shared.domain.protection import (STALE_AFTER, DiskSelection, ProtectedItem, ProtectionState,
+                                      on_demand_limit_reached, utc_day_start)
 from shared.domain.schedule import next_slot
 from shared.domain.task import Trigger
 from shared.errors import ConfigurationError, ConflictError, NotFoundError, ValidationError, VmsnapError
