@@ -10,14 +10,20 @@ tick's start to the last job turning final x 60.
 Where time goes, per run: the tick; the worker (its invocations, the share spent handing the command
 to the VM, and how busy its maxConcurrentCalls slots were); the extension (dispatch to final report,
 what the handler's daemon takes); the blob trigger (its invocations, and final report to final job).
+The loop is CPU-bound on a small machine, so it also prints the CPU each backup costs, by process:
+this one (the host's worker and blob trigger, the local Service Bus, the tick), Azurite, the
+handler's enable (the dispatcher's child) and its daemon (detached; this process adopts it as Linux
+child subreaper to reap it and read its CPU time).
 
 Run: .venv/bin/python bench/bench_loop.py [--vms 200] [--runs 3]. Leaves no process behind.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -41,6 +47,7 @@ from devhost.servicebus import LocalServiceBus  # noqa: E402
 WORKER, INGEST, TICK = "dispatch_snapshot", "ingest_status", "schedule_backups"
 # No timer fires by itself during a run (1 January, midnight): the bench fires the tick once.
 NEVER = "0 0 0 1 1 *"
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass
@@ -71,6 +78,44 @@ class Calls:
         return [end - start for start, end in self.spans]
 
 
+class DaemonCpu:
+    """The handler's daemons, adopted when their enable exits (this process is their child
+    subreaper), reaped, and their CPU seconds added up. Daemons run in sessions of their own, which
+    tells them from this process's other children (enable, Azurite)."""
+
+    def __init__(self) -> None:
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "cannot become child subreaper")
+        self.seconds = 0.0
+        self.reaped = 0
+
+    def reap(self, timeout: float = 60) -> None:
+        """Wait for every adopted daemon to end (at most ``timeout`` s) and add up its CPU."""
+        deadline = time.monotonic() + timeout
+        while (pids := self._adopted()) and time.monotonic() < deadline:
+            for pid in pids:
+                ended, _, usage = os.wait4(pid, os.WNOHANG)
+                if ended:
+                    self.seconds += usage.ru_utime + usage.ru_stime
+                    self.reaped += 1
+            time.sleep(0.1)
+
+    @staticmethod
+    def _adopted() -> list[int]:
+        me, session = os.getpid(), os.getsid(0)
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me and int(fields[3]) != session:
+                found.append(int(entry))
+        return found
+
+
 class TimedDispatcher:
     """The local dispatcher, its calls timed: the handover to the VM inside each worker call."""
 
@@ -95,10 +140,17 @@ class RunFigures:
     ingest_lag: list[float]      # the final report's time -> the job turning final (its ingest ending)
     cpu_bench: float
     cpu_azurite: float
+    cpu_enable: float
+    cpu_daemon: float
+    daemons: int
 
     @property
     def per_minute(self) -> float:
         return self.completed / self.to_all_final * 60
+
+    @property
+    def cpu_per_backup(self) -> float:
+        return (self.cpu_bench + self.cpu_azurite + self.cpu_enable + self.cpu_daemon) / self.vms
 
 
 def _environment(azurite: Azurite, bus: LocalServiceBus, vm_root: Path) -> dict[str, str]:
@@ -130,7 +182,12 @@ def _all_jobs(svc) -> list:
             return jobs
 
 
-def one_run(run: int, vm_count: int, timeout: float) -> RunFigures:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one_run(run: int, vm_count: int, timeout: float, daemons: DaemonCpu) -> RunFigures:
     import function_app
     from shared.adapters.dispatch_local import LocalDispatcher
     from shared.bootstrap import Services, reset_services
@@ -166,7 +223,10 @@ def one_run(run: int, vm_count: int, timeout: float) -> RunFigures:
                 spec = host.functions[name]
                 host.functions[name] = dataclasses.replace(spec, call=calls.timed(spec.call))
             host.start()
+            daemons.reap()      # none yet: nothing earlier is counted in this run
+            daemon_cpu, daemon_count = daemons.seconds, daemons.reaped
             cpu_bench, cpu_azurite = time.process_time(), _process_cpu(azurite._proc.pid)
+            cpu_enable = _children_cpu()
 
             started = time.perf_counter()
             host.fire_timer(TICK)
@@ -177,7 +237,7 @@ def one_run(run: int, vm_count: int, timeout: float) -> RunFigures:
                 jobs = _all_jobs(svc)
                 if len(jobs) >= vm_count and all(j.status.is_terminal for j in jobs):
                     break
-                time.sleep(0.5)
+                time.sleep(2)   # each poll reads every job: often enough, the end time comes from the spans
             else:
                 unfinished = sum(1 for j in jobs if not j.status.is_terminal)
                 raise SystemExit(f"run {run + 1}: {unfinished} of {len(jobs)} jobs not final after {timeout:.0f} s")
@@ -185,6 +245,8 @@ def one_run(run: int, vm_count: int, timeout: float) -> RunFigures:
             cpu_azurite = _process_cpu(azurite._proc.pid) - cpu_azurite
             host.stop()
             host = None
+            cpu_enable = _children_cpu() - cpu_enable
+            daemons.reap()
 
             # The last job turned final when the ingest invocation that made it so ended.
             finished = max(end for _, end in ingest.spans)
@@ -207,6 +269,9 @@ def one_run(run: int, vm_count: int, timeout: float) -> RunFigures:
                             for j in final if j.status_blob in ingest.last_end_by_blob],
                 cpu_bench=cpu_bench,
                 cpu_azurite=cpu_azurite,
+                cpu_enable=cpu_enable,
+                cpu_daemon=daemons.seconds - daemon_cpu,
+                daemons=daemons.reaped - daemon_count,
             )
         finally:
             if host is not None:
@@ -225,8 +290,10 @@ def _spread(values: list[float]) -> str:
 def _print_run(run: int, f: RunFigures) -> None:
     print(f"run {run + 1}: {f.completed} of {f.vms} backups completed ({f.failed} failed) in {f.to_all_final:.1f} s: "
           f"{f.per_minute:.0f} backups/min", flush=True)
-    print(f"  tick {f.tick:.1f} s; last dispatch ended at {f.to_all_dispatched:.1f} s; "
-          f"CPU seconds: this process (host, Service Bus, tick) {f.cpu_bench:.1f}, Azurite {f.cpu_azurite:.1f}")
+    print(f"  tick {f.tick:.1f} s; last dispatch ended at {f.to_all_dispatched:.1f} s")
+    print(f"  CPU ms per backup: {f.cpu_per_backup * 1000:.0f} (host, Service Bus, tick {f.cpu_bench / f.vms * 1000:.0f}; "
+          f"Azurite {f.cpu_azurite / f.vms * 1000:.0f}; enable {f.cpu_enable / f.vms * 1000:.0f}; "
+          f"daemon {f.cpu_daemon / max(f.daemons, 1) * 1000:.0f}, {f.daemons} daemons)")
     print(f"  worker: {len(f.worker)} calls, s each {_spread(f.worker)}; slots busy {f.worker_busy:.0%}")
     print(f"    of which handing the command to the VM (seal, lay out, enable) {_spread(f.handover)}")
     print(f"  extension, dispatch to final report:  {_spread(f.extension)}")
@@ -241,11 +308,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900, help="seconds a run may take (default %(default)s)")
     args = parser.parse_args()
     figures = []
+    daemons = DaemonCpu()
     for run in range(args.runs):
-        figures.append(one_run(run, args.vms, args.timeout))
+        figures.append(one_run(run, args.vms, args.timeout, daemons))
         _print_run(run, figures[-1])
     print(f"backups per minute, {args.vms} VMs, one tick, {args.runs} runs: {_spread([f.per_minute for f in figures])}")
     print(f"seconds to the last final job: {_spread([f.to_all_final for f in figures])}")
+    print(f"CPU seconds per backup, all processes: {_spread([f.cpu_per_backup for f in figures])} "
+          f"({os.cpu_count()} cores here)")
 
 
 if __name__ == "__main__":
