@@ -128,6 +128,7 @@ class TimedDispatcher:
 class RunFigures:
     vms: int
     completed: int
+    stuck: list[str]             # jobs not final when the run timed out
     failed: int
     tick: float
     to_all_dispatched: float
@@ -225,37 +226,42 @@ def one_run(run: int, vm_count: int, timeout: float, daemons: DaemonCpu) -> RunF
             host.start()
             daemons.reap()      # none yet: nothing earlier is counted in this run
             daemon_cpu, daemon_count = daemons.seconds, daemons.reaped
-            cpu_bench, cpu_azurite = time.process_time(), _process_cpu(azurite._proc.pid)
-            cpu_enable = _children_cpu()
 
+            def cpu() -> tuple[float, float, float]:
+                return time.process_time(), _process_cpu(azurite._proc.pid), _children_cpu()
+
+            cpu_start = cpu()
             started = time.perf_counter()
             host.fire_timer(TICK)
             tick = time.perf_counter() - started
             deadline = started + timeout
             jobs: list = []
+            final, cpu_end = 0, cpu_start
             while time.perf_counter() < deadline:
                 jobs = _all_jobs(svc)
-                if len(jobs) >= vm_count and all(j.status.is_terminal for j in jobs):
+                if (now_final := sum(1 for j in jobs if j.status.is_terminal)) > final:
+                    # CPU up to the last progress: a run that times out does not count its idle wait.
+                    final, cpu_end = now_final, cpu()
+                if len(jobs) >= vm_count and final == len(jobs):
                     break
                 time.sleep(2)   # each poll reads every job: often enough, the end time comes from the spans
-            else:
-                unfinished = sum(1 for j in jobs if not j.status.is_terminal)
-                raise SystemExit(f"run {run + 1}: {unfinished} of {len(jobs)} jobs not final after {timeout:.0f} s")
-            cpu_bench = time.process_time() - cpu_bench
-            cpu_azurite = _process_cpu(azurite._proc.pid) - cpu_azurite
+            # Past the timeout, the jobs still open are reported (a loop that loses a job is a finding),
+            # and the figures cover the jobs that did end.
+            stuck = [f"{j.vm_name} (job {j.job_id}, {j.phase.value})" for j in jobs if not j.status.is_terminal]
+            cpu_bench, cpu_azurite, cpu_enable = (end - start for start, end in zip(cpu_start, cpu_end))
             host.stop()
             host = None
-            cpu_enable = _children_cpu() - cpu_enable
             daemons.reap()
 
             # The last job turned final when the ingest invocation that made it so ended.
             finished = max(end for _, end in ingest.spans)
             worker_window = max(end for _, end in worker.spans) - min(start for start, _ in worker.spans)
             slots = HostConfig.from_host_json(ROOT / "host.json").max_concurrent_calls
-            final = [j for j in jobs if j.dispatched_at and j.last_report_at]
+            reported = [j for j in jobs if j.dispatched_at and j.last_report_at]
             return RunFigures(
                 vms=vm_count,
                 completed=sum(1 for j in jobs if j.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS)),
+                stuck=stuck + [f"{vm_count - len(jobs)} VMs without a job"] * (len(jobs) < vm_count),
                 failed=sum(1 for j in jobs if j.status is JobStatus.FAILED),
                 tick=tick,
                 to_all_dispatched=max(end for _, end in worker.spans) - started,
@@ -263,10 +269,10 @@ def one_run(run: int, vm_count: int, timeout: float, daemons: DaemonCpu) -> RunF
                 worker=worker.durations,
                 handover=handover.durations,
                 worker_busy=sum(worker.durations) / (worker_window * slots),
-                extension=[(j.last_report_at - j.dispatched_at).total_seconds() for j in final],
+                extension=[(j.last_report_at - j.dispatched_at).total_seconds() for j in reported],
                 ingest=ingest.durations,
                 ingest_lag=[(ingest.last_end_by_blob[j.status_blob] - j.last_report_at).total_seconds()
-                            for j in final if j.status_blob in ingest.last_end_by_blob],
+                            for j in reported if j.status_blob in ingest.last_end_by_blob],
                 cpu_bench=cpu_bench,
                 cpu_azurite=cpu_azurite,
                 cpu_enable=cpu_enable,
@@ -290,6 +296,8 @@ def _spread(values: list[float]) -> str:
 def _print_run(run: int, f: RunFigures) -> None:
     print(f"run {run + 1}: {f.completed} of {f.vms} backups completed ({f.failed} failed) in {f.to_all_final:.1f} s: "
           f"{f.per_minute:.0f} backups/min", flush=True)
+    if f.stuck:
+        print(f"  NOT FINAL after the timeout: {len(f.stuck)}: {', '.join(f.stuck)}")
     print(f"  tick {f.tick:.1f} s; last dispatch ended at {f.to_all_dispatched:.1f} s")
     print(f"  CPU ms per backup: {f.cpu_per_backup * 1000:.0f} (host, Service Bus, tick {f.cpu_bench / f.vms * 1000:.0f}; "
           f"Azurite {f.cpu_azurite / f.vms * 1000:.0f}; enable {f.cpu_enable / f.vms * 1000:.0f}; "
@@ -305,7 +313,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vms", type=int, default=200, help="local VMs protected (default %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="runs (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds a run may take (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=300,
+                        help="seconds a run may take; jobs still open then are reported (default %(default)s)")
     args = parser.parse_args()
     figures = []
     daemons = DaemonCpu()
