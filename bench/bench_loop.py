@@ -15,13 +15,16 @@ this one (the host's worker and blob trigger, the local Service Bus, the tick), 
 handler's enable (the dispatcher's child) and its daemon (detached; this process adopts it as Linux
 child subreaper to reap it and read its CPU time).
 
-Run: .venv/bin/python bench/bench_loop.py [--vms 200] [--runs 3]. Leaves no process behind.
+Run: .venv/bin/python bench/bench_loop.py [--vms 200] [--runs 3] [--log FILE]. ``--log`` writes the
+functions' and the host's log (INFO, redacted as in the app) to FILE, to follow a job that did not
+end. Leaves no process behind.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import dataclasses
+import logging
 import os
 import resource
 import shutil
@@ -309,13 +312,27 @@ def _print_run(run: int, f: RunFigures) -> None:
     print(f"    final report to final job:  {_spread(f.ingest_lag)}", flush=True)
 
 
+def _log_to(path: Path) -> None:
+    # The app's redaction is a log-record factory (shared.logs), so this file gets redacted records too.
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("shared", "functions", "devhost"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vms", type=int, default=200, help="local VMs protected (default %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="runs (default %(default)s)")
+    parser.add_argument("--log", type=Path, metavar="FILE", help="write the app's and the host's INFO log here")
     parser.add_argument("--timeout", type=float, default=300,
                         help="seconds a run may take; jobs still open then are reported (default %(default)s)")
     args = parser.parse_args()
+    if args.log:
+        _log_to(args.log)
     figures = []
     daemons = DaemonCpu()
     for run in range(args.runs):
