@@ -30,9 +30,8 @@ def queue_app(on_message) -> func.FunctionApp:
 
 
 @pytest.fixture
-def env(local_servicebus, storage_connection_string, unique_name):
-    return {"SB": local_servicebus.connection_string, "Q_IN": unique_name("in"),
-            "AzureWebJobsStorage": storage_connection_string}
+def env(local_servicebus, unique_name):
+    return {"SB": local_servicebus.connection_string, "Q_IN": unique_name("in")}
 
 
 def _send(env, *bodies: str) -> None:
