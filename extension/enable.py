@@ -1,8 +1,8 @@
 """The handler's ``enable``: the quick step the guest agent runs and waits for.
 
 It records the sequence number and taskId, writes the in-progress file status, starts the daemon
-detached and returns. It imports only what that needs: the daemon's modules (HTTP, snapshots,
-scripts, freezing) and the cryptography package load in the daemon, never here.
+detached and returns. It imports only what that needs: the daemon's modules (HTTP, blob writes,
+snapshots, scripts, freezing) and the cryptography package load in the daemon, never here.
 """
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ import logging
 import os
 import subprocess
 import sys
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from extension.blobs import BlobSnapshot, BlobWriteError, BlobWriter
 from extension.codes import ExtensionCode
 from extension.config import etc_dir
 from extension.layout import (
@@ -34,6 +32,9 @@ from extension.layout import (
 from extension.runlog import capture, redact
 from extension.settings import CommandSettings, parse_settings
 from extension.status import Identity, Report, blob_status_text, file_status_text
+
+if TYPE_CHECKING:
+    from extension.blobs import BlobSnapshot, BlobWriter
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,8 @@ class StatusReporter:
 
         report, blob_text = build()
         if self._writer is not None and self._settings.status_blob_uri:
+            from extension.blobs import BlobWriteError  # only the daemon writes blobs
+
             try:
                 self._writer.write(self._settings.status_blob_uri, blob_text)
                 log.info("status blob written: code %s", int(code))
@@ -214,6 +217,8 @@ def _machine_id(root: Path) -> str:
             continue
         if value:
             return value
+    import uuid  # once per VM; not on every enable's path
+
     value = str(uuid.uuid4())
     try:
         atomic_write(root / MACHINE_IDENTITY_FILE, value)
