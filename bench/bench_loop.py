@@ -11,7 +11,8 @@ Where time goes, per run: the tick; the worker (its invocations, the share spent
 to the VM, and how busy its maxConcurrentCalls slots were); the extension (dispatch to final report,
 what the handler's daemon takes); the blob trigger (its invocations, and final report to final job).
 The loop is CPU-bound on a small machine, so it also prints the CPU each backup costs, by process:
-this one (the host's worker and blob trigger, the local Service Bus, the tick), Azurite, the
+this one (the host's worker and blob trigger, the local Service Bus, the tick, this bench's polling
+of the jobs every 2 s), Azurite, the
 handler's enable (the dispatcher's child) and its daemon (detached; this process adopts it as Linux
 child subreaper to reap it and read its CPU time).
 
@@ -123,7 +124,6 @@ class TimedDispatcher:
     """The local dispatcher, its calls timed: the handover to the VM inside each worker call."""
 
     def __init__(self, dispatcher, calls: Calls):
-        self._dispatcher = dispatcher
         self.dispatch = calls.timed(dispatcher.dispatch)
 
 
@@ -251,6 +251,8 @@ def one_run(run: int, vm_count: int, timeout: float, daemons: DaemonCpu) -> RunF
             # Past the timeout, the jobs still open are reported (a loop that loses a job is a finding),
             # and the figures cover the jobs that did end.
             stuck = [f"{j.vm_name} (job {j.job_id}, {j.phase.value})" for j in jobs if not j.status.is_terminal]
+            if len(jobs) < vm_count:
+                stuck.append(f"{vm_count - len(jobs)} VMs without a job")
             cpu_bench, cpu_azurite, cpu_enable = (end - start for start, end in zip(cpu_start, cpu_end))
             host.stop()
             host = None
@@ -264,7 +266,7 @@ def one_run(run: int, vm_count: int, timeout: float, daemons: DaemonCpu) -> RunF
             return RunFigures(
                 vms=vm_count,
                 completed=sum(1 for j in jobs if j.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS)),
-                stuck=stuck + [f"{vm_count - len(jobs)} VMs without a job"] * (len(jobs) < vm_count),
+                stuck=stuck,
                 failed=sum(1 for j in jobs if j.status is JobStatus.FAILED),
                 tick=tick,
                 to_all_dispatched=max(end for _, end in worker.spans) - started,
@@ -302,7 +304,7 @@ def _print_run(run: int, f: RunFigures) -> None:
     if f.stuck:
         print(f"  NOT FINAL after the timeout: {len(f.stuck)}: {', '.join(f.stuck)}")
     print(f"  tick {f.tick:.1f} s; last dispatch ended at {f.to_all_dispatched:.1f} s")
-    print(f"  CPU ms per backup: {f.cpu_per_backup * 1000:.0f} (host, Service Bus, tick {f.cpu_bench / f.vms * 1000:.0f}; "
+    print(f"  CPU ms per backup: {f.cpu_per_backup * 1000:.0f} (host, Service Bus, tick, polling {f.cpu_bench / f.vms * 1000:.0f}; "
           f"Azurite {f.cpu_azurite / f.vms * 1000:.0f}; enable {f.cpu_enable / f.vms * 1000:.0f}; "
           f"daemon {f.cpu_daemon / max(f.daemons, 1) * 1000:.0f}, {f.daemons} daemons)")
     print(f"  worker: {len(f.worker)} calls, s each {_spread(f.worker)}; slots busy {f.worker_busy:.0%}")
