@@ -11,11 +11,12 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from extension.enable import EnableResult, enable
-from extension.layout import HandlerEnvironment, LayoutError, resolve_seq
-from extension.runlog import shell_log
+from extension.layout import SEQ_ENV, HandlerEnvironment, LayoutError, resolve_seq
+from extension.runlog import detach_run_logs, shell_log
 
 DEFAULT_RUN_ROOT = "/var/lib/vmsnapshot-extension"
 
@@ -47,21 +48,73 @@ def main(argv: list[str] | None = None) -> int:
     except LayoutError as exc:
         print(f"extension {args.command}: {exc}", file=sys.stderr)
         return 1
-    # What handle.sh notes in shell.log for each command; its tail ends the log blob.
-    shell_log(env.log_folder, f"{args.command}: sequence {seq}, python {_python_version()}")
+    return _command(args.command, root, env, seq)
+
+
+def _command(command: str, root: Path, env: HandlerEnvironment, seq: int) -> int:
+    """``enable`` or ``daemon`` for sequence ``seq``, noted in shell.log as handle.sh notes each
+    command it runs (the log's tail ends the log blob); returns the exit code."""
+    shell_log(env.log_folder, f"{command}: sequence {seq}, python {_python_version()}")
     try:
-        if args.command == "enable":
-            shell_log(env.log_folder, f"enable: {enable(root, seq).value}")
+        if command == "enable":
+            shell_log(env.log_folder, f"enable: {enable(root, seq, spawn=_fork_daemon).value}")
         else:
             from extension.handler import run_daemon  # the daemon's modules: not on enable's path
 
             run_daemon(root, seq)
     except (LayoutError, OSError) as exc:  # OSError: the daemon could not be started
-        shell_log(env.log_folder, f"{args.command}: exit 1")
-        print(f"extension {args.command}: {exc}", file=sys.stderr)
+        shell_log(env.log_folder, f"{command}: exit 1")
+        print(f"extension {command}: {exc}", file=sys.stderr)
         return 1
-    shell_log(env.log_folder, f"{args.command}: exit 0")
+    shell_log(env.log_folder, f"{command}: exit 0")
     return 0
+
+
+def _fork_daemon(root: Path, seq: int) -> None:
+    """Start the daemon detached, as ``handle.sh daemon`` is started: in a session of its own, its
+    output in ``daemon.log``, holding none of the agent's pipes, so enable returns at once.
+
+    It is a fork of this enable process (which has no threads) rather than a new interpreter, so
+    the daemon does not start Python and load enable's modules a second time on every command.
+    The daemon begins once enable has exited, so the shell log shows enable's outcome first."""
+    env = HandlerEnvironment.load(root)
+    out = os.open(env.log_folder / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # Enable holds the write end until it exits; the daemon reads end-of-file then.
+    enable_exited, enable_running = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (out, enable_exited, enable_running):
+            os.close(fd)
+        raise
+    if pid:
+        os.close(out)
+        os.close(enable_exited)
+        return
+    # The child: it never returns into enable, whatever happens.
+    code = 1
+    try:
+        os.close(enable_running)
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(null)
+        os.close(out)
+        detach_run_logs()       # enable's run log is enable's; the daemon keeps its own
+        os.environ[SEQ_ENV] = str(seq)
+        os.read(enable_exited, 1)
+        os.close(enable_exited)
+        code = _command("daemon", root, env, seq)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _python_version() -> str:

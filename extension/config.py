@@ -5,7 +5,6 @@ environment variables so the handler runs unprivileged in tests and on hosts wit
 """
 from __future__ import annotations
 
-import configparser
 import logging
 import os
 from dataclasses import dataclass, field
@@ -49,6 +48,8 @@ class VmBackupConfig:
         """Read the file if it exists; a missing or unreadable file means all defaults."""
         if path is None or not path.is_file():
             return cls()
+        import configparser  # the daemon reads the file; enable, which imports this module, never does
+
         parser = configparser.ConfigParser()
         try:
             parser.read(path)

@@ -45,7 +45,10 @@ def decrypt_protected_settings(b64: str, cert_pem: bytes, key_pem: bytes) -> dic
     """Decrypt what :func:`encrypt_protected_settings` produced; raise ProtectedSettingsError."""
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
-        key = serialization.load_pem_private_key(key_pem, password=None)
+        # The VM's own key, made by its agent and readable by its owner only: the RSA consistency
+        # check the cryptography package runs on loading (tens of ms of CPU, on every command) is
+        # for keys from elsewhere, which this never loads.
+        key = serialization.load_pem_private_key(key_pem, password=None, unsafe_skip_rsa_key_validation=True)
         der = base64.b64decode(b64, validate=False)
         plain = pkcs7.pkcs7_decrypt_der(der, cert, key, [])
         settings = json.loads(plain)

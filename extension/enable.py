@@ -1,27 +1,21 @@
 """The handler's ``enable``: the quick step the guest agent runs and waits for.
 
 It records the sequence number and taskId, writes the in-progress file status, starts the daemon
-detached and returns. It imports only what that needs: the daemon's modules (HTTP, snapshots,
-scripts, freezing) and the cryptography package load in the daemon, never here.
+detached and returns. It imports only what that needs: the daemon's modules (HTTP, blob writes,
+snapshots, scripts, freezing) and the cryptography package load in the daemon, never here.
 """
 from __future__ import annotations
 
 import enum
 import json
 import logging
-import os
-import subprocess
-import sys
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from extension.blobs import BlobSnapshot, BlobWriteError, BlobWriter
 from extension.codes import ExtensionCode
 from extension.config import etc_dir
 from extension.layout import (
-    SEQ_ENV,
     HandlerEnvironment,
     atomic_write,
     last_seq,
@@ -34,6 +28,9 @@ from extension.layout import (
 from extension.runlog import capture, redact
 from extension.settings import CommandSettings, parse_settings
 from extension.status import Identity, Report, blob_status_text, file_status_text
+
+if TYPE_CHECKING:
+    from extension.blobs import BlobSnapshot, BlobWriter
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +57,14 @@ class EnableResult(enum.Enum):
 Spawner = Callable[[Path, int], None]
 
 
-def enable(
-    root: Path, seq: int, *, spawn: Spawner | None = None, clock: Clock | None = None
-) -> EnableResult:
+def enable(root: Path, seq: int, *, spawn: Spawner, clock: Clock | None = None) -> EnableResult:
     """Record seq and taskId, write the in-progress file status, start the daemon, return.
 
-    A repeated sequence number or taskId returns without any new status, as the real handler
-    does. Raises :class:`extension.layout.LayoutError` when the root or settings are unreadable.
+    ``spawn(root, seq)`` starts the daemon: ``python -m extension enable`` forks it (see
+    ``extension/__main__.py``); in-process callers pass their own. A repeated sequence number or
+    taskId returns without any new status, as the real handler does. Raises
+    :class:`extension.layout.LayoutError` when the root or settings are unreadable, and what
+    ``spawn`` raises (the settings file then scrubbed).
     """
     root = Path(root)
     env = HandlerEnvironment.load(root)
@@ -97,34 +95,13 @@ def enable(
                 "success", ExtensionCode.ExtensionTempTerminalState, TRANSITIONING,
                 ext_error=ExtensionCode.success,
             )
-            (spawn or spawn_daemon)(root, seq)
+            spawn(root, seq)
             handed_over = True
             log.info("daemon started for taskId %s", settings.task_id)
             return EnableResult.STARTED
         finally:
             if not handed_over:
                 scrub_protected_settings(env, seq)
-
-
-def spawn_daemon(root: Path, seq: int) -> None:
-    """``python -m extension daemon`` detached, output to ``daemon.log`` in the log folder."""
-    env = HandlerEnvironment.load(root)
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    environ = dict(os.environ)
-    environ[SEQ_ENV] = str(seq)
-    # Importable even when the package is not installed (copied onto a VM as a directory).
-    environ["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, environ.get("PYTHONPATH")) if p)
-    with open(env.log_folder / "daemon.log", "ab") as out:
-        subprocess.Popen(
-            [sys.executable, "-m", "extension", "daemon"],
-            cwd=root,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
 
 
 class StatusReporter:
@@ -188,6 +165,8 @@ class StatusReporter:
 
         report, blob_text = build()
         if self._writer is not None and self._settings.status_blob_uri:
+            from extension.blobs import BlobWriteError  # only the daemon writes blobs
+
             try:
                 self._writer.write(self._settings.status_blob_uri, blob_text)
                 log.info("status blob written: code %s", int(code))
@@ -214,6 +193,8 @@ def _machine_id(root: Path) -> str:
             continue
         if value:
             return value
+    import uuid  # once per VM; not on every enable's path
+
     value = str(uuid.uuid4())
     try:
         atomic_write(root / MACHINE_IDENTITY_FILE, value)

@@ -110,6 +110,14 @@ def capture(log_file: Path | None) -> Iterator[RunLog]:
         logger.propagate = previous[1]
 
 
+def detach_run_logs() -> None:
+    """Take every run log off the package logger: a daemon forked from enable, inside enable's
+    :func:`capture`, starts its own and must not write its lines into enable's as well."""
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    for handler in [h for h in logger.handlers if isinstance(h, RunLog)]:
+        logger.removeHandler(handler)
+
+
 def shell_log(log_folder: Path, line: str) -> None:
     """One line in ``shell.log``, where the real ``handle.sh`` notes each command it runs."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

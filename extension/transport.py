@@ -46,11 +46,17 @@ class HttpClientTransport:
     """``http.client`` with one connection per request, like ``HttpUtil`` in the real handler."""
 
     # http.client and ssl are imported where they are used: they are half of the package's import
-    # time, and enable, which the agent waits for, never talks HTTP (only the daemon does).
+    # time, and enable, which the agent waits for, never talks HTTP (only the daemon does). The
+    # TLS context (which reads the system's CA store, ~20 ms) is made for the first HTTPS URL only.
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
-        import ssl
+        self._ssl = ssl_context
 
-        self._ssl = ssl_context or ssl.create_default_context()
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            import ssl
+
+            self._ssl = ssl.create_default_context()
+        return self._ssl
 
     def request(
         self,
@@ -66,7 +72,7 @@ class HttpClientTransport:
         parts = urlsplit(url)
         if parts.scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=timeout, context=self._ssl
+                parts.hostname, parts.port, timeout=timeout, context=self._tls()
             )
         elif parts.scheme == "http":
             conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)

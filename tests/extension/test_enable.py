@@ -208,6 +208,24 @@ def test_the_log_blob_ends_with_the_enable_and_daemon_phases(vm):
     assert daemon_start > phases.index("enable: started")      # the daemon is what enable started
 
 
+def test_the_daemon_started_by_enable_writes_each_log_line_once(vm):
+    """extension.log on the VM has enable's lines and the daemon's, each once: the daemon does not
+    write its lines through enable's run log as well, nor does the log blob carry enable's run."""
+    done = _enable_in_a_process(vm, 9)
+
+    assert done.returncode == 0, done.stderr
+    _wait_for_final_status(vm, time.monotonic() + 30)
+    deadline = time.monotonic() + 10
+    while "Tail of shell script log:" not in vm.text("log.txt") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    messages = [line.split("  ", 2)[2].strip()
+                for line in (vm.root / "log" / "extension.log").read_text().splitlines() if line.strip()]
+    assert messages.count("enable: sequence 9") == 1
+    assert messages.count("daemon: sequence 9") == 1
+    run_log = vm.text("log.txt").split("Tail of shell script log:\n")[0]
+    assert "daemon: sequence 9" in run_log and "enable: sequence 9" not in run_log
+
+
 def test_enable_loads_neither_cryptography_nor_http_nor_the_daemon(vm):
     """The agent waits for enable on every command: it stays light, the heavy parts load in the daemon."""
     public, protected = vm.settings(commandStartTimeUTCTicks=_real_ticks_now())

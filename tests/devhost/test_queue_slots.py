@@ -1,0 +1,112 @@
+"""The local host's Service Bus listener keeps maxConcurrentCalls invocations in flight: a slot that
+frees takes the next message at once, whatever the other slots are still doing. One long invocation
+(a VM whose handler is slow) never holds back the rest of the worker. Real local Service Bus, real
+threads: the invocations meet at barriers that only pass when they truly run side by side."""
+from __future__ import annotations
+
+import threading
+
+import azure.functions as func
+import pytest
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+from devhost.host import HostConfig, LocalFunctionsHost
+
+pytestmark = pytest.mark.timeout(120)
+
+# Long enough for a host that waits for the slowest to show it, short enough for a failing run.
+WAIT = 20
+
+
+def queue_app(on_message) -> func.FunctionApp:
+    app = func.FunctionApp()
+
+    @app.function_name("work")
+    @app.service_bus_queue_trigger(arg_name="msg", connection="SB", queue_name="%Q_IN%")
+    def work(msg: func.ServiceBusMessage) -> None:
+        on_message(msg.get_body().decode())
+
+    return app
+
+
+@pytest.fixture
+def env(local_servicebus, unique_name):
+    return {"SB": local_servicebus.connection_string, "Q_IN": unique_name("in")}
+
+
+def _send(env, *bodies: str) -> None:
+    with ServiceBusClient.from_connection_string(env["SB"]) as client, client.get_queue_sender(env["Q_IN"]) as sender:
+        sender.send_messages([ServiceBusMessage(body) for body in bodies])
+
+
+class _Crowd:
+    """Messages that each wait for ``size - 1`` others to be running at the same time."""
+
+    def __init__(self, size: int, count: int) -> None:
+        self.barrier = threading.Barrier(size, timeout=WAIT)
+        self.count = count
+        self.passed: list[str] = []
+        self.broken: list[str] = []
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+
+    def join(self, body: str) -> None:
+        try:
+            self.barrier.wait()
+        except threading.BrokenBarrierError:
+            with self._lock:
+                self.broken.append(body)
+            raise
+        with self._lock:
+            self.passed.append(body)
+            if len(self.passed) == self.count:
+                self.done.set()
+
+
+def test_the_free_slots_keep_running_together_while_one_invocation_is_long(env, unique_name):
+    """With four slots and one message that runs long, the other three slots run three messages at
+    once, round after round: the worker does not wait for its slowest invocation."""
+    crowd = _Crowd(size=3, count=9)
+    slow_ended = []
+
+    def handle(body: str) -> None:
+        if body == "slow":
+            slow_ended.append(crowd.done.wait(WAIT * 2))
+            return
+        crowd.join(body)
+
+    _send(env, "slow", *(f"quick{i}" for i in range(9)))
+    config = HostConfig(max_concurrent_calls=4)
+    with LocalFunctionsHost(queue_app(handle), env, config, host_id=unique_name("host")) as host:
+        processed = host.drain_queue("work")
+    assert crowd.broken == [], "quick messages waited alone: their slots were not refilled"
+    assert sorted(crowd.passed) == [f"quick{i}" for i in range(9)]
+    assert slow_ended == [True], "the long invocation ended before the quick ones were all done"
+    assert processed == 10
+
+
+def test_a_message_sent_while_an_invocation_runs_long_starts_at_once(env, unique_name):
+    """The background listener (``./dev run``) takes a new message into a free slot while an earlier
+    one is still running, and runs two such messages side by side."""
+    slow_started, release = threading.Event(), threading.Event()
+    crowd = _Crowd(size=2, count=2)
+
+    def handle(body: str) -> None:
+        if body == "slow":
+            slow_started.set()
+            release.wait(WAIT * 2)
+            return
+        crowd.join(body)
+
+    config = HostConfig(max_concurrent_calls=3)
+    with LocalFunctionsHost(queue_app(handle), env, config, host_id=unique_name("host")) as host:
+        host.start()
+        _send(env, "slow")
+        assert slow_started.wait(WAIT)
+        _send(env, "late0", "late1")
+        try:
+            finished = crowd.done.wait(WAIT)
+        finally:
+            release.set()
+    assert finished, f"the late messages waited for the running one (ran together: {crowd.passed})"
+    assert crowd.broken == []
