@@ -259,6 +259,8 @@ class _ShardRun:
     sleep: Callable[[float], None]
     policies: dict[str, Policy | None] = field(default_factory=dict)
     progress: ShardProgress = field(init=False)
+    slot_cache: dict[tuple[str, datetime | None, datetime, datetime], tuple[datetime, ...]] = field(
+        default_factory=dict)
     busy: dict[str, Job] | None = None
 
     def __post_init__(self) -> None:
@@ -310,6 +312,14 @@ class _ShardRun:
         self.progress = self.step("saving progress", lambda: self.svc.progress.update(
             self.shard, change, current=self.progress))
 
+    def slots(self, policy: Policy, after: datetime, until: datetime) -> list[datetime]:
+        """``slots_between``, once per policy and bounds: a shard's items mostly share their watermark."""
+        key = (policy.name.lower(), policy.modified_at, after, until)
+        found = self.slot_cache.get(key)
+        if found is None:
+            found = self.slot_cache[key] = tuple(slots_between(policy, after, until))
+        return list(found)
+
     def policy(self, name: str) -> Policy | None:
         key = name.lower()
         if key not in self.policies:
@@ -324,7 +334,7 @@ class _ShardRun:
         """The job that may still block a new backup of ``item``: one in progress from a slot (or an
         on-demand request) within the stale window. The shard's in-progress jobs are read once, and
         only if some item has such an earlier slot, so a daily fleet never reads them."""
-        recent = slots_between(policy, self.now - STALE_AFTER, watermark)
+        recent = self.slots(policy, self.now - STALE_AFTER, watermark)
         if not recent and not item.may_be_busy(self.now):
             return None
         if self.busy is None:
@@ -358,7 +368,7 @@ class _ShardRun:
             settled = self.progress.settled_for(item, policy)
             if settled is not None and settled > watermark:
                 watermark = settled
-            due = slots_between(policy, watermark, self.horizon)
+            due = self.slots(policy, watermark, self.horizon)
             if not due and not item.initial_backup_pending:
                 continue
             previous = self.previous_job(item, policy, watermark)
