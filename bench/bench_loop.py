@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._jobs import all_jobs  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.demo import create_demo_vm  # noqa: E402
 from devhost.host import HostConfig, LocalFunctionsHost  # noqa: E402
@@ -174,18 +175,6 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _all_jobs(svc) -> list:
-    from shared.ports import JobQuery
-
-    jobs, continuation = [], None
-    while True:
-        page = svc.jobs.query(JobQuery(page_size=500, continuation=continuation))
-        jobs += page.jobs
-        continuation = page.continuation
-        if not continuation:
-            return jobs
-
-
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -241,7 +230,7 @@ def one_run(run: int, vm_count: int, timeout: float, daemons: DaemonCpu) -> RunF
             jobs: list = []
             final, cpu_end = 0, cpu_start
             while time.perf_counter() < deadline:
-                jobs = _all_jobs(svc)
+                jobs = all_jobs(svc)
                 if (now_final := sum(1 for j in jobs if j.status.is_terminal)) > final:
                     # CPU up to the last progress: a run that times out does not count its idle wait.
                     final, cpu_end = now_final, cpu()

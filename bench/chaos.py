@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._jobs import all_jobs  # noqa: E402
 from bench._proxy import TcpProxy  # noqa: E402
 from devhost.azurite import ACCOUNT, ACCOUNT_KEY, Azurite  # noqa: E402
 from devhost.demo import DISK_CONTAINER, create_demo_vm  # noqa: E402
@@ -137,25 +138,13 @@ def _storage_env(azurite: Azurite, table_port: int) -> str:
             f"TableEndpoint=http://127.0.0.1:{table_port}/{ACCOUNT};")
 
 
-def _all_jobs(svc) -> list:
-    from shared.ports import JobQuery
-
-    jobs, continuation = [], None
-    while True:
-        page = svc.jobs.query(JobQuery(page_size=500, continuation=continuation))
-        jobs += page.jobs
-        continuation = page.continuation
-        if not continuation:
-            return jobs
-
-
 def _send_duplicate(svc, sender, rng: random.Random, chaos: _Chaos) -> None:
     """Send a job's current task again under a new message id, so duplicate detection lets it through."""
     from azure.servicebus import ServiceBusMessage
 
     from shared.services.scheduling import task_for
 
-    jobs = _all_jobs(svc)
+    jobs = all_jobs(svc)
     if not jobs:
         return
     job = rng.choice(jobs)
@@ -270,7 +259,7 @@ def run_chaos(args) -> dict:
             hosts.restart_due(now=float("inf"))
             settle_end = time.monotonic() + args.settle
             while time.monotonic() < settle_end:
-                jobs = _all_jobs(svc)
+                jobs = all_jobs(svc)
                 if jobs and all(j.status.is_terminal for j in jobs) and bus.queue_depth(QUEUE) == 0:
                     break
                 hosts.restart_due()
@@ -309,7 +298,7 @@ def _count(svc, blob_service, bus: LocalServiceBus, *, sb_connection: str, vms: 
     from shared.domain.task import SnapshotTask
     from shared.errors import VmsnapError
 
-    jobs = _all_jobs(svc)
+    jobs = all_jobs(svc)
     by_status = Counter(job.status for job in jobs)
     failed = [j for j in jobs if j.status is JobStatus.FAILED]
 

@@ -44,14 +44,6 @@ def env(azurite, unique_name):
             "AzureWebJobsStorage": azurite.host_connection_string}
 
 
-@pytest.fixture
-def container(env):
-    with BlobServiceClient.from_connection_string(env["ST"]) as service:
-        client = service.get_container_client(env["CONTAINER"])
-        client.create_container()
-        yield client
-
-
 def _upload(container, names: list[str], data: bytes = b"first") -> None:
     for name in names:
         container.upload_blob(name, data, overwrite=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
-from azure.storage.blob import BlobServiceClient
 
 from devhost.host import HostConfig, LocalFunctionsHost
+from tests.devhost.conftest import queue_app
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,30 +46,11 @@ def blob_app(on_blob) -> func.FunctionApp:
     return app
 
 
-def queue_app(on_message) -> func.FunctionApp:
-    app = func.FunctionApp()
-
-    @app.function_name("work")
-    @app.service_bus_queue_trigger(arg_name="msg", connection="SB", queue_name="%Q_IN%")
-    def work(msg: func.ServiceBusMessage) -> None:
-        on_message(msg.get_body().decode())
-
-    return app
-
-
 @pytest.fixture
 def env(local_servicebus, storage_connection_string, unique_name):
     return {"SB": local_servicebus.connection_string, "Q_IN": unique_name("in"),
             "CONTAINER": unique_name("status"), "ST": storage_connection_string,
             "AzureWebJobsStorage": storage_connection_string}
-
-
-@pytest.fixture
-def container(env):
-    with BlobServiceClient.from_connection_string(env["ST"]) as service:
-        client = service.get_container_client(env["CONTAINER"])
-        client.create_container()
-        yield client
 
 
 def _upload(container, count: int, stem: str = "job") -> None:

@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import threading
 
-import azure.functions as func
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from devhost.host import HostConfig, LocalFunctionsHost
+from tests.devhost.conftest import queue_app
 
 pytestmark = pytest.mark.timeout(120)
 
 # Long enough for a host that waits for the slowest to show it, short enough for a failing run.
 WAIT = 20
-
-
-def queue_app(on_message) -> func.FunctionApp:
-    app = func.FunctionApp()
-
-    @app.function_name("work")
-    @app.service_bus_queue_trigger(arg_name="msg", connection="SB", queue_name="%Q_IN%")
-    def work(msg: func.ServiceBusMessage) -> None:
-        on_message(msg.get_body().decode())
-
-    return app
 
 
 @pytest.fixture
