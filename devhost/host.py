@@ -515,13 +515,17 @@ class LocalFunctionsHost:
             self._threads.append(thread)
         return self
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 15.0) -> None:
+        """Stop listening; invocations under way get ``grace`` seconds in all (not per listener) to end,
+        as the Functions host gives its functions a shutdown timeout."""
         self._stop.set()
+        deadline = time.monotonic() + grace
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads.clear()
         if self._blob_pool is not None:
-            self._blob_pool.shutdown(wait=True)
+            # Blobs not started yet are left for the next start (no receipt, so they come back).
+            self._blob_pool.shutdown(wait=True, cancel_futures=True)
             self._blob_pool = None
         for client in self._sb_clients.values():
             client.close()

@@ -49,9 +49,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print("\nstopping", file=sys.stderr)
-        return 130
+        _stop_promptly(stack)
+        return 130       # not reached
     finally:
         stack.stop()
+
+
+def _stop_promptly(stack: "_Stack") -> None:
+    """Ctrl-C: stop the stack and leave at once, as the Functions host ends its worker process. An
+    invocation still running (a backup being handed over) is abandoned; its message comes back."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)          # a second Ctrl-C must not cut the stop short
+    try:
+        stack.stop()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Threads of invocations still in flight would keep the interpreter alive until they end.
+        os._exit(130)
 
 
 def _parse_args(argv):

@@ -239,7 +239,9 @@ def plan_shard(svc: Services, shard: str, now: datetime, *, page_size: int = PAG
             log.error("tick %s, shard %s: stopped after %s items (%s); the next tick resumes here",
                       now.isoformat(), shard, result.items_seen, exc)
     result.table_requests += meter.requests("table")
-    log.info("tick %s, shard %s: %s", now.isoformat(), shard, _summary(result))
+    quiet = not (result.due or result.failed or result.stopped or result.slots_skipped)
+    log.log(logging.DEBUG if quiet else logging.INFO, "tick %s, shard %s: %s", now.isoformat(), shard,
+            _summary(result))
     return result
 
 

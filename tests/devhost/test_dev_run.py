@@ -4,6 +4,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def test_interrupting_a_running_stack_stops_every_process(tmp_path):
                 break
             seen += line
         assert "running;" in seen, seen
+        # Keep reading, as a terminal does: a full pipe would block the stack's log writes mid-stop.
+        drain = threading.Thread(target=proc.stdout.read, daemon=True)
+        drain.start()
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
