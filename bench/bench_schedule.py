@@ -11,7 +11,7 @@ ratio to the baseline, Table requests and Service Bus operations per job (counte
 HTTP requests; broker transfers and management calls), and the instances' peak RSS; checks that
 each VM got exactly one job and one message.
 
-    .venv/bin/python bench/bench_schedule.py [--vms 1000 10000] [--instances 0 2] [--no-baseline]
+    .venv/bin/python bench/bench_schedule.py [--vms 1000 10000] [--instances 0 2 3] [--no-baseline]
 """
 from __future__ import annotations
 
@@ -292,7 +292,7 @@ def _sb_delta(before: dict, after: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--instances", type=int, nargs="+", default=[0, 2],
+    parser.add_argument("--instances", type=int, nargs="+", default=[0, 2, 3],
                         help="planner instances (processes) per run; 0 = one instance's tick plans every shard")
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
     args = parser.parse_args(argv)
