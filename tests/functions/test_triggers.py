@@ -72,3 +72,20 @@ def test_an_unreadable_status_blob_does_not_raise(svc):
     for data in (b"", b"\x00\xff garbage", b'[{"status": {"code": "1"}}]'):
         ingest_status(InputStream(data=data, name=f"{svc.settings.status_container}/nojob/1.Status.txt",
                                   length=len(data), blob_properties={"ETag": '"0x1"'}, metadata={}))
+
+
+def test_the_planner_plans_its_shard_and_drops_what_is_not_a_plan_request(svc, caplog):
+    """A shard request plans that shard's due VMs as of the tick's time; a stray message is logged and dropped."""
+    from functions.scheduler import plan_shard_message
+    from shared.domain.progress import PlanRequest
+    from shared.domain.shards import shard_of
+    from shared.services.protection import enable_protection
+
+    enable_protection(svc, create_demo_vm(svc, "plan-vm").name)
+    plan_shard_message(message(b'{"shard": "z"}', message_id="stray"))
+    assert svc.task_queue.sent == [] and "not a plan request" in caplog.text
+    other = next(s for s in "0123456789abcdef" if s != shard_of("plan-vm"))
+    plan_shard_message(message(PlanRequest(other, NOW).to_json().encode()))
+    assert svc.task_queue.sent == []
+    plan_shard_message(message(PlanRequest(shard_of("plan-vm"), NOW).to_json().encode()))
+    assert [t.vm_name for t in svc.task_queue.sent] == ["plan-vm"]
