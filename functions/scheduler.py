@@ -28,6 +28,9 @@ def plan_shard_message(msg: func.ServiceBusMessage) -> None:
     except ValidationError as exc:
         log.error("message %s on the planner queue is not a plan request (%s); dropped", msg.message_id, exc)
         return
+    if request.past_due:
+        log.warning("message %s: shard %s of a past-due tick at %s; slots missed meanwhile are caught up",
+                    msg.message_id, request.shard, request.tick.isoformat())
     result = plan_shard(services(), request.shard, request.tick)
     log.info("message %s: shard %s planned: %s", msg.message_id, request.shard, result)
     if result.stopped:
