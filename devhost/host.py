@@ -10,8 +10,9 @@ It reads ``app.get_functions()`` and ``host.json`` and runs each function as the
   exception, so MaxDeliveryCount and the dead-letter queue work as in Azure;
 - Service Bus output bindings are sent after the function returns;
 - blob triggers fire once for each new or changed blob under their path, remembered by blob
-  receipts keyed by ETag in the host storage account (container ``azure-webjobs-hosts``); one
-  listing per pass finds them (receipts are compared in memory), up to
+  receipts keyed by ETag in the host storage account (container ``azure-webjobs-hosts``, written in
+  batches: ``devhost/receipts.py`` says why); one listing per pass finds them (receipts are
+  compared in memory), up to
   ``maxDegreeOfParallelism`` blob invocations run at once app-wide, and a blob that fails
   ``poisonBlobThreshold`` times gets a poison record there instead of more retries.
 
@@ -43,6 +44,7 @@ from azure.functions.servicebus import ServiceBusMessage as FuncServiceBusMessag
 from azure.functions.timer import TimerRequest
 from croniter import croniter
 
+from devhost.receipts import Receipt, ReceiptJournal
 from shared.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,7 @@ class HostConfig:
 class _BlobTriggerState:
     receipts: set[tuple[str, str]] = field(default_factory=set)   # (blob name, etag without quotes)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
-    loaded: bool = False
+    journal: ReceiptJournal | None = None       # set once the stored receipts are loaded
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -112,8 +114,20 @@ def _pause_after(pass_seconds: float, invoked: int, interval: float) -> float:
     return interval if invoked else max(interval, pass_seconds)
 
 
-def _listed_etags(body: bytes) -> list[tuple[str, str]]:
-    """(name, ETag) of each blob in one List Blobs response (``EnumerationResults``)."""
+_ETAG_ELEMENT = re.compile(rb"<Etag>([^<]*)</Etag>")
+
+
+def _listed_etags(names: list[str], body: bytes) -> list[tuple[str, str]]:
+    """(name, ETag) of each blob of one List Blobs page: ``names`` as the SDK read them from
+    ``body`` (an ``EnumerationResults`` document), the ETags from the same body in the same order.
+
+    Only a blob's properties hold an ``Etag`` element, and an ETag has no characters XML escapes,
+    so a scan finds them without parsing the page a second time (the SDK's parse of a 5,000-blob
+    page costs ~90 ms of the interpreter the functions share). Should the counts differ, the page
+    is parsed."""
+    etags = [_etag(value.decode()) for value in _ETAG_ELEMENT.findall(body)]
+    if len(etags) == len(names):
+        return list(zip(names, etags))
     root = ElementTree.fromstring(body)
     return [(blob.findtext("Name", ""), _etag(blob.findtext("Properties/Etag", "")))
             for blob in root.iterfind("Blobs/Blob")]
@@ -322,24 +336,23 @@ class LocalFunctionsHost:
 
         spec = self._spec(name, "blobTrigger")
         container_name, pattern = _blob_path_pattern(self.resolve(spec.trigger["path"], name))
-        service = self._blob_service(spec.trigger["connection"])
-        container = service.get_container_client(container_name)
-        state = self._blob_state.setdefault(name, _BlobTriggerState())
-        with state.lock:
-            if not state.loaded:
-                state.receipts |= self._load_receipts(name, container_name)
-                state.loaded = True
+        container = self._blob_service(spec.trigger["connection"]).get_container_client(container_name)
+        state = self._blob_trigger_state(name, container_name)
         pool = self._blob_executor()
-        futures = []
+        futures, listed, since, complete = [], set(), time.time_ns(), False
         try:
             # Invocations start while later pages are still being listed.
-            for blob_name, etag in self._list_etags(container):
-                if pattern.fullmatch(blob_name) and (blob_name, etag) not in state.receipts:
-                    futures.append(pool.submit(self._fire_blob, spec, container, blob_name, state))
+            for item in self._list_etags(container):
+                if pattern.fullmatch(item[0]):
+                    listed.add(item)
+                    if item not in state.receipts:
+                        futures.append(pool.submit(self._fire_blob, spec, container, item[0], state))
+            complete = True
         except ResourceNotFoundError:
-            pass
+            complete = True             # no container: nothing listed, every receipt is of a deleted blob
         finally:
             wait(futures)
+            self._store_receipts(state, listed if complete else None, since)
         return sum(future.result() for future in futures)
 
     def acknowledge_blobs(self, name: str) -> int:
@@ -348,14 +361,45 @@ class LocalFunctionsHost:
         spec = self._spec(name, "blobTrigger")
         container_name, pattern = _blob_path_pattern(self.resolve(spec.trigger["path"], name))
         container = self._blob_service(spec.trigger["connection"]).get_container_client(container_name)
-        state = self._blob_state.setdefault(name, _BlobTriggerState())
+        state = self._blob_trigger_state(name, container_name)
         items = [item for item in self._list_etags(container)
                  if pattern.fullmatch(item[0]) and item not in state.receipts]
-        with ThreadPoolExecutor(max_workers=8) as pool:          # the SDK's connection pool holds 10
-            list(pool.map(lambda item: self._write_receipt(name, container_name, *item), items))
         with state.lock:
             state.receipts |= set(items)
+        assert state.journal is not None
+        state.journal.extend(Receipt(blob, etag) for blob, etag in items)
         return len(items)
+
+    def _blob_trigger_state(self, function: str, container: str) -> _BlobTriggerState:
+        """The trigger's receipts, loaded from the host's storage on first use."""
+        with self._lock:
+            state = self._blob_state.setdefault(function, _BlobTriggerState())
+        with state.lock:
+            if state.journal is None:
+                journal = ReceiptJournal(self._receipts_container(), self.host_id, function, container)
+                state.receipts |= {(r.blob, r.etag) for r in journal.load()}
+                state.journal = journal
+        return state
+
+    def _receipt(self, state: _BlobTriggerState, blob: str, etag: str, *, poison: bool = False) -> None:
+        key = (blob, _etag(etag))
+        with state.lock:
+            state.receipts.add(key)
+        assert state.journal is not None
+        state.journal.add(Receipt(*key, poison))
+
+    def _store_receipts(self, state: _BlobTriggerState, listed: set[tuple[str, str]] | None, since: int) -> None:
+        """End of a pass: write the queued receipts; now and then replace the stored chunks by their
+        union, dropping receipts of blobs a complete listing (``listed``) no longer showed."""
+        journal = state.journal
+        assert journal is not None
+        if listed is not None and journal.compaction_due:
+            dropped = journal.compact(listed, since)
+            if dropped:
+                with state.lock:
+                    state.receipts -= dropped
+        else:
+            journal.flush()
 
     def _list_etags(self, container) -> Iterator[tuple[str, str]]:
         """(name, ETag without quotes) of every blob in the container, in listing order.
@@ -365,18 +409,19 @@ class LocalFunctionsHost:
         interpreter the blob functions share. The SDK's names-only listing skips that model (its
         answer to azure-sdk-for-python#19755); the ETags are read from the same responses, which
         the SDK hands to a ``raw_response_hook``."""
-        pages: list[list[tuple[str, str]]] = []
+        bodies: list[bytes] = []
         hook = self.storage_client_options.get("raw_response_hook")
 
         def keep(response) -> None:
             if hook is not None:
                 hook(response)          # the client's own hook, which this per-call one replaces
             if response.http_response.status_code == 200:     # a retried attempt's error has no page
-                pages.append(_listed_etags(response.http_response.body()))
+                bodies.append(response.http_response.body())
 
-        for _ in container.list_blob_names(results_per_page=LIST_PAGE, raw_response_hook=keep).by_page():
-            while pages:
-                yield from pages.pop(0)
+        for names in container.list_blob_names(results_per_page=LIST_PAGE, raw_response_hook=keep).by_page():
+            body = bodies[-1]           # the page's last answer is the one the SDK read
+            bodies.clear()
+            yield from _listed_etags(list(names), body)
 
     def _blob_executor(self) -> ThreadPoolExecutor:
         # One pool for every blob function: the setting caps the app's blob invocations, as in Azure.
@@ -405,18 +450,14 @@ class LocalFunctionsHost:
                              "LastModified": props.last_modified.isoformat() if props.last_modified else None},
             metadata=dict(props.metadata or {}))
         if self._invoke_safely(spec, stream):
-            self._write_receipt(spec.name, container.container_name, blob_name, props.etag)
-            with state.lock:
-                state.receipts.add(key)
+            self._receipt(state, blob_name, props.etag)
             return 1
         with state.lock:
             failures = state.failures[key] = state.failures.get(key, 0) + 1
         if failures >= self.config.poison_blob_threshold:
             log.error("blob %s/%s failed %d times; recorded as poison and not retried",
                       container.container_name, blob_name, failures)
-            self._write_receipt(spec.name, container.container_name, blob_name, props.etag, poison=True)
-            with state.lock:
-                state.receipts.add(key)
+            self._receipt(state, blob_name, props.etag, poison=True)
         return 1
 
     def _receipts_container(self):
@@ -425,24 +466,6 @@ class LocalFunctionsHost:
             _ensure_container(container)
             self._hosts_container = container
         return self._hosts_container
-
-    def _receipt_prefix(self, function: str) -> str:
-        return f"blobreceipts/{self.host_id}/{function}/"
-
-    def _write_receipt(self, function: str, container: str, blob: str, etag: str, *, poison: bool = False) -> None:
-        name = f"{self._receipt_prefix(function)}{_etag(etag)}/{container}/{blob}"
-        self._receipts_container().upload_blob(name, b"", overwrite=True, metadata={"poison": str(poison).lower()})
-
-    def _load_receipts(self, function: str, container: str) -> set[tuple[str, str]]:
-        receipts = set()
-        prefix = self._receipt_prefix(function)
-        # A receipt's name says it all (ETag, container, blob): the names-only listing is enough.
-        for receipt in self._receipts_container().list_blob_names(name_starts_with=prefix):
-            etag, _, rest = receipt[len(prefix):].partition("/")
-            blob_container, _, blob = rest.partition("/")
-            if blob_container == container:
-                receipts.add((blob, etag))
-        return receipts
 
     def _blob_loop(self, spec: FunctionSpec) -> None:
         while not self._stop.is_set():
@@ -527,6 +550,10 @@ class LocalFunctionsHost:
             # Blobs not started yet are left for the next start (no receipt, so they come back).
             self._blob_pool.shutdown(wait=True, cancel_futures=True)
             self._blob_pool = None
+        for state in self._blob_state.values():
+            journal, state.journal = state.journal, None    # a later start reloads, with new clients
+            if journal is not None:
+                journal.flush()         # what the last invocations handled; never raises
         for client in self._sb_clients.values():
             client.close()
         self._sb_clients.clear()

@@ -18,7 +18,8 @@ from azure.storage.blob import BlobServiceClient
 
 import devhost.host
 from devhost.azurite import HOST_ACCOUNT, KEEP_ALIVE_SECONDS
-from devhost.host import HOSTS_CONTAINER, LocalFunctionsHost
+from devhost.host import HOSTS_CONTAINER, LocalFunctionsHost, _listed_etags
+from devhost.receipts import read_receipts
 from functions.status_ingest import SOURCE_SETTING, blob_source
 from shared.errors import ConfigurationError
 
@@ -80,6 +81,31 @@ def test_a_rewritten_blob_is_found_by_its_new_etag_across_pages(env, container, 
     assert seen[-1] == f"{env['CONTAINER']}/{names[4]}=second"
 
 
+def test_names_xml_escapes_pair_with_their_own_etags(env, container, unique_name, monkeypatch):
+    """Names the listing escapes (``& < > ' "``), non-ASCII and spaces: each blob fires once, and a
+    rewrite of one of them fires it alone, on pages of two."""
+    monkeypatch.setattr(devhost.host, "LIST_PAGE", 2)
+    names = ["a&b/1.Status.txt", "<c>/1.Status.txt", "d'e\"f/1.Status.txt", "ünï cødé/1.Status.txt", "z/1.Status.txt"]
+    _upload(container, names)
+    seen: list[str] = []
+    with LocalFunctionsHost(blob_app(seen), env, host_id=unique_name("host")) as host:
+        assert host.scan_blobs("status") == 5
+        container.upload_blob(names[1], b"second", overwrite=True)
+        assert host.scan_blobs("status") == 1
+    assert sorted(seen[:5]) == sorted(f"{env['CONTAINER']}/{name}=first" for name in names)
+    assert seen[5:] == [f"{env['CONTAINER']}/{names[1]}=second"]
+
+
+def test_a_page_whose_etags_do_not_match_its_names_is_parsed():
+    """Should a page hold ETags the scan cannot pair with the SDK's names, the page is parsed instead."""
+    body = (b"<?xml version='1.0'?><EnumerationResults><Blobs>"
+            b"<Blob><Name>a</Name><Properties><Etag>0x1</Etag></Properties></Blob>"
+            b"<Blob><Name>b</Name><Properties><Etag>0x2</Etag></Properties></Blob>"
+            b"</Blobs><NextMarker/></EnumerationResults>")
+    assert _listed_etags(["a", "b"], body) == [("a", "0x1"), ("b", "0x2")]
+    assert _listed_etags(["a"], body) == [("a", "0x1"), ("b", "0x2")]
+
+
 def test_a_client_response_hook_still_sees_the_listing(env, container, unique_name):
     """A raw_response_hook given to the host's clients sees the listing responses the host reads too."""
     _upload(container, ["a/1.Status.txt"])
@@ -97,11 +123,10 @@ def test_receipts_go_to_the_host_account_not_the_apps(azurite, env, container, u
     host_id = unique_name("host")
     with LocalFunctionsHost(blob_app([]), env, host_id=host_id) as host:
         assert host.scan_blobs("status") == 1
-    prefix = f"blobreceipts/{host_id}/status/"
     with BlobServiceClient.from_connection_string(azurite.host_connection_string) as hosts:
         assert hosts.account_name == HOST_ACCOUNT
-        receipts = list(hosts.get_container_client(HOSTS_CONTAINER).list_blob_names(name_starts_with=prefix))
-    assert len(receipts) == 1 and receipts[0].endswith(f"/{env['CONTAINER']}/a/1.Status.txt")
+        receipts = read_receipts(hosts.get_container_client(HOSTS_CONTAINER), host_id, "status", env["CONTAINER"])
+    assert [(r.blob, r.poison) for r in receipts] == [("a/1.Status.txt", False)]
     with BlobServiceClient.from_connection_string(azurite.connection_string) as data:
         assert not data.get_container_client(HOSTS_CONTAINER).exists()
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 
 from devhost.host import HOSTS_CONTAINER, LocalFunctionsHost
+from devhost.receipts import read_receipts
 from shared.bootstrap import Services, reset_services
 from shared.clock import FixedClock
 from shared.domain.jobs import JobStatus
@@ -36,10 +37,9 @@ def write_status(svc, data: bytes) -> None:
 
 
 def poison_records(svc, local) -> list[str]:
-    container = svc.blob_service.get_container_client(HOSTS_CONTAINER)
-    prefix = f"blobreceipts/{local.host_id}/ingest_status/"
-    return [b.name for b in container.list_blobs(name_starts_with=prefix, include=["metadata"])
-            if (b.metadata or {}).get("poison") == "true"]
+    receipts = read_receipts(svc.blob_service.get_container_client(HOSTS_CONTAINER), local.host_id,
+                             "ingest_status", svc.settings.status_container)
+    return [receipt.blob for receipt in receipts if receipt.poison]
 
 
 def test_a_status_blob_with_out_of_range_numbers_is_recorded_not_poisoned(host):
