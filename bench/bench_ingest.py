@@ -207,7 +207,8 @@ def main() -> None:
         sizes = [int(n) for n in args.sizes.split(",")]
         def report(f: HostFigures) -> None:
             print(f"  {f.size:>6,} blobs already there: {min(f.rates):6.1f} / {statistics.median(f.rates):6.1f} / "
-                  f"{max(f.rates):6.1f} blobs/s (min/median/max); idle pass {f.idle[0]:.2f} s "
+                  f"{max(f.rates):6.1f} blobs/s (min/median/max; in order: "
+                  f"{', '.join(f'{rate:.1f}' for rate in f.rates)}); idle pass {f.idle[0]:.2f} s "
                   f"(CPU: host process {f.idle[1]:.2f} s, Azurite {f.idle[2]:.2f} s)\n"
                   f"          CPU per blob: host process {f.host_ms:.1f} ms, Azurite {f.azurite_ms:.1f} ms "
                   f"(together {f.busy:.2f} s of CPU per second of a pass)", flush=True)

@@ -1,5 +1,6 @@
 """Azurite (Blob and Table) as a child process of the project: installed from npm into
-``node_modules``, started on demand, always stopped, on fixed or free ports."""
+``node_modules`` (pinned, with upstream's lookup fix backported: ``patches/``, docs/local-stack.md),
+started on demand, always stopped, on fixed or free ports."""
 from __future__ import annotations
 
 import logging
@@ -20,9 +21,7 @@ ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented; not a secret).
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # A second account for the Functions host's own storage (blob receipts, timer status), apart from the
-# app's data as in Azure (infra/app/storage.bicep makes two accounts). Azurite finds a blob by
-# scanning every blob of its account, so receipts kept beside the status blobs would double the cost
-# of each status blob request.
+# app's data as in Azure (infra/app/storage.bicep makes two accounts).
 HOST_ACCOUNT = "devhostaccount1"
 # Azurite closes an idle keep-alive connection after 5 s by default, while the SDK's pool (requests)
 # keeps idle connections without limit and reuses them: a request sent as Azurite closes the socket
