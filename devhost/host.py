@@ -346,7 +346,7 @@ class LocalFunctionsHost:
                 if pattern.fullmatch(item[0]):
                     listed.add(item)
                     if item not in state.receipts:
-                        futures.append(pool.submit(self._fire_blob, spec, container, item[0], state))
+                        futures.append(pool.submit(self._fire_blob, spec, container, *item, state))
             complete = True
         except ResourceNotFoundError:
             complete = True             # no container: nothing listed, every receipt is of a deleted blob
@@ -431,14 +431,21 @@ class LocalFunctionsHost:
                                                      thread_name_prefix="host-blobs")
             return self._blob_pool
 
-    def _fire_blob(self, spec: FunctionSpec, container, blob_name: str, state: _BlobTriggerState) -> int:
-        from azure.core.exceptions import ResourceNotFoundError
+    def _fire_blob(self, spec: FunctionSpec, container, blob_name: str, etag: str, state: _BlobTriggerState) -> int:
+        """Invoke for the version of the blob the listing showed (``etag``); a blob changed since is
+        left to the next pass, which lists its new ETag."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
         blob = container.get_blob_client(blob_name)
         try:
-            downloader = blob.download_blob()
+            # Only the listed version. The SDK reads an empty blob with a second request, after the
+            # first one's 416; its result carries that second answer's ETag, but no content. Without
+            # the condition, a write between the two would hand the function nothing under the
+            # written version's ETag, and its receipt would hide the written content for good.
+            downloader = blob.download_blob(etag=f'"{etag}"', match_condition=MatchConditions.IfNotModified)
             data = downloader.readall()
-        except ResourceNotFoundError:
+        except (ResourceNotFoundError, ResourceModifiedError):
             return 0
         props = downloader.properties
         key = (blob_name, _etag(props.etag))

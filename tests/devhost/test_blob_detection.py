@@ -67,33 +67,47 @@ def test_an_idle_pass_over_many_pages_sends_only_the_listing(env, container, uni
     assert sorted(seen) == sorted(f"{env['CONTAINER']}/{name}=first" for name in names[:12])
 
 
-def test_a_rewritten_blob_is_found_by_its_new_etag_across_pages(env, container, unique_name, monkeypatch):
+@pytest.mark.parametrize("names", [
+    [f"job{i}/1.Status.txt" for i in range(5)],
+    # names the listing escapes (& < > ' "), non-ASCII, a space: each pairs with its own ETag
+    ["a&b/1.Status.txt", "<c>/1.Status.txt", "d'e\"f/1.Status.txt", "ünï cødé/1.Status.txt", "z/1.Status.txt"],
+], ids=["plain", "escaped"])
+def test_a_rewritten_blob_is_found_by_its_new_etag_across_pages(env, container, unique_name, monkeypatch, names):
     """A status blob written again on a later page fires again, with the new content; the others do not."""
     monkeypatch.setattr(devhost.host, "LIST_PAGE", 2)
-    names = [f"job{i}/1.Status.txt" for i in range(5)]
     _upload(container, names)
     seen: list[str] = []
     with LocalFunctionsHost(blob_app(seen), env, host_id=unique_name("host")) as host:
         assert host.scan_blobs("status") == 5
-        container.upload_blob(names[4], b"second", overwrite=True)
+        container.upload_blob(names[3], b"second", overwrite=True)
         assert host.scan_blobs("status") == 1
         assert host.scan_blobs("status") == 0
-    assert seen[-1] == f"{env['CONTAINER']}/{names[4]}=second"
-
-
-def test_names_xml_escapes_pair_with_their_own_etags(env, container, unique_name, monkeypatch):
-    """Names the listing escapes (``& < > ' "``), non-ASCII and spaces: each blob fires once, and a
-    rewrite of one of them fires it alone, on pages of two."""
-    monkeypatch.setattr(devhost.host, "LIST_PAGE", 2)
-    names = ["a&b/1.Status.txt", "<c>/1.Status.txt", "d'e\"f/1.Status.txt", "ünï cødé/1.Status.txt", "z/1.Status.txt"]
-    _upload(container, names)
-    seen: list[str] = []
-    with LocalFunctionsHost(blob_app(seen), env, host_id=unique_name("host")) as host:
-        assert host.scan_blobs("status") == 5
-        container.upload_blob(names[1], b"second", overwrite=True)
-        assert host.scan_blobs("status") == 1
     assert sorted(seen[:5]) == sorted(f"{env['CONTAINER']}/{name}=first" for name in names)
-    assert seen[5:] == [f"{env['CONTAINER']}/{names[1]}=second"]
+    assert seen[5:] == [f"{env['CONTAINER']}/{names[3]}=second"]
+
+
+def test_a_blob_written_while_its_empty_version_is_read_fires_with_its_content(env, container, unique_name, azurite):
+    """The worker creates each status blob empty and the extension then writes it. The SDK reads an
+    empty blob with a second request, and keeps that request's ETag but no content; a write landing
+    between the two must not leave the written version taken as handled (a job would wait for the
+    sweep). Here the write lands exactly there: on the 416 the first read gets."""
+    container.upload_blob("job/1.Status.txt", b"")
+    writer = BlobServiceClient.from_connection_string(azurite.connection_string)
+    blob = writer.get_blob_client(env["CONTAINER"], "job/1.Status.txt")
+    written: list[int] = []
+
+    def write_between(response) -> None:
+        if response.http_response.status_code == 416 and not written:
+            written.append(1)
+            blob.upload_blob(b"final report", overwrite=True)
+
+    seen: list[str] = []
+    with LocalFunctionsHost(blob_app(seen), env, host_id=unique_name("host"),
+                            storage_client_options={"raw_response_hook": write_between}) as host:
+        for _ in range(3):
+            host.scan_blobs("status")
+    writer.close()
+    assert written and seen[-1] == f"{env['CONTAINER']}/job/1.Status.txt=final report"
 
 
 def test_a_page_whose_etags_do_not_match_its_names_is_parsed():
