@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from devhost.ports import free_port, port_in_use, wait_for_port
+from devhost.ports import free_ports, port_in_use, wait_for_port
 from shared.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,10 @@ class Azurite:
     """One Azurite process serving Blob and Table (Queue on a throwaway port: unused here)."""
 
     def __init__(self, blob_port: int = 0, table_port: int = 0, location: Path | None = None):
-        self.blob_port = blob_port or free_port()
-        self.table_port = table_port or free_port()
+        spare = iter(free_ports(3))         # Queue listens too, on a port of its own
+        self.blob_port = blob_port or next(spare)
+        self.table_port = table_port or next(spare)
+        self._queue_port = next(spare)
         self.location = location          # None: in memory, gone when stopped
         self._proc: subprocess.Popen | None = None
         self._log_dir: str | None = None
@@ -67,7 +69,7 @@ class Azurite:
                 "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
                 "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
                 "--blobKeepAliveTimeout", str(KEEP_ALIVE_SECONDS), "--tableKeepAliveTimeout", str(KEEP_ALIVE_SECONDS),
-                "--queueHost", "127.0.0.1", "--queuePort", str(free_port())]
+                "--queueHost", "127.0.0.1", "--queuePort", str(self._queue_port)]
         if self.location is None:
             args.append("--inMemoryPersistence")
         else:

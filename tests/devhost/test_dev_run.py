@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 
-from devhost.ports import free_port, port_in_use
+from devhost.ports import free_ports, port_in_use
 from devhost.processes import processes_under
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,8 @@ def run_env(tmp_path: Path, **extra) -> dict:
 
 
 def ports():
-    return {"--blob-port": free_port(), "--table-port": free_port(), "--servicebus-port": free_port()}
+    names = ("--blob-port", "--table-port", "--servicebus-port", "--compute-port")
+    return dict(zip(names, free_ports(len(names))))
 
 
 def args_for(chosen: dict) -> list[str]:
@@ -34,7 +35,6 @@ def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     """`./dev run --once` exits 0 after a job table where both demo VMs' jobs Completed: two blob
     snapshots for demo-vm, one restore point with two disk restore points for demo-vm-md."""
     chosen = ports()
-    chosen["--compute-port"] = free_port()
     proc = subprocess.run([sys.executable, "-m", "devhost.run", "--once", *args_for(chosen)],
                           cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
