@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
+from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
 from shared.domain.policy import Policy, PolicyType
 from shared.domain.protection import (STALE_AFTER, DiskSelection, ProtectedItem, ProtectionState,
                                       on_demand_limit_reached, utc_day_start)
 from shared.domain.schedule import next_slot
+from shared.domain.shards import SHARDS
 from shared.domain.task import Trigger
 from shared.errors import ConfigurationError, ConflictError, NotFoundError, ValidationError, VmsnapError
 from shared.ports import JobQuery, TaskQueue
@@ -156,21 +158,45 @@ def get_protected_item(svc: Services, vm_name: str) -> ItemStatus:
     item = svc.protected_items.get(vm_name)
     if item is None:
         raise NotFoundError(f"VM {vm_name!r} is not protected; run `vmsnap protection enable-for-vm`")
-    return _status(svc, item, {})
-
-
-def list_protected_items(svc: Services) -> Iterator[ItemStatus]:
-    policies: dict[str, Policy] = {}
-    for page in svc.protected_items.pages():
-        for item in page:
-            yield _status(svc, item, policies)
-
-
-def _status(svc: Services, item: ProtectedItem, policies: dict[str, Policy]) -> ItemStatus:
     # The tick writes no item per job, so the last job is the VM's newest job since its protection began.
     newest = svc.jobs.query(JobQuery(vm_name=item.vm_name, operation="Backup", since=item.protected_since,
                                      page_size=1)).jobs
-    last_job = newest[0] if newest else None
+    return _status(svc, item, {}, newest[0] if newest else None)
+
+
+def list_protected_items(svc: Services) -> Iterator[ItemStatus]:
+    """Every item with its last backup, shard by shard (the items' own order), in name order within one."""
+    policies: dict[str, Policy] = {}
+    for shard in SHARDS:
+        items = [item for page in svc.protected_items.pages(shard=shard) for item in page]
+        last_jobs = _last_backups(svc, items, shard)
+        for item in items:
+            yield _status(svc, item, policies, last_jobs.get(item.vm_name.lower()))
+
+
+def _last_backups(svc: Services, items: Sequence[ProtectedItem], shard: str) -> dict[str, Job]:
+    """The newest backup job since its protection began of each of one shard's items (by lower-case
+    VM name): one newest-first walk through the shard's backup jobs, which ends once every item has
+    its job or the walk passes the earliest protection start still waiting. With daily backups that is
+    about a day of the shard's jobs, read once; a query per item would scan them again for each."""
+    waiting = {item.vm_name.lower(): utc(item.protected_since) for item in items}
+    found: dict[str, Job] = {}
+    query = JobQuery(operation="Backup", shard=shard, since=min(waiting.values(), default=None), page_size=1000)
+    while waiting:
+        page = svc.jobs.query(query)
+        for job in page.jobs:
+            since = waiting.get(job.vm_name.lower())
+            if since is not None and job.slot >= since:
+                found[job.vm_name.lower()] = job
+                del waiting[job.vm_name.lower()]
+        # Newest first: once the walk is older than every waiting item's protection, none can match.
+        if page.continuation is None or (waiting and page.jobs and page.jobs[-1].slot < min(waiting.values())):
+            break
+        query = replace(query, continuation=page.continuation)
+    return found
+
+
+def _status(svc: Services, item: ProtectedItem, policies: dict[str, Policy], last_job: Job | None) -> ItemStatus:
     upcoming = None
     if item.is_active:
         key = item.policy_name.lower()

@@ -6,15 +6,18 @@ from datetime import datetime, time, timedelta, timezone
 
 import pytest
 
-from shared.domain.jobs import JobStatus
+from shared.clock import FixedClock
+from shared.domain.jobs import Job, JobStatus
 from shared.domain.policy import EnhancedSchedule, Frequency, Policy, StandardSchedule
 from shared.domain.protection import ProtectionState
 from shared.domain.shards import shard_of
 from shared.domain.task import Trigger
 from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
+from shared.ports import JobQuery
 from shared.services.protection import (backup_now, change_policy, create_policy, disable_protection,
                                         enable_protection, get_protected_item, list_protected_items, set_policy)
 from shared.services.scheduling import run_scheduling_tick
+from tests.fakes import InMemoryJobStore
 from tests.scheduling.conftest import T0
 
 UTC = timezone.utc
@@ -51,6 +54,44 @@ def test_list_shows_last_backup_and_next_slot(make_services):
     assert statuses["vm1"].last_job.status is JobStatus.IN_PROGRESS
     assert statuses["vm2"].last_job is None
     assert statuses["vm2"].next_slot == datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("store", ["memory", "table"])
+def test_list_finds_each_items_last_backup_as_the_item_alone_does(make_services, store):
+    """The listing's last job of each item is the one `protection show` finds for it alone: the
+    newest backup since protection began, a restore or an older backup never, VM names in any case,
+    past 2,500 newer jobs of other VMs; one walk per shard of items, never a query per VM."""
+    vms = ("vm1", "vm2", "vm3", "vm4")
+    overrides = {} if store == "table" else {"jobs": InMemoryJobStore()}
+    svc = make_services(at=T0 - timedelta(days=10), vms=vms, **overrides)
+    enable_protection(svc, "vm1", initial_backup=False)
+    enable_protection(svc, "vm3", initial_backup=False)
+    enable_protection(svc, "vm4", initial_backup=False)
+    svc.clock = FixedClock(T0 - timedelta(days=2))
+    enable_protection(svc, "vm2", initial_backup=False)
+    svc.clock = FixedClock(T0)
+
+    def backup(vm: str, ago: timedelta) -> Job:
+        return Job.new_backup(vm_name=vm, slot=T0 - ago, now=T0 - ago)
+
+    wanted = {"vm1": backup("vm1", timedelta(days=1)), "vm3": backup("VM3", timedelta(days=9))}
+    jobs = [backup("vm1", timedelta(days=3)), wanted["vm1"], wanted["vm3"],
+            replace(backup("vm1", timedelta(hours=12)), operation="Restore"),
+            backup("vm2", timedelta(days=5)),            # before vm2's protection began
+            *(backup(f"other{i:04d}", timedelta(minutes=i % 600)) for i in range(2500))]
+    assert all(svc.jobs.create_many_if_absent(jobs))
+
+    asked: list[JobQuery] = []
+    query = svc.jobs.query
+    svc.jobs.query = lambda q: asked.append(q) or query(q)       # type: ignore[method-assign]
+    listed = {s.item.vm_name: s.last_job for s in list_protected_items(svc)}
+    walked = {shard_of(vm) for vm in vms}
+    assert all(q.vm_name is None and q.shard in walked for q in asked) and len(asked) <= 3 * len(walked)
+    svc.jobs.query = query                                       # type: ignore[method-assign]
+    alone = {vm: get_protected_item(svc, vm).last_job for vm in vms}
+    assert {vm: job and job.job_id for vm, job in listed.items()} == \
+           {vm: job and job.job_id for vm, job in alone.items()} == \
+           {"vm1": wanted["vm1"].job_id, "vm2": None, "vm3": wanted["vm3"].job_id, "vm4": None}
 
 
 def test_change_policy_moves_the_item_and_refuses_enhanced_to_standard(make_services):
