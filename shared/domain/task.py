@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from shared.clock import utc
+from shared.clock import shifted, utc
 from shared.errors import ValidationError
 
 SCHEMA = "vmsnap.snapshot-task/1"
@@ -37,6 +37,15 @@ def validate_job_id(value: object, field: str = "jobId") -> str:
         raise ValidationError(f"{field} {value!r} contains a character a job id cannot hold "
                               f"(/ \\ # ? or a control character)", field=field)
     return value
+
+
+# The window a task's slot must fall in when the worker makes its job from the message (a task put on the
+# queue by hand, or one whose job record was lost). Ahead: the scheduler sends a slot at most an hour
+# early (scheduling.MAX_LOOKAHEAD), plus clock skew. Behind: the stale-job sweep reads jobs whose slot
+# lies within the catch-up bound plus JOB_HORIZON (shared/services/sweeping.py); a job made older than
+# that could never time out and would block its VM. Jobs the service made itself are trusted as stored.
+MAX_TASK_LEAD = timedelta(hours=2)
+JOB_HORIZON = timedelta(days=3)
 
 
 class Trigger(str, Enum):
@@ -125,6 +134,25 @@ class SnapshotTask:
         )
 
 
+def check_new_task(task: SnapshotTask, now: datetime, *, catch_up: timedelta,
+                   max_retention: timedelta) -> None:
+    """ValidationError naming the field and the window when a task's times cannot start a job now.
+
+    ``slot`` within [now - catch_up - JOB_HORIZON, now + MAX_TASK_LEAD]; ``retainUntil``, when given,
+    after the slot and at most ``max_retention`` after it. Nothing is created for a task refused here."""
+    earliest, latest = shifted(now, -(catch_up + JOB_HORIZON)), shifted(now, MAX_TASK_LEAD)
+    if not earliest <= task.slot <= latest:
+        raise ValidationError(f"slot {_iso(task.slot)} lies outside the window a new job may start in "
+                              f"({_iso(earliest)} to {_iso(latest)}: the catch-up bound and the sweep's horizon "
+                              f"behind, {int(MAX_TASK_LEAD.total_seconds() // 3600)} hours ahead)", field="slot")
+    if task.retain_until is not None:
+        longest = shifted(task.slot, max_retention)
+        if not task.slot < task.retain_until <= longest:
+            raise ValidationError(f"retainUntil {_iso(task.retain_until)} must lie after the slot and at most "
+                                  f"{max_retention.days // 365} years after it (by {_iso(longest)})",
+                                  field="retainUntil")
+
+
 def _iso(dt: datetime) -> str:
     return utc(dt).isoformat().replace("+00:00", "Z")
 
@@ -142,5 +170,7 @@ def _parse_time(doc: dict[str, Any], key: str) -> datetime:
         raise ValidationError(f"{key} must be an ISO 8601 UTC time", field=key)
     try:
         return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except OverflowError as exc:    # a valid local time that lies beyond the range once made UTC
+        raise ValidationError(f"{key} {value!r} lies outside the times a task can name", field=key) from exc
     except ValueError as exc:
         raise ValidationError(f"{key} is not an ISO 8601 time: {value!r}", field=key) from exc

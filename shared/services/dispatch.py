@@ -22,7 +22,8 @@ from shared.domain.command import ExtensionCommand, build_snapshot_command, to_e
 from shared.domain.inventory import BackupMethod, Vm
 from shared.domain.jobs import (MAX_ATTEMPTS, DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched,
                                 mark_cancelled, mark_failed, mark_not_dispatched, next_attempt_at, pending_retry)
-from shared.domain.task import SnapshotTask, Trigger
+from shared.domain.recovery import MAX_RETENTION
+from shared.domain.task import SnapshotTask, Trigger, check_new_task
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
 from shared.redaction import redact
@@ -68,7 +69,10 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
         return _reject(svc, body, exc, message_id=message_id, delivery_count=delivery_count)
 
     now = svc.clock.now()
-    job = _load_or_create_job(svc, task, now)
+    try:
+        job = _load_or_create_job(svc, task, now)
+    except ValidationError as exc:      # a new job's times out of bounds: nothing was created
+        return _reject(svc, body, exc, message_id=message_id, delivery_count=delivery_count)
     ids = f"job {job.job_id} message {message_id}"
     if job.status.is_terminal:
         log.info("%s: job is already %s, nothing dispatched (delivery %s)", ids, job.status.value,
@@ -285,10 +289,14 @@ def _resend_pending_retry(svc: Services, job: Job, ids: str) -> None:
 
 
 def _load_or_create_job(svc: Services, task: SnapshotTask, now: datetime) -> Job:
+    """The task's job; made from the message when there is none (ValidationError when the task's times
+    cannot start a job now, and then nothing is created)."""
     job = svc.jobs.get(task.job_id)
     if job is not None:
         return job
-    # The message is authoritative: a job record lost or never written is re-created from it.
+    # The message is authoritative: a job record lost or never written is re-created from it, once its
+    # times are known to be ones a backup can have (a hand-made slot of 9999 would outlive every rule).
+    check_new_task(task, now, catch_up=svc.settings.catch_up, max_retention=MAX_RETENTION)
     fresh = dataclasses.replace(
         Job.new_backup(vm_name=task.vm_name, slot=task.slot, now=now, trigger=task.trigger.value,
                        policy_name=task.policy_name, retain_until=task.retain_until),

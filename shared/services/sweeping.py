@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.domain.jobs import Job, JobPhase, JobStatus, mark_timed_out, timeout_deadline
+from shared.domain.task import JOB_HORIZON
 from shared.errors import NotFoundError, PermanentError, TransientError
 from shared.ports import ExtensionStatusReader, JobQuery
 from shared.services.ingestion import IngestOutcome, IngestResult, ingest_status_blob
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Jobs are looked up by slot time; nothing InProgress can be older than this and still matter.
-LOOKBACK = timedelta(days=3)
+# Jobs are looked up by slot time; nothing InProgress can be older than this and still matter (the
+# worker makes no job older than this from a message: shared/domain/task.py).
+LOOKBACK = JOB_HORIZON
 # The blob trigger applies a status blob within seconds of its write; a dispatched job that has
 # been quiet for this long has its blob read by the sweep (a re-read of a known blob changes nothing).
 REINGEST_AFTER = timedelta(minutes=5)

@@ -379,3 +379,38 @@ def test_of_two_scheduled_backups_of_a_vm_the_later_gives_way_and_the_earlier_ru
     assert svc.jobs.get(later.job_id).status is JobStatus.CANCELLED
     assert earlier.job_id in " ".join(svc.jobs.get(later.job_id).notes)
     assert [command.task_id for _, command in svc.dispatcher.sent] == [f"{earlier.job_id}_1"]
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"slot": "9999-12-31T00:00:00Z"}, "slot"),
+    ({"slot": "9999-12-31T23:59:59-14:00"}, "slot"),     # beyond the range once made UTC
+    ({"slot": "0001-01-01T00:00:00+14:00"}, "slot"),
+    ({"slot": (NOW - timedelta(days=3650)).isoformat()}, "slot"),
+    ({"slot": (NOW + timedelta(hours=3)).isoformat()}, "slot"),
+    ({"retainUntil": "9999-12-31T00:00:00Z"}, "retainUntil"),
+    ({"retainUntil": (NOW - timedelta(days=1)).isoformat()}, "retainUntil"),
+])
+def test_a_new_job_with_times_out_of_bounds_is_rejected_and_nothing_created(svc, vm, changes, field):
+    """A task put on the queue by hand whose slot (or retain-until) no backup can have is kept with the
+    reason naming the field and its window, and settled: no job, no command, no recovery point dated 9999."""
+    body = json.loads(_task(vm).to_json())
+    body.update(changes)
+    outcome = handle_snapshot_task(svc, json.dumps(body).encode(), message_id="odd-times", delivery_count=1)
+    assert outcome.outcome is Outcome.REJECTED and field in outcome.reason
+    assert svc.jobs.jobs == {} and svc.dispatcher.sent == []
+    kept = svc.blob_service.get_blob_client(svc.status_blobs.rejected_container, "odd-times.json")
+    assert json.loads(kept.download_blob().readall())["reason"] == outcome.reason
+
+
+@pytest.mark.parametrize("offset", [timedelta(hours=-24 - 71), timedelta(hours=1, minutes=59)])
+def test_a_new_job_at_the_edges_of_the_window_still_runs(svc, vm, offset):
+    """The window is not tighter than it says: a slot just inside either edge starts its job."""
+    assert _deliver(svc, _task(vm, slot=NOW + offset)).outcome is Outcome.DISPATCHED
+
+
+def test_an_existing_job_is_trusted_whatever_its_slot(svc, vm):
+    """The window guards jobs made from a message; a job the service made (an initial backup whose slot
+    is the enable time, days ago) runs."""
+    task = _task(vm, slot=NOW - timedelta(days=30))
+    _queue_job(svc, task)
+    assert _deliver(svc, task).outcome is Outcome.DISPATCHED
