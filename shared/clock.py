@@ -49,6 +49,21 @@ class SequentialIds:
         return f"{self.prefix}-{self._n:04d}"
 
 
+# The instants a datetime can hold, as aware UTC: date arithmetic on a stored record is clamped to
+# these rather than raising OverflowError on a far-off time (a record's time is checked where it is
+# accepted; this keeps an older record from stopping a whole run).
+EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def shifted(dt: datetime, delta: timedelta) -> datetime:
+    """``dt + delta`` in UTC, clamped to [EARLIEST, LATEST] instead of overflowing."""
+    try:
+        return utc(dt) + delta
+    except OverflowError:
+        return LATEST if delta > timedelta(0) else EARLIEST
+
+
 def utc(dt: datetime) -> datetime:
     """Normalise to aware UTC; naive values are taken to be UTC already."""
     if dt.tzinfo is None:

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 
-from shared.clock import utc
+from shared.clock import shifted, utc
 from shared.domain.inventory import BackupMethod
 from shared.domain.jobs import Consistency, Job, JobStatus
 
 SUCCESSFUL = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS})
+
+# What an on-demand point keeps when no retain-until was given (az's default for backup-now), and the
+# longest any point may be kept (az: 99 years). A retain-until beyond it is held to it.
+ON_DEMAND_DEFAULT_RETENTION = timedelta(days=30)
+MAX_RETENTION = timedelta(days=99 * 365)
+# A point stamped further ahead than this was not made by a backup that ran: no clock is that far off.
+# It is kept but never trusted as a VM's latest point (shared/domain/retention.py says why in the plan).
+MAX_FUTURE = timedelta(hours=1)
 
 
 class SnapshotMethod(str, Enum):
@@ -26,8 +34,15 @@ class SnapshotMethod(str, Enum):
 
 class PointState(str, Enum):
     AVAILABLE = "Available"
+    UNAVAILABLE = "Unavailable"     # some of its data is gone (found missing): not restorable as a whole;
+                                    # what is left stays until its retention ends, then goes as usual
     DELETING = "Deleting"   # claimed by one retention run: its snapshots are being deleted
     DELETED = "Deleted"     # snapshots gone; the record stays, saying which rule removed it
+
+    @property
+    def holds_data(self) -> bool:
+        """Whether retention may still have snapshots of the point to keep or delete."""
+        return self in (PointState.AVAILABLE, PointState.UNAVAILABLE)
 
 
 class Tier(str, Enum):
@@ -73,6 +88,7 @@ class RecoveryPoint:
     state: PointState = PointState.AVAILABLE
     state_changed_at: datetime | None = None
     deleted_by: str | None = None           # the rule that removed it (see shared/domain/retention.py)
+    unavailable_reason: str | None = None   # Unavailable: which data was found missing, and when
     version: str | None = field(default=None, compare=False)   # the store's ETag
 
     @property
@@ -90,6 +106,27 @@ class RecoveryPoint:
     @property
     def is_available(self) -> bool:
         return self.state is PointState.AVAILABLE
+
+    def kept_until_at_most(self) -> datetime:
+        """The latest instant any rule may keep the point: MAX_RETENTION after its time."""
+        return shifted(self.created_at, MAX_RETENTION)
+
+    def on_demand_until(self) -> datetime:
+        """When an on-demand point's own retention ends: its retain-until (held to MAX_RETENTION), or
+        ON_DEMAND_DEFAULT_RETENTION after its time."""
+        if self.retain_until is None:
+            return shifted(self.created_at, ON_DEMAND_DEFAULT_RETENTION)
+        return min(utc(self.retain_until), self.kept_until_at_most())
+
+    def is_from_the_future(self, now: datetime) -> bool:
+        """Stamped beyond ``now`` plus any clock skew: no backup that ran made this time."""
+        return utc(self.created_at) > shifted(now, MAX_FUTURE)
+
+    def unavailable(self, reason: str, now: datetime) -> "RecoveryPoint":
+        """The point once some of its data was found gone; only an Available point becomes Unavailable."""
+        if self.state is not PointState.AVAILABLE:
+            return self
+        return replace(self, state=PointState.UNAVAILABLE, unavailable_reason=reason, state_changed_at=utc(now))
 
     def claimed(self, rule: str, now: datetime) -> "RecoveryPoint":
         return replace(self, state=PointState.DELETING, deleted_by=rule, state_changed_at=utc(now))

@@ -229,6 +229,12 @@ RP_TIMED_OUT = "RestorePointCreationTimedOut"
 RP_FAILED = "RestorePointCreationFailed"
 RP_REPLICATION_FAILED = "RestorePointDiskReplicationFailed"
 
+# What a retention run reports about one VM (shared/services/retention.py); each is a Retention job's error.
+RP_DATA_MISSING = "UserErrorRecoveryPointDataMissing"
+RETENTION_TIME_INVALID = "RetentionPointTimeInFuture"
+RETENTION_NOT_CONFIRMED = "RetentionLatestPointNotConfirmed"
+RETENTION_ITEM_FAILED = "RetentionItemFailed"
+
 _RP_EXTENSION_LOG = ("Read the extension log on the VM: "
                      "/var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux/extension.log.")
 
@@ -335,6 +341,35 @@ SERVICE_ERRORS: dict[str, Remediation] = {
         "The background copy of a disk restore point failed, so that disk has no usable recovery point.",
         ("Retry the backup; if it fails again for the same disk, check the disk's health in the portal.",),
         True),
+    RP_DATA_MISSING: _r(
+        RP_DATA_MISSING, "A recovery point's data is gone",
+        "Snapshots (or the VM restore point) of this recovery point were deleted outside vmsnap or lost, so it "
+        "cannot be restored as a whole. It is now Unavailable and no longer counts as the VM's latest point; "
+        "retention kept the newest point whose data is all there.",
+        ("Find out who or what deleted them (the storage account's or the resource group's activity log), and "
+         "guard the disks' account with a delete lock or blob soft delete.",
+         "Take a fresh backup now: 'vmsnap backup-now --vm <VM>'.",
+         "Disks whose snapshots remain can still be restored one by one ('vmsnap restore restore-disks ... "
+         "--disk <LUN>')."), False),
+    RETENTION_TIME_INVALID: _r(
+        RETENTION_TIME_INVALID, "A recovery point is stamped in the future",
+        "No backup that ran can have made this time, so no retention rule can judge the point: it is kept, "
+        "never counted as the VM's latest point, and reported by every run.",
+        ("Look at the job that made it ('vmsnap job show --name <job id>'): a task put on the queue by hand "
+         "can carry any time; the worker now refuses such tasks.",), False),
+    RETENTION_NOT_CONFIRMED: _r(
+        RETENTION_NOT_CONFIRMED, "Retention could not confirm the VM's latest point",
+        "Before it deletes anything of a VM, retention checks that the point it keeps still has all its "
+        "data; that check could not be made now (storage or the Compute API did not answer, or the VM is "
+        "unknown), so nothing of this VM was deleted in this run.",
+        ("Nothing to do if it passes: the next run checks again.",
+         "If it repeats, check the app's access to the storage account and the Compute API, and that the VM "
+         "still exists (or stop its protection)."), True),
+    RETENTION_ITEM_FAILED: _r(
+        RETENTION_ITEM_FAILED, "Retention of this VM failed",
+        "An unexpected error stopped retention of this VM; the other VMs were processed.",
+        ("Search the function's log for the VM's name: the error is logged with its traceback.",
+         "The next run tries again; if the error repeats, its record is likely malformed: report it."), True),
 }
 
 SUCCESS_CODES = frozenset({0, 1})

@@ -4,26 +4,25 @@ point and until when, and what a retention run keeps or deletes, naming the rule
 Daily keeps the last point of each local day for N days; weekly the point of the weekly day for N
 weeks; monthly and yearly the point their selector picks (default: the first backup of the month or
 year) for N months or years; the instant-restore tier holds every point for its days; an on-demand
-point lives until its retain-until. The latest available point of a protected VM is always kept.
+point lives until its retain-until. The latest available point of a protected VM is always kept: it
+is the newest point retention may trust, so a point found Unavailable (data gone) or stamped in the
+future never stands in for it. Date arithmetic is clamped, never overflows: an odd record is reported
+by the run, it does not stop it.
 """
 from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from typing import Sequence
 from zoneinfo import ZoneInfo
 
-from shared.clock import utc
+from shared.clock import EARLIEST, LATEST, utc
 from shared.domain.policy import (LAST_DAY_OF_MONTH, Frequency, Policy, PointSelector, StandardSchedule,
                                   WeekOfMonth, Weekday)
 from shared.domain.protection import ProtectionState
 from shared.domain.recovery import PointState, RecoveryPoint, Tier
-
-# What ``backup-now`` keeps when no retain-until was given (az's default for an on-demand backup).
-ON_DEMAND_DEFAULT = timedelta(days=30)
-
 
 class Rule(str, Enum):
     """Why a point (or a snapshot, or a blob) stays or goes; printed by ``retention plan``."""
@@ -35,6 +34,7 @@ class Rule(str, Enum):
     YEARLY = "Yearly"
     ON_DEMAND = "OnDemand"
     LATEST = "LatestPoint"                  # the latest good point of a protected VM always stays
+    FUTURE_TIME = "TimeInFuture"            # stamped in the future: not trusted, kept, reported every run
     PROTECTION_STOPPED = "ProtectionStopped"    # stopped with data retained: kept until resumed or deleted
     SOFT_DELETED = "SoftDeleted"            # soft-deleted: kept until its purge time
     SOFT_DELETE_PURGE = "SoftDeletePurge"   # soft-deleted longer than 14 days: every point goes
@@ -70,6 +70,8 @@ class Decision:
             return f"kept by {self.rule.value}" + (f" until {self.expires_at.isoformat()}" if self.expires_at else "")
         if self.rule is Rule.SOFT_DELETE_PURGE:
             return "purged: the item was soft-deleted more than 14 days ago"
+        if self.rule is Rule.FUTURE_TIME:
+            return "kept: its time lies in the future, so no rule can judge it; never counted as the latest"
         return f"expired: {self.rule.value} retention ended {self.expires_at.isoformat() if self.expires_at else ''}"
 
 
@@ -110,8 +112,7 @@ def _holds(point: RecoveryPoint, history: _History | None, policy: Policy | None
     created = utc(point.created_at)
     result: list[Hold] = []
     if point.is_on_demand:
-        result.append(Hold(Tier.ON_DEMAND, utc(point.retain_until) if point.retain_until
-                           else created + ON_DEMAND_DEFAULT))
+        result.append(Hold(Tier.ON_DEMAND, point.on_demand_until()))
     if policy is None or history is None:
         return tuple(result)
     zone = policy.zone
@@ -137,23 +138,29 @@ def _holds(point: RecoveryPoint, history: _History | None, policy: Policy | None
 
 def decide(points: Sequence[RecoveryPoint], policy: Policy | None, now: datetime, *,
            state: ProtectionState | None, purge_after: datetime | None = None) -> list[Decision]:
-    """What a retention run does with each available point of one VM (``points``: all its points)."""
+    """What a retention run does with each point of one VM that may still hold data (``points``: all
+    its points). Unavailable points are kept while a rule holds them, then go; they and points stamped
+    in the future are never the latest."""
     now = utc(now)
-    available = [p for p in points if p.state is PointState.AVAILABLE]
-    if not available:
+    current = [p for p in points if p.state.holds_data]
+    if not current:
         return []
     if state is ProtectionState.SOFT_DELETED:
         due = purge_after is not None and now >= utc(purge_after)
         return [Decision(p, not due, Rule.SOFT_DELETE_PURGE if due else Rule.SOFT_DELETED, (), purge_after)
-                for p in available]
+                for p in current]
     if state is ProtectionState.STOPPED:
-        return [Decision(p, True, Rule.PROTECTION_STOPPED, (), None) for p in available]
+        return [Decision(p, True, Rule.PROTECTION_STOPPED, (), None) for p in current]
     if state is None or policy is None:
-        return [Decision(p, True, Rule.NOT_PROTECTED, (), None) for p in available]
-    latest = max(available, key=_order)
+        return [Decision(p, True, Rule.NOT_PROTECTED, (), None) for p in current]
+    trusted = [p for p in current if p.state is PointState.AVAILABLE and not p.is_from_the_future(now)]
+    latest = max(trusted, key=_order) if trusted else None
     history = _History(points, policy.zone)
     decisions = []
-    for point in available:
+    for point in current:
+        if point.is_from_the_future(now):
+            decisions.append(Decision(point, True, Rule.FUTURE_TIME, (), None))
+            continue
         held = _holds(point, history, policy)
         last = max(held, key=lambda h: h.until) if held else None
         expires = last.until if last else None
@@ -185,19 +192,26 @@ def _later(a: RecoveryPoint, b: RecoveryPoint) -> bool:
 
 
 def _local_date(when: datetime, zone: ZoneInfo) -> date:
-    return utc(when).astimezone(zone).date()
+    try:
+        return utc(when).astimezone(zone).date()
+    except OverflowError:       # within hours of the first or last representable instant
+        return utc(when).date()
 
 
 def _shift(when: datetime, zone: ZoneInfo, *, days: int = 0, months: int = 0) -> datetime:
-    """``when`` moved by whole local days or calendar months (wall clock, so DST changes nothing)."""
-    local = utc(when).astimezone(zone).replace(tzinfo=None)
-    if months:
-        index = local.year * 12 + local.month - 1 + months
-        year, month = divmod(index, 12)
-        local = local.replace(year=year, month=month + 1,
-                              day=min(local.day, calendar.monthrange(year, month + 1)[1]))
-    local += timedelta(days=days)
-    return utc(local.replace(tzinfo=zone))
+    """``when`` moved by whole local days or calendar months (wall clock, so DST changes nothing);
+    clamped to the representable range rather than overflowing."""
+    try:
+        local = utc(when).astimezone(zone).replace(tzinfo=None)
+        if months:
+            index = local.year * 12 + local.month - 1 + months
+            year, month = divmod(index, 12)
+            local = local.replace(year=year, month=month + 1,
+                                  day=min(local.day, calendar.monthrange(year, month + 1)[1]))
+        local += timedelta(days=days)
+        return utc(local.replace(tzinfo=zone))
+    except (OverflowError, ValueError):     # ValueError: a year beyond 9999 from the month arithmetic
+        return LATEST if days > 0 or months > 0 else EARLIEST
 
 
 def _weekly_days(policy: Policy) -> set[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from shared.clock import utc
@@ -13,6 +13,7 @@ from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for, m
 from shared.domain.policy import Policy, PolicyType
 from shared.domain.protection import (STALE_AFTER, DiskSelection, ProtectedItem, ProtectionState,
                                       on_demand_limit_reached, utc_day_start)
+from shared.domain.recovery import MAX_RETENTION, ON_DEMAND_DEFAULT_RETENTION
 from shared.domain.schedule import next_slot
 from shared.domain.shards import SHARDS
 from shared.domain.task import Trigger
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ON_DEMAND_RETENTION = timedelta(days=30)
-MAX_RETENTION = timedelta(days=99 * 365)
 
 
 # --- policies -------------------------------------------------------------------------------------
@@ -221,7 +220,7 @@ def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) ->
     if not item.is_active:
         raise ConflictError(f"{remediation.NOT_PROTECTED}: protection of {item.vm_name!r} is stopped; "
                             f"enable it again to take backups")
-    retain_until = retain_until or now + DEFAULT_ON_DEMAND_RETENTION
+    retain_until = retain_until or now + ON_DEMAND_DEFAULT_RETENTION
     if retain_until <= now:
         raise ValidationError("retain-until must lie in the future", field="retain_until")
     if retain_until > now + MAX_RETENTION:

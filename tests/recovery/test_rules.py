@@ -80,7 +80,7 @@ def test_an_on_demand_point_lives_until_its_retain_until():
     """backup-now --retain-until: the point outlives the daily rule until that date, then goes as OnDemand."""
     svc, clock, _ = _svc(days=1)
     od = backup(svc, START + timedelta(hours=5), trigger="OnDemand", retain_until=START + timedelta(days=60))
-    backup(svc, START + timedelta(days=70))
+    backup(svc, START + timedelta(days=30))      # a later point, so the on-demand one is never the latest
     clock.current = START + timedelta(days=59)
     run_retention(svc)
     assert recovery_point_name(od.job_id) in _available(svc)
