@@ -15,5 +15,7 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%RETENTION_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def enforce(timer: func.TimerRequest) -> None:
     result = run_retention(services())
-    log.info("retention: examined %d point(s), deleted %d point(s) and %d snapshot(s), %d status blob(s)",
-             result.plan.examined, len(result.points_deleted), result.snapshots_deleted, result.blobs_deleted)
+    log.info("retention: examined %d point(s), deleted %d point(s) and %d snapshot(s), %d status blob(s); "
+             "%d point(s) found Unavailable, %d VM problem(s) reported as Retention jobs",
+             result.plan.examined, len(result.points_deleted), result.snapshots_deleted, result.blobs_deleted,
+             len(result.marked_unavailable), len(result.plan.problems))

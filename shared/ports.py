@@ -291,6 +291,12 @@ class SnapshotStore(Protocol):
     def count_snapshots(self, blob_url: str) -> int | None:
         """How many snapshots one disk blob has; None when the blob itself does not exist."""
 
+    def snapshot_exists(self, snapshot_url: str) -> bool:
+        """Whether the snapshot ``base?snapshot=<time>`` still exists (one request, no data read).
+
+        ValidationError for a URL that names no snapshot; TransientError when storage cannot answer.
+        """
+
     def delete_snapshot(self, snapshot_url: str) -> bool:
         """Delete one snapshot; True if this call deleted it, False if it was already gone.
 

@@ -18,6 +18,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
     ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobServiceClient, generate_blob_sas
 
+from shared.adapters.azure_errors import BLOB_REFUSED_HINT, translate
 from shared.clock import Clock
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import BlobSnapshotInfo, CopyProgress, StatusBlobInfo
@@ -64,6 +65,19 @@ class BlobSnapshots:
             return []
         except AzureError as exc:
             raise TransientError(f"could not list the snapshots of {base}: {redact(str(exc))}") from exc
+
+    def snapshot_exists(self, snapshot_url: str) -> bool:
+        base, snapshot = _split_snapshot(snapshot_url)
+        container, name = self._locate(base)
+        try:
+            self._service.get_blob_client(container, name, snapshot=snapshot).get_blob_properties()
+            return True
+        except AzureError as exc:
+            error = translate(exc, f"read snapshot {base}?snapshot={snapshot}", service="blob",
+                              refused_hint=BLOB_REFUSED_HINT)
+            if isinstance(error, NotFoundError):
+                return False
+            raise error from exc
 
     def delete_snapshot(self, snapshot_url: str) -> bool:
         base, snapshot = _split_snapshot(snapshot_url)

@@ -162,7 +162,9 @@ def partition(vm_name: str) -> str:
 
 
 def _inv(when: datetime) -> str:
-    ms = (utc(when) - _EPOCH) // timedelta(milliseconds=1)
+    # Clamped: a time beyond the key's 13 digits (a record from before the task window existed) still
+    # makes a key that sorts with the newest, rather than a negative number.
+    ms = min(max((utc(when) - _EPOCH) // timedelta(milliseconds=1), 0), _MAX_MS)
     return f"{_MAX_MS - ms:013d}"
 
 
@@ -187,6 +189,7 @@ def point_entity(point: RecoveryPoint) -> dict[str, Any]:
         "State": point.state.value,
         "StateChangedAt": utc(point.state_changed_at) if point.state_changed_at else None,
         "DeletedBy": point.deleted_by,
+        "UnavailableReason": point.unavailable_reason,
     }
 
 
@@ -207,6 +210,7 @@ def point_from_entity(entity: Any) -> RecoveryPoint:
         method=SnapshotMethod(entity.get("Method") or SnapshotMethod.BLOB_SNAPSHOT.value),
         restore_point_id=entity.get("RestorePointId"), state=PointState(entity.get("State") or "Available"),
         state_changed_at=when("StateChangedAt"), deleted_by=entity.get("DeletedBy"),
+        unavailable_reason=entity.get("UnavailableReason"),
         version=entity.metadata.get("etag") if hasattr(entity, "metadata") else None)
 
 

@@ -19,8 +19,7 @@ from shared.domain.task import validate_job_id
 from shared.errors import NotFoundError, TransientError, ValidationError
 from shared.ports import JobQuery
 
-# No Restore: this service records no restore (a restore is made from the snapshots, outside it).
-OPERATIONS = ("Backup", "ConfigureBackup", "DeleteBackupData", "DisableBackup", "Restore")
+OPERATIONS = ("Backup", "ConfigureBackup", "DeleteBackupData", "DisableBackup", "Restore", "Retention")
 DEFAULT_WINDOW = timedelta(days=7)
 # Jobs are keyed by time in the store; bounds outside these years cannot hold a job and are dropped.
 EARLIEST = datetime(1971, 1, 1, tzinfo=timezone.utc)

@@ -9,7 +9,7 @@ from shared.cli.job import parse_when
 from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable
 from shared.services.recovery import PointView, list_points, show_point
 
-LIST_HEADERS = ("Name", "Time", "Consistency", "Tier", "Expiry", "Job")
+LIST_HEADERS = ("Name", "Time", "State", "Consistency", "Tier", "Expiry", "Job")
 
 
 def register(subparsers: Any) -> None:
@@ -37,8 +37,8 @@ def register(subparsers: Any) -> None:
 def list_command(args: Any, svc: Any) -> int:
     views = list_points(svc, args.vm, since=args.since, until=args.until)
     emit(args, [point_document(v) for v in views], lambda: emit_table(
-        [[v.point.name, format_time(v.point.created_at), _consistency(v), _tiers(v), format_time(v.expires_at),
-          v.point.job_id] for v in views], LIST_HEADERS))
+        [[v.point.name, format_time(v.point.created_at), v.point.state.value, _consistency(v), _tiers(v),
+          format_time(v.expires_at), v.point.job_id] for v in views], LIST_HEADERS))
     return EXIT_OK
 
 
@@ -50,8 +50,8 @@ def show_command(args: Any, svc: Any) -> int:
 
 def _show_table(doc: dict[str, Any]) -> None:
     out = sys.stdout
-    for key in ("name", "vmName", "recoveryPointTime", "state", "consistency", "tiers", "expiryTime", "jobId",
-                "policyName", "trigger", "retainUntil", "sizeBytes", "method", "deletedBy"):
+    for key in ("name", "vmName", "recoveryPointTime", "state", "unavailableReason", "consistency", "tiers",
+                "expiryTime", "jobId", "policyName", "trigger", "retainUntil", "sizeBytes", "method", "deletedBy"):
         value = doc.get(key)
         if value not in (None, "", []):
             out.write(f"{key:18} {', '.join(value) if isinstance(value, list) else value}\n")
@@ -65,7 +65,7 @@ def point_document(view: PointView) -> dict[str, Any]:
         "consistency": p.consistency, "tiers": [t.value for t in view.tiers], "expiryTime": view.expires_at,
         "jobId": p.job_id, "policyName": p.policy_name, "trigger": p.trigger, "retainUntil": p.retain_until,
         "sizeBytes": p.size_bytes, "method": p.method, "restorePointId": p.restore_point_id,
-        "deletedBy": p.deleted_by,
+        "deletedBy": p.deleted_by, "unavailableReason": p.unavailable_reason,
         "disks": [{"lun": d.lun, "source": d.source, "snapshot": d.snapshot, "snapshotTime": d.snapshot_time}
                   for d in p.disks],
     })

@@ -35,13 +35,14 @@ def run_command(args: Any, svc: Any) -> int:
     document = {"plan": plan_document(result.plan), "pointsDeleted": result.points_deleted,
                 "snapshotsDeleted": result.snapshots_deleted, "snapshotsAlreadyGone": result.snapshots_gone,
                 "claimsLostToAnotherRun": result.lost_claims, "statusBlobsDeleted": result.blobs_deleted,
-                "backfilled": result.backfilled}
+                "backfilled": result.backfilled, "markedUnavailable": result.marked_unavailable}
 
     def table() -> None:
         _print_plan(result.plan)
         print(f"deleted {len(result.points_deleted)} recovery point(s), {result.snapshots_deleted} snapshot(s) "
               f"({result.snapshots_gone} already gone), {result.blobs_deleted} status/log blob(s); "
-              f"recorded {len(result.backfilled)} missing point(s)")
+              f"recorded {len(result.backfilled)} missing point(s), found {len(result.marked_unavailable)} "
+              f"point(s) Unavailable")
 
     emit(args, document, table)
     return EXIT_OK
@@ -56,6 +57,8 @@ def plan_document(plan: RetentionPlan) -> dict[str, Any]:
                              for a in plan.attempt_snapshots],
         "statusBlobs": [{"name": b.name, "jobId": b.job_id, "rule": b.rule} for b in plan.status_blobs],
         "backfill": plan.backfill,
+        "problems": [{"vmName": p.vm_name, "kind": p.kind, "pointName": p.point_name, "reason": p.reason,
+                      "errorCode": p.kind.error_code} for p in plan.problems],
     })
 
 
@@ -67,6 +70,10 @@ def _print_plan(plan: RetentionPlan) -> None:
     rows += [["status blob", "", b.name, "", b.rule.value, "its job is final"] for b in plan.status_blobs]
     if rows:
         emit_table(rows, HEADERS)
+    if plan.problems:
+        print()
+        emit_table([[p.vm_name, p.kind.value, p.point_name or "", p.reason] for p in plan.problems],
+                   ("VM", "Problem", "Point", "Reason"))
     print(f"{plan.examined} point(s) examined, {plan.kept} kept, {len(plan.points)} to delete; "
           f"{len(plan.attempt_snapshots)} attempt snapshot(s), {len(plan.status_blobs)} status/log blob(s); "
-          f"{len(plan.backfill)} point(s) to record")
+          f"{len(plan.backfill)} point(s) to record; {len(plan.problems)} problem(s)")

@@ -50,13 +50,14 @@ class PointView:
 
 def list_points(svc: Any, vm_name: str, *, since: datetime | None = None,
                 until: datetime | None = None) -> list[PointView]:
-    """The VM's available points in [since, until), newest first, with the tiers that hold them."""
+    """The VM's points that still hold data (Available, and Unavailable with the reason) in [since, until),
+    newest first, with the tiers that hold them."""
     history = svc.recovery_points.list_for_vm(vm_name)
     policy = _policy_of(svc, vm_name)
     now = svc.clock.now()
     views = []
     for point in history:
-        if not point.is_available or (since and point.created_at < since) or (until and point.created_at >= until):
+        if not point.state.holds_data or (since and point.created_at < since) or (until and point.created_at >= until):
             continue
         tiers, expiry = tiers_now(point, history, policy, now)
         views.append(PointView(point, tuple(tiers), expiry))
@@ -70,7 +71,8 @@ def show_point(svc: Any, vm_name: str, name: str) -> PointView:
                             f"'vmsnap recoverypoint list --vm {vm_name}'")
     history = svc.recovery_points.list_for_vm(vm_name)
     tiers, expiry = tiers_now(point, history, _policy_of(svc, vm_name), svc.clock.now())
-    return PointView(point, tuple(tiers) if point.is_available else (), expiry if point.is_available else None)
+    held = point.state.holds_data
+    return PointView(point, tuple(tiers) if held else (), expiry if held else None)
 
 
 def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:

@@ -65,7 +65,7 @@ def restore_disks(svc: Any, vm_name: str, rp_name: str, target_container: str | 
     points. Bad input (unknown point, wrong or bad target, unknown LUN) raises before any job is created.
     """
     _check_names(target_container, target_resource_group)
-    point = _available_point(svc, vm_name, rp_name)
+    point = _restorable_point(svc, vm_name, rp_name, lun)
     managed = point.method is SnapshotMethod.RESTORE_POINT
     target = _target(point, target_container, target_resource_group, overwrite)
     disks = [d for d in point.disks if lun is None or d.lun == lun]
@@ -123,12 +123,18 @@ def _target(point: RecoveryPoint, container: str | None, resource_group: str | N
     return container
 
 
-def _available_point(svc: Any, vm_name: str, rp_name: str) -> RecoveryPoint:
+def _restorable_point(svc: Any, vm_name: str, rp_name: str, lun: int | None) -> RecoveryPoint:
+    """The point to restore from: Available, or Unavailable when one disk (``lun``) is asked for, since
+    the snapshots that remain of a point whose data is partly gone can still be restored one by one."""
     point: RecoveryPoint | None = svc.recovery_points.get(vm_name, rp_name)
     if point is None:
         raise NotFoundError(f"recovery point {rp_name!r} of VM {vm_name!r} not found; list them with "
                             f"'vmsnap recoverypoint list --vm {vm_name}'")
-    if point.state is not PointState.AVAILABLE:
+    if point.state is PointState.UNAVAILABLE and lun is None:
+        raise ConflictError(f"recovery point {rp_name} of VM {vm_name} is Unavailable: {point.unavailable_reason}; "
+                            f"restore another point ('vmsnap recoverypoint list --vm {vm_name}'), or one disk whose "
+                            f"snapshot remains with --disk <LUN>")
+    if not point.state.holds_data:
         raise NotFoundError(f"recovery point {rp_name} of VM {vm_name} was deleted ({point.deleted_by}); "
                             f"pick another with 'vmsnap recoverypoint list --vm {vm_name}'")
     return point

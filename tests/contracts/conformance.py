@@ -6,13 +6,16 @@ from shared.adapters.blob_sas import BlobSasMinter, StatusBlobStore
 from shared.adapters.compute_inventory import ComputeInventory
 from shared.adapters.dispatch_arm import ArmDispatcher
 from shared.adapters.dispatch_local import LocalDispatcher
+from shared.adapters.snapshots import BlobSnapshots
 from shared.adapters.servicebus import ServiceBusTaskQueue
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
-from shared.ports import (Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore, SasMinter, StatusBlobs,
-                          TaskQueue)
+from shared.adapters.table_recovery import TableRecoveryPointStore
+from shared.ports import (Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore,
+                          SasMinter, SnapshotStore, StatusBlobs, TaskQueue)
 from tests.fakes import (InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs, RecordingDispatcher,
                          RecordingTaskQueue)
+from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
 JOB_STORES: tuple[type[JobStore], ...] = (InMemoryJobStore, TableJobStore)
@@ -23,3 +26,5 @@ STATUS_BLOBS: tuple[type[StatusBlobs], ...] = (InMemoryStatusBlobs, StatusBlobSt
 TASK_QUEUES: tuple[type[TaskQueue], ...] = (RecordingTaskQueue, ServiceBusTaskQueue)
 DISPATCHERS: tuple[type[Dispatcher], ...] = (RecordingDispatcher, ArmDispatcher, LocalDispatcher)
 SAS_MINTERS: tuple[type[SasMinter], ...] = (BlobSasMinter,)
+RECOVERY_POINT_STORES: tuple[type[RecoveryPointStore], ...] = (InMemoryRecoveryPointStore, TableRecoveryPointStore)
+SNAPSHOT_STORES: tuple[type[SnapshotStore], ...] = (FakeSnapshots, BlobSnapshots)

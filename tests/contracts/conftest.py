@@ -10,14 +10,19 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 from azure.data.tables import TableServiceClient
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobClient, BlobServiceClient
 
 from shared.adapters.blob_sas import StatusBlobStore
+from shared.adapters.snapshots import BlobSnapshots
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
+from shared.adapters.table_recovery import TableRecoveryPointStore
+from shared.clock import SystemClock
 from shared.domain.inventory import Vm
-from shared.ports import Inventory, JobStore, PolicyStore, ProtectedItemStore, StatusBlobs
+from shared.ports import (Inventory, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore, SnapshotStore,
+                          StatusBlobs)
 from tests.fakes import InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs
+from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
 T = TypeVar("T")
@@ -93,3 +98,38 @@ def status_blobs(request, unique_name) -> Iterator[tuple[StatusBlobs, Callable[[
     for container in (store.container, store.rejected_container):
         if service.get_container_client(container).exists():
             service.delete_container(container)
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def point_store(request) -> RecoveryPointStore:
+    return _fake_or_table(request, InMemoryRecoveryPointStore, TableRecoveryPointStore, "points")
+
+
+@pytest.fixture(params=["fake", REAL("azurite")])
+def snapshot_store(request, unique_name) -> Iterator[tuple[SnapshotStore, Callable[[], str], Callable[[str], None]]]:
+    """The store; how a backup snapshots a disk (returns the snapshot's URL); and how someone with access
+    to the account deletes a snapshot behind the service's back."""
+    if request.param == "fake":
+        fake = FakeSnapshots()
+        base = f"http://127.0.0.1:10000/devstoreaccount1/vhds/{unique_name('disk')}.vhd"
+
+        def forget(url: str) -> None:
+            stamp = url.partition("?snapshot=")[2]
+            del fake.blobs[url.partition("?")[0]][stamp]
+
+        yield fake, lambda: fake.take(base, {"jobId": "j"}), forget
+        return
+    service = request.getfixturevalue("blob_service_client")
+    container = service.get_container_client(unique_name("vhds"))
+    container.create_container()
+    blob = container.get_blob_client(f"{unique_name('disk')}.vhd")
+    blob.create_page_blob(1024)
+
+    def take() -> str:
+        return f"{blob.url}?snapshot={blob.create_snapshot(metadata={'jobId': 'j'})['snapshot']}"
+
+    def forget(url: str) -> None:
+        BlobClient.from_blob_url(url, credential=service.credential).delete_blob()
+
+    yield BlobSnapshots(service, clock=SystemClock()), take, forget
+    container.delete_container()

@@ -86,6 +86,13 @@ class FakeSnapshots:
             # A disk the test never took a snapshot of still exists: fakes know no missing blobs.
             return len(self.blobs.get(blob_url, {}))
 
+    def snapshot_exists(self, snapshot_url: str) -> bool:
+        base, _, query = snapshot_url.partition("?")
+        if not query.startswith("snapshot="):
+            raise ValidationError("names no snapshot")
+        with self._lock:
+            return query[len("snapshot="):] in self.blobs.get(base, {})
+
     def delete_snapshot(self, snapshot_url: str) -> bool:
         base, _, query = snapshot_url.partition("?")
         if not query.startswith("snapshot="):

@@ -48,6 +48,13 @@ def _wall_plus(when: datetime, zone: ZoneInfo, *, days: int = 0, months: int = 0
 
 
 def oracle_kept(points: list[RecoveryPoint], policy: Policy, now: datetime) -> set[str]:
+    """The points the GFS rules keep at ``now``, and the latest point."""
+    ends = oracle_ends(points, policy)
+    return {max(points, key=lambda p: p.created_at).name} | {name for name, end in ends.items() if now < end}
+
+
+def oracle_ends(points: list[RecoveryPoint], policy: Policy) -> dict[str, datetime]:
+    """When the GFS rules let each point go (every point of ``points``, whatever its state)."""
     zone = ZoneInfo(policy.time_zone)
     r = policy.retention
     sched = [p for p in points if p.trigger != "OnDemand"]
@@ -80,7 +87,7 @@ def oracle_kept(points: list[RecoveryPoint], policy: Policy, now: datetime) -> s
         weekly = {policy.schedule.days[0].value}
     else:
         weekly = {"Sunday"}
-    kept = {max(points, key=lambda p: p.created_at).name}
+    ends_of: dict[str, datetime] = {}
     for p in points:
         lp = local[p.name]
         ends = [_wall_plus(p.created_at, zone, days=policy.instant_rp_days)]
@@ -96,9 +103,8 @@ def oracle_kept(points: list[RecoveryPoint], policy: Policy, now: datetime) -> s
                 ends.append(_wall_plus(p.created_at, zone, months=r.monthly_months))
             if r.yearly_years and picked(p, r.yearly_on, lambda d: d.year):
                 ends.append(_wall_plus(p.created_at, zone, months=12 * r.yearly_years))
-        if now < max(ends):
-            kept.add(p.name)
-    return kept
+        ends_of[p.name] = max(ends)
+    return ends_of
 
 
 # --- the simulation -----------------------------------------------------------------------------------
