@@ -1,0 +1,38 @@
+"""The real Function App under the local host, on Azurite and the local Service Bus, for the e2e tests."""
+import time
+
+import pytest
+
+from devhost.host import LocalFunctionsHost
+from devhost.processes import stop_processes_under
+from shared.bootstrap import Services, reset_services
+from shared.ports import JobQuery
+
+
+@pytest.fixture
+def loop(make_settings, local_servicebus, storage_connection_string, unique_name):
+    """The real Function App under the local host, on Azurite and the local Service Bus."""
+    settings = make_settings(service_bus=local_servicebus.connection_string)
+    env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
+    svc = Services(settings)
+    reset_services(svc)
+    import function_app
+
+    host = LocalFunctionsHost(function_app.app, env, host_id=unique_name("host"))
+    yield svc, host
+    host.stop()
+    stop_processes_under(settings.local_vm_root)
+    reset_services()
+
+
+def run_cycle(svc, host, timeout=60.0):
+    host.fire_timer("schedule_backups")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        host.drain_queue("dispatch_snapshot", max_wait=0.2)
+        host.scan_blobs("ingest_status")
+        jobs = svc.jobs.query(JobQuery()).jobs
+        if jobs and all(j.status.is_terminal for j in jobs):
+            return jobs
+        time.sleep(0.2)
+    pytest.fail(f"the cycle did not finish in {timeout} s: {svc.jobs.query(JobQuery()).jobs}")
