@@ -7,12 +7,13 @@ from shared.adapters.compute_inventory import ComputeInventory
 from shared.adapters.dispatch_arm import ArmDispatcher
 from shared.adapters.dispatch_local import LocalDispatcher
 from shared.adapters.servicebus import ServiceBusTaskQueue
+from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
-from shared.ports import (Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore, SasMinter, StatusBlobs,
-                          TaskQueue)
-from tests.fakes import (InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs, RecordingDispatcher,
-                         RecordingTaskQueue)
+from shared.ports import (BackupClaims, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore, SasMinter,
+                          StatusBlobs, TaskQueue)
+from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs,
+                         RecordingDispatcher, RecordingTaskQueue)
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
 JOB_STORES: tuple[type[JobStore], ...] = (InMemoryJobStore, TableJobStore)
@@ -23,3 +24,4 @@ STATUS_BLOBS: tuple[type[StatusBlobs], ...] = (InMemoryStatusBlobs, StatusBlobSt
 TASK_QUEUES: tuple[type[TaskQueue], ...] = (RecordingTaskQueue, ServiceBusTaskQueue)
 DISPATCHERS: tuple[type[Dispatcher], ...] = (RecordingDispatcher, ArmDispatcher, LocalDispatcher)
 SAS_MINTERS: tuple[type[SasMinter], ...] = (BlobSasMinter,)
+BACKUP_CLAIMS: tuple[type[BackupClaims], ...] = (InMemoryBackupClaims, TableBackupClaims)

@@ -13,11 +13,12 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.blob_sas import StatusBlobStore
+from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
 from shared.domain.inventory import Vm
-from shared.ports import Inventory, JobStore, PolicyStore, ProtectedItemStore, StatusBlobs
-from tests.fakes import InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs
+from shared.ports import BackupClaims, Inventory, JobStore, PolicyStore, ProtectedItemStore, StatusBlobs
+from tests.fakes import InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
 T = TypeVar("T")
@@ -59,6 +60,11 @@ def policy_store(request) -> PolicyStore:
 @pytest.fixture(params=["fake", REAL("table")])
 def item_store(request) -> ProtectedItemStore:
     return _fake_or_table(request, InMemoryProtectedItemStore, TableProtectedItemStore, "items")
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def backup_claims(request) -> BackupClaims:
+    return _fake_or_table(request, InMemoryBackupClaims, TableBackupClaims, "claims")
 
 
 @pytest.fixture(params=["fake", REAL("table")])
