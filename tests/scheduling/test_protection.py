@@ -1,6 +1,8 @@
 """Protection use cases: enable, change policy, disable, list, and on-demand backups with Azure's limits."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, time, timedelta, timezone
 
@@ -149,6 +151,46 @@ def test_backup_now_refuses_while_a_backup_is_in_progress(make_services):
     assert len(svc.task_queue.sent) == 1
 
 
+class TickingClock(FixedClock):
+    """A clock that moves on a millisecond each time it is read, so requests made at once are distinct."""
+
+    def __init__(self, current: datetime) -> None:
+        super().__init__(current)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            self.current += timedelta(milliseconds=1)
+            return self.current
+
+
+def test_backup_now_requests_made_at_once_start_one_backup(make_services):
+    """Six backup-now requests for one VM at once: one is accepted and holds the VM for its task; the others
+    are refused with UserErrorBackupOperationInProgress naming it, and leave no job and no task behind."""
+    from shared.services.claims import take_claim
+
+    svc = make_services(clock=TickingClock(T0))
+    enable_protection(svc, "vm1", initial_backup=False)
+    start = threading.Barrier(6)
+
+    def request(_):
+        start.wait(timeout=60)
+        try:
+            return backup_now(svc, "vm1", retain_until=None)
+        except ConflictError as exc:
+            return exc
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(request, range(6)))
+    [job] = [o for o in outcomes if isinstance(o, Job)]
+    refusals = [str(o) for o in outcomes if not isinstance(o, Job)]
+    assert len(refusals) == 5 and all("UserErrorBackupOperationInProgress" in r and job.job_id in r for r in refusals)
+    assert list(svc.jobs.jobs) == [job.job_id]
+    assert [t.job_id for t in svc.task_queue.sent] == [job.job_id]
+    # Its own task, when the worker takes it, finds the VM its own.
+    assert take_claim(svc, svc.jobs.get(job.job_id), svc.clock.now()) is None
+
+
 def test_backup_now_allows_three_successes_a_day(make_services):
     """After three successful on-demand backups in a UTC day, a fourth is refused until midnight."""
     svc = make_services()
@@ -240,17 +282,24 @@ def test_on_demand_backup_racing_the_scheduler_leaves_one_backup_in_progress(mak
     assert [j.job_id for j in running] == [on_demand.job_id]
 
 
-def test_on_demand_backup_after_the_tick_sent_its_task_is_refused(make_services):
-    """backup-now while the scheduled backup the tick just queued runs is refused, naming that job."""
-    svc = make_services()
+def test_on_demand_backup_after_the_tick_sent_its_task_runs_and_the_scheduled_one_gives_way(make_services):
+    """backup-now after the tick queued the VM's scheduled backup, before the worker took it: the request
+    holds the VM first, so the scheduled task, when it comes, gives way naming it. One backup runs."""
+    from shared.services.dispatch import Outcome, handle_snapshot_task
+    from tests.fakes import RecordingDispatcher
+
+    svc = make_services(dispatcher=RecordingDispatcher())
     enable_protection(svc, "vm1", initial_backup=False)
     svc.clock.current = datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
     outcome = _backup_now_during(svc, svc.progress, "update", lambda shard, *_, **__: shard == shard_of("vm1"))
     run_scheduling_tick(svc, fan_out=False)
-    (scheduled,) = svc.jobs.jobs.values()
-    assert (scheduled.trigger, scheduled.status) == ("Scheduled", JobStatus.IN_PROGRESS)
-    assert [type(o) for o in outcome] == [ConflictError] and scheduled.job_id in str(outcome[0])
-    assert [t.job_id for t in svc.task_queue.sent] == [scheduled.job_id]
+    [on_demand] = outcome
+    [scheduled_task] = [t for t in svc.task_queue.sent if t.job_id != on_demand.job_id]
+    delivered = handle_snapshot_task(svc, scheduled_task.to_json().encode(), message_id=scheduled_task.message_id,
+                                     delivery_count=1)
+    scheduled = svc.jobs.get(scheduled_task.job_id)
+    assert delivered.outcome is Outcome.DUPLICATE and scheduled.status is JobStatus.CANCELLED
+    assert on_demand.job_id in " ".join(scheduled.notes) and svc.dispatcher.sent == []
 
 
 class UnreachableQueue:
