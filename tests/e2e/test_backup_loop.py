@@ -6,29 +6,10 @@ import time
 import pytest
 
 from devhost.demo import create_demo_vm, disk_snapshots
-from devhost.host import LocalFunctionsHost
-from devhost.processes import stop_processes_under
-from shared.bootstrap import Services, reset_services
 from shared.domain.jobs import JobStatus
 from shared.ports import JobQuery
 
 SIG = re.compile(r"sig=(?!REDACTED)[^&\s\"']+", re.IGNORECASE)
-
-
-@pytest.fixture
-def loop(make_settings, local_servicebus, storage_connection_string, unique_name):
-    """The real Function App under the local host, on Azurite and the local Service Bus."""
-    settings = make_settings(service_bus=local_servicebus.connection_string)
-    env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
-    svc = Services(settings)
-    reset_services(svc)
-    import function_app
-
-    host = LocalFunctionsHost(function_app.app, env, host_id=unique_name("host"))
-    yield svc, host
-    host.stop()
-    stop_processes_under(settings.local_vm_root)
-    reset_services()
 
 
 def run_cycle(svc, host, timeout=60.0):

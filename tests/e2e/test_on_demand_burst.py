@@ -11,9 +11,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devhost.demo import create_demo_vm, disk_snapshots
-from devhost.host import LocalFunctionsHost
-from devhost.processes import stop_processes_under
-from shared.bootstrap import Services, reset_services
 from shared.domain import remediation
 from shared.domain.jobs import Job, JobStatus, job_id_for
 from shared.domain.task import SnapshotTask, Trigger
@@ -23,22 +20,6 @@ BURST = 6
 BURSTS = 4      # three to reach the limit, one to find it
 # A run-log line of the bundled handler: "<UTC date> <time.micro>  <Level>  <message> ".
 RUN_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6})  ")
-
-
-@pytest.fixture
-def loop(make_settings, local_servicebus, storage_connection_string, unique_name):
-    """The real Function App under the local host, on Azurite and the local Service Bus, on the real clock."""
-    settings = make_settings(service_bus=local_servicebus.connection_string)
-    env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
-    svc = Services(settings)
-    reset_services(svc)
-    import function_app
-
-    host = LocalFunctionsHost(function_app.app, env, host_id=unique_name("host"))
-    yield svc, host
-    host.stop()
-    stop_processes_under(settings.local_vm_root)
-    reset_services()
 
 
 def _burst(svc, vm_name: str) -> list[SnapshotTask]:

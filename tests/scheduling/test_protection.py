@@ -259,17 +259,22 @@ def _backup_now_during(svc, port, method, when=lambda *args, **kwargs: True):
     return outcome
 
 
-def test_on_demand_backup_racing_the_scheduler_leaves_one_backup_in_progress(make_services):
-    """If backup-now starts a backup after the tick read the VM and before it created its job, only one
-    backup of the VM runs: the worker lets the scheduled one give way, naming the on-demand one."""
+@pytest.mark.parametrize("during", ["creating its job", "saving its progress"])
+def test_on_demand_backup_racing_the_scheduler_leaves_one_backup_in_progress(make_services, during):
+    """backup-now while the tick plans the same VM, before it created its job or after it sent its task:
+    the request holds the VM before the worker takes the scheduled task, so that task gives way, naming
+    the on-demand backup. One backup of the VM runs."""
     from shared.services.dispatch import Outcome, handle_snapshot_task
     from tests.fakes import RecordingDispatcher
 
     svc = make_services(dispatcher=RecordingDispatcher())
     enable_protection(svc, "vm1", initial_backup=False)
     svc.clock.current = datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
-    outcome = _backup_now_during(svc, svc.jobs, "create_many_if_absent")
-    run_scheduling_tick(svc)
+    if during == "creating its job":
+        outcome = _backup_now_during(svc, svc.jobs, "create_many_if_absent")
+    else:
+        outcome = _backup_now_during(svc, svc.progress, "update", lambda shard, *_, **__: shard == shard_of("vm1"))
+    run_scheduling_tick(svc, fan_out=False)
     [on_demand] = outcome
     assert on_demand.trigger == "OnDemand"
     [scheduled_task] = [t for t in svc.task_queue.sent if t.job_id != on_demand.job_id]
@@ -280,26 +285,6 @@ def test_on_demand_backup_racing_the_scheduler_leaves_one_backup_in_progress(mak
     assert on_demand.job_id in " ".join(scheduled.notes) and svc.dispatcher.sent == []
     running = [j for j in svc.jobs.jobs.values() if j.status is JobStatus.IN_PROGRESS]
     assert [j.job_id for j in running] == [on_demand.job_id]
-
-
-def test_on_demand_backup_after_the_tick_sent_its_task_runs_and_the_scheduled_one_gives_way(make_services):
-    """backup-now after the tick queued the VM's scheduled backup, before the worker took it: the request
-    holds the VM first, so the scheduled task, when it comes, gives way naming it. One backup runs."""
-    from shared.services.dispatch import Outcome, handle_snapshot_task
-    from tests.fakes import RecordingDispatcher
-
-    svc = make_services(dispatcher=RecordingDispatcher())
-    enable_protection(svc, "vm1", initial_backup=False)
-    svc.clock.current = datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
-    outcome = _backup_now_during(svc, svc.progress, "update", lambda shard, *_, **__: shard == shard_of("vm1"))
-    run_scheduling_tick(svc, fan_out=False)
-    [on_demand] = outcome
-    [scheduled_task] = [t for t in svc.task_queue.sent if t.job_id != on_demand.job_id]
-    delivered = handle_snapshot_task(svc, scheduled_task.to_json().encode(), message_id=scheduled_task.message_id,
-                                     delivery_count=1)
-    scheduled = svc.jobs.get(scheduled_task.job_id)
-    assert delivered.outcome is Outcome.DUPLICATE and scheduled.status is JobStatus.CANCELLED
-    assert on_demand.job_id in " ".join(scheduled.notes) and svc.dispatcher.sent == []
 
 
 class UnreachableQueue:

@@ -1,0 +1,25 @@
+"""What the end-to-end tests share: the real Function App under the local host, on Azurite and the local
+Service Bus, on the real clock."""
+from __future__ import annotations
+
+import pytest
+
+from devhost.host import LocalFunctionsHost
+from devhost.processes import stop_processes_under
+from shared.bootstrap import Services, reset_services
+
+
+@pytest.fixture
+def loop(make_settings, local_servicebus, storage_connection_string, unique_name):
+    """(services, host): the app installed as the composition root, its host not started (tests drive it)."""
+    settings = make_settings(service_bus=local_servicebus.connection_string)
+    env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
+    svc = Services(settings)
+    reset_services(svc)
+    import function_app
+
+    host = LocalFunctionsHost(function_app.app, env, host_id=unique_name("host"))
+    yield svc, host
+    host.stop()
+    stop_processes_under(settings.local_vm_root)
+    reset_services()
