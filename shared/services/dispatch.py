@@ -1,10 +1,12 @@
 """Use case: turn one snapshot-task message into an extension command on its VM.
 
-One snapshot per attempt, one attempt at a time: a delivery claims the job's current attempt (Queued
--> Dispatched, ETag-guarded) before anything reaches the VM, so a redelivered or duplicated task
-finds it claimed and dispatches nothing. Only the retry policy starts another attempt: a command
-that could not be handed over is retried by a scheduled task (new taskId) after a pause, up to
-MAX_ATTEMPTS, then the job fails with the last error. Nothing waits for the snapshot itself.
+One backup of a VM at a time: the job first takes its VM's claim (shared/services/claims.py), which
+also holds the on-demand limits. One snapshot per attempt, one attempt at a time: a delivery claims
+the job's current attempt (Queued -> Dispatched, ETag-guarded) before anything reaches the VM, so a
+redelivered or duplicated task finds it claimed and dispatches nothing. Only the retry policy starts
+another attempt: a command that could not be handed over is retried by a scheduled task (new taskId)
+after a pause, up to MAX_ATTEMPTS, then the job fails with the last error. Nothing waits for the
+snapshot itself.
 """
 from __future__ import annotations
 

@@ -314,11 +314,33 @@ def test_backup_now_whose_task_cannot_be_queued_fails_its_job_and_blocks_nothing
     assert all("ServiceBusConnection" in " ".join(j.errors[0].recommendations) for j in failed)
     item = get_protected_item(svc, "vm1")
     assert (item.item.last_job_id, item.item.in_progress_job_id) == (good.job_id, good.job_id)
+    assert svc.claims.get("vm1").on_demand == (good.job_id,)      # the VM's claim gave them back too
     newest = max(failed, key=lambda j: j.slot)
     assert (item.last_job.job_id, item.last_job.errors[0].error_code) == (newest.job_id, remediation.TASK_NOT_QUEUED)
     svc.task_queue = working
     again = backup_now(svc, "vm1", retain_until=None)
     assert [t.job_id for t in svc.task_queue.sent] == [good.job_id, again.job_id]
+
+
+def test_backup_now_that_finds_protection_stopped_meanwhile_leaves_the_vm_free(make_services):
+    """Protection stopped between backup-now's read and its write: the request is refused, writes no job,
+    and gives the VM's claim back, so a backup-now after protection is enabled again is not refused."""
+    svc = make_services()
+    enable_protection(svc, "vm1", initial_backup=False)
+    update = svc.protected_items.update
+
+    def stopped_first(vm_name, change):
+        svc.protected_items.update = update
+        disable_protection(svc, "vm1")
+        return update(vm_name, change)
+
+    svc.protected_items.update = stopped_first
+    with pytest.raises(ConflictError, match="stopped meanwhile"):
+        backup_now(svc, "vm1", retain_until=None)
+    assert svc.jobs.jobs == {} and svc.claims.get("vm1").holder is None
+    enable_protection(svc, "vm1", initial_backup=False)
+    svc.clock.advance(timedelta(minutes=1))
+    assert backup_now(svc, "vm1", retain_until=None).trigger == "OnDemand"
 
 
 def test_backup_now_with_a_malformed_queue_connection_creates_nothing(make_services):
