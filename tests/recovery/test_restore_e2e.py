@@ -10,7 +10,8 @@ import pytest
 from devhost.demo import create_demo_vm
 from shared.cli import main
 from shared.domain.jobs import JobStatus
-from tests.e2e.test_backup_loop import SIG, loop, run_cycle  # noqa: F401  (the loop fixture)
+from tests.e2e.conftest import loop  # noqa: F401  (the fixture)
+from tests.e2e.test_backup_loop import SIG, run_cycle
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str]:
