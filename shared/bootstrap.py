@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError
-from shared.ports import (DiskCopier, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
+from shared.ports import (BackupClaims, DiskCopier, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
                           RecoveryPointStore, RestorePoints, SasMinter, ShardProgressStore, ShardQueue, SnapshotStore,
                           StatusBlobArchive, StatusBlobs, TaskQueue)
 from shared.settings import Settings, get_settings
@@ -87,6 +87,12 @@ class Services:
         from shared.adapters.table_progress import TableShardProgressStore
 
         return TableShardProgressStore(self.table_service, self.settings.table("progress"))
+
+    @cached_property
+    def claims(self) -> BackupClaims:
+        from shared.adapters.table_claims import TableBackupClaims
+
+        return TableBackupClaims(self.table_service, self.settings.table("claims"))
 
     @cached_property
     def shard_queue(self) -> ShardQueue:

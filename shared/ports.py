@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 from shared.clock import utc
+from shared.domain.claims import BackupClaim
 from shared.domain.command import ExtensionCommand
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobStatus
@@ -215,6 +216,19 @@ class ShardProgressStore(Protocol):
                current: ShardProgress | None = None) -> ShardProgress:
         """Read (unless ``current`` is given), change, write back guarded by the ETag; a lost race
         reads and changes again."""
+
+
+class BackupClaims(Protocol):
+    """Each VM's backup claim (shared/domain/claims.py): one row per VM, written only under its ETag."""
+
+    def get(self, vm_name: str) -> BackupClaim:
+        """The VM's claim (name compared case-insensitively); an empty one, version None, if none was written."""
+
+    def update(self, vm_name: str, change: Callable[[BackupClaim], BackupClaim | None]) -> BackupClaim:
+        """Read, apply ``change`` (None = no change, nothing written), write back only if nobody wrote in
+        between (insert-if-absent for a VM without a row); a lost race reads and changes again, so
+        ``change`` may run several times and must decide afresh each time. Returns the claim as stored.
+        What ``change`` raises propagates with nothing written; TransientError when the races never end."""
 
 
 class StatusBlobs(Protocol):

@@ -5,8 +5,9 @@ version check, duplicate detection by message id.
 """
 from __future__ import annotations
 
-import pickle
+import itertools
 import json
+import pickle
 import threading
 from dataclasses import replace
 from datetime import datetime
@@ -15,6 +16,7 @@ from urllib.parse import quote
 
 from shared.clock import utc
 from shared.domain.bloburl import base_of, without_secrets
+from shared.domain.claims import BackupClaim
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job
 from shared.domain.task import SnapshotTask
@@ -112,6 +114,33 @@ def _as_stored(job: Job) -> Job:
     stored.disks = [replace(d, blob_url=base_of(d.blob_url or ""), snapshot_uri=without_secrets(d.snapshot_uri))
                     for d in stored.disks]
     return stored
+
+
+class InMemoryBackupClaims:
+    """The BackupClaims port in a dict, optimistic like the Table adapter: ``change`` runs on what was
+    read, outside any lock, and the write lands only if the row's version is still the one read;
+    otherwise it reads and changes again. So racing threads interleave as racing workers do."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, BackupClaim] = {}
+        self._versions = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def get(self, vm_name: str) -> BackupClaim:
+        return self.rows.get(vm_name.lower()) or BackupClaim(vm_name=vm_name)
+
+    def update(self, vm_name: str, change: Callable[[BackupClaim], BackupClaim | None]) -> BackupClaim:
+        while True:
+            current = self.get(vm_name)
+            changed = change(current)
+            if changed is None:
+                return current
+            with self._lock:
+                if self.get(vm_name).version != current.version:
+                    continue                        # lost the race: read and decide again
+                stored = replace(changed, version=str(next(self._versions)))
+                self.rows[vm_name.lower()] = stored
+                return stored
 
 
 class RecordingTaskQueue:

@@ -3,7 +3,7 @@ against two backups in progress. Pure data and rules; the Table adapter stores i
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Iterable
 
@@ -120,24 +120,19 @@ class ProtectedItem:
         return self.in_progress_since is None or utc(now) - self.in_progress_since < STALE_AFTER
 
 
-def utc_day_start(moment: datetime) -> datetime:
-    """Midnight UTC of the day ``moment`` falls in: the on-demand limits count per UTC day."""
-    return datetime.combine(utc(moment).date(), time(0), tzinfo=timezone.utc)
-
-
-def on_demand_limit_reached(vm_name: str, earlier: Iterable[Job]) -> str | None:
-    """Why one more on-demand backup of ``vm_name`` is refused, given the jobs of the VM requested
-    earlier the same UTC day; None when it is allowed. A request whose task never reached the queue
-    does not count: it never ran."""
+def on_demand_limit_reached(vm_name: str, accepted: Iterable[Job]) -> str | None:
+    """Why one more on-demand backup of ``vm_name`` is refused, given the on-demand jobs of the VM
+    accepted earlier the same UTC day; None when it is allowed. A job still running counts as the
+    success it may become; a request whose task never reached the queue does not count: it never ran."""
     attempts = successes = 0
-    for job in earlier:
+    for job in accepted:
         if job.trigger != Trigger.ON_DEMAND.value or job.operation != "Backup" or _never_queued(job):
             continue
         attempts += 1
-        successes += job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS)
+        successes += job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS, JobStatus.IN_PROGRESS)
     if successes >= ON_DEMAND_SUCCESSES_PER_DAY:
-        return (f"{vm_name!r} already has {successes} successful on-demand backups today (UTC); the limit is "
-                f"{ON_DEMAND_SUCCESSES_PER_DAY} a day")
+        return (f"{vm_name!r} already has {successes} successful (or still running) on-demand backups today "
+                f"(UTC); the limit is {ON_DEMAND_SUCCESSES_PER_DAY} a day")
     if attempts >= ON_DEMAND_ATTEMPTS_PER_DAY:
         return (f"{vm_name!r} already had {attempts} on-demand backup attempts today (UTC); the limit is "
                 f"{ON_DEMAND_ATTEMPTS_PER_DAY} a day")

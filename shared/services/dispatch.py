@@ -1,10 +1,12 @@
 """Use case: turn one snapshot-task message into an extension command on its VM.
 
-One snapshot per attempt, one attempt at a time: a delivery claims the job's current attempt (Queued
--> Dispatched, ETag-guarded) before anything reaches the VM, so a redelivered or duplicated task
-finds it claimed and dispatches nothing. Only the retry policy starts another attempt: a command
-that could not be handed over is retried by a scheduled task (new taskId) after a pause, up to
-MAX_ATTEMPTS, then the job fails with the last error. Nothing waits for the snapshot itself.
+One backup of a VM at a time: the job first takes its VM's claim (shared/services/claims.py), which
+also holds the on-demand limits. One snapshot per attempt, one attempt at a time: a delivery claims
+the job's current attempt (Queued -> Dispatched, ETag-guarded) before anything reaches the VM, so a
+redelivered or duplicated task finds it claimed and dispatches nothing. Only the retry policy starts
+another attempt: a command that could not be handed over is retried by a scheduled task (new taskId)
+after a pause, up to MAX_ATTEMPTS, then the job fails with the last error. Nothing waits for the
+snapshot itself.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from shared.errors import ConflictError, NotFoundError, PermanentError, Transien
 from shared.ports import DispatchRefused
 from shared.redaction import redact
 from shared.services.outages import ride_out
-from shared.services.protection import on_demand_refusal, running_backup
+from shared.services.claims import ClaimRefused, take_claim
 from shared.services.recovery import disk_guard_error
 from shared.services.restore_point_backup import backup_by_restore_point, preview_restore_point, vm_reference
 
@@ -96,12 +98,6 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
                  ids, job.attempt, task.attempt)
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"attempt {job.attempt} is pending")
 
-    if job.trigger == Trigger.ON_DEMAND.value and not job.attempts:
-        refusal = on_demand_refusal(svc, job.vm_name, now, job=job)
-        if refusal:
-            fix = remediation.for_service_error(remediation.ON_DEMAND_LIMIT)
-            return _fail(svc, job, JobError.from_remediation(fix, detail=refusal), now, ids)
-
     if job.trigger != Trigger.ON_DEMAND.value and not job.attempts and not resume:
         # The tick writes no item per job, so protection stopped while it planned is caught here.
         try:
@@ -110,14 +106,16 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
             return _not_dispatched(svc, job, exc, now, ids)
         if item is not None and not item.is_active:     # (no item at all: a task put on the queue by hand)
             return _cancel_unprotected(svc, job, now, ids)
-        # One backup of a VM at a time: a scheduled one gives way to an on-demand one, or to an earlier one,
-        # that still runs (the tick and backup-now may each have started one in the same instant).
+
+    if not resume:
+        # One backup of a VM at a time, and the on-demand limits, for every trigger and whoever queued the
+        # task: the job takes the VM's claim before anything reaches the VM (a resumed attempt took it).
         try:
-            other = running_backup(svc, job.vm_name, now, ignore=job.job_id)
+            refused = take_claim(svc, job, now)
         except TransientError as exc:
             return _not_dispatched(svc, job, exc, now, ids)
-        if other is not None and _goes_first(other, job):
-            return _give_way(svc, job, other, now, ids)
+        if refused is not None:
+            return _refused(svc, job, refused, now, ids)
 
     try:
         vm = _disks_to_back_up(svc, svc.inventory.get_vm(vm_reference(svc, task.vm_name)))
@@ -306,15 +304,13 @@ def _load_or_create_job(svc: Services, task: SnapshotTask, now: datetime) -> Job
     return svc.jobs.get(task.job_id) or fresh
 
 
-def _goes_first(other: Job, job: Job) -> bool:
-    if other.trigger == Trigger.ON_DEMAND.value:
-        return True
-    return (other.start_time, other.job_id) < (job.start_time, job.job_id)
-
-
-def _give_way(svc: Services, job: Job, other: Job, now: datetime, ids: str) -> DispatchOutcome:
-    reason = (f"backup {other.job_id} of {job.vm_name} ({other.trigger}) was still in progress; this "
-              f"{job.trigger.lower()} backup gave way, nothing was sent to the VM")
+def _refused(svc: Services, job: Job, refused: ClaimRefused, now: datetime, ids: str) -> DispatchOutcome:
+    """A scheduled or initial backup gives way to the one that holds the VM; an on-demand one fails as
+    az refuses a backup-now while another backup runs (or past the day's limit)."""
+    if job.trigger == Trigger.ON_DEMAND.value:
+        error = JobError.from_remediation(remediation.for_service_error(refused.error_code), detail=refused.detail)
+        return _fail(svc, job, error, now, ids)
+    reason = f"{refused.reason}; this {job.trigger.lower()} backup gave way, nothing was sent to the VM"
     svc.jobs.update(job.job_id, lambda current: mark_cancelled(current, reason, now))
     log.warning("%s: cancelled: %s", ids, reason)
     return DispatchOutcome(Outcome.DUPLICATE, job.job_id, None, reason)

@@ -11,8 +11,7 @@ from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
 from shared.domain.policy import Policy, PolicyType
-from shared.domain.protection import (STALE_AFTER, DiskSelection, ProtectedItem, ProtectionState,
-                                      on_demand_limit_reached, utc_day_start)
+from shared.domain.protection import DiskSelection, ProtectedItem, ProtectionState
 from shared.domain.recovery import MAX_RETENTION, ON_DEMAND_DEFAULT_RETENTION
 from shared.domain.schedule import next_slot
 from shared.domain.shards import SHARDS
@@ -20,7 +19,8 @@ from shared.domain.task import Trigger
 from shared.errors import ConfigurationError, ConflictError, NotFoundError, ValidationError, VmsnapError
 from shared.ports import JobQuery, TaskQueue
 from shared.redaction import redact
-from shared.services.scheduling import blocks_new_backup, task_for
+from shared.services.claims import give_back_claim, take_claim
+from shared.services.scheduling import task_for
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -225,14 +225,15 @@ def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) ->
         raise ValidationError("retain-until must lie in the future", field="retain_until")
     if retain_until > now + MAX_RETENTION:
         raise ValidationError("retain-until may be at most 99 years ahead", field="retain_until")
-    _check_in_progress(svc, item, now)
-    refusal = on_demand_refusal(svc, item.vm_name, now)
-    if refusal:
-        raise ConflictError(f"{remediation.ON_DEMAND_LIMIT}: {refusal}")
     queue = _task_queue(svc)        # before anything is written: a bad connection leaves nothing behind
 
     job = Job.new_backup(vm_name=item.vm_name, slot=now, now=now, trigger=Trigger.ON_DEMAND.value,
                          policy_name=item.policy_name, retain_until=retain_until)
+    # The VM's claim first (services/claims.py): a refused request writes nothing, and the job's own task
+    # later finds it holds the VM.
+    refused = take_claim(svc, job, now)
+    if refused is not None:
+        raise ConflictError(str(refused))
     before = item
 
     def claim(current: ProtectedItem) -> ProtectedItem:
@@ -240,16 +241,14 @@ def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) ->
         if not current.is_active:
             raise ConflictError(f"protection of {current.vm_name!r} was stopped meanwhile")
         before = current           # what a failed send gives back
-        # An on-demand backup is the VM's first backup as much as the pending initial one would be.
+        # An on-demand backup is the VM's first backup as much as the pending initial one would be; the
+        # tick reads the in-progress job here to skip the VM's slots while it runs.
         return replace(current.started(job.job_id, now), initial_backup_pending=False)
 
-    svc.protected_items.update(item.vm_name, claim)
-    # Checked again once the claim is written: a tick that planned the VM before the claim has created
-    # its job by now (or it sees the claim), so the two never both start.
     try:
-        _check_in_progress(svc, item, now, ignore=job.job_id)
+        svc.protected_items.update(item.vm_name, claim)
     except ConflictError:
-        _release(svc, job, before)
+        give_back_claim(svc, job)
         raise
     svc.jobs.create_if_absent(job)
     try:
@@ -260,32 +259,6 @@ def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) ->
     log.info("on-demand backup job %s of %s queued (task %s), retained until %s", job.job_id, item.vm_name,
              job.expected_task_id, retain_until.isoformat())
     return job
-
-
-def on_demand_refusal(svc: Services, vm_name: str, now: datetime, *, job: Job | None = None) -> str | None:
-    """Why an on-demand backup of ``vm_name`` requested at ``now`` is over the daily limits (None if not).
-
-    For an existing ``job`` only the on-demand jobs requested before it count, so the worker can ask
-    the same question about a task it receives, whoever put it on the queue.
-    """
-    requested = job.slot if job is not None else now
-    earlier: list[Job] = []
-    continuation = None
-    while True:
-        page = svc.jobs.query(JobQuery(vm_name=vm_name, since=utc_day_start(requested), page_size=100,
-                                       continuation=continuation))
-        earlier += [j for j in page.jobs if job is None or (j.job_id != job.job_id and j.slot < job.slot)]
-        continuation = page.continuation
-        if not continuation:
-            return on_demand_limit_reached(vm_name, earlier)
-
-
-def running_backup(svc: Services, vm_name: str, now: datetime, *, ignore: str | None = None) -> Job | None:
-    """A backup of the VM, other than ``ignore``, that still blocks a new one (the newest), or None."""
-    running = svc.jobs.query(JobQuery(vm_name=vm_name, status=JobStatus.IN_PROGRESS, since=now - STALE_AFTER,
-                                      page_size=100)).jobs
-    return next((job for job in running if job.operation == "Backup" and job.job_id != ignore
-                 and blocks_new_backup(job, now)), None)
 
 
 def _task_queue(svc: Services) -> TaskQueue:
@@ -302,6 +275,7 @@ def _not_queued(svc: Services, job: Job, before: ProtectedItem, exc: VmsnapError
                                       detail=redact(str(exc)))
     svc.jobs.update(job.job_id, lambda current: mark_failed(current, error, now))
     _release(svc, job, before)
+    give_back_claim(svc, job)
     log.error("on-demand job %s of %s failed: its task could not be queued (%s); the item is released",
               job.job_id, job.vm_name, redact(str(exc)))
 
@@ -316,12 +290,3 @@ def _release(svc: Services, job: Job, before: ProtectedItem) -> None:
                        initial_backup_pending=before.initial_backup_pending or current.initial_backup_pending)
 
     svc.protected_items.update(job.vm_name, release)
-
-
-def _check_in_progress(svc: Services, item: ProtectedItem, now: datetime, *, ignore: str | None = None) -> None:
-    """ConflictError while a backup of the item (scheduled or on demand) is still in progress."""
-    previous = running_backup(svc, item.vm_name, now, ignore=ignore)
-    if previous is not None:
-        raise ConflictError(f"{remediation.OPERATION_IN_PROGRESS}: backup job {previous.job_id} of "
-                            f"{item.vm_name!r} is still in progress; wait for it "
-                            f"(`vmsnap job wait --name {previous.job_id}`) and try again")

@@ -8,13 +8,14 @@ from shared.adapters.dispatch_arm import ArmDispatcher
 from shared.adapters.dispatch_local import LocalDispatcher
 from shared.adapters.snapshots import BlobSnapshots
 from shared.adapters.servicebus import ServiceBusTaskQueue
+from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
 from shared.adapters.table_recovery import TableRecoveryPointStore
-from shared.ports import (Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore,
-                          SasMinter, SnapshotStore, StatusBlobs, TaskQueue)
-from tests.fakes import (InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs, RecordingDispatcher,
-                         RecordingTaskQueue)
+from shared.ports import (BackupClaims, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
+                          RecoveryPointStore, SasMinter, SnapshotStore, StatusBlobs, TaskQueue)
+from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs,
+                         RecordingDispatcher, RecordingTaskQueue)
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
@@ -28,3 +29,4 @@ DISPATCHERS: tuple[type[Dispatcher], ...] = (RecordingDispatcher, ArmDispatcher,
 SAS_MINTERS: tuple[type[SasMinter], ...] = (BlobSasMinter,)
 RECOVERY_POINT_STORES: tuple[type[RecoveryPointStore], ...] = (InMemoryRecoveryPointStore, TableRecoveryPointStore)
 SNAPSHOT_STORES: tuple[type[SnapshotStore], ...] = (FakeSnapshots, BlobSnapshots)
+BACKUP_CLAIMS: tuple[type[BackupClaims], ...] = (InMemoryBackupClaims, TableBackupClaims)

@@ -14,14 +14,15 @@ from azure.storage.blob import BlobClient, BlobServiceClient
 
 from shared.adapters.blob_sas import StatusBlobStore
 from shared.adapters.snapshots import BlobSnapshots
+from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
 from shared.adapters.table_recovery import TableRecoveryPointStore
 from shared.clock import SystemClock
 from shared.domain.inventory import Vm
-from shared.ports import (Inventory, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore, SnapshotStore,
-                          StatusBlobs)
-from tests.fakes import InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs
+from shared.ports import (BackupClaims, Inventory, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore,
+                          SnapshotStore, StatusBlobs)
+from tests.fakes import InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
@@ -64,6 +65,11 @@ def policy_store(request) -> PolicyStore:
 @pytest.fixture(params=["fake", REAL("table")])
 def item_store(request) -> ProtectedItemStore:
     return _fake_or_table(request, InMemoryProtectedItemStore, TableProtectedItemStore, "items")
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def backup_claims(request) -> BackupClaims:
+    return _fake_or_table(request, InMemoryBackupClaims, TableBackupClaims, "claims")
 
 
 @pytest.fixture(params=["fake", REAL("table")])

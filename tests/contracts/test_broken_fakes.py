@@ -11,8 +11,9 @@ import pytest
 
 from shared.domain.jobs import Job
 from shared.ports import JobPage, JobQuery
-from tests.contracts import test_item_and_policy_stores, test_job_store
-from tests.fakes import InMemoryJobStore
+from shared.domain.claims import BackupClaim
+from tests.contracts import test_backup_claims, test_item_and_policy_stores, test_job_store
+from tests.fakes import InMemoryBackupClaims, InMemoryJobStore
 from tests.scheduling.fakes import InMemoryProtectedItemStore
 
 
@@ -42,6 +43,29 @@ class CaseSensitiveItemStore(InMemoryProtectedItemStore):
     def get(self, vm_name: str):
         item = super().get(vm_name)
         return item if item is not None and item.vm_name == vm_name else None
+
+
+class LastWriterWinsClaims(InMemoryBackupClaims):
+    """Drift: writes what it changed without checking that the claim is still the one it read."""
+
+    def update(self, vm_name, change):
+        changed = change(self.get(vm_name))
+        if changed is None:
+            return self.get(vm_name)
+        self.rows[vm_name.lower()] = replace(changed, version=str(next(self._versions)))
+        return self.rows[vm_name.lower()]
+
+
+class CaseSensitiveClaims(InMemoryBackupClaims):
+    """Drift: keeps a claim per spelling of the VM's name."""
+
+    def get(self, vm_name: str) -> BackupClaim:
+        return self.rows.get(vm_name) or BackupClaim(vm_name=vm_name)
+
+    def update(self, vm_name, change):
+        stored = replace(change(self.get(vm_name)), version=str(next(self._versions)))
+        self.rows[vm_name] = stored
+        return stored
 
 
 def failing_checks(module: ModuleType, fixture: str, make: Callable[[], object]) -> set[str]:
@@ -75,3 +99,19 @@ def test_a_case_sensitive_item_store_fake_fails_the_contract():
     """A protected-item fake that compares VM names as typed is reported."""
     assert "test_items_are_found_whatever_the_case" in failing_checks(
         test_item_and_policy_stores, "item_store", CaseSensitiveItemStore)
+
+
+@pytest.mark.parametrize(("broken", "caught_by"), [
+    (LastWriterWinsClaims, {"test_of_racing_takers_of_a_new_vm_exactly_one_holds_it",
+                            "test_of_racing_takers_of_a_claimed_vm_exactly_one_holds_it",
+                            "test_concurrent_updates_lose_nothing"}),
+    (CaseSensitiveClaims, {"test_claims_are_found_whatever_the_case"}),
+])
+def test_a_drifted_backup_claims_fake_fails_the_contract(broken, caught_by):
+    """A claims fake that lets racing writers all win, or keeps a claim per spelling, is reported."""
+    assert caught_by <= failing_checks(test_backup_claims, "backup_claims", broken)
+
+
+def test_the_honest_backup_claims_fake_passes_every_check():
+    """The fake the worker's unit tests use passes the whole claims contract."""
+    assert failing_checks(test_backup_claims, "backup_claims", InMemoryBackupClaims) == set()

@@ -1,4 +1,4 @@
-"""handle_snapshot_task: one queue message in, one attempt on the VM (fakes for jobs, inventory and
+"""handle_snapshot_task: one queue message in, one attempt on the VM (fakes for jobs, claims, inventory and
 dispatcher; the status container and SAS on real Azurite)."""
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import TransientError
 from shared.ports import DispatchRefused
 from shared.services.dispatch import Outcome, handle_snapshot_task, preview_extension_resource
-from tests.fakes import (InMemoryInventory, InMemoryJobStore, OutageJobStore, RecordingDispatcher,
-                         RecordingTaskQueue)
+from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, OutageJobStore,
+                         RecordingDispatcher, RecordingTaskQueue)
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 JOB_ID = "0f6c1e2a-7b1d-4a57-9c0e-2d8e1c4b9a11"
@@ -32,7 +32,7 @@ def vm(make_vm):
 
 @pytest.fixture
 def svc(make_settings, vm):
-    return Services(make_settings(), clock=FixedClock(NOW), jobs=InMemoryJobStore(),
+    return Services(make_settings(), clock=FixedClock(NOW), jobs=InMemoryJobStore(), claims=InMemoryBackupClaims(),
                     inventory=InMemoryInventory(vm), dispatcher=RecordingDispatcher(),
                     task_queue=RecordingTaskQueue())
 
@@ -273,35 +273,6 @@ def test_preview_shows_the_command_without_creating_anything(svc, vm):
     assert svc.jobs.jobs == {} and svc.dispatcher.sent == []
 
 
-def test_a_queue_injected_on_demand_task_cannot_pass_the_daily_limit(svc, vm):
-    """On-demand tasks put on the queue by hand count against the same 3-a-day / 9-attempt limit as
-    backup-now: over it, the job fails with UserErrorBackupOperationLimitReached and nothing runs."""
-    injected = _on_demand_after(svc, vm, completed_today=3)
-    outcome = _deliver(svc, injected)
-    assert outcome.outcome is Outcome.FAILED and svc.dispatcher.sent == []
-    job = svc.jobs.get(injected.job_id)
-    assert job.status is JobStatus.FAILED
-    assert job.errors[0].error_code == "UserErrorBackupOperationLimitReached" and job.errors[0].recommendations
-    assert "3 successful" in job.errors[0].error_string
-
-
-def test_the_on_demand_jobs_within_the_limit_run(svc, vm):
-    """The third on-demand backup of the day (two earlier ones succeeded) is dispatched as usual."""
-    assert _deliver(svc, _on_demand_after(svc, vm, completed_today=2)).outcome is Outcome.DISPATCHED
-
-
-def _on_demand_after(svc, vm, *, completed_today: int) -> SnapshotTask:
-    """An on-demand task of today, after ``completed_today`` successful on-demand backups of the VM."""
-    from shared.domain.jobs import job_id_for
-
-    day = NOW.replace(hour=0, minute=0, second=0)
-    for n in range(completed_today):
-        done = Job.new_backup(vm_name=vm.name, slot=day + timedelta(minutes=n), now=day, trigger="OnDemand")
-        svc.jobs.create_if_absent(dataclasses.replace(done, status=JobStatus.COMPLETED, phase=JobPhase.DONE))
-    slot = day + timedelta(hours=1)
-    return _task(vm, job_id=job_id_for(vm.name, slot, "OnDemand"), slot=slot, trigger=Trigger.ON_DEMAND)
-
-
 @pytest.mark.parametrize("job_id", ["a/b", "a#b", "job?x", "tab\there", "x" * 129])
 def test_a_job_id_the_table_refuses_is_rejected_at_once(svc, vm, job_id):
     """A task whose jobId cannot be a table key or blob name is a permanent error: kept with its reason
@@ -361,8 +332,9 @@ def test_a_scheduled_task_of_a_vm_whose_protection_stopped_meanwhile_is_cancelle
     assert svc.dispatcher.sent == [] and outcome.outcome is Outcome.DUPLICATE
 
 
-def test_of_two_scheduled_backups_of_a_vm_the_later_gives_way_and_the_earlier_runs(svc, vm):
-    """Two scheduled jobs of one VM queued at once: whichever task comes first, only the earlier job runs."""
+def test_of_two_scheduled_backups_of_a_vm_the_first_delivered_runs_and_the_other_gives_way(svc, vm):
+    """Two scheduled jobs of one VM queued at once: the one whose task comes first holds the VM and runs;
+    the other is cancelled naming it (tests/dispatch/test_claims.py races them)."""
     from shared.domain.jobs import job_id_for
 
     tasks = []
@@ -374,11 +346,11 @@ def test_of_two_scheduled_backups_of_a_vm_the_later_gives_way_and_the_earlier_ru
         svc.jobs.create_if_absent(job)
         tasks.append(task)
     earlier, later = tasks
-    assert _deliver(svc, later).outcome is Outcome.DUPLICATE
-    assert _deliver(svc, earlier).outcome is Outcome.DISPATCHED
-    assert svc.jobs.get(later.job_id).status is JobStatus.CANCELLED
-    assert earlier.job_id in " ".join(svc.jobs.get(later.job_id).notes)
-    assert [command.task_id for _, command in svc.dispatcher.sent] == [f"{earlier.job_id}_1"]
+    assert _deliver(svc, later).outcome is Outcome.DISPATCHED
+    assert _deliver(svc, earlier).outcome is Outcome.DUPLICATE
+    assert svc.jobs.get(earlier.job_id).status is JobStatus.CANCELLED
+    assert later.job_id in " ".join(svc.jobs.get(earlier.job_id).notes)
+    assert [command.task_id for _, command in svc.dispatcher.sent] == [f"{later.job_id}_1"]
 
 
 @pytest.mark.parametrize("changes, field", [

@@ -1,4 +1,5 @@
-"""The real Function App under the local host, on Azurite and the local Service Bus, for the e2e tests."""
+"""What the end-to-end tests share: the real Function App under the local host, on Azurite and the local
+Service Bus, on the real clock, and one backup cycle through it."""
 import time
 
 import pytest
@@ -11,7 +12,7 @@ from shared.ports import JobQuery
 
 @pytest.fixture
 def loop(make_settings, local_servicebus, storage_connection_string, unique_name):
-    """The real Function App under the local host, on Azurite and the local Service Bus."""
+    """(services, host): the app installed as the composition root, its host not started (tests drive it)."""
     settings = make_settings(service_bus=local_servicebus.connection_string)
     env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
     svc = Services(settings)

@@ -28,7 +28,8 @@ def make_services(make_settings):
         defaults = dict(jobs=InMemoryJobStore(), task_queue=RecordingTaskQueue(),
                         inventory=InMemoryInventory(*(local_vm(n) for n in vms)))
         defaults.update(overrides)
-        return Services(make_settings(), clock=FixedClock(at), **defaults)
+        clock = defaults.pop("clock", None) or FixedClock(at)
+        return Services(make_settings(), clock=clock, **defaults)
 
     return factory
 

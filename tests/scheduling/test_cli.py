@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -67,6 +68,8 @@ def test_enable_list_and_backup_now(vmsnap):
     assert job["properties"]["retainUntil"] == "2025-07-01T00:00:00Z"
     assert [t.job_id for t in vmsnap.services.task_queue.sent] == [job["name"]]
     assert vmsnap("job", "show", "--name", job["name"], "-o", "json")[1] == out
+    # A second request (at the same instant it would be the same job, as its id says).
+    vmsnap.services.clock.advance(timedelta(seconds=1))
     code, _, err = vmsnap("protection", "backup-now", "--vm", "vm1")
     assert code == EXIT_CONFLICT and "UserErrorBackupOperationInProgress" in err
 

@@ -1,6 +1,8 @@
 """Protection use cases: enable, change policy, disable, list, and on-demand backups with Azure's limits."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, time, timedelta, timezone
 
@@ -149,6 +151,46 @@ def test_backup_now_refuses_while_a_backup_is_in_progress(make_services):
     assert len(svc.task_queue.sent) == 1
 
 
+class TickingClock(FixedClock):
+    """A clock that moves on a millisecond each time it is read, so requests made at once are distinct."""
+
+    def __init__(self, current: datetime) -> None:
+        super().__init__(current)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            self.current += timedelta(milliseconds=1)
+            return self.current
+
+
+def test_backup_now_requests_made_at_once_start_one_backup(make_services):
+    """Six backup-now requests for one VM at once: one is accepted and holds the VM for its task; the others
+    are refused with UserErrorBackupOperationInProgress naming it, and leave no job and no task behind."""
+    from shared.services.claims import take_claim
+
+    svc = make_services(clock=TickingClock(T0))
+    enable_protection(svc, "vm1", initial_backup=False)
+    start = threading.Barrier(6)
+
+    def request(_):
+        start.wait(timeout=60)
+        try:
+            return backup_now(svc, "vm1", retain_until=None)
+        except ConflictError as exc:
+            return exc
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(request, range(6)))
+    [job] = [o for o in outcomes if isinstance(o, Job)]
+    refusals = [str(o) for o in outcomes if not isinstance(o, Job)]
+    assert len(refusals) == 5 and all("UserErrorBackupOperationInProgress" in r and job.job_id in r for r in refusals)
+    assert list(svc.jobs.jobs) == [job.job_id]
+    assert [t.job_id for t in svc.task_queue.sent] == [job.job_id]
+    # Its own task, when the worker takes it, finds the VM its own.
+    assert take_claim(svc, svc.jobs.get(job.job_id), svc.clock.now()) is None
+
+
 def test_backup_now_allows_three_successes_a_day(make_services):
     """After three successful on-demand backups in a UTC day, a fourth is refused until midnight."""
     svc = make_services()
@@ -217,17 +259,22 @@ def _backup_now_during(svc, port, method, when=lambda *args, **kwargs: True):
     return outcome
 
 
-def test_on_demand_backup_racing_the_scheduler_leaves_one_backup_in_progress(make_services):
-    """If backup-now starts a backup after the tick read the VM and before it created its job, only one
-    backup of the VM runs: the worker lets the scheduled one give way, naming the on-demand one."""
+@pytest.mark.parametrize("during", ["creating its job", "saving its progress"])
+def test_on_demand_backup_racing_the_scheduler_leaves_one_backup_in_progress(make_services, during):
+    """backup-now while the tick plans the same VM, before it created its job or after it sent its task:
+    the request holds the VM before the worker takes the scheduled task, so that task gives way, naming
+    the on-demand backup. One backup of the VM runs."""
     from shared.services.dispatch import Outcome, handle_snapshot_task
     from tests.fakes import RecordingDispatcher
 
     svc = make_services(dispatcher=RecordingDispatcher())
     enable_protection(svc, "vm1", initial_backup=False)
     svc.clock.current = datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
-    outcome = _backup_now_during(svc, svc.jobs, "create_many_if_absent")
-    run_scheduling_tick(svc)
+    if during == "creating its job":
+        outcome = _backup_now_during(svc, svc.jobs, "create_many_if_absent")
+    else:
+        outcome = _backup_now_during(svc, svc.progress, "update", lambda shard, *_, **__: shard == shard_of("vm1"))
+    run_scheduling_tick(svc, fan_out=False)
     [on_demand] = outcome
     assert on_demand.trigger == "OnDemand"
     [scheduled_task] = [t for t in svc.task_queue.sent if t.job_id != on_demand.job_id]
@@ -238,19 +285,6 @@ def test_on_demand_backup_racing_the_scheduler_leaves_one_backup_in_progress(mak
     assert on_demand.job_id in " ".join(scheduled.notes) and svc.dispatcher.sent == []
     running = [j for j in svc.jobs.jobs.values() if j.status is JobStatus.IN_PROGRESS]
     assert [j.job_id for j in running] == [on_demand.job_id]
-
-
-def test_on_demand_backup_after_the_tick_sent_its_task_is_refused(make_services):
-    """backup-now while the scheduled backup the tick just queued runs is refused, naming that job."""
-    svc = make_services()
-    enable_protection(svc, "vm1", initial_backup=False)
-    svc.clock.current = datetime(2025, 6, 2, 22, 30, tzinfo=UTC)
-    outcome = _backup_now_during(svc, svc.progress, "update", lambda shard, *_, **__: shard == shard_of("vm1"))
-    run_scheduling_tick(svc, fan_out=False)
-    (scheduled,) = svc.jobs.jobs.values()
-    assert (scheduled.trigger, scheduled.status) == ("Scheduled", JobStatus.IN_PROGRESS)
-    assert [type(o) for o in outcome] == [ConflictError] and scheduled.job_id in str(outcome[0])
-    assert [t.job_id for t in svc.task_queue.sent] == [scheduled.job_id]
 
 
 class UnreachableQueue:
@@ -280,11 +314,33 @@ def test_backup_now_whose_task_cannot_be_queued_fails_its_job_and_blocks_nothing
     assert all("ServiceBusConnection" in " ".join(j.errors[0].recommendations) for j in failed)
     item = get_protected_item(svc, "vm1")
     assert (item.item.last_job_id, item.item.in_progress_job_id) == (good.job_id, good.job_id)
+    assert svc.claims.get("vm1").on_demand == (good.job_id,)      # the VM's claim gave them back too
     newest = max(failed, key=lambda j: j.slot)
     assert (item.last_job.job_id, item.last_job.errors[0].error_code) == (newest.job_id, remediation.TASK_NOT_QUEUED)
     svc.task_queue = working
     again = backup_now(svc, "vm1", retain_until=None)
     assert [t.job_id for t in svc.task_queue.sent] == [good.job_id, again.job_id]
+
+
+def test_backup_now_that_finds_protection_stopped_meanwhile_leaves_the_vm_free(make_services):
+    """Protection stopped between backup-now's read and its write: the request is refused, writes no job,
+    and gives the VM's claim back, so a backup-now after protection is enabled again is not refused."""
+    svc = make_services()
+    enable_protection(svc, "vm1", initial_backup=False)
+    update = svc.protected_items.update
+
+    def stopped_first(vm_name, change):
+        svc.protected_items.update = update
+        disable_protection(svc, "vm1")
+        return update(vm_name, change)
+
+    svc.protected_items.update = stopped_first
+    with pytest.raises(ConflictError, match="stopped meanwhile"):
+        backup_now(svc, "vm1", retain_until=None)
+    assert svc.jobs.jobs == {} and svc.claims.get("vm1").holder is None
+    enable_protection(svc, "vm1", initial_backup=False)
+    svc.clock.advance(timedelta(minutes=1))
+    assert backup_now(svc, "vm1", retain_until=None).trigger == "OnDemand"
 
 
 def test_backup_now_with_a_malformed_queue_connection_creates_nothing(make_services):
