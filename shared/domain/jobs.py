@@ -256,7 +256,7 @@ def interpret(report: StatusReport, disks: Sequence[DiskResult] = ()) -> ReportO
         return ReportOutcome(JobStatus.IN_PROGRESS, JobPhase.RUNNING, None, [], disk_results, None)
     size = None if report.size_computation_failed else report.backup_size_bytes
     detail = _detail(report)
-    missing = _missing_blobs_error(disk_results, report.code)
+    missing = _missing_blobs_error(disk_results, report.code, known=len(disks))
     if report.succeeded and (report.code in remediation.SUCCESS_CODES or report.warning):
         consistency = (Consistency.APPLICATION if report.code == 0
                        else Consistency.CRASH if report.snapshot_consistency == 3 else Consistency.FILE_SYSTEM)
@@ -307,13 +307,15 @@ BLOB_NOT_FOUND = "BlobNotFound"
 _SNAPSHOT_FAILURE_CODES = frozenset({2, 76})
 
 
-def _missing_blobs_error(disks: Sequence[DiskResult], extension_code: int) -> JobError | None:
-    """The error naming each disk whose blob storage says does not exist, and what to check."""
-    gone = [d for d in disks if d.status == "Failed" and d.error and _BLOB_GONE.match(d.error)]
+def _missing_blobs_error(disks: Sequence[DiskResult], extension_code: int, *, known: int) -> JobError | None:
+    """The error naming each disk whose blob storage says does not exist, and what to check. The first
+    ``known`` disks are the job's (their LUN is known); any other is only the report's entry number."""
+    gone = [(position, d) for position, d in enumerate(disks)
+            if d.status == "Failed" and d.error and _BLOB_GONE.match(d.error)]
     if not gone:
         return None
-    named = "; ".join(f"{disk_label(d.lun)} ({d.blob_url or 'blob URL not reported'}): {_short(d.error, 160)}"
-                      for d in gone)
+    named = "; ".join(f"{disk_label(d.lun) if position < known else f'disk #{position}'} "
+                      f"({d.blob_url or 'blob URL not reported'}): {_short(d.error, 160)}" for position, d in gone)
     return JobError.from_remediation(remediation.for_service_error(remediation.DISK_BLOB_MISSING), detail=named,
                                      extension_code=extension_code)
 

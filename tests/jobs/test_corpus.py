@@ -213,6 +213,8 @@ def test_disks_are_built_from_the_report_when_the_job_has_none():
     """Without dispatch-time disks, the record lists each disk the extension reported."""
     job = ingest("06-failed-partial-76-761.txt", dispatched_job(disks=False))
     assert [(d.lun, d.blob_url, d.status) for d in job.disks] == [(0, OS_URL, "Completed"), (1, "", "Failed")]
+    # Its LUN is unknown then: the missing disk is named by its entry, not as a LUN it may not be.
+    assert "disk #1 (blob URL not reported): BlobNotFound" in job.errors[0].error_string
 
 
 @pytest.mark.parametrize("name, kind, words", [
