@@ -301,7 +301,7 @@ def _code_errors(codes: Sequence[int | None], detail: str | None) -> list[JobErr
 
 # Storage's answer, condensed by scrub_text, when the disk's blob (or its container) is not there.
 _BLOB_GONE = re.compile(r"^(BlobNotFound|ContainerNotFound)\b")
-BLOB_NOT_FOUND = "BlobNotFound"
+_BLOB_NOT_FOUND = "BlobNotFound"
 # The codes a run whose snapshots failed ends with: 76, or 2 when the guest path failed for every disk
 # (the handler then reports no per-disk results).
 _SNAPSHOT_FAILURE_CODES = frozenset({2, 76})
@@ -314,13 +314,13 @@ def _missing_blobs_error(disks: Sequence[DiskResult], extension_code: int, *, kn
             if d.status == "Failed" and d.error and _BLOB_GONE.match(d.error)]
     if not gone:
         return None
-    named = "; ".join(f"{disk_label(d.lun) if position < known else f'disk #{position}'} "
+    named = "; ".join(f"{_disk_label(d.lun) if position < known else f'disk #{position}'} "
                       f"({d.blob_url or 'blob URL not reported'}): {_short(d.error, 160)}" for position, d in gone)
     return JobError.from_remediation(remediation.for_service_error(remediation.DISK_BLOB_MISSING), detail=named,
                                      extension_code=extension_code)
 
 
-def disk_label(lun: int) -> str:
+def _disk_label(lun: int) -> str:
     return f"LUN {lun} (OS disk)" if lun == OS_DISK_LUN else f"LUN {lun}"
 
 
@@ -335,7 +335,7 @@ def needs_disk_check(report: StatusReport) -> bool:
 def with_missing_blobs(report: StatusReport, disks: Sequence[DiskResult], missing: Collection[int]) -> StatusReport:
     """``report`` with a result for each of ``disks`` (by position): those at the positions in ``missing``
     failed because their blob does not exist, as the service found; the others gave no result."""
-    found = (f"{BLOB_NOT_FOUND}: the blob does not exist (the service looked after the extension reported "
+    found = (f"{_BLOB_NOT_FOUND}: the blob does not exist (the service looked after the extension reported "
              f"code {report.code} without per-disk results)")
     return replace(report, disks=tuple(
         DiskReport(index=position, successful=False, blob_uri=disk.blob_url,

@@ -51,7 +51,7 @@ class ParseError(ValueError):
     def __init__(self, reason: str, *, kind: str = "invalid"):
         super().__init__(reason)
         self.reason = reason
-        self.kind = kind    # empty | too_large | encoding | json | too_deep | shape | time
+        self.kind = kind    # empty | too_large | encoding | json | too_deep | shape
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ class IngestResult(str, Enum):
     STALE = "stale"                 # another attempt's report: noted on the job, nothing else changed
     RETRYING = "retrying"           # a retryable failure: the next attempt is queued
     TERMINAL = "terminal"           # the job was already final
-    UNREADABLE = "unreadable"       # the blob could not be parsed: recorded on the job, blob kept
+    UNREADABLE = "unreadable"       # not parsed, or its times not believed: recorded on the job, blob kept
     EMPTY = "empty"                 # pre-created, not written yet
     UNKNOWN_JOB = "unknown_job"     # no such job: logged and ignored
     BAD_NAME = "bad_name"           # not a status blob name this service writes
