@@ -210,3 +210,15 @@ def test_the_direct_drive_token_is_never_kept():
     kept = [repr(parse_status_blob(direct_drive_blob())), repr(svc.jobs.get(outcome.job_id)),
             repr(svc.recovery_points.points)]
     assert all(TOKEN not in text for text in kept)
+
+
+def test_status_show_names_the_direct_drive_snapshot_and_never_its_token(tmp_path, capsys):
+    """`vmsnap status show` on such a blob lists the disk's Direct Drive snapshot by id; no token anywhere."""
+    from shared.cli import main
+
+    path = tmp_path / "direct-drive.Status.txt"
+    path.write_bytes(direct_drive_blob())
+    assert main(["status", "show", str(path)]) == 0
+    assert main(["status", "show", str(path), "-o", "json"]) == 0
+    out = capsys.readouterr().out
+    assert "Direct Drive snapshot dd-snapshot-7f3a" in out and TOKEN not in out
