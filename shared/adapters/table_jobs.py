@@ -50,7 +50,7 @@ from shared.domain.bloburl import base_of
 from shared.domain.jobs import (AttemptOutcome, AttemptRecord, Consistency, DiskResult, Job, JobError, JobPhase,
                                 JobStatus, shard_of_job_id, slot_of_job_id)
 from shared.domain.shards import SHARDS, check_shard, shard_of
-from shared.domain.status import strip_secrets
+from shared.domain.status import DirectDriveSnapshot, strip_secrets
 from shared.domain.task import validate_job_id
 from shared.errors import NotFoundError, ValidationError
 from shared.ports import JobPage, JobQuery
@@ -343,7 +343,7 @@ def job_from_entity(entity: dict[str, Any]) -> Job:
         status=JobStatus(get("Status")), phase=JobPhase(get("Phase")), policy_name=get("PolicyName"),
         retain_until=_time(get("RetainUntil")), end_time=_time(get("EndTime")), attempt=int(get("Attempt") or 1),
         task_id=get("TaskId"), consistency=Consistency(get("Consistency")) if get("Consistency") else None,
-        disks=[DiskResult(**d) for d in json.loads(get("Disks") or "[]")],   # lists: absent when empty
+        disks=[_disk_from(d) for d in json.loads(get("Disks") or "[]")],    # lists: absent when empty
         backup_size_bytes=get("BackupSizeBytes"), extension_code=get("ExtensionCode"),
         health_code=get("HealthCode"), errors=[JobError(**e) for e in json.loads(get("Errors") or "[]")],
         status_blob=get("StatusBlob"), log_blob=get("LogBlob"), last_report_at=_time(get("LastReportAt")),
@@ -397,8 +397,16 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def _disk_dict(disk: DiskResult) -> dict:
-    return {"lun": disk.lun, "blob_url": base_of(disk.blob_url or ""), "status": disk.status,
-            "snapshot_uri": strip_secrets(disk.snapshot_uri), "error": disk.error}
+    row = {"lun": disk.lun, "blob_url": base_of(disk.blob_url or ""), "status": disk.status,
+           "snapshot_uri": strip_secrets(disk.snapshot_uri), "error": disk.error}
+    if disk.direct_drive is not None:
+        row["direct_drive"] = disk.direct_drive.as_record()
+    return row
+
+
+def _disk_from(data: dict) -> DiskResult:
+    direct = data.pop("direct_drive", None)
+    return DiskResult(**data, direct_drive=DirectDriveSnapshot.from_record(direct) if direct else None)
 
 
 def _attempt_dict(record: AttemptRecord) -> dict:

@@ -24,6 +24,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError, UpdateM
 from shared.clock import utc
 from shared.domain.jobs import Consistency
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
+from shared.domain.status import DirectDriveSnapshot
 from shared.errors import PermanentError, TransientError
 from shared.redaction import redact
 
@@ -183,7 +184,9 @@ def point_entity(point: RecoveryPoint) -> dict[str, Any]:
         "PolicyName": point.policy_name,
         "RetainUntil": utc(point.retain_until) if point.retain_until else None,
         "Disks": json.dumps([{"lun": d.lun, "source": d.source.split("?", 1)[0], "snapshot": d.snapshot,
-                              "snapshotTime": d.snapshot_time} for d in point.disks]),
+                              "snapshotTime": d.snapshot_time,
+                              **({"directDrive": d.direct_drive.as_record()} if d.direct_drive else {})}
+                             for d in point.disks]),
         "Method": point.method.value,
         "RestorePointId": point.restore_point_id,
         "State": point.state.value,
@@ -206,7 +209,10 @@ def point_from_entity(entity: Any) -> RecoveryPoint:
         size_bytes=int(size) if size not in (None, "") else None, policy_name=entity.get("PolicyName"),
         retain_until=when("RetainUntil"),
         disks=tuple(DiskSnapshot(lun=int(d["lun"]), source=d["source"], snapshot=d["snapshot"],
-                                 snapshot_time=d.get("snapshotTime")) for d in json.loads(entity.get("Disks") or "[]")),
+                                 snapshot_time=d.get("snapshotTime"),
+                                 direct_drive=DirectDriveSnapshot.from_record(d["directDrive"])
+                                 if d.get("directDrive") else None)
+                    for d in json.loads(entity.get("Disks") or "[]")),
         method=SnapshotMethod(entity.get("Method") or SnapshotMethod.BLOB_SNAPSHOT.value),
         restore_point_id=entity.get("RestorePointId"), state=PointState(entity.get("State") or "Available"),
         state_changed_at=when("StateChangedAt"), deleted_by=entity.get("DeletedBy"),

@@ -149,7 +149,8 @@ def job_document(job: Job, now: datetime) -> dict[str, Any]:
     tasks = [{"taskId": "Take Snapshot", "status": _snapshot_task_status(job),
               "startTime": job.dispatched_at, "endTime": job.end_time}]
     tasks += [{"taskId": f"Snapshot disk {_lun(d)}", "status": d.status, "blobUri": d.blob_url,
-               "snapshotUri": d.snapshot_uri, "error": d.error} for d in job.disks]
+               "snapshotUri": d.snapshot_uri, "error": d.error,
+               **({"directDriveSnapshot": d.direct_drive.as_record()} if d.direct_drive else {})} for d in job.disks]
     return to_jsonable({
         "name": job.job_id,
         "type": "vmsnap/backupJobs",
@@ -247,7 +248,7 @@ def write_disks(disks: list[DiskResult], out: TextIO, *, by_position: bool = Fal
     if not disks:
         return
     out.write("\nDisks\n")
-    rows = [[f"#{i}" if by_position else _lun(d), d.status, d.blob_url, d.snapshot_uri or d.error or ""]
+    rows = [[f"#{i}" if by_position else _lun(d), d.status, d.blob_url, _snapshot_or_error(d)]
             for i, d in enumerate(disks)]
     emit_table(rows, ("Disk", "Status", "Blob", "Snapshot / Error"), stream=out)
 
@@ -354,6 +355,15 @@ def _duration(job: Job, now: datetime) -> timedelta | None:
     if job.end_time is not None:
         return job.duration
     return max(utc(now) - job.start_time, timedelta(0))
+
+
+def _snapshot_or_error(disk: DiskResult) -> str:
+    """What the disk's row shows: its blob snapshot, its Direct Drive snapshot (by id), or its error."""
+    if disk.snapshot_uri:
+        return disk.snapshot_uri
+    if disk.direct_drive:
+        return f"Direct Drive snapshot {disk.direct_drive.id}"
+    return disk.error or ""
 
 
 def _lun(disk: DiskResult) -> str:

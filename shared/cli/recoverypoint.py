@@ -66,8 +66,8 @@ def point_document(view: PointView) -> dict[str, Any]:
         "jobId": p.job_id, "policyName": p.policy_name, "trigger": p.trigger, "retainUntil": p.retain_until,
         "sizeBytes": p.size_bytes, "method": p.method, "restorePointId": p.restore_point_id,
         "deletedBy": p.deleted_by, "unavailableReason": p.unavailable_reason,
-        "disks": [{"lun": d.lun, "source": d.source, "snapshot": d.snapshot, "snapshotTime": d.snapshot_time}
-                  for d in p.disks],
+        "disks": [{"lun": d.lun, "source": d.source, "snapshot": d.snapshot, "snapshotTime": d.snapshot_time,
+                   **({"directDrive": d.direct_drive.as_record()} if d.direct_drive else {})} for d in p.disks],
     })
 
 

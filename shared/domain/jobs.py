@@ -13,18 +13,16 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import TYPE_CHECKING, Sequence
+from typing import Collection, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.bloburl import base_of
 from shared.domain.command import EXTENSION_WINDOW
-from shared.domain.inventory import BackupMethod
+from shared.domain.inventory import OS_DISK_LUN, BackupMethod
 from shared.domain.remediation import Remediation
 from shared.domain.shards import shard_of
-
-if TYPE_CHECKING:
-    from shared.domain.status import StatusReport
+from shared.domain.status import DirectDriveSnapshot, DiskReport, StatusReport, report_time_error
 
 # Namespace for deterministic job ids: the same (item, slot) always yields the same job id.
 JOB_ID_NAMESPACE = uuid.UUID("5b0f0c1e-8e2a-4c59-9a7e-0d6b2f6c4a11")
@@ -108,6 +106,11 @@ class DiskResult:
     status: str = "Pending"             # Pending | Completed | Failed
     snapshot_uri: str | None = None     # base blob URL + ?snapshot=<time>; no SAS
     error: str | None = None
+    direct_drive: DirectDriveSnapshot | None = None     # a Direct Drive disk's snapshot (no snapshot_uri)
+
+    @property
+    def snapshotted(self) -> bool:
+        return self.status == "Completed" and bool(self.snapshot_uri or self.direct_drive)
 
 
 @dataclass
@@ -231,6 +234,7 @@ class ReportVerdict(str, Enum):
     OLDER = "older"             # an in-progress report older than one already applied
     STALE = "stale"             # the report belongs to another attempt (taskId or blob attempt differ)
     TERMINAL = "terminal"       # the job is already final
+    UNTIMELY = "untimely"       # its times lie outside the job's window: recorded as unreadable
 
 
 @dataclass(frozen=True)
@@ -245,44 +249,108 @@ class ReportOutcome:
     backup_size_bytes: int | None
 
 
-def interpret(report: "StatusReport", disks: Sequence[DiskResult] = ()) -> ReportOutcome:
+def interpret(report: StatusReport, disks: Sequence[DiskResult] = ()) -> ReportOutcome:
     """The job status, consistency, errors and per-disk results a report leads to."""
     disk_results = _disk_results(report, disks)
     if report.in_progress:
         return ReportOutcome(JobStatus.IN_PROGRESS, JobPhase.RUNNING, None, [], disk_results, None)
     size = None if report.size_computation_failed else report.backup_size_bytes
     detail = _detail(report)
-    if report.succeeded and report.code in remediation.SUCCESS_CODES:
+    missing = _missing_blobs_error(disk_results, report.code, known=len(disks))
+    if report.succeeded and (report.code in remediation.SUCCESS_CODES or report.warning):
         consistency = (Consistency.APPLICATION if report.code == 0
                        else Consistency.CRASH if report.snapshot_consistency == 3 else Consistency.FILE_SYSTEM)
-        warnings = []
-        if report.health_code is not None and report.health_code not in remediation.SUCCESS_CODES:
-            warnings.append(JobError.from_remediation(remediation.for_extension_code(report.health_code),
-                                                      detail=detail, extension_code=report.health_code))
+        # A "warning" entry carries its cause in its code; a success, in the health code (e.g. a failed
+        # script the backup went past).
+        warnings = _code_errors([report.code, report.health_code], detail)
         if any(d.status == "Failed" for d in disk_results) and not warnings:
             warnings.append(JobError.from_remediation(remediation.for_extension_code(761),
                                                       extension_code=report.code))
+        if report.warning and not warnings:
+            warnings.append(JobError.from_remediation(
+                remediation.for_service_error(remediation.EXTENSION_WARNING), detail=detail,
+                extension_code=report.code))
+        warnings = ([missing] if missing else []) + warnings
         status = JobStatus.COMPLETED_WITH_WARNINGS if warnings else JobStatus.COMPLETED
         return ReportOutcome(status, JobPhase.DONE, consistency, warnings, disk_results, size)
-    code = report.code if report.code not in remediation.SUCCESS_CODES else (report.health_code or 2)
-    errors = [JobError.from_remediation(remediation.for_extension_code(code), detail=detail, extension_code=code)]
-    if report.health_code is not None and report.health_code not in (code, *remediation.SUCCESS_CODES):
-        health = JobError.from_remediation(remediation.for_extension_code(report.health_code),
-                                           extension_code=report.health_code)
-        health.recommendations = [r for r in health.recommendations if r not in errors[0].recommendations]
-        errors.append(health)
+    # A failure whose codes both say success (a hostile or broken mix) is the generic error, never
+    # "every disk was snapshotted".
+    errors = _code_errors([report.code, report.health_code], detail) or _code_errors([2], detail)
+    if missing:
+        # First when the run failed on its snapshots (it decides the retry then); after the run's own
+        # error when the run failed for another reason (a script, a late command) and only also names it.
+        errors.insert(0 if report.code in _SNAPSHOT_FAILURE_CODES else 1, missing)
     if report.disks is None:
         disk_results = [replace(d, status="Failed", error=d.error or "no snapshot was taken")
                         if d.status == "Pending" else d for d in disk_results]
     return ReportOutcome(JobStatus.FAILED, JobPhase.DONE, None, errors, disk_results, size)
 
 
-def assess_report(job: Job, report: "StatusReport", *, attempt: int | None = None) -> ReportVerdict:
+def _code_errors(codes: Sequence[int | None], detail: str | None) -> list[JobError]:
+    """One error per distinct non-success code, the extension's words on the first; a later one keeps
+    only the recommendations the first does not already give."""
+    errors: list[JobError] = []
+    for code in dict.fromkeys(c for c in codes if c is not None and c not in remediation.SUCCESS_CODES):
+        error = JobError.from_remediation(remediation.for_extension_code(code), detail=None if errors else detail,
+                                          extension_code=code)
+        if errors:
+            error.recommendations = [r for r in error.recommendations if r not in errors[0].recommendations]
+        errors.append(error)
+    return errors
+
+
+# Storage's answer, condensed by scrub_text, when the disk's blob (or its container) is not there.
+_BLOB_GONE = re.compile(r"^(BlobNotFound|ContainerNotFound)\b")
+_BLOB_NOT_FOUND = "BlobNotFound"
+# The codes a run whose snapshots failed ends with: 76, or 2 when the guest path failed for every disk
+# (the handler then reports no per-disk results).
+_SNAPSHOT_FAILURE_CODES = frozenset({2, 76})
+
+
+def _missing_blobs_error(disks: Sequence[DiskResult], extension_code: int, *, known: int) -> JobError | None:
+    """The error naming each disk whose blob storage says does not exist, and what to check. The first
+    ``known`` disks are the job's (their LUN is known); any other is only the report's entry number."""
+    gone = [(position, d) for position, d in enumerate(disks)
+            if d.status == "Failed" and d.error and _BLOB_GONE.match(d.error)]
+    if not gone:
+        return None
+    named = "; ".join(f"{_disk_label(d.lun) if position < known else f'disk #{position}'} "
+                      f"({d.blob_url or 'blob URL not reported'}): {_short(d.error, 160)}" for position, d in gone)
+    return JobError.from_remediation(remediation.for_service_error(remediation.DISK_BLOB_MISSING), detail=named,
+                                     extension_code=extension_code)
+
+
+def _disk_label(lun: int) -> str:
+    return f"LUN {lun} (OS disk)" if lun == OS_DISK_LUN else f"LUN {lun}"
+
+
+def needs_disk_check(report: StatusReport) -> bool:
+    """Whether a report is a snapshot failure that names no disk, so the service looks for itself which
+    disks' blobs are gone: the handler's guest path reports code 2 and no per-disk results when the
+    blob of every disk is missing."""
+    return (not report.in_progress and not report.succeeded and report.disks is None
+            and report.code in _SNAPSHOT_FAILURE_CODES)
+
+
+def with_missing_blobs(report: StatusReport, disks: Sequence[DiskResult], missing: Collection[int]) -> StatusReport:
+    """``report`` with a result for each of ``disks`` (by position): those at the positions in ``missing``
+    failed because their blob does not exist, as the service found; the others gave no result."""
+    found = (f"{_BLOB_NOT_FOUND}: the blob does not exist (the service looked after the extension reported "
+             f"code {report.code} without per-disk results)")
+    return replace(report, disks=tuple(
+        DiskReport(index=position, successful=False, blob_uri=disk.blob_url,
+                   error=found if position in missing else "the extension reported no result for this disk")
+        for position, disk in enumerate(disks)))
+
+
+def assess_report(job: Job, report: StatusReport, *, now: datetime, attempt: int | None = None) -> ReportVerdict:
     """Whether a report may change the job (UNCHANGED is decided by ``apply_report``)."""
     if job.is_terminal:
         return ReportVerdict.TERMINAL
     if (attempt is not None and attempt != job.attempt) or report.task_id != job.expected_task_id:
         return ReportVerdict.STALE
+    if untimely_reason(job, report, now) is not None:
+        return ReportVerdict.UNTIMELY
     if report.in_progress and job.last_report_at is not None and (
             report.timestamp is None or report.timestamp < job.last_report_at or job.phase is JobPhase.DONE):
         return ReportVerdict.OLDER
@@ -291,13 +359,22 @@ def assess_report(job: Job, report: "StatusReport", *, attempt: int | None = Non
     return ReportVerdict.APPLY
 
 
-def apply_report(job: Job, report: "StatusReport", now: datetime, *, attempt: int | None = None) -> Job | None:
+def untimely_reason(job: Job, report: StatusReport, now: datetime) -> str | None:
+    """Why the report's times cannot be this job's (before it started, or after now, beyond clock
+    skew), or None."""
+    return report_time_error(report, not_before=job.start_time, now=utc(now))
+
+
+def apply_report(job: Job, report: StatusReport, now: datetime, *, attempt: int | None = None) -> Job | None:
     """The job after one status report of its current attempt, or None when nothing changes.
 
     ``attempt`` is the attempt named by the status blob's name, when known. A stale report only adds
-    a note saying it was ignored.
+    a note saying it was ignored; an untimely one is recorded as unreadable, and the job keeps waiting.
     """
-    verdict = assess_report(job, report, attempt=attempt)
+    verdict = assess_report(job, report, now=now, attempt=attempt)
+    if verdict is ReportVerdict.UNTIMELY:
+        return record_unreadable(job, job.status_blob or f"{job.job_id}/{job.attempt}.Status.txt",
+                                 untimely_reason(job, report, now) or "", now)
     if verdict is ReportVerdict.STALE and _failure_recorded(job, report.task_id):
         return None     # a retried attempt's blob again: its failure is already on the record
     if verdict is ReportVerdict.STALE:
@@ -327,13 +404,14 @@ def apply_report(job: Job, report: "StatusReport", now: datetime, *, attempt: in
     return None if changed == job else changed
 
 
-def retry_at(job: Job, report: "StatusReport", now: datetime, *, attempt: int | None = None) -> datetime | None:
+def retry_at(job: Job, report: StatusReport, now: datetime, *, attempt: int | None = None) -> datetime | None:
     """When the service tries this job again after ``report``, or None when the report's outcome stands.
 
     Only a final, failed report of the current attempt, whose first error is retryable, while
     attempts remain.
     """
-    if not is_retryable_failure(report) or assess_report(job, report, attempt=attempt) is not ReportVerdict.APPLY:
+    if not is_retryable_failure(report) or \
+            assess_report(job, report, now=now, attempt=attempt) is not ReportVerdict.APPLY:
         return None
     return next_attempt_at(job, now)
 
@@ -346,7 +424,7 @@ def next_attempt_at(job: Job, now: datetime) -> datetime | None:
     return utc(now) + RETRY_BACKOFF[min(job.attempt, len(RETRY_BACKOFF)) - 1]
 
 
-def is_retryable_failure(report: "StatusReport") -> bool:
+def is_retryable_failure(report: StatusReport) -> bool:
     """Whether the report is a final failure whose cause may pass (whatever the job's state)."""
     if report.in_progress:
         return False
@@ -354,7 +432,7 @@ def is_retryable_failure(report: "StatusReport") -> bool:
     return outcome.status is JobStatus.FAILED and outcome.errors[0].retryable
 
 
-def mark_retrying(job: Job, report: "StatusReport", now: datetime, at: datetime, *,
+def mark_retrying(job: Job, report: StatusReport, now: datetime, at: datetime, *,
                   attempt: int | None = None) -> Job | None:
     """The job once a retryable failure of its attempt is answered with the next attempt at ``at``.
 
@@ -551,10 +629,9 @@ def mark_timed_out(job: Job, now: datetime) -> Job | None:
 
 # --- helpers ----------------------------------------------------------------------------------
 
-def _disk_results(report: "StatusReport", disks: Sequence[DiskResult]) -> list[DiskResult]:
+def _disk_results(report: StatusReport, disks: Sequence[DiskResult]) -> list[DiskResult]:
     """Match the report's per-disk entries to the job's disks by position (blobUri is null on failure)."""
-    results = [DiskResult(lun=d.lun, blob_url=d.blob_url, status=d.status, snapshot_uri=d.snapshot_uri,
-                          error=d.error) for d in disks]
+    results = [replace(d) for d in disks]
     if report.in_progress or report.disks is None:
         return results
     for entry in report.disks:
@@ -562,10 +639,12 @@ def _disk_results(report: "StatusReport", disks: Sequence[DiskResult]) -> list[D
         if entry.index < len(results):
             current = results[entry.index]
             results[entry.index] = DiskResult(lun=current.lun, blob_url=current.blob_url or entry.blob_uri or "",
-                                              status=status, snapshot_uri=entry.snapshot_uri, error=entry.error)
+                                              status=status, snapshot_uri=entry.snapshot_uri, error=entry.error,
+                                              direct_drive=entry.direct_drive)
         else:
             results.append(DiskResult(lun=entry.index, blob_url=entry.blob_uri or "", status=status,
-                                      snapshot_uri=entry.snapshot_uri, error=entry.error))
+                                      snapshot_uri=entry.snapshot_uri, error=entry.error,
+                                      direct_drive=entry.direct_drive))
     for index in range(len(report.disks), len(results)):
         if results[index].status == "Pending":
             results[index] = replace(results[index], status="Failed",
@@ -577,7 +656,7 @@ _TELEMETRY_SUFFIX = re.compile(
     r"\s*\b(statusBlobUploadError|snapshotCreator|hostStatusCodePreSnapshot|hostStatusCodeDoSnapshot)=[^,]*,?")
 
 
-def _detail(report: "StatusReport") -> str | None:
+def _detail(report: StatusReport) -> str | None:
     """The extension's own words, without the telemetry suffixes it appends to every message."""
     text = _TELEMETRY_SUFFIX.sub("", report.message).strip().rstrip(",").strip()
     return text or None

@@ -14,7 +14,8 @@ from enum import Enum
 
 from shared.clock import shifted, utc
 from shared.domain.inventory import BackupMethod
-from shared.domain.jobs import Consistency, Job, JobStatus
+from shared.domain.jobs import Consistency, DiskResult, Job, JobStatus
+from shared.domain.status import DirectDriveSnapshot
 
 SUCCESSFUL = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS})
 
@@ -59,12 +60,14 @@ class Tier(str, Enum):
 @dataclass(frozen=True)
 class DiskSnapshot:
     """One disk's snapshot in a point. ``source``: the disk (blob URL without query, or resource id);
-    ``snapshot``: the snapshot (blob URL + ``?snapshot=<time>``, never a SAS; or the restore point's id)."""
+    ``snapshot``: the snapshot (blob URL + ``?snapshot=<time>``, never a SAS; the restore point's id; or
+    a Direct Drive snapshot's id, described by ``direct_drive``)."""
 
     lun: int
     source: str
     snapshot: str
     snapshot_time: str | None = None    # the blob snapshot's own timestamp, as Storage spells it
+    direct_drive: DirectDriveSnapshot | None = None     # taken by the host path (never its token)
 
     @property
     def is_blob_snapshot(self) -> bool:
@@ -152,9 +155,7 @@ def point_from_job(job: Job) -> RecoveryPoint | None:
     """
     if job.operation != "Backup" or job.status not in SUCCESSFUL:
         return None
-    disks = tuple(DiskSnapshot(lun=d.lun, source=d.blob_url.split("?", 1)[0], snapshot=_no_sas(d.snapshot_uri),
-                               snapshot_time=_snapshot_time(d.snapshot_uri))
-                  for d in job.disks if d.status == "Completed" and d.snapshot_uri)
+    disks = tuple(_disk_snapshot(d) for d in job.disks if d.snapshotted)
     if not disks:
         return None
     method, restore_point_id = SnapshotMethod.BLOB_SNAPSHOT, None
@@ -173,6 +174,17 @@ def vm_restore_point_id(disk_restore_point_id: str) -> str:
     (ARM ids compare case-insensitively)."""
     index = disk_restore_point_id.lower().rfind("/diskrestorepoints/")
     return disk_restore_point_id[:index] if index >= 0 else disk_restore_point_id
+
+
+def _disk_snapshot(disk: DiskResult) -> DiskSnapshot:
+    """A snapshotted disk of the job as the point keeps it: its blob snapshot, else its Direct Drive one."""
+    source = disk.blob_url.split("?", 1)[0]
+    if disk.snapshot_uri:
+        return DiskSnapshot(lun=disk.lun, source=source, snapshot=_no_sas(disk.snapshot_uri),
+                            snapshot_time=_snapshot_time(disk.snapshot_uri), direct_drive=disk.direct_drive)
+    direct = disk.direct_drive
+    assert direct is not None, "a snapshotted disk has a snapshot URI or a Direct Drive snapshot"
+    return DiskSnapshot(lun=disk.lun, source=source, snapshot=direct.id, direct_drive=direct)
 
 
 def _no_sas(uri: str) -> str:

@@ -217,6 +217,7 @@ CRP_USER_ERROR = "UserErrorCrpReportedUserError"
 ON_DEMAND_LIMIT = "UserErrorBackupOperationLimitReached"
 TASK_NOT_QUEUED = "TaskQueueUnavailable"
 DISK_BLOB_MISSING = "UserErrorDiskBlobNotFound"
+EXTENSION_WARNING = "ExtensionReportedWarning"
 
 # Errors of the restore-point method (managed disks): what the Compute API or the restore point said.
 RP_EXTENSION_NOT_READY = "UserErrorRestorePointExtensionNotProvisioned"
@@ -277,13 +278,24 @@ SERVICE_ERRORS: dict[str, Remediation] = {
                          "exists and is reachable.",
                          "Run `vmsnap backup-now` again: this failed request does not block it and does not count "
                          "against the daily limit."), True),
-    DISK_BLOB_MISSING: _r(DISK_BLOB_MISSING, "A disk's page blob does not exist",
-                          "The blob behind a disk of the VM was deleted or moved, so nothing can snapshot it; "
-                          "the network and the extension are not at fault, and retrying cannot help.",
-                          ("Check the VM's disks: if the disk was lost, restore it from a recovery point "
-                           "('vmsnap restore restore-disks --vm <vm> --rp-name <point> --disk <LUN> ...').",
-                           "If the disk moved, update the VM's disks in the inventory, then run the backup again.",
-                           "If the VM is gone, stop its protection."), False),
+    DISK_BLOB_MISSING: _r(DISK_BLOB_MISSING, "A disk's blob does not exist",
+                          "Storage answered that the blob behind a disk of the VM does not exist (BlobNotFound), "
+                          "so it could not be snapshotted. It can be back once a storage account failover "
+                          "completes, so the backup is retried like any failed snapshot.",
+                          ("Check that the blob named in this error exists in its storage account (az storage "
+                           "blob show --account-name <account> --container-name <container> --name <blob>).",
+                           "If the account is failing over, or just did, wait for the failover to complete; the "
+                           "retries (5 and 15 minutes on) or the next backup then snapshot the disk.",
+                           "If the disk was moved or replaced, the VM inventory is stale: update the VM's disks "
+                           "in the inventory, then run the backup again.",
+                           "If the disk was lost, restore it from a recovery point ('vmsnap restore restore-disks "
+                           "--vm <vm> --rp-name <point> --disk <LUN> ...'); if the VM is gone, stop its "
+                           "protection."), True),
+    EXTENSION_WARNING: _r(EXTENSION_WARNING, "The extension finished with a warning",
+                          "The extension reported its run as 'warning' without an error code that says why; the "
+                          "snapshots it reports as taken are kept.",
+                          ("Read what the extension reported (in this error) and the job's log blob.",
+                           "Make sure the VM runs a supported VMSnapshot extension version."), False),
     CRP_USER_ERROR: _r(CRP_USER_ERROR, "The VM reported an error",
                        "The extension reported a failure with a code this service does not know.",
                        ("Read the job's error details and log blob.", _RETRY), True),

@@ -140,8 +140,9 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
 
     ids = f"job {job.job_id} task {attempt_task.task_id} message {message_id}"
     if not resume:
-        # A disk whose blob is gone, or at the snapshot limit: refuse here, with what to do, rather than
-        # have the VM fail with a network error (76) or code 85.
+        # A disk at the snapshot limit: refuse here, with what to do, rather than have the VM fail with
+        # code 85. A disk whose blob is gone is not refused: the extension reports it and the retry
+        # policy runs, as a failover can bring it back.
         try:
             disk_error = disk_guard_error(svc, vm)
         except TransientError as exc:

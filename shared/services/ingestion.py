@@ -22,13 +22,13 @@ from enum import Enum
 from typing import TYPE_CHECKING, Callable
 
 from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, is_retryable_failure, mark_retrying,
-                                record_unreadable, retry_at)
+                                needs_disk_check, record_unreadable, retry_at, untimely_reason, with_missing_blobs)
 from shared.domain.recovery import SUCCESSFUL
-from shared.domain.status import ParseError, StatusReport, check_report_time, parse_status_blob
+from shared.domain.status import ParseError, StatusReport, parse_status_blob
 from shared.domain.task import ID_PATTERN, SnapshotTask, Trigger
 from shared.errors import ConfigurationError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.services.outages import ride_out
-from shared.services.recovery import record_recovery_point
+from shared.services.recovery import missing_blob_positions, record_recovery_point
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -50,7 +50,7 @@ class IngestResult(str, Enum):
     STALE = "stale"                 # another attempt's report: noted on the job, nothing else changed
     RETRYING = "retrying"           # a retryable failure: the next attempt is queued
     TERMINAL = "terminal"           # the job was already final
-    UNREADABLE = "unreadable"       # the blob could not be parsed: recorded on the job, blob kept
+    UNREADABLE = "unreadable"       # not parsed, or its times not believed: recorded on the job, blob kept
     EMPTY = "empty"                 # pre-created, not written yet
     UNKNOWN_JOB = "unknown_job"     # no such job: logged and ignored
     BAD_NAME = "bad_name"           # not a status blob name this service writes
@@ -92,10 +92,9 @@ def ingest_status_blob(svc: Services, blob_name: str, data: bytes, etag: str | N
         return IngestOutcome(IngestResult.EMPTY, blob_name, job_id, attempt)
     try:
         report = parse_status_blob(data)
-        check_report_time(report, svc.clock.now())
     except ParseError as exc:
         return _record_unreadable(svc, blob_name, job_id, attempt, exc.reason, etag)
-    return _apply(svc, blob_name, job_id, attempt, report, etag)
+    return _apply(svc, blob_name, job_id, attempt, _with_disks_checked(svc, job_id, report), etag)
 
 
 def ingest_with_retries(svc: Services, blob_name: str, data: bytes, etag: str | None, *,
@@ -114,21 +113,42 @@ class _RetryPlanChanged(Exception):
 _PLANS = 3
 
 
+def _with_disks_checked(svc: Services, job_id: str, report: StatusReport) -> StatusReport:
+    """A snapshot failure that names no disk, with the disks whose blob is gone found by looking:
+    the handler reports code 2 and no per-disk results when every disk's blob is missing."""
+    if not needs_disk_check(report):
+        return report                   # most reports: no extra read
+    job = svc.jobs.get(job_id)
+    if job is None or job.is_terminal or not job.disks:
+        return report
+    missing = missing_blob_positions(svc, [disk.blob_url for disk in job.disks])
+    if missing:
+        log.warning("job %s task %s: code %s with no per-disk results; the blob of %s of %s disk(s) does not "
+                    "exist", job_id, report.task_id, report.code, len(missing), len(job.disks))
+    return with_missing_blobs(report, job.disks, missing) if missing else report
+
+
 def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: StatusReport,
            etag: str | None) -> IngestOutcome:
     now = svc.clock.now()
     for _ in range(_PLANS):
         verdicts: list[ReportVerdict | IngestResult] = []
+        untimely: list[str] = []
         try:
             planned = _send_retry_if_due(svc, job_id, attempt, report, now)
         except NotFoundError:
             return _unknown_job(blob_name, job_id, attempt, report, etag)
 
         def change(job: Job) -> Job | None:
+            untimely.clear()                # the last try is the one written
             at = retry_at(job, report, now, attempt=attempt)
             if at is None and planned is None:
-                verdict = assess_report(job, report, attempt=attempt)
+                verdict = assess_report(job, report, now=now, attempt=attempt)
                 changed = apply_report(job, report, now, attempt=attempt)
+                if verdict is ReportVerdict.UNTIMELY:
+                    untimely.append(untimely_reason(job, report, now) or "")
+                    verdicts.append(IngestResult.UNREADABLE)
+                    return changed
                 verdicts.append(ReportVerdict.UNCHANGED if verdict is ReportVerdict.APPLY and changed is None
                                 else verdict)
                 return changed
@@ -158,6 +178,10 @@ def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: Sta
         record_recovery_point(svc, job)
     # --- end of hook ---
     result = IngestResult(verdicts[-1].value)
+    if untimely:
+        log.warning("job %s attempt %s: status blob %s (etag %s) unreadable: %s", job_id, attempt, blob_name, etag,
+                    untimely[0])
+        return IngestOutcome(result, blob_name, job_id, attempt, job, detail=untimely[0])
     log.info("job %s task %s: status blob %s (etag %s) code %s -> %s; job %s/%s",
              job_id, report.task_id, blob_name, etag, report.code, result.value, job.status.value, job.phase.value)
     return IngestOutcome(result, blob_name, job_id, attempt, job,

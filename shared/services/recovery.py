@@ -1,12 +1,12 @@
 """Use cases around recovery points: record one per successful backup job (idempotent, also as a
-repair), list and show them with their tiers and expiry, and refuse a backup whose disk is near the
-storage snapshot limit before it reaches the VM."""
+repair), list and show them with their tiers and expiry, refuse a backup whose disk is near the
+storage snapshot limit before it reaches the VM, and find the disks whose blob is gone."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from shared.domain import remediation
 from shared.domain.inventory import Vm
@@ -78,24 +78,19 @@ def show_point(svc: Any, vm_name: str, name: str) -> PointView:
 def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:
     """Why the VM's disks cannot take this backup, found before dispatch, or None.
 
-    One listing per page-blob disk answers both questions: a disk whose blob is gone fails the job at
-    once with what to do (snapshotting it could only fail, and no retry brings it back), and a disk
-    within reach of the snapshot limit gets the extension's code 85 with the advice to run retention,
-    instead of the VM failing with it. Managed disks have neither problem here.
+    A disk within reach of the snapshot limit gets the extension's code 85 with the advice to run
+    retention, instead of the VM failing with it. A disk whose blob is missing is no reason to refuse:
+    as the service does, the command goes out, the extension reports the disk (76, or 2 when every
+    disk is missing), and the retry policy runs, since a storage failover can bring the blob back.
+    Managed disks have neither problem here.
     """
     limit = svc.settings.snapshot_limit
-    for disk in vm.disks:
-        url = disk.blob_url.split("?", 1)[0]
-        if not url or "/providers/" in url.lower():
-            continue
-        try:
-            count = svc.snapshots.count_snapshots(url)
-        except PermanentError:
-            continue    # a disk outside the backup account: minting its SAS fails the job, saying why
+    for position, url, count in _snapshot_counts(svc, [disk.blob_url for disk in vm.disks]):
+        disk = vm.disks[position]
         if count is None:
-            log.warning("VM %s: the blob of disk LUN %s (%s) does not exist; backup refused", vm.name, disk.lun, url)
-            return JobError.from_remediation(remediation.for_service_error(remediation.DISK_BLOB_MISSING),
-                                             detail=f"disk LUN {disk.lun}: {url} does not exist")
+            log.warning("VM %s: the blob of disk LUN %s (%s) does not exist now; dispatching anyway, the "
+                        "extension reports the disk and the retry policy runs", vm.name, disk.lun, url)
+            continue
         if count >= limit:
             fix = remediation.for_extension_code(SNAPSHOT_LIMIT_CODE)
             error = JobError.from_remediation(
@@ -107,6 +102,26 @@ def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:
                         count, limit)
             return error
     return None
+
+
+def missing_blob_positions(svc: Any, blob_urls: Sequence[str]) -> set[int]:
+    """The positions of the page-blob disks whose blob does not exist (one listing per disk)."""
+    return {position for position, _, count in _snapshot_counts(svc, blob_urls) if count is None}
+
+
+def _snapshot_counts(svc: Any, blob_urls: Sequence[str]) -> Iterator[tuple[int, str, int | None]]:
+    """(position, blob URL without query, snapshot count or None when the blob does not exist) of each
+    page-blob disk of the backup account. Managed disks (resource ids) are skipped, and so are disks
+    outside the account: minting their SAS fails the job, saying why."""
+    for position, blob_url in enumerate(blob_urls):
+        url = blob_url.split("?", 1)[0]
+        if not url or "/providers/" in url.lower():
+            continue
+        try:
+            count = svc.snapshots.count_snapshots(url)
+        except PermanentError:
+            continue
+        yield position, url, count
 
 
 def _policy_of(svc: Any, vm_name: str) -> Policy | None:

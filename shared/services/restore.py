@@ -72,6 +72,12 @@ def restore_disks(svc: Any, vm_name: str, rp_name: str, target_container: str | 
     if not disks:
         raise ValidationError(f"recovery point {rp_name} has no disk with LUN {lun}; its LUNs are "
                               f"{', '.join(str(d.lun) for d in point.disks)}", field="disk")
+    host_only = [(d.lun, d.direct_drive.id) for d in disks if d.direct_drive is not None and not d.is_blob_snapshot]
+    if host_only and not managed:
+        raise ValidationError(f"disk LUN {host_only[0][0]} of recovery point {rp_name} was snapshotted by the "
+                              f"Azure host (Direct Drive snapshot {host_only[0][1]}), which this service cannot "
+                              f"copy; restore that disk through Azure, or pick its other disks with --disk",
+                              field="disk")
     if managed:
         targets = [restored_disk_id(d.snapshot, target, restored_disk_name(d, point)) for d in disks]
         where = f"resource group {target}"

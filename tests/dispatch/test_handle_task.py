@@ -88,6 +88,22 @@ def test_the_job_record_holds_no_secret(svc, vm):
     assert command.protected_settings["objectStr"] not in text
 
 
+def test_a_disk_whose_blob_is_missing_is_still_dispatched(svc, vm, blob_service):
+    """No refusal before dispatch for a missing blob (a failover can bring it back): the command goes out
+    with every disk, and the extension's report decides, as the service does."""
+    gone = vm.disks[-1]
+    container, blob_name = gone.blob_url.split("/")[-2:]
+    blob_service.get_container_client(container).delete_blob(blob_name)
+    task = _task(vm)
+    _queue_job(svc, task)
+    outcome = _deliver(svc, task)
+    assert outcome.outcome is Outcome.DISPATCHED
+    assert svc.jobs.get(JOB_ID).phase is JobPhase.DISPATCHED and svc.jobs.get(JOB_ID).errors == []
+    [(_, command)] = svc.dispatcher.sent
+    sas = decode_object_str(command.protected_settings["objectStr"])["blobSASUri"]
+    assert [u.split("?")[0] for u in sas] == [d.blob_url for d in vm.disks]
+
+
 def test_a_missing_job_record_is_created_from_the_message(svc, vm):
     """A task whose job record is missing still runs: the message is authoritative."""
     task = _task(vm, attempt=2)

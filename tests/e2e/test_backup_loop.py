@@ -93,11 +93,14 @@ def test_a_failed_attempt_is_retried_with_a_new_task_scheduled_on_the_queue(loop
     assert svc.jobs.get(job.job_id).phase is JobPhase.QUEUED
 
 
-def test_a_deleted_disk_fails_the_job_at_once_saying_so(loop):
-    """A disk whose blob was deleted is caught before dispatch: the job fails with what to do, not a
-    network error retried for twenty minutes, and nothing reaches the VM."""
+def test_a_deleted_disk_is_dispatched_reported_and_retried_naming_it(loop):
+    """A disk whose blob was deleted is not refused before dispatch: the VM snapshots the other disk and
+    reports the missing one (76/761), and the job waits for attempt 2 (a failover can bring the blob back),
+    naming the disk's LUN and blob and what to check."""
     from shared.domain import remediation
+    from shared.domain.jobs import JobPhase
     from shared.services.protection import enable_protection
+    from tests.polling import eventually
 
     svc, host = loop
     vm = create_demo_vm(svc, "e2e-vm4")
@@ -105,7 +108,21 @@ def test_a_deleted_disk_fails_the_job_at_once_saying_so(loop):
     missing = vm.disks[-1]
     svc.blob_service.get_container_client("vhds").delete_blob(missing.name, delete_snapshots="include")
 
-    (job,) = run_cycle(svc, host)
-    assert job.status is JobStatus.FAILED and job.attempt == 1 and not job.attempts
-    assert job.errors[0].error_code == remediation.DISK_BLOB_MISSING and not job.errors[0].retryable
-    assert f"LUN {missing.lun}" in job.errors[0].error_string and job.dispatched_at is None
+    host.fire_timer("schedule_backups")
+
+    def retrying():
+        host.drain_queue("dispatch_snapshot", max_wait=0.2)
+        host.scan_blobs("ingest_status")
+        jobs = svc.jobs.query(JobQuery(vm_name=vm.name)).jobs
+        return jobs if jobs and jobs[0].attempt == 2 else None
+
+    assert eventually(retrying, timeout=60, interval=0.2), svc.jobs.query(JobQuery(vm_name=vm.name)).jobs
+    (job,) = retrying()
+    assert (job.status, job.phase) == (JobStatus.IN_PROGRESS, JobPhase.QUEUED)
+    error = job.errors[0]
+    assert (error.error_code, error.retryable, error.extension_code) == (remediation.DISK_BLOB_MISSING, True, 76)
+    assert f"LUN {missing.lun} ({missing.blob_url}): BlobNotFound" in error.error_string
+    assert not SIG.search(error.error_string) and any("failover" in r for r in error.recommendations)
+    assert job.attempts[-1].error_code == remediation.DISK_BLOB_MISSING and job.attempts[-1].retry_at
+    snapshots = disk_snapshots(svc, vm)
+    assert [len(snapshots.get(d.name, [])) for d in vm.disks] == [1, 0]     # the other disk was snapshotted

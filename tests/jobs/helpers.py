@@ -41,9 +41,10 @@ def fake_services(jobs=None, now=None):
     from shared.clock import FixedClock
     from shared.settings import Connection, Settings
     from tests.fakes import InMemoryJobStore, RecordingTaskQueue
-    from tests.recovery.fakes import InMemoryRecoveryPointStore
+    from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 
     settings = Settings(storage=Connection("BackupStorage", "UseDevelopmentStorage=true"),
                         service_bus=Connection("ServiceBusConnection", "Endpoint=sb://127.0.0.1:1;"))
     return Services(settings, clock=FixedClock(now or FINAL_AT), jobs=jobs if jobs is not None else InMemoryJobStore(),
-                    task_queue=RecordingTaskQueue(), recovery_points=InMemoryRecoveryPointStore())
+                    task_queue=RecordingTaskQueue(), recovery_points=InMemoryRecoveryPointStore(),
+                    snapshots=FakeSnapshots())

@@ -100,15 +100,17 @@ def test_failed_prescript_with_backup_continuing_is_a_warning():
 
 
 def test_partial_snapshot_failure_fails_with_both_codes_and_matches_disks_by_position():
-    """Code 76 with health 761: failed, one disk snapshotted, the other's error shown (its blobUri is null)."""
+    """Code 76 with health 761: failed, one disk snapshotted, the other's error shown (its blobUri is null);
+    its blob is missing, so the first error names that disk and what to check."""
     job = ingest("06-failed-partial-76-761.txt")
     assert job.status is JobStatus.FAILED
     assert job.phase is JobPhase.DONE
     assert job.consistency is None
     assert (job.extension_code, job.health_code) == (76, 761)
-    assert [e.error_code for e in job.errors] == ["ExtensionSnapshotFailedNoNetwork",
+    assert [e.error_code for e in job.errors] == ["UserErrorDiskBlobNotFound", "ExtensionSnapshotFailedNoNetwork",
                                                   "ExtensionSnapshotFailedRestrictedNetwork"]
     assert all(e.retryable for e in job.errors)
+    assert f"LUN 0 ({DATA_URL}): BlobNotFound" in job.errors[0].error_string and OS_URL not in job.errors[0].error_string
     assert job.disks == [DiskResult(-1, OS_URL, "Completed", OS_URL + SNAP, None),
                          DiskResult(0, DATA_URL, "Failed", None,
                                     "BlobNotFound: The specified blob does not exist.")]
@@ -142,10 +144,14 @@ def test_command_too_late_402_fails_retryable_with_no_snapshot():
 
 
 def test_generic_error_2_is_retryable():
-    """Code 2 fails the job as an internal extension error that a retry can fix."""
+    """Code 2 fails the job as an internal extension error that a retry can fix; the disks storage says
+    do not exist are named first."""
     job = ingest("09-failed-generic-2.txt")
     assert job.status is JobStatus.FAILED
-    assert [(e.error_code, e.retryable, e.extension_code) for e in job.errors] == [("BackUpOperationFailed", True, 2)]
+    assert [(e.error_code, e.retryable, e.extension_code) for e in job.errors] == [
+        ("UserErrorDiskBlobNotFound", True, 2), ("BackUpOperationFailed", True, 2)]
+    assert f"LUN -1 (OS disk) ({OS_URL})" in job.errors[0].error_string and f"LUN 0 ({DATA_URL})" in \
+        job.errors[0].error_string
     assert [d.status for d in job.disks] == ["Failed", "Failed"]
 
 
@@ -199,7 +205,7 @@ def test_successful_run_with_a_failed_disk_is_a_warning():
     """A 'success' run that lists a failed disk completes with warnings rather than hiding it."""
     job = ingest("16-warning-partial-disks-success.txt")
     assert job.status is JobStatus.COMPLETED_WITH_WARNINGS
-    assert [e.error_code for e in job.errors] == ["ExtensionSnapshotFailedRestrictedNetwork"]
+    assert [e.error_code for e in job.errors] == ["UserErrorDiskBlobNotFound", "ExtensionSnapshotFailedRestrictedNetwork"]
     assert [d.status for d in job.disks] == ["Completed", "Failed"]
 
 
@@ -207,6 +213,8 @@ def test_disks_are_built_from_the_report_when_the_job_has_none():
     """Without dispatch-time disks, the record lists each disk the extension reported."""
     job = ingest("06-failed-partial-76-761.txt", dispatched_job(disks=False))
     assert [(d.lun, d.blob_url, d.status) for d in job.disks] == [(0, OS_URL, "Completed"), (1, "", "Failed")]
+    # Its LUN is unknown then: the missing disk is named by its entry, not as a LUN it may not be.
+    assert "disk #1 (blob URL not reported): BlobNotFound" in job.errors[0].error_string
 
 
 @pytest.mark.parametrize("name, kind, words", [

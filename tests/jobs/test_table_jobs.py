@@ -57,6 +57,30 @@ def test_job_round_trips_every_field(store):
     assert "SECRET" not in str(job_to_entity(job))
 
 
+def test_a_direct_drive_snapshot_round_trips_through_job_and_point_records(store, storage_connection_string,
+                                                                         unique_name):
+    """A Direct Drive disk's snapshot identifier survives the job record and the recovery point record
+    (id, creation time, instant access), and the token it came with is in neither."""
+    from shared.adapters.table_recovery import TableRecoveryPointStore, point_entity
+    from shared.domain.jobs import apply_report
+    from shared.domain.recovery import point_from_job
+    from shared.domain.status import parse_status_blob
+    from tests.jobs.helpers import dispatched_job
+    from tests.jobs.test_status_entries import NOW, TOKEN, direct_drive_blob
+
+    job = apply_report(dispatched_job(), parse_status_blob(direct_drive_blob()), NOW)
+    store.create_if_absent(job)
+    back = store.get(job.job_id)
+    assert back.disks == job.disks and back.disks[1].direct_drive.id == "dd-snapshot-7f3a"
+    points = TableRecoveryPointStore(TableServiceClient.from_connection_string(storage_connection_string),
+                                     unique_name("points"))
+    point = point_from_job(back)
+    assert points.add_if_absent(point)
+    stored = points.get(point.vm_name, point.name)
+    assert stored.disks == point.disks and stored.disks[1].direct_drive == job.disks[1].direct_drive
+    assert TOKEN not in str(job_to_entity(job)) + str(point_entity(point))
+
+
 def test_huge_error_text_is_capped_to_fit_an_entity(store):
     """A job with many disks and long errors is still stored (text is shortened, not rejected)."""
     job = tick(0, range(1))[0]

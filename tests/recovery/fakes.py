@@ -67,6 +67,7 @@ class FakeSnapshots:
         self.delete_calls: Counter[str] = Counter()
         self.deleted: Counter[str] = Counter()
         self.base_blob_deletes = 0
+        self.missing: set[str] = set()      # base URLs of disk blobs that do not exist
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
 
@@ -83,7 +84,9 @@ class FakeSnapshots:
 
     def count_snapshots(self, blob_url: str) -> int | None:
         with self._lock:
-            # A disk the test never took a snapshot of still exists: fakes know no missing blobs.
+            # A disk the test never took a snapshot of still exists, unless the test removed its blob.
+            if blob_url in self.missing:
+                return None
             return len(self.blobs.get(blob_url, {}))
 
     def snapshot_exists(self, snapshot_url: str) -> bool:
