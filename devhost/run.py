@@ -129,18 +129,18 @@ class _Stack:
         if not self.args.persist:
             shutil.rmtree(self.vm_root, ignore_errors=True)
         env["LOCAL_VM_ROOT"] = str(self.vm_root)
-        os.environ.update(env)       # the app reads its settings from the environment, as in Azure
 
-        from devhost.compute import LocalCompute, StaticTokenCredential
-        from shared.adapters.restore_points import ComputeRestorePoints
-        from shared.bootstrap import Services, reset_services, services
+        from devhost.compute import LocalCompute
+        from shared.bootstrap import reset_services, services
         from shared.settings import reset_settings
 
         self.compute = LocalCompute(self.azurite.connection_string, self.vm_root, port=self.args.compute_port).start()
+        # Restore points go to the local endpoint instead of ARM, named by a setting like every other
+        # connection: the app and a vmsnap in another terminal (through the stack settings) reach the same one.
+        env["ComputeConnection"] = self.compute.connection_string
+        os.environ.update(env)       # the app reads its settings from the environment, as in Azure
         reset_settings()
-        # The app's restore points go to the local endpoint with its token, instead of ARM.
-        reset_services(Services(restore_points=ComputeRestorePoints(StaticTokenCredential(),
-                                                                    **self.compute.client_options())))
+        reset_services(None)
         self.svc = services()
         self.started = self.svc.clock.now() - timedelta(seconds=1)   # job time filters use the slot
         self._prepare_demo()

@@ -19,7 +19,7 @@ requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="the extension want
 
 def test_a_managed_disk_vm_gets_a_restore_point_and_its_job_completes(svc, compute, md_vm):
     """Backing up a managed-disk VM makes one restore point with a disk restore point per disk; the job
-    says Completed, file-system consistent (no scripts), and that the restore-point method ran."""
+    says Completed, with the consistency the restore point reports, and that the restore-point method ran."""
     vm = md_vm()
     task = task_for(svc, vm.name)
     outcome = deliver(svc, task)
@@ -28,7 +28,7 @@ def test_a_managed_disk_vm_gets_a_restore_point_and_its_job_completes(svc, compu
 
     (point,) = compute.restore_points(vm.name)
     assert point.name == job.task_id == f"{task.job_id}_1" and point.state == "Succeeded"
-    assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.FILE_SYSTEM
+    assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.APPLICATION
     assert job.backup_method == "RestorePoint" and job.status_blob is None
     assert [(d.lun, d.status, d.snapshot_uri) for d in job.disks] == [
         (d.disk.lun, "Completed", d.id) for d in point.disk_points]
@@ -51,41 +51,45 @@ def test_an_excluded_disk_has_no_disk_restore_point(svc, compute, md_vm):
 
 
 @requires_root
-def test_app_consistent_scripts_give_an_application_consistent_restore_point(svc, compute, md_vm, etc_azure):
-    """With working pre/post scripts on the VM the restore point, and the job, are application consistent."""
-    write_scripts(etc_azure)
+@pytest.mark.parametrize("pre", ["exit 0", "exit 3"])
+def test_pre_and_post_scripts_run_and_the_job_reports_what_azure_reports(svc, compute, md_vm, etc_azure, pre):
+    """With pre/post scripts on the VM the platform's extension runs them; working or failing, the restore
+    point succeeds and the job carries the consistency it reports. (How Azure reports a failed pre-script
+    on a restore point is not documented, so nothing more is made of it: docs/restore-points.md.)"""
+    write_scripts(etc_azure, pre=f"touch {etc_azure}/pre-ran; {pre}")
     vm, job = backed_up(svc, md_vm())
-    assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.APPLICATION
-    assert compute.restore_points(vm.name)[0].consistency == "ApplicationConsistent"
-
-
-@requires_root
-def test_a_failing_pre_script_gives_a_file_system_consistent_backup_with_a_warning(svc, compute, md_vm, etc_azure):
-    """A pre-script exiting non-zero still yields a restore point, file-system consistent, and the job
-    completes with a warning naming the pre-script and what to do about it."""
-    write_scripts(etc_azure, pre="exit 3")
-    vm, job = backed_up(svc, md_vm())
-
-    assert job.status is JobStatus.COMPLETED_WITH_WARNINGS and job.consistency is Consistency.FILE_SYSTEM
-    (warning,) = job.errors
-    assert warning.error_code == "UserErrorPreScriptExecutionFailed"
-    assert any("pre/post script" in r for r in warning.recommendations)
+    assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.APPLICATION and job.errors == []
     assert compute.restore_points(vm.name)[0].state == "Succeeded"
+    assert (etc_azure / "pre-ran").exists()
 
 
-def test_a_stopped_vm_fails_its_job_with_advice_and_no_restore_point(svc, compute, md_vm):
-    """A VM that is not running fails the job at once, saying to start the VM (or use crash consistency)."""
+def test_a_stopped_vm_fails_its_job_with_advice_to_start_it(svc, compute, md_vm):
+    """On a VM that is not running the restore point fails (no agent answers: Azure's
+    VMAgentStatusCommunicationError); the job fails at once saying to start the VM or use crash
+    consistency, not retried, with Azure's code kept."""
     vm = md_vm()
     compute.set_running(vm.name, False)
     task = task_for(svc, vm.name)
-    outcome = deliver(svc, task)
+    assert deliver(svc, task).outcome is Outcome.DISPATCHED
+    job = track_until_done(svc, task.job_id)
 
-    job = svc.jobs.get(task.job_id)
-    assert outcome.outcome is Outcome.FAILED and job.status is JobStatus.FAILED
+    assert job.status is JobStatus.FAILED and job.attempt == 1 and svc.task_queue.sent == []
     assert job.errors[0].error_code == remediation.RP_VM_NOT_RUNNING
     assert any("Start the VM" in r for r in job.errors[0].recommendations)
-    assert "not running" in job.errors[0].error_string
-    assert compute.restore_points(vm.name) == []
+    assert "deallocated" in job.errors[0].error_string and "VMAgentStatusCommunicationError" in job.errors[0].error_string
+    assert [p.state for p in compute.restore_points(vm.name)] == ["Failed"]
+
+
+def test_a_stopped_vm_still_gets_a_crash_consistent_restore_point(svc, compute, md_vm):
+    """Crash consistency needs nothing from the guest: a stopped VM's backup completes."""
+    import dataclasses
+
+    policy = svc.policies.get("DefaultPolicy")
+    svc.policies.replace(dataclasses.replace(policy, restore_point_consistency="CrashConsistent"))
+    vm = md_vm()
+    compute.set_running(vm.name, False)
+    _, job = backed_up(svc, vm)
+    assert job.status is JobStatus.COMPLETED and job.consistency is Consistency.CRASH
 
 
 def test_a_redelivered_task_finds_its_restore_point_instead_of_making_a_second(svc, compute, md_vm):

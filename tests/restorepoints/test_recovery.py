@@ -88,6 +88,7 @@ def test_a_point_lost_between_two_writes_is_backfilled_by_retention(svc, compute
 
     from shared.domain.restore_point import apply_restore_point
 
+    compute.replication_seconds = 0         # copied as soon as it succeeds: one read sees it done
     vm = md_vm()
     task = task_for(svc, vm.name)
     deliver(svc, task)
