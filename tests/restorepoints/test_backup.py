@@ -110,9 +110,9 @@ def test_a_redelivered_task_finds_its_restore_point_instead_of_making_a_second(s
     assert job.status is JobStatus.COMPLETED and job.attempt == 1
 
 
-def test_a_restore_point_that_never_finishes_is_swept_with_advice(svc, compute, md_vm):
-    """A restore point stuck in Creating keeps the job running, then fails it past the window with
-    advice on the agent, the extension log and the stuck restore point."""
+def test_a_restore_point_that_never_finishes_is_deleted_and_its_job_failed_with_advice(svc, compute, md_vm):
+    """A restore point stuck in Creating keeps the job running, then past the window is deleted (it is
+    worthless and counts against the VM's limit) and the job fails with advice that says so."""
     compute.hold = True
     vm = md_vm()
     task = task_for(svc, vm.name)
@@ -126,9 +126,59 @@ def test_a_restore_point_that_never_finishes_is_swept_with_advice(svc, compute, 
     job = svc.jobs.get(task.job_id)
     assert result.finished == [task.job_id]
     assert job.status is JobStatus.FAILED and job.errors[0].error_code == remediation.RP_TIMED_OUT
-    assert "Creating" in job.errors[0].error_string
+    assert "Creating" in job.errors[0].error_string and "it was deleted" in job.errors[0].error_string
     assert any("extension.log" in r for r in job.errors[0].recommendations)
     assert all(d.status == "Failed" for d in job.disks)
+    assert compute.restore_points(vm.name) == []
+    assert [m for m, path, _ in compute.requests if m == "DELETE" and path.endswith(f"/{task.job_id}_1")] == ["DELETE"]
+
+
+def test_racing_creates_of_one_restore_point_make_one_and_every_racer_adopts_it(svc, compute, md_vm):
+    """Three creates of the same restore point at once, all past their first read before any PUT lands
+    (the endpoint holds the reads until all three arrived): one PUT creates it, the others get 409 and
+    carry on with the one that exists."""
+    import threading
+
+    from shared.domain.restore_point import ConsistencyMode
+
+    vm = md_vm()
+    svc.restore_points.ensure_collection(vm.id, "local")
+    compute.gate("GET", "/restorePoints/race_1", parties=3)
+    barrier, found = threading.Barrier(3), []
+
+    def create() -> None:
+        barrier.wait()
+        found.append(svc.restore_points.begin_create(vm.id, "race_1", consistency=ConsistencyMode.APPLICATION))
+
+    threads = [threading.Thread(target=create) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    puts = sorted(status for method, path, status in compute.answered if method == "PUT" and path.endswith("/race_1"))
+    assert puts == [201, 409, 409]
+    assert len(found) == 3 and {p.id for p in found} == {compute.restore_points(vm.name)[0].id}
+    assert [p.name for p in compute.restore_points(vm.name)] == ["race_1"]
+
+
+def test_a_job_waits_while_its_disk_restore_points_still_copy(svc, compute, md_vm):
+    """A restore point that succeeded while its disk restore points still replicate keeps the job Running
+    (the copy's completionPercent below 100); once copied, the job completes."""
+    from tests.polling import eventually
+
+    compute.replication_seconds = 3600
+    vm = md_vm()
+    task = task_for(svc, vm.name)
+    deliver(svc, task)
+    assert eventually(lambda: compute.restore_points(vm.name)[0].state == "Succeeded", timeout=60)
+    track_restore_points(svc)
+    job = svc.jobs.get(task.job_id)
+    state = svc.restore_points.get(vm.id, job.task_id)
+    assert job.status is JobStatus.IN_PROGRESS and job.phase is JobPhase.RUNNING
+    assert state.provisioning_state == "Succeeded" and all(d.copying for d in state.disks)
+
+    compute.replication_seconds = 0
+    assert track_until_done(svc, task.job_id).status is JobStatus.COMPLETED
 
 
 def test_throttled_calls_are_retried_after_the_time_arm_asks_for(svc, compute, md_vm):
