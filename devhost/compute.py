@@ -158,7 +158,7 @@ class RestorePoint:
     error: tuple[int, str, str] | None = None   # (HTTP status, ARM code, message) of a failed creation
     succeeded_at: float | None = None    # monotonic: replication runs from here
     delete_operation: str | None = None
-    deleted_at: float | None = None      # monotonic: the deletion completes here
+    delete_requested: float | None = None   # monotonic: the deletion completes delete_seconds after
     refused: tuple[str, str] | None = None      # decided at the request: fails at once with this
 
     @property
@@ -441,7 +441,7 @@ class LocalCompute:
                     return 204, None, {}
                 if point.delete_operation is None:
                     point.delete_operation = str(uuid.uuid4())
-                    point.deleted_at = time.monotonic() + self.delete_seconds
+                    point.delete_requested = time.monotonic()
                     self._operations[point.delete_operation] = ("delete", point)
                     point.state = "Deleting"
                 return 202, None, self._lro_headers(point.delete_operation)
@@ -604,7 +604,7 @@ class LocalCompute:
         now = time.monotonic()
         for coll in self._collections.values():
             for key, point in list(coll.points.items()):
-                if point.deleted_at is not None and now >= point.deleted_at:
+                if point.delete_requested is not None and now >= point.delete_requested + self.delete_seconds:
                     del coll.points[key]
                     self._drop_snapshots(point)
 
