@@ -248,7 +248,7 @@ class _Stack:
             print(f"{disk}: {len(snapshots)} snapshot(s) in Azurite {', '.join(snapshots)}")
         for point in self.compute.restore_points(self.demo_md_vm.name):
             print(f"{self.demo_md_vm.name}: restore point {point.name} {point.state} "
-                  f"{point.consistency or point.requested}, {len(point.disk_points)} disk restore point(s)")
+                  f"{point.consistency}, {len(point.disk_points)} disk restore point(s)")
             for dpoint in point.disk_points:
                 print(f"  {dpoint.disk.name}: {dpoint.id.rsplit('/', 1)[-1]} -> {dpoint.snapshot_url}")
 

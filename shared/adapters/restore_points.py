@@ -54,7 +54,9 @@ class ComputeRestorePoints:
 
     def __init__(self, credential: Any, **client_options: Any):
         self._credential = credential
-        self._options = {"retry_total": 5, "retry_backoff_factor": 2.0, **client_options}
+        # Throttling waits what Retry-After says, five times; a refused connection is tried once more at
+        # once, so an endpoint that is not there is reported in seconds (the callers retry later anyway).
+        self._options = {"retry_total": 5, "retry_backoff_factor": 2.0, "retry_connect": 1, **client_options}
         self._base_url = str(self._options.get("base_url") or ARM_ENDPOINT).rstrip("/")
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
