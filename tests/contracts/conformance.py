@@ -6,11 +6,12 @@ from shared.adapters.blob_sas import BlobSasMinter, StatusBlobStore
 from shared.adapters.compute_inventory import ComputeInventory
 from shared.adapters.dispatch_arm import ArmDispatcher
 from shared.adapters.dispatch_local import LocalDispatcher
+from shared.adapters.restore_points import ComputeRestorePoints
 from shared.adapters.servicebus import ServiceBusTaskQueue
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
-from shared.ports import (Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore, SasMinter, StatusBlobs,
-                          TaskQueue)
+from shared.ports import (Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore, RestorePoints, SasMinter,
+                          StatusBlobs, TaskQueue)
 from tests.fakes import (InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs, RecordingDispatcher,
                          RecordingTaskQueue)
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
@@ -23,3 +24,5 @@ STATUS_BLOBS: tuple[type[StatusBlobs], ...] = (InMemoryStatusBlobs, StatusBlobSt
 TASK_QUEUES: tuple[type[TaskQueue], ...] = (RecordingTaskQueue, ServiceBusTaskQueue)
 DISPATCHERS: tuple[type[Dispatcher], ...] = (RecordingDispatcher, ArmDispatcher, LocalDispatcher)
 SAS_MINTERS: tuple[type[SasMinter], ...] = (BlobSasMinter,)
+# No fake: services that use it are tested on the local Compute endpoint or a scripted ARM transport.
+RESTORE_POINTS: tuple[type[RestorePoints], ...] = (ComputeRestorePoints,)

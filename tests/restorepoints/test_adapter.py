@@ -57,3 +57,41 @@ def test_the_create_body_asks_for_crash_consistency_only_when_the_policy_does(co
     (body,) = transport.bodies("PUT", "/restorePoints/job1_1")
     assert body["properties"].get("consistencyMode") == sent
     assert body["properties"]["excludeDisks"] == [{"id": f"{GROUP}/disks/scratch"}]
+
+
+BASE_ENV = {"BackupStorage": "UseDevelopmentStorage=true",
+            "ServiceBusConnection": "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=x;SharedAccessKey=y;"}
+
+
+@pytest.mark.parametrize("value", ["https://127.0.0.1:8443", "Endpoint=http://127.0.0.1:8443;CertificateFile=c;Token=t",
+                                   "Endpoint=https://127.0.0.1:8443;Token=t"])
+def test_a_malformed_compute_connection_is_refused_at_start_up_naming_the_setting(value):
+    """ComputeConnection that is not Endpoint=https://...;CertificateFile=...;Token=... stops the app (and
+    vmsnap) before any call, with one line that names the setting and its form."""
+    from shared.errors import ConfigurationError
+    from shared.settings import Settings
+
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env({**BASE_ENV, "ComputeConnection": value})
+    assert "ComputeConnection" in str(refused.value) and "CertificateFile" in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_compute_connection_points_the_adapter_at_its_endpoint_with_its_token(tmp_path):
+    """A ComputeConnection gives the client its URL, trusts exactly its certificate and sends its token;
+    unset, restore points go to Azure Resource Manager."""
+    from shared.bootstrap import Services
+    from shared.errors import ConfigurationError
+    from shared.settings import Settings
+
+    certificate = tmp_path / "endpoint.pem"
+    certificate.write_text("not checked here")
+    value = f"Endpoint=https://127.0.0.1:8443/;CertificateFile={certificate};Token=secret-ish"
+    adapter = Services(Settings.from_env({**BASE_ENV, "ComputeConnection": value})).restore_points
+    assert adapter.endpoint == "the Compute endpoint https://127.0.0.1:8443 (setting ComputeConnection)"
+    assert adapter._options["connection_verify"] == str(certificate)
+    assert adapter._credential.get_token("scope").token == "secret-ish"
+    assert Services(Settings.from_env(BASE_ENV)).restore_points.endpoint.startswith("Azure Resource Manager")
+    certificate.unlink()
+    with pytest.raises(ConfigurationError, match="does not exist: start the local stack"):
+        Services(Settings.from_env({**BASE_ENV, "ComputeConnection": value})).restore_points
