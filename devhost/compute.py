@@ -109,8 +109,6 @@ Answer = tuple[int, Any, dict[str, str]]      # HTTP status, JSON body (None: em
 _ROUTE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)(?:/resourceGroups/(?P<rg>[^/]+))?/providers/Microsoft\.Compute/"
                     r"(?P<rest>.+)$", re.IGNORECASE)
 
-__all__ = ["LocalCompute", "StaticTokenCredential", "TOKEN", "RESOURCE_GROUP", "LOCATION", "LOCAL_SUBSCRIPTION"]
-
 
 @dataclass
 class LocalManagedDisk:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ServiceRequestError,
                                    ServiceResponseError)
+from azure.core.rest import HttpRequest
 from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 
 from shared.adapters.azure_errors import Failure, classify, status_and_code
@@ -133,15 +134,12 @@ class ComputeRestorePoints:
             log.warning("operation %s is not on %s; not read", operation.split("?", 1)[0], self.endpoint)
             return None
         subscription = parts.path.split("/")[2] if parts.path.lower().startswith("/subscriptions/") else ""
-        client = self._client(subscription)
-        from azure.core.rest import HttpRequest
-
-        with self._arm_errors(f"operation {parts.path.rsplit('/', 1)[-1]}"):
-            response = client.send_request(HttpRequest("GET", operation))
+        name = parts.path.rsplit("/", 1)[-1]
+        with self._arm_errors(f"operation {name}"):
+            response = self._client(subscription).send_request(HttpRequest("GET", operation))
         status = response.status_code
         if status < 400 or status == 404:
             return None
-        name = parts.path.rsplit("/", 1)[-1]
         if status == 429:           # the poll was throttled (past the client's retries), not the operation
             raise TransientError(f"{self.endpoint} throttled reading operation {name}")
         try:

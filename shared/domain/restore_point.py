@@ -79,6 +79,11 @@ class RestorePointState:
     statuses: tuple[InstanceStatus, ...] = ()
     operation: str | None = None        # the Location of the create, when this answer started it
 
+    @property
+    def crash_consistent(self) -> bool:
+        """Reported crash consistent: made without the guest, so the VM's state did not matter."""
+        return (self.consistency_mode or "").lower() == ConsistencyMode.CRASH.value.lower()
+
 
 @dataclass(frozen=True)
 class ManagedDiskState:
@@ -187,10 +192,9 @@ def failure_error(state: RestorePointState, failure: ArmFailure | None = None,
     if state.provisioning_state.lower() == "deleting":
         return JobError.from_remediation(remediation.for_service_error(remediation.RP_FAILED),
                                          detail=f"restore point {state.name} is being deleted")
-    crash = (state.consistency_mode or "").lower() == ConsistencyMode.CRASH.value.lower()
-    return refusal_error(failure or ArmFailure("", f"Azure reports restore point {state.name} Failed; the error of "
-                                                   f"the operation that created it could not be read"),
-                         power_state=power_state, crash=crash)
+    return refusal_error(failure or ArmFailure("", f"restore point {state.name} Failed, and the error of the "
+                                                   f"operation that created it could not be read"),
+                         power_state=power_state, crash=state.crash_consistent)
 
 
 def refusal_error(failure: ArmFailure, *, power_state: str | None = None, crash: bool = False) -> JobError:
@@ -206,6 +210,7 @@ def refusal_error(failure: ArmFailure, *, power_state: str | None = None, crash:
 
 def _said(failure: ArmFailure) -> str:
     return f"{failure.code}: {failure.message}" if failure.code else failure.message
+
 
 def arm_error(failure: ArmFailure) -> JobError:
     """The job error for an ARM error answer (code and message as ARM gave them)."""

@@ -226,8 +226,7 @@ def _why_it_failed(svc: Any, job: Job, state: RestorePointState, ids: str) -> tu
             failure = svc.restore_points.operation_failure(job.arm_operation)
         except (TransientError, PermanentError) as exc:
             log.info("%s: the create operation of restore point %s is not readable now: %s", ids, state.name, exc)
-    crash = (state.consistency_mode or "").lower() == ConsistencyMode.CRASH.value.lower()
-    return failure, None if crash else _power_state(svc, vm_resource_id(svc, job.vm_name), ids)
+    return failure, None if state.crash_consistent else _power_state(svc, vm_resource_id(svc, job.vm_name), ids)
 
 
 def _dispose_of_unfinished(svc: Any, state: RestorePointState | None, ids: str) -> str:

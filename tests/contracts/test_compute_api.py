@@ -166,6 +166,18 @@ def _succeeded(target: Target, path: str) -> dict:
     return seen
 
 
+def _restore_disk(target: Target, collection: str, name: str, location: str):
+    """A restore point of the VM, then ``PUT disks/<new>`` from its OS disk's restore point in ``location``:
+    (disk id, disk restore point id, the PUT's answer)."""
+    path, _ = _create_point(target, collection, name)
+    source = _succeeded(target, path)["properties"]["sourceMetadata"]["storageProfile"]["osDisk"]["diskRestorePoint"]["id"]
+    disk = f"{target.group_path.split('/resourceGroups/')[0]}/resourceGroups/{target.disk_group}/providers/" \
+           f"Microsoft.Compute/disks/contract-{uuid.uuid4().hex[:8]}"
+    answer = target.call("PUT", disk, {"location": location, "properties": {
+        "creationData": {"createOption": "Restore", "sourceResourceId": source}}}, api_version=DISK_API_VERSION)
+    return disk, source, answer
+
+
 # --- the cases (docs/compute-contract.md: one section per test, with its source) ----------------------
 def test_api_versions_are_the_ones_the_client_sends(target: Target):
     """The local endpoint serves exactly the api-versions the pinned client sends for each call."""
@@ -271,12 +283,7 @@ def test_a_crash_consistent_restore_point_reports_crash_consistency(target: Targ
 def test_a_disk_is_restored_from_a_disk_restore_point(target: Target, collection: str):
     """PUT disks/{name} with createOption Restore from a disk restore point, in its region: 200 or 202
     (with Location and Retry-After), then the disk Succeeded with that source."""
-    path, _ = _create_point(target, collection, "contract-restore")
-    source = _succeeded(target, path)["properties"]["sourceMetadata"]["storageProfile"]["osDisk"]["diskRestorePoint"]["id"]
-    disk = f"{target.group_path.split('/resourceGroups/')[0]}/resourceGroups/{target.disk_group}/providers/" \
-           f"Microsoft.Compute/disks/contract-{uuid.uuid4().hex[:8]}"
-    status, headers, body = target.call("PUT", disk, {"location": target.location, "properties": {
-        "creationData": {"createOption": "Restore", "sourceResourceId": source}}}, api_version=DISK_API_VERSION)
+    disk, source, (status, headers, body) = _restore_disk(target, collection, "contract-restore", target.location)
     assert status in (200, 202), body
     if status == 202:
         assert headers.get("Location") and int(headers["Retry-After"]) >= 1
@@ -293,12 +300,7 @@ def test_a_disk_is_restored_from_a_disk_restore_point(target: Target, collection
 def test_a_disk_restored_outside_its_restore_points_region_is_not_found(target: Target, collection: str):
     """A disk restore point is looked for in the new disk's region: a disk asked for in another region
     finds no source (404 in ARM's error shape) and nothing is created."""
-    path, _ = _create_point(target, collection, "contract-region")
-    source = _succeeded(target, path)["properties"]["sourceMetadata"]["storageProfile"]["osDisk"]["diskRestorePoint"]["id"]
-    disk = f"{target.group_path.split('/resourceGroups/')[0]}/resourceGroups/{target.disk_group}/providers/" \
-           f"Microsoft.Compute/disks/contract-{uuid.uuid4().hex[:8]}"
-    status, _, body = target.call("PUT", disk, {"location": target.other_region, "properties": {
-        "creationData": {"createOption": "Restore", "sourceResourceId": source}}}, api_version=DISK_API_VERSION)
+    disk, _, (status, _, body) = _restore_disk(target, collection, "contract-region", target.other_region)
     assert status == 404 and _arm_error(body)
     assert target.call("GET", disk, api_version=DISK_API_VERSION)[0] == 404
 

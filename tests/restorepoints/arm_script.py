@@ -3,13 +3,10 @@
 the unmodified ``azure-mgmt-compute`` client and the adapter run without a socket."""
 from __future__ import annotations
 
-import http.client
 import json
 from urllib.parse import urlsplit
 
-from azure.core.pipeline.transport import HttpTransport
-
-from tests.dispatch.recording import StaticCredential, _Response, _Socket
+from tests.dispatch.recording import RecordingTransport, StaticCredential, canned_response
 
 __all__ = ["ScriptedArm", "StaticCredential", "arm_error", "restore_point_body"]
 
@@ -37,37 +34,22 @@ def restore_point_body(name: str, *, state: str = "Creating", mode: str = "Appli
         "provisioningState": state, "consistencyMode": mode, "timeCreated": "2026-01-15T08:30:00+00:00"}}
 
 
-class ScriptedArm(HttpTransport):
+class ScriptedArm(RecordingTransport):
     """Answers ``(METHOD, path)`` from ``script``: a list of ``(status, body, headers)`` per key, used in
     order, the last repeating; anything unscripted is ARM's 404."""
 
     def __init__(self, script: dict[tuple[str, str], list[tuple[int, object, dict]]]):
+        super().__init__()
         self.script = {(method.upper(), path.lower()): list(answers) for (method, path), answers in script.items()}
-        self.requests: list = []
 
     def send(self, request, **kwargs):
         self.requests.append(request)
         answers = self.script.get((request.method.upper(), urlsplit(request.url).path.lower()))
         status, body, headers = (answers.pop(0) if len(answers) > 1 else answers[0]) if answers else (
             404, arm_error("NotFound", "not scripted"), {})
-        data = b"" if body is None else json.dumps(body).encode()
-        head = "".join(f"{k}: {v}\r\n" for k, v in {
-            "Content-Type": "application/json", "Content-Length": str(len(data)), **headers}.items())
-        raw = http.client.HTTPResponse(_Socket(f"HTTP/1.1 {status} X\r\n{head}\r\n".encode() + data),
-                                       method=request.method)
-        raw.begin()
-        return _Response(request=request, internal_response=raw)
+        return canned_response(request, status, b"" if body is None else json.dumps(body).encode(), headers)
 
     def bodies(self, method: str, path_end: str) -> list[dict]:
         """The JSON bodies sent with ``method`` to paths ending in ``path_end``."""
         return [json.loads(r.body) for r in self.requests
                 if r.method == method and urlsplit(r.url).path.endswith(path_end) and r.body]
-
-    def open(self):
-        pass
-
-    def close(self):
-        pass
-
-    def __exit__(self, *args):
-        pass
