@@ -1,33 +1,55 @@
-"""A local Compute endpoint: the few Microsoft.Compute calls a restore-point backup makes, over HTTPS,
-answered in the REST API's shapes so the unmodified ``azure-mgmt-compute`` client talks to it.
+"""A local Compute endpoint: the Microsoft.Compute calls a restore-point backup and restore make, over
+HTTPS, answered as the Compute REST API specification says (ComputeRP api-version 2026-04-01, disks
+2026-03-02: the versions the pinned ``azure-mgmt-compute`` sends), so the unmodified client talks to it.
 
 Calls served (under ``/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute``):
 ``GET virtualMachines/{vm}`` (``$expand=instanceView`` adds the power state); ``PUT/GET/DELETE
 restorePointCollections/{rpc}`` (``$expand=restorePoints``); ``PUT restorePointCollections/{rpc}/
-restorePoints/{rp}`` (201 + ``Azure-AsyncOperation``, polled at ``locations/{loc}/operations/{id}``),
-``GET`` (``$expand=instanceView``) and ``DELETE`` of a restore point; ``GET disks/{name}`` (a VM's
-disk or a restored one) and ``PUT disks/{name}`` with ``createOption: Restore`` from a disk restore
-point, in any resource group the endpoint knows (``local``, plus ``add_resource_group``).
+restorePoints/{rp}`` (201, ``Location`` + ``Retry-After``), ``GET`` (``$expand=instanceView``) and
+``DELETE`` (202, ``Location`` + ``Retry-After``) of a restore point; ``GET disks/{name}`` and ``PUT
+disks/{name}`` with ``createOption: Restore`` (202, ``Location`` + ``Retry-After``), in any resource
+group the endpoint knows (``local``, plus ``add_resource_group``); and each long-running operation at
+its ``Location`` (``locations/{loc}/operations/{id}``, ``locations/{loc}/DiskOperations/{id}``): 202
+while it runs, then what the request would have answered (the resource, or ARM's error body).
+
+What it follows: only those api-versions (400 ``MissingApiVersionParameter`` / ``NoRegisteredProviderFound``
+otherwise); ``consistencyMode`` accepted as input only as ``CrashConsistent`` (the spec's enum text),
+absent meaning application consistency; a second PUT of a restore point refused (409
+``OperationNotAllowed``: existing restore points cannot be updated); instance views shaped like
+``RestorePoint_Get_WithInstanceView.json``, each disk restore point copying for ``replication_seconds``
+after the restore point succeeded (``completionPercent`` rising, ``ReplicationState/succeeded`` at the
+end); a restore point being deleted reads ``Deleting`` for ``delete_seconds``; a disk restored in
+another region than its disk restore point's is not found (404, as Azure answers a source elsewhere);
+every error as ``{"error": {"code", "message"}}`` with codes from the documentation
+(docs/compute-contract.md lists each answer and its source).
 
 A managed disk is a page blob in Azurite; a disk restore point is a blob snapshot of it. An
 application-consistent restore point drives the bundled extension on the local VM as the platform
 does (through the local dispatcher: the guest agent's layout, protected settings sealed to the VM's
-certificate; pre/post scripts and freeze as ``VMSNAP_EXTENSION_ETC``, the VM's ``/etc/azure``, says)
-and takes its result from the status blob; a crash-consistent one snapshots the blobs directly.
+certificate; pre/post scripts and freeze as ``VMSNAP_EXTENSION_ETC``, the VM's ``/etc/azure``, says);
+a crash-consistent one snapshots the blobs directly. A failed creation reports a documented code
+("Troubleshoot restore point failures"): the extension's failure ``VMRestorePointClientError``, no
+answer from the VM (or a VM that is not running) ``VMAgentStatusCommunicationError``, the VM's limit of
+restore points or a concurrent create ``VMRestorePointClientError``, storage trouble
+``VMRestorePointInternalError``.
+
+What it cannot know, and so leaves out: the HTTP status of a failed operation at its Location (409
+here, 500 for internal errors); whether Azure reports a lower consistency than asked (a pre-script that
+failed, no scripts at all), so ``consistencyMode`` is always what was asked; any status at level
+Warning in an instance view (the examples show none); the code of a copy in progress (only
+``completionPercent`` is given then); whether a Creating restore point may be deleted (here it may);
+regions other than ``local``, cross-region copies, encryption, security profiles, instant access,
+incremental-snapshot accounting, restore point ``Updating``, disk list/delete, VM create/update.
+One token (``TOKEN``) is the only identity and every call is allowed.
 
 A restored disk is a page blob copy of the disk restore point's snapshot; its tags carry the sha256 of
 its bytes now and of the snapshot it came from (not something Azure offers: here only, so a restore can
-be verified byte for byte). Creating a disk whose name is taken is refused (409), never a replacement.
-
-Left out: every other call and property (no VM create/update, no disk list/delete, no
-incremental-snapshot accounting, no regions, no cross-region copy, no restore point ``Updating``,
-no encryption or security profiles); ``sourceMetadata`` carries only what the examples show for a
-Linux VM; background replication completes at once (``completionPercent`` 100); the api-version is
-accepted as given; one token (``TOKEN``) is the only identity and every call is allowed.
+be verified byte for byte).
 
 Test hooks: ``throttle`` (answer the next calls 429 with ``Retry-After``), ``hold`` (restore points
-stay ``Creating`` for good), ``fail_next`` (the next restore points fail with an ARM error),
-``set_running`` (a stopped VM refuses restore points), ``max_restore_points``, ``add_resource_group``.
+stay ``Creating`` while set), ``fail_next`` (the next restore points fail with a documented code),
+``set_running`` (stop or start a VM), ``max_restore_points``, ``add_resource_group``, ``gate`` (hold
+racing requests until all have arrived), ``replication_seconds``, ``delete_seconds``, ``retry_after``.
 """
 from __future__ import annotations
 
@@ -48,12 +70,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobClient, BlobServiceClient
 
 from extension.codes import ExtensionCode
 from shared.adapters.blob_sas import BlobSasMinter
+from shared.adapters.clients import StaticTokenCredential
 from shared.adapters.dispatch_local import LocalDispatcher
 from shared.clock import Clock, SystemClock
 from shared.domain.command import ExtensionCommand, encode_object_str
@@ -69,17 +91,23 @@ RESOURCE_GROUP = "local"
 LOCATION = "local"
 TOKEN = "local-compute-token"
 PLATFORM_CONTAINER = "local-compute"       # status and log blobs of the platform's extension runs
+# The api-versions answered, by resource provider part: the ones the pinned azure-mgmt-compute sends
+# (tests/contracts/test_compute_api.py checks they are what the client asks for).
+COMPUTE_API_VERSION = "2026-04-01"
+DISK_API_VERSION = "2026-03-02"
 _PROVIDER = "/providers/Microsoft.Compute/"
+_APPLICATION = "ApplicationConsistent"
+_CRASH = "CrashConsistent"
+# Documented codes of failed creations ("Troubleshoot restore point failures") and the HTTP status their
+# operation answers with here (Azure's is not documented).
+AGENT_ERROR = "VMAgentStatusCommunicationError"
+CLIENT_ERROR = "VMRestorePointClientError"
+INTERNAL_ERROR = "VMRestorePointInternalError"
+_FAILURE_STATUS = {INTERNAL_ERROR: 500, "InternalError": 500, "InternalExecutionError": 500,
+                   "InternalOperationError": 500}
 Answer = tuple[int, Any, dict[str, str]]      # HTTP status, JSON body (None: empty), extra headers
 _ROUTE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)(?:/resourceGroups/(?P<rg>[^/]+))?/providers/Microsoft\.Compute/"
                     r"(?P<rest>.+)$", re.IGNORECASE)
-
-
-class StaticTokenCredential:
-    """The one credential the local endpoint accepts (azure-core's TokenCredential protocol)."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(TOKEN, int(time.time()) + 3600)
 
 
 @dataclass
@@ -119,15 +147,22 @@ class RestorePoint:
     name: str
     collection: str
     vm: LocalVm
-    requested: str                      # consistency asked for
+    requested: str                      # consistency asked for (absent: application)
     excluded: list[str]
     time_created: dt.datetime
-    operation: str
+    operation: str                      # the create's operation id
     state: str = "Creating"
-    consistency: str | None = None      # consistency obtained
     disk_points: list[DiskRestorePoint] = field(default_factory=list)
-    statuses: list[dict[str, Any]] = field(default_factory=list)
-    error: dict[str, str] | None = None
+    error: tuple[int, str, str] | None = None   # (HTTP status, ARM code, message) of a failed creation
+    succeeded_at: float | None = None    # monotonic: replication runs from here
+    delete_operation: str | None = None
+    delete_requested: float | None = None   # monotonic: the deletion completes delete_seconds after
+    refused: tuple[str, str] | None = None      # decided at the request: fails at once with this
+
+    @property
+    def consistency(self) -> str:
+        """What the restore point reports: what was asked (see the module docstring)."""
+        return self.requested
 
 
 @dataclass
@@ -137,6 +172,22 @@ class Collection:
     vm: LocalVm
     guid: str = field(default_factory=lambda: str(uuid.uuid4()))
     points: dict[str, RestorePoint] = field(default_factory=dict)
+
+
+@dataclass
+class _Gate:
+    method: str
+    path_contains: str
+    barrier: threading.Barrier
+    arrived: int = 0
+
+
+@dataclass
+class RestoredDisk:
+    body: dict[str, Any]
+    blob_url: str = ""                  # the page blob once copied
+    operation: str = ""
+    error: tuple[int, str, str] | None = None
 
 
 class ComputeApiError(VmsnapError):
@@ -151,23 +202,30 @@ class LocalCompute:
     """The endpoint, its state and its test hooks. ``start()`` serves on 127.0.0.1; ``stop()`` ends it."""
 
     def __init__(self, blob_connection_string: str, vm_root: Path, *, port: int = 0,
-                 clock: Clock | None = None, extension_timeout: float = 120.0, max_restore_points: int = 500):
+                 clock: Clock | None = None, extension_timeout: float = 120.0, max_restore_points: int = 500,
+                 replication_seconds: float = 1.0, delete_seconds: float = 0.5, retry_after: int = 1):
         self.blob_service = BlobServiceClient.from_connection_string(blob_connection_string)
         self.vm_root = Path(vm_root)
         self.clock = clock or SystemClock()
         self.extension_timeout = extension_timeout
-        self.max_restore_points = max_restore_points
+        self.max_restore_points = max_restore_points       # per VM, across its collections (Azure: 500)
+        self.replication_seconds = replication_seconds
+        self.delete_seconds = delete_seconds
+        self.retry_after = retry_after                     # whole seconds, as the header carries them
         self.subscription_id = LOCAL_SUBSCRIPTION
         self.requests: list[tuple[str, str, float]] = []   # (method, path, monotonic time) of every call
+        self.answered: list[tuple[str, str, int]] = []     # (method, path, HTTP status) of every answer
         self.hold = False
-        self.fail_next: list[tuple[str, str]] = []      # (ARM error code, message) for the next restore points
+        self.fail_next: list[tuple[str, str]] = []      # (documented code, message) for the next restore points
         self._port = port
         self._lock = threading.RLock()
         self._vms: dict[str, LocalVm] = {}
         self._collections: dict[str, Collection] = {}
-        self._disks: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}   # (rg, name) -> (answer, blob URL)
+        self._disks: dict[tuple[str, str], RestoredDisk] = {}
+        self._operations: dict[str, tuple[str, Any]] = {}  # id -> (kind, restore point or disk key)
         self.resource_groups = {RESOURCE_GROUP}
         self._throttle: list[tuple[int, str, str]] = []   # (Retry-After seconds, method, path part) of next 429s
+        self._gates: list[_Gate] = []
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
@@ -196,6 +254,9 @@ class LocalCompute:
 
     def stop(self) -> None:
         self._stopping.set()
+        with self._lock:
+            for gate in self._gates:
+                gate.barrier.abort()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -223,12 +284,21 @@ class LocalCompute:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def connection_string(self) -> str:
+        """The ``ComputeConnection`` setting that points the app and ``vmsnap`` here."""
+        return f"Endpoint={self.url};CertificateFile={self.ca_file};Token={TOKEN}"
+
     def client_options(self) -> dict[str, Any]:
         """What ``ComputeManagementClient`` needs besides the credential to reach this endpoint."""
         return {"base_url": self.url, "connection_verify": str(self.ca_file),
                 "credential_scopes": ["https://management.azure.com/.default"]}
 
-    # --- the local VMs -------------------------------------------------------------------------
+    @staticmethod
+    def credential() -> StaticTokenCredential:
+        return StaticTokenCredential(TOKEN)
+
+    # --- the local VMs and test hooks ------------------------------------------------------------
     def add_vm(self, name: str, disks: Sequence[tuple[int, str, str, int]], *, running: bool = True) -> LocalVm:
         """Register a VM whose managed disks are the given page blobs: ``(lun, disk name, blob URL, bytes)``."""
         base = f"/subscriptions/{self.subscription_id}/resourceGroups/{RESOURCE_GROUP}{_PROVIDER}"
@@ -249,6 +319,12 @@ class LocalCompute:
         with self._lock:
             self._throttle.extend([(retry_after, method.upper(), path_contains)] * count)
 
+    def gate(self, method: str, path_contains: str, parties: int, timeout: float = 30) -> None:
+        """Hold the next ``parties`` calls of ``method`` on paths containing ``path_contains`` until all of
+        them have arrived, then answer them together: a race made certain, not hoped for."""
+        with self._lock:
+            self._gates.append(_Gate(method.upper(), path_contains, threading.Barrier(parties, timeout=timeout)))
+
     def add_resource_group(self, name: str) -> None:
         """A resource group restored disks can be created in (VMs and restore points stay in ``local``)."""
         with self._lock:
@@ -258,28 +334,34 @@ class LocalCompute:
         """The page blob URL that holds a restored disk's bytes, or None."""
         with self._lock:
             found = self._disks.get((resource_group.lower(), name.lower()))
-        return found[1] if found else None
+        return found.blob_url or None if found else None
 
     def restore_points(self, vm_name: str | None = None) -> list[RestorePoint]:
         with self._lock:
+            self._settle()
             return [p for c in self._collections.values() for p in c.points.values()
                     if vm_name is None or p.vm.name.lower() == vm_name.lower()]
 
     # --- request handling ------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Answer:
+        self._pass_gate(method, path)
         with self._lock:
             self.requests.append((method, path, time.monotonic()))
             if self._throttle and self._throttle[0][1] in ("", method) and self._throttle[0][2] in path:
                 wait, _, _ = self._throttle.pop(0)
                 return 429, _error("TooManyRequests", "The request is being throttled; retry after "
                                    f"{wait} second(s)."), {"Retry-After": str(wait)}
+            self._settle()
         match = _ROUTE.match(path)
         if not match or match["sub"] != self.subscription_id:
-            raise ComputeApiError(404, "SubscriptionNotFound", f"no such subscription or path: {path}")
+            raise ComputeApiError(404, "SubscriptionNotFound", f"The subscription or path {path} could not be found.")
         rest = match["rest"].split("/")
         kind = rest[0].lower()
+        disk_call = kind == "disks" or (kind == "locations" and len(rest) == 4 and rest[2].lower() == "diskoperations")
+        _check_api_version(query.get("api-version"), DISK_API_VERSION if disk_call else COMPUTE_API_VERSION,
+                           "disks" if disk_call else kind)
         if kind == "locations" and len(rest) == 4 and method == "GET":
-            return 200, self._operation(rest[3]), {}
+            return self._operation(rest[3])
         if match["rg"] is None or match["rg"].lower() not in self.resource_groups or (
                 kind != "disks" and match["rg"].lower() != RESOURCE_GROUP):
             raise ComputeApiError(404, "ResourceGroupNotFound", f"Resource group '{match['rg']}' could not be found.")
@@ -291,7 +373,20 @@ class LocalCompute:
             return self._restore_point_call(method, rest[1], rest[3], query, body)
         if kind == "disks" and len(rest) == 2:
             return self._disk_call(method, match["rg"], rest[1], body)
-        raise ComputeApiError(404, "NotFound", f"the local Compute endpoint does not serve {method} {path}")
+        raise ComputeApiError(404, "NotFound", f"The local Compute endpoint does not serve {method} {path}.")
+
+    def _pass_gate(self, method: str, path: str) -> None:
+        with self._lock:
+            gate = next((g for g in self._gates if g.method == method and g.path_contains in path), None)
+            if gate is not None:
+                gate.arrived += 1
+                if gate.arrived >= gate.barrier.parties:
+                    self._gates.remove(gate)      # all have arrived: later calls pass freely
+        if gate is not None:
+            try:
+                gate.barrier.wait()
+            except threading.BrokenBarrierError:
+                pass                               # timed out or stopping: answer anyway
 
     def _vm(self, name: str) -> LocalVm:
         with self._lock:
@@ -325,7 +420,7 @@ class LocalCompute:
                     self._drop_snapshots(point)
                 del self._collections[key]
                 return 200, None, {}
-        raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a restore point collection")
+        raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a restore point collection.")
 
     def _restore_point_call(self, method: str, collection: str, name: str, query: dict[str, str],
                             body: Any) -> Answer:
@@ -340,50 +435,61 @@ class LocalCompute:
                     raise ComputeApiError(404, "NotFound", f"Restore point '{name}' was not found.")
                 return 200, self._point_body(point, expand="instanceview" in query.get("$expand", "").lower()), {}
             if method == "DELETE":
-                if point is not None:
-                    self._drop_snapshots(point)
-                    del coll.points[name.lower()]
-                return (200 if point is not None else 204), None, {}
+                if point is None:
+                    return 204, None, {}
+                if point.delete_operation is None:
+                    point.delete_operation = str(uuid.uuid4())
+                    point.delete_requested = time.monotonic()
+                    self._operations[point.delete_operation] = ("delete", point)
+                    point.state = "Deleting"
+                return 202, None, self._lro_headers(point.delete_operation)
             if method != "PUT":
-                raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a restore point")
+                raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a restore point.")
             if point is not None:
-                raise ComputeApiError(409, "OperationNotAllowed", "Updating properties of an existing restore "
-                                                                  "point is not allowed.")
+                # The spec: updating properties of an existing restore point is not allowed.
+                raise ComputeApiError(409, "OperationNotAllowed", f"Restore point '{name}' already exists; its "
+                                                                  f"properties cannot be changed.")
             point = self._new_point(coll, name, body or {})
             coll.points[name.lower()] = point
+            self._operations[point.operation] = ("create", point)
         worker = threading.Thread(target=self._create, args=(point,), name=f"rp-{name}", daemon=True)
         self._workers.append(worker)
         worker.start()
-        async_url = (f"{self.url}/subscriptions/{self.subscription_id}{_PROVIDER}locations/{LOCATION}/operations/"
-                     f"{point.operation}?api-version={query.get('api-version', '')}")
-        return 201, self._point_body(point, expand=False), {"Azure-AsyncOperation": async_url}
+        return 201, self._point_body(point, expand=False), self._lro_headers(point.operation)
+
+    def _lro_headers(self, operation: str, *, disks: bool = False) -> dict[str, str]:
+        kind, version = ("DiskOperations", DISK_API_VERSION) if disks else ("operations", COMPUTE_API_VERSION)
+        return {"Location": f"{self.url}/subscriptions/{self.subscription_id}{_PROVIDER}locations/{LOCATION}/"
+                            f"{kind}/{operation}?monitor=true&api-version={version}",
+                "Retry-After": str(self.retry_after)}
 
     def _new_point(self, coll: Collection, name: str, body: dict[str, Any]) -> RestorePoint:
         vm = coll.vm
         properties = body.get("properties") or {}
-        mode = properties.get("consistencyMode") or "ApplicationConsistent"
-        if mode not in ("ApplicationConsistent", "CrashConsistent"):
-            raise ComputeApiError(400, "InvalidParameter", f"consistencyMode {mode!r} is not supported; use "
-                                                           f"ApplicationConsistent or CrashConsistent.")
+        mode = properties.get("consistencyMode")
+        if mode is not None and mode != _CRASH:
+            raise ComputeApiError(400, "InvalidParameter", f"The value '{mode}' of consistencyMode is not valid "
+                                                           f"as input: only {_CRASH} may be given; leave it out "
+                                                           f"for application consistency.")
         excluded = [str(d.get("id", "")) for d in properties.get("excludeDisks") or []]
         known = {d.id.lower() for d in vm.disks}
         unknown = [d for d in excluded if d.lower() not in known]
         if unknown:
             raise ComputeApiError(400, "InvalidParameter", f"excludeDisks names disks not attached to the VM: "
                                                            f"{', '.join(unknown)}")
-        if not vm.running:
-            raise ComputeApiError(409, "OperationNotAllowed",
-                                  f"Restore point creation on VM '{vm.name}' is not allowed: the VM is not running "
-                                  f"(PowerState/deallocated). Start the VM and retry.")
-        if len(coll.points) >= self.max_restore_points:
-            raise ComputeApiError(409, "UserErrorRpCollectionLimitReached",
-                                  f"Restore point collection '{coll.name}' has reached its limit of "
-                                  f"{self.max_restore_points} restore points. Delete older restore points and retry.")
         point_id = f"{coll.id}/restorePoints/{name}"
         included = [d for d in vm.disks if d.id.lower() not in {e.lower() for e in excluded}]
+        mine = [p for c in self._collections.values() if c.vm is vm for p in c.points.values()]
+        refused = None
+        if any(p.state == "Creating" for p in mine):
+            refused = (CLIENT_ERROR, "Restore point creation failed: another restore point of this VM is being "
+                                     "created; creating restore points of one VM concurrently is not supported.")
+        elif len(mine) >= self.max_restore_points:
+            refused = (CLIENT_ERROR, f"Restore point creation failed: the VM has {len(mine)} restore points, the "
+                                     f"most it may keep; delete restore points it no longer needs and retry.")
         return RestorePoint(
-            id=point_id, name=name, collection=coll.name, vm=vm, requested=mode, excluded=excluded,
-            time_created=self.clock.now(), operation=str(uuid.uuid4()),
+            id=point_id, name=name, collection=coll.name, vm=vm, requested=mode or _APPLICATION, excluded=excluded,
+            time_created=self.clock.now(), operation=str(uuid.uuid4()), refused=refused,
             disk_points=[DiskRestorePoint(f"{point_id}/diskRestorePoints/{d.name}_{uuid.uuid4()}", d)
                          for d in included])
 
@@ -395,23 +501,28 @@ class LocalCompute:
             if self._stopping.is_set():
                 return
             with self._lock:
-                failure = self.fail_next.pop(0) if self.fail_next else None
+                failure = point.refused or (self.fail_next.pop(0) if self.fail_next else None)
             if failure is not None:
                 self._finish(point, error=failure)
-            elif point.requested == "CrashConsistent":
+            elif point.requested == _CRASH:
                 self._snapshot_directly(point)
+            elif not point.vm.running:
+                # No guest, no agent: nothing reports, as for a VM whose agent is down.
+                self._finish(point, error=(AGENT_ERROR, f"VM '{point.vm.name}' has not reported status for its VM "
+                                                        f"agent or extensions."))
             else:
                 self._snapshot_through_extension(point)
         except (AzureError, OSError, VmsnapError, ParseError) as exc:
             log.warning("restore point %s failed: %s", point.name, exc)
-            self._finish(point, error=("VMRestorePointInternalError", f"Restore point creation failed: {exc}"))
+            self._finish(point, error=(INTERNAL_ERROR, f"Restore point creation failed with an internal error "
+                                                       f"({type(exc).__name__}); retry later."))
 
     def _snapshot_directly(self, point: RestorePoint) -> None:
         for dpoint in point.disk_points:
             blob = BlobClient.from_blob_url(dpoint.disk.blob_url, credential=self.blob_service.credential)
             taken = blob.create_snapshot(metadata={"restorePoint": point.name})
             dpoint.snapshot_url = f"{dpoint.disk.blob_url}?snapshot={taken['snapshot']}"
-        self._finish(point, consistency="CrashConsistent")
+        self._finish(point)
 
     def _snapshot_through_extension(self, point: RestorePoint) -> None:
         """Run the VMSnapshot extension on the VM with SAS URIs of the included disks; take its result."""
@@ -440,32 +551,30 @@ class LocalCompute:
         LocalDispatcher(self.vm_root).dispatch(point.vm.as_inventory_vm(), ExtensionCommand(public, protected))
         report = self._wait_for_result(status_blob.download_blob, task_id)
         if report is None:
+            if not self._stopping.is_set():
+                self._finish(point, error=(AGENT_ERROR, f"VM '{point.vm.name}' has not reported status for its "
+                                                        f"VM agent or extensions within "
+                                                        f"{self.extension_timeout:.0f} s."))
             return
         if not report.succeeded:
-            name = _code_name(report.code)
-            self._finish(point, error=("VMSnapshotExtensionFailed",
-                                       f"The VMSnapshot extension failed with code {report.code} ({name}): "
-                                       f"{report.message}"),
-                         statuses=[_status(f"VMSnapshotExtension/{name}", "Error", report.message)])
+            self._finish(point, error=(CLIENT_ERROR, f"Restore point creation failed: the VMSnapshot extension "
+                                                     f"reported code {report.code} ({_code_name(report.code)}): "
+                                                     f"{report.message}"))
             return
         for entry in report.disks or ():
             if entry.index < len(point.disk_points) and entry.successful:
                 point.disk_points[entry.index].snapshot_url = entry.snapshot_uri
         missing = [d.disk.name for d in point.disk_points if not d.snapshot_url]
         if missing:
-            self._finish(point, error=("VMRestorePointInternalError", f"No snapshot of disk(s) {', '.join(missing)}"))
+            self._finish(point, error=(INTERNAL_ERROR, f"Restore point creation failed: no snapshot of disk(s) "
+                                                       f"{', '.join(missing)}."))
             return
-        statuses = []
-        if report.health_code not in (None, 0, 1):
-            statuses.append(_status(f"VMSnapshotExtension/{_code_name(report.health_code)}", "Warning",
-                                    f"The application-consistent step failed (code {report.health_code}); the "
-                                    f"restore point is file-system consistent."))
-        self._finish(point, consistency="ApplicationConsistent" if report.code == 0 else "FileSystemConsistent",
-                     statuses=statuses)
+        self._finish(point)
 
     def _wait_for_result(self, download: Callable[[], Any], task_id: str) -> StatusReport | None:
+        """The extension's final report, or None when it gave none in time (or the endpoint stops)."""
         deadline = time.monotonic() + self.extension_timeout
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and time.monotonic() <= deadline:
             data = download().readall()
             if data.strip():
                 try:
@@ -474,20 +583,28 @@ class LocalCompute:
                     report = None              # caught mid-write: read again
                 if report is not None and report.task_id == task_id and not report.in_progress:
                     return report
-            if time.monotonic() > deadline:
-                raise VmsnapError(f"the VMSnapshot extension gave no result within {self.extension_timeout:.0f} s")
             time.sleep(0.1)
         return None
 
-    def _finish(self, point: RestorePoint, *, consistency: str | None = None, error: tuple[str, str] | None = None,
-                statuses: Sequence[dict[str, Any]] = ()) -> None:
+    def _finish(self, point: RestorePoint, *, error: tuple[str, str] | None = None) -> None:
         with self._lock:
+            if point.state != "Creating":      # deleted meanwhile: what it made goes with it
+                self._drop_snapshots(point)
+                return
             if error is not None:
-                point.state, point.error = "Failed", {"code": error[0], "message": error[1]}
-                point.statuses = [_status(f"ProvisioningState/failed/{error[0]}", "Error", error[1]), *statuses]
+                code, message = error
+                point.state, point.error = "Failed", (_FAILURE_STATUS.get(code, 409), code, message)
             else:
-                point.state, point.consistency = "Succeeded", consistency
-                point.statuses = [_status("ProvisioningState/succeeded", "Info", None), *statuses]
+                point.state, point.succeeded_at = "Succeeded", time.monotonic()
+
+    def _settle(self) -> None:
+        """Complete deletions whose time has come (under the lock)."""
+        now = time.monotonic()
+        for coll in self._collections.values():
+            for key, point in list(coll.points.items()):
+                if point.delete_requested is not None and now >= point.delete_requested + self.delete_seconds:
+                    del coll.points[key]
+                    self._drop_snapshots(point)
 
     def _drop_snapshots(self, point: RestorePoint) -> None:
         for dpoint in point.disk_points:
@@ -496,6 +613,42 @@ class LocalCompute:
                     BlobClient.from_blob_url(dpoint.snapshot_url, credential=self.blob_service.credential).delete_blob()
                 except AzureError as exc:
                     log.warning("could not delete snapshot %s: %s", dpoint.snapshot_url, exc)
+                dpoint.snapshot_url = None
+
+    def _replicated(self, point: RestorePoint) -> int:
+        """How far the disk restore points' background copy is, in percent (a copy runs from success)."""
+        if point.state != "Succeeded" or point.succeeded_at is None:
+            return 0
+        if self.replication_seconds <= 0:
+            return 100
+        return min(100, int(100 * (time.monotonic() - point.succeeded_at) / self.replication_seconds))
+
+    # --- long-running operations -----------------------------------------------------------------------
+    def _operation(self, operation_id: str) -> Answer:
+        """An operation's ``Location``: 202 while it runs, then the request's own answer."""
+        with self._lock:
+            found = self._operations.get(operation_id)
+            if found is None:
+                raise ComputeApiError(404, "NotFound", f"Operation '{operation_id}' was not found.")
+            kind, target = found
+            if kind == "create":
+                if target.state == "Creating":
+                    return 202, None, self._lro_headers(operation_id)
+                if target.error is not None:
+                    status, code, message = target.error
+                    return status, _error(code, message), {}
+                return 200, self._point_body(target, expand=False), {}
+            if kind == "delete":
+                if any(target is p for c in self._collections.values() for p in c.points.values()):
+                    return 202, None, self._lro_headers(operation_id)
+                return 200, None, {}
+            disk = self._disks.get(target)
+            if disk is None or disk.body["properties"]["provisioningState"] == "Updating":
+                return 202, None, self._lro_headers(operation_id, disks=True)
+            if disk.error is not None:
+                status, code, message = disk.error
+                return status, _error(code, message), {}
+            return 200, self._disk_answer(disk), {}
 
     # --- disks from disk restore points ------------------------------------------------------------
     def _disk_call(self, method: str, group: str, name: str, body: Any) -> Answer:
@@ -505,41 +658,62 @@ class LocalCompute:
                 found = self._disks.get(key)
                 attached = next((d for vm in self._vms.values() for d in vm.disks
                                  if group.lower() == RESOURCE_GROUP and d.name.lower() == name.lower()), None)
-            if found is not None and found[1]:
-                answer, blob_url = found
-                data = BlobClient.from_blob_url(blob_url, credential=self.blob_service.credential) \
-                    .download_blob().readall()
-                tags = {**answer.get("tags", {}), "vmsnapContentSha256": hashlib.sha256(data).hexdigest()}
-                return 200, {**answer, "tags": tags}, {}
+            if found is not None and found.error is None:
+                return 200, self._disk_answer(found), {}
             if attached is not None:
                 return 200, self._disk_body(attached.id, attached.name, attached.size_bytes, None), {}
             raise ComputeApiError(404, "ResourceNotFound", f"Disk '{name}' was not found.")
         if method != "PUT":
-            raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a disk here")
-        creation = ((body or {}).get("properties") or {}).get("creationData") or {}
+            raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a disk here.")
+        properties = (body or {}).get("properties") or {}
+        creation = properties.get("creationData") or {}
         if creation.get("createOption") != "Restore":
-            raise ComputeApiError(400, "InvalidParameter", "the local endpoint only creates disks with "
-                                                           "createOption Restore")
+            raise ComputeApiError(400, "InvalidParameter", "The local endpoint creates disks with createOption "
+                                                           "Restore only.")
         source = str(creation.get("sourceResourceId") or "")
+        location = str((body or {}).get("location") or "")
         dpoint = self._disk_point(source)
+        if location.replace(" ", "").lower() != LOCATION:
+            # Azure looks the source up in the disk's region: one elsewhere is not found there.
+            raise ComputeApiError(404, "NotFound", f"Resource '{source}' is not found in location '{location}'.")
         with self._lock:
             if key in self._disks or (group.lower() == RESOURCE_GROUP and any(
                     d.name.lower() == name.lower() for vm in self._vms.values() for d in vm.disks)):
-                raise ComputeApiError(409, "OperationNotAllowed", f"Disk '{name}' already exists; changing the "
-                                                                  f"creation data of a disk is not allowed.")
-            self._disks[key] = ({}, "")     # reserved: a second PUT of the name meanwhile is refused
+                # A PUT of an existing disk is an update, and its creation data cannot change.
+                raise ComputeApiError(409, "PropertyChangeNotAllowed", f"Disk '{name}' exists: changing property "
+                                                                       f"'creationData' is not allowed.")
+            disk_id = f"/subscriptions/{self.subscription_id}/resourceGroups/{group}{_PROVIDER}disks/{name}"
+            disk = RestoredDisk(self._disk_body(disk_id, name, dpoint.disk.size_bytes, source, location=location,
+                                                state="Updating"), operation=str(uuid.uuid4()))
+            self._disks[key] = disk
+            self._operations[disk.operation] = ("disk", key)
+        worker = threading.Thread(target=self._restore, args=(disk, dpoint, group, name), name=f"disk-{name}",
+                                  daemon=True)
+        self._workers.append(worker)
+        worker.start()
+        return 202, disk.body, self._lro_headers(disk.operation, disks=True)
+
+    def _restore(self, disk: RestoredDisk, dpoint: DiskRestorePoint, group: str, name: str) -> None:
+        """The platform's copy of a disk restore point into the new disk (in the background, as in Azure)."""
         try:
             data, blob_url = self._copy_snapshot(dpoint, group, name)
-        except BaseException:
+        except (AzureError, OSError) as exc:
+            log.warning("disk %s could not be restored: %s", name, exc)
             with self._lock:
-                self._disks.pop(key, None)
-            raise
-        disk_id = f"/subscriptions/{self.subscription_id}/resourceGroups/{group}{_PROVIDER}disks/{name}"
-        answer = self._disk_body(disk_id, name, len(data), source, location=(body or {}).get("location"))
-        answer["tags"] = {"vmsnapSourceSha256": hashlib.sha256(data).hexdigest()}
+                disk.error = (500, "InternalExecutionError", f"Disk '{name}' could not be created ({type(exc).__name__}).")
+                disk.body["properties"]["provisioningState"] = "Failed"
+            return
         with self._lock:
-            self._disks[key] = (answer, blob_url)
-        return 200, answer, {}
+            disk.blob_url = blob_url
+            disk.body["tags"] = {"vmsnapSourceSha256": hashlib.sha256(data).hexdigest()}
+            disk.body["properties"].update(diskSizeBytes=len(data), diskSizeGB=max(1, -(-len(data) // 2**30)),
+                                           provisioningState="Succeeded")
+
+    def _disk_answer(self, disk: RestoredDisk) -> dict[str, Any]:
+        if not disk.blob_url:
+            return disk.body
+        data = BlobClient.from_blob_url(disk.blob_url, credential=self.blob_service.credential).download_blob().readall()
+        return {**disk.body, "tags": {**disk.body.get("tags", {}), "vmsnapContentSha256": hashlib.sha256(data).hexdigest()}}
 
     def _copy_snapshot(self, dpoint: DiskRestorePoint, group: str, name: str) -> tuple[bytes, str]:
         """The disk restore point's bytes in a new page blob next to its disk's: (bytes, blob URL)."""
@@ -555,12 +729,12 @@ class LocalCompute:
         return data, target.url
 
     def _disk_body(self, disk_id: str, name: str, size: int, source: str | None, *,
-                   location: str | None = None) -> dict[str, Any]:
+                   location: str | None = None, state: str = "Succeeded") -> dict[str, Any]:
         creation = {"createOption": "Restore", "sourceResourceId": source} if source else {"createOption": "Empty"}
         return {"id": disk_id, "name": name, "type": "Microsoft.Compute/disks", "location": location or LOCATION,
                 "sku": {"name": "Standard_LRS", "tier": "Standard"},
                 "properties": {"creationData": creation, "diskSizeGB": max(1, -(-size // 2**30)),
-                               "diskSizeBytes": size, "provisioningState": "Succeeded",
+                               "diskSizeBytes": size, "provisioningState": state,
                                "diskState": "Unattached" if source else "Attached",
                                "timeCreated": _iso(self.clock.now())}}
 
@@ -568,9 +742,10 @@ class LocalCompute:
         with self._lock:
             for point in self.restore_points():
                 for dpoint in point.disk_points:
-                    if dpoint.id.lower() == disk_point_id.lower() and dpoint.snapshot_url:
+                    if dpoint.id.lower() == disk_point_id.lower() and dpoint.snapshot_url and \
+                            point.state == "Succeeded":
                         return dpoint
-        raise ComputeApiError(404, "ResourceNotFound", f"Disk restore point '{disk_point_id}' was not found.")
+        raise ComputeApiError(404, "NotFound", f"Resource '{disk_point_id}' is not found.")
 
     # --- bodies ------------------------------------------------------------------------------------
     def _vm_by_id(self, vm_id: str) -> LocalVm:
@@ -578,21 +753,11 @@ class LocalCompute:
             for vm in self._vms.values():
                 if vm.id.lower() == vm_id.lower():
                     return vm
-        raise ComputeApiError(400, "InvalidParameter", f"source.id {vm_id!r} is not a VM of this subscription")
+        raise ComputeApiError(400, "InvalidParameter", f"source.id {vm_id!r} is not a VM of this subscription.")
 
     def _collection_id(self, name: str) -> str:
         return f"/subscriptions/{self.subscription_id}/resourceGroups/{RESOURCE_GROUP}{_PROVIDER}" \
                f"restorePointCollections/{name}"
-
-    def _operation(self, operation_id: str) -> dict[str, Any]:
-        for point in self.restore_points():
-            if point.operation == operation_id:
-                status = {"Creating": "InProgress", "Succeeded": "Succeeded", "Failed": "Failed"}[point.state]
-                body: dict[str, Any] = {"name": operation_id, "status": status, "startTime": _iso(point.time_created)}
-                if point.error is not None:
-                    body["error"] = dict(point.error)
-                return body
-        raise ComputeApiError(404, "NotFound", f"Operation {operation_id} was not found.")
 
     def _vm_body(self, vm: LocalVm, *, expand: str = "") -> dict[str, Any]:
         def disk(d: LocalManagedDisk) -> dict[str, Any]:
@@ -615,8 +780,8 @@ class LocalCompute:
                           "linuxConfiguration": {"provisionVMAgent": True}, "allowExtensionOperations": True}}
         if "instanceview" in expand.lower():
             power = "PowerState/running" if vm.running else "PowerState/deallocated"
-            properties["instanceView"] = {"statuses": [_status("ProvisioningState/succeeded", "Info", None),
-                                                       _status(power, "Info", None)]}
+            properties["instanceView"] = {"statuses": [_status("ProvisioningState/succeeded", "Info"),
+                                                       _status(power, "Info")]}
         return {"id": vm.id, "name": vm.name, "type": "Microsoft.Compute/virtualMachines", "location": LOCATION,
                 "properties": properties}
 
@@ -653,20 +818,25 @@ class LocalCompute:
                 "osProfile": {"computerName": point.vm.name, "adminUsername": "azureuser",
                               "linuxConfiguration": {"provisionVMAgent": True}, "allowExtensionOperations": True}},
             "provisioningState": point.state,
-            "consistencyMode": point.consistency or point.requested,
+            "consistencyMode": point.consistency,
             "timeCreated": _iso(point.time_created),
         }
         if expand:
-            done = point.state == "Succeeded"
-            properties["instanceView"] = {
-                "diskRestorePoints": [{"id": d.id, "replicationStatus": {
-                    "status": _status("ReplicationState/succeeded" if done else "ReplicationState/unavailable",
-                                      "Info", None),
-                    "completionPercent": 100 if done else 0}} for d in point.disk_points],
-                "statuses": list(point.statuses) or [_status("ProvisioningState/creating", "Info", None)],
-            }
+            properties["instanceView"] = self._instance_view(point)
         return {"id": point.id, "name": point.name,
                 "type": "Microsoft.Compute/restorePointCollections/restorePoints", "properties": properties}
+
+    def _instance_view(self, point: RestorePoint) -> dict[str, Any]:
+        """As RestorePoint_Get_WithInstanceView.json: per disk restore point its copy's progress (the final
+        ``ReplicationState/succeeded`` once copied), the restore point's status once all are."""
+        if point.state == "Failed":
+            return {"diskRestorePoints": [], "statuses": []}
+        percent = self._replicated(point)
+        replication: dict[str, Any] = {"completionPercent": percent}
+        if percent >= 100:
+            replication["status"] = _status("ReplicationState/succeeded", "Info")
+        return {"diskRestorePoints": [{"id": d.id, "replicationStatus": dict(replication)} for d in point.disk_points],
+                "statuses": [_status("ReplicationState/succeeded", "Info")] if percent >= 100 else []}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -699,6 +869,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status, body = 400, _error("InvalidRequestContent", f"The request content was invalid: {exc}")
             except AzureError as exc:          # Azurite failed under us: what ARM says for its own outages
                 status, body = 500, _error("InternalServerError", f"storage failed: {type(exc).__name__}")
+        with compute._lock:
+            compute.answered.append((method, parts.path, status))
         data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -713,11 +885,22 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("local compute: " + format, *args)
 
 
+def _check_api_version(given: str | None, accepted: str, resource_type: str) -> None:
+    """ARM's answer to a request without the api-version this endpoint serves for ``resource_type``."""
+    if not given:
+        raise ComputeApiError(400, "MissingApiVersionParameter",
+                              "The api-version query parameter (?api-version=) is required for all requests.")
+    if given != accepted:
+        raise ComputeApiError(400, "NoRegisteredProviderFound",
+                              f"No registered resource provider found for location '{LOCATION}' and API version "
+                              f"'{given}' for type '{resource_type}'. The supported api-versions are '{accepted}'.")
+
+
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-def _status(code: str, level: str, message: str | None) -> dict[str, Any]:
+def _status(code: str, level: str, message: str | None = None) -> dict[str, Any]:
     status: dict[str, Any] = {"code": code, "level": level, "displayStatus": code.rsplit("/", 1)[-1].capitalize()}
     if message:
         status["message"] = message

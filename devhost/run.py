@@ -129,18 +129,18 @@ class _Stack:
         if not self.args.persist:
             shutil.rmtree(self.vm_root, ignore_errors=True)
         env["LOCAL_VM_ROOT"] = str(self.vm_root)
-        os.environ.update(env)       # the app reads its settings from the environment, as in Azure
 
-        from devhost.compute import LocalCompute, StaticTokenCredential
-        from shared.adapters.restore_points import ComputeRestorePoints
-        from shared.bootstrap import Services, reset_services, services
+        from devhost.compute import LocalCompute
+        from shared.bootstrap import reset_services, services
         from shared.settings import reset_settings
 
         self.compute = LocalCompute(self.azurite.connection_string, self.vm_root, port=self.args.compute_port).start()
+        # Restore points go to the local endpoint instead of ARM, named by a setting like every other
+        # connection: the app and a vmsnap in another terminal (through the stack settings) reach the same one.
+        env["ComputeConnection"] = self.compute.connection_string
+        os.environ.update(env)       # the app reads its settings from the environment, as in Azure
         reset_settings()
-        # The app's restore points go to the local endpoint with its token, instead of ARM.
-        reset_services(Services(restore_points=ComputeRestorePoints(StaticTokenCredential(),
-                                                                    **self.compute.client_options())))
+        reset_services(None)
         self.svc = services()
         self.started = self.svc.clock.now() - timedelta(seconds=1)   # job time filters use the slot
         self._prepare_demo()
@@ -248,7 +248,7 @@ class _Stack:
             print(f"{disk}: {len(snapshots)} snapshot(s) in Azurite {', '.join(snapshots)}")
         for point in self.compute.restore_points(self.demo_md_vm.name):
             print(f"{self.demo_md_vm.name}: restore point {point.name} {point.state} "
-                  f"{point.consistency or point.requested}, {len(point.disk_points)} disk restore point(s)")
+                  f"{point.consistency}, {len(point.disk_points)} disk restore point(s)")
             for dpoint in point.disk_points:
                 print(f"  {dpoint.disk.name}: {dpoint.id.rsplit('/', 1)[-1]} -> {dpoint.snapshot_url}")
 

@@ -141,9 +141,15 @@ class Services:
 
     @cached_property
     def restore_points(self) -> RestorePoints:
-        # Managed-disk VMs, local or in Azure: the subscription comes from each VM's resource id.
+        # Managed-disk VMs, local or in Azure: the subscription comes from each VM's resource id, the
+        # endpoint from ComputeConnection (the local one) or else ARM with the app's identity.
         from shared.adapters.restore_points import ComputeRestorePoints
 
+        if self.settings.compute is not None:
+            from shared.adapters.clients import compute_emulator_options
+
+            credential, options = compute_emulator_options(self.settings.compute)
+            return ComputeRestorePoints(credential, **options)
         return ComputeRestorePoints(self.credential)
 
     # --- recovery points, retention and restore ----------------------------------------------------

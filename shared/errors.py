@@ -45,3 +45,11 @@ class AccessRefusedError(ConfigurationError, PermanentError):
 
     Both a configuration problem (the CLI prints it as one line) and permanent (a job records it).
     """
+
+
+class EndpointUnavailableError(ConfigurationError, TransientError):
+    """An Azure endpoint gave no token or no answer: no credential could be found, or nothing listens.
+
+    Transient to the app (an identity or network hiccup may pass, the platform retries); a setting or a
+    sign-in to check for an operator (the CLI prints it as one line, exit 5).
+    """

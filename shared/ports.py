@@ -17,7 +17,7 @@ from shared.domain.policy import Policy
 from shared.domain.progress import PlanRequest, ShardProgress
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import RecoveryPoint
-from shared.domain.restore_point import ConsistencyMode, ManagedDiskState, RestorePointState
+from shared.domain.restore_point import ArmFailure, ConsistencyMode, ManagedDiskState, RestorePointState
 from shared.domain.shards import shard_of
 from shared.domain.task import SnapshotTask
 from shared.errors import PermanentError
@@ -140,10 +140,19 @@ class RestorePoints(Protocol):
 
     def begin_create(self, vm_resource_id: str, name: str, *, consistency: ConsistencyMode,
                      exclude_disk_ids: Sequence[str] = ()) -> RestorePointState:
-        """Start creating a restore point and return; one that exists already is returned as is."""
+        """Start creating a restore point and return; one that exists already (also one another
+        delivery created meanwhile: ARM's 409) is returned as is. A restore point this call started
+        carries its create operation (``operation``)."""
 
     def get(self, vm_resource_id: str, name: str) -> RestorePointState | None:
         """The restore point with its instance view, or None."""
+
+    def operation_failure(self, operation: str) -> ArmFailure | None:
+        """The error of a failed long-running operation (a create's ``operation``); None while it runs,
+        once it succeeded, or when it is no longer known."""
+
+    def vm_power_state(self, vm_resource_id: str) -> str | None:
+        """The VM's ``PowerState/<state>`` from its instance view, or None when unknown."""
 
     def delete(self, restore_point_id: str) -> bool:
         """Delete a VM restore point with its disk restore points (retention); waits until it is gone.

@@ -4,8 +4,9 @@ Names follow the Functions conventions: connections are setting *prefixes*. ``Ba
 connection string (Azurite, development) or ``BackupStorage__blobServiceUri`` +
 ``BackupStorage__tableServiceUri`` with a managed identity (``BackupStorage__credential`` =
 ``managedidentity``, optional ``BackupStorage__clientId``). ``ServiceBusConnection`` likewise, or
-``ServiceBusConnection__fullyQualifiedNamespace``. Every setting is listed in
-``local.settings.sample.json`` and the README.
+``ServiceBusConnection__fullyQualifiedNamespace``. ``ComputeConnection`` names a Compute endpoint
+other than Azure Resource Manager, as an emulator's connection string (the local one; absent: ARM
+with the app's identity). Every setting is listed in ``local.settings.sample.json`` and the README.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from shared.errors import ConfigurationError
 
 STORAGE = "BackupStorage"
 SERVICE_BUS = "ServiceBusConnection"
+COMPUTE = "ComputeConnection"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Settings:
     retention_schedule: str = "0 0 3 * * *"
     status_blob_retention: timedelta = timedelta(days=7)
     snapshot_limit: int = 450
+    compute: Connection | None = None       # a Compute endpoint other than ARM (the local one); None: ARM
 
     def table(self, name: str) -> str:
         """The physical table name of a logical table (``jobs``, ``policies``, ``items``, ...)."""
@@ -127,7 +130,41 @@ class Settings:
             retention_schedule=retention_schedule,
             status_blob_retention=timedelta(days=status_days),
             snapshot_limit=snapshot_limit,
+            compute=_compute_connection(env),
         )
+
+
+@dataclass(frozen=True)
+class ComputeEmulator:
+    """A ``ComputeConnection``: ``Endpoint=https://host:port;CertificateFile=<PEM the endpoint's
+    certificate is in>;Token=<the bearer token it accepts>`` (what ``./dev run`` writes)."""
+
+    endpoint: str
+    certificate_file: Path
+    token: str
+
+
+def compute_emulator(conn: Connection) -> ComputeEmulator:
+    """The parts of a ``ComputeConnection``, or ConfigurationError saying what is wrong with it."""
+    parts = {}
+    for piece in (conn.connection_string or "").split(";"):
+        key, sep, value = piece.partition("=")
+        if sep:
+            parts[key.strip().lower()] = value.strip()
+    endpoint, certificate, token = parts.get("endpoint", ""), parts.get("certificatefile", ""), parts.get("token", "")
+    if not endpoint.startswith("https://") or not certificate or not token:
+        raise ConfigurationError(f"setting {conn.name} is not a Compute endpoint connection string; expected "
+                                 f"Endpoint=https://<host>:<port>;CertificateFile=<PEM file>;Token=<token>, or "
+                                 f"leave it unset to use Azure Resource Manager")
+    return ComputeEmulator(endpoint.rstrip("/"), Path(certificate), token)
+
+
+def _compute_connection(env: Mapping[str, str]) -> Connection | None:
+    if not env.get(COMPUTE):
+        return None
+    conn = Connection(name=COMPUTE, connection_string=env[COMPUTE])
+    compute_emulator(conn)          # refused at start-up, not at the first backup
+    return conn
 
 
 def _ncrontab(env: Mapping[str, str], name: str, default: str) -> str:

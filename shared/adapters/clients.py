@@ -2,12 +2,15 @@
 emulators) or an endpoint plus the managed identity."""
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from azure.core.credentials import AccessToken
 
 from shared.adapters.metering import request_hook
 from shared.errors import ConfigurationError
-from shared.settings import Connection
+from shared.settings import Connection, compute_emulator
 
 if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
@@ -50,6 +53,29 @@ def table_service_client(conn: Connection, services) -> TableServiceClient:
         with _malformed(conn):
             return TableServiceClient.from_connection_string(conn.connection_string, **table_options())
     return TableServiceClient(conn.endpoint("tableServiceUri"), credential=services.credential, **table_options())
+
+
+class StaticTokenCredential:
+    """A fixed bearer token (azure-core's TokenCredential protocol): what a local emulator accepts, as
+    Azurite accepts its well-known key. Never used against Azure."""
+
+    def __init__(self, token: str):
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+
+def compute_emulator_options(conn: Connection) -> tuple[StaticTokenCredential, dict[str, Any]]:
+    """The credential and client options of ``azure-mgmt-compute`` for the endpoint a ``ComputeConnection``
+    names: its URL, trusting exactly its certificate, with its token."""
+    emulator = compute_emulator(conn)
+    if not emulator.certificate_file.is_file():
+        raise ConfigurationError(f"setting {conn.name} names certificate {emulator.certificate_file}, which does "
+                                 f"not exist: start the local stack (./dev run) or correct the setting")
+    return StaticTokenCredential(emulator.token), {
+        "base_url": emulator.endpoint, "connection_verify": str(emulator.certificate_file),
+        "credential_scopes": ["https://management.azure.com/.default"]}
 
 
 @contextmanager

@@ -1,62 +1,80 @@
 """The RestorePoints port over ``azure-mgmt-compute``: restore point collections, restore points
-(created without waiting), disks restored from disk restore points. ARM errors become ours here."""
+(created without waiting, their create operation kept), disks restored from disk restore points. ARM
+errors become ours here, judged by HTTP status and error code through the one error map."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ServiceRequestError,
+                                   ServiceResponseError)
+from azure.core.rest import HttpRequest
 from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 
-from shared.domain.restore_point import (ConsistencyMode, DiskRestorePointState, InstanceStatus, ManagedDiskState,
-                                         RestorePointState, collection_name)
-from shared.errors import PermanentError, TransientError
+from shared.adapters.azure_errors import Failure, classify, status_and_code
+from shared.domain.restore_point import (ArmFailure, ConsistencyMode, DiskRestorePointState, InstanceStatus,
+                                         ManagedDiskState, RestorePointState, collection_name, restore_point_request)
+from shared.errors import EndpointUnavailableError, PermanentError, TransientError
 from shared.ports import RestorePointRefused
 from shared.redaction import redact
 
 log = logging.getLogger(__name__)
 
-_FAILED_STATUS = "provisioningstate/failed/"
+ARM_ENDPOINT = "https://management.azure.com"
+POWER_STATE = "powerstate/"
 # Digests of a disk's bytes, which only the local Compute endpoint (devhost/compute.py) puts in a
 # disk's tags: Azure exposes none, so there a restore is verified by size alone.
 CONTENT_DIGEST_TAG = "vmsnapContentSha256"
 SOURCE_DIGEST_TAG = "vmsnapSourceSha256"
 # The ARM actions the calls below need: the custom role in infra/app/vm-access.bicep grants exactly these.
 ARM_ACTIONS = frozenset({
-    "Microsoft.Compute/virtualMachines/read",                      # the VM (inventory, collection source)
+    "Microsoft.Compute/virtualMachines/read",                      # the VM (inventory, source, power state)
     "Microsoft.Compute/disks/read",                                # its disks; the restored disk (verify)
     "Microsoft.Compute/disks/write",                               # restore_disk
     "Microsoft.Compute/restorePointCollections/read",              # ensure_collection
     "Microsoft.Compute/restorePointCollections/write",
     "Microsoft.Compute/restorePointCollections/restorePoints/read",    # get, begin_create
     "Microsoft.Compute/restorePointCollections/restorePoints/write",
-    "Microsoft.Compute/restorePointCollections/restorePoints/delete",  # delete (retention)
+    "Microsoft.Compute/restorePointCollections/restorePoints/delete",  # delete (retention, timeouts)
     "Microsoft.Compute/restorePointCollections/restorePoints/diskRestorePoints/read",   # restore source
-    "Microsoft.Compute/locations/operations/read",                 # polling long-running operations
+    "Microsoft.Compute/locations/operations/read",                 # long-running operations
 })
 
 
 class ComputeRestorePoints:
     """One ``ComputeManagementClient`` per subscription, built on first use.
 
-    ``client_options`` go to the client: ``base_url`` and ``connection_verify`` (the local endpoint),
-    ``transport``, and the retry policy (``retry_total``, ``retry_backoff_factor``): ARM throttling
-    (429 with ``Retry-After``) is retried there, with backoff, before anything reaches the caller.
+    ``client_options`` go to the client: ``base_url`` and ``connection_verify`` (a Compute endpoint
+    other than ARM: the local one), ``transport``, and the retry policy (``retry_total``,
+    ``retry_backoff_factor``): ARM throttling (429 with ``Retry-After``) is retried there, with
+    backoff, before anything reaches the caller.
     """
 
     def __init__(self, credential: Any, **client_options: Any):
         self._credential = credential
-        self._options = {"retry_total": 5, "retry_backoff_factor": 2.0, **client_options}
+        # Throttling waits what Retry-After says, five times; a refused connection is tried once more at
+        # once, so an endpoint that is not there is reported in seconds (the callers retry later anyway).
+        self._options = {"retry_total": 5, "retry_backoff_factor": 2.0, "retry_connect": 1, **client_options}
+        self._base_url = str(self._options.get("base_url") or ARM_ENDPOINT).rstrip("/")
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        """Where the calls go, as an operator would name it."""
+        if self._base_url == ARM_ENDPOINT:
+            return f"Azure Resource Manager ({ARM_ENDPOINT})"
+        return f"the Compute endpoint {self._base_url} (setting ComputeConnection)"
 
     # --- the port ----------------------------------------------------------------------------------
     def ensure_collection(self, vm_resource_id: str, location: str) -> str:
         """The VM's restore point collection (``vmsnap-<vm>``, source the VM), created if missing; its id."""
         client, group, vm_name = self._locate(vm_resource_id)
         name = collection_name(vm_name)
-        with _arm_errors(f"restore point collection {name} of VM {vm_name}"):
+        with self._arm_errors(f"restore point collection {name} of VM {vm_name}"):
             try:
                 return str(client.restore_point_collections.get(group, name).id)
             except HttpResponseError as exc:
@@ -71,34 +89,34 @@ class ComputeRestorePoints:
                      exclude_disk_ids: Sequence[str] = ()) -> RestorePointState:
         """Start creating restore point ``name`` and return at once (the platform finishes it).
 
-        An existing restore point of that name is returned as it is: a redelivered task finds the one
-        its first delivery started instead of making a second.
+        A restore point of that name is this task's (the name is its task id): one found before the
+        create, or found after ARM answered 409 because another delivery created it meanwhile, is
+        returned as it is instead of making a second.
         """
         existing = self.get(vm_resource_id, name)
         if existing is not None:
             return existing
         client, group, vm_name = self._locate(vm_resource_id)
-        body: dict[str, Any] = {"properties": {"consistencyMode": consistency.value}}
-        if exclude_disk_ids:
-            body["properties"]["excludeDisks"] = [{"id": disk} for disk in exclude_disk_ids]
-        with _arm_errors(f"restore point {name} of VM {vm_name}"):
+        what = f"restore point {name} of VM {vm_name}"
+        with self._arm_errors(what):
             try:
-                poller = client.restore_points.begin_create(group, collection_name(vm_name), name, body,
-                                                            polling=False)
-                return _state(poller.result())
+                model, headers = client.restore_points.begin_create(
+                    group, collection_name(vm_name), name, restore_point_request(consistency, exclude_disk_ids),
+                    polling=False, cls=lambda response, model, headers: (model, headers)).result()
+                return _state(model, operation=headers.get("Location"))
             except HttpResponseError as exc:
-                if exc.status_code != 409 or "existing restore point" not in str(exc.message or ""):
+                if exc.status_code != 409:
                     raise
-        # Another delivery created it between our read and our create: that one stands.
-        found = self.get(vm_resource_id, name)
-        if found is None:
-            raise TransientError(f"restore point {name} of VM {vm_name} is neither creatable nor readable yet")
+                found = self.get(vm_resource_id, name)
+                if found is None:
+                    raise
+        log.info("%s was created by another delivery meanwhile; that one stands", what)
         return found
 
     def get(self, vm_resource_id: str, name: str) -> RestorePointState | None:
         """The restore point with its instance view, or None when there is none of that name."""
         client, group, vm_name = self._locate(vm_resource_id)
-        with _arm_errors(f"restore point {name} of VM {vm_name}"):
+        with self._arm_errors(f"restore point {name} of VM {vm_name}"):
             try:
                 model = client.restore_points.get(group, collection_name(vm_name), name, expand="instanceView")
             except HttpResponseError as exc:
@@ -106,6 +124,45 @@ class ComputeRestorePoints:
                     return None
                 raise
         return _state(model)
+
+    def operation_failure(self, operation: str) -> ArmFailure | None:
+        """The error of a failed long-running operation (its Location URL answers it with ARM's error
+        body, as ARM's asynchronous operations do); None while it runs, once it succeeded, or when ARM
+        no longer knows it. Only URLs of this client's endpoint are read: the token goes nowhere else."""
+        parts = urlsplit(operation)
+        if f"{parts.scheme}://{parts.netloc}".lower() != self._base_url.lower():
+            log.warning("operation %s is not on %s; not read", operation.split("?", 1)[0], self.endpoint)
+            return None
+        subscription = parts.path.split("/")[2] if parts.path.lower().startswith("/subscriptions/") else ""
+        name = parts.path.rsplit("/", 1)[-1]
+        with self._arm_errors(f"operation {name}"):
+            response = self._client(subscription).send_request(HttpRequest("GET", operation))
+        status = response.status_code
+        if status < 400 or status == 404:
+            return None
+        if status == 429:           # the poll was throttled (past the client's retries), not the operation
+            raise TransientError(f"{self.endpoint} throttled reading operation {name}")
+        try:
+            error = json.loads(response.text() or "{}").get("error") or {}
+        except (ValueError, AttributeError):
+            error = {}
+        if not error.get("code") and status >= 500:     # an outage in front of the operation, no verdict
+            raise TransientError(f"{self.endpoint} did not answer operation {name} ({status})")
+        return ArmFailure(str(error.get("code") or ""), redact(str(error.get("message") or response.reason or "")),
+                          status)
+
+    def vm_power_state(self, vm_resource_id: str) -> str | None:
+        """The VM's ``PowerState/<state>`` from its instance view; None when it has none (or no VM)."""
+        client, group, vm_name = self._locate(vm_resource_id)
+        with self._arm_errors(f"VM {vm_name}"):
+            try:
+                vm = client.virtual_machines.get(group, vm_name, expand="instanceView")
+            except HttpResponseError as exc:
+                if exc.status_code == 404:
+                    return None
+                raise
+        statuses = getattr(getattr(vm, "instance_view", None), "statuses", None) or []
+        return next((s.code for s in statuses if (s.code or "").lower().startswith(POWER_STATE)), None)
 
     def delete(self, restore_point_id: str) -> bool:
         """Delete a restore point and wait until it is gone (its disk restore points go with it).
@@ -115,7 +172,7 @@ class ComputeRestorePoints:
         name = str(parse_resource_id(restore_point_id).get("child_name_1") or "")
         if not name:
             raise PermanentError(f"{restore_point_id!r} is not the id of a restore point")
-        with _arm_errors(f"deleting restore point {name} of collection {collection}"):
+        with self._arm_errors(f"deleting restore point {name} of collection {collection}"):
             try:
                 client.restore_points.get(group, collection, name)
             except HttpResponseError as exc:
@@ -132,14 +189,14 @@ class ComputeRestorePoints:
         client, group, name = self._locate(disk_id)
         body = {"location": location,
                 "properties": {"creationData": {"createOption": "Restore", "sourceResourceId": disk_restore_point_id}}}
-        with _arm_errors(f"disk {name} from {disk_restore_point_id}"):
+        with self._arm_errors(f"disk {name} from {disk_restore_point_id}"):
             disk = client.disks.begin_create_or_update(group, name, body).result()
         log.info("disk %s restored from %s", disk.id, disk_restore_point_id)
         return str(disk.id)
 
     def get_disk(self, disk_id: str) -> ManagedDiskState | None:
         client, group, name = self._locate(disk_id)
-        with _arm_errors(f"disk {name}"):
+        with self._arm_errors(f"disk {name}"):
             try:
                 disk = client.disks.get(group, name)
             except HttpResponseError as exc:
@@ -159,7 +216,9 @@ class ComputeRestorePoints:
         if not resource_id or not is_valid_resource_id(resource_id):
             raise PermanentError(f"{resource_id!r} is not an ARM resource id; restore points need the VM's id")
         parts = parse_resource_id(resource_id)
-        subscription, group, name = str(parts["subscription"]), str(parts["resource_group"]), str(parts["name"])
+        return self._client(str(parts["subscription"])), str(parts["resource_group"]), str(parts["name"])
+
+    def _client(self, subscription: str) -> Any:
         with self._lock:
             client = self._clients.get(subscription)
             if client is None:
@@ -167,39 +226,52 @@ class ComputeRestorePoints:
 
                 client = ComputeManagementClient(self._credential, subscription, **self._options)
                 self._clients[subscription] = client
-        return client, group, name
+        return client
+
+    def _arm_errors(self, what: str) -> "_ArmErrors":
+        return _ArmErrors(what, self.endpoint)
 
 
-class _arm_errors:
-    """Translate Compute API failures: throttling and outages are transient, refusals are kept with
-    ARM's code and message (never a token or a SAS) for the remediation catalogue."""
+class _ArmErrors:
+    """Translate Compute API failures by status and ARM error code (azure_errors.classify): throttling,
+    busy and outages are transient; refusals keep ARM's code and message (never a token or a SAS) for
+    the remediation catalogue; no token or no answer at all is an endpoint to check."""
 
-    def __init__(self, what: str):
-        self._what = what
+    def __init__(self, what: str, endpoint: str):
+        self._what, self._endpoint = what, endpoint
 
-    def __enter__(self) -> "_arm_errors":
+    def __enter__(self) -> "_ArmErrors":
         return self
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
             return
         if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
-            raise TransientError(f"no token for ARM ({self._what}): {redact(str(exc.message))}") from exc
-        if isinstance(exc, HttpResponseError):
-            status = exc.status_code
-            code = str(getattr(exc.error, "code", None) or exc.reason or "unknown")
-            message = redact(str(getattr(exc.error, "message", None) or exc.reason or ""))
-            if status in (408, 429) or (status or 0) >= 500 or (status == 409 and "in progress" in message.lower()):
-                raise TransientError(f"ARM did not answer {self._what} yet ({status} {code}): {message}") from exc
-            raise RestorePointRefused(f"ARM refused {self._what} ({status} {code}): {message}", arm_code=code,
-                                      arm_message=message, status=status) from exc
+            # DefaultAzureCredential's account of every credential it tried stays in the log, not the error.
+            log.info("no token for %s: %s", self._endpoint, redact(str(exc.message)))
+            raise EndpointUnavailableError(
+                f"no credential for {self._endpoint} ({self._what}): in Azure give the app a managed identity; "
+                f"on a workstation sign in with 'az login', or run ./dev run in this folder for the local "
+                f"stack") from None
         if isinstance(exc, ServiceRequestError):
-            raise TransientError(f"ARM could not be reached for {self._what}: {redact(str(exc))}") from exc
+            log.info("%s unreachable: %s", self._endpoint, redact(str(exc)))
+            raise EndpointUnavailableError(f"cannot reach {self._endpoint} ({self._what}): start the local stack "
+                                           f"(./dev run) or correct the setting") from None
+        if isinstance(exc, ServiceResponseError):
+            raise TransientError(f"{self._endpoint} dropped the answer to {self._what}; a retry may succeed") from exc
+        if isinstance(exc, HttpResponseError):
+            status, code = status_and_code(exc)
+            code = str(code or "")
+            message = redact(str(getattr(exc.error, "message", None) or exc.reason or ""))
+            said = f"({status} {code})" if code else f"({status})"
+            if classify(status, code) is Failure.TRANSIENT:
+                raise TransientError(f"ARM did not answer {self._what} yet {said}: {message}") from exc
+            raise RestorePointRefused(f"ARM refused {self._what} {said}: {message}", arm_code=code,
+                                      arm_message=message, status=status) from exc
 
 
-def _state(model: Any) -> RestorePointState:
-    properties = model
-    profile = getattr(getattr(properties, "source_metadata", None), "storage_profile", None)
+def _state(model: Any, *, operation: str | None = None) -> RestorePointState:
+    profile = getattr(getattr(model, "source_metadata", None), "storage_profile", None)
     disk_of: dict[str, str | None] = {}
     if profile is not None:
         for disk in [profile.os_disk, *(profile.data_disks or [])]:
@@ -207,28 +279,25 @@ def _state(model: Any) -> RestorePointState:
             if point is not None and point.id:
                 managed = getattr(disk, "managed_disk", None)
                 disk_of[point.id] = managed.id if managed is not None else None
-    view = getattr(properties, "instance_view", None)
+    view = getattr(model, "instance_view", None)
     replication: dict[str, tuple[str | None, int | None]] = {}
-    statuses: list[InstanceStatus] = []
+    statuses: tuple[InstanceStatus, ...] = ()
     if view is not None:
         for entry in view.disk_restore_points or []:
             status = entry.replication_status
             replication[(entry.id or "").lower()] = (
                 status.status.code if status is not None and status.status is not None else None,
                 status.completion_percent if status is not None else None)
-        statuses = [InstanceStatus(code=s.code or "", level=_text(s.level) or "Info", message=s.message)
-                    for s in view.statuses or []]
+        statuses = tuple(InstanceStatus(code=s.code or "", level=_text(s.level) or "Info", message=s.message)
+                         for s in view.statuses or [])
     disks = tuple(DiskRestorePointState(id=point_id, disk_id=disk_id,
                                         replication=replication.get(point_id.lower(), (None, None))[0],
                                         completion_percent=replication.get(point_id.lower(), (None, None))[1])
                   for point_id, disk_id in disk_of.items())
-    failed = next((s for s in statuses if s.code.lower().startswith(_FAILED_STATUS)), None)
     return RestorePointState(
-        name=str(model.name), id=str(model.id), provisioning_state=_text(properties.provisioning_state) or "Creating",
-        consistency_mode=_text(properties.consistency_mode),
-        time_created=properties.time_created, disks=disks, statuses=tuple(statuses),
-        error_code=failed.code[len(_FAILED_STATUS):] if failed else None,
-        error_message=failed.message if failed else None)
+        name=str(model.name), id=str(model.id), provisioning_state=_text(model.provisioning_state) or "Creating",
+        consistency_mode=_text(model.consistency_mode), time_created=model.time_created, disks=disks,
+        statuses=statuses, operation=operation)
 
 
 def _text(value: Any) -> str | None:

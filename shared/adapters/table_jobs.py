@@ -329,7 +329,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "LogBlob": job.log_blob and base_of(job.log_blob),
         "LastReportAt": job.last_report_at and utc(job.last_report_at),
         "DispatchedAt": job.dispatched_at and utc(job.dispatched_at),
-        "BackupMethod": job.backup_method,
+        "BackupMethod": job.backup_method, "ArmOperation": job.arm_operation,
     }
     entity.update({k: v for k, v in optional.items() if v is not None})
     return entity
@@ -348,7 +348,7 @@ def job_from_entity(entity: dict[str, Any]) -> Job:
         health_code=get("HealthCode"), errors=[JobError(**e) for e in json.loads(get("Errors") or "[]")],
         status_blob=get("StatusBlob"), log_blob=get("LogBlob"), last_report_at=_time(get("LastReportAt")),
         notes=list(json.loads(get("Notes") or "[]")), dispatched_at=_time(get("DispatchedAt")),
-        backup_method=get("BackupMethod"),
+        backup_method=get("BackupMethod"), arm_operation=get("ArmOperation"),
         attempts=[_attempt_from(a) for a in json.loads(get("Attempts") or "[]")],   # absent on older rows
     )
 

@@ -183,6 +183,9 @@ class Job:
     dispatched_at: datetime | None = None              # when the current attempt was handed to the VM
     backup_method: str | None = None    # inventory.BackupMethod value of the current attempt
     attempts: list[AttemptRecord] = field(default_factory=list)   # earlier attempts, oldest first
+    # Restore-point attempts: the Location of the ARM long-running operation creating the restore point
+    # (an ARM URL, no secret in it); when the restore point fails, that operation says why.
+    arm_operation: str | None = None
 
     @property
     def duration(self) -> timedelta | None:

@@ -222,13 +222,14 @@ EXTENSION_WARNING = "ExtensionReportedWarning"
 # Errors of the restore-point method (managed disks): what the Compute API or the restore point said.
 RP_EXTENSION_NOT_READY = "UserErrorRestorePointExtensionNotProvisioned"
 RP_VM_NOT_RUNNING = "UserErrorRestorePointVmNotRunning"
-RP_LIMIT_REACHED = "UserErrorRpCollectionLimitReached"
+RP_CLIENT_ERROR = "UserErrorRestorePointClientError"
 RP_DISK_NOT_SUPPORTED = "UserErrorRestorePointDiskNotSupported"
 RP_THROTTLED = "RestorePointRequestThrottled"
 RP_NOT_AUTHORIZED = "UserErrorRestorePointNotAuthorized"
 RP_TIMED_OUT = "RestorePointCreationTimedOut"
 RP_FAILED = "RestorePointCreationFailed"
 RP_REPLICATION_FAILED = "RestorePointDiskReplicationFailed"
+RP_WARNING = "RestorePointCompletedWithWarning"
 
 # What a retention run reports about one VM (shared/services/retention.py); each is a Retention job's error.
 RP_DATA_MISSING = "UserErrorRecoveryPointDataMissing"
@@ -313,12 +314,19 @@ SERVICE_ERRORS: dict[str, Remediation] = {
         ("Start the VM, wait until its agent shows Ready, and retry the backup.",
          "For a VM that is meant to stay stopped, set the policy's restore point consistency to "
          "CrashConsistent."), False),
-    RP_LIMIT_REACHED: _r(
-        RP_LIMIT_REACHED, "Too many restore points in the VM's restore point collection",
-        "The VM's restore point collection holds the maximum number of restore points Azure allows.",
-        ("Delete restore points you no longer need from the collection (vmsnap-<vm name>); deleting one does "
-         "not lose the others, they are incremental.",
-         "Shorten the policy's retention so fewer restore points are kept."), False),
+    RP_CLIENT_ERROR: _r(
+        RP_CLIENT_ERROR, "Azure refused the restore point because of the VM or its disks",
+        "Azure answered VMRestorePointClientError (or DiskRestorePointClientError): one code for several "
+        "causes on the VM's side, named in Azure's message below. The documented ones: the VM's 500 restore "
+        "points (across all its collections) are reached; a shared disk is attached; another restore point "
+        "of the VM is being created; the VM has no network access or too few resources; a disk's key vault "
+        "is gone.",
+        ("Read Azure's message below: it names the cause.",
+         "At the limit: run retention ('vmsnap retention run') or delete restore points the VM no longer "
+         "needs; deleting one does not lose the others, they are incremental.",
+         "A shared disk: exclude it from protection ('vmsnap protection update-for-vm').",
+         "Another restore point in progress: wait for it; the next attempt is retried.",
+         _NETWORK, _RETRY), True),
     RP_DISK_NOT_SUPPORTED: _r(
         RP_DISK_NOT_SUPPORTED, "A disk of the VM cannot be in a restore point",
         "Restore points cover managed disks only; ephemeral OS disks and shared disks must be excluded, and "
@@ -333,20 +341,22 @@ SERVICE_ERRORS: dict[str, Remediation] = {
         RP_NOT_AUTHORIZED, "The service may not create restore points for this VM",
         "The worker's identity lacks a role that allows restore point collections and restore points on the VM's "
         "resource group.",
-        ("Grant the worker's identity the 'Virtual Machine Contributor' role on the VM's resource group "
-         "(infra/app/vm-access.bicep does it for the deployment's resource group).",), False),
+        ("Grant the worker's identity the restore point role of infra/app/vm-access.bicep on the VM's resource "
+         "group (docs/restore-points.md lists its actions).",), False),
     RP_TIMED_OUT: _r(
         RP_TIMED_OUT, "The restore point never finished",
         "The restore point stayed Creating past the service's window: the platform could not finish the "
-        "extension's run or the disk snapshots.",
-        ("Look at the restore point in the portal or with 'az restore-point show --expand instanceView'.",
-         _AGENT, _RP_EXTENSION_LOG,
-         "Delete the unfinished restore point if it stays Creating; the next backup makes a new one.", _RETRY),
+        "extension's run or the disk snapshots. The service deletes it (it counts against the VM's limit); "
+        "the details say whether that worked.",
+        (_AGENT, _RP_EXTENSION_LOG,
+         "If the details say the restore point could not be deleted, delete it ('az restore-point delete') "
+         "once it is no longer Creating.", _RETRY),
         True),
     RP_FAILED: _r(
         RP_FAILED, "The restore point failed",
-        "Azure reported the restore point as Failed.",
-        ("Read the error reported below and the restore point's instance view "
+        "Azure reported the restore point as Failed, or refused it, with an internal error or a code this "
+        "service does not know; Azure's code and message are below.",
+        ("Read Azure's code and message below and the restore point's instance view "
          "('az restore-point show --expand instanceView').", _RP_EXTENSION_LOG, _RETRY), True),
     RP_REPLICATION_FAILED: _r(
         RP_REPLICATION_FAILED, "A disk restore point could not be copied",
@@ -382,6 +392,11 @@ SERVICE_ERRORS: dict[str, Remediation] = {
         "An unexpected error stopped retention of this VM; the other VMs were processed.",
         ("Search the function's log for the VM's name: the error is logged with its traceback.",
          "The next run tries again; if the error repeats, its record is likely malformed: report it."), True),
+    RP_WARNING: _r(
+        RP_WARNING, "Azure reported a warning on the restore point",
+        "The restore point succeeded, and its instance view carries a status at level Warning.",
+        ("Read Azure's code and message below and the restore point's instance view "
+         "('az restore-point show --expand instanceView').",), False),
 }
 
 SUCCESS_CODES = frozenset({0, 1})

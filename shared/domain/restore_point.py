@@ -1,11 +1,12 @@
-"""The restore-point backup method, pure: names, what a restore point's state means for its job (the
-same transitions as a status report), and which remediation an ARM error calls for."""
+"""The restore-point backup method, pure: names, the create request, what a restore point's state means
+for its job (the same transitions as a status report), and which remediation an ARM error calls for:
+decided by ARM's error code and HTTP status, never by the wording of a message."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Sequence
+from typing import Any, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
@@ -17,12 +18,22 @@ COLLECTION_PREFIX = "vmsnap-"
 # Restore points normally finish in minutes; one still Creating after this is stuck. It is shorter than
 # the stale-job sweep's deadline, so the restore point's own advice reaches the job first.
 RESTORE_POINT_WINDOW = timedelta(minutes=120)
-EXTENSION_STATUS_PREFIX = "VMSnapshotExtension/"
+RUNNING = "powerstate/running"
 
 
 class ConsistencyMode(str, Enum):
     APPLICATION = "ApplicationConsistent"
     CRASH = "CrashConsistent"
+
+
+@dataclass(frozen=True)
+class ArmFailure:
+    """An error as ARM answers it, ``{"error": {"code", "message"}}`` with its HTTP status: from a refused
+    call, or from the long-running operation of a create that failed."""
+
+    code: str
+    message: str
+    status: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,8 +56,10 @@ class DiskRestorePointState:
 
     @property
     def copying(self) -> bool:
-        # Only a copy known to be under way holds the job back; an absent or unknown state does not.
-        return "inprogress" in (self.replication or "").lower()
+        # Only a copy known to be under way holds the job back: a percentage below 100 that no final
+        # state overrides. The examples name no in-progress code, so none is looked for.
+        return (not self.replicated and not self.replication_failed and self.completion_percent is not None
+                and self.completion_percent < 100)
 
     @property
     def replication_failed(self) -> bool:
@@ -64,8 +77,12 @@ class RestorePointState:
     time_created: datetime | None = None
     disks: tuple[DiskRestorePointState, ...] = ()
     statuses: tuple[InstanceStatus, ...] = ()
-    error_code: str | None = None
-    error_message: str | None = None
+    operation: str | None = None        # the Location of the create, when this answer started it
+
+    @property
+    def crash_consistent(self) -> bool:
+        """Reported crash consistent: made without the guest, so the VM's state did not matter."""
+        return (self.consistency_mode or "").lower() == ConsistencyMode.CRASH.value.lower()
 
 
 @dataclass(frozen=True)
@@ -104,27 +121,52 @@ def attempt_restore_point_name(job_id: str, attempt: int) -> str:
     return restore_point_name(f"{job_id}_{attempt}")
 
 
+def restore_point_request(consistency: ConsistencyMode, exclude_disk_ids: Sequence[str] = ()) -> dict[str, Any]:
+    """The body of a restore point create. ``consistencyMode`` is left out for application consistency,
+    Azure's default; the specification accepts only ``CrashConsistent`` as input."""
+    properties: dict[str, Any] = {}
+    if consistency is ConsistencyMode.CRASH:
+        properties["consistencyMode"] = consistency.value
+    if exclude_disk_ids:
+        properties["excludeDisks"] = [{"id": disk} for disk in exclude_disk_ids]
+    return {"properties": properties}
+
+
 def mark_restore_point_requested(job: Job, *, attempt: int, task_id: str, disks: Sequence[Disk],
                                  now: datetime) -> Job | None:
     """The job once its attempt's restore point is requested: Dispatched, without status or log blob."""
-    return mark_dispatched(job, attempt=attempt, task_id=task_id, status_blob="", log_blob="", now=now,
-                           disks=[DiskResult(lun=d.lun, blob_url=d.resource) for d in disks],
-                           backup_method=BackupMethod.RESTORE_POINT.value)
+    requested = mark_dispatched(job, attempt=attempt, task_id=task_id, status_blob="", log_blob="", now=now,
+                                disks=[DiskResult(lun=d.lun, blob_url=d.resource) for d in disks],
+                                backup_method=BackupMethod.RESTORE_POINT.value)
+    # A redelivery of the same attempt keeps the create operation its first delivery recorded.
+    if requested is not None and job.task_id != task_id:
+        return replace(requested, arm_operation=None)
+    return requested
 
 
-def apply_restore_point(job: Job, state: RestorePointState, now: datetime) -> Job | None:
+def mark_create_operation(job: Job, task_id: str, operation: str | None) -> Job | None:
+    """Remember the long-running operation that creates ``task_id``'s restore point: when the restore point
+    fails, the operation says why."""
+    if job.is_terminal or job.task_id != task_id or not operation or job.arm_operation == operation:
+        return None
+    return replace(job, arm_operation=operation)
+
+
+def apply_restore_point(job: Job, state: RestorePointState, now: datetime, failure: ArmFailure | None = None,
+                        power_state: str | None = None) -> Job | None:
     """The job after reading its attempt's restore point, or None when nothing changes.
 
     Creating (or Succeeded while a disk is still copying) is Running; Succeeded is Completed, with
-    warnings when the platform reported one (a failed pre-script: file-system consistent); Failed is
-    Failed with the remediation its error calls for. Another attempt's restore point changes nothing.
+    the consistency Azure reports, and with warnings for what Azure reported at level Warning or a disk
+    whose copy failed; Failed is Failed with the remediation its create operation's error (``failure``)
+    and the VM's state (``power_state``) call for. Another attempt's restore point changes nothing.
     """
     if job.is_terminal or state.name != job.expected_task_id:
         return None
     disks = _disk_results(job.disks, state)
     provisioning = state.provisioning_state.lower()
     if provisioning == "failed" or provisioning == "deleting":
-        failed = mark_failed(job, failure_error(state), now)
+        failed = mark_failed(job, failure_error(state, failure, power_state), now)
         if failed is None:
             return None
         # A failed restore point is no recovery point for any disk, whatever its copies did.
@@ -143,53 +185,85 @@ def apply_restore_point(job: Job, state: RestorePointState, now: datetime) -> Jo
     return changed
 
 
-def failure_error(state: RestorePointState) -> JobError:
-    """The job error of a Failed restore point: an extension failure keeps the extension's own advice."""
-    for status in state.statuses:
-        fix = _extension_remediation(status.code)
-        if fix is not None and status.level.lower() == "error":
-            return JobError.from_remediation(fix, detail=state.error_message or status.message)
+def failure_error(state: RestorePointState, failure: ArmFailure | None = None,
+                  power_state: str | None = None) -> JobError:
+    """The job error of a Failed (or Deleting) restore point: its create operation's error, when known,
+    or the VM's state when the VM is not running (an application-consistent restore point needs it)."""
     if state.provisioning_state.lower() == "deleting":
         return JobError.from_remediation(remediation.for_service_error(remediation.RP_FAILED),
                                          detail=f"restore point {state.name} is being deleted")
-    return arm_error(state.error_code or "", state.error_message or "")
+    return refusal_error(failure or ArmFailure("", f"restore point {state.name} Failed, and the error of the "
+                                                   f"operation that created it could not be read"),
+                         power_state=power_state, crash=state.crash_consistent)
 
 
-def arm_error(code: str, message: str, status: int | None = None) -> JobError:
+def refusal_error(failure: ArmFailure, *, power_state: str | None = None, crash: bool = False) -> JobError:
+    """The job error for a restore point Azure refused or failed: ARM's code decides the remediation,
+    unless the VM is not running and the restore point needed it to (application consistency)."""
+    error = arm_error(failure)
+    if crash or not vm_not_running(power_state):
+        return error
+    return JobError.from_remediation(remediation.for_service_error(remediation.RP_VM_NOT_RUNNING),
+                                     detail=f"the VM is {str(power_state).rsplit('/', 1)[-1]}; Azure said "
+                                            f"{_said(failure)}")
+
+
+def _said(failure: ArmFailure) -> str:
+    return f"{failure.code}: {failure.message}" if failure.code else failure.message
+
+
+def arm_error(failure: ArmFailure) -> JobError:
     """The job error for an ARM error answer (code and message as ARM gave them)."""
-    return JobError.from_remediation(remediation.for_service_error(remediation_for_arm(code, message, status)),
-                                     detail=f"{code}: {message}" if code else message or None)
+    fix = remediation.for_service_error(remediation_for_arm(failure.code, failure.status))
+    return JobError.from_remediation(fix, detail=_said(failure) or None)
 
 
-def remediation_for_arm(code: str, message: str, status: int | None = None) -> str:
-    """Which catalogue entry an ARM error of a restore point call belongs to."""
-    low_code, text = code.lower(), message.lower()
-    if status == 429 or low_code in ("toomanyrequests", "throttled") or "throttl" in low_code:
+# The codes of the Compute API's answers that the restore point documentation names (Microsoft Learn,
+# "Troubleshoot restore point failures") and ARM's own authorization codes. A code missing here is
+# RP_FAILED: retried, with ARM's code and message on the job (docs/restore-points.md).
+ARM_CODES: dict[str, str] = {
+    "vmagentstatuscommunicationerror": remediation.RP_EXTENSION_NOT_READY,
+    "vmrestorepointclienterror": remediation.RP_CLIENT_ERROR,
+    "diskrestorepointclienterror": remediation.RP_CLIENT_ERROR,
+    "vmrestorepointinternalerror": remediation.RP_FAILED,
+    "internalerror": remediation.RP_FAILED,
+    "internalexecutionerror": remediation.RP_FAILED,
+    "internaloperationerror": remediation.RP_FAILED,
+    "authorizationfailed": remediation.RP_NOT_AUTHORIZED,
+    "linkedauthorizationfailed": remediation.RP_NOT_AUTHORIZED,
+    "toomanyrequests": remediation.RP_THROTTLED,
+}
+
+
+def remediation_for_arm(code: str, status: int | None = None) -> str:
+    """Which catalogue entry an ARM error of a restore point call belongs to: by HTTP status, then by
+    code; an unknown code is RP_FAILED (a retry may cure it, and the job shows ARM's own words)."""
+    if status == 429:
         return remediation.RP_THROTTLED
-    if low_code == remediation.RP_LIMIT_REACHED.lower() or "restore points" in text and "limit" in text:
-        return remediation.RP_LIMIT_REACHED
-    if status in (401, 403) or low_code in ("authorizationfailed", "linkedauthorizationfailed"):
+    if status in (401, 403):
         return remediation.RP_NOT_AUTHORIZED
-    if "not running" in text or "deallocated" in text or "powerstate/stopped" in text:
-        return remediation.RP_VM_NOT_RUNNING
-    if "extension" in low_code or "vmagent" in low_code or "agent" in low_code:
-        return remediation.RP_EXTENSION_NOT_READY
-    if "disk" in text and any(word in text for word in ("not supported", "unsupported", "ephemeral", "shared")):
-        return remediation.RP_DISK_NOT_SUPPORTED
-    return remediation.RP_FAILED
+    return ARM_CODES.get(code.lower(), remediation.RP_FAILED)
+
+
+def vm_not_running(power_state: str | None) -> bool:
+    """Whether the VM's instance view (``PowerState/<x>``) says it is not running; unknown is not."""
+    return power_state is not None and power_state.lower() != RUNNING
 
 
 def restore_point_deadline(job: Job) -> datetime:
     return (job.dispatched_at or job.start_time) + RESTORE_POINT_WINDOW
 
 
-def mark_restore_point_timed_out(job: Job, state: RestorePointState | None, now: datetime) -> Job | None:
-    """Fail a restore-point job whose restore point is still unfinished past its window."""
+def mark_restore_point_timed_out(job: Job, state: RestorePointState | None, now: datetime,
+                                 disposal: str = "") -> Job | None:
+    """Fail a restore-point job whose restore point is still unfinished past its window; ``disposal``
+    says what became of that restore point."""
     if job.is_terminal or utc(now) < restore_point_deadline(job):
         return None
     detail = (f"restore point {job.expected_task_id} was never created" if state is None else
               f"restore point {state.name} still {state.provisioning_state} since "
               f"{(state.time_created or job.dispatched_at or job.start_time).isoformat(timespec='seconds')}")
+    detail += f"; {disposal}" if disposal else ""
     failed = mark_failed(job, JobError.from_remediation(remediation.for_service_error(remediation.RP_TIMED_OUT),
                                                         detail=detail), now)
     if failed is not None:
@@ -224,15 +298,8 @@ def _consistency(mode: str | None) -> Consistency | None:
         return None
 
 
-def _extension_remediation(code: str) -> remediation.Remediation | None:
-    if not code.startswith(EXTENSION_STATUS_PREFIX):
-        return None
-    return remediation.for_extension_name(code[len(EXTENSION_STATUS_PREFIX):])
-
-
 def _warning(status: InstanceStatus) -> JobError:
-    fix = _extension_remediation(status.code)
-    if fix is not None:
-        return JobError.from_remediation(fix, detail=status.message)
-    return JobError(error_code=status.code, error_title="The restore point reported a warning",
-                    error_string=status.message or status.code)
+    """A status Azure reported at level Warning, in Azure's own code and words."""
+    fix = remediation.for_service_error(remediation.RP_WARNING)
+    return JobError.from_remediation(fix, detail=f"{status.code}: {status.message}" if status.message
+                                     else status.code)

@@ -135,7 +135,8 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
     except TransientError as exc:
         return _not_dispatched(svc, svc.jobs.get(job.job_id) or job, exc, now, ids)
     if started is not None:
-        outcome = Outcome.FAILED if started.failed else Outcome.DUPLICATE if started.superseded else Outcome.DISPATCHED
+        outcome = (Outcome.FAILED if started.failed else Outcome.DUPLICATE if started.superseded
+                   else Outcome.RETRYING if started.retrying else Outcome.DISPATCHED)
         return DispatchOutcome(outcome, job.job_id, started.task_id)
 
     ids = f"job {job.job_id} task {attempt_task.task_id} message {message_id}"

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
 from shared.domain.restore_point import ManagedDiskState, restored_disk_id
-from shared.errors import ConflictError, NotFoundError, ValidationError, VmsnapError
+from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError, VmsnapError
 from shared.ports import RestorePointRefused
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,9 @@ _DISK_ADVICE = {
                     "an existing managed disk is never replaced."],
     COPY_FAILED: ["Check that the recovery point still exists ('vmsnap recoverypoint show') and that the "
                   "service may write disks in the target resource group (Microsoft.Compute/disks/write), "
-                  "then retry the restore."],
+                  "then retry the restore.",
+                  "A disk is restored in its disk restore point's region: Azure reports a source in another "
+                  "region as not found."],
     VERIFY_FAILED: ["Do not use the restored disk; delete it and restore again."],
     RESTORE_FAILED: ["Check that the Compute API is reachable, then retry the restore."],
 }
@@ -78,9 +80,13 @@ def restore_disks(svc: Any, vm_name: str, rp_name: str, target_container: str | 
                               f"Azure host (Direct Drive snapshot {host_only[0][1]}), which this service cannot "
                               f"copy; restore that disk through Azure, or pick its other disks with --disk",
                               field="disk")
+    sources: list[ManagedDiskState | None] = []
     if managed:
         targets = [restored_disk_id(d.snapshot, target, restored_disk_name(d, point)) for d in disks]
         where = f"resource group {target}"
+        # Read before any job exists: a Compute endpoint that cannot be used (no credential, nothing
+        # listening) is reported to the operator, not recorded as a failed restore. None: the disk is gone.
+        sources = [svc.restore_points.get_disk(d.source) for d in disks]
     else:
         targets = [svc.disk_copier.target_url(target, _blob_name(d)) for d in disks]
         where = f"container {target}"
@@ -88,7 +94,7 @@ def restore_disks(svc: Any, vm_name: str, rp_name: str, target_container: str | 
     ids = f"job {job.job_id} (restore of point {point.name} of VM {point.vm_name})"
     try:
         if managed:
-            return _run_managed(svc, job, point, disks, targets, ids=ids)
+            return _run_managed(svc, job, point, disks, targets, sources, ids=ids)
         return _run(svc, job, disks, target, overwrite=overwrite, poll_interval=poll_interval,
                     sleep=sleep, ids=ids)
     except VmsnapError as exc:
@@ -163,8 +169,8 @@ def _create_job(svc: Any, point: RecoveryPoint, disks: list[DiskSnapshot], targe
     return job
 
 
-def _run_managed(svc: Any, job: Job, point: RecoveryPoint, disks: list[DiskSnapshot], targets: list[str], *,
-                 ids: str) -> Job:
+def _run_managed(svc: Any, job: Job, point: RecoveryPoint, disks: list[DiskSnapshot], targets: list[str],
+                 sources: list[ManagedDiskState | None], *, ids: str) -> Job:
     """A managed disk per disk restore point, one after the other (each create waits), then verified.
 
     A restore failing part way keeps the disks it made already: a restore never deletes a disk."""
@@ -172,15 +178,18 @@ def _run_managed(svc: Any, job: Job, point: RecoveryPoint, disks: list[DiskSnaps
     taken = [target for target in targets if compute.get_disk(target) is not None]
     if taken:
         return _fail(svc, job, TARGET_EXISTS, f"{', '.join(taken)} already exist(s)", _DISK_ADVICE[TARGET_EXISTS])
-    sources: list[ManagedDiskState | None] = []
-    for disk, target in zip(disks, targets):
-        source = compute.get_disk(disk.source)      # None: the disk is gone (what a restore is for)
-        sources.append(source)
+    for disk, target, source in zip(disks, targets, sources):
         location = source.location if source is not None and source.location else _vm_location(svc, point.vm_name)
         try:
             compute.restore_disk(disk.snapshot, target, location=location)
-        except RestorePointRefused as exc:
-            code = TARGET_EXISTS if exc.status == 409 and "exist" in exc.arm_message.lower() else COPY_FAILED
+        except (RestorePointRefused, TransientError) as exc:
+            # Refused (a conflict) or busy (a create of that name running): someone else's disk if it is there.
+            if compute.get_disk(target) is not None:
+                code = TARGET_EXISTS
+            elif isinstance(exc, TransientError):
+                raise
+            else:
+                code = COPY_FAILED
             return _fail(svc, job, code, f"LUN {disk.lun}: {exc}", _DISK_ADVICE[code])
         log.info("%s: LUN %s restored as %s", ids, disk.lun, target)
     total = 0

@@ -15,9 +15,10 @@ from shared.domain import remediation
 from shared.domain.inventory import BackupMethod, Vm
 from shared.domain.jobs import (MAX_ATTEMPTS, Job, JobError, JobPhase, JobStatus, mark_attempt_failed, mark_failed,
                                 next_attempt_at)
-from shared.domain.restore_point import (ConsistencyMode, apply_restore_point, arm_error, collection_name,
-                                         mark_restore_point_requested, mark_restore_point_timed_out,
-                                         restore_point_deadline, restore_point_name)
+from shared.domain.restore_point import (ArmFailure, ConsistencyMode, RestorePointState, apply_restore_point,
+                                         collection_name, mark_create_operation, mark_restore_point_requested,
+                                         mark_restore_point_timed_out, refusal_error, restore_point_deadline,
+                                         restore_point_name, restore_point_request)
 from shared.domain.recovery import SUCCESSFUL
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
@@ -36,6 +37,7 @@ class Started:
     task_id: str
     failed: bool = False        # the restore point was refused: the job is Failed
     superseded: bool = False    # the job moved on meanwhile: nothing was created
+    retrying: bool = False      # refused for a reason that may pass: the next attempt is queued
 
 
 def vm_reference(svc: Any, vm_name: str) -> str:
@@ -91,14 +93,38 @@ def start_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now: dat
         state = svc.restore_points.begin_create(resource_id, restore_point_name(task_id), consistency=consistency,
                                                 exclude_disk_ids=[d.resource for d in excluded])
     except RestorePointRefused as exc:
-        error = arm_error(exc.arm_code, exc.arm_message, exc.status)
-        return Started(_fail(svc, job, error, now, ids), task_id, failed=True)
+        failure = ArmFailure(exc.arm_code, exc.arm_message, exc.status)
+        return _refused(svc, job, task_id, failure, resource_id, consistency, now, ids)
     except PermanentError as exc:
-        error = arm_error("", str(exc))
+        error = refusal_error(ArmFailure("", str(exc)))
         return Started(_fail(svc, job, error, now, ids), task_id, failed=True)
+    if state.operation:
+        job = svc.jobs.update(job.job_id, lambda current: mark_create_operation(current, task_id, state.operation))
     log.info("%s: restore point %s of VM %s is %s (%s, %d disk(s), %d excluded)", ids, state.name, vm.name,
              state.provisioning_state, consistency.value, len(included), len(excluded))
     return Started(job, task_id)
+
+
+def _refused(svc: Any, job: Job, task_id: str, failure: ArmFailure, vm_id: str, consistency: ConsistencyMode,
+             now: datetime, ids: str) -> Started:
+    """ARM refused the create: retried when the refusal may pass (its code, or a code vmsnap does not
+    know), failed with its advice otherwise."""
+    crash = consistency is ConsistencyMode.CRASH
+    error = refusal_error(failure, power_state=None if crash else _power_state(svc, vm_id, ids), crash=crash)
+    if error.retryable and job.attempt < MAX_ATTEMPTS:
+        _retry(svc, job, error, restore_point_name(task_id), now, ids)
+        return Started(svc.jobs.get(job.job_id) or job, task_id, retrying=True)
+    return Started(_fail(svc, job, error, now, ids), task_id, failed=True)
+
+
+def _power_state(svc: Any, vm_id: str, ids: str) -> str | None:
+    """The VM's power state, asked only once something failed; None when it cannot be read now."""
+    try:
+        power: str | None = svc.restore_points.vm_power_state(vm_id)
+        return power
+    except (TransientError, PermanentError) as exc:
+        log.info("%s: the VM's power state is not readable now: %s", ids, exc)
+        return None
 
 
 def preview_restore_point(svc: Any, vm: Vm, task: SnapshotTask) -> dict[str, Any]:
@@ -109,14 +135,11 @@ def preview_restore_point(svc: Any, vm: Vm, task: SnapshotTask) -> dict[str, Any
     consistency = _consistency(svc, policy)
     collection = f"{(vm.resource_id or '').split('/providers/', 1)[0]}/providers/Microsoft.Compute/" \
                  f"restorePointCollections/{collection_name(vm.name)}"
-    properties: dict[str, Any] = {"consistencyMode": consistency.value}
-    if excluded:
-        properties["excludeDisks"] = [{"id": d.resource} for d in excluded]
+    request = restore_point_request(consistency, [d.resource for d in excluded])
     return {"backupMethod": BackupMethod.RESTORE_POINT.value,
             "restorePointCollection": {"id": collection, "location": vm.location,
                                        "properties": {"source": {"id": vm.resource_id}}},
-            "restorePoint": {"id": f"{collection}/restorePoints/{restore_point_name(task.task_id)}",
-                             "properties": properties},
+            "restorePoint": {"id": f"{collection}/restorePoints/{restore_point_name(task.task_id)}", **request},
             "disks": [{"lun": d.lun, "id": d.resource} for d in included]}
 
 
@@ -161,24 +184,28 @@ def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
         result.finished.append(job.job_id)
         return
     except RestorePointRefused as exc:
-        _fail(svc, job, arm_error(exc.arm_code, exc.arm_message, exc.status), now, ids)
+        _fail(svc, job, refusal_error(ArmFailure(exc.arm_code, exc.arm_message, exc.status)), now, ids)
         result.finished.append(job.job_id)
         return
     unfinished = state is None or state.provisioning_state.lower() == "creating"
     if unfinished and now >= restore_point_deadline(job):
-        updated = svc.jobs.update(job.job_id, lambda current: mark_restore_point_timed_out(current, state, now))
+        disposal = _dispose_of_unfinished(svc, state, ids)
+        updated = svc.jobs.update(job.job_id, lambda current: mark_restore_point_timed_out(current, state, now,
+                                                                                          disposal))
         log.warning("%s: restore point never finished; job %s", ids, updated.status.value)
         result.finished.append(job.job_id)
         return
     if state is None:
         return      # accepted by ARM but not readable yet
-    preview = apply_restore_point(job, state, now)
+    failure, power_state = _why_it_failed(svc, job, state, ids)
+    preview = apply_restore_point(job, state, now, failure, power_state)
     if preview is not None and preview.status is JobStatus.FAILED and preview.errors[0].retryable \
             and job.attempt < MAX_ATTEMPTS:
         _retry(svc, job, preview.errors[0], state.name, now, ids)
         result.retrying.append(job.job_id)
         return
-    updated = svc.jobs.update(job.job_id, lambda current: apply_restore_point(current, state, now))
+    updated = svc.jobs.update(job.job_id, lambda current: apply_restore_point(current, state, now, failure,
+                                                                              power_state))
     if updated.is_terminal:
         log.info("%s: restore point %s %s; job %s", ids, state.name, state.provisioning_state, updated.status.value)
         result.finished.append(job.job_id)
@@ -186,6 +213,34 @@ def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
     # between the two writes leaves the point to this one (or to retention's backfill).
     if updated.status in SUCCESSFUL:
         record_recovery_point(svc, updated)
+
+
+def _why_it_failed(svc: Any, job: Job, state: RestorePointState, ids: str) -> tuple[ArmFailure | None, str | None]:
+    """For a Failed restore point: the error of the operation that created it, and (for an application-
+    consistent one) the VM's power state. Nothing is read for a restore point that did not fail."""
+    if state.provisioning_state.lower() != "failed":
+        return None, None
+    failure = None
+    if job.arm_operation:
+        try:
+            failure = svc.restore_points.operation_failure(job.arm_operation)
+        except (TransientError, PermanentError) as exc:
+            log.info("%s: the create operation of restore point %s is not readable now: %s", ids, state.name, exc)
+    return failure, None if state.crash_consistent else _power_state(svc, vm_resource_id(svc, job.vm_name), ids)
+
+
+def _dispose_of_unfinished(svc: Any, state: RestorePointState | None, ids: str) -> str:
+    """Delete a restore point still unfinished past its window: it is worthless and counts against the
+    VM's limit. What became of it, for the job; TransientError leaves the job to the next tick."""
+    if state is None:
+        return ""
+    try:
+        deleted = svc.restore_points.delete(state.id)
+    except RestorePointRefused as exc:
+        log.warning("%s: Azure refused to delete unfinished restore point %s: %s", ids, state.name, exc)
+        return f"Azure refused to delete it ({exc.arm_code or exc.status}): delete it by hand"
+    log.info("%s: unfinished restore point %s %s", ids, state.name, "deleted" if deleted else "was gone already")
+    return "it was deleted" if deleted else "it was gone already"
 
 
 def _retry(svc: Any, job: Job, error: JobError, name: str, now: datetime, ids: str) -> None:

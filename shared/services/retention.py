@@ -435,7 +435,8 @@ def _job_attempt_snapshots(svc: Any, job: Job) -> list[SnapshotAction]:
 def _attempt_restore_points(svc: Any, job: Job) -> list[str]:
     """The ids of the restore points this job's attempts left that still exist.
 
-    One still being created is left for a later run: ARM refuses to delete it while it is in progress."""
+    One still being created is left alone: its job is still being decided, and the restore-point timer deletes
+    one that never finishes (shared/services/restore_point_backup.py)."""
     try:
         vm_id = vm_resource_id(svc, job.vm_name)
     except NotFoundError:

@@ -6,6 +6,7 @@ from shared.adapters.blob_sas import BlobSasMinter, StatusBlobStore
 from shared.adapters.compute_inventory import ComputeInventory
 from shared.adapters.dispatch_arm import ArmDispatcher
 from shared.adapters.dispatch_local import LocalDispatcher
+from shared.adapters.restore_points import ComputeRestorePoints
 from shared.adapters.snapshots import BlobSnapshots
 from shared.adapters.servicebus import ServiceBusTaskQueue
 from shared.adapters.table_claims import TableBackupClaims
@@ -13,7 +14,7 @@ from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
 from shared.adapters.table_recovery import TableRecoveryPointStore
 from shared.ports import (BackupClaims, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
-                          RecoveryPointStore, SasMinter, SnapshotStore, StatusBlobs, TaskQueue)
+                          RecoveryPointStore, RestorePoints, SasMinter, SnapshotStore, StatusBlobs, TaskQueue)
 from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs,
                          RecordingDispatcher, RecordingTaskQueue)
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
@@ -30,3 +31,5 @@ SAS_MINTERS: tuple[type[SasMinter], ...] = (BlobSasMinter,)
 RECOVERY_POINT_STORES: tuple[type[RecoveryPointStore], ...] = (InMemoryRecoveryPointStore, TableRecoveryPointStore)
 SNAPSHOT_STORES: tuple[type[SnapshotStore], ...] = (FakeSnapshots, BlobSnapshots)
 BACKUP_CLAIMS: tuple[type[BackupClaims], ...] = (InMemoryBackupClaims, TableBackupClaims)
+# No fake: services that use it are tested on the local Compute endpoint or a scripted ARM transport.
+RESTORE_POINTS: tuple[type[RestorePoints], ...] = (ComputeRestorePoints,)

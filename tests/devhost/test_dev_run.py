@@ -1,4 +1,5 @@
 """./dev run as a user runs it: one cycle, clean shutdown, one-line errors for bad configuration."""
+import json
 import os
 import signal
 import socket
@@ -44,7 +45,7 @@ def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     assert "demo-vm-osdisk.vhd: 1 snapshot(s)" in proc.stdout
     assert "demo-vm-datadisk0.vhd: 1 snapshot(s)" in proc.stdout
     assert proc.stdout.count("demo-vm-md: restore point ") == 1
-    assert "Succeeded FileSystemConsistent, 2 disk restore point(s)" in proc.stdout
+    assert "Succeeded ApplicationConsistent, 2 disk restore point(s)" in proc.stdout
     assert not any(port_in_use(p) for p in chosen.values()), "a server is still listening"
     assert processes_under(tmp_path / "vms") == []
 
@@ -97,3 +98,47 @@ def test_interrupting_a_running_stack_stops_every_process(tmp_path):
             proc.kill()
     assert not any(port_in_use(p) for p in chosen.values())
     assert processes_under(tmp_path / "vms") == []
+
+
+def test_a_second_terminal_restores_the_managed_disk_vm_against_the_running_stack(tmp_path):
+    """With `./dev run` going, `vmsnap restore restore-disks --vm demo-vm-md ... --target-resource-group
+    local` run in the project folder by another process reaches the stack's own Compute endpoint (named
+    in the stack settings) and ends with a Completed Restore job, as docs/restore-points.md shows."""
+    from tests.polling import eventually
+
+    chosen = ports()
+    env = run_env(tmp_path, RESTORE_POINT_SCHEDULE="*/2 * * * * *")
+    proc = subprocess.Popen([sys.executable, "-m", "devhost.run", *args_for(chosen)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    # The second terminal: no settings of its own, so the running stack's are the ones it finds.
+    terminal = {k: v for k, v in os.environ.items()
+                if k not in ("BackupStorage", "ServiceBusConnection", "ComputeConnection", "TABLE_PREFIX")}
+
+    def vmsnap(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(ROOT / ".venv" / "bin" / "vmsnap"), *argv], cwd=ROOT, env=terminal,
+                              capture_output=True, text=True, timeout=120)
+    try:
+        assert eventually(lambda: any("Completed" in line and "demo-vm-md" in line for line in lines), timeout=180), \
+            "".join(lines)
+        point = vmsnap("recoverypoint", "list", "--vm", "demo-vm-md", "--query", "[0].name", "-o", "tsv")
+        assert point.returncode == 0 and point.stdout.strip(), point.stderr
+        restore = vmsnap("restore", "restore-disks", "--vm", "demo-vm-md", "--rp-name", point.stdout.strip(),
+                         "--target-resource-group", "local", "--query", "name", "-o", "tsv")
+        assert restore.returncode == 0, restore.stdout + restore.stderr
+        shown = vmsnap("job", "show", "--name", restore.stdout.strip(), "-o", "json")
+        job = json.loads(shown.stdout)["properties"]
+        assert (job["operation"], job["status"]) == ("Restore", "Completed"), job
+        disks = [t["blobUri"] for t in job["extendedInfo"]["tasksList"] if "blobUri" in t]
+        assert len(disks) == 2 and all("/resourceGroups/local/providers/Microsoft.Compute/disks/demo-vm-md-" in d
+                                       for d in disks), disks
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert not any(port_in_use(p) for p in chosen.values())

@@ -27,6 +27,16 @@ class _Response(RestHttpClientTransportResponse):
     iter_raw = iter_bytes
 
 
+def canned_response(request, status: int, data: bytes, headers: dict):
+    """An azure-core response to ``request``, as if the service had answered it over HTTP."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in {
+        "Content-Type": "application/json", "Content-Length": str(len(data)), **headers}.items())
+    raw = http.client.HTTPResponse(_Socket(f"HTTP/1.1 {status} X\r\n{head}\r\n".encode() + data),
+                                   method=request.method)
+    raw.begin()
+    return _Response(request=request, internal_response=raw)
+
+
 class RecordingTransport(HttpTransport):
     """Answers every request with one canned response and keeps the requests."""
 
@@ -42,12 +52,7 @@ class RecordingTransport(HttpTransport):
 
     def send(self, request, **kwargs):
         self.requests.append(request)
-        head = "".join(f"{k}: {v}\r\n" for k, v in {
-            "Content-Type": "application/json", "Content-Length": str(len(self.body)), **self.headers}.items())
-        raw = http.client.HTTPResponse(_Socket(f"HTTP/1.1 {self.status} X\r\n{head}\r\n".encode() + self.body),
-                                       method=request.method)
-        raw.begin()
-        return _Response(request=request, internal_response=raw)
+        return canned_response(request, self.status, self.body, self.headers)
 
     def open(self):
         pass

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from devhost.compute import LocalCompute, StaticTokenCredential
+from devhost.compute import LocalCompute
 from shared.adapters.restore_points import ComputeRestorePoints
 from shared.bootstrap import Services
 from shared.clock import FixedClock
@@ -48,7 +48,7 @@ def compute(storage_connection_string, tmp_path: Path, etc_azure):
 @pytest.fixture
 def svc(make_settings, compute, tmp_path: Path):
     clock = FixedClock(datetime.now(timezone.utc).replace(microsecond=0))
-    restore_points = ComputeRestorePoints(StaticTokenCredential(), retry_backoff_factor=0.2,
+    restore_points = ComputeRestorePoints(compute.credential(), retry_backoff_factor=0.2,
                                           **compute.client_options())
     return Services(make_settings(LOCAL_VM_ROOT=str(tmp_path / "vms")), clock=clock,
                     restore_points=restore_points, task_queue=RecordingTaskQueue())

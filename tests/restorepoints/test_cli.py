@@ -57,4 +57,4 @@ def test_backup_now_dry_run_of_a_managed_disk_vm_shows_the_restore_point_request
     assert doc["restorePointCollection"]["properties"]["source"]["id"] == vm_id
     assert doc["restorePoint"]["id"].startswith(
         "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/restorePointCollections/vmsnap-md/")
-    assert doc["restorePoint"]["properties"] == {"consistencyMode": "ApplicationConsistent"}
+    assert doc["restorePoint"]["properties"] == {}       # application consistency: consistencyMode left out

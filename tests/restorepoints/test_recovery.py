@@ -88,6 +88,7 @@ def test_a_point_lost_between_two_writes_is_backfilled_by_retention(svc, compute
 
     from shared.domain.restore_point import apply_restore_point
 
+    compute.replication_seconds = 0         # copied as soon as it succeeds: one read sees it done
     vm = md_vm()
     task = task_for(svc, vm.name)
     deliver(svc, task)
@@ -255,3 +256,45 @@ def test_two_restores_racing_for_the_same_disk_leave_one_restore_and_one_clear_f
     blob = compute.restored_disk_blob("local", f"{os_disk.name}-{rp_name}")
     data = BlobClient.from_blob_url(blob, credential=svc.blob_service.credential).download_blob().readall()
     assert data == _snapshot_bytes(svc, compute, vm, -1)
+
+
+class _NoCredential:
+    """What DefaultAzureCredential does on a machine with no sign-in: one exception listing every
+    credential it tried, over many lines."""
+
+    def get_token(self, *scopes, **kwargs):
+        from azure.identity import CredentialUnavailableError
+
+        raise CredentialUnavailableError("DefaultAzureCredential failed to retrieve a token from the included "
+                                         "credentials.\nAttempted credentials:\n\tEnvironmentCredential: not "
+                                         "configured\n\tManagedIdentityCredential: unavailable\n\tAzureCliCredential: "
+                                         "az not found\nTo mitigate this issue, see the troubleshooting guide.")
+
+
+@pytest.mark.parametrize("how", ["no credential", "endpoint gone"])
+def test_a_restore_that_cannot_reach_the_compute_endpoint_is_one_line_exit_5_and_no_job(svc, compute, md_vm, cli,
+                                                                                          how):
+    """Run where no Compute endpoint can be used (no sign-in and no ComputeConnection, or a stack that has
+    stopped): one line that says what to do, exit 5, no credential dump, and no Restore job recorded."""
+    from devhost.ports import free_ports
+    from shared.bootstrap import Services
+    from shared.settings import Settings
+
+    vm, job = _backed_up(svc, md_vm)
+    env = {"BackupStorage": svc.settings.storage.connection_string, "TABLE_PREFIX": svc.settings.table_prefix,
+           "ServiceBusConnection": svc.settings.service_bus.connection_string}
+    if how == "no credential":
+        operator = Services(Settings.from_env(env), clock=svc.clock, credential=_NoCredential())
+    else:
+        (port,) = free_ports(1)
+        gone = f"Endpoint=https://127.0.0.1:{port};CertificateFile={compute.ca_file};Token=t"
+        operator = Services(Settings.from_env({**env, "ComputeConnection": gone}), clock=svc.clock)
+    reset_services(operator)
+
+    code, out, err = cli("restore", "restore-disks", "--vm", vm.name, "--rp-name", recovery_point_name(job.job_id),
+                         "--target-resource-group", "local")
+    assert code == 5 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "Attempted credentials" not in err and "./dev run" in err
+    assert ("az login" in err) if how == "no credential" else (f"127.0.0.1:{port}" in err and "ComputeConnection" in err)
+    code, out, _ = cli("job", "list", "--operation", "Restore", "-o", "json")
+    assert json.loads(out) == []

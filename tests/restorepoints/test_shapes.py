@@ -9,7 +9,7 @@ import pytest
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import RestorePoint
 
-from devhost.compute import RESOURCE_GROUP, StaticTokenCredential
+from devhost.compute import RESOURCE_GROUP
 from shared.adapters.restore_points import _state
 from shared.domain.restore_point import collection_name
 from tests.restorepoints.conftest import deliver, task_for, track_until_done
@@ -40,7 +40,7 @@ def raw(compute):
         if text:
             bodies[response.http_request.method + " " + response.http_request.url.split("?")[0]] = json.loads(text)
 
-    client = ComputeManagementClient(StaticTokenCredential(), compute.subscription_id,
+    client = ComputeManagementClient(compute.credential(), compute.subscription_id,
                                      raw_response_hook=keep, **compute.client_options())
     return client, bodies
 
@@ -83,4 +83,4 @@ def test_the_domain_reads_the_examples_restore_point_as_the_client_parses_it():
     assert state.provisioning_state == "Succeeded" and state.consistency_mode == "ApplicationConsistent"
     assert [(d.disk_id.rsplit("/", 1)[-1], d.replicated, d.completion_percent) for d in state.disks] == [
         ("example-os", True, 100), ("example-data", True, 100)]
-    assert state.error_code is None
+    assert state.statuses[0].code == "ReplicationState/succeeded" and state.operation is None
