@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 
 # Jobs are looked up by slot time; nothing InProgress can be older than this and still matter.
 LOOKBACK = timedelta(days=3)
-# The blob trigger applies a status blob within seconds of its write; a dispatched job that has
-# been quiet for this long has its blob read by the sweep (a re-read of a known blob changes nothing).
-REINGEST_AFTER = timedelta(minutes=5)
 # While the control plane cannot be reached, a job waits for the instance view this long past its
 # deadline before it fails without it.
 INSTANCE_VIEW_GRACE = timedelta(hours=1)
@@ -74,7 +71,10 @@ def sweep_stale_jobs(svc: Services, *, page_size: int = 200, workers: int = WORK
 
 
 def _sweep_job(svc: Services, job: Job, now: datetime, result: SweepResult) -> None:
-    if _reingest_due(job, now):
+    # Every dispatched job's blob is read, however recent: the trigger applies a blob within seconds,
+    # so a re-read almost always changes nothing, and costs one blob read; an age gate would leave a
+    # result the trigger missed (a stalled host, a lost event, a run ending) unapplied for that long.
+    if _reingest_due(job):
         outcome = _reingest(svc, job)
         if outcome is not None and outcome.result in _TAKEN:
             log.warning("job %s task %s: status blob %s applied by the sweep (%s): the blob trigger had not",
@@ -109,10 +109,8 @@ def _has_result(outcome: IngestOutcome | None) -> bool:
         outcome.job.is_terminal or outcome.result is IngestResult.RETRYING)
 
 
-def _reingest_due(job: Job, now: datetime) -> bool:
-    quiet_since = job.dispatched_at or job.start_time
-    return (job.phase in (JobPhase.DISPATCHED, JobPhase.RUNNING) and bool(job.status_blob)
-            and now - quiet_since >= REINGEST_AFTER)
+def _reingest_due(job: Job) -> bool:
+    return job.phase in (JobPhase.DISPATCHED, JobPhase.RUNNING) and bool(job.status_blob)
 
 
 def _reingest(svc: Services, job: Job) -> IngestOutcome | None:
