@@ -117,6 +117,7 @@ _PLANS = 3
 def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: StatusReport,
            etag: str | None) -> IngestOutcome:
     now = svc.clock.now()
+    blobs = svc.status_blobs.attempt_blob_names(job_id, attempt)
     for _ in range(_PLANS):
         verdicts: list[ReportVerdict | IngestResult] = []
         try:
@@ -128,7 +129,7 @@ def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: Sta
             at = retry_at(job, report, now, attempt=attempt)
             if at is None and planned is None:
                 verdict = assess_report(job, report, attempt=attempt)
-                changed = apply_report(job, report, now, attempt=attempt)
+                changed = apply_report(job, report, now, attempt=attempt, blobs=blobs)
                 verdicts.append(ReportVerdict.UNCHANGED if verdict is ReportVerdict.APPLY and changed is None
                                 else verdict)
                 return changed

@@ -260,7 +260,9 @@ def _attempt_snapshots(svc: Any, jobs: list[Job], now: datetime) -> list[Snapsho
     """
     actions: list[SnapshotAction] = []
     for job in jobs:
-        if not job.is_terminal or (job.status in SUCCESSFUL and job.attempt == 1):
+        # A job done by its one and only attempt left no other snapshots; one whose earlier attempt
+        # ended it may have a later attempt's (overtaken) snapshots to delete.
+        if not job.is_terminal or (job.status in SUCCESSFUL and job.attempt == 1 and not job.attempts):
             continue
         # Not recorded yet (a dry run before the backfill): the job's own snapshots still count as held.
         point = svc.recovery_points.get(job.vm_name, recovery_point_name(job.job_id)) or point_from_job(job)
