@@ -1,18 +1,23 @@
-"""A busy machine on demand: N processes that spin on the CPU until stopped, so a benchmark or the
-test suite can be run beside load (``with CpuHog(2): ...``, or ``python bench/cpu_hog.py 2`` next to
-another command, Ctrl-C to stop). Nothing else: no nice level, no pinning, the spinners compete."""
+"""A busy machine on demand: N processes that spin on the CPU until stopped (Ctrl-C, SIGTERM) or for
+``--seconds``. Run it beside tests or benchmarks to see what they do when they do not get the CPU;
+in Python, ``with CpuHog(n): ...`` (``bench/chaos.py --busy N`` does).
+
+    .venv/bin/python bench/cpu_hog.py [--processes 3] [--seconds 600]
+"""
 from __future__ import annotations
 
 import argparse
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 SPIN = "while True: pass"
 
 
 class CpuHog:
-    """``processes`` interpreters each running a busy loop, stopped (killed and reaped) on exit."""
+    """``processes`` interpreters each running a busy loop, killed and reaped when the block ends."""
 
     def __init__(self, processes: int):
         self.processes = max(0, processes)
@@ -42,18 +47,24 @@ class CpuHog:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/cpu_hog.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("processes", type=int, nargs="?", default=2, help="spinning processes (default 2)")
+    parser = argparse.ArgumentParser(prog="bench/cpu_hog.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=3, help="spinning processes (default 3)")
+    parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until stopped)")
     args = parser.parse_args(argv)
-    # SIGTERM ends the run like Ctrl-C, so the spinners are stopped either way.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
+    stop = threading.Event()
+    # SIGTERM ends the wait like Ctrl-C does, so the spinners are always stopped below.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    started = time.monotonic()
     with CpuHog(args.processes) as hog:
-        print(f"{hog.processes} spinning processes ({', '.join(map(str, hog.pids))}); Ctrl-C stops them",
-              flush=True)
+        print(f"cpu_hog: {hog.processes} spinning process(es), pids {' '.join(map(str, hog.pids))}",
+              file=sys.stderr, flush=True)
         try:
-            signal.pause()
+            stop.wait(args.seconds)
         except KeyboardInterrupt:
             pass
+    print(f"cpu_hog: stopped after {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
 
 
