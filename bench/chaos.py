@@ -276,7 +276,8 @@ def run_chaos(args) -> tuple[_Count, dict]:
             proxy.switch(True)
             print(f"[{time.monotonic() - started:5.0f} s] chaos over; settling (at most {args.settle} s)", flush=True)
             hosts.restart_due(now=float("inf"))
-            settle_end = time.monotonic() + args.settle
+            settle_start = time.monotonic()
+            settle_end = settle_start + args.settle
             while time.monotonic() < settle_end:
                 jobs = all_jobs(svc)
                 if jobs and all(j.status.is_terminal for j in jobs) and bus.queue_depth(QUEUE) == 0:
@@ -284,8 +285,9 @@ def run_chaos(args) -> tuple[_Count, dict]:
                 hosts.restart_due()
                 chaos.sample_load()
                 time.sleep(2)
+            calm = time.monotonic() - settle_start
             hosts.stop()
-            hosts_summary = {"kills": hosts.kills, "starts": hosts.starts}
+            hosts_summary = {"kills": hosts.kills, "starts": hosts.starts, "calm": calm, "settle": args.settle}
             hosts = None
             stop_processes_under(vm_root)
             from shared.services.sweeping import sweep_stale_jobs
@@ -538,7 +540,8 @@ def _print(count: _Count, figures: dict, minutes: float) -> None:
           f"{dict(chaos.on_demand_refused)}), table outage {chaos.outage_seconds:.0f} s"
           + f"; {figures['busy']} CPU-spinning processes beside it, peak load average {chaos.peak_load:.1f} "
             f"on {os.cpu_count()} CPUs"
-          + (f"; driver errors {dict(chaos.errors)}" if chaos.errors else ""))
+          + (f"; driver errors {dict(chaos.errors)}" if chaos.errors else "")
+          + f"; calm {figures['calm']:.0f} s (at most {figures['settle']:.0f})")
     print(f"jobs planned:                     {f['planned']}")
     print(f"  completed:                      {f['completed']}")
     print(f"  failed with a reason:           {f['failed_with_reason']}  {dict(f['fail_reasons'])}")
