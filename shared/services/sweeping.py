@@ -75,8 +75,11 @@ def _sweep_job(svc: Services, job: Job, now: datetime, result: SweepResult) -> N
     for blob in _blobs_to_read(svc, job):
         outcome = _reingest(svc, job, blob)
         if outcome is not None and outcome.result in _TAKEN:
-            log.warning("job %s task %s: status blob %s applied by the sweep (%s): the blob trigger had not",
-                        job.job_id, job.expected_task_id, blob, outcome.result.value)
+            # Often the trigger is only seconds behind (the blob was just written): worth a warning
+            # only when it is a result, which a missed trigger would have left unapplied.
+            log.log(logging.WARNING if _has_result(outcome) else logging.INFO,
+                    "job %s task %s: status blob %s applied by the sweep (%s) before the blob trigger",
+                    job.job_id, job.expected_task_id, blob, outcome.result.value)
             result.reingested.append(job.job_id)
         if _has_result(outcome):
             return
