@@ -233,6 +233,7 @@ def write_attempts(job: Job, out: TextIO) -> None:
     dispatched = None if job.phase is JobPhase.QUEUED else job.dispatched_at   # a waiting attempt has none yet
     rows.append([job.attempt, job.expected_task_id, current, code, format_time(dispatched),
                  format_time(job.end_time), ""])
+    rows.sort(key=lambda row: row[0])       # an earlier attempt may be the one that ended the job
     out.write("\nAttempts\n")
     emit_table(rows, ("Attempt", "Task", "Outcome", "Code", "Dispatched UTC", "Ended UTC", "Retry At UTC"),
                stream=out)

@@ -2,8 +2,9 @@
 and its transitions: pure functions from (job, event) to the next job, or None when nothing changes.
 
 Transitions never go backwards: a terminal job is final, an older report never overwrites a newer
-one, a report of another attempt is noted as stale and changes nothing, and applying the same
-report twice gives the same record.
+one, a report of another attempt is noted as stale and changes nothing (except an earlier attempt's
+success, which is never discarded: it ends the job), and applying the same report twice gives the
+same record.
 """
 from __future__ import annotations
 
@@ -138,6 +139,7 @@ class AttemptOutcome(str, Enum):
     FAILED = "Failed"                       # the extension reported a failure a retry may cure
     NOT_DISPATCHED = "NotDispatched"        # the command could not be handed to the VM
     SUPERSEDED = "Superseded"               # a newer attempt was dispatched before this one reported
+    OVERTAKEN = "Overtaken"                 # an earlier attempt's success ended the job first
 
 
 @dataclass
@@ -182,7 +184,7 @@ class Job:
     notes: list[str] = field(default_factory=list)   # stale/ignored reports and other remarks
     dispatched_at: datetime | None = None              # when the current attempt was handed to the VM
     backup_method: str | None = None    # inventory.BackupMethod value of the current attempt
-    attempts: list[AttemptRecord] = field(default_factory=list)   # earlier attempts, oldest first
+    attempts: list[AttemptRecord] = field(default_factory=list)   # the job's other attempts, as they ended
     # Restore-point attempts: the Location of the ARM long-running operation creating the restore point
     # (an ARM URL, no secret in it); when the restore point fails, that operation says why.
     arm_operation: str | None = None
@@ -351,7 +353,10 @@ def assess_report(job: Job, report: StatusReport, *, now: datetime, attempt: int
     if job.is_terminal:
         return ReportVerdict.TERMINAL
     if (attempt is not None and attempt != job.attempt) or report.task_id != job.expected_task_id:
-        return ReportVerdict.STALE
+        if _succeeded_earlier(job, report, attempt) is None:
+            return ReportVerdict.STALE
+        # An earlier attempt's success: it ends the job (``apply_report``), once its times are believable.
+        return ReportVerdict.UNTIMELY if untimely_reason(job, report, now) is not None else ReportVerdict.APPLY
     if untimely_reason(job, report, now) is not None:
         return ReportVerdict.UNTIMELY
     if report.in_progress and job.last_report_at is not None and (
@@ -368,11 +373,14 @@ def untimely_reason(job: Job, report: StatusReport, now: datetime) -> str | None
     return report_time_error(report, not_before=job.start_time, now=utc(now))
 
 
-def apply_report(job: Job, report: StatusReport, now: datetime, *, attempt: int | None = None) -> Job | None:
+def apply_report(job: Job, report: StatusReport, now: datetime, *, attempt: int | None = None,
+                 blobs: tuple[str, str] | None = None) -> Job | None:
     """The job after one status report of its current attempt, or None when nothing changes.
 
-    ``attempt`` is the attempt named by the status blob's name, when known. A stale report only adds
-    a note saying it was ignored; an untimely one is recorded as unreadable, and the job keeps waiting.
+    ``attempt`` is the attempt named by the status blob's name, when known, and ``blobs`` that
+    attempt's status and log blob names. A stale report only adds a note saying it was ignored; an
+    untimely one is recorded as unreadable, and the job keeps waiting; an earlier attempt's success
+    ends the job with that attempt's result (``_back_to``).
     """
     verdict = assess_report(job, report, now=now, attempt=attempt)
     if verdict is ReportVerdict.UNTIMELY:
@@ -386,6 +394,9 @@ def apply_report(job: Job, report: StatusReport, now: datetime, *, attempt: int 
                                f"{job.expected_task_id}")
     if verdict is not ReportVerdict.APPLY:
         return None
+    earlier = _succeeded_earlier(job, report, attempt)
+    if earlier is not None:
+        job = _back_to(job, earlier, now, blobs)
     outcome = interpret(report, job.disks)
     changed = replace(
         job,
@@ -520,6 +531,41 @@ def pending_retry(job: Job) -> AttemptRecord | None:
         return None
     last = job.attempts[-1]
     return last if last.attempt == job.attempt - 1 and last.retry_at is not None else None
+
+
+def unreported_attempts(job: Job) -> list[AttemptRecord]:
+    """Earlier attempts of an unfinished job whose command the VM may have run without the job hearing
+    its result: taken for not handed over (the answer lost after the VM got it), or superseded."""
+    if job.is_terminal:
+        return []
+    return [r for r in job.attempts if r.outcome in (AttemptOutcome.NOT_DISPATCHED, AttemptOutcome.SUPERSEDED)]
+
+
+def _succeeded_earlier(job: Job, report: "StatusReport", attempt: int | None) -> AttemptRecord | None:
+    """The unreported earlier attempt whose final success ``report`` is: a whole backup, never discarded."""
+    if report.in_progress or not report.task_id:
+        return None
+    record = next((r for r in unreported_attempts(job) if r.task_id == report.task_id), None)
+    if record is None or (attempt is not None and attempt != record.attempt):
+        return None
+    return record if interpret(report).status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS) else None
+
+
+def _back_to(job: Job, earlier: AttemptRecord, now: datetime, blobs: tuple[str, str] | None) -> Job:
+    """The job as ``earlier`` left it, about to take its success: the current attempt is recorded as
+    overtaken (its queued task then dispatches nothing; a command already on the VM may snapshot
+    again, and retention deletes those snapshots: they carry the job's id but no recovery point)."""
+    overtaken = AttemptRecord(attempt=job.attempt, task_id=job.expected_task_id, outcome=AttemptOutcome.OVERTAKEN,
+                              dispatched_at=None if job.phase is JobPhase.QUEUED else job.dispatched_at,
+                              ended_at=utc(now))
+    others = [r for r in job.attempts if r.task_id != earlier.task_id]
+    back = replace(job, attempt=earlier.attempt, task_id=earlier.task_id, dispatched_at=earlier.dispatched_at,
+                   status_blob=blobs[0] if blobs else None, log_blob=blobs[1] if blobs else None,
+                   last_report_at=None, attempts=(others + [overtaken])[-MAX_ATTEMPT_RECORDS:],
+                   disks=[DiskResult(lun=d.lun, blob_url=d.blob_url) for d in job.disks])
+    note = (f"attempt {earlier.attempt} (task {earlier.task_id}, taken for {earlier.outcome.value}) reported "
+            f"success after all; it ends the job, attempt {job.attempt} (task {job.expected_task_id}) is not needed")
+    return _with_note(back, note) or back
 
 
 def _failure_recorded(job: Job, task_id: str | None) -> bool:

@@ -131,6 +131,7 @@ def _with_disks_checked(svc: Services, job_id: str, report: StatusReport) -> Sta
 def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: StatusReport,
            etag: str | None) -> IngestOutcome:
     now = svc.clock.now()
+    blobs = svc.status_blobs.attempt_blob_names(job_id, attempt)
     for _ in range(_PLANS):
         verdicts: list[ReportVerdict | IngestResult] = []
         untimely: list[str] = []
@@ -144,7 +145,7 @@ def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: Sta
             at = retry_at(job, report, now, attempt=attempt)
             if at is None and planned is None:
                 verdict = assess_report(job, report, now=now, attempt=attempt)
-                changed = apply_report(job, report, now, attempt=attempt)
+                changed = apply_report(job, report, now, attempt=attempt, blobs=blobs)
                 if verdict is ReportVerdict.UNTIMELY:
                     untimely.append(untimely_reason(job, report, now) or "")
                     verdicts.append(IngestResult.UNREADABLE)

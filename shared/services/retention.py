@@ -413,7 +413,9 @@ def _attempt_snapshots(svc: Any, jobs: list[Job], now: datetime, plan: Retention
     """
     actions: list[SnapshotAction] = []
     for job in jobs:
-        if not job.is_terminal or (job.status in SUCCESSFUL and job.attempt == 1):
+        # A job done by its one and only attempt left no other snapshots; one whose earlier attempt
+        # ended it may have a later attempt's (overtaken) snapshots to delete.
+        if not job.is_terminal or (job.status in SUCCESSFUL and job.attempt == 1 and not job.attempts):
             continue
         actions.extend(_isolated(plan, job.vm_name, lambda: _job_attempt_snapshots(svc, job)) or [])
     return actions

@@ -4,7 +4,8 @@ The real extension has runs that never reach a terminal state (a crash, the 556 
 never got the command); without a sweep such a job would say InProgress forever. Before it fails a
 job, the sweep looks for a result the blob trigger missed or gave up on (a poisoned blob, a lost
 event): it reads the job's status blob and, for jobs dispatched through the Compute API, the
-extension's instance view, and applies what it finds exactly as ingestion does.
+extension's instance view, and applies what it finds exactly as ingestion does. It reads the status
+blob of every dispatched job on every run, and of earlier attempts the VM may have run unseen.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.domain.jobs import Job, JobPhase, JobStatus, mark_timed_out, timeout_deadline
+from shared.domain.jobs import Job, JobPhase, JobStatus, mark_timed_out, timeout_deadline, unreported_attempts
 from shared.domain.task import JOB_HORIZON
 from shared.errors import NotFoundError, PermanentError, TransientError
 from shared.ports import ExtensionStatusReader, JobQuery
@@ -28,9 +29,6 @@ log = logging.getLogger(__name__)
 # Jobs are looked up by slot time; nothing InProgress can be older than this and still matter (the
 # worker makes no job older than this from a message: shared/domain/task.py).
 LOOKBACK = JOB_HORIZON
-# The blob trigger applies a status blob within seconds of its write; a dispatched job that has
-# been quiet for this long has its blob read by the sweep (a re-read of a known blob changes nothing).
-REINGEST_AFTER = timedelta(minutes=5)
 # While the control plane cannot be reached, a job waits for the instance view this long past its
 # deadline before it fails without it.
 INSTANCE_VIEW_GRACE = timedelta(hours=1)
@@ -76,11 +74,14 @@ def sweep_stale_jobs(svc: Services, *, page_size: int = 200, workers: int = WORK
 
 
 def _sweep_job(svc: Services, job: Job, now: datetime, result: SweepResult) -> None:
-    if _reingest_due(job, now):
-        outcome = _reingest(svc, job)
+    for blob in _blobs_to_read(svc, job):
+        outcome = _reingest(svc, job, blob)
         if outcome is not None and outcome.result in _TAKEN:
-            log.warning("job %s task %s: status blob %s applied by the sweep (%s): the blob trigger had not",
-                        job.job_id, job.expected_task_id, job.status_blob, outcome.result.value)
+            # Often the trigger is only seconds behind (the blob was just written): worth a warning
+            # only when it is a result, which a missed trigger would have left unapplied.
+            log.log(logging.WARNING if _has_result(outcome) else logging.INFO,
+                    "job %s task %s: status blob %s applied by the sweep (%s) before the blob trigger",
+                    job.job_id, job.expected_task_id, blob, outcome.result.value)
             result.reingested.append(job.job_id)
         if _has_result(outcome):
             return
@@ -111,22 +112,28 @@ def _has_result(outcome: IngestOutcome | None) -> bool:
         outcome.job.is_terminal or outcome.result is IngestResult.RETRYING)
 
 
-def _reingest_due(job: Job, now: datetime) -> bool:
-    quiet_since = job.dispatched_at or job.start_time
-    return (job.phase in (JobPhase.DISPATCHED, JobPhase.RUNNING) and bool(job.status_blob)
-            and now - quiet_since >= REINGEST_AFTER)
+def _blobs_to_read(svc: Services, job: Job) -> list[str]:
+    """The status blobs that may hold a result the job lacks: those of earlier attempts the VM may
+    have run unseen (their success ends the job), then the current attempt's once it is dispatched.
+
+    Every one is read, however recent: the trigger applies a blob within seconds, so a re-read almost
+    always changes nothing and costs one blob read, where an age gate would leave a result the trigger
+    missed (a stalled host, a lost event, a run ending) unapplied for that long."""
+    names = [svc.status_blobs.attempt_blob_names(job.job_id, record.attempt)[0]
+             for record in unreported_attempts(job)]
+    if job.phase in (JobPhase.DISPATCHED, JobPhase.RUNNING) and job.status_blob:
+        names.append(job.status_blob)
+    return names
 
 
-def _reingest(svc: Services, job: Job) -> IngestOutcome | None:
-    """Apply the job's current status blob, as the blob trigger would have; None if there is none."""
-    if not job.status_blob:
-        return None
+def _reingest(svc: Services, job: Job, blob: str) -> IngestOutcome | None:
+    """Apply one status blob of the job, as the blob trigger would have; None if there is none."""
     try:
-        data = svc.status_blobs.read(job.status_blob)
+        data = svc.status_blobs.read(blob)
     except NotFoundError:
-        log.info("job %s: status blob %s does not exist", job.job_id, job.status_blob)
+        log.info("job %s: status blob %s does not exist", job.job_id, blob)
         return None
-    return ingest_status_blob(svc, job.status_blob, data, None)
+    return ingest_status_blob(svc, blob, data, None)
 
 
 def _from_instance_view(svc: Services, job: Job, now: datetime) -> IngestOutcome | None:

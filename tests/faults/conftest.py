@@ -84,6 +84,15 @@ def snapshots_per_disk(svc, vms: list[Vm]) -> dict[str, int]:
     return counts
 
 
+def peek_tasks(svc, sub_queue=None) -> list:
+    """The messages on the stack's task queue (active and scheduled alike), or on one of its sub-queues."""
+    from azure.servicebus import ServiceBusClient
+
+    with ServiceBusClient.from_connection_string(svc.settings.service_bus.connection_string) as client, \
+            client.get_queue_receiver(svc.settings.tasks_queue, sub_queue=sub_queue) as receiver:
+        return list(receiver.peek_messages(max_message_count=50))
+
+
 def commands_handed_to(svc, vm: Vm) -> int:
     """How many extension commands the local VM was given (its agent's ``config/<seq>.settings`` files)."""
     from shared.adapters.dispatch_local import next_sequence_number

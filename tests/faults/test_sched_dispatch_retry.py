@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from azure.servicebus import ServiceBusClient, ServiceBusSubQueue
+from azure.servicebus import ServiceBusSubQueue
 
 from shared.domain import remediation
 from shared.domain.jobs import MAX_ATTEMPTS, RETRY_BACKOFF, AttemptOutcome, JobPhase, JobStatus
 from shared.errors import TransientError
 from shared.services.dispatch import Outcome, handle_snapshot_task
 from shared.services.protection import backup_now, enable_protection
-from tests.faults.conftest import make_vms
+from tests.faults.conftest import make_vms, peek_tasks
 
 
 class UnreachableAgent:
@@ -25,12 +25,6 @@ class UnreachableAgent:
     def dispatch(self, vm, command) -> None:
         self.calls += 1
         raise TransientError(f"the VM agent of {vm.name} did not answer (call {self.calls})")
-
-
-def _peek(svc, sub_queue=None):
-    with ServiceBusClient.from_connection_string(svc.settings.service_bus.connection_string) as client, \
-            client.get_queue_receiver(svc.settings.tasks_queue, sub_queue=sub_queue) as receiver:
-        return list(receiver.peek_messages(max_message_count=50))
 
 
 def test_a_transient_dispatch_failure_is_retried_after_the_pause_then_fails_with_advice(stack, capsys):
@@ -46,15 +40,15 @@ def test_a_transient_dispatch_failure_is_retried_after_the_pause_then_fails_with
     host.drain_queue("dispatch_snapshot", max_wait=0.5)          # the real trigger, attempt 1
     failed_at = svc.clock.now()
     assert svc.dispatcher.calls == 1
-    assert _peek(svc, ServiceBusSubQueue.DEAD_LETTER) == []
-    [waiting] = _peek(svc)
+    assert peek_tasks(svc, ServiceBusSubQueue.DEAD_LETTER) == []
+    [waiting] = peek_tasks(svc)
     assert str(waiting.message_id) == f"{job.job_id}_2" and waiting.delivery_count in (0, None, 1)
     assert waiting.scheduled_enqueue_time_utc == failed_at + RETRY_BACKOFF[0]
     host.drain_queue("dispatch_snapshot", max_wait=0.5)          # not due: nothing runs early
     assert svc.dispatcher.calls == 1
 
     for attempt in range(2, MAX_ATTEMPTS + 1):
-        [due] = [m for m in _peek(svc) if str(m.message_id) == f"{job.job_id}_{attempt}"]
+        [due] = [m for m in peek_tasks(svc) if str(m.message_id) == f"{job.job_id}_{attempt}"]
         assert due.scheduled_enqueue_time_utc - svc.clock.now() >= RETRY_BACKOFF[attempt - 2]
         svc.clock.current = due.scheduled_enqueue_time_utc             # time passes until it is due
         outcome = handle_snapshot_task(svc, b"".join(due.body), message_id=str(due.message_id), delivery_count=1)
@@ -62,7 +56,7 @@ def test_a_transient_dispatch_failure_is_retried_after_the_pause_then_fails_with
         assert outcome.outcome is expected, outcome
 
     assert svc.dispatcher.calls == MAX_ATTEMPTS
-    assert not [m for m in _peek(svc) if str(m.message_id) == f"{job.job_id}_{MAX_ATTEMPTS + 1}"]
+    assert not [m for m in peek_tasks(svc) if str(m.message_id) == f"{job.job_id}_{MAX_ATTEMPTS + 1}"]
     final = svc.jobs.get(job.job_id)
     assert (final.status, final.phase, final.attempt) == (JobStatus.FAILED, JobPhase.DONE, MAX_ATTEMPTS)
     error = final.errors[0]

@@ -163,3 +163,24 @@ def test_job_show_of_a_retrying_job_says_whose_errors_it_shows(svc, capsys):
     assert re.search(r"Status\s+InProgress", out) and re.search(r"Attempt\s+2 \(task -\)", out)
     assert "Errors of attempt 1 (retrying as attempt 2): ExtensionSnapshotFailedNoNetwork" in out
     assert f"retrying as attempt 2 at {format_time(NOW + RETRY_BACKOFF[0])}" in out.replace("+00:00", "")
+
+
+def test_job_show_of_a_job_an_earlier_attempt_ended_lists_its_attempts_in_order(svc, capsys):
+    """Attempt 1 was taken for not handed over, then reported success: `job show` says Completed by
+    attempt 1, and its attempts table lists attempt 1 (Completed) before attempt 2 (Overtaken)."""
+    from shared.domain import remediation
+    from shared.domain.jobs import JobError, mark_not_dispatched
+
+    job = Job.new_backup(vm_name="late-01", slot=SLOT, now=SLOT + timedelta(seconds=5))
+    job = mark_dispatched(job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",
+                          log_blob=f"{job.job_id}/1.Logs.txt", now=SLOT + timedelta(seconds=9))
+    error = JobError.from_remediation(remediation.for_service_error(remediation.DISPATCH_FAILED), detail="timed out")
+    job = mark_not_dispatched(job, attempt=1, error=error, now=NOW, retry_at=NOW + RETRY_BACKOFF[0])
+    report = parse_status_blob(corpus("02-completed-fs-two-disks.txt").replace(
+        b"01954f6e-8d00-87cd-91c5-3d28beef679b", job.job_id.encode()))
+    svc.jobs.create_if_absent(apply_report(job, report, NOW, attempt=1))
+    assert main(["job", "show", job.job_id]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"Status\s+Completed", out) and re.search(rf"Attempt\s+1 \(task {job.job_id}_1\)", out)
+    table = out[out.index("\nAttempts\n"):]
+    assert re.search(rf"1\s+{job.job_id}_1\s+Completed.*\n.*2\s+{job.job_id}_2\s+Overtaken", table), table

@@ -96,9 +96,55 @@ def test_newer_attempt_supersedes_and_older_attempt_is_refused():
     assert [(r.attempt, r.outcome) for r in second.attempts] == [(1, AttemptOutcome.SUPERSEDED)]
     assert mark_dispatched(second, attempt=1, task_id=f"{running.job_id}_1", status_blob="x", log_blob="y",
                            now=NOW) is None
-    # attempt 1's final status now counts as stale
-    stale = apply_report(second, report("02-completed-fs-two-disks.txt"), NOW)
+    # attempt 1's running report now counts as stale; its success would end the job (next test)
+    stale = apply_report(second, report("01-running-code4.txt"), NOW)
     assert stale.status is JobStatus.IN_PROGRESS and len(stale.notes) == 2
+
+
+def test_an_earlier_attempts_success_is_never_discarded():
+    """Attempt 1's command was taken for not handed over (its answer lost), attempt 2 waits; then
+    attempt 1's success arrives: it ends the job with attempt 1's task, blobs and snapshots, attempt 2
+    is recorded as overtaken, and its task can no longer dispatch."""
+    job = dispatched_job()
+    waiting = mark_not_dispatched(job, attempt=1, error=_dispatch_error(), now=NOW,
+                                  retry_at=next_attempt_at(job, NOW))
+    blobs = (f"{job.job_id}/1.Status.txt", f"{job.job_id}/1.Logs.txt")
+    done = apply_report(waiting, report("02-completed-fs-two-disks.txt"), NOW, attempt=1, blobs=blobs)
+    assert (done.status, done.phase, done.attempt, done.task_id, done.errors) == (
+        JobStatus.COMPLETED, JobPhase.DONE, 1, f"{job.job_id}_1", [])
+    assert (done.status_blob, done.log_blob, done.dispatched_at) == (*blobs, DISPATCHED)
+    assert [d.status for d in done.disks] == ["Completed", "Completed"] and all(d.snapshot_uri for d in done.disks)
+    [overtaken] = done.attempts
+    assert (overtaken.attempt, overtaken.task_id, overtaken.outcome, overtaken.dispatched_at) == (
+        2, f"{job.job_id}_2", AttemptOutcome.OVERTAKEN, None)
+    assert "attempt 1" in done.notes[-1] and "success" in done.notes[-1]
+    assert mark_dispatched(done, attempt=2, task_id=f"{job.job_id}_2", status_blob="s", log_blob="l", now=NOW) is None
+    assert apply_report(done, report("02-completed-fs-two-disks.txt"), NOW, attempt=1, blobs=blobs) is None
+
+
+def test_a_superseded_attempts_success_overtakes_the_running_one():
+    """Attempt 2 was dispatched over a silent attempt 1; attempt 1's success ends the job first, and
+    attempt 2's own success afterwards changes nothing."""
+    second = mark_dispatched(dispatched_job(), attempt=2, task_id=f"{dispatched_job().job_id}_2",
+                             status_blob="s2", log_blob="l2", now=NOW)
+    done = apply_report(second, report("02-completed-fs-two-disks.txt"), NOW, attempt=1)
+    assert (done.status, done.attempt, done.task_id) == (JobStatus.COMPLETED, 1, f"{second.job_id}_1")
+    assert [(r.attempt, r.outcome, r.dispatched_at) for r in done.attempts] == [(2, AttemptOutcome.OVERTAKEN, NOW)]
+    later = parse_status_blob(corpus("02-completed-fs-two-disks.txt").replace(b"_1", b"_2"))
+    assert apply_report(done, later, NOW, attempt=2) is None
+
+
+def test_an_earlier_attempts_running_or_failed_report_stays_stale():
+    """Only a final success of an attempt the job may not have heard from changes the job: a running
+    report of it, or any report of an attempt whose failure is on the record, is noted or ignored."""
+    job = dispatched_job()
+    waiting = mark_not_dispatched(job, attempt=1, error=_dispatch_error(), now=NOW,
+                                  retry_at=next_attempt_at(job, NOW))
+    running = apply_report(waiting, report("01-running-code4.txt"), NOW, attempt=1)
+    assert (running.status, running.attempt, running.phase) == (JobStatus.IN_PROGRESS, 2, JobPhase.QUEUED)
+    failure = report("06-failed-partial-76-761.txt")
+    retrying = mark_retrying(job, failure, NOW, retry_at(job, failure, NOW, attempt=1), attempt=1)
+    assert apply_report(retrying, report("02-completed-fs-two-disks.txt"), NOW, attempt=1) is None
 
 
 def test_terminal_jobs_are_final():

@@ -12,7 +12,7 @@ from shared.adapters.snapshots import BlobSnapshots
 from shared.bootstrap import Services
 from shared.clock import FixedClock
 from shared.domain.inventory import Disk, Vm, VmKind
-from shared.domain.jobs import DiskResult, Job, JobStatus
+from shared.domain.jobs import AttemptOutcome, AttemptRecord, DiskResult, Job, JobStatus
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, recovery_point_name
 from shared.errors import ValidationError
@@ -165,6 +165,27 @@ def test_snapshots_of_a_failed_job_and_old_status_blobs_of_final_jobs_go(world):
     run_retention(svc)
     assert snap["snapshot"] not in {s.snapshot_time for s in svc.snapshots.list_snapshots(blobs[0].url)}
     assert sorted(b.name for b in status.list_blobs()) == sorted(svc.status_blobs.attempt_blob_names(running.job_id, 1))
+
+
+def test_an_overtaken_attempts_snapshots_go_and_the_attempt_that_ended_the_job_keeps_its_own(world):
+    """Attempt 1's success ended the job after attempt 2 (overtaken) had snapshotted every disk too:
+    retention deletes attempt 2's snapshots (the job's id, no point holds them), never attempt 1's."""
+    svc, vm, blobs = world
+    now = datetime.now(timezone.utc)
+    job = Job.new_backup(vm_name=vm, slot=now - timedelta(hours=1), now=now - timedelta(hours=1))
+    first, second = ([blob.create_snapshot(metadata={"jobId": job.job_id, "taskId": f"{job.job_id}_{n}"})
+                      for blob in blobs] for n in (1, 2))
+    job.status, job.end_time, job.task_id = JobStatus.COMPLETED, job.start_time, f"{job.job_id}_1"
+    job.disks = [DiskResult(lun=lun, blob_url=blob.url, status="Completed",
+                            snapshot_uri=f"{blob.url}?snapshot={snap['snapshot']}")
+                 for lun, blob, snap in zip((-1, 0), blobs, first)]
+    job.attempts = [AttemptRecord(attempt=2, task_id=f"{job.job_id}_2", outcome=AttemptOutcome.OVERTAKEN,
+                                  dispatched_at=job.start_time, ended_at=job.start_time)]
+    svc.jobs.create_if_absent(job)
+    svc.clock.current = now + timedelta(hours=1)
+    plan = plan_retention(svc)
+    assert sorted(a.snapshot for a in plan.attempt_snapshots) == sorted(
+        f"{blob.url}?snapshot={snap['snapshot']}" for blob, snap in zip(blobs, second))
 
 
 def test_a_disk_at_the_snapshot_limit_refuses_the_backup_with_code_85(make_settings, world):

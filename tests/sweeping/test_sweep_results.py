@@ -66,12 +66,23 @@ def test_a_job_still_running_in_its_blob_times_out(svc):
     assert result.timed_out == [job.job_id] and job.errors[0].error_code == TIMED_OUT
 
 
-def test_a_recent_job_is_left_to_the_trigger(svc):
-    """Within minutes of its dispatch a job's blob is the trigger's business: the sweep does not read it."""
+def test_a_result_written_a_minute_after_dispatch_is_applied_by_the_sweep(svc):
+    """However recent the dispatch, a final blob the trigger has not applied is applied by the sweep:
+    a run that ends (or a trigger that stalls) right after the VM wrote its result loses nothing."""
     write_status(svc, corpus("02-completed-fs-two-disks.txt"))
-    svc.clock.current = DISPATCHED + timedelta(minutes=2)
+    svc.clock.current = DISPATCHED + timedelta(minutes=1)
+    assert sweep_stale_jobs(svc).reingested == [dispatched_job().job_id]
+    assert svc.jobs.get(dispatched_job().job_id).status is JobStatus.COMPLETED
+
+
+def test_a_recent_job_whose_blob_is_not_written_yet_is_left_as_it_is(svc):
+    """The empty blob the worker created (or none at all) changes nothing: the job stays Dispatched."""
+    before = svc.jobs.get(dispatched_job().job_id)
+    svc.clock.current = DISPATCHED + timedelta(minutes=1)
     assert sweep_stale_jobs(svc).reingested == []
-    assert svc.jobs.get(dispatched_job().job_id).status is JobStatus.IN_PROGRESS
+    write_status(svc, b"")
+    assert sweep_stale_jobs(svc).reingested == []
+    assert svc.jobs.get(dispatched_job().job_id) == before
 
 
 def test_unreachable_blob_storage_defers_the_job_instead_of_failing_it(svc, make_settings):
