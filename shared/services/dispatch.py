@@ -11,6 +11,7 @@ snapshot itself.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -59,11 +60,14 @@ class DispatchOutcome:
     reason: str | None = None
 
 
-def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, delivery_count: int) -> DispatchOutcome:
+def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, delivery_count: int,
+                         retried: bool = False) -> DispatchOutcome:
     """Dispatch the task in ``body``; every outcome means: settle the message.
 
     TransientError propagates only when the job store or the queue cannot be reached, so nothing
-    could be recorded: the platform redelivers the message and the delivery starts over.
+    could be recorded: the platform redelivers the message and the delivery starts over. ``retried``:
+    an earlier try of this same delivery ended in such an error, so a claim it may have written before
+    the answer was lost is this delivery's own, and is resumed like a redelivery's.
     """
     try:
         task = SnapshotTask.from_json(body)
@@ -80,7 +84,7 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
         log.info("%s: job is already %s, nothing dispatched (delivery %s)", ids, job.status.value,
                  delivery_count)
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"job is {job.status.value}")
-    resume = job.phase is not JobPhase.QUEUED and _interrupted(job, task, delivery_count)
+    resume = job.phase is not JobPhase.QUEUED and _interrupted(job, task, delivery_count, retried)
     if job.phase is not JobPhase.QUEUED and not resume:
         log.info("%s: attempt %s (task %s) is already %s; a redelivered or repeated task never starts "
                  "another (delivery %s)", ids, job.attempt, job.expected_task_id, job.phase.value, delivery_count)
@@ -193,8 +197,9 @@ def dispatch_with_retries(svc: Services, body: bytes, *, message_id: str, delive
     """``handle_snapshot_task``, tried again with growing pauses while nothing can be recorded (the job
     store or the queue unreachable): a storage outage does not turn into ten quick redeliveries and a
     dead-lettered task. Safe to repeat: a delivery claims its attempt before it dispatches."""
-    return ride_out(svc, lambda: handle_snapshot_task(svc, body, message_id=message_id,
-                                                      delivery_count=delivery_count),
+    tries = itertools.count(1)
+    return ride_out(svc, lambda: handle_snapshot_task(svc, body, message_id=message_id, delivery_count=delivery_count,
+                                                      retried=next(tries) > 1),
                     budget=budget, sleep=sleep, what=f"message {message_id} (delivery {delivery_count})")
 
 
@@ -219,12 +224,14 @@ def preview_extension_resource(svc: Services, vm_name: str, *, retain_until: dat
     return to_extension_resource(command, vm, redact=True)
 
 
-def _interrupted(job: Job, task: SnapshotTask, delivery_count: int) -> bool:
+def _interrupted(job: Job, task: SnapshotTask, delivery_count: int, retried: bool) -> bool:
     """Whether this delivery finds its attempt claimed by one that died before the command surely
-    reached the VM: a redelivery (the first delivery never settled the message) of the job's current
-    attempt, Dispatched and with no report yet. Handing the same command over again is safe: the
-    extension runs a taskId once, and a status blob already written stops it here."""
-    return (delivery_count > 1 and job.phase is JobPhase.DISPATCHED and job.last_report_at is None
+    reached the VM: a redelivery (the first delivery never settled the message), or a try after an
+    outage cut this delivery's own earlier try short (its claim may have been stored although the answer
+    was lost), of the job's current attempt, Dispatched and with no report yet. Handing the same
+    command over again is safe: the extension runs a taskId once, and a status blob already written
+    stops it here."""
+    return ((delivery_count > 1 or retried) and job.phase is JobPhase.DISPATCHED and job.last_report_at is None
             and task.attempt == job.attempt and job.task_id == f"{job.job_id}_{job.attempt}")
 
 

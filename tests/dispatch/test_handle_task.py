@@ -320,6 +320,48 @@ def test_a_job_store_outage_is_ridden_out_inside_the_delivery(svc, vm):
     assert pauses[:3] == [1.0, 2.0, 4.0] and timedelta(minutes=3) <= timedelta(seconds=sum(pauses))
 
 
+class _AnswerLostOnClaim:
+    """A job store whose write of the attempt's claim (Queued -> Dispatched) is stored, but whose answer is
+    lost in an outage: the caller gets TransientError although the row changed."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.lost = inner, 0
+
+    def __getattr__(self, attr):
+        return getattr(self.inner, attr)
+
+    def update(self, job_id, change):
+        before = self.inner.get(job_id)
+        after = self.inner.update(job_id, change)
+        if self.lost == 0 and before.phase is JobPhase.QUEUED and after.phase is JobPhase.DISPATCHED:
+            self.lost += 1
+            raise TransientError("the connection was reset before the answer came")
+        return after
+
+
+def test_a_claim_stored_before_an_outage_cut_its_answer_is_resumed_by_the_same_delivery(svc, vm):
+    """The claim reached the table but its answer was lost: the delivery's next try finds its own claim and
+    hands the command over, instead of leaving the job Dispatched with nothing sent until the timeout."""
+    from shared.services.dispatch import dispatch_with_retries
+
+    task = _task(vm)
+    _queue_job(svc, task)
+    svc.jobs = _AnswerLostOnClaim(svc.jobs)
+    outcome = dispatch_with_retries(svc, task.to_json().encode(), message_id=task.message_id, delivery_count=1,
+                                    sleep=lambda s: svc.clock.advance(timedelta(seconds=s)))
+    assert svc.jobs.lost == 1
+    assert outcome.outcome is Outcome.DISPATCHED
+    assert [command.task_id for _, command in svc.dispatcher.sent] == [f"{JOB_ID}_1"]
+
+
+def test_a_first_try_never_takes_over_a_claim_it_did_not_write(svc, vm):
+    """Without an earlier failed try, a Dispatched attempt is another delivery's: nothing is sent twice."""
+    task = _task(vm)
+    _queue_job(svc, task)
+    assert _deliver(svc, task).outcome is Outcome.DISPATCHED
+    assert _deliver(svc, task).outcome is Outcome.DUPLICATE and len(svc.dispatcher.sent) == 1
+
+
 def test_an_outage_past_the_budget_gives_the_message_back_within_its_lock(svc, vm):
     """Past the budget the delivery fails (the host abandons it), before the lock renewal's 5 minutes end."""
     from shared.services.dispatch import DISPATCH_RETRY_BUDGET, dispatch_with_retries
