@@ -34,7 +34,8 @@ class Azurite:
     """One Azurite process serving Blob and Table (Queue on a throwaway port: unused here)."""
 
     def __init__(self, blob_port: int = 0, table_port: int = 0, location: Path | None = None):
-        spare = iter(free_ports(3))         # Queue listens too, on a port of its own
+        # Queue listens too, on a port of its own; a port given here is free until Azurite binds it.
+        spare = iter(free_ports(3, besides={blob_port, table_port}))
         self.blob_port = blob_port or next(spare)
         self.table_port = table_port or next(spare)
         self._queue_port = next(spare)
