@@ -425,6 +425,8 @@ class TableInventory:
                   "Location": vm.location or "local"}
         if vm.resource_id:
             entity["ResourceId"] = vm.resource_id
+        if vm.tags:
+            entity["Tags"] = json.dumps(vm.tags)    # e.g. powerState: what OriginalLocation restores check
         with _storage_errors(f"saving VM {vm.name}"):
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         return replace(vm, kind=VmKind.LOCAL, location=entity["Location"])
@@ -442,4 +444,5 @@ def _vm_from(entity) -> Vm:
                                managed_disk_id=d.get("managedDiskId")) for d in json.loads(entity["Disks"])),
                          key=lambda d: d.lun))
     return Vm(name=entity["Name"], kind=VmKind(entity.get("Kind", VmKind.LOCAL.value)), disks=disks,
-              location=entity.get("Location"), resource_id=entity.get("ResourceId"))
+              location=entity.get("Location"), resource_id=entity.get("ResourceId"),
+              tags=json.loads(entity.get("Tags") or "{}"))

@@ -47,5 +47,5 @@ def test_the_published_package_indexes_all_seven_functions(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [
-        "dispatch_snapshot", "enforce_retention", "ingest_status", "plan_shard", "schedule_backups",
-        "sweep_stale_jobs", "track_restore_points"]
+        "dispatch_snapshot", "enforce_retention", "ingest_status", "plan_shard", "run_restore",
+        "schedule_backups", "sweep_stale_jobs", "track_restore_points"]

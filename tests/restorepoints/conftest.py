@@ -21,7 +21,7 @@ from shared.domain.task import SnapshotTask, Trigger
 from shared.services.dispatch import handle_snapshot_task
 from shared.services.protection import enable_protection
 from shared.services.restore_point_backup import track_restore_points
-from tests.fakes import RecordingTaskQueue
+from tests.fakes import RecordingRestoreQueue, RecordingTaskQueue
 
 DISK_BYTES = 64 * 1024
 
@@ -51,7 +51,8 @@ def svc(make_settings, compute, tmp_path: Path):
     restore_points = ComputeRestorePoints(compute.credential(), retry_backoff_factor=0.2,
                                           **compute.client_options())
     return Services(make_settings(LOCAL_VM_ROOT=str(tmp_path / "vms")), clock=clock,
-                    restore_points=restore_points, task_queue=RecordingTaskQueue())
+                    restore_points=restore_points, task_queue=RecordingTaskQueue(),
+                    restore_queue=RecordingRestoreQueue())
 
 
 @pytest.fixture
