@@ -143,12 +143,21 @@ def progress_percentage(disks: Sequence[DiskResult]) -> float | None:
     return round(100.0 * done / total, 1)
 
 
+def stalled_only(job: Job) -> bool:
+    """Failed by the sweep for lack of progress, and for nothing else: a worker that turns up may finish it."""
+    return job.status is JobStatus.FAILED and [e.error_code for e in job.errors] == [remediation.RESTORE_STALLED]
+
+
+def resumable(job: Job) -> bool:
+    return not job.is_terminal or stalled_only(job)
+
+
 def mark_progress(job: Job, disks: Sequence[DiskResult], now: datetime, *, heartbeat: bool = True) -> Job | None:
     """The job with its disks' latest state; with ``heartbeat`` the time of this progress, which keeps the
-    sweep away. None when the job is final or nothing changed."""
-    if job.is_terminal:
+    sweep away. None when the job is final (but for a stalled one a worker resumes) or nothing changed."""
+    if not resumable(job):
         return None
-    changed = replace(job, disks=list(disks), phase=JobPhase.RUNNING,
+    changed = replace(job, disks=list(disks), phase=JobPhase.DONE if job.is_terminal else JobPhase.RUNNING,
                       last_report_at=utc(now) if heartbeat else job.last_report_at,
                       dispatched_at=job.dispatched_at or utc(now))
     return None if changed == job else changed
@@ -173,15 +182,14 @@ def mark_completed(job: Job, disks: Sequence[DiskResult], now: datetime, *, size
     """The restore Completed with its verified disks. A job the sweep failed for lack of progress takes
     its completion after all (the work was done: a completion is never discarded); one cancelled or
     failed for another reason keeps its ending."""
-    stalled_only = job.status is JobStatus.FAILED and [e.error_code for e in job.errors] == [
-        remediation.RESTORE_STALLED]
-    if job.is_terminal and not stalled_only:
+    stalled = stalled_only(job)
+    if not resumable(job):
         return None
     spec = job.restore
     if spec is not None:
         spec = replace(spec, time_to_restore_seconds=round((utc(now) - job.start_time).total_seconds(), 3))
     notes = job.notes + [note] if note not in job.notes else job.notes
-    if stalled_only:
+    if stalled:
         notes = notes + ["completed after the sweep had failed it for lack of progress: the completion stands"]
     return replace(job, status=JobStatus.COMPLETED, phase=JobPhase.DONE, end_time=max(utc(now), job.start_time),
                    disks=list(disks), errors=[], backup_size_bytes=size, notes=notes, restore=spec,

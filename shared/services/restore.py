@@ -9,9 +9,12 @@ disk tag): a resumed job replaces only its own partial copies, and a failed one 
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -21,8 +24,8 @@ from shared.domain.bloburl import container_and_name
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, job_id_for, mark_failed
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
 from shared.domain.restore import (HEARTBEAT, RESTORE, DiskState, RestoreMode, RestoreSpec, RestoreTask,
-                                   mark_completed, mark_progress, mark_restore_failed, with_disk)
-from shared.domain.restore_point import ManagedDiskState, restored_disk_id, vm_not_running
+                                   mark_completed, mark_progress, mark_restore_failed, resumable, with_disk)
+from shared.domain.restore_point import ManagedDiskState, restored_disk_id
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import JobQuery, RestorePointRefused
 from shared.services.point_data import missing_data
@@ -238,7 +241,7 @@ def run_restore(svc: Any, task: RestoreTask, *, budget: timedelta = SLICE, poll_
     if job is None or job.restore is None:
         log.error("%s: no restore job of that id; task dropped", ids)
         return None
-    if job.is_terminal:
+    if not resumable(job):
         log.info("%s: already %s; nothing to do", ids, job.status.value)
         return job
     worker = _Worker(svc, job, ids, poll_seconds=poll_seconds, sleep=sleep, after_copy=after_copy)
@@ -355,7 +358,16 @@ class _Worker:
         if self.managed:
             self._verify_disk(disk)
             return
-        result = self.svc.disk_copier.verify(disk.snapshot_uri or "", disk.blob_url)
+        # Verifying a large disk takes a while: keep writing heartbeats so the sweep sees a live restore.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as pool:
+            pending = pool.submit(contextvars.copy_context().run, self.svc.disk_copier.verify, disk.snapshot_uri or "",
+                                  disk.blob_url)
+            while True:
+                try:
+                    result = pending.result(timeout=HEARTBEAT.total_seconds())
+                    break
+                except FutureTimeout:
+                    self._save(force=True)
         if not result.equal:
             raise RestoreFailure(remediation.RESTORE_VERIFY_FAILED, f"LUN {disk.lun}: {result.detail}")
         self._update(disk.lun, status=DiskState.VERIFIED.value, bytes_total=result.length, bytes_done=result.length)
@@ -423,7 +435,9 @@ class _Worker:
     def _source_missing(self, disk: DiskResult, detail: str) -> None:
         """The point's data is gone: the point becomes Unavailable with the reason, the restore fails."""
         assert self.point is not None
-        reason = missing_data(self.svc, self.point) or detail
+        reason = missing_data(self.svc, self.point)
+        if reason is None:      # the snapshot is there: the copy failed for another reason
+            raise RestoreFailure(remediation.RESTORE_COPY_FAILED, f"LUN {disk.lun}: {detail}")
         now = self.svc.clock.now()
         current = self.svc.recovery_points.get(self.point.vm_name, self.point.name)
         if current is not None and current.state is PointState.AVAILABLE:
@@ -494,7 +508,7 @@ class _Worker:
         self._saved_at = now
         disks = self.job.disks
         saved = self.svc.jobs.update(self.job.job_id, lambda j: mark_progress(j, disks, self.svc.clock.now()))
-        if saved.is_terminal:
+        if not resumable(saved):
             # Stopped or failed elsewhere meanwhile: what this worker does next must not pretend otherwise.
             raise RestoreFailure(remediation.RESTORE_FAILED, f"the job became {saved.status.value} meanwhile")
         self.job = replace(saved, disks=disks)
