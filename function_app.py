@@ -1,7 +1,7 @@
 """The Function App: logging with redaction, then one Blueprint per module. Nothing else."""
 import azure.functions as func
 
-from functions import restore_points, restorer, retention, scheduler, status_ingest, sweeper, worker
+from functions import restore_points, restore_tests, restorer, retention, scheduler, status_ingest, sweeper, worker
 from shared.logs import configure_logging
 
 configure_logging()
@@ -14,3 +14,4 @@ app.register_functions(sweeper.bp)
 app.register_functions(restore_points.bp)
 app.register_functions(retention.bp)
 app.register_functions(restorer.bp)
+app.register_functions(restore_tests.bp)

@@ -411,7 +411,8 @@ class DiskCopier(Protocol):
         """Compare a restored blob with its snapshot: parallel ranged reads of the allocated pages only."""
 
     def read_range(self, url: str, offset: int, length: int) -> bytes:
-        """Bytes of a blob or snapshot (``?snapshot=``); shorter at its end."""
+        """Bytes of a blob or snapshot (``?snapshot=``), or of a URL carrying its own SAS (a read grant);
+        shorter at its end."""
 
     def list_owned(self, container: str, owner: str) -> list[str]:
         """Names of the container's blobs ``owner`` made (empty when the container does not exist)."""

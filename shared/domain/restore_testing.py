@@ -89,6 +89,22 @@ class RestoreTestPlan:
                 "lastRunAt": utc(self.last_run_at).isoformat() if self.last_run_at else None}
 
 
+def plan_from_document(doc: dict[str, Any]) -> RestoreTestPlan:
+    """A plan from its document (``as_document``); ValidationError for a malformed one."""
+    try:
+        selection, points = doc.get("selection") or {}, doc.get("recoveryPointSelection") or {}
+        last = doc.get("lastRunAt")
+        return RestoreTestPlan(
+            name=str(doc["name"]), selection=Selection(selection.get("kind", Selection.ALL.value)),
+            members=tuple(str(m) for m in selection.get("members") or ()), every_hours=int(doc.get("everyHours", 24)),
+            point=PointChoice(points.get("algorithm", PointChoice.LATEST.value)),
+            window_days=int(points.get("windowDays", 30)), keep_hours=float(doc.get("keepHours", 1.0)),
+            probe_file=doc.get("probeFile"), scratch=str(doc.get("scratch") or DEFAULT_SCRATCH),
+            last_run_at=utc(datetime.fromisoformat(last)) if last else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValidationError(f"not a restore test plan document: {exc}") from None
+
+
 def choose_point(points: Sequence[RecoveryPoint], plan: RestoreTestPlan, now: datetime,
                  rng: random.Random) -> RecoveryPoint | None:
     """The point a drill restores: the newest, or a random one, among the VM's Available points of the

@@ -23,7 +23,7 @@ from shared.domain import remediation
 from shared.domain.bloburl import container_and_name
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, job_id_for, mark_failed
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
-from shared.domain.restore import (HEARTBEAT, RESTORE, DiskState, RestoreMode, RestoreSpec, RestoreTask,
+from shared.domain.restore import (HEARTBEAT, RESTORE, RESTORE_TEST, DiskState, RestoreMode, RestoreSpec, RestoreTask,
                                    mark_completed, mark_progress, mark_restore_failed, resumable, with_disk)
 from shared.domain.restore_point import ManagedDiskState, restored_disk_id
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
@@ -285,12 +285,31 @@ class _Worker:
         for disk in [d for d in self.job.disks if d.status == DiskState.COPIED]:
             self._verify(disk)
         size = sum(d.bytes_total or 0 for d in self.job.disks)
+        checks = []
+        if self.job.operation == RESTORE_TEST:
+            from shared.services.restore_testing import validate
+
+            checks = validate(self.svc, self.job, self.point.job_id)
+            failed = [c for c in checks if not c.passed]
+            if failed:
+                return self._drill_failed(checks, failed)
         note = ("verified: each restored disk exists with its source disk's size (and, where the endpoint exposes "
                 "them, equal content digests)" if self.managed else
                 "verified: each restored blob's allocated pages equal its snapshot's (parallel ranged reads)")
         done = self.svc.jobs.update(self.job.job_id, lambda j: mark_completed(
-            j, self.job.disks, self.svc.clock.now(), size=size, note=note))
+            j, self.job.disks, self.svc.clock.now(), size=size, note=note, checks=checks))
         log.info("%s: completed, %s disk(s), %s bytes verified", self.ids, len(self.job.disks), size)
+        self.job = done
+        return done
+
+    def _drill_failed(self, checks: list[Any], failed: list[Any]) -> Job:
+        """A drill whose restore worked but whose validation did not: Failed with its checks; what it
+        restored stays for the keep window (to look at), then goes like a passed drill's."""
+        error = JobError.from_remediation(remediation.for_service_error(remediation.RESTORE_TEST_FAILED),
+                                          detail="; ".join(f"{c.name}: {c.detail}" for c in failed))
+        done = self.svc.jobs.update(self.job.job_id, lambda j: mark_restore_failed(
+            j, error, self.job.disks, self.svc.clock.now(), checks=checks))
+        log.error("%s: drill failed: %s", self.ids, error.error_string)
         self.job = done
         return done
 
