@@ -73,3 +73,4 @@ def blob_bytes(svc, url: str) -> bytes:
     parsed = BlobClient.from_blob_url(base)
     return svc.blob_service.get_blob_client(parsed.container_name, parsed.blob_name,
                                             snapshot=snapshot).download_blob().readall()
+

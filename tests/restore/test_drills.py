@@ -75,3 +75,4 @@ def test_a_drill_whose_probe_file_is_not_the_backup_s_fails_with_its_reason_and_
     assert failed.errors[0].recommendations and [c.passed for c in failed.checks] == [True, True, True, False]
     clean_up_drills(svc)
     assert _scratch_blobs(svc, failed) == []
+
