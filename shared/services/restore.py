@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from shared.domain import remediation
 from shared.domain.bloburl import container_and_name
-from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, job_id_for, mark_failed
+from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
 from shared.domain.restore import (HEARTBEAT, RESTORE, RESTORE_TEST, DiskState, RestoreMode, RestoreSpec, RestoreTask,
                                    mark_completed, mark_progress, mark_restore_failed, resumable, with_disk)
@@ -126,7 +126,8 @@ def _check_original_location(svc: Any, point: RecoveryPoint, container: str | No
         said = power.rsplit("/", 1)[-1] if power else "in an unknown power state"
         raise ConflictError(f"VM {vm.name} is {said}: OriginalLocation replaces its disks, so it must be stopped "
                             f"(deallocated) first; or restore to AlternateLocation (--target-container)")
-    running = svc.jobs.query(JobQuery(vm_name=vm.name, status="InProgress", operation="Backup", page_size=1)).jobs
+    running = svc.jobs.query(JobQuery(vm_name=vm.name, status=JobStatus.IN_PROGRESS, operation="Backup",
+                                       page_size=1)).jobs
     if running:
         raise ConflictError(f"a backup of VM {vm.name} is in progress (job {running[0].job_id}); restore over its "
                             f"disks once it ends ('vmsnap job wait --name {running[0].job_id}')")
@@ -236,7 +237,7 @@ def run_restore(svc: Any, task: RestoreTask, *, budget: timedelta = SLICE, poll_
     continuation. Returns the job as this worker left it; None for a task whose job does not exist.
     TransientError propagates: the platform redelivers the task and the next worker resumes.
     ``after_copy`` is called once the copies are done, before verification (tests hold a worker there)."""
-    job = svc.jobs.get(task.job_id)
+    job: Job | None = svc.jobs.get(task.job_id)
     ids = f"job {task.job_id} (restore task {task.message_id})"
     if job is None or job.restore is None:
         log.error("%s: no restore job of that id; task dropped", ids)
@@ -296,7 +297,7 @@ class _Worker:
         note = ("verified: each restored disk exists with its source disk's size (and, where the endpoint exposes "
                 "them, equal content digests)" if self.managed else
                 "verified: each restored blob's allocated pages equal its snapshot's (parallel ranged reads)")
-        done = self.svc.jobs.update(self.job.job_id, lambda j: mark_completed(
+        done: Job = self.svc.jobs.update(self.job.job_id, lambda j: mark_completed(
             j, self.job.disks, self.svc.clock.now(), size=size, note=note, checks=checks))
         log.info("%s: completed, %s disk(s), %s bytes verified", self.ids, len(self.job.disks), size)
         self.job = done
@@ -307,7 +308,7 @@ class _Worker:
         restored stays for the keep window (to look at), then goes like a passed drill's."""
         error = JobError.from_remediation(remediation.for_service_error(remediation.RESTORE_TEST_FAILED),
                                           detail="; ".join(f"{c.name}: {c.detail}" for c in failed))
-        done = self.svc.jobs.update(self.job.job_id, lambda j: mark_restore_failed(
+        done: Job = self.svc.jobs.update(self.job.job_id, lambda j: mark_restore_failed(
             j, error, self.job.disks, self.svc.clock.now(), checks=checks))
         log.error("%s: drill failed: %s", self.ids, error.error_string)
         self.job = done
@@ -476,7 +477,7 @@ class _Worker:
         if failure.advice:
             error.recommendations = list(failure.advice)
         log.error("%s: restore failed: %s %s; %s", self.ids, failure.code, failure.detail, said)
-        failed = self.svc.jobs.update(self.job.job_id, lambda j: mark_restore_failed(
+        failed: Job = self.svc.jobs.update(self.job.job_id, lambda j: mark_restore_failed(
             j, error, self.job.disks, self.svc.clock.now(), note=f"the restore failed; {said}"))
         self.job = failed
         return failed

@@ -58,10 +58,8 @@ def plan_for(svc: Any, vm_name: str) -> RestoreTestPlan:
     """The first plan (by name) that selects the VM, else an ad-hoc plan with the defaults."""
     item = svc.protected_items.get(vm_name)
     policy = item.policy_name if item is not None else None
-    for plan in svc.restore_tests.list():
-        if plan.selects(vm_name, policy):
-            return plan
-    return RestoreTestPlan(name=ADHOC_PLAN)
+    plans: list[RestoreTestPlan] = svc.restore_tests.list()
+    return next((plan for plan in plans if plan.selects(vm_name, policy)), RestoreTestPlan(name=ADHOC_PLAN))
 
 
 def validate(svc: Any, job: Job, backup_job_id: str) -> list[Check]:
