@@ -12,21 +12,12 @@ from shared.cli import main
 from shared.domain.jobs import JobStatus
 from tests.e2e.conftest import loop, run_cycle  # noqa: F401  (the loop fixture)
 from tests.e2e.test_backup_loop import SIG
+from tests.restore.conftest import blob_bytes
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str]:
     code = main(list(argv))
     return code, capsys.readouterr().out
-
-
-def _bytes(svc, url: str) -> bytes:
-    from azure.storage.blob import BlobClient
-
-    base, _, query = url.partition("?")
-    snapshot = query[len("snapshot="):] if query.startswith("snapshot=") else None
-    parsed = BlobClient.from_blob_url(base)
-    return svc.blob_service.get_blob_client(parsed.container_name, parsed.blob_name,
-                                            snapshot=snapshot).download_blob().readall()
 
 
 @pytest.fixture
@@ -80,7 +71,7 @@ def test_a_completed_backup_is_listed_restored_and_verified(backed_up, capsys, u
         name = disk["source"].rsplit("/", 1)[1]
         copy = restored.get_blob_client(name)
         assert copy.get_blob_properties().blob_type == "PageBlob"
-        assert copy.download_blob().readall() == _bytes(svc, disk["snapshot"])
+        assert copy.download_blob().readall() == blob_bytes(svc, disk["snapshot"])
 
     code, out = _cli(capsys, "restore", "restore-disks", "--vm", "demo-vm", "--rp-name", point["name"],
                      "--target-container", target, "--disk", "0", "-o", "json")
@@ -88,7 +79,7 @@ def test_a_completed_backup_is_listed_restored_and_verified(backed_up, capsys, u
     host.drain_queue("run_restore", max_wait=5)
     refused = svc.jobs.get(again["name"])
     assert refused.status is JobStatus.FAILED and refused.errors[0].error_code == "UserErrorRestoreTargetExists"
-    assert copy.download_blob().readall() == _bytes(svc, point["disks"][-1]["snapshot"]), "another job's blob was touched"
+    assert copy.download_blob().readall() == blob_bytes(svc, point["disks"][-1]["snapshot"]), "another job's blob was touched"
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "copy of" in logged and not SIG.search(logged), "the copy's source SAS reached the logs"
 
