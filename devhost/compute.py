@@ -7,7 +7,9 @@ Calls served (under ``/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft
 restorePointCollections/{rpc}`` (``$expand=restorePoints``); ``PUT restorePointCollections/{rpc}/
 restorePoints/{rp}`` (201, ``Location`` + ``Retry-After``), ``GET`` (``$expand=instanceView``) and
 ``DELETE`` (202, ``Location`` + ``Retry-After``) of a restore point; ``GET disks/{name}`` and ``PUT
-disks/{name}`` with ``createOption: Restore`` (202, ``Location`` + ``Retry-After``), in any resource
+disks/{name}`` with ``createOption: Restore`` (202, ``Location`` + ``Retry-After``; its ``tags`` kept),
+``DELETE disks/{name}`` (202, or 204 when there is none), ``POST disks/{name}/beginGetAccess`` (a read SAS
+on the disk's bytes as ``accessSAS``) and ``endGetAccess`` (both long-running), in any resource
 group the endpoint knows (``local``, plus ``add_resource_group``); and each long-running operation at
 its ``Location`` (``locations/{loc}/operations/{id}``, ``locations/{loc}/DiskOperations/{id}``): 202
 while it runs, then what the request would have answered (the resource, or ARM's error body).
@@ -71,7 +73,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from azure.core.exceptions import AzureError
-from azure.storage.blob import BlobClient, BlobServiceClient
+from azure.storage.blob import BlobClient, BlobServiceClient, generate_blob_sas
 
 from extension.codes import ExtensionCode
 from shared.adapters.blob_sas import BlobSasMinter
@@ -216,6 +218,9 @@ class LocalCompute:
         self.requests: list[tuple[str, str, float]] = []   # (method, path, monotonic time) of every call
         self.answered: list[tuple[str, str, int]] = []     # (method, path, HTTP status) of every answer
         self.hold = False
+        # The guest's work before a restore point snapshots it (devhost/guest.py writes its marker): called
+        # with the VM and the restore point's name.
+        self.before_snapshot: Callable[[LocalVm, str], None] | None = None
         self.fail_next: list[tuple[str, str]] = []      # (documented code, message) for the next restore points
         self._port = port
         self._lock = threading.RLock()
@@ -373,6 +378,8 @@ class LocalCompute:
             return self._restore_point_call(method, rest[1], rest[3], query, body)
         if kind == "disks" and len(rest) == 2:
             return self._disk_call(method, match["rg"], rest[1], body)
+        if kind == "disks" and len(rest) == 3 and method == "POST":
+            return self._disk_access(match["rg"], rest[1], rest[2].lower(), body)
         raise ComputeApiError(404, "NotFound", f"The local Compute endpoint does not serve {method} {path}.")
 
     def _pass_gate(self, method: str, path: str) -> None:
@@ -502,6 +509,8 @@ class LocalCompute:
                 return
             with self._lock:
                 failure = point.refused or (self.fail_next.pop(0) if self.fail_next else None)
+            if failure is None and self.before_snapshot is not None and point.vm.running:
+                self.before_snapshot(point.vm, point.name)
             if failure is not None:
                 self._finish(point, error=failure)
             elif point.requested == _CRASH:
@@ -631,6 +640,8 @@ class LocalCompute:
             if found is None:
                 raise ComputeApiError(404, "NotFound", f"Operation '{operation_id}' was not found.")
             kind, target = found
+            if kind == "done":
+                return 200, target, {}
             if kind == "create":
                 if target.state == "Creating":
                     return 202, None, self._lro_headers(operation_id)
@@ -651,6 +662,33 @@ class LocalCompute:
             return 200, self._disk_answer(disk), {}
 
     # --- disks from disk restore points ------------------------------------------------------------
+    def _disk_access(self, group: str, name: str, action: str, body: Any) -> Answer:
+        """``beginGetAccess`` (a read SAS on the disk's bytes, as ``accessSAS``) and ``endGetAccess``; both
+        long-running (202 and a Location), as Disks_GrantAccess / Disks_RevokeAccess."""
+        key = (group.lower(), name.lower())
+        with self._lock:
+            found = self._disks.get(key)
+        if found is None or not found.blob_url:
+            raise ComputeApiError(404, "ResourceNotFound", f"Disk '{name}' was not found.")
+        operation = str(uuid.uuid4())
+        if action == "begingetaccess":
+            if ((body or {}).get("access") or "").lower() != "read":
+                raise ComputeApiError(400, "InvalidParameter", "access must be Read here.")
+            seconds = int((body or {}).get("durationInSeconds") or 3600)
+            blob = BlobClient.from_blob_url(found.blob_url)
+            sas = generate_blob_sas(blob.account_name, blob.container_name, blob.blob_name,
+                                    account_key=self.blob_service.credential.account_key, permission="r",
+                                    start=self.clock.now() - dt.timedelta(minutes=5),
+                                    expiry=self.clock.now() + dt.timedelta(seconds=seconds))
+            result: Any = {"accessSAS": f"{found.blob_url}?{sas}"}
+        elif action == "endgetaccess":
+            result = None
+        else:
+            raise ComputeApiError(404, "NotFound", f"The local Compute endpoint does not serve {action}.")
+        with self._lock:
+            self._operations[operation] = ("done", result)
+        return 202, None, self._lro_headers(operation, disks=True)
+
     def _disk_call(self, method: str, group: str, name: str, body: Any) -> Answer:
         key = (group.lower(), name.lower())
         if method == "GET":
@@ -663,6 +701,20 @@ class LocalCompute:
             if attached is not None:
                 return 200, self._disk_body(attached.id, attached.name, attached.size_bytes, None), {}
             raise ComputeApiError(404, "ResourceNotFound", f"Disk '{name}' was not found.")
+        if method == "DELETE":
+            with self._lock:
+                found = self._disks.pop(key, None)
+            if found is None:
+                return 204, None, {}
+            if found.blob_url:
+                try:
+                    BlobClient.from_blob_url(found.blob_url, credential=self.blob_service.credential).delete_blob()
+                except AzureError as exc:
+                    log.warning("could not delete the blob of disk %s: %s", name, exc)
+            operation = str(uuid.uuid4())
+            with self._lock:
+                self._operations[operation] = ("done", None)
+            return 202, None, self._lro_headers(operation, disks=True)
         if method != "PUT":
             raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a disk here.")
         properties = (body or {}).get("properties") or {}
@@ -685,6 +737,8 @@ class LocalCompute:
             disk_id = f"/subscriptions/{self.subscription_id}/resourceGroups/{group}{_PROVIDER}disks/{name}"
             disk = RestoredDisk(self._disk_body(disk_id, name, dpoint.disk.size_bytes, source, location=location,
                                                 state="Updating"), operation=str(uuid.uuid4()))
+            if isinstance((body or {}).get("tags"), dict):
+                disk.body["tags"] = {str(k): str(v) for k, v in body["tags"].items()}
             self._disks[key] = disk
             self._operations[disk.operation] = ("disk", key)
         worker = threading.Thread(target=self._restore, args=(disk, dpoint, group, name), name=f"disk-{name}",
@@ -705,7 +759,7 @@ class LocalCompute:
             return
         with self._lock:
             disk.blob_url = blob_url
-            disk.body["tags"] = {"vmsnapSourceSha256": hashlib.sha256(data).hexdigest()}
+            disk.body["tags"] = {**disk.body.get("tags", {}), "vmsnapSourceSha256": hashlib.sha256(data).hexdigest()}
             disk.body["properties"].update(diskSizeBytes=len(data), diskSizeGB=max(1, -(-len(data) // 2**30)),
                                            provisioningState="Succeeded")
 
@@ -847,6 +901,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._serve("PUT")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
 
     def do_DELETE(self) -> None:
         self._serve("DELETE")

@@ -7,6 +7,7 @@ import logging
 
 from azure.core.exceptions import ResourceExistsError
 
+from devhost.guest import os_disk_image
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
 
 log = logging.getLogger(__name__)
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 DEMO_VM = "demo-vm"
 DEMO_MD_VM = "demo-vm-md"
 DISK_CONTAINER = "vhds"
-_DISKS = ((OS_DISK_LUN, "demo-vm-osdisk.vhd", 4 * 1024 * 1024), (0, "demo-vm-datadisk0.vhd", 2 * 1024 * 1024))
+_DISKS = ((OS_DISK_LUN, "demo-vm-osdisk.vhd", 8 * 1024 * 1024), (0, "demo-vm-datadisk0.vhd", 2 * 1024 * 1024))
 
 
 def create_demo_vm(svc, name: str = DEMO_VM) -> Vm:
@@ -48,8 +49,16 @@ def _page_blob_disks(svc, name: str) -> list[Disk]:
         blob = container.get_blob_client(blob_name)
         if not blob.exists():
             blob.create_page_blob(size)
-            # A recognisable first page, like a boot sector, so snapshots have content to keep.
-            blob.upload_page(f"{name} lun {lun}".encode().ljust(512, b"\0"), offset=0, length=512)
+            if lun == OS_DISK_LUN:
+                # A real OS disk: an MBR and an ext4 the guest writes its marker into before each backup.
+                image = os_disk_image(size, name)
+                for offset in range(0, size, 4 * 1024 * 1024):
+                    chunk = image[offset:offset + 4 * 1024 * 1024]
+                    if chunk.strip(b"\0"):
+                        blob.upload_page(chunk, offset=offset, length=len(chunk))
+            else:
+                # A recognisable first page, so snapshots have content to keep.
+                blob.upload_page(f"{name} lun {lun}".encode().ljust(512, b"\0"), offset=0, length=512)
         disks.append(Disk(lun=lun, blob_url=blob.url, name=blob_name, size_bytes=size))
     return disks
 

@@ -30,6 +30,8 @@ log = logging.getLogger("devhost.run")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER, WORKER, INGEST = "schedule_backups", "dispatch_snapshot", "ingest_status"
 RESTORE_POINTS = "track_restore_points"
+DEMO_PLAN = "demo-drills"
+DEFAULT_SCRATCH = "vmsnap-drills"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +85,18 @@ def _parse_args(argv):
                         help="keep Azurite's data in .local/azurite between runs (default: in memory)")
     parser.add_argument("--verbose", "-v", action="store_true", help="show the functions' logs")
     return parser.parse_args(argv)
+
+
+def _restore_progress(job) -> str:
+    """One line of a running restore's progress, as ``./dev run`` prints it."""
+    from shared.domain.restore import progress_percentage
+
+    percent = progress_percentage(job.disks)
+    copied = sum(d.bytes_done or 0 for d in job.disks) // 2**20
+    total = sum(d.bytes_total or 0 for d in job.disks) // 2**20
+    states = " ".join(f"{'OS' if d.lun == -1 else d.lun}:{d.status}" for d in job.disks)
+    return (f"{job.operation:<11} {job.vm_name:<12} {job.job_id}  {job.phase.value:<8} "
+            f"{'' if percent is None else f'{percent:5.1f} %'} {copied}/{total} MiB  {states}")
 
 
 def _raise_interrupt(signum, frame):
@@ -141,7 +155,16 @@ class _Stack:
         os.environ.update(env)       # the app reads its settings from the environment, as in Azure
         reset_settings()
         reset_services(None)
+        from devhost.guest import MarkingDispatcher
+        from shared.bootstrap import Services
+
+        # The demo guests write their marker before each backup (devhost/guest.py), so drills prove content.
+        settings = services().settings
+        reset_services(Services(settings, dispatcher=MarkingDispatcher(self.vm_root,
+                                                                       services().blob_service.credential)))
         self.svc = services()
+        self.compute.add_resource_group(DEFAULT_SCRATCH)
+        self.compute.before_snapshot = self._guest_marks
         self.started = self.svc.clock.now() - timedelta(seconds=1)   # job time filters use the slot
         self._prepare_demo()
 
@@ -167,6 +190,14 @@ class _Stack:
         print(f"vmsnap settings of this stack: {STACK_SETTINGS} (vmsnap reads it in the project folder "
               f"while the stack runs; the environment and local.settings.json come after it)")
 
+    def _guest_marks(self, vm, restore_point_name: str) -> None:
+        from devhost.guest import is_guest_disk, write_marker
+
+        os_disk = next((d for d in vm.disks if d.lun == -1), None)
+        credential = self.svc.blob_service.credential
+        if os_disk is not None and is_guest_disk(os_disk.blob_url, credential):
+            write_marker(os_disk.blob_url, credential, restore_point_name)
+
     def _prepare_demo(self) -> None:
         from devhost.demo import create_demo_md_vm, create_demo_vm
         from shared.errors import ConflictError
@@ -182,6 +213,17 @@ class _Stack:
                       f"initial backup at the next tick")
             except ConflictError as exc:  # already protected (a --persist run): keep its state
                 print(f"{vm.name}: {exc}")
+        from shared.domain.restore_testing import RestoreTestPlan, Selection
+
+        plan = RestoreTestPlan(name=DEMO_PLAN, selection=Selection.ITEMS, members=(self.demo_vm.name,
+                                                                                  self.demo_md_vm.name),
+                               keep_hours=0.05, probe_file="/var/lib/vmsnap/marker")
+        try:
+            self.svc.restore_tests.create(plan)
+            print(f"restore test plan {plan.name}: drills of both demo VMs probe {plan.probe_file}, keep what they "
+                  f"restored {plan.keep_hours * 60:.0f} min ('vmsnap restore-test run --vm demo-vm')")
+        except ConflictError:
+            pass
 
     def run_once(self) -> int:
         from shared.domain.jobs import JobStatus
@@ -225,8 +267,14 @@ class _Stack:
               ".venv/bin/vmsnap job list, .venv/bin/vmsnap backup-now --vm demo-vm")
         # The restore-point timer follows RESTORE_POINT_SCHEDULE (every minute by default).
         reported: set[str] = set()
+        progress: dict[str, str] = {}
         while True:
             for job in self.svc.jobs.query(JobQuery(since=self.started)).jobs:
+                if job.operation in ("Restore", "RestoreTest") and not job.status.is_terminal:
+                    line = _restore_progress(job)
+                    if progress.get(job.job_id) != line:
+                        progress[job.job_id] = line
+                        print(line)
                 if job.status.is_terminal and job.job_id not in reported:
                     reported.add(job.job_id)
                     duration = job.duration or timedelta(0)

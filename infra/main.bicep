@@ -50,6 +50,7 @@ var token = toLower(uniqueString(subscription().id, resourceGroup().id, baseName
 var compactName = toLower(replace(baseName, '-', ''))
 var tasksQueue = 'snapshot-tasks'
 var plannerQueue = 'plan-shards'
+var restoreQueue = 'restore-tasks'
 var statusContainer = 'vmsnap-status'
 
 module identity 'app/identity.bicep' = {
@@ -78,6 +79,7 @@ module serviceBus 'app/servicebus.bicep' = {
     namespaceName: 'sb-${baseName}-${token}'
     queueName: tasksQueue
     plannerQueueName: plannerQueue
+    restoreQueueName: restoreQueue
     location: location
     tags: tags
   }
@@ -129,6 +131,7 @@ module functionApp 'app/function.bicep' = {
     serviceBusHost: serviceBus.outputs.host
     tasksQueue: tasksQueue
     plannerQueue: plannerQueue
+    restoreQueue: restoreQueue
     statusContainer: statusContainer
     snapshotSchedule: snapshotSchedule
     sweepSchedule: sweepSchedule

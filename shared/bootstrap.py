@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, cast
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError
 from shared.ports import (BackupClaims, DiskCopier, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
-                          RecoveryPointStore, RestorePoints, SasMinter, ShardProgressStore, ShardQueue, SnapshotStore,
+                          FileSystemReader, RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore,
+                          SasMinter, ShardProgressStore, ShardQueue, SnapshotStore,
                           StatusBlobArchive, StatusBlobs, TaskQueue)
 from shared.settings import Settings, get_settings
 
@@ -93,6 +94,24 @@ class Services:
         from shared.adapters.table_claims import TableBackupClaims
 
         return TableBackupClaims(self.table_service, self.settings.table("claims"))
+
+    @cached_property
+    def restore_queue(self) -> RestoreQueue:
+        from shared.adapters.servicebus import ServiceBusRestoreQueue
+
+        return ServiceBusRestoreQueue.from_settings(self.settings, self)
+
+    @cached_property
+    def restore_tests(self) -> RestoreTestPlanStore:
+        from shared.adapters.table_protection import TableRestoreTestPlanStore
+
+        return TableRestoreTestPlanStore(self.table_service, self.settings.table("restoretests"))
+
+    @cached_property
+    def filesystems(self) -> FileSystemReader:
+        from shared.adapters.filesystems import DebugfsReader
+
+        return DebugfsReader()
 
     @cached_property
     def shard_queue(self) -> ShardQueue:

@@ -17,6 +17,8 @@ from shared.domain.policy import Policy
 from shared.domain.progress import PlanRequest, ShardProgress
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import RecoveryPoint
+from shared.domain.restore import RestoreTask
+from shared.domain.restore_testing import FileSystemCheck, RestoreTestPlan
 from shared.domain.restore_point import ArmFailure, ConsistencyMode, ManagedDiskState, RestorePointState
 from shared.domain.shards import shard_of
 from shared.domain.task import SnapshotTask
@@ -32,6 +34,13 @@ class TaskQueue(Protocol):
         ``message_id`` is the task's ``message_id`` (duplicate detection); a task whose
         ``not_before`` lies ahead is scheduled for that time.
         """
+
+
+class RestoreQueue(Protocol):
+    """The restore-tasks queue: one message per restore job (and per continuation of a long one)."""
+
+    def send(self, task: RestoreTask, *, not_before: datetime | None = None) -> None:
+        """Send one task, message_id = the task's (duplicate detection); scheduled for ``not_before``."""
 
 
 class ShardQueue(Protocol):
@@ -158,8 +167,19 @@ class RestorePoints(Protocol):
         """Delete a VM restore point with its disk restore points (retention); waits until it is gone.
         False when it was gone already (deleted by another run, or by hand)."""
 
-    def restore_disk(self, disk_restore_point_id: str, disk_id: str, *, location: str) -> str:
-        """A new managed disk ``disk_id`` from a disk restore point (restore); waits; returns its id."""
+    def restore_disk(self, disk_restore_point_id: str, disk_id: str, *, location: str,
+                     tags: dict[str, str] | None = None) -> str:
+        """A new managed disk ``disk_id`` from a disk restore point (restore), with ``tags``; waits; returns
+        its id."""
+
+    def delete_disk(self, disk_id: str) -> bool:
+        """Delete a managed disk and wait until it is gone; False when there was none."""
+
+    def grant_read(self, disk_id: str, seconds: int) -> str:
+        """A short read grant on a disk (``beginGetAccess``): a URL its bytes can be read from."""
+
+    def revoke_read(self, disk_id: str) -> None:
+        """End the disk's read grant (``endGetAccess``)."""
 
     def get_disk(self, disk_id: str) -> ManagedDiskState | None:
         """A managed disk (size, location, state), or None when there is none."""
@@ -343,24 +363,86 @@ class StatusBlobArchive(Protocol):
 
 
 @dataclass(frozen=True)
-class CopyProgress:
-    status: str                 # pending | success | failed | aborted
+class RestoredBlob:
+    """A restore target blob as storage has it: whose it is (the job id in its metadata) and its copy."""
+
+    exists: bool
+    owner: str | None = None            # the restore job that created it, or None (not vmsnap's restore)
+    copy_status: str | None = None      # pending | success | failed | aborted; None: not made by a copy
+    bytes_done: int | None = None
+    bytes_total: int | None = None
     description: str = ""
-    length: int | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A restored blob compared with its snapshot: equal or not, and what was read to know it."""
+
+    equal: bool
+    length: int
+    compared_bytes: int                 # bytes read from each side (only allocated page ranges)
+    detail: str = ""
 
 
 class DiskCopier(Protocol):
-    """Server-side copies of disk snapshots into new page blobs (restore)."""
+    """Server-side copies of disk snapshots into page blobs (restore), tagged with the job that made them."""
 
     def target_url(self, container: str, blob_name: str) -> str: ...
 
-    def exists(self, container: str, blob_name: str) -> bool: ...
+    def inspect(self, container: str, blob_name: str) -> RestoredBlob:
+        """The target as it is now (``exists=False`` when there is none)."""
 
-    def start_copy(self, snapshot_url: str, container: str, blob_name: str, *, overwrite: bool) -> None:
-        """Start copying the snapshot into ``container/blob_name``; ConflictError if it exists and not
-        ``overwrite``."""
+    def start_copy(self, snapshot_url: str, container: str, blob_name: str, *, owner: str,
+                   replace: bool = False) -> None:
+        """Start copying the snapshot into ``container/blob_name`` (the container made if missing), its
+        metadata naming ``owner``. ConflictError if the blob exists and not ``replace``; NotFoundError
+        when the snapshot is gone."""
 
-    def copy_progress(self, container: str, blob_name: str) -> CopyProgress: ...
+    def delete_owned(self, container: str, blob_name: str, owner: str) -> bool:
+        """Delete the blob if ``owner`` made it (its metadata says so); False otherwise or when gone."""
 
-    def digest(self, url: str) -> tuple[int, str]:
-        """(length, sha256 hex) of a blob or snapshot, by streaming its bytes."""
+    def safety_snapshot(self, container: str, blob_name: str, owner: str) -> str:
+        """A snapshot of the blob before a restore replaces it; returns its URL (no SAS)."""
+
+    def restore_from(self, snapshot_url: str) -> None:
+        """Put a safety snapshot back over its base blob (rolling back a failed in-place restore)."""
+
+    def verify(self, snapshot_url: str, target_url: str) -> Verification:
+        """Compare a restored blob with its snapshot: parallel ranged reads of the allocated pages only."""
+
+    def read_range(self, url: str, offset: int, length: int) -> bytes:
+        """Bytes of a blob or snapshot (``?snapshot=``), or of a URL carrying its own SAS (a read grant);
+        shorter at its end."""
+
+    def list_owned(self, container: str, owner: str) -> list[str]:
+        """Names of the container's blobs ``owner`` made (empty when the container does not exist)."""
+
+    def delete_container_if_empty(self, container: str) -> bool:
+        """Delete the container when it holds no blob; False when it holds some or does not exist."""
+
+
+# --- restore drills (shared/services/restore_testing.py) ----------------------------------------------
+class RestoreTestPlanStore(Protocol):
+    """Restore test plans (Table: shared/adapters/table_protection.py), stored like policies."""
+
+    def get(self, name: str) -> RestoreTestPlan:
+        """The plan, or NotFoundError naming it."""
+
+    def create(self, plan: RestoreTestPlan) -> RestoreTestPlan:
+        """ConflictError if the name is taken."""
+
+    def replace(self, plan: RestoreTestPlan) -> RestoreTestPlan:
+        """Write a plan read earlier unless changed meanwhile (its version): ConflictError then."""
+
+    def delete(self, name: str) -> None:
+        """NotFoundError if no plan has that name."""
+
+    def list(self) -> list[RestoreTestPlan]:
+        """Every plan, ordered by name (case-insensitively)."""
+
+
+class FileSystemReader(Protocol):
+    """Reads a file system image without mounting it (shared/adapters/filesystems.py)."""
+
+    def inspect(self, image: bytes, *, offset: int, probe: str | None) -> FileSystemCheck:
+        """What the file system at ``offset`` of ``image`` is, and the probe file's content if named."""

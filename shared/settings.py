@@ -52,6 +52,8 @@ class Settings:
     service_bus: Connection
     tasks_queue: str = "snapshot-tasks"
     planner_queue: str = "plan-shards"
+    restore_queue: str = "restore-tasks"
+    restore_test_schedule: str = "0 */15 * * * *"
     fan_out_items: int = 5000               # a tick fans out to planners once the fleet has this many items
     schedule: str = "0 */5 * * * *"
     sweep_schedule: str = "0 */10 * * * *"
@@ -75,6 +77,7 @@ class Settings:
         """The app settings the functions' bindings name (``%SETTING%`` and connections), for a host
         running the app with these settings (the local host, tests)."""
         values = {"SNAPSHOT_TASKS_QUEUE": self.tasks_queue, "PLANNER_QUEUE": self.planner_queue,
+                  "RESTORE_TASKS_QUEUE": self.restore_queue, "RESTORE_TEST_SCHEDULE": self.restore_test_schedule,
                   "SNAPSHOT_SCHEDULE": self.schedule,
                   "SWEEP_SCHEDULE": self.sweep_schedule, "RESTORE_POINT_SCHEDULE": self.restore_point_schedule,
                   "RETENTION_SCHEDULE": self.retention_schedule,
@@ -95,6 +98,7 @@ class Settings:
         schedule = _ncrontab(env, "SNAPSHOT_SCHEDULE", cls.schedule)
         sweep_schedule = _ncrontab(env, "SWEEP_SCHEDULE", cls.sweep_schedule)
         restore_point_schedule = _ncrontab(env, "RESTORE_POINT_SCHEDULE", cls.restore_point_schedule)
+        restore_test_schedule = _ncrontab(env, "RESTORE_TEST_SCHEDULE", cls.restore_test_schedule)
         prefix = env.get("TABLE_PREFIX", cls.table_prefix)
         if not prefix.isalnum() or not prefix[:1].isalpha() or len(prefix) > 40:
             raise ConfigurationError(f"setting TABLE_PREFIX is {prefix!r}; use letters and digits, "
@@ -117,6 +121,8 @@ class Settings:
             service_bus=_connection(env, SERVICE_BUS, ("fullyQualifiedNamespace",)),
             tasks_queue=env.get("SNAPSHOT_TASKS_QUEUE", cls.tasks_queue),
             planner_queue=env.get("PLANNER_QUEUE", cls.planner_queue),
+            restore_queue=env.get("RESTORE_TASKS_QUEUE", cls.restore_queue),
+            restore_test_schedule=restore_test_schedule,
             fan_out_items=fan_out_items,
             schedule=schedule,
             sweep_schedule=sweep_schedule,

@@ -19,6 +19,7 @@ from shared.domain.bloburl import base_of, without_secrets
 from shared.domain.claims import BackupClaim
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job
+from shared.domain.restore import RestoreTask
 from shared.domain.task import SnapshotTask
 from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
 from shared.ports import JobPage, JobQuery
@@ -162,6 +163,36 @@ class RecordingTaskQueue:
                     self._ids.add(task.message_id)
                     self.sent.append(task)
         return 1
+
+
+class RecordingRestoreQueue:
+    """The restore queue as a list: keeps each task once (duplicate detection by message id); ``drain``
+    runs the worker on every task not yet run, continuations included, as the restore function would."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[RestoreTask, datetime | None]] = []
+        self._ids: set[str] = set()
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def send(self, task: RestoreTask, *, not_before: datetime | None = None) -> None:
+        with self._lock:
+            if task.message_id not in self._ids:
+                self._ids.add(task.message_id)
+                self.sent.append((task, not_before))
+
+    def drain(self, svc, **options) -> list:
+        """Run the worker on each task sent and not run yet, until none is left; the jobs it left."""
+        from shared.services.restore import run_restore
+
+        jobs = []
+        while True:
+            with self._lock:
+                if self._done >= len(self.sent):
+                    return jobs
+                task, _ = self.sent[self._done]
+                self._done += 1
+            jobs.append(run_restore(svc, task, **options))
 
 
 class InMemoryInventory:

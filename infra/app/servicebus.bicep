@@ -3,6 +3,7 @@
 param namespaceName string
 param queueName string
 param plannerQueueName string
+param restoreQueueName string
 param location string
 param tags object
 
@@ -46,6 +47,21 @@ resource plannerQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
     deadLetteringOnMessageExpiration: true
     // A request older than the next ticks is worthless: they plan the same slots.
     defaultMessageTimeToLive: 'PT30M'
+  }
+}
+
+// Restore tasks (MessageId <job>_restore_<step>): a worker resumes from the job's per-disk state, and a long
+// restore sends itself a continuation (the next step) every few minutes, so no delivery outlives its lock.
+resource restoreQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
+  parent: namespace
+  name: restoreQueueName
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT1H'
+    lockDuration: 'PT5M'
+    maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
+    defaultMessageTimeToLive: 'P1D'
   }
 }
 

@@ -15,6 +15,7 @@ from azure.core.rest import HttpRequest
 from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 
 from shared.adapters.azure_errors import Failure, classify, status_and_code
+from shared.domain.restore import OWNER_KEY
 from shared.domain.restore_point import (ArmFailure, ConsistencyMode, DiskRestorePointState, InstanceStatus,
                                          ManagedDiskState, RestorePointState, collection_name, restore_point_request)
 from shared.errors import EndpointUnavailableError, PermanentError, TransientError
@@ -34,6 +35,9 @@ ARM_ACTIONS = frozenset({
     "Microsoft.Compute/virtualMachines/read",                      # the VM (inventory, source, power state)
     "Microsoft.Compute/disks/read",                                # its disks; the restored disk (verify)
     "Microsoft.Compute/disks/write",                               # restore_disk
+    "Microsoft.Compute/disks/delete",                              # a failed restore, a drill's disks
+    "Microsoft.Compute/disks/beginGetAccess/action",               # a drill reads a restored disk
+    "Microsoft.Compute/disks/endGetAccess/action",
     "Microsoft.Compute/restorePointCollections/read",              # ensure_collection
     "Microsoft.Compute/restorePointCollections/write",
     "Microsoft.Compute/restorePointCollections/restorePoints/read",    # get, begin_create
@@ -184,15 +188,45 @@ class ComputeRestorePoints:
         log.info("restore point %s of collection %s deleted", name, collection)
         return True
 
-    def restore_disk(self, disk_restore_point_id: str, disk_id: str, *, location: str) -> str:
+    def restore_disk(self, disk_restore_point_id: str, disk_id: str, *, location: str,
+                     tags: dict[str, str] | None = None) -> str:
         """A new managed disk ``disk_id`` from a disk restore point (``createOption: Restore``); its id."""
         client, group, name = self._locate(disk_id)
-        body = {"location": location,
-                "properties": {"creationData": {"createOption": "Restore", "sourceResourceId": disk_restore_point_id}}}
+        body: dict[str, Any] = {"location": location, "properties": {"creationData": {
+            "createOption": "Restore", "sourceResourceId": disk_restore_point_id}}}
+        if tags:
+            body["tags"] = dict(tags)
         with self._arm_errors(f"disk {name} from {disk_restore_point_id}"):
             disk = client.disks.begin_create_or_update(group, name, body).result()
         log.info("disk %s restored from %s", disk.id, disk_restore_point_id)
         return str(disk.id)
+
+    def delete_disk(self, disk_id: str) -> bool:
+        """Delete a managed disk and wait until it is gone (Disks_Delete, long-running); False when none."""
+        client, group, name = self._locate(disk_id)
+        with self._arm_errors(f"deleting disk {name}"):
+            try:
+                client.disks.get(group, name)
+            except HttpResponseError as exc:
+                if exc.status_code != 404:
+                    raise
+                return False
+            client.disks.begin_delete(group, name).result()
+        log.info("disk %s deleted", disk_id)
+        return True
+
+    def grant_read(self, disk_id: str, seconds: int) -> str:
+        """A read SAS on the disk (Disks_GrantAccess, ``access: Read``), valid ``seconds``."""
+        client, group, name = self._locate(disk_id)
+        with self._arm_errors(f"a read grant on disk {name}"):
+            access = client.disks.begin_grant_access(group, name, {"access": "Read",
+                                                                   "durationInSeconds": seconds}).result()
+        return str(access.access_sas)
+
+    def revoke_read(self, disk_id: str) -> None:
+        client, group, name = self._locate(disk_id)
+        with self._arm_errors(f"ending the read grant on disk {name}"):
+            client.disks.begin_revoke_access(group, name).result()
 
     def get_disk(self, disk_id: str) -> ManagedDiskState | None:
         client, group, name = self._locate(disk_id)
@@ -208,7 +242,8 @@ class ComputeRestorePoints:
         tags = disk.tags or {}
         return ManagedDiskState(id=str(disk.id), size_bytes=size, location=disk.location,
                                 provisioning_state=disk.provisioning_state,
-                                content_sha256=tags.get(CONTENT_DIGEST_TAG), source_sha256=tags.get(SOURCE_DIGEST_TAG))
+                                content_sha256=tags.get(CONTENT_DIGEST_TAG), source_sha256=tags.get(SOURCE_DIGEST_TAG),
+                                owner=tags.get(OWNER_KEY))
 
     # --- helpers -----------------------------------------------------------------------------------
     def _locate(self, resource_id: str) -> tuple[Any, str, str]:

@@ -4,7 +4,7 @@ Sends in as few operations as Service Bus allows: immediate tasks go in ServiceB
 sends; tasks whose ``not_before`` lies ahead are scheduled, one schedule call per distinct time.
 MessageId is the task's message id, so the queue's duplicate detection drops a re-send.
 
-Shard requests of a tick that fans out go to the planner queue the same way.
+Shard requests of a tick that fans out go to the planner queue the same way, restore tasks to theirs.
 
 One sender per queue stays open for the process (opening one costs the client about a second of AMQP
 handshakes); sends are serialised on it, and a failed one drops it so the next send reopens.
@@ -23,6 +23,7 @@ from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusErro
 from shared.adapters.azure_errors import SERVICE_BUS_REFUSED_HINT, Failure, failure_of, translate
 from shared.clock import Clock, SystemClock
 from shared.domain.progress import PlanRequest
+from shared.domain.restore import RESTORE_TASK_SCHEMA, RestoreTask
 from shared.domain.task import SCHEMA, SnapshotTask
 from shared.errors import ConfigurationError, TransientError
 
@@ -130,6 +131,29 @@ class ServiceBusTaskQueue:
 
     def open(self) -> None:
         self._queue.open()
+
+    def close(self) -> None:
+        self._queue.close()
+
+
+class ServiceBusRestoreQueue:
+    """The restore-tasks queue: one message per restore job, and one per continuation of a long one."""
+
+    def __init__(self, client: ServiceBusClient, queue_name: str):
+        self._queue = _QueueSender(client, queue_name)
+
+    @classmethod
+    def from_settings(cls, settings, services) -> "ServiceBusRestoreQueue":
+        return cls(_client(settings, services), settings.restore_queue)
+
+    def send(self, task: RestoreTask, *, not_before: datetime | None = None) -> None:
+        message = ServiceBusMessage(task.to_json(), message_id=task.message_id, content_type="application/json",
+                                    subject="restore", application_properties={"schema": RESTORE_TASK_SCHEMA,
+                                                                               "jobId": task.job_id})
+        if not_before is None:
+            self._queue.send([message], {}, what=f"restore task {task.message_id}")
+        else:
+            self._queue.send([], {not_before: [message]}, what=f"restore task {task.message_id}")
 
     def close(self) -> None:
         self._queue.close()

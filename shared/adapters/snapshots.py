@@ -1,15 +1,17 @@
 """Blob snapshots of the disks, and the status container's blobs, for retention and restore: list and
-delete snapshots (never a base blob), copy a snapshot server-side into a new page blob, digest a blob
-by streaming it, and list/delete status and log blobs.
+delete snapshots (never a base blob), copy a snapshot server-side into a page blob tagged with its
+restore job, compare a copy with its snapshot by parallel ranged reads of the allocated pages, and
+list/delete status and log blobs.
 
 Copies read their source through a short-lived read-only SAS on that one snapshot, signed like
 shared/adapters/blob_sas.py signs (account key with Azurite, user delegation key with an identity).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
@@ -21,14 +23,19 @@ from azure.storage.blob import BlobClient, BlobServiceClient, generate_blob_sas
 from shared.adapters.azure_errors import BLOB_REFUSED_HINT, translate
 from shared.clock import Clock
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
-from shared.ports import BlobSnapshotInfo, CopyProgress, StatusBlobInfo
+from shared.adapters.metering import in_context
+from shared.domain.restore import OWNER_KEY
+from shared.ports import BlobSnapshotInfo, RestoredBlob, StatusBlobInfo, Verification
 from shared.redaction import redact
 
 log = logging.getLogger(__name__)
 
 COPY_SAS_LIFETIME = timedelta(hours=6)    # a large disk copies for a while; Azure's copy reads all along
 SAS_START_SKEW = timedelta(minutes=15)
-_CHUNK = 4 * 1024 * 1024
+# Verification reads the allocated pages of both blobs in pieces, this many at once.
+VERIFY_PIECE = 4 * 1024 * 1024
+VERIFY_READERS = 8
+SAFETY_KEY = "vmsnaprestoresafety"    # metadata of a safety snapshot: the restore job that took it
 
 
 class BlobSnapshots:
@@ -96,13 +103,21 @@ class BlobSnapshots:
     def target_url(self, container: str, blob_name: str) -> str:
         return str(self._service.get_blob_client(container, blob_name).url)
 
-    def exists(self, container: str, blob_name: str) -> bool:
+    def inspect(self, container: str, blob_name: str) -> RestoredBlob:
         try:
-            return bool(self._service.get_blob_client(container, blob_name).exists())
+            props = self._service.get_blob_client(container, blob_name).get_blob_properties()
+        except ResourceNotFoundError:
+            return RestoredBlob(exists=False)
         except AzureError as exc:
             raise TransientError(f"could not read {container}/{blob_name}: {redact(str(exc))}") from exc
+        copy = props.copy
+        done, total = _copy_progress(copy.progress, props.size)
+        return RestoredBlob(exists=True, owner=(props.metadata or {}).get(OWNER_KEY),
+                            copy_status=str(copy.status) if copy.status else None, bytes_done=done,
+                            bytes_total=total, description=redact(copy.status_description or ""))
 
-    def start_copy(self, snapshot_url: str, container: str, blob_name: str, *, overwrite: bool) -> None:
+    def start_copy(self, snapshot_url: str, container: str, blob_name: str, *, owner: str,
+                   replace: bool = False) -> None:
         base, snapshot = _split_snapshot(snapshot_url)
         source = f"{base}?snapshot={snapshot}&{self._read_sas(base, snapshot)}"
         try:
@@ -116,51 +131,130 @@ class BlobSnapshots:
             raise TransientError(f"could not create container {container}: {redact(str(exc))}") from exc
         target = self._service.get_blob_client(container, blob_name)
         try:
-            # If-None-Match: * unless overwriting: storage itself refuses to replace an existing blob.
-            target.start_copy_from_url(source, match_condition=None if overwrite else MatchConditions.IfMissing)
+            # If-None-Match: * unless replacing: storage itself refuses to replace an existing blob.
+            target.start_copy_from_url(source, metadata={OWNER_KEY: owner},
+                                       match_condition=None if replace else MatchConditions.IfMissing)
         except (ResourceExistsError, ResourceModifiedError) as exc:
-            raise ConflictError(f"blob {container}/{blob_name} already exists; restore into another container, "
-                                f"or pass --overwrite to replace it") from exc
+            raise ConflictError(f"blob {container}/{blob_name} already exists") from exc
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"snapshot {base}?snapshot={snapshot} no longer exists") from exc
         except HttpResponseError as exc:
             if exc.status_code == 412:
-                raise ConflictError(f"blob {container}/{blob_name} already exists; pass --overwrite to "
-                                    f"replace it") from exc
+                raise ConflictError(f"blob {container}/{blob_name} already exists") from exc
             raise TransientError(f"could not start the copy into {container}/{blob_name}: "
                                  f"{redact(str(exc))}") from exc
         except AzureError as exc:
             raise TransientError(f"could not start the copy into {container}/{blob_name}: "
                                  f"{redact(str(exc))}") from exc
-        log.info("copy of %s?snapshot=%s into %s/%s started", base, snapshot, container, blob_name)
+        log.info("job %s: copy of %s?snapshot=%s into %s/%s started", owner, base, snapshot, container, blob_name)
 
-    def copy_progress(self, container: str, blob_name: str) -> CopyProgress:
+    def delete_owned(self, container: str, blob_name: str, owner: str) -> bool:
+        blob = self._service.get_blob_client(container, blob_name)
         try:
-            props = self._service.get_blob_client(container, blob_name).get_blob_properties()
-        except ResourceNotFoundError as exc:
-            raise NotFoundError(f"blob {container}/{blob_name} is gone") from exc
+            props = blob.get_blob_properties()
+            if (props.metadata or {}).get(OWNER_KEY) != owner:
+                return False
+            # Guarded by the ETag read: a blob someone replaced meanwhile is no longer ours to delete.
+            blob.delete_blob(delete_snapshots="include", etag=props.etag, match_condition=MatchConditions.IfNotModified)
+            return True
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False
         except AzureError as exc:
-            raise TransientError(f"could not read {container}/{blob_name}: {redact(str(exc))}") from exc
-        copy = props.copy
-        return CopyProgress(status=str(copy.status or "success"), description=redact(copy.status_description or ""),
-                            length=props.size)
+            raise TransientError(f"could not delete {container}/{blob_name}: {redact(str(exc))}") from exc
 
-    def digest(self, url: str) -> tuple[int, str]:
+    def safety_snapshot(self, container: str, blob_name: str, owner: str) -> str:
+        blob = self._service.get_blob_client(container, blob_name)
+        try:
+            # Not the backups' jobId metadata: retention never takes a safety copy for an attempt's snapshot.
+            taken = blob.create_snapshot(metadata={SAFETY_KEY: owner})
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"blob {container}/{blob_name} does not exist") from exc
+        except AzureError as exc:
+            raise TransientError(f"could not snapshot {container}/{blob_name}: {redact(str(exc))}") from exc
+        return f"{blob.url}?snapshot={taken['snapshot']}"
+
+    def restore_from(self, snapshot_url: str) -> None:
+        base, snapshot = _split_snapshot(snapshot_url)
+        container, name = self._locate(base)
+        source = f"{base}?snapshot={snapshot}&{self._read_sas(base, snapshot)}"
+        blob = self._service.get_blob_client(container, name)
+        try:
+            blob.start_copy_from_url(source, requires_sync=False)
+            while blob.get_blob_properties().copy.status == "pending":
+                time.sleep(0.5)
+        except AzureError as exc:
+            raise TransientError(f"could not put {snapshot_url} back: {redact(str(exc))}") from exc
+
+    def verify(self, snapshot_url: str, target_url: str) -> Verification:
+        source, target = self._client_of(snapshot_url), self._client_of(target_url)
+        try:
+            lengths = source.get_blob_properties().size, target.get_blob_properties().size
+            if lengths[0] != lengths[1]:
+                return Verification(False, lengths[1], 0, f"the copy has {lengths[1]} bytes, the snapshot "
+                                                          f"{lengths[0]}")
+            pieces = _pieces(_allocated(source) + _allocated(target), lengths[0])
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"{snapshot_url} or {target_url} does not exist") from exc
+        except AzureError as exc:
+            raise TransientError(f"could not compare {target_url} with its snapshot: {redact(str(exc))}") from exc
+
+        def differs(piece: tuple[int, int]) -> int | None:
+            offset, length = piece
+            try:
+                left = source.download_blob(offset=offset, length=length, max_concurrency=1).readall()
+                right = target.download_blob(offset=offset, length=length, max_concurrency=1).readall()
+            except AzureError as exc:
+                raise TransientError(f"could not read {length} bytes at {offset}: {redact(str(exc))}") from exc
+            return None if left == right else offset + next(i for i, (a, b) in enumerate(zip(left, right)) if a != b)
+
+        with ThreadPoolExecutor(max_workers=VERIFY_READERS, thread_name_prefix="verify") as pool:
+            futures = [pool.submit(in_context(differs), piece) for piece in pieces]
+            found = [offset for offset in (f.result() for f in futures) if offset is not None]
+        compared = sum(length for _, length in pieces)
+        if found:
+            return Verification(False, lengths[0], compared, f"the bytes differ from offset {min(found)}")
+        return Verification(True, lengths[0], compared)
+
+    def read_range(self, url: str, offset: int, length: int) -> bytes:
+        # A URL with its own signature (a disk's read grant) is read with it, wherever it points.
+        client = BlobClient.from_blob_url(url) if "sig=" in url else self._client_of(url)
+        try:
+            return bytes(client.download_blob(offset=offset, length=length).readall())
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"{url.split('?', 1)[0]} does not exist") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 416:      # the range starts past the end
+                return b""
+            raise TransientError(f"could not read {url.split('?', 1)[0]}: {redact(str(exc))}") from exc
+        except AzureError as exc:
+            raise TransientError(f"could not read {url.split('?', 1)[0]}: {redact(str(exc))}") from exc
+
+    def list_owned(self, container: str, owner: str) -> list[str]:
+        try:
+            return [b.name for b in self._service.get_container_client(container).list_blobs(include=["metadata"])
+                    if (b.metadata or {}).get(OWNER_KEY) == owner]
+        except ResourceNotFoundError:
+            return []
+        except AzureError as exc:
+            raise TransientError(f"could not list container {container}: {redact(str(exc))}") from exc
+
+    def delete_container_if_empty(self, container: str) -> bool:
+        client = self._service.get_container_client(container)
+        try:
+            if next(iter(client.list_blobs(include=["snapshots"])), None) is not None:
+                return False
+            client.delete_container()
+            return True
+        except ResourceNotFoundError:
+            return False
+        except AzureError as exc:
+            raise TransientError(f"could not delete container {container}: {redact(str(exc))}") from exc
+
+    def _client_of(self, url: str) -> BlobClient:
         base, _, query = url.partition("?")
         snapshot = next((p[len("snapshot="):] for p in query.split("&") if p.startswith("snapshot=")), None)
         container, name = self._locate(base)
-        blob = self._service.get_blob_client(container, name, snapshot=snapshot)
-        sha = hashlib.sha256()
-        length = 0
-        try:
-            for chunk in blob.download_blob(max_concurrency=1).chunks():
-                sha.update(chunk)
-                length += len(chunk)
-        except ResourceNotFoundError as exc:
-            raise NotFoundError(f"{base} (snapshot {snapshot}) not found") from exc
-        except AzureError as exc:
-            raise TransientError(f"could not read {base}: {redact(str(exc))}") from exc
-        return length, sha.hexdigest()
+        return self._service.get_blob_client(container, name, snapshot=snapshot)
 
     # --- internals -------------------------------------------------------------------------------
     def _locate(self, base: str) -> tuple[str, str]:
@@ -217,6 +311,35 @@ class StatusBlobArchive:
             return False
         except AzureError as exc:
             raise TransientError(f"could not delete {self.container}/{name}: {redact(str(exc))}") from exc
+
+
+def _copy_progress(progress: str | None, size: int | None) -> tuple[int | None, int | None]:
+    """Storage's ``x-ms-copy-progress`` (``<bytes copied>/<total>``) as numbers; the size when absent."""
+    done, _, total = (progress or "").partition("/")
+    if done.isdigit() and total.isdigit():
+        return int(done), int(total)
+    return None, size
+
+
+def _allocated(blob: BlobClient) -> list[tuple[int, int]]:
+    """The blob's allocated page ranges as (offset, length); a block blob is one range over all of it."""
+    props = blob.get_blob_properties()
+    if str(props.blob_type) not in ("PageBlob", "BlobType.PAGEBLOB"):
+        return [(0, props.size)]
+    ranges, _ = blob.get_page_ranges()
+    return [(r["start"], r["end"] - r["start"] + 1) for r in ranges]
+
+
+def _pieces(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The union of ``ranges`` cut into reads of at most VERIFY_PIECE bytes, within ``size``."""
+    merged: list[list[int]] = []
+    for offset, length in sorted(ranges):
+        end = min(offset + length, size)
+        if merged and offset <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        elif end > offset:
+            merged.append([offset, end])
+    return [(at, min(VERIFY_PIECE, end - at)) for start, end in merged for at in range(start, end, VERIFY_PIECE)]
 
 
 def _split_snapshot(url: str) -> tuple[str, str]:

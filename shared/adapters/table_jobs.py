@@ -49,6 +49,7 @@ from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translat
 from shared.domain.bloburl import base_of
 from shared.domain.jobs import (AttemptOutcome, AttemptRecord, Consistency, DiskResult, Job, JobError, JobPhase,
                                 JobStatus, shard_of_job_id, slot_of_job_id)
+from shared.domain.restore import Check, RestoreSpec
 from shared.domain.shards import SHARDS, check_shard, shard_of
 from shared.domain.status import DirectDriveSnapshot, strip_secrets
 from shared.domain.task import validate_job_id
@@ -316,7 +317,8 @@ def _job_entity(job: Job) -> dict[str, Any]:
     lists = (("Disks", job.disks, lambda: _fit_json([_disk_dict(d) for d in job.disks], "error")),
              ("Errors", job.errors, lambda: _fit_json([asdict(e) for e in job.errors], "error_string")),
              ("Notes", job.notes, lambda: _fit_json(list(job.notes), None)),
-             ("Attempts", job.attempts, lambda: _fit_json([_attempt_dict(a) for a in job.attempts], "detail")))
+             ("Attempts", job.attempts, lambda: _fit_json([_attempt_dict(a) for a in job.attempts], "detail")),
+             ("Checks", job.checks, lambda: _fit_json([c.as_record() for c in job.checks], "detail")))
     entity.update({key: render() for key, items, render in lists if items})
     optional = {
         "PolicyName": job.policy_name, "RetainUntil": job.retain_until and utc(job.retain_until),
@@ -330,6 +332,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "LastReportAt": job.last_report_at and utc(job.last_report_at),
         "DispatchedAt": job.dispatched_at and utc(job.dispatched_at),
         "BackupMethod": job.backup_method, "ArmOperation": job.arm_operation,
+        "Restore": job.restore and json.dumps(job.restore.as_record(), separators=(",", ":")),
     }
     entity.update({k: v for k, v in optional.items() if v is not None})
     return entity
@@ -350,6 +353,8 @@ def job_from_entity(entity: dict[str, Any]) -> Job:
         notes=list(json.loads(get("Notes") or "[]")), dispatched_at=_time(get("DispatchedAt")),
         backup_method=get("BackupMethod"), arm_operation=get("ArmOperation"),
         attempts=[_attempt_from(a) for a in json.loads(get("Attempts") or "[]")],   # absent on older rows
+        restore=RestoreSpec.from_record(json.loads(get("Restore"))) if get("Restore") else None,
+        checks=[Check.from_record(c) for c in json.loads(get("Checks") or "[]")],
     )
 
 
@@ -401,7 +406,12 @@ def _disk_dict(disk: DiskResult) -> dict:
            "snapshot_uri": strip_secrets(disk.snapshot_uri), "error": disk.error}
     if disk.direct_drive is not None:
         row["direct_drive"] = disk.direct_drive.as_record()
+    # A restore's per-disk state, only on restore jobs: a backup's row stays as small as it was.
+    row.update({key: getattr(disk, key) for key in _RESTORE_DISK_KEYS if getattr(disk, key) is not None})
     return row
+
+
+_RESTORE_DISK_KEYS = ("bytes_total", "bytes_done", "safety_copy")
 
 
 def _disk_from(data: dict) -> DiskResult:

@@ -29,6 +29,7 @@ from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translat
 from shared.clock import utc
 from shared.domain.inventory import Disk, DiskKind, Vm, VmKind
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, check_name, default_policy
+from shared.domain.restore_testing import RestoreTestPlan, plan_from_document
 from shared.domain.shards import check_shard, shard_of
 from shared.domain.protection import (DiskListSetting, DiskSelection, ProtectedItem, ProtectionState,
                                       SkippedSlot)
@@ -425,6 +426,8 @@ class TableInventory:
                   "Location": vm.location or "local"}
         if vm.resource_id:
             entity["ResourceId"] = vm.resource_id
+        if vm.tags:
+            entity["Tags"] = json.dumps(vm.tags)    # e.g. powerState: what OriginalLocation restores check
         with _storage_errors(f"saving VM {vm.name}"):
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         return replace(vm, kind=VmKind.LOCAL, location=entity["Location"])
@@ -442,4 +445,62 @@ def _vm_from(entity) -> Vm:
                                managed_disk_id=d.get("managedDiskId")) for d in json.loads(entity["Disks"])),
                          key=lambda d: d.lun))
     return Vm(name=entity["Name"], kind=VmKind(entity.get("Kind", VmKind.LOCAL.value)), disks=disks,
-              location=entity.get("Location"), resource_id=entity.get("ResourceId"))
+              location=entity.get("Location"), resource_id=entity.get("ResourceId"),
+              tags=json.loads(entity.get("Tags") or "{}"))
+
+
+class TableRestoreTestPlanStore:
+    """Restore test plans, one row each (partition ``plan``), like policies; writes guarded by the ETag."""
+
+    PARTITION = "plan"
+
+    def __init__(self, table_service, table_name: str):
+        self._table = _open_table(table_service, table_name)
+
+    def get(self, name: str) -> RestoreTestPlan:
+        try:
+            with _storage_errors(f"reading restore test plan {name}"):
+                entity = self._table.get_entity(self.PARTITION, name.lower())
+        except ResourceNotFoundError:
+            raise NotFoundError(f"restore test plan {name!r} not found; see `vmsnap restore-test plan list`") \
+                from None
+        return _plan_from(entity)
+
+    def create(self, plan: RestoreTestPlan) -> RestoreTestPlan:
+        try:
+            with _storage_errors(f"creating restore test plan {plan.name}"):
+                written = self._table.create_entity(_plan_entity(plan))
+        except ResourceExistsError:
+            raise ConflictError(f"restore test plan {plan.name!r} already exists") from None
+        return replace(plan, version=written.get("etag"))
+
+    def replace(self, plan: RestoreTestPlan) -> RestoreTestPlan:
+        try:
+            with _storage_errors(f"updating restore test plan {plan.name}"):
+                written = self._table.update_entity(_plan_entity(plan), mode=UpdateMode.REPLACE, etag=plan.version,
+                                                    match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError:
+            raise ConflictError(f"restore test plan {plan.name!r} changed meanwhile") from None
+        except ResourceNotFoundError:
+            raise NotFoundError(f"restore test plan {plan.name!r} not found") from None
+        return replace(plan, version=written.get("etag"))
+
+    def delete(self, name: str) -> None:
+        self.get(name)
+        with _storage_errors(f"deleting restore test plan {name}"):
+            self._table.delete_entity(self.PARTITION, name.lower())
+
+    def list(self) -> list[RestoreTestPlan]:
+        with _storage_errors("listing restore test plans"):
+            plans = [_plan_from(e) for e in
+                     self._table.query_entities("PartitionKey eq @pk", parameters={"pk": self.PARTITION})]
+        return sorted(plans, key=lambda p: p.name.lower())
+
+
+def _plan_entity(plan: RestoreTestPlan) -> dict:
+    return {"PartitionKey": TableRestoreTestPlanStore.PARTITION, "RowKey": plan.name.lower(), "Name": plan.name,
+            "Document": json.dumps(plan.as_document(), separators=(",", ":"))}
+
+
+def _plan_from(entity) -> RestoreTestPlan:
+    return replace(plan_from_document(json.loads(entity["Document"])), version=entity.metadata.get("etag"))

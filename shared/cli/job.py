@@ -15,11 +15,13 @@ from shared.cli.output import (EXIT_FAILED, EXIT_OK, choice, emit, emit_table, f
 from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
+from shared.domain.restore import RESTORE_TEST, drill_result, is_restore, progress_percentage
 from shared.domain.task import validate_job_id
 from shared.errors import NotFoundError, TransientError, ValidationError
 from shared.ports import JobQuery
 
-OPERATIONS = ("Backup", "ConfigureBackup", "DeleteBackupData", "DisableBackup", "Restore", "Retention")
+OPERATIONS = ("Backup", "ConfigureBackup", "DeleteBackupData", "DisableBackup", "Restore", "RestoreTest",
+              "Retention")
 DEFAULT_WINDOW = timedelta(days=7)
 # Jobs are keyed by time in the store; bounds outside these years cannot hold a job and are dropped.
 EARLIEST = datetime(1971, 1, 1, tzinfo=timezone.utc)
@@ -146,11 +148,22 @@ def list_row(job: Job, now: datetime) -> list[str]:
 
 def job_document(job: Job, now: datetime) -> dict[str, Any]:
     """The job as az prints an AzureIaaSVMJob (``properties`` with errorDetails and extendedInfo)."""
-    tasks = [{"taskId": "Take Snapshot", "status": _snapshot_task_status(job),
-              "startTime": job.dispatched_at, "endTime": job.end_time}]
-    tasks += [{"taskId": f"Snapshot disk {_lun(d)}", "status": d.status, "blobUri": d.blob_url,
-               "snapshotUri": d.snapshot_uri, "error": d.error,
-               **({"directDriveSnapshot": d.direct_drive.as_record()} if d.direct_drive else {})} for d in job.disks]
+    extended: dict[str, Any]
+    if is_restore(job):
+        # As az shows a restore: one task per disk with its bytes, and the whole job's percentage.
+        tasks = [{"taskId": f"Restore disk {_lun(d)}", "status": d.status, "bytesCopied": d.bytes_done,
+                  "bytesTotal": d.bytes_total, "target": d.blob_url, "source": d.snapshot_uri,
+                  "safetyCopy": d.safety_copy, "error": d.error} for d in job.disks]
+        percent = 100.0 if job.status is JobStatus.COMPLETED else progress_percentage(job.disks)
+        extended = {"tasksList": tasks, "progressPercentage": percent, "propertyBag": _property_bag(job)}
+    else:
+        tasks = [{"taskId": "Take Snapshot", "status": _snapshot_task_status(job),
+                  "startTime": job.dispatched_at, "endTime": job.end_time}]
+        tasks += [{"taskId": f"Snapshot disk {_lun(d)}", "status": d.status, "blobUri": d.blob_url,
+                   "snapshotUri": d.snapshot_uri, "error": d.error,
+                   **({"directDriveSnapshot": d.direct_drive.as_record()} if d.direct_drive else {})}
+                  for d in job.disks]
+        extended = {"tasksList": tasks, "propertyBag": _property_bag(job)}
     return to_jsonable({
         "name": job.job_id,
         "type": "vmsnap/backupJobs",
@@ -178,7 +191,7 @@ def job_document(job: Job, now: datetime) -> dict[str, Any]:
             "errorDetails": [{"errorCode": e.error_code, "errorString": e.error_string,
                               "errorTitle": e.error_title, "recommendations": e.recommendations,
                               "retryable": e.retryable, "extensionCode": e.extension_code} for e in job.errors],
-            "extendedInfo": {"tasksList": tasks, "propertyBag": _property_bag(job)},
+            "extendedInfo": extended,
             "statusBlob": job.status_blob,
             "logBlob": job.log_blob,
             "dispatchedAt": job.dispatched_at,
@@ -188,8 +201,19 @@ def job_document(job: Job, now: datetime) -> dict[str, Any]:
                           "dispatchedAt": a.dispatched_at, "endedAt": a.ended_at, "retryAt": a.retry_at}
                          for a in job.attempts],
             "notes": job.notes,
+            **({"restore": job.restore.as_record()} if job.restore else {}),
+            **({"restoreTest": restore_test_document(job)} if job.operation == RESTORE_TEST else {}),
         },
     })
+
+
+def restore_test_document(job: Job) -> dict[str, Any]:
+    """A RestoreTest job's verdict, its checks and its times, as ``-o json`` (and a dashboard) reads them."""
+    spec = job.restore
+    return {"result": drill_result(job), "checks": [c.as_record() for c in job.checks],
+            "timeToRestoreSeconds": spec.time_to_restore_seconds if spec else None,
+            "planName": spec.plan_name if spec else None, "keepUntil": spec.keep_until if spec else None,
+            "cleanedUp": spec.cleaned_at if spec else None}
 
 
 def write_job_block(job: Job, now: datetime, out: TextIO) -> None:
@@ -206,8 +230,20 @@ def write_job_block(job: Job, now: datetime, out: TextIO) -> None:
     ]
     if job.retain_until:
         fields.insert(7, ("Retain Until UTC", format_time(job.retain_until)))
+    if is_restore(job):
+        percent = 100.0 if job.status is JobStatus.COMPLETED else progress_percentage(job.disks)
+        fields.append(("Progress", "" if percent is None else f"{percent:.1f} %"))
+        if job.operation == RESTORE_TEST:
+            fields.append(("Result", drill_result(job) or "running"))
     out.write(tabulate(fields, tablefmt="plain", disable_numparse=True) + "\n")
-    write_disks(job.disks, out)
+    if is_restore(job):
+        write_restored_disks(job.disks, out)
+        if job.checks:
+            out.write("\nChecks\n")
+            emit_table([[c.name, "Passed" if c.passed else "Failed", c.detail] for c in job.checks],
+                       ("Check", "Result", "Detail"), stream=out)
+    else:
+        write_disks(job.disks, out)
     write_attempts(job, out)
     write_errors(job.errors, out, heading=_errors_heading(job))
     if job.notes:
@@ -254,6 +290,22 @@ def write_disks(disks: list[DiskResult], out: TextIO, *, by_position: bool = Fal
     emit_table(rows, ("Disk", "Status", "Blob", "Snapshot / Error"), stream=out)
 
 
+def write_restored_disks(disks: list[DiskResult], out: TextIO) -> None:
+    """A restore's disks: status, bytes copied, the restored disk and its source (and safety copy)."""
+    if not disks:
+        return
+    out.write("\nDisks\n")
+    rows = [[_lun(d), d.status, _bytes(d), d.blob_url, d.error or d.snapshot_uri or "",
+             d.safety_copy or ""] for d in disks]
+    emit_table(rows, ("Disk", "Status", "Copied", "Restored Disk", "Source / Error", "Safety Copy"), stream=out)
+
+
+def _bytes(disk: DiskResult) -> str:
+    if disk.bytes_total is None:
+        return ""
+    return f"{(disk.bytes_done or 0) // 2**20}/{disk.bytes_total // 2**20} MiB"
+
+
 def write_errors(errors: list[JobError], out: TextIO, heading: str = "Errors") -> None:
     for error in errors:
         out.write(f"\n{heading}: {error.error_code}" + (f" - {error.error_title}" if error.error_title else "") + "\n")
@@ -278,15 +330,21 @@ def format_size(size: int | None) -> str:
 
 
 class _Progress:
-    """``job wait``'s one live line on a terminal (like az's spinner); nothing when piped or logged."""
+    """``job wait``'s live line on a terminal: a progress bar for a restore (rich), the job's state for
+    others; nothing when stderr is piped or logged (``-o json`` output stays clean)."""
 
     def __init__(self, stream: TextIO):
         self._stream = stream
         self._live = stream.isatty()
         self._shown = False
+        self._bar: Any = None
+        self._task: Any = None
 
     def show(self, job: Job, now: datetime) -> None:
         if not self._live:
+            return
+        if is_restore(job):
+            self._show_bar(job)
             return
         line = (f"{job.job_id} {job.status.value} ({job.phase.value}, attempt {job.attempt}) "
                 f"{format_duration(_duration(job, now))}")
@@ -294,7 +352,22 @@ class _Progress:
         self._stream.flush()
         self._shown = True
 
+    def _show_bar(self, job: Job) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        if self._bar is None:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TimeElapsedColumn(), console=Console(file=self._stream), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(f"{job.operation} {job.vm_name}", total=100.0)
+        copied = sum(d.bytes_done or 0 for d in job.disks) // 2**20
+        self._bar.update(self._task, completed=progress_percentage(job.disks) or 0.0,
+                         description=f"{job.operation} {job.vm_name} ({job.phase.value}, {copied} MiB)")
+
     def done(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
         if self._shown:
             self._stream.write("\r\033[K")
             self._stream.flush()

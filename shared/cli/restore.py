@@ -1,5 +1,5 @@
-"""``vmsnap restore restore-disks``: restore a recovery point's disks, as a Restore job: page-blob
-snapshots into a container, restore points into new managed disks in a resource group."""
+"""``vmsnap restore restore-disks``: ask the service to restore a recovery point's disks, as az does: the
+command creates the Restore job, queues it and prints it at once (``job show`` / ``job wait`` follow it)."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +7,11 @@ import sys
 from typing import Any
 
 from shared.cli.job import job_document, write_job_block
-from shared.cli.output import EXIT_FAILED, EXIT_OK, emit
-from shared.domain.jobs import JobStatus
-from shared.services.restore import restore_disks
+from shared.cli.output import EXIT_OK, choice, emit
+from shared.domain.restore import RestoreMode
+from shared.services.restore import request_restore
+
+MODES = [m.value for m in RestoreMode]
 
 
 def register(subparsers: Any) -> None:
@@ -17,24 +19,28 @@ def register(subparsers: Any) -> None:
 
     group = subparsers.add_parser("restore", help="restore the disks of a recovery point (like az backup restore)")
     sub = group.add_subparsers(dest="command", metavar="<command>")
-    cmd = sub.add_parser("restore-disks", help="restore each disk of a point, verified; prints the Restore job")
+    cmd = sub.add_parser("restore-disks", help="start a restore of each disk of a point, verified; prints the "
+                                               "Restore job at once")
     cmd.add_argument("--vm", "--item-name", dest="vm", required=True, help="the VM")
     cmd.add_argument("--rp-name", required=True, help="the recovery point (vmsnap recoverypoint list)")
-    target = cmd.add_mutually_exclusive_group(required=True)
+    target = cmd.add_mutually_exclusive_group()
     target.add_argument("--target-container", help="page-blob VMs: the container to copy each snapshot into "
                                                    "(created if missing)")
     target.add_argument("--target-resource-group", help="managed-disk VMs: the resource group to create a disk "
                                                         "in from each disk restore point")
+    cmd.add_argument("--restore-mode", default=RestoreMode.ALTERNATE.value, choices=MODES, type=choice(MODES),
+                     help="AlternateLocation (default): new blobs / disks; OriginalLocation: replace the VM's own "
+                          "disks (page-blob VMs, stopped; a safety snapshot of each is kept)")
+    cmd.add_argument("--yes", "-y", action="store_true", help="confirm an OriginalLocation restore")
     cmd.add_argument("--disk", type=int, metavar="LUN", help="restore only this disk (-1 is the OS disk)")
-    cmd.add_argument("--overwrite", action="store_true",
-                     help="replace blobs that already exist in the container (managed disks are never replaced)")
     add_output_option(cmd)
     cmd.set_defaults(handler=restore_command)
 
 
 def restore_command(args: argparse.Namespace, svc: Any) -> int:
-    job = restore_disks(svc, args.vm, args.rp_name, args.target_container,
-                        target_resource_group=args.target_resource_group, lun=args.disk, overwrite=args.overwrite)
+    job = request_restore(svc, args.vm, args.rp_name, args.target_container,
+                          target_resource_group=args.target_resource_group, lun=args.disk,
+                          mode=RestoreMode(args.restore_mode), confirmed=args.yes)
     now = svc.clock.now()
     emit(args, job_document(job, now), lambda: write_job_block(job, now, sys.stdout))
-    return EXIT_OK if job.status is JobStatus.COMPLETED else EXIT_FAILED
+    return EXIT_OK

@@ -70,3 +70,15 @@ class BlobUrl:
     def __reduce__(self) -> tuple[type[BlobUrl], tuple[str]]:
         # Pickling (a queue, a cache) keeps what may be stored, not the SAS.
         return BlobUrl, (self.stored,)
+
+
+def container_and_name(url: str) -> tuple[str, str]:
+    """(container, blob name) of a blob URL, account-host style or path style (Azurite, emulators:
+    ``http://127.0.0.1:10000/<account>/<container>/<blob>``); the blob name may hold slashes."""
+    host, _, path = base_of(url).split("://", 1)[-1].partition("/")
+    parts = path.split("/")
+    if (":" in host or host.startswith(("127.", "localhost"))) and len(parts) > 2:
+        parts = parts[1:]
+    if len(parts) < 2 or not parts[0] or not parts[-1]:
+        raise ValueError(f"{base_of(url)} names no blob")
+    return parts[0], "/".join(parts[1:])

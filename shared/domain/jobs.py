@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Collection, Sequence
+from typing import TYPE_CHECKING, Collection, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
@@ -24,6 +24,9 @@ from shared.domain.inventory import OS_DISK_LUN, BackupMethod
 from shared.domain.remediation import Remediation
 from shared.domain.shards import shard_of
 from shared.domain.status import DirectDriveSnapshot, DiskReport, StatusReport, report_time_error
+
+if TYPE_CHECKING:
+    from shared.domain.restore import Check, RestoreSpec
 
 # Namespace for deterministic job ids: the same (item, slot) always yields the same job id.
 JOB_ID_NAMESPACE = uuid.UUID("5b0f0c1e-8e2a-4c59-9a7e-0d6b2f6c4a11")
@@ -108,6 +111,10 @@ class DiskResult:
     snapshot_uri: str | None = None     # base blob URL + ?snapshot=<time>; no SAS
     error: str | None = None
     direct_drive: DirectDriveSnapshot | None = None     # a Direct Drive disk's snapshot (no snapshot_uri)
+    # Restores (shared/domain/restore.py): the copy's progress, and the safety copy of a replaced disk.
+    bytes_total: int | None = None
+    bytes_done: int | None = None
+    safety_copy: str | None = None
 
     @property
     def snapshotted(self) -> bool:
@@ -188,6 +195,8 @@ class Job:
     # Restore-point attempts: the Location of the ARM long-running operation creating the restore point
     # (an ARM URL, no secret in it); when the restore point fails, that operation says why.
     arm_operation: str | None = None
+    restore: RestoreSpec | None = None      # Restore and RestoreTest jobs: what was asked
+    checks: list[Check] = field(default_factory=list)     # RestoreTest jobs: the validations made
 
     @property
     def duration(self) -> timedelta | None:

@@ -237,10 +237,62 @@ RETENTION_TIME_INVALID = "RetentionPointTimeInFuture"
 RETENTION_NOT_CONFIRMED = "RetentionLatestPointNotConfirmed"
 RETENTION_ITEM_FAILED = "RetentionItemFailed"
 
+# Restores and restore drills (shared/services/restore.py, restore_testing.py).
+RESTORE_TARGET_EXISTS = "UserErrorRestoreTargetExists"
+RESTORE_COPY_FAILED = "RestoreCopyFailed"
+RESTORE_VERIFY_FAILED = "RestoreVerificationFailed"
+RESTORE_FAILED = "RestoreFailed"
+RESTORE_STALLED = "RestoreNoProgress"
+RESTORE_SOURCE_MISSING = "UserErrorRestoreSourceMissing"
+RESTORE_TEST_FAILED = "RestoreTestValidationFailed"
+
 _RP_EXTENSION_LOG = ("Read the extension log on the VM: "
                      "/var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux/extension.log.")
 
 SERVICE_ERRORS: dict[str, Remediation] = {
+    RESTORE_TARGET_EXISTS: _r(
+        RESTORE_TARGET_EXISTS, "The restore target already holds a disk of that name",
+        "A blob (or managed disk) with a restored disk's name exists in the target and was not made by this "
+        "restore; an AlternateLocation restore never replaces anything.",
+        ("Restore into a new container or resource group, or delete what is there first.",
+         "To replace the VM's own disks, stop the VM and restore with --restore-mode OriginalLocation --yes."),
+        False),
+    RESTORE_COPY_FAILED: _r(
+        RESTORE_COPY_FAILED, "The service-side copy of a disk failed",
+        "Storage (or the Compute API) could not copy the recovery point's snapshot into the target.",
+        ("Check that the recovery point still exists ('vmsnap recoverypoint show') and that the service may "
+         "write in the target (blob data / Microsoft.Compute/disks/write), then retry the restore.",), True),
+    RESTORE_VERIFY_FAILED: _r(
+        RESTORE_VERIFY_FAILED, "A restored disk differs from its recovery point",
+        "After the copy, the restored disk's bytes (or size) did not equal the snapshot's.",
+        ("Do not use the restored disk; restore again into a new target.",
+         "If it repeats, check the storage account's health and report it with the job id."), True),
+    RESTORE_FAILED: _r(
+        RESTORE_FAILED, "The restore could not finish",
+        "An unexpected refusal stopped the restore; what it had created was removed.",
+        ("Check that storage and the Compute API are reachable, then retry the restore.",), True),
+    RESTORE_STALLED: _r(
+        RESTORE_STALLED, "The restore stopped making progress",
+        "No restore worker recorded progress within the no-progress window (30 minutes): the worker's host "
+        "stopped and the task did not come back, or a copy hangs.",
+        ("Look for the restore worker's errors in the function's log (search for the job id).",
+         "Retry the restore; a copy this job made is replaced, a disk it verified is kept."), True),
+    RESTORE_SOURCE_MISSING: _r(
+        RESTORE_SOURCE_MISSING, "The recovery point's data is gone",
+        "A snapshot (or the VM restore point) this restore copies from no longer exists; the point is now "
+        "Unavailable with the reason.",
+        ("Restore another point ('vmsnap recoverypoint list --vm <VM>'), or the disks whose snapshots remain "
+         "one by one with --disk <LUN>.",
+         "Find out who deleted the snapshot (the storage account's activity log) and take a fresh backup."),
+        False),
+    RESTORE_TEST_FAILED: _r(
+        RESTORE_TEST_FAILED, "The restore drill found a problem",
+        "The point restored, but a validation failed: a disk differs from its point, the OS disk holds no "
+        "readable partition table or file system, or the probe file is missing or differs.",
+        ("Read the failed checks in the job ('vmsnap job show --name <job>').",
+         "Back the VM up again and run the drill on the new point ('vmsnap restore-test run --vm <VM>'); if "
+         "the new point fails too, the backups of this VM cannot be trusted: check the VM's pre-script and "
+         "file systems."), False),
     VM_NOT_FOUND: _r(VM_NOT_FOUND, "The VM no longer exists (BCMV2VMNotFound)",
                      "The protected VM could not be found in the inventory.",
                      ("Re-create the VM, or stop protection for it.",), False),

@@ -98,6 +98,7 @@ class ManagedDiskState:
     provisioning_state: str | None = None
     content_sha256: str | None = None
     source_sha256: str | None = None
+    owner: str | None = None            # the restore job that created it (its vmsnaprestorejob tag)
 
 
 def restored_disk_id(disk_restore_point_id: str, resource_group: str, name: str) -> str:

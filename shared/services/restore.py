@@ -1,75 +1,82 @@
-"""Restore, as a job with operation ``Restore`` in the job table, verified after: a blob-snapshot point's
-disks are copied into a target container (server-side, snapshot -> new page blob, byte for byte); a
-restore-point point's disks become new managed disks in a target resource group (``createOption:
-Restore`` from each disk restore point; the new disk must exist with its source's size).
+"""Restore as a service job: ``request_restore`` validates, creates the Restore (or RestoreTest) job and
+queues its task, and returns; ``run_restore`` (the restore worker) performs it from the job's per-disk
+state, so a redelivery, a killed host or a continuation resumes where the last one stopped.
 
-Never overwrites an existing blob unless asked, nor ever an existing managed disk; ``lun`` restores one
-disk (e.g. in place of a lost one). Every failure ends the job Failed with an error code, what happened
-and what to do.
+A blob-snapshot point's disks are copied server-side into page blobs (a target container, or the VM's
+own blobs with OriginalLocation after a safety snapshot of each); a restore-point point's disks become
+new managed disks (``createOption: Restore``). Everything a job creates carries its id (blob metadata,
+disk tag): a resumed job replaces only its own partial copies, and a failed one removes what it made.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
+from shared.domain import remediation
+from shared.domain.bloburl import container_and_name
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
+from shared.domain.restore import (HEARTBEAT, RESTORE, RESTORE_TEST, DiskState, RestoreMode, RestoreSpec, RestoreTask,
+                                   mark_completed, mark_progress, mark_restore_failed, resumable, with_disk)
 from shared.domain.restore_point import ManagedDiskState, restored_disk_id
-from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError, VmsnapError
-from shared.ports import RestorePointRefused
+from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
+from shared.ports import JobQuery, RestorePointRefused
+from shared.services.point_data import missing_data
 
 log = logging.getLogger(__name__)
 
-COPY_TIMEOUT = timedelta(hours=6)   # Azure's own threshold for a restore that needs a look
+# A worker keeps a restore this long, then hands it on as a continuation task (a new message), so no
+# invocation outlives the platform's lock renewal or function timeout however large the disks.
+SLICE = timedelta(minutes=4)
+POLL_SECONDS = 1.0
 _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 # ARM's rule for resource group names: 1-90 letters, digits, '_', '-', '.', '(' or ')', not ending in '.'.
 _RESOURCE_GROUP = re.compile(r"^[-\w.()]{1,90}(?<!\.)$")
 _DISK_NAME_MAX = 80
+_STOPPED = ("powerstate/stopped", "powerstate/deallocated")
 
-TARGET_EXISTS = "UserErrorRestoreTargetExists"
-COPY_FAILED = "RestoreCopyFailed"
-VERIFY_FAILED = "RestoreVerificationFailed"
-RESTORE_FAILED = "RestoreFailed"
-
-_ADVICE = {
-    TARGET_EXISTS: ("A blob with the disk's name already exists in the target container",
-                    ["Restore into a new container, or pass --overwrite to replace the blob."]),
-    COPY_FAILED: ("Storage could not copy the snapshot into the target blob",
-                  ["Check that the snapshot still exists ('vmsnap recoverypoint show') and retry the restore."]),
-    VERIFY_FAILED: ("The restored blob differs from its snapshot",
-                    ["Do not use the restored blob; restore again into a new container."]),
-    RESTORE_FAILED: ("The restore could not finish",
-                     ["Check that storage is reachable, then retry the restore."]),
-}
 _DISK_ADVICE = {
-    TARGET_EXISTS: ["Restore into another resource group (--target-resource-group), or delete that disk first: "
-                    "an existing managed disk is never replaced."],
-    COPY_FAILED: ["Check that the recovery point still exists ('vmsnap recoverypoint show') and that the "
-                  "service may write disks in the target resource group (Microsoft.Compute/disks/write), "
-                  "then retry the restore.",
-                  "A disk is restored in its disk restore point's region: Azure reports a source in another "
-                  "region as not found."],
-    VERIFY_FAILED: ["Do not use the restored disk; delete it and restore again."],
-    RESTORE_FAILED: ["Check that the Compute API is reachable, then retry the restore."],
+    remediation.RESTORE_TARGET_EXISTS: ["Restore into another resource group (--target-resource-group), or delete "
+                                        "that disk first: a managed disk this service did not make is never "
+                                        "replaced."],
+    remediation.RESTORE_COPY_FAILED: [
+        "Check that the recovery point still exists ('vmsnap recoverypoint show') and that the service may write "
+        "disks in the target resource group (Microsoft.Compute/disks/write), then retry the restore.",
+        "A disk is restored in its disk restore point's region: Azure reports a source in another region as "
+        "not found."],
 }
 
 
-def restore_disks(svc: Any, vm_name: str, rp_name: str, target_container: str | None = None, *,
-                  target_resource_group: str | None = None, lun: int | None = None, overwrite: bool = False,
-                  poll_interval: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> Job:
-    """Run a restore to its end and return its job (Completed or Failed).
+# --- the request: validate, create the job, queue its task ------------------------------------------------
 
-    The point's method picks the target: a container for blob snapshots, a resource group for restore
-    points. Bad input (unknown point, wrong or bad target, unknown LUN) raises before any job is created.
-    """
-    _check_names(target_container, target_resource_group)
+def request_restore(svc: Any, vm_name: str, rp_name: str, target_container: str | None = None, *,
+                    target_resource_group: str | None = None, lun: int | None = None,
+                    mode: RestoreMode = RestoreMode.ALTERNATE, confirmed: bool = False) -> Job:
+    """Create the Restore job and queue its task; returns the job (InProgress, Queued) at once.
+
+    Bad input (unknown point, wrong or bad target, unknown LUN, OriginalLocation while the VM runs or
+    without ``confirmed``) raises before any job exists."""
+    point, disks, spec = plan_restore(svc, vm_name, rp_name, target_container, target_resource_group, lun, mode,
+                                      confirmed)
+    job = create_restore_job(svc, point, disks, spec, operation=RESTORE)
+    return queue_restore(svc, job)
+
+
+def plan_restore(svc: Any, vm_name: str, rp_name: str, container: str | None, resource_group: str | None,
+                 lun: int | None, mode: RestoreMode, confirmed: bool = False, *,
+                 plan_name: str | None = None, probe_file: str | None = None,
+                 keep_until: datetime | None = None) -> tuple[RecoveryPoint, list[DiskSnapshot], RestoreSpec]:
+    """The point, its disks to restore and the job's request, or the one-line error that refuses it."""
+    _check_names(container, resource_group)
     point = _restorable_point(svc, vm_name, rp_name, lun)
     managed = point.method is SnapshotMethod.RESTORE_POINT
-    target = _target(point, target_container, target_resource_group, overwrite)
     disks = [d for d in point.disks if lun is None or d.lun == lun]
     if not disks:
         raise ValidationError(f"recovery point {rp_name} has no disk with LUN {lun}; its LUNs are "
@@ -80,32 +87,110 @@ def restore_disks(svc: Any, vm_name: str, rp_name: str, target_container: str | 
                               f"Azure host (Direct Drive snapshot {host_only[0][1]}), which this service cannot "
                               f"copy; restore that disk through Azure, or pick its other disks with --disk",
                               field="disk")
-    sources: list[ManagedDiskState | None] = []
-    if managed:
-        targets = [restored_disk_id(d.snapshot, target, restored_disk_name(d, point)) for d in disks]
-        where = f"resource group {target}"
+    if mode is RestoreMode.ORIGINAL:
+        _check_original_location(svc, point, container, resource_group, confirmed)
+        target, kind = "original", "original"
+    elif managed:
+        if container is not None or resource_group is None:
+            raise ValidationError(f"recovery point {point.name} is a restore point of managed disks: restore "
+                                  f"it into a resource group with --target-resource-group",
+                                  field="target_resource_group")
+        target, kind = resource_group, "resourceGroup"
         # Read before any job exists: a Compute endpoint that cannot be used (no credential, nothing
-        # listening) is reported to the operator, not recorded as a failed restore. None: the disk is gone.
-        sources = [svc.restore_points.get_disk(d.source) for d in disks]
+        # listening) is reported to the operator, not recorded as a failed restore.
+        svc.restore_points.get_disk(disks[0].source)
     else:
-        targets = [svc.disk_copier.target_url(target, _blob_name(d)) for d in disks]
-        where = f"container {target}"
-    job = _create_job(svc, point, disks, targets, where, lun)
-    ids = f"job {job.job_id} (restore of point {point.name} of VM {point.vm_name})"
+        if resource_group is not None or container is None:
+            raise ValidationError(f"recovery point {point.name} holds page-blob snapshots: restore it into a "
+                                  f"container with --target-container", field="target_container")
+        target, kind = container, "container"
+    spec = RestoreSpec(rp_name=point.name, target=target, target_kind=kind, mode=mode, lun=lun, plan_name=plan_name,
+                       probe_file=probe_file, keep_until=keep_until)
+    return point, disks, spec
+
+
+def _check_original_location(svc: Any, point: RecoveryPoint, container: str | None, resource_group: str | None,
+                             confirmed: bool) -> None:
+    """OriginalLocation replaces the VM's own disk blobs: only page-blob points, the VM stopped, no backup
+    of it running, and the operator's --yes."""
+    if point.method is SnapshotMethod.RESTORE_POINT:
+        raise ValidationError("OriginalLocation is offered for page-blob VMs only: restore a managed-disk VM's "
+                              "disks with AlternateLocation (--target-resource-group), then swap them in "
+                              "('az vm update --os-disk')", field="restore_mode")
+    if container is not None or resource_group is not None:
+        raise ValidationError("OriginalLocation restores over the VM's own disks: give no --target-container",
+                              field="restore_mode")
+    vm = svc.inventory.get_vm(point.vm_name)
+    power = vm_power_state(svc, vm)
+    if power is None or not power.lower().startswith(_STOPPED):
+        said = power.rsplit("/", 1)[-1] if power else "in an unknown power state"
+        raise ConflictError(f"VM {vm.name} is {said}: OriginalLocation replaces its disks, so it must be stopped "
+                            f"(deallocated) first; or restore to AlternateLocation (--target-container)")
+    running = svc.jobs.query(JobQuery(vm_name=vm.name, status=JobStatus.IN_PROGRESS, operation="Backup",
+                                       page_size=1)).jobs
+    if running:
+        raise ConflictError(f"a backup of VM {vm.name} is in progress (job {running[0].job_id}); restore over its "
+                            f"disks once it ends ('vmsnap job wait --name {running[0].job_id}')")
+    if not confirmed:
+        raise ValidationError(f"OriginalLocation replaces the disks of VM {vm.name} with the point's (a safety "
+                              f"snapshot of each is kept); add --yes to go ahead", field="yes")
+
+
+def vm_power_state(svc: Any, vm: Any) -> str | None:
+    """The VM's ``PowerState/<x>``: from its instance view (Compute API) when it has a resource id, else
+    as the inventory records it (local VMs: the ``powerState`` tag)."""
+    if vm.resource_id:
+        state: str | None = svc.restore_points.vm_power_state(vm.resource_id)
+        return state
+    tagged = (vm.tags or {}).get("powerState")
+    return f"PowerState/{tagged}" if tagged and "/" not in tagged else tagged
+
+
+def create_restore_job(svc: Any, point: RecoveryPoint, disks: list[DiskSnapshot], spec: RestoreSpec, *,
+                       operation: str) -> Job:
+    now = svc.clock.now()
+    job_id = job_id_for(point.vm_name, now, f"{operation}|{point.name}|{spec.target}|{spec.lun}|{spec.mode.value}")
+    targets = [_target_of(svc, point, d, spec, job_id) for d in disks]
+    where = {"container": f"container {spec.target}", "resourceGroup": f"resource group {spec.target}",
+             "original": "the VM's own disks"}[spec.target_kind]
+    job = Job(job_id=job_id, vm_name=point.vm_name, slot=now, start_time=now, trigger="OnDemand", operation=operation,
+              phase=JobPhase.QUEUED, policy_name=point.policy_name, restore=spec,
+              retain_until=spec.keep_until,
+              disks=[DiskResult(lun=d.lun, blob_url=target, snapshot_uri=d.snapshot) for d, target in zip(disks, targets)],
+              notes=[f"{operation.lower()} of recovery point {point.name} ({point.created_at.isoformat()}) into {where}"
+                     f" ({spec.mode.value})"])
+    if not svc.jobs.create_if_absent(job):
+        raise ConflictError(f"this restore was started a moment ago as job {job.job_id}; wait for it with "
+                            f"'vmsnap job wait --name {job.job_id}'")
+    log.info("job %s: %s of point %s of VM %s into %s requested (%s disk(s))", job.job_id, operation, point.name,
+             point.vm_name, where, len(disks))
+    return job
+
+
+def queue_restore(svc: Any, job: Job) -> Job:
+    """Send the job's restore task; a queue that cannot take it fails the job (nothing was created)."""
     try:
-        if managed:
-            return _run_managed(svc, job, point, disks, targets, sources, ids=ids)
-        return _run(svc, job, disks, target, overwrite=overwrite, poll_interval=poll_interval,
-                    sleep=sleep, ids=ids)
-    except VmsnapError as exc:
-        log.error("%s: failed: %s", ids, exc)
-        return _fail(svc, job, RESTORE_FAILED, str(exc), _DISK_ADVICE[RESTORE_FAILED] if managed else None)
+        svc.restore_queue.send(RestoreTask(job.job_id, job.vm_name))
+    except TransientError as exc:
+        error = JobError.from_remediation(remediation.for_service_error(remediation.TASK_NOT_QUEUED), detail=str(exc))
+        svc.jobs.update(job.job_id, lambda j: mark_failed(j, error, svc.clock.now()))
+        raise TransientError(f"the restore could not be queued (job {job.job_id} Failed): {exc}") from exc
+    return job
 
 
-def restored_disk_name(disk: DiskSnapshot, point: RecoveryPoint) -> str:
+def _target_of(svc: Any, point: RecoveryPoint, disk: DiskSnapshot, spec: RestoreSpec, job_id: str) -> str:
+    if spec.target_kind == "original":
+        return disk.source
+    if spec.target_kind == "resourceGroup":
+        name = restored_disk_name(disk, point, drill=job_id if spec.plan_name is not None else None)
+        return restored_disk_id(disk.snapshot, spec.target, name)
+    return str(svc.disk_copier.target_url(spec.target, _blob_name(disk)))
+
+
+def restored_disk_name(disk: DiskSnapshot, point: RecoveryPoint, *, drill: str | None = None) -> str:
     """A restored managed disk's name: its source disk's, then the point's (so a second restore of the
-    same point into the same group finds the first instead of replacing it)."""
-    suffix = f"-{point.name}"
+    same point into the same group finds the first instead of replacing it); a drill's adds its job."""
+    suffix = f"-{point.name}" if drill is None else f"-drill-{drill[-12:]}"
     return _blob_name(disk)[:_DISK_NAME_MAX - len(suffix)] + suffix
 
 
@@ -116,23 +201,6 @@ def _check_names(container: str | None, resource_group: str | None) -> None:
     if resource_group is not None and not _RESOURCE_GROUP.match(resource_group):
         raise ValidationError(f"{resource_group!r} is not a resource group name: use 1-90 letters, digits, "
                               f"'_', '-', '.', '(' or ')', not ending in '.'", field="target_resource_group")
-
-
-def _target(point: RecoveryPoint, container: str | None, resource_group: str | None, overwrite: bool) -> str:
-    """The restore's target for this point's method, or ValidationError saying which one it needs."""
-    if point.method is SnapshotMethod.RESTORE_POINT:
-        if container is not None or resource_group is None:
-            raise ValidationError(f"recovery point {point.name} is a restore point of managed disks: restore "
-                                  f"it into a resource group with --target-resource-group",
-                                  field="target_resource_group")
-        if overwrite:
-            raise ValidationError("--overwrite does not apply to managed disks: an existing disk is never "
-                                  "replaced; restore into another resource group", field="overwrite")
-        return resource_group
-    if resource_group is not None or container is None:
-        raise ValidationError(f"recovery point {point.name} holds page-blob snapshots: restore it into a "
-                              f"container with --target-container", field="target_container")
-    return container
 
 
 def _restorable_point(svc: Any, vm_name: str, rp_name: str, lun: int | None) -> RecoveryPoint:
@@ -152,56 +220,318 @@ def _restorable_point(svc: Any, vm_name: str, rp_name: str, lun: int | None) -> 
     return point
 
 
-def _create_job(svc: Any, point: RecoveryPoint, disks: list[DiskSnapshot], targets: list[str], where: str,
-                lun: int | None) -> Job:
-    now = svc.clock.now()
-    job = Job(job_id=job_id_for(point.vm_name, now, f"Restore|{point.name}|{where}|{lun}"),
-              vm_name=point.vm_name, slot=now, start_time=now, trigger="OnDemand", operation="Restore",
-              phase=JobPhase.RUNNING, policy_name=point.policy_name,
-              disks=[DiskResult(lun=d.lun, blob_url=target, snapshot_uri=d.snapshot)
-                     for d, target in zip(disks, targets)],
-              notes=[f"restore of recovery point {point.name} ({point.created_at.isoformat()}) into {where}"])
-    if not svc.jobs.create_if_absent(job):
-        raise ConflictError(f"this restore was started a moment ago as job {job.job_id}; wait for it with "
-                            f"'vmsnap job wait --name {job.job_id}'")
-    log.info("job %s: restore of point %s of VM %s into %s started (%s disk(s))", job.job_id, point.name,
-             point.vm_name, where, len(disks))
-    return job
+# --- the worker ------------------------------------------------------------------------------------------
+
+class RestoreFailure(Exception):
+    """Ends a restore: its error code and what happened (rolled back and recorded by ``run_restore``)."""
+
+    def __init__(self, code: str, detail: str, advice: list[str] | None = None):
+        super().__init__(detail)
+        self.code, self.detail, self.advice = code, detail, advice
 
 
-def _run_managed(svc: Any, job: Job, point: RecoveryPoint, disks: list[DiskSnapshot], targets: list[str],
-                 sources: list[ManagedDiskState | None], *, ids: str) -> Job:
-    """A managed disk per disk restore point, one after the other (each create waits), then verified.
+def run_restore(svc: Any, task: RestoreTask, *, budget: timedelta = SLICE, poll_seconds: float = POLL_SECONDS,
+                sleep: Callable[[float], None] = time.sleep,
+                after_copy: Callable[[Job], None] | None = None) -> Job | None:
+    """Perform (or resume) the restore job of ``task`` until it ends or ``budget`` is spent, then queue a
+    continuation. Returns the job as this worker left it; None for a task whose job does not exist.
+    TransientError propagates: the platform redelivers the task and the next worker resumes.
+    ``after_copy`` is called once the copies are done, before verification (tests hold a worker there)."""
+    job: Job | None = svc.jobs.get(task.job_id)
+    ids = f"job {task.job_id} (restore task {task.message_id})"
+    if job is None or job.restore is None:
+        log.error("%s: no restore job of that id; task dropped", ids)
+        return None
+    if not resumable(job):
+        log.info("%s: already %s; nothing to do", ids, job.status.value)
+        return job
+    worker = _Worker(svc, job, ids, poll_seconds=poll_seconds, sleep=sleep, after_copy=after_copy)
+    try:
+        return worker.run(task, time.monotonic() + budget.total_seconds())
+    except RestoreFailure as failure:
+        return worker.fail(failure)
+    except (PermanentError, ConflictError, RestorePointRefused) as exc:
+        return worker.fail(RestoreFailure(remediation.RESTORE_FAILED, str(exc)))
 
-    A restore failing part way keeps the disks it made already: a restore never deletes a disk."""
-    compute = svc.restore_points
-    taken = [target for target in targets if compute.get_disk(target) is not None]
-    if taken:
-        return _fail(svc, job, TARGET_EXISTS, f"{', '.join(taken)} already exist(s)", _DISK_ADVICE[TARGET_EXISTS])
-    for disk, target, source in zip(disks, targets, sources):
-        location = source.location if source is not None and source.location else _vm_location(svc, point.vm_name)
+
+class _Worker:
+    """One invocation's work on one restore job; writes the job after every step it takes."""
+
+    def __init__(self, svc: Any, job: Job, ids: str, *, poll_seconds: float, sleep: Callable[[float], None],
+                 after_copy: Callable[[Job], None] | None):
+        assert job.restore is not None
+        self.svc, self.job, self.ids, self.spec = svc, job, ids, job.restore
+        self.poll_seconds, self.sleep, self.after_copy = poll_seconds, sleep, after_copy
+        self.point: RecoveryPoint | None = svc.recovery_points.get(job.vm_name, job.restore.rp_name)
+        self.managed = self.point is not None and self.point.method is SnapshotMethod.RESTORE_POINT
+        self._saved_at = 0.0
+
+    # --- the course of a restore ---------------------------------------------------------------------
+    def run(self, task: RestoreTask, deadline: float) -> Job:
+        if self.point is None:
+            raise RestoreFailure(remediation.RESTORE_SOURCE_MISSING, f"recovery point {self.spec.rp_name} of VM "
+                                                                     f"{self.job.vm_name} no longer exists")
+        for disk in self.job.disks:
+            if disk.status in (DiskState.PENDING, DiskState.COPYING, DiskState.FAILED):
+                self._start(disk)
+        while any(d.status == DiskState.COPYING for d in self.job.disks):
+            for disk in [d for d in self.job.disks if d.status == DiskState.COPYING]:
+                self._follow(disk)
+            if any(d.status == DiskState.COPYING for d in self.job.disks):
+                if time.monotonic() > deadline:
+                    return self._continue(task)
+                self.sleep(self.poll_seconds)
+        if self.after_copy is not None:
+            self.after_copy(self.job)
+        for disk in [d for d in self.job.disks if d.status == DiskState.COPIED]:
+            self._verify(disk)
+        size = sum(d.bytes_total or 0 for d in self.job.disks)
+        checks = []
+        if self.job.operation == RESTORE_TEST:
+            from shared.services.restore_testing import validate
+
+            checks = validate(self.svc, self.job, self.point.job_id)
+            failed = [c for c in checks if not c.passed]
+            if failed:
+                return self._drill_failed(checks, failed)
+        note = ("verified: each restored disk exists with its source disk's size (and, where the endpoint exposes "
+                "them, equal content digests)" if self.managed else
+                "verified: each restored blob's allocated pages equal its snapshot's (parallel ranged reads)")
+        done: Job = self.svc.jobs.update(self.job.job_id, lambda j: mark_completed(
+            j, self.job.disks, self.svc.clock.now(), size=size, note=note, checks=checks))
+        log.info("%s: completed, %s disk(s), %s bytes verified", self.ids, len(self.job.disks), size)
+        self.job = done
+        return done
+
+    def _drill_failed(self, checks: list[Any], failed: list[Any]) -> Job:
+        """A drill whose restore worked but whose validation did not: Failed with its checks; what it
+        restored stays for the keep window (to look at), then goes like a passed drill's."""
+        error = JobError.from_remediation(remediation.for_service_error(remediation.RESTORE_TEST_FAILED),
+                                          detail="; ".join(f"{c.name}: {c.detail}" for c in failed))
+        done: Job = self.svc.jobs.update(self.job.job_id, lambda j: mark_restore_failed(
+            j, error, self.job.disks, self.svc.clock.now(), checks=checks))
+        log.error("%s: drill failed: %s", self.ids, error.error_string)
+        self.job = done
+        return done
+
+    def _continue(self, task: RestoreTask) -> Job:
+        """Hand the rest to a new invocation: the copies go on server-side meanwhile."""
+        self._save(force=True)
+        self.svc.restore_queue.send(task.next_step(), not_before=self.svc.clock.now() + timedelta(seconds=5))
+        log.info("%s: copies still running; continued as step %s", self.ids, task.step + 1)
+        return self.job
+
+    def _start(self, disk: DiskResult) -> None:
+        if self.managed:
+            self._start_disk(disk)
+        else:
+            self._start_blob(disk)
+
+    def _start_blob(self, disk: DiskResult) -> None:
+        container, name = _split(disk.blob_url)
+        copier = self.svc.disk_copier
+        found = copier.inspect(container, name)
+        mine = found.exists and found.owner == self.job.job_id
+        if mine and found.copy_status in ("pending", "success"):
+            # This job's copy is there (a killed worker started it): follow it, never start it again.
+            self._update(disk.lun, status=DiskState.COPYING.value, bytes_total=found.bytes_total)
+            return
+        replacing = found.exists and not mine
+        if replacing and self.spec.mode is not RestoreMode.ORIGINAL:
+            raise RestoreFailure(remediation.RESTORE_TARGET_EXISTS, f"{container} already holds {name}, which this "
+                                                                    f"restore did not make")
+        if replacing and disk.safety_copy is None:
+            safety = copier.safety_snapshot(container, name, self.job.job_id)
+            self._update(disk.lun, safety_copy=safety)
+            log.info("%s: LUN %s: safety snapshot %s taken before replacing it", self.ids, disk.lun, safety)
         try:
-            compute.restore_disk(disk.snapshot, target, location=location)
-        except (RestorePointRefused, TransientError) as exc:
-            # Refused (a conflict) or busy (a create of that name running): someone else's disk if it is there.
-            if compute.get_disk(target) is not None:
-                code = TARGET_EXISTS
-            elif isinstance(exc, TransientError):
-                raise
-            else:
-                code = COPY_FAILED
-            return _fail(svc, job, code, f"LUN {disk.lun}: {exc}", _DISK_ADVICE[code])
-        log.info("%s: LUN %s restored as %s", ids, disk.lun, target)
-    total = 0
-    for disk, target, source in zip(disks, targets, sources):
-        restored = compute.get_disk(target)
+            # Replace only what may be replaced: this job's own failed copy, or (OriginalLocation) the VM's disk.
+            copier.start_copy(disk.snapshot_uri or "", container, name, owner=self.job.job_id,
+                              replace=found.exists)
+        except ConflictError as exc:      # made by someone else since the look above
+            raise RestoreFailure(remediation.RESTORE_TARGET_EXISTS, str(exc)) from exc
+        except NotFoundError as exc:
+            self._source_missing(disk, str(exc))
+        self._update(disk.lun, status=DiskState.COPYING.value, bytes_done=0)
+        self._save(force=True)
+
+    def _follow(self, disk: DiskResult) -> None:
+        if self.managed:
+            return      # a disk create is waited for in _start_disk
+        container, name = _split(disk.blob_url)
+        found = self.svc.disk_copier.inspect(container, name)
+        if not found.exists or found.owner != self.job.job_id:
+            raise RestoreFailure(remediation.RESTORE_COPY_FAILED, f"{container}/{name} was removed or replaced "
+                                                                  f"while it was being copied")
+        if found.copy_status in (None, "success"):
+            self._update(disk.lun, status=DiskState.COPIED.value, bytes_total=found.bytes_total,
+                         bytes_done=found.bytes_total)
+            self._save(force=True)
+        elif found.copy_status == "pending":
+            self._update(disk.lun, bytes_done=found.bytes_done, bytes_total=found.bytes_total)
+            self._save()
+        else:
+            raise RestoreFailure(remediation.RESTORE_COPY_FAILED, f"copy into {container}/{name} ended "
+                                                                  f"{found.copy_status}: {found.description}")
+
+    def _verify(self, disk: DiskResult) -> None:
+        if self.managed:
+            self._verify_disk(disk)
+            return
+        # Verifying a large disk takes a while: keep writing heartbeats so the sweep sees a live restore.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as pool:
+            pending = pool.submit(contextvars.copy_context().run, self.svc.disk_copier.verify, disk.snapshot_uri or "",
+                                  disk.blob_url)
+            while True:
+                try:
+                    result = pending.result(timeout=HEARTBEAT.total_seconds())
+                    break
+                except FutureTimeout:
+                    self._save(force=True)
+        if not result.equal:
+            raise RestoreFailure(remediation.RESTORE_VERIFY_FAILED, f"LUN {disk.lun}: {result.detail}")
+        self._update(disk.lun, status=DiskState.VERIFIED.value, bytes_total=result.length, bytes_done=result.length)
+        self._save(force=True)
+        log.info("%s: LUN %s verified (%s bytes compared of %s)", self.ids, disk.lun, result.compared_bytes,
+                 result.length)
+
+    # --- managed disks -----------------------------------------------------------------------------
+    def _start_disk(self, disk: DiskResult) -> None:
+        compute = self.svc.restore_points
+        source_id = self._source_of(disk)
+        found: ManagedDiskState | None = compute.get_disk(disk.blob_url)
+        if found is not None and found.owner != self.job.job_id:
+            raise RestoreFailure(remediation.RESTORE_TARGET_EXISTS, f"{disk.blob_url} already exists",
+                                 _DISK_ADVICE[remediation.RESTORE_TARGET_EXISTS])
+        if found is not None and (found.provisioning_state or "").lower() == "failed":
+            compute.delete_disk(disk.blob_url)      # this job's failed create: replaced
+            found = None
+        source = compute.get_disk(source_id) if source_id else None
+        total = source.size_bytes if source is not None else None
+        self._update(disk.lun, status=DiskState.COPYING.value, bytes_total=total, bytes_done=0)
+        self._save(force=True)
+        if found is None:
+            location = source.location if source is not None and source.location else self._vm_location()
+            try:
+                compute.restore_disk(disk.snapshot_uri or "", disk.blob_url, location=location,
+                                     tags={"vmsnaprestorejob": self.job.job_id})
+            except RestorePointRefused as exc:
+                existing = compute.get_disk(disk.blob_url)
+                if existing is not None and existing.owner != self.job.job_id:
+                    raise RestoreFailure(remediation.RESTORE_TARGET_EXISTS, f"LUN {disk.lun}: {exc}",
+                                         _DISK_ADVICE[remediation.RESTORE_TARGET_EXISTS]) from exc
+                if exc.status == 404:
+                    self._source_missing(disk, str(exc))
+                raise RestoreFailure(remediation.RESTORE_COPY_FAILED, f"LUN {disk.lun}: {exc}",
+                                     _DISK_ADVICE[remediation.RESTORE_COPY_FAILED]) from exc
+        self._update(disk.lun, status=DiskState.COPIED.value, bytes_done=total)
+        self._save(force=True)
+        log.info("%s: LUN %s restored as %s", self.ids, disk.lun, disk.blob_url)
+
+    def _verify_disk(self, disk: DiskResult) -> None:
+        compute = self.svc.restore_points
+        source_id = self._source_of(disk)
+        source = compute.get_disk(source_id) if source_id else None
+        restored = compute.get_disk(disk.blob_url)
         problem = _disk_problem(restored, source)
         if restored is None or problem:
-            return _fail(svc, job, VERIFY_FAILED, f"LUN {disk.lun} ({target}): {problem}", _DISK_ADVICE[VERIFY_FAILED])
-        total += restored.size_bytes or 0
-    return _complete(svc, job, [replace(d, status="Completed") for d in job.disks], total,
-                     "verified: each restored disk exists with its source disk's size (and, where the "
-                     "endpoint exposes them, equal content digests)", ids)
+            raise RestoreFailure(remediation.RESTORE_VERIFY_FAILED, f"LUN {disk.lun} ({disk.blob_url}): {problem}")
+        size = restored.size_bytes or 0
+        self._update(disk.lun, status=DiskState.VERIFIED.value, bytes_total=size, bytes_done=size)
+        self._save(force=True)
+
+    def _source_of(self, disk: DiskResult) -> str | None:
+        assert self.point is not None
+        return next((d.source for d in self.point.disks if d.lun == disk.lun), None)
+
+    def _vm_location(self) -> str:
+        location = self.svc.inventory.get_vm(self.job.vm_name).location
+        if not location:
+            raise RestoreFailure(remediation.RESTORE_FAILED, f"the location of VM {self.job.vm_name} is unknown, "
+                                                             f"and so is where to restore its disks")
+        return str(location)
+
+    # --- failure and rollback ----------------------------------------------------------------------
+    def _source_missing(self, disk: DiskResult, detail: str) -> None:
+        """The point's data is gone: the point becomes Unavailable with the reason, the restore fails."""
+        assert self.point is not None
+        reason = missing_data(self.svc, self.point)
+        if reason is None:      # the snapshot is there: the copy failed for another reason
+            raise RestoreFailure(remediation.RESTORE_COPY_FAILED, f"LUN {disk.lun}: {detail}")
+        now = self.svc.clock.now()
+        current = self.svc.recovery_points.get(self.point.vm_name, self.point.name)
+        if current is not None and current.state is PointState.AVAILABLE:
+            saved, lost = self.svc.recovery_points.save_many([current.unavailable(reason, now)])
+            if saved:
+                log.warning("%s: recovery point %s is Unavailable: %s", self.ids, current.name, reason)
+        raise RestoreFailure(remediation.RESTORE_SOURCE_MISSING, f"LUN {disk.lun}: {reason}")
+
+    def fail(self, failure: RestoreFailure) -> Job:
+        """Remove what this job created (put the VM's disks back from their safety copies), then fail it."""
+        removed, problems = self._roll_back()
+        said = "; ".join(part for part in (
+            f"removed what it created: {', '.join(removed)}" if removed else "it had created nothing",
+            f"could not remove: {', '.join(problems)}" if problems else "") if part)
+        fix = remediation.for_service_error(failure.code)
+        error = JobError.from_remediation(fix, detail=failure.detail)
+        if failure.advice:
+            error.recommendations = list(failure.advice)
+        log.error("%s: restore failed: %s %s; %s", self.ids, failure.code, failure.detail, said)
+        failed: Job = self.svc.jobs.update(self.job.job_id, lambda j: mark_restore_failed(
+            j, error, self.job.disks, self.svc.clock.now(), note=f"the restore failed; {said}"))
+        self.job = failed
+        return failed
+
+    def _roll_back(self) -> tuple[list[str], list[str]]:
+        removed: list[str] = []
+        problems: list[str] = []
+        for disk in self.job.disks:
+            if disk.status == DiskState.PENDING:
+                continue
+            try:
+                what = self._undo(disk)
+            except (TransientError, PermanentError, RestorePointRefused) as exc:
+                problems.append(f"LUN {disk.lun} ({exc})")
+                continue
+            if what:
+                removed.append(what)
+                self._update(disk.lun, status=DiskState.REMOVED.value)
+        if self.spec.target_kind == "container" and removed:
+            self.svc.disk_copier.delete_container_if_empty(self.spec.target)
+        return removed, problems
+
+    def _undo(self, disk: DiskResult) -> str | None:
+        if self.managed:
+            found = self.svc.restore_points.get_disk(disk.blob_url)
+            if found is not None and found.owner == self.job.job_id and self.svc.restore_points.delete_disk(disk.blob_url):
+                return disk.blob_url.rsplit("/", 1)[-1]
+            return None
+        container, name = _split(disk.blob_url)
+        if self.spec.mode is RestoreMode.ORIGINAL:
+            if disk.safety_copy and self.svc.disk_copier.inspect(container, name).owner == self.job.job_id:
+                self.svc.disk_copier.restore_from(disk.safety_copy)
+                return f"{container}/{name} (put back from its safety snapshot)"
+            return None
+        if self.svc.disk_copier.delete_owned(container, name, self.job.job_id):
+            return f"{container}/{name}"
+        return None
+
+    # --- the job record ------------------------------------------------------------------------------
+    def _update(self, lun: int, **changes: Any) -> None:
+        self.job = replace(self.job, disks=with_disk(self.job.disks, lun, **changes))
+
+    def _save(self, *, force: bool = False) -> None:
+        """Write the disks' state; a pending copy's progress at most every few seconds, always a heartbeat."""
+        now = time.monotonic()
+        if not force and now - self._saved_at < min(5.0, HEARTBEAT.total_seconds()):
+            return
+        self._saved_at = now
+        disks = self.job.disks
+        saved = self.svc.jobs.update(self.job.job_id, lambda j: mark_progress(j, disks, self.svc.clock.now()))
+        if not resumable(saved):
+            # Stopped or failed elsewhere meanwhile: what this worker does next must not pretend otherwise.
+            raise RestoreFailure(remediation.RESTORE_FAILED, f"the job became {saved.status.value} meanwhile")
+        self.job = replace(saved, disks=disks)
 
 
 def _disk_problem(restored: ManagedDiskState | None, source: ManagedDiskState | None) -> str | None:
@@ -216,76 +546,11 @@ def _disk_problem(restored: ManagedDiskState | None, source: ManagedDiskState | 
     return None
 
 
-def _vm_location(svc: Any, vm_name: str) -> str:
-    location = svc.inventory.get_vm(vm_name).location
-    if not location:
-        raise NotFoundError(f"the location of VM {vm_name} is unknown, and so is where to restore its disks")
-    return str(location)
-
-
-def _run(svc: Any, job: Job, disks: list[DiskSnapshot], container: str, *, overwrite: bool, poll_interval: float,
-         sleep: Callable[[float], None], ids: str) -> Job:
-    copier = svc.disk_copier
-    if not overwrite:
-        taken = [_blob_name(d) for d in disks if copier.exists(container, _blob_name(d))]
-        if taken:
-            return _fail(svc, job, TARGET_EXISTS, f"{container} already holds {', '.join(taken)}")
-    for disk in disks:
-        try:
-            copier.start_copy(disk.snapshot, container, _blob_name(disk), overwrite=overwrite)
-        except ConflictError as exc:     # created by someone else since the check above
-            return _fail(svc, job, TARGET_EXISTS, str(exc))
-        except NotFoundError as exc:
-            return _fail(svc, job, COPY_FAILED, str(exc))
-    deadline = time.monotonic() + COPY_TIMEOUT.total_seconds()
-    pending = {_blob_name(d) for d in disks}
-    while pending:
-        for name in sorted(pending):
-            progress = copier.copy_progress(container, name)
-            if progress.status == "success":
-                pending.discard(name)
-            elif progress.status != "pending":
-                return _fail(svc, job, COPY_FAILED, f"copy into {container}/{name} ended {progress.status}: "
-                                                    f"{progress.description}")
-        if pending:
-            if time.monotonic() > deadline:
-                return _fail(svc, job, COPY_FAILED, f"copies into {container} still pending after {COPY_TIMEOUT}")
-            sleep(poll_interval)
-    total = 0
-    results = []
-    for disk, result in zip(disks, job.disks):
-        source = copier.digest(disk.snapshot)
-        copied = copier.digest(result.blob_url)
-        if source != copied:
-            return _fail(svc, job, VERIFY_FAILED, f"LUN {disk.lun}: the copy has {copied[0]} bytes (sha256 "
-                                                  f"{copied[1][:12]}...), the snapshot {source[0]} bytes "
-                                                  f"(sha256 {source[1][:12]}...)")
-        total += source[0]
-        results.append(replace(result, status="Completed"))
-    return _complete(svc, job, results, total, "verified: each restored blob's length and sha256 equal its "
-                                               "snapshot's", ids)
-
-
-def _complete(svc: Any, job: Job, results: list[DiskResult], total: int, note: str, ids: str) -> Job:
-    now = svc.clock.now()
-    # A job someone else finished meanwhile (stopped, swept) keeps its ending: a record never goes back.
-    done = svc.jobs.update(job.job_id, lambda j: None if j.is_terminal else replace(
-        j, status=JobStatus.COMPLETED, phase=JobPhase.DONE, end_time=max(now, j.start_time), disks=results,
-        backup_size_bytes=total, notes=j.notes + [note]))
-    log.info("%s: completed, %s disk(s), %s bytes verified", ids, len(results), total)
-    return done  # type: ignore[no-any-return]
-
-
-def _fail(svc: Any, job: Job, code: str, detail: str, advice: list[str] | None = None) -> Job:
-    title, default_advice = _ADVICE[code]
-    error = JobError(error_code=code, error_title=title, error_string=f"{title}. Reported: {detail}",
-                     recommendations=list(advice or default_advice))
-    now = svc.clock.now()
-    failed = svc.jobs.update(job.job_id, lambda j: mark_failed(j, error, now))
-    log.error("job %s: restore failed: %s %s", job.job_id, code, detail)
-    return failed  # type: ignore[no-any-return]
+def _split(url: str) -> tuple[str, str]:
+    return container_and_name(url)
 
 
 def _blob_name(disk: DiskSnapshot) -> str:
     """The restored blob keeps the disk blob's name, so it can stand in for a lost disk."""
     return disk.source.split("?", 1)[0].rstrip("/").split("/")[-1]
+

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from shared.domain import remediation
 from shared.domain.jobs import Job, JobPhase, JobStatus, mark_timed_out, timeout_deadline, unreported_attempts
+from shared.domain.restore import is_restore, last_progress, mark_stalled
 from shared.domain.task import JOB_HORIZON
 from shared.errors import NotFoundError, PermanentError, TransientError
 from shared.ports import ExtensionStatusReader, JobQuery
@@ -74,6 +76,9 @@ def sweep_stale_jobs(svc: Services, *, page_size: int = 200, workers: int = WORK
 
 
 def _sweep_job(svc: Services, job: Job, now: datetime, result: SweepResult) -> None:
+    if is_restore(job):
+        _sweep_restore(svc, job, now, result)
+        return
     for blob in _blobs_to_read(svc, job):
         outcome = _reingest(svc, job, blob)
         if outcome is not None and outcome.result in _TAKEN:
@@ -103,6 +108,20 @@ def _sweep_job(svc: Services, job: Job, now: datetime, result: SweepResult) -> N
     if updated.status is JobStatus.FAILED and job.job_id not in result.timed_out:
         log.warning("job %s (VM %s, task %s) timed out: no result from the extension",
                     job.job_id, job.vm_name, job.task_id)
+        result.timed_out.append(job.job_id)
+
+
+def _sweep_restore(svc: Services, job: Job, now: datetime, result: SweepResult) -> None:
+    """A restore has no extension and no window: it fails only once its worker stopped making progress
+    (shared/domain/restore.py, NO_PROGRESS_WINDOW), with the restore's own error."""
+    try:
+        updated = svc.jobs.update(job.job_id, lambda current: mark_stalled(current, now))
+    except NotFoundError:
+        return
+    if updated.status is JobStatus.FAILED and updated.errors and \
+            updated.errors[0].error_code == remediation.RESTORE_STALLED and job.job_id not in result.timed_out:
+        log.warning("job %s (%s of VM %s): no progress since %s", job.job_id, job.operation, job.vm_name,
+                    last_progress(job).isoformat(timespec="seconds"))
         result.timed_out.append(job.job_id)
 
 

@@ -128,10 +128,12 @@ def test_a_second_terminal_restores_the_managed_disk_vm_against_the_running_stac
         restore = vmsnap("restore", "restore-disks", "--vm", "demo-vm-md", "--rp-name", point.stdout.strip(),
                          "--target-resource-group", "local", "--query", "name", "-o", "tsv")
         assert restore.returncode == 0, restore.stdout + restore.stderr
+        waited = vmsnap("job", "wait", "--name", restore.stdout.strip(), "--interval", "0.5", "--timeout", "90")
+        assert waited.returncode == 0, waited.stdout + waited.stderr
         shown = vmsnap("job", "show", "--name", restore.stdout.strip(), "-o", "json")
         job = json.loads(shown.stdout)["properties"]
         assert (job["operation"], job["status"]) == ("Restore", "Completed"), job
-        disks = [t["blobUri"] for t in job["extendedInfo"]["tasksList"] if "blobUri" in t]
+        disks = [t["target"] for t in job["extendedInfo"]["tasksList"]]
         assert len(disks) == 2 and all("/resourceGroups/local/providers/Microsoft.Compute/disks/demo-vm-md-" in d
                                        for d in disks), disks
     finally:

@@ -18,7 +18,7 @@ def bindings():
 
 def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
     """Azure indexes the scheduler and its shard planner, the worker, the status blob trigger, the
-    stale-job sweep, the restore-point follow-up and retention."""
+    stale-job sweep, the restore-point follow-up, retention and the restore worker."""
     assert {name: [b["type"] for b in bs] for name, bs in bindings.items()} == {
         "schedule_backups": ["timerTrigger"],
         "plan_shard": ["serviceBusTrigger"],
@@ -27,6 +27,8 @@ def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
         "sweep_stale_jobs": ["timerTrigger"],
         "track_restore_points": ["timerTrigger"],
         "enforce_retention": ["timerTrigger"],
+        "run_restore": ["serviceBusTrigger"],
+        "run_restore_tests": ["timerTrigger"],
     }
 
 
@@ -42,6 +44,10 @@ def test_triggers_take_names_and_schedules_from_app_settings(bindings):
     assert blob["path"] == "%STATUS_CONTAINER%/{name}.Status.txt" and blob["connection"] == "BackupStorage"
     restore_points, = bindings["track_restore_points"]
     assert restore_points["schedule"] == "%RESTORE_POINT_SCHEDULE%" and restore_points["useMonitor"] is True
+    restorer, = bindings["run_restore"]
+    assert restorer["queueName"] == "%RESTORE_TASKS_QUEUE%" and restorer["connection"] == "ServiceBusConnection"
+    drills, = bindings["run_restore_tests"]
+    assert drills["schedule"] == "%RESTORE_TEST_SCHEDULE%" and drills["useMonitor"] is True
     retention, = bindings["enforce_retention"]
     assert retention["schedule"] == "%RETENTION_SCHEDULE%" and retention["useMonitor"] is True
 
@@ -73,4 +79,4 @@ def test_every_setting_the_code_reads_is_documented_in_the_sample_and_readme():
 def test_function_app_module_only_registers_blueprints():
     """function_app.py stays a composition file: no trigger logic creeps into it."""
     text = (ROOT / "function_app.py").read_text()
-    assert "def " not in text and text.count("register_functions") == 6
+    assert "def " not in text and text.count("register_functions") == 8

@@ -12,21 +12,12 @@ from shared.cli import main
 from shared.domain.jobs import JobStatus
 from tests.e2e.conftest import loop, run_cycle  # noqa: F401  (the loop fixture)
 from tests.e2e.test_backup_loop import SIG
+from tests.restore.conftest import blob_bytes
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str]:
     code = main(list(argv))
     return code, capsys.readouterr().out
-
-
-def _bytes(svc, url: str) -> bytes:
-    from azure.storage.blob import BlobClient
-
-    base, _, query = url.partition("?")
-    snapshot = query[len("snapshot="):] if query.startswith("snapshot=") else None
-    parsed = BlobClient.from_blob_url(base)
-    return svc.blob_service.get_blob_client(parsed.container_name, parsed.blob_name,
-                                            snapshot=snapshot).download_blob().readall()
 
 
 @pytest.fixture
@@ -38,13 +29,13 @@ def backed_up(loop, capsys):  # noqa: F811
     enable_protection(svc, vm.name, "DefaultPolicy")
     (job,) = run_cycle(svc, host)
     assert job.status is JobStatus.COMPLETED, job.errors
-    return svc, vm, job
+    return svc, vm, job, host
 
 
 def test_a_completed_backup_is_listed_restored_and_verified(backed_up, capsys, unique_name, caplog):
     """After one backup, recoverypoint list shows it; restore-disks copies both disks; the bytes match."""
     caplog.set_level(logging.DEBUG)
-    svc, vm, job = backed_up
+    svc, vm, job, host = backed_up
     code, out = _cli(capsys, "recoverypoint", "list", "--vm", "demo-vm", "-o", "json")
     assert code == 0
     (point,) = json.loads(out)
@@ -60,10 +51,16 @@ def test_a_completed_backup_is_listed_restored_and_verified(backed_up, capsys, u
                      "--target-container", target, "-o", "json")
     restore = json.loads(out)
     assert code == 0, restore
-    assert restore["properties"]["operation"] == "Restore" and restore["properties"]["status"] == "Completed"
+    assert restore["properties"]["operation"] == "Restore" and restore["properties"]["status"] == "InProgress"
 
-    code, out = _cli(capsys, "job", "wait", "--name", restore["name"], "--timeout", "30")
+    host.drain_queue("run_restore", max_wait=5)
+    code, out = _cli(capsys, "job", "wait", "--name", restore["name"], "--timeout", "30", "--interval", "0.2")
     assert code == 0 and "Completed" in out
+    code, out = _cli(capsys, "job", "show", "--name", restore["name"], "-o", "json")
+    shown = json.loads(out)["properties"]
+    assert shown["extendedInfo"]["progressPercentage"] == 100.0
+    assert {t["status"] for t in shown["extendedInfo"]["tasksList"]} == {"Completed"}
+    assert all(t["bytesCopied"] == t["bytesTotal"] > 0 for t in shown["extendedInfo"]["tasksList"])
     code, out = _cli(capsys, "job", "list", "--operation", "Restore", "-o", "json")
     assert [j["name"] for j in json.loads(out)] == [restore["name"]]
 
@@ -74,24 +71,22 @@ def test_a_completed_backup_is_listed_restored_and_verified(backed_up, capsys, u
         name = disk["source"].rsplit("/", 1)[1]
         copy = restored.get_blob_client(name)
         assert copy.get_blob_properties().blob_type == "PageBlob"
-        assert copy.download_blob().readall() == _bytes(svc, disk["snapshot"])
+        assert copy.download_blob().readall() == blob_bytes(svc, disk["snapshot"])
 
     code, out = _cli(capsys, "restore", "restore-disks", "--vm", "demo-vm", "--rp-name", point["name"],
                      "--target-container", target, "--disk", "0", "-o", "json")
-    refused = json.loads(out)
-    assert code == 1 and refused["properties"]["status"] == "Failed"
-    assert "UserErrorRestoreTargetExists" in out and "--overwrite" in out
-
-    code, out = _cli(capsys, "restore", "restore-disks", "--vm", "demo-vm", "--rp-name", point["name"],
-                     "--target-container", target, "--disk", "0", "--overwrite", "-o", "json")
-    assert code == 0 and json.loads(out)["properties"]["status"] == "Completed"
+    again = json.loads(out)
+    host.drain_queue("run_restore", max_wait=5)
+    refused = svc.jobs.get(again["name"])
+    assert refused.status is JobStatus.FAILED and refused.errors[0].error_code == "UserErrorRestoreTargetExists"
+    assert copy.download_blob().readall() == blob_bytes(svc, point["disks"][-1]["snapshot"]), "another job's blob was touched"
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "copy of" in logged and not SIG.search(logged), "the copy's source SAS reached the logs"
 
 
 def test_restore_input_errors_are_one_line_and_create_no_job(backed_up, capsys):
     """An unknown point, a bad container or LUN: a clear one-line error, a usage exit code, no job."""
-    svc, vm, job = backed_up
+    svc, vm, job, host = backed_up
     code, _ = _cli(capsys, "restore", "restore-disks", "--vm", "demo-vm", "--rp-name", "nope",
                    "--target-container", "ok-name")
     err = capsys.readouterr().err

@@ -21,9 +21,10 @@ from shared.domain.task import SnapshotTask, Trigger
 from shared.services.dispatch import handle_snapshot_task
 from shared.services.protection import enable_protection
 from shared.services.restore_point_backup import track_restore_points
-from tests.fakes import RecordingTaskQueue
+from tests.fakes import RecordingRestoreQueue, RecordingTaskQueue
 
 DISK_BYTES = 64 * 1024
+GUEST_DISK_BYTES = 4 * 1024 * 1024     # room for an MBR and a small ext4
 
 
 @pytest.fixture
@@ -51,14 +52,15 @@ def svc(make_settings, compute, tmp_path: Path):
     restore_points = ComputeRestorePoints(compute.credential(), retry_backoff_factor=0.2,
                                           **compute.client_options())
     return Services(make_settings(LOCAL_VM_ROOT=str(tmp_path / "vms")), clock=clock,
-                    restore_points=restore_points, task_queue=RecordingTaskQueue())
+                    restore_points=restore_points, task_queue=RecordingTaskQueue(),
+                    restore_queue=RecordingRestoreQueue())
 
 
 @pytest.fixture
 def md_vm(svc, compute, storage_connection_string, unique_name):
     """A protected local VM with two managed disks (an OS disk and LUN 0) behind the endpoint."""
 
-    def factory(name: str | None = None):
+    def factory(name: str | None = None, *, guest: bool = False):
         name = name or unique_name("md")
         container = BlobServiceClient.from_connection_string(storage_connection_string) \
             .get_container_client(unique_name("mdisks"))
@@ -67,9 +69,15 @@ def md_vm(svc, compute, storage_connection_string, unique_name):
         for lun in (OS_DISK_LUN, 0):
             disk = f"{name}-{'os' if lun == OS_DISK_LUN else f'data{lun}'}"
             blob = container.get_blob_client(f"{disk}.vhd")
-            blob.create_page_blob(DISK_BYTES)
-            blob.upload_page(disk.encode().ljust(512, b"\0"), offset=0, length=512)
-            disks.append((lun, disk, blob.url, DISK_BYTES))
+            size = GUEST_DISK_BYTES if guest else DISK_BYTES
+            blob.create_page_blob(size)
+            if guest and lun == OS_DISK_LUN:      # an ext4 OS disk (devhost/guest.py)
+                from devhost.guest import os_disk_image
+
+                blob.upload_page(os_disk_image(size, disk), offset=0, length=size)
+            else:
+                blob.upload_page(disk.encode().ljust(512, b"\0"), offset=0, length=512)
+            disks.append((lun, disk, blob.url, size))
         local = compute.add_vm(name, disks)
         svc.inventory.put_vm(local.as_inventory_vm())
         enable_protection(svc, name, "DefaultPolicy", initial_backup=False)

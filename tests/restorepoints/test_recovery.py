@@ -181,6 +181,7 @@ def test_restore_creates_verified_managed_disks_and_the_restore_job_completes(sv
     assert code == 0, err
     job_name = out.strip()
     assert "\n" not in job_name and job_name != job.job_id
+    svc.restore_queue.drain(svc)
 
     code, out, _ = cli("job", "show", "--name", job_name, "-o", "json")
     restore = json.loads(out)["properties"]
@@ -191,7 +192,7 @@ def test_restore_creates_verified_managed_disks_and_the_restore_job_completes(sv
         assert blob is not None, f"no disk {restored_name}"
         data = BlobClient.from_blob_url(blob, credential=svc.blob_service.credential).download_blob().readall()
         assert data == _snapshot_bytes(svc, compute, vm, disk.lun)
-        assert any((t.get("blobUri") or "").endswith(f"/resourceGroups/restored-rg/providers/Microsoft.Compute/"
+        assert any((t.get("target") or "").endswith(f"/resourceGroups/restored-rg/providers/Microsoft.Compute/"
                                                      f"disks/{restored_name}")
                    for t in restore["extendedInfo"]["tasksList"])
 
@@ -203,11 +204,15 @@ def test_a_second_restore_into_the_same_group_fails_and_replaces_nothing(svc, co
     rp_name = recovery_point_name(job.job_id)
     args = ("restore", "restore-disks", "--vm", vm.name, "--rp-name", rp_name, "--target-resource-group", "local")
     assert cli(*args)[0] == 0
+    svc.restore_queue.drain(svc)
     first = {d.name: compute.restored_disk_blob("local", f"{d.name}-{rp_name}") for d in vm.disks}
     svc.clock.advance(timedelta(minutes=1))
     code, out, _ = cli(*args, "-o", "json")
+    assert code == 0 and json.loads(out)["properties"]["status"] == "InProgress"
+    svc.restore_queue.drain(svc)
+    code, out, _ = cli("job", "show", "--name", json.loads(out)["name"], "-o", "json")
     doc = json.loads(out)["properties"]
-    assert code == 1 and doc["status"] == "Failed"
+    assert doc["status"] == "Failed"
     (error,) = doc["errorDetails"]
     assert error["errorCode"] == "UserErrorRestoreTargetExists"
     assert any("never replaced" in r for r in error["recommendations"])
@@ -216,12 +221,12 @@ def test_a_second_restore_into_the_same_group_fails_and_replaces_nothing(svc, co
 
 @pytest.mark.parametrize("extra, expected", [
     (("--target-container", "restored"), "--target-resource-group"),
-    (("--target-resource-group", "local", "--overwrite"), "never"),
+    (("--target-resource-group", "local", "--restore-mode", "OriginalLocation"), "page-blob VMs only"),
     (("--target-resource-group", "bad/group"), "resource group name"),
 ])
 def test_a_wrong_target_for_a_restore_point_is_a_one_line_error_and_no_job(svc, compute, md_vm, cli, extra,
                                                                             expected):
-    """A container, --overwrite or a malformed group for a managed-disk point: exit 2, one line, no job."""
+    """A container, OriginalLocation or a malformed group for a managed-disk point: exit 2, one line, no job."""
     vm, job = _backed_up(svc, md_vm)
     code, _, err = cli("restore", "restore-disks", "--vm", vm.name, "--rp-name", recovery_point_name(job.job_id),
                        *extra)
@@ -233,18 +238,20 @@ def test_a_wrong_target_for_a_restore_point_is_a_one_line_error_and_no_job(svc, 
 def test_two_restores_racing_for_the_same_disk_leave_one_restore_and_one_clear_failure(svc, compute, md_vm):
     """Two restores at once wanting the same new OS disk: one Completes, the other Fails saying the
     target exists; the disk holds the disk restore point's bytes."""
-    from shared.services.restore import restore_disks
+    from shared.domain.restore import RestoreTask
+    from shared.services.restore import request_restore, run_restore
 
     vm, job = _backed_up(svc, md_vm)
     rp_name = recovery_point_name(job.job_id)
+    requested = [request_restore(svc, vm.name, rp_name, target_resource_group="local", lun=lun) for lun in (None, -1)]
     barrier = threading.Barrier(2)
     jobs = []
 
-    def restore(lun) -> None:
+    def restore(requested_job) -> None:
         barrier.wait()
-        jobs.append(restore_disks(svc, vm.name, rp_name, target_resource_group="local", lun=lun))
+        jobs.append(run_restore(svc, RestoreTask(requested_job.job_id, vm.name)))
 
-    threads = [threading.Thread(target=restore, args=(lun,)) for lun in (None, -1)]
+    threads = [threading.Thread(target=restore, args=(j,)) for j in requested]
     for thread in threads:
         thread.start()
     for thread in threads:
