@@ -289,10 +289,7 @@ def test_a_disk_is_restored_from_a_disk_restore_point(target: Target, collection
         assert headers.get("Location") and int(headers["Retry-After"]) >= 1
     target.cleanup.append(lambda: target.call("DELETE", disk, api_version=DISK_API_VERSION))
 
-    def created() -> bool:
-        code, _, found = target.call("GET", disk, api_version=DISK_API_VERSION)
-        return code == 200 and found["properties"]["provisioningState"] == "Succeeded"
-    target.wait(created, "the disk restored")
+    target.wait(lambda: _disk_state(target, disk) == "Succeeded", "the disk restored")
     found = target.call("GET", disk, api_version=DISK_API_VERSION)[2]
     assert found["properties"]["creationData"]["sourceResourceId"].lower() == source.lower()
 
@@ -303,6 +300,66 @@ def test_a_disk_restored_outside_its_restore_points_region_is_not_found(target: 
     disk, _, (status, _, body) = _restore_disk(target, collection, "contract-region", target.other_region)
     assert status == 404 and _arm_error(body)
     assert target.call("GET", disk, api_version=DISK_API_VERSION)[0] == 404
+
+
+def _restored_disk(target: Target, collection: str, name: str) -> str:
+    """A disk restored from a new restore point of the target's VM, Succeeded (cleaned up after the test)."""
+    disk, _, (status, _, body) = _restore_disk(target, collection, name, target.location)
+    assert status in (200, 202), body
+    target.cleanup.append(lambda: target.call("DELETE", disk, api_version=DISK_API_VERSION))
+    target.wait(lambda: _disk_state(target, disk) == "Succeeded", "the disk restored")
+    return disk
+
+
+def _disk_state(target: Target, disk: str) -> str | None:
+    status, _, body = target.call("GET", disk, api_version=DISK_API_VERSION)
+    return body["properties"]["provisioningState"] if status == 200 else None
+
+
+def _operation_result(target: Target, status: int, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+    """The final answer of a call that may be long-running: itself (200/204), or, for 202, what its
+    ``Location`` answers once the operation is done (final-state-via location)."""
+    if status != 202:
+        return status, body
+    assert headers.get("Location") and int(headers["Retry-After"]) >= 1, headers
+    final: dict[str, Any] = {}
+
+    def done() -> bool:
+        code, _, answer = target.call("GET", headers["Location"], api_version=None)
+        final.update(status=code, body=answer)
+        return code != 202
+    target.wait(done, "the operation done")
+    return final["status"], final["body"]
+
+
+def test_a_read_grant_on_a_disk_gives_a_sas_and_is_revoked(target: Target, collection: str):
+    """POST disks/{name}/beginGetAccess with ``access: Read`` and a duration: 200, or 202 with Location
+    and Retry-After, ending in an ``accessSAS`` URL that reads the disk's bytes; POST endGetAccess: 200
+    or 202, then done."""
+    disk = _restored_disk(target, collection, "contract-grant")
+    status, headers, body = target.call("POST", f"{disk}/beginGetAccess", {"access": "Read", "durationInSeconds": 600},
+                                        api_version=DISK_API_VERSION)
+    assert status in (200, 202), body
+    status, body = _operation_result(target, status, headers, body)
+    assert status == 200 and body["accessSAS"].startswith(("https://", "http://")), body
+    first = requests.get(body["accessSAS"], headers={"Range": "bytes=0-511", "x-ms-version": "2021-08-06"},
+                         timeout=60)
+    assert first.status_code in (200, 206) and len(first.content) == 512
+    status, headers, body = target.call("POST", f"{disk}/endGetAccess", api_version=DISK_API_VERSION)
+    assert status in (200, 202), body
+    assert _operation_result(target, status, headers, body)[0] in (200, 204)
+
+
+def test_a_disk_delete_is_a_location_operation(target: Target, collection: str):
+    """DELETE disks/{name}: 200, 202 (with Location and Retry-After) or 204; then the disk is 404 in ARM's
+    error shape, and a second DELETE answers 204."""
+    disk = _restored_disk(target, collection, "contract-disk-delete")
+    status, headers, body = target.call("DELETE", disk, api_version=DISK_API_VERSION)
+    assert status in (200, 202, 204), body
+    assert _operation_result(target, status, headers, body)[0] in (200, 204)
+    status, _, body = target.call("GET", disk, api_version=DISK_API_VERSION)
+    assert status == 404 and _arm_error(body)
+    assert target.call("DELETE", disk, api_version=DISK_API_VERSION)[0] == 204
 
 
 def test_a_restore_point_delete_is_a_location_operation(target: Target, collection: str):
