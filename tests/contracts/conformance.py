@@ -8,14 +8,16 @@ from shared.adapters.dispatch_arm import ArmDispatcher
 from shared.adapters.dispatch_local import LocalDispatcher
 from shared.adapters.snapshots import BlobSnapshots
 from shared.adapters.servicebus import ServiceBusTaskQueue
+from shared.adapters.table_alerts import TableAlertStore, TableJobFeed
 from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
 from shared.adapters.table_recovery import TableRecoveryPointStore
-from shared.ports import (BackupClaims, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
+from shared.ports import (AlertStore, BackupClaims, JobFeed, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
                           RecoveryPointStore, SasMinter, SnapshotStore, StatusBlobs, TaskQueue)
 from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs,
                          RecordingDispatcher, RecordingTaskQueue)
+from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
@@ -30,3 +32,5 @@ SAS_MINTERS: tuple[type[SasMinter], ...] = (BlobSasMinter,)
 RECOVERY_POINT_STORES: tuple[type[RecoveryPointStore], ...] = (InMemoryRecoveryPointStore, TableRecoveryPointStore)
 SNAPSHOT_STORES: tuple[type[SnapshotStore], ...] = (FakeSnapshots, BlobSnapshots)
 BACKUP_CLAIMS: tuple[type[BackupClaims], ...] = (InMemoryBackupClaims, TableBackupClaims)
+ALERT_STORES: tuple[type[AlertStore], ...] = (InMemoryAlertStore, TableAlertStore)
+JOB_FEEDS: tuple[type[JobFeed], ...] = (InMemoryJobFeed, TableJobFeed)
