@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 from shared.clock import utc
 from shared.domain.alerts import Alert, AlertKind, AlertStatus
@@ -418,3 +418,11 @@ class AlertStore(Protocol):
     # Last: in the class body, ``list`` names this method from here on (PolicyStore does the same).
     def list(self, status: AlertStatus | None = None, item: str | None = None) -> list[Alert]:
         """Alerts (current and replaced), newest fired first; filtered by status and item (case-insensitive)."""
+
+
+class AlertNotifier(Protocol):
+    """Where alert notifications go (shared/adapters/webhook.py: an HTTP webhook)."""
+
+    def send(self, document: dict[str, Any]) -> None:
+        """Deliver one notification. TransientError when the receiver did not take it (no answer, 5xx,
+        408, 429), PermanentError when it refused it (any other 4xx); either is tried again later."""

@@ -84,14 +84,15 @@ class TableAlertStore:
         return _alert_from(entity) if entity is not None else None
 
     def list(self, status: AlertStatus | None = None, item: str | None = None) -> list[Alert]:
-        ranges = [("H", "I")] if status is AlertStatus.ACTIVE else [("H", "I"), ("X", "Y")]
+        kinds = ["H"] if status is AlertStatus.ACTIVE else ["H", "X"]
         found = []
-        for low, high in ranges:
-            text = "PartitionKey ge @low and PartitionKey lt @high"
-            params: dict[str, Any] = {"low": low, "high": high}
-            if item is not None:
-                text += " and ItemKey eq @item"
-                params["item"] = item.lower()
+        for prefix in kinds:
+            if item is None:
+                text = "PartitionKey ge @low and PartitionKey lt @high"
+                params: dict[str, Any] = {"low": prefix, "high": chr(ord(prefix) + 1)}
+            else:       # one item's alerts: a RowKey range in its shard's partition
+                text = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
+                params = {"pk": f"{prefix}{shard_of(item)}", "low": f"{item.lower()}|", "high": f"{item.lower()}}}"}
             if status is not None:
                 text += " and Status eq @status"
                 params["status"] = status.value

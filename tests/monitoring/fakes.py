@@ -89,3 +89,27 @@ class InMemoryJobFeed:
         with self._lock:
             found = [e for e in self.entries.values() if utc(after) < e.at <= utc(until)]
         return sorted(found, key=lambda e: (e.at, e.job_id))
+
+
+class RecordingNotifier:
+    """Keeps each document sent; while ``down``, refuses like a receiver that is not there."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.sent: list[dict] = []
+        self.down = down
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def send(self, document: dict) -> None:
+        from shared.errors import TransientError
+
+        with self._lock:
+            if self.down:
+                self.refused += 1
+                raise TransientError("the webhook http://127.0.0.1:9/alerts could not be reached")
+            self.sent.append(document)
+
+    def conditions(self) -> list[tuple[str, str]]:
+        """(monitorCondition, alertId) of each document, in order."""
+        return [(d["data"]["essentials"]["monitorCondition"], d["data"]["essentials"]["originAlertId"])
+                for d in self.sent]
