@@ -20,7 +20,8 @@ __all__ = ["main", "add_output_option", "STACK_SETTINGS"]
 
 # Command-group modules, in help order. A module missing here is simply not offered.
 GROUPS = ("shared.cli.policy", "shared.cli.protection", "shared.cli.job", "shared.cli.status",
-          "shared.cli.local", "shared.cli.recoverypoint", "shared.cli.retention", "shared.cli.restore")
+          "shared.cli.local", "shared.cli.recoverypoint", "shared.cli.retention", "shared.cli.restore",
+          "shared.cli.alert", "shared.cli.report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,107 @@
+"""Use case: the compliance report (``vmsnap report compliance``): each protected item's achieved RPO,
+slots met and missed and state, with the evidence (newest point, missed slots, last error and its advice),
+and each policy's roll-up, computed from the tables as they are now (shared/domain/compliance.py).
+
+Each table is read once per report: the policies, the items (a page at a time), the backup jobs of the
+window (one newest-first walk of each shard), the recovery points (one scan, grouped by VM).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from shared.clock import utc
+from shared.domain.compliance import ItemCompliance, LastError, PolicyCompliance, assess_item, by_policy
+from shared.domain.jobs import JobStatus
+from shared.domain.policy import Policy
+from shared.domain.protection import ProtectedItem
+from shared.domain.recovery import SUCCESSFUL, RecoveryPoint
+from shared.errors import NotFoundError, ValidationError
+from shared.ports import JobQuery
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 400
+
+
+@dataclass(frozen=True)
+class ComplianceReport:
+    generated_at: datetime
+    since: datetime
+    days: int
+    items: list[ItemCompliance]
+    policies: list[PolicyCompliance]
+
+
+def compliance_report(svc: Services, *, policy: str | None = None, vm: str | None = None,
+                      days: int = DEFAULT_DAYS) -> ComplianceReport:
+    """The report over the last ``days`` days up to now, for every protected item (or one policy's, or one VM)."""
+    if isinstance(days, bool) or not 1 <= days <= MAX_DAYS:
+        raise ValidationError(f"--days must be from 1 to {MAX_DAYS}, not {days}", field="days")
+    now = svc.clock.now()
+    since = now - timedelta(days=days)
+    policies = {p.name.lower(): p for p in svc.policies.list()}
+    if policy is not None and policy.lower() not in policies:
+        raise NotFoundError(f"policy {policy!r} not found; see 'vmsnap policy list'")
+    items = _items(svc, vm, policy)
+    successes, failures = _backups(svc, since, vm)
+    points = _points(svc, vm, {i.vm_name.lower() for i in items})
+    assessed = []
+    for item in items:
+        item_policy = policies.get(item.policy_name.lower()) or _policy(svc, item)
+        key = item.vm_name.lower()
+        assessed.append(assess_item(item, item_policy, now=now, since=since, successes=successes.get(key, []),
+                                    points=points.get(key, []), last_error=failures.get(key)))
+    log.info("compliance report over %s day(s): %s item(s), %s polic(ies)", days, len(assessed),
+             len({a.policy_name for a in assessed}))
+    return ComplianceReport(generated_at=now, since=since, days=days, items=assessed, policies=by_policy(assessed))
+
+
+def _items(svc: Services, vm: str | None, policy: str | None) -> list[ProtectedItem]:
+    if vm is not None:
+        item = svc.protected_items.get(vm)
+        if item is None:
+            raise NotFoundError(f"VM {vm!r} is not protected; see 'vmsnap item list'")
+        found = [item]
+    else:
+        found = [item for page in svc.protected_items.pages(page_size=1000) for item in page]
+    return sorted((i for i in found if i.is_active and (policy is None or i.policy_name.lower() == policy.lower())),
+                  key=lambda i: i.vm_name.lower())
+
+
+def _backups(svc: Services, since: datetime, vm: str | None) -> tuple[dict[str, list[datetime]], dict[str, LastError]]:
+    """Per VM: the slots of its successful backups since ``since``, and its newest failed backup."""
+    successes: dict[str, list[datetime]] = {}
+    failures: dict[str, LastError] = {}
+    query = JobQuery(vm_name=vm, operation="Backup", since=since, page_size=1000)
+    while True:
+        page = svc.jobs.query(query)
+        for job in page.jobs:
+            key = job.vm_name.lower()
+            if job.status in SUCCESSFUL:
+                successes.setdefault(key, []).append(utc(job.slot))
+            elif job.status is JobStatus.FAILED and key not in failures:     # newest first: the first is the last
+                failures[key] = LastError(job.job_id, utc(job.slot), job.errors[0] if job.errors else None)
+        if not page.continuation:
+            return successes, failures
+        query = replace(query, continuation=page.continuation)
+
+
+def _points(svc: Services, vm: str | None, wanted: set[str]) -> dict[str, list[RecoveryPoint]]:
+    found: dict[str, list[RecoveryPoint]] = {}
+    for points in svc.recovery_points.scan(vm):
+        key = points[0].vm_name.lower()
+        if key in wanted:
+            found[key] = points
+    return found
+
+
+def _policy(svc: Services, item: ProtectedItem) -> Policy:
+    """The item's policy when the listing missed it (created meanwhile); NotFoundError names it."""
+    return svc.policies.get(item.policy_name)
