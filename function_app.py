@@ -1,7 +1,7 @@
 """The Function App: logging with redaction, then one Blueprint per module. Nothing else."""
 import azure.functions as func
 
-from functions import restore_points, retention, scheduler, status_ingest, sweeper, worker
+from functions import alerts, restore_points, retention, scheduler, status_ingest, sweeper, worker
 from shared.logs import configure_logging
 
 configure_logging()
@@ -13,3 +13,4 @@ app.register_functions(status_ingest.bp)
 app.register_functions(sweeper.bp)
 app.register_functions(restore_points.bp)
 app.register_functions(retention.bp)
+app.register_functions(alerts.bp)

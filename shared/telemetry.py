@@ -2,8 +2,7 @@
 
 In Azure (``APPLICATIONINSIGHTS_CONNECTION_STRING`` set) the Azure Monitor distro exports them to
 Application Insights; elsewhere they stay in an in-memory reader (``Telemetry.snapshot()``: what tests
-read) unless ``VMSNAP_TELEMETRY_CONSOLE`` asks for the console exporter. Built once per process by the
-composition root; a failure to export never fails a backup.
+and ``./dev run`` read). Built once per process by the composition root.
 """
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECTION_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
-CONSOLE_SETTING = "VMSNAP_TELEMETRY_CONSOLE"
 NAME = "vmsnap"
 # Histogram buckets in seconds: a dispatch or an ingestion takes a fraction of a second to minutes, a
 # backup minutes to the extension's 140-minute window, a tick seconds.
@@ -71,7 +69,7 @@ class Telemetry:
 
     @classmethod
     def for_environment(cls, env: Mapping[str, str] = os.environ) -> "Telemetry":
-        """Azure Monitor when its connection string is set; the console when asked; else in memory."""
+        """Azure Monitor when its connection string is set, else in memory."""
         global _azure
         if connection_string(env):
             if _azure is not None:
@@ -86,12 +84,6 @@ class Telemetry:
                                         "django", "fastapi", "flask", "psycopg2", "requests", "urllib", "urllib3")})
             _azure = cls(metrics.get_meter_provider(), trace.get_tracer_provider())
             return _azure
-        if env.get(CONSOLE_SETTING):
-            from opentelemetry.sdk.metrics import MeterProvider
-            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
-
-            reader = PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60_000)
-            return cls(MeterProvider(metric_readers=[reader]))
         return cls()
 
     # --- what the app records -------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from shared.errors import NotFoundError, PermanentError, TransientError, Validat
 from shared.ports import JobQuery
 from shared.redaction import redact
 from shared.services.point_data import missing_data
+from shared.services.retention import ProblemKind, RetentionResult
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -367,10 +368,11 @@ def _deliver(svc: Services, alert: Alert, result: Evaluation) -> None:
 
 # --- retention -----------------------------------------------------------------------------------------
 
-def after_retention(svc: Services, unfinished_vms: Iterable[str]) -> list[Alert]:
+def after_retention(svc: Services, result: RetentionResult) -> list[Alert]:
     """A fleet retention run resolves the RetentionFailed alert of every VM it did not leave unfinished
-    (the run's Failed Retention jobs raise it, through the feed)."""
-    unfinished = {vm.lower() for vm in unfinished_vms}
+    (its Failed Retention jobs raise them, through the feed)."""
+    unfinished = {p.vm_name.lower() for p in result.plan.problems
+                  if p.kind in (ProblemKind.DEFERRED, ProblemKind.FAILED)}
     now = svc.clock.now()
     done = []
     for alert in svc.alerts.list(status=AlertStatus.ACTIVE):

@@ -18,7 +18,7 @@ def bindings():
 
 def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
     """Azure indexes the scheduler and its shard planner, the worker, the status blob trigger, the
-    stale-job sweep, the restore-point follow-up and retention."""
+    stale-job sweep, the restore-point follow-up, retention and the alert evaluator."""
     assert {name: [b["type"] for b in bs] for name, bs in bindings.items()} == {
         "schedule_backups": ["timerTrigger"],
         "plan_shard": ["serviceBusTrigger"],
@@ -27,6 +27,7 @@ def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
         "sweep_stale_jobs": ["timerTrigger"],
         "track_restore_points": ["timerTrigger"],
         "enforce_retention": ["timerTrigger"],
+        "evaluate_alerts": ["timerTrigger"],
     }
 
 
@@ -44,6 +45,8 @@ def test_triggers_take_names_and_schedules_from_app_settings(bindings):
     assert restore_points["schedule"] == "%RESTORE_POINT_SCHEDULE%" and restore_points["useMonitor"] is True
     retention, = bindings["enforce_retention"]
     assert retention["schedule"] == "%RETENTION_SCHEDULE%" and retention["useMonitor"] is True
+    alerts, = bindings["evaluate_alerts"]
+    assert alerts["schedule"] == "%ALERT_SCHEDULE%" and alerts["useMonitor"] is True
 
 
 def test_every_setting_a_binding_references_is_in_the_sample_settings(bindings):
@@ -73,4 +76,4 @@ def test_every_setting_the_code_reads_is_documented_in_the_sample_and_readme():
 def test_function_app_module_only_registers_blueprints():
     """function_app.py stays a composition file: no trigger logic creeps into it."""
     text = (ROOT / "function_app.py").read_text()
-    assert "def " not in text and text.count("register_functions") == 6
+    assert "def " not in text and text.count("register_functions") == 7

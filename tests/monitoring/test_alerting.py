@@ -15,6 +15,7 @@ from shared.domain.compliance import SLOT_ALLOWANCE
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, mark_failed
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint
+from shared.services.retention import ProblemKind, RetentionPlan, RetentionProblem, RetentionResult
 from shared.services.alerting import after_retention, evaluate_alerts, raise_alert, resolve_by_operator
 from tests.monitoring.conftest import T0, memory_services
 
@@ -206,5 +207,7 @@ def test_a_retention_run_that_finishes_resolves_retention_failed(svc):
     evaluate_alerts(svc)
     assert [a.kind for a in svc.alerts.list(status=AlertStatus.ACTIVE)] == [AlertKind.RETENTION_FAILED]
     svc.clock.advance(timedelta(days=1))
-    assert after_retention(svc, unfinished_vms=["vm1"]) == []
-    assert [a.kind for a in after_retention(svc, unfinished_vms=[])] == [AlertKind.RETENTION_FAILED]
+    still = RetentionResult(plan=RetentionPlan(problems=[RetentionProblem("VM1", ProblemKind.DEFERRED, "no answer")]))
+    assert after_retention(svc, still) == []
+    done = RetentionResult(plan=RetentionPlan(problems=[RetentionProblem("vm1", ProblemKind.FUTURE_TIME, "odd")]))
+    assert [a.kind for a in after_retention(svc, done)] == [AlertKind.RETENTION_FAILED]
