@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from shared.domain.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,8 @@ class Telemetry:
         self._jobs.add(1, attributes)
         if job.operation != "Backup":
             return
+        if job.status.value in ("Completed", "CompletedWithWarnings") and job.end_time is not None:
+            self.rpo(job.vm_name, max((job.end_time - job.slot).total_seconds(), 0.0))   # its new point's age
         if job.duration is not None:
             self._duration.record(job.duration.total_seconds(), attributes)
         if job.backup_size_bytes:
@@ -108,6 +112,20 @@ class Telemetry:
         """``tick`` (a tick's run time), ``dispatch`` (a task's due time to its command handed over),
         ``ingestion`` (a status blob's write to its job record)."""
         self._latency.record(max(seconds, 0.0), {"stage": what})
+
+    def latency_since(self, what: str, since: Any, now: "datetime") -> None:
+        """``latency(what, now - since)`` for a time a trigger hands over (a datetime or ISO text); one it
+        cannot read is not recorded (a metric never fails an invocation)."""
+        from datetime import datetime
+
+        from shared.clock import utc
+
+        try:
+            when = since if isinstance(since, datetime) else datetime.fromisoformat(str(since))
+        except ValueError:
+            return
+        if since is not None:
+            self.latency(what, (utc(now) - utc(when)).total_seconds())
 
     @contextmanager
     def span(self, name: str, **attributes: Any) -> Iterator[None]:

@@ -294,6 +294,8 @@ def _watch_rpo(svc: Services, vm_name: str, points: Iterable[Any], now: datetime
         return
     newest = newest_restorable(points, now)
     target = target_rpo(policy, now)
+    if newest is not None:
+        svc.telemetry.rpo(item.vm_name, (now - utc(newest.created_at)).total_seconds())
     breach_at = utc(newest.created_at) + target if newest is not None else now
     if breach_at > now:
         svc.alerts.watch(item.vm_name, breach_at)
