@@ -161,7 +161,9 @@ def evaluate_alerts(svc: Services) -> Evaluation:
     _due_watches(svc, now, result)
     svc.alerts.advance_marks({"feed": now, "deadlines": now})
     deliver_alerts(svc, result)
-    log.info("alert evaluation at %s: %s", now.isoformat(), result)
+    # Every 30 s: a run that changed nothing logs at DEBUG, so the host's log keeps only what happened.
+    busy = result.raised or result.resolved or result.delivered or result.delivery_failed or result.missed_slots
+    log.log(logging.INFO if busy else logging.DEBUG, "alert evaluation at %s: %s", now.isoformat(), result)
     return result
 
 
