@@ -13,7 +13,7 @@ from shared.domain.alerts import Alert, AlertKind, AlertStatus
 from shared.domain.claims import BackupClaim
 from shared.domain.command import ExtensionCommand
 from shared.domain.inventory import Vm
-from shared.domain.jobs import Job, JobStatus
+from shared.domain.jobs import Job, JobError, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.progress import PlanRequest, ShardProgress
 from shared.domain.protection import ProtectedItem
@@ -73,6 +73,17 @@ class JobQuery:
                 and (self.until is None or job.slot < utc(self.until)))
 
 
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a report needs of a job, read without the rest of its record (shared/services/compliance.py)."""
+
+    job_id: str
+    vm_name: str
+    slot: datetime
+    status: JobStatus
+    error: JobError | None = None      # the first error, when the job has one
+
+
 @dataclass
 class JobPage:
     jobs: list[Job] = field(default_factory=list)
@@ -101,6 +112,10 @@ class JobStore(Protocol):
     def query(self, query: JobQuery) -> JobPage:
         """One page of jobs, newest slot first; ``since``/``until`` bound the slot, ``vm_name`` is
         compared case-insensitively; ``continuation`` of the returned page fetches the next one."""
+
+    def outcomes(self, query: JobQuery) -> Iterable[JobOutcome]:
+        """Every job ``query`` matches (its page size and continuation ignored), in no particular order,
+        as outcomes only: a report over months of jobs reads a few fields of each, not whole records."""
 
 
 class Dispatcher(Protocol):
@@ -280,6 +295,9 @@ class RecoveryPointStore(Protocol):
     def list_for_vm(self, vm_name: str, *, since: datetime | None = None,
                     until: datetime | None = None) -> list[RecoveryPoint]:
         """The VM's points created in [since, until), newest first, every state."""
+
+    def newest_available(self, vm_name: str, *, until: datetime) -> RecoveryPoint | None:
+        """The VM's newest Available point created at or before ``until`` (one short read), or None."""
 
     def scan(self, vm_name: str | None = None) -> Iterable[list[RecoveryPoint]]:
         """Every point, one list per VM (all of that VM's points, every state): the retention scan."""

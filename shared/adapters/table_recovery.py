@@ -70,6 +70,18 @@ class TableRecoveryPointStore:
             params["high"] = _inv(since) + "`"
         return [point_from_entity(e) for e in self._query(text, params)]
 
+    def newest_available(self, vm_name: str, *, until: datetime) -> RecoveryPoint | None:
+        """Rows come newest first: the first Available one at or before ``until`` is the answer."""
+        self._ensure_table()
+        text = "PartitionKey eq @pk and RowKey ge @low and State eq @state"
+        params: dict[str, Any] = {"pk": partition(vm_name), "low": _inv(until), "state": "Available"}
+        try:
+            for entity in self._table.query_entities(text, parameters=params, results_per_page=1):
+                return point_from_entity(entity)
+        except AzureError as exc:
+            raise TransientError(f"could not read table {self._name}: {redact(str(exc))}") from exc
+        return None
+
     def scan(self, vm_name: str | None = None) -> Iterable[list[RecoveryPoint]]:
         if vm_name is not None:
             points = self.list_for_vm(vm_name)

@@ -3,12 +3,14 @@ slots met and missed and state, with the evidence (newest point, missed slots, l
 and each policy's roll-up, computed from the tables as they are now (shared/domain/compliance.py).
 
 Each table is read once per report: the policies, the items (a page at a time), the backup jobs of the
-window (one newest-first walk of each shard), the recovery points (one scan, grouped by VM).
+window (each shard's range, a few fields of each job), and of the recovery points only each item's
+newest Available one (one short read per item, eight at a time).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,7 @@ from shared.domain.compliance import ItemCompliance, LastError, PolicyCompliance
 from shared.domain.jobs import JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
-from shared.domain.recovery import SUCCESSFUL, RecoveryPoint
+from shared.domain.recovery import MAX_FUTURE, SUCCESSFUL, RecoveryPoint
 from shared.errors import NotFoundError, ValidationError
 from shared.ports import JobQuery
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 400
+POINT_READERS = 8       # items' newest points are independent reads: overlap their round trips
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def compliance_report(svc: Services, *, policy: str | None = None, vm: str | Non
         raise NotFoundError(f"policy {policy!r} not found; see 'vmsnap policy list'")
     items = _items(svc, vm, policy)
     successes, failures = _backups(svc, since, vm)
-    points = _points(svc, vm, {i.vm_name.lower() for i in items})
+    points = _newest_points(svc, items, now)
     assessed = []
     for item in items:
         item_policy = policies.get(item.policy_name.lower()) or _policy(svc, item)
@@ -79,27 +82,25 @@ def _backups(svc: Services, since: datetime, vm: str | None) -> tuple[dict[str, 
     """Per VM: the slots of its successful backups since ``since``, and its newest failed backup."""
     successes: dict[str, list[datetime]] = {}
     failures: dict[str, LastError] = {}
-    query = JobQuery(vm_name=vm, operation="Backup", since=since, page_size=1000)
-    while True:
-        page = svc.jobs.query(query)
-        for job in page.jobs:
-            key = job.vm_name.lower()
-            if job.status in SUCCESSFUL:
-                successes.setdefault(key, []).append(utc(job.slot))
-            elif job.status is JobStatus.FAILED and key not in failures:     # newest first: the first is the last
-                failures[key] = LastError(job.job_id, utc(job.slot), job.errors[0] if job.errors else None)
-        if not page.continuation:
-            return successes, failures
-        query = replace(query, continuation=page.continuation)
+    for job in svc.jobs.outcomes(JobQuery(vm_name=vm, operation="Backup", since=since)):
+        key = job.vm_name.lower()
+        if job.status in SUCCESSFUL:
+            successes.setdefault(key, []).append(utc(job.slot))
+        elif job.status is JobStatus.FAILED and (key not in failures or failures[key].slot < utc(job.slot)):
+            failures[key] = LastError(job.job_id, utc(job.slot), job.error)
+    return successes, failures
 
 
-def _points(svc: Services, vm: str | None, wanted: set[str]) -> dict[str, list[RecoveryPoint]]:
-    found: dict[str, list[RecoveryPoint]] = {}
-    for points in svc.recovery_points.scan(vm):
-        key = points[0].vm_name.lower()
-        if key in wanted:
-            found[key] = points
-    return found
+def _newest_points(svc: Services, items: list[ProtectedItem], now: datetime) -> dict[str, list[RecoveryPoint]]:
+    """Each item's newest restorable point (Available, not stamped beyond now + MAX_FUTURE)."""
+    until = now + MAX_FUTURE
+
+    def newest(item: ProtectedItem) -> list[RecoveryPoint]:
+        point = svc.recovery_points.newest_available(item.vm_name, until=until)
+        return [] if point is None else [point]
+
+    with ThreadPoolExecutor(POINT_READERS) as pool:
+        return {item.vm_name.lower(): found for item, found in zip(items, pool.map(newest, items))}
 
 
 def _policy(svc: Services, item: ProtectedItem) -> Policy:

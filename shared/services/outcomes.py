@@ -4,11 +4,11 @@ it there (ingestion, dispatch, the sweep, the restore-point timer, retention, re
 evaluator reads that feed; the job's outcome is counted once its write is in (telemetry)."""
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 from shared.clock import Clock
 from shared.domain.jobs import AttemptOutcome, Job
-from shared.ports import FeedEntry, JobFeed, JobPage, JobQuery, JobStore
+from shared.ports import FeedEntry, JobFeed, JobOutcome, JobPage, JobQuery, JobStore
 
 
 class OutcomeRecorder(Protocol):
@@ -57,6 +57,9 @@ class ObservedJobStore:
 
     def query(self, query: JobQuery) -> JobPage:
         return self.inner.query(query)
+
+    def outcomes(self, query: JobQuery) -> Iterable[JobOutcome]:
+        return self.inner.outcomes(query)
 
     def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
         written: list[Job] = []

@@ -38,6 +38,9 @@ class InMemoryRecoveryPointStore:
                  and (since is None or p.created_at >= since) and (until is None or p.created_at < until)]
         return sorted(found, key=lambda p: (p.created_at, p.name), reverse=True)
 
+    def newest_available(self, vm_name: str, *, until: datetime) -> RecoveryPoint | None:
+        return next((p for p in self.list_for_vm(vm_name) if p.is_available and p.created_at <= until), None)
+
     def scan(self, vm_name: str | None = None) -> Iterable[list[RecoveryPoint]]:
         vms = sorted({vm for vm, _ in list(self.points)}) if vm_name is None else [vm_name.lower()]
         for vm in vms:
