@@ -94,15 +94,19 @@ class InMemoryJobFeed:
 class RecordingNotifier:
     """Keeps each document sent; while ``down``, refuses like a receiver that is not there."""
 
-    def __init__(self, down: bool = False) -> None:
+    def __init__(self, down: bool = False, delay: float = 0.0) -> None:
         self.sent: list[dict] = []
         self.down = down
+        self.delay = delay          # seconds a POST takes: senders racing overlap
         self.refused = 0
         self._lock = threading.Lock()
 
     def send(self, document: dict) -> None:
+        import time
+
         from shared.errors import TransientError
 
+        time.sleep(self.delay)
         with self._lock:
             if self.down:
                 self.refused += 1

@@ -98,6 +98,15 @@ def test_a_slot_with_no_backup_raises_backup_missed_at_its_deadline_then_rpo_bre
     assert [a.count for a in svc.alerts.list()] == [1, 1]
 
 
+def test_a_slot_before_the_item_was_protected_is_not_missed():
+    """A VM protected after the 22:30 slot owes nothing for it: no BackupMissed at its deadline."""
+    slot = T0.replace(hour=22, minute=30)
+    svc = memory_services(slot + SLOT_ALLOWANCE + timedelta(seconds=30))
+    protect(svc, since=slot + timedelta(minutes=1))
+    evaluate_alerts(svc)
+    assert [a.kind for a in svc.alerts.list()] == []
+
+
 def test_an_item_with_a_recent_point_is_watched_and_breaches_later():
     """A missed slot after an on-demand backup at noon: BackupMissed at the deadline, RpoBreach only once
     the point is older than a day plus the allowance, found by the watch without another slot."""
@@ -169,8 +178,10 @@ def test_without_a_webhook_alerts_say_so_and_nothing_is_sent():
 
 
 def test_evaluators_racing_on_the_same_failures_count_each_once_and_send_once(svc):
-    """Four failures, then four evaluators at once (threads): one alert, count 4, one Fired notification."""
+    """Four failures, then four evaluators at once (threads), each POST taking 0.2 s: one alert, count 4,
+    one Fired notification (a sender leases the alert before it posts)."""
     protect(svc)
+    svc.notifier.delay = 0.2
     for n in range(4):
         backup(svc, ok=False, at=T0 + timedelta(seconds=n))
     start = threading.Barrier(4)
