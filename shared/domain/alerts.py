@@ -55,7 +55,7 @@ _RESOLVED_BY = {
     AlertKind.RPO_BREACH: "the item's next successful backup",
     AlertKind.POINT_UNAVAILABLE: "the item's next successful backup",
     AlertKind.RESTORE_FAILED: "the item's next successful restore",
-    AlertKind.SNAPSHOT_LIMIT_NEAR: "a backup whose disks are all below the threshold",
+    AlertKind.SNAPSHOT_LIMIT_NEAR: "a retention run that leaves every disk below nine tenths of the limit",
     AlertKind.RETENTION_FAILED: "the next retention run that finishes for the item",
     AlertKind.RESTORE_TEST_FAILED: "the item's next passing restore test",
 }

@@ -370,11 +370,39 @@ def _deliver(svc: Services, alert: Alert, result: Evaluation) -> None:
     result.delivered.append(alert.name)
 
 
+# --- the snapshot limit ---------------------------------------------------------------------------------
+
+def snapshot_limit_near(svc: Services, vm_name: str, count: int, limit: int) -> Alert | None:
+    """The worker found a disk of the VM with ``count`` snapshots, near ``limit`` (or at it)."""
+    now = svc.clock.now()
+    return raise_alert(svc, Signal(
+        item=vm_name, kind=AlertKind.SNAPSHOT_LIMIT_NEAR,
+        occurrence=Occurrence(key=f"snapshots:{count}", time=now, seen_at=now),
+        summary=f"a disk of {vm_name} has {count} snapshots; backups are refused at {limit} (SNAPSHOT_LIMIT)",
+        error_code="SnapshotLimitNear", error_title="A disk is near its snapshot limit",
+        recommendations=(f"Run retention: 'vmsnap retention run --vm {vm_name}'.",
+                         "Shorten the policy's retention, or raise SNAPSHOT_LIMIT if storage allows more.")))
+
+
+def _snapshot_limit_cleared(svc: Services, vm_name: str, limit: int) -> bool:
+    """Whether every page-blob disk of the VM is below the threshold now (after retention ran)."""
+    from shared.services.recovery import near_limit
+
+    try:
+        vm = svc.inventory.get_vm(vm_name)
+        counts = [svc.snapshots.count_snapshots(d.blob_url.split("?", 1)[0]) or 0 for d in vm.disks
+                  if "/providers/" not in d.blob_url.lower()]
+    except (NotFoundError, TransientError, PermanentError):
+        return False
+    return all(count < near_limit(limit) for count in counts)
+
+
 # --- retention -----------------------------------------------------------------------------------------
 
 def after_retention(svc: Services, result: RetentionResult) -> list[Alert]:
     """A fleet retention run resolves the RetentionFailed alert of every VM it did not leave unfinished
-    (its Failed Retention jobs raise them, through the feed)."""
+    (its Failed Retention jobs raise them, through the feed), and the SnapshotLimitNear alert of every VM
+    whose disks it brought below the threshold."""
     unfinished = {p.vm_name.lower() for p in result.plan.problems
                   if p.kind in (ProblemKind.DEFERRED, ProblemKind.FAILED)}
     now = svc.clock.now()
@@ -383,4 +411,9 @@ def after_retention(svc: Services, result: RetentionResult) -> list[Alert]:
         if alert.kind is AlertKind.RETENTION_FAILED and alert.item.lower() not in unfinished:
             done += resolve_alerts(svc, alert.item, (AlertKind.RETENTION_FAILED,), time=now, by="retention",
                                    note=f"retention of {alert.item} finished at {now.isoformat(timespec='seconds')}")
+        elif alert.kind is AlertKind.SNAPSHOT_LIMIT_NEAR and _snapshot_limit_cleared(
+                svc, alert.item, svc.settings.snapshot_limit):
+            done += resolve_alerts(svc, alert.item, (AlertKind.SNAPSHOT_LIMIT_NEAR,), time=now, by="retention",
+                                   note=f"after retention every disk of {alert.item} is below "
+                                        f"{svc.settings.snapshot_limit * 9 // 10} snapshots")
     return done

@@ -84,6 +84,7 @@ def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:
     instead of the VM failing with it. Managed disks have neither problem here.
     """
     limit = svc.settings.snapshot_limit
+    worst = 0
     for disk in vm.disks:
         url = disk.blob_url.split("?", 1)[0]
         if not url or "/providers/" in url.lower():
@@ -96,7 +97,9 @@ def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:
             log.warning("VM %s: the blob of disk LUN %s (%s) does not exist; backup refused", vm.name, disk.lun, url)
             return JobError.from_remediation(remediation.for_service_error(remediation.DISK_BLOB_MISSING),
                                              detail=f"disk LUN {disk.lun}: {url} does not exist")
+        worst = max(worst, count)
         if count >= limit:
+            _near_limit(svc, vm, worst, limit)
             fix = remediation.for_extension_code(SNAPSHOT_LIMIT_CODE)
             error = JobError.from_remediation(
                 fix, detail=f"disk LUN {disk.lun} ({url}) has {count} snapshots; this service stops at {limit}")
@@ -106,7 +109,21 @@ def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:
             log.warning("VM %s: disk LUN %s has %s snapshots (limit %s); backup refused", vm.name, disk.lun,
                         count, limit)
             return error
+    _near_limit(svc, vm, worst, limit)
     return None
+
+
+def _near_limit(svc: Any, vm: Vm, worst: int, limit: int) -> None:
+    """A disk within reach of the limit raises SnapshotLimitNear (shared/services/alerting.py)."""
+    if worst >= near_limit(limit):
+        from shared.services.alerting import snapshot_limit_near   # alerting builds on this module
+
+        snapshot_limit_near(svc, vm.name, worst, limit)
+
+
+def near_limit(limit: int) -> int:
+    """The snapshot count from which a VM is near the limit: nine tenths of it."""
+    return max(1, limit * 9 // 10)
 
 
 def _policy_of(svc: Any, vm_name: str) -> Policy | None:

@@ -222,3 +222,24 @@ def test_a_retention_run_that_finishes_resolves_retention_failed(svc):
     assert after_retention(svc, still) == []
     done = RetentionResult(plan=RetentionPlan(problems=[RetentionProblem("vm1", ProblemKind.FUTURE_TIME, "odd")]))
     assert [a.kind for a in after_retention(svc, done)] == [AlertKind.RETENTION_FAILED]
+
+
+def test_a_disk_near_the_snapshot_limit_alerts_until_retention_clears_it(svc):
+    """The worker's disk check finds 9/10 of SNAPSHOT_LIMIT: SnapshotLimitNear; a retention run that leaves
+    the disk below that resolves it."""
+    from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
+    from shared.services.recovery import disk_guard_error
+
+    base = "http://127.0.0.1:10000/devstoreaccount1/vhds/vm1-os.vhd"
+    vm = Vm(name="vm1", kind=VmKind.LOCAL, disks=(Disk(OS_DISK_LUN, base, "os"),))
+    svc.inventory.vms["vm1"] = vm
+    limit = svc.settings.snapshot_limit
+    for _ in range(limit * 9 // 10):
+        svc.snapshots.take(base, {"jobId": "j"})
+    assert disk_guard_error(svc, vm) is None            # not at the limit: the backup goes on
+    (alert,) = svc.alerts.list(status=AlertStatus.ACTIVE)
+    assert alert.kind is AlertKind.SNAPSHOT_LIMIT_NEAR and str(limit) in alert.summary
+    assert disk_guard_error(svc, vm) is None and svc.alerts.list()[0].count == 1     # same count: same occurrence
+    svc.snapshots.blobs[base].clear()
+    after_retention(svc, RetentionResult(plan=RetentionPlan()))
+    assert svc.alerts.list(status=AlertStatus.ACTIVE) == []
