@@ -299,6 +299,10 @@ class RecoveryPointStore(Protocol):
     def newest_available(self, vm_name: str, *, until: datetime) -> RecoveryPoint | None:
         """The VM's newest Available point created at or before ``until`` (one short read), or None."""
 
+    def recent_available(self, since: datetime, until: datetime) -> dict[str, RecoveryPoint]:
+        """Each VM's newest Available point created in [since, until], by lower-cased VM name (one pass over
+        the recent rows of every VM); VMs without one are not in it."""
+
     def scan(self, vm_name: str | None = None) -> Iterable[list[RecoveryPoint]]:
         """Every point, one list per VM (all of that VM's points, every state): the retention scan."""
 

@@ -43,9 +43,7 @@ def compliance_command(args: Any, svc: Any) -> int:
 
 def report_document(report: ComplianceReport) -> dict[str, Any]:
     items = report.items
-    total = SlotTally()
-    for item in items:
-        total = total + item.slots
+    total = SlotTally.combine(item.slots for item in items)
     return to_jsonable({
         "generatedAt": report.generated_at,
         "window": {"start": report.since, "end": report.generated_at, "days": report.days},

@@ -70,6 +70,22 @@ def applies_from(item: ProtectedItem, policy: Policy) -> datetime:
 
 
 @dataclass(frozen=True)
+class PolicySlots:
+    """A policy's slots over a window, computed once for all its items: the slots up to now, the slot that
+    follows the last of them, and the target RPO."""
+
+    slots: tuple[datetime, ...]
+    following: datetime | None
+    target: timedelta
+
+
+def policy_slots(policy: Policy, *, since: datetime, now: datetime) -> PolicySlots:
+    slots = tuple(slots_between(policy, utc(since) - _JUST_BEFORE, utc(now)))
+    return PolicySlots(slots=slots, following=next_slot(policy, slots[-1]) if slots else None,
+                       target=target_rpo(policy, now))
+
+
+@dataclass(frozen=True)
 class SlotTally:
     """An item's slots in a window: met (a successful backup in the slot's period), missed (none by its
     deadline), pending (deadline still ahead, no success yet: the current period, not counted)."""
@@ -87,23 +103,33 @@ class SlotTally:
         """met / expected; None when no slot is due yet."""
         return len(self.met) / self.expected if self.expected else None
 
-    def __add__(self, other: "SlotTally") -> "SlotTally":
-        return SlotTally(self.met + other.met, self.missed + other.missed, self.pending + other.pending)
+    @classmethod
+    def combine(cls, tallies: Iterable["SlotTally"]) -> "SlotTally":
+        """Several items' slots as one tally (a policy's, the report's)."""
+        met: list[datetime] = []
+        missed: list[datetime] = []
+        pending: list[datetime] = []
+        for tally in tallies:
+            met += tally.met
+            missed += tally.missed
+            pending += tally.pending
+        return cls(tuple(met), tuple(missed), tuple(pending))
 
 
 def tally_slots(policy: Policy, *, since: datetime, now: datetime, successes: Sequence[datetime],
-                start: datetime = EARLIEST) -> SlotTally:
+                start: datetime = EARLIEST, computed: PolicySlots | None = None) -> SlotTally:
     """The slots ``s`` with ``max(since, start) <= s <= now``, each judged by ``successes`` (the slots of
-    the item's successful backup jobs, any trigger): met when one lies in ``[s, next slot)``."""
-    first = max(utc(since), utc(start))
+    the item's successful backup jobs, any trigger): met when one lies in ``[s, next slot)``. ``computed``:
+    the policy's slots over ``[since, now]``, when already known."""
     now = utc(now)
-    slots = slots_between(policy, first - _JUST_BEFORE, now)
+    computed = computed or policy_slots(policy, since=since, now=now)
+    slots = computed.slots[bisect_left(computed.slots, max(utc(since), utc(start))):]
     done = sorted(utc(s) for s in successes)
     met: list[datetime] = []
     missed: list[datetime] = []
     pending: list[datetime] = []
     for index, slot in enumerate(slots):
-        following = slots[index + 1] if index + 1 < len(slots) else next_slot(policy, slot)
+        following = slots[index + 1] if index + 1 < len(slots) else computed.following or next_slot(policy, slot)
         found = bisect_left(done, slot)
         if found < len(done) and done[found] < following:
             met.append(slot)
@@ -137,13 +163,16 @@ class ItemCompliance:
 
 def assess_item(item: ProtectedItem, policy: Policy, *, now: datetime, since: datetime,
                 successes: Sequence[datetime], points: Iterable[RecoveryPoint],
-                last_error: LastError | None = None) -> ItemCompliance:
-    """One item's figures as of ``now`` over the window starting at ``since``."""
+                last_error: LastError | None = None, computed: PolicySlots | None = None) -> ItemCompliance:
+    """One item's figures as of ``now`` over the window starting at ``since`` (``computed``: its policy's
+    ``policy_slots`` over that window, shared by the policy's items)."""
+    computed = computed or policy_slots(policy, since=since, now=now)
     newest = newest_restorable(points, now)
     rpo = None if newest is None else max(utc(now) - utc(newest.created_at), timedelta(0))
-    target = target_rpo(policy, now)
+    target = computed.target
     state = (ItemState.UNPROTECTED if rpo is None else ItemState.AT_RISK if rpo > target else ItemState.HEALTHY)
-    slots = tally_slots(policy, since=since, now=now, successes=successes, start=applies_from(item, policy))
+    slots = tally_slots(policy, since=since, now=now, successes=successes, start=applies_from(item, policy),
+                        computed=computed)
     return ItemCompliance(vm_name=item.vm_name, policy_name=policy.name, state=state, achieved_rpo=rpo,
                           target_rpo=target, newest_point=newest, slots=slots, last_error=last_error)
 
@@ -164,10 +193,7 @@ def by_policy(items: Sequence[ItemCompliance]) -> list[PolicyCompliance]:
     rolled = []
     for name in sorted(groups, key=str.lower):
         members = groups[name]
-        tally = SlotTally()
-        for member in members:
-            tally = tally + member.slots
         rolled.append(PolicyCompliance(name=name, items=len(members),
                                        states={s: sum(m.state is s for m in members) for s in ItemState},
-                                       slots=tally))
+                                       slots=SlotTally.combine(m.slots for m in members)))
     return rolled

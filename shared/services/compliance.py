@@ -3,8 +3,8 @@ slots met and missed and state, with the evidence (newest point, missed slots, l
 and each policy's roll-up, computed from the tables as they are now (shared/domain/compliance.py).
 
 Each table is read once per report: the policies, the items (a page at a time), the backup jobs of the
-window (each shard's range, a few fields of each job), and of the recovery points only each item's
-newest Available one (one short read per item, eight at a time).
+window (each shard's range, a few fields of each job), and of the recovery points the Available ones of
+the last eight days (one pass), plus one short read for each item with none among them.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.clock import utc
-from shared.domain.compliance import ItemCompliance, LastError, PolicyCompliance, assess_item, by_policy
+from shared.domain.compliance import (ItemCompliance, LastError, PolicyCompliance, PolicySlots, assess_item, by_policy,
+                                      policy_slots)
 from shared.domain.jobs import JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DAYS = 30
 MAX_DAYS = 400
 POINT_READERS = 8       # items' newest points are independent reads: overlap their round trips
+RECENT = timedelta(days=8)      # a week of points covers the newest of every item on a daily or weekly policy
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,16 @@ def compliance_report(svc: Services, *, policy: str | None = None, vm: str | Non
     successes, failures = _backups(svc, since, vm)
     points = _newest_points(svc, items, now)
     assessed = []
+    computed: dict[str, PolicySlots] = {}       # a policy's slots, computed once for all its items
     for item in items:
         item_policy = policies.get(item.policy_name.lower()) or _policy(svc, item)
         key = item.vm_name.lower()
+        name = item_policy.name.lower()
+        if name not in computed:
+            computed[name] = policy_slots(item_policy, since=since, now=now)
         assessed.append(assess_item(item, item_policy, now=now, since=since, successes=successes.get(key, []),
-                                    points=points.get(key, []), last_error=failures.get(key)))
+                                    points=points.get(key, []), last_error=failures.get(key),
+                                    computed=computed[name]))
     log.info("compliance report over %s day(s): %s item(s), %s polic(ies)", days, len(assessed),
              len({a.policy_name for a in assessed}))
     return ComplianceReport(generated_at=now, since=since, days=days, items=assessed, policies=by_policy(assessed))
@@ -92,11 +99,13 @@ def _backups(svc: Services, since: datetime, vm: str | None) -> tuple[dict[str, 
 
 
 def _newest_points(svc: Services, items: list[ProtectedItem], now: datetime) -> dict[str, list[RecoveryPoint]]:
-    """Each item's newest restorable point (Available, not stamped beyond now + MAX_FUTURE)."""
+    """Each item's newest restorable point (Available, not stamped beyond now + MAX_FUTURE): the points of
+    the last RECENT days in one pass, then one short read for each item that has none among them."""
     until = now + MAX_FUTURE
+    recent = svc.recovery_points.recent_available(now - RECENT, until)
 
     def newest(item: ProtectedItem) -> list[RecoveryPoint]:
-        point = svc.recovery_points.newest_available(item.vm_name, until=until)
+        point = recent.get(item.vm_name.lower()) or svc.recovery_points.newest_available(item.vm_name, until=until)
         return [] if point is None else [point]
 
     with ThreadPoolExecutor(POINT_READERS) as pool:

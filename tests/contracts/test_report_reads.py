@@ -49,3 +49,7 @@ def test_the_newest_available_point_up_to_a_time(point_store):
     assert point_store.newest_available("VM-1", until=T0 + timedelta(hours=5)).name == "d"
     assert point_store.newest_available("vm-1", until=T0 - timedelta(days=3)) is None
     assert point_store.newest_available("other", until=T0) is None
+    point_store.add_if_absent(replace(point("e", -30), vm_name="vm-2", name="e"))
+    recent = point_store.recent_available(T0 - timedelta(hours=36), T0)
+    assert {vm: p.name for vm, p in recent.items()} == {"vm-1": "b", "vm-2": "e"}
+    assert point_store.recent_available(T0 - timedelta(hours=12), T0) == {}
