@@ -106,9 +106,14 @@ def test_a_webhook_that_is_down_at_first_gets_the_alert_later(alert_loop):
     host.start()
     svc.inventory.delete_vm(vm.name)
     job = failing_backup(svc, vm.name)
-    assert eventually(lambda: receiver.refused >= 1, timeout=90)
-    alert = svc.alerts.get(vm.name, AlertKind.BACKUP_FAILED)
-    assert alert.delivery.state.value == "Retrying" and alert.delivery.last_error
+    def retrying():
+        current = svc.alerts.get(vm.name, AlertKind.BACKUP_FAILED)
+        return current if current is not None and current.delivery.state.value == "Retrying" else None
+
+    # The refusal is recorded on the alert just after the receiver answers 503: wait for the record.
+    assert eventually(retrying, timeout=90)
+    alert = retrying() or svc.alerts.get(vm.name, AlertKind.BACKUP_FAILED)
+    assert receiver.refused >= 1 and alert.delivery.last_error
     assert receiver.received == []
     receiver.down = False
     assert eventually(lambda: receiver.received, timeout=120)
