@@ -19,7 +19,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from shared.clock import utc
 from shared.domain.alerts import (Alert, AlertKind, AlertStatus, Occurrence, Signal, common_alert_schema, delivered,
@@ -28,7 +28,7 @@ from shared.domain.compliance import SLOT_ALLOWANCE, applies_from, newest_restor
 from shared.domain.jobs import AttemptOutcome, Job, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
-from shared.domain.recovery import SUCCESSFUL
+from shared.domain.recovery import SUCCESSFUL, RecoveryPoint
 from shared.domain.schedule import slots_between
 from shared.domain.shards import SHARDS
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
@@ -282,7 +282,7 @@ def _missed_signal(item: ProtectedItem, slot: datetime, now: datetime) -> Signal
         policy_name=item.policy_name, target_id=item.resource_id)
 
 
-def _watch_rpo(svc: Services, vm_name: str, points: Iterable[Any], now: datetime, result: Evaluation, *,
+def _watch_rpo(svc: Services, vm_name: str, points: Iterable[RecoveryPoint], now: datetime, result: Evaluation, *,
                item: ProtectedItem | None = None, policy: Policy | None = None) -> None:
     """RpoBreach now if the item's newest restorable point is past its target; else check again when it
     would be (a newer success before then makes the check find nothing)."""
