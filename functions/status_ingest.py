@@ -41,5 +41,9 @@ def ingest_status(blob: func.InputStream) -> None:
     etag = (blob.blob_properties or {}).get("ETag")
     # A storage outage is ridden out here, inside the invocation: the host's own retries come
     # seconds apart and end in a poison record after five (the sweep re-reads such blobs).
-    outcome = ingest_with_retries(services(), blob_name, blob.read(), etag)
+    svc = services()
+    with svc.telemetry.span("ingest_status", blob=blob_name, etag=etag):
+        outcome = ingest_with_retries(svc, blob_name, blob.read(), etag)
+    # How long the status blob waited to become its job's record.
+    svc.telemetry.latency_since("ingestion", (blob.blob_properties or {}).get("LastModified"), svc.clock.now())
     log.info("status blob %s/%s: %s", container, blob_name, outcome)

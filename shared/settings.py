@@ -68,6 +68,8 @@ class Settings:
     status_blob_retention: timedelta = timedelta(days=7)
     snapshot_limit: int = 450
     compute: Connection | None = None       # a Compute endpoint other than ARM (the local one); None: ARM
+    alert_schedule: str = "*/30 * * * * *"
+    alert_webhook_url: str | None = None    # where alerts are sent (common alert schema); None: nowhere
 
     def table(self, name: str) -> str:
         """The physical table name of a logical table (``jobs``, ``policies``, ``items``, ...)."""
@@ -80,7 +82,7 @@ class Settings:
                   "RESTORE_TASKS_QUEUE": self.restore_queue, "RESTORE_TEST_SCHEDULE": self.restore_test_schedule,
                   "SNAPSHOT_SCHEDULE": self.schedule,
                   "SWEEP_SCHEDULE": self.sweep_schedule, "RESTORE_POINT_SCHEDULE": self.restore_point_schedule,
-                  "RETENTION_SCHEDULE": self.retention_schedule,
+                  "RETENTION_SCHEDULE": self.retention_schedule, "ALERT_SCHEDULE": self.alert_schedule,
                   "STATUS_CONTAINER": self.status_container}
         for conn in (self.storage, self.service_bus):
             if conn.connection_string:
@@ -114,6 +116,11 @@ class Settings:
         status_days = _number(env, "STATUS_BLOB_RETENTION_DAYS", "7", "a number of days", low=0.0)
         snapshot_limit = int(_number(env, "SNAPSHOT_LIMIT", str(cls.snapshot_limit), "a whole number of snapshots",
                                      low=1.0, whole=True))
+        alert_schedule = _ncrontab(env, "ALERT_SCHEDULE", cls.alert_schedule)
+        webhook = env.get("ALERT_WEBHOOK_URL", "").strip() or None
+        if webhook is not None and not webhook.lower().startswith(("https://", "http://")):
+            raise ConfigurationError("setting ALERT_WEBHOOK_URL must be an http(s) URL (an action group's, a Logic "
+                                     "App's, a Teams or PagerDuty webhook), or empty for no delivery")
         fan_out_items = int(_number(env, "PLANNER_FAN_OUT_ITEMS", str(cls.fan_out_items),
                                     "a whole number of items (0: never fan out)", low=0.0, whole=True))
         return cls(
@@ -137,6 +144,8 @@ class Settings:
             status_blob_retention=timedelta(days=status_days),
             snapshot_limit=snapshot_limit,
             compute=_compute_connection(env),
+            alert_schedule=alert_schedule,
+            alert_webhook_url=webhook,
         )
 
 
