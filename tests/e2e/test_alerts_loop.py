@@ -118,7 +118,9 @@ def test_a_webhook_that_is_down_at_first_gets_the_alert_later(alert_loop):
     receiver.down = False
     assert eventually(lambda: receiver.received, timeout=120)
     assert receiver.conditions() == [("Fired", alert.name)]
-    assert svc.alerts.get(vm.name, AlertKind.BACKUP_FAILED).delivery.state.value == "Delivered"
+    # The delivery is recorded on the alert just after the receiver answers: wait for the record.
+    assert eventually(lambda: svc.alerts.get(vm.name, AlertKind.BACKUP_FAILED).delivery.state.value == "Delivered",
+                      timeout=30)
     assert alert.occurrences[0].job_id == job.job_id
 
 
