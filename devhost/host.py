@@ -44,6 +44,7 @@ from azure.functions.servicebus import ServiceBusMessage as FuncServiceBusMessag
 from azure.functions.timer import TimerRequest
 from croniter import croniter
 
+from devhost.locks import LockKeeper
 from devhost.receipts import Receipt, ReceiptJournal
 from shared.errors import ConfigurationError
 
@@ -248,36 +249,36 @@ class LocalFunctionsHost:
         the host stops (or, with ``until_idle``, the queue is empty); returns messages processed.
 
         Only this thread touches the receiver (the sync client is not thread-safe): invocations
-        run on a pool and hand their outcome back through ``finished`` to be settled here."""
-        from azure.servicebus import AutoLockRenewer
-
+        run on a pool and hand their outcome back through ``finished`` to be settled here, and the
+        locks of the messages in flight are renewed here too (``devhost/locks.py`` says why)."""
         limit = self.config.max_concurrent_calls
         finished: queue.SimpleQueue = queue.SimpleQueue()
-        renewer = AutoLockRenewer(max_lock_renewal_duration=self.config.max_lock_renewal.total_seconds(),
-                                  max_workers=limit)
+        locks = LockKeeper(receiver, self.config.max_lock_renewal)
         pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"host-{spec.name}")
         in_flight = processed = 0
         try:
             while not self._stop.is_set():
-                # Wait for a slot only when all are busy; otherwise settle what is done and go on.
-                in_flight -= self._settle(receiver, finished, block=in_flight >= limit)
+                # Wait for a slot only when all are busy, and never past the next renewal.
+                busy = in_flight >= limit
+                in_flight -= self._settle(receiver, finished, locks, wait=locks.next_due(1.0) if busy else 0)
+                locks.renew_due()
                 if in_flight >= limit:
                     continue
-                # While work is in flight, a short receive keeps settlement prompt.
+                # While work is in flight, a short receive keeps settlement and renewal prompt.
                 messages = receiver.receive_messages(max_message_count=limit - in_flight,
                                                      max_wait_time=max_wait if in_flight == 0 else 0.2)
                 if not messages and until_idle and in_flight == 0:
                     break
                 for message in messages:
-                    renewer.register(receiver, message)
+                    locks.hold(message)
                     pool.submit(self._handle_message, spec, message, finished)
                 in_flight += len(messages)
                 processed += len(messages)
         finally:
             while in_flight:
-                in_flight -= self._settle(receiver, finished, block=True)
+                in_flight -= self._settle(receiver, finished, locks, wait=locks.next_due(1.0))
+                locks.renew_due()
             pool.shutdown(wait=True)
-            renewer.close()
         return processed
 
     def _handle_message(self, spec: FunctionSpec, message, finished: queue.SimpleQueue) -> None:
@@ -289,18 +290,17 @@ class LocalFunctionsHost:
         finally:
             finished.put((message, ok))     # always: the receiving loop counts every message back
 
-    def _settle(self, receiver, finished: queue.SimpleQueue, *, block: bool) -> int:
-        """Complete or abandon every invocation that has ended (waiting for one if ``block``)."""
+    def _settle(self, receiver, finished: queue.SimpleQueue, locks: LockKeeper, *, wait: float) -> int:
+        """Complete or abandon every invocation that has ended, waiting up to ``wait`` seconds for
+        the first when none has; returns how many were settled."""
         settled = 0
         while True:
-            waiting = block and not settled
             try:
-                message, ok = finished.get(timeout=1.0) if waiting else finished.get_nowait()
+                message, ok = finished.get(timeout=wait) if wait > 0 and not settled else finished.get_nowait()
             except queue.Empty:
-                if waiting and not self._stop.is_set():
-                    continue
                 return settled
             settled += 1
+            locks.release(message)
             if not self.config.auto_complete:
                 continue
             try:
