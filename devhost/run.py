@@ -25,6 +25,7 @@ from pathlib import Path
 from devhost.azurite import Azurite
 from devhost.processes import stop_processes_under
 from shared.errors import ConfigurationError, VmsnapError
+from shared.settings import status_blob_source
 
 log = logging.getLogger("devhost.run")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +118,9 @@ class _Stack:
 
         env = load_local_settings()
         env.update({k: os.environ[k] for k in env if k in os.environ})   # as func start: the environment wins
+        # In Azure a bad source costs the blob trigger alone (functions/status_ingest.py); a local run
+        # without its status blob trigger would only wait for jobs that never finish.
+        status_blob_source(env)
         location = PROJECT_ROOT / ".local" / "azurite" if self.args.persist else None
         self.azurite = Azurite(self.args.blob_port, self.args.table_port, location).start()
         self.servicebus = LocalServiceBus(port=self.args.servicebus_port).start()

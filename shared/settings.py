@@ -130,6 +130,24 @@ class Settings:
         )
 
 
+STATUS_BLOB_SOURCE = "STATUS_BLOB_SOURCE"
+BLOB_SOURCES = ("LogsAndContainerScan", "EventGrid")      # the blob trigger's sources; the first is the default
+
+
+def status_blob_source(env: Mapping[str, str]) -> str:
+    """The status blob trigger's source, spelled as the host spells it; ConfigurationError otherwise.
+
+    Not a field of Settings: the source is part of the trigger's binding, read as the app is indexed,
+    and a bad value must cost that one trigger, not every function that reads Settings."""
+    value = env.get(STATUS_BLOB_SOURCE, "").strip()
+    for source in BLOB_SOURCES:
+        if value.lower() == source.lower():
+            return source
+    if not value:
+        return BLOB_SOURCES[0]
+    raise ConfigurationError(f"setting {STATUS_BLOB_SOURCE} is {value!r}; use {' or '.join(reversed(BLOB_SOURCES))}")
+
+
 def _ncrontab(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, default)
     if len(value.split()) != 6 or not croniter.is_valid(value, second_at_beginning=True):
