@@ -1,16 +1,21 @@
-"""./dev run as a user runs it: one cycle, clean shutdown, one-line errors for bad configuration."""
+"""./dev run as a user runs it: one cycle, clean shutdown, one-line errors for bad configuration.
+
+Each run is a process group of its own (the stack, its Azurite, the handlers it starts): whatever way
+a test ends, a failed assertion or a timeout included, the whole group is stopped, not only its parent."""
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+from typing import Iterator
 
+import pytest
 
 from devhost.ports import free_ports, port_in_use
-from devhost.processes import processes_under
+from devhost.processes import processes_in_group, processes_under, stop_group, stop_processes_under
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,12 +36,34 @@ def args_for(chosen: dict) -> list[str]:
     return [item for pair in chosen.items() for item in (pair[0], str(pair[1]))]
 
 
+@contextlib.contextmanager
+def stack_process(args: list[str], env: dict, **popen) -> Iterator[subprocess.Popen]:
+    """`python -m devhost.run ARGS` in a process group of its own; on the way out, however the test
+    ended, the group and the handlers under the VM root are stopped."""
+    proc = subprocess.Popen([sys.executable, "-m", "devhost.run", *args], cwd=ROOT, env=env, text=True,
+                            start_new_session=True, **popen)
+    try:
+        yield proc
+    finally:
+        stop_group(proc.pid)
+        proc.wait(timeout=30)
+        stop_processes_under(Path(env["LOCAL_VM_ROOT"]))
+
+
+def run_stack(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run the stack to its end, as subprocess.run would, within ``stack_process``."""
+    with stack_process(args, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.timeout(900)
 def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     """`./dev run --once` exits 0 after a job table where both demo VMs' jobs Completed: two blob
     snapshots for demo-vm, one restore point with two disk restore points for demo-vm-md."""
     chosen = ports()
-    proc = subprocess.run([sys.executable, "-m", "devhost.run", "--once", *args_for(chosen)],
-                          cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True, timeout=240)
+    # The cycle's own limit is generous: on a loaded machine a cycle takes minutes, not seconds.
+    proc = run_stack(["--once", "--timeout", "600", *args_for(chosen)], run_env(tmp_path), timeout=800)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if "demo-vm" in line and "Backup" in line]
     assert sorted((row[3], row[2]) for row in rows) == [("demo-vm", "Completed"), ("demo-vm-md", "Completed")], \
@@ -55,8 +82,7 @@ def test_port_in_use_is_one_line_that_says_what_to_do(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", chosen["--blob-port"]))
         busy.listen()
-        proc = subprocess.run([sys.executable, "-m", "devhost.run", "--once", *args_for(chosen)],
-                              cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True, timeout=60)
+        proc = run_stack(["--once", *args_for(chosen)], run_env(tmp_path), timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert f"port {chosen['--blob-port']}" in proc.stderr and "in use" in proc.stderr
@@ -65,35 +91,65 @@ def test_port_in_use_is_one_line_that_says_what_to_do(tmp_path):
 
 def test_invalid_setting_is_one_line_naming_the_setting(tmp_path):
     """A bad SNAPSHOT_SCHEDULE stops the run with the setting's name and the expected form."""
-    proc = subprocess.run([sys.executable, "-m", "devhost.run", "--once", *args_for(ports())],
-                          cwd=ROOT, env=run_env(tmp_path, SNAPSHOT_SCHEDULE="every day"),
-                          capture_output=True, text=True, timeout=60)
+    proc = run_stack(["--once", *args_for(ports())], run_env(tmp_path, SNAPSHOT_SCHEDULE="every day"), timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: setting SNAPSHOT_SCHEDULE") and "six fields" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
+def test_a_bad_status_blob_source_is_refused_before_anything_starts(tmp_path):
+    """A typo in STATUS_BLOB_SOURCE, which in Azure costs the blob trigger alone, stops a local run at
+    once: one line naming the setting and its two values, no server started."""
+    chosen = ports()
+    proc = run_stack(["--once", *args_for(chosen)], run_env(tmp_path, STATUS_BLOB_SOURCE="EvenGrid"), timeout=120)
+    assert (proc.returncode, proc.stderr) == (2, "error: setting STATUS_BLOB_SOURCE is 'EvenGrid'; use EventGrid "
+                                                 "or LogsAndContainerScan\n")
+    assert not any(port_in_use(p) for p in chosen.values())
+
+
 def test_interrupting_a_running_stack_stops_every_process(tmp_path):
     """Ctrl-C on `./dev run` stops Azurite, the Service Bus server and any handler it started."""
     chosen = ports()
-    proc = subprocess.Popen([sys.executable, "-m", "devhost.run", *args_for(chosen)], cwd=ROOT,
-                            env=run_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        seen = ""
-        while "running;" not in seen and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen += line
-        assert "running;" in seen, seen
-        # Keep reading, as a terminal does: a full pipe would block the stack's log writes mid-stop.
-        drain = threading.Thread(target=proc.stdout.read, daemon=True)
-        drain.start()
+    with stack_process(args_for(chosen), run_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        _wait_until_running(proc)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.wait(timeout=120)
     assert not any(port_in_use(p) for p in chosen.values())
     assert processes_under(tmp_path / "vms") == []
+
+
+def test_a_test_that_fails_while_the_stack_runs_leaves_no_process_behind(tmp_path):
+    """A test failing mid-run stops the stack's whole group: its Azurite too, which killing the parent
+    alone would leave running."""
+    chosen = ports()
+    with pytest.raises(AssertionError, match="the test failed here"):
+        with stack_process(args_for(chosen), run_env(tmp_path), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT) as proc:
+            _wait_until_running(proc)
+            members = processes_in_group(proc.pid)
+            assert any(_is_azurite(pid) for pid in members), members
+            raise AssertionError("the test failed here")
+    assert processes_in_group(proc.pid) == []
+    assert not any(port_in_use(p) for p in chosen.values())
+    assert processes_under(tmp_path / "vms") == []
+
+
+def _wait_until_running(proc: subprocess.Popen) -> None:
+    """Read the stack's output until it says it runs (no time limit of its own: the test's timeout
+    bounds a stack that never comes up), then keep reading, as a terminal does, so a full pipe never
+    blocks its log writes."""
+    seen = ""
+    while "running;" not in seen:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    assert "running;" in seen, seen
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+
+
+def _is_azurite(pid: int) -> bool:
+    try:
+        return "azurite" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
