@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import status_blob_source
-
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,9 +50,3 @@ def test_a_bad_source_leaves_out_the_blob_trigger_alone_with_one_line(make_setti
                        "the status blobs of dispatched jobs meanwhile)"]
     assert "Traceback" not in done.stderr
 
-
-@pytest.mark.parametrize("value, expected", [("", "LogsAndContainerScan"), (" eventgrid ", "EventGrid"),
-                                             ("LOGSANDCONTAINERSCAN", "LogsAndContainerScan")])
-def test_the_source_setting_is_read_in_any_case(value, expected):
-    """The two sources are taken in any case and with spaces around, as the host spells them."""
-    assert status_blob_source({"STATUS_BLOB_SOURCE": value}) == expected
