@@ -21,6 +21,8 @@ from shared.errors import ConfigurationError
 
 STORAGE = "BackupStorage"
 SERVICE_BUS = "ServiceBusConnection"
+STORAGE_ENDPOINTS = ("blobServiceUri", "tableServiceUri")
+SERVICE_BUS_ENDPOINTS = ("fullyQualifiedNamespace",)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,9 @@ class Connection:
 @dataclass(frozen=True)
 class Settings:
     storage: Connection
-    service_bus: Connection
+    # None when not set: only what sends or receives messages needs it (service_bus_connection), so
+    # the CLI's readers (job, recovery point and retention listings) run without it.
+    service_bus: Connection | None
     tasks_queue: str = "snapshot-tasks"
     planner_queue: str = "plan-shards"
     fan_out_items: int = 5000               # a tick fans out to planners once the fleet has this many items
@@ -64,6 +68,12 @@ class Settings:
     status_blob_retention: timedelta = timedelta(days=7)
     snapshot_limit: int = 450
 
+    def service_bus_connection(self) -> Connection:
+        """The Service Bus connection; ConfigurationError naming the setting when it is not set."""
+        if self.service_bus is None:
+            raise ConfigurationError(_missing(SERVICE_BUS, SERVICE_BUS_ENDPOINTS))
+        return self.service_bus
+
     def table(self, name: str) -> str:
         """The physical table name of a logical table (``jobs``, ``policies``, ``items``, ...)."""
         return f"{self.table_prefix}{name}"
@@ -77,6 +87,8 @@ class Settings:
                   "RETENTION_SCHEDULE": self.retention_schedule,
                   "STATUS_CONTAINER": self.status_container}
         for conn in (self.storage, self.service_bus):
+            if conn is None:
+                continue
             if conn.connection_string:
                 values[conn.name] = conn.connection_string
             else:
@@ -109,9 +121,12 @@ class Settings:
                                      low=1.0, whole=True))
         fan_out_items = int(_number(env, "PLANNER_FAN_OUT_ITEMS", str(cls.fan_out_items),
                                     "a whole number of items (0: never fan out)", low=0.0, whole=True))
+        storage = _connection(env, STORAGE, STORAGE_ENDPOINTS)
+        if storage is None:
+            raise ConfigurationError(_missing(STORAGE, STORAGE_ENDPOINTS))
         return cls(
-            storage=_connection(env, STORAGE, ("blobServiceUri", "tableServiceUri")),
-            service_bus=_connection(env, SERVICE_BUS, ("fullyQualifiedNamespace",)),
+            storage=storage,
+            service_bus=_connection(env, SERVICE_BUS, SERVICE_BUS_ENDPOINTS),
             tasks_queue=env.get("SNAPSHOT_TASKS_QUEUE", cls.tasks_queue),
             planner_queue=env.get("PLANNER_QUEUE", cls.planner_queue),
             fan_out_items=fan_out_items,
@@ -169,16 +184,20 @@ def _number(env: Mapping[str, str], name: str, default: str, what: str, *, low: 
     return value
 
 
-def _connection(env: Mapping[str, str], name: str, endpoint_keys: tuple[str, ...]) -> Connection:
+def _connection(env: Mapping[str, str], name: str, endpoint_keys: tuple[str, ...]) -> Connection | None:
+    """The named connection, or None when none of its settings is set."""
     if env.get(name):
         return Connection(name=name, connection_string=env[name])
     endpoints = {k: env[f"{name}__{k}"] for k in endpoint_keys if env.get(f"{name}__{k}")}
     if not endpoints:
-        keys = " and ".join(f"{name}__{k}" for k in endpoint_keys)
-        raise ConfigurationError(
-            f"setting {name} is missing; set it to a connection string, or set {keys} for a managed "
-            f"identity (see local.settings.sample.json)")
+        return None
     return Connection(name=name, endpoints=endpoints, client_id=env.get(f"{name}__clientId") or None)
+
+
+def _missing(name: str, endpoint_keys: tuple[str, ...]) -> str:
+    keys = " and ".join(f"{name}__{k}" for k in endpoint_keys)
+    return (f"setting {name} is missing; set it to a connection string, or set {keys} for a managed identity "
+            f"(see local.settings.sample.json)")
 
 
 _cached: Settings | None = None
