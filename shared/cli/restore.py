@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from shared.cli.job import job_document, write_job_block
-from shared.cli.output import EXIT_FAILED, EXIT_OK, emit
+from shared.cli.output import EXIT_FAILED, EXIT_OK, emit, vm_name
 from shared.domain.jobs import JobStatus
 from shared.services.restore import restore_disks
 
@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
     group = subparsers.add_parser("restore", help="restore the disks of a recovery point (like az backup restore)")
     sub = group.add_subparsers(dest="command", metavar="<command>")
     cmd = sub.add_parser("restore-disks", help="restore each disk of a point, verified; prints the Restore job")
-    cmd.add_argument("--vm", "--item-name", dest="vm", required=True, help="the VM")
+    cmd.add_argument("--vm", "--item-name", dest="vm", required=True, type=vm_name, help="the VM")
     cmd.add_argument("--rp-name", required=True, help="the recovery point (vmsnap recoverypoint list)")
     target = cmd.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-container", help="page-blob VMs: the container to copy each snapshot into "

@@ -112,7 +112,8 @@ CASES = [
     c("job list --top 200 -o tsv", 0, head=True), c("job list --top 200 -o yaml", 0, head=True),
     # --- names --------------------------------------------------------------------------------
     c("job show a/b#c", 2), c("job show --name 'a b'", 3), c("job show --name ''", 2), c("job show", 2),
-    c("job wait --name ../../etc", 2), c("job stop --name 'x?y'", 2),
+    c("job wait --name ../../etc", 2), c("job stop --name 'x?y'", 2), c("retention plan --vm a/b#c", 2),
+    c("retention run --vm a/b#c", 2), c("recoverypoint list --vm a/b#c", 2), c("job list --vm a/b#c", 2),
     c("job show --name 01954f6e-8d00-8000-8000-000000000000", 3), c("protection show --vm a/b#c", 2),
     c("protection enable-for-vm --vm 'vm 1'", 2), c("protection enable-for-vm --vm ghost", 3),
     c("protection enable-for-vm --vm vm1 -p 'no/such'", 2), c("protection enable-for-vm --vm vm1 -p Ghost", 3),
