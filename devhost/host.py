@@ -532,10 +532,11 @@ class LocalFunctionsHost:
         return spec
 
     # --- background ----------------------------------------------------------------------------
-    def start(self) -> "LocalFunctionsHost":
+    def start(self, *names: str) -> "LocalFunctionsHost":
+        """Run the listeners of the named functions (default: every function) on threads of their own."""
         loops = {"timerTrigger": self._timer_loop, "serviceBusTrigger": self._queue_loop,
                  "blobTrigger": self._blob_loop}
-        for spec in self.functions.values():
+        for spec in [self.functions[name] for name in names] if names else self.functions.values():
             loop = loops.get(spec.trigger_type)
             if loop is None:
                 log.warning("function %s: trigger %s is not run by the local host", spec.name, spec.trigger_type)
