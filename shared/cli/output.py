@@ -64,7 +64,7 @@ def name(what: str) -> Callable[[str], str]:
     return convert
 
 
-# The type of every argument that names a VM, in every command (tests/cli/test_commands.py checks them
+# The type of every argument that names a VM, in every command (tests/cli/test_vm_names.py checks them
 # all): a name that cannot be a VM is the same usage error everywhere, never a failed storage query.
 vm_name = name("VM")
 
