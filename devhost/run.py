@@ -119,8 +119,9 @@ class _Stack:
         env = load_local_settings()
         env.update({k: os.environ[k] for k in env if k in os.environ})   # as func start: the environment wins
         # In Azure a bad source costs the blob trigger alone (functions/status_ingest.py); a local run
-        # without its status blob trigger would only wait for jobs that never finish.
-        status_blob_source(env)
+        # without its status blob trigger would only wait for jobs that never finish. Checked as the app
+        # will read it: the environment, with these settings over it.
+        status_blob_source({**os.environ, **env})
         location = PROJECT_ROOT / ".local" / "azurite" if self.args.persist else None
         self.azurite = Azurite(self.args.blob_port, self.args.table_port, location).start()
         self.servicebus = LocalServiceBus(port=self.args.servicebus_port).start()
