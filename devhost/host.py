@@ -151,6 +151,7 @@ class LocalFunctionsHost:
         for spec in self.functions.values():
             self._check_settings(spec)
         self._stop = threading.Event()
+        self._stop_deadline = float("inf")      # set by stop(): when invocations under way are given up
         self._threads: list[threading.Thread] = []
         self._sb_clients: dict[str, Any] = {}
         self._blob_services: dict[str, Any] = {}
@@ -275,10 +276,12 @@ class LocalFunctionsHost:
                 in_flight += len(messages)
                 processed += len(messages)
         finally:
-            while in_flight:
-                in_flight -= self._settle(receiver, finished, locks, wait=locks.next_due(1.0))
+            while in_flight and time.monotonic() < self._stop_deadline:
+                in_flight -= self._settle(receiver, finished, locks, wait=min(locks.next_due(1.0), 0.5))
                 locks.renew_due()
-            pool.shutdown(wait=True)
+            # Past stop()'s grace the invocations still running are given up, as the Functions host ends
+            # its worker: their messages come back when their locks run out.
+            pool.shutdown(wait=not in_flight, cancel_futures=True)
         return processed
 
     def _handle_message(self, spec: FunctionSpec, message, finished: queue.SimpleQueue) -> None:
@@ -548,15 +551,16 @@ class LocalFunctionsHost:
 
     def stop(self, grace: float = 15.0) -> None:
         """Stop listening; invocations under way get ``grace`` seconds in all (not per listener) to end,
-        as the Functions host gives its functions a shutdown timeout."""
+        as the Functions host gives its functions a shutdown timeout; what outlives it is given up."""
+        deadline = self._stop_deadline = time.monotonic() + grace
         self._stop.set()
-        deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads.clear()
         if self._blob_pool is not None:
-            # Blobs not started yet are left for the next start (no receipt, so they come back).
-            self._blob_pool.shutdown(wait=True, cancel_futures=True)
+            # Blobs not started yet are left for the next start (no receipt, so they come back); the
+            # listener threads joined above have waited, within the grace, for those that started.
+            self._blob_pool.shutdown(wait=False, cancel_futures=True)
             self._blob_pool = None
         for state in self._blob_state.values():
             journal, state.journal = state.journal, None    # a later start reloads, with new clients

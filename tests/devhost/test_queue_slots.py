@@ -137,3 +137,32 @@ def test_messages_held_past_many_locks_while_others_flow_are_delivered_once(uniq
         assert seen == Counter({body: 1 for body in slow + quick}), "a lock was lost: a message ran again"
         assert bus.dead_letter_depth(env["Q_IN"]) == 0
         assert stats["lock_expirations"] == 0 and stats["lock_renewals"] >= 3 * len(slow)
+
+
+@pytest.mark.integration
+def test_stop_gives_up_an_invocation_that_outlives_its_grace(env, unique_name):
+    """stop(grace) ends the listener once its grace is spent, although an invocation still runs: the
+    listener no longer touches the receiver the host then closes, and the message, never settled, is
+    delivered again to the next host."""
+    started, release = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    def handle(body: str) -> None:
+        runs.append(body)
+        started.set()
+        release.wait(WAIT * 3)
+
+    _send(env, "long")
+    host = LocalFunctionsHost(queue_app(handle), env, HostConfig(max_concurrent_calls=2), host_id=unique_name("host"))
+    try:
+        host.start()
+        assert started.wait(WAIT)
+        host.stop(grace=1.0)
+        listeners = [t for t in threading.enumerate() if t.name == "host-work"]
+        assert eventually(lambda: not any(t.is_alive() for t in listeners), timeout=WAIT), \
+            "the listener still serves after the grace"
+    finally:
+        release.set()
+    with LocalFunctionsHost(queue_app(runs.append), env, host_id=unique_name("host")) as again:
+        assert eventually(lambda: again.drain_queue("work", max_wait=1.0) == 1, timeout=WAIT * 2)
+    assert runs == ["long", "long"]
