@@ -111,9 +111,12 @@ def test_interrupting_a_running_stack_stops_every_process(tmp_path):
     """Ctrl-C on `./dev run` stops Azurite, the Service Bus server and any handler it started."""
     chosen = ports()
     with stack_process(args_for(chosen), run_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
-        _wait_until_running(proc)
+        output = _wait_until_running(proc)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("./dev run did not stop within 120 s of Ctrl-C; its output ends:\n" + "".join(output[-40:]))
     assert not any(port_in_use(p) for p in chosen.values())
     assert processes_under(tmp_path / "vms") == []
 
@@ -134,18 +137,18 @@ def test_a_test_that_fails_while_the_stack_runs_leaves_no_process_behind(tmp_pat
     assert processes_under(tmp_path / "vms") == []
 
 
-def _wait_until_running(proc: subprocess.Popen) -> None:
+def _wait_until_running(proc: subprocess.Popen) -> list[str]:
     """Read the stack's output until it says it runs (no time limit of its own: the test's timeout
     bounds a stack that never comes up), then keep reading, as a terminal does, so a full pipe never
-    blocks its log writes."""
-    seen = ""
-    while "running;" not in seen:
-        line = proc.stdout.readline()
-        if not line:
+    blocks its log writes; returns the lines read, which go on growing."""
+    lines: list[str] = []
+    for line in iter(proc.stdout.readline, ""):
+        lines.append(line)
+        if "running;" in line:
             break
-        seen += line
-    assert "running;" in seen, seen
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    assert lines and "running;" in lines[-1], "".join(lines)
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    return lines
 
 
 def _is_azurite(pid: int) -> bool:
