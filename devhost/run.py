@@ -12,6 +12,7 @@ Everything it started is stopped when it ends, however it ends.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stack that does not stop is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stack = _Stack(args)
     try:
         stack.start()

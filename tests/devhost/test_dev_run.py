@@ -16,6 +16,7 @@ import pytest
 
 from devhost.ports import free_ports, port_in_use
 from devhost.processes import processes_in_group, processes_under, stop_group, stop_processes_under
+from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,7 +117,9 @@ def test_interrupting_a_running_stack_stops_every_process(tmp_path):
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            pytest.fail("./dev run did not stop within 120 s of Ctrl-C; its output ends:\n" + "".join(output[-40:]))
+            proc.send_signal(signal.SIGUSR1)        # devhost.run prints every thread's stack
+            eventually(lambda: any("most recent call first" in line for line in output[-200:]), timeout=30)
+            pytest.fail("./dev run did not stop within 120 s of Ctrl-C; its output ends:\n" + "".join(output[-150:]))
     assert not any(port_in_use(p) for p in chosen.values())
     assert processes_under(tmp_path / "vms") == []
 
