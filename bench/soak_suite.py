@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     suite = args.suite[1:] if args.suite[:1] == ["--"] else args.suite
     args.log_dir.mkdir(parents=True, exist_ok=True)
+    # The runs get a terminal's Ctrl-C even when the soak itself was started as a background command
+    # (`nohup ... &`), which inherits SIGINT ignored and would pass that on to every process below it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     hog = _started([sys.executable, "bench/cpu_hog.py", "--processes", str(args.hog)]) if args.hog else None
     results: list[tuple[int, float, list[str]]] = []
     print(f"soak: ./dev test {' '.join(suite)} x{args.runs}, beside {args.hog} spinning process(es) "

@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C and SIGTERM stop everything. SIGINT is set explicitly: a shell without job control (a
+    # script, `nohup ... &`) starts background commands with SIGINT ignored, and Python keeps it so.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
     # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stack that does not stop is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     stack = _Stack(args)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -38,11 +38,18 @@ def args_for(chosen: dict) -> list[str]:
 
 
 @contextlib.contextmanager
-def stack_process(args: list[str], env: dict, **popen) -> Iterator[subprocess.Popen]:
+def stack_process(args: list[str], env: dict, *, sigint: Any = signal.default_int_handler,
+                  **popen) -> Iterator[subprocess.Popen]:
     """`python -m devhost.run ARGS` in a process group of its own; on the way out, however the test
-    ended, the group and the handlers under the VM root are stopped."""
-    proc = subprocess.Popen([sys.executable, "-m", "devhost.run", *args], cwd=ROOT, env=env, text=True,
-                            start_new_session=True, **popen)
+    ended, the group and the handlers under the VM root are stopped. ``sigint`` is the SIGINT
+    disposition it inherits: a terminal's by default, whatever this test process was started with
+    (SIG_IGN: as a script's background command starts it; an ignored signal stays ignored)."""
+    previous = signal.signal(signal.SIGINT, sigint)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "devhost.run", *args], cwd=ROOT, env=env, text=True,
+                                start_new_session=True, **popen)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         yield proc
     finally:
@@ -108,10 +115,14 @@ def test_a_bad_status_blob_source_is_refused_before_anything_starts(tmp_path):
     assert not any(port_in_use(p) for p in chosen.values())
 
 
-def test_interrupting_a_running_stack_stops_every_process(tmp_path):
-    """Ctrl-C on `./dev run` stops Azurite, the Service Bus server and any handler it started."""
+@pytest.mark.parametrize("started_with", ["SIGINT handled", "SIGINT ignored"])
+def test_interrupting_a_running_stack_stops_every_process(tmp_path, started_with):
+    """Ctrl-C on `./dev run` stops Azurite, the Service Bus server and any handler it started, also when
+    it was started with SIGINT ignored (as a script or `nohup ... &` starts a background command)."""
     chosen = ports()
-    with stack_process(args_for(chosen), run_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+    sigint = signal.SIG_IGN if started_with == "SIGINT ignored" else signal.default_int_handler
+    with stack_process(args_for(chosen), run_env(tmp_path), sigint=sigint, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT) as proc:
         output = _wait_until_running(proc)
         proc.send_signal(signal.SIGINT)
         try:
