@@ -13,6 +13,7 @@ Everything it started is stopped when it ends, however it ends.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 from devhost.azurite import Azurite
 from devhost.processes import stop_processes_under
 from shared.errors import ConfigurationError, VmsnapError
+from shared.settings import status_blob_source
 
 log = logging.getLogger("devhost.run")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C and SIGTERM stop everything. SIGINT is set explicitly: a shell without job control (a
+    # script, `nohup ... &`) starts background commands with SIGINT ignored, and Python keeps it so.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stack that does not stop is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stack = _Stack(args)
     try:
         stack.start()
@@ -140,6 +147,10 @@ class _Stack:
 
         env = load_local_settings()
         env.update({k: os.environ[k] for k in env if k in os.environ})   # as func start: the environment wins
+        # In Azure a bad source costs the blob trigger alone (functions/status_ingest.py); a local run
+        # without its status blob trigger would only wait for jobs that never finish. Checked as the app
+        # will read it: the environment, with these settings over it.
+        status_blob_source({**os.environ, **env})
         location = PROJECT_ROOT / ".local" / "azurite" if self.args.persist else None
         self.azurite = Azurite(self.args.blob_port, self.args.table_port, location).start()
         self.servicebus = LocalServiceBus(port=self.args.servicebus_port).start()

@@ -42,7 +42,8 @@ class Services:
     def credential(self) -> TokenCredential:
         from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-        client_id = self.settings.storage.client_id or self.settings.service_bus.client_id
+        service_bus = self.settings.service_bus
+        client_id = self.settings.storage.client_id or (service_bus.client_id if service_bus else None)
         if client_id:
             return ManagedIdentityCredential(client_id=client_id)
         return DefaultAzureCredential()

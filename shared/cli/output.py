@@ -65,6 +65,11 @@ def name(what: str) -> Callable[[str], str]:
     return convert
 
 
+# The type of every argument that names a VM, in every command (tests/cli/test_vm_names.py checks them
+# all): a name that cannot be a VM is the same usage error everywhere, never a failed storage query.
+vm_name = name("VM")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with az's one-line usage error (exit 2) instead of the usage block."""
 
