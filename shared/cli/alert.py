@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from shared.cli.output import EXIT_OK, choice, emit, emit_table, format_time, to_jsonable
+from shared.cli.output import EXIT_OK, choice, emit, emit_table, format_time, to_jsonable, vm_name
 from shared.domain.alerts import Alert, AlertStatus
 from shared.services.alerting import list_alerts, resolve_by_operator, show_alert
 
@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>")
     list_cmd = sub.add_parser("list", help="alerts, newest fired first")
     list_cmd.add_argument("--status", choices=STATUSES, type=choice(STATUSES), help="Active or Resolved (any case)")
-    list_cmd.add_argument("--vm", "--item-name", dest="vm", help="only this VM's alerts")
+    list_cmd.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only this VM's alerts")
     add_output_option(list_cmd)
     list_cmd.set_defaults(handler=list_command)
     show = sub.add_parser("show", help="one alert with its occurrences, advice, resolution and delivery")

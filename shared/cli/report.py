@@ -6,7 +6,8 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-from shared.cli.output import EXIT_OK, REPORT_FORMATS, emit, emit_table, format_duration, format_time, to_jsonable
+from shared.cli.output import (EXIT_OK, REPORT_FORMATS, emit, emit_table, format_duration, format_time, to_jsonable,
+                               vm_name)
 from shared.domain.compliance import SLOT_ALLOWANCE, ItemCompliance, ItemState, SlotTally
 from shared.services.compliance import DEFAULT_DAYS, ComplianceReport, compliance_report
 
@@ -23,7 +24,7 @@ def register(subparsers: Any) -> None:
     compliance = sub.add_parser("compliance", help="per item and per policy: achieved RPO, slots met and missed, "
                                                    "Healthy/AtRisk/Unprotected, with the evidence")
     compliance.add_argument("--policy", "--policy-name", dest="policy", help="only the items of this policy")
-    compliance.add_argument("--vm", "--item-name", dest="vm", help="only this VM")
+    compliance.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only this VM")
     compliance.add_argument("--days", type=int, default=DEFAULT_DAYS,
                             help=f"the window: slots of the last N days, the current period included "
                                  f"(default {DEFAULT_DAYS})")
