@@ -11,7 +11,13 @@ ratio to the baseline, Table requests and Service Bus operations per job (counte
 HTTP requests; broker transfers and management calls), and the instances' peak RSS; checks that
 each VM got exactly one job and one message.
 
+A planner keeps the lock of the shard request it plans, as the Functions host does up to host.json's
+``maxAutoLockRenewalDuration``: a shard that takes longer than the queue's lock (``--lock-seconds``)
+is not handed to a second planner meanwhile. ``--slow-shard S`` makes shard 0 take S seconds more
+(as on a loaded machine, or a shard of a 100k fleet) to show it.
+
     .venv/bin/python bench/bench_schedule.py [--vms 1000 10000] [--instances 0 2 3] [--no-baseline]
+                                             [--lock-seconds 60] [--slow-shard SECONDS]
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import multiprocessing.connection
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,6 +40,8 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage  # noqa: E402
 
 from bench._http import CountingTransport  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
+from devhost.host import HostConfig  # noqa: E402
+from devhost.locks import LockKeeper  # noqa: E402
 from devhost.servicebus import LocalServiceBus, QueueOptions  # noqa: E402
 from shared.adapters.servicebus import ServiceBusTaskQueue  # noqa: E402
 from shared.adapters.table_jobs import job_to_entity  # noqa: E402
@@ -48,6 +57,9 @@ from shared.settings import Settings  # noqa: E402
 
 SLOT = datetime(2025, 6, 2, 22, 30, tzinfo=timezone.utc)       # DefaultPolicy: daily 22:30 UTC
 NOW = SLOT + timedelta(seconds=5)
+SLOW_SHARD = "0"
+# How long the Functions host renews a message's lock (host.json), as the planners here do.
+LOCK_RENEWAL = HostConfig.from_host_json(Path(__file__).resolve().parent.parent / "host.json").max_lock_renewal
 
 
 class BrokerProcess:
@@ -142,11 +154,11 @@ class Instances:
     one that runs the tick itself, or several that receive shard requests from the planner queue and
     plan them (functions/scheduler.py ``plan_shard``). Each reports its results and its peak RSS."""
 
-    def __init__(self, settings: Settings, count: int, role: str):
+    def __init__(self, settings: Settings, count: int, role: str, slow_shard: float = 0.0):
         self._conns, self._procs = [], []
         for _ in range(count):
             parent, child = multiprocessing.Pipe()
-            proc = multiprocessing.Process(target=_instance, args=(child, settings, role), daemon=True)
+            proc = multiprocessing.Process(target=_instance, args=(child, settings, role, slow_shard), daemon=True)
             proc.start()
             self._conns.append(parent)
             self._procs.append(proc)
@@ -173,7 +185,7 @@ class Instances:
                 proc.terminate()
 
 
-def _instance(conn, settings: Settings, role: str) -> None:
+def _instance(conn, settings: Settings, role: str, slow_shard: float) -> None:
     import resource
 
     from shared.domain.progress import PlanRequest
@@ -191,19 +203,31 @@ def _instance(conn, settings: Settings, role: str) -> None:
         while conn.recv() == "tick":
             conn.send(report(run_scheduling_tick(svc, fan_out=False)))
         return
-    client = ServiceBusClient.from_connection_string(settings.service_bus.connection_string)
-    with client.get_queue_receiver(settings.planner_queue) as receiver:
+
+    def plan(request: PlanRequest):
+        if request.shard == SLOW_SHARD and slow_shard:
+            time.sleep(slow_shard)      # stands in for a shard that outlasts its lock
+        return plan_shard(svc, request.shard, request.tick)
+
+    client = ServiceBusClient.from_connection_string(settings.service_bus_connection().connection_string)
+    with client.get_queue_receiver(settings.planner_queue) as receiver, ThreadPoolExecutor(1) as planner:
+        locks = LockKeeper(receiver, LOCK_RENEWAL)
         conn.send("ready")
         while not conn.poll():
             for message in receiver.receive_messages(max_message_count=1, max_wait_time=0.2):
-                request = PlanRequest.from_json(str(message))
-                result = plan_shard(svc, request.shard, request.tick)
+                locks.hold(message)
+                # The shard is planned on another thread; this one owns the receiver and keeps the lock.
+                planning = planner.submit(plan, PlanRequest.from_json(str(message)))
+                while not planning.done():
+                    wait([planning], timeout=locks.next_due(1.0))
+                    locks.renew_due()
+                locks.release(message)
                 receiver.complete_message(message)
-                conn.send(report(result))
+                conn.send(report(planning.result()))
     client.close()
 
 
-def run_tick(azurite, bus, n: int, instances: int) -> Run:
+def run_tick(azurite, bus, n: int, instances: int, slow_shard: float = 0.0) -> Run:
     """One tick over ``n`` VMs: by one instance (``instances`` 0), or fanned out by the timer to that
     many planner instances. Seconds run from the timer's start to the last shard planned."""
     prefix = f"bt{os.getpid() % 1000}i{instances}n{n}"
@@ -217,7 +241,7 @@ def run_tick(azurite, bus, n: int, instances: int) -> Run:
     warm = run_scheduling_tick(svc, fan_out=False)
     assert warm.jobs_created == 0 and warm.items_seen == n, warm
     clock.current = NOW
-    fleet = Instances(settings, max(instances, 1), "plan" if instances else "tick")
+    fleet = Instances(settings, max(instances, 1), "plan" if instances else "tick", slow_shard)
     if instances:
         svc.shard_queue.open()
     before_sb = bus.stats()
@@ -295,14 +319,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, nargs="+", default=[0, 2, 3],
                         help="planner instances (processes) per run; 0 = one instance's tick plans every shard")
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
+    parser.add_argument("--lock-seconds", type=float, default=60.0,
+                        help="the queues' lock duration, as infra/ sets it (60; Service Bus allows 5 and more)")
+    parser.add_argument("--slow-shard", type=float, default=0.0, metavar="SECONDS",
+                        help=f"planners spend this much longer on shard {SLOW_SHARD} (0: no longer)")
     args = parser.parse_args(argv)
+    if args.lock_seconds < 5 or args.slow_shard < 0:
+        parser.error("--lock-seconds must be at least 5 (Service Bus's shortest lock) and --slow-shard not negative")
     runs: list[Run] = []
-    options = QueueOptions(duplicate_detection_window=timedelta(minutes=10))
+    options = QueueOptions(lock_duration=timedelta(seconds=args.lock_seconds),
+                           duplicate_detection_window=timedelta(minutes=10))
     with Azurite() as azurite, BrokerProcess(options) as bus:
         for n in args.vms:
             for instances in args.instances:
                 print(f"... {n:,} VMs: tick, {instances} planner processes", file=sys.stderr, flush=True)
-                runs.append(run_tick(azurite, bus, n, instances))
+                runs.append(run_tick(azurite, bus, n, instances, args.slow_shard))
             if not args.no_baseline:
                 print(f"... {n:,} VMs: naive baseline", file=sys.stderr, flush=True)
                 runs.append(run_naive(azurite, bus, n))

@@ -46,19 +46,25 @@ from bench._http import CountingTransport  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from shared.adapters.table_jobs import _job_entity  # noqa: E402
 from shared.domain.jobs import Job  # noqa: E402
+from shared.domain.shards import shard_of  # noqa: E402
 from shared.domain.task import Trigger  # noqa: E402
 
 SLOT = datetime(2025, 6, 2, 22, 30, tzinfo=timezone.utc)
+SHARD = "0"
 THREADS = 8                     # TableJobStore's default workers
 _names = itertools.count()
 
 
 def job_rows(n: int) -> list[dict]:
-    """N job rows of one slot (one partition, as a tick writes them), never written before."""
+    """N job rows of one slot and one shard (one partition, as a shard's planner writes them), never
+    written before. A job's partition is its VM's shard and its slot hour, so the names are drawn
+    from one shard."""
     run = next(_names)
-    return [_job_entity(Job.new_backup(vm_name=f"vm{run:05d}-{i:04d}", slot=SLOT, now=SLOT,
-                                       trigger=Trigger.SCHEDULED.value, policy_name="DefaultPolicy"))
-            for i in range(n)]
+    names = (f"vm{run:05d}-{i:05d}" for i in itertools.count())
+    in_shard = itertools.islice((name for name in names if shard_of(name) == SHARD), n)
+    return [_job_entity(Job.new_backup(vm_name=name, slot=SLOT, now=SLOT, trigger=Trigger.SCHEDULED.value,
+                                       policy_name="DefaultPolicy"))
+            for name in in_shard]
 
 
 @dataclass

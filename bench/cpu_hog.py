@@ -3,6 +3,9 @@
 in Python, ``with CpuHog(n): ...`` (``bench/chaos.py --busy N`` does).
 
     .venv/bin/python bench/cpu_hog.py [--processes 3] [--seconds 600]
+
+The spinners end with the process that started them, however it ends (a SIGKILL included): each
+checks, between bursts, that its parent is still the one that started it.
 """
 from __future__ import annotations
 
@@ -13,7 +16,12 @@ import sys
 import threading
 import time
 
-SPIN = "while True: pass"
+# Spin while the parent that started this interpreter lives (a killed parent's orphans stop too).
+SPIN = ("import os, signal\n"
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+        "parent = os.getppid()\n"
+        "while os.getppid() == parent:\n"
+        "    for _ in range(1_000_000): pass\n")
 
 
 class CpuHog:

@@ -28,6 +28,9 @@ HOST_ACCOUNT = "devhostaccount1"
 # dies with ConnectionResetError, and azure-core does not retry a POST (table batches). Keep them
 # open as long as Azure's own front ends do (about 4 minutes idle).
 KEEP_ALIVE_SECONDS = 240
+# Node starts Azurite in about a second on an idle machine and in tens of seconds on a loaded one; a
+# start that fails ends the wait at once (the process exits), so this only bounds a process that hangs.
+STARTUP_LIMIT = 180.0
 
 
 class Azurite:
@@ -83,11 +86,14 @@ class Azurite:
                                       stdin=subprocess.DEVNULL, cwd=self._log_dir,
                                       env={**os.environ, "AZURITE_ACCOUNTS": accounts})
         log_file.close()
-        if not (wait_for_port(self.blob_port, 20) and wait_for_port(self.table_port, 20)):
+        proc = self._proc
+        if not all(wait_for_port(port, STARTUP_LIMIT, alive=lambda: proc.poll() is None)
+                   for port in (self.blob_port, self.table_port)):
             output = self._tail()
+            how = "exited" if proc.poll() is not None else f"was not listening after {STARTUP_LIMIT:.0f} s"
             self.stop()
-            raise ConfigurationError(f"Azurite did not start on ports {self.blob_port}/{self.table_port}: "
-                                     f"{output or 'no output'}")
+            raise ConfigurationError(f"Azurite did not start on ports {self.blob_port}/{self.table_port} "
+                                     f"(it {how}): {output or 'no output'}")
         log.info("Azurite listening: blob %s, table %s", self.blob_port, self.table_port)
         return self
 

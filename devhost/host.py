@@ -44,6 +44,7 @@ from azure.functions.servicebus import ServiceBusMessage as FuncServiceBusMessag
 from azure.functions.timer import TimerRequest
 from croniter import croniter
 
+from devhost.locks import LockKeeper
 from devhost.receipts import Receipt, ReceiptJournal
 from shared.errors import ConfigurationError
 
@@ -150,6 +151,7 @@ class LocalFunctionsHost:
         for spec in self.functions.values():
             self._check_settings(spec)
         self._stop = threading.Event()
+        self._stop_deadline = float("inf")      # set by stop(): when invocations under way are given up
         self._threads: list[threading.Thread] = []
         self._sb_clients: dict[str, Any] = {}
         self._blob_services: dict[str, Any] = {}
@@ -248,36 +250,38 @@ class LocalFunctionsHost:
         the host stops (or, with ``until_idle``, the queue is empty); returns messages processed.
 
         Only this thread touches the receiver (the sync client is not thread-safe): invocations
-        run on a pool and hand their outcome back through ``finished`` to be settled here."""
-        from azure.servicebus import AutoLockRenewer
-
+        run on a pool and hand their outcome back through ``finished`` to be settled here, and the
+        locks of the messages in flight are renewed here too (``devhost/locks.py`` says why)."""
         limit = self.config.max_concurrent_calls
         finished: queue.SimpleQueue = queue.SimpleQueue()
-        renewer = AutoLockRenewer(max_lock_renewal_duration=self.config.max_lock_renewal.total_seconds(),
-                                  max_workers=limit)
+        locks = LockKeeper(receiver, self.config.max_lock_renewal)
         pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"host-{spec.name}")
         in_flight = processed = 0
         try:
             while not self._stop.is_set():
-                # Wait for a slot only when all are busy; otherwise settle what is done and go on.
-                in_flight -= self._settle(receiver, finished, block=in_flight >= limit)
+                # Wait for a slot only when all are busy, and never past the next renewal.
+                busy = in_flight >= limit
+                in_flight -= self._settle(receiver, finished, locks, wait=locks.next_due(1.0) if busy else 0)
+                locks.renew_due()
                 if in_flight >= limit:
                     continue
-                # While work is in flight, a short receive keeps settlement prompt.
+                # While work is in flight, a short receive keeps settlement and renewal prompt.
                 messages = receiver.receive_messages(max_message_count=limit - in_flight,
                                                      max_wait_time=max_wait if in_flight == 0 else 0.2)
                 if not messages and until_idle and in_flight == 0:
                     break
                 for message in messages:
-                    renewer.register(receiver, message)
+                    locks.hold(message)
                     pool.submit(self._handle_message, spec, message, finished)
                 in_flight += len(messages)
                 processed += len(messages)
         finally:
-            while in_flight:
-                in_flight -= self._settle(receiver, finished, block=True)
-            pool.shutdown(wait=True)
-            renewer.close()
+            while in_flight and time.monotonic() < self._stop_deadline:
+                in_flight -= self._settle(receiver, finished, locks, wait=min(locks.next_due(1.0), 0.5))
+                locks.renew_due()
+            # Past stop()'s grace the invocations still running are given up, as the Functions host ends
+            # its worker: their messages come back when their locks run out.
+            pool.shutdown(wait=not in_flight, cancel_futures=True)
         return processed
 
     def _handle_message(self, spec: FunctionSpec, message, finished: queue.SimpleQueue) -> None:
@@ -289,18 +293,17 @@ class LocalFunctionsHost:
         finally:
             finished.put((message, ok))     # always: the receiving loop counts every message back
 
-    def _settle(self, receiver, finished: queue.SimpleQueue, *, block: bool) -> int:
-        """Complete or abandon every invocation that has ended (waiting for one if ``block``)."""
+    def _settle(self, receiver, finished: queue.SimpleQueue, locks: LockKeeper, *, wait: float) -> int:
+        """Complete or abandon every invocation that has ended, waiting up to ``wait`` seconds for
+        the first when none has; returns how many were settled."""
         settled = 0
         while True:
-            waiting = block and not settled
             try:
-                message, ok = finished.get(timeout=1.0) if waiting else finished.get_nowait()
+                message, ok = finished.get(timeout=wait) if wait > 0 and not settled else finished.get_nowait()
             except queue.Empty:
-                if waiting and not self._stop.is_set():
-                    continue
                 return settled
             settled += 1
+            locks.release(message)
             if not self.config.auto_complete:
                 continue
             try:
@@ -532,10 +535,11 @@ class LocalFunctionsHost:
         return spec
 
     # --- background ----------------------------------------------------------------------------
-    def start(self) -> "LocalFunctionsHost":
+    def start(self, *names: str) -> "LocalFunctionsHost":
+        """Run the listeners of the named functions (default: every function) on threads of their own."""
         loops = {"timerTrigger": self._timer_loop, "serviceBusTrigger": self._queue_loop,
                  "blobTrigger": self._blob_loop}
-        for spec in self.functions.values():
+        for spec in [self.functions[name] for name in names] if names else self.functions.values():
             loop = loops.get(spec.trigger_type)
             if loop is None:
                 log.warning("function %s: trigger %s is not run by the local host", spec.name, spec.trigger_type)
@@ -547,15 +551,16 @@ class LocalFunctionsHost:
 
     def stop(self, grace: float = 15.0) -> None:
         """Stop listening; invocations under way get ``grace`` seconds in all (not per listener) to end,
-        as the Functions host gives its functions a shutdown timeout."""
+        as the Functions host gives its functions a shutdown timeout; what outlives it is given up."""
+        deadline = self._stop_deadline = time.monotonic() + grace
         self._stop.set()
-        deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads.clear()
         if self._blob_pool is not None:
-            # Blobs not started yet are left for the next start (no receipt, so they come back).
-            self._blob_pool.shutdown(wait=True, cancel_futures=True)
+            # Blobs not started yet are left for the next start (no receipt, so they come back); the
+            # listener threads joined above have waited, within the grace, for those that started.
+            self._blob_pool.shutdown(wait=False, cancel_futures=True)
             self._blob_pool = None
         for state in self._blob_state.values():
             journal, state.journal = state.journal, None    # a later start reloads, with new clients

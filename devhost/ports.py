@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Collection
+from typing import Callable, Collection
 
 
 def free_port() -> int:
@@ -32,10 +32,16 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> bool:
+def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1", *,
+                  alive: Callable[[], bool] | None = None) -> bool:
+    """Whether something listens on ``port`` within ``timeout`` seconds. With ``alive`` (is the process
+    that should listen still running?) the wait ends as soon as that process is gone, so a caller can
+    give a slow start on a busy machine a generous ``timeout`` and still learn of a failed one at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_in_use(port, host):
             return True
+        if alive is not None and not alive():
+            return port_in_use(port, host)
         time.sleep(0.05)
     return False

@@ -1,4 +1,5 @@
-"""Stopping what the local stack started indirectly: the bundled handler's detached daemons."""
+"""Stopping what the local stack started indirectly: the bundled handler's detached daemons, and a
+whole process group (a stack with its Azurite) when its parent is not there to stop it."""
 from __future__ import annotations
 
 import logging
@@ -24,6 +25,40 @@ def processes_under(root: Path) -> list[int]:
         if cwd == root or root in cwd.parents:
             found.append(int(entry.name))
     return found
+
+
+def processes_in_group(group: int) -> list[int]:
+    """Pids of the live processes of process group ``group`` (Linux /proc; zombies left out)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:      # state, ppid, pgrp
+            found.append(int(entry.name))
+    return found
+
+
+def stop_group(group: int, grace: float = 5.0) -> int:
+    """SIGTERM the process group, then SIGKILL what is left of it after ``grace`` seconds; returns how
+    many were still alive for the SIGKILL."""
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        return 0
+    deadline = time.monotonic() + grace
+    while processes_in_group(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = processes_in_group(group)
+    if left:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(left)
 
 
 def stop_processes_under(root: Path, grace: float = 3.0) -> int:

@@ -7,11 +7,13 @@ extension command to the bundled handler, which snapshots the disks and writes i
 the blob trigger turns that into a job record. For ``demo-vm-md`` (managed disks) the worker starts
 a restore point at the local Compute endpoint, which runs the bundled extension on the VM and
 snapshots its disks, and the restore-point timer turns the restore point into a job record.
+A small webhook receiver (devhost/webhook.py) takes the app's alerts and prints each one.
 Everything it started is stopped when it ends, however it ends.
 """
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -25,6 +27,7 @@ from pathlib import Path
 from devhost.azurite import Azurite
 from devhost.processes import stop_processes_under
 from shared.errors import ConfigurationError, VmsnapError
+from shared.settings import status_blob_source
 
 log = logging.getLogger("devhost.run")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C and SIGTERM stop everything. SIGINT is set explicitly: a shell without job control (a
+    # script, `nohup ... &`) starts background commands with SIGINT ignored, and Python keeps it so.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stack that does not stop is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stack = _Stack(args)
     try:
         stack.start()
@@ -81,6 +89,8 @@ def _parse_args(argv):
     parser.add_argument("--servicebus-port", type=int, default=5672)
     parser.add_argument("--compute-port", type=int, default=0,
                         help="port of the local Compute endpoint (HTTPS; default: a free port)")
+    parser.add_argument("--webhook-port", type=int, default=0,
+                        help="port of the local alert receiver (ALERT_WEBHOOK_URL; default: a free port)")
     parser.add_argument("--persist", action="store_true",
                         help="keep Azurite's data in .local/azurite between runs (default: in memory)")
     parser.add_argument("--verbose", "-v", action="store_true", help="show the functions' logs")
@@ -97,6 +107,10 @@ def _restore_progress(job) -> str:
     states = " ".join(f"{'OS' if d.lun == -1 else d.lun}:{d.status}" for d in job.disks)
     return (f"{job.operation:<11} {job.vm_name:<12} {job.job_id}  {job.phase.value:<8} "
             f"{'' if percent is None else f'{percent:5.1f} %'} {copied}/{total} MiB  {states}")
+
+
+def _print_now(line: str) -> None:
+    print(line, flush=True)
 
 
 def _raise_interrupt(signum, frame):
@@ -123,14 +137,20 @@ class _Stack:
         self.servicebus = None
         self.compute = None
         self.host = None
+        self.webhook = None
         self.vm_root: Path | None = None
         self.settings_file: Path | None = None
 
     def start(self) -> None:
         from devhost.servicebus import LocalServiceBus
+        from devhost.webhook import WebhookReceiver
 
         env = load_local_settings()
         env.update({k: os.environ[k] for k in env if k in os.environ})   # as func start: the environment wins
+        # In Azure a bad source costs the blob trigger alone (functions/status_ingest.py); a local run
+        # without its status blob trigger would only wait for jobs that never finish. Checked as the app
+        # will read it: the environment, with these settings over it.
+        status_blob_source({**os.environ, **env})
         location = PROJECT_ROOT / ".local" / "azurite" if self.args.persist else None
         self.azurite = Azurite(self.args.blob_port, self.args.table_port, location).start()
         self.servicebus = LocalServiceBus(port=self.args.servicebus_port).start()
@@ -139,6 +159,10 @@ class _Stack:
                    BackupStorage=self.azurite.connection_string,
                    ServiceBusConnection=self.servicebus.connection_string,
                    DISPATCHER="local")
+        self.webhook = WebhookReceiver(self.args.webhook_port, printer=_print_now).start()
+        env["ALERT_WEBHOOK_URL"] = self.webhook.url
+        if self.args.verbose:
+            env["SDK_LOG_LEVEL"] = "INFO"       # -v: the SDKs' requests too
         self.vm_root = (PROJECT_ROOT / env.get("LOCAL_VM_ROOT", ".local/vms")).resolve()
         if not self.args.persist:
             shutil.rmtree(self.vm_root, ignore_errors=True)
@@ -174,7 +198,8 @@ class _Stack:
         self.host = LocalFunctionsHost(function_app.app, os.environ,
                                        HostConfig.from_host_json(PROJECT_ROOT / "host.json"))
         print(f"local stack up: Azurite blob :{self.azurite.blob_port} table :{self.azurite.table_port}, "
-              f"Service Bus :{self.servicebus.port}, Compute :{self.compute.port}; "
+              f"Service Bus :{self.servicebus.port}, Compute :{self.compute.port}, alert receiver "
+              f":{self.webhook.port}; "
               f"functions: {', '.join(sorted(self.host.functions))}")
         self._write_vmsnap_settings(env)
 
@@ -264,7 +289,8 @@ class _Stack:
         self.host.start()
         print("running; jobs are printed as they finish. Ctrl-C stops everything.\n"
               "In another terminal, in this folder: "
-              ".venv/bin/vmsnap job list, .venv/bin/vmsnap backup-now --vm demo-vm")
+              ".venv/bin/vmsnap job list, .venv/bin/vmsnap backup-now --vm demo-vm, .venv/bin/vmsnap alert list, "
+              ".venv/bin/vmsnap report compliance")
         # The restore-point timer follows RESTORE_POINT_SCHEDULE (every minute by default).
         reported: set[str] = set()
         progress: dict[str, str] = {}
@@ -312,6 +338,8 @@ class _Stack:
             self.host.stop()
         if self.compute is not None:
             self.compute.stop()
+        if self.webhook is not None:
+            self.webhook.stop()
         if self.vm_root is not None:
             stop_processes_under(self.vm_root)
         if self.servicebus is not None:

@@ -28,6 +28,9 @@ _LEVELS = {
     logging.ERROR: "Error",
     logging.CRITICAL: "Error",
 }
+# A handler has no formatException of its own (that is the Formatter's): the traceback of
+# log.exception is formatted by this plain one.
+_TRACEBACKS = logging.Formatter()
 
 
 def redact(text: str) -> str:
@@ -50,7 +53,7 @@ class RunLog(logging.Handler):
         try:
             message = record.getMessage()
             if record.exc_info:
-                message = f"{message} {self.formatException(record.exc_info)}"
+                message = f"{message} {_TRACEBACKS.formatException(record.exc_info)}"
         except Exception:  # a bad format string must not kill the run that is being logged
             self.handleError(record)
             return

@@ -5,6 +5,7 @@ import logging
 import azure.functions as func
 
 from shared.bootstrap import services
+from shared.services.alerting import after_retention
 from shared.services.retention import run_retention
 
 log = logging.getLogger(__name__)
@@ -14,7 +15,9 @@ bp = func.Blueprint()
 @bp.function_name("enforce_retention")
 @bp.timer_trigger(arg_name="timer", schedule="%RETENTION_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def enforce(timer: func.TimerRequest) -> None:
-    result = run_retention(services())
+    svc = services()
+    result = run_retention(svc)
+    after_retention(svc, result)     # a VM whose retention finished has its RetentionFailed alert resolved
     log.info("retention: examined %d point(s), deleted %d point(s) and %d snapshot(s), %d status blob(s); "
              "%d point(s) found Unavailable, %d VM problem(s) reported as Retention jobs",
              result.plan.examined, len(result.points_deleted), result.snapshots_deleted, result.blobs_deleted,

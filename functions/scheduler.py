@@ -16,7 +16,10 @@ bp = func.Blueprint()
 @bp.function_name("schedule_backups")
 @bp.timer_trigger(arg_name="timer", schedule="%SNAPSHOT_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def schedule_backups(timer: func.TimerRequest) -> None:
-    result = run_scheduling_tick(services(), past_due=timer.past_due)
+    svc = services()
+    with svc.telemetry.span("schedule_backups", past_due=timer.past_due):
+        result = run_scheduling_tick(svc, past_due=timer.past_due)
+    svc.telemetry.latency("tick", (svc.clock.now() - result.now).total_seconds())
     log.info("scheduling tick done (past_due=%s): %s", timer.past_due, result)
 
 

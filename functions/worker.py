@@ -21,6 +21,10 @@ bp = func.Blueprint()
 def dispatch_snapshot(msg: func.ServiceBusMessage) -> None:
     # An outage of the job store or queue is ridden out here, inside the message's lock: the
     # platform's own redeliveries come seconds apart and end in the dead-letter queue after ten.
-    outcome = dispatch_with_retries(services(), msg.get_body(), message_id=msg.message_id or "",
-                                    delivery_count=msg.delivery_count or 1)
+    svc = services()
+    with svc.telemetry.span("dispatch_snapshot", message_id=msg.message_id, delivery=msg.delivery_count):
+        outcome = dispatch_with_retries(svc, msg.get_body(), message_id=msg.message_id or "",
+                                        delivery_count=msg.delivery_count or 1)
+    # From when the task was due (a retry's when it was scheduled for) to its command handed over.
+    svc.telemetry.latency_since("dispatch", msg.scheduled_enqueue_time_utc or msg.enqueued_time_utc, svc.clock.now())
     log.info("message %s: %s", msg.message_id, outcome)

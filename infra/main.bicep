@@ -19,6 +19,19 @@ param location string = resourceGroup().location
 @description('Resource groups holding the protected VMs: the app gets Virtual Machine Contributor there to set the VMSnapshot extension, and a restore point role for managed-disk VMs.')
 param protectedVmResourceGroups array = []
 
+@description('The same, as one comma-separated string (azd passes AZURE_PROTECTED_VM_RESOURCE_GROUPS here); both lists are granted.')
+param protectedVmResourceGroupList string = ''
+
+@description('Comma-separated e-mail addresses the action group notifies of failed backups, app failures and dead-lettered tasks.')
+param alertEmails string = ''
+
+@secure()
+@description('A webhook (Logic App, Teams, PagerDuty ...) for the action group and for the app\'s own per-item alerts, both in the common alert schema; empty for none.')
+param alertWebhookUrl string = ''
+
+@description('NCRONTAB of the alert evaluator.')
+param alertSchedule string = '*/30 * * * * *'
+
 @description('NCRONTAB (six fields, seconds first) of the scheduling timer.')
 param snapshotSchedule string = '0 */5 * * * *'
 
@@ -52,6 +65,8 @@ var tasksQueue = 'snapshot-tasks'
 var plannerQueue = 'plan-shards'
 var restoreQueue = 'restore-tasks'
 var statusContainer = 'vmsnap-status'
+var vmResourceGroups = union(protectedVmResourceGroups, empty(protectedVmResourceGroupList) ? [] : split(replace(protectedVmResourceGroupList, ' ', ''), ','))
+var emails = empty(alertEmails) ? [] : split(replace(alertEmails, ' ', ''), ',')
 
 module identity 'app/identity.bicep' = {
   name: 'identity'
@@ -106,7 +121,21 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-module vmAccess 'app/vm-access.bicep' = [for vmResourceGroup in protectedVmResourceGroups: {
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    actionGroupName: 'ag-${baseName}-${token}'
+    appInsightsName: monitoring.outputs.appInsightsName
+    serviceBusNamespaceName: serviceBus.outputs.namespaceName
+    tasksQueue: tasksQueue
+    location: location
+    tags: tags
+    emails: emails
+    webhookUrl: alertWebhookUrl
+  }
+}
+
+module vmAccess 'app/vm-access.bicep' = [for vmResourceGroup in vmResourceGroups: {
   name: 'vm-access-${vmResourceGroup}'
   scope: resourceGroup(vmResourceGroup)
   params: {
@@ -139,6 +168,8 @@ module functionApp 'app/function.bicep' = {
     scheduleCatchUpHours: scheduleCatchUpHours
     statusBlobSource: statusBlobSource
     appInsightsConnectionString: monitoring.outputs.connectionString
+    alertSchedule: alertSchedule
+    alertWebhookUrl: alertWebhookUrl
   }
   // The host starts as soon as the site exists: let it find its permissions in place.
   dependsOn: [rbac]

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError
-from shared.ports import (BackupClaims, DiskCopier, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
-                          FileSystemReader, RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore,
-                          SasMinter, ShardProgressStore, ShardQueue, SnapshotStore,
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, DiskCopier, Dispatcher, FileSystemReader, Inventory,
+                          JobFeed, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints,
+                          RestoreQueue, RestoreTestPlanStore, SasMinter, ShardProgressStore, ShardQueue, SnapshotStore,
                           StatusBlobArchive, StatusBlobs, TaskQueue)
 from shared.settings import Settings, get_settings
+from shared.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -41,7 +42,8 @@ class Services:
     def credential(self) -> TokenCredential:
         from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-        client_id = self.settings.storage.client_id or self.settings.service_bus.client_id
+        service_bus = self.settings.service_bus
+        client_id = self.settings.storage.client_id or (service_bus.client_id if service_bus else None)
         if client_id:
             return ManagedIdentityCredential(client_id=client_id)
         return DefaultAzureCredential()
@@ -68,8 +70,37 @@ class Services:
     @cached_property
     def jobs(self) -> JobStore:
         from shared.adapters.table_jobs import TableJobStore
+        from shared.services.outcomes import ObservedJobStore
 
-        return TableJobStore(self.table_service, self.settings.table("jobs"))
+        # Every write goes through the observer: a job turning final, however it does, reaches the job
+        # feed the alert evaluator reads, and its outcome the metrics (shared/services/outcomes.py).
+        return ObservedJobStore(TableJobStore(self.table_service, self.settings.table("jobs")), self.job_feed,
+                                self.clock, self.telemetry)
+
+    @cached_property
+    def job_feed(self) -> JobFeed:
+        from shared.adapters.table_alerts import TableJobFeed
+
+        return TableJobFeed(self.table_service, self.settings.table("jobfeed"))
+
+    @cached_property
+    def alerts(self) -> AlertStore:
+        from shared.adapters.table_alerts import TableAlertStore
+
+        return TableAlertStore(self.table_service, self.settings.table("alerts"))
+
+    @cached_property
+    def notifier(self) -> AlertNotifier | None:
+        """The webhook alerts go to; None when ALERT_WEBHOOK_URL is not set."""
+        if not self.settings.alert_webhook_url:
+            return None
+        from shared.adapters.webhook import WebhookNotifier
+
+        return WebhookNotifier(self.settings.alert_webhook_url)
+
+    @cached_property
+    def telemetry(self) -> Telemetry:
+        return Telemetry.for_environment()
 
     @cached_property
     def policies(self) -> PolicyStore:

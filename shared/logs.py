@@ -7,15 +7,34 @@ whichever handler (the Functions worker's, pytest's, a file) later emits it.
 from __future__ import annotations
 
 import logging
+import os
+from typing import Mapping
 
 _installed = False
 
+SDK_LOG_SETTING = "SDK_LOG_LEVEL"
+# The Azure SDKs log every HTTP request and AMQP link at INFO; the Functions worker forwards every record
+# at INFO to the host, where they were 60-80 % of all records (docs/monitoring.md, "Logs").
+SDK_LOGGERS = ("azure", "msal", "urllib3")
+DEFAULT_SDK_LEVEL = "WARNING"
 
-def configure_logging(level: int | None = None) -> None:
-    """Install SAS/protected-settings redaction on every log record (idempotent)."""
+
+def sdk_log_level(env: Mapping[str, str] = os.environ) -> int:
+    """The level of the Azure SDKs' loggers: ``SDK_LOG_LEVEL`` (a level name), WARNING by default."""
+    name = (env.get(SDK_LOG_SETTING) or DEFAULT_SDK_LEVEL).strip().upper()
+    level = logging.getLevelName(name)
+    return level if isinstance(level, int) else logging.WARNING
+
+
+def configure_logging(level: int | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Install SAS/protected-settings redaction on every log record (idempotent), and keep the SDKs'
+    per-request records out unless ``SDK_LOG_LEVEL`` asks for them."""
     global _installed
     if level is not None:
         logging.getLogger().setLevel(level)
+    sdk_level = sdk_log_level(os.environ if env is None else env)
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(sdk_level)
     if _installed:
         return
     from shared.redaction import scrub_record

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 from shared.clock import utc
+from shared.domain.alerts import Alert, AlertKind, AlertStatus
 from shared.domain.claims import BackupClaim
 from shared.domain.command import ExtensionCommand
 from shared.domain.inventory import Vm
-from shared.domain.jobs import Job, JobStatus
+from shared.domain.jobs import Job, JobError, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.progress import PlanRequest, ShardProgress
 from shared.domain.protection import ProtectedItem
@@ -81,6 +82,17 @@ class JobQuery:
                 and (self.until is None or job.slot < utc(self.until)))
 
 
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a report needs of a job, read without the rest of its record (shared/services/compliance.py)."""
+
+    job_id: str
+    vm_name: str
+    slot: datetime
+    status: JobStatus
+    error: JobError | None = None      # the first error, when the job has one
+
+
 @dataclass
 class JobPage:
     jobs: list[Job] = field(default_factory=list)
@@ -109,6 +121,10 @@ class JobStore(Protocol):
     def query(self, query: JobQuery) -> JobPage:
         """One page of jobs, newest slot first; ``since``/``until`` bound the slot, ``vm_name`` is
         compared case-insensitively; ``continuation`` of the returned page fetches the next one."""
+
+    def outcomes(self, query: JobQuery) -> Iterable[JobOutcome]:
+        """Every job ``query`` matches (its page size and continuation ignored), in no particular order,
+        as outcomes only: a report over months of jobs reads a few fields of each, not whole records."""
 
 
 class Dispatcher(Protocol):
@@ -309,6 +325,13 @@ class RecoveryPointStore(Protocol):
                     until: datetime | None = None) -> list[RecoveryPoint]:
         """The VM's points created in [since, until), newest first, every state."""
 
+    def newest_available(self, vm_name: str, *, until: datetime) -> RecoveryPoint | None:
+        """The VM's newest Available point created at or before ``until`` (one short read), or None."""
+
+    def recent_available(self, since: datetime, until: datetime) -> dict[str, RecoveryPoint]:
+        """Each VM's newest Available point created in [since, until], by lower-cased VM name (one pass over
+        the recent rows of every VM); VMs without one are not in it."""
+
     def scan(self, vm_name: str | None = None) -> Iterable[list[RecoveryPoint]]:
         """Every point, one list per VM (all of that VM's points, every state): the retention scan."""
 
@@ -446,3 +469,73 @@ class FileSystemReader(Protocol):
 
     def inspect(self, image: bytes, *, offset: int, probe: str | None) -> FileSystemCheck:
         """What the file system at ``offset`` of ``image`` is, and the probe file's content if named."""
+
+
+# --- alerts (shared/services/alerting.py) -------------------------------------------------------------
+@dataclass(frozen=True)
+class FeedEntry:
+    """A job that turned final, or whose attempt failed, at ``at`` (the writer's clock)."""
+
+    job_id: str
+    vm_name: str
+    status: str                 # the job's status as written (InProgress for a failed attempt being retried)
+    at: datetime
+
+
+class JobFeed(Protocol):
+    """Where jobs turn final, in the order they did (shared/services/outcomes.py writes it, for every path a
+    job takes to its end; the alert evaluator reads what is new since its last run)."""
+
+    def add(self, entry: FeedEntry) -> None:
+        """Record the entry; the same (job, status) again changes nothing. TransientError if storage fails."""
+
+    def between(self, after: datetime, until: datetime) -> list[FeedEntry]:
+        """The entries with ``after < at <= until``, oldest first."""
+
+
+class AlertStore(Protocol):
+    """Alerts (Table: shared/adapters/table_alerts.py): the current alert of each (item, kind), Active or
+    the last Resolved one, written only under its ETag; the resolved alerts it replaced; what a webhook
+    is owed; the evaluator's marks and the items it watches for an RPO breach."""
+
+    def get(self, item: str, kind: AlertKind) -> Alert | None:
+        """The current alert of ``item`` (case-insensitive) and ``kind``, or None."""
+
+    def update(self, item: str, kind: AlertKind, change: Callable[[Alert | None], Alert | None]) -> Alert | None:
+        """Read the current alert, apply ``change`` (None = no change, nothing written), write it back only if
+        nobody wrote in between (insert-if-absent when there is none); a lost race reads and changes again, so
+        ``change`` may run several times. A change that returns another alert (a new name) keeps the one it
+        replaces among the resolved. Returns the alert as stored (the current one when nothing changed)."""
+
+    def find(self, name: str) -> Alert | None:
+        """The alert of that name, current or replaced; None for an unknown or malformed name."""
+
+    def owed(self) -> list[Alert]:
+        """The current alerts a webhook is owed a notification of (``Alert.owed``)."""
+
+    def marks(self) -> dict[str, datetime]:
+        """The evaluator's marks: how far it has read each source."""
+
+    def advance_marks(self, marks: dict[str, datetime]) -> None:
+        """Move marks forward (a mark never goes back: racing evaluators keep the later one)."""
+
+    def watch(self, item: str, breach_at: datetime) -> None:
+        """Remember to check ``item``'s RPO at ``breach_at`` (replaces an earlier watch of it)."""
+
+    def due_watches(self, now: datetime) -> list[tuple[str, datetime]]:
+        """(item, breach_at) of the watches due by ``now``."""
+
+    def unwatch(self, item: str) -> None:
+        """Forget the item's watch (none: nothing happens)."""
+
+    # Last: in the class body, ``list`` names this method from here on (PolicyStore does the same).
+    def list(self, status: AlertStatus | None = None, item: str | None = None) -> list[Alert]:
+        """Alerts (current and replaced), newest fired first; filtered by status and item (case-insensitive)."""
+
+
+class AlertNotifier(Protocol):
+    """Where alert notifications go (shared/adapters/webhook.py: an HTTP webhook)."""
+
+    def send(self, document: dict[str, Any]) -> None:
+        """Deliver one notification. TransientError when the receiver did not take it (no answer, 5xx,
+        408, 429), PermanentError when it refused it (any other 4xx); either is tried again later."""

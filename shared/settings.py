@@ -23,6 +23,8 @@ from shared.errors import ConfigurationError
 STORAGE = "BackupStorage"
 SERVICE_BUS = "ServiceBusConnection"
 COMPUTE = "ComputeConnection"
+STORAGE_ENDPOINTS = ("blobServiceUri", "tableServiceUri")
+SERVICE_BUS_ENDPOINTS = ("fullyQualifiedNamespace",)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,9 @@ class Connection:
 @dataclass(frozen=True)
 class Settings:
     storage: Connection
-    service_bus: Connection
+    # None when not set: only what sends or receives messages needs it (service_bus_connection), so
+    # the CLI's readers (job, recovery point and retention listings) run without it.
+    service_bus: Connection | None
     tasks_queue: str = "snapshot-tasks"
     planner_queue: str = "plan-shards"
     restore_queue: str = "restore-tasks"
@@ -68,6 +72,14 @@ class Settings:
     status_blob_retention: timedelta = timedelta(days=7)
     snapshot_limit: int = 450
     compute: Connection | None = None       # a Compute endpoint other than ARM (the local one); None: ARM
+    alert_schedule: str = "*/30 * * * * *"
+    alert_webhook_url: str | None = None    # where alerts are sent (common alert schema); None: nowhere
+
+    def service_bus_connection(self) -> Connection:
+        """The Service Bus connection; ConfigurationError naming the setting when it is not set."""
+        if self.service_bus is None:
+            raise ConfigurationError(_missing(SERVICE_BUS, SERVICE_BUS_ENDPOINTS))
+        return self.service_bus
 
     def table(self, name: str) -> str:
         """The physical table name of a logical table (``jobs``, ``policies``, ``items``, ...)."""
@@ -80,9 +92,11 @@ class Settings:
                   "RESTORE_TASKS_QUEUE": self.restore_queue, "RESTORE_TEST_SCHEDULE": self.restore_test_schedule,
                   "SNAPSHOT_SCHEDULE": self.schedule,
                   "SWEEP_SCHEDULE": self.sweep_schedule, "RESTORE_POINT_SCHEDULE": self.restore_point_schedule,
-                  "RETENTION_SCHEDULE": self.retention_schedule,
+                  "RETENTION_SCHEDULE": self.retention_schedule, "ALERT_SCHEDULE": self.alert_schedule,
                   "STATUS_CONTAINER": self.status_container}
         for conn in (self.storage, self.service_bus):
+            if conn is None:
+                continue
             if conn.connection_string:
                 values[conn.name] = conn.connection_string
             else:
@@ -114,11 +128,19 @@ class Settings:
         status_days = _number(env, "STATUS_BLOB_RETENTION_DAYS", "7", "a number of days", low=0.0)
         snapshot_limit = int(_number(env, "SNAPSHOT_LIMIT", str(cls.snapshot_limit), "a whole number of snapshots",
                                      low=1.0, whole=True))
+        alert_schedule = _ncrontab(env, "ALERT_SCHEDULE", cls.alert_schedule)
+        webhook = env.get("ALERT_WEBHOOK_URL", "").strip() or None
+        if webhook is not None and not webhook.lower().startswith(("https://", "http://")):
+            raise ConfigurationError("setting ALERT_WEBHOOK_URL must be an http(s) URL (an action group's, a Logic "
+                                     "App's, a Teams or PagerDuty webhook), or empty for no delivery")
         fan_out_items = int(_number(env, "PLANNER_FAN_OUT_ITEMS", str(cls.fan_out_items),
                                     "a whole number of items (0: never fan out)", low=0.0, whole=True))
+        storage = _connection(env, STORAGE, STORAGE_ENDPOINTS)
+        if storage is None:
+            raise ConfigurationError(_missing(STORAGE, STORAGE_ENDPOINTS))
         return cls(
-            storage=_connection(env, STORAGE, ("blobServiceUri", "tableServiceUri")),
-            service_bus=_connection(env, SERVICE_BUS, ("fullyQualifiedNamespace",)),
+            storage=storage,
+            service_bus=_connection(env, SERVICE_BUS, SERVICE_BUS_ENDPOINTS),
             tasks_queue=env.get("SNAPSHOT_TASKS_QUEUE", cls.tasks_queue),
             planner_queue=env.get("PLANNER_QUEUE", cls.planner_queue),
             restore_queue=env.get("RESTORE_TASKS_QUEUE", cls.restore_queue),
@@ -137,6 +159,8 @@ class Settings:
             status_blob_retention=timedelta(days=status_days),
             snapshot_limit=snapshot_limit,
             compute=_compute_connection(env),
+            alert_schedule=alert_schedule,
+            alert_webhook_url=webhook,
         )
 
 
@@ -173,6 +197,24 @@ def _compute_connection(env: Mapping[str, str]) -> Connection | None:
     return conn
 
 
+STATUS_BLOB_SOURCE = "STATUS_BLOB_SOURCE"
+BLOB_SOURCES = ("LogsAndContainerScan", "EventGrid")      # the blob trigger's sources; the first is the default
+
+
+def status_blob_source(env: Mapping[str, str]) -> str:
+    """The status blob trigger's source, spelled as the host spells it; ConfigurationError otherwise.
+
+    Not a field of Settings: the source is part of the trigger's binding, read as the app is indexed,
+    and a bad value must cost that one trigger, not every function that reads Settings."""
+    value = env.get(STATUS_BLOB_SOURCE, "").strip()
+    for source in BLOB_SOURCES:
+        if value.lower() == source.lower():
+            return source
+    if not value:
+        return BLOB_SOURCES[0]
+    raise ConfigurationError(f"setting {STATUS_BLOB_SOURCE} is {value!r}; use {' or '.join(reversed(BLOB_SOURCES))}")
+
+
 def _ncrontab(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, default)
     if len(value.split()) != 6 or not croniter.is_valid(value, second_at_beginning=True):
@@ -194,16 +236,20 @@ def _number(env: Mapping[str, str], name: str, default: str, what: str, *, low: 
     return value
 
 
-def _connection(env: Mapping[str, str], name: str, endpoint_keys: tuple[str, ...]) -> Connection:
+def _connection(env: Mapping[str, str], name: str, endpoint_keys: tuple[str, ...]) -> Connection | None:
+    """The named connection, or None when none of its settings is set."""
     if env.get(name):
         return Connection(name=name, connection_string=env[name])
     endpoints = {k: env[f"{name}__{k}"] for k in endpoint_keys if env.get(f"{name}__{k}")}
     if not endpoints:
-        keys = " and ".join(f"{name}__{k}" for k in endpoint_keys)
-        raise ConfigurationError(
-            f"setting {name} is missing; set it to a connection string, or set {keys} for a managed "
-            f"identity (see local.settings.sample.json)")
+        return None
     return Connection(name=name, endpoints=endpoints, client_id=env.get(f"{name}__clientId") or None)
+
+
+def _missing(name: str, endpoint_keys: tuple[str, ...]) -> str:
+    keys = " and ".join(f"{name}__{k}" for k in endpoint_keys)
+    return (f"setting {name} is missing; set it to a connection string, or set {keys} for a managed identity "
+            f"(see local.settings.sample.json)")
 
 
 _cached: Settings | None = None

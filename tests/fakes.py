@@ -22,7 +22,7 @@ from shared.domain.jobs import Job
 from shared.domain.restore import RestoreTask
 from shared.domain.task import SnapshotTask
 from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
-from shared.ports import JobPage, JobQuery
+from shared.ports import JobOutcome, JobPage, JobQuery
 from shared.redaction import redact
 
 
@@ -86,6 +86,13 @@ class InMemoryJobStore:
         page = [_copy(j) for j in jobs[:size]]
         token = _encode_token(_order(page[-1])) if len(page) == size else None
         return JobPage(jobs=page, continuation=token)
+
+
+    def outcomes(self, query: JobQuery) -> list[JobOutcome]:
+        with self._lock:
+            jobs = [_copy(j) for j in self.jobs.values() if query.matches(j)]
+        return [JobOutcome(job_id=j.job_id, vm_name=j.vm_name, slot=j.slot, status=j.status,
+                           error=j.errors[0] if j.errors else None) for j in jobs]
 
 
 def _order(job: Job) -> tuple[float, str]:

@@ -33,6 +33,13 @@ param statusBlobRetentionDays int = 7
 @description('Snapshots per disk blob at which a backup is refused (code 85) until retention runs.')
 param snapshotLimit int = 450
 param appInsightsConnectionString string
+@description('NCRONTAB of the alert evaluator.')
+param alertSchedule string = '*/30 * * * * *'
+@secure()
+@description('Where the app sends its per-item alerts (common alert schema); empty: recorded only.')
+param alertWebhookUrl string = ''
+@description('Level of the Azure SDKs\' loggers; INFO shows every request (and is billed by the gigabyte).')
+param sdkLogLevel string = 'WARNING'
 
 resource hostAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: hostAccountName
@@ -112,6 +119,9 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'RETENTION_SCHEDULE', value: retentionSchedule }
         { name: 'STATUS_BLOB_RETENTION_DAYS', value: string(statusBlobRetentionDays) }
         { name: 'SNAPSHOT_LIMIT', value: string(snapshotLimit) }
+        { name: 'ALERT_SCHEDULE', value: alertSchedule }
+        { name: 'ALERT_WEBHOOK_URL', value: alertWebhookUrl }
+        { name: 'SDK_LOG_LEVEL', value: sdkLogLevel }
       ]
     }
   }

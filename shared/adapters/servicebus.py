@@ -98,7 +98,7 @@ class _QueueSender:
 
 
 def _client(settings, services) -> ServiceBusClient:
-    conn = settings.service_bus
+    conn = settings.service_bus_connection()
     if conn.connection_string:
         try:
             return ServiceBusClient.from_connection_string(conn.connection_string)

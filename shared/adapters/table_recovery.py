@@ -71,6 +71,29 @@ class TableRecoveryPointStore:
             params["high"] = _inv(since) + "`"
         return [point_from_entity(e) for e in self._query(text, params)]
 
+    def newest_available(self, vm_name: str, *, until: datetime) -> RecoveryPoint | None:
+        """Rows come newest first: the first Available one at or before ``until`` is the answer."""
+        self._ensure_table()
+        text = "PartitionKey eq @pk and RowKey ge @low and State eq @state"
+        params: dict[str, Any] = {"pk": partition(vm_name), "low": _inv(until), "state": "Available"}
+        try:
+            for entity in self._table.query_entities(text, parameters=params, results_per_page=1):
+                return point_from_entity(entity)
+        except AzureError as exc:
+            raise TransientError(f"could not read table {self._name}: {redact(str(exc))}") from exc
+        return None
+
+    def recent_available(self, since: datetime, until: datetime) -> dict[str, RecoveryPoint]:
+        """Rows of every partition within the RowKey range of [since, until]: the first of each is its newest."""
+        self._ensure_table()
+        found: dict[str, RecoveryPoint] = {}
+        rows = self._query("RowKey ge @low and RowKey lt @high and State eq @state",
+                           {"low": _inv(until), "high": _inv(since) + "`", "state": "Available"})
+        for entity in rows:
+            point = point_from_entity(entity)
+            found.setdefault(point.vm_name.lower(), point)
+        return found
+
     def scan(self, vm_name: str | None = None) -> Iterable[list[RecoveryPoint]]:
         if vm_name is not None:
             points = self.list_for_vm(vm_name)

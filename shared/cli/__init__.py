@@ -21,7 +21,7 @@ __all__ = ["main", "add_output_option", "STACK_SETTINGS"]
 # Command-group modules, in help order. A module missing here is simply not offered.
 GROUPS = ("shared.cli.policy", "shared.cli.protection", "shared.cli.job", "shared.cli.status",
           "shared.cli.local", "shared.cli.recoverypoint", "shared.cli.retention", "shared.cli.restore",
-          "shared.cli.restore_test")
+          "shared.cli.restore_test", "shared.cli.alert", "shared.cli.report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,9 +111,10 @@ def _run(argv: list[str] | None) -> int:
     # Without --debug the one ERROR line is the whole story: service log lines would say it twice.
     logging.basicConfig(level=logging.INFO if getattr(args, "debug", False) else logging.CRITICAL,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from shared.logs import configure_logging
+    from shared.logs import SDK_LOG_SETTING, configure_logging
 
-    configure_logging()
+    # --debug shows the SDKs' requests too; the app keeps them out unless SDK_LOG_LEVEL asks.
+    configure_logging(env={**os.environ, SDK_LOG_SETTING: "DEBUG"} if getattr(args, "debug", False) else None)
     handler = getattr(args, "handler", None)
     if handler is None:
         named = _parser_of(parser, args)

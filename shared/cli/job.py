@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from tabulate import tabulate
 
 from shared.cli.output import (EXIT_FAILED, EXIT_OK, choice, emit, emit_table, format_duration, format_time,
-                               to_jsonable)
+                               to_jsonable, vm_name)
 from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>")
 
     list_cmd = sub.add_parser("list", help="list jobs, newest first (default: the last 7 days)")
-    list_cmd.add_argument("--vm", "--item-name", dest="vm", help="only jobs of this VM (all time unless --since)")
+    list_cmd.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only jobs of this VM (all time unless --since)")
     statuses = [s.value for s in JobStatus]
     list_cmd.add_argument("--status", choices=statuses, type=choice(statuses), help="any case, e.g. failed")
     list_cmd.add_argument("--operation", choices=OPERATIONS, type=choice(OPERATIONS))

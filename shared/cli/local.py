@@ -7,7 +7,7 @@ import logging
 import re
 
 from shared.cli import add_output_option
-from shared.cli.output import emit, emit_table, name
+from shared.cli.output import emit, emit_table, vm_name
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
 from shared.errors import ValidationError
 
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     vm_sub = vm.add_subparsers(dest="vm_command", metavar="<command>", required=True)
 
     add = vm_sub.add_parser("add", help="add (or replace) a local VM and its disk blobs")
-    add.add_argument("--name", required=True, type=name("VM"))
+    add.add_argument("--name", required=True, type=vm_name)
     add.add_argument("--os-disk", metavar="URL", help="page blob URL of the OS disk (LUN -1)")
     add.add_argument("--data-disk", metavar="LUN=URL", action="append", default=[], type=_data_disk,
                      help="a data disk: LUN 0..63 and its page blob URL; repeat for more")
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     listing.set_defaults(handler=_list)
 
     delete = vm_sub.add_parser("delete", help="remove a local VM from the inventory (its blobs stay)")
-    delete.add_argument("--name", required=True, type=name("VM"))
+    delete.add_argument("--name", required=True, type=vm_name)
     add_output_option(delete)
     delete.set_defaults(handler=_delete)
 

@@ -25,6 +25,7 @@ EXIT_CONFIG = 5          # missing setting, unreachable service
 EXIT_TRANSIENT = 6       # try again
 
 FORMATS = ("table", "json", "jsonc", "tsv", "yaml", "none")
+REPORT_FORMATS = FORMATS + ("csv",)     # reports also print as CSV, with a header row
 
 
 def exit_code_for(exc: VmsnapError) -> int:
@@ -64,6 +65,11 @@ def name(what: str) -> Callable[[str], str]:
     return convert
 
 
+# The type of every argument that names a VM, in every command (tests/cli/test_vm_names.py checks them
+# all): a name that cannot be a VM is the same usage error everywhere, never a failed storage query.
+vm_name = name("VM")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with az's one-line usage error (exit 2) instead of the usage block."""
 
@@ -72,10 +78,11 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def add_output_option(parser: argparse.ArgumentParser, default: str = "table") -> None:
+def add_output_option(parser: argparse.ArgumentParser, default: str = "table",
+                      formats: Sequence[str] = FORMATS) -> None:
     """az's global output arguments, on one command: ``-o``, ``--query`` and ``--debug``."""
-    parser.add_argument("-o", "--output", choices=FORMATS, default=default, type=choice(FORMATS),
-                        help=f"output format: {', '.join(FORMATS)} (default: {default})")
+    parser.add_argument("-o", "--output", choices=formats, default=default, type=choice(formats),
+                        help=f"output format: {', '.join(formats)} (default: {default})")
     parser.add_argument("--query", metavar="JMESPATH",
                         help="JMESPath query applied to the JSON output, as in az (e.g. \"[?status=='Failed'].name\")")
     # SUPPRESS: an absent --debug here must not undo a --debug given before the command.
@@ -123,6 +130,8 @@ def emit(args: argparse.Namespace, document: Any, table: Callable[[], None] | No
             _generic_table(document)
     elif output == "tsv":
         _tsv(document)
+    elif output == "csv":
+        _csv(document)
     elif output == "yaml":
         import yaml
 
@@ -204,6 +213,23 @@ def _tsv(document: Any) -> None:
         else:
             values = [row]
         sys.stdout.write("\t".join(_cell(v) for v in values) + "\n")
+
+
+def _csv(document: Any) -> None:
+    """One row per object (its scalar fields, in the order of the first), under a header row."""
+    import csv
+
+    rows = document if isinstance(document, list) else [document]
+    headers: list[str] = []
+    for row in rows:
+        if isinstance(row, dict):
+            headers += [k for k, v in row.items() if _scalar(v) and k not in headers]
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    if headers:
+        writer.writerow(headers)
+        writer.writerows([[_cell(r.get(h)) if isinstance(r, dict) else _cell(r) for h in headers] for r in rows])
+    else:
+        writer.writerows([[_cell(r)] for r in rows])
 
 
 def _scalar(value: Any) -> bool:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from shared.cli import add_output_option
 from shared.cli.job import job_document, list_row, LIST_HEADERS
-from shared.cli.output import choice, emit, emit_table, format_time, name
+from shared.cli.output import choice, emit, emit_table, format_time, name, vm_name
 from shared.domain.protection import DiskListSetting, DiskSelection
 from shared.errors import ValidationError
 
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
 
     enable = sub.add_parser("enable-for-vm", help="protect a VM with a policy")
-    enable.add_argument("--vm", required=True, type=name("VM"), help="VM name")
+    enable.add_argument("--vm", required=True, type=vm_name, help="VM name")
     enable.add_argument("-p", "--policy-name", default="DefaultPolicy", type=name("policy"),
                         help="policy (default: DefaultPolicy)")
     enable.add_argument("--no-initial-backup", action="store_true",
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
     update = sub.add_parser("update-for-vm", help="choose which data disks a protected VM's backups take "
                                                   "(to change its policy: vmsnap item set-policy)")
-    update.add_argument("--vm", required=True, type=name("VM"))
+    update.add_argument("--vm", required=True, type=vm_name)
     update.add_argument("--diskslist", "--disk-list", dest="disks", nargs="+", type=_luns, metavar="LUN",
                         help="data disk LUNs, e.g. 0 1 (or 0,1)")
     update.add_argument("--disk-list-setting", choices=("include", "exclude"),
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     update.set_defaults(handler=_update, validate=_disk_arguments)
 
     disable = sub.add_parser("disable", help="stop protecting a VM (keep or delete its recovery points)")
-    disable.add_argument("--vm", required=True, type=name("VM"))
+    disable.add_argument("--vm", required=True, type=vm_name)
     disable.add_argument("--delete-backup-data", type=_boolean, nargs="?", const=True, default=False,
                          metavar="{true,false}",
                          help="also delete the recovery points (after 14 days of soft delete); alone it means true")
@@ -53,13 +53,13 @@ def register(subparsers) -> None:
         listing.set_defaults(handler=_list)
 
         show = parent.add_parser("show", help="show one protected item, with the slots it skipped and why")
-        show.add_argument("--vm", "--item-name", "-n", "--name", dest="vm", required=True, type=name("VM"))
+        show.add_argument("--vm", "--item-name", "-n", "--name", dest="vm", required=True, type=vm_name)
         add_output_option(show)
         show.set_defaults(handler=_show)
 
     for parent in (sub, subparsers):
         now = parent.add_parser("backup-now", help="back up a protected VM now (on demand)")
-        now.add_argument("--vm", "--item-name", dest="vm", required=True, type=name("VM"))
+        now.add_argument("--vm", "--item-name", dest="vm", required=True, type=vm_name)
         now.add_argument("--retain-until", type=_date, metavar="dd-mm-yyyy",
                          help="keep the recovery point until this date (UTC); default 30 days")
         now.add_argument("--dry-run", action="store_true",
@@ -73,7 +73,7 @@ def _item_group(subparsers) -> argparse._SubParsersAction:
     group = subparsers.add_parser("item", help="protected VMs as backup items: show, list, set-policy")
     sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
     set_policy = sub.add_parser("set-policy", help="move a protected VM to another policy")
-    set_policy.add_argument("--vm", "--item-name", "-n", "--name", dest="vm", required=True, type=name("VM"))
+    set_policy.add_argument("--vm", "--item-name", "-n", "--name", dest="vm", required=True, type=vm_name)
     set_policy.add_argument("-p", "--policy-name", required=True, type=name("policy"))
     add_output_option(set_policy)
     set_policy.set_defaults(handler=_set_policy)

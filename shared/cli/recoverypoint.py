@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from shared.cli.job import parse_when
-from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable
+from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable, vm_name
 from shared.services.recovery import PointView, list_points, show_point
 
 LIST_HEADERS = ("Name", "Time", "State", "Consistency", "Tier", "Expiry", "Job")
@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
                                                          "(like az backup recoverypoint)")
     sub = group.add_subparsers(dest="command", metavar="<command>")
     list_cmd = sub.add_parser("list", help="a VM's recovery points, newest first")
-    list_cmd.add_argument("--vm", "--item-name", dest="vm", required=True, help="the VM")
+    list_cmd.add_argument("--vm", "--item-name", dest="vm", required=True, type=vm_name, help="the VM")
     list_cmd.add_argument("--start-date", dest="since", type=parse_when,
                           help="points at or after this UTC time (ISO 8601 or d-m-Y)")
     list_cmd.add_argument("--end-date", dest="until", type=lambda v: parse_when(v, end=True),
@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
     list_cmd.set_defaults(handler=list_command)
 
     show = sub.add_parser("show", help="one recovery point with its disk snapshots")
-    show.add_argument("--vm", "--item-name", dest="vm", required=True, help="the VM")
+    show.add_argument("--vm", "--item-name", dest="vm", required=True, type=vm_name, help="the VM")
     show.add_argument("-n", "--name", required=True, help="the recovery point's name")
     add_output_option(show)
     show.set_defaults(handler=show_command)

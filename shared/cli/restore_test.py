@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from shared.cli.job import job_document, write_job_block
-from shared.cli.output import EXIT_OK, choice, emit, emit_table
+from shared.cli.output import EXIT_OK, choice, emit, emit_table, vm_name
 from shared.domain.restore_testing import DEFAULT_SCRATCH, PointChoice, RestoreTestPlan, Selection
 from shared.services.restore_testing import start_drill
 
@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>")
     run = sub.add_parser("run", help="restore a point of the VM into a scratch target now, validate it; prints "
                                      "the RestoreTest job")
-    run.add_argument("--vm", "--item-name", dest="vm", required=True)
+    run.add_argument("--vm", "--item-name", dest="vm", type=vm_name, required=True)
     run.add_argument("--rp-name", help="the point to test (default: as the VM's plan picks, else the latest)")
     add_output_option(run)
     run.set_defaults(handler=run_command)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable
+from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable, vm_name
 from shared.services.retention import RetentionPlan, plan_retention, run_retention
 
 HEADERS = ("What", "VM", "Name", "Created", "Rule", "Reason")
@@ -15,11 +15,11 @@ def register(subparsers: Any) -> None:
     group = subparsers.add_parser("retention", help="enforce the policies' retention (plan: a dry run)")
     sub = group.add_subparsers(dest="command", metavar="<command>")
     plan = sub.add_parser("plan", help="what a retention run would delete now, and which rule removes it")
-    plan.add_argument("--vm", "--item-name", dest="vm", help="only this VM (default: every VM)")
+    plan.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only this VM (default: every VM)")
     add_output_option(plan)
     plan.set_defaults(handler=plan_command)
     run = sub.add_parser("run", help="delete what retention says has expired (safe to run twice at once)")
-    run.add_argument("--vm", "--item-name", dest="vm", help="only this VM (default: every VM)")
+    run.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only this VM (default: every VM)")
     add_output_option(run)
     run.set_defaults(handler=run_command)
 

@@ -85,13 +85,16 @@ def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:
     Managed disks have neither problem here.
     """
     limit = svc.settings.snapshot_limit
+    worst = 0
     for position, url, count in _snapshot_counts(svc, [disk.blob_url for disk in vm.disks]):
         disk = vm.disks[position]
         if count is None:
             log.warning("VM %s: the blob of disk LUN %s (%s) does not exist now; dispatching anyway, the "
                         "extension reports the disk and the retry policy runs", vm.name, disk.lun, url)
             continue
+        worst = max(worst, count)
         if count >= limit:
+            _near_limit(svc, vm, worst, limit)
             fix = remediation.for_extension_code(SNAPSHOT_LIMIT_CODE)
             error = JobError.from_remediation(
                 fix, detail=f"disk LUN {disk.lun} ({url}) has {count} snapshots; this service stops at {limit}")
@@ -101,6 +104,7 @@ def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:
             log.warning("VM %s: disk LUN %s has %s snapshots (limit %s); backup refused", vm.name, disk.lun,
                         count, limit)
             return error
+    _near_limit(svc, vm, worst, limit)
     return None
 
 
@@ -122,6 +126,17 @@ def _snapshot_counts(svc: Any, blob_urls: Sequence[str]) -> Iterator[tuple[int, 
         except PermanentError:
             continue
         yield position, url, count
+def _near_limit(svc: Any, vm: Vm, worst: int, limit: int) -> None:
+    """A disk within reach of the limit raises SnapshotLimitNear (shared/services/alerting.py)."""
+    if worst >= near_limit(limit):
+        from shared.services.alerting import snapshot_limit_near   # alerting builds on this module
+
+        snapshot_limit_near(svc, vm.name, worst, limit)
+
+
+def near_limit(limit: int) -> int:
+    """The snapshot count from which a VM is near the limit: nine tenths of it."""
+    return max(1, limit * 9 // 10)
 
 
 def _policy_of(svc: Any, vm_name: str) -> Policy | None:

@@ -112,7 +112,8 @@ CASES = [
     c("job list --top 200 -o tsv", 0, head=True), c("job list --top 200 -o yaml", 0, head=True),
     # --- names --------------------------------------------------------------------------------
     c("job show a/b#c", 2), c("job show --name 'a b'", 3), c("job show --name ''", 2), c("job show", 2),
-    c("job wait --name ../../etc", 2), c("job stop --name 'x?y'", 2),
+    c("job wait --name ../../etc", 2), c("job stop --name 'x?y'", 2), c("retention plan --vm a/b#c", 2),
+    c("retention run --vm a/b#c", 2), c("recoverypoint list --vm a/b#c", 2), c("job list --vm a/b#c", 2),
     c("job show --name 01954f6e-8d00-8000-8000-000000000000", 3), c("protection show --vm a/b#c", 2),
     c("protection enable-for-vm --vm 'vm 1'", 2), c("protection enable-for-vm --vm ghost", 3),
     c("protection enable-for-vm --vm vm1 -p 'no/such'", 2), c("protection enable-for-vm --vm vm1 -p Ghost", 3),
@@ -144,6 +145,12 @@ CASES = [
     c("job list", 5, "storage-down"), c("policy show -n DefaultPolicy", 5, "storage-down"),
     c("backup-now --vm vm2", 5, "bad-servicebus"), c("backup-now --vm vm3", 5, "servicebus-down"),
     c("job list", 5, "bad-dispatcher"), c("job list", 5, "bad-schedule"),
+    # --- a reader's settings: storage only, no Service Bus --------------------------------------
+    c("job list", 0, "no-servicebus"), c("job list --vm vm1 -o json", 0, "no-servicebus"),
+    c("recoverypoint list --vm vm1", 0, "no-servicebus"), c("retention plan", 0, "no-servicebus"),
+    c("retention plan -o json", 0, "no-servicebus"), c("protection list", 0, "no-servicebus"),
+    c("policy list", 0, "no-servicebus"), c("job show --name 01954f6e-8d00-8000-8000-000000000000", 3, "no-servicebus"),
+    c("backup-now --vm vm1", 5, "no-servicebus"),
     # --- usage --------------------------------------------------------------------------------
     c("", 0), c("job", 2), c("nonsense", 2), c("job list --no-such-flag", 2), c("--help", 0), c("job list --help", 0),
     c("protection disable --vm vm9 --delete-backup-data", 2),
@@ -187,6 +194,7 @@ def envs(stack):
         "bad-storage": {**base, "BackupStorage": "this is not a connection string"},
         "wrong-key": {**base, "BackupStorage": bad_key},
         "storage-down": {**base, "BackupStorage": _endpoints_on_port(base["BackupStorage"], down)},
+        "no-servicebus": {k: v for k, v in base.items() if k != "ServiceBusConnection"},
         "bad-servicebus": {**base, "ServiceBusConnection": "Endpoint=nonsense"},
         "servicebus-down": {**base, "ServiceBusConnection": f"Endpoint=sb://127.0.0.1:{down};{SB_KEY}"},
         "bad-dispatcher": {**base, "DISPATCHER": "carrier-pigeon"},
@@ -255,6 +263,18 @@ def test_a_wrong_account_key_gives_one_message_whichever_table_is_read(envs, sta
     messages = {_run(c(cmd, 5, "wrong-key"), envs["wrong-key"], folder)[2]
                 for cmd in ("job list", "policy list", "protection list")}
     assert len(messages) == 1 and "account key" in messages.pop()
+
+
+def test_a_reader_needs_no_service_bus_and_a_sender_names_the_missing_setting(envs, stack):
+    """Without ServiceBusConnection (a reader-role auditor's settings) the listings run; backup-now, which
+    sends a task, refuses with one line naming the setting (exit 5) and records nothing."""
+    _, folder = stack
+    env = envs["no-servicebus"]
+    code, _, err = _run(c("backup-now --vm vm1", 5, "no-servicebus"), env, folder)
+    assert code == 5 and err.startswith("ERROR: setting ServiceBusConnection is missing;"), err
+    code, out, err = _run(c("job list --vm vm1 -o json", 0, "no-servicebus"), env, folder)
+    assert code == 0, err
+    assert [job for job in json.loads(out) if job["properties"]["operation"] == "Backup"] == []
 
 
 def test_status_show_parses_every_corpus_blob_with_no_settings(tmp_path):

@@ -9,14 +9,17 @@ from shared.adapters.dispatch_local import LocalDispatcher
 from shared.adapters.restore_points import ComputeRestorePoints
 from shared.adapters.snapshots import BlobSnapshots
 from shared.adapters.servicebus import ServiceBusTaskQueue
+from shared.adapters.table_alerts import TableAlertStore, TableJobFeed
 from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
 from shared.adapters.table_recovery import TableRecoveryPointStore
-from shared.ports import (BackupClaims, Dispatcher, Inventory, JobStore, PolicyStore, ProtectedItemStore,
-                          RecoveryPointStore, RestorePoints, SasMinter, SnapshotStore, StatusBlobs, TaskQueue)
+from shared.ports import (AlertStore, BackupClaims, Dispatcher, Inventory, JobFeed, JobStore, PolicyStore,
+                          ProtectedItemStore, RecoveryPointStore, RestorePoints, SasMinter, SnapshotStore, StatusBlobs,
+                          TaskQueue)
 from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs,
                          RecordingDispatcher, RecordingTaskQueue)
+from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
@@ -33,3 +36,5 @@ SNAPSHOT_STORES: tuple[type[SnapshotStore], ...] = (FakeSnapshots, BlobSnapshots
 BACKUP_CLAIMS: tuple[type[BackupClaims], ...] = (InMemoryBackupClaims, TableBackupClaims)
 # No fake: services that use it are tested on the local Compute endpoint or a scripted ARM transport.
 RESTORE_POINTS: tuple[type[RestorePoints], ...] = (ComputeRestorePoints,)
+ALERT_STORES: tuple[type[AlertStore], ...] = (InMemoryAlertStore, TableAlertStore)
+JOB_FEEDS: tuple[type[JobFeed], ...] = (InMemoryJobFeed, TableJobFeed)

@@ -14,6 +14,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient
 
 from shared.adapters.blob_sas import StatusBlobStore
 from shared.adapters.snapshots import BlobSnapshots
+from shared.adapters.table_alerts import TableAlertStore, TableJobFeed
 from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
@@ -22,6 +23,7 @@ from shared.clock import SystemClock
 from shared.domain.inventory import Vm
 from shared.ports import (BackupClaims, Inventory, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore,
                           SnapshotStore, StatusBlobs)
+from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed
 from tests.fakes import InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
@@ -70,6 +72,16 @@ def item_store(request) -> ProtectedItemStore:
 @pytest.fixture(params=["fake", REAL("table")])
 def backup_claims(request) -> BackupClaims:
     return _fake_or_table(request, InMemoryBackupClaims, TableBackupClaims, "claims")
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def alert_store(request):
+    return _fake_or_table(request, InMemoryAlertStore, TableAlertStore, "alerts")
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def job_feed(request):
+    return _fake_or_table(request, InMemoryJobFeed, TableJobFeed, "feed")
 
 
 @pytest.fixture(params=["fake", REAL("table")])

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -215,3 +216,34 @@ def test_the_background_loop_finds_a_new_blob(env, container, unique_name):
             time.sleep(0.1)
         time.sleep(0.5)                     # a few more passes: the blob must not fire again
     assert seen == [f"{env['CONTAINER']}/late/1.Status.txt=late"]
+
+
+def test_stop_gives_up_a_blob_invocation_that_outlives_its_grace(env, container, unique_name):
+    """stop(grace) returns once its grace is spent although a blob function still runs (as the Functions
+    host ends its worker); that blob gets no receipt, so the next start runs it again."""
+    started, release = threading.Event(), threading.Event()
+    app = func.FunctionApp()
+
+    @app.function_name("status")
+    @app.blob_trigger(arg_name="blob", path="%CONTAINER%/{name}.Status.txt", connection="ST")
+    def status(blob: func.InputStream) -> None:
+        started.set()
+        release.wait(300)
+
+    _upload(container, ["a/1.Status.txt"])
+    host_id = unique_name("host")
+    host = LocalFunctionsHost(app, env, host_id=host_id).start()
+    stopping = threading.Thread(target=host.stop, kwargs={"grace": 1.0})
+    try:
+        assert started.wait(60)
+        stopping.start()
+        stopping.join(60)           # a stop that waits for the invocation is still here when this ends
+        assert not stopping.is_alive(), "stop() waited for the blob function beyond its grace"
+    finally:
+        release.set()
+        if stopping.is_alive():
+            stopping.join()
+    seen: list[str] = []
+    with LocalFunctionsHost(blob_app(seen), env, host_id=host_id) as again:
+        assert again.scan_blobs("status") == 1
+    assert seen == [f"{env['CONTAINER']}/a/1.Status.txt=first"]

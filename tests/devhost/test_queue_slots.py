@@ -5,12 +5,16 @@ threads: the invocations meet at barriers that only pass when they truly run sid
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from datetime import timedelta
 
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from devhost.host import HostConfig, LocalFunctionsHost
+from devhost.servicebus import LocalServiceBus, QueueOptions
 from tests.devhost.conftest import queue_app
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -99,3 +103,66 @@ def test_a_message_sent_while_an_invocation_runs_long_starts_at_once(env, unique
             release.set()
     assert finished, f"the late messages waited for the running one (ran together: {crowd.passed})"
     assert crowd.broken == []
+
+
+@pytest.mark.integration
+def test_messages_held_past_many_locks_while_others_flow_are_delivered_once(unique_name):
+    """Eight invocations outlast their lock (five seconds, Service Bus's shortest) while forty more
+    messages are received and settled beside them: the host renews every lock, so none is delivered
+    twice and none is dead-lettered."""
+    slow = [f"slow{i}" for i in range(8)]
+    quick = [f"quick{i}" for i in range(40)]
+    seen: Counter[str] = Counter()
+    lock = threading.Lock()
+    options = QueueOptions(lock_duration=timedelta(seconds=5), max_delivery_count=2)
+    with LocalServiceBus(default_queue_options=options) as bus:
+        env = {"SB": bus.connection_string, "Q_IN": unique_name("in")}
+
+        def handle(body: str) -> None:
+            with lock:
+                seen[body] += 1
+            if body in slow:
+                # Held until each lock was renewed three times (past its length), and the quick ones are done.
+                eventually(lambda: bus.stats()["lock_renewals"] >= 3 * len(slow) and seen.keys() >= set(quick),
+                           timeout=WAIT * 4)
+
+        _send(env, *slow)
+        config = HostConfig(max_concurrent_calls=len(slow) + 2)
+        with LocalFunctionsHost(queue_app(handle), env, config, host_id=unique_name("host")) as host:
+            host.start()
+            assert eventually(lambda: seen.keys() >= set(slow), timeout=WAIT)
+            _send(env, *quick)
+            assert eventually(lambda: bus.queue_depth(env["Q_IN"]) == 0, timeout=WAIT * 6)
+        stats = bus.stats()
+        assert seen == Counter({body: 1 for body in slow + quick}), "a lock was lost: a message ran again"
+        assert bus.dead_letter_depth(env["Q_IN"]) == 0
+        assert stats["lock_expirations"] == 0 and stats["lock_renewals"] >= 3 * len(slow)
+
+
+@pytest.mark.integration
+def test_stop_gives_up_an_invocation_that_outlives_its_grace(env, unique_name):
+    """stop(grace) ends the listener once its grace is spent, although an invocation still runs: the
+    listener no longer touches the receiver the host then closes, and the message, never settled, is
+    delivered again to the next host."""
+    started, release = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    def handle(body: str) -> None:
+        runs.append(body)
+        started.set()
+        release.wait(WAIT * 3)
+
+    _send(env, "long")
+    host = LocalFunctionsHost(queue_app(handle), env, HostConfig(max_concurrent_calls=2), host_id=unique_name("host"))
+    try:
+        host.start()
+        assert started.wait(WAIT)
+        host.stop(grace=1.0)
+        listeners = [t for t in threading.enumerate() if t.name == "host-work"]
+        assert eventually(lambda: not any(t.is_alive() for t in listeners), timeout=WAIT), \
+            "the listener still serves after the grace"
+    finally:
+        release.set()
+    with LocalFunctionsHost(queue_app(runs.append), env, host_id=unique_name("host")) as again:
+        assert eventually(lambda: again.drain_queue("work", max_wait=1.0) == 1, timeout=WAIT * 2)
+    assert runs == ["long", "long"]

@@ -76,8 +76,12 @@ def settings_the_code_reads() -> set[str]:
     for env in (with_strings, with_identity, {**with_identity, "DISPATCHER": "arm", "AZURE_SUBSCRIPTION_ID": "s"}):
         Settings.from_env(_Recording(env, seen))
     from functions.status_ingest import blob_source    # read when the worker indexes the app
+    from shared.logs import sdk_log_level
+    from shared.telemetry import connection_string
 
     blob_source(_Recording({}, seen))
+    sdk_log_level(_Recording({}, seen))                 # read as the app configures logging
+    connection_string(_Recording({}, seen))             # read as the composition root builds telemetry
     return seen
 
 

@@ -18,7 +18,8 @@ def bindings():
 
 def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
     """Azure indexes the scheduler and its shard planner, the worker, the status blob trigger, the
-    stale-job sweep, the restore-point follow-up, retention and the restore worker."""
+    stale-job sweep, the restore-point follow-up, retention, the restore worker, the restore drills' timer
+    and the alert evaluator."""
     assert {name: [b["type"] for b in bs] for name, bs in bindings.items()} == {
         "schedule_backups": ["timerTrigger"],
         "plan_shard": ["serviceBusTrigger"],
@@ -29,6 +30,7 @@ def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
         "enforce_retention": ["timerTrigger"],
         "run_restore": ["serviceBusTrigger"],
         "run_restore_tests": ["timerTrigger"],
+        "evaluate_alerts": ["timerTrigger"],
     }
 
 
@@ -50,6 +52,8 @@ def test_triggers_take_names_and_schedules_from_app_settings(bindings):
     assert drills["schedule"] == "%RESTORE_TEST_SCHEDULE%" and drills["useMonitor"] is True
     retention, = bindings["enforce_retention"]
     assert retention["schedule"] == "%RETENTION_SCHEDULE%" and retention["useMonitor"] is True
+    alerts, = bindings["evaluate_alerts"]
+    assert alerts["schedule"] == "%ALERT_SCHEDULE%" and alerts["useMonitor"] is True
 
 
 def test_every_setting_a_binding_references_is_in_the_sample_settings(bindings):
@@ -79,4 +83,4 @@ def test_every_setting_the_code_reads_is_documented_in_the_sample_and_readme():
 def test_function_app_module_only_registers_blueprints():
     """function_app.py stays a composition file: no trigger logic creeps into it."""
     text = (ROOT / "function_app.py").read_text()
-    assert "def " not in text and text.count("register_functions") == 8
+    assert "def " not in text and text.count("register_functions") == 9

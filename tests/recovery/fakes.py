@@ -38,6 +38,16 @@ class InMemoryRecoveryPointStore:
                  and (since is None or p.created_at >= since) and (until is None or p.created_at < until)]
         return sorted(found, key=lambda p: (p.created_at, p.name), reverse=True)
 
+    def newest_available(self, vm_name: str, *, until: datetime) -> RecoveryPoint | None:
+        return next((p for p in self.list_for_vm(vm_name) if p.is_available and p.created_at <= until), None)
+
+    def recent_available(self, since: datetime, until: datetime) -> dict[str, RecoveryPoint]:
+        found: dict[str, RecoveryPoint] = {}
+        for point in sorted(list(self.points.values()), key=lambda p: (p.created_at, p.name), reverse=True):
+            if point.is_available and since <= point.created_at <= until:
+                found.setdefault(point.vm_name.lower(), point)
+        return found
+
     def scan(self, vm_name: str | None = None) -> Iterable[list[RecoveryPoint]]:
         vms = sorted({vm for vm, _ in list(self.points)}) if vm_name is None else [vm_name.lower()]
         for vm in vms:

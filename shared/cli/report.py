@@ -1,0 +1,139 @@
+"""``vmsnap report compliance``: achieved RPO, slot compliance and state per item and per policy, with the
+evidence (docs/monitoring.md). Its ``-o json`` document is the shape a web API returns as it is."""
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from typing import Any
+
+from shared.cli.output import (EXIT_OK, REPORT_FORMATS, emit, emit_table, format_duration, format_time, to_jsonable,
+                               vm_name)
+from shared.domain.compliance import SLOT_ALLOWANCE, ItemCompliance, ItemState, SlotTally
+from shared.services.compliance import DEFAULT_DAYS, ComplianceReport, compliance_report
+
+ITEM_HEADERS = ("Item", "Policy", "State", "RPO", "Target RPO", "Newest Point UTC", "Slots Met", "Compliance",
+                "Last Error")
+POLICY_HEADERS = ("Policy", "Items", "Healthy", "AtRisk", "Unprotected", "Slots Met", "Missed", "Compliance")
+
+
+def register(subparsers: Any) -> None:
+    from shared.cli import add_output_option
+
+    group = subparsers.add_parser("report", help="reports computed from the tables (compliance: RPO and slots)")
+    sub = group.add_subparsers(dest="command", metavar="<command>")
+    compliance = sub.add_parser("compliance", help="per item and per policy: achieved RPO, slots met and missed, "
+                                                   "Healthy/AtRisk/Unprotected, with the evidence")
+    compliance.add_argument("--policy", "--policy-name", dest="policy", help="only the items of this policy")
+    compliance.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only this VM")
+    compliance.add_argument("--days", type=int, default=DEFAULT_DAYS,
+                            help=f"the window: slots of the last N days, the current period included "
+                                 f"(default {DEFAULT_DAYS})")
+    add_output_option(compliance, formats=REPORT_FORMATS)
+    compliance.set_defaults(handler=compliance_command)
+
+
+def compliance_command(args: Any, svc: Any) -> int:
+    report = compliance_report(svc, policy=args.policy, vm=args.vm, days=args.days)
+    document = report_document(report)
+    if args.output in ("tsv", "csv") and getattr(args, "compiled_query", None) is None:
+        emit(args, [item_row(item) for item in document["items"]])     # one line per item
+    else:
+        emit(args, document, lambda: _print(report))
+    return EXIT_OK
+
+
+def report_document(report: ComplianceReport) -> dict[str, Any]:
+    items = report.items
+    total = SlotTally.combine(item.slots for item in items)
+    return to_jsonable({
+        "generatedAt": report.generated_at,
+        "window": {"start": report.since, "end": report.generated_at, "days": report.days},
+        "allowance": format_duration(SLOT_ALLOWANCE),
+        "allowanceSeconds": int(SLOT_ALLOWANCE.total_seconds()),
+        "summary": dict(_states(items), items=len(items), slots=_slots(total)),
+        "items": [_item(item) for item in items],
+        "policies": [dict(name=p.name, items=p.items, **{_state_key(s): n for s, n in p.states.items()},
+                          slots=_slots(p.slots)) for p in report.policies],
+    })
+
+
+def item_row(item: dict[str, Any]) -> dict[str, Any]:
+    """One item's figures flat, for tsv and csv."""
+    newest = item["newestPoint"] or {}
+    error = item["lastError"] or {}
+    return {"name": item["name"], "policyName": item["policyName"], "state": item["state"],
+            "achievedRpoSeconds": item["achievedRpoSeconds"], "targetRpoSeconds": item["targetRpoSeconds"],
+            "newestPointTime": newest.get("recoveryPointTime"), "slotsExpected": item["slots"]["expected"],
+            "slotsMet": item["slots"]["met"], "slotsMissed": item["slots"]["missed"],
+            "slotsPending": item["slots"]["pending"], "compliance": item["slots"]["compliance"],
+            "lastErrorCode": error.get("errorCode")}
+
+
+def _item(item: ItemCompliance) -> dict[str, Any]:
+    point = item.newest_point
+    error = item.last_error
+    return {
+        "name": item.vm_name, "policyName": item.policy_name, "state": item.state,
+        "achievedRpo": format_duration(item.achieved_rpo) if item.achieved_rpo is not None else None,
+        "achievedRpoSeconds": _seconds(item.achieved_rpo),
+        "targetRpo": format_duration(item.target_rpo), "targetRpoSeconds": _seconds(item.target_rpo),
+        "newestPoint": None if point is None else {"name": point.name, "recoveryPointTime": point.created_at,
+                                                   "jobId": point.job_id, "consistency": point.consistency},
+        "slots": _slots(item.slots),
+        "missedSlots": list(item.slots.missed), "pendingSlots": list(item.slots.pending),
+        "lastError": None if error is None else {
+            "jobId": error.job_id, "slot": error.slot,
+            "errorCode": error.error.error_code if error.error else None,
+            "errorTitle": error.error.error_title if error.error else None,
+            "errorString": error.error.error_string if error.error else None,
+            "recommendations": list(error.error.recommendations) if error.error else []},
+    }
+
+
+def _slots(tally: SlotTally) -> dict[str, Any]:
+    return {"expected": tally.expected, "met": len(tally.met), "missed": len(tally.missed),
+            "pending": len(tally.pending),
+            "compliance": None if tally.compliance is None else round(tally.compliance, 4)}
+
+
+def _states(items: list[ItemCompliance]) -> dict[str, int]:
+    return {_state_key(s): sum(i.state is s for i in items) for s in ItemState}
+
+
+def _state_key(state: ItemState) -> str:
+    return state.value[:1].lower() + state.value[1:]        # healthy, atRisk, unprotected
+
+
+def _seconds(delta: timedelta | None) -> int | None:
+    return None if delta is None else int(delta.total_seconds())
+
+
+def _print(report: ComplianceReport) -> None:
+    rows = []
+    for item in report.items:
+        point = item.newest_point
+        rows.append([item.vm_name, item.policy_name, item.state.value,
+                     format_duration(item.achieved_rpo) if item.achieved_rpo is not None else "-",
+                     format_duration(item.target_rpo), format_time(point.created_at) if point else "-",
+                     f"{len(item.slots.met)}/{item.slots.expected}", _percent(item.slots.compliance),
+                     _error(item)])
+    emit_table(rows, ITEM_HEADERS)
+    print()
+    emit_table([[p.name, p.items, p.states[ItemState.HEALTHY], p.states[ItemState.AT_RISK],
+                 p.states[ItemState.UNPROTECTED], f"{len(p.slots.met)}/{p.slots.expected}", len(p.slots.missed),
+                 _percent(p.slots.compliance)] for p in report.policies], POLICY_HEADERS)
+    print(f"\nslots of the last {report.days} day(s), the current period included; a slot is missed once "
+          f"{format_duration(SLOT_ALLOWANCE)} pass without a successful backup; AtRisk: newest restorable point "
+          f"older than the policy's interval plus that allowance", file=sys.stdout)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _error(item: ItemCompliance) -> str:
+    error = item.last_error
+    if error is None:
+        return ""
+    code = error.error.error_code if error.error else "Failed"
+    return f"{code} ({format_time(error.slot)})"

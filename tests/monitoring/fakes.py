@@ -1,0 +1,119 @@
+"""In-memory alerts and job feed with the Table adapters' semantics (tests/contracts/test_alert_store.py
+checks both): optimistic updates that re-read and change again after a lost race, resolved alerts kept
+when a new one replaces them, a notification outbox, marks that never go back."""
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import replace
+from datetime import datetime
+from typing import Callable
+
+from shared.clock import utc
+from shared.domain.alerts import Alert, AlertKind, AlertStatus, parse_alert_name
+from shared.ports import FeedEntry
+
+
+class InMemoryAlertStore:
+    def __init__(self) -> None:
+        self.current: dict[tuple[str, AlertKind], Alert] = {}
+        self.replaced: dict[str, Alert] = {}
+        self.watches: dict[str, tuple[str, datetime]] = {}
+        self._marks: dict[str, datetime] = {}
+        self._versions = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def get(self, item: str, kind: AlertKind) -> Alert | None:
+        return self.current.get((item.lower(), kind))
+
+    def update(self, item: str, kind: AlertKind, change: Callable[[Alert | None], Alert | None]) -> Alert | None:
+        while True:
+            current = self.get(item, kind)
+            changed = change(current)
+            if changed is None:
+                return current
+            with self._lock:
+                stored = self.get(item, kind)
+                if (stored.version if stored else None) != (current.version if current else None):
+                    continue                    # lost the race: read and decide again
+                if current is not None and changed.name != current.name:
+                    self.replaced[current.name] = current
+                saved = replace(changed, version=str(next(self._versions)))
+                self.current[(item.lower(), kind)] = saved
+                return saved
+
+    def find(self, name: str) -> Alert | None:
+        parsed = parse_alert_name(name)
+        if parsed is None:
+            return None
+        current = self.get(parsed[1], parsed[0])
+        return current if current is not None and current.name == name else self.replaced.get(name)
+
+    def list(self, status: AlertStatus | None = None, item: str | None = None) -> list[Alert]:
+        alerts = list(self.current.values()) + ([] if status is AlertStatus.ACTIVE else list(self.replaced.values()))
+        alerts = [a for a in alerts if (status is None or a.status is status)
+                  and (item is None or a.item.lower() == item.lower())]
+        return sorted(alerts, key=lambda a: (a.fired_at, a.name), reverse=True)
+
+    def owed(self) -> list[Alert]:
+        return [a for a in self.current.values() if a.owed is not None]
+
+    def marks(self) -> dict[str, datetime]:
+        return dict(self._marks)
+
+    def advance_marks(self, marks: dict[str, datetime]) -> None:
+        with self._lock:
+            for key, when in marks.items():
+                self._marks[key] = max(utc(when), self._marks.get(key, utc(when)))
+
+    def watch(self, item: str, breach_at: datetime) -> None:
+        self.watches[item.lower()] = (item, utc(breach_at))
+
+    def due_watches(self, now: datetime) -> list[tuple[str, datetime]]:
+        return sorted((w for w in self.watches.values() if w[1] <= utc(now)), key=lambda w: w[1])
+
+    def unwatch(self, item: str) -> None:
+        self.watches.pop(item.lower(), None)
+
+
+class InMemoryJobFeed:
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], FeedEntry] = {}
+        self._lock = threading.Lock()
+
+    def add(self, entry: FeedEntry) -> None:
+        with self._lock:
+            self.entries[(entry.job_id, entry.status)] = replace(entry, at=utc(entry.at))
+
+    def between(self, after: datetime, until: datetime) -> list[FeedEntry]:
+        with self._lock:
+            found = [e for e in self.entries.values() if utc(after) < e.at <= utc(until)]
+        return sorted(found, key=lambda e: (e.at, e.job_id))
+
+
+class RecordingNotifier:
+    """Keeps each document sent; while ``down``, refuses like a receiver that is not there."""
+
+    def __init__(self, down: bool = False, delay: float = 0.0) -> None:
+        self.sent: list[dict] = []
+        self.down = down
+        self.delay = delay          # seconds a POST takes: senders racing overlap
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def send(self, document: dict) -> None:
+        import time
+
+        from shared.errors import TransientError
+
+        time.sleep(self.delay)
+        with self._lock:
+            if self.down:
+                self.refused += 1
+                raise TransientError("the webhook http://127.0.0.1:9/alerts could not be reached")
+            self.sent.append(document)
+
+    def conditions(self) -> list[tuple[str, str]]:
+        """(monitorCondition, alertId) of each document, in order."""
+        return [(d["data"]["essentials"]["monitorCondition"], d["data"]["essentials"]["originAlertId"])
+                for d in self.sent]
