@@ -50,6 +50,7 @@ var token = toLower(uniqueString(subscription().id, resourceGroup().id, baseName
 var compactName = toLower(replace(baseName, '-', ''))
 var tasksQueue = 'snapshot-tasks'
 var plannerQueue = 'plan-shards'
+var retentionQueue = 'retention-parts'
 var restoreQueue = 'restore-tasks'
 var statusContainer = 'vmsnap-status'
 
@@ -79,6 +80,7 @@ module serviceBus 'app/servicebus.bicep' = {
     namespaceName: 'sb-${baseName}-${token}'
     queueName: tasksQueue
     plannerQueueName: plannerQueue
+    retentionQueueName: retentionQueue
     restoreQueueName: restoreQueue
     location: location
     tags: tags
@@ -131,6 +133,7 @@ module functionApp 'app/function.bicep' = {
     serviceBusHost: serviceBus.outputs.host
     tasksQueue: tasksQueue
     plannerQueue: plannerQueue
+    retentionQueue: retentionQueue
     restoreQueue: restoreQueue
     statusContainer: statusContainer
     snapshotSchedule: snapshotSchedule

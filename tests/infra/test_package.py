@@ -32,8 +32,8 @@ def _published_files() -> list[str]:
     return [path for path in tracked if not _ignored(path, patterns) and (ROOT / path).is_file()]
 
 
-def test_the_published_package_indexes_all_nine_functions(tmp_path):
-    """Only what .funcignore lets through, imported without the project on the path: nine functions."""
+def test_the_published_package_indexes_all_ten_functions(tmp_path):
+    """Only what .funcignore lets through, imported without the project on the path: ten functions."""
     files = _published_files()
     assert "function_app.py" in files and "host.json" in files and "requirements.txt" in files
     assert not [f for f in files if f.startswith(("tests/", "devhost/", ".venv/", "node_modules/"))]
@@ -47,5 +47,5 @@ def test_the_published_package_indexes_all_nine_functions(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [
-        "dispatch_snapshot", "enforce_retention", "ingest_status", "plan_shard", "run_restore",
+        "dispatch_snapshot", "enforce_retention", "ingest_status", "plan_shard", "retain_part", "run_restore",
         "run_restore_tests", "schedule_backups", "sweep_stale_jobs", "track_restore_points"]
