@@ -229,8 +229,8 @@ class RetentionStart:
     sent: list[RetentionRequest] = field(default_factory=list)
 
 
-def start_retention(svc: Any, *, fan_out: bool | None = None, budget: timedelta = INVOCATION_BUDGET,
-                    monotonic: Callable[[], float] = time.monotonic, page_size: int = PAGE_SIZE) -> RetentionStart:
+def start_retention(svc: Any, *, fan_out: bool | None = None, budget: timedelta | None = None,
+                    monotonic: Callable[[], float] = time.monotonic, page_size: int | None = None) -> RetentionStart:
     """The timer: a run named by now over every part. A large fleet (``PLANNER_FAN_OUT_ITEMS``, counted
     by the scheduler) is handed to the retention workers, a request per part; a smaller one is settled
     here, part after part, and what the budget leaves is handed over too."""
@@ -242,7 +242,7 @@ def start_retention(svc: Any, *, fan_out: bool | None = None, budget: timedelta 
         fan_out = threshold > 0 and sum(p.items for p in svc.progress.all()) >= threshold
     began = monotonic()
     for n, request in enumerate(requests):
-        left = budget - timedelta(seconds=monotonic() - began)
+        left = (INVOCATION_BUDGET if budget is None else budget) - timedelta(seconds=monotonic() - began)
         if fan_out or left <= timedelta(0):
             start.sent = requests[n:]
             svc.retention_queue.send(start.sent)
@@ -253,11 +253,13 @@ def start_retention(svc: Any, *, fan_out: bool | None = None, budget: timedelta 
     return start
 
 
-def retain_part(svc: Any, request: RetentionRequest, *, budget: timedelta = INVOCATION_BUDGET,
-                monotonic: Callable[[], float] = time.monotonic, page_size: int = PAGE_SIZE) -> PartOutcome:
-    """Settle one part of a run from where the run left it, page after page; after ``budget`` it sends
-    the run a continuation and returns. A request of a run that no longer holds the part does nothing."""
+def retain_part(svc: Any, request: RetentionRequest, *, budget: timedelta | None = None,
+                monotonic: Callable[[], float] = time.monotonic, page_size: int | None = None) -> PartOutcome:
+    """Settle one part of a run from where the run left it, page after page (``page_size`` VMs); after
+    ``budget`` (INVOCATION_BUDGET) it sends the run a continuation and returns. A request of a run that no
+    longer holds the part does nothing."""
     began = monotonic()
+    budget = INVOCATION_BUDGET if budget is None else budget
     run, part = request.run, request.part
     result = RetentionResult(plan=RetentionPlan())
     outcome = PartOutcome(request, "stale", 0, result, 0.0)
@@ -277,7 +279,7 @@ def retain_part(svc: Any, request: RetentionRequest, *, budget: timedelta = INVO
                 yield listed.marker, None
             return
         policies = _policies(svc)
-        for page in _shard_pages(svc, part, cursor, page_size):
+        for page in _shard_pages(svc, part, cursor, page_size or PAGE_SIZE):
             yield page.through, _retain_page(svc, part, page, since, policies, now, result, record=True)
 
     for after, unsettled in pages():
