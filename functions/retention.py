@@ -1,12 +1,16 @@
-"""Timer: enforce retention (expired recovery points, failed attempts' snapshots, soft-deleted items,
-old status/log blobs). A second run at the same time is safe; see shared/services/retention.py."""
+"""Retention: the timer starts the daily run (expired recovery points, failed attempts' snapshots,
+soft-deleted items, old status/log blobs) and settles a small fleet itself; the retention workers
+settle the parts of a large one, each resuming from its part's cursor. Two runs at the same time are
+safe; see shared/services/retention.py."""
 import logging
 
 import azure.functions as func
 
 from shared.bootstrap import services
-from shared.services.alerting import after_retention
-from shared.services.retention import run_retention
+from shared.domain.retention_progress import RetentionRequest
+from shared.errors import ValidationError
+from shared.services.alerting import after_retention_part
+from shared.services.retention import retain_part, start_retention
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -16,9 +20,25 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%RETENTION_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def enforce(timer: func.TimerRequest) -> None:
     svc = services()
-    result = run_retention(svc)
-    after_retention(svc, result)     # a VM whose retention finished has its RetentionFailed alert resolved
-    log.info("retention: examined %d point(s), deleted %d point(s) and %d snapshot(s), %d status blob(s); "
-             "%d point(s) found Unavailable, %d VM problem(s) reported as Retention jobs",
-             result.plan.examined, len(result.points_deleted), result.snapshots_deleted, result.blobs_deleted,
-             len(result.marked_unavailable), len(result.plan.problems))
+    start = start_retention(svc)
+    for outcome in start.outcomes:
+        after_retention_part(svc, outcome)     # a finished shard resolves its VMs' RetentionFailed alerts
+    log.info("retention run %s started (past_due=%s): %d part(s) settled here, %d handed to the retention queue",
+             start.run.isoformat(), timer.past_due, len(start.outcomes), len(start.sent))
+
+
+@bp.function_name("retain_part")
+@bp.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%RETENTION_QUEUE%")
+def retain_part_message(msg: func.ServiceBusMessage) -> None:
+    try:
+        request = RetentionRequest.from_json(msg.get_body())
+    except ValidationError as exc:
+        log.error("message %s on the retention queue is not a retention request (%s); dropped", msg.message_id, exc)
+        return
+    # A TransientError goes up: the message is delivered again and the part resumes from its cursor.
+    svc = services()
+    outcome = retain_part(svc, request)
+    after_retention_part(svc, outcome)
+    log.info("message %s: retention run %s, part %s %s after %d page(s) in %.1f s", msg.message_id,
+             request.run.isoformat(), request.part, outcome.state, outcome.pages, outcome.seconds)
+

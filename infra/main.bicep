@@ -63,6 +63,7 @@ var token = toLower(uniqueString(subscription().id, resourceGroup().id, baseName
 var compactName = toLower(replace(baseName, '-', ''))
 var tasksQueue = 'snapshot-tasks'
 var plannerQueue = 'plan-shards'
+var retentionQueue = 'retention-parts'
 var restoreQueue = 'restore-tasks'
 var statusContainer = 'vmsnap-status'
 var vmResourceGroups = union(protectedVmResourceGroups, empty(protectedVmResourceGroupList) ? [] : split(replace(protectedVmResourceGroupList, ' ', ''), ','))
@@ -94,6 +95,7 @@ module serviceBus 'app/servicebus.bicep' = {
     namespaceName: 'sb-${baseName}-${token}'
     queueName: tasksQueue
     plannerQueueName: plannerQueue
+    retentionQueueName: retentionQueue
     restoreQueueName: restoreQueue
     location: location
     tags: tags
@@ -160,6 +162,7 @@ module functionApp 'app/function.bicep' = {
     serviceBusHost: serviceBus.outputs.host
     tasksQueue: tasksQueue
     plannerQueue: plannerQueue
+    retentionQueue: retentionQueue
     restoreQueue: restoreQueue
     statusContainer: statusContainer
     snapshotSchedule: snapshotSchedule

@@ -13,8 +13,8 @@ from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError
 from shared.ports import (AlertNotifier, AlertStore, BackupClaims, DiskCopier, Dispatcher, FileSystemReader, Inventory,
                           JobFeed, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints,
-                          RestoreQueue, RestoreTestPlanStore, SasMinter, ShardProgressStore, ShardQueue, SnapshotStore,
-                          StatusBlobArchive, StatusBlobs, TaskQueue)
+                          RestoreQueue, RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, SasMinter,
+                          ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs, TaskQueue)
 from shared.settings import Settings, get_settings
 from shared.telemetry import Telemetry
 
@@ -121,6 +121,12 @@ class Services:
         return TableShardProgressStore(self.table_service, self.settings.table("progress"))
 
     @cached_property
+    def retention_progress(self) -> RetentionProgressStore:
+        from shared.adapters.table_progress import TableRetentionProgressStore
+
+        return TableRetentionProgressStore(self.table_service, self.settings.table("progress"))
+
+    @cached_property
     def claims(self) -> BackupClaims:
         from shared.adapters.table_claims import TableBackupClaims
 
@@ -149,6 +155,12 @@ class Services:
         from shared.adapters.servicebus import ServiceBusShardQueue
 
         return ServiceBusShardQueue.from_settings(self.settings, self)
+
+    @cached_property
+    def retention_queue(self) -> RetentionQueue:
+        from shared.adapters.servicebus import ServiceBusRetentionQueue
+
+        return ServiceBusRetentionQueue.from_settings(self.settings, self)
 
     @cached_property
     def inventory(self) -> Inventory:

@@ -16,6 +16,7 @@ from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobError, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.progress import PlanRequest, ShardProgress
+from shared.domain.retention_progress import RetentionProgress, RetentionRequest
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import RecoveryPoint
 from shared.domain.restore import RestoreTask
@@ -51,6 +52,13 @@ class ShardQueue(Protocol):
         """Send in as few operations as the queue allows, message_id = the request's; returns operations."""
 
 
+class RetentionQueue(Protocol):
+    """The retention queue: a run's part requests and their continuations (shared/domain/retention_progress.py)."""
+
+    def send(self, requests: Sequence[RetentionRequest]) -> int:
+        """Send in as few operations as the queue allows, message_id = the request's; returns operations."""
+
+
 class Inventory(Protocol):
     """Where VMs and their disks are looked up (local inventory table, or the Compute API)."""
 
@@ -71,11 +79,18 @@ class JobQuery:
     page_size: int = 50
     continuation: str | None = None
     shard: str | None = None            # only the jobs of VMs in this shard (shared/domain/shards.py)
+    # Only the jobs of VMs whose lower-cased name comes after ``vms_after`` and up to ``vms_through``:
+    # a page of a shard's VMs, as the item store lists them (retention reads a shard a page at a time).
+    vms_after: str | None = None
+    vms_through: str | None = None
 
     def matches(self, job: Job) -> bool:
         """Whether ``job`` belongs in the answer: times bound the slot, the VM name ignores case."""
-        return ((self.vm_name is None or job.vm_name.lower() == self.vm_name.lower())
+        key = job.vm_name.lower()
+        return ((self.vm_name is None or key == self.vm_name.lower())
                 and (self.shard is None or shard_of(job.vm_name) == self.shard)
+                and (self.vms_after is None or key > self.vms_after.lower())
+                and (self.vms_through is None or key <= self.vms_through.lower())
                 and (self.status is None or job.status == JobStatus(self.status))
                 and (self.operation is None or job.operation == self.operation)
                 and (self.since is None or job.slot >= utc(self.since))
@@ -263,6 +278,21 @@ class ShardProgressStore(Protocol):
         reads and changes again."""
 
 
+class RetentionProgressStore(Protocol):
+    """How far retention got through each part of the fleet (shared/domain/retention_progress.py)."""
+
+    def get(self, part: str) -> RetentionProgress:
+        """The part's progress; an empty one if no run has written any."""
+
+    def all(self) -> list[RetentionProgress]:
+        """Every part's progress, in part order (the shards, then the status blobs)."""
+
+    def update(self, part: str, change: Callable[[RetentionProgress], RetentionProgress], *,
+               current: RetentionProgress | None = None) -> RetentionProgress:
+        """Read (unless ``current`` is given), change, write back guarded by the ETag; a lost race
+        reads and changes again."""
+
+
 class BackupClaims(Protocol):
     """Each VM's backup claim (shared/domain/claims.py): one row per VM, written only under its ETag."""
 
@@ -376,10 +406,18 @@ class StatusBlobInfo:
     last_modified: datetime
 
 
+@dataclass(frozen=True)
+class StatusBlobPage:
+    blobs: list[StatusBlobInfo]
+    marker: str | None          # resumes the listing after this page; None after the last one
+
+
 class StatusBlobArchive(Protocol):
     """The status container's per-attempt status and log blobs, for their retention."""
 
-    def list_blobs(self) -> Iterable[StatusBlobInfo]: ...
+    def list_pages(self, marker: str | None = None) -> Iterable[StatusBlobPage]:
+        """The container's blobs in name order, a page at a time, from the start or after the page whose
+        ``marker`` is given (a listing cut short resumes there); nothing when the container does not exist."""
 
     def delete_blob(self, name: str) -> bool:
         """True if this call deleted it, False if it was already gone."""

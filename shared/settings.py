@@ -56,6 +56,7 @@ class Settings:
     service_bus: Connection | None
     tasks_queue: str = "snapshot-tasks"
     planner_queue: str = "plan-shards"
+    retention_queue: str = "retention-parts"
     restore_queue: str = "restore-tasks"
     restore_test_schedule: str = "0 */15 * * * *"
     fan_out_items: int = 5000               # a tick fans out to planners once the fleet has this many items
@@ -89,6 +90,7 @@ class Settings:
         """The app settings the functions' bindings name (``%SETTING%`` and connections), for a host
         running the app with these settings (the local host, tests)."""
         values = {"SNAPSHOT_TASKS_QUEUE": self.tasks_queue, "PLANNER_QUEUE": self.planner_queue,
+                  "RETENTION_QUEUE": self.retention_queue,
                   "RESTORE_TASKS_QUEUE": self.restore_queue, "RESTORE_TEST_SCHEDULE": self.restore_test_schedule,
                   "SNAPSHOT_SCHEDULE": self.schedule,
                   "SWEEP_SCHEDULE": self.sweep_schedule, "RESTORE_POINT_SCHEDULE": self.restore_point_schedule,
@@ -143,6 +145,7 @@ class Settings:
             service_bus=_connection(env, SERVICE_BUS, SERVICE_BUS_ENDPOINTS),
             tasks_queue=env.get("SNAPSHOT_TASKS_QUEUE", cls.tasks_queue),
             planner_queue=env.get("PLANNER_QUEUE", cls.planner_queue),
+            retention_queue=env.get("RETENTION_QUEUE", cls.retention_queue),
             restore_queue=env.get("RESTORE_TASKS_QUEUE", cls.restore_queue),
             restore_test_schedule=restore_test_schedule,
             fan_out_items=fan_out_items,

@@ -11,7 +11,7 @@ import pickle
 import threading
 from dataclasses import replace
 from datetime import datetime
-from typing import Callable, Sequence
+from typing import Callable, Generic, Protocol, Sequence, TypeVar
 from urllib.parse import quote
 
 from shared.clock import utc
@@ -20,17 +20,25 @@ from shared.domain.claims import BackupClaim
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job
 from shared.domain.restore import RestoreTask
+from shared.domain.retention_progress import RetentionRequest
 from shared.domain.task import SnapshotTask
 from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
 from shared.ports import JobOutcome, JobPage, JobQuery
 from shared.redaction import redact
 
 
+class _Message(Protocol):
+    @property
+    def message_id(self) -> str: ...
+
+
+M = TypeVar("M", bound=_Message)
 
 
 def _copy(value):
     """A deep copy, as a stored record would be read back (pickle: several times faster than deepcopy)."""
     return pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+
 
 class InMemoryJobStore:
     """The JobStore port in a dict, with the Table store's semantics (tests/contracts/ checks both):
@@ -151,35 +159,70 @@ class InMemoryBackupClaims:
                 return stored
 
 
-class RecordingTaskQueue:
-    """Keeps sent tasks; drops a second send of the same message id, as duplicate detection does."""
+class _RecordingQueue(Generic[M]):
+    """Keeps sent messages; drops a second send of the same message id, as duplicate detection does."""
 
     def __init__(self) -> None:
-        self.sent: list[SnapshotTask] = []
+        self.sent: list[M] = []
         self._ids: set[str] = set()
         self.operations = 0
         self._lock = threading.Lock()
 
-    def send(self, tasks: Sequence[SnapshotTask]) -> int:
-        if not tasks:
+    def send(self, messages: Sequence[M]) -> int:
+        if not messages:
             return 0
         with self._lock:
             self.operations += 1
-            for task in tasks:
-                if task.message_id not in self._ids:
-                    self._ids.add(task.message_id)
-                    self.sent.append(task)
+            for message in messages:
+                if message.message_id not in self._ids:
+                    self._ids.add(message.message_id)
+                    self.sent.append(message)
         return 1
 
 
-class RecordingRestoreQueue:
+class RecordingTaskQueue(_RecordingQueue[SnapshotTask]):
+    """The snapshot-tasks queue as a list."""
+
+
+class _Drains:
+    """A recording queue whose ``drain`` runs its worker on every message not run yet, those the worker
+    sends (continuations) included, until none is left."""
+
+    sent: list
+    _lock: threading.Lock
+    _done = 0
+
+    LIMIT = 2000        # a worker that keeps continuing itself fails the test instead of hanging it
+
+    def _drain(self, work: Callable[[object], object]) -> list:
+        outcomes = []
+        while True:
+            with self._lock:
+                if self._done >= len(self.sent):
+                    return outcomes
+                assert len(outcomes) < self.LIMIT, f"still not drained after {self.LIMIT} messages"
+                message = self.sent[self._done]
+                self._done += 1
+            outcomes.append(work(message))
+
+
+class RecordingRetentionQueue(_Drains, _RecordingQueue[RetentionRequest]):
+    """The retention queue as a list; ``drain`` runs the part worker as the retention function would."""
+
+    def drain(self, svc, **options) -> list:
+        """The outcome of each request run, in order."""
+        from shared.services.retention import retain_part
+
+        return self._drain(lambda request: retain_part(svc, request, **options))
+
+
+class RecordingRestoreQueue(_Drains):
     """The restore queue as a list: keeps each task once (duplicate detection by message id); ``drain``
     runs the worker on every task not yet run, continuations included, as the restore function would."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[RestoreTask, datetime | None]] = []
         self._ids: set[str] = set()
-        self._done = 0
         self._lock = threading.Lock()
 
     def send(self, task: RestoreTask, *, not_before: datetime | None = None) -> None:
@@ -189,17 +232,10 @@ class RecordingRestoreQueue:
                 self.sent.append((task, not_before))
 
     def drain(self, svc, **options) -> list:
-        """Run the worker on each task sent and not run yet, until none is left; the jobs it left."""
+        """The jobs the worker left, one per task run."""
         from shared.services.restore import run_restore
 
-        jobs = []
-        while True:
-            with self._lock:
-                if self._done >= len(self.sent):
-                    return jobs
-                task, _ = self.sent[self._done]
-                self._done += 1
-            jobs.append(run_restore(svc, task, **options))
+        return self._drain(lambda sent: run_restore(svc, sent[0], **options))
 
 
 class InMemoryInventory:

@@ -14,10 +14,11 @@ param backupTableEndpoint string
 param serviceBusHost string
 param tasksQueue string
 param plannerQueue string
+param retentionQueue string
 param restoreQueue string
 @description('NCRONTAB of the restore drills timer (due drills, and cleanup after their keep windows).')
 param restoreTestSchedule string = '0 */15 * * * *'
-@description('Fleet size from which a tick fans out to the planner queue.')
+@description('Fleet size from which a tick fans out to the planner queue, and retention to the retention queue.')
 param plannerFanOutItems int = 5000
 param statusContainer string
 param snapshotSchedule string
@@ -104,6 +105,7 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'ServiceBusConnection__clientId', value: identityClientId }
         { name: 'SNAPSHOT_TASKS_QUEUE', value: tasksQueue }
         { name: 'PLANNER_QUEUE', value: plannerQueue }
+        { name: 'RETENTION_QUEUE', value: retentionQueue }
         { name: 'RESTORE_TASKS_QUEUE', value: restoreQueue }
         { name: 'RESTORE_TEST_SCHEDULE', value: restoreTestSchedule }
         { name: 'PLANNER_FAN_OUT_ITEMS', value: string(plannerFanOutItems) }

@@ -3,6 +3,7 @@
 param namespaceName string
 param queueName string
 param plannerQueueName string
+param retentionQueueName string
 param restoreQueueName string
 param location string
 param tags object
@@ -47,6 +48,23 @@ resource plannerQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
     deadLetteringOnMessageExpiration: true
     // A request older than the next ticks is worthless: they plan the same slots.
     defaultMessageTimeToLive: 'PT30M'
+  }
+}
+
+// Retention's part requests (a shard, or the status blobs; MessageId retain-<part>-<run>-<pages>): a worker
+// settles its part from the part's cursor and, after 2 minutes, sends itself the next request, so no
+// delivery outlives its lock renewal; one that fails is delivered again and resumes from the cursor.
+resource retentionQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
+  parent: namespace
+  name: retentionQueueName
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT1H'
+    lockDuration: 'PT1M'
+    maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
+    // The next day's run starts every part again: an older request is worthless.
+    defaultMessageTimeToLive: 'PT23H'
   }
 }
 

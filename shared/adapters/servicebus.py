@@ -4,7 +4,8 @@ Sends in as few operations as Service Bus allows: immediate tasks go in ServiceB
 sends; tasks whose ``not_before`` lies ahead are scheduled, one schedule call per distinct time.
 MessageId is the task's message id, so the queue's duplicate detection drops a re-send.
 
-Shard requests of a tick that fans out go to the planner queue the same way, restore tasks to theirs.
+Shard requests of a tick that fans out go to the planner queue the same way, retention's part requests
+to the retention queue, restore tasks to theirs.
 
 One sender per queue stays open for the process (opening one costs the client about a second of AMQP
 handshakes); sends are serialised on it, and a failed one drops it so the next send reopens.
@@ -15,7 +16,7 @@ import logging
 import threading
 from collections import defaultdict
 from datetime import datetime
-from typing import Sequence
+from typing import Generic, Sequence, TypeVar
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
@@ -24,10 +25,13 @@ from shared.adapters.azure_errors import SERVICE_BUS_REFUSED_HINT, Failure, fail
 from shared.clock import Clock, SystemClock
 from shared.domain.progress import PlanRequest
 from shared.domain.restore import RESTORE_TASK_SCHEMA, RestoreTask
+from shared.domain.retention_progress import RetentionRequest
 from shared.domain.task import SCHEMA, SnapshotTask
 from shared.errors import ConfigurationError, TransientError
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R", PlanRequest, RetentionRequest)
 
 
 class _QueueSender:
@@ -159,29 +163,38 @@ class ServiceBusRestoreQueue:
         self._queue.close()
 
 
-class ServiceBusShardQueue:
-    """The planner queue: a tick's shard requests, one message each, sent in batches."""
+class ServiceBusRequestQueue(Generic[R]):
+    """A queue of work requests, one message each, sent in batches: a tick's shard requests (the planner
+    queue), retention's part requests and continuations (the retention queue)."""
 
-    def __init__(self, client: ServiceBusClient, queue_name: str):
+    def __init__(self, client: ServiceBusClient, queue_name: str, subject: str):
         self._queue = _QueueSender(client, queue_name)
+        self._subject = subject
 
-    @classmethod
-    def from_settings(cls, settings, services) -> "ServiceBusShardQueue":
-        return cls(_client(settings, services), settings.planner_queue)
-
-    def send(self, requests: Sequence[PlanRequest]) -> int:
+    def send(self, requests: Sequence[R]) -> int:
         if not requests:
             return 0
         messages = [ServiceBusMessage(r.to_json(), message_id=r.message_id, content_type="application/json",
-                                      subject="plan-shard", application_properties={"shard": r.shard})
-                    for r in requests]
-        return self._queue.send(messages, {}, what=f"{len(requests)} shard request(s)")
+                                      subject=self._subject) for r in requests]
+        return self._queue.send(messages, {}, what=f"{len(requests)} {self._subject} request(s)")
 
     def open(self) -> None:
         self._queue.open()
 
     def close(self) -> None:
         self._queue.close()
+
+
+class ServiceBusShardQueue(ServiceBusRequestQueue[PlanRequest]):
+    @classmethod
+    def from_settings(cls, settings, services) -> "ServiceBusShardQueue":
+        return cls(_client(settings, services), settings.planner_queue, "plan-shard")
+
+
+class ServiceBusRetentionQueue(ServiceBusRequestQueue[RetentionRequest]):
+    @classmethod
+    def from_settings(cls, settings, services) -> "ServiceBusRetentionQueue":
+        return cls(_client(settings, services), settings.retention_queue, "retention")
 
 
 def _message(task: SnapshotTask) -> ServiceBusMessage:

@@ -25,7 +25,7 @@ from shared.clock import Clock
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.adapters.metering import in_context
 from shared.domain.restore import OWNER_KEY
-from shared.ports import BlobSnapshotInfo, RestoredBlob, StatusBlobInfo, Verification
+from shared.ports import BlobSnapshotInfo, RestoredBlob, StatusBlobInfo, StatusBlobPage, Verification
 from shared.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -294,10 +294,12 @@ class StatusBlobArchive:
         self._container = blob_service.get_container_client(container)
         self.container = container
 
-    def list_blobs(self) -> Iterator[StatusBlobInfo]:
+    def list_pages(self, marker: str | None = None) -> Iterator[StatusBlobPage]:
         try:
-            for blob in self._container.list_blobs():
-                yield StatusBlobInfo(blob.name, blob.last_modified)
+            pages = self._container.list_blobs().by_page(continuation_token=marker)
+            for page in pages:
+                blobs = [StatusBlobInfo(blob.name, blob.last_modified) for blob in page]
+                yield StatusBlobPage(blobs, pages.continuation_token or None)
         except ResourceNotFoundError:
             return
         except AzureError as exc:

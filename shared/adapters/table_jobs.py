@@ -301,6 +301,12 @@ def _range_filter(shard: str, query: JobQuery, after: str | None) -> tuple[str, 
     if query.vm_name is not None:
         params["vm"] = query.vm_name.lower()
         text += " and VmKey eq @vm"
+    if query.vms_after is not None:
+        params["vmsafter"] = query.vms_after.lower()
+        text += " and VmKey gt @vmsafter"
+    if query.vms_through is not None:
+        params["vmsthrough"] = query.vms_through.lower()
+        text += " and VmKey le @vmsthrough"
     if query.since:
         params["since"] = utc(query.since)
         text += " and Slot ge @since"

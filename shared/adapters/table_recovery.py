@@ -119,14 +119,17 @@ class TableRecoveryPointStore:
 
     # --- internals ------------------------------------------------------------------------------
     def _save_chunk(self, chunk: list[RecoveryPoint]) -> tuple[list[RecoveryPoint], list[str]]:
-        operations = [("update", point_entity(p), {"mode": UpdateMode.REPLACE, "etag": p.version,
-                                                   "match_condition": MatchConditions.IfNotModified})
-                      for p in chunk]
-        try:
-            results = self._call(self._table.submit_transaction, operations)
-            return [_with_version(p, r.get("etag")) for p, r in zip(chunk, results)], []
-        except TableTransactionError:
-            pass    # one point changed meanwhile: write the others one by one
+        # One point (a daily run's usual claim, then deletion, per VM) is a plain update: a transaction
+        # of one costs the client three times its CPU (docs/table-batch-cost.md).
+        if len(chunk) > 1:
+            operations = [("update", point_entity(p), {"mode": UpdateMode.REPLACE, "etag": p.version,
+                                                       "match_condition": MatchConditions.IfNotModified})
+                          for p in chunk]
+            try:
+                results = self._call(self._table.submit_transaction, operations)
+                return [_with_version(p, r.get("etag")) for p, r in zip(chunk, results)], []
+            except TableTransactionError:
+                pass    # one point changed meanwhile: write the others one by one
         saved, lost = [], []
         for point in chunk:
             try:

@@ -30,12 +30,13 @@ from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import SUCCESSFUL, RecoveryPoint
 from shared.domain.schedule import slots_between
-from shared.domain.shards import SHARDS
+from shared.domain.shards import SHARDS, shard_of
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import JobQuery
 from shared.redaction import redact
 from shared.services.point_data import missing_data
-from shared.services.retention import ProblemKind, RetentionResult
+from shared.domain.retention_progress import BLOBS
+from shared.services.retention import PartOutcome, ProblemKind, RetentionResult
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -399,15 +400,18 @@ def _snapshot_limit_cleared(svc: Services, vm_name: str, limit: int) -> bool:
 
 # --- retention -----------------------------------------------------------------------------------------
 
-def after_retention(svc: Services, result: RetentionResult) -> list[Alert]:
-    """A fleet retention run resolves the RetentionFailed alert of every VM it did not leave unfinished
+def after_retention(svc: Services, result: RetentionResult, *, shard: str | None = None) -> list[Alert]:
+    """A finished retention run resolves the RetentionFailed alert of every VM it did not leave unfinished
     (its Failed Retention jobs raise them, through the feed), and the SnapshotLimitNear alert of every VM
-    whose disks it brought below the threshold."""
+    whose disks it brought below the threshold. ``shard``: the run covered that shard's VMs only (a
+    part of the timer's fanned-out run), so only their alerts are looked at."""
     unfinished = {p.vm_name.lower() for p in result.plan.problems
                   if p.kind in (ProblemKind.DEFERRED, ProblemKind.FAILED)}
     now = svc.clock.now()
     done = []
     for alert in svc.alerts.list(status=AlertStatus.ACTIVE):
+        if shard is not None and shard_of(alert.item) != shard:
+            continue
         if alert.kind is AlertKind.RETENTION_FAILED and alert.item.lower() not in unfinished:
             done += resolve_alerts(svc, alert.item, (AlertKind.RETENTION_FAILED,), time=now, by="retention",
                                    note=f"retention of {alert.item} finished at {now.isoformat(timespec='seconds')}")
@@ -417,3 +421,11 @@ def after_retention(svc: Services, result: RetentionResult) -> list[Alert]:
                                    note=f"after retention every disk of {alert.item} is below "
                                         f"{svc.settings.snapshot_limit * 9 // 10} snapshots")
     return done
+
+
+def after_retention_part(svc: Services, outcome: PartOutcome) -> list[Alert]:
+    """``after_retention`` for one part of the timer's run, once that part finished: its shard's VMs
+    only (the status blobs' part and an unfinished part resolve nothing)."""
+    if outcome.state != "finished" or outcome.request.part == BLOBS:
+        return []
+    return after_retention(svc, outcome.result, shard=outcome.request.part)

@@ -3,6 +3,13 @@ or the VM restore point of a managed-disk VM) and mark the points Deleted; delet
 restore points of failed and superseded attempts; purge soft-deleted items;
 delete status/log blobs of final jobs once old enough. ``plan`` is the same computation, changing nothing.
 
+The fleet is read a part at a time: each shard's VMs a page at a time (the page's items, its jobs in
+one query, each VM's points), then the status container a listing page at a time, so each job row is
+read once per run. ``run_retention`` and ``plan_retention`` go through every part in-process (the
+operator's ``vmsnap retention run|plan``); the timer's run (``start_retention``) hands the parts to
+``retain_part``, which keeps a cursor per part and stops after a bounded time, sending itself a
+continuation, so no invocation runs long whatever the fleet's size (docs/recovery-points.md).
+
 Never leaves a VM without a restorable point: before it deletes anything of a protected VM it confirms
 that the newest point it keeps still has all its data; a point whose data is gone becomes Unavailable
 (with the reason), the next one is confirmed instead, and a VM whose point cannot be confirmed now
@@ -18,11 +25,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from shared.domain import remediation
 from shared.domain.inventory import BackupMethod
@@ -33,9 +41,11 @@ from shared.domain.recovery import (SUCCESSFUL, PointState, RecoveryPoint, Snaps
                                     recovery_point_name)
 from shared.domain.restore_point import attempt_restore_point_name
 from shared.domain.retention import Decision, Rule, decide
+from shared.domain.retention_progress import BLOBS, PARTS, RetentionProgress, RetentionRequest
+from shared.domain.shards import SHARDS
 from shared.domain.task import Trigger
 from shared.errors import NotFoundError, TransientError, VmsnapError
-from shared.ports import JobQuery
+from shared.ports import JobQuery, StatusBlobInfo
 from shared.redaction import redact
 from shared.services.ingestion import parse_blob_name
 from shared.services.point_data import missing_data
@@ -48,10 +58,18 @@ T = TypeVar("T")
 
 RETENTION_OPERATION = "Retention"
 CLAIM_TIMEOUT = timedelta(hours=1)
-# How far back job records are read for points to backfill and attempt snapshots to delete. Retention
-# runs daily, so a month covers a long outage of the timer.
+# How far back job records are read for points to backfill and attempt snapshots to delete: all of it
+# by an operator's run, at most this by the timer's (which reads from where its last run settled).
+# Retention runs daily, so a month covers a long outage of the timer.
 JOB_LOOKBACK = timedelta(days=35)
+# Besides the scheduler's catch-up (a job created late for a slot that long ago), how far before the
+# last run's settled instant the next run reads jobs again.
+JOB_MARGIN = timedelta(hours=3)
 DELETE_WORKERS = 8
+PAGE_SIZE = 250         # VMs of a shard settled between two saves of its cursor
+# An invocation of the timer's run takes no new page after this long; with a page's own bound (PAGE_SIZE
+# VMs), no invocation outlives its Service Bus lock renewal (host.json) or the Functions time limit.
+INVOCATION_BUDGET = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -73,6 +91,7 @@ class SnapshotAction:
     snapshot: str                   # a blob snapshot URL, or a VM restore point's id
     rule: Rule
     method: SnapshotMethod = SnapshotMethod.BLOB_SNAPSHOT
+    slot: datetime | None = field(default=None, compare=False)     # its job's
 
 
 @dataclass(frozen=True)
@@ -148,80 +167,252 @@ class _VmWork:
 
 def plan_retention(svc: Any, vm_name: str | None = None) -> RetentionPlan:
     """Exactly what ``run_retention`` would do now, and why; changes nothing (it reads what it checks)."""
-    plan = RetentionPlan()
-    now = svc.clock.now()
-    jobs = _recent_jobs(svc, vm_name, now)
-    _plan_points(svc, vm_name, now, plan, jobs, record=False)
-    plan.attempt_snapshots = _attempt_snapshots(svc, jobs, now, plan)
-    if vm_name is None:
-        plan.status_blobs = _expired_status_blobs(svc, now)
-    return plan
+    return _whole_run(svc, vm_name, record=False).plan
 
 
 def run_retention(svc: Any, vm_name: str | None = None) -> RetentionResult:
-    """Enforce retention now (for one VM, or all); see the module docstring for the guarantees."""
+    """Enforce retention now (for one VM, or all), in this process; see the module docstring for the
+    guarantees. Reads every job of the lookback, whatever the timer's runs settled."""
+    return _whole_run(svc, vm_name, record=True)
+
+
+def _whole_run(svc: Any, vm_name: str | None, *, record: bool) -> RetentionResult:
     now = svc.clock.now()
-    jobs = _recent_jobs(svc, vm_name, now)
+    since = now - JOB_LOOKBACK
     result = RetentionResult(plan=RetentionPlan())
-    plan = result.plan
-    work_by_vm = _plan_points(svc, vm_name, now, plan, jobs, record=True, result=result)
-    result.backfilled = list(plan.backfill)
-    # VMs are independent: their deletions overlap, so a run is bound by storage, not by round trips.
-    with ThreadPoolExecutor(DELETE_WORKERS) as pool:
-        for _ in pool.map(lambda item: _isolated(plan, item[0], lambda: _delete_points(
-                svc, item[0], item[1], now, result)), work_by_vm.items()):
-            pass
-    plan.attempt_snapshots = _attempt_snapshots(svc, jobs, now, plan)
-    for action in plan.attempt_snapshots:
-        _isolated(plan, action.vm_name, lambda: _delete_artifact(
-            svc, action.method, action.snapshot, result, f"job {action.job_id} ({action.rule.value})"))
-    if vm_name is None:
-        plan.status_blobs = _expired_status_blobs(svc, now)
-        for blob in plan.status_blobs:
-            if svc.status_archive.delete_blob(blob.name):
-                result.blobs_deleted += 1
-    _record_problems(svc, plan.problems, now)
-    log.info("retention%s: examined %s point(s), deleted %s point(s), %s snapshot(s) (%s already gone), "
-             "%s status blob(s); %s claim(s) lost to another run; %s point(s) backfilled; %s point(s) found "
-             "Unavailable; %s problem(s) reported",
-             f" of VM {vm_name}" if vm_name else "", plan.examined, len(result.points_deleted),
-             result.snapshots_deleted, result.snapshots_gone, result.blobs_deleted, result.lost_claims,
-             len(result.backfilled), len(result.marked_unavailable), len(plan.problems))
+    policies = _policies(svc)
+    if vm_name is not None:
+        item = svc.protected_items.get(vm_name)
+        jobs = _jobs(svc, JobQuery(vm_name=vm_name, operation="Backup", since=since, page_size=1000))
+        _retain_vms(svc, {vm_name.lower(): item} if item else {vm_name.lower(): None}, jobs, policies, now, result,
+                    record=record)
+    else:
+        for shard in SHARDS:
+            for page in _shard_pages(svc, shard, None, PAGE_SIZE):
+                _retain_page(svc, shard, page, since, policies, now, result, record=record)
+        for listed in svc.status_archive.list_pages():
+            _retain_status_blobs(svc, listed.blobs, now, result, record=record)
+    result.backfilled = list(result.plan.backfill)
+    if record:
+        _log_result(result, f" of VM {vm_name}" if vm_name else "")
     return result
 
 
-# --- points -----------------------------------------------------------------------------------
+def _log_result(result: RetentionResult, what: str) -> None:
+    plan = result.plan
+    log.info("retention%s: examined %s point(s), deleted %s point(s), %s snapshot(s) (%s already gone), "
+             "%s status blob(s); %s claim(s) lost to another run; %s point(s) backfilled; %s point(s) found "
+             "Unavailable; %s problem(s) reported", what, plan.examined, len(result.points_deleted),
+             result.snapshots_deleted, result.snapshots_gone, result.blobs_deleted, result.lost_claims,
+             len(result.backfilled), len(result.marked_unavailable), len(plan.problems))
 
-def _plan_points(svc: Any, vm_name: str | None, now: datetime, plan: RetentionPlan, jobs: list[Job], *,
-                 record: bool, result: RetentionResult | None = None) -> dict[str, _VmWork]:
-    """Fill ``plan.points``; returns the work of each VM that has some. Each VM on its own: what goes
-    wrong with one is reported in ``plan.problems`` and the others go on."""
-    items = _items(svc, vm_name)
-    policies = {p.name.lower(): p for p in svc.policies.list()}
-    recorded: dict[str, list[tuple[Job, RecoveryPoint]]] = {}
+
+# --- the timer's run: parts, cursors, a time budget per invocation -------------------------------
+
+@dataclass
+class PartOutcome:
+    """What one invocation did with one part of a run."""
+
+    request: RetentionRequest
+    state: str              # "finished", "continued" (a continuation was sent), or "stale" (a later run has it)
+    pages: int              # pages settled by this invocation
+    result: RetentionResult
+    seconds: float
+
+
+@dataclass
+class RetentionStart:
+    """The timer's run: the parts it settled itself, and the requests it handed to the retention queue."""
+
+    run: datetime
+    outcomes: list[PartOutcome] = field(default_factory=list)
+    sent: list[RetentionRequest] = field(default_factory=list)
+
+
+def start_retention(svc: Any, *, fan_out: bool | None = None, budget: timedelta | None = None,
+                    monotonic: Callable[[], float] = time.monotonic, page_size: int | None = None) -> RetentionStart:
+    """The timer: a run named by now over every part. A large fleet (``PLANNER_FAN_OUT_ITEMS``, counted
+    by the scheduler) is handed to the retention workers, a request per part; a smaller one is settled
+    here, part after part, and what the budget leaves is handed over too."""
+    run = svc.clock.now()
+    start = RetentionStart(run)
+    requests = [RetentionRequest(part, run) for part in PARTS]
+    if fan_out is None:
+        threshold = svc.settings.fan_out_items
+        fan_out = threshold > 0 and sum(p.items for p in svc.progress.all()) >= threshold
+    began = monotonic()
+    for n, request in enumerate(requests):
+        left = (INVOCATION_BUDGET if budget is None else budget) - timedelta(seconds=monotonic() - began)
+        if fan_out or left <= timedelta(0):
+            start.sent = requests[n:]
+            svc.retention_queue.send(start.sent)
+            break
+        start.outcomes.append(retain_part(svc, request, budget=left, monotonic=monotonic, page_size=page_size))
+    log.info("retention run %s: %s part(s) settled here, %s handed to the retention queue", run.isoformat(),
+             len(start.outcomes), len(start.sent))
+    return start
+
+
+def retain_part(svc: Any, request: RetentionRequest, *, budget: timedelta | None = None,
+                monotonic: Callable[[], float] = time.monotonic, page_size: int | None = None) -> PartOutcome:
+    """Settle one part of a run from where the run left it, page after page (``page_size`` VMs); after
+    ``budget`` (INVOCATION_BUDGET) it sends the run a continuation and returns. A request of a run that no
+    longer holds the part does nothing."""
+    began = monotonic()
+    budget = INVOCATION_BUDGET if budget is None else budget
+    run, part = request.run, request.part
+    result = RetentionResult(plan=RetentionPlan())
+    outcome = PartOutcome(request, "stale", 0, result, 0.0)
+    progress = _take(svc, request)
+    if progress is None:
+        log.info("retention run %s, part %s: a later run holds or finished it; nothing to do", run.isoformat(), part)
+        return outcome
+    now = svc.clock.now()
+    cursor = progress.cursor
+    since = progress.since or run - JOB_LOOKBACK        # fixed when the run took the part
+
+    def pages() -> Iterator[tuple[str | None, datetime | None]]:
+        """Settles the part's next page, then yields the cursor after it and its oldest unsettled slot."""
+        if part == BLOBS:
+            for listed in svc.status_archive.list_pages(cursor):
+                _retain_status_blobs(svc, listed.blobs, now, result, record=True)
+                yield listed.marker, None
+            return
+        policies = _policies(svc)
+        for page in _shard_pages(svc, part, cursor, page_size or PAGE_SIZE):
+            yield page.through, _retain_page(svc, part, page, since, policies, now, result, record=True)
+
+    for after, unsettled in pages():
+        outcome.pages += 1
+        progress = svc.retention_progress.update(part, lambda p: p.advanced(run, after, unsettled), current=progress)
+        if progress.run != run:
+            log.info("retention run %s, part %s: a later run took the part over; stopping", run.isoformat(), part)
+            break
+        if after is not None and monotonic() - began >= budget.total_seconds():
+            svc.retention_queue.send([RetentionRequest(part, run, progress.pages)])
+            outcome.state = "continued"
+            break
+    else:
+        progress = svc.retention_progress.update(part, lambda p: p.done(run), current=progress)
+        outcome.state = "finished"
+    result.backfilled = list(result.plan.backfill)
+    outcome.seconds = monotonic() - began
+    _log_result(result, f" run {run.isoformat()}, part {part} ({outcome.state} after {outcome.pages} page(s), "
+                        f"{outcome.seconds:.1f} s)")
+    return outcome
+
+
+def _take(svc: Any, request: RetentionRequest) -> RetentionProgress | None:
+    """The part's progress once the request's run holds it, or None when a later run does."""
+    current = svc.retention_progress.get(request.part)
+    since = current.window_start(request.run, lookback=JOB_LOOKBACK, margin=_margin(svc))
+    if current.begin(request.run, since) is None:
+        return None
+    taken: RetentionProgress = svc.retention_progress.update(
+        request.part, lambda p: p.begin(request.run, since) or p, current=current)
+    return taken if taken.run == request.run else None
+
+
+def _margin(svc: Any) -> timedelta:
+    margin: timedelta = svc.settings.catch_up + JOB_MARGIN
+    return margin
+
+
+# --- a page of a shard ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Page:
+    """A page of a shard's items, and the VM names whose jobs go with it: after ``after`` (None: from
+    the first) up to ``through`` (None: to the last, so jobs of VMs without an item are read too)."""
+
+    items: dict[str, ProtectedItem]
+    after: str | None
+    through: str | None
+
+
+def _shard_pages(svc: Any, shard: str, after: str | None, page_size: int) -> Iterator[_Page]:
+    lower = after
+    for items in svc.protected_items.pages(page_size, shard=shard, after=after):
+        through = items[-1].vm_name.lower()
+        yield _Page({item.vm_name.lower(): item for item in items}, lower, through)
+        lower = through
+    yield _Page({}, lower, None)
+
+
+def _retain_page(svc: Any, shard: str, page: _Page, since: datetime, policies: dict[str, Policy], now: datetime,
+                 result: RetentionResult, *, record: bool) -> datetime | None:
+    """Retention of a page's VMs: their jobs in one query, each VM's points, each VM on its own. Returns
+    the oldest slot of a job left unsettled (still running, or its clean-up not done)."""
+    jobs = _jobs(svc, JobQuery(shard=shard, operation="Backup", since=since, vms_after=page.after,
+                               vms_through=page.through, page_size=1000))
+    items: dict[str, ProtectedItem | None] = dict(page.items)
+    return min(_retain_vms(svc, items, jobs, policies, now, result, record=record), default=None)
+
+
+def _retain_vms(svc: Any, items: dict[str, ProtectedItem | None], jobs: list[Job], policies: dict[str, Policy],
+                now: datetime, result: RetentionResult, *, record: bool) -> list[datetime]:
+    """Each VM of ``items`` and of ``jobs`` on its own, side by side; records the problems found as
+    Retention jobs. Returns the slots of the jobs left unsettled: every job of a VM whose retention
+    failed, else those ``_retain_vm`` names."""
+    plan = result.plan
+    by_vm: dict[str, list[Job]] = {}
     for job in jobs:
-        point = point_from_job(job)
-        if point is not None:
-            recorded.setdefault(point.vm_name.lower(), []).append((job, point))
-    work: dict[str, _VmWork] = {}
-    for key, points in _with_missing(svc.recovery_points.scan(vm_name), recorded):
-        backfill = recorded.pop(key, [])
-        vm = points[0].vm_name if points else backfill[0][1].vm_name if backfill else key
-        planned = _isolated(plan, vm, lambda: _plan_vm(svc, points, backfill, items.get(key), policies, now, plan,
-                                                         record=record, result=result))
-        if planned is not None and (planned.going or planned.stale):
-            work[vm] = planned
-    return work
+        by_vm.setdefault(job.vm_name.lower(), []).append(job)
+    keys = sorted(set(items) | set(by_vm))
+    before = len(plan.problems)
+
+    def one(key: str) -> list[datetime]:
+        item, own = items.get(key), by_vm.get(key, [])
+        vm = item.vm_name if item else own[0].vm_name if own else key
+        left = _isolated(plan, vm, lambda: _retain_vm(svc, vm, item, own, policies, now, result, record=record))
+        return [job.slot for job in own] if left is None else left
+
+    # VMs are independent: their reads and deletions overlap, so a page is bound by storage, not round trips.
+    with ThreadPoolExecutor(DELETE_WORKERS) as pool:
+        unsettled = [slot for slots in pool.map(one, keys) for slot in slots]
+    if record:
+        _record_problems(svc, plan.problems[before:], now)
+    return unsettled
 
 
-def _with_missing(groups: Iterable[list[RecoveryPoint]],
-                  recorded: dict[str, list[tuple[Job, RecoveryPoint]]]) -> Iterable[tuple[str, list[RecoveryPoint]]]:
-    """(VM key, its points) from the scan, then the VMs with recent successful jobs but no point yet."""
-    for points in groups:
-        yield points[0].vm_name.lower(), points
-    for key in list(recorded):
-        yield key, []
+def _retain_vm(svc: Any, vm: str, item: ProtectedItem | None, jobs: list[Job], policies: dict[str, Policy],
+               now: datetime, result: RetentionResult, *, record: bool) -> list[datetime]:
+    """One VM: its points, and its jobs' attempts. Returns the slots of its jobs a later run must read
+    again: still running, or whose attempts' snapshots could not be listed or deleted now."""
+    points = svc.recovery_points.list_for_vm(vm)
+    recorded = [(job, point) for job in jobs if (point := point_from_job(job)) is not None]
+    work = _plan_vm(svc, points, recorded, item, policies, now, result.plan, record=record, result=result)
+    if record and work is not None and (work.going or work.stale):
+        _delete_points(svc, vm, work, now, result)
+    unsettled = [job.slot for job in jobs if not job.is_terminal and job.slot <= now]
+    actions, unlisted = _attempt_snapshots(svc, jobs, {point.name: point for point in points}, result.plan)
+    unsettled += unlisted
+    with result.plan.lock:
+        result.plan.attempt_snapshots.extend(actions)
+    if record:
+        for action in actions:
+            deleted = _isolated(result.plan, vm, lambda: _delete_artifact(
+                svc, action.method, action.snapshot, result, f"job {action.job_id} ({action.rule.value})"))
+            if not deleted and action.slot is not None:
+                unsettled.append(action.slot)
+    return unsettled
 
+
+def _policies(svc: Any) -> dict[str, Policy]:
+    return {p.name.lower(): p for p in svc.policies.list()}
+
+
+def _jobs(svc: Any, query: JobQuery) -> list[Job]:
+    jobs: list[Job] = []
+    while True:
+        page = svc.jobs.query(query)
+        jobs.extend(page.jobs)
+        if not page.continuation:
+            return jobs
+        query = replace(query, continuation=page.continuation)
+
+
+# --- points -----------------------------------------------------------------------------------
 
 def _plan_vm(svc: Any, points: list[RecoveryPoint], backfill: list[tuple[Job, RecoveryPoint]],
              item: ProtectedItem | None, policies: dict[str, Policy], now: datetime, plan: RetentionPlan, *,
@@ -364,8 +555,9 @@ def _delete_points(svc: Any, vm: str, work: _VmWork, now: datetime, result: Rete
         log.warning("VM %s: point(s) %s changed while their snapshots were deleted", vm, ", ".join(not_saved))
 
 
-def _delete_artifact(svc: Any, method: SnapshotMethod, artifact: str, result: RetentionResult, why: str) -> None:
-    """Delete a blob snapshot, or a VM restore point (its disk restore points go with it); never more."""
+def _delete_artifact(svc: Any, method: SnapshotMethod, artifact: str, result: RetentionResult, why: str) -> bool:
+    """Delete a blob snapshot, or a VM restore point (its disk restore points go with it); never more.
+    True once it is gone (deleted now, or before)."""
     if method is SnapshotMethod.RESTORE_POINT:
         what, deleted = "restore point", svc.restore_points.delete(artifact)
     else:
@@ -379,32 +571,16 @@ def _delete_artifact(svc: Any, method: SnapshotMethod, artifact: str, result: Re
         log.info("deleted %s %s of %s", what, artifact, why)
     else:
         log.info("%s %s of %s was already gone", what, artifact, why)
-
-
-def _items(svc: Any, vm_name: str | None) -> dict[str, ProtectedItem]:
-    if vm_name is not None:
-        item = svc.protected_items.get(vm_name)
-        return {item.vm_name.lower(): item} if item else {}
-    return {item.vm_name.lower(): item for page in svc.protected_items.pages() for item in page}
+    return True
 
 
 # --- attempts and status blobs ------------------------------------------------------------------
 
-def _recent_jobs(svc: Any, vm_name: str | None, now: datetime) -> list[Job]:
-    jobs: list[Job] = []
-    token = None
-    while True:
-        page = svc.jobs.query(JobQuery(vm_name=vm_name, operation="Backup", since=now - JOB_LOOKBACK,
-                                       page_size=1000, continuation=token))
-        jobs.extend(page.jobs)
-        token = page.continuation
-        if not token:
-            return jobs
-
-
-def _attempt_snapshots(svc: Any, jobs: list[Job], now: datetime, plan: RetentionPlan) -> list[SnapshotAction]:
-    """Snapshots stamped with a final job's id that no recovery point holds (each job on its own: one
-    that cannot be looked at now is reported in ``plan`` and left for the next run).
+def _attempt_snapshots(svc: Any, jobs: list[Job], stored: dict[str, RecoveryPoint],
+                       plan: RetentionPlan) -> tuple[list[SnapshotAction], list[datetime]]:
+    """Snapshots stamped with a final job's id that no recovery point holds, and the slots of the jobs
+    whose snapshots could not be looked at now (each job on its own: one that fails is reported in
+    ``plan`` and left for the next run). ``stored``: the VM's points as read, by name.
 
     The job record keeps only its last attempt's disks, so each disk blob's snapshots are listed and
     matched by the ``jobId`` metadata the command stamps on them (shared/domain/command.py); a
@@ -412,24 +588,29 @@ def _attempt_snapshots(svc: Any, jobs: list[Job], now: datetime, plan: Retention
     attempts are found by name instead (attempt_restore_point_name).
     """
     actions: list[SnapshotAction] = []
+    unlisted: list[datetime] = []
     for job in jobs:
         # A job done by its one and only attempt left no other snapshots; one whose earlier attempt
         # ended it may have a later attempt's (overtaken) snapshots to delete.
         if not job.is_terminal or (job.status in SUCCESSFUL and job.attempt == 1 and not job.attempts):
             continue
-        actions.extend(_isolated(plan, job.vm_name, lambda: _job_attempt_snapshots(svc, job)) or [])
-    return actions
+        point = stored.get(recovery_point_name(job.job_id))
+        found = _isolated(plan, job.vm_name, lambda: _job_attempt_snapshots(svc, job, point))
+        if found is None:
+            unlisted.append(job.slot)
+        actions.extend(found or [])
+    return actions, unlisted
 
 
-def _job_attempt_snapshots(svc: Any, job: Job) -> list[SnapshotAction]:
+def _job_attempt_snapshots(svc: Any, job: Job, stored: RecoveryPoint | None) -> list[SnapshotAction]:
     # Not recorded yet (a dry run before the backfill): the job's own snapshots still count as held.
-    point = svc.recovery_points.get(job.vm_name, recovery_point_name(job.job_id)) or point_from_job(job)
+    point = stored or point_from_job(job)
     held = set(point.artifacts) if point is not None and point.state is not PointState.DELETED else set()
     rule = Rule.SUPERSEDED_ATTEMPT if job.status in SUCCESSFUL else Rule.FAILED_ATTEMPT
     if job.backup_method == BackupMethod.RESTORE_POINT.value:
-        return [SnapshotAction(job.vm_name, job.job_id, found, rule, SnapshotMethod.RESTORE_POINT)
+        return [SnapshotAction(job.vm_name, job.job_id, found, rule, SnapshotMethod.RESTORE_POINT, job.slot)
                 for found in _attempt_restore_points(svc, job) if found not in held]
-    return [SnapshotAction(job.vm_name, job.job_id, snap.url, rule)
+    return [SnapshotAction(job.vm_name, job.job_id, snap.url, rule, slot=job.slot)
             for disk in job.disks for snap in svc.snapshots.list_snapshots(disk.blob_url)
             if snap.metadata.get("jobId") == job.job_id and snap.url not in held]
 
@@ -457,20 +638,29 @@ def _attempt_restore_points(svc: Any, job: Job) -> list[str]:
     return found
 
 
-def _expired_status_blobs(svc: Any, now: datetime) -> list[BlobAction]:
-    """Status and log blobs of final (or unknown) jobs, last written longer ago than the setting."""
+def _retain_status_blobs(svc: Any, blobs: list[StatusBlobInfo], now: datetime, result: RetentionResult, *,
+                         record: bool) -> None:
+    """Of a listing page: the status and log blobs of final (or unknown) jobs, last written longer ago
+    than the setting. Their jobs are read together (one query per job partition).
+
+    A job's blobs are judged together; one whose blobs a page boundary splits is judged in each page
+    on the blobs it holds there, which is harmless: its job is final (or unknown) either way."""
     cutoff = now - svc.settings.status_blob_retention
     by_job: dict[str, list[tuple[str, datetime]]] = {}
-    for blob in svc.status_archive.list_blobs():
+    for blob in blobs:
         job_id = blob.name.split("/", 1)[0] if "/" in blob.name else None
         by_job.setdefault(job_id or blob.name, []).append((blob.name, blob.last_modified))
+    expired = {key: found for key, found in by_job.items() if max(when for _, when in found) <= cutoff}
+    ids = {key: parsed[0] for key in expired if (parsed := parse_blob_name(f"{key}/1.Status.txt"))}
+    jobs = svc.jobs.get_many(list(ids.values())) if ids else {}
     actions: list[BlobAction] = []
-    for key, blobs in by_job.items():
-        if max(when for _, when in blobs) > cutoff:
-            continue
-        parsed = parse_blob_name(f"{key}/1.Status.txt")
-        job = svc.jobs.get(parsed[0]) if parsed else None
+    for key, found in expired.items():
+        job = jobs.get(ids[key]) if key in ids else None
         if job is not None and not job.is_terminal:
             continue
-        actions.extend(BlobAction(name, job.job_id if job else None) for name, _ in sorted(blobs))
-    return actions
+        actions.extend(BlobAction(name, job.job_id if job else None) for name, _ in sorted(found))
+    result.plan.status_blobs.extend(actions)
+    if record:
+        for action in actions:
+            if svc.status_archive.delete_blob(action.name):
+                result.blobs_deleted += 1

@@ -168,3 +168,19 @@ def test_pages_of_many_vms_across_shards_and_hours_are_newest_first_and_complete
     assert sorted(j.job_id for j in one_shard) == sorted(j.job_id for j in jobs if shard_of(j.vm_name) == shard_of("vm005"))
     mine = all_pages(job_store, JobQuery(vm_name="VM005", page_size=1))
     assert [j.job_id for j in mine] == [j.job_id for j in jobs if j.vm_name == "vm005"]
+
+
+def test_a_page_of_a_shard_s_vms_reads_their_jobs_and_no_others(job_store):
+    """Retention reads a shard a page of VMs at a time: the jobs of the VMs after one name and up to
+    another (names compared case-insensitively), each job in exactly one page."""
+    from shared.domain.shards import shard_of
+
+    shard = shard_of("vm005")
+    names = sorted(n for n in (f"VM{n:03d}" for n in range(200)) if shard_of(n) == shard)[:9]
+    jobs = [job(name, T0 + timedelta(hours=h)) for name in names for h in range(3)]
+    job_store.create_many_if_absent(jobs)
+    bounds = [None, names[2].lower(), names[5], None]          # the last page has no upper bound
+    pages = [all_pages(job_store, JobQuery(shard=shard, vms_after=after, vms_through=through, page_size=4))
+             for after, through in zip(bounds[:-1], [names[2], names[5].lower(), None])]
+    assert [sorted({j.vm_name for j in page}) for page in pages] == [names[:3], names[3:6], names[6:]]
+    assert sorted(j.job_id for page in pages for j in page) == sorted(j.job_id for j in jobs)

@@ -18,8 +18,8 @@ def bindings():
 
 def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
     """Azure indexes the scheduler and its shard planner, the worker, the status blob trigger, the
-    stale-job sweep, the restore-point follow-up, retention, the restore worker, the restore drills' timer
-    and the alert evaluator."""
+    stale-job sweep, the restore-point follow-up, retention and its part workers, the restore worker, the
+    restore drills' timer and the alert evaluator."""
     assert {name: [b["type"] for b in bs] for name, bs in bindings.items()} == {
         "schedule_backups": ["timerTrigger"],
         "plan_shard": ["serviceBusTrigger"],
@@ -28,6 +28,7 @@ def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
         "sweep_stale_jobs": ["timerTrigger"],
         "track_restore_points": ["timerTrigger"],
         "enforce_retention": ["timerTrigger"],
+        "retain_part": ["serviceBusTrigger"],
         "run_restore": ["serviceBusTrigger"],
         "run_restore_tests": ["timerTrigger"],
         "evaluate_alerts": ["timerTrigger"],
@@ -54,6 +55,8 @@ def test_triggers_take_names_and_schedules_from_app_settings(bindings):
     assert retention["schedule"] == "%RETENTION_SCHEDULE%" and retention["useMonitor"] is True
     alerts, = bindings["evaluate_alerts"]
     assert alerts["schedule"] == "%ALERT_SCHEDULE%" and alerts["useMonitor"] is True
+    parts, = bindings["retain_part"]
+    assert parts["queueName"] == "%RETENTION_QUEUE%" and parts["connection"] == "ServiceBusConnection"
 
 
 def test_every_setting_a_binding_references_is_in_the_sample_settings(bindings):

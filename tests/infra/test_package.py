@@ -47,5 +47,6 @@ def test_the_published_package_indexes_all_ten_functions(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [
-        "dispatch_snapshot", "enforce_retention", "evaluate_alerts", "ingest_status", "plan_shard", "run_restore",
+        "dispatch_snapshot", "enforce_retention", "evaluate_alerts", "ingest_status", "plan_shard", "retain_part",
+        "run_restore",
         "run_restore_tests", "schedule_backups", "sweep_stale_jobs", "track_restore_points"]

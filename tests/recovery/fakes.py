@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 from shared.domain.recovery import RecoveryPoint
 from shared.errors import ValidationError
-from shared.ports import BlobSnapshotInfo, StatusBlobInfo
+from shared.ports import BlobSnapshotInfo, StatusBlobInfo, StatusBlobPage
 
 _versions = itertools.count(1)
 
@@ -126,11 +126,18 @@ class FakeSnapshots:
 
 
 class FakeStatusArchive:
-    def __init__(self) -> None:
-        self.blobs: dict[str, datetime] = {}
+    """Lists ``page_size`` blobs a page, in name order; a marker is the last name of its page."""
 
-    def list_blobs(self) -> Iterable[StatusBlobInfo]:
-        return [StatusBlobInfo(n, t) for n, t in sorted(self.blobs.items())]
+    def __init__(self, page_size: int = 5000) -> None:
+        self.blobs: dict[str, datetime] = {}
+        self.page_size = page_size
+
+    def list_pages(self, marker: str | None = None) -> Iterable[StatusBlobPage]:
+        listed = [StatusBlobInfo(n, t) for n, t in sorted(self.blobs.items()) if marker is None or n > marker]
+        for start in range(0, len(listed), self.page_size):
+            page = listed[start:start + self.page_size]
+            more = start + self.page_size < len(listed)
+            yield StatusBlobPage(page, page[-1].name if more else None)
 
     def delete_blob(self, name: str) -> bool:
         return self.blobs.pop(name, None) is not None

@@ -20,7 +20,8 @@ from shared.services.recovery import list_points
 from shared.services.retention import ProblemKind, plan_retention, run_retention
 from tests.fakes import InMemoryJobStore
 from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive, InMemoryRecoveryPointStore
-from tests.recovery.test_retention_simulation import DAILY, HOURLY, SETTINGS, WEEKLY, daily_policies, oracle_ends
+from tests.recovery.test_retention_simulation import (DAILY, HOURLY, SETTINGS, WEEKLY, daily_policies, oracle_ends,
+                                                      timer_fakes, timer_run)
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
 NOW = datetime(2026, 6, 15, 9, 0, tzinfo=timezone.utc)
@@ -42,7 +43,7 @@ def _world(policy: Policy = SHORT, vms: tuple[str, ...] = ("vm-a",), snapshots: 
     clock = FixedClock(NOW)
     svc = Services(SETTINGS, clock=clock, jobs=InMemoryJobStore(), recovery_points=InMemoryRecoveryPointStore(),
                    snapshots=snapshots or FakeSnapshots(), status_archive=FakeStatusArchive(), policies=policies,
-                   protected_items=items)
+                   protected_items=items, **timer_fakes())
     return svc, clock
 
 
@@ -198,11 +199,12 @@ def _restorable(svc, point: RecoveryPoint, now: datetime) -> bool:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=histories(), policy=st.one_of(st.sampled_from([SHORT, DAILY, WEEKLY, HOURLY]), daily_policies()),
-       runs=st.integers(1, 2))
-def test_after_any_retention_run_every_vm_that_could_be_restored_still_can(history, policy, runs):
+       runs=st.integers(1, 2), retain=st.sampled_from([run_retention, timer_run]))
+def test_after_any_retention_run_every_vm_that_could_be_restored_still_can(history, policy, runs, retain):
     """Whatever the history (points broken, half gone, deleted, claimed by a run in flight, stamped in the
-    future): after retention, every VM that had a restorable point still has one, and no point whose
-    policy still holds it has lost its data or its record."""
+    future), and whether the operator's run or the timer's (a page an invocation): after retention, every
+    VM that had a restorable point still has one, and no point whose policy still holds it has lost its
+    data or its record."""
     svc, clock = _world(policy=replace(policy, name="SimPolicy"), vms=tuple(history))
     for vm, points in history.items():
         for n, (age, on_demand, keep_days, state, minute) in enumerate(points):
@@ -222,7 +224,7 @@ def test_after_any_retention_run_every_vm_that_could_be_restored_still_can(histo
     ends = {vm: oracle_ends(points, svc.policies.get("SimPolicy")) for vm, points in before.items() if points}
 
     for _ in range(runs):
-        run_retention(svc)
+        retain(svc)
 
     for vm, points in before.items():
         after = {p.name: p for p in svc.recovery_points.list_for_vm(vm)}

@@ -5,6 +5,7 @@ import calendar
 import functools
 import random
 from datetime import datetime, time, timedelta, timezone
+from typing import Callable
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,14 +20,21 @@ from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import PointState, RecoveryPoint
 from shared.domain.schedule import slots_between
 from shared.services.recovery import record_recovery_point
-from shared.services.retention import run_retention
+from shared.services.retention import run_retention, start_retention
 from shared.settings import Settings
-from tests.fakes import InMemoryJobStore
+from tests.fakes import InMemoryJobStore, RecordingRetentionQueue
 from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive, InMemoryRecoveryPointStore
-from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
+from tests.scheduling.fakes import (InMemoryPolicyStore, InMemoryProtectedItemStore, InMemoryRetentionProgressStore,
+                                    InMemoryShardProgressStore)
 
 VM = "sim-vm"
-DISKS = [f"http://127.0.0.1:10000/devstoreaccount1/vhds/{VM}-{n}.vhd" for n in ("os", "data0")]
+
+
+def disks_of(vm: str) -> list[str]:
+    return [f"http://127.0.0.1:10000/devstoreaccount1/vhds/{vm}-{n}.vhd" for n in ("os", "data0")]
+
+
+DISKS = disks_of(VM)
 START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 DAYS = 400
 SETTINGS = Settings.from_env({"BackupStorage": "UseDevelopmentStorage=true",
@@ -116,29 +124,44 @@ def make_services(policy: Policy, clock: FixedClock) -> Services:
     items.add(ProtectedItem(vm_name=VM, policy_name=policy.name, protected_since=START, policy_assigned_at=START))
     return Services(SETTINGS, clock=clock, jobs=InMemoryJobStore(), recovery_points=InMemoryRecoveryPointStore(),
                     snapshots=FakeSnapshots(), status_archive=FakeStatusArchive(), policies=policies,
-                    protected_items=items)
+                    protected_items=items, **timer_fakes())
+
+
+def timer_fakes() -> dict:
+    """What the timer's run needs besides the stores: the scheduler's and retention's progress, the queue."""
+    return {"progress": InMemoryShardProgressStore(), "retention_progress": InMemoryRetentionProgressStore(),
+            "retention_queue": RecordingRetentionQueue()}
+
+
+def timer_run(svc: Services) -> None:
+    """The timer's run as the app makes it on a large fleet: a request per part, each settled a page an
+    invocation (every page ends the invocation's budget), through continuations on the queue."""
+    start_retention(svc, fan_out=True)
+    svc.retention_queue.drain(svc, budget=timedelta(0), page_size=1)
 
 
 def backup(svc: Services, slot: datetime, *, trigger: str = "Scheduled", failed: bool = False, attempts: int = 1,
-           retain_until: datetime | None = None) -> Job:
+           retain_until: datetime | None = None, vm: str = VM) -> Job:
     """One job as ingestion leaves it: snapshots stamped with its id; earlier attempts' snapshots left over."""
-    job = Job.new_backup(vm_name=VM, slot=slot, now=slot, trigger=trigger, policy_name="SimPolicy",
+    job = Job.new_backup(vm_name=vm, slot=slot, now=slot, trigger=trigger, policy_name="SimPolicy",
                          retain_until=retain_until)
+    disks = disks_of(vm)
     for _ in range(attempts - 1):
-        svc.snapshots.take(DISKS[0], {"jobId": job.job_id})
-    snaps = [svc.snapshots.take(DISKS[0], {"jobId": job.job_id}),
-             None if failed else svc.snapshots.take(DISKS[1], {"jobId": job.job_id})]
+        svc.snapshots.take(disks[0], {"jobId": job.job_id})
+    snaps = [svc.snapshots.take(disks[0], {"jobId": job.job_id}),
+             None if failed else svc.snapshots.take(disks[1], {"jobId": job.job_id})]
     job.attempt = attempts
     job.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
     job.end_time = slot + timedelta(minutes=5)
-    job.disks = [DiskResult(lun=i - 1, blob_url=DISKS[i], status="Completed" if s else "Failed", snapshot_uri=s)
+    job.disks = [DiskResult(lun=i - 1, blob_url=disks[i], status="Completed" if s else "Failed", snapshot_uri=s)
                  for i, s in enumerate(snaps)]
     svc.jobs.create_if_absent(job)
     record_recovery_point(svc, job)
     return job
 
 
-def simulate(policy: Policy, seed: int, check_every: int = 1) -> tuple[Services, FixedClock, set[str]]:
+def simulate(policy: Policy, seed: int, check_every: int = 1,
+             retain: Callable[[Services], object] = run_retention) -> tuple[Services, FixedClock, set[str]]:
     """400 days: every slot of the policy backs up (about 1 in 12 fails, 1 in 15 needs a retry), some
     on-demand backups, and retention once a day; checks the latest point after every run."""
     rng = random.Random(seed)
@@ -159,7 +182,7 @@ def simulate(policy: Policy, seed: int, check_every: int = 1) -> tuple[Services,
                    retain_until=clock.current + timedelta(days=rng.choice([3, 10, 45, 200])))
         day += timedelta(days=1)
         clock.current = day + timedelta(hours=1)
-        run_retention(svc)
+        retain(svc)
         points = svc.recovery_points.list_for_vm(VM)
         available = [p for p in points if p.state is PointState.AVAILABLE]
         if points:
@@ -206,6 +229,15 @@ HOURLY = Policy(name="SimPolicy", schedule=EnhancedSchedule(interval_hours=4, wi
 def test_400_days_leave_exactly_the_points_the_gfs_rules_keep(policy):
     """After 400 days the VM keeps exactly the daily/weekly/monthly/yearly/on-demand points Azure would."""
     svc, clock, failed = simulate(policy, seed=9)
+    check_against_oracle(svc, clock, policy, failed)
+
+
+@pytest.mark.parametrize("policy", [DAILY, HOURLY], ids=["daily", "enhanced-hourly"])
+def test_the_timer_s_runs_a_page_an_invocation_keep_what_the_gfs_rules_keep(policy):
+    """The same 400 days with the timer's runs, each part settled a page an invocation from its cursor and
+    reading only the jobs since the last run settled: exactly the oracle's points, every failed attempt's
+    snapshots gone, none deleted twice."""
+    svc, clock, failed = simulate(policy, seed=11, retain=timer_run)
     check_against_oracle(svc, clock, policy, failed)
 
 

@@ -6,15 +6,17 @@ import copy
 import itertools
 import threading
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Callable, Generic, Sequence, TypeVar
 
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, default_policy
 from shared.domain.progress import ShardProgress
 from shared.domain.protection import ProtectedItem
+from shared.domain.retention_progress import PARTS, RetentionProgress
 from shared.domain.shards import SHARDS, check_shard, shard_of
 from shared.errors import ConflictError, NotFoundError
 
 _versions = itertools.count(1)
+P = TypeVar("P", ShardProgress, RetentionProgress)
 
 
 class InMemoryPolicyStore:
@@ -87,25 +89,42 @@ class InMemoryProtectedItemStore:
         return copy.deepcopy(stored)
 
 
-class InMemoryShardProgressStore:
-    """The scheduler's per-shard progress; ``update`` is read-modify-write, atomic under threads."""
+class _InMemoryProgress(Generic[P]):
+    """Progress rows; ``update`` is read-modify-write, atomic under threads."""
 
-    def __init__(self) -> None:
-        self.rows: dict[str, ShardProgress] = {}
+    def __init__(self, keys: tuple[str, ...], empty: Callable[[str], P]) -> None:
+        self.rows: dict[str, P] = {}
+        self._keys = keys
+        self._empty = empty
         self._lock = threading.RLock()
 
-    def get(self, shard: str) -> ShardProgress:
-        return self.rows.get(check_shard(shard)) or ShardProgress(shard=shard)
+    def get(self, key: str) -> P:
+        if key not in self._keys:
+            raise ValueError(f"{key!r} is not one of {', '.join(self._keys)}")
+        return self.rows.get(key) or self._empty(key)
 
-    def all(self) -> list[ShardProgress]:
-        return [self.get(shard) for shard in SHARDS]
+    def all(self) -> list[P]:
+        return [self.get(key) for key in self._keys]
 
-    def update(self, shard: str, change: Callable[[ShardProgress], ShardProgress], *,
-               current: ShardProgress | None = None) -> ShardProgress:
+    def update(self, key: str, change: Callable[[P], P], *, current: P | None = None) -> P:
         with self._lock:
-            stored = self.get(shard)
+            stored = self.get(key)
             changed = change(stored)
             if changed == stored:
                 return stored
-            self.rows[shard] = replace(changed, version=str(next(_versions)))
-            return self.rows[shard]
+            self.rows[key] = replace(changed, version=str(next(_versions)))
+            return self.rows[key]
+
+
+class InMemoryShardProgressStore(_InMemoryProgress[ShardProgress]):
+    """The scheduler's per-shard progress."""
+
+    def __init__(self) -> None:
+        super().__init__(SHARDS, lambda shard: ShardProgress(shard=check_shard(shard)))
+
+
+class InMemoryRetentionProgressStore(_InMemoryProgress[RetentionProgress]):
+    """Retention's per-part progress."""
+
+    def __init__(self) -> None:
+        super().__init__(PARTS, lambda part: RetentionProgress(part=part))
