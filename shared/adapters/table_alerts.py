@@ -11,7 +11,7 @@ Alerts table rows:
 An alert's name says its item, kind and fired time (shared/domain/alerts.py), so ``find`` is a point read.
 
 Job feed rows: ``PartitionKey = "F" + the minute of the entry (UTC)``, ``RowKey = <job id>|<status>``:
-the evaluator reads the minutes since its mark, a PartitionKey range.
+the evaluator reads the minutes since its mark, a PartitionKey range, and retention deletes whole minutes.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from shared.adapters.azure_errors import EtagRetry
-from shared.adapters.table_protection import _open_table, _storage_errors
+from shared.adapters.table_protection import _open_table, _storage_errors, delete_matching
 from shared.clock import utc
 from shared.domain.alerts import (Alert, AlertKind, AlertStatus, Delivery, DeliveryState, Occurrence,
                                   parse_alert_name)
@@ -184,6 +184,10 @@ class TableJobFeed:
         entries = [FeedEntry(job_id=r["JobId"], vm_name=r["VmName"], status=r["Status"], at=_time(r["At"]))
                    for r in rows]
         return sorted(entries, key=lambda e: (e.at, e.job_id))
+
+    def prune(self, before: datetime, *, limit: int) -> int:
+        return delete_matching(self._table, "PartitionKey ge @low and PartitionKey lt @high",
+                               {"low": "F", "high": _minute(before)}, limit=limit, what="job feed entries")
 
 
 # --- entity mapping ------------------------------------------------------------------------------------
