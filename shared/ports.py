@@ -541,6 +541,9 @@ class AlertStore(Protocol):
     def owed(self) -> list[Alert]:
         """The current alerts a webhook is owed a notification of (``Alert.owed``)."""
 
+    def parked(self) -> list[Alert]:
+        """The current alerts recorded while no webhook was set that one set later should get (``Alert.parked``)."""
+
     def marks(self) -> dict[str, datetime]:
         """The evaluator's marks: how far it has read each source."""
 

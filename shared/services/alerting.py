@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from shared.clock import utc
 from shared.domain.alerts import (Alert, AlertKind, AlertStatus, Occurrence, Signal, common_alert_schema, delivered,
-                                  delivery_failed, job_verdict, leased, not_configured, raised, resolved)
+                                  delivery_failed, job_verdict, leased, not_configured, raised, resolved, unparked)
 from shared.domain.compliance import SLOT_ALLOWANCE, applies_from, newest_restorable, target_rpo
 from shared.domain.jobs import AttemptOutcome, Job, JobStatus
 from shared.domain.policy import Policy
@@ -336,9 +336,20 @@ def deliver_alerts(svc: Services, result: Evaluation | None = None) -> Evaluatio
     """Send each owed notification once it is due (Fired, then Resolved): a sender leases the alert first,
     so two evaluators do not both send; a failure is tried again with backoff (shared/domain/alerts.py)."""
     result = result if result is not None else Evaluation()
+    if svc.notifier is not None:
+        for alert in svc.alerts.parked():
+            _unpark(svc, alert)
     for alert in svc.alerts.owed():
         _deliver(svc, alert, result)
     return result
+
+
+def _unpark(svc: Services, alert: Alert) -> None:
+    """An alert recorded while no webhook was set, now that one is: owed its notice (sent in this run)."""
+    after = svc.alerts.update(alert.item, alert.kind, lambda c: unparked(c) if c and c.name == alert.name else None)
+    if after is not None and after.name == alert.name and after.owed is not None:
+        log.info("alert %s: recorded while no ALERT_WEBHOOK_URL was set; sending its %s notification now",
+                 alert.name, after.owed)
 
 
 def _deliver(svc: Services, alert: Alert, result: Evaluation) -> None:
@@ -346,7 +357,7 @@ def _deliver(svc: Services, alert: Alert, result: Evaluation) -> None:
     notifier = svc.notifier
     if notifier is None:
         svc.alerts.update(alert.item, alert.kind, lambda c: not_configured(c) if c and c.name == alert.name else None)
-        log.info("alert %s: no ALERT_WEBHOOK_URL set; not sent", alert.name)
+        log.info("alert %s: no ALERT_WEBHOOK_URL set; not sent (it is, if still active, once one is set)", alert.name)
         return
     won: list[Alert] = []
 

@@ -59,6 +59,9 @@ class InMemoryAlertStore:
     def owed(self) -> list[Alert]:
         return [a for a in self.current.values() if a.owed is not None]
 
+    def parked(self) -> list[Alert]:
+        return [a for a in self.current.values() if a.parked]
+
     def marks(self) -> dict[str, datetime]:
         return dict(self._marks)
 
