@@ -168,11 +168,12 @@ def evaluate_alerts(svc: Services) -> Evaluation:
     jobs = svc.jobs.get_many([e.job_id for e in entries]) if entries else {}
     result.jobs_read += len(jobs)
     _from_feed(svc, [e for e in entries if e.at > after], jobs, now, result)
-    result.folded = fold_feed(svc, entries, jobs, after=fold_after, through=now - FEED_MARGIN)
+    result.folded = fold_feed(svc, entries, jobs, rollup, after=fold_after, through=now - FEED_MARGIN)
+    folded = max(fold_after, now - FEED_MARGIN)         # how far the fold has read the feed now
     _missed_slots(svc, marks.get("deadlines", now - FIRST_LOOK), now, result)
     _due_watches(svc, now, result)
     svc.alerts.advance_marks({"feed": now, "deadlines": now})
-    pruned = prune_history(svc, marks, now, folded_through=rollup.folded_through)
+    pruned = prune_history(svc, marks, now, folded_through=folded)
     result.pruned = pruned.feed_entries + pruned.rollup_rows
     deliver_alerts(svc, result)
     # Every 30 s: a run that changed nothing logs at DEBUG, so the host's log keeps only what happened.

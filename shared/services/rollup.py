@@ -35,16 +35,19 @@ def fold_jobs(svc: Services, jobs: Iterable[Job]) -> int:
     return svc.rollup.merge_many(rows) if rows else 0
 
 
-def fold_feed(svc: Services, entries: Iterable[FeedEntry], jobs: Mapping[str, Job], *, after: datetime,
-              through: datetime) -> int:
+def fold_feed(svc: Services, entries: Iterable[FeedEntry], jobs: Mapping[str, Job], state: RollupState, *,
+              after: datetime, through: datetime) -> int:
     """Fold the jobs of the feed entries in ``(after, through]`` (read back at least FEED_MARGIN after their
     entry: written by then) and record that the fold has read the feed that far. The first fold also
-    records what the roll-up covers from then on: every job whose slot is later than its start."""
+    records what the roll-up covers from then on: every job whose slot is later than its start. ``state``:
+    the roll-up's, as read before."""
     if through <= after:
         return 0
     chosen = dict.fromkeys(e.job_id for e in entries if after < e.at <= through)
+    if not chosen and state.covered_from is not None:
+        return 0        # nothing new: the next fold starts from the same place, and reads the same (nothing)
     changed = fold_jobs(svc, [jobs[job_id] for job_id in chosen if job_id in jobs])
-    svc.rollup.update_state(lambda state: advanced(state, covered_from=after + FEED_MARGIN, folded_through=through))
+    svc.rollup.update_state(lambda current: advanced(current, covered_from=after + FEED_MARGIN, folded_through=through))
     return changed
 
 
@@ -91,8 +94,8 @@ def prune_history(svc: Services, marks: Mapping[str, datetime], now: datetime, *
                   folded_through: datetime | None) -> Pruned:
     """Retention of the feed and the roll-up, run by the evaluator: feed entries FEED_KEEP past what both the
     evaluator and the fold have read, hour by hour; roll-up months no report can ask for (MAX_DAYS), month by
-    month. Whole partitions, once each (marks), at most PRUNE_LIMIT rows a run. ``folded_through``: the
-    roll-up's, as read before this run folded (an older one only prunes less)."""
+    month. Whole partitions, once each (marks), at most PRUNE_LIMIT rows a run. ``folded_through``: how far
+    the fold has read the feed (an older time only prunes less)."""
     pruned = Pruned()
     read_to = min(marks.get("feed", now), folded_through or now)
     hour = (read_to - FEED_KEEP).replace(minute=0, second=0, microsecond=0)

@@ -92,6 +92,13 @@ class TickResult:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         del self.sent_sample[SAMPLE:]
 
+    def __str__(self) -> str:
+        """The counts, for a log line of bounded length (the dataclass's repr lists every slot sent)."""
+        return (f"{self.items_seen} items, {self.due} due, {self.planned} planned ({self.jobs_created} new jobs), "
+                f"{self.sent} tasks sent, {self.deferred} deferred, {self.failed} failed, {self.slots_skipped} slots "
+                f"skipped, {self.retries} retries, {self.table_requests} table requests, {self.queue_operations} "
+                f"queue operations, {self.fanned_out} shard requests")
+
     def note_sent(self, tasks: Sequence[SnapshotTask]) -> None:
         self.sent += len(tasks)
         self.sent_slots.update(task.slot for task in tasks)
@@ -258,10 +265,8 @@ def plan_shard(svc: Services, shard: str, now: datetime, *, page_size: int = PAG
 
 
 def _summary(result: TickResult) -> str:
-    text = (f"{result.items_seen} items, {result.due} due, {result.planned} planned ({result.jobs_created} new "
-            f"jobs), {result.sent} tasks sent, {result.deferred} deferred, {result.failed} failed, "
-            f"{result.slots_skipped} slots skipped, {result.retries} retries, {result.table_requests} table "
-            f"requests, {result.queue_operations} queue operations, {result.fanned_out} shard requests")
+    """The counts, and the slots and first jobs of the tasks sent."""
+    text = str(result)
     if not result.sent:
         return text
     slots = sorted(result.sent_slots.items())

@@ -154,7 +154,7 @@ def test_feed_entries_go_a_day_after_the_evaluator_read_them():
     keeps the rest: an entry lives a day, and at most two hours more."""
     now = datetime(2025, 6, 2, 12, 0, 10, tzinfo=UTC)
     svc = memory_services(now)
-    ages = {"3 days": timedelta(days=3), "25 h": timedelta(hours=25), "23.5 h": timedelta(hours=23, minutes=30),
+    ages = {"3 days": timedelta(days=3), "26 h": timedelta(hours=26), "23.5 h": timedelta(hours=23, minutes=30),
             "23 h": timedelta(hours=23), "1 min": timedelta(minutes=1)}
     for name, age in ages.items():
         svc.job_feed.add(FeedEntry(job_id=name, vm_name="vm1", status="Failed", at=now - age))
