@@ -13,8 +13,9 @@ from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError
 from shared.ports import (AlertNotifier, AlertStore, BackupClaims, DiskCopier, Dispatcher, FileSystemReader, Inventory,
                           JobFeed, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints,
-                          RestoreQueue, RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, SasMinter,
-                          ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs, TaskQueue)
+                          RestoreQueue, RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, RollupStore,
+                          SasMinter, ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs,
+                          TaskQueue)
 from shared.settings import Settings, get_settings
 from shared.telemetry import Telemetry
 
@@ -82,6 +83,12 @@ class Services:
         from shared.adapters.table_alerts import TableJobFeed
 
         return TableJobFeed(self.table_service, self.settings.table("jobfeed"))
+
+    @cached_property
+    def rollup(self) -> RollupStore:
+        from shared.adapters.table_rollup import TableRollupStore
+
+        return TableRollupStore(self.table_service, self.settings.table("rollup"))
 
     @cached_property
     def alerts(self) -> AlertStore:

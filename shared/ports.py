@@ -22,6 +22,7 @@ from shared.domain.recovery import RecoveryPoint
 from shared.domain.restore import RestoreTask
 from shared.domain.restore_testing import FileSystemCheck, RestoreTestPlan
 from shared.domain.restore_point import ArmFailure, ConsistencyMode, ManagedDiskState, RestorePointState
+from shared.domain.rollup import MonthRollup, RollupState
 from shared.domain.shards import shard_of
 from shared.domain.task import SnapshotTask
 from shared.errors import PermanentError
@@ -530,6 +531,33 @@ class JobFeed(Protocol):
     def between(self, after: datetime, until: datetime) -> list[FeedEntry]:
         """The entries with ``after < at <= until``, oldest first."""
 
+    def prune(self, before: datetime, *, limit: int) -> int:
+        """Delete the entries of the minutes before ``before`` (whole minutes: ``before`` is on one), at
+        most about ``limit`` of them; returns how many went (``limit`` or more: call again)."""
+
+
+class RollupStore(Protocol):
+    """The compliance report's roll-up (shared/domain/rollup.py; Table: shared/adapters/table_rollup.py): a
+    row per item and month that is only ever merged into, under its ETag, and the state saying what it covers."""
+
+    def merge_many(self, rows: Sequence[MonthRollup]) -> int:
+        """Fold each row into the stored row of its item and month (created if absent): a union, written only
+        if nobody wrote in between (a lost race reads and merges again). Returns how many rows changed."""
+
+    def months(self, since: datetime, until: datetime, vm_name: str | None = None) -> list[MonthRollup]:
+        """The rows of the months ``[since, until]`` overlaps, of every item or of one (case-insensitive)."""
+
+    def state(self) -> RollupState:
+        """What the roll-up covers; an empty state when nothing was ever folded."""
+
+    def update_state(self, change: Callable[[RollupState], RollupState | None]) -> RollupState:
+        """Read the state, apply ``change`` (None = no change), write it back under its ETag; a lost race
+        reads and changes again. Returns the state as stored."""
+
+    def prune(self, before: datetime, *, limit: int) -> int:
+        """Delete the rows of the months before ``before`` (a month's first instant), whole months, at most
+        about ``limit`` rows; returns how many went (``limit`` or more: call again)."""
+
 
 class AlertStore(Protocol):
     """Alerts (Table: shared/adapters/table_alerts.py): the current alert of each (item, kind), Active or
@@ -550,6 +578,9 @@ class AlertStore(Protocol):
 
     def owed(self) -> list[Alert]:
         """The current alerts a webhook is owed a notification of (``Alert.owed``)."""
+
+    def parked(self) -> list[Alert]:
+        """The current alerts recorded while no webhook was set that one set later should get (``Alert.parked``)."""
 
     def marks(self) -> dict[str, datetime]:
         """The evaluator's marks: how far it has read each source."""

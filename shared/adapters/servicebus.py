@@ -67,7 +67,8 @@ class _QueueSender:
                                     refused_hint=SERVICE_BUS_REFUSED_HINT) from exc
                 raise TransientError(f"could not send {what} to queue {self.queue}: "
                                      f"{type(exc).__name__}") from exc
-        log.info("sent %s to %s in %d operation(s)", what, self.queue, operations)
+        # DEBUG: every caller says what it sent (a tick's shards: one summary each, not one line per page).
+        log.debug("sent %s to %s in %d operation(s)", what, self.queue, operations)
         return operations
 
     @staticmethod

@@ -7,11 +7,13 @@ Alerts table rows:
   before the current row is replaced (a crash in between leaves a copy, never a loss).
 - a notification owed: ``"O"``, ``<item lower>|<kind>``, written before the alert that owes it and removed
   after the alert that no longer does: the sender reads one small partition.
+- an alert recorded while no webhook was set that one set later should get (``Alert.parked``): ``"N"``,
+  ``<item lower>|<kind>``, kept the same way; read once a webhook is set.
 - an RPO watch: ``"W"``, ``<item lower>``; the evaluator's marks: ``"S"``, ``marks``.
 An alert's name says its item, kind and fired time (shared/domain/alerts.py), so ``find`` is a point read.
 
 Job feed rows: ``PartitionKey = "F" + the minute of the entry (UTC)``, ``RowKey = <job id>|<status>``:
-the evaluator reads the minutes since its mark, a PartitionKey range.
+the evaluator reads the minutes since its mark, a PartitionKey range, and retention deletes whole minutes.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from shared.adapters.azure_errors import EtagRetry
-from shared.adapters.table_protection import _open_table, _storage_errors
+from shared.adapters.table_protection import _open_table, _storage_errors, delete_matching
 from shared.clock import utc
 from shared.domain.alerts import (Alert, AlertKind, AlertStatus, Delivery, DeliveryState, Occurrence,
                                   parse_alert_name)
@@ -57,17 +59,22 @@ class TableAlertStore:
                 if current is not None and changed.name != current.name:
                     self._table.upsert_entity(_alert_entity(current, f"X{shard_of(item)}",
                                                             f"{_key(item, kind)}|{_inv(current.fired_at)}"))
-                if changed.owed is not None:
-                    self._table.upsert_entity({"PartitionKey": "O", "RowKey": _key(item, kind), "Item": item,
-                                               "Kind": kind.value})
+                # An outbox row is written before the alert that needs it and removed after the one that no
+                # longer does: a crash in between leaves a row to skip, never an alert nobody looks at.
+                outboxes = (("O", lambda a: a.owed is not None), ("N", lambda a: a.parked))
+                for partition, holds in outboxes:
+                    if holds(changed):
+                        self._table.upsert_entity({"PartitionKey": partition, "RowKey": _key(item, kind),
+                                                   "Item": item, "Kind": kind.value})
                 entity = _alert_entity(changed, f"H{shard_of(item)}", _key(item, kind))
                 if current is None:
                     meta = self._table.create_entity(entity)
                 else:
                     meta = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.version,
                                                      match_condition=MatchConditions.IfNotModified)
-                if changed.owed is None and current is not None and current.owed is not None:
-                    self._delete("O", _key(item, kind))
+                for partition, holds in outboxes:
+                    if current is not None and holds(current) and not holds(changed):
+                        self._delete(partition, _key(item, kind))
             return replace(changed, version=meta.get("etag"))
 
         return self._etag_retry.run(attempt, what=f"{kind.value} alert of {item}")
@@ -100,12 +107,10 @@ class TableAlertStore:
         return sorted(found, key=lambda a: (a.fired_at, a.name), reverse=True)
 
     def owed(self) -> list[Alert]:
-        alerts = []
-        for row in self._query("PartitionKey eq 'O'", {}):
-            alert = self.get(row["Item"], AlertKind(row["Kind"]))
-            if alert is not None and alert.owed is not None:
-                alerts.append(alert)
-        return alerts
+        return self._outbox("O", lambda alert: alert.owed is not None)
+
+    def parked(self) -> list[Alert]:
+        return self._outbox("N", lambda alert: alert.parked)
 
     def marks(self) -> dict[str, datetime]:
         entity = self._point("S", "marks")
@@ -144,6 +149,15 @@ class TableAlertStore:
         self._delete("W", item.lower())
 
     # --- internals ----------------------------------------------------------------------------------
+    def _outbox(self, partition: str, holds: Callable[[Alert], bool]) -> list[Alert]:
+        """The current alerts an outbox partition lists that still belong there (one small partition read)."""
+        alerts = []
+        for row in self._query("PartitionKey eq @pk", {"pk": partition}):
+            alert = self.get(row["Item"], AlertKind(row["Kind"]))
+            if alert is not None and holds(alert):
+                alerts.append(alert)
+        return alerts
+
     def _point(self, partition: str, row: str):
         try:
             with _storage_errors("reading an alert"):
@@ -184,6 +198,10 @@ class TableJobFeed:
         entries = [FeedEntry(job_id=r["JobId"], vm_name=r["VmName"], status=r["Status"], at=_time(r["At"]))
                    for r in rows]
         return sorted(entries, key=lambda e: (e.at, e.job_id))
+
+    def prune(self, before: datetime, *, limit: int) -> int:
+        return delete_matching(self._table, "PartitionKey ge @low and PartitionKey lt @high",
+                               {"low": "F", "high": _minute(before)}, limit=limit, what="job feed entries")
 
 
 # --- entity mapping ------------------------------------------------------------------------------------

@@ -116,6 +116,34 @@ class _EmptyIfNoTable:
             return
 
 
+def delete_matching(table, text: str, params: dict, *, limit: int, what: str) -> int:
+    """Delete the rows ``text`` matches (their keys read a page at a time, up to about ``limit``), a
+    transaction per partition and 100 rows: Table Storage has no call that drops a partition. A transaction
+    that fails because another deleter was first is redone row by row. Returns how many rows were matched."""
+    with _storage_errors(f"listing {what} to delete"):
+        keys: list[tuple[str, str]] = []
+        for entity in table.query_entities(text, parameters=params, select=["PartitionKey", "RowKey"],
+                                           results_per_page=1000):
+            keys.append((entity["PartitionKey"], entity["RowKey"]))
+            if len(keys) >= limit:
+                break
+    for _, group in groupby(sorted(keys), key=lambda key: key[0]):
+        rows = [{"PartitionKey": pk, "RowKey": rk} for pk, rk in group]
+        for start in range(0, len(rows), BATCH_LIMIT):
+            chunk = rows[start:start + BATCH_LIMIT]
+            try:
+                with _storage_errors(f"deleting {what}"):
+                    table.submit_transaction([("delete", row) for row in chunk])
+            except (TableTransactionError, ResourceNotFoundError):
+                for row in chunk:
+                    try:
+                        with _storage_errors(f"deleting {what}"):
+                            table.delete_entity(row["PartitionKey"], row["RowKey"])
+                    except ResourceNotFoundError:
+                        pass
+    return len(keys)
+
+
 # --- policies -----------------------------------------------------------------------------------
 class TablePolicyStore:
     PARTITION = "policy"

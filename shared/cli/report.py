@@ -1,5 +1,6 @@
 """``vmsnap report compliance``: achieved RPO, slot compliance and state per item and per policy, with the
-evidence (docs/monitoring.md). Its ``-o json`` document is the shape a web API returns as it is."""
+evidence (docs/monitoring.md). Its ``-o json`` document is the shape a web API returns as it is.
+``vmsnap report rebuild``: the roll-up that report reads, folded again from the jobs table."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +10,8 @@ from typing import Any
 from shared.cli.output import (EXIT_OK, REPORT_FORMATS, emit, emit_table, format_duration, format_time, to_jsonable,
                                vm_name)
 from shared.domain.compliance import SLOT_ALLOWANCE, ItemCompliance, ItemState, SlotTally
-from shared.services.compliance import DEFAULT_DAYS, ComplianceReport, compliance_report
+from shared.services.compliance import DEFAULT_DAYS, MAX_DAYS, ComplianceReport, compliance_report
+from shared.services.rollup import rebuild_rollup
 
 ITEM_HEADERS = ("Item", "Policy", "State", "RPO", "Target RPO", "Newest Point UTC", "Slots Met", "Compliance",
                 "Last Error")
@@ -30,6 +32,12 @@ def register(subparsers: Any) -> None:
                                  f"(default {DEFAULT_DAYS})")
     add_output_option(compliance, formats=REPORT_FORMATS)
     compliance.set_defaults(handler=compliance_command)
+    rebuild = sub.add_parser("rebuild", help="fold the backup jobs of the last N days from the jobs table into the "
+                                             "roll-up the compliance report reads (after an upgrade, or a repair)")
+    rebuild.add_argument("--days", type=int, default=DEFAULT_DAYS,
+                         help=f"how far back (default {DEFAULT_DAYS}; {MAX_DAYS} covers any report)")
+    add_output_option(rebuild)
+    rebuild.set_defaults(handler=rebuild_command)
 
 
 def compliance_command(args: Any, svc: Any) -> int:
@@ -39,6 +47,16 @@ def compliance_command(args: Any, svc: Any) -> int:
         emit(args, [item_row(item) for item in document["items"]])     # one line per item
     else:
         emit(args, document, lambda: _print(report))
+    return EXIT_OK
+
+
+def rebuild_command(args: Any, svc: Any) -> int:
+    done = rebuild_rollup(svc, days=args.days)
+    document = {"since": done.since, "jobsRead": done.jobs_read, "rowsChanged": done.rows_changed,
+                "coveredFrom": done.state.covered_from, "foldedThrough": done.state.folded_through}
+    emit(args, document, lambda: print(f"{done.jobs_read} backup job(s) since {format_time(done.since)} read, "
+                                       f"{done.rows_changed} roll-up row(s) changed; the roll-up covers slots from "
+                                       f"{format_time(done.state.covered_from)}"))
     return EXIT_OK
 
 

@@ -79,7 +79,7 @@ class DeliveryState(str, Enum):
     RETRYING = "Retrying"           # the webhook failed; tried again at nextAttemptAt
     DELIVERED = "Delivered"         # every notification owed so far was accepted
     FAILED = "Failed"               # given up after GIVE_UP_AFTER of failures
-    NOT_CONFIGURED = "NotConfigured"    # no webhook setting: nothing to send to
+    NOT_CONFIGURED = "NotConfigured"    # no webhook setting: nothing to send to (until one is set)
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,15 @@ class Alert:
         if self.delivery.notified == "Fired" and not self.is_active:
             return "Resolved"
         return None
+
+    @property
+    def parked(self) -> bool:
+        """Recorded while no webhook was set, with something a webhook set later should still get: the Fired
+        notice of an alert still active, or the Resolved notice of one whose Fired notice a receiver got. (An
+        alert that fired and resolved unseen is history, not news: it is not sent late.)"""
+        if self.delivery.state is not DeliveryState.NOT_CONFIGURED:
+            return False
+        return self.is_active or self.delivery.notified == "Fired"
 
 
 # --- names ------------------------------------------------------------------------------------------
@@ -267,10 +276,18 @@ def delivery_failed(current: Alert, error: str, now: datetime) -> Alert:
 
 
 def not_configured(current: Alert) -> Alert | None:
-    """The alert when no webhook is configured (nothing is ever sent); None if it says so already."""
+    """The alert when no webhook is configured (nothing is sent until one is); None if it says so already."""
     if current.delivery.state is DeliveryState.NOT_CONFIGURED or current.owed is None:
         return None
     return replace(current, delivery=replace(current.delivery, state=DeliveryState.NOT_CONFIGURED, lease_until=None))
+
+
+def unparked(current: Alert | None) -> Alert | None:
+    """A parked alert once a webhook is set: owed its notice again, at once; None if it is not parked."""
+    if current is None or not current.parked:
+        return None
+    return replace(current, delivery=replace(current.delivery, state=DeliveryState.PENDING, next_attempt_at=None,
+                                             lease_until=None))
 
 
 # --- what a finished job means ------------------------------------------------------------------------

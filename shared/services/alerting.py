@@ -6,10 +6,12 @@ The evaluator, each run (docs/monitoring.md says why this shape):
 1. reads the job feed since its mark (less a margin): every job that turned final, however it did, and
    every failed attempt; a failure raises its alert, a success resolves its item's alerts, a failed
    backup has the item's newest restorable point checked (data gone: Unavailable, PointUnavailable);
+   the final backups among them are folded into the compliance report's roll-up (shared/services/rollup.py);
 2. checks the slots whose deadline passed since its mark: an item with no successful backup since the
    slot raises BackupMissed, and its RPO is breached now (RpoBreach) or watched until it would be;
 3. checks the RPO watches that came due;
-4. delivers what the webhook is owed.
+4. deletes feed entries and roll-up months past their retention;
+5. delivers what the webhook is owed.
 Every step is idempotent (an occurrence counts once, a mark never goes back), so two evaluators at once,
 or one that died half way, change nothing twice.
 """
@@ -19,33 +21,32 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from shared.clock import utc
 from shared.domain.alerts import (Alert, AlertKind, AlertStatus, Occurrence, Signal, common_alert_schema, delivered,
-                                  delivery_failed, job_verdict, leased, not_configured, raised, resolved)
+                                  delivery_failed, job_verdict, leased, not_configured, raised, resolved, unparked)
 from shared.domain.compliance import SLOT_ALLOWANCE, applies_from, newest_restorable, target_rpo
 from shared.domain.jobs import AttemptOutcome, Job, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import SUCCESSFUL, RecoveryPoint
+from shared.domain.retention_progress import BLOBS
 from shared.domain.schedule import slots_between
 from shared.domain.shards import SHARDS, shard_of
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
-from shared.ports import JobQuery
+from shared.ports import FeedEntry, JobQuery
 from shared.redaction import redact
+from shared.services.outcomes import FEED_MARGIN
 from shared.services.point_data import missing_data
-from shared.domain.retention_progress import BLOBS
 from shared.services.retention import PartOutcome, ProblemKind, RetentionResult
+from shared.services.rollup import fold_feed, prune_history
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
-# A feed entry is written before its job; a later run re-reads this much before its mark, so an entry
-# whose job write was still under way (or whose writer's clock ran behind) is read again.
-FEED_MARGIN = timedelta(minutes=2)
 # A first run (no marks yet) looks back this far.
 FIRST_LOOK = timedelta(hours=1)
 OPERATOR = "operator"
@@ -60,12 +61,15 @@ class Evaluation:
     resolved: list[str] = field(default_factory=list)
     missed_slots: int = 0
     points_checked: int = 0
+    folded: int = 0             # roll-up rows the fold changed
+    pruned: int = 0             # feed entries and roll-up rows deleted by retention
     delivered: list[str] = field(default_factory=list)
     delivery_failed: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (f"{self.jobs_read} finished job(s) read, {len(self.raised)} alert(s) raised, {len(self.resolved)} "
                 f"resolved, {self.missed_slots} missed slot(s), {self.points_checked} point(s) checked, "
+                f"{self.folded} roll-up row(s) folded, {self.pruned} old row(s) deleted, "
                 f"{len(self.delivered)} notification(s) delivered, {len(self.delivery_failed)} failed")
 
 
@@ -156,11 +160,22 @@ def evaluate_alerts(svc: Services) -> Evaluation:
     """One run of the evaluator (see the module docstring); then deliver what is owed."""
     now = svc.clock.now()
     marks = svc.alerts.marks()
+    rollup = svc.rollup.state()
     result = Evaluation()
-    _from_feed(svc, marks.get("feed", now - FIRST_LOOK) - FEED_MARGIN, now, result)
+    after = marks.get("feed", now - FIRST_LOOK) - FEED_MARGIN
+    # The fold reads the feed from where it stopped (a rebuild may have set that place before any run).
+    fold_after = rollup.folded_through or after
+    entries = svc.job_feed.between(min(after, fold_after), now)
+    jobs = svc.jobs.get_many([e.job_id for e in entries]) if entries else {}
+    result.jobs_read += len(jobs)
+    _from_feed(svc, [e for e in entries if e.at > after], jobs, now, result)
+    result.folded = fold_feed(svc, entries, jobs, rollup, after=fold_after, through=now - FEED_MARGIN)
+    folded = max(fold_after, now - FEED_MARGIN)         # how far the fold has read the feed now
     _missed_slots(svc, marks.get("deadlines", now - FIRST_LOOK), now, result)
     _due_watches(svc, now, result)
     svc.alerts.advance_marks({"feed": now, "deadlines": now})
+    pruned = prune_history(svc, marks, now, folded_through=folded)
+    result.pruned = pruned.feed_entries + pruned.rollup_rows
     deliver_alerts(svc, result)
     # Every 30 s: a run that changed nothing logs at DEBUG, so the host's log keeps only what happened.
     busy = result.raised or result.resolved or result.delivered or result.delivery_failed or result.missed_slots
@@ -168,12 +183,8 @@ def evaluate_alerts(svc: Services) -> Evaluation:
     return result
 
 
-def _from_feed(svc: Services, after: datetime, now: datetime, result: Evaluation) -> None:
-    entries = svc.job_feed.between(after, now)
-    if not entries:
-        return
-    jobs = svc.jobs.get_many([e.job_id for e in entries])
-    result.jobs_read += len(jobs)
+def _from_feed(svc: Services, entries: Sequence[FeedEntry], jobs: Mapping[str, Job], now: datetime,
+               result: Evaluation) -> None:
     for job_id in dict.fromkeys(e.job_id for e in entries):
         job = jobs.get(job_id)
         if job is None:
@@ -327,9 +338,20 @@ def deliver_alerts(svc: Services, result: Evaluation | None = None) -> Evaluatio
     """Send each owed notification once it is due (Fired, then Resolved): a sender leases the alert first,
     so two evaluators do not both send; a failure is tried again with backoff (shared/domain/alerts.py)."""
     result = result if result is not None else Evaluation()
+    if svc.notifier is not None:
+        for alert in svc.alerts.parked():
+            _unpark(svc, alert)
     for alert in svc.alerts.owed():
         _deliver(svc, alert, result)
     return result
+
+
+def _unpark(svc: Services, alert: Alert) -> None:
+    """An alert recorded while no webhook was set, now that one is: owed its notice (sent in this run)."""
+    after = svc.alerts.update(alert.item, alert.kind, lambda c: unparked(c) if c and c.name == alert.name else None)
+    if after is not None and after.name == alert.name and after.owed is not None:
+        log.info("alert %s: recorded while no ALERT_WEBHOOK_URL was set; sending its %s notification now",
+                 alert.name, after.owed)
 
 
 def _deliver(svc: Services, alert: Alert, result: Evaluation) -> None:
@@ -337,7 +359,7 @@ def _deliver(svc: Services, alert: Alert, result: Evaluation) -> None:
     notifier = svc.notifier
     if notifier is None:
         svc.alerts.update(alert.item, alert.kind, lambda c: not_configured(c) if c and c.name == alert.name else None)
-        log.info("alert %s: no ALERT_WEBHOOK_URL set; not sent", alert.name)
+        log.info("alert %s: no ALERT_WEBHOOK_URL set; not sent (it is, if still active, once one is set)", alert.name)
         return
     won: list[Alert] = []
 

@@ -2,9 +2,10 @@
 slots met and missed and state, with the evidence (newest point, missed slots, last error and its advice),
 and each policy's roll-up, computed from the tables as they are now (shared/domain/compliance.py).
 
-Each table is read once per report: the policies, the items (a page at a time), the backup jobs of the
-window (each shard's range, a few fields of each job), and of the recovery points the Available ones of
-the last eight days (one pass), plus one short read for each item with none among them.
+Each table is read once per report: the policies, the items (a page at a time), the roll-up's rows of the
+window's months (each shard's range side by side), the job feed after the roll-up's last fold and those jobs,
+the backup jobs of any part of the window the roll-up does not cover yet, and of the recovery points the
+Available ones within the longest target RPO (one pass), plus one short read for each item with none there.
 """
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.clock import utc
-from shared.domain.compliance import (ItemCompliance, LastError, PolicyCompliance, PolicySlots, assess_item, by_policy,
-                                      policy_slots)
-from shared.domain.jobs import JobStatus
+from shared.domain.compliance import ItemCompliance, PolicyCompliance, PolicySlots, assess_item, by_policy, policy_slots
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
-from shared.domain.recovery import MAX_FUTURE, SUCCESSFUL, RecoveryPoint
+from shared.domain.recovery import MAX_FUTURE, RecoveryPoint
+from shared.domain.rollup import ItemHistory, MonthRollup, histories, job_rollup, of_job
 from shared.errors import NotFoundError, ValidationError
 from shared.ports import JobQuery
+from shared.services.outcomes import FEED_MARGIN
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DAYS = 30
 MAX_DAYS = 400
 POINT_READERS = 8       # items' newest points are independent reads: overlap their round trips
-RECENT = timedelta(days=8)      # a week of points covers the newest of every item on a daily or weekly policy
+RECENT = timedelta(days=8)      # the longest pass over recent points: a weekly policy's target RPO
 
 
 @dataclass(frozen=True)
@@ -47,27 +48,29 @@ class ComplianceReport:
 def compliance_report(svc: Services, *, policy: str | None = None, vm: str | None = None,
                       days: int = DEFAULT_DAYS) -> ComplianceReport:
     """The report over the last ``days`` days up to now, for every protected item (or one policy's, or one VM)."""
-    if isinstance(days, bool) or not 1 <= days <= MAX_DAYS:
-        raise ValidationError(f"--days must be from 1 to {MAX_DAYS}, not {days}", field="days")
+    check_days(days)
     now = svc.clock.now()
     since = now - timedelta(days=days)
     policies = {p.name.lower(): p for p in svc.policies.list()}
     if policy is not None and policy.lower() not in policies:
         raise NotFoundError(f"policy {policy!r} not found; see 'vmsnap policy list'")
-    items = _items(svc, vm, policy)
-    successes, failures = _backups(svc, since, vm)
-    points = _newest_points(svc, items, now)
-    assessed = []
+    items = [(item, policies.get(item.policy_name.lower()) or _policy(svc, item)) for item in _items(svc, vm, policy)]
     computed: dict[str, PolicySlots] = {}       # a policy's slots, computed once for all its items
-    for item in items:
-        item_policy = policies.get(item.policy_name.lower()) or _policy(svc, item)
+    for _, item_policy in items:
+        if item_policy.name.lower() not in computed:
+            computed[item_policy.name.lower()] = policy_slots(item_policy, since=since, now=now)
+    backups = _histories(svc, since, now, vm)
+    # An item within its target RPO has a point that recent: one pass over the points of the longest target
+    # finds those; an item at risk (or a report of one VM) costs a short read.
+    recent = None if vm is not None else min(RECENT, max((c.target for c in computed.values()), default=RECENT))
+    points = _newest_points(svc, [item for item, _ in items], now, recent)
+    assessed = []
+    for item, item_policy in items:
         key = item.vm_name.lower()
-        name = item_policy.name.lower()
-        if name not in computed:
-            computed[name] = policy_slots(item_policy, since=since, now=now)
-        assessed.append(assess_item(item, item_policy, now=now, since=since, successes=successes.get(key, []),
-                                    points=points.get(key, []), last_error=failures.get(key),
-                                    computed=computed[name]))
+        history = backups.get(key) or ItemHistory([], None)
+        assessed.append(assess_item(item, item_policy, now=now, since=since, successes=history.successes,
+                                    points=points.get(key, []), last_error=history.last_failure,
+                                    computed=computed[item_policy.name.lower()]))
     log.info("compliance report over %s day(s): %s item(s), %s polic(ies)", days, len(assessed),
              len({a.policy_name for a in assessed}))
     return ComplianceReport(generated_at=now, since=since, days=days, items=assessed, policies=by_policy(assessed))
@@ -85,27 +88,42 @@ def _items(svc: Services, vm: str | None, policy: str | None) -> list[ProtectedI
                   key=lambda i: i.vm_name.lower())
 
 
-def _backups(svc: Services, since: datetime, vm: str | None) -> tuple[dict[str, list[datetime]], dict[str, LastError]]:
-    """Per VM: the slots of its successful backups since ``since``, and its newest failed backup."""
-    successes: dict[str, list[datetime]] = {}
-    failures: dict[str, LastError] = {}
-    for job in svc.jobs.outcomes(JobQuery(vm_name=vm, operation="Backup", since=since)):
-        key = job.vm_name.lower()
-        if job.status in SUCCESSFUL:
-            successes.setdefault(key, []).append(utc(job.slot))
-        elif job.status is JobStatus.FAILED and (key not in failures or failures[key].slot < utc(job.slot)):
-            failures[key] = LastError(job.job_id, utc(job.slot), job.error)
-    return successes, failures
+def check_days(days: int) -> None:
+    if isinstance(days, bool) or not 1 <= days <= MAX_DAYS:
+        raise ValidationError(f"--days must be from 1 to {MAX_DAYS}, not {days}", field="days")
 
 
-def _newest_points(svc: Services, items: list[ProtectedItem], now: datetime) -> dict[str, list[RecoveryPoint]]:
+def _histories(svc: Services, since: datetime, now: datetime, vm: str | None) -> dict[str, ItemHistory]:
+    """Per VM: the slots of its successful backups since ``since`` and its newest failed backup. From the
+    roll-up where it covers the window, the jobs of the feed it has not folded yet, and the jobs table for
+    the part of the window before the roll-up began (all of it, before any fold)."""
+    state = svc.rollup.state()
+    covered = state.covered_from
+    rows: list[MonthRollup] = []
+    if covered is None or covered > since:
+        for job in svc.jobs.outcomes(JobQuery(vm_name=vm, operation="Backup", since=since, until=covered)):
+            row = job_rollup(job.vm_name, job.job_id, job.slot, job.status, job.error)
+            if row is not None:
+                rows.append(row)
+    if covered is not None:
+        rows += svc.rollup.months(max(since, covered), now, vm_name=vm)
+        # The feed since the last fold (its clock may run ahead of ours: up to now + the margin).
+        tail = svc.job_feed.between((state.folded_through or covered) - FEED_MARGIN, now + FEED_MARGIN)
+        wanted = [e.job_id for e in tail if vm is None or e.vm_name.lower() == vm.lower()]
+        if wanted:
+            rows += [row for job in svc.jobs.get_many(wanted).values() if (row := of_job(job)) is not None]
+    return histories(rows, since)
+
+
+def _newest_points(svc: Services, items: list[ProtectedItem], now: datetime,
+                   recent: timedelta | None) -> dict[str, list[RecoveryPoint]]:
     """Each item's newest restorable point (Available, not stamped beyond now + MAX_FUTURE): the points of
-    the last RECENT days in one pass, then one short read for each item that has none among them."""
+    the last ``recent`` in one pass (none: no pass), then one short read for each item with none among them."""
     until = now + MAX_FUTURE
-    recent = svc.recovery_points.recent_available(now - RECENT, until)
+    found = {} if recent is None else svc.recovery_points.recent_available(now - recent, until)
 
     def newest(item: ProtectedItem) -> list[RecoveryPoint]:
-        point = recent.get(item.vm_name.lower()) or svc.recovery_points.newest_available(item.vm_name, until=until)
+        point = found.get(item.vm_name.lower()) or svc.recovery_points.newest_available(item.vm_name, until=until)
         return [] if point is None else [point]
 
     with ThreadPoolExecutor(POINT_READERS) as pool:

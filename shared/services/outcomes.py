@@ -4,11 +4,18 @@ it there (ingestion, dispatch, the sweep, the restore-point timer, retention, re
 evaluator reads that feed; the job's outcome is counted once its write is in (telemetry)."""
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Callable, Iterable, Protocol, Sequence
 
 from shared.clock import Clock
 from shared.domain.jobs import AttemptOutcome, Job
 from shared.ports import FeedEntry, JobFeed, JobOutcome, JobPage, JobQuery, JobStore
+
+
+# A feed entry is written before its job: a reader of the feed reads this much before where it read to, so an
+# entry whose job write was still under way (or whose writer's clock ran behind) is read again; a job read
+# back this long after its entry is written.
+FEED_MARGIN = timedelta(minutes=2)
 
 
 class OutcomeRecorder(Protocol):

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from functools import partial
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Callable, Sequence, TypeGuard, TypeVar
 
 from croniter import croniter
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 1000
 MAX_LOOKAHEAD = timedelta(hours=1)
 STEP_BUDGET = timedelta(seconds=45)     # per step of a page: pauses of 1, 2, 4, 8, 16 s
+SAMPLE = 5                              # slots and jobs a tick's log line names
 
 T = TypeVar("T")
 
@@ -70,6 +72,10 @@ class TickResult:
     retries: int = 0            # steps tried again after a transient failure
     table_requests: int = 0     # HTTP requests to Table Storage, retries included
     queue_operations: int = 0   # Service Bus sends
+    # For the log, which says no more per task: the tasks sent per slot, and the first few (VM and job id).
+    # Any other is found by its VM and slot: 'vmsnap job list --vm V --since SLOT'.
+    sent_slots: Counter[datetime] = field(default_factory=Counter)
+    sent_sample: list[str] = field(default_factory=list)
 
     @property
     def tasks_sent(self) -> int:
@@ -84,6 +90,19 @@ class TickResult:
         for f in fields(self):
             if f.name != "now":
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        del self.sent_sample[SAMPLE:]
+
+    def __str__(self) -> str:
+        """The counts, for a log line of bounded length (the dataclass's repr lists every slot sent)."""
+        return (f"{self.items_seen} items, {self.due} due, {self.planned} planned ({self.jobs_created} new jobs), "
+                f"{self.sent} tasks sent, {self.deferred} deferred, {self.failed} failed, {self.slots_skipped} slots "
+                f"skipped, {self.retries} retries, {self.table_requests} table requests, {self.queue_operations} "
+                f"queue operations, {self.fanned_out} shard requests")
+
+    def note_sent(self, tasks: Sequence[SnapshotTask]) -> None:
+        self.sent += len(tasks)
+        self.sent_slots.update(task.slot for task in tasks)
+        self.sent_sample += [f"{task.vm_name} {task.job_id}" for task in tasks[:max(0, SAMPLE - len(self.sent_sample))]]
 
 
 @dataclass(frozen=True)
@@ -246,10 +265,17 @@ def plan_shard(svc: Services, shard: str, now: datetime, *, page_size: int = PAG
 
 
 def _summary(result: TickResult) -> str:
-    return (f"{result.items_seen} items, {result.due} due, {result.planned} planned ({result.jobs_created} new "
-            f"jobs), {result.sent} tasks sent, {result.deferred} deferred, {result.failed} failed, "
-            f"{result.slots_skipped} slots skipped, {result.retries} retries, {result.table_requests} table "
-            f"requests, {result.queue_operations} queue operations, {result.fanned_out} shard requests")
+    """The counts, and the slots and first jobs of the tasks sent."""
+    text = str(result)
+    if not result.sent:
+        return text
+    slots = sorted(result.sent_slots.items())
+    text += "; tasks by slot: " + ", ".join(f"{slot.isoformat()} x{n}" for slot, n in slots[:SAMPLE])
+    if len(slots) > SAMPLE:
+        text += f" and {len(slots) - SAMPLE} more slot(s)"
+    text += "; jobs: " + ", ".join(result.sent_sample)
+    more = result.sent - len(result.sent_sample)
+    return text + (f" and {more} more (vmsnap job list --vm V --since SLOT)" if more > 0 else "")
 
 
 @dataclass
@@ -408,8 +434,8 @@ class _ShardRun:
                     earlier = found.get(job.job_id)
                     if earlier is None or earlier.status.is_terminal or earlier.phase is not JobPhase.QUEUED:
                         continue
-                    log.info("job %s for %s exists from an earlier tick; sending its task again", job.job_id,
-                             job.vm_name)
+                    log.debug("job %s for %s exists from an earlier tick; sending its task again", job.job_id,
+                              job.vm_name)
                 tasks.append(task_for(job, now))
         if tasks:
             try:
@@ -418,10 +444,12 @@ class _ShardRun:
                 result.failed += len(tasks)
                 result.planned -= len(tasks)
                 raise
-            result.sent += len(tasks)
+            result.note_sent(tasks)
+            # One line per task is 100,000 lines a tick at fleet scale: the shard's summary names the slots
+            # and a few jobs at INFO, every task is here at DEBUG.
             for task in tasks:
-                log.info("task %s sent for job %s (%s, slot %s)", task.message_id, task.job_id, task.vm_name,
-                         task.slot.isoformat())
+                log.debug("task %s sent for job %s (%s, slot %s)", task.message_id, task.job_id, task.vm_name,
+                          task.slot.isoformat())
 
         result.slots_skipped += sum(len(plan.skipped) for _, plan in planned)
         for item, plan in planned:

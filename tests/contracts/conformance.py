@@ -14,12 +14,13 @@ from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
 from shared.adapters.table_recovery import TableRecoveryPointStore
+from shared.adapters.table_rollup import TableRollupStore
 from shared.ports import (AlertStore, BackupClaims, Dispatcher, Inventory, JobFeed, JobStore, PolicyStore,
-                          ProtectedItemStore, RecoveryPointStore, RestorePoints, SasMinter, SnapshotStore, StatusBlobs,
-                          TaskQueue)
+                          ProtectedItemStore, RecoveryPointStore, RestorePoints, RollupStore, SasMinter, SnapshotStore,
+                          StatusBlobs, TaskQueue)
 from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs,
                          RecordingDispatcher, RecordingTaskQueue)
-from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed
+from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
@@ -38,3 +39,4 @@ BACKUP_CLAIMS: tuple[type[BackupClaims], ...] = (InMemoryBackupClaims, TableBack
 RESTORE_POINTS: tuple[type[RestorePoints], ...] = (ComputeRestorePoints,)
 ALERT_STORES: tuple[type[AlertStore], ...] = (InMemoryAlertStore, TableAlertStore)
 JOB_FEEDS: tuple[type[JobFeed], ...] = (InMemoryJobFeed, TableJobFeed)
+ROLLUP_STORES: tuple[type[RollupStore], ...] = (InMemoryRollupStore, TableRollupStore)

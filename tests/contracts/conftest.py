@@ -19,11 +19,12 @@ from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
 from shared.adapters.table_recovery import TableRecoveryPointStore
+from shared.adapters.table_rollup import TableRollupStore
 from shared.clock import SystemClock
 from shared.domain.inventory import Vm
 from shared.ports import (BackupClaims, Inventory, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore,
                           SnapshotStore, StatusBlobs)
-from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed
+from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore
 from tests.fakes import InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
@@ -82,6 +83,11 @@ def alert_store(request):
 @pytest.fixture(params=["fake", REAL("table")])
 def job_feed(request):
     return _fake_or_table(request, InMemoryJobFeed, TableJobFeed, "feed")
+
+
+@pytest.fixture(params=["fake", REAL("table")])
+def rollup_store(request):
+    return _fake_or_table(request, InMemoryRollupStore, TableRollupStore, "rollup")
 
 
 @pytest.fixture(params=["fake", REAL("table")])

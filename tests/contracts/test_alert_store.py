@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from shared.domain.alerts import (AlertKind, AlertStatus, Occurrence, Signal, delivered, not_configured, raised,
-                                  resolved)
+                                  resolved, unparked)
 from shared.ports import FeedEntry
 
 T0 = datetime(2025, 6, 2, 2, 0, 0, 123000, tzinfo=timezone.utc)
@@ -101,6 +101,26 @@ def test_owed_lists_what_a_webhook_has_not_been_told(alert_store):
     alert_store.update("web-1", KIND, lambda c: resolved(c, time=T0 + timedelta(hours=1), by="j3", note="",
                                                          now=T0 + timedelta(hours=1)))
     assert [(a.item, a.owed) for a in alert_store.owed()] == [("Web-1", "Resolved")]
+
+
+def test_parked_lists_what_a_webhook_set_later_should_get(alert_store):
+    """Recorded with no webhook: an active alert is parked until unparked (then owed Fired); one that resolves
+    unseen leaves the list; one whose Fired notice was delivered is parked again for its Resolved notice."""
+    alert_store.update("web-1", KIND, lambda c: raised(c, signal("j1"), T0))
+    alert_store.update("web-2", KIND, lambda c: raised(c, signal("j2", item="web-2"), T0))
+    alert_store.update("web-3", KIND, lambda c: raised(c, signal("j3", item="web-3"), T0))
+    alert_store.update("web-3", KIND, lambda c: delivered(c, "Fired", T0))
+    for item in ("web-1", "web-2"):
+        alert_store.update(item, KIND, lambda c: not_configured(c))
+    later = T0 + timedelta(hours=1)
+    for item in ("web-2", "web-3"):
+        alert_store.update(item, KIND, lambda c: resolved(c, time=later, by="j9", note="", now=later))
+    alert_store.update("web-3", KIND, lambda c: not_configured(c))
+    assert sorted(a.item for a in alert_store.parked()) == ["Web-1", "web-3"]
+    for alert in alert_store.parked():
+        alert_store.update(alert.item, KIND, lambda c: unparked(c))
+    assert alert_store.parked() == []
+    assert sorted((a.item, a.owed) for a in alert_store.owed()) == [("Web-1", "Fired"), ("web-3", "Resolved")]
 
 
 def test_marks_only_move_forward_and_watches_come_due(alert_store):

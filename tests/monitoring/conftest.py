@@ -12,7 +12,7 @@ from shared.services.outcomes import ObservedJobStore
 from shared.settings import Settings
 from shared.telemetry import Telemetry
 from tests.fakes import InMemoryInventory, InMemoryJobStore, RecordingTaskQueue
-from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, RecordingNotifier
+from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore, RecordingNotifier
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
 
@@ -24,12 +24,13 @@ def memory_services(at: datetime = T0, **overrides) -> Services:
     clock = overrides.pop("clock", None) or FixedClock(at)
     feed = InMemoryJobFeed()
     telemetry = Telemetry()
-    ports = dict(job_feed=feed, alerts=InMemoryAlertStore(), notifier=RecordingNotifier(), telemetry=telemetry,
+    ports = dict(job_feed=feed, alerts=InMemoryAlertStore(), rollup=InMemoryRollupStore(), notifier=RecordingNotifier(), telemetry=telemetry,
                  recovery_points=InMemoryRecoveryPointStore(), policies=InMemoryPolicyStore(),
                  protected_items=InMemoryProtectedItemStore(), snapshots=FakeSnapshots(),
                  inventory=InMemoryInventory(), task_queue=RecordingTaskQueue())
+    inner = overrides.pop("job_store", None) or InMemoryJobStore()      # the store the observer wraps
     ports.update(overrides)
-    ports.setdefault("jobs", ObservedJobStore(InMemoryJobStore(), ports["job_feed"], clock, ports["telemetry"]))
+    ports.setdefault("jobs", ObservedJobStore(inner, ports["job_feed"], clock, ports["telemetry"]))
     return Services(Settings.from_env(SETTINGS), clock=clock, **ports)
 
 

@@ -7,10 +7,11 @@ import itertools
 import threading
 from dataclasses import replace
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Sequence
 
 from shared.clock import utc
 from shared.domain.alerts import Alert, AlertKind, AlertStatus, parse_alert_name
+from shared.domain.rollup import MonthRollup, RollupState, merge_rows, month_of
 from shared.ports import FeedEntry
 
 
@@ -58,6 +59,9 @@ class InMemoryAlertStore:
     def owed(self) -> list[Alert]:
         return [a for a in self.current.values() if a.owed is not None]
 
+    def parked(self) -> list[Alert]:
+        return [a for a in self.current.values() if a.parked]
+
     def marks(self) -> dict[str, datetime]:
         return dict(self._marks)
 
@@ -89,6 +93,63 @@ class InMemoryJobFeed:
         with self._lock:
             found = [e for e in self.entries.values() if utc(after) < e.at <= utc(until)]
         return sorted(found, key=lambda e: (e.at, e.job_id))
+
+    def prune(self, before: datetime, *, limit: int) -> int:
+        with self._lock:       # whole minutes, as the Table feed's partitions
+            gone = sorted((k for k, e in self.entries.items() if e.at.replace(second=0, microsecond=0) < utc(before)),
+                          key=lambda k: self.entries[k].at)[:limit]
+            for key in gone:
+                del self.entries[key]
+        return len(gone)
+
+
+class InMemoryRollupStore:
+    """The roll-up in a dict: rows merged under a version check (a lost race merges again), whole months pruned."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, datetime], MonthRollup] = {}
+        self._state = RollupState()
+        self._versions = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def merge_many(self, rows: Sequence[MonthRollup]) -> int:
+        changed = 0
+        for row in merge_rows(rows).values():
+            while True:
+                current = self.rows.get(row.key)
+                if current is not None and current.holds(row):
+                    break
+                merged = row if current is None else current.merged(row)
+                with self._lock:
+                    stored = self.rows.get(row.key)
+                    if (stored.version if stored else None) != (current.version if current else None):
+                        continue            # lost the race: read and merge again
+                    self.rows[row.key] = replace(merged, version=str(next(self._versions)))
+                    changed += 1
+                    break
+        return changed
+
+    def months(self, since: datetime, until: datetime, vm_name: str | None = None) -> list[MonthRollup]:
+        first, last = month_of(since), month_of(until)
+        return [r for (vm, month), r in list(self.rows.items())
+                if first <= month <= last and (vm_name is None or vm == vm_name.lower())]
+
+    def state(self) -> RollupState:
+        return self._state
+
+    def update_state(self, change: Callable[[RollupState], RollupState | None]) -> RollupState:
+        with self._lock:
+            changed = change(self._state)
+            if changed is not None:
+                self._state = replace(changed, version=str(next(self._versions)))
+            return self._state
+
+    def prune(self, before: datetime, *, limit: int) -> int:
+        with self._lock:
+            gone = sorted(k for k in self.rows if k[1] < month_of(before))[:limit]
+            for key in gone:
+                del self.rows[key]
+        return len(gone)
 
 
 class RecordingNotifier:

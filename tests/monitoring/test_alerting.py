@@ -177,6 +177,52 @@ def test_without_a_webhook_alerts_say_so_and_nothing_is_sent():
     assert alert.delivery.state is DeliveryState.NOT_CONFIGURED and svc.alerts.owed() == []
 
 
+def test_a_webhook_set_later_gets_the_active_alerts_not_the_resolved_ones():
+    """Alerts recorded while no webhook was set: once ALERT_WEBHOOK_URL is set, the next run sends the Fired
+    notice of the one still active, not of the one that fired and resolved unseen; its resolution follows."""
+    unset = memory_services(notifier=None)
+    protect(unset, "vm1")
+    protect(unset, "vm2")
+    backup(unset, "vm1", ok=False)
+    backup(unset, "vm2", ok=False)
+    evaluate_alerts(unset)
+    unset.clock.advance(timedelta(minutes=5))
+    backup(unset, "vm2", ok=True)
+    evaluate_alerts(unset)
+    assert {(a.item, a.status, a.delivery.state) for a in unset.alerts.list()} == {
+        ("vm1", AlertStatus.ACTIVE, DeliveryState.NOT_CONFIGURED), ("vm2", AlertStatus.RESOLVED, DeliveryState.NOT_CONFIGURED)}
+
+    svc = memory_services(unset.clock.now(), clock=unset.clock, **{name: getattr(unset, name) for name in (
+        "jobs", "job_feed", "alerts", "rollup", "recovery_points", "policies", "protected_items")})    # the setting is set
+    svc.clock.advance(timedelta(seconds=30))
+    evaluate_alerts(svc)
+    active = svc.alerts.get("vm1", AlertKind.BACKUP_FAILED)
+    assert svc.notifier.conditions() == [("Fired", active.name)] and active.delivery.state is DeliveryState.DELIVERED
+    evaluate_alerts(svc)
+    svc.clock.advance(timedelta(minutes=5))
+    backup(svc, "vm1", ok=True)
+    evaluate_alerts(svc)
+    assert svc.notifier.conditions() == [("Fired", active.name), ("Resolved", active.name)]
+
+
+def test_a_receiver_told_of_an_alert_hears_of_its_resolution_once_a_webhook_is_back(svc):
+    """Fired was delivered, then the webhook setting was removed and the alert resolved: once it is set again
+    the receiver gets the Resolved notice (else its incident stays open)."""
+    protect(svc)
+    backup(svc, ok=False)
+    evaluate_alerts(svc)
+    notifier = svc.notifier
+    svc.notifier = None
+    svc.clock.advance(timedelta(minutes=5))
+    backup(svc, ok=True)
+    evaluate_alerts(svc)
+    (alert,) = svc.alerts.list()
+    assert alert.delivery.state is DeliveryState.NOT_CONFIGURED and [c for c, _ in notifier.conditions()] == ["Fired"]
+    svc.notifier = notifier
+    evaluate_alerts(svc)
+    assert notifier.conditions() == [("Fired", alert.name), ("Resolved", alert.name)]
+
+
 def test_evaluators_racing_on_the_same_failures_count_each_once_and_send_once(svc):
     """Four failures, then four evaluators at once (threads), each POST taking 0.2 s: one alert, count 4,
     one Fired notification (a sender leases the alert before it posts)."""
