@@ -119,10 +119,6 @@ class VmDisks:
         return is_stopped(self.power_state)
 
     @property
-    def updating(self) -> bool:
-        return (self.provisioning_state or "").lower() in ("updating", "creating")
-
-    @property
     def failed(self) -> bool:
         return (self.provisioning_state or "").lower() == "failed"
 
@@ -155,6 +151,13 @@ def swap_request(storage_profile: Mapping[str, Any], disks: Mapping[int, str]) -
     data += [{"lun": lun} for lun in sorted(disks) if lun != OS_DISK_LUN and lun not in present]
     profile["dataDisks"] = [swapped(d, int(d["lun"])) for d in data]
     return {"properties": {"storageProfile": profile}}
+
+
+def resource_group_of(resource_id: str) -> str:
+    """The resource group an ARM resource id names."""
+    parts = resource_id.split("/")
+    lowered = [p.lower() for p in parts]
+    return parts[lowered.index("resourcegroups") + 1] if "resourcegroups" in lowered[:-1] else ""
 
 
 def restored_disk_id(disk_restore_point_id: str, resource_group: str, name: str) -> str:
