@@ -3,16 +3,19 @@ HTTPS, answered as the Compute REST API specification says (ComputeRP api-versio
 2026-03-02: the versions the pinned ``azure-mgmt-compute`` sends), so the unmodified client talks to it.
 
 Calls served (under ``/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute``):
-``GET virtualMachines/{vm}`` (``$expand=instanceView`` adds the power state); ``PUT/GET/DELETE
-restorePointCollections/{rpc}`` (``$expand=restorePoints``); ``PUT restorePointCollections/{rpc}/
-restorePoints/{rp}`` (201, ``Location`` + ``Retry-After``), ``GET`` (``$expand=instanceView``) and
-``DELETE`` (202, ``Location`` + ``Retry-After``) of a restore point; ``GET disks/{name}`` and ``PUT
-disks/{name}`` with ``createOption: Restore`` (202, ``Location`` + ``Retry-After``; its ``tags`` kept),
-``DELETE disks/{name}`` (202, or 204 when there is none), ``POST disks/{name}/beginGetAccess`` (a read SAS
-on the disk's bytes as ``accessSAS``) and ``endGetAccess`` (both long-running), in any resource
-group the endpoint knows (``local``, plus ``add_resource_group``); and each long-running operation at
-its ``Location`` (``locations/{loc}/operations/{id}``, ``locations/{loc}/DiskOperations/{id}``): 202
-while it runs, then what the request would have answered (the resource, or ARM's error body).
+``GET virtualMachines/{vm}`` (``$expand=instanceView`` adds the power state) and ``PATCH`` of its storage
+profile (200, ``Location`` + ``Retry-After``: a disk at each LUN, the OS disk only while the VM is
+deallocated); ``PUT/GET/DELETE restorePointCollections/{rpc}`` (``$expand=restorePoints``); ``PUT
+restorePointCollections/{rpc}/restorePoints/{rp}`` (201, ``Location`` + ``Retry-After``), ``GET``
+(``$expand=instanceView``) and ``DELETE`` (202, ``Location`` + ``Retry-After``) of a restore point; ``GET
+disks/{name}`` and ``PUT disks/{name}`` with ``createOption: Restore`` (202, ``Location`` + ``Retry-After``;
+its ``tags`` kept), ``DELETE disks/{name}`` (202, 204 when there is none, 409 while attached), ``POST
+disks/{name}/beginGetAccess`` (a read SAS on the disk's bytes as ``accessSAS``) and ``endGetAccess`` (both
+long-running); ``PUT snapshots/{name}`` with ``createOption: Copy`` of a disk (202, ``Location`` +
+``Retry-After``), ``GET`` and ``DELETE`` (202, or 204); disks and snapshots in any resource group the
+endpoint knows (``local``, plus ``add_resource_group``); and each long-running operation at its
+``Location`` (``locations/{loc}/operations/{id}``, ``locations/{loc}/DiskOperations/{id}``): 202 while it
+runs, then what the request would have answered (the resource, or ARM's error body).
 
 What it follows: only those api-versions (400 ``MissingApiVersionParameter`` / ``NoRegisteredProviderFound``
 otherwise); ``consistencyMode`` accepted as input only as ``CrashConsistent`` (the spec's enum text),
@@ -20,10 +23,13 @@ absent meaning application consistency; a second PUT of a restore point refused 
 ``OperationNotAllowed``: existing restore points cannot be updated); instance views shaped like
 ``RestorePoint_Get_WithInstanceView.json``, each disk restore point copying for ``replication_seconds``
 after the restore point succeeded (``completionPercent`` rising, ``ReplicationState/succeeded`` at the
-end); a restore point being deleted reads ``Deleting`` for ``delete_seconds``; a disk restored in
-another region than its disk restore point's is not found (404, as Azure answers a source elsewhere);
-every error as ``{"error": {"code", "message"}}`` with codes from the documentation
-(docs/compute-contract.md lists each answer and its source).
+end); a restore point being deleted reads ``Deleting`` for ``delete_seconds``; a VM being updated reads
+``Updating`` for ``update_seconds``, a failed update ``Failed`` with ``ProvisioningState/failed/<code>`` in
+its instance view; a PATCH keeps what it leaves out (no ``osDisk``: the OS disk; no ``dataDisks``: the data
+disks) and replaces the ``dataDisks`` array whole; a disk is ``Attached`` (``managedBy`` its VM) while a
+VM's storage profile names it; a disk or snapshot made in another region than its source is not found
+(404, as Azure answers a source elsewhere); every error as ``{"error": {"code", "message"}}`` with codes
+from the documentation (docs/compute-contract.md lists each answer and its source).
 
 A managed disk is a page blob in Azurite; a disk restore point is a blob snapshot of it. An
 application-consistent restore point drives the bundled extension on the local VM as the platform
@@ -41,17 +47,20 @@ failed, no scripts at all), so ``consistencyMode`` is always what was asked; any
 Warning in an instance view (the examples show none); the code of a copy in progress (only
 ``completionPercent`` is given then); whether a Creating restore point may be deleted (here it may);
 regions other than ``local``, cross-region copies, encryption, security profiles, instant access,
-incremental-snapshot accounting, restore point ``Updating``, disk list/delete, VM create/update.
+incremental snapshots, restore point ``Updating``, disk and snapshot lists, VM create or any VM update but
+its disks; which code Azure gives a disk attached to two VMs (not checked here), an update of a VM that is
+updating, or an OS disk swap on a running VM (``PropertyChangeNotAllowed`` here).
 One token (``TOKEN``) is the only identity and every call is allowed.
 
 A restored disk is a page blob copy of the disk restore point's snapshot; its tags carry the sha256 of
 its bytes now and of the snapshot it came from (not something Azure offers: here only, so a restore can
-be verified byte for byte).
+be verified byte for byte). A disk snapshot is a page blob copy of the disk as it was at the PUT.
 
 Test hooks: ``throttle`` (answer the next calls 429 with ``Retry-After``), ``hold`` (restore points
 stay ``Creating`` while set), ``fail_next`` (the next restore points fail with a documented code),
-``set_running`` (stop or start a VM), ``max_restore_points``, ``add_resource_group``, ``gate`` (hold
-racing requests until all have arrived), ``replication_seconds``, ``delete_seconds``, ``retry_after``.
+``fail_next_update`` (the next VM updates end Failed with that code, their change made), ``set_running``
+(stop or start a VM), ``max_restore_points``, ``add_resource_group``, ``gate`` (hold racing requests until
+all have arrived), ``replication_seconds``, ``delete_seconds``, ``update_seconds``, ``retry_after``.
 """
 from __future__ import annotations
 
@@ -78,6 +87,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient, generate_blob_sas
 from extension.codes import ExtensionCode
 from shared.adapters.blob_sas import BlobSasMinter
 from shared.adapters.clients import StaticTokenCredential
+from shared.adapters.restore_points import CONTENT_DIGEST_TAG, SOURCE_DIGEST_TAG
 from shared.adapters.dispatch_local import LocalDispatcher
 from shared.clock import Clock, SystemClock
 from shared.domain.command import ExtensionCommand, encode_object_str
@@ -108,6 +118,7 @@ INTERNAL_ERROR = "VMRestorePointInternalError"
 _FAILURE_STATUS = {INTERNAL_ERROR: 500, "InternalError": 500, "InternalExecutionError": 500,
                    "InternalOperationError": 500}
 Answer = tuple[int, Any, dict[str, str]]      # HTTP status, JSON body (None: empty), extra headers
+_DISK_RP_TYPES = ("disks", "snapshots")     # served at the disks api-version, in any known resource group
 _ROUTE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)(?:/resourceGroups/(?P<rg>[^/]+))?/providers/Microsoft\.Compute/"
                     r"(?P<rest>.+)$", re.IGNORECASE)
 
@@ -128,6 +139,10 @@ class LocalVm:
     vm_id: str
     disks: list[LocalManagedDisk]
     running: bool = True
+    provisioning_state: str = "Succeeded"
+    update_operation: str | None = None     # the running update's operation id (PATCH)
+    update_started: float | None = None     # monotonic: the update ends update_seconds after
+    update_error: tuple[int, str, str] | None = None    # (HTTP status, ARM code, message) it ends with
 
     def as_inventory_vm(self) -> Vm:
         """How the local inventory records this VM: managed disks, known by their ids."""
@@ -185,11 +200,22 @@ class _Gate:
 
 
 @dataclass
-class RestoredDisk:
+class DiskResource:
+    """A disk or a snapshot of the Disk RP: its ARM body, the page blob that holds its bytes (once
+    copied), its create operation and, when that failed, ARM's error."""
+
     body: dict[str, Any]
-    blob_url: str = ""                  # the page blob once copied
+    blob_url: str = ""
     operation: str = ""
     error: tuple[int, str, str] | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.body["id"])
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None and self.body["properties"]["provisioningState"] == "Succeeded"
 
 
 class ComputeApiError(VmsnapError):
@@ -205,7 +231,8 @@ class LocalCompute:
 
     def __init__(self, blob_connection_string: str, vm_root: Path, *, port: int = 0,
                  clock: Clock | None = None, extension_timeout: float = 120.0, max_restore_points: int = 500,
-                 replication_seconds: float = 1.0, delete_seconds: float = 0.5, retry_after: int = 1):
+                 replication_seconds: float = 1.0, delete_seconds: float = 0.5, update_seconds: float = 0.2,
+                 retry_after: int = 1):
         self.blob_service = BlobServiceClient.from_connection_string(blob_connection_string)
         self.vm_root = Path(vm_root)
         self.clock = clock or SystemClock()
@@ -213,6 +240,7 @@ class LocalCompute:
         self.max_restore_points = max_restore_points       # per VM, across its collections (Azure: 500)
         self.replication_seconds = replication_seconds
         self.delete_seconds = delete_seconds
+        self.update_seconds = update_seconds               # how long a VM update (PATCH) runs
         self.retry_after = retry_after                     # whole seconds, as the header carries them
         self.subscription_id = LOCAL_SUBSCRIPTION
         self.requests: list[tuple[str, str, float]] = []   # (method, path, monotonic time) of every call
@@ -222,11 +250,13 @@ class LocalCompute:
         # with the VM and the restore point's name.
         self.before_snapshot: Callable[[LocalVm, str], None] | None = None
         self.fail_next: list[tuple[str, str]] = []      # (documented code, message) for the next restore points
+        self.fail_next_update: list[tuple[str, str]] = []   # (code, message) the next VM updates end with
         self._port = port
         self._lock = threading.RLock()
         self._vms: dict[str, LocalVm] = {}
         self._collections: dict[str, Collection] = {}
-        self._disks: dict[tuple[str, str], RestoredDisk] = {}
+        self._disks: dict[tuple[str, str], DiskResource] = {}       # (resource group, name): every disk
+        self._snapshots: dict[tuple[str, str], DiskResource] = {}
         self._operations: dict[str, tuple[str, Any]] = {}  # id -> (kind, restore point or disk key)
         self.resource_groups = {RESOURCE_GROUP}
         self._throttle: list[tuple[int, str, str]] = []   # (Retry-After seconds, method, path part) of next 429s
@@ -312,6 +342,9 @@ class LocalCompute:
                             for lun, disk, url, size in sorted(disks)], running=running)
         with self._lock:
             self._vms[name.lower()] = vm
+            for disk in vm.disks:       # a VM's disks are disks of the resource group like any other
+                self._disks[(RESOURCE_GROUP, disk.name.lower())] = DiskResource(
+                    self._disk_body(disk.id, disk.name, disk.size_bytes, None), blob_url=disk.blob_url)
         return vm
 
     def set_running(self, name: str, running: bool) -> None:
@@ -341,6 +374,15 @@ class LocalCompute:
             found = self._disks.get((resource_group.lower(), name.lower()))
         return found.blob_url or None if found else None
 
+    def snapshot_blob(self, resource_group: str, name: str) -> str | None:
+        """The page blob URL that holds a disk snapshot's bytes, or None."""
+        with self._lock:
+            found = self._snapshots.get((resource_group.lower(), name.lower()))
+        return found.blob_url or None if found else None
+
+    def vm(self, name: str) -> LocalVm:
+        return self._vm(name)
+
     def restore_points(self, vm_name: str | None = None) -> list[RestorePoint]:
         with self._lock:
             self._settle()
@@ -362,16 +404,21 @@ class LocalCompute:
             raise ComputeApiError(404, "SubscriptionNotFound", f"The subscription or path {path} could not be found.")
         rest = match["rest"].split("/")
         kind = rest[0].lower()
-        disk_call = kind == "disks" or (kind == "locations" and len(rest) == 4 and rest[2].lower() == "diskoperations")
+        disk_rp = kind in _DISK_RP_TYPES
+        disk_call = disk_rp or (kind == "locations" and len(rest) == 4 and rest[2].lower() == "diskoperations")
         _check_api_version(query.get("api-version"), DISK_API_VERSION if disk_call else COMPUTE_API_VERSION,
-                           "disks" if disk_call else kind)
+                           kind if disk_rp else "disks" if disk_call else kind)
         if kind == "locations" and len(rest) == 4 and method == "GET":
             return self._operation(rest[3])
         if match["rg"] is None or match["rg"].lower() not in self.resource_groups or (
-                kind != "disks" and match["rg"].lower() != RESOURCE_GROUP):
+                not disk_rp and match["rg"].lower() != RESOURCE_GROUP):
             raise ComputeApiError(404, "ResourceGroupNotFound", f"Resource group '{match['rg']}' could not be found.")
         if kind == "virtualmachines" and len(rest) == 2 and method == "GET":
             return 200, self._vm_body(self._vm(rest[1]), expand=query.get("$expand", "")), {}
+        if kind == "virtualmachines" and len(rest) == 2 and method == "PATCH":
+            return self._vm_update(self._vm(rest[1]), body or {})
+        if kind == "snapshots" and len(rest) == 2:
+            return self._snapshot_call(method, match["rg"], rest[1], body)
         if kind == "restorepointcollections" and len(rest) == 2:
             return self._collection_call(method, rest[1], query, body)
         if kind == "restorepointcollections" and len(rest) == 4 and rest[2].lower() == "restorepoints":
@@ -607,13 +654,19 @@ class LocalCompute:
                 point.state, point.succeeded_at = "Succeeded", time.monotonic()
 
     def _settle(self) -> None:
-        """Complete deletions whose time has come (under the lock)."""
+        """Complete deletions and VM updates whose time has come (under the lock)."""
         now = time.monotonic()
         for coll in self._collections.values():
             for key, point in list(coll.points.items()):
                 if point.delete_requested is not None and now >= point.delete_requested + self.delete_seconds:
                     del coll.points[key]
                     self._drop_snapshots(point)
+        for vm in self._vms.values():
+            if vm.update_started is not None and now >= vm.update_started + self.update_seconds:
+                vm.update_started = None
+                vm.provisioning_state = "Failed" if vm.update_error else "Succeeded"
+                self._operations[vm.update_operation] = (
+                    ("failed", vm.update_error) if vm.update_error else ("done", self._vm_body(vm)))
 
     def _drop_snapshots(self, point: RestorePoint) -> None:
         for dpoint in point.disk_points:
@@ -642,6 +695,11 @@ class LocalCompute:
             kind, target = found
             if kind == "done":
                 return 200, target, {}
+            if kind == "failed":
+                status, code, message = target
+                return status, _error(code, message), {}
+            if kind == "update":
+                return 202, None, self._lro_headers(operation_id)
             if kind == "create":
                 if target.state == "Creating":
                     return 202, None, self._lro_headers(operation_id)
@@ -653,13 +711,13 @@ class LocalCompute:
                 if any(target is p for c in self._collections.values() for p in c.points.values()):
                     return 202, None, self._lro_headers(operation_id)
                 return 200, None, {}
-            disk = self._disks.get(target)
-            if disk is None or disk.body["properties"]["provisioningState"] == "Updating":
-                return 202, None, self._lro_headers(operation_id, disks=True)
-            if disk.error is not None:
-                status, code, message = disk.error
+            resource: DiskResource = target
+            if resource.error is not None:
+                status, code, message = resource.error
                 return status, _error(code, message), {}
-            return 200, self._disk_answer(disk), {}
+            if not resource.ready:
+                return 202, None, self._lro_headers(operation_id, disks=True)
+            return 200, self._disk_answer(resource), {}
 
     # --- disks from disk restore points ------------------------------------------------------------
     def _disk_access(self, group: str, name: str, action: str, body: Any) -> Answer:
@@ -694,27 +752,17 @@ class LocalCompute:
         if method == "GET":
             with self._lock:
                 found = self._disks.get(key)
-                attached = next((d for vm in self._vms.values() for d in vm.disks
-                                 if group.lower() == RESOURCE_GROUP and d.name.lower() == name.lower()), None)
             if found is not None and found.error is None:
                 return 200, self._disk_answer(found), {}
-            if attached is not None:
-                return 200, self._disk_body(attached.id, attached.name, attached.size_bytes, None), {}
             raise ComputeApiError(404, "ResourceNotFound", f"Disk '{name}' was not found.")
         if method == "DELETE":
             with self._lock:
-                found = self._disks.pop(key, None)
-            if found is None:
-                return 204, None, {}
-            if found.blob_url:
-                try:
-                    BlobClient.from_blob_url(found.blob_url, credential=self.blob_service.credential).delete_blob()
-                except AzureError as exc:
-                    log.warning("could not delete the blob of disk %s: %s", name, exc)
-            operation = str(uuid.uuid4())
-            with self._lock:
-                self._operations[operation] = ("done", None)
-            return 202, None, self._lro_headers(operation, disks=True)
+                found = self._disks.get(key)
+                owner = self._attached_to(found.id) if found is not None else None
+                if owner is not None:
+                    raise ComputeApiError(409, "OperationNotAllowed", f"Disk {name} is attached to VM {owner.id}.")
+                self._disks.pop(key, None)
+            return self._deleted(found, name)
         if method != "PUT":
             raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a disk here.")
         properties = (body or {}).get("properties") or {}
@@ -725,56 +773,137 @@ class LocalCompute:
         source = str(creation.get("sourceResourceId") or "")
         location = str((body or {}).get("location") or "")
         dpoint = self._disk_point(source)
-        if location.replace(" ", "").lower() != LOCATION:
-            # Azure looks the source up in the disk's region: one elsewhere is not found there.
-            raise ComputeApiError(404, "NotFound", f"Resource '{source}' is not found in location '{location}'.")
-        with self._lock:
-            if key in self._disks or (group.lower() == RESOURCE_GROUP and any(
-                    d.name.lower() == name.lower() for vm in self._vms.values() for d in vm.disks)):
-                # A PUT of an existing disk is an update, and its creation data cannot change.
-                raise ComputeApiError(409, "PropertyChangeNotAllowed", f"Disk '{name}' exists: changing property "
-                                                                       f"'creationData' is not allowed.")
-            disk_id = f"/subscriptions/{self.subscription_id}/resourceGroups/{group}{_PROVIDER}disks/{name}"
-            disk = RestoredDisk(self._disk_body(disk_id, name, dpoint.disk.size_bytes, source, location=location,
-                                                state="Updating"), operation=str(uuid.uuid4()))
-            if isinstance((body or {}).get("tags"), dict):
-                disk.body["tags"] = {str(k): str(v) for k, v in body["tags"].items()}
-            self._disks[key] = disk
-            self._operations[disk.operation] = ("disk", key)
-        worker = threading.Thread(target=self._restore, args=(disk, dpoint, group, name), name=f"disk-{name}",
-                                  daemon=True)
-        self._workers.append(worker)
-        worker.start()
+        self._check_location(location, source)
+        disk_id = f"/subscriptions/{self.subscription_id}/resourceGroups/{group}{_PROVIDER}disks/{name}"
+        disk = DiskResource(self._disk_body(disk_id, name, dpoint.disk.size_bytes, source, location=location,
+                                            state="Updating"), operation=str(uuid.uuid4()))
+        self._register(self._disks, key, disk, body, "Disk", "creationData")
+        self._in_background(f"disk-{name}", self._restore, disk, dpoint.snapshot_url or "", dpoint.disk.blob_url,
+                            f"{group.lower()}-{name}.vhd")
         return 202, disk.body, self._lro_headers(disk.operation, disks=True)
 
-    def _restore(self, disk: RestoredDisk, dpoint: DiskRestorePoint, group: str, name: str) -> None:
-        """The platform's copy of a disk restore point into the new disk (in the background, as in Azure)."""
-        try:
-            data, blob_url = self._copy_snapshot(dpoint, group, name)
-        except (AzureError, OSError) as exc:
-            log.warning("disk %s could not be restored: %s", name, exc)
+    def _snapshot_call(self, method: str, group: str, name: str, body: Any) -> Answer:
+        """Snapshots_Get / _CreateOrUpdate (``createOption: Copy`` of a disk: 202, Location, Retry-After)
+        / _Delete (202, or 204 when there is none), as DiskRP 2026-03-02 says."""
+        key = (group.lower(), name.lower())
+        if method == "GET":
             with self._lock:
-                disk.error = (500, "InternalExecutionError", f"Disk '{name}' could not be created ({type(exc).__name__}).")
-                disk.body["properties"]["provisioningState"] = "Failed"
+                found = self._snapshots.get(key)
+            if found is None or found.error is not None:
+                raise ComputeApiError(404, "ResourceNotFound", f"Snapshot '{name}' was not found.")
+            return 200, found.body, {}
+        if method == "DELETE":
+            with self._lock:
+                found = self._snapshots.pop(key, None)
+            return self._deleted(found, name)
+        if method != "PUT":
+            raise ComputeApiError(405, "MethodNotAllowed", f"{method} is not supported on a snapshot here.")
+        creation = ((body or {}).get("properties") or {}).get("creationData") or {}
+        if creation.get("createOption") != "Copy":
+            raise ComputeApiError(400, "InvalidParameter", "The local endpoint creates snapshots with createOption "
+                                                           "Copy (of a managed disk) only.")
+        source_id = str(creation.get("sourceResourceId") or "")
+        with self._lock:
+            source = self._disk_by_id(source_id)
+        if source is None or not source.ready:
+            raise ComputeApiError(404, "NotFound", f"Resource '{source_id}' is not found.")
+        location = str((body or {}).get("location") or "")
+        self._check_location(location, source_id)
+        snapshot_id = f"/subscriptions/{self.subscription_id}/resourceGroups/{group}{_PROVIDER}snapshots/{name}"
+        size = int(source.body["properties"]["diskSizeBytes"])
+        snapshot = DiskResource({"id": snapshot_id, "name": name, "type": "Microsoft.Compute/snapshots",
+                                 "location": location, "sku": {"name": "Standard_LRS", "tier": "Standard"},
+                                 "properties": {"creationData": {"createOption": "Copy", "sourceResourceId": source.id},
+                                                "diskSizeGB": max(1, -(-size // 2**30)), "diskSizeBytes": size,
+                                                "incremental": False, "provisioningState": "Updating",
+                                                "timeCreated": _iso(self.clock.now())}},
+                                operation=str(uuid.uuid4()))
+        # A snapshot is of the disk as it is now: its bytes are fixed here, copied in the background.
+        point_in_time = BlobClient.from_blob_url(source.blob_url, credential=self.blob_service.credential) \
+            .create_snapshot()["snapshot"]
+        self._register(self._snapshots, key, snapshot, body, "Snapshot", "creationData")
+        self._in_background(f"snapshot-{name}", self._restore, snapshot, f"{source.blob_url}?snapshot={point_in_time}",
+                            source.blob_url, f"{group.lower()}-{name}.snapshot.vhd", transient=True)
+        return 202, snapshot.body, self._lro_headers(snapshot.operation, disks=True)
+
+    def _register(self, registry: dict[tuple[str, str], DiskResource], key: tuple[str, str], resource: DiskResource,
+                body: Any, kind: str, fixed: str) -> None:
+        with self._lock:
+            if key in registry:
+                # A PUT of an existing one is an update, and how it was created cannot change.
+                raise ComputeApiError(409, "PropertyChangeNotAllowed", f"{kind} '{key[1]}' exists: changing "
+                                                                       f"property '{fixed}' is not allowed.")
+            if isinstance((body or {}).get("tags"), dict):
+                resource.body["tags"] = {str(k): str(v) for k, v in body["tags"].items()}
+            registry[key] = resource
+            self._operations[resource.operation] = ("resource", resource)
+
+    def _deleted(self, found: DiskResource | None, name: str) -> Answer:
+        """A disk or snapshot's deletion: 204 when there was none, else its bytes go and 202 with a Location."""
+        if found is None:
+            return 204, None, {}
+        if found.blob_url:
+            try:
+                BlobClient.from_blob_url(found.blob_url, credential=self.blob_service.credential).delete_blob()
+            except AzureError as exc:
+                log.warning("could not delete the blob of %s: %s", name, exc)
+        operation = str(uuid.uuid4())
+        with self._lock:
+            self._operations[operation] = ("done", None)
+        return 202, None, self._lro_headers(operation, disks=True)
+
+    def _check_location(self, location: str, source: str) -> None:
+        if location.replace(" ", "").lower() != LOCATION:
+            # Azure looks the source up in the new resource's region: one elsewhere is not found there.
+            raise ComputeApiError(404, "NotFound", f"Resource '{source}' is not found in location '{location}'.")
+
+    def _in_background(self, name: str, work: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        worker = threading.Thread(target=work, args=args, kwargs=kwargs, name=name, daemon=True)
+        self._workers.append(worker)
+        worker.start()
+
+    def _restore(self, resource: DiskResource, source_url: str, next_to: str, blob_name: str, *,
+                 transient: bool = False) -> None:
+        """The platform's copy of a disk restore point (or a disk, for a snapshot) into the new resource's
+        page blob, in the background as in Azure; ``transient``: the source is a blob snapshot made for it."""
+        name = resource.body["name"]
+        try:
+            data, blob_url = self._copy_blob(source_url, next_to, blob_name)
+            if transient:
+                BlobClient.from_blob_url(source_url, credential=self.blob_service.credential).delete_blob()
+        except (AzureError, OSError) as exc:
+            log.warning("%s could not be created: %s", name, exc)
+            with self._lock:
+                resource.error = (500, "InternalExecutionError", f"'{name}' could not be created ({type(exc).__name__}).")
+                resource.body["properties"]["provisioningState"] = "Failed"
             return
         with self._lock:
-            disk.blob_url = blob_url
-            disk.body["tags"] = {**disk.body.get("tags", {}), "vmsnapSourceSha256": hashlib.sha256(data).hexdigest()}
-            disk.body["properties"].update(diskSizeBytes=len(data), diskSizeGB=max(1, -(-len(data) // 2**30)),
-                                           provisioningState="Succeeded")
+            resource.blob_url = blob_url
+            if not transient:
+                resource.body["tags"] = {**resource.body.get("tags", {}), SOURCE_DIGEST_TAG: hashlib.sha256(data).hexdigest()}
+            resource.body["properties"].update(diskSizeBytes=len(data), diskSizeGB=max(1, -(-len(data) // 2**30)),
+                                               provisioningState="Succeeded")
 
-    def _disk_answer(self, disk: RestoredDisk) -> dict[str, Any]:
-        if not disk.blob_url:
-            return disk.body
-        data = BlobClient.from_blob_url(disk.blob_url, credential=self.blob_service.credential).download_blob().readall()
-        return {**disk.body, "tags": {**disk.body.get("tags", {}), "vmsnapContentSha256": hashlib.sha256(data).hexdigest()}}
+    def _disk_answer(self, disk: DiskResource) -> dict[str, Any]:
+        """The disk as GET answers it: attached or not, and for a restored disk the digest of its bytes now."""
+        with self._lock:
+            owner = self._attached_to(disk.id) if disk.body["type"] == "Microsoft.Compute/disks" else None
+        answer = {**disk.body, "properties": dict(disk.body["properties"])}
+        if disk.body["type"] == "Microsoft.Compute/disks":
+            answer["properties"]["diskState"] = "Attached" if owner else "Unattached"
+            if owner is not None:
+                answer["managedBy"] = owner.id
+        if disk.blob_url and SOURCE_DIGEST_TAG in disk.body.get("tags", {}):
+            data = BlobClient.from_blob_url(disk.blob_url, credential=self.blob_service.credential) \
+                .download_blob().readall()
+            answer["tags"] = {**disk.body["tags"], CONTENT_DIGEST_TAG: hashlib.sha256(data).hexdigest()}
+        return answer
 
-    def _copy_snapshot(self, dpoint: DiskRestorePoint, group: str, name: str) -> tuple[bytes, str]:
-        """The disk restore point's bytes in a new page blob next to its disk's: (bytes, blob URL)."""
-        source_blob = BlobClient.from_blob_url(dpoint.disk.blob_url)
-        target = self.blob_service.get_blob_client(source_blob.container_name, f"{group.lower()}-{name}.vhd")
-        data = BlobClient.from_blob_url(dpoint.snapshot_url or "", credential=self.blob_service.credential) \
-            .download_blob().readall()
+    def _copy_blob(self, source_url: str, next_to: str, blob_name: str) -> tuple[bytes, str]:
+        """A blob's (or blob snapshot's) bytes in a new page blob in the container of ``next_to``."""
+        container = BlobClient.from_blob_url(next_to).container_name
+        target = self.blob_service.get_blob_client(container, blob_name)
+        data = BlobClient.from_blob_url(source_url, credential=self.blob_service.credential).download_blob().readall()
         target.create_page_blob(len(data))
         for offset in range(0, len(data), 4 * 1024 * 1024):
             chunk = data[offset: offset + 4 * 1024 * 1024]
@@ -788,9 +917,54 @@ class LocalCompute:
         return {"id": disk_id, "name": name, "type": "Microsoft.Compute/disks", "location": location or LOCATION,
                 "sku": {"name": "Standard_LRS", "tier": "Standard"},
                 "properties": {"creationData": creation, "diskSizeGB": max(1, -(-size // 2**30)),
-                               "diskSizeBytes": size, "provisioningState": state,
-                               "diskState": "Unattached" if source else "Attached",
-                               "timeCreated": _iso(self.clock.now())}}
+                               "diskSizeBytes": size, "provisioningState": state, "timeCreated": _iso(self.clock.now())}}
+
+    def _disk_by_id(self, disk_id: str) -> DiskResource | None:
+        """(under the lock)"""
+        return next((d for d in self._disks.values() if d.id.lower() == disk_id.lower()), None)
+
+    def _attached_to(self, disk_id: str) -> LocalVm | None:
+        """The VM the disk is attached to (under the lock)."""
+        return next((vm for vm in self._vms.values() if any(d.id.lower() == disk_id.lower() for d in vm.disks)), None)
+
+    # --- VM updates: the disks in its storage profile ----------------------------------------------
+    def _vm_update(self, vm: LocalVm, body: dict[str, Any]) -> Answer:
+        """VirtualMachines_Update (PATCH) of the storage profile: each disk at its LUN as the body names it
+        (the OS disk only while the VM is deallocated); 200 with the VM Updating, Location and Retry-After;
+        the operation ends after ``update_seconds``, as ``fail_next_update`` says."""
+        properties = body.get("properties") or {}
+        if set(properties) - {"storageProfile"} or set(body) - {"properties"}:
+            raise ComputeApiError(400, "InvalidParameter", "The local endpoint updates a VM's storage profile only.")
+        profile = properties.get("storageProfile") or {}
+        entries = ([(OS_DISK_LUN, profile["osDisk"])] if profile.get("osDisk") else []) + \
+            [(d.get("lun"), d) for d in profile.get("dataDisks") or []]
+        with self._lock:
+            # A PATCH keeps what it leaves out: the OS disk without osDisk, the data disks without dataDisks.
+            wanted = {d.lun: d.id for d in vm.disks
+                      if ("osDisk" if d.lun == OS_DISK_LUN else "dataDisks") not in profile}
+            for lun, entry in entries:
+                if not isinstance(lun, int) or lun < OS_DISK_LUN or lun in wanted:
+                    raise ComputeApiError(400, "InvalidParameter", f"Each data disk needs a LUN of its own "
+                                                                   f"from 0 ({lun!r} given).")
+                wanted[lun] = str((entry.get("managedDisk") or {}).get("id") or "")
+            disks = []
+            for lun, disk_id in sorted(wanted.items()):
+                found = self._disk_by_id(disk_id)
+                if found is None or not found.ready:
+                    raise ComputeApiError(404, "NotFound", f"Disk '{disk_id}' at LUN {lun} is not found.")
+                disks.append(LocalManagedDisk(lun, found.body["name"], found.blob_url, found.id,
+                                              int(found.body["properties"]["diskSizeBytes"])))
+            os_disk = next(d.id for d in vm.disks if d.lun == OS_DISK_LUN)
+            if vm.running and wanted.get(OS_DISK_LUN, "").lower() != os_disk.lower():
+                raise ComputeApiError(409, "PropertyChangeNotAllowed", "Changing property 'osDisk.managedDisk.id' "
+                                                                       "is not allowed: deallocate the VM first.")
+            vm.disks = disks
+            vm.provisioning_state, vm.update_operation = "Updating", str(uuid.uuid4())
+            vm.update_started = time.monotonic()
+            failure = self.fail_next_update.pop(0) if self.fail_next_update else None
+            vm.update_error = (_FAILURE_STATUS.get(failure[0], 409), *failure) if failure else None
+            self._operations[vm.update_operation] = ("update", vm)
+            return 200, self._vm_body(vm), self._lro_headers(vm.update_operation)
 
     def _disk_point(self, disk_point_id: str) -> DiskRestorePoint:
         with self._lock:
@@ -827,15 +1001,18 @@ class LocalCompute:
 
         os_disks = [disk(d) for d in vm.disks if d.lun == OS_DISK_LUN]
         properties: dict[str, Any] = {
-            "vmId": vm.vm_id, "hardwareProfile": {"vmSize": "Standard_B1s"}, "provisioningState": "Succeeded",
+            "vmId": vm.vm_id, "hardwareProfile": {"vmSize": "Standard_B1s"}, "provisioningState": vm.provisioning_state,
             "storageProfile": {"osDisk": os_disks[0] if os_disks else None,
                                "dataDisks": [disk(d) for d in vm.disks if d.lun != OS_DISK_LUN]},
             "osProfile": {"computerName": vm.name, "adminUsername": "azureuser",
                           "linuxConfiguration": {"provisionVMAgent": True}, "allowExtensionOperations": True}}
         if "instanceview" in expand.lower():
             power = "PowerState/running" if vm.running else "PowerState/deallocated"
-            properties["instanceView"] = {"statuses": [_status("ProvisioningState/succeeded", "Info"),
-                                                       _status(power, "Info")]}
+            # As Azure reports a failed update: ProvisioningState/failed/<code>, at level Error.
+            provisioning = (_status(f"ProvisioningState/failed/{vm.update_error[1]}", "Error", vm.update_error[2])
+                            if vm.provisioning_state == "Failed" and vm.update_error else
+                            _status(f"ProvisioningState/{vm.provisioning_state.lower()}", "Info"))
+            properties["instanceView"] = {"statuses": [provisioning, _status(power, "Info")]}
         return {"id": vm.id, "name": vm.name, "type": "Microsoft.Compute/virtualMachines", "location": LOCATION,
                 "properties": properties}
 
@@ -904,6 +1081,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._serve("POST")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
 
     def do_DELETE(self) -> None:
         self._serve("DELETE")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from shared.clock import utc
 from shared.domain.alerts import Alert, AlertKind, AlertStatus
@@ -21,7 +21,7 @@ from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import RecoveryPoint
 from shared.domain.restore import RestoreTask
 from shared.domain.restore_testing import FileSystemCheck, RestoreTestPlan
-from shared.domain.restore_point import ArmFailure, ConsistencyMode, ManagedDiskState, RestorePointState
+from shared.domain.restore_point import ArmFailure, ConsistencyMode, ManagedDiskState, RestorePointState, VmDisks
 from shared.domain.rollup import MonthRollup, RollupState
 from shared.domain.shards import shard_of
 from shared.domain.task import SnapshotTask
@@ -215,6 +215,25 @@ class RestorePoints(Protocol):
 
     def get_disk(self, disk_id: str) -> ManagedDiskState | None:
         """A managed disk (size, location, state), or None when there is none."""
+
+    def vm_disks(self, vm_resource_id: str) -> VmDisks | None:
+        """The VM's managed disk at each LUN, its provisioning state and power state (one read with the
+        instance view), or None when there is no such VM."""
+
+    def swap_disks(self, vm_resource_id: str, disks: Mapping[int, str]) -> None:
+        """Put managed disk ``disks[lun]`` at each LUN of the VM, its other disks kept (``PATCH`` of its
+        storage profile), and wait until the VM's update ends; a refused or failed update raises
+        RestorePointRefused."""
+
+    def snapshot_disk(self, disk_id: str, snapshot_id: str, *, location: str, tags: dict[str, str]) -> str:
+        """A snapshot ``snapshot_id`` of a managed disk (``createOption: Copy``) with ``tags``; waits; returns
+        its id."""
+
+    def get_snapshot(self, snapshot_id: str) -> ManagedDiskState | None:
+        """A disk snapshot (size, state, owner tag), or None when there is none."""
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        """Delete a disk snapshot and wait until it is gone; False when there was none."""
 
 
 class RestorePointRefused(PermanentError):

@@ -19,7 +19,9 @@ resource vmContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 // without far more (Contributor), so this custom role lists exactly the calls of
 // shared/adapters/restore_points.py (ARM_ACTIONS there; a test keeps the two equal): the VM and its
 // disks read, the VM's collection and its restore points created, read and deleted (retention),
-// disks created from disk restore points (restore), and the long-running operations polled.
+// disks created from disk restore points (restore), an OriginalLocation restore's safety snapshots and
+// its swap of the VM's disks (the VM written), and the long-running operations polled (VM and restore
+// point operations, disk and snapshot operations).
 resource restorePointRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, 'vmsnap-restore-points')
   properties: {
@@ -31,11 +33,15 @@ resource restorePointRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' =
       {
         actions: [
           'Microsoft.Compute/virtualMachines/read'
+          'Microsoft.Compute/virtualMachines/write'
           'Microsoft.Compute/disks/read'
           'Microsoft.Compute/disks/write'
           'Microsoft.Compute/disks/delete'
           'Microsoft.Compute/disks/beginGetAccess/action'
           'Microsoft.Compute/disks/endGetAccess/action'
+          'Microsoft.Compute/snapshots/read'
+          'Microsoft.Compute/snapshots/write'
+          'Microsoft.Compute/snapshots/delete'
           'Microsoft.Compute/restorePointCollections/read'
           'Microsoft.Compute/restorePointCollections/write'
           'Microsoft.Compute/restorePointCollections/restorePoints/read'
@@ -43,6 +49,7 @@ resource restorePointRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' =
           'Microsoft.Compute/restorePointCollections/restorePoints/delete'
           'Microsoft.Compute/restorePointCollections/restorePoints/diskRestorePoints/read'
           'Microsoft.Compute/locations/operations/read'
+          'Microsoft.Compute/locations/diskOperations/read'
         ]
         notActions: []
       }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ServiceRequestError,
@@ -16,8 +16,10 @@ from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 
 from shared.adapters.azure_errors import Failure, classify, status_and_code
 from shared.domain.restore import OWNER_KEY
+from shared.domain.inventory import OS_DISK_LUN
 from shared.domain.restore_point import (ArmFailure, ConsistencyMode, DiskRestorePointState, InstanceStatus,
-                                         ManagedDiskState, RestorePointState, collection_name, restore_point_request)
+                                         ManagedDiskState, RestorePointState, VmDisks, collection_name,
+                                         restore_point_request, swap_request)
 from shared.errors import EndpointUnavailableError, PermanentError, TransientError
 from shared.ports import RestorePointRefused
 from shared.redaction import redact
@@ -33,9 +35,13 @@ SOURCE_DIGEST_TAG = "vmsnapSourceSha256"
 # The ARM actions the calls below need: the custom role in infra/app/vm-access.bicep grants exactly these.
 ARM_ACTIONS = frozenset({
     "Microsoft.Compute/virtualMachines/read",                      # the VM (inventory, source, power state)
+    "Microsoft.Compute/virtualMachines/write",                     # swap_disks (OriginalLocation)
     "Microsoft.Compute/disks/read",                                # its disks; the restored disk (verify)
-    "Microsoft.Compute/disks/write",                               # restore_disk
+    "Microsoft.Compute/disks/write",                               # restore_disk; attaching it (swap_disks)
     "Microsoft.Compute/disks/delete",                              # a failed restore, a drill's disks
+    "Microsoft.Compute/snapshots/read",                            # a replaced disk's safety snapshot
+    "Microsoft.Compute/snapshots/write",
+    "Microsoft.Compute/snapshots/delete",                          # a rolled-back OriginalLocation restore
     "Microsoft.Compute/disks/beginGetAccess/action",               # a drill reads a restored disk
     "Microsoft.Compute/disks/endGetAccess/action",
     "Microsoft.Compute/restorePointCollections/read",              # ensure_collection
@@ -44,7 +50,8 @@ ARM_ACTIONS = frozenset({
     "Microsoft.Compute/restorePointCollections/restorePoints/write",
     "Microsoft.Compute/restorePointCollections/restorePoints/delete",  # delete (retention, timeouts)
     "Microsoft.Compute/restorePointCollections/restorePoints/diskRestorePoints/read",   # restore source
-    "Microsoft.Compute/locations/operations/read",                 # long-running operations
+    "Microsoft.Compute/locations/operations/read",                 # long-running operations (VMs, restore points)
+    "Microsoft.Compute/locations/diskOperations/read",             # ... and of disks and snapshots
 })
 
 
@@ -157,16 +164,47 @@ class ComputeRestorePoints:
 
     def vm_power_state(self, vm_resource_id: str) -> str | None:
         """The VM's ``PowerState/<state>`` from its instance view; None when it has none (or no VM)."""
+        found = self.vm_disks(vm_resource_id)
+        return found.power_state if found is not None else None
+
+    def vm_disks(self, vm_resource_id: str) -> VmDisks | None:
+        """The VM's managed disks by LUN, its provisioning state and its power state (one GET with the
+        instance view); None when there is no such VM."""
+        found = self._get_vm(vm_resource_id)
+        if found is None:
+            return None
+        profile = found.storage_profile
+        disks: dict[int, str] = {}
+        if profile is not None:
+            entries = [(OS_DISK_LUN, profile.os_disk)] + [(d.lun, d) for d in profile.data_disks or []]
+            disks = {lun: str(d.managed_disk.id) for lun, d in entries
+                     if d is not None and d.managed_disk is not None and d.managed_disk.id}
+        statuses = getattr(getattr(found, "instance_view", None), "statuses", None) or []
+        power = next((s.code for s in statuses if (s.code or "").lower().startswith(POWER_STATE)), None)
+        return VmDisks(disks, provisioning_state=_text(found.provisioning_state), power_state=power)
+
+    def swap_disks(self, vm_resource_id: str, disks: Mapping[int, str]) -> None:
+        """Put managed disk ``disks[lun]`` at each LUN (``PATCH virtualMachines/{vm}``: the storage profile
+        as read, those disks changed), and wait for the VM's update (its Location operation)."""
+        found = self._get_vm(vm_resource_id)
+        client, group, vm_name = self._locate(vm_resource_id)
+        if found is None:
+            raise RestorePointRefused(f"VM {vm_name} does not exist", arm_code="NotFound", arm_message="",
+                                      status=404)
+        body = swap_request(found["properties"].get("storageProfile") or {}, disks)
+        with self._arm_errors(f"replacing the disks of VM {vm_name}"):
+            client.virtual_machines.begin_update(group, vm_name, body).result()
+        log.info("VM %s: disks at LUN(s) %s replaced", vm_name, ", ".join(str(lun) for lun in sorted(disks)))
+
+    def _get_vm(self, vm_resource_id: str) -> Any:
         client, group, vm_name = self._locate(vm_resource_id)
         with self._arm_errors(f"VM {vm_name}"):
             try:
-                vm = client.virtual_machines.get(group, vm_name, expand="instanceView")
+                return client.virtual_machines.get(group, vm_name, expand="instanceView")
             except HttpResponseError as exc:
                 if exc.status_code == 404:
                     return None
                 raise
-        statuses = getattr(getattr(vm, "instance_view", None), "statuses", None) or []
-        return next((s.code for s in statuses if (s.code or "").lower().startswith(POWER_STATE)), None)
 
     def delete(self, restore_point_id: str) -> bool:
         """Delete a restore point and wait until it is gone (its disk restore points go with it).
@@ -203,16 +241,38 @@ class ComputeRestorePoints:
 
     def delete_disk(self, disk_id: str) -> bool:
         """Delete a managed disk and wait until it is gone (Disks_Delete, long-running); False when none."""
-        client, group, name = self._locate(disk_id)
-        with self._arm_errors(f"deleting disk {name}"):
+        return self._delete("disks", disk_id)
+
+    def snapshot_disk(self, disk_id: str, snapshot_id: str, *, location: str, tags: dict[str, str]) -> str:
+        """A snapshot of a managed disk (Snapshots_CreateOrUpdate, ``createOption: Copy`` from the disk,
+        long-running); its id."""
+        client, group, name = self._locate(snapshot_id)
+        body = {"location": location, "tags": dict(tags),
+                "properties": {"creationData": {"createOption": "Copy", "sourceResourceId": disk_id}}}
+        with self._arm_errors(f"snapshot {name} of {disk_id}"):
+            snapshot = client.snapshots.begin_create_or_update(group, name, body).result()
+        log.info("snapshot %s taken of disk %s", snapshot.id, disk_id)
+        return str(snapshot.id)
+
+    def get_snapshot(self, snapshot_id: str) -> ManagedDiskState | None:
+        return self._read("snapshots", snapshot_id)
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        """Delete a disk snapshot and wait until it is gone (Snapshots_Delete); False when there was none."""
+        return self._delete("snapshots", snapshot_id)
+
+    def _delete(self, kind: str, resource_id: str) -> bool:
+        client, group, name = self._locate(resource_id)
+        operations = getattr(client, kind)
+        with self._arm_errors(f"deleting {kind[:-1]} {name}"):
             try:
-                client.disks.get(group, name)
+                operations.get(group, name)
             except HttpResponseError as exc:
                 if exc.status_code != 404:
                     raise
                 return False
-            client.disks.begin_delete(group, name).result()
-        log.info("disk %s deleted", disk_id)
+            operations.begin_delete(group, name).result()
+        log.info("%s %s deleted", kind[:-1], resource_id)
         return True
 
     def grant_read(self, disk_id: str, seconds: int) -> str:
@@ -229,19 +289,23 @@ class ComputeRestorePoints:
             client.disks.begin_revoke_access(group, name).result()
 
     def get_disk(self, disk_id: str) -> ManagedDiskState | None:
-        client, group, name = self._locate(disk_id)
-        with self._arm_errors(f"disk {name}"):
+        return self._read("disks", disk_id)
+
+    def _read(self, kind: str, resource_id: str) -> ManagedDiskState | None:
+        """A disk or a snapshot (both Disk RP resources of the same shape), or None when there is none."""
+        client, group, name = self._locate(resource_id)
+        with self._arm_errors(f"{kind[:-1]} {name}"):
             try:
-                disk = client.disks.get(group, name)
+                found = getattr(client, kind).get(group, name)
             except HttpResponseError as exc:
                 if exc.status_code == 404:
                     return None
                 raise
-        size = disk.disk_size_bytes if disk.disk_size_bytes is not None else (
-            disk.disk_size_gb * 2**30 if disk.disk_size_gb is not None else None)
-        tags = disk.tags or {}
-        return ManagedDiskState(id=str(disk.id), size_bytes=size, location=disk.location,
-                                provisioning_state=disk.provisioning_state,
+        size = found.disk_size_bytes if found.disk_size_bytes is not None else (
+            found.disk_size_gb * 2**30 if found.disk_size_gb is not None else None)
+        tags = found.tags or {}
+        return ManagedDiskState(id=str(found.id), size_bytes=size, location=found.location,
+                                provisioning_state=found.provisioning_state,
                                 content_sha256=tags.get(CONTENT_DIGEST_TAG), source_sha256=tags.get(SOURCE_DIGEST_TAG),
                                 owner=tags.get(OWNER_KEY))
 

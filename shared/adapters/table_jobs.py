@@ -446,7 +446,7 @@ def _disk_dict(disk: DiskResult) -> dict:
     return row
 
 
-_RESTORE_DISK_KEYS = ("bytes_total", "bytes_done", "safety_copy")
+_RESTORE_DISK_KEYS = ("bytes_total", "bytes_done", "safety_copy", "replaced")
 
 
 def _disk_from(data: dict) -> DiskResult:

@@ -153,7 +153,7 @@ def job_document(job: Job, now: datetime) -> dict[str, Any]:
         # As az shows a restore: one task per disk with its bytes, and the whole job's percentage.
         tasks = [{"taskId": f"Restore disk {_lun(d)}", "status": d.status, "bytesCopied": d.bytes_done,
                   "bytesTotal": d.bytes_total, "target": d.blob_url, "source": d.snapshot_uri,
-                  "safetyCopy": d.safety_copy, "error": d.error} for d in job.disks]
+                  "safetyCopy": d.safety_copy, "replacedDisk": d.replaced, "error": d.error} for d in job.disks]
         percent = 100.0 if job.status is JobStatus.COMPLETED else progress_percentage(job.disks)
         extended = {"tasksList": tasks, "progressPercentage": percent, "propertyBag": _property_bag(job)}
     else:
@@ -291,13 +291,16 @@ def write_disks(disks: list[DiskResult], out: TextIO, *, by_position: bool = Fal
 
 
 def write_restored_disks(disks: list[DiskResult], out: TextIO) -> None:
-    """A restore's disks: status, bytes copied, the restored disk and its source (and safety copy)."""
+    """A restore's disks: status, bytes copied, the restored disk and its source (and safety copy; for a
+    managed disk swapped in, the disk it replaced)."""
     if not disks:
         return
     out.write("\nDisks\n")
-    rows = [[_lun(d), d.status, _bytes(d), d.blob_url, d.error or d.snapshot_uri or "",
-             d.safety_copy or ""] for d in disks]
-    emit_table(rows, ("Disk", "Status", "Copied", "Restored Disk", "Source / Error", "Safety Copy"), stream=out)
+    swapped = any(d.replaced for d in disks)
+    rows = [[_lun(d), d.status, _bytes(d), d.blob_url, d.error or d.snapshot_uri or "", d.safety_copy or ""]
+            + ([d.replaced or ""] if swapped else []) for d in disks]
+    emit_table(rows, ("Disk", "Status", "Copied", "Restored Disk", "Source / Error", "Safety Copy")
+               + (("Replaced Disk",) if swapped else ()), stream=out)
 
 
 def _bytes(disk: DiskResult) -> str:

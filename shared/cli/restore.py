@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
                                                         "in from each disk restore point")
     cmd.add_argument("--restore-mode", default=RestoreMode.ALTERNATE.value, choices=MODES, type=choice(MODES),
                      help="AlternateLocation (default): new blobs / disks; OriginalLocation: replace the VM's own "
-                          "disks (page-blob VMs, stopped; a safety snapshot of each is kept)")
+                          "disks (the VM stopped; a safety snapshot of each replaced disk is kept)")
     cmd.add_argument("--yes", "-y", action="store_true", help="confirm an OriginalLocation restore")
     cmd.add_argument("--disk", type=int, metavar="LUN", help="restore only this disk (-1 is the OS disk)")
     add_output_option(cmd)

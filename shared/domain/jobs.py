@@ -115,6 +115,7 @@ class DiskResult:
     bytes_total: int | None = None
     bytes_done: int | None = None
     safety_copy: str | None = None
+    replaced: str | None = None         # OriginalLocation of a managed disk: the VM's disk it took out
 
     @property
     def snapshotted(self) -> bool:

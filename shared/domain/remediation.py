@@ -245,6 +245,8 @@ RESTORE_FAILED = "RestoreFailed"
 RESTORE_STALLED = "RestoreNoProgress"
 RESTORE_SOURCE_MISSING = "UserErrorRestoreSourceMissing"
 RESTORE_TEST_FAILED = "RestoreTestValidationFailed"
+RESTORE_VM_RUNNING = "UserErrorRestoreVmRunning"
+RESTORE_SWAP_FAILED = "RestoreDiskSwapFailed"
 
 _RP_EXTENSION_LOG = ("Read the extension log on the VM: "
                      "/var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux/extension.log.")
@@ -285,6 +287,23 @@ SERVICE_ERRORS: dict[str, Remediation] = {
          "one by one with --disk <LUN>.",
          "Find out who deleted the snapshot (the storage account's activity log) and take a fresh backup."),
         False),
+    RESTORE_VM_RUNNING: _r(
+        RESTORE_VM_RUNNING, "The VM was started during the restore",
+        "An OriginalLocation restore replaces the disks of a stopped VM only; the VM was running when the "
+        "restored disks were ready, so none was put in. The VM kept its own disks; what the restore created "
+        "was removed.",
+        ("Stop (deallocate) the VM and keep it stopped until the Restore job ends, then restore again with "
+         "--restore-mode OriginalLocation --yes.",
+         "Or restore to AlternateLocation and swap the disks in yourself."), False),
+    RESTORE_SWAP_FAILED: _r(
+        RESTORE_SWAP_FAILED, "The VM's disks could not be replaced",
+        "Azure refused or failed the update of the VM's storage profile that puts the restored disks in; the "
+        "VM was given its own disks back and what the restore created was removed (the job's notes say what, "
+        "if anything, could not be).",
+        ("Check that the VM is deallocated and that the service may write it and attach disks "
+         "(Microsoft.Compute/virtualMachines/write, Microsoft.Compute/disks/write), then retry the restore.",
+         "Read the VM's activity log for the update's error (search for the VM name and the job's time)."),
+        True),
     RESTORE_TEST_FAILED: _r(
         RESTORE_TEST_FAILED, "The restore drill found a problem",
         "The point restored, but a validation failed: a disk differs from its point, the OS disk holds no "

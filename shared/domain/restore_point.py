@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
-from shared.domain.inventory import BackupMethod, Disk
+from shared.domain.inventory import OS_DISK_LUN, BackupMethod, Disk
 from shared.domain.jobs import (MAX_ERRORS, Consistency, DiskResult, Job, JobError, JobPhase, JobStatus,
                                 mark_dispatched, mark_failed)
 
@@ -19,6 +19,7 @@ COLLECTION_PREFIX = "vmsnap-"
 # the stale-job sweep's deadline, so the restore point's own advice reaches the job first.
 RESTORE_POINT_WINDOW = timedelta(minutes=120)
 RUNNING = "powerstate/running"
+_STOPPED = ("powerstate/stopped", "powerstate/deallocated")
 
 
 class ConsistencyMode(str, Enum):
@@ -99,6 +100,64 @@ class ManagedDiskState:
     content_sha256: str | None = None
     source_sha256: str | None = None
     owner: str | None = None            # the restore job that created it (its vmsnaprestorejob tag)
+
+
+@dataclass(frozen=True)
+class VmDisks:
+    """A VM as a restore over its disks needs it: the managed disk at each LUN (``OS_DISK_LUN`` for the OS
+    disk) as its storage profile names them, its provisioning state and its ``PowerState/<x>``."""
+
+    disks: Mapping[int, str]
+    provisioning_state: str | None = None
+    power_state: str | None = None
+
+    def disk_at(self, lun: int) -> str | None:
+        return self.disks.get(lun)
+
+    @property
+    def stopped(self) -> bool:
+        return is_stopped(self.power_state)
+
+    @property
+    def failed(self) -> bool:
+        return (self.provisioning_state or "").lower() == "failed"
+
+
+def is_stopped(power_state: str | None) -> bool:
+    """A ``PowerState/<x>`` of a VM whose disks may be replaced: stopped or deallocated (unknown: no)."""
+    return (power_state or "").lower().startswith(_STOPPED)
+
+
+def swap_request(storage_profile: Mapping[str, Any], disks: Mapping[int, str]) -> dict[str, Any]:
+    """The ``PATCH virtualMachines/{vm}`` body that puts managed disk ``disks[lun]`` at each LUN named and
+    keeps the VM's other disks as they are (``az vm update --os-disk`` for the OS disk; a data disk is
+    attached at its LUN, in place of the one there if any). The storage profile is the VM's as read (REST
+    JSON): a PATCH replaces the dataDisks array whole, so every data disk is sent back."""
+    def swapped(entry: Mapping[str, Any], lun: int) -> dict[str, Any]:
+        if lun not in disks:
+            return dict(entry)
+        disk_id = disks[lun]
+        changed = {k: v for k, v in entry.items() if k not in ("managedDisk", "diskSizeGB", "vhd", "image")}
+        changed.update(name=disk_id.rstrip("/").rsplit("/", 1)[-1], managedDisk={"id": disk_id})
+        if lun != OS_DISK_LUN:
+            changed["createOption"] = "Attach"      # another disk at this LUN: attached, not made afresh
+        return changed
+
+    profile: dict[str, Any] = {}
+    if storage_profile.get("osDisk") is not None:
+        profile["osDisk"] = swapped(storage_profile["osDisk"], OS_DISK_LUN)
+    data = list(storage_profile.get("dataDisks") or [])
+    present = {int(d["lun"]) for d in data}
+    data += [{"lun": lun} for lun in sorted(disks) if lun != OS_DISK_LUN and lun not in present]
+    profile["dataDisks"] = [swapped(d, int(d["lun"])) for d in data]
+    return {"properties": {"storageProfile": profile}}
+
+
+def resource_group_of(resource_id: str) -> str:
+    """The resource group an ARM resource id names."""
+    parts = resource_id.split("/")
+    lowered = [p.lower() for p in parts]
+    return parts[lowered.index("resourcegroups") + 1] if "resourcegroups" in lowered[:-1] else ""
 
 
 def restored_disk_id(disk_restore_point_id: str, resource_group: str, name: str) -> str:

@@ -4,8 +4,10 @@ state, so a redelivery, a killed host or a continuation resumes where the last o
 
 A blob-snapshot point's disks are copied server-side into page blobs (a target container, or the VM's
 own blobs with OriginalLocation after a safety snapshot of each); a restore-point point's disks become
-new managed disks (``createOption: Restore``). Everything a job creates carries its id (blob metadata,
-disk tag): a resumed job replaces only its own partial copies, and a failed one removes what it made.
+new managed disks (``createOption: Restore``), which OriginalLocation then swaps into the stopped VM after
+a disk snapshot of each disk they replace. Everything a job creates carries its id (blob metadata, disk
+and snapshot tag): a resumed job replaces only its own partial copies, and a failed one removes what it
+made and gives the VM its own disks back.
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ from shared.domain import remediation
 from shared.domain.bloburl import container_and_name
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
-from shared.domain.restore import (HEARTBEAT, RESTORE, RESTORE_TEST, DiskState, RestoreMode, RestoreSpec, RestoreTask,
-                                   mark_completed, mark_progress, mark_restore_failed, resumable, with_disk)
-from shared.domain.restore_point import ManagedDiskState, restored_disk_id
+from shared.domain.restore import (HEARTBEAT, OWNER_KEY, RESTORE, RESTORE_TEST, DiskState, RestoreMode, RestoreSpec,
+                                   RestoreTask, mark_completed, mark_progress, mark_restore_failed, resumable,
+                                   with_disk)
+from shared.domain.restore_point import (ManagedDiskState, VmDisks, is_stopped, resource_group_of,
+                                         restored_disk_id)
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import JobQuery, RestorePointRefused
 from shared.services.point_data import missing_data
@@ -39,8 +43,7 @@ POLL_SECONDS = 1.0
 _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 # ARM's rule for resource group names: 1-90 letters, digits, '_', '-', '.', '(' or ')', not ending in '.'.
 _RESOURCE_GROUP = re.compile(r"^[-\w.()]{1,90}(?<!\.)$")
-_DISK_NAME_MAX = 80
-_STOPPED = ("powerstate/stopped", "powerstate/deallocated")
+_DISK_NAME_MAX = 80             # managed disks and snapshots alike
 
 _DISK_ADVICE = {
     remediation.RESTORE_TARGET_EXISTS: ["Restore into another resource group (--target-resource-group), or delete "
@@ -111,21 +114,21 @@ def plan_restore(svc: Any, vm_name: str, rp_name: str, container: str | None, re
 
 def _check_original_location(svc: Any, point: RecoveryPoint, container: str | None, resource_group: str | None,
                              confirmed: bool) -> None:
-    """OriginalLocation replaces the VM's own disk blobs: only page-blob points, the VM stopped, no backup
-    of it running, and the operator's --yes."""
-    if point.method is SnapshotMethod.RESTORE_POINT:
-        raise ValidationError("OriginalLocation is offered for page-blob VMs only: restore a managed-disk VM's "
-                              "disks with AlternateLocation (--target-resource-group), then swap them in "
-                              "('az vm update --os-disk')", field="restore_mode")
+    """OriginalLocation replaces the VM's own disks (its blobs; for managed disks, the disks at its LUNs):
+    only with the VM stopped, no backup of it running, and the operator's --yes."""
     if container is not None or resource_group is not None:
-        raise ValidationError("OriginalLocation restores over the VM's own disks: give no --target-container",
-                              field="restore_mode")
+        raise ValidationError("OriginalLocation restores over the VM's own disks: give no --target-container or "
+                              "--target-resource-group", field="restore_mode")
     vm = svc.inventory.get_vm(point.vm_name)
+    if point.method is SnapshotMethod.RESTORE_POINT and not vm.resource_id:
+        raise ValidationError(f"VM {vm.name} has no resource id in the inventory, so its disks cannot be "
+                              f"replaced; restore to AlternateLocation (--target-resource-group)", field="restore_mode")
     power = vm_power_state(svc, vm)
-    if power is None or not power.lower().startswith(_STOPPED):
+    if not is_stopped(power):
         said = power.rsplit("/", 1)[-1] if power else "in an unknown power state"
+        where = "--target-resource-group" if point.method is SnapshotMethod.RESTORE_POINT else "--target-container"
         raise ConflictError(f"VM {vm.name} is {said}: OriginalLocation replaces its disks, so it must be stopped "
-                            f"(deallocated) first; or restore to AlternateLocation (--target-container)")
+                            f"(deallocated) first; or restore to AlternateLocation ({where})")
     running = svc.jobs.query(JobQuery(vm_name=vm.name, status=JobStatus.IN_PROGRESS, operation="Backup",
                                        page_size=1)).jobs
     if running:
@@ -179,19 +182,37 @@ def queue_restore(svc: Any, job: Job) -> Job:
 
 
 def _target_of(svc: Any, point: RecoveryPoint, disk: DiskSnapshot, spec: RestoreSpec, job_id: str) -> str:
-    if spec.target_kind == "original":
+    managed = point.method is SnapshotMethod.RESTORE_POINT
+    if spec.target_kind == "original" and not managed:
         return disk.source
-    if spec.target_kind == "resourceGroup":
-        name = restored_disk_name(disk, point, drill=job_id if spec.plan_name is not None else None)
-        return restored_disk_id(disk.snapshot, spec.target, name)
+    if managed:
+        # OriginalLocation: a new disk next to the one it will replace, named for this job (a later restore
+        # of the same point must not find the disk the VM then runs on).
+        group = spec.target if spec.target_kind == "resourceGroup" else resource_group_of(disk.source)
+        job = job_id if spec.plan_name is not None or spec.target_kind == "original" else None
+        label = "restore" if spec.target_kind == "original" else "drill"
+        return restored_disk_id(disk.snapshot, group, restored_disk_name(disk, point, job=job, label=label))
     return str(svc.disk_copier.target_url(spec.target, _blob_name(disk)))
 
 
-def restored_disk_name(disk: DiskSnapshot, point: RecoveryPoint, *, drill: str | None = None) -> str:
+def restored_disk_name(disk: DiskSnapshot, point: RecoveryPoint, *, job: str | None = None,
+                       label: str = "drill") -> str:
     """A restored managed disk's name: its source disk's, then the point's (so a second restore of the
-    same point into the same group finds the first instead of replacing it); a drill's adds its job."""
-    suffix = f"-{point.name}" if drill is None else f"-drill-{drill[-12:]}"
-    return _blob_name(disk)[:_DISK_NAME_MAX - len(suffix)] + suffix
+    same point into the same group finds the first instead of replacing it); a drill's, or an
+    OriginalLocation restore's, adds its label and job instead."""
+    return _name_with(_blob_name(disk), f"-{point.name}" if job is None else f"-{label}-{job[-12:]}")
+
+
+def safety_snapshot_id(replaced_disk_id: str, job_id: str) -> str:
+    """The disk snapshot an OriginalLocation restore takes of a disk before it replaces it: next to the disk,
+    named after it and the job (a resumed job finds its own)."""
+    name = _name_with(replaced_disk_id.rstrip("/").rsplit("/", 1)[-1], f"-safety-{job_id[-12:]}")
+    return f"{replaced_disk_id[:replaced_disk_id.lower().index('/providers/')]}/providers/Microsoft.Compute/" \
+           f"snapshots/{name}"
+
+
+def _name_with(base: str, suffix: str) -> str:
+    return base[:_DISK_NAME_MAX - len(suffix)] + suffix
 
 
 def _check_names(container: str | None, resource_group: str | None) -> None:
@@ -264,6 +285,8 @@ class _Worker:
         self.poll_seconds, self.sleep, self.after_copy = poll_seconds, sleep, after_copy
         self.point: RecoveryPoint | None = svc.recovery_points.get(job.vm_name, job.restore.rp_name)
         self.managed = self.point is not None and self.point.method is SnapshotMethod.RESTORE_POINT
+        # OriginalLocation of managed disks: restored disks first, then swapped in for the VM's own.
+        self.swaps = self.managed and self.spec.mode is RestoreMode.ORIGINAL
         self._saved_at = 0.0
 
     # --- the course of a restore ---------------------------------------------------------------------
@@ -285,6 +308,8 @@ class _Worker:
             self.after_copy(self.job)
         for disk in [d for d in self.job.disks if d.status == DiskState.COPIED]:
             self._verify(disk)
+        if self.swaps:
+            self._replace_vm_disks()
         size = sum(d.bytes_total or 0 for d in self.job.disks)
         checks = []
         if self.job.operation == RESTORE_TEST:
@@ -297,6 +322,9 @@ class _Worker:
         note = ("verified: each restored disk exists with its source disk's size (and, where the endpoint exposes "
                 "them, equal content digests)" if self.managed else
                 "verified: each restored blob's allocated pages equal its snapshot's (parallel ranged reads)")
+        if self.swaps:
+            note += ("; the VM now runs on the restored disks. The disks they replaced stay, detached, and a "
+                     "safety snapshot of each was taken (both named per disk): delete them once the VM is good")
         done: Job = self.svc.jobs.update(self.job.job_id, lambda j: mark_completed(
             j, self.job.disks, self.svc.clock.now(), size=size, note=note, checks=checks))
         log.info("%s: completed, %s disk(s), %s bytes verified", self.ids, len(self.job.disks), size)
@@ -440,6 +468,93 @@ class _Worker:
         self._update(disk.lun, status=DiskState.VERIFIED.value, bytes_total=size, bytes_done=size)
         self._save(force=True)
 
+    # --- OriginalLocation of managed disks: swap the restored disks in ---------------------------------
+    def _replace_vm_disks(self) -> None:
+        """Each verified restored disk takes its LUN in the stopped VM, after a safety snapshot of the disk it
+        replaces, in one update of the VM. A resumed worker reads the VM first: a disk already in place is not
+        swapped again, a safety snapshot already taken is not taken again."""
+        vm_id = self._vm_id()
+        vm = self._vm_disks(vm_id)
+        waiting = [d for d in self.job.disks if not _same(vm.disk_at(d.lun), d.blob_url)]
+        if not waiting:
+            self._await_update(vm_id, vm)       # this job's swap was sent before: see it end
+            return
+        for disk in waiting:
+            current = vm.disk_at(disk.lun)
+            if current is None or (disk.replaced and not _same(disk.replaced, current)):
+                raise RestoreFailure(remediation.RESTORE_SWAP_FAILED, f"the VM's disk at LUN {disk.lun} changed "
+                                                                      f"during the restore ({disk.replaced} was "
+                                                                      f"there, now {current})")
+            self._update(disk.lun, replaced=current)
+        self._save(force=True)
+        if not vm.stopped:
+            raise RestoreFailure(remediation.RESTORE_VM_RUNNING, f"VM {self.job.vm_name} is "
+                                                                 f"{(vm.power_state or 'in an unknown state').rsplit('/', 1)[-1]}"
+                                                                 f"; its disks were not replaced")
+        for disk in waiting:
+            self._take_safety_snapshot(next(d for d in self.job.disks if d.lun == disk.lun))
+        try:
+            self.svc.restore_points.swap_disks(vm_id, {d.lun: d.blob_url for d in waiting})
+        except RestorePointRefused as exc:
+            raise RestoreFailure(remediation.RESTORE_SWAP_FAILED, str(exc)) from exc
+        log.info("%s: VM %s runs on the restored disks (LUN %s)", self.ids, self.job.vm_name,
+                 ", ".join(str(d.lun) for d in waiting))
+
+    def _take_safety_snapshot(self, disk: DiskResult) -> None:
+        compute = self.svc.restore_points
+        assert disk.replaced is not None
+        snapshot_id = safety_snapshot_id(disk.replaced, self.job.job_id)
+        found = self._settled(lambda: compute.get_snapshot(snapshot_id))
+        if found is not None and found.owner != self.job.job_id:
+            raise RestoreFailure(remediation.RESTORE_TARGET_EXISTS, f"a snapshot {snapshot_id} exists that this "
+                                                                    f"restore did not take")
+        if found is not None and (found.provisioning_state or "").lower() != "succeeded":
+            compute.delete_snapshot(snapshot_id)        # this job's failed snapshot: taken again
+            found = None
+        if found is None:
+            source = compute.get_disk(disk.replaced)
+            if source is None:
+                raise RestoreFailure(remediation.RESTORE_SWAP_FAILED, f"the VM's disk {disk.replaced} is gone")
+            try:
+                compute.snapshot_disk(disk.replaced, snapshot_id, location=source.location or self._vm_location(),
+                                      tags={OWNER_KEY: self.job.job_id})
+            except RestorePointRefused as exc:
+                raise RestoreFailure(remediation.RESTORE_SWAP_FAILED, f"LUN {disk.lun}: no safety snapshot: "
+                                                                      f"{exc}") from exc
+            log.info("%s: LUN %s: safety snapshot %s taken of %s", self.ids, disk.lun, snapshot_id, disk.replaced)
+        self._update(disk.lun, safety_copy=snapshot_id)
+        self._save(force=True)
+
+    def _await_update(self, vm_id: str, vm: VmDisks) -> None:
+        """A VM update this job started (a worker was killed while it ran): wait for its end, which decides."""
+        vm = self._settled(lambda: self._vm_disks(vm_id), vm)
+        if vm.failed:
+            raise RestoreFailure(remediation.RESTORE_SWAP_FAILED, f"the update of VM {self.job.vm_name} that puts "
+                                                                  f"the restored disks in failed")
+
+    def _settled(self, read: Callable[[], Any], first: Any = None) -> Any:
+        """What ``read`` gives once it is no longer updating (a snapshot being taken, a VM being updated),
+        writing heartbeats meanwhile."""
+        found = first if first is not None else read()
+        while found is not None and (getattr(found, "provisioning_state", None) or "").lower() in ("updating",
+                                                                                                     "creating"):
+            self._save()
+            self.sleep(self.poll_seconds)
+            found = read()
+        return found
+
+    def _vm_id(self) -> str:
+        vm_id = self.svc.inventory.get_vm(self.job.vm_name).resource_id
+        if not vm_id:
+            raise RestoreFailure(remediation.RESTORE_FAILED, f"VM {self.job.vm_name} has no resource id")
+        return str(vm_id)
+
+    def _vm_disks(self, vm_id: str) -> VmDisks:
+        vm: VmDisks | None = self.svc.restore_points.vm_disks(vm_id)
+        if vm is None:
+            raise RestoreFailure(remediation.RESTORE_FAILED, f"VM {self.job.vm_name} no longer exists")
+        return vm
+
     def _source_of(self, disk: DiskResult) -> str | None:
         assert self.point is not None
         return next((d.source for d in self.point.disks if d.lun == disk.lun), None)
@@ -485,6 +600,14 @@ class _Worker:
     def _roll_back(self) -> tuple[list[str], list[str]]:
         removed: list[str] = []
         problems: list[str] = []
+        if self.swaps:
+            try:
+                removed += self._swap_back()
+            except (TransientError, PermanentError, RestorePointRefused, RestoreFailure) as exc:
+                # The VM may still run on restored disks: they, and the safety snapshots, stay.
+                problems.append(f"the VM's own disks could not be put back ({exc}): the restored disks and the "
+                                f"safety snapshots stay")
+                return removed, problems
         for disk in self.job.disks:
             if disk.status == DiskState.PENDING:
                 continue
@@ -500,12 +623,25 @@ class _Worker:
             self.svc.disk_copier.delete_container_if_empty(self.spec.target)
         return removed, problems
 
+    def _swap_back(self) -> list[str]:
+        """Give the VM back the disks this job swapped out (the restore failed once they were in)."""
+        compute = self.svc.restore_points
+        vm_id = self._vm_id()
+        vm = compute.vm_disks(vm_id)
+        back = {d.lun: str(d.replaced) for d in self.job.disks
+                if d.replaced and vm is not None and _same(vm.disk_at(d.lun), d.blob_url)}
+        if not back:
+            return []
+        self._settled(lambda: compute.vm_disks(vm_id), vm)     # an update under way ends first
+        compute.swap_disks(vm_id, back)
+        log.warning("%s: VM %s has its own disks back (LUN %s)", self.ids, self.job.vm_name,
+                    ", ".join(str(lun) for lun in sorted(back)))
+        return [f"put the VM's own disk back at LUN {lun} ({disk.rsplit('/', 1)[-1]})"
+                for lun, disk in sorted(back.items())]
+
     def _undo(self, disk: DiskResult) -> str | None:
         if self.managed:
-            found = self.svc.restore_points.get_disk(disk.blob_url)
-            if found is not None and found.owner == self.job.job_id and self.svc.restore_points.delete_disk(disk.blob_url):
-                return disk.blob_url.rsplit("/", 1)[-1]
-            return None
+            return self._undo_disk(disk)
         container, name = _split(disk.blob_url)
         if self.spec.mode is RestoreMode.ORIGINAL:
             if disk.safety_copy and self.svc.disk_copier.inspect(container, name).owner == self.job.job_id:
@@ -515,6 +651,17 @@ class _Worker:
         if self.svc.disk_copier.delete_owned(container, name, self.job.job_id):
             return f"{container}/{name}"
         return None
+
+    def _undo_disk(self, disk: DiskResult) -> str | None:
+        """Delete this job's restored disk and, once the VM has its own disk back, its safety snapshot."""
+        compute = self.svc.restore_points
+        gone = []
+        for resource_id, read, delete in ((disk.blob_url, compute.get_disk, compute.delete_disk),
+                                          (disk.safety_copy, compute.get_snapshot, compute.delete_snapshot)):
+            found = read(resource_id) if resource_id else None
+            if found is not None and found.owner == self.job.job_id and delete(resource_id):
+                gone.append(str(resource_id).rsplit("/", 1)[-1])
+        return ", ".join(gone) or None
 
     # --- the job record ------------------------------------------------------------------------------
     def _update(self, lun: int, **changes: Any) -> None:
@@ -548,6 +695,11 @@ def _disk_problem(restored: ManagedDiskState | None, source: ManagedDiskState | 
 
 def _split(url: str) -> tuple[str, str]:
     return container_and_name(url)
+
+
+def _same(resource_id: str | None, other: str | None) -> bool:
+    """ARM ids compare without regard to case."""
+    return bool(resource_id and other) and str(resource_id).lower() == str(other).lower()
 
 
 def _blob_name(disk: DiskSnapshot) -> str:

@@ -178,6 +178,40 @@ def _restore_disk(target: Target, collection: str, name: str, location: str):
     return disk, source, answer
 
 
+def _in_disk_group(target: Target, kind: str, name: str) -> str:
+    """The id of a disk or snapshot ``name`` in the target's disk resource group."""
+    subscription = target.group_path.split("/resourceGroups/")[0]
+    return f"{subscription}/resourceGroups/{target.disk_group}/providers/Microsoft.Compute/{kind}/{name}"
+
+
+def _storage_profile(target: Target) -> dict:
+    return target.call("GET", target.vm_id)[2]["properties"]["storageProfile"]
+
+
+def _spare_lun(profile: dict) -> int:
+    used = {d["lun"] for d in profile.get("dataDisks") or []}
+    return next(lun for lun in range(64) if lun not in used)
+
+
+def _restored(target: Target, collection: str, name: str) -> str:
+    """A managed disk restored from the VM's OS disk restore point, Succeeded: its id (deleted afterwards)."""
+    disk, _, (status, _, body) = _restore_disk(target, collection, name, target.location)
+    assert status in (200, 202), body
+    target.cleanup.append(lambda: target.call("DELETE", disk, api_version=DISK_API_VERSION))
+    target.wait(lambda: (target.call("GET", disk, api_version=DISK_API_VERSION)[2] or {}).get("properties", {})
+                .get("provisioningState") == "Succeeded", "the disk restored")
+    return disk
+
+
+def _update_vm(target: Target, profile: dict) -> tuple[int, dict[str, str], Any]:
+    """PATCH virtualMachines/{vm} with this storage profile, then wait for its operation: the PATCH's answer."""
+    answer = target.call("PATCH", target.vm_id, {"properties": {"storageProfile": profile}})
+    status, headers, _ = answer
+    if status == 200 and headers.get("Location"):
+        target.wait(lambda: target.call("GET", headers["Location"], api_version=None)[0] != 202, "the VM updated")
+    return answer
+
+
 # --- the cases (docs/compute-contract.md: one section per test, with its source) ----------------------
 def test_api_versions_are_the_ones_the_client_sends(target: Target):
     """The local endpoint serves exactly the api-versions the pinned client sends for each call."""
@@ -195,11 +229,12 @@ def test_api_versions_are_the_ones_the_client_sends(target: Target):
     client.virtual_machines.get(group, str(parts["name"]))
     for call in (lambda: client.restore_point_collections.get(group, "vmsnap-contract-none"),
                  lambda: client.restore_points.get(group, "vmsnap-contract-none", "none"),
-                 lambda: client.disks.get(group, "vmsnap-contract-none")):
+                 lambda: client.disks.get(group, "vmsnap-contract-none"),
+                 lambda: client.snapshots.get(group, "vmsnap-contract-none")):
         with pytest.raises(Exception):
             call()
     assert sent == {"virtualMachines": COMPUTE_API_VERSION, "restorePointCollections": COMPUTE_API_VERSION,
-                    "disks": DISK_API_VERSION}
+                    "disks": DISK_API_VERSION, "snapshots": DISK_API_VERSION}
 
 
 def test_a_request_without_api_version_is_refused_with_an_arm_error(target: Target):
@@ -382,6 +417,106 @@ def test_a_restore_point_delete_is_a_location_operation(target: Target, collecti
     status, _, body = target.call("GET", path)
     assert status == 404 and _arm_error(body)
     assert target.call("DELETE", path)[0] == 204
+
+
+def test_a_disk_snapshot_is_a_location_operation(target: Target):
+    """PUT snapshots/{name} with createOption Copy of a managed disk: 200 or 202 (with Location and
+    Retry-After), then Succeeded with that source and the tags given; DELETE: 200, 202 or 204, then GET is
+    404 in ARM's error shape and a second DELETE answers 204."""
+    disk = _storage_profile(target)["osDisk"]["managedDisk"]["id"]
+    path = _in_disk_group(target, "snapshots", f"contract-{uuid.uuid4().hex[:8]}")
+    status, headers, body = target.call("PUT", path, {
+        "location": target.location, "tags": {"vmsnaprestorejob": "contract"},
+        "properties": {"creationData": {"createOption": "Copy", "sourceResourceId": disk}}}, api_version=DISK_API_VERSION)
+    assert status in (200, 202), body
+    target.cleanup.append(lambda: target.call("DELETE", path, api_version=DISK_API_VERSION))
+    if status == 202:
+        assert headers.get("Location") and int(headers["Retry-After"]) >= 1
+    target.wait(lambda: (target.call("GET", path, api_version=DISK_API_VERSION)[2] or {}).get("properties", {})
+                .get("provisioningState") == "Succeeded", "the snapshot taken")
+    found = target.call("GET", path, api_version=DISK_API_VERSION)[2]
+    assert found["properties"]["creationData"]["sourceResourceId"].lower() == disk.lower()
+    assert found["tags"]["vmsnaprestorejob"] == "contract"
+    status, headers, _ = target.call("DELETE", path, api_version=DISK_API_VERSION)
+    assert status in (200, 202, 204)
+    if status == 202:
+        assert headers.get("Location") and int(headers["Retry-After"]) >= 1
+    target.wait(lambda: target.call("GET", path, api_version=DISK_API_VERSION)[0] == 404, "the snapshot deleted")
+    assert _arm_error(target.call("GET", path, api_version=DISK_API_VERSION)[2])
+    assert target.call("DELETE", path, api_version=DISK_API_VERSION)[0] == 204
+
+
+def test_a_vm_update_of_its_data_disks_is_a_location_operation(target: Target, collection: str):
+    """PATCH virtualMachines/{vm} with its dataDisks plus a disk at a free LUN (createOption Attach, the disk's
+    id): 200 with Location and Retry-After; the operation answers 202 while the VM updates, then 200; the VM
+    lists the disk at that LUN, the disk reads Attached (managedBy the VM) and cannot be deleted (409 in ARM's
+    error shape); the same PATCH without it detaches it again (Unattached)."""
+    disk = _restored(target, collection, "contract-attach")
+    profile = _storage_profile(target)
+    lun = _spare_lun(profile)
+    before = profile.get("dataDisks") or []
+    if target.local:
+        target.local.update_seconds = 3600
+    status, headers, body = target.call("PATCH", target.vm_id, {"properties": {"storageProfile": {"dataDisks": before + [
+        {"lun": lun, "createOption": "Attach", "managedDisk": {"id": disk}}]}}})
+    target.cleanup.append(lambda: _update_vm(target, {"dataDisks": before}))
+    assert status == 200 and headers.get("Location") and int(headers["Retry-After"]) >= 1, body
+    assert body["properties"]["provisioningState"] in ("Updating", "Succeeded")
+    if target.local:
+        assert target.call("GET", headers["Location"], api_version=None)[0] == 202
+        target.local.update_seconds = 0
+    target.wait(lambda: target.call("GET", headers["Location"], api_version=None)[0] == 200, "the VM updated")
+    attached = {d["lun"]: d["managedDisk"]["id"].lower() for d in _storage_profile(target)["dataDisks"]}
+    assert attached[lun] == disk.lower()
+    found = target.call("GET", disk, api_version=DISK_API_VERSION)[2]
+    assert found["properties"]["diskState"] == "Attached" and found["managedBy"].lower() == target.vm_id.lower()
+    status, _, body = target.call("DELETE", disk, api_version=DISK_API_VERSION)
+    assert status == 409 and _arm_error(body) and target.call("GET", disk, api_version=DISK_API_VERSION)[0] == 200
+    assert _update_vm(target, {"dataDisks": before})[0] == 200
+    assert lun not in {d["lun"] for d in _storage_profile(target)["dataDisks"]}
+    assert target.call("GET", disk, api_version=DISK_API_VERSION)[2]["properties"]["diskState"] == "Unattached"
+
+
+def test_the_os_disk_is_swapped_only_while_the_vm_is_deallocated(target: Target, collection: str):
+    """PATCH with another osDisk.managedDisk.id: refused while the VM runs (409 in ARM's error shape, the OS
+    disk kept); once the VM is deallocated, 200 and the VM boots from the new disk (local endpoint only: on
+    Azure it would take the VM down)."""
+    if not target.local:
+        pytest.skip("swapping a real VM's OS disk needs it deallocated: not done to a VM lent for the contract")
+    disk = _restored(target, collection, "contract-os")
+    os_disk = _storage_profile(target)["osDisk"]
+    swapped = dict(os_disk, name=disk.rsplit("/", 1)[-1], managedDisk={"id": disk})
+    status, _, body = target.call("PATCH", target.vm_id, {"properties": {"storageProfile": {"osDisk": swapped}}})
+    assert status == 409 and _arm_error(body)
+    assert _storage_profile(target)["osDisk"]["managedDisk"]["id"] == os_disk["managedDisk"]["id"]
+    target.local.set_running(target.vm_id.rsplit("/", 1)[-1], False)
+    assert _update_vm(target, {"osDisk": swapped})[0] == 200
+    assert _storage_profile(target)["osDisk"]["managedDisk"]["id"].lower() == disk.lower()
+    assert _update_vm(target, {"osDisk": os_disk})[0] == 200
+
+
+def test_the_adapter_snapshots_swaps_and_reads_a_vms_disks(target: Target, collection: str):
+    """The app's adapter: the VM's disks by LUN with its power state, a snapshot of a disk (owner tag read
+    back, deleted once), a disk put at a LUN (swap_disks) and seen there."""
+    adapter = ComputeRestorePoints(target.credential, base_url=target.base_url, connection_verify=target.verify,
+                                   retry_total=0)
+    profile = _storage_profile(target)
+    vm = adapter.vm_disks(target.vm_id)
+    assert vm is not None and vm.power_state == "PowerState/running" and not vm.stopped
+    assert vm.disk_at(OS_DISK_LUN).lower() == profile["osDisk"]["managedDisk"]["id"].lower()
+    snapshot = _in_disk_group(target, "snapshots", f"contract-{uuid.uuid4().hex[:8]}")
+    target.cleanup.append(lambda: target.call("DELETE", snapshot, api_version=DISK_API_VERSION))
+    taken = adapter.snapshot_disk(vm.disk_at(OS_DISK_LUN), snapshot, location=target.location,
+                                  tags={"vmsnaprestorejob": "contract"})
+    assert taken.lower() == snapshot.lower() and adapter.get_snapshot(snapshot).owner == "contract"
+    assert adapter.delete_snapshot(snapshot) is True and adapter.delete_snapshot(snapshot) is False
+    disk = _restored(target, collection, "contract-swap")
+    lun = _spare_lun(profile)
+    target.cleanup.append(lambda: _update_vm(target, {"dataDisks": profile.get("dataDisks") or []}))
+    adapter.swap_disks(target.vm_id, {lun: disk})
+    after = adapter.vm_disks(target.vm_id)
+    assert after.disk_at(lun).lower() == disk.lower() and after.provisioning_state == "Succeeded"
+    assert after.disk_at(OS_DISK_LUN) == vm.disk_at(OS_DISK_LUN)
 
 
 def test_the_adapter_creates_adopts_reads_and_deletes(target: Target, collection: str):

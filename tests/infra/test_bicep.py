@@ -134,6 +134,18 @@ def test_the_identity_holds_each_role_the_code_needs_and_no_other():
     assert {REQUIRED_ROLES.get(g, g) for g in granted} == set(REQUIRED_ROLES.values())
 
 
+def test_the_restore_point_role_lets_an_original_location_restore_snapshot_swap_and_poll_disks():
+    """The custom role of vm-access.bicep grants what replacing a managed-disk VM's disks calls: the VM
+    written (its storage profile), disk snapshots made, read and removed, and disk/snapshot operations read."""
+    text = (INFRA / "app" / "vm-access.bicep").read_text()
+    role = text[text.index("resource restorePointRole"):text.index("resource restorePoints ")]
+    actions = set(re.findall(r"'(Microsoft\.[^']+)'", role))
+    assert {"Microsoft.Compute/virtualMachines/write", "Microsoft.Compute/snapshots/read",
+            "Microsoft.Compute/snapshots/write", "Microsoft.Compute/snapshots/delete",
+            "Microsoft.Compute/locations/diskOperations/read"} <= actions
+    assert not any(a.endswith("/*") or a == "*" for a in actions)
+
+
 def test_the_queue_drops_a_resent_task_for_as_long_as_the_extension_would_run_it():
     """Duplicate detection is on and its window outlasts the extension's 140-minute command window."""
     template = Template.load(INFRA / "app" / "servicebus.bicep")

@@ -1,5 +1,7 @@
-"""A restore worker in its own process, for the host-kill test: it runs one restore task and, once every
-disk is copied, verifies the OS disk and then hangs verifying the next, until it is killed (SIGKILL)."""
+"""A restore worker in its own process, for the host-kill tests: it runs one restore task and, once every
+disk is copied, verifies the OS disk and then hangs verifying the next (page blobs), or waits on whatever
+the Compute endpoint keeps it waiting for (managed disks: ``ComputeConnection`` given), until it is
+killed (SIGKILL)."""
 from __future__ import annotations
 
 import sys
@@ -29,10 +31,11 @@ class _HangsAfterTheOsDisk:
         return getattr(self._inner, name)
 
 
-def main(storage: str, prefix: str, job_id: str, vm: str) -> None:
+def main(storage: str, prefix: str, job_id: str, vm: str, compute: str = "") -> None:
     settings = Settings.from_env({"BackupStorage": storage, "TABLE_PREFIX": prefix,
                                   "ServiceBusConnection": "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=x;"
-                                                          "SharedAccessKey=y;"})
+                                                          "SharedAccessKey=y;",
+                                  **({"ComputeConnection": compute} if compute else {})})
     plain = Services(settings)
     svc = Services(settings, restore_queue=RecordingRestoreQueue(), disk_copier=_HangsAfterTheOsDisk(plain.snapshots))
     assert OS_DISK_LUN == -1
@@ -40,4 +43,4 @@ def main(storage: str, prefix: str, job_id: str, vm: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

@@ -135,3 +135,24 @@ def test_the_timeout_waits_for_the_window_then_fails_with_advice():
     failed = mark_restore_point_timed_out(job, stuck, T0 + timedelta(minutes=121), "it was deleted")
     assert failed.status is JobStatus.FAILED and failed.errors[0].error_code == remediation.RP_TIMED_OUT
     assert failed.errors[0].error_string.endswith("; it was deleted")
+
+
+def test_a_swap_sends_every_disk_back_with_only_the_named_luns_changed():
+    """The PATCH body of a swap: the OS disk's and LUN 0's ids and names replaced, LUN 1 kept as read (a
+    PATCH replaces dataDisks whole), a LUN the VM lacks attached, nothing else sent."""
+    from shared.domain.restore_point import swap_request
+
+    profile = {"osDisk": {"name": "os", "createOption": "FromImage", "caching": "ReadWrite", "osType": "Linux",
+                          "diskSizeGB": 30, "managedDisk": {"id": "/d/os", "storageAccountType": "Premium_LRS"}},
+               "dataDisks": [{"lun": 0, "name": "data0", "createOption": "Empty", "diskSizeGB": 8,
+                              "managedDisk": {"id": "/d/data0"}},
+                             {"lun": 1, "name": "data1", "createOption": "Attach", "managedDisk": {"id": "/d/data1"}}],
+               "imageReference": {"offer": "debian"}}
+    body = swap_request(profile, {-1: "/g/new-os", 0: "/g/new-0", 3: "/g/new-3"})
+    storage = body["properties"]["storageProfile"]
+    assert set(body) == {"properties"} and set(storage) == {"osDisk", "dataDisks"}
+    assert storage["osDisk"] == {"name": "new-os", "createOption": "FromImage", "caching": "ReadWrite",
+                                 "osType": "Linux", "managedDisk": {"id": "/g/new-os"}}
+    assert storage["dataDisks"] == [{"lun": 0, "name": "new-0", "createOption": "Attach", "managedDisk": {"id": "/g/new-0"}},
+                                    profile["dataDisks"][1],
+                                    {"lun": 3, "name": "new-3", "createOption": "Attach", "managedDisk": {"id": "/g/new-3"}}]

@@ -221,7 +221,7 @@ def test_a_second_restore_into_the_same_group_fails_and_replaces_nothing(svc, co
 
 @pytest.mark.parametrize("extra, expected", [
     (("--target-container", "restored"), "--target-resource-group"),
-    (("--target-resource-group", "local", "--restore-mode", "OriginalLocation"), "page-blob VMs only"),
+    (("--target-resource-group", "local", "--restore-mode", "OriginalLocation"), "restores over the VM's own disks"),
     (("--target-resource-group", "bad/group"), "resource group name"),
 ])
 def test_a_wrong_target_for_a_restore_point_is_a_one_line_error_and_no_job(svc, compute, md_vm, cli, extra,
