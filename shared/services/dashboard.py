@@ -1,0 +1,138 @@
+"""Use cases of the dashboard (functions/dashboard.py): the fleet overview (compliance, active alerts, the
+last day's backups and restores by outcome, what needs attention) and the compliance report reused for a
+short time, so a page costs a few reads however large the fleet (docs/dashboard.md, "Freshness")."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Callable
+
+from shared.domain.alerts import Alert, AlertStatus
+from shared.domain.attention import Attention, needs_attention
+from shared.ports import JobQuery
+from shared.services.compliance import DEFAULT_DAYS, ComplianceReport, compliance_report
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+# A report younger than this is served as it is; an older one (up to STALE_LIMIT) is served while one
+# background run computes its successor; past STALE_LIMIT a request waits for a fresh one.
+MAX_AGE = timedelta(seconds=30)
+STALE_LIMIT = timedelta(minutes=10)
+MAX_REPORTS = 64                # distinct (policy, vm, days) kept; the oldest computed goes first
+RECENT = timedelta(hours=24)
+# What the overview counts by outcome over the last day: backups, restores and restore drills.
+RECENT_OPERATIONS = ("Backup", "Restore", "RestoreTest")
+
+ReportKey = tuple[str | None, str | None, int]
+Background = Callable[[Callable[[], None]], None]
+
+
+def _in_a_thread(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="report-refresh", daemon=True).start()
+
+
+class ReportCache:
+    """Compliance reports by (policy, vm, days), each computed by one caller at a time (the others wait for
+    it), served for MAX_AGE, then served stale while ``background`` computes the next (at most one run per
+    report at a time); errors of a background run are logged and the stale report stays until STALE_LIMIT."""
+
+    def __init__(self, *, max_age: timedelta = MAX_AGE, stale_limit: timedelta = STALE_LIMIT,
+                 background: Background = _in_a_thread) -> None:
+        self.max_age = max_age
+        self.stale_limit = stale_limit
+        self._background = background
+        self._reports: dict[ReportKey, ComplianceReport] = {}
+        self._locks: dict[ReportKey, threading.Lock] = {}
+        self._refreshing: set[ReportKey] = set()
+        self._guard = threading.Lock()
+        self.computed = 0               # reports computed: what the cache saved is visible to tests and benches
+
+    def report(self, svc: Services, *, policy: str | None = None, vm: str | None = None,
+               days: int = DEFAULT_DAYS) -> ComplianceReport:
+        key: ReportKey = (policy.lower() if policy else None, vm.lower() if vm else None, days)
+        now = svc.clock.now()
+        cached = self._reports.get(key)
+        if cached is not None and now - cached.generated_at <= self.max_age:
+            return cached
+        if cached is not None and now - cached.generated_at <= self.stale_limit:
+            self._refresh(svc, key, policy, vm, days)
+            return cached
+        with self._lock(key):
+            cached = self._reports.get(key)     # computed by the caller this one waited for
+            if cached is not None and now - cached.generated_at <= self.max_age:
+                return cached
+            return self._compute(svc, key, policy, vm, days)
+
+    def _compute(self, svc: Services, key: ReportKey, policy: str | None, vm: str | None,
+                 days: int) -> ComplianceReport:
+        report = compliance_report(svc, policy=policy, vm=vm, days=days)
+        with self._guard:
+            self.computed += 1
+            self._reports[key] = report
+            if len(self._reports) > MAX_REPORTS:
+                oldest = min(self._reports, key=lambda k: self._reports[k].generated_at)
+                del self._reports[oldest]
+        return report
+
+    def _refresh(self, svc: Services, key: ReportKey, policy: str | None, vm: str | None, days: int) -> None:
+        with self._guard:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+
+        def run() -> None:
+            try:
+                with self._lock(key):
+                    self._compute(svc, key, policy, vm, days)
+            except Exception as exc:  # noqa: BLE001 - a background run has no caller to raise to
+                log.warning("compliance report (policy %s, vm %s, %s days) not refreshed: %s", policy, vm, days,
+                            exc)
+            finally:
+                with self._guard:
+                    self._refreshing.discard(key)
+
+        self._background(run)
+
+    def _lock(self, key: ReportKey) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+@dataclass(frozen=True)
+class RecentOutcomes:
+    """Jobs of the last RECENT (by slot) by operation and status: ``{"Backup": {"Completed": 12, ...}}``."""
+
+    since: datetime
+    counts: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Overview:
+    report: ComplianceReport
+    alerts: list[Alert]             # active, newest fired first
+    recent: RecentOutcomes
+    attention: list[Attention]
+
+
+def fleet_overview(svc: Services) -> Overview:
+    """The fleet at a glance: the (cached) compliance report, active alerts, the last day's outcomes and the
+    items that need attention."""
+    report = svc.report_cache.report(svc)
+    alerts = svc.alerts.list(AlertStatus.ACTIVE)
+    return Overview(report=report, alerts=alerts, recent=recent_outcomes(svc),
+                    attention=needs_attention(report.items, alerts))
+
+
+def recent_outcomes(svc: Services) -> RecentOutcomes:
+    since = svc.clock.now() - RECENT
+    counts: dict[str, dict[str, int]] = {}
+    for operation in RECENT_OPERATIONS:
+        tally = counts.setdefault(operation, {})
+        for job in svc.jobs.outcomes(JobQuery(operation=operation, since=since)):
+            tally[job.status.value] = tally.get(job.status.value, 0) + 1
+    return RecentOutcomes(since=since, counts=counts)
