@@ -4,8 +4,8 @@ Every function needs a function key in Azure (auth_level FUNCTION); App Service 
 stand in front (infra parameter dashboardAuthClientId)."""
 import azure.functions as func
 
-from shared.web import api
-from shared.web.http import serve_api
+from shared.web import api, pages
+from shared.web.http import serve_api, serve_page
 
 bp = func.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -74,3 +74,39 @@ def api_restore_test_plans(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="v1/openapi.json", methods=["GET"])
 def api_openapi(req: func.HttpRequest) -> func.HttpResponse:
     return serve_api(req, api.openapi, ())
+
+
+@bp.function_name("dashboard_overview")
+@bp.route(route="dashboard", methods=["GET"])
+def dashboard_overview(req: func.HttpRequest) -> func.HttpResponse:
+    return serve_page(req, pages.overview, pages.OVERVIEW_PARAMS)
+
+
+@bp.function_name("dashboard_items")
+@bp.route(route="dashboard/items", methods=["GET"])
+def dashboard_items(req: func.HttpRequest) -> func.HttpResponse:
+    return serve_page(req, pages.items, pages.ITEMS_PARAMS)
+
+
+@bp.function_name("dashboard_item")
+@bp.route(route="dashboard/items/{name}", methods=["GET"])
+def dashboard_item(req: func.HttpRequest) -> func.HttpResponse:
+    return serve_page(req, pages.item, pages.ITEM_PARAMS, name=req.route_params["name"])
+
+
+@bp.function_name("dashboard_jobs")
+@bp.route(route="dashboard/jobs", methods=["GET"])
+def dashboard_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    return serve_page(req, pages.jobs, pages.JOBS_PARAMS)
+
+
+@bp.function_name("dashboard_job")
+@bp.route(route="dashboard/jobs/{id}", methods=["GET"])
+def dashboard_job(req: func.HttpRequest) -> func.HttpResponse:
+    return serve_page(req, pages.job, pages.JOB_PARAMS, job_id=req.route_params["id"])
+
+
+@bp.function_name("dashboard_restore_tests")
+@bp.route(route="dashboard/restore-tests", methods=["GET"])
+def dashboard_restore_tests(req: func.HttpRequest) -> func.HttpResponse:
+    return serve_page(req, pages.restore_tests, pages.DRILLS_PARAMS)

@@ -91,3 +91,14 @@ def serve_api(request: func.HttpRequest, handler: Callable[..., Any], allowed: t
 
     return respond(lambda: handler(services(), Params(request.params, allowed), **route).reply(_path(request)),
                    request=request, error_page=api_error)
+
+
+def serve_page(request: func.HttpRequest, handler: Callable[..., Reply], allowed: tuple[str, ...],
+               **route: str) -> func.HttpResponse:
+    """A page function's whole body: as ``serve_api``, answered as HTML (errors as a page with one line)."""
+    from shared.bootstrap import services
+    from shared.web.pages import error_page
+    from shared.web.params import Params
+
+    return respond(lambda: handler(services(), Params(request.params, allowed), **route), request=request,
+                   error_page=error_page)

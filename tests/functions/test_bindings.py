@@ -41,6 +41,9 @@ HTTP_ROUTES = {
     "api_item_points": "v1/items/{name}/recoverypoints", "api_jobs": "v1/jobs", "api_job": "v1/jobs/{id}",
     "api_alerts": "v1/alerts", "api_alert": "v1/alerts/{name}", "api_restore_tests": "v1/restore-tests",
     "api_restore_test_plans": "v1/restore-tests/plans", "api_openapi": "v1/openapi.json",
+    "dashboard_overview": "dashboard", "dashboard_items": "dashboard/items", "dashboard_item": "dashboard/items/{name}",
+    "dashboard_jobs": "dashboard/jobs", "dashboard_job": "dashboard/jobs/{id}",
+    "dashboard_restore_tests": "dashboard/restore-tests",
 }
 
 
