@@ -21,6 +21,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
 
+from shared.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from devhost.host import FunctionSpec
 
@@ -60,7 +62,11 @@ class LocalHttpServer:
     def __init__(self, specs: Sequence[FunctionSpec], *, route_prefix: str = "api", port: int = 0):
         self.routes = sorted((Route.of(spec, route_prefix) for spec in specs),
                              key=lambda route: -route.literals)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        try:
+            self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        except OSError as exc:
+            raise ConfigurationError(f"port {port} for the HTTP functions is in use ({exc.strerror}); stop what "
+                                     f"holds it or choose another port (0 picks a free one)") from exc
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

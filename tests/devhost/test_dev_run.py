@@ -1,6 +1,8 @@
 """./dev run as a user runs it: one cycle, clean shutdown, one-line errors for bad configuration."""
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,7 +48,9 @@ def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     assert "demo-vm-datadisk0.vhd: 1 snapshot(s)" in proc.stdout
     assert proc.stdout.count("demo-vm-md: restore point ") == 1
     assert "Succeeded ApplicationConsistent, 2 disk restore point(s)" in proc.stdout
-    assert not any(port_in_use(p) for p in chosen.values()), "a server is still listening"
+    dashboard = re.search(r"^dashboard: http://127\.0\.0\.1:(\d+)/api/dashboard ", proc.stdout, re.M)
+    assert dashboard, proc.stdout           # printed while the stack ran; gone with it (below)
+    assert not any(port_in_use(p) for p in [*chosen.values(), int(dashboard.group(1))]), "a server is still listening"
     assert processes_under(tmp_path / "vms") == []
 
 
@@ -189,6 +193,50 @@ def test_a_demo_vm_whose_disk_is_removed_shows_its_alert_and_its_compliance(tmp_
         assert report["demo-vm-md"]["state"] == "Healthy", report["demo-vm-md"]
         assert eventually(lambda: any(line.startswith("alert Fired") and "demo-vm " in line for line in list(lines)),
                           timeout=60), "".join(lines)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert not any(port_in_use(p) for p in chosen.values())
+
+
+def test_chromium_dump_dom_of_the_dashboard_url_shows_both_demo_vms_and_their_states(tmp_path):
+    """With `./dev run` going, `chromium --headless --dump-dom <DashboardUrl>` (the URL read from the top level of
+    .local/stack.settings.json) shows demo-vm and demo-vm-md, each Healthy once its first backup completed."""
+    import pytest
+
+    from tests.polling import eventually
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no browser: Debian's chromium is not installed and ./dev setup could not install it "
+                    "(it needs root and apt-get)")
+    chosen = ports()
+    proc = subprocess.Popen([sys.executable, "-m", "devhost.run", *args_for(chosen)], cwd=ROOT, env=run_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        finished = lambda vm: any(f" {vm} " in line and "Completed" in line for line in list(lines))  # noqa: E731
+        assert eventually(lambda: finished("demo-vm") and finished("demo-vm-md"), timeout=180), "".join(lines)
+        url = json.loads((ROOT / ".local" / "stack.settings.json").read_text())["DashboardUrl"]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/api/dashboard")
+
+        def states() -> dict[str, str]:
+            dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                                  "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom", url],
+                                 capture_output=True, text=True, timeout=60).stdout
+            table = dom.split('data-testid="item-table"', 1)[-1]
+            return dict(re.findall(r'<tr data-item="([^"]+)">.*?data-state="(\w+)"', table, re.S))
+
+        # The page reuses a compliance report for up to 30 s: ask again until it is one computed after both backups.
+        assert eventually(lambda: states() == {"demo-vm": "Healthy", "demo-vm-md": "Healthy"}, timeout=90,
+                          interval=3), states()
     finally:
         proc.send_signal(signal.SIGINT)
         try:
