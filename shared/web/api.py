@@ -19,6 +19,7 @@ from shared.domain.alerts import AlertStatus
 from shared.domain.jobs import JobStatus
 from shared.domain.shards import SHARDS, shard_of
 from shared.errors import NotFoundError, ValidationError
+from shared.redaction import redact
 from shared.services.alerting import list_alerts, show_alert
 from shared.services.compliance import DEFAULT_DAYS, MAX_DAYS, ComplianceReport
 from shared.services.job_listing import OPERATIONS, JobFilter, job_page
@@ -47,7 +48,8 @@ class Answer:
         headers = {}
         if self.next_query is not None:
             headers["Link"] = f'<{path}?{urlencode(self.next_query)}>; rel="next"'
-        return json_reply(self.document, headers=headers)
+        # Redacted as a structure, before JSON escapes the quotes a protectedSettings block is found by.
+        return json_reply(redact(self.document), headers=headers)
 
 
 # --- compliance ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import replace
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -16,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from shared.documents import report_document
+from shared.redaction import redact
 from shared.domain.attention import describe_age
 from shared.domain.jobs import JobStatus
 from shared.services.dashboard import MAX_AGE, RECENT_OPERATIONS, fleet_overview
@@ -81,9 +83,13 @@ def _environment() -> Environment:
 
 
 def render(template: str, *, title: str, here: str, status: int = 200, **context: Any) -> Reply:
+    """The page, its documents redacted as structures first (in the HTML, escaping hides a protectedSettings
+    block's quotes from the text pass every body gets at the end)."""
     style, script, policy = _assets()
+    scrubbed = {key: value if key == "charts" else redact(value) if isinstance(value, (dict, list, str)) else value
+                for key, value in context.items()}      # charts: markup drawn from documents redacted already
     html = _environment().get_template(template).render(title=title, here=here, style=Markup(style),
-                                                          script=Markup(script), **context)
+                                                          script=Markup(script), **scrubbed)
     return Reply(html, "text/html", status, {"Content-Security-Policy": policy})
 
 
@@ -101,12 +107,13 @@ def overview(svc: Services, q: Params) -> Reply:
     """The fleet at a glance: items by state, what needs attention, compliance per policy, the last day's
     outcomes, active alerts, and the neediest items."""
     seen = fleet_overview(svc)
-    report = report_document(seen.report)
+    report = redact(report_document(seen.report))
     items = sorted(report["items"], key=lambda i: (STATE_ORDER[i["state"]], i["name"].lower()))
     alerts = api.alerts(svc, Params({"status": "Active", "top": str(OVERVIEW_ALERTS)}, api.ALERTS_PARAMS)).document
     return render("overview.html", title="Fleet overview", here="overview", report=report,
                   age=_age(svc, seen.report.generated_at), max_age=int(MAX_AGE.total_seconds()),
-                  attention=seen.attention[:OVERVIEW_ATTENTION], attention_total=len(seen.attention),
+                  attention=[replace(a, reasons=redact(a.reasons), advice=redact(a.advice))
+                             for a in seen.attention[:OVERVIEW_ATTENTION]], attention_total=len(seen.attention),
                   recent=seen.recent, statuses=STATUSES, alerts=alerts, alerts_total=len(seen.alerts),
                   items=items[:OVERVIEW_ITEMS], more_items=len(items) > OVERVIEW_ITEMS,
                   charts={"state": charts.state_bar(report["summary"]),
