@@ -1,13 +1,14 @@
 """Use cases of the dashboard (functions/dashboard.py): the fleet overview (compliance, active alerts, the
-last day's backups and restores by outcome, what needs attention) and the compliance report reused for a
-short time, so a page costs a few reads however large the fleet (docs/dashboard.md, "Freshness")."""
+last day's backups and restores by outcome, what needs attention), with the compliance report and the last
+day's counts reused for a short time, so a page costs a few reads however large the fleet
+(docs/dashboard.md, "Freshness")."""
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from shared.domain.alerts import Alert, AlertStatus
 from shared.domain.attention import Attention, needs_attention
@@ -23,13 +24,14 @@ log = logging.getLogger(__name__)
 # background run computes its successor; past STALE_LIMIT a request waits for a fresh one.
 MAX_AGE = timedelta(seconds=30)
 STALE_LIMIT = timedelta(minutes=10)
-MAX_REPORTS = 64                # distinct (policy, vm, days) kept; the oldest computed goes first
+MAX_REPORTS = 64                # values kept (reports by policy, vm, days; the counts); the oldest goes first
 RECENT = timedelta(hours=24)
 # What the overview counts by outcome over the last day: backups, restores and restore drills.
 RECENT_OPERATIONS = ("Backup", "Restore", "RestoreTest")
 
-ReportKey = tuple[str | None, str | None, int]
+Key = tuple[Any, ...]
 Background = Callable[[Callable[[], None]], None]
+T = TypeVar("T")
 
 
 def _in_a_thread(work: Callable[[], None]) -> None:
@@ -37,49 +39,56 @@ def _in_a_thread(work: Callable[[], None]) -> None:
 
 
 class ReportCache:
-    """Compliance reports by (policy, vm, days), each computed by one caller at a time (the others wait for
-    it), served for MAX_AGE, then served stale while ``background`` computes the next (at most one run per
-    report at a time); errors of a background run are logged and the stale report stays until STALE_LIMIT."""
+    """What the dashboard reuses: compliance reports by (policy, vm, days) and the last day's outcome counts.
+    Each is computed by one caller at a time (the others wait for it), served for MAX_AGE, then served stale
+    while ``background`` computes the next (at most one run per key at a time); errors of a background run
+    are logged and the stale value stays until STALE_LIMIT."""
 
     def __init__(self, *, max_age: timedelta = MAX_AGE, stale_limit: timedelta = STALE_LIMIT,
                  background: Background = _in_a_thread) -> None:
         self.max_age = max_age
         self.stale_limit = stale_limit
         self._background = background
-        self._reports: dict[ReportKey, ComplianceReport] = {}
-        self._locks: dict[ReportKey, threading.Lock] = {}
-        self._refreshing: set[ReportKey] = set()
+        self._values: dict[Key, tuple[datetime, Any]] = {}
+        self._locks: dict[Key, threading.Lock] = {}
+        self._refreshing: set[Key] = set()
         self._guard = threading.Lock()
-        self.computed = 0               # reports computed: what the cache saved is visible to tests and benches
+        self.computed = 0               # values computed: what the cache saved is visible to tests and benches
 
     def report(self, svc: Services, *, policy: str | None = None, vm: str | None = None,
                days: int = DEFAULT_DAYS) -> ComplianceReport:
-        key: ReportKey = (policy.lower() if policy else None, vm.lower() if vm else None, days)
-        now = svc.clock.now()
-        cached = self._reports.get(key)
-        if cached is not None and now - cached.generated_at <= self.max_age:
-            return cached
-        if cached is not None and now - cached.generated_at <= self.stale_limit:
-            self._refresh(svc, key, policy, vm, days)
-            return cached
-        with self._lock(key):
-            cached = self._reports.get(key)     # computed by the caller this one waited for
-            if cached is not None and now - cached.generated_at <= self.max_age:
-                return cached
-            return self._compute(svc, key, policy, vm, days)
+        key = ("report", policy.lower() if policy else None, vm.lower() if vm else None, days)
+        return self._fresh(svc, key, lambda: compliance_report(svc, policy=policy, vm=vm, days=days))
 
-    def _compute(self, svc: Services, key: ReportKey, policy: str | None, vm: str | None,
-                 days: int) -> ComplianceReport:
-        report = compliance_report(svc, policy=policy, vm=vm, days=days)
+    def recent(self, svc: Services) -> RecentOutcomes:
+        return self._fresh(svc, ("recent",), lambda: recent_outcomes(svc))
+
+    def _fresh(self, svc: Services, key: Key, compute: Callable[[], T]) -> T:
+        now = svc.clock.now()
+        cached = self._values.get(key)
+        if cached is not None and now - cached[0] <= self.max_age:
+            return cached[1]                # type: ignore[no-any-return]
+        if cached is not None and now - cached[0] <= self.stale_limit:
+            self._refresh(svc, key, compute)
+            return cached[1]                # type: ignore[no-any-return]
+        with self._lock(key):
+            cached = self._values.get(key)      # computed by the caller this one waited for
+            if cached is not None and now - cached[0] <= self.max_age:
+                return cached[1]            # type: ignore[no-any-return]
+            return self._compute(svc, key, compute)
+
+    def _compute(self, svc: Services, key: Key, compute: Callable[[], T]) -> T:
+        at = svc.clock.now()
+        value = compute()
         with self._guard:
             self.computed += 1
-            self._reports[key] = report
-            if len(self._reports) > MAX_REPORTS:
-                oldest = min(self._reports, key=lambda k: self._reports[k].generated_at)
-                del self._reports[oldest]
-        return report
+            self._values[key] = (at, value)
+            if len(self._values) > MAX_REPORTS:
+                oldest = min(self._values, key=lambda k: self._values[k][0])
+                del self._values[oldest]
+        return value
 
-    def _refresh(self, svc: Services, key: ReportKey, policy: str | None, vm: str | None, days: int) -> None:
+    def _refresh(self, svc: Services, key: Key, compute: Callable[[], T]) -> None:
         with self._guard:
             if key in self._refreshing:
                 return
@@ -88,17 +97,16 @@ class ReportCache:
         def run() -> None:
             try:
                 with self._lock(key):
-                    self._compute(svc, key, policy, vm, days)
+                    self._compute(svc, key, compute)
             except Exception as exc:  # noqa: BLE001 - a background run has no caller to raise to
-                log.warning("compliance report (policy %s, vm %s, %s days) not refreshed: %s", policy, vm, days,
-                            exc)
+                log.warning("dashboard %s not refreshed: %s", " ".join(str(part) for part in key), exc)
             finally:
                 with self._guard:
                     self._refreshing.discard(key)
 
         self._background(run)
 
-    def _lock(self, key: ReportKey) -> threading.Lock:
+    def _lock(self, key: Key) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
@@ -122,13 +130,15 @@ class Overview:
 def fleet_overview(svc: Services) -> Overview:
     """The fleet at a glance: the (cached) compliance report, active alerts, the last day's outcomes and the
     items that need attention."""
-    report = svc.report_cache.report(svc)
+    cache = svc.report_cache
+    report = cache.report(svc)
     alerts = svc.alerts.list(AlertStatus.ACTIVE)
-    return Overview(report=report, alerts=alerts, recent=recent_outcomes(svc),
+    return Overview(report=report, alerts=alerts, recent=cache.recent(svc),
                     attention=needs_attention(report.items, alerts))
 
 
 def recent_outcomes(svc: Services) -> RecentOutcomes:
+    """Each operation's jobs of the last RECENT by status: one pass over each shard's range per operation."""
     since = svc.clock.now() - RECENT
     counts: dict[str, dict[str, int]] = {}
     for operation in RECENT_OPERATIONS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from dataclasses import replace
 from datetime import timedelta
 from functools import cache
@@ -16,10 +17,12 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from shared.documents import report_document
+from shared.documents import alert_document, report_document
+from shared.domain.alerts import AlertStatus
 from shared.redaction import redact
 from shared.domain.attention import describe_age
 from shared.domain.jobs import JobStatus
+from shared.services.compliance import ComplianceReport
 from shared.services.dashboard import MAX_AGE, RECENT_OPERATIONS, fleet_overview
 from shared.services.job_listing import OPERATIONS
 from shared.web import api, charts
@@ -82,12 +85,36 @@ def _environment() -> Environment:
     return env
 
 
+class Redacted(dict):  # type: ignore[type-arg]
+    """A document redacted already (a report's, reused while the report is): ``render`` passes it as it is."""
+
+
+_documents: dict[int, tuple[ComplianceReport, Redacted]] = {}
+_documents_lock = threading.Lock()
+
+
+def report_view(report: ComplianceReport) -> Redacted:
+    """The report's document, redacted, built once per report (the dashboard reuses a report for up to 30 s:
+    1,000 items' documents cost a few hundred milliseconds to build and redact)."""
+    with _documents_lock:
+        found = _documents.get(id(report))
+        if found is not None and found[0] is report:
+            return found[1]
+    document = Redacted(redact(report_document(report)))
+    with _documents_lock:
+        _documents[id(report)] = (report, document)
+        while len(_documents) > 8:
+            del _documents[next(iter(_documents))]
+    return document
+
+
 def render(template: str, *, title: str, here: str, status: int = 200, **context: Any) -> Reply:
     """The page, its documents redacted as structures first (in the HTML, escaping hides a protectedSettings
     block's quotes from the text pass every body gets at the end)."""
     style, script, policy = _assets()
-    scrubbed = {key: value if key == "charts" else redact(value) if isinstance(value, (dict, list, str)) else value
-                for key, value in context.items()}      # charts: markup drawn from documents redacted already
+    scrubbed = {key: redact(value) if isinstance(value, (dict, list, str)) and not isinstance(value, Redacted)
+                and key != "charts" else value    # charts: markup drawn from redacted documents
+                for key, value in context.items()}
     html = _environment().get_template(template).render(title=title, here=here, style=Markup(style),
                                                           script=Markup(script), **scrubbed)
     return Reply(html, "text/html", status, {"Content-Security-Policy": policy})
@@ -107,9 +134,9 @@ def overview(svc: Services, q: Params) -> Reply:
     """The fleet at a glance: items by state, what needs attention, compliance per policy, the last day's
     outcomes, active alerts, and the neediest items."""
     seen = fleet_overview(svc)
-    report = redact(report_document(seen.report))
+    report = report_view(seen.report)
     items = sorted(report["items"], key=lambda i: (STATE_ORDER[i["state"]], i["name"].lower()))
-    alerts = api.alerts(svc, Params({"status": "Active", "top": str(OVERVIEW_ALERTS)}, api.ALERTS_PARAMS)).document
+    alerts = [alert_document(a) for a in seen.alerts[:OVERVIEW_ALERTS]]
     return render("overview.html", title="Fleet overview", here="overview", report=report,
                   age=_age(svc, seen.report.generated_at), max_age=int(MAX_AGE.total_seconds()),
                   attention=[replace(a, reasons=redact(a.reasons), advice=redact(a.advice))
@@ -131,12 +158,12 @@ def items(svc: Services, q: Params) -> Reply:
     state, policy = q.choice("state", api.STATES), q.name("policy", "policy")
     attention_only = q.choice("attention", ("1",)) is not None
     report = svc.report_cache.report(svc, policy=policy)
-    document = report_document(report)
+    document = report_view(report)
     chosen = [i for i in document["items"] if state is None or i["state"] == state]
     if attention_only:
         from shared.domain.attention import needs_attention
 
-        wanted = {a.item.lower() for a in needs_attention(report.items, svc.alerts.list())}
+        wanted = {a.item.lower() for a in needs_attention(report.items, svc.alerts.list(AlertStatus.ACTIVE))}
         chosen = [i for i in chosen if i["name"].lower() in wanted]
     chosen.sort(key=lambda i: (STATE_ORDER[i["state"]], i["name"].lower()))
     skip = q.integer("skip", 0, 0, 10_000_000)
