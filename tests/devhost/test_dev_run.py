@@ -1,4 +1,5 @@
 """./dev run as a user runs it: one cycle, clean shutdown, one-line errors for bad configuration."""
+import contextlib
 import json
 import os
 import re
@@ -32,6 +33,32 @@ def ports():
 
 def args_for(chosen: dict) -> list[str]:
     return [item for pair in chosen.items() for item in (pair[0], str(pair[1]))]
+
+
+@contextlib.contextmanager
+def running_stack(tmp_path: Path, chosen: dict, *extra: str):
+    """`./dev run` going with these ports, its output lines collected as they come; Ctrl-C at the end, then
+    nothing may still listen on its ports."""
+    proc = subprocess.Popen([sys.executable, "-m", "devhost.run", *args_for(chosen), *extra], cwd=ROOT,
+                            env=run_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        yield lines
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert not any(port_in_use(p) for p in chosen.values())
+
+
+def demo_backups_completed(lines: list[str]) -> bool:
+    finished = lambda vm: any(f" {vm} " in line and "Completed" in line for line in list(lines))  # noqa: E731
+    return finished("demo-vm") and finished("demo-vm-md")
 
 
 def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
@@ -161,13 +188,7 @@ def test_a_demo_vm_whose_disk_is_removed_shows_its_alert_and_its_compliance(tmp_
 
     from tests.polling import eventually
 
-    chosen = ports()
     vmsnap = str(Path(sys.executable).parent / "vmsnap")
-    proc = subprocess.Popen([sys.executable, "-m", "devhost.run", *args_for(chosen), "--webhook-port", "0"], cwd=ROOT,
-                            env=run_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-    reader.start()
 
     def cli(*args):
         done = subprocess.run([vmsnap, *args], cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True,
@@ -175,9 +196,8 @@ def test_a_demo_vm_whose_disk_is_removed_shows_its_alert_and_its_compliance(tmp_
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    try:
-        finished = lambda vm: any(f" {vm} " in line and "Completed" in line for line in list(lines))  # noqa: E731
-        assert eventually(lambda: finished("demo-vm") and finished("demo-vm-md"), timeout=180), "".join(lines)
+    with running_stack(tmp_path, ports(), "--webhook-port", "0") as lines:
+        assert eventually(lambda: demo_backups_completed(lines), timeout=180), "".join(lines)
         settings = json.loads((ROOT / ".local" / "stack.settings.json").read_text())["Values"]
         disks = BlobServiceClient.from_connection_string(settings["BackupStorage"]).get_container_client("vhds")
         disks.delete_blob("demo-vm-datadisk0.vhd", delete_snapshots="include")
@@ -193,14 +213,6 @@ def test_a_demo_vm_whose_disk_is_removed_shows_its_alert_and_its_compliance(tmp_
         assert report["demo-vm-md"]["state"] == "Healthy", report["demo-vm-md"]
         assert eventually(lambda: any(line.startswith("alert Fired") and "demo-vm " in line for line in list(lines)),
                           timeout=60), "".join(lines)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert not any(port_in_use(p) for p in chosen.values())
 
 
 def test_chromium_dump_dom_of_the_dashboard_url_shows_both_demo_vms_and_their_states(tmp_path):
@@ -214,15 +226,8 @@ def test_chromium_dump_dom_of_the_dashboard_url_shows_both_demo_vms_and_their_st
     if chromium is None:
         pytest.skip("no browser: Debian's chromium is not installed and ./dev setup could not install it "
                     "(it needs root and apt-get)")
-    chosen = ports()
-    proc = subprocess.Popen([sys.executable, "-m", "devhost.run", *args_for(chosen)], cwd=ROOT, env=run_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-    reader.start()
-    try:
-        finished = lambda vm: any(f" {vm} " in line and "Completed" in line for line in list(lines))  # noqa: E731
-        assert eventually(lambda: finished("demo-vm") and finished("demo-vm-md"), timeout=180), "".join(lines)
+    with running_stack(tmp_path, ports()) as lines:
+        assert eventually(lambda: demo_backups_completed(lines), timeout=180), "".join(lines)
         url = json.loads((ROOT / ".local" / "stack.settings.json").read_text())["DashboardUrl"]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/api/dashboard")
 
@@ -237,11 +242,3 @@ def test_chromium_dump_dom_of_the_dashboard_url_shows_both_demo_vms_and_their_st
         # The page reuses a compliance report for up to 30 s: ask again until it is one computed after both backups.
         assert eventually(lambda: states() == {"demo-vm": "Healthy", "demo-vm-md": "Healthy"}, timeout=90,
                           interval=3), states()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert not any(port_in_use(p) for p in chosen.values())

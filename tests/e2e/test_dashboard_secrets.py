@@ -8,22 +8,18 @@ import json
 import re
 import urllib.error
 import urllib.request
-from dataclasses import replace
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 
 from devhost.demo import create_demo_vm
-from devhost.host import LocalFunctionsHost
-from devhost.processes import stop_processes_under
-from shared.bootstrap import Services, reset_services
 from shared.domain import remediation
 from shared.domain.jobs import JobError, JobStatus, mark_failed
+from shared.ports import JobQuery
 from shared.services.alerting import evaluate_alerts
 from shared.services.protection import backup_now, enable_protection
 from tests.e2e.conftest import run_cycle
-from tests.polling import eventually
 
 WEBHOOK_SIG = "WebhookSignatureValue0123456789"
 PLANTED_SIG = "PlantedSasSignature0123456789abc"
@@ -32,19 +28,10 @@ PROTECTED = "protectedValue-0123456789"
 
 
 @pytest.fixture
-def secret_stack(make_settings, local_servicebus, storage_connection_string, unique_name):
-    settings = make_settings(service_bus=local_servicebus.connection_string,
-                             ALERT_WEBHOOK_URL=f"http://127.0.0.1:9/hook?sv=2024&sig={WEBHOOK_SIG}")
-    env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
-    svc = Services(settings)
-    reset_services(svc)
-    import function_app
-
-    host = LocalFunctionsHost(function_app.app, env, host_id=unique_name("host"))
-    yield svc, host, storage_connection_string
-    host.stop()
-    stop_processes_under(settings.local_vm_root)
-    reset_services()
+def secret_stack(loop_with, storage_connection_string):
+    """The app on the local stack, its webhook URL signed (and down)."""
+    svc, host = loop_with(ALERT_WEBHOOK_URL=f"http://127.0.0.1:9/hook?sv=2024&sig={WEBHOOK_SIG}")
+    return svc, host, storage_connection_string
 
 
 def plant_secrets_in_a_job_record(svc, job_id: str) -> None:
@@ -100,7 +87,7 @@ def test_no_page_or_answer_carries_a_secret(secret_stack):
              f"{base}/api/v1/restore-tests", f"{base}/api/v1/restore-tests/plans",
              f"{base}/api/v1/items/{vm.name}", f"{base}/api/v1/items/{vm.name}/recoverypoints",
              f"{base}/api/dashboard/jobs?vm={vm.name}", f"{base}/api/dashboard/items?attention=1"]
-    for job in svc.jobs.query(__import__("shared.ports", fromlist=["JobQuery"]).JobQuery(vm_name=vm.name)).jobs:
+    for job in svc.jobs.query(JobQuery(vm_name=vm.name)).jobs:
         start += [f"{base}/api/v1/jobs/{job.job_id}", f"{base}/api/dashboard/jobs/{job.job_id}"]
     start += [f"{base}/api/v1/alerts/{a.name}" for a in svc.alerts.list()]
     pending, seen, bodies = list(start), set(), {}
