@@ -87,3 +87,20 @@ def test_a_refresh_that_fails_keeps_the_stale_report_and_says_why(caplog):
     background.work.pop()()
     assert cache.report(svc) is first and "not refreshed: Table Storage unavailable" in caplog.text
     assert len(background.work) == 1          # the next request tries again
+
+
+def test_the_last_days_counts_are_reused_like_the_report():
+    """A backup that fails after the counts were taken shows once they are refreshed, not before."""
+    from tests.dashboard.conftest import backup
+
+    svc = memory_services()
+    seed_fleet(svc)
+    background = Deferred()
+    cache = ReportCache(background=background)
+    before = cache.recent(svc).counts["Backup"]
+    backup(svc, "web-01", ok=False, at=svc.clock.now() - timedelta(minutes=1))
+    assert cache.recent(svc).counts["Backup"] == before
+    svc.clock.advance(MAX_AGE + timedelta(seconds=1))
+    cache.recent(svc)
+    background.work.pop()()
+    assert cache.recent(svc).counts["Backup"]["Failed"] == before.get("Failed", 0) + 1
