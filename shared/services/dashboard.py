@@ -63,6 +63,16 @@ class ReportCache:
     def recent(self, svc: Services) -> RecentOutcomes:
         return self._fresh(svc, ("recent",), lambda: recent_outcomes(svc))
 
+    def active_alerts(self, svc: Services) -> ActiveAlerts:
+        return self._fresh(svc, ("alerts",), lambda: ActiveAlerts(svc.clock.now(),
+                                                                   svc.alerts.list(AlertStatus.ACTIVE)))
+
+    @property
+    def refreshing(self) -> int:
+        """Background runs under way."""
+        with self._guard:
+            return len(self._refreshing)
+
     def _fresh(self, svc: Services, key: Key, compute: Callable[[], T]) -> T:
         now = svc.clock.now()
         cached = self._values.get(key)
@@ -117,32 +127,44 @@ class RecentOutcomes:
 
     since: datetime
     counts: dict[str, dict[str, int]]
+    taken_at: datetime
+
+
+@dataclass(frozen=True)
+class ActiveAlerts:
+    taken_at: datetime
+    alerts: list[Alert]             # newest fired first
 
 
 @dataclass(frozen=True)
 class Overview:
     report: ComplianceReport
-    alerts: list[Alert]             # active, newest fired first
+    alerts: ActiveAlerts
     recent: RecentOutcomes
     attention: list[Attention]
 
+    @property
+    def as_of(self) -> datetime:
+        """When the oldest of its parts was read."""
+        return min(self.report.generated_at, self.alerts.taken_at, self.recent.taken_at)
+
 
 def fleet_overview(svc: Services) -> Overview:
-    """The fleet at a glance: the (cached) compliance report, active alerts, the last day's outcomes and the
-    items that need attention."""
+    """The fleet at a glance, all of it reused for a short time (ReportCache): the compliance report, the
+    active alerts, the last day's outcomes, and the items that need attention."""
     cache = svc.report_cache
-    report = cache.report(svc)
-    alerts = svc.alerts.list(AlertStatus.ACTIVE)
+    report, alerts = cache.report(svc), cache.active_alerts(svc)
     return Overview(report=report, alerts=alerts, recent=cache.recent(svc),
-                    attention=needs_attention(report.items, alerts))
+                    attention=needs_attention(report.items, alerts.alerts))
 
 
 def recent_outcomes(svc: Services) -> RecentOutcomes:
     """Each operation's jobs of the last RECENT by status: one pass over each shard's range per operation."""
-    since = svc.clock.now() - RECENT
+    now = svc.clock.now()
+    since = now - RECENT
     counts: dict[str, dict[str, int]] = {}
     for operation in RECENT_OPERATIONS:
         tally = counts.setdefault(operation, {})
         for job in svc.jobs.outcomes(JobQuery(operation=operation, since=since)):
             tally[job.status.value] = tally.get(job.status.value, 0) + 1
-    return RecentOutcomes(since=since, counts=counts)
+    return RecentOutcomes(since=since, counts=counts, taken_at=now)

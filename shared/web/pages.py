@@ -136,12 +136,12 @@ def overview(svc: Services, q: Params) -> Reply:
     seen = fleet_overview(svc)
     report = report_view(seen.report)
     items = sorted(report["items"], key=lambda i: (STATE_ORDER[i["state"]], i["name"].lower()))
-    alerts = [alert_document(a) for a in seen.alerts[:OVERVIEW_ALERTS]]
+    alerts = [alert_document(a) for a in seen.alerts.alerts[:OVERVIEW_ALERTS]]
     return render("overview.html", title="Fleet overview", here="overview", report=report,
-                  age=_age(svc, seen.report.generated_at), max_age=int(MAX_AGE.total_seconds()),
+                  age=_age(svc, seen.as_of), as_of=seen.as_of, max_age=int(MAX_AGE.total_seconds()),
                   attention=[replace(a, reasons=redact(a.reasons), advice=redact(a.advice))
                              for a in seen.attention[:OVERVIEW_ATTENTION]], attention_total=len(seen.attention),
-                  recent=seen.recent, statuses=STATUSES, alerts=alerts, alerts_total=len(seen.alerts),
+                  recent=seen.recent, statuses=STATUSES, alerts=alerts, alerts_total=len(seen.alerts.alerts),
                   items=items[:OVERVIEW_ITEMS], more_items=len(items) > OVERVIEW_ITEMS,
                   charts={"state": charts.state_bar(report["summary"]),
                           "policies": charts.compliance_bars(report["policies"]),
