@@ -1,7 +1,8 @@
 """No page and no API answer carries a SAS, a key or protected settings (docs/dashboard.md, "Access"): a crawl
 of every page and every /api/v1/ answer of a local stack where secrets are present: the storage account key
 in the connection string, SAS URLs the worker minted for the extension, protected settings handed to the VM,
-a webhook URL with a signature, and a job record written by an older writer with all of them in its text."""
+a webhook URL with a signature, and a job record written by an older writer with all of them in its text. The API's answers there fit the OpenAPI
+document too."""
 from __future__ import annotations
 
 import json
@@ -116,3 +117,21 @@ def test_no_page_or_answer_carries_a_secret(secret_stack):
     assert not unredacted, unredacted[:3]
     assert planted_shown, "the planted record was not shown at all: the test would prove nothing"
     assert len(seen) >= 20, len(seen)
+    # The same answers, from real stores over HTTP, fit the OpenAPI document.
+    checked = [url for url in bodies if "/api/v1/" in url and fits_the_openapi_document(url, bodies[url])]
+    assert len(checked) == len([url for url in bodies if "/api/v1/" in url]) >= 10
+
+
+def fits_the_openapi_document(url: str, body: str) -> bool:
+    from jsonschema import Draft202012Validator
+
+    from shared.web.api import openapi_document
+
+    document = openapi_document()
+    path = urlsplit(url).path.removeprefix("/api/v1")
+    for template, operations in document["paths"].items():
+        if re.fullmatch(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)), path):
+            schema = operations["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            Draft202012Validator({**schema, "components": document["components"]}).validate(json.loads(body))
+            return True
+    raise AssertionError(f"{path} is not in the OpenAPI document")
