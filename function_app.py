@@ -1,8 +1,8 @@
 """The Function App: logging with redaction, then one Blueprint per module. Nothing else."""
 import azure.functions as func
 
-from functions import (alerts, restore_points, restore_tests, restorer, retention, scheduler, status_ingest,
-                       sweeper, worker)
+from functions import (alerts, dashboard, restore_points, restore_tests, restorer, retention, scheduler,
+                       status_ingest, sweeper, worker)
 from shared.logs import configure_logging
 
 configure_logging()
@@ -17,3 +17,4 @@ app.register_functions(retention.bp)
 app.register_functions(restorer.bp)
 app.register_functions(restore_tests.bp)
 app.register_functions(alerts.bp)
+app.register_functions(dashboard.bp)

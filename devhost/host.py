@@ -16,7 +16,10 @@ It reads ``app.get_functions()`` and ``host.json`` and runs each function as the
   ``maxDegreeOfParallelism`` blob invocations run at once app-wide, and a blob that fails
   ``poisonBlobThreshold`` times gets a poison record there instead of more retries.
 
-What it leaves out: HTTP and every other trigger type, sessions, Event Grid delivery (blob triggers
+- HTTP triggers are served on 127.0.0.1 by a threaded server (``serve_http``, devhost/http.py) with real
+  ``azure.functions.HttpRequest`` and ``HttpResponse`` objects; function keys are not checked.
+
+What it leaves out: every other trigger type, sessions, Event Grid delivery (blob triggers
 declared with ``source=EventGrid`` are served by scanning the container, the same outcome for the
 function), scale-out and singleton leases, retry policies, the worker's gRPC protocol. In Azure
 the same function code runs under the real host.
@@ -44,6 +47,7 @@ from azure.functions.servicebus import ServiceBusMessage as FuncServiceBusMessag
 from azure.functions.timer import TimerRequest
 from croniter import croniter
 
+from devhost.http import LocalHttpServer
 from devhost.locks import LockKeeper
 from devhost.receipts import Receipt, ReceiptJournal
 from shared.errors import ConfigurationError
@@ -76,17 +80,20 @@ class HostConfig:
     poison_blob_threshold: int = 5
     # The Functions default: 8 per core (extensions.blobs.maxDegreeOfParallelism).
     max_degree_of_parallelism: int = field(default_factory=lambda: 8 * (os.cpu_count() or 1))
+    route_prefix: str = "api"       # extensions.http.routePrefix: HTTP routes live under /api/ by default
 
     @classmethod
     def from_host_json(cls, path: Path) -> "HostConfig":
         doc = json.loads(path.read_text())
         sb = doc.get("extensions", {}).get("serviceBus", {})
         blobs = doc.get("extensions", {}).get("blobs", {})
+        http = doc.get("extensions", {}).get("http", {})
         return cls(
             max_concurrent_calls=int(sb.get("maxConcurrentCalls", 16)),
             max_lock_renewal=_parse_timespan(sb.get("maxAutoLockRenewalDuration", "00:05:00")),
             auto_complete=bool(sb.get("autoCompleteMessages", True)),
             poison_blob_threshold=int(blobs.get("poisonBlobThreshold", 5)),
+            route_prefix=str(http.get("routePrefix", "api")),
             **({"max_degree_of_parallelism": int(blobs["maxDegreeOfParallelism"])}
                if "maxDegreeOfParallelism" in blobs else {}),
         )
@@ -159,6 +166,7 @@ class LocalFunctionsHost:
         self._hosts_container = None
         self._lock = threading.Lock()
         self._blob_pool: ThreadPoolExecutor | None = None
+        self._http: LocalHttpServer | None = None
 
     # --- settings ----------------------------------------------------------------------------
     def resolve(self, expression: str, function: str = "") -> str:
@@ -534,6 +542,15 @@ class LocalFunctionsHost:
             raise ConfigurationError(f"no {trigger_type} function named {name!r} in the app")
         return spec
 
+    # --- HTTP ----------------------------------------------------------------------------------
+    def serve_http(self, port: int = 0) -> str:
+        """Serve the app's HTTP triggers on 127.0.0.1 (``port`` 0: a free one) until ``stop``; returns the
+        server's base address (``http://127.0.0.1:<port>``)."""
+        if self._http is None:
+            specs = [spec for spec in self.functions.values() if spec.trigger_type == "httpTrigger"]
+            self._http = LocalHttpServer(specs, route_prefix=self.config.route_prefix, port=port).start()
+        return self._http.url
+
     # --- background ----------------------------------------------------------------------------
     def start(self, *names: str) -> "LocalFunctionsHost":
         """Run the listeners of the named functions (default: every function) on threads of their own."""
@@ -541,6 +558,8 @@ class LocalFunctionsHost:
                  "blobTrigger": self._blob_loop}
         for spec in [self.functions[name] for name in names] if names else self.functions.values():
             loop = loops.get(spec.trigger_type)
+            if spec.trigger_type == "httpTrigger":
+                continue                # served by serve_http
             if loop is None:
                 log.warning("function %s: trigger %s is not run by the local host", spec.name, spec.trigger_type)
                 continue
@@ -554,6 +573,9 @@ class LocalFunctionsHost:
         as the Functions host gives its functions a shutdown timeout; what outlives it is given up."""
         deadline = self._stop_deadline = time.monotonic() + grace
         self._stop.set()
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads.clear()

@@ -7,7 +7,8 @@ extension command to the bundled handler, which snapshots the disks and writes i
 the blob trigger turns that into a job record. For ``demo-vm-md`` (managed disks) the worker starts
 a restore point at the local Compute endpoint, which runs the bundled extension on the VM and
 snapshots its disks, and the restore-point timer turns the restore point into a job record.
-A small webhook receiver (devhost/webhook.py) takes the app's alerts and prints each one.
+A small webhook receiver (devhost/webhook.py) takes the app's alerts and prints each one, and the
+host serves the dashboard on 127.0.0.1 (its address printed, and in .local/stack.settings.json).
 Everything it started is stopped when it ends, however it ends.
 """
 from __future__ import annotations
@@ -91,6 +92,8 @@ def _parse_args(argv):
                         help="port of the local Compute endpoint (HTTPS; default: a free port)")
     parser.add_argument("--webhook-port", type=int, default=0,
                         help="port of the local alert receiver (ALERT_WEBHOOK_URL; default: a free port)")
+    parser.add_argument("--http-port", type=int, default=0,
+                        help="port of the HTTP functions: the dashboard and its API (default: a free port)")
     parser.add_argument("--persist", action="store_true",
                         help="keep Azurite's data in .local/azurite between runs (default: in memory)")
     parser.add_argument("--verbose", "-v", action="store_true", help="show the functions' logs")
@@ -140,6 +143,7 @@ class _Stack:
         self.webhook = None
         self.vm_root: Path | None = None
         self.settings_file: Path | None = None
+        self.dashboard_url: str | None = None
 
     def start(self) -> None:
         from devhost.servicebus import LocalServiceBus
@@ -197,10 +201,13 @@ class _Stack:
 
         self.host = LocalFunctionsHost(function_app.app, os.environ,
                                        HostConfig.from_host_json(PROJECT_ROOT / "host.json"))
+        # Served from the start, --once too: the dashboard is there while the stack is (and gone with it).
+        self.dashboard_url = f"{self.host.serve_http(self.args.http_port)}/api/dashboard"
         print(f"local stack up: Azurite blob :{self.azurite.blob_port} table :{self.azurite.table_port}, "
               f"Service Bus :{self.servicebus.port}, Compute :{self.compute.port}, alert receiver "
               f":{self.webhook.port}; "
               f"functions: {', '.join(sorted(self.host.functions))}")
+        print(f"dashboard: {self.dashboard_url} (API: {self.dashboard_url.removesuffix('/dashboard')}/v1/openapi.json)")
         self._write_vmsnap_settings(env)
 
     def _write_vmsnap_settings(self, env: dict[str, str]) -> None:
@@ -210,8 +217,8 @@ class _Stack:
         values = {k: v for k, v in env.items() if not k.startswith(("AzureWebJobs", "FUNCTIONS_"))}
         self.settings_file = PROJECT_ROOT / STACK_SETTINGS
         self.settings_file.parent.mkdir(parents=True, exist_ok=True)
-        self.settings_file.write_text(json.dumps({"IsEncrypted": False, "Pid": os.getpid(), "Values": values},
-                                                 indent=2))
+        self.settings_file.write_text(json.dumps({"IsEncrypted": False, "Pid": os.getpid(),
+                                                  "DashboardUrl": self.dashboard_url, "Values": values}, indent=2))
         print(f"vmsnap settings of this stack: {STACK_SETTINGS} (vmsnap reads it in the project folder "
               f"while the stack runs; the environment and local.settings.json come after it)")
 

@@ -8,6 +8,12 @@
 //   azd up                                   (azure.yaml; infra/main.parameters.json)
 targetScope = 'resourceGroup'
 
+@description('Client id of an Entra ID app registration: when set, App Service authentication (Entra ID) stands in front of the dashboard and its API (infra/app/dashboard-auth.bicep). Empty: function keys only.')
+param dashboardAuthClientId string = ''
+
+@description('The Entra ID tenant dashboard users sign in from (with dashboardAuthClientId).')
+param dashboardAuthTenantId string = tenant().tenantId
+
 @description('Short name all resource names start with (letters and digits; hyphens are dropped where names forbid them).')
 @minLength(3)
 @maxLength(12)
@@ -176,6 +182,15 @@ module functionApp 'app/function.bicep' = {
   }
   // The host starts as soon as the site exists: let it find its permissions in place.
   dependsOn: [rbac]
+}
+
+module dashboardAuth 'app/dashboard-auth.bicep' = if (!empty(dashboardAuthClientId)) {
+  name: 'dashboard-auth'
+  params: {
+    appName: functionApp.outputs.appName
+    clientId: dashboardAuthClientId
+    tenantId: dashboardAuthTenantId
+  }
 }
 
 module statusEvents 'app/status-events.bicep' = if (statusBlobSource == 'EventGrid' && statusEventSubscription) {

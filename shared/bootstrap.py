@@ -21,6 +21,8 @@ from shared.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+
+    from shared.services.dashboard import ReportCache
     from azure.data.tables import TableServiceClient
     from azure.storage.blob import BlobServiceClient
 
@@ -104,6 +106,13 @@ class Services:
         from shared.adapters.webhook import WebhookNotifier
 
         return WebhookNotifier(self.settings.alert_webhook_url)
+
+    @cached_property
+    def report_cache(self) -> ReportCache:
+        """Compliance reports the dashboard reuses for a short time (shared/services/dashboard.py)."""
+        from shared.services.dashboard import ReportCache
+
+        return ReportCache()
 
     @cached_property
     def telemetry(self) -> Telemetry:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from shared.cli.output import EXIT_OK, choice, emit, emit_table, format_time, to_jsonable, vm_name
+from shared.cli.output import EXIT_OK, choice, emit, emit_table, format_time, vm_name
+from shared.documents import alert_document
 from shared.domain.alerts import Alert, AlertStatus
 from shared.services.alerting import list_alerts, resolve_by_operator, show_alert
 
@@ -50,27 +51,6 @@ def resolve_command(args: Any, svc: Any) -> int:
     alert = resolve_by_operator(svc, args.name, args.note)
     emit(args, alert_document(alert), lambda: print(f"{alert.name} {alert.status.value} {alert.item}"))
     return EXIT_OK
-
-
-def alert_document(alert: Alert) -> dict[str, Any]:
-    d = alert.delivery
-    return to_jsonable({
-        "name": alert.name, "type": "vmsnap/alerts",
-        "properties": {
-            "kind": alert.kind, "severity": alert.severity, "status": alert.status,
-            "monitorCondition": alert.status.condition, "itemName": alert.item, "policyName": alert.policy_name,
-            "targetId": alert.target_id, "firedAt": alert.fired_at, "lastSeen": alert.last_seen,
-            "count": alert.count, "summary": alert.summary, "errorCode": alert.error_code,
-            "errorTitle": alert.error_title, "recommendations": list(alert.recommendations),
-            "occurrences": [{"key": o.key, "time": o.time, "seenAt": o.seen_at, "jobId": o.job_id,
-                             "errorCode": o.error_code} for o in alert.occurrences],
-            "resolvedAt": alert.resolved_at, "resolvedBy": alert.resolved_by, "resolution": alert.resolution,
-            "resolvesWhen": alert.kind.resolved_by,
-            "delivery": {"state": d.state, "notified": d.notified, "owed": alert.owed, "attempts": d.attempts,
-                         "lastAttemptAt": d.last_attempt_at, "nextAttemptAt": d.next_attempt_at,
-                         "lastError": d.last_error},
-        },
-    })
 
 
 def _row(alert: Alert) -> list[Any]:

@@ -1,31 +1,23 @@
 """``vmsnap job list|show|wait``, shaped like ``az backup job``: the same columns, filters and exit codes."""
 from __future__ import annotations
 
-import re
 import sys
 import time
-from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, TextIO
 
 from tabulate import tabulate
 
 from shared.cli.output import (EXIT_FAILED, EXIT_OK, choice, emit, emit_table, format_duration, format_time,
-                               to_jsonable, vm_name)
-from shared.clock import utc
-from shared.domain import remediation
+                               vm_name)
+from shared.documents import describe_code, format_size, job_document, job_duration, lun_label
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
 from shared.domain.restore import RESTORE_TEST, drill_result, is_restore, progress_percentage
 from shared.domain.task import validate_job_id
 from shared.errors import NotFoundError, TransientError, ValidationError
-from shared.ports import JobQuery
+from shared.services.job_listing import OPERATIONS, JobFilter, parse_when
+from shared.services.job_listing import list_jobs as list_job_records
 
-OPERATIONS = ("Backup", "ConfigureBackup", "DeleteBackupData", "DisableBackup", "Restore", "RestoreTest",
-              "Retention")
-DEFAULT_WINDOW = timedelta(days=7)
-# Jobs are keyed by time in the store; bounds outside these years cannot hold a job and are dropped.
-EARLIEST = datetime(1971, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
 LIST_HEADERS = ("Name", "Operation", "Status", "Item Name", "Start Time UTC", "Duration")
 
 
@@ -72,30 +64,12 @@ def register(subparsers) -> None:
 # --- handlers -------------------------------------------------------------------------------
 
 def list_jobs(args, svc) -> int:
-    if args.top < 1:
-        raise ValidationError("--top must be at least 1", field="top")
+    jobs = JobFilter(vm=args.vm, status=JobStatus(args.status) if args.status else None, operation=args.operation,
+                     since=args.since, until=args.until)
+    found = list_job_records(svc, jobs, args.top)
     now = svc.clock.now()
-    since, until = _within_store_range(args.since), _within_store_range(args.until)
-    if args.until is not None and until is None:
-        until = None if args.until > EARLIEST else EARLIEST     # before any job: an empty window
-    if args.since is not None and since is None and args.since > EARLIEST:
-        since = LATEST                                          # after any job: an empty window
-    if since is None and until is None and args.since is None and args.until is None and not args.vm:
-        since = now - DEFAULT_WINDOW
-    query = JobQuery(vm_name=args.vm, status=JobStatus(args.status) if args.status else None,
-                     operation=args.operation, since=since, until=until, page_size=min(args.top, 1000))
-    jobs: list[Job] = []
-    while len(jobs) < args.top:
-        page = svc.jobs.query(query)
-        jobs.extend(page.jobs)
-        if not page.continuation:
-            break
-        query = replace(query, continuation=page.continuation)
-    # Newest first by the start time the table shows (the store pages by slot, which an operator
-    # cannot see: a retried or late-dispatched job starts well after its slot).
-    jobs = sorted(jobs[: args.top], key=lambda job: job.start_time, reverse=True)
-    emit(args, [job_document(job, now) for job in jobs],
-         lambda: emit_table([list_row(job, now) for job in jobs], LIST_HEADERS))
+    emit(args, [job_document(job, now) for job in found],
+         lambda: emit_table([list_row(job, now) for job in found], LIST_HEADERS))
     return EXIT_OK
 
 
@@ -143,77 +117,7 @@ def wait_job(args, svc) -> int:
 
 def list_row(job: Job, now: datetime) -> list[str]:
     return [job.job_id, job.operation, job.status.value, job.vm_name, format_time(job.start_time),
-            format_duration(_duration(job, now))]
-
-
-def job_document(job: Job, now: datetime) -> dict[str, Any]:
-    """The job as az prints an AzureIaaSVMJob (``properties`` with errorDetails and extendedInfo)."""
-    extended: dict[str, Any]
-    if is_restore(job):
-        # As az shows a restore: one task per disk with its bytes, and the whole job's percentage.
-        tasks = [{"taskId": f"Restore disk {_lun(d)}", "status": d.status, "bytesCopied": d.bytes_done,
-                  "bytesTotal": d.bytes_total, "target": d.blob_url, "source": d.snapshot_uri,
-                  "safetyCopy": d.safety_copy, "replacedDisk": d.replaced, "error": d.error} for d in job.disks]
-        percent = 100.0 if job.status is JobStatus.COMPLETED else progress_percentage(job.disks)
-        extended = {"tasksList": tasks, "progressPercentage": percent, "propertyBag": _property_bag(job)}
-    else:
-        tasks = [{"taskId": "Take Snapshot", "status": _snapshot_task_status(job),
-                  "startTime": job.dispatched_at, "endTime": job.end_time}]
-        tasks += [{"taskId": f"Snapshot disk {_lun(d)}", "status": d.status, "blobUri": d.blob_url,
-                   "snapshotUri": d.snapshot_uri, "error": d.error,
-                   **({"directDriveSnapshot": d.direct_drive.as_record()} if d.direct_drive else {})}
-                  for d in job.disks]
-        extended = {"tasksList": tasks, "propertyBag": _property_bag(job)}
-    return to_jsonable({
-        "name": job.job_id,
-        "type": "vmsnap/backupJobs",
-        "properties": {
-            "jobType": "AzureIaaSVMJob",
-            "backupManagementType": "AzureIaasVM",
-            "operation": job.operation,
-            "status": job.status.value,
-            "entityFriendlyName": job.vm_name,
-            "startTime": job.start_time,
-            "endTime": job.end_time,
-            "duration": format_duration(_duration(job, now)),
-            "policyName": job.policy_name,
-            "trigger": job.trigger,
-            "slot": job.slot,
-            "retainUntil": job.retain_until,
-            "phase": job.phase.value,
-            "attempt": job.attempt,
-            "taskId": job.task_id,
-            "consistency": job.consistency.value if job.consistency else None,
-            "backupMethod": job.backup_method,
-            "backupSizeInBytes": job.backup_size_bytes,
-            "extensionCode": job.extension_code,
-            "healthCode": job.health_code,
-            "errorDetails": [{"errorCode": e.error_code, "errorString": e.error_string,
-                              "errorTitle": e.error_title, "recommendations": e.recommendations,
-                              "retryable": e.retryable, "extensionCode": e.extension_code} for e in job.errors],
-            "extendedInfo": extended,
-            "statusBlob": job.status_blob,
-            "logBlob": job.log_blob,
-            "dispatchedAt": job.dispatched_at,
-            "lastReportAt": job.last_report_at,
-            "attempts": [{"attempt": a.attempt, "taskId": a.task_id, "outcome": a.outcome.value,
-                          "errorCode": a.error_code, "extensionCode": a.extension_code, "detail": a.detail,
-                          "dispatchedAt": a.dispatched_at, "endedAt": a.ended_at, "retryAt": a.retry_at}
-                         for a in job.attempts],
-            "notes": job.notes,
-            **({"restore": job.restore.as_record()} if job.restore else {}),
-            **({"restoreTest": restore_test_document(job)} if job.operation == RESTORE_TEST else {}),
-        },
-    })
-
-
-def restore_test_document(job: Job) -> dict[str, Any]:
-    """A RestoreTest job's verdict, its checks and its times, as ``-o json`` (and a dashboard) reads them."""
-    spec = job.restore
-    return {"result": drill_result(job), "checks": [c.as_record() for c in job.checks],
-            "timeToRestoreSeconds": spec.time_to_restore_seconds if spec else None,
-            "planName": spec.plan_name if spec else None, "keepUntil": spec.keep_until if spec else None,
-            "cleanedUp": spec.cleaned_at if spec else None}
+            format_duration(job_duration(job, now))]
 
 
 def write_job_block(job: Job, now: datetime, out: TextIO) -> None:
@@ -221,7 +125,7 @@ def write_job_block(job: Job, now: datetime, out: TextIO) -> None:
         ("Name", job.job_id), ("Operation", job.operation), ("Status", job.status.value),
         ("Item Name", job.vm_name), ("Policy", job.policy_name or ""), ("Trigger", job.trigger),
         ("Slot UTC", format_time(job.slot)), ("Start Time UTC", format_time(job.start_time)),
-        ("End Time UTC", format_time(job.end_time)), ("Duration", format_duration(_duration(job, now))),
+        ("End Time UTC", format_time(job.end_time)), ("Duration", format_duration(job_duration(job, now))),
         ("Phase", job.phase.value), ("Attempt", f"{job.attempt} (task {job.task_id or '-'})"),
         ("Consistency", job.consistency.value if job.consistency else ""), ("Backup Method", job.backup_method or ""),
         ("Backup Size", format_size(job.backup_size_bytes)),
@@ -285,7 +189,7 @@ def write_disks(disks: list[DiskResult], out: TextIO, *, by_position: bool = Fal
     if not disks:
         return
     out.write("\nDisks\n")
-    rows = [[f"#{i}" if by_position else _lun(d), d.status, d.blob_url, _snapshot_or_error(d)]
+    rows = [[f"#{i}" if by_position else lun_label(d), d.status, d.blob_url, _snapshot_or_error(d)]
             for i, d in enumerate(disks)]
     emit_table(rows, ("Disk", "Status", "Blob", "Snapshot / Error"), stream=out)
 
@@ -297,7 +201,7 @@ def write_restored_disks(disks: list[DiskResult], out: TextIO) -> None:
         return
     out.write("\nDisks\n")
     swapped = any(d.replaced for d in disks)
-    rows = [[_lun(d), d.status, _bytes(d), d.blob_url, d.error or d.snapshot_uri or "", d.safety_copy or ""]
+    rows = [[lun_label(d), d.status, _bytes(d), d.blob_url, d.error or d.snapshot_uri or "", d.safety_copy or ""]
             + ([d.replaced or ""] if swapped else []) for d in disks]
     emit_table(rows, ("Disk", "Status", "Copied", "Restored Disk", "Source / Error", "Safety Copy")
                + (("Replaced Disk",) if swapped else ()), stream=out)
@@ -320,18 +224,6 @@ def write_errors(errors: list[JobError], out: TextIO, heading: str = "Errors") -
             out.write("  Recommended actions:\n" + "".join(f"    - {r}\n" for r in error.recommendations))
 
 
-def describe_code(code: int | None) -> str:
-    if code is None:
-        return ""
-    known = remediation.EXTENSION_CODES.get(code)
-    return f"{code} ({known.extension_name})" if known and known.extension_name else str(code)
-
-
-def format_size(size: int | None) -> str:
-    """az's 'Backup Size' form: whole MB."""
-    return "" if size is None else f"{size // (1024 * 1024)} MB"
-
-
 class _Progress:
     """``job wait``'s live line on a terminal: a progress bar for a restore (rich), the job's state for
     others; nothing when stderr is piped or logged (``-o json`` output stays clean)."""
@@ -350,7 +242,7 @@ class _Progress:
             self._show_bar(job)
             return
         line = (f"{job.job_id} {job.status.value} ({job.phase.value}, attempt {job.attempt}) "
-                f"{format_duration(_duration(job, now))}")
+                f"{format_duration(job_duration(job, now))}")
         self._stream.write("\r\033[K" + line)
         self._stream.flush()
         self._shown = True
@@ -389,25 +281,6 @@ def _when_argument(*, end: bool):
     return convert
 
 
-def parse_when(value: str, end: bool = False) -> datetime:
-    """An ISO 8601 time or az's d-m-Y date, in UTC; with ``end`` a bare date means the end of that day."""
-    text = value.strip()
-    match = re.fullmatch(r"(\d{1,2})-(\d{1,2})-(\d{4})", text)
-    try:
-        if match:
-            day, month, year = (int(g) for g in match.groups())
-            parsed, bare = datetime(year, month, day, tzinfo=timezone.utc), True
-        else:
-            parsed = utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-            bare = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None
-        return parsed + timedelta(days=1) if end and bare else parsed
-    except OverflowError:       # the day after 9999-12-31: no upper bound at all
-        return datetime.max.replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise ValidationError(f"{value!r} is not a date: use ISO 8601 (2025-03-01T02:00:00Z) or d-m-Y "
-                              f"(01-03-2025)") from None
-
-
 # --- helpers ----------------------------------------------------------------------------------
 
 def _job_id(args) -> str:
@@ -424,16 +297,6 @@ def _load(svc, job_id: str) -> Job:
     return job
 
 
-def _within_store_range(when: datetime | None) -> datetime | None:
-    return when if when is not None and EARLIEST <= when <= LATEST else None
-
-
-def _duration(job: Job, now: datetime) -> timedelta | None:
-    if job.end_time is not None:
-        return job.duration
-    return max(utc(now) - job.start_time, timedelta(0))
-
-
 def _snapshot_or_error(disk: DiskResult) -> str:
     """What the disk's row shows: its blob snapshot, its Direct Drive snapshot (by id), or its error."""
     if disk.snapshot_uri:
@@ -441,25 +304,6 @@ def _snapshot_or_error(disk: DiskResult) -> str:
     if disk.direct_drive:
         return f"Direct Drive snapshot {disk.direct_drive.id}"
     return disk.error or ""
-
-
-def _lun(disk: DiskResult) -> str:
-    return "OS disk" if disk.lun == -1 else f"LUN {disk.lun}"
-
-
-def _snapshot_task_status(job: Job) -> str:
-    if job.status is JobStatus.IN_PROGRESS:
-        return "InProgress"
-    return "Completed" if job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS) else job.status.value
-
-
-def _property_bag(job: Job) -> dict[str, str]:
-    bag = {"VM Name": job.vm_name, "Policy Name": job.policy_name or "", "Attempt": str(job.attempt),
-           "Task Id": job.task_id or "", "Consistency": job.consistency.value if job.consistency else "",
-           "Extension Code": describe_code(job.extension_code), "Health Code": describe_code(job.health_code)}
-    if job.backup_size_bytes is not None:
-        bag["Backup Size"] = format_size(job.backup_size_bytes)
-    return bag
 
 
 def _first_error(job: Job) -> str:

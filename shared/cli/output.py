@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, is_dataclass
-from datetime import datetime, timedelta
-from enum import Enum
 from typing import Any, Callable, Iterable, Sequence
 
 from tabulate import tabulate
 
+from shared.documents import format_duration, format_time, to_jsonable  # noqa: F401 - the commands' names for them
 from shared.errors import (ConfigurationError, ConflictError, NotFoundError, TransientError,
                            ValidationError, VmsnapError)
 
@@ -140,33 +138,6 @@ def emit(args: argparse.Namespace, document: Any, table: Callable[[], None] | No
                                    default_flow_style=False))
     else:
         emit_json(document, color=output == "jsonc" and sys.stdout.isatty())
-
-
-def to_jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(asdict(value))
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, timedelta):
-        return format_duration(value)
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    return value
-
-
-def format_duration(delta: timedelta | None) -> str:
-    """az's duration form in tables and documents: whole seconds, ``0:20:23``."""
-    if delta is None:
-        return ""
-    return str(timedelta(seconds=int(delta.total_seconds())))
-
-
-def format_time(dt: datetime | None) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") if dt else ""
 
 
 def emit_json(value: Any, stream=None, *, color: bool = False) -> None:

@@ -6,8 +6,9 @@ import argparse
 from datetime import datetime, timezone
 
 from shared.cli import add_output_option
-from shared.cli.job import job_document, list_row, LIST_HEADERS
+from shared.cli.job import LIST_HEADERS, list_row
 from shared.cli.output import choice, emit, emit_table, format_time, name, vm_name
+from shared.documents import item_document, job_document
 from shared.domain.protection import DiskListSetting, DiskSelection
 from shared.errors import ValidationError
 
@@ -186,50 +187,9 @@ def _backup_now(args, services) -> int:
     return 0
 
 
-def _item_document(status) -> dict:
-    item, job = status.item, status.last_job
-    return {
-        "name": item.vm_name,
-        "policyName": item.policy_name,
-        "protectionState": item.state.value,
-        "protectedSince": item.protected_since,
-        "vmKind": item.vm_kind,
-        "diskLuns": list(item.disk_luns),
-        "initialBackupPending": item.initial_backup_pending,
-        "lastBackupJobId": job.job_id if job else None,
-        "lastBackupStatus": job.status.value if job else None,
-        "lastBackupTime": job.start_time if job else None,
-        "inProgressJobId": _in_progress(status),
-        "lastScheduledSlot": _last_scheduled_slot(status),
-        "nextScheduledBackup": status.next_slot,
-        "skippedSlots": [{"slot": s.slot, "reason": s.reason} for s in item.skipped],
-        "purgeAfter": item.purge_after,
-        # az's extendedProperties.diskExclusionProperties; absent when every disk is backed up.
-        "diskExclusionProperties": None if item.disk_selection.setting is DiskListSetting.ALL else {
-            "diskLunList": list(item.disk_selection.luns),
-            "isInclusionList": item.disk_selection.setting is DiskListSetting.INCLUDE},
-    }
-
-
-def _in_progress(status) -> str | None:
-    """The VM's newest job while it runs (scheduled or on demand)."""
-    last = status.last_job
-    return last.job_id if last is not None and not last.is_terminal else None
-
-
-def _last_scheduled_slot(status):
-    """The newest slot the scheduler settled: its own mark on the item, or the newest scheduled job's slot
-    (the tick marks the shard's progress, not each item)."""
-    marks = [status.item.last_slot]
-    if status.last_job is not None and status.last_job.trigger == "Scheduled":
-        marks.append(status.last_job.slot)
-    marks = [m for m in marks if m is not None]
-    return max(marks) if marks else None
-
-
 def _emit_items(args, statuses, *, single: bool = False) -> None:
     statuses = list(statuses)
-    docs = [_item_document(s) for s in statuses]
+    docs = [item_document(s) for s in statuses]
     emit(args, docs[0] if single else docs, lambda: _items_table(statuses))
 
 

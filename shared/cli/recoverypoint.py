@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from shared.cli.job import parse_when
-from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable, vm_name
+from shared.cli.output import EXIT_OK, emit, emit_table, format_time, vm_name
+from shared.documents import point_document
+from shared.services.job_listing import parse_when
 from shared.services.recovery import PointView, list_points, show_point
 
 LIST_HEADERS = ("Name", "Time", "State", "Consistency", "Tier", "Expiry", "Job")
@@ -56,19 +57,6 @@ def _show_table(doc: dict[str, Any]) -> None:
         if value not in (None, "", []):
             out.write(f"{key:18} {', '.join(value) if isinstance(value, list) else value}\n")
     emit_table([[d["lun"], d["source"], d["snapshot"]] for d in doc["disks"]], ("LUN", "Disk", "Snapshot"), out)
-
-
-def point_document(view: PointView) -> dict[str, Any]:
-    p = view.point
-    return to_jsonable({
-        "name": p.name, "vmName": p.vm_name, "recoveryPointTime": p.created_at, "state": p.state,
-        "consistency": p.consistency, "tiers": [t.value for t in view.tiers], "expiryTime": view.expires_at,
-        "jobId": p.job_id, "policyName": p.policy_name, "trigger": p.trigger, "retainUntil": p.retain_until,
-        "sizeBytes": p.size_bytes, "method": p.method, "restorePointId": p.restore_point_id,
-        "deletedBy": p.deleted_by, "unavailableReason": p.unavailable_reason,
-        "disks": [{"lun": d.lun, "source": d.source, "snapshot": d.snapshot, "snapshotTime": d.snapshot_time,
-                   **({"directDrive": d.direct_drive.as_record()} if d.direct_drive else {})} for d in p.disks],
-    })
 
 
 def _consistency(view: PointView) -> str:

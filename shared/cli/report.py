@@ -1,15 +1,14 @@
 """``vmsnap report compliance``: achieved RPO, slot compliance and state per item and per policy, with the
-evidence (docs/monitoring.md). Its ``-o json`` document is the shape a web API returns as it is.
+evidence (docs/monitoring.md). Its ``-o json`` document (shared/documents.py) is what the dashboard's API returns.
 ``vmsnap report rebuild``: the roll-up that report reads, folded again from the jobs table."""
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 from typing import Any
 
-from shared.cli.output import (EXIT_OK, REPORT_FORMATS, emit, emit_table, format_duration, format_time, to_jsonable,
-                               vm_name)
-from shared.domain.compliance import SLOT_ALLOWANCE, ItemCompliance, ItemState, SlotTally
+from shared.cli.output import EXIT_OK, REPORT_FORMATS, emit, emit_table, format_duration, format_time, vm_name
+from shared.documents import report_document
+from shared.domain.compliance import SLOT_ALLOWANCE, ItemCompliance, ItemState
 from shared.services.compliance import DEFAULT_DAYS, MAX_DAYS, ComplianceReport, compliance_report
 from shared.services.rollup import rebuild_rollup
 
@@ -60,21 +59,6 @@ def rebuild_command(args: Any, svc: Any) -> int:
     return EXIT_OK
 
 
-def report_document(report: ComplianceReport) -> dict[str, Any]:
-    items = report.items
-    total = SlotTally.combine(item.slots for item in items)
-    return to_jsonable({
-        "generatedAt": report.generated_at,
-        "window": {"start": report.since, "end": report.generated_at, "days": report.days},
-        "allowance": format_duration(SLOT_ALLOWANCE),
-        "allowanceSeconds": int(SLOT_ALLOWANCE.total_seconds()),
-        "summary": dict(_states(items), items=len(items), slots=_slots(total)),
-        "items": [_item(item) for item in items],
-        "policies": [dict(name=p.name, items=p.items, **{_state_key(s): n for s, n in p.states.items()},
-                          slots=_slots(p.slots)) for p in report.policies],
-    })
-
-
 def item_row(item: dict[str, Any]) -> dict[str, Any]:
     """One item's figures flat, for tsv and csv."""
     newest = item["newestPoint"] or {}
@@ -85,45 +69,6 @@ def item_row(item: dict[str, Any]) -> dict[str, Any]:
             "slotsMet": item["slots"]["met"], "slotsMissed": item["slots"]["missed"],
             "slotsPending": item["slots"]["pending"], "compliance": item["slots"]["compliance"],
             "lastErrorCode": error.get("errorCode")}
-
-
-def _item(item: ItemCompliance) -> dict[str, Any]:
-    point = item.newest_point
-    error = item.last_error
-    return {
-        "name": item.vm_name, "policyName": item.policy_name, "state": item.state,
-        "achievedRpo": format_duration(item.achieved_rpo) if item.achieved_rpo is not None else None,
-        "achievedRpoSeconds": _seconds(item.achieved_rpo),
-        "targetRpo": format_duration(item.target_rpo), "targetRpoSeconds": _seconds(item.target_rpo),
-        "newestPoint": None if point is None else {"name": point.name, "recoveryPointTime": point.created_at,
-                                                   "jobId": point.job_id, "consistency": point.consistency},
-        "slots": _slots(item.slots),
-        "missedSlots": list(item.slots.missed), "pendingSlots": list(item.slots.pending),
-        "lastError": None if error is None else {
-            "jobId": error.job_id, "slot": error.slot,
-            "errorCode": error.error.error_code if error.error else None,
-            "errorTitle": error.error.error_title if error.error else None,
-            "errorString": error.error.error_string if error.error else None,
-            "recommendations": list(error.error.recommendations) if error.error else []},
-    }
-
-
-def _slots(tally: SlotTally) -> dict[str, Any]:
-    return {"expected": tally.expected, "met": len(tally.met), "missed": len(tally.missed),
-            "pending": len(tally.pending),
-            "compliance": None if tally.compliance is None else round(tally.compliance, 4)}
-
-
-def _states(items: list[ItemCompliance]) -> dict[str, int]:
-    return {_state_key(s): sum(i.state is s for i in items) for s in ItemState}
-
-
-def _state_key(state: ItemState) -> str:
-    return state.value[:1].lower() + state.value[1:]        # healthy, atRisk, unprotected
-
-
-def _seconds(delta: timedelta | None) -> int | None:
-    return None if delta is None else int(delta.total_seconds())
 
 
 def _print(report: ComplianceReport) -> None:

@@ -6,8 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from shared.cli.job import job_document, write_job_block
+from shared.cli.job import write_job_block
 from shared.cli.output import EXIT_OK, choice, emit, vm_name
+from shared.documents import job_document
 from shared.domain.restore import RestoreMode
 from shared.services.restore import request_restore
 

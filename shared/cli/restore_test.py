@@ -7,8 +7,9 @@ import argparse
 import sys
 from typing import Any
 
-from shared.cli.job import job_document, write_job_block
+from shared.cli.job import write_job_block
 from shared.cli.output import EXIT_OK, choice, emit, emit_table, vm_name
+from shared.documents import job_document
 from shared.domain.restore_testing import DEFAULT_SCRATCH, PointChoice, RestoreTestPlan, Selection
 from shared.services.restore_testing import start_drill
 

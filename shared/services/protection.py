@@ -163,11 +163,15 @@ def get_protected_item(svc: Services, vm_name: str) -> ItemStatus:
     return _status(svc, item, {}, newest[0] if newest else None)
 
 
-def list_protected_items(svc: Services) -> Iterator[ItemStatus]:
-    """Every item with its last backup, shard by shard (the items' own order), in name order within one."""
+def list_protected_items(svc: Services, *, after: tuple[str, str] | None = None) -> Iterator[ItemStatus]:
+    """Every item with its last backup, shard by shard (the items' own order), in name order within one;
+    ``after`` (shard, lower-cased name) resumes a listing after that item (the dashboard's pages)."""
     policies: dict[str, Policy] = {}
     for shard in SHARDS:
-        items = [item for page in svc.protected_items.pages(shard=shard) for item in page]
+        if after is not None and shard < after[0]:
+            continue
+        resume = after[1] if after is not None and shard == after[0] else None
+        items = [item for page in svc.protected_items.pages(shard=shard, after=resume) for item in page]
         last_jobs = _last_backups(svc, items, shard)
         for item in items:
             yield _status(svc, item, policies, last_jobs.get(item.vm_name.lower()))

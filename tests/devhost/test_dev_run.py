@@ -5,6 +5,8 @@ a test ends, a failed assertion or a timeout included, the whole group is stoppe
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,6 +68,23 @@ def run_stack(args: list[str], env: dict, timeout: float) -> subprocess.Complete
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+@contextlib.contextmanager
+def running_stack(tmp_path: Path, chosen: dict, *extra: str, **env_extra: str) -> Iterator[list[str]]:
+    """`./dev run` going with these ports (in ``stack_process``), its output lines collected as they come;
+    stopped at the end, then nothing may still listen on its ports."""
+    with stack_process([*args_for(chosen), *extra], run_env(tmp_path, **env_extra), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT) as proc:
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+        yield lines
+    assert not any(port_in_use(p) for p in chosen.values())
+
+
+def demo_backups_completed(lines: list[str]) -> bool:
+    finished = lambda vm: any(f" {vm} " in line and "Completed" in line for line in list(lines))  # noqa: E731
+    return finished("demo-vm") and finished("demo-vm-md")
+
+
 @pytest.mark.timeout(900)
 def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     """`./dev run --once` exits 0 after a job table where both demo VMs' jobs Completed: two blob
@@ -81,7 +100,9 @@ def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     assert "demo-vm-datadisk0.vhd: 1 snapshot(s)" in proc.stdout
     assert proc.stdout.count("demo-vm-md: restore point ") == 1
     assert "Succeeded ApplicationConsistent, 2 disk restore point(s)" in proc.stdout
-    assert not any(port_in_use(p) for p in chosen.values()), "a server is still listening"
+    dashboard = re.search(r"^dashboard: http://127\.0\.0\.1:(\d+)/api/dashboard ", proc.stdout, re.M)
+    assert dashboard, proc.stdout           # printed while the stack ran; gone with it (below)
+    assert not any(port_in_use(p) for p in [*chosen.values(), int(dashboard.group(1))]), "a server is still listening"
     assert processes_under(tmp_path / "vms") == []
 
 
@@ -140,14 +161,8 @@ def test_a_second_terminal_restores_the_managed_disk_vm_against_the_running_stac
     """With `./dev run` going, `vmsnap restore restore-disks --vm demo-vm-md ... --target-resource-group
     local` run in the project folder by another process reaches the stack's own Compute endpoint (named
     in the stack settings) and ends with a Completed Restore job, as docs/restore-points.md shows."""
-    chosen = ports()
-    env = run_env(tmp_path, RESTORE_POINT_SCHEDULE="*/2 * * * * *")
-    with stack_process(args_for(chosen), env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    with running_stack(tmp_path, ports(), RESTORE_POINT_SCHEDULE="*/2 * * * * *") as lines:
         _second_terminal_restores(lines)
-    assert proc.returncode is not None
-    assert not any(port_in_use(p) for p in chosen.values())
 
 
 def _second_terminal_restores(lines: list[str]) -> None:
@@ -182,9 +197,7 @@ def test_a_demo_vm_whose_disk_is_removed_shows_its_alert_and_its_compliance(tmp_
     once or retries it, the failure has the VM's newest point checked, so both hold (waited for, not timed)."""
     from azure.storage.blob import BlobServiceClient
 
-    chosen = ports()
     vmsnap = str(Path(sys.executable).parent / "vmsnap")
-    lines: list[str] = []
 
     def cli(*args):
         done = subprocess.run([vmsnap, *args], cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True,
@@ -192,11 +205,8 @@ def test_a_demo_vm_whose_disk_is_removed_shows_its_alert_and_its_compliance(tmp_
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    with stack_process([*args_for(chosen), "--webhook-port", "0"], run_env(tmp_path), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT) as proc:
-        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
-        finished = lambda vm: any(f" {vm} " in line and "Completed" in line for line in list(lines))  # noqa: E731
-        assert eventually(lambda: finished("demo-vm") and finished("demo-vm-md"), timeout=180), "".join(lines)
+    with running_stack(tmp_path, ports(), "--webhook-port", "0") as lines:
+        assert eventually(lambda: demo_backups_completed(lines), timeout=180), "".join(lines)
         settings = json.loads((ROOT / ".local" / "stack.settings.json").read_text())["Values"]
         disks = BlobServiceClient.from_connection_string(settings["BackupStorage"]).get_container_client("vhds")
         disks.delete_blob("demo-vm-datadisk0.vhd", delete_snapshots="include")
@@ -212,7 +222,6 @@ def test_a_demo_vm_whose_disk_is_removed_shows_its_alert_and_its_compliance(tmp_
         assert report["demo-vm-md"]["state"] == "Healthy", report["demo-vm-md"]
         assert eventually(lambda: any(line.startswith("alert Fired") and "demo-vm " in line for line in list(lines)),
                           timeout=60), "".join(lines)
-    assert not any(port_in_use(p) for p in chosen.values())
 
 
 def test_a_test_that_fails_while_the_stack_runs_leaves_no_process_behind(tmp_path):
@@ -250,3 +259,28 @@ def _is_azurite(pid: int) -> bool:
         return "azurite" in Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
         return False
+
+
+def test_chromium_dump_dom_of_the_dashboard_url_shows_both_demo_vms_and_their_states(tmp_path):
+    """With `./dev run` going, `chromium --headless --dump-dom <DashboardUrl>` (the URL read from the top level of
+    .local/stack.settings.json) shows demo-vm and demo-vm-md, each Healthy once its first backup completed."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no browser: Debian's chromium is not installed and ./dev setup could not install it "
+                    "(it needs root and apt-get)")
+    with running_stack(tmp_path, ports()) as lines:
+        assert eventually(lambda: demo_backups_completed(lines), timeout=180), "".join(lines)
+        url = json.loads((ROOT / ".local" / "stack.settings.json").read_text())["DashboardUrl"]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/api/dashboard")
+
+        def states() -> dict[str, str]:
+            dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                                  "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom", url],
+                                 capture_output=True, text=True, timeout=60).stdout
+            table = dom.split('data-testid="item-table"', 1)[-1]
+            return dict(re.findall(r'<tr data-item="([^"]+)">.*?data-state="(\w+)"', table, re.S))
+
+        # The page reuses a compliance report for up to 30 s: ask again until it is one computed after both backups.
+        assert eventually(lambda: states() == {"demo-vm": "Healthy", "demo-vm-md": "Healthy"}, timeout=90,
+                          interval=3), states()

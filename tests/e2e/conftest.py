@@ -11,19 +11,32 @@ from shared.ports import JobQuery
 
 
 @pytest.fixture
-def loop(make_settings, local_servicebus, storage_connection_string, unique_name):
-    """(services, host): the app installed as the composition root, its host not started (tests drive it)."""
-    settings = make_settings(service_bus=local_servicebus.connection_string)
-    env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
-    svc = Services(settings)
-    reset_services(svc)
-    import function_app
+def loop_with(make_settings, local_servicebus, storage_connection_string, unique_name):
+    """``loop_with(**settings)``: (services, host) as ``loop`` gives them, with these app settings added."""
+    made = []
 
-    host = LocalFunctionsHost(function_app.app, env, host_id=unique_name("host"))
-    yield svc, host
-    host.stop()
-    stop_processes_under(settings.local_vm_root)
+    def build(**extra: str):
+        settings = make_settings(service_bus=local_servicebus.connection_string, **extra)
+        env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
+        svc = Services(settings)
+        reset_services(svc)
+        import function_app
+
+        host = LocalFunctionsHost(function_app.app, env, host_id=unique_name("host"))
+        made.append((settings, host))
+        return svc, host
+
+    yield build
+    for settings, host in made:
+        host.stop()
+        stop_processes_under(settings.local_vm_root)
     reset_services()
+
+
+@pytest.fixture
+def loop(loop_with):
+    """(services, host): the app installed as the composition root, its host not started (tests drive it)."""
+    return loop_with()
 
 
 def run_cycle(svc, host, timeout=60.0):

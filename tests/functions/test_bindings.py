@@ -19,7 +19,7 @@ def bindings():
 def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
     """Azure indexes the scheduler and its shard planner, the worker, the status blob trigger, the
     stale-job sweep, the restore-point follow-up, retention and its part workers, the restore worker, the
-    restore drills' timer and the alert evaluator."""
+    restore drills' timer, the alert evaluator and the dashboard's HTTP functions."""
     assert {name: [b["type"] for b in bs] for name, bs in bindings.items()} == {
         "schedule_backups": ["timerTrigger"],
         "plan_shard": ["serviceBusTrigger"],
@@ -32,7 +32,28 @@ def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
         "run_restore": ["serviceBusTrigger"],
         "run_restore_tests": ["timerTrigger"],
         "evaluate_alerts": ["timerTrigger"],
+        **{name: ["httpTrigger", "http"] for name in HTTP_ROUTES},
     }
+
+
+# The dashboard (functions/dashboard.py): its JSON API under /api/v1/ and its pages under /api/dashboard.
+HTTP_ROUTES = {
+    "api_compliance": "v1/compliance", "api_items": "v1/items", "api_item": "v1/items/{name}",
+    "api_item_points": "v1/items/{name}/recoverypoints", "api_jobs": "v1/jobs", "api_job": "v1/jobs/{id}",
+    "api_alerts": "v1/alerts", "api_alert": "v1/alerts/{name}", "api_restore_tests": "v1/restore-tests",
+    "api_restore_test_plans": "v1/restore-tests/plans", "api_openapi": "v1/openapi.json",
+    "dashboard_overview": "dashboard", "dashboard_items": "dashboard/items", "dashboard_item": "dashboard/items/{name}",
+    "dashboard_jobs": "dashboard/jobs", "dashboard_job": "dashboard/jobs/{id}",
+    "dashboard_restore_tests": "dashboard/restore-tests",
+}
+
+
+def test_the_dashboard_is_read_only_and_needs_a_function_key(bindings):
+    """Every HTTP function takes GET only, on its route, and asks Azure for a function key (authLevel FUNCTION)."""
+    for name, route in HTTP_ROUTES.items():
+        trigger, output = bindings[name]
+        assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, ["GET"], "FUNCTION"), name
+        assert output == {"direction": "OUT", "type": "http", "name": "$return"}
 
 
 def test_triggers_take_names_and_schedules_from_app_settings(bindings):
@@ -86,4 +107,4 @@ def test_every_setting_the_code_reads_is_documented_in_the_sample_and_readme():
 def test_function_app_module_only_registers_blueprints():
     """function_app.py stays a composition file: no trigger logic creeps into it."""
     text = (ROOT / "function_app.py").read_text()
-    assert "def " not in text and text.count("register_functions") == 9
+    assert "def " not in text and text.count("register_functions") == 10

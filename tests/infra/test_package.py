@@ -32,8 +32,9 @@ def _published_files() -> list[str]:
     return [path for path in tracked if not _ignored(path, patterns) and (ROOT / path).is_file()]
 
 
-def test_the_published_package_indexes_all_ten_functions(tmp_path):
-    """Only what .funcignore lets through, imported without the project on the path: ten functions."""
+def test_the_published_package_indexes_every_function(tmp_path):
+    """Only what .funcignore lets through, imported without the project on the path: the ten functions of the
+    loop and the dashboard's."""
     files = _published_files()
     assert "function_app.py" in files and "host.json" in files and "requirements.txt" in files
     assert not [f for f in files if f.startswith(("tests/", "devhost/", ".venv/", "node_modules/"))]
@@ -46,7 +47,12 @@ def test_the_published_package_indexes_all_ten_functions(tmp_path):
     done = subprocess.run([sys.executable, "-S", "-c", probe, str(tmp_path), sysconfig.get_paths()["purelib"]],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == [
+    from tests.functions.test_bindings import HTTP_ROUTES
+
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == sorted([
         "dispatch_snapshot", "enforce_retention", "evaluate_alerts", "ingest_status", "plan_shard", "retain_part",
         "run_restore",
-        "run_restore_tests", "schedule_backups", "sweep_stale_jobs", "track_restore_points"]
+        "run_restore_tests", "schedule_backups", "sweep_stale_jobs", "track_restore_points", *HTTP_ROUTES])
+    # What the dashboard reads beside its code ships too: the OpenAPI document, templates, style, script.
+    assert {"shared/web/openapi.yaml", "shared/web/templates/overview.html", "shared/web/static/dashboard.css",
+            "shared/web/static/dashboard.js"} <= set(files)
