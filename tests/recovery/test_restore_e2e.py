@@ -10,7 +10,7 @@ import pytest
 from devhost.demo import create_demo_vm
 from shared.cli import main
 from shared.domain.jobs import JobStatus
-from tests.e2e.conftest import loop, run_cycle  # noqa: F401  (the loop fixture)
+from tests.e2e.conftest import loop, loop_with, run_cycle  # noqa: F401  (the loop fixture and the one it uses)
 from tests.e2e.test_backup_loop import SIG
 from tests.restore.conftest import blob_bytes
 

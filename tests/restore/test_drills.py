@@ -15,7 +15,7 @@ from shared.domain.jobs import JobStatus
 from shared.domain.restore_testing import RestoreTestPlan, Selection
 from shared.services.protection import enable_protection
 from shared.services.restore_testing import clean_up_drills, start_drill
-from tests.e2e.conftest import loop, run_cycle  # noqa: F401  (the loop fixture)
+from tests.e2e.conftest import loop, loop_with, run_cycle  # noqa: F401  (the loop fixture and the one it uses)
 
 
 @pytest.fixture
