@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: proton sends every event to one Handler; its callbacks share link state.
 """The local Service Bus's AMQP side: proton events (connections, links, transfers, dispositions, CBS and
 ``$management`` requests) turned into broker operations, on the container thread only. A receiver whose
 connection ends leaves the rotation and its locked messages go back to the queue."""
