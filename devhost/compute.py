@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: one in-memory Compute model under one lock; most calls change several resources.
 """A local Compute endpoint: the Microsoft.Compute calls a restore-point backup and restore make, over
 HTTPS, answered as the Compute REST API specification says (ComputeRP api-version 2026-04-01, disks
 2026-03-02: the versions the pinned ``azure-mgmt-compute`` sends), so the unmodified client talks to it.

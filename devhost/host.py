@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: one host: the trigger loops share start, stop with grace and the invocation path.
 """A local stand-in for the Azure Functions host, driven by the app's own binding metadata.
 
 It reads ``app.get_functions()`` and ``host.json`` and runs each function as the host would:

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: every port in one file is the point: adapters, fakes and contract suites read it.
 """Ports: the small interfaces services depend on. Adapters implement them; tests use fakes.
 
 Each port is owned by the work that implements its adapter; add methods here, never SDK types.

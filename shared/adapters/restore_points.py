@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: one client's calls sharing the ARM error and long-running-call handling.
 """The RestorePoints port over ``azure-mgmt-compute``: restore point collections, restore points
 (created without waiting, their create operation kept), disks restored from disk restore points. ARM
 errors become ours here, judged by HTTP status and error code through the one error map."""

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: key scheme, entity encoding and range queries must agree on one layout.
 """Job records in Azure Table Storage: the JobStore port on one table (created if missing).
 
 Keys. Every job id made by ``job_id_for`` is a UUIDv8 carrying its slot time (unix ms), so the keys

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: schedules, retention and the az document are one value validated whole.
 """Backup policies as Azure Backup shapes them: Standard (daily or weekly, one time a day) and
 Enhanced (every 4/6/8/12 h inside a daily window), an IANA time zone, instant-restore snapshot
 retention and long-term retention counts. Values validate themselves: ValidationError(field=...).

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: data, not logic: the whole code catalogue, audited against error-codes.md.
 """What to do about a failure: every extension code and health code, and every error the service raises
 itself, mapped to a service error code, a title, the likely cause, recommended actions and whether a
 retry can help. Data, not logic, built from the extension's error table and the Azure Backup

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: one parser for every status blob form; the forms share field readers.
 """The status report: what the VMSnapshot extension wrote into its status blob, read into plain values.
 
 ``parse_status_blob`` is pure. It accepts every shape the extension family produces (blob form and the

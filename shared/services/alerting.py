@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: raise, evaluate, deliver and resolve share one record and one feed mark.
 """Use cases of alerts: raise and resolve (also the API other work raises through, e.g. restore drills:
 ``raise_alert`` with kind RestoreTestFailed, ``resolve_alerts`` when a test passes), the evaluator the
 ``evaluate_alerts`` timer runs, delivery to the webhook, and what the CLI lists, shows and resolves.

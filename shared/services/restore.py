@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: request and worker share one per-disk state machine and its resume rules.
 """Restore as a service job: ``request_restore`` validates, creates the Restore (or RestoreTest) job and
 queues its task, and returns; ``run_restore`` (the restore worker) performs it from the job's per-disk
 state, so a redelivery, a killed host or a continuation resumes where the last one stopped.

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: run and dry run (`plan`) are one computation; apart, the plan could drift.
 """Retention: decide what expires (shared/domain/retention.py), delete its snapshots (blob snapshots,
 or the VM restore point of a managed-disk VM) and mark the points Deleted; delete the snapshots or
 restore points of failed and superseded attempts; purge soft-deleted items;

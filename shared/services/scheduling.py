@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: tick, fan-out and shard planning share the exactly-once rules.
 """The scheduling tick: every protected item with a slot due gets exactly one job and one task.
 
 The fleet is split into 16 shards (shared/domain/shards.py). A tick plans each shard itself, or,

@@ -2,7 +2,7 @@
 specification (Compute 2026-04-01, disks 2026-03-02: what the pinned azure-mgmt-compute sends) and the
 restore point documentation; docs/compute-contract.md gives each case's source. The suite runs on the
 local Compute endpoint in ``./dev test``, and on Azure when ``VMSNAP_AZURE_VM_ID`` names a running Linux
-VM with managed disks to try it on (skipped otherwise; README, "The two commands").
+VM with managed disks to try it on (skipped otherwise; docs/testing.md, "Against Azure").
 
 The same assertions hold for both: where Azure's exact answer is not documented (which 4xx code, how
 fast), a case asserts only what the specification and the documentation say.

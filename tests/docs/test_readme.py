@@ -1,6 +1,6 @@
-"""The README is true: its code blocks marked ``<!-- doctest: local-stack -->`` run against a test stack
-(the session's Azurite and local Service Bus), and its configuration table lists exactly the settings
-that ``Settings``, the bindings and the Functions host read.
+"""The README and the docs are true: every code block marked ``<!-- doctest: local-stack -->`` in README.md or
+docs/*.md runs against a test stack (the session's Azurite and local Service Bus), and the README's
+configuration table lists exactly the settings that ``Settings``, the bindings and the Functions host read.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+# The sample sessions moved from the README to docs/ pages; wherever a marked block lives, it runs.
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MARK = "<!-- doctest: local-stack -->"
 BLOCK = re.compile(re.escape(MARK) + r"\s*\n```(bash|python)\n(.*?)\n```", re.S)
 SAMPLE_SERVICE_BUS = "Endpoint=sb://127.0.0.1:5672;"
@@ -30,14 +32,17 @@ HOST_CONNECTION_KEYS = {
 }
 
 
-def marked_blocks() -> list[tuple[str, str]]:
-    return BLOCK.findall(README.read_text())
+def marked_blocks() -> list[tuple[str, str, str]]:
+    """(page, kind, code) of every marked block of the README and the docs."""
+    return [(page.relative_to(ROOT).as_posix(), kind, code)
+            for page in PAGES for kind, code in BLOCK.findall(page.read_text())]
 
 
 def table_settings() -> dict[str, str]:
     """The Configuration table: setting name -> its 'default' column."""
     text = README.read_text()
-    section = text[text.index("## Configuration"):text.index("## Running under Functions Core Tools")]
+    start = text.index("## Configuration")
+    section = text[start:text.index("\n## ", start)]
     rows = {}
     for line in section.splitlines():
         match = re.match(r"\|\s*`([A-Za-z_]+)`\s*\|.*\|\s*(.*?)\s*\|$", line)
@@ -101,17 +106,18 @@ def settings_the_bindings_read() -> set[str]:
     return found
 
 
-def test_the_readme_marks_runnable_blocks():
-    """The README has runnable examples of both kinds: a vmsnap session and a Python snippet."""
-    kinds = [kind for kind, _ in marked_blocks()]
-    assert "bash" in kinds and "python" in kinds
+def test_the_docs_mark_runnable_blocks():
+    """The walk-through has runnable examples of both kinds: a vmsnap session and a Python snippet."""
+    kinds = {(page, kind) for page, kind, _ in marked_blocks()}
+    assert {("docs/walkthrough.md", "bash"), ("docs/walkthrough.md", "python")} <= kinds
 
 
-@pytest.mark.parametrize("index", range(len(marked_blocks())))
-def test_readme_block_runs_against_a_local_stack(index, make_settings, azurite, local_servicebus, unique_name,
+@pytest.mark.parametrize("index", range(len(marked_blocks())),
+                         ids=[f"{page}-{n}" for n, (page, _, _) in enumerate(marked_blocks())])
+def test_marked_block_runs_against_a_local_stack(index, make_settings, azurite, local_servicebus, unique_name,
                                                  tmp_path):
-    """A reader who copies a marked README block into a shell next to a running stack sees it work."""
-    kind, code = marked_blocks()[index]
+    """A reader who copies a marked block into a shell next to a running stack sees it work."""
+    page, kind, code = marked_blocks()[index]
     prefix = unique_name("doc")
     env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "TMPDIR")}
     env.update(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", BackupStorage=azurite.connection_string,
@@ -122,7 +128,7 @@ def test_readme_block_runs_against_a_local_stack(index, make_settings, azurite, 
     code = code.replace(SAMPLE_SERVICE_BUS, f"Endpoint=sb://{host};")
     argv = ["bash", "-euo", "pipefail", "-c", code] if kind == "bash" else [sys.executable, "-c", code]
     done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, f"README {kind} block failed:\n{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    assert done.returncode == 0, f"{page} {kind} block failed:\n{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
     assert "Traceback" not in done.stderr
 
 

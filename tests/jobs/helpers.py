@@ -5,7 +5,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shared.domain.inventory import OS_DISK_LUN
-from shared.domain.jobs import DiskResult, Job, mark_dispatched
+from shared.domain.jobs import DiskResult, Job, apply_report, mark_dispatched, mark_retrying, retry_at
+from shared.domain.status import StatusReport, parse_status_blob
 
 CORPUS = Path(__file__).parent / "corpus"
 SLOT = datetime(2025, 3, 1, 2, 0, tzinfo=timezone.utc)
@@ -33,6 +34,44 @@ def dispatched_job(disks: bool = True) -> Job:
         job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",
         log_blob=f"{job.job_id}/1.Logs.txt", now=DISPATCHED,
         disks=[DiskResult(lun=OS_DISK_LUN, blob_url=OS_URL), DiskResult(lun=0, blob_url=DATA_URL)] if disks else None)
+
+
+def local_disks(vm: str) -> list[DiskResult]:
+    """The OS disk and LUN 0 of a local VM, as page blobs in Azurite."""
+    return [DiskResult(OS_DISK_LUN, f"http://127.0.0.1:10000/devstoreaccount1/vhds/{vm}-os.vhd"),
+            DiskResult(0, f"http://127.0.0.1:10000/devstoreaccount1/vhds/{vm}-data0.vhd")]
+
+
+def reported(blob: str, job: Job, attempt: int = 1, at: datetime | None = None) -> StatusReport:
+    """A corpus blob as ``job``'s attempt wrote it (its taskId), at ``at`` when given (else the blob's time)."""
+    data = corpus(blob).replace(b"01954f6e-8d00-87cd-91c5-3d28beef679b_1", f"{job.job_id}_{attempt}".encode())
+    data = data.replace(b"01954f6e-8d00-87cd-91c5-3d28beef679b", job.job_id.encode())
+    if at is not None:
+        data = data.replace(rb"\/Date(1740794621000)\/", rb"\/Date(%d)\/" % int(at.timestamp() * 1000))
+    return parse_status_blob(data)
+
+
+def finished_job(vm: str, blob: str, now: datetime) -> Job:
+    """A scheduled backup of ``vm`` whose one attempt reported the corpus ``blob``."""
+    job = Job.new_backup(vm_name=vm, slot=SLOT, now=STARTED, policy_name="DefaultPolicy")
+    job = mark_dispatched(job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",
+                          log_blob=f"{job.job_id}/1.Logs.txt", now=DISPATCHED, disks=local_disks(vm))
+    return apply_report(job, reported(blob, job), now)
+
+
+def retried_job(vm: str, blob: str, attempts: list[tuple[datetime, datetime]]) -> Job:
+    """A scheduled backup of ``vm`` whose attempts, each (dispatched, reported), all reported the corpus
+    ``blob``; a retryable failure queues the next attempt as the service does."""
+    job = Job.new_backup(vm_name=vm, slot=SLOT, now=STARTED, policy_name="DefaultPolicy")
+    for attempt, (dispatched, at) in enumerate(attempts, start=1):
+        job = mark_dispatched(job, attempt=attempt, task_id=f"{job.job_id}_{attempt}",
+                              status_blob=f"{job.job_id}/{attempt}.Status.txt",
+                              log_blob=f"{job.job_id}/{attempt}.Logs.txt", now=dispatched,
+                              disks=local_disks(vm) if attempt == 1 else None)
+        report = reported(blob, job, attempt, at)
+        again = retry_at(job, report, at)
+        job = mark_retrying(job, report, at, again) if again else apply_report(job, report, at)
+    return job
 
 
 def fake_services(jobs=None, now=None):

@@ -11,30 +11,20 @@ from shared.bootstrap import Services, reset_services
 from shared.cli import main
 from shared.clock import FixedClock
 from shared.cli.output import format_time
-from shared.domain.jobs import RETRY_BACKOFF, DiskResult, Job, apply_report, mark_dispatched
+from shared.domain.jobs import RETRY_BACKOFF, Job, apply_report, mark_dispatched
 from shared.domain.status import parse_status_blob
 from tests.fakes import RecordingTaskQueue
-from tests.jobs.helpers import CORPUS, FINAL_AT, SLOT, corpus
+from tests.jobs.helpers import CORPUS, FINAL_AT, SLOT, corpus, finished_job
 
 NOW = FINAL_AT + timedelta(minutes=10)
 CASES = {"web-01": "02-completed-fs-two-disks.txt", "db-01": "05-warning-prescript-failed.txt",
          "app-01": "06-failed-partial-76-761.txt"}
 
 
-def finished_job(vm: str, blob: str) -> Job:
-    job = Job.new_backup(vm_name=vm, slot=SLOT, now=SLOT + timedelta(seconds=5), policy_name="DefaultPolicy")
-    job = mark_dispatched(job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",
-                          log_blob=f"{job.job_id}/1.Logs.txt", now=SLOT + timedelta(seconds=9),
-                          disks=[DiskResult(-1, f"http://127.0.0.1:10000/devstoreaccount1/vhds/{vm}-os.vhd"),
-                                 DiskResult(0, f"http://127.0.0.1:10000/devstoreaccount1/vhds/{vm}-data0.vhd")])
-    report = parse_status_blob(corpus(blob).replace(b"01954f6e-8d00-87cd-91c5-3d28beef679b", job.job_id.encode()))
-    return apply_report(job, report, NOW)
-
-
 @pytest.fixture
 def svc(make_settings):
     services = Services(make_settings(), clock=FixedClock(NOW))
-    jobs = {vm: finished_job(vm, blob) for vm, blob in CASES.items()}
+    jobs = {vm: finished_job(vm, blob, NOW) for vm, blob in CASES.items()}
     running = Job.new_backup(vm_name="web-02", slot=SLOT + timedelta(hours=1), now=SLOT + timedelta(hours=1))
     services.jobs.create_many_if_absent(list(jobs.values()) + [running])
     services.ids = {**{vm: j.job_id for vm, j in jobs.items()}, "running": running.job_id}

@@ -1,0 +1,160 @@
+"""The local Service Bus server: ``LocalServiceBus`` runs the AMQP handler in a proton Container on a daemon
+thread, started and stopped by the caller, with inspection helpers for tests; ``main`` runs it alone
+(``python -m devhost.servicebus``)."""
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import timedelta
+
+from proton.reactor import ApplicationEvent, Container, EventInjector
+
+from devhost.servicebus.amqp import ROUTINE_DISCONNECTS, STOP_EVENT, AmqpHandler
+from devhost.servicebus.broker import Broker, QueueOptions
+
+log = logging.getLogger(__name__)
+
+
+class PortInUseError(OSError):
+    """The listening port is taken by another process (or another LocalServiceBus)."""
+
+    def __init__(self, host: str, port: int):
+        super().__init__(errno.EADDRINUSE,
+                         f"port {port} is in use; stop what holds it or set another port (0 picks a free one)")
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+class LocalServiceBus:
+    """The server: a proton Container on a daemon thread, started and stopped by the caller."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, queues: dict[str, QueueOptions] | None = None,
+                 default_queue_options: QueueOptions | None = None, auto_create_queues: bool = True):
+        self._host = host
+        self._port = port
+        self._broker = Broker(queues or {}, default_queue_options or QueueOptions(), auto_create_queues)
+        self._thread: threading.Thread | None = None
+        self._injector: EventInjector | None = None
+        self._listener = None
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def connection_string(self) -> str:
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
+        return (f"Endpoint=sb://{host}:{self._port};SharedAccessKeyName=RootManageSharedAccessKey;"
+                f"SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
+
+    def start(self) -> "LocalServiceBus":
+        """Listen and serve on a daemon thread; returns once the port accepts connections."""
+        if self._thread is not None or self._stopped:
+            raise RuntimeError("a LocalServiceBus starts once; create a new one")
+        logging.getLogger("proton").addFilter(ROUTINE_DISCONNECTS)    # a no-op when already there
+        handler = AmqpHandler(self._broker)
+        container = Container(handler)
+        try:
+            acceptor = container.acceptor(self._host, self._port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(self._host, self._port) from exc
+            raise
+        # Proton has no public accessor for the listening socket; its selectable wraps it.
+        self._listener = acceptor._selectable._delegate
+        self._port = self._listener.getsockname()[1]
+        self._injector = EventInjector()
+        container.selectable(self._injector)
+        handler.bind(container, acceptor, self._injector)
+        self._thread = threading.Thread(target=self._serve, args=(container,), daemon=True,
+                                        name=f"local-servicebus-{self._port}")
+        self._thread.start()
+        log.info("local Service Bus listening on %s:%s", self._host, self._port)
+        return self
+
+    def _serve(self, container: Container) -> None:
+        try:
+            container.run()
+        except Exception:    # the thread has nobody to raise to: the log is where this surfaces
+            log.exception("local Service Bus on port %s stopped on an error", self._port)
+        finally:
+            self._listener.close()    # normally closed already; not when the reactor failed
+
+    def stop(self) -> None:
+        """Close the listener and every connection and wait for the thread; safe to repeat."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopped = True
+        if thread.is_alive():
+            self._injector.trigger(ApplicationEvent(STOP_EVENT))
+        thread.join(timeout=10)
+        if thread.is_alive():
+            log.warning("local Service Bus on port %s did not stop within 10 s", self._port)
+            return
+        for fd in self._injector.pipe:     # EventInjector never closes its wake-up pipe
+            os.close(fd)
+        log.info("local Service Bus on port %s stopped", self._port)
+
+    def __enter__(self) -> "LocalServiceBus":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # inspection helpers for tests; a queue nobody has used yet reads as empty
+
+    def queue_depth(self, queue: str) -> int:
+        """Active messages: available plus locked, not scheduled ones."""
+        return self._broker.depth(queue)
+
+    def dead_letter_depth(self, queue: str) -> int:
+        return self._broker.depth(queue, dead_letter=True)
+
+    def scheduled_count(self, queue: str) -> int:
+        return self._broker.scheduled_count(queue)
+
+    def stats(self) -> dict[str, int]:
+        """Operation counters since start, e.g. transfers_in, messages_in, management_requests."""
+        return self._broker.stats()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost.servicebus",
+                                     description="Run the local Service Bus until SIGINT or SIGTERM.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5672)
+    parser.add_argument("--queue", action="append", default=[],
+                        help="declare a queue (repeatable); other queues are created on first use")
+    parser.add_argument("--lock-duration", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument("--max-delivery-count", type=int, default=10)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    options = QueueOptions(lock_duration=timedelta(seconds=args.lock_duration),
+                           max_delivery_count=args.max_delivery_count)
+    server = LocalServiceBus(args.host, args.port, queues={name: options for name in args.queue},
+                             default_queue_options=options)
+    try:
+        server.start()
+    except PortInUseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"local Service Bus listening on {args.host}:{server.port}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+    return 0
