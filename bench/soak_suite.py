@@ -25,7 +25,8 @@ from devhost.processes import stop_group  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
-_SUMMARY = re.compile(r"^=+ (.*(?:passed|failed|error).*) in [\d.]+s", re.M)
+# pytest's last line: "=== 3 passed in 1.2s ===", or bare under -q ("3 passed in 1.2s").
+_SUMMARY = re.compile(r"^(?:=+ )?(\d+ (?:passed|failed|error).*?) in [\d.]+s", re.M)
 
 
 def _started(argv: list[str], log: Path | None = None) -> subprocess.Popen:
