@@ -222,7 +222,7 @@ def _title(key: str) -> str:
 def _colorize(text: str) -> str:
     import re
 
-    def paint(match: re.Match) -> str:
+    def paint(match: re.Match[str]) -> str:
         key, string, other = match.group(1), match.group(2), match.group(3)
         if key:
             return f"\033[94m{key}\033[0m:"

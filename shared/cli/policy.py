@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from shared.cli import add_output_option
 from shared.cli.output import choice, emit, emit_table, name
@@ -108,12 +109,12 @@ def _list(args, services) -> int:
     return 0
 
 
-def _starting_document(frequency: str) -> dict:
+def _starting_document(frequency: str) -> dict[str, Any]:
     """Azure's portal defaults: Daily 22:30 / 30 days; Weekly Sunday / 12 weeks; Hourly 08:00 every 4 h."""
     return _rebase(default_policy().to_document(), frequency)
 
 
-def _rebase(doc: dict, frequency: str) -> dict:
+def _rebase(doc: dict[str, Any], frequency: str) -> dict[str, Any]:
     doc = dict(doc)
     retention = dict(doc.get("retentionPolicy") or {})
     if frequency == Frequency.HOURLY.value:
@@ -137,11 +138,11 @@ def _rebase(doc: dict, frequency: str) -> dict:
     return doc
 
 
-def _count(count: int, unit: str) -> dict:
+def _count(count: int, unit: str) -> dict[str, Any]:
     return {"retentionDuration": {"count": count, "durationType": unit}}
 
 
-def _read_document(path: str) -> dict:
+def _read_document(path: str) -> dict[str, Any]:
     """The policy document in ``path``: vmsnap's own shape or az's (converted), checked for depth."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
@@ -164,7 +165,7 @@ def _read_document(path: str) -> dict:
     return doc
 
 
-def _build(doc: dict, args) -> Policy:
+def _build(doc: dict[str, Any], args) -> Policy:
     """Apply the given flags to a policy document and validate it; an error names the flag to fix."""
     try:
         return _apply_flags(doc, args)
@@ -174,7 +175,7 @@ def _build(doc: dict, args) -> Policy:
                               f"{exc}); compare it with `vmsnap policy show -o json`", field="policy") from exc
 
 
-def _apply_flags(doc: dict, args) -> Policy:
+def _apply_flags(doc: dict[str, Any], args) -> Policy:
     doc = json.loads(json.dumps(doc))   # a private copy
     doc["name"] = args.name
     sched = doc.setdefault("schedulePolicy", {})
@@ -225,7 +226,7 @@ def _emit(args, policies: list[Policy], services, *, as_list: bool = False) -> N
         ["Name", "Type", "Schedule", "Time Zone", "Instant RP Days", "Retention", "Protected Items"]))
 
 
-def _row(policy: Policy, count: int) -> list:
+def _row(policy: Policy, count: int) -> list[Any]:
     schedule = policy.schedule
     if isinstance(schedule, EnhancedSchedule):
         when = (f"every {schedule.interval_hours}h from {schedule.window_start:%H:%M} "

@@ -6,6 +6,7 @@ import re
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
+from typing import Any
 
 from tabulate import tabulate
 
@@ -67,7 +68,7 @@ def _write_table(report: StatusReport, outcome) -> None:
     write_errors(outcome.errors, out, heading="Warnings" if outcome.status.value == "CompletedWithWarnings" else "Errors")
 
 
-def _report_document(report: StatusReport) -> dict:
+def _report_document(report: StatusReport) -> dict[str, Any]:
     doc = to_jsonable(report)
     doc["telemetry"] = dict(report.telemetry)
     return doc
