@@ -282,6 +282,9 @@ class ProtectedItemStore(Protocol):
         """Every item, at most ``page_size`` per page; with ``shard``, that shard's items in name order
         (lower-cased), those after the name ``after`` if given (to resume a listing that failed)."""
 
+    def count_by_policy(self, policy_name: str) -> int:
+        """How many PROTECTED items use the policy of exactly that name (``policy list`` shows it)."""
+
 
 class ShardProgressStore(Protocol):
     """How far the scheduler settled each shard (shared/domain/progress.py)."""

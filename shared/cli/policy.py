@@ -9,10 +9,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.cli import add_output_option
-from shared.cli.output import choice, emit, emit_table, name
+from shared.cli.output import choice, emit, emit_table, name, Subparsers
 from shared.domain.az_policy import from_az_policy, iana_time_zone
 from shared.domain.policy import EnhancedSchedule, Frequency, Policy, StandardSchedule, default_policy
 from shared.errors import ValidationError
@@ -28,8 +28,11 @@ FLAGS = {
     "retention.yearly_years": "--yearly-retention",
 }
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
-def register(subparsers) -> None:
+
+def register(subparsers: Subparsers) -> None:
     group = subparsers.add_parser("policy", help="backup policies: when to back up and how long to keep")
     sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
 
@@ -76,7 +79,7 @@ def _policy_options(parser: argparse.ArgumentParser) -> None:
     add_output_option(parser)
 
 
-def _create(args, services) -> int:
+def _create(args: argparse.Namespace, services: Services) -> int:
     from shared.services.protection import create_policy
 
     base = _read_document(args.policy) if args.policy else _starting_document(args.frequency or "Daily")
@@ -85,7 +88,7 @@ def _create(args, services) -> int:
     return 0
 
 
-def _set(args, services) -> int:
+def _set(args: argparse.Namespace, services: Services) -> int:
     from shared.services.protection import set_policy
 
     if args.policy:
@@ -99,12 +102,12 @@ def _set(args, services) -> int:
     return 0
 
 
-def _show(args, services) -> int:
+def _show(args: argparse.Namespace, services: Services) -> int:
     _emit(args, [services.policies.get(args.name)], services)
     return 0
 
 
-def _list(args, services) -> int:
+def _list(args: argparse.Namespace, services: Services) -> int:
     _emit(args, services.policies.list(), services, as_list=True)
     return 0
 
@@ -165,7 +168,7 @@ def _read_document(path: str) -> dict[str, Any]:
     return doc
 
 
-def _build(doc: dict[str, Any], args) -> Policy:
+def _build(doc: dict[str, Any], args: argparse.Namespace) -> Policy:
     """Apply the given flags to a policy document and validate it; an error names the flag to fix."""
     try:
         return _apply_flags(doc, args)
@@ -175,7 +178,7 @@ def _build(doc: dict[str, Any], args) -> Policy:
                               f"{exc}); compare it with `vmsnap policy show -o json`", field="policy") from exc
 
 
-def _apply_flags(doc: dict[str, Any], args) -> Policy:
+def _apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> Policy:
     doc = json.loads(json.dumps(doc))   # a private copy
     doc["name"] = args.name
     sched = doc.setdefault("schedulePolicy", {})
@@ -218,7 +221,7 @@ def _apply_flags(doc: dict[str, Any], args) -> Policy:
         raise ValidationError(f"{exc.field}: {exc}" if exc.field else str(exc), field=exc.field) from exc
 
 
-def _emit(args, policies: list[Policy], services, *, as_list: bool = False) -> None:
+def _emit(args: argparse.Namespace, policies: list[Policy], services: Services, *, as_list: bool = False) -> None:
     counts = {p.name: services.protected_items.count_by_policy(p.name) for p in policies}
     docs = [{**p.to_document(), "protectedItemsCount": counts[p.name]} for p in policies]
     emit(args, docs if as_list else docs[0], lambda: emit_table(
