@@ -63,6 +63,29 @@ def test_the_product_is_checked_strictly(tmp_path):
     assert done.returncode == 1 and reported == set(CARELESS), done.stdout + done.stderr
 
 
+def test_a_use_case_takes_what_it_needs_not_any(tmp_path):
+    """In shared/services an explicit Any is reported, and so is a use case reading a port its Protocol leaves out."""
+    package = tmp_path / "shared" / "services"
+    package.mkdir(parents=True)
+    (tmp_path / "shared" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "loose.py").write_text(
+        "from typing import Any, Protocol\n\n"
+        "class JobsOnly(Protocol):\n    @property\n    def jobs(self) -> list[str]: ...\n\n"
+        "def use_case(svc: Any) -> None:\n    svc.jobs.clear()\n\n"
+        "def narrow(svc: JobsOnly) -> object:\n    return svc.clock\n")
+    done = _mypy("--config-file", str(ROOT / "pyproject.toml"), "shared/services/loose.py", cwd=tmp_path)
+    assert 'loose.py:7: error: Explicit "Any" is not allowed' in done.stdout, done.stdout + done.stderr
+    assert '"JobsOnly" has no attribute "clock"' in done.stdout, done.stdout + done.stderr
+
+
+def test_no_use_case_takes_the_whole_bundle_untyped():
+    """No ``svc: Any`` in shared/: each use case names a Protocol of what it reads (shared/services/needs.py)."""
+    untyped = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "shared").rglob("*.py"))
+               for n, line in enumerate(path.read_text().splitlines(), 1) if "svc: Any" in line]
+    assert untyped == []
+
+
 def test_the_product_takes_no_blanket_ignore():
     """An ignore in the product names the error it silences (and a comment says why), never all of them."""
     bare = [f"{path.relative_to(ROOT)}:{n}" for tree in ("shared", "functions", "extension")

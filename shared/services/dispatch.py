@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from shared.domain import remediation
 from shared.domain.bloburl import base_of
@@ -203,7 +203,8 @@ def dispatch_with_retries(svc: Services, body: bytes, *, message_id: str, delive
                     budget=budget, sleep=sleep, what=f"message {message_id} (delivery {delivery_count})")
 
 
-def preview_extension_resource(svc: Services, vm_name: str, *, retain_until: datetime | None = None) -> dict[str, Any]:
+def preview_extension_resource(svc: Services, vm_name: str, *,
+                               retain_until: datetime | None = None) -> dict[str, object]:
     """The extension resource a backup-now of ``vm_name`` would dispatch now, protected values redacted.
 
     Creates nothing and mints no SAS: URLs carry ``?<SAS minted at dispatch>`` where the SAS goes.
