@@ -31,7 +31,8 @@ from devhost.azurite import Azurite  # noqa: E402
 from devhost.servicebus import LocalServiceBus  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.clock import FixedClock  # noqa: E402
-from shared.domain.jobs import MAX_ATTEMPTS, DiskResult, Job, JobStatus, mark_dispatched  # noqa: E402
+from shared.domain.job_transitions import MAX_ATTEMPTS, mark_dispatched  # noqa: E402
+from shared.domain.jobs import DiskResult, Job, JobStatus  # noqa: E402
 from shared.domain.status import ParseError, parse_status_blob  # noqa: E402
 from shared.services.ingestion import IngestResult, ingest_status_blob  # noqa: E402
 from shared.settings import Settings  # noqa: E402

@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 from devhost.azurite import Azurite  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.clock import FixedClock  # noqa: E402
-from shared.domain.jobs import DiskResult, Job, JobStatus, mark_dispatched  # noqa: E402
+from shared.domain.job_transitions import mark_dispatched  # noqa: E402
+from shared.domain.jobs import DiskResult, Job, JobStatus  # noqa: E402
 from shared.services.ingestion import ingest_with_retries  # noqa: E402
 from shared.services.sweeping import sweep_stale_jobs  # noqa: E402
 from shared.settings import Connection, Settings  # noqa: E402

@@ -14,7 +14,7 @@ from tabulate import tabulate
 from shared.cli.job import write_disks, write_errors
 from shared.cli.output import EXIT_OK, emit, format_time, to_jsonable, Subparsers
 from shared.documents import describe_code, format_size
-from shared.domain.jobs import ReportOutcome, interpret
+from shared.domain.job_reports import ReportOutcome, interpret
 from shared.domain.status import ParseError, StatusReport, parse_status_blob, strip_secrets
 from shared.errors import ConfigurationError, NotFoundError, TransientError, ValidationError
 

@@ -11,7 +11,8 @@ from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.inventory import OS_DISK_LUN, Vm
-from shared.domain.jobs import TIMEOUT_MARGIN, Job, JobStatus
+from shared.domain.job_transitions import TIMEOUT_MARGIN
+from shared.domain.jobs import Job, JobStatus
 from shared.domain.task import Trigger
 
 # A job blocks the next backup until its timeout deadline (jobs.timeout_deadline: the extension's

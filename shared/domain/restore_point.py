@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.inventory import OS_DISK_LUN, BackupMethod, Disk
-from shared.domain.jobs import (MAX_ERRORS, Consistency, DiskResult, Job, JobError, JobPhase, JobStatus,
-                                mark_dispatched, mark_failed)
+from shared.domain.job_transitions import MAX_ERRORS, mark_dispatched, mark_failed
+from shared.domain.jobs import Consistency, DiskResult, Job, JobError, JobPhase, JobStatus
 
 COLLECTION_PREFIX = "vmsnap-"
 # Restore points normally finish in minutes; one still Creating after this is stuck. It is shorter than

@@ -23,8 +23,9 @@ from shared.domain import remediation
 from shared.domain.bloburl import base_of
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
 from shared.domain.inventory import BackupMethod, Vm
-from shared.domain.jobs import (MAX_ATTEMPTS, DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched,
-                                mark_cancelled, mark_failed, mark_not_dispatched, next_attempt_at, pending_retry)
+from shared.domain.job_transitions import (MAX_ATTEMPTS, mark_cancelled, mark_dispatched, mark_failed,
+                                           mark_not_dispatched, next_attempt_at, pending_retry)
+from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, job_id_for
 from shared.domain.recovery import MAX_RETENTION
 from shared.domain.task import SnapshotTask, Trigger, check_new_task
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError

@@ -20,8 +20,10 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Callable
 
-from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, is_retryable_failure, mark_retrying,
-                                needs_disk_check, record_unreadable, retry_at, untimely_reason, with_missing_blobs)
+from shared.domain.job_reports import needs_disk_check, with_missing_blobs
+from shared.domain.job_transitions import (ReportVerdict, apply_report, assess_report, is_retryable_failure,
+                                           mark_retrying, record_unreadable, retry_at, untimely_reason)
+from shared.domain.jobs import Job
 from shared.domain.recovery import SUCCESSFUL
 from shared.domain.status import ParseError, StatusReport, parse_status_blob
 from shared.domain.task import SnapshotTask, Trigger, parse_blob_name

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
-from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
+from shared.domain.job_transitions import mark_failed
+from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for
 from shared.domain.policy import Policy, PolicyType
 from shared.domain.protection import DiskSelection, ProtectedItem, ProtectionState
 from shared.domain.recovery import MAX_RETENTION, ON_DEMAND_DEFAULT_RETENTION

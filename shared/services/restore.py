@@ -23,7 +23,8 @@ from typing import Callable, Protocol, TypeVar
 
 from shared.domain import remediation
 from shared.domain.bloburl import container_and_name
-from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
+from shared.domain.job_transitions import mark_failed
+from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, job_id_for
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
 from shared.domain.inventory import Vm
 from shared.domain.restore import (HEARTBEAT, OWNER_KEY, RESTORE, RESTORE_TEST, Check, DiskState, RestoreMode,

@@ -13,8 +13,8 @@ from typing import Protocol
 
 from shared.domain import remediation
 from shared.domain.inventory import BackupMethod, Disk, Vm
-from shared.domain.jobs import (MAX_ATTEMPTS, Job, JobError, JobPhase, JobStatus, mark_attempt_failed, mark_failed,
-                                next_attempt_at)
+from shared.domain.job_transitions import MAX_ATTEMPTS, mark_attempt_failed, mark_failed, next_attempt_at
+from shared.domain.jobs import Job, JobError, JobPhase, JobStatus
 from shared.domain.restore_point import (ArmFailure, ConsistencyMode, RestorePointState, apply_restore_point,
                                          collection_name, mark_create_operation, mark_restore_point_requested,
                                          mark_restore_point_timed_out, refusal_error, restore_point_deadline,

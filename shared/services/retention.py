@@ -34,7 +34,8 @@ from typing import Callable, Iterator, Protocol, TypeVar
 
 from shared.domain import remediation
 from shared.domain.inventory import BackupMethod
-from shared.domain.jobs import MAX_ERRORS, Job, JobError, JobPhase, JobStatus, job_id_for
+from shared.domain.job_transitions import MAX_ERRORS
+from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem, ProtectionState
 from shared.domain.recovery import (SUCCESSFUL, PointState, RecoveryPoint, SnapshotMethod, point_from_job,

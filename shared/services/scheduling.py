@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeGuard, TypeVar
 from croniter import croniter
 
 from shared.adapters.metering import metered
-from shared.domain.jobs import Job, JobPhase, JobStatus, mark_cancelled, timeout_deadline
+from shared.domain.job_transitions import mark_cancelled, timeout_deadline
+from shared.domain.jobs import Job, JobPhase, JobStatus
 from shared.domain.policy import Frequency, Policy
 from shared.domain.progress import PlanRequest, ShardProgress
 from shared.domain.protection import STALE_AFTER, ProtectedItem, SkippedSlot

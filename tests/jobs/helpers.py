@@ -5,7 +5,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shared.domain.inventory import OS_DISK_LUN
-from shared.domain.jobs import DiskResult, Job, mark_dispatched
+from shared.domain.job_transitions import mark_dispatched
+from shared.domain.jobs import DiskResult, Job
 
 CORPUS = Path(__file__).parent / "corpus"
 SLOT = datetime(2025, 3, 1, 2, 0, tzinfo=timezone.utc)

@@ -9,7 +9,8 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared.adapters.table_jobs import TableJobStore, job_to_entity
-from shared.domain.jobs import DiskResult, Job, JobError, JobStatus, mark_failed
+from shared.domain.job_transitions import mark_failed
+from shared.domain.jobs import DiskResult, Job, JobError, JobStatus
 from shared.ports import JobQuery
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=timezone.utc)
@@ -62,7 +63,7 @@ def test_a_direct_drive_snapshot_round_trips_through_job_and_point_records(store
     """A Direct Drive disk's snapshot identifier survives the job record and the recovery point record
     (id, creation time, instant access), and the token it came with is in neither."""
     from shared.adapters.table_recovery import TableRecoveryPointStore, point_entity
-    from shared.domain.jobs import apply_report
+    from shared.domain.job_transitions import apply_report
     from shared.domain.recovery import point_from_job
     from shared.domain.status import parse_status_blob
     from tests.jobs.helpers import dispatched_job
