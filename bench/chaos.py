@@ -412,7 +412,7 @@ def _lost_line(job, status, scheduled: list[str]) -> str:
     blobs = "; ".join(_status_blobs(status, job.job_id)) or "no status blob"
     notes = " | ".join(job.notes[-2:]) or "no notes"
     waits = f"; waits for scheduled {', '.join(scheduled)}" if scheduled else ""
-    return (f"{job.job_id} (VM {job.vm_name}, {job.trigger}): {_attempts(job)}, dispatched "
+    return (f"{job.job_id} (VM {job.vm_name}, {job.trigger.value}): {_attempts(job)}, dispatched "
             f"{job.dispatched_at}{waits}; notes: {notes}; blobs: {blobs}")
 
 

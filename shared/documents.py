@@ -15,6 +15,7 @@ from shared.domain.compliance import SLOT_ALLOWANCE, ItemCompliance, ItemState, 
 from shared.domain.jobs import DiskResult, Job, JobStatus
 from shared.domain.protection import DiskListSetting
 from shared.domain.restore import RESTORE_TEST, drill_result, is_restore, progress_percentage
+from shared.domain.task import Trigger
 from shared.services.compliance import ComplianceReport
 from shared.services.protection import ItemStatus
 from shared.services.recovery import PointView
@@ -296,7 +297,7 @@ def _last_scheduled_slot(status: ItemStatus) -> datetime | None:
     """The newest slot the scheduler settled: its own mark on the item, or the newest scheduled job's slot
     (the tick marks the shard's progress, not each item)."""
     marks = [status.item.last_slot]
-    if status.last_job is not None and status.last_job.trigger == "Scheduled":
+    if status.last_job is not None and status.last_job.trigger is Trigger.SCHEDULED:
         marks.append(status.last_job.slot)
     known = [m for m in marks if m is not None]
     return max(known) if known else None

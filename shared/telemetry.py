@@ -91,7 +91,7 @@ class Telemetry:
     # --- what the app records -------------------------------------------------------------------------
     def job_finished(self, job: "Job") -> None:
         """A job that ended: its outcome; for a backup also its duration and bytes."""
-        attributes = {"operation": job.operation, "outcome": job.status.value, "trigger": str(job.trigger)}
+        attributes = {"operation": job.operation, "outcome": job.status.value, "trigger": job.trigger.value}
         self._jobs.add(1, attributes)
         if job.operation != "Backup":
             return

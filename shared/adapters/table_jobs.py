@@ -53,7 +53,8 @@ from shared.domain.jobs import (AttemptOutcome, AttemptRecord, Consistency, Disk
 from shared.domain.restore import Check, RestoreSpec
 from shared.domain.shards import SHARDS, check_shard, shard_of
 from shared.domain.status import DirectDriveSnapshot, strip_secrets
-from shared.domain.task import validate_job_id
+from shared.domain.inventory import BackupMethod
+from shared.domain.task import Trigger, validate_job_id
 from shared.errors import NotFoundError, ValidationError
 from shared.ports import JobOutcome, JobPage, JobQuery
 
@@ -348,7 +349,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
     entity: dict[str, Any] = {
         "PartitionKey": partition, "RowKey": row, "Schema": SCHEMA,
         "JobId": job.job_id, "VmName": job.vm_name, "VmKey": job.vm_name.lower(), "Slot": utc(job.slot),
-        "StartTime": utc(job.start_time), "Trigger": getattr(job.trigger, "value", job.trigger),
+        "StartTime": utc(job.start_time), "Trigger": job.trigger.value,
         "Operation": job.operation, "Status": job.status.value, "Phase": job.phase.value,
         "Attempt": _int32(job.attempt),
     }
@@ -372,7 +373,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "LogBlob": job.log_blob and base_of(job.log_blob),
         "LastReportAt": job.last_report_at and utc(job.last_report_at),
         "DispatchedAt": job.dispatched_at and utc(job.dispatched_at),
-        "BackupMethod": job.backup_method, "ArmOperation": job.arm_operation,
+        "BackupMethod": job.backup_method and job.backup_method.value, "ArmOperation": job.arm_operation,
         "Restore": job.restore and json.dumps(job.restore.as_record(), separators=(",", ":")),
     }
     entity.update({k: v for k, v in optional.items() if v is not None})
@@ -386,7 +387,7 @@ def job_from_entity(entity: dict[str, Any]) -> Job:
     return Job(
         job_id=get("JobId"), vm_name=get("VmName"), slot=_required_time(get("Slot"), "Slot"),
         start_time=_required_time(get("StartTime"), "StartTime"),
-        trigger=get("Trigger") or "Scheduled", operation=get("Operation") or "Backup",
+        trigger=Trigger(get("Trigger") or Trigger.SCHEDULED), operation=get("Operation") or "Backup",
         status=JobStatus(get("Status")), phase=JobPhase(get("Phase")), policy_name=get("PolicyName"),
         retain_until=_time(get("RetainUntil")), end_time=_time(get("EndTime")), attempt=int(get("Attempt") or 1),
         task_id=get("TaskId"), consistency=Consistency(get("Consistency")) if get("Consistency") else None,
@@ -395,7 +396,8 @@ def job_from_entity(entity: dict[str, Any]) -> Job:
         health_code=get("HealthCode"), errors=[JobError(**e) for e in json.loads(get("Errors") or "[]")],
         status_blob=get("StatusBlob"), log_blob=get("LogBlob"), last_report_at=_time(get("LastReportAt")),
         notes=list(json.loads(get("Notes") or "[]")), dispatched_at=_time(get("DispatchedAt")),
-        backup_method=get("BackupMethod"), arm_operation=get("ArmOperation"),
+        backup_method=BackupMethod(get("BackupMethod")) if get("BackupMethod") else None,
+        arm_operation=get("ArmOperation"),
         attempts=[_attempt_from(a) for a in json.loads(get("Attempts") or "[]")],   # absent on older rows
         restore=RestoreSpec.from_record(json.loads(get("Restore"))) if get("Restore") else None,
         checks=[Check.from_record(c) for c in json.loads(get("Checks") or "[]")],

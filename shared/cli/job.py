@@ -127,11 +127,11 @@ def list_row(job: Job, now: datetime) -> list[str]:
 def write_job_block(job: Job, now: datetime, out: TextIO) -> None:
     fields = [
         ("Name", job.job_id), ("Operation", job.operation), ("Status", job.status.value),
-        ("Item Name", job.vm_name), ("Policy", job.policy_name or ""), ("Trigger", job.trigger),
+        ("Item Name", job.vm_name), ("Policy", job.policy_name or ""), ("Trigger", job.trigger.value),
         ("Slot UTC", format_time(job.slot)), ("Start Time UTC", format_time(job.start_time)),
         ("End Time UTC", format_time(job.end_time)), ("Duration", format_duration(job_duration(job, now))),
         ("Phase", job.phase.value), ("Attempt", f"{job.attempt} (task {job.task_id or '-'})"),
-        ("Consistency", job.consistency.value if job.consistency else ""), ("Backup Method", job.backup_method or ""),
+        ("Consistency", job.consistency.value if job.consistency else ""), ("Backup Method", job.backup_method.value if job.backup_method else ""),
         ("Backup Size", format_size(job.backup_size_bytes)),
         ("Extension Code", describe_code(job.extension_code)), ("Health Code", describe_code(job.health_code)),
         ("Status Blob", job.status_blob or ""), ("Log Blob", job.log_blob or ""),

@@ -286,7 +286,7 @@ def record_unreadable(job: Job, blob_name: str, reason: str, now: datetime) -> J
 
 def mark_dispatched(job: Job, *, attempt: int, task_id: str, status_blob: str, log_blob: str, now: datetime,
                     disks: Sequence[DiskResult] | None = None,
-                    backup_method: str = BackupMethod.EXTENSION_COMMAND.value) -> Job | None:
+                    backup_method: BackupMethod = BackupMethod.EXTENSION_COMMAND) -> Job | None:
     """The job once an attempt's command is handed to the VM; a newer attempt supersedes older ones.
 
     ``disks`` (lun and blob URL, in the order of the command's SAS list) are the disks this attempt

@@ -11,9 +11,11 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from shared.clock import utc
+from shared.domain.inventory import BackupMethod
 from shared.domain.remediation import Remediation
 from shared.domain.shards import shard_of
 from shared.domain.status import DirectDriveSnapshot
+from shared.domain.task import Trigger
 
 if TYPE_CHECKING:
     from shared.domain.restore import Check, RestoreSpec
@@ -44,6 +46,9 @@ class JobPhase(str, Enum):
 
 
 class Consistency(str, Enum):
+    """What a backup's snapshots hold consistently. A VM restore point is asked for as APPLICATION or CRASH
+    (a policy's ``restorePointConsistency``); the extension reports any of the three."""
+
     APPLICATION = "ApplicationConsistent"
     FILE_SYSTEM = "FileSystemConsistent"
     CRASH = "CrashConsistent"
@@ -53,7 +58,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS48 = (1 << 48) - 1
 
 
-def job_id_for(vm_name: str, slot: datetime, trigger: str = "Scheduled") -> str:
+def job_id_for(vm_name: str, slot: datetime, trigger: str = Trigger.SCHEDULED.value) -> str:
     """The deterministic job id of one (item, slot): a re-fired timer finds the same job.
 
     A UUIDv8 (RFC 9562) whose first 48 bits are the slot's unix milliseconds, whose next 4 bits
@@ -62,7 +67,7 @@ def job_id_for(vm_name: str, slot: datetime, trigger: str = "Scheduled") -> str:
     id alone (``slot_of_job_id``, ``shard_of_job_id``).
     """
     slot = utc(slot)
-    trigger = getattr(trigger, "value", trigger)
+    trigger = getattr(trigger, "value", trigger)      # a Trigger, or any other discriminating text
     ms = (slot - _EPOCH) // timedelta(milliseconds=1)
     digest = hashlib.sha256(f"{JOB_ID_NAMESPACE}|{vm_name.lower()}|{trigger}|{slot.isoformat()}".encode()).digest()
     rest = int.from_bytes(digest[:10], "big")       # 80 bits, of which 70 are kept
@@ -161,7 +166,7 @@ class Job:
     vm_name: str
     slot: datetime
     start_time: datetime
-    trigger: str = "Scheduled"
+    trigger: Trigger = Trigger.SCHEDULED
     operation: str = "Backup"
     status: JobStatus = JobStatus.IN_PROGRESS
     phase: JobPhase = JobPhase.QUEUED
@@ -181,13 +186,19 @@ class Job:
     last_report_at: datetime | None = None
     notes: list[str] = field(default_factory=list)   # stale/ignored reports and other remarks
     dispatched_at: datetime | None = None              # when the current attempt was handed to the VM
-    backup_method: str | None = None    # inventory.BackupMethod value of the current attempt
+    backup_method: BackupMethod | None = None    # how the current attempt backs the VM up
     attempts: list[AttemptRecord] = field(default_factory=list)   # the job's other attempts, as they ended
     # Restore-point attempts: the Location of the ARM long-running operation creating the restore point
     # (an ARM URL, no secret in it); when the restore point fails, that operation says why.
     arm_operation: str | None = None
     restore: RestoreSpec | None = None      # Restore and RestoreTest jobs: what was asked
     checks: list[Check] = field(default_factory=list)     # RestoreTest jobs: the validations made
+
+    def __post_init__(self) -> None:
+        # Callers written before these were enums (and tests) may still hand the plain value.
+        self.trigger = Trigger(self.trigger)
+        if self.backup_method is not None:
+            self.backup_method = BackupMethod(self.backup_method)
 
     @property
     def duration(self) -> timedelta | None:
@@ -205,7 +216,7 @@ class Job:
         return self.task_id or f"{self.job_id}_{self.attempt}"
 
     @classmethod
-    def new_backup(cls, *, vm_name: str, slot: datetime, now: datetime, trigger: str = "Scheduled",
+    def new_backup(cls, *, vm_name: str, slot: datetime, now: datetime, trigger: Trigger = Trigger.SCHEDULED,
                    policy_name: str | None = None, retain_until: datetime | None = None) -> "Job":
         return cls(
             job_id=job_id_for(vm_name, slot, trigger),

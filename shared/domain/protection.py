@@ -127,7 +127,7 @@ def on_demand_limit_reached(vm_name: str, accepted: Iterable[Job]) -> str | None
     success it may become; a request whose task never reached the queue does not count: it never ran."""
     attempts = successes = 0
     for job in accepted:
-        if job.trigger != Trigger.ON_DEMAND.value or job.operation != "Backup" or _never_queued(job):
+        if job.trigger is not Trigger.ON_DEMAND or job.operation != "Backup" or _never_queued(job):
             continue
         attempts += 1
         successes += job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS, JobStatus.IN_PROGRESS)

@@ -193,7 +193,7 @@ def _send_retry_if_due(svc: Services, job_id: str, attempt: int, report: StatusR
     if at is None:
         return None
     task = SnapshotTask(job_id=job.job_id, attempt=job.attempt + 1, vm_name=job.vm_name, slot=job.slot,
-                        trigger=Trigger(job.trigger), policy_name=job.policy_name,
+                        trigger=job.trigger, policy_name=job.policy_name,
                         retain_until=job.retain_until, not_before=at)
     svc.task_queue.send([task])
     log.warning("job %s: task %s failed with code %s, which may pass; attempt %s (task %s) queued for %s",

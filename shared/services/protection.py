@@ -147,7 +147,7 @@ def record_protection_job(svc: Services, operation: str, item: ProtectedItem) ->
     now = svc.clock.now()
     vm_name, policy_name = item.vm_name, item.policy_name
     job = Job(job_id=job_id_for(vm_name, now, operation), vm_name=vm_name, slot=now, start_time=now,
-              trigger=Trigger.ON_DEMAND.value, operation=operation, status=JobStatus.COMPLETED,
+              trigger=Trigger.ON_DEMAND, operation=operation, status=JobStatus.COMPLETED,
               phase=JobPhase.DONE, policy_name=policy_name, end_time=now)
     svc.jobs.create_if_absent(job)
     log.info("job %s recorded: %s of %s", job.job_id, operation, vm_name)
@@ -232,7 +232,7 @@ def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) ->
         raise ValidationError("retain-until may be at most 99 years ahead", field="retain_until")
     queue = _task_queue(svc)        # before anything is written: a bad connection leaves nothing behind
 
-    job = Job.new_backup(vm_name=item.vm_name, slot=now, now=now, trigger=Trigger.ON_DEMAND.value,
+    job = Job.new_backup(vm_name=item.vm_name, slot=now, now=now, trigger=Trigger.ON_DEMAND,
                          policy_name=item.policy_name, retain_until=retain_until)
     # The VM's claim first (services/claims.py): a refused request writes nothing, and the job's own task
     # later finds it holds the VM.

@@ -32,6 +32,7 @@ from shared.domain.restore import (HEARTBEAT, OWNER_KEY, RESTORE, RESTORE_TEST, 
                                    resumable, with_disk)
 from shared.domain.restore_point import (ManagedDiskState, VmDisks, is_stopped, resource_group_of,
                                          restored_disk_id)
+from shared.domain.task import Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import JobQuery, RestorePointRefused
 from shared.services.point_data import missing_data
@@ -188,7 +189,8 @@ def create_restore_job(svc: CreateRestoreJobNeeds, point: RecoveryPoint, disks: 
     targets = [_target_of(svc, point, d, spec, job_id) for d in disks]
     where = {"container": f"container {spec.target}", "resourceGroup": f"resource group {spec.target}",
              "original": "the VM's own disks"}[spec.target_kind]
-    job = Job(job_id=job_id, vm_name=point.vm_name, slot=now, start_time=now, trigger="OnDemand", operation=operation,
+    job = Job(job_id=job_id, vm_name=point.vm_name, slot=now, start_time=now, trigger=Trigger.ON_DEMAND,
+              operation=operation,
               phase=JobPhase.QUEUED, policy_name=point.policy_name, restore=spec,
               retain_until=spec.keep_until,
               disks=[DiskResult(lun=d.lun, blob_url=target, snapshot_uri=d.snapshot) for d, target in zip(disks, targets)],

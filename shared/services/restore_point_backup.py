@@ -14,8 +14,8 @@ from typing import Protocol
 from shared.domain import remediation
 from shared.domain.inventory import BackupMethod, Disk, Vm
 from shared.domain.job_transitions import MAX_ATTEMPTS, mark_attempt_failed, mark_failed, next_attempt_at
-from shared.domain.jobs import Job, JobError, JobPhase, JobStatus
-from shared.domain.restore_point import (ArmFailure, ConsistencyMode, RestorePointState, apply_restore_point,
+from shared.domain.jobs import Consistency, Job, JobError, JobPhase, JobStatus
+from shared.domain.restore_point import (ArmFailure, RestorePointState, apply_restore_point,
                                          collection_name, mark_create_operation, mark_restore_point_requested,
                                          mark_restore_point_timed_out, refusal_error, restore_point_deadline,
                                          restore_point_name, restore_point_request)
@@ -108,7 +108,7 @@ def start_restore_point(svc: BackupByRestorePointNeeds, job: Job, task: Snapshot
     """
     # Only the retry policy starts a new attempt (it queues attempt + 1); a delivery claims the
     # job's current one, and a redelivery of a claimed attempt finds its restore point by name.
-    same_attempt = job.backup_method == BackupMethod.RESTORE_POINT.value and job.phase is not JobPhase.QUEUED
+    same_attempt = job.backup_method is BackupMethod.RESTORE_POINT and job.phase is not JobPhase.QUEUED
     attempt = job.attempt
     task_id = job.task_id if same_attempt and job.task_id else f"{task.job_id}_{attempt}"
     included, excluded = _disks_to_back_up(svc, vm)
@@ -143,11 +143,11 @@ def start_restore_point(svc: BackupByRestorePointNeeds, job: Job, task: Snapshot
     return Started(job, task_id)
 
 
-def _refused(svc: RefusedNeeds, job: Job, task_id: str, failure: ArmFailure, vm_id: str, consistency: ConsistencyMode,
+def _refused(svc: RefusedNeeds, job: Job, task_id: str, failure: ArmFailure, vm_id: str, consistency: Consistency,
              now: datetime, ids: str) -> Started:
     """ARM refused the create: retried when the refusal may pass (its code, or a code vmsnap does not
     know), failed with its advice otherwise."""
-    crash = consistency is ConsistencyMode.CRASH
+    crash = consistency is Consistency.CRASH
     error = refusal_error(failure, power_state=None if crash else _power_state(svc, vm_id, ids), crash=crash)
     if error.retryable and job.attempt < MAX_ATTEMPTS:
         _retry(svc, job, error, restore_point_name(task_id), now, ids)
@@ -198,7 +198,7 @@ def track_restore_points(svc: TrackRestorePointsNeeds, *, page_size: int = 200) 
     while True:
         page = svc.jobs.query(query)
         for job in page.jobs:
-            if job.backup_method != BackupMethod.RESTORE_POINT.value or job.phase is JobPhase.QUEUED:
+            if job.backup_method is not BackupMethod.RESTORE_POINT or job.phase is JobPhase.QUEUED:
                 continue
             result.examined += 1
             try:
@@ -291,7 +291,7 @@ def _retry(svc: RetryNeeds, job: Job, error: JobError, name: str, now: datetime,
             current, attempt=job.attempt, error=error, now=now, retry_at=None))
         return
     task = SnapshotTask(job_id=job.job_id, attempt=job.attempt + 1, vm_name=job.vm_name, slot=job.slot,
-                        trigger=Trigger(job.trigger), policy_name=job.policy_name, retain_until=job.retain_until,
+                        trigger=job.trigger, policy_name=job.policy_name, retain_until=job.retain_until,
                         not_before=at)
     svc.task_queue.send([task])
     svc.jobs.update(job.job_id, lambda current: mark_attempt_failed(
@@ -316,14 +316,14 @@ def _disks_to_back_up(svc: HasProtectedItems, vm: Vm) -> tuple[list[Disk], list[
     return [d for d in vm.disks if d.lun in luns], [d for d in vm.disks if d.lun not in luns]
 
 
-def _consistency(svc: HasPolicies, policy_name: str | None) -> ConsistencyMode:
+def _consistency(svc: HasPolicies, policy_name: str | None) -> Consistency:
     """What the policy asks for (ApplicationConsistent without a policy)."""
     if not policy_name:
-        return ConsistencyMode.APPLICATION
+        return Consistency.APPLICATION
     try:
-        return ConsistencyMode(svc.policies.get(policy_name).restore_point_consistency)
+        return Consistency(svc.policies.get(policy_name).restore_point_consistency)
     except NotFoundError:
-        return ConsistencyMode.APPLICATION
+        return Consistency.APPLICATION
 
 
 def _fail(svc: HasJobs, job: Job, error: JobError, now: datetime, ids: str) -> Job:

@@ -575,7 +575,7 @@ def _record_problems(svc: HasJobs, problems: list[RetentionProblem], now: dateti
         errors = [JobError.from_remediation(remediation.for_service_error(p.kind.error_code), detail=p.reason)
                   for p in found]
         job = Job(job_id=job_id_for(vm, now, RETENTION_OPERATION), vm_name=vm, slot=now, start_time=now,
-                  trigger=Trigger.SCHEDULED.value, operation=RETENTION_OPERATION, end_time=now, phase=JobPhase.DONE,
+                  trigger=Trigger.SCHEDULED, operation=RETENTION_OPERATION, end_time=now, phase=JobPhase.DONE,
                   status=JobStatus.FAILED if any(p.kind in _UNFINISHED for p in found)
                   else JobStatus.COMPLETED_WITH_WARNINGS, errors=errors[:MAX_ERRORS])
         try:
@@ -661,7 +661,7 @@ def _job_attempt_snapshots(svc: AttemptSnapshotsNeeds, job: Job, stored: Recover
     point = stored or point_from_job(job)
     held = set(point.artifacts) if point is not None and point.state is not PointState.DELETED else set()
     rule = Rule.SUPERSEDED_ATTEMPT if job.status in SUCCESSFUL else Rule.FAILED_ATTEMPT
-    if job.backup_method == BackupMethod.RESTORE_POINT.value:
+    if job.backup_method is BackupMethod.RESTORE_POINT:
         return [SnapshotAction(job.vm_name, job.job_id, found, rule, SnapshotMethod.RESTORE_POINT, job.slot)
                 for found in _attempt_restore_points(svc, job) if found not in held]
     return [SnapshotAction(job.vm_name, job.job_id, snap.url, rule, slot=job.slot)
