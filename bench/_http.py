@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from azure.core.pipeline.transport import RequestsTransport
+from azure.core.pipeline.transport import HttpRequest, HttpResponse, RequestsTransport
 
 
 class CountingTransport(RequestsTransport):
     """Counts HTTP requests (a transaction is one request) and, per table, the entities the answers to
     reads carry (rows transferred: each entity of Table Storage's JSON has one ``odata.etag``)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.requests = 0
         self.rows: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def send(self, request, **kwargs):
+    def send(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         with self._lock:
             self.requests += 1
         response = super().send(request, **kwargs)

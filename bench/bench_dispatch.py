@@ -29,7 +29,7 @@ from devhost.azurite import Azurite  # noqa: E402
 from shared.adapters.blob_sas import BlobSasMinter, StatusBlobStore  # noqa: E402
 from shared.adapters.dispatch_local import LocalDispatcher  # noqa: E402
 from shared.clock import SystemClock  # noqa: E402
-from shared.domain.command import build_snapshot_command  # noqa: E402
+from shared.domain.command import ExtensionCommand, build_snapshot_command  # noqa: E402
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind  # noqa: E402
 from shared.domain.task import SnapshotTask  # noqa: E402
 
@@ -53,7 +53,7 @@ def make_vms(blob_service: BlobServiceClient, container: str, count: int, stem: 
     return vms
 
 
-def command_for(vm: Vm, attempt: int, sas: BlobSasMinter, blobs: StatusBlobStore):
+def command_for(vm: Vm, attempt: int, sas: BlobSasMinter, blobs: StatusBlobStore) -> tuple[ExtensionCommand, str]:
     now = datetime.now(timezone.utc)
     task = SnapshotTask(job_id=f"bench-{vm.name}", attempt=attempt, vm_name=vm.name, slot=now)
     status_blob, log_blob = blobs.create_attempt_blobs(task.job_id, attempt)

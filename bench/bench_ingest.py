@@ -25,14 +25,18 @@ from typing import Callable, NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from azure.storage.blob import ContainerClient  # noqa: E402
+
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.servicebus import LocalServiceBus  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.clock import FixedClock  # noqa: E402
-from shared.domain.jobs import MAX_ATTEMPTS, DiskResult, Job, JobStatus, mark_dispatched  # noqa: E402
+from shared.domain.job_transitions import MAX_ATTEMPTS, mark_dispatched  # noqa: E402
+from shared.domain.jobs import DiskResult, Job, JobStatus  # noqa: E402
 from shared.domain.status import ParseError, parse_status_blob  # noqa: E402
 from shared.services.ingestion import IngestResult, ingest_status_blob  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from bench._jobs import known, status_blob_of  # noqa: E402
 
 CORPUS = ROOT / "tests" / "jobs" / "corpus"
 CORPUS_JOB = b"01954f6e-8d00-87cd-91c5-3d28beef679b"
@@ -56,10 +60,10 @@ def dispatched_jobs(svc: Services, count: int, stem: str, attempt: int = 1) -> l
     records = []
     for i in range(count):
         job = Job.new_backup(vm_name=f"{stem}{i:05d}", slot=SLOT, now=SLOT)
-        job = mark_dispatched(job, attempt=attempt, task_id=f"{job.job_id}_{attempt}",
-                              status_blob=f"{job.job_id}/{attempt}.Status.txt",
-                              log_blob=f"{job.job_id}/{attempt}.Logs.txt", now=SLOT,
-                              disks=[DiskResult(-1, "https://a/v/os.vhd"), DiskResult(0, "https://a/v/d.vhd")])
+        job = known(mark_dispatched(job, attempt=attempt, task_id=f"{job.job_id}_{attempt}",
+                                    status_blob=f"{job.job_id}/{attempt}.Status.txt",
+                                    log_blob=f"{job.job_id}/{attempt}.Logs.txt", now=SLOT,
+                                    disks=[DiskResult(-1, "https://a/v/os.vhd"), DiskResult(0, "https://a/v/d.vhd")]))
         records.append(job)
     svc.jobs.create_many_if_absent(records)
     return records
@@ -70,11 +74,11 @@ def ingest_all(svc: Services, records: list[Job], template: bytes, expect: Inges
     container = svc.blob_service.get_container_client(svc.settings.status_container)
     for job in records:
         data = template.replace(CORPUS_JOB + b"_1", f"{job.job_id}_{job.attempt}".encode())
-        container.upload_blob(job.status_blob, data, overwrite=True)
+        container.upload_blob(status_blob_of(job), data, overwrite=True)
     start = time.perf_counter()
     for job in records:
-        downloader = container.get_blob_client(job.status_blob).download_blob()
-        outcome = ingest_status_blob(svc, job.status_blob, downloader.readall(), downloader.properties.etag)
+        downloader = container.get_blob_client(status_blob_of(job)).download_blob()
+        outcome = ingest_status_blob(svc, status_blob_of(job), downloader.readall(), downloader.properties.etag)
         assert outcome.result is expect, outcome
     return len(records) / (time.perf_counter() - start)
 
@@ -91,7 +95,7 @@ def bench_end_to_end(svc: Services, jobs: int, retries: int) -> dict[str, float]
     figures["replay"] = ingest_all(svc, records, completed, IngestResult.TERMINAL)   # no write
     last_attempt = dispatched_jobs(svc, jobs, "bench-failed", attempt=MAX_ATTEMPTS)
     figures["failed"] = ingest_all(svc, last_attempt, failed, IngestResult.APPLIED)
-    assert all(svc.jobs.get(job.job_id).status is JobStatus.FAILED for job in last_attempt[:20])
+    assert all(known(svc.jobs.get(job.job_id)).status is JobStatus.FAILED for job in last_attempt[:20])
     first_attempt = dispatched_jobs(svc, retries, "bench-retry")
     figures["retry"] = ingest_all(svc, first_attempt, failed, IngestResult.RETRYING)
     return figures
@@ -107,7 +111,7 @@ def bench_create(svc: Services, count: int) -> float:
     return elapsed
 
 
-def upload_status_blobs(container, names_and_data: list[tuple[str, bytes]]) -> None:
+def upload_status_blobs(container: ContainerClient, names_and_data: list[tuple[str, bytes]]) -> None:
     # Four threads: the SDK client is shared with the functions, and its connection pool holds ten.
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda item: container.upload_blob(item[0], item[1], overwrite=True), names_and_data))
@@ -164,14 +168,14 @@ def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int],
             for run in range(passes):
                 records = dispatched_jobs(svc, new, f"h{size}r{run}v")
                 upload_status_blobs(container, [
-                    (job.status_blob, completed.replace(CORPUS_JOB + b"_1", f"{job.job_id}_1".encode()))
+                    (status_blob_of(job), completed.replace(CORPUS_JOB + b"_1", f"{job.job_id}_1".encode()))
                     for job in records])
                 start, cpu, served = time.perf_counter(), time.process_time(), azurite.cpu_seconds() or 0.0
                 invoked = host.scan_blobs("ingest_status")
                 elapsed = time.perf_counter() - start
                 cpu, served = time.process_time() - cpu, (azurite.cpu_seconds() or 0.0) - served
                 assert invoked == new, f"{invoked} invocations for {new} new blobs"
-                assert svc.jobs.get(records[-1].job_id).status is JobStatus.COMPLETED
+                assert known(svc.jobs.get(records[-1].job_id)).status is JobStatus.COMPLETED
                 rates.append(new / elapsed)
                 host_cpu.append(cpu * 1000 / new)
                 azurite_cpu.append(served * 1000 / new)

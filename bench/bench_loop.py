@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,6 +49,11 @@ from devhost.demo import create_demo_vm  # noqa: E402
 from devhost.host import HostConfig, LocalFunctionsHost  # noqa: E402
 from devhost.processes import stop_processes_under  # noqa: E402
 from devhost.servicebus import LocalServiceBus  # noqa: E402
+
+if TYPE_CHECKING:
+    from shared.adapters.dispatch_local import LocalDispatcher
+
+T = TypeVar("T")
 
 WORKER, INGEST, TICK = "dispatch_snapshot", "ingest_status", "schedule_backups"
 # No timer fires by itself during a run (1 January, midnight): the bench fires the tick once.
@@ -64,7 +70,7 @@ class Calls:
     last_end_by_blob: dict[str, datetime] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def timed(self, call):
+    def timed(self, call: Callable[..., T]) -> Callable[..., T]:
         def run(*args, **kwargs):
             started = time.perf_counter()
             try:
@@ -124,7 +130,7 @@ class DaemonCpu:
 class TimedDispatcher:
     """The local dispatcher, its calls timed: the handover to the VM inside each worker call."""
 
-    def __init__(self, dispatcher, calls: Calls):
+    def __init__(self, dispatcher: LocalDispatcher, calls: Calls):
         self.dispatch = calls.timed(dispatcher.dispatch)
 
 
@@ -220,6 +226,7 @@ def one_run(run: int, vm_count: int, timeout: float, daemons: DaemonCpu) -> RunF
             daemon_cpu, daemon_count = daemons.seconds, daemons.reaped
 
             def cpu() -> tuple[float, float, float]:
+                assert azurite._proc is not None
                 return time.process_time(), _process_cpu(azurite._proc.pid), _children_cpu()
 
             cpu_start = cpu()

@@ -22,10 +22,12 @@ sys.path.insert(0, str(ROOT))
 from devhost.azurite import Azurite  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.clock import FixedClock  # noqa: E402
-from shared.domain.jobs import DiskResult, Job, JobStatus, mark_dispatched  # noqa: E402
+from shared.domain.job_transitions import mark_dispatched  # noqa: E402
+from shared.domain.jobs import DiskResult, Job, JobStatus  # noqa: E402
 from shared.services.ingestion import ingest_with_retries  # noqa: E402
 from shared.services.sweeping import sweep_stale_jobs  # noqa: E402
 from shared.settings import Connection, Settings  # noqa: E402
+from bench._jobs import known, status_blob_of  # noqa: E402
 from tests.faults.proxy import TcpProxy  # noqa: E402
 
 CORPUS = ROOT / "tests" / "jobs" / "corpus"
@@ -41,18 +43,19 @@ def settings_for(conn: str, name: str) -> Settings:
 
 def dispatched(vm: str) -> Job:
     job = Job.new_backup(vm_name=vm, slot=SLOT, now=SLOT)
-    return mark_dispatched(job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",
-                           log_blob=f"{job.job_id}/1.Logs.txt", now=SLOT,
-                           disks=[DiskResult(lun=-1, blob_url="http://x/os.vhd"), DiskResult(lun=0, blob_url="http://x/d")])
+    return known(mark_dispatched(job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",
+                                 log_blob=f"{job.job_id}/1.Logs.txt", now=SLOT,
+                                 disks=[DiskResult(lun=-1, blob_url="http://x/os.vhd"),
+                                        DiskResult(lun=0, blob_url="http://x/d")]))
 
 
 def outage_recovery(azurite: Azurite, outage: float, run: int) -> float:
     """Seconds from the end of a table outage to the job being Completed by the running trigger."""
     settings = settings_for(azurite.connection_string, f"rec{run}x{int(time.time()) % 100000}")
     direct = Services(settings)
-    job = mark_dispatched(Job.new_backup(vm_name="vm1", slot=SLOT, now=SLOT), attempt=1,
-                          task_id=f"{CORPUS_JOB}_1", status_blob=f"{CORPUS_JOB}/1.Status.txt",
-                          log_blob=f"{CORPUS_JOB}/1.Logs.txt", now=SLOT)
+    job = known(mark_dispatched(Job.new_backup(vm_name="vm1", slot=SLOT, now=SLOT), attempt=1,
+                                task_id=f"{CORPUS_JOB}_1", status_blob=f"{CORPUS_JOB}/1.Status.txt",
+                                log_blob=f"{CORPUS_JOB}/1.Logs.txt", now=SLOT))
     assert job.job_id == CORPUS_JOB and direct.jobs.create_if_absent(job)
     with TcpProxy(azurite.table_port) as proxy:
         conn = azurite.connection_string.replace(f":{azurite.table_port}/", f":{proxy.port}/")
@@ -66,7 +69,7 @@ def outage_recovery(azurite: Azurite, outage: float, run: int) -> float:
         ended = time.perf_counter()
         worker.join()
         recovered = time.perf_counter() - ended
-    assert direct.jobs.get(CORPUS_JOB).status is JobStatus.COMPLETED
+    assert known(direct.jobs.get(CORPUS_JOB)).status is JobStatus.COMPLETED
     return recovered
 
 
@@ -79,7 +82,8 @@ def sweep_rate(azurite: Azurite, jobs: int, run: int) -> float:
     container = svc.blob_service.get_container_client(settings.status_container)
     container.create_container()
     for job in records:
-        container.upload_blob(job.status_blob, COMPLETED.replace(f"{CORPUS_JOB}_1".encode(), job.task_id.encode()))
+        container.upload_blob(status_blob_of(job),
+                              COMPLETED.replace(f"{CORPUS_JOB}_1".encode(), str(job.task_id).encode()))
     start = time.perf_counter()
     result = sweep_stale_jobs(svc)
     elapsed = time.perf_counter() - start

@@ -33,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -43,6 +44,7 @@ from bench._seed import TableSeeder  # noqa: E402
 from bench.bench_schedule import BrokerProcess  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.servicebus import QueueOptions  # noqa: E402
+from shared.adapters.servicebus import ServiceBusRetentionQueue  # noqa: E402
 from shared.adapters.table_jobs import job_to_entity  # noqa: E402
 from shared.adapters.table_protection import _item_entity  # noqa: E402
 from shared.adapters.table_recovery import point_entity  # noqa: E402
@@ -182,7 +184,7 @@ class StandInSnapshots:
 
 
 class NoStatusBlobs:
-    def list_pages(self, marker=None):
+    def list_pages(self, marker: str | None = None) -> Iterator[StatusBlobPage]:
         yield StatusBlobPage([], None)
 
     def delete_blob(self, name: str) -> bool:
@@ -197,6 +199,8 @@ def _worker(conn, settings: Settings, history: History) -> None:
     from azure.servicebus import AutoLockRenewer, ServiceBusClient
 
     transport = CountingTransport()
+    assert settings.storage.connection_string is not None and settings.service_bus is not None
+    assert settings.service_bus.connection_string is not None, "the bench runs on Azurite and the local Service Bus"
     tables = TableServiceClient.from_connection_string(settings.storage.connection_string, transport=transport)
     clock = FixedClock(FIRST)
     snapshots = StandInSnapshots(history)
@@ -247,9 +251,11 @@ class Workers:
             assert conn.recv() == "ok"
 
     def until_finished(self) -> list[dict]:
-        reports, finished = [], set()
+        reports: list[dict] = []
+        finished: set[str] = set()
         while finished != set(PARTS):
             for conn in multiprocessing.connection.wait(self.conns):
+                assert isinstance(conn, multiprocessing.connection.Connection)
                 report = conn.recv()
                 reports.append(report)
                 if report["state"] == "finished":
@@ -284,6 +290,7 @@ class Figures:
 def measure(name: str, svc: Services, workers: Workers, azurite: Azurite, history: History, now: datetime,
             since: datetime, expired_after: datetime, live_from: int) -> Figures:
     workers.day(history, now, live_from)
+    assert isinstance(svc.clock, FixedClock)
     svc.clock.current = now
     served = azurite.cpu_seconds() or 0.0
     started = time.perf_counter()
@@ -296,7 +303,7 @@ def measure(name: str, svc: Services, workers: Workers, azurite: Azurite, histor
     for report in reports:
         rows.update({table.removeprefix(svc.settings.table_prefix): n for table, n in report["rows"].items()})
     deleted = sum(r["points_deleted"] for r in reports)
-    snapshots = sum((r["snapshots"] for r in reports), Counter())
+    snapshots: Counter[str] = sum((r["snapshots"] for r in reports), Counter())
     expected = history.points_between(expired_after, now)
     attempts = history.attempts_from(max(since, slot_of(live_from)))      # those before were deleted already
     assert deleted == expected and snapshots["9"] == attempts, (deleted, expected, snapshots, attempts)
@@ -328,6 +335,7 @@ def run_once(azurite: Azurite, bus: BrokerProcess, vms: int, days: int, workers:
     seeded = seeder.wait()
     print(f"  run {n}: seeded {vms:,} VMs x {days} days ({seeded:,} rows) in {time.perf_counter() - started:.0f} s",
           flush=True)
+    assert isinstance(svc.retention_queue, ServiceBusRetentionQueue)
     svc.retention_queue.open()
     pool = Workers(settings, history, workers)
     try:

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -43,7 +44,7 @@ from devhost.azurite import Azurite  # noqa: E402
 from devhost.host import HostConfig  # noqa: E402
 from devhost.locks import LockKeeper  # noqa: E402
 from devhost.servicebus import LocalServiceBus, QueueOptions  # noqa: E402
-from shared.adapters.servicebus import ServiceBusTaskQueue  # noqa: E402
+from shared.adapters.servicebus import ServiceBusShardQueue, ServiceBusTaskQueue  # noqa: E402
 from shared.adapters.table_jobs import job_to_entity  # noqa: E402
 from shared.adapters.table_protection import (TablePolicyStore, TableProtectedItemStore,  # noqa: E402
                                               _item_entity, _item_from)
@@ -121,7 +122,7 @@ class Run:
                 f"{self.jobs:,}", f"{self.messages:,}"]
 
 
-def seed(table_service, prefix: str, n: int) -> None:
+def seed(table_service: TableServiceClient, prefix: str, n: int) -> None:
     items = TableProtectedItemStore(table_service, f"{prefix}items")
     TablePolicyStore(table_service, f"{prefix}policies").get("DefaultPolicy")
     since = SLOT - timedelta(days=1)
@@ -143,7 +144,7 @@ def settings_for(azurite: Azurite, bus: BrokerProcess, prefix: str) -> Settings:
                               "PLANNER_QUEUE": f"plan-{prefix}"})
 
 
-def measure(fn) -> float:
+def measure(fn: Callable[[], object]) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
@@ -173,6 +174,7 @@ class Instances:
         done: list[dict] = []
         while len(done) < shards:
             for conn in multiprocessing.connection.wait(self._conns):
+                assert isinstance(conn, multiprocessing.connection.Connection)
                 done.append(conn.recv())
         return done
 
@@ -193,6 +195,7 @@ def _instance(conn, settings: Settings, role: str, slow_shard: float) -> None:
 
     svc = Services(settings, clock=FixedClock(NOW))
     svc.protected_items, svc.policies, svc.jobs, svc.progress
+    assert isinstance(svc.task_queue, ServiceBusTaskQueue)
     svc.task_queue.open()       # a warm instance has its sender open, as after its first invocation
 
     def report(result) -> dict:
@@ -209,7 +212,9 @@ def _instance(conn, settings: Settings, role: str, slow_shard: float) -> None:
             time.sleep(slow_shard)      # stands in for a shard that outlasts its lock
         return plan_shard(svc, request.shard, request.tick)
 
-    client = ServiceBusClient.from_connection_string(settings.service_bus_connection().connection_string)
+    connection_string = settings.service_bus_connection().connection_string
+    assert connection_string is not None, "the bench runs on the local Service Bus, by connection string"
+    client = ServiceBusClient.from_connection_string(connection_string)
     with client.get_queue_receiver(settings.planner_queue) as receiver, ThreadPoolExecutor(1) as planner:
         locks = LockKeeper(receiver, LOCK_RENEWAL)
         conn.send("ready")
@@ -227,7 +232,7 @@ def _instance(conn, settings: Settings, role: str, slow_shard: float) -> None:
     client.close()
 
 
-def run_tick(azurite, bus, n: int, instances: int, slow_shard: float = 0.0) -> Run:
+def run_tick(azurite: Azurite, bus: BrokerProcess, n: int, instances: int, slow_shard: float = 0.0) -> Run:
     """One tick over ``n`` VMs: by one instance (``instances`` 0), or fanned out by the timer to that
     many planner instances. Seconds run from the timer's start to the last shard planned."""
     prefix = f"bt{os.getpid() % 1000}i{instances}n{n}"
@@ -243,6 +248,7 @@ def run_tick(azurite, bus, n: int, instances: int, slow_shard: float = 0.0) -> R
     clock.current = NOW
     fleet = Instances(settings, max(instances, 1), "plan" if instances else "tick", slow_shard)
     if instances:
+        assert isinstance(svc.shard_queue, ServiceBusShardQueue)
         svc.shard_queue.open()
     before_sb = bus.stats()
     results: list[dict] = []
@@ -268,7 +274,7 @@ def run_tick(azurite, bus, n: int, instances: int, slow_shard: float = 0.0) -> R
     return Run(name, n, seconds, peak, requests, sb, created, depth)
 
 
-def run_naive(azurite, bus, n: int) -> Run:
+def run_naive(azurite: Azurite, bus: BrokerProcess, n: int) -> Run:
     """The baseline, plain per entity: per VM one job insert, one message send, one item write."""
     prefix = f"bn{os.getpid() % 1000}n{n}"
     transport = CountingTransport()

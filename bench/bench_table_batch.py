@@ -62,7 +62,7 @@ def job_rows(n: int) -> list[dict]:
     run = next(_names)
     names = (f"vm{run:05d}-{i:05d}" for i in itertools.count())
     in_shard = itertools.islice((name for name in names if shard_of(name) == SHARD), n)
-    return [_job_entity(Job.new_backup(vm_name=name, slot=SLOT, now=SLOT, trigger=Trigger.SCHEDULED.value,
+    return [_job_entity(Job.new_backup(vm_name=name, slot=SLOT, now=SLOT, trigger=Trigger.SCHEDULED,
                                        policy_name="DefaultPolicy"))
             for name in in_shard]
 

@@ -113,6 +113,7 @@ class _Hosts:
 
     def stop(self) -> None:
         for host in self.running():
+            assert host.proc is not None
             host.proc.send_signal(signal.SIGTERM)
         for host in self.hosts:
             if host.proc is None:
@@ -199,7 +200,7 @@ def _request_on_demand(svc, vms: list[str], rng: random.Random, chaos: _Chaos) -
         chaos.on_demand_refused[type(exc).__name__] += 1
 
 
-def run_chaos(args) -> tuple[_Count, dict]:
+def run_chaos(args: argparse.Namespace) -> tuple[_Count, dict]:
     from azure.servicebus import ServiceBusClient
     from azure.storage.blob import BlobServiceClient
 
@@ -388,7 +389,7 @@ def _status_blobs(status, job_id: str) -> list[str]:
 
     from shared.domain.status import ParseError, parse_status_blob
 
-    lines = []
+    lines: list[str] = []
     try:
         blobs = [b for b in status.list_blobs(name_starts_with=f"{job_id}/") if b.name.endswith(".Status.txt")]
     except ResourceNotFoundError:
@@ -411,7 +412,7 @@ def _lost_line(job, status, scheduled: list[str]) -> str:
     blobs = "; ".join(_status_blobs(status, job.job_id)) or "no status blob"
     notes = " | ".join(job.notes[-2:]) or "no notes"
     waits = f"; waits for scheduled {', '.join(scheduled)}" if scheduled else ""
-    return (f"{job.job_id} (VM {job.vm_name}, {job.trigger}): {_attempts(job)}, dispatched "
+    return (f"{job.job_id} (VM {job.vm_name}, {job.trigger.value}): {_attempts(job)}, dispatched "
             f"{job.dispatched_at}{waits}; notes: {notes}; blobs: {blobs}")
 
 
@@ -424,14 +425,15 @@ def _attempts(job) -> str:
                      for n, how, code in sorted(ended))
 
 
-def _pending_scheduled(sb_connection: str) -> list[tuple[str, str, object]]:
+def _pending_scheduled(sb_connection: str) -> list[tuple[str | None, str, object]]:
     """(message id, job id, enqueue time) of each scheduled message still on the queue (peeked)."""
     from azure.servicebus import ServiceBusClient, ServiceBusMessageState
 
     from shared.domain.task import SnapshotTask
     from shared.errors import ValidationError
 
-    found, sequence = [], 0
+    found: list[tuple[str | None, str, object]] = []
+    sequence = 0
     with ServiceBusClient.from_connection_string(sb_connection) as client, \
             client.get_queue_receiver(QUEUE) as receiver:
         while batch := receiver.peek_messages(max_message_count=100, sequence_number=sequence):
@@ -442,7 +444,9 @@ def _pending_scheduled(sb_connection: str) -> list[tuple[str, str, object]]:
                     except ValidationError:
                         job_id = "?"
                     found.append((message.message_id, job_id, message.scheduled_enqueue_time_utc))
-            sequence = batch[-1].sequence_number + 1
+            last = batch[-1].sequence_number
+            assert last is not None        # a peeked message has its sequence number
+            sequence = last + 1
     return found
 
 
@@ -485,7 +489,7 @@ def _count(svc, blob_service, bus: LocalServiceBus, *, sb_connection: str, vms: 
     count.lost += [_lost_line(j, status, scheduled.get(j.job_id, [])) for j in jobs
                    if j.status is JobStatus.IN_PROGRESS]
 
-    dead_letters, reasons = 0, Counter()
+    dead_letters, reasons = 0, Counter[str]()
     with ServiceBusClient.from_connection_string(sb_connection) as client, \
             client.get_queue_receiver(QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER,
                                        receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as dlq:
@@ -495,15 +499,15 @@ def _count(svc, blob_service, bus: LocalServiceBus, *, sb_connection: str, vms: 
                 reasons[message.dead_letter_reason or "?"] += 1
                 try:
                     task = SnapshotTask.from_json(b"".join(message.body))
-                    job = svc.jobs.get(task.job_id)
+                    dead = svc.jobs.get(task.job_id)
                 except VmsnapError:
-                    job = None
-                explained = job is not None and job.status.is_terminal and \
-                    (job.status is not JobStatus.FAILED or bool(job.errors))
+                    dead = None
+                explained = dead is not None and dead.status.is_terminal and \
+                    (dead.status is not JobStatus.FAILED or bool(dead.errors))
                 if not explained:
                     count.unexplained_dead_letters.append(
                         f"{message.message_id} ({message.dead_letter_reason}): job "
-                        f"{'missing' if job is None else f'{job.job_id} {job.status.value}'}")
+                        f"{'missing' if dead is None else f'{dead.job_id} {dead.status.value}'}")
     per_disk = [len(stamps) for stamps in by_task_disk.values()]
     count.figures = {
         "planned": len(jobs),

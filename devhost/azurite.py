@@ -108,6 +108,8 @@ class Azurite:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")    # utime + stime
 
     def _tail(self) -> str:
+        if self._log_dir is None:       # never started
+            return ""
         try:
             text = Path(self._log_dir, "azurite.log").read_text(errors="replace")
         except OSError:

@@ -663,7 +663,8 @@ class LocalCompute:
                     del coll.points[key]
                     self._drop_snapshots(point)
         for vm in self._vms.values():
-            if vm.update_started is not None and now >= vm.update_started + self.update_seconds:
+            if (vm.update_started is not None and vm.update_operation is not None
+                    and now >= vm.update_started + self.update_seconds):
                 vm.update_started = None
                 vm.provisioning_state = "Failed" if vm.update_error else "Succeeded"
                 self._operations[vm.update_operation] = (
@@ -735,7 +736,7 @@ class LocalCompute:
                 raise ComputeApiError(400, "InvalidParameter", "access must be Read here.")
             seconds = int((body or {}).get("durationInSeconds") or 3600)
             blob = BlobClient.from_blob_url(found.blob_url)
-            sas = generate_blob_sas(blob.account_name, blob.container_name, blob.blob_name,
+            sas = generate_blob_sas(blob.account_name or "", blob.container_name, blob.blob_name,
                                     account_key=self.blob_service.credential.account_key, permission="r",
                                     start=self.clock.now() - dt.timedelta(minutes=5),
                                     expiry=self.clock.now() + dt.timedelta(seconds=seconds))

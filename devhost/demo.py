@@ -4,11 +4,17 @@ endpoint (a restore point); both sets of disks are page blobs in Azurite."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from azure.core.exceptions import ResourceExistsError
 
 from devhost.guest import os_disk_image
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
+from shared.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from devhost.compute import LocalCompute
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -18,23 +24,36 @@ DISK_CONTAINER = "vhds"
 _DISKS = ((OS_DISK_LUN, "demo-vm-osdisk.vhd", 8 * 1024 * 1024), (0, "demo-vm-datadisk0.vhd", 2 * 1024 * 1024))
 
 
-def create_demo_vm(svc, name: str = DEMO_VM) -> Vm:
+def create_demo_vm(svc: Services, name: str = DEMO_VM) -> Vm:
     """Create (or reuse) the VM's disks as page blobs with some data on them, and register the VM."""
     vm = Vm(name=name, kind=VmKind.LOCAL, disks=tuple(_page_blob_disks(svc, name)))
-    svc.inventory.put_vm(vm)
+    _registry(svc).put_vm(vm)
     log.info("demo VM %s registered with %d disks", name, len(vm.disks))
     return vm
 
 
-def create_demo_md_vm(svc, compute, name: str = DEMO_MD_VM) -> Vm:
+def create_demo_md_vm(svc: Services, compute: LocalCompute, name: str = DEMO_MD_VM) -> Vm:
     """The managed-disk demo VM: its disks' page blobs handed to the local Compute endpoint, which
     gives them managed disk ids; the inventory knows the VM by its id and its disks by theirs."""
     disks = _page_blob_disks(svc, name)
     local = compute.add_vm(name, [(d.lun, d.name.removesuffix(".vhd"), d.blob_url, d.size_bytes) for d in disks])
     vm = local.as_inventory_vm()
-    svc.inventory.put_vm(vm)
+    _registry(svc).put_vm(vm)
     log.info("demo VM %s registered with %d managed disks (%s)", name, len(vm.disks), vm.resource_id)
     return vm
+
+
+@runtime_checkable
+class _VmRegistry(Protocol):
+    """An inventory VMs are added to: the local one (and the fakes standing in for it)."""
+
+    def put_vm(self, vm: Vm) -> Vm: ...
+
+
+def _registry(svc: Services) -> _VmRegistry:
+    if not isinstance(svc.inventory, _VmRegistry):
+        raise ConfigurationError("the demo VMs go into the local inventory: set DISPATCHER=local")
+    return svc.inventory
 
 
 def _page_blob_disks(svc, name: str) -> list[Disk]:
@@ -63,7 +82,7 @@ def _page_blob_disks(svc, name: str) -> list[Disk]:
     return disks
 
 
-def disk_snapshots(svc, vm: Vm) -> dict[str, list[str]]:
+def disk_snapshots(svc: Services, vm: Vm) -> dict[str, list[str]]:
     """The blob snapshots each of the VM's disks has in storage, by disk name."""
     container = svc.blob_service.get_container_client(DISK_CONTAINER)
     found: dict[str, list[str]] = {d.name: [] for d in vm.disks}

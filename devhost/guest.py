@@ -9,11 +9,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, TokenCredential
 from azure.storage.blob import BlobClient
 
 from shared.adapters.dispatch_local import LocalDispatcher
 from shared.domain.command import ExtensionCommand
 from shared.domain.inventory import OS_DISK_LUN, Vm
+
+# What BlobClient takes as a credential: an account key, a SAS, or an identity.
+BlobCredential = str | dict[str, str] | AzureNamedKeyCredential | AzureSasCredential | TokenCredential | None
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ def os_disk_image(size: int, label: str) -> bytes:
     return bytes(mbr) + bytes(PARTITION_START - 512) + fs
 
 
-def write_marker(blob_url: str, credential, text: str) -> None:
+def write_marker(blob_url: str, credential: BlobCredential, text: str) -> None:
     """Write the marker file into the ext4 of the OS disk blob (the guest's own write), uploading only the
     pages that changed."""
     blob = BlobClient.from_blob_url(blob_url, credential=credential)
@@ -64,7 +68,7 @@ def write_marker(blob_url: str, credential, text: str) -> None:
 class MarkingDispatcher(LocalDispatcher):
     """The local dispatcher, whose guests write the marker (the task id) before the extension runs."""
 
-    def __init__(self, vm_root: Path, credential):
+    def __init__(self, vm_root: Path, credential: BlobCredential):
         super().__init__(vm_root)
         self._credential = credential
 
@@ -75,7 +79,7 @@ class MarkingDispatcher(LocalDispatcher):
         super().dispatch(vm, command)
 
 
-def is_guest_disk(blob_url: str, credential) -> bool:
+def is_guest_disk(blob_url: str, credential: BlobCredential) -> bool:
     """Whether the disk holds the demo guest's file system (its first sector is an MBR)."""
     head = BlobClient.from_blob_url(blob_url, credential=credential).download_blob(offset=0, length=512).readall()
     return head[510:512] == b"\x55\xaa"

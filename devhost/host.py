@@ -632,7 +632,7 @@ def read_functions(app: func.FunctionApp) -> list[FunctionSpec]:
         bindings = doc["bindings"]
         trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
         outputs = [b for b in bindings if b.get("direction", "").upper() == "OUT"]
-        specs.append(FunctionSpec(name=function.get_function_name(), trigger=trigger, outputs=outputs,
+        specs.append(FunctionSpec(name=function.get_function_name() or "", trigger=trigger, outputs=outputs,
                                   call=function.get_user_function(), bindings=bindings))
     _specs_by_app[app] = specs
     return specs

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, NamedTuple
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _decode(data: bytes, chunk: str) -> list[Receipt]:
     return receipts
 
 
-def read_receipts(hosts_container, host_id: str, function: str, container: str) -> list[Receipt]:
+def read_receipts(hosts_container: ContainerClient, host_id: str, function: str, container: str) -> list[Receipt]:
     """Every receipt stored for one function's trigger on one container (all chunks, all instances)."""
     return ReceiptJournal(hosts_container, host_id, function, container).load()
 
@@ -103,7 +104,7 @@ def _read_chunks(hosts_container, names: list[str]) -> list[list[Receipt]]:
 class ReceiptJournal:
     """The stored receipts of one function's trigger on one container."""
 
-    def __init__(self, hosts_container, host_id: str, function: str, container: str, *,
+    def __init__(self, hosts_container: ContainerClient, host_id: str, function: str, container: str, *,
                  batch: int = 256, interval: float = 1.0, compact_after: int = 32):
         self._hosts = hosts_container
         self.prefix = journal_prefix(host_id, function, container)

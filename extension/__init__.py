@@ -9,7 +9,7 @@ from extension.layout import write_extension_root
 __all__ = ["EnableResult", "enable", "run_daemon", "run_foreground", "write_extension_root"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     # The daemon's side loads on first use: ``python -m extension enable``, which the guest agent
     # waits for on every command, never needs it.
     if name in ("run_daemon", "run_foreground"):

@@ -6,7 +6,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from extension.codes import ExtensionCode
 from extension.runlog import redact
@@ -154,7 +154,7 @@ class BlobSnapshot:
     error_message: str | None
     status_code: int
 
-    def to_status(self) -> dict:
+    def to_status(self) -> dict[str, Any]:
         """The ``snapshotInfo`` entry (``blobUri`` is null for failed entries, as in the real one)."""
         return {
             "isSuccessful": self.is_successful,

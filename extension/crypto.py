@@ -15,6 +15,7 @@ import json
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -28,7 +29,7 @@ class ProtectedSettingsError(Exception):
     """The protected settings could not be decrypted or are not a JSON object."""
 
 
-def encrypt_protected_settings(settings: dict, cert_pem: bytes) -> str:
+def encrypt_protected_settings(settings: dict[str, Any], cert_pem: bytes) -> str:
     """Encrypt ``settings`` (JSON) to ``cert_pem``'s RSA key; base64 of DER CMS EnvelopedData."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     der = (
@@ -41,7 +42,7 @@ def encrypt_protected_settings(settings: dict, cert_pem: bytes) -> str:
     return base64.b64encode(der).decode("ascii")
 
 
-def decrypt_protected_settings(b64: str, cert_pem: bytes, key_pem: bytes) -> dict:
+def decrypt_protected_settings(b64: str, cert_pem: bytes, key_pem: bytes) -> dict[str, Any]:
     """Decrypt what :func:`encrypt_protected_settings` produced; raise ProtectedSettingsError."""
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
@@ -49,6 +50,8 @@ def decrypt_protected_settings(b64: str, cert_pem: bytes, key_pem: bytes) -> dic
         # check the cryptography package runs on loading (tens of ms of CPU, on every command) is
         # for keys from elsewhere, which this never loads.
         key = serialization.load_pem_private_key(key_pem, password=None, unsafe_skip_rsa_key_validation=True)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise TypeError("the VM's key is not an RSA key (CMS key transport needs one)")
         der = base64.b64decode(b64, validate=False)
         plain = pkcs7.pkcs7_decrypt_der(der, cert, key, [])
         settings = json.loads(plain)

@@ -11,7 +11,7 @@ import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import Any, TYPE_CHECKING, Callable, Protocol, Sequence
 
 from extension.codes import ExtensionCode
 from extension.config import etc_dir
@@ -142,7 +142,7 @@ class StatusReporter:
         telemetry: Sequence[tuple[str, str]] = (),
         suffix: str = "",
         storage: tuple[int, int, bool] = (0, 0, False),
-    ) -> dict:
+    ) -> dict[str, Any]:
         if not self._settings.vm_type:
             log.error("no vmType in the public settings: no status is written (as the real handler)")
             return {}
@@ -181,7 +181,8 @@ class StatusReporter:
             self._env.status_file(self._seq), file_status_text(report, self._identity, blob_text, now)
         )
         log.info("status report: %s", blob_text)
-        return json.loads(blob_text)[0]
+        entry: dict[str, Any] = json.loads(blob_text)[0]
+        return entry
 
 
 def _machine_id(root: Path) -> str:

@@ -11,7 +11,7 @@ import logging
 import subprocess
 import threading
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from extension.codes import ExtensionCode
 from extension.config import FREEZE_MOUNTS_ENV
@@ -178,7 +178,7 @@ def local_mounts(proc_mounts: str | None = None) -> list[str]:
     return ordered + (["/"] if "/" in found else [])
 
 
-def _unique(items) -> list[str]:
+def _unique(items: Iterable[str]) -> list[str]:
     seen: dict[str, None] = {}
     for item in items:
         seen.setdefault(item, None)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from extension import scripts, storage
 from extension.blobs import BlobSnapshot, BlobWriteError, BlobWriter, classify, snapshot_blobs
@@ -59,7 +60,7 @@ def run_daemon(
     http: HttpTransport | None = None,
     vmbackup_conf: Path | None = None,
     plugin_config_path: Path | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Do the daemon's work in this process; return the final blob status element (``{}`` if none).
 
     None is returned as ``{}`` when no status can be written: no settings file, or no ``vmType``
@@ -138,7 +139,7 @@ class _Daemon:
 
     # -- the run ------------------------------------------------------------------------------
 
-    def run(self) -> dict:
+    def run(self) -> dict[str, Any]:
         log.info("daemon: sequence %s", self.seq)
         try:
             handler_settings = read_handler_settings(self.env, self.seq)
@@ -318,7 +319,7 @@ class _Daemon:
         log.info("command issued %.0f s ago", age)
         return age > MAX_COMMAND_AGE_SECONDS
 
-    def exit_with_commit_log(self, code: ExtensionCode, message: str) -> dict:
+    def exit_with_commit_log(self, code: ExtensionCode, message: str) -> dict[str, Any]:
         log.error("%s", message)
         self.commit_log()
         self.ext_error.set(code)
@@ -326,7 +327,7 @@ class _Daemon:
         outcome.fail(code, message)
         return self.report(outcome, final=True, measure=False)
 
-    def report(self, outcome: Outcome, *, final: bool, measure: bool = True) -> dict:
+    def report(self, outcome: Outcome, *, final: bool, measure: bool = True) -> dict[str, Any]:
         """Measure the used storage for a final report, unless the run never got to the disks (a
         command refused as too late, or no settings): then, like the real handler, size 0."""
         assert self.reporter is not None
@@ -370,7 +371,7 @@ def _duration(started: float) -> str:
     return str(timedelta(seconds=time.monotonic() - started))
 
 
-def run_foreground(settings_file: Path, root: Path) -> tuple[EnableResult, dict]:
+def run_foreground(settings_file: Path, root: Path) -> tuple[EnableResult, dict[str, Any]]:
     """Off Azure: take ``{"publicSettings", "protectedSettings"}`` from a file and run it now.
 
     The settings go to ``config/<n>.settings`` under ``root`` with the next sequence number, then

@@ -11,7 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 HANDLER_NAME = "Microsoft.Azure.RecoveryServices.VMSnapshotLinux"
 PROTOCOL_VERSION = "1.0"
@@ -61,8 +61,8 @@ class HandlerEnvironment:
 def write_extension_root(
     root: Path,
     seq: int,
-    public_settings: dict,
-    protected_settings: dict | str,
+    public_settings: dict[str, Any],
+    protected_settings: dict[str, Any] | str,
     thumbprint: str | None = None,
 ) -> Path:
     """Create the root (HandlerEnvironment.json and folders, once) and write ``config/<seq>.settings``.
@@ -120,7 +120,7 @@ def write_extension_root(
     return path
 
 
-def read_handler_settings(env: HandlerEnvironment, seq: int) -> dict:
+def read_handler_settings(env: HandlerEnvironment, seq: int) -> dict[str, Any]:
     """``runtimeSettings[0].handlerSettings`` of ``config/<seq>.settings``."""
     path = env.settings_file(seq)
     try:

@@ -34,10 +34,10 @@ class CommandSettings:
     task_id: str | None = None
     command_start_ticks: Any = None  # echoed exactly as received
     vm_type: str | None = None
-    public_object: dict | None = None
-    backup_metadata: list | None = None
-    included_disks: dict = field(default_factory=dict)
-    custom_settings: dict = field(default_factory=dict)
+    public_object: dict[str, Any] | None = None
+    backup_metadata: list[Any] | None = None
+    included_disks: dict[str, Any] = field(default_factory=dict[str, Any])
+    custom_settings: dict[str, Any] = field(default_factory=dict[str, Any])
     blob_sas_uris: tuple[str, ...] = ()
     logs_blob_uri: str | None = None
     status_blob_uri: str | None = None
@@ -91,7 +91,7 @@ def parse_settings(public: Mapping[str, Any], protected: Mapping[str, Any]) -> C
     )
 
 
-def decode_object_str(value: Any, which: str) -> dict | None:
+def decode_object_str(value: Any, which: str) -> dict[str, Any] | None:
     """base64 -> ASCII -> strip whitespace -> strip ``'`` -> JSON, as ``parameterparser.py`` does."""
     if not value:
         return None
@@ -109,7 +109,7 @@ def encode_object_str(obj: Mapping[str, Any]) -> str:
     return base64.b64encode(json.dumps(obj).encode("ascii")).decode("ascii")
 
 
-def _backup_metadata(value: Any) -> list | None:
+def _backup_metadata(value: Any) -> list[Any] | None:
     """A list of ``{"Key", "Value"}`` pairs, or None (error 11) for anything else."""
     if value is None:
         return None
@@ -121,7 +121,7 @@ def _backup_metadata(value: Any) -> list | None:
     return value
 
 
-def _custom_settings(text: Any) -> dict:
+def _custom_settings(text: Any) -> dict[str, Any]:
     if isinstance(text, dict):
         return text
     try:
@@ -152,7 +152,7 @@ def _ticks(moment: datetime) -> int:
     return TICKS_AT_UNIX_EPOCH + micros * 10
 
 
-def load_protected_settings(handler_settings: Mapping[str, Any], cert_dir: Path) -> dict:
+def load_protected_settings(handler_settings: Mapping[str, Any], cert_dir: Path) -> dict[str, Any]:
     """The protected settings in the clear, or ``{}`` when they cannot be had (the real fallback)."""
     protected = handler_settings.get("protectedSettings")
     thumbprint = handler_settings.get("protectedSettingsCertThumbprint")

@@ -26,7 +26,7 @@ class Report:
     code: ExtensionCode
     message: str
     ext_error: ExtensionCode  # vmHealthStatusCode
-    snapshot_info: Sequence[dict] | None = None
+    snapshot_info: Sequence[dict[str, Any]] | None = None
     telemetry: Sequence[tuple[str, str]] = ()
     partition_count: int = 0
     total_used_size: int = 0
@@ -95,7 +95,7 @@ def file_status_text(report: Report, identity: Identity, blob_text: str, now: da
     return json.dumps([{"version": identity.version, "timestampUTC": stamp, "status": status}])
 
 
-def _formatted_message(report: Report) -> dict:
+def _formatted_message(report: Report) -> dict[str, Any]:
     inner = {
         "messageStr": report.message,
         "snapshotConsistency": SNAPSHOT_CONSISTENCY,
@@ -105,7 +105,7 @@ def _formatted_message(report: Report) -> dict:
     return {"lang": "en-US", "message": json.dumps(inner)}
 
 
-def _storage_details(report: Report) -> dict:
+def _storage_details(report: Report) -> dict[str, Any]:
     return {
         "partitionCount": report.partition_count,
         "totalUsedSizeInBytes": report.total_used_size,

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from extension.config import VM_DISKS_ENV
 from extension.freeze import local_mounts
@@ -79,7 +79,7 @@ def write_simulated_disks(path: Path, disks: Iterable[Mapping[str, object]]) -> 
     atomic_write(Path(path), json.dumps([dict(d) for d in disks]))
 
 
-def _read_disks(path: Path) -> list[dict] | None:
+def _read_disks(path: Path) -> list[dict[str, Any]] | None:
     try:
         disks = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -70,6 +70,8 @@ class HttpClientTransport:
         import http.client
 
         parts = urlsplit(url)
+        if not parts.hostname:
+            raise OSError(f"no host in the URL {parts.scheme}://{parts.netloc}")
         if parts.scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                 parts.hostname, parts.port, timeout=timeout, context=self._tls()

@@ -6,7 +6,7 @@ there (the only source Flex Consumption offers; wiring in infra/, docs/ingestion
 """
 import logging
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 import azure.functions as func
 
@@ -30,15 +30,23 @@ def blob_source(env: Mapping[str, str]) -> func.BlobSource | None:
 def ingest_status(blob: func.InputStream) -> None:
     # The host gives "<container>/<blob name>"; the service works with names inside the container.
     container, _, blob_name = (blob.name or "").partition("/")
-    etag = (blob.blob_properties or {}).get("ETag")
+    properties = _properties(blob)
+    etag = properties.get("ETag")
     # A storage outage is ridden out here, inside the invocation: the host's own retries come
     # seconds apart and end in a poison record after five (the sweep re-reads such blobs).
     svc = services()
     with svc.telemetry.span("ingest_status", blob=blob_name, etag=etag):
         outcome = ingest_with_retries(svc, blob_name, blob.read(), etag)
     # How long the status blob waited to become its job's record.
-    svc.telemetry.latency_since("ingestion", (blob.blob_properties or {}).get("LastModified"), svc.clock.now())
+    svc.telemetry.latency_since("ingestion", properties.get("LastModified"), svc.clock.now())
     log.info("status blob %s/%s: %s", container, blob_name, outcome)
+
+
+def _properties(blob: func.InputStream) -> Mapping[str, Any]:
+    # The binding is declared with the abstract InputStream; what the host hands is the concrete one,
+    # which alone carries the blob's properties.
+    properties = blob.blob_properties if isinstance(blob, func.blob.InputStream) else None
+    return properties or {}
 
 
 def _index(env: Mapping[str, str]) -> None:

@@ -15,6 +15,7 @@ from shared.domain.compliance import SLOT_ALLOWANCE, ItemCompliance, ItemState, 
 from shared.domain.jobs import DiskResult, Job, JobStatus
 from shared.domain.protection import DiskListSetting
 from shared.domain.restore import RESTORE_TEST, drill_result, is_restore, progress_percentage
+from shared.domain.task import Trigger
 from shared.services.compliance import ComplianceReport
 from shared.services.protection import ItemStatus
 from shared.services.recovery import PointView
@@ -38,6 +39,12 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def _document(fields: dict[str, Any]) -> dict[str, Any]:
+    """A document's fields as JSON values (what every ``*_document`` below returns)."""
+    document: dict[str, Any] = to_jsonable(fields)
+    return document
+
+
 def format_duration(delta: timedelta | None) -> str:
     """az's duration form in tables and documents: whole seconds, ``0:20:23``."""
     if delta is None:
@@ -54,6 +61,7 @@ def format_time(dt: datetime | None) -> str:
 def job_document(job: Job, now: datetime) -> dict[str, Any]:
     """The job as az prints an AzureIaaSVMJob (``properties`` with errorDetails and extendedInfo)."""
     extended: dict[str, Any]
+    tasks: list[dict[str, Any]]
     if is_restore(job):
         # As az shows a restore: one task per disk with its bytes, and the whole job's percentage.
         tasks = [{"taskId": f"Restore disk {lun_label(d)}", "status": d.status, "bytesCopied": d.bytes_done,
@@ -69,7 +77,7 @@ def job_document(job: Job, now: datetime) -> dict[str, Any]:
                    **({"directDriveSnapshot": d.direct_drive.as_record()} if d.direct_drive else {})}
                   for d in job.disks]
         extended = {"tasksList": tasks, "propertyBag": _property_bag(job)}
-    return to_jsonable({
+    return _document({
         "name": job.job_id,
         "type": "vmsnap/backupJobs",
         "properties": {
@@ -163,7 +171,7 @@ def _property_bag(job: Job) -> dict[str, str]:
 def report_document(report: ComplianceReport) -> dict[str, Any]:
     items = report.items
     total = SlotTally.combine(item.slots for item in items)
-    return to_jsonable({
+    return _document({
         "generatedAt": report.generated_at,
         "window": {"start": report.since, "end": report.generated_at, "days": report.days},
         "allowance": format_duration(SLOT_ALLOWANCE),
@@ -218,7 +226,7 @@ def _seconds(delta: timedelta | None) -> int | None:
 
 def alert_document(alert: Alert) -> dict[str, Any]:
     d = alert.delivery
-    return to_jsonable({
+    return _document({
         "name": alert.name, "type": "vmsnap/alerts",
         "properties": {
             "kind": alert.kind, "severity": alert.severity, "status": alert.status,
@@ -241,7 +249,7 @@ def alert_document(alert: Alert) -> dict[str, Any]:
 
 def point_document(view: PointView) -> dict[str, Any]:
     p = view.point
-    return to_jsonable({
+    return _document({
         "name": p.name, "vmName": p.vm_name, "recoveryPointTime": p.created_at, "state": p.state,
         "consistency": p.consistency, "tiers": [t.value for t in view.tiers], "expiryTime": view.expires_at,
         "jobId": p.job_id, "policyName": p.policy_name, "trigger": p.trigger, "retainUntil": p.retain_until,
@@ -256,7 +264,7 @@ def point_document(view: PointView) -> dict[str, Any]:
 
 def item_document(status: ItemStatus) -> dict[str, Any]:
     item, job = status.item, status.last_job
-    return to_jsonable({
+    return _document({
         "name": item.vm_name,
         "policyName": item.policy_name,
         "protectionState": item.state.value,
@@ -289,7 +297,7 @@ def _last_scheduled_slot(status: ItemStatus) -> datetime | None:
     """The newest slot the scheduler settled: its own mark on the item, or the newest scheduled job's slot
     (the tick marks the shard's progress, not each item)."""
     marks = [status.item.last_slot]
-    if status.last_job is not None and status.last_job.trigger == "Scheduled":
+    if status.last_job is not None and status.last_job.trigger is Trigger.SCHEDULED:
         marks.append(status.last_job.slot)
-    marks = [m for m in marks if m is not None]
-    return max(marks) if marks else None
+    known = [m for m in marks if m is not None]
+    return max(known) if known else None

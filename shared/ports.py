@@ -14,7 +14,7 @@ from shared.domain.alerts import Alert, AlertKind, AlertStatus
 from shared.domain.claims import BackupClaim
 from shared.domain.command import ExtensionCommand
 from shared.domain.inventory import Vm
-from shared.domain.jobs import Job, JobError, JobStatus
+from shared.domain.jobs import Consistency, Job, JobError, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.progress import PlanRequest, ShardProgress
 from shared.domain.retention_progress import RetentionProgress, RetentionRequest
@@ -22,7 +22,7 @@ from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import RecoveryPoint
 from shared.domain.restore import RestoreTask
 from shared.domain.restore_testing import FileSystemCheck, RestoreTestPlan
-from shared.domain.restore_point import ArmFailure, ConsistencyMode, ManagedDiskState, RestorePointState, VmDisks
+from shared.domain.restore_point import ArmFailure, ManagedDiskState, RestorePointState, VmDisks
 from shared.domain.rollup import MonthRollup, RollupState
 from shared.domain.shards import shard_of
 from shared.domain.task import SnapshotTask
@@ -180,7 +180,7 @@ class RestorePoints(Protocol):
     def ensure_collection(self, vm_resource_id: str, location: str) -> str:
         """The VM's restore point collection, created if missing; returns its id."""
 
-    def begin_create(self, vm_resource_id: str, name: str, *, consistency: ConsistencyMode,
+    def begin_create(self, vm_resource_id: str, name: str, *, consistency: Consistency,
                      exclude_disk_ids: Sequence[str] = ()) -> RestorePointState:
         """Start creating a restore point and return; one that exists already (also one another
         delivery created meanwhile: ARM's 409) is returned as is. A restore point this call started
@@ -282,6 +282,9 @@ class ProtectedItemStore(Protocol):
               after: str | None = None) -> Iterable[list[ProtectedItem]]:
         """Every item, at most ``page_size`` per page; with ``shard``, that shard's items in name order
         (lower-cased), those after the name ``after`` if given (to resume a listing that failed)."""
+
+    def count_by_policy(self, policy_name: str) -> int:
+        """How many PROTECTED items use the policy of exactly that name (``policy list`` shows it)."""
 
 
 class ShardProgressStore(Protocol):

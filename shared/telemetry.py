@@ -91,7 +91,7 @@ class Telemetry:
     # --- what the app records -------------------------------------------------------------------------
     def job_finished(self, job: "Job") -> None:
         """A job that ended: its outcome; for a backup also its duration and bytes."""
-        attributes = {"operation": job.operation, "outcome": job.status.value, "trigger": str(job.trigger)}
+        attributes = {"operation": job.operation, "outcome": job.status.value, "trigger": job.trigger.value}
         self._jobs.add(1, attributes)
         if job.operation != "Backup":
             return
@@ -140,13 +140,16 @@ class Telemetry:
         if self.reader is None:
             return {}
         found: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+        from opentelemetry.sdk.metrics.export import NumberDataPoint
+
         data = self.reader.get_metrics_data()
         for resource in (data.resource_metrics if data else ()):
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
                     points = found.setdefault(metric.name, [])
                     for point in metric.data.data_points:
-                        value = (point.count, point.sum) if hasattr(point, "bucket_counts") else point.value
+                        # A histogram's value is its (count, sum); a counter's or a gauge's, the number.
+                        value = point.value if isinstance(point, NumberDataPoint) else (point.count, point.sum)
                         points.append((dict(point.attributes or {}), value))
         return found
 

@@ -10,10 +10,11 @@ import json
 import logging
 import threading
 from datetime import datetime, timedelta
+from typing import Any, Callable, TypeVar
 from urllib.parse import quote
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobClient, BlobServiceClient, BlobType, generate_blob_sas
+from azure.storage.blob import BlobClient, BlobServiceClient, BlobType, UserDelegationKey, generate_blob_sas
 
 from shared.adapters.azure_errors import BLOB_REFUSED_HINT, translate
 from shared.clock import Clock
@@ -22,6 +23,8 @@ from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.task import MAX_MESSAGE_BYTES
 from shared.errors import ConflictError, NotFoundError, PermanentError
 from shared.redaction import redact
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class BlobSasMinter:
     def __init__(self, blob_service: BlobServiceClient, *, clock: Clock):
         self._service = blob_service
         self._clock = clock
-        self._delegation_key = None
+        self._delegation_key: UserDelegationKey | None = None
         self._lock = threading.Lock()
 
     def disk_sas_url(self, blob_url: str) -> str:
@@ -64,7 +67,8 @@ class BlobSasMinter:
     def _sas_url(self, blob_url: str, permission: str) -> str:
         base = base_of(blob_url)
         blob = BlobClient.from_blob_url(base)
-        if (blob.account_name != self._service.account_name
+        account = self._service.account_name
+        if (not account or blob.account_name != account
                 or blob.primary_hostname.split("/")[0] != self._service.primary_hostname.split("/")[0]):
             raise PermanentError(
                 f"blob {base} is not in storage account {self._service.account_name}, so no SAS can be "
@@ -73,7 +77,7 @@ class BlobSasMinter:
         start, expiry = now - SAS_START_SKEW, now + SAS_LIFETIME
         signing = self._signing_credential(start, expiry)
         sas = generate_blob_sas(
-            account_name=self._service.account_name,
+            account_name=account,
             container_name=blob.container_name,
             blob_name=blob.blob_name,
             permission=permission,
@@ -85,16 +89,16 @@ class BlobSasMinter:
         )
         return f"{base}?{sas}"
 
-    def _signing_credential(self, start: datetime, expiry: datetime) -> dict:
+    def _signing_credential(self, start: datetime, expiry: datetime) -> dict[str, Any]:
         account_key = getattr(self._service.credential, "account_key", None)
         if account_key:
             return {"account_key": account_key}
         return {"user_delegation_key": self._user_delegation_key(start, expiry)}
 
-    def _user_delegation_key(self, start: datetime, expiry: datetime):
+    def _user_delegation_key(self, start: datetime, expiry: datetime) -> UserDelegationKey:
         with self._lock:
             key = self._delegation_key
-            if key is None or not (_parse(key.signed_start) <= start and expiry <= _parse(key.signed_expiry)):
+            if key is None or not _covers(key, start, expiry):
                 try:
                     key = self._service.get_user_delegation_key(start, start + _DELEGATION_KEY_LIFETIME)
                 except AzureError as exc:
@@ -188,11 +192,17 @@ class StatusBlobStore:
         self._ready.add(container)
 
 
-def _storage_call(call, name: str):
+def _storage_call(call: Callable[[], _T], name: str) -> _T:
     try:
         return call()
     except AzureError as exc:
         raise translate(exc, f"working on blob {name}", service="Blob Storage", refused_hint=BLOB_REFUSED_HINT) from exc
+
+
+def _covers(key: UserDelegationKey, start: datetime, expiry: datetime) -> bool:
+    if not key.signed_start or not key.signed_expiry:
+        return False
+    return _parse(key.signed_start) <= start and expiry <= _parse(key.signed_expiry)
 
 
 def _parse(value: str) -> datetime:

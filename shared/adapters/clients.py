@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from azure.core.credentials import AccessToken
 
@@ -13,6 +13,7 @@ from shared.errors import ConfigurationError
 from shared.settings import Connection, compute_emulator
 
 if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
     from azure.data.tables import TableServiceClient
     from azure.storage.blob import BlobServiceClient
 
@@ -23,12 +24,12 @@ if TYPE_CHECKING:
 TABLE_RETRY = {"retry_total": 3, "retry_backoff_factor": 0.4}
 
 
-def table_options() -> dict:
+def table_options() -> dict[str, Any]:
     """Client options for Table clients: the retries above, and requests counted (metering.py)."""
     return dict(TABLE_RETRY, raw_request_hook=request_hook("table"))
 
 
-def blob_retry() -> dict:
+def blob_retry() -> dict[str, Any]:
     """Client options for Blob clients: three retries, about 10 s in all."""
     from azure.storage.blob import ExponentialRetry
 
@@ -37,7 +38,14 @@ def blob_retry() -> dict:
             "raw_request_hook": request_hook("blob")}
 
 
-def blob_service_client(conn: Connection, services) -> BlobServiceClient:
+class HasCredential(Protocol):
+    """Where the identity comes from, built only when a connection has no connection string."""
+
+    @property
+    def credential(self) -> TokenCredential: ...
+
+
+def blob_service_client(conn: Connection, services: HasCredential) -> BlobServiceClient:
     from azure.storage.blob import BlobServiceClient
 
     if conn.connection_string:
@@ -46,7 +54,7 @@ def blob_service_client(conn: Connection, services) -> BlobServiceClient:
     return BlobServiceClient(conn.endpoint("blobServiceUri"), credential=services.credential, **blob_retry())
 
 
-def table_service_client(conn: Connection, services) -> TableServiceClient:
+def table_service_client(conn: Connection, services: HasCredential) -> TableServiceClient:
     from azure.data.tables import TableServiceClient
 
     if conn.connection_string:
@@ -79,7 +87,7 @@ def compute_emulator_options(conn: Connection) -> tuple[StaticTokenCredential, d
 
 
 @contextmanager
-def _malformed(conn: Connection):
+def _malformed(conn: Connection) -> Iterator[None]:
     """The SDK's ValueError for a malformed connection string, as the setting an operator must fix."""
     try:
         yield

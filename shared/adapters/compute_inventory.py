@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Iterator
 
 from azure.core.exceptions import AzureError
 
@@ -15,6 +16,11 @@ from shared.adapters.azure_errors import Failure, failure_of, translate
 from shared.domain.bloburl import base_of
 from shared.domain.inventory import OS_DISK_LUN, Disk, DiskKind, Vm, VmKind
 from shared.errors import ConfigurationError, NotFoundError, ValidationError
+
+if TYPE_CHECKING:   # the Compute SDK loads when the inventory is built, not when this module is imported
+    from azure.core.credentials import TokenCredential
+    from azure.core.pipeline.transport import HttpTransport
+    from azure.mgmt.compute.models import DataDisk, OSDisk, VirtualMachine
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +30,13 @@ _VM_ID = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+
 
 
 class ComputeInventory:
-    def __init__(self, credential, subscription_id: str, *, transport=None):
+    def __init__(self, credential: TokenCredential, subscription_id: str, *,
+                 transport: HttpTransport[Any, Any] | None = None):
         from azure.mgmt.compute import ComputeManagementClient
 
         if not subscription_id:
             raise ConfigurationError("setting AZURE_SUBSCRIPTION_ID is missing; the Compute inventory needs it")
-        options = {"transport": transport} if transport is not None else {}
+        options: dict[str, Any] = {"transport": transport} if transport is not None else {}
         self._client = ComputeManagementClient(credential, subscription_id, retry_total=3, **options)
         self._subscription = subscription_id
 
@@ -41,7 +48,7 @@ class ComputeInventory:
                 model = self._client.virtual_machines.get(match["rg"], match["name"])
             return _vm_from(model)
         with _compute_errors(name):
-            found = [m for m in self._client.virtual_machines.list_all() if m.name.lower() == name.lower()]
+            found = [m for m in self._client.virtual_machines.list_all() if (m.name or "").lower() == name.lower()]
         if not found:
             raise NotFoundError(f"VM {name!r} not found in subscription {self._subscription}")
         if len(found) > 1:
@@ -66,24 +73,26 @@ class _compute_errors:
     def __init__(self, what: str):
         self._what = what
 
-    def __enter__(self):
+    def __enter__(self) -> _compute_errors:
         return self
 
-    def __exit__(self, kind, exc, tb):
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc is None or not isinstance(exc, AzureError):
-            return False
+            return
         if failure_of(exc) is Failure.NOT_FOUND:
             raise NotFoundError(f"VM {self._what!r} not found") from exc
         raise translate(exc, f"reading {self._what}", service="the Compute API",
                         refused_hint="grant the identity Reader (or Virtual Machine Contributor) on the VM") from exc
 
 
-def _resource_group(resource_id: str) -> str:
+def _resource_group(resource_id: str | None) -> str:
     match = _VM_ID.match(resource_id or "")
     return match["rg"] if match else "?"
 
 
-def _vm_from(model) -> Vm:
+def _vm_from(model: VirtualMachine) -> Vm:
+    if not model.name:
+        raise ValidationError(f"the Compute API listed a VM without a name ({model.id})", field="vm")
     profile = model.storage_profile
     os_disk = profile.os_disk if profile else None
     data_disks = sorted(profile.data_disks or [], key=lambda d: d.lun) if profile else []
@@ -93,7 +102,7 @@ def _vm_from(model) -> Vm:
               location=model.location, tags=dict(model.tags or {}))
 
 
-def _disk_from(disk, lun: int, vm_name: str) -> Disk:
+def _disk_from(disk: OSDisk | DataDisk, lun: int, vm_name: str) -> Disk:
     name = disk.name or ("osdisk" if lun == OS_DISK_LUN else f"lun{lun}")
     size = (disk.disk_size_gb or 0) * GIB
     managed = getattr(disk, "managed_disk", None)

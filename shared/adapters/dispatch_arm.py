@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceNotFoundError,
                                    ServiceRequestError)
@@ -18,6 +18,11 @@ from shared.domain.inventory import Vm
 from shared.errors import PermanentError, TransientError
 from shared.ports import DispatchRefused
 from shared.redaction import redact
+
+if TYPE_CHECKING:   # the Compute SDK loads on first use: a worker that never dispatches to ARM never pays for it
+    from azure.core.credentials import TokenCredential
+    from azure.core.pipeline.transport import HttpTransport
+    from azure.mgmt.compute import ComputeManagementClient
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +42,15 @@ class ArmDispatcher:
     go to ``ComputeManagementClient`` (e.g. ``retry_total``).
     """
 
-    def __init__(self, credential, subscription_id: str, *, transport=None, poll: bool = False,
-                 **client_options: Any):
+    def __init__(self, credential: TokenCredential, subscription_id: str, *,
+                 transport: HttpTransport[Any, Any] | None = None, poll: bool = False, **client_options: Any):
         self._credential = credential
         self._subscription_id = subscription_id
         self._poll = poll
         self._options = dict(client_options)
         if transport is not None:
             self._options["transport"] = transport
-        self._client = None
+        self._client: ComputeManagementClient | None = None
         self._lock = threading.Lock()
 
     def dispatch(self, vm: Vm, command: ExtensionCommand) -> None:
@@ -57,7 +62,10 @@ class ArmDispatcher:
                                  f"its extension")
         try:
             poller = self._compute().virtual_machine_extensions.begin_create_or_update(
-                resource_group, vm_name, EXTENSION_NAME, body, polling=self._poll)
+                # The SDK serializes a dict body as it is (the extension's settings, unmodelled keys and
+                # all); its overloads name only the model and a byte stream.
+                resource_group, vm_name, EXTENSION_NAME, body,  # type: ignore[call-overload]
+                polling=self._poll)
             if self._poll:
                 poller.result()
         except ClientAuthenticationError as exc:
@@ -109,7 +117,7 @@ class ArmDispatcher:
         if not vm.resource_id or not is_valid_resource_id(vm.resource_id):
             raise PermanentError(f"VM {vm.name} has no ARM resource id; DISPATCHER=arm works only "
                                  f"for Azure VMs")
-        parts = parse_resource_id(vm.resource_id)
+        parts = {key: str(value) for key, value in parse_resource_id(vm.resource_id).items()}
         if (parts.get("namespace", "").lower() != "microsoft.compute"
                 or parts.get("type", "").lower() != "virtualmachines"):
             raise PermanentError(f"resource id of VM {vm.name} is not a Microsoft.Compute virtual "
@@ -119,7 +127,7 @@ class ArmDispatcher:
                                  f"worker is set to {self._subscription_id} (AZURE_SUBSCRIPTION_ID)")
         return parts["resource_group"], parts["name"]
 
-    def _compute(self):
+    def _compute(self) -> ComputeManagementClient:
         with self._lock:
             if self._client is None:
                 from azure.mgmt.compute import ComputeManagementClient

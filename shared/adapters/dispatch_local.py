@@ -15,6 +15,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from extension.config import VM_DISKS_ENV, WAAGENT_ENV
 from extension.crypto import encrypt_protected_settings, ensure_transport_certificate
@@ -107,7 +108,7 @@ def next_sequence_number(root: Path) -> int:
 
 
 @contextmanager
-def _locked(root: Path):
+def _locked(root: Path) -> Iterator[None]:
     # Two workers dispatching to one VM at once must not pick the same sequence number.
     with open(root / ".dispatch.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -18,7 +18,8 @@ from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 from shared.adapters.azure_errors import Failure, classify, status_and_code
 from shared.domain.restore import OWNER_KEY
 from shared.domain.inventory import OS_DISK_LUN
-from shared.domain.restore_point import (ArmFailure, ConsistencyMode, DiskRestorePointState, InstanceStatus,
+from shared.domain.jobs import Consistency
+from shared.domain.restore_point import (ArmFailure, DiskRestorePointState, InstanceStatus,
                                          ManagedDiskState, RestorePointState, VmDisks, collection_name,
                                          restore_point_request, swap_request)
 from shared.errors import EndpointUnavailableError, PermanentError, TransientError
@@ -97,7 +98,7 @@ class ComputeRestorePoints:
         log.info("restore point collection %s created for VM %s", name, vm_name)
         return str(created.id)
 
-    def begin_create(self, vm_resource_id: str, name: str, *, consistency: ConsistencyMode,
+    def begin_create(self, vm_resource_id: str, name: str, *, consistency: Consistency,
                      exclude_disk_ids: Sequence[str] = ()) -> RestorePointState:
         """Start creating restore point ``name`` and return at once (the platform finishes it).
 

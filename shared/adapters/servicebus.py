@@ -16,22 +16,29 @@ import logging
 import threading
 from collections import defaultdict
 from datetime import datetime
-from typing import Generic, Sequence, TypeVar
+from typing import Generic, Protocol, Sequence, TypeVar
 
-from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSender
 from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
 
 from shared.adapters.azure_errors import SERVICE_BUS_REFUSED_HINT, Failure, failure_of, translate
+from shared.adapters.clients import HasCredential
 from shared.clock import Clock, SystemClock
 from shared.domain.progress import PlanRequest
 from shared.domain.restore import RESTORE_TASK_SCHEMA, RestoreTask
 from shared.domain.retention_progress import RetentionRequest
 from shared.domain.task import SCHEMA, SnapshotTask
 from shared.errors import ConfigurationError, TransientError
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", PlanRequest, RetentionRequest)
+
+
+class _CredentialAndClock(HasCredential, Protocol):
+    @property
+    def clock(self) -> Clock: ...
 
 
 class _QueueSender:
@@ -40,7 +47,7 @@ class _QueueSender:
     def __init__(self, client: ServiceBusClient, queue_name: str):
         self.client = client
         self.queue = queue_name
-        self._sender = None
+        self._sender: ServiceBusSender | None = None
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -72,7 +79,7 @@ class _QueueSender:
         return operations
 
     @staticmethod
-    def _send_batched(sender, messages: Sequence[ServiceBusMessage]) -> int:
+    def _send_batched(sender: ServiceBusSender, messages: Sequence[ServiceBusMessage]) -> int:
         operations = 0
         batch = sender.create_message_batch()
         for message in messages:
@@ -102,7 +109,7 @@ class _QueueSender:
                 log.debug("closing a failed sender of %s failed too", self.queue)
 
 
-def _client(settings, services) -> ServiceBusClient:
+def _client(settings: Settings, services: HasCredential) -> ServiceBusClient:
     conn = settings.service_bus_connection()
     if conn.connection_string:
         try:
@@ -120,7 +127,7 @@ class ServiceBusTaskQueue:
         self._clock = clock or SystemClock()
 
     @classmethod
-    def from_settings(cls, settings, services) -> "ServiceBusTaskQueue":
+    def from_settings(cls, settings: Settings, services: _CredentialAndClock) -> ServiceBusTaskQueue:
         return cls(_client(settings, services), settings.tasks_queue, clock=services.clock)
 
     def send(self, tasks: Sequence[SnapshotTask]) -> int:
@@ -148,7 +155,7 @@ class ServiceBusRestoreQueue:
         self._queue = _QueueSender(client, queue_name)
 
     @classmethod
-    def from_settings(cls, settings, services) -> "ServiceBusRestoreQueue":
+    def from_settings(cls, settings: Settings, services: HasCredential) -> ServiceBusRestoreQueue:
         return cls(_client(settings, services), settings.restore_queue)
 
     def send(self, task: RestoreTask, *, not_before: datetime | None = None) -> None:
@@ -188,13 +195,13 @@ class ServiceBusRequestQueue(Generic[R]):
 
 class ServiceBusShardQueue(ServiceBusRequestQueue[PlanRequest]):
     @classmethod
-    def from_settings(cls, settings, services) -> "ServiceBusShardQueue":
+    def from_settings(cls, settings: Settings, services: HasCredential) -> ServiceBusShardQueue:
         return cls(_client(settings, services), settings.planner_queue, "plan-shard")
 
 
 class ServiceBusRetentionQueue(ServiceBusRequestQueue[RetentionRequest]):
     @classmethod
-    def from_settings(cls, settings, services) -> "ServiceBusRetentionQueue":
+    def from_settings(cls, settings: Settings, services: HasCredential) -> ServiceBusRetentionQueue:
         return cls(_client(settings, services), settings.retention_queue, "retention")
 
 

@@ -18,7 +18,8 @@ from typing import Any, Iterator
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError, \
     ResourceNotFoundError
-from azure.storage.blob import BlobClient, BlobServiceClient, generate_blob_sas
+from azure.core.paging import PageIterator
+from azure.storage.blob import BlobClient, BlobProperties, BlobServiceClient, generate_blob_sas
 
 from shared.adapters.azure_errors import BLOB_REFUSED_HINT, translate
 from shared.clock import Clock
@@ -296,7 +297,9 @@ class StatusBlobArchive:
 
     def list_pages(self, marker: str | None = None) -> Iterator[StatusBlobPage]:
         try:
-            pages = self._container.list_blobs().by_page(continuation_token=marker)
+            # by_page returns a PageIterator, whose continuation_token its Iterator annotation leaves out.
+            pages: PageIterator[BlobProperties] = self._container.list_blobs().by_page(  # type: ignore[assignment]
+                continuation_token=marker)
             for page in pages:
                 blobs = [StatusBlobInfo(blob.name, blob.last_modified) for blob in page]
                 yield StatusBlobPage(blobs, pages.continuation_token or None)

@@ -17,6 +17,7 @@ the evaluator reads the minutes since its mark, a PartitionKey range, and retent
 """
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableEntity, TableServiceClient, UpdateMode
 
 from shared.adapters.azure_errors import EtagRetry
 from shared.adapters.table_protection import _open_table, _storage_errors, delete_matching
@@ -39,8 +40,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _PAGE = 1000
 
 
+# The port names a method ``list``: in this class the builtin is spelled ``builtins.list``.
 class TableAlertStore:
-    def __init__(self, table_service, table_name: str, *,
+    def __init__(self, table_service: TableServiceClient, table_name: str, *,
                  etag_retry: EtagRetry = EtagRetry(races=(ResourceModifiedError, ResourceExistsError))):
         self._table = _open_table(table_service, table_name)
         self._etag_retry = etag_retry
@@ -90,9 +92,9 @@ class TableAlertStore:
         entity = self._point(f"X{shard_of(item)}", f"{_key(item, kind)}|{_inv(fired)}")
         return _alert_from(entity) if entity is not None else None
 
-    def list(self, status: AlertStatus | None = None, item: str | None = None) -> list[Alert]:
+    def list(self, status: AlertStatus | None = None, item: str | None = None) -> builtins.list[Alert]:
         kinds = ["H"] if status is AlertStatus.ACTIVE else ["H", "X"]
-        found = []
+        found: builtins.list[Alert] = []
         for prefix in kinds:
             if item is None:
                 text = "PartitionKey ge @low and PartitionKey lt @high"
@@ -106,10 +108,10 @@ class TableAlertStore:
             found += [_alert_from(e) for e in self._query(text, params)]
         return sorted(found, key=lambda a: (a.fired_at, a.name), reverse=True)
 
-    def owed(self) -> list[Alert]:
+    def owed(self) -> builtins.list[Alert]:
         return self._outbox("O", lambda alert: alert.owed is not None)
 
-    def parked(self) -> list[Alert]:
+    def parked(self) -> builtins.list[Alert]:
         return self._outbox("N", lambda alert: alert.parked)
 
     def marks(self) -> dict[str, datetime]:
@@ -141,7 +143,7 @@ class TableAlertStore:
             self._table.upsert_entity({"PartitionKey": "W", "RowKey": item.lower(), "Item": item,
                                        "BreachAt": utc(breach_at)}, mode=UpdateMode.REPLACE)
 
-    def due_watches(self, now: datetime) -> list[tuple[str, datetime]]:
+    def due_watches(self, now: datetime) -> builtins.list[tuple[str, datetime]]:
         rows = self._query("PartitionKey eq 'W' and BreachAt le @now", {"now": utc(now)})
         return sorted(((row["Item"], _time(row["BreachAt"])) for row in rows), key=lambda pair: pair[1])
 
@@ -149,23 +151,23 @@ class TableAlertStore:
         self._delete("W", item.lower())
 
     # --- internals ----------------------------------------------------------------------------------
-    def _outbox(self, partition: str, holds: Callable[[Alert], bool]) -> list[Alert]:
+    def _outbox(self, partition: str, holds: Callable[[Alert], bool]) -> builtins.list[Alert]:
         """The current alerts an outbox partition lists that still belong there (one small partition read)."""
-        alerts = []
+        alerts: builtins.list[Alert] = []
         for row in self._query("PartitionKey eq @pk", {"pk": partition}):
             alert = self.get(row["Item"], AlertKind(row["Kind"]))
             if alert is not None and holds(alert):
                 alerts.append(alert)
         return alerts
 
-    def _point(self, partition: str, row: str):
+    def _point(self, partition: str, row: str) -> TableEntity | None:
         try:
             with _storage_errors("reading an alert"):
                 return self._table.get_entity(partition, row)
         except ResourceNotFoundError:
             return None
 
-    def _query(self, text: str, params: dict[str, Any]) -> list[Any]:
+    def _query(self, text: str, params: dict[str, Any]) -> builtins.list[TableEntity]:
         with _storage_errors("listing alerts"):
             return list(self._table.query_entities(text, parameters=params, results_per_page=_PAGE))
 
@@ -178,7 +180,7 @@ class TableAlertStore:
 
 
 class TableJobFeed:
-    def __init__(self, table_service, table_name: str):
+    def __init__(self, table_service: TableServiceClient, table_name: str):
         self._table = _open_table(table_service, table_name)
 
     def add(self, entry: FeedEntry) -> None:
@@ -268,7 +270,8 @@ def _delivery_dict(d: Delivery) -> dict[str, Any]:
 
 def _delivery_from(d: dict[str, Any]) -> Delivery:
     times = ("first_failure_at", "last_attempt_at", "next_attempt_at", "lease_until")
-    values = {k: (_maybe(v) if k in times else v) for k, v in d.items() if k in Delivery.__dataclass_fields__}
+    values: dict[str, Any] = {k: (_maybe(v) if k in times else v) for k, v in d.items()
+                              if k in Delivery.__dataclass_fields__}
     if "state" in values:
         values["state"] = DeliveryState(values["state"])
     return Delivery(**values)

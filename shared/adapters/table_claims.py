@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableEntity, TableServiceClient, UpdateMode
 
 from shared.adapters.azure_errors import EtagRetry
 from shared.adapters.table_protection import _open_table, _storage_errors
@@ -19,7 +19,7 @@ from shared.domain.shards import shard_of
 
 
 class TableBackupClaims:
-    def __init__(self, table_service, table_name: str, *,
+    def __init__(self, table_service: TableServiceClient, table_name: str, *,
                  etag_retry: EtagRetry = EtagRetry(races=(ResourceModifiedError, ResourceExistsError))):
         self._table = _open_table(table_service, table_name)
         self._etag_retry = etag_retry
@@ -60,7 +60,7 @@ def _entity(claim: BackupClaim) -> dict[str, Any]:
     return entity
 
 
-def _from(entity) -> BackupClaim:
+def _from(entity: TableEntity) -> BackupClaim:
     since = entity.get("HolderSince")
     day = entity.get("Day")
     return BackupClaim(vm_name=entity.get("VmName") or entity["RowKey"], holder=entity.get("Holder"),

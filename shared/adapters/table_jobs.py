@@ -37,12 +37,13 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError,
                                    ResourceNotFoundError)
-from azure.data.tables import EdmType, EntityProperty, TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import (EdmType, EntityProperty, TableEntity, TableServiceClient, TableTransactionError,
+                               UpdateMode)
 
 from shared.clock import utc
 from shared.adapters.metering import in_context
@@ -53,11 +54,15 @@ from shared.domain.jobs import (AttemptOutcome, AttemptRecord, Consistency, Disk
 from shared.domain.restore import Check, RestoreSpec
 from shared.domain.shards import SHARDS, check_shard, shard_of
 from shared.domain.status import DirectDriveSnapshot, strip_secrets
-from shared.domain.task import validate_job_id
+from shared.domain.inventory import BackupMethod
+from shared.domain.task import Trigger, validate_job_id
 from shared.errors import NotFoundError, ValidationError
 from shared.ports import JobOutcome, JobPage, JobQuery
 
 log = logging.getLogger(__name__)
+
+_Chunk = TypeVar("_Chunk")
+_Result = TypeVar("_Result")
 
 SCHEMA = 2                  # 2: shard in the partition key, no VM index rows
 BATCH = 100                 # Table transactions take at most 100 operations
@@ -97,7 +102,7 @@ class TableJobStore:
         aliases = [_alias_entity(job) for _, job in unique if slot_of_job_id(job.job_id) is None]
         if aliases:     # first, and idempotent: a crash between the two leaves an alias to nothing
             self._run_batches(_group(aliases), self._upsert_batch)
-        by_partition: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+        by_partition: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
         for index, job in unique:
             entity = _job_entity(job)
             by_partition[entity["PartitionKey"]].append((index, entity))
@@ -120,10 +125,10 @@ class TableJobStore:
                 continue
             wanted[keys[0]].append((keys[1], job_id))
         for partition, rows in wanted.items():
-            keys = sorted(rows)
-            ids = {job_id for _, job_id in keys}
+            ordered = sorted(rows)
+            ids = {job_id for _, job_id in ordered}
             for entity in self._query("PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
-                                      {"pk": partition, "low": keys[0][0], "high": keys[-1][0]}):
+                                      {"pk": partition, "low": ordered[0][0], "high": ordered[-1][0]}):
                 if entity.get("JobId") in ids:
                     found[entity["JobId"]] = job_from_entity(entity)
         return found
@@ -199,8 +204,8 @@ class TableJobStore:
         for entity in self._query(text, params, per_page=min(size + 1, MAX_PAGE)):
             yield entity["RowKey"], job_from_entity(entity)
 
-    def _query(self, text: str, params: dict, *, select: list[str] | None = None,
-               per_page: int = MAX_PAGE) -> Iterator[dict]:
+    def _query(self, text: str, params: dict[str, Any], *, select: list[str] | None = None,
+               per_page: int = MAX_PAGE) -> Iterator[dict[str, Any]]:
         try:
             yield from self._table.query_entities(text, parameters=params, select=select,
                                                   results_per_page=per_page)
@@ -209,7 +214,7 @@ class TableJobStore:
         except (HttpResponseError, AzureError) as exc:
             raise _translate(exc, "querying jobs") from exc
 
-    def _read(self, job_id: str):
+    def _read(self, job_id: str) -> TableEntity | None:
         keys = _job_keys(job_id)
         if keys is None:
             alias = self._point(f"A{_hash2(job_id)}", job_id)
@@ -218,7 +223,7 @@ class TableJobStore:
             keys = (alias["JobPartition"], alias["JobRow"])
         return self._point(*keys)
 
-    def _point(self, partition: str, row: str):
+    def _point(self, partition: str, row: str) -> TableEntity | None:
         try:
             return self._table.get_entity(partition, row)
         except ResourceNotFoundError:
@@ -226,7 +231,7 @@ class TableJobStore:
         except (HttpResponseError, AzureError) as exc:
             raise _translate(exc, "reading a job") from exc
 
-    def _create_chunk(self, chunk: list[tuple[int, dict]]) -> list[tuple[int, bool]]:
+    def _create_chunk(self, chunk: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, bool]]:
         try:
             self._call(self._table.submit_transaction, [("create", entity) for _, entity in chunk])
             return [(index, True) for index, _ in chunk]
@@ -252,14 +257,15 @@ class TableJobStore:
                         results.append((index, False))
         return results
 
-    def _upsert_batch(self, chunk: list[dict]) -> None:
+    def _upsert_batch(self, chunk: list[dict[str, Any]]) -> None:
         self._call(self._table.submit_transaction, [("upsert", entity) for entity in chunk])
 
-    def _run_batches(self, groups: dict[str, list[dict]], fn) -> None:
+    def _run_batches(self, groups: dict[str, list[dict[str, Any]]],
+                     fn: Callable[[list[dict[str, Any]]], object]) -> None:
         chunks = [rows[i:i + BATCH] for rows in groups.values() for i in range(0, len(rows), BATCH)]
         list(self._map(fn, chunks))
 
-    def _map(self, fn, chunks: list) -> Iterable:
+    def _map(self, fn: Callable[[_Chunk], _Result], chunks: list[_Chunk]) -> list[_Result]:
         if len(chunks) <= 1 or self._workers <= 1:
             return [fn(chunk) for chunk in chunks]
         with self._pool_lock:       # one pool for the store's life: starting threads per call costs more
@@ -268,7 +274,7 @@ class TableJobStore:
         futures = [self._pool.submit(in_context(fn), chunk) for chunk in chunks]
         return [future.result() for future in futures]
 
-    def _call(self, fn, *args, **kwargs):
+    def _call(self, fn: Callable[..., _Result], *args: Any, **kwargs: Any) -> _Result:
         try:
             return fn(*args, **kwargs)
         except (ResourceExistsError, ResourceModifiedError, TableTransactionError):
@@ -344,13 +350,14 @@ def _job_entity(job: Job) -> dict[str, Any]:
     entity: dict[str, Any] = {
         "PartitionKey": partition, "RowKey": row, "Schema": SCHEMA,
         "JobId": job.job_id, "VmName": job.vm_name, "VmKey": job.vm_name.lower(), "Slot": utc(job.slot),
-        "StartTime": utc(job.start_time), "Trigger": getattr(job.trigger, "value", job.trigger),
+        "StartTime": utc(job.start_time), "Trigger": job.trigger.value,
         "Operation": job.operation, "Status": job.status.value, "Phase": job.phase.value,
         "Attempt": _int32(job.attempt),
     }
     # Lists only when not empty: a new job's row stays small (a tick encodes ten thousand of them);
     # a REPLACE write drops a list that became empty, and a missing list reads back as empty.
-    lists = (("Disks", job.disks, lambda: _fit_json([_disk_dict(d) for d in job.disks], "error")),
+    lists: tuple[tuple[str, Sequence[object], Callable[[], str]], ...] = (
+             ("Disks", job.disks, lambda: _fit_json([_disk_dict(d) for d in job.disks], "error")),
              ("Errors", job.errors, lambda: _fit_json([asdict(e) for e in job.errors], "error_string")),
              ("Notes", job.notes, lambda: _fit_json(list(job.notes), None)),
              ("Attempts", job.attempts, lambda: _fit_json([_attempt_dict(a) for a in job.attempts], "detail")),
@@ -367,7 +374,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "LogBlob": job.log_blob and base_of(job.log_blob),
         "LastReportAt": job.last_report_at and utc(job.last_report_at),
         "DispatchedAt": job.dispatched_at and utc(job.dispatched_at),
-        "BackupMethod": job.backup_method, "ArmOperation": job.arm_operation,
+        "BackupMethod": job.backup_method and job.backup_method.value, "ArmOperation": job.arm_operation,
         "Restore": job.restore and json.dumps(job.restore.as_record(), separators=(",", ":")),
     }
     entity.update({k: v for k, v in optional.items() if v is not None})
@@ -375,10 +382,13 @@ def _job_entity(job: Job) -> dict[str, Any]:
 
 
 def job_from_entity(entity: dict[str, Any]) -> Job:
-    get = lambda key: _plain(entity.get(key))  # noqa: E731
+    def get(key: str) -> Any:
+        return _plain(entity.get(key))
+
     return Job(
-        job_id=get("JobId"), vm_name=get("VmName"), slot=_time(get("Slot")), start_time=_time(get("StartTime")),
-        trigger=get("Trigger") or "Scheduled", operation=get("Operation") or "Backup",
+        job_id=get("JobId"), vm_name=get("VmName"), slot=_required_time(get("Slot"), "Slot"),
+        start_time=_required_time(get("StartTime"), "StartTime"),
+        trigger=Trigger(get("Trigger") or Trigger.SCHEDULED), operation=get("Operation") or "Backup",
         status=JobStatus(get("Status")), phase=JobPhase(get("Phase")), policy_name=get("PolicyName"),
         retain_until=_time(get("RetainUntil")), end_time=_time(get("EndTime")), attempt=int(get("Attempt") or 1),
         task_id=get("TaskId"), consistency=Consistency(get("Consistency")) if get("Consistency") else None,
@@ -387,7 +397,8 @@ def job_from_entity(entity: dict[str, Any]) -> Job:
         health_code=get("HealthCode"), errors=[JobError(**e) for e in json.loads(get("Errors") or "[]")],
         status_blob=get("StatusBlob"), log_blob=get("LogBlob"), last_report_at=_time(get("LastReportAt")),
         notes=list(json.loads(get("Notes") or "[]")), dispatched_at=_time(get("DispatchedAt")),
-        backup_method=get("BackupMethod"), arm_operation=get("ArmOperation"),
+        backup_method=BackupMethod(get("BackupMethod")) if get("BackupMethod") else None,
+        arm_operation=get("ArmOperation"),
         attempts=[_attempt_from(a) for a in json.loads(get("Attempts") or "[]")],   # absent on older rows
         restore=RestoreSpec.from_record(json.loads(get("Restore"))) if get("Restore") else None,
         checks=[Check.from_record(c) for c in json.loads(get("Checks") or "[]")],
@@ -430,14 +441,14 @@ def _hour(ms: int) -> int:
     return ms - ms % _HOUR_MS
 
 
-def _group(rows: list[dict]) -> dict[str, list[dict]]:
-    groups: dict[str, dict[str, dict]] = defaultdict(dict)
+def _group(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         groups[row["PartitionKey"]][row["RowKey"]] = row
     return {pk: list(by_row.values()) for pk, by_row in groups.items()}
 
 
-def _disk_dict(disk: DiskResult) -> dict:
+def _disk_dict(disk: DiskResult) -> dict[str, Any]:
     row = {"lun": disk.lun, "blob_url": base_of(disk.blob_url or ""), "status": disk.status,
            "snapshot_uri": strip_secrets(disk.snapshot_uri), "error": disk.error}
     if disk.direct_drive is not None:
@@ -450,18 +461,18 @@ def _disk_dict(disk: DiskResult) -> dict:
 _RESTORE_DISK_KEYS = ("bytes_total", "bytes_done", "safety_copy", "replaced")
 
 
-def _disk_from(data: dict) -> DiskResult:
+def _disk_from(data: dict[str, Any]) -> DiskResult:
     direct = data.pop("direct_drive", None)
     return DiskResult(**data, direct_drive=DirectDriveSnapshot.from_record(direct) if direct else None)
 
 
-def _attempt_dict(record: AttemptRecord) -> dict:
+def _attempt_dict(record: AttemptRecord) -> dict[str, Any]:
     times = {key: getattr(record, key) and utc(getattr(record, key)).isoformat()
              for key in ("dispatched_at", "ended_at", "retry_at")}
     return dict(asdict(record), outcome=record.outcome.value, **times)
 
 
-def _attempt_from(data: dict) -> AttemptRecord:
+def _attempt_from(data: dict[str, Any]) -> AttemptRecord:
     return AttemptRecord(attempt=int(data["attempt"]), task_id=str(data["task_id"]),
                          outcome=AttemptOutcome(data["outcome"]), error_code=data.get("error_code"),
                          extension_code=data.get("extension_code"), detail=data.get("detail"),
@@ -469,7 +480,7 @@ def _attempt_from(data: dict) -> AttemptRecord:
                          retry_at=_time(data.get("retry_at")))
 
 
-def _fit_json(items: list, text_key: str | None) -> str:
+def _fit_json(items: list[Any], text_key: str | None) -> str:
     """JSON of a list, shortened (text first, then items) until it fits one table property."""
     text = json.dumps(items, separators=(",", ":"))
     limit = 200
@@ -494,6 +505,13 @@ def _int64(value: int) -> int:
 
 def _plain(value: Any) -> Any:
     return getattr(value, "value", value) if type(value).__name__ == "EntityProperty" else value
+
+
+def _required_time(value: Any, key: str) -> datetime:
+    when = _time(value)
+    if when is None:    # every writer sets both; a row without one was not written by this store
+        raise ValueError(f"a job row without {key}")
+    return when
 
 
 def _time(value: Any) -> datetime | None:

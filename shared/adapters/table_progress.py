@@ -10,7 +10,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableEntity, TableServiceClient, UpdateMode
 
 from shared.adapters.azure_errors import EtagRetry
 from shared.adapters.table_protection import _open_table, _storage_errors
@@ -28,15 +28,15 @@ P = TypeVar("P", ShardProgress, RetentionProgress)
 class _ProgressRows(Generic[P]):
     """One partition of progress rows, a row per key, read and changed under the row's ETag."""
 
-    def __init__(self, table_service, table_name: str, partition: str, what: str, *,
+    def __init__(self, table_service: TableServiceClient, table_name: str, partition: str, what: str, *,
                  empty: Callable[[str], P], to_entity: Callable[[P], dict[str, Any]],
-                 from_entity: Callable[[Any], P], etag_retry: EtagRetry):
+                 from_entity: Callable[[TableEntity], P], etag_retry: EtagRetry):
         self._table = _open_table(table_service, table_name)
         self._partition = partition
         self._what = what
-        self._empty = empty
-        self._to_entity = to_entity
-        self._from_entity = from_entity
+        self._empty: Callable[[str], P] = empty
+        self._to_entity: Callable[[P], dict[str, Any]] = to_entity
+        self._from_entity: Callable[[TableEntity], P] = from_entity
         self._etag_retry = etag_retry
 
     def get(self, key: str) -> P:
@@ -78,7 +78,7 @@ _RACES = EtagRetry(races=(ResourceModifiedError, ResourceExistsError))
 
 
 class TableShardProgressStore:
-    def __init__(self, table_service, table_name: str, *, etag_retry: EtagRetry = _RACES):
+    def __init__(self, table_service: TableServiceClient, table_name: str, *, etag_retry: EtagRetry = _RACES):
         self._rows = _ProgressRows[ShardProgress](
             table_service, table_name, PARTITION, "the scheduler's progress", empty=lambda s: ShardProgress(shard=s),
             to_entity=_shard_entity, from_entity=_shard_from, etag_retry=etag_retry)
@@ -96,7 +96,7 @@ class TableShardProgressStore:
 
 
 class TableRetentionProgressStore:
-    def __init__(self, table_service, table_name: str, *, etag_retry: EtagRetry = _RACES):
+    def __init__(self, table_service: TableServiceClient, table_name: str, *, etag_retry: EtagRetry = _RACES):
         self._rows = _ProgressRows[RetentionProgress](
             table_service, table_name, RETENTION_PARTITION, "retention's progress",
             empty=lambda p: RetentionProgress(part=p), to_entity=_retention_entity, from_entity=_retention_from,

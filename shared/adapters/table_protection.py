@@ -19,11 +19,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from itertools import groupby
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.core.paging import ItemPaged
+from azure.data.tables import TableEntity, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.adapters.metering import in_context
 from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translate
@@ -40,9 +41,11 @@ log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 100        # Table transactions: at most 100 operations, one partition
 
+_T = TypeVar("_T")
+
 
 @contextmanager
-def _storage_errors(what: str):
+def _storage_errors(what: str) -> Iterator[None]:
     """Translate SDK failures (shared/adapters/azure_errors.py); let through the ones callers decide on."""
     try:
         yield
@@ -52,7 +55,7 @@ def _storage_errors(what: str):
         raise translate(exc, what, service="Table Storage", refused_hint=TABLE_REFUSED_HINT) from exc
 
 
-def _open_table(table_service, table_name: str):
+def _open_table(table_service: TableServiceClient, table_name: str) -> _LazyTable:
     return _LazyTable(table_service, table_name)
 
 
@@ -62,35 +65,46 @@ class _LazyTable:
     A reader role can list and show without 403s, and reading a table nobody wrote yet finds nothing.
     """
 
-    _WRITES = frozenset({"create_entity", "update_entity", "upsert_entity", "delete_entity", "submit_transaction"})
-
-    def __init__(self, table_service, table_name: str):
+    def __init__(self, table_service: TableServiceClient, table_name: str):
         self._service = table_service
         self._name = table_name
         self._client = table_service.get_table_client(table_name)
 
-    def query_entities(self, *args, **kwargs):
-        return _EmptyIfNoTable(self._client.query_entities(*args, **kwargs))
+    # --- reads: a missing table holds nothing ---------------------------------------------------
+    def query_entities(self, query_filter: str, **kwargs: Any) -> _EmptyIfNoTable:
+        return _EmptyIfNoTable(self._client.query_entities(query_filter, **kwargs))
 
-    def list_entities(self, *args, **kwargs):
-        return _EmptyIfNoTable(self._client.list_entities(*args, **kwargs))
+    def list_entities(self, **kwargs: Any) -> _EmptyIfNoTable:
+        return _EmptyIfNoTable(self._client.list_entities(**kwargs))
 
-    def __getattr__(self, name: str):
-        method = getattr(self._client, name)
-        if name not in self._WRITES:
-            return method
+    def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> TableEntity:
+        return self._client.get_entity(partition_key, row_key, **kwargs)
 
-        def write(*args, **kwargs):
-            try:
-                return method(*args, **kwargs)
-            except (ResourceNotFoundError, TableTransactionError) as exc:
-                if not _table_missing(exc):
-                    raise
-            with _storage_errors(f"creating table {self._name}"):
-                self._service.create_table_if_not_exists(self._name)
+    # --- writes: the first one to find no table creates it ---------------------------------------
+    def create_entity(self, entity: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return self._write(self._client.create_entity, entity, **kwargs)
+
+    def update_entity(self, entity: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return self._write(self._client.update_entity, entity, **kwargs)
+
+    def upsert_entity(self, entity: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return self._write(self._client.upsert_entity, entity, **kwargs)
+
+    def delete_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> None:
+        self._write(self._client.delete_entity, partition_key, row_key, **kwargs)
+
+    def submit_transaction(self, operations: Iterable[Any], **kwargs: Any) -> list[Mapping[str, Any]]:
+        return self._write(self._client.submit_transaction, operations, **kwargs)
+
+    def _write(self, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        try:
             return method(*args, **kwargs)
-
-        return write
+        except (ResourceNotFoundError, TableTransactionError) as exc:
+            if not _table_missing(exc):
+                raise
+        with _storage_errors(f"creating table {self._name}"):
+            self._service.create_table_if_not_exists(self._name)
+        return method(*args, **kwargs)
 
 
 def _table_missing(exc: Exception) -> bool:
@@ -101,23 +115,23 @@ def _table_missing(exc: Exception) -> bool:
 class _EmptyIfNoTable:
     """A query's results (items or pages) where a table that does not exist yet holds nothing."""
 
-    def __init__(self, paged):
+    def __init__(self, paged: ItemPaged[TableEntity]):
         self._paged = paged
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[TableEntity]:
         try:
             yield from self._paged
         except ResourceNotFoundError:
             return
 
-    def by_page(self, *args, **kwargs):
+    def by_page(self, continuation_token: str | None = None) -> Iterator[Iterator[TableEntity]]:
         try:
-            yield from self._paged.by_page(*args, **kwargs)
+            yield from self._paged.by_page(continuation_token=continuation_token)
         except ResourceNotFoundError:
             return
 
 
-def delete_matching(table, text: str, params: dict, *, limit: int, what: str) -> int:
+def delete_matching(table: _LazyTable, text: str, params: dict[str, Any], *, limit: int, what: str) -> int:
     """Delete the rows ``text`` matches (their keys read a page at a time, up to about ``limit``), a
     transaction per partition and 100 rows: Table Storage has no call that drops a partition. A transaction
     that fails because another deleter was first is redone row by row. Returns how many rows were matched."""
@@ -149,7 +163,7 @@ def delete_matching(table, text: str, params: dict, *, limit: int, what: str) ->
 class TablePolicyStore:
     PARTITION = "policy"
 
-    def __init__(self, table_service, table_name: str):
+    def __init__(self, table_service: TableServiceClient, table_name: str):
         self._table = _open_table(table_service, table_name)
 
     def get(self, name: str) -> Policy:
@@ -201,12 +215,12 @@ class TablePolicyStore:
             return _policy_from(self._table.get_entity(self.PARTITION, policy.name.lower()))
         return policy
 
-    def _entity(self, policy: Policy) -> dict:
+    def _entity(self, policy: Policy) -> dict[str, Any]:
         return {"PartitionKey": self.PARTITION, "RowKey": policy.name.lower(), "Name": policy.name,
                 "Document": json.dumps(policy.to_document(), separators=(",", ":"))}
 
 
-def _policy_from(entity) -> Policy:
+def _policy_from(entity: TableEntity) -> Policy:
     return Policy.from_document(json.loads(entity["Document"]))
 
 
@@ -216,7 +230,7 @@ def item_partition(vm_name: str) -> str:
 
 
 class TableProtectedItemStore:
-    def __init__(self, table_service, table_name: str, *, workers: int = 8,
+    def __init__(self, table_service: TableServiceClient, table_name: str, *, workers: int = 8,
                  etag_retry: EtagRetry = EtagRetry(races=(ResourceModifiedError, ResourceNotFoundError))):
         self._table = _open_table(table_service, table_name)
         self._workers = workers
@@ -242,8 +256,8 @@ class TableProtectedItemStore:
         """Insert many items in transactions of up to 100 per partition (seeding); returns transactions."""
         transactions = 0
         entities = sorted((_item_entity(i) for i in items), key=lambda e: (e["PartitionKey"], e["RowKey"]))
-        for _, group in groupby(entities, key=lambda e: e["PartitionKey"]):
-            group = list(group)
+        for _, rows in groupby(entities, key=lambda e: e["PartitionKey"]):
+            group = list(rows)
             for start in range(0, len(group), BATCH_LIMIT):
                 with _storage_errors("adding protected items"):
                     self._table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE})
@@ -343,7 +357,7 @@ class TableProtectedItemStore:
         return count
 
 
-def _item_entity(item: ProtectedItem) -> dict:
+def _item_entity(item: ProtectedItem) -> dict[str, Any]:
     entity = {
         "PartitionKey": item_partition(item.vm_name),
         "RowKey": item.vm_name.lower(),
@@ -369,7 +383,7 @@ def _item_entity(item: ProtectedItem) -> dict:
     return {k: v for k, v in entity.items() if v is not None}
 
 
-def _item_from(entity) -> ProtectedItem:
+def _item_from(entity: TableEntity) -> ProtectedItem:
     def when(key: str) -> datetime | None:
         value = entity.get(key)
         return utc(value) if value is not None else None
@@ -380,8 +394,8 @@ def _item_from(entity) -> ProtectedItem:
     return ProtectedItem(
         vm_name=entity["VmName"],
         policy_name=entity["PolicyName"],
-        protected_since=when("ProtectedSince"),
-        policy_assigned_at=when("PolicyAssignedAt"),
+        protected_since=utc(entity["ProtectedSince"]),
+        policy_assigned_at=utc(entity["PolicyAssignedAt"]),
         vm_kind=entity.get("VmKind", "local"),
         resource_id=entity.get("ResourceId"),
         disk_luns=tuple(int(x) for x in luns.split(",") if x),
@@ -407,7 +421,7 @@ class TableInventory:
 
     PARTITION = "vm"
 
-    def __init__(self, table_service, table_name: str):
+    def __init__(self, table_service: TableServiceClient, table_name: str):
         self._table = _open_table(table_service, table_name)
 
     def get_vm(self, name: str) -> Vm:
@@ -467,7 +481,7 @@ class TableInventory:
             self._table.delete_entity(self.PARTITION, name.lower())
 
 
-def _vm_from(entity) -> Vm:
+def _vm_from(entity: TableEntity) -> Vm:
     disks = tuple(sorted((Disk(lun=d["lun"], blob_url=d["blobUrl"], name=d.get("name", ""),
                                size_bytes=d.get("sizeBytes", 0),
                                kind=DiskKind(d.get("kind", DiskKind.PAGE_BLOB.value)),
@@ -483,7 +497,7 @@ class TableRestoreTestPlanStore:
 
     PARTITION = "plan"
 
-    def __init__(self, table_service, table_name: str):
+    def __init__(self, table_service: TableServiceClient, table_name: str):
         self._table = _open_table(table_service, table_name)
 
     def get(self, name: str) -> RestoreTestPlan:
@@ -526,10 +540,10 @@ class TableRestoreTestPlanStore:
         return sorted(plans, key=lambda p: p.name.lower())
 
 
-def _plan_entity(plan: RestoreTestPlan) -> dict:
+def _plan_entity(plan: RestoreTestPlan) -> dict[str, Any]:
     return {"PartitionKey": TableRestoreTestPlanStore.PARTITION, "RowKey": plan.name.lower(), "Name": plan.name,
             "Document": json.dumps(plan.as_document(), separators=(",", ":"))}
 
 
-def _plan_from(entity) -> RestoreTestPlan:
+def _plan_from(entity: TableEntity) -> RestoreTestPlan:
     return replace(plan_from_document(json.loads(entity["Document"])), version=entity.metadata.get("etag"))

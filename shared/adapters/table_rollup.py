@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables import TableEntity, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.adapters.azure_errors import EtagRetry
 from shared.adapters.metering import in_context
@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 
 class TableRollupStore:
-    def __init__(self, table_service, table_name: str, *,
+    def __init__(self, table_service: TableServiceClient, table_name: str, *,
                  etag_retry: EtagRetry = EtagRetry(races=(ResourceModifiedError, ResourceExistsError))):
         self._table = _open_table(table_service, table_name)
         self._etag_retry = etag_retry
@@ -94,7 +94,7 @@ class TableRollupStore:
             changed = change(current)
             if changed is None:
                 return current
-            entity = {"PartitionKey": _STATE[0], "RowKey": _STATE[1]}
+            entity: dict[str, Any] = {"PartitionKey": _STATE[0], "RowKey": _STATE[1]}
             entity.update({k: utc(v) for k, v in (("CoveredFrom", changed.covered_from),
                                                   ("FoldedThrough", changed.folded_through)) if v is not None})
             with _storage_errors("saving the roll-up's state"):
@@ -110,7 +110,7 @@ class TableRollupStore:
     # --- internals ------------------------------------------------------------------------------
     def _merge_chunk(self, partition: str, rows: list[MonthRollup]) -> int:
         stored = self._stored(partition, [row.vm_name.lower() for row in rows])
-        operations = []
+        operations: list[tuple[Any, ...]] = []     # (verb, entity) or (verb, entity, options)
         for row in rows:
             current = stored.get(row.vm_name.lower())
             if current is None:
@@ -158,7 +158,7 @@ class TableRollupStore:
         with _storage_errors("reading the roll-up"):
             return [_row_from(e) for e in self._table.query_entities(text, parameters=params, results_per_page=1000)]
 
-    def _point(self, partition: str, row: str):
+    def _point(self, partition: str, row: str) -> TableEntity | None:
         try:
             with _storage_errors("reading the roll-up"):
                 return self._table.get_entity(partition, row)

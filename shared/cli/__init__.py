@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from shared.cli.output import EXIT_OK, Parser, add_output_option, compile_query, fail
 
@@ -56,7 +57,7 @@ def _settings_from_local_file() -> None:
             os.environ.setdefault(name, str(value))
 
 
-def _read_values(path: Path) -> tuple[dict, object]:
+def _read_values(path: Path) -> tuple[dict[str, Any], object]:
     """The file's ``Values`` and ``Pid``; an absent or unreadable file gives none (settings it would have
     given are then reported missing, naming the setting)."""
     try:

@@ -2,19 +2,23 @@
 Their ``-o json`` documents are the shapes a web API returns as they are (docs/monitoring.md)."""
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.cli.output import EXIT_OK, choice, emit, emit_table, format_time, vm_name
+from shared.cli.output import EXIT_OK, choice, emit, emit_table, format_time, Subparsers, vm_name
 from shared.documents import alert_document
 from shared.domain.alerts import Alert, AlertStatus
 from shared.services.alerting import list_alerts, resolve_by_operator, show_alert
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 LIST_HEADERS = ("Name", "Kind", "Severity", "Status", "Item Name", "Count", "Fired UTC", "Last Seen UTC", "Delivery")
 STATUSES = [s.value for s in AlertStatus]
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     from shared.cli import add_output_option
 
     group = subparsers.add_parser("alert", help="alerts of failed, missed and at-risk backups: list, show, resolve")
@@ -35,19 +39,19 @@ def register(subparsers: Any) -> None:
     resolve.set_defaults(handler=resolve_command)
 
 
-def list_command(args: Any, svc: Any) -> int:
+def list_command(args: argparse.Namespace, svc: Services) -> int:
     alerts = list_alerts(svc, AlertStatus(args.status) if args.status else None, args.vm)
     emit(args, [alert_document(a) for a in alerts], lambda: emit_table([_row(a) for a in alerts], LIST_HEADERS))
     return EXIT_OK
 
 
-def show_command(args: Any, svc: Any) -> int:
+def show_command(args: argparse.Namespace, svc: Services) -> int:
     alert = show_alert(svc, args.name)
     emit(args, alert_document(alert), lambda: _block(alert))
     return EXIT_OK
 
 
-def resolve_command(args: Any, svc: Any) -> int:
+def resolve_command(args: argparse.Namespace, svc: Services) -> int:
     alert = resolve_by_operator(svc, args.name, args.note)
     emit(args, alert_document(alert), lambda: print(f"{alert.name} {alert.status.value} {alert.item}"))
     return EXIT_OK

@@ -1,15 +1,16 @@
 """``vmsnap job list|show|wait``, shaped like ``az backup job``: the same columns, filters and exit codes."""
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from tabulate import tabulate
 
 from shared.cli.output import (EXIT_FAILED, EXIT_OK, choice, emit, emit_table, format_duration, format_time,
-                               vm_name)
+                               Subparsers, vm_name)
 from shared.documents import describe_code, format_size, job_document, job_duration, lun_label
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
 from shared.domain.restore import RESTORE_TEST, drill_result, is_restore, progress_percentage
@@ -18,10 +19,13 @@ from shared.errors import NotFoundError, TransientError, ValidationError
 from shared.services.job_listing import OPERATIONS, JobFilter, parse_when
 from shared.services.job_listing import list_jobs as list_job_records
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
 LIST_HEADERS = ("Name", "Operation", "Status", "Item Name", "Start Time UTC", "Duration")
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     from shared.cli import add_output_option
 
     group = subparsers.add_parser("job", help="list, show, stop and wait for backup jobs (like az backup job)")
@@ -63,7 +67,7 @@ def register(subparsers) -> None:
 
 # --- handlers -------------------------------------------------------------------------------
 
-def list_jobs(args, svc) -> int:
+def list_jobs(args: argparse.Namespace, svc: Services) -> int:
     jobs = JobFilter(vm=args.vm, status=JobStatus(args.status) if args.status else None, operation=args.operation,
                      since=args.since, until=args.until)
     found = list_job_records(svc, jobs, args.top)
@@ -73,14 +77,14 @@ def list_jobs(args, svc) -> int:
     return EXIT_OK
 
 
-def show_job(args, svc) -> int:
+def show_job(args: argparse.Namespace, svc: Services) -> int:
     job = _load(svc, _job_id(args))
     now = svc.clock.now()
     emit(args, job_document(job, now), lambda: write_job_block(job, now, sys.stdout))
     return EXIT_OK
 
 
-def stop_job_command(args, svc) -> int:
+def stop_job_command(args: argparse.Namespace, svc: Services) -> int:
     from shared.services.job_control import stop_job
 
     job = stop_job(svc, _job_id(args))
@@ -89,7 +93,7 @@ def stop_job_command(args, svc) -> int:
     return EXIT_OK
 
 
-def wait_job(args, svc) -> int:
+def wait_job(args: argparse.Namespace, svc: Services) -> int:
     job_id = _job_id(args)
     if args.timeout < 0 or args.interval <= 0:
         raise ValidationError("--timeout must be >= 0 and --interval > 0", field="timeout")
@@ -123,11 +127,11 @@ def list_row(job: Job, now: datetime) -> list[str]:
 def write_job_block(job: Job, now: datetime, out: TextIO) -> None:
     fields = [
         ("Name", job.job_id), ("Operation", job.operation), ("Status", job.status.value),
-        ("Item Name", job.vm_name), ("Policy", job.policy_name or ""), ("Trigger", job.trigger),
+        ("Item Name", job.vm_name), ("Policy", job.policy_name or ""), ("Trigger", job.trigger.value),
         ("Slot UTC", format_time(job.slot)), ("Start Time UTC", format_time(job.start_time)),
         ("End Time UTC", format_time(job.end_time)), ("Duration", format_duration(job_duration(job, now))),
         ("Phase", job.phase.value), ("Attempt", f"{job.attempt} (task {job.task_id or '-'})"),
-        ("Consistency", job.consistency.value if job.consistency else ""), ("Backup Method", job.backup_method or ""),
+        ("Consistency", job.consistency.value if job.consistency else ""), ("Backup Method", job.backup_method.value if job.backup_method else ""),
         ("Backup Size", format_size(job.backup_size_bytes)),
         ("Extension Code", describe_code(job.extension_code)), ("Health Code", describe_code(job.health_code)),
         ("Status Blob", job.status_blob or ""), ("Log Blob", job.log_blob or ""),
@@ -268,7 +272,7 @@ class _Progress:
             self._stream.flush()
 
 
-def _when_argument(*, end: bool):
+def _when_argument(*, end: bool) -> Callable[[str], datetime]:
     """``parse_when`` as an argparse type: a bad date is a usage error (exit 2) naming the option."""
     import argparse
 
@@ -283,14 +287,14 @@ def _when_argument(*, end: bool):
 
 # --- helpers ----------------------------------------------------------------------------------
 
-def _job_id(args) -> str:
+def _job_id(args: argparse.Namespace) -> str:
     job_id = args.name or args.job_id
     if not job_id:
         raise ValidationError(f"give the job id: vmsnap job {args.command} --name <id>", field="name")
     return validate_job_id(job_id.strip(), field="name")
 
 
-def _load(svc, job_id: str) -> Job:
+def _load(svc: Services, job_id: str) -> Job:
     job = svc.jobs.get(job_id)
     if job is None:
         raise NotFoundError(f"job {job_id} not found")

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from shared.cli import add_output_option
-from shared.cli.output import emit, emit_table, vm_name
+from shared.cli.output import emit, emit_table, Subparsers, vm_name
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
 from shared.errors import ValidationError
+
+if TYPE_CHECKING:
+    from shared.adapters.table_protection import TableInventory
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +23,7 @@ PAGE = 512
 _SIZE = re.compile(r"(?i)\s*(\d+)\s*([kmgt]?)i?b?\s*")
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     group = subparsers.add_parser("local", help="the local stack: simulated VMs")
     sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
     vm = sub.add_parser("vm", help="local VMs in the inventory")
@@ -59,13 +64,13 @@ def _size(text: str) -> int:
     match = _SIZE.fullmatch(text)
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size: use bytes or e.g. 4MiB, 512K, 1G")
-    size = int(match.group(1)) * 1024 ** " kmgt".index((match.group(2) or " ").lower())
+    size: int = int(match.group(1)) * 1024 ** " kmgt".index((match.group(2) or " ").lower())
     if size <= 0 or size % PAGE:
         raise argparse.ArgumentTypeError(f"{text!r}: a page blob is a whole number of {PAGE}-byte pages")
     return size
 
 
-def _add_arguments(args) -> None:
+def _add_arguments(args: argparse.Namespace) -> None:
     if args.create_disks is not None and (args.os_disk or args.data_disk):
         raise ValidationError("give either --create-disks or the disks' URLs (--os-disk, --data-disk)",
                               field="create_disks")
@@ -73,7 +78,7 @@ def _add_arguments(args) -> None:
         raise ValidationError("--data-disks is 0..64", field="data_disks")
 
 
-def _create_disks(services, vm_name: str, size: int, data_disks: int) -> list[Disk]:
+def _create_disks(services: Services, vm_name: str, size: int, data_disks: int) -> list[Disk]:
     """The VM's disks as page blobs in Azurite (existing ones are kept), each with a first page of data."""
     from azure.core.exceptions import ResourceExistsError
 
@@ -96,13 +101,13 @@ def _create_disks(services, vm_name: str, size: int, data_disks: int) -> list[Di
     return disks
 
 
-def _inventory(services):
+def _inventory(services: Services) -> TableInventory:
     from shared.adapters.table_protection import TableInventory
 
     return TableInventory(services.table_service, services.settings.table("vms"))
 
 
-def _add(args, services) -> int:
+def _add(args: argparse.Namespace, services: Services) -> int:
     disks = list(args.data_disk)
     if args.os_disk:
         disks.insert(0, Disk(lun=OS_DISK_LUN, blob_url=args.os_disk, name="osdisk"))
@@ -113,17 +118,17 @@ def _add(args, services) -> int:
     return 0
 
 
-def _list(args, services) -> int:
+def _list(args: argparse.Namespace, services: Services) -> int:
     _emit(args, list(_inventory(services).list_vms()))
     return 0
 
 
-def _delete(args, services) -> int:
+def _delete(args: argparse.Namespace, services: Services) -> int:
     _inventory(services).delete_vm(args.name)
     return 0
 
 
-def _emit(args, vms: list[Vm]) -> None:
+def _emit(args: argparse.Namespace, vms: list[Vm]) -> None:
     emit(args, [{"name": vm.name, "kind": vm.kind.value, "location": vm.location,
                  "disks": [{"lun": d.lun, "blobUrl": d.blob_url, "name": d.name} for d in vm.disks]}
                 for vm in vms], lambda: _table(vms))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Sequence, TextIO, TypeAlias
 
 from tabulate import tabulate
 
-from shared.documents import format_duration, format_time, to_jsonable  # noqa: F401 - the commands' names for them
+# The commands' names for them (re-exported).
+from shared.documents import format_duration as format_duration, format_time as format_time, to_jsonable as to_jsonable
 from shared.errors import (ConfigurationError, ConflictError, NotFoundError, TransientError,
                            ValidationError, VmsnapError)
 
@@ -21,6 +22,9 @@ EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_CONFIG = 5          # missing setting, unreachable service
 EXIT_TRANSIENT = 6       # try again
+
+# What a command module's ``register`` receives: the group parser's subcommands.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"   # not subscriptable at run time
 
 FORMATS = ("table", "json", "jsonc", "tsv", "yaml", "none")
 REPORT_FORMATS = FORMATS + ("csv",)     # reports also print as CSV, with a header row
@@ -71,7 +75,7 @@ vm_name = name("VM")
 class Parser(argparse.ArgumentParser):
     """argparse, with az's one-line usage error (exit 2) instead of the usage block."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         fail(f"{self.prog}: {message} (see {self.prog} --help)")
         raise SystemExit(EXIT_USAGE)
 
@@ -140,7 +144,7 @@ def emit(args: argparse.Namespace, document: Any, table: Callable[[], None] | No
         emit_json(document, color=output == "jsonc" and sys.stdout.isatty())
 
 
-def emit_json(value: Any, stream=None, *, color: bool = False) -> None:
+def emit_json(value: Any, stream: TextIO | None = None, *, color: bool = False) -> None:
     stream = stream or sys.stdout
     text = json.dumps(to_jsonable(value), indent=2, sort_keys=False)
     if color:
@@ -148,13 +152,13 @@ def emit_json(value: Any, stream=None, *, color: bool = False) -> None:
     stream.write(text + "\n")
 
 
-def emit_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], stream=None) -> None:
+def emit_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     rows = list(rows)
     stream.write(tabulate(rows, headers=list(headers), tablefmt="simple", disable_numparse=True) + "\n")
 
 
-def fail(message: str, stream=None) -> None:
+def fail(message: str, stream: TextIO | None = None) -> None:
     """Print an error the way az does: one line, starting with 'ERROR:'."""
     (stream or sys.stderr).write(f"ERROR: {message}\n")
 
@@ -222,7 +226,7 @@ def _title(key: str) -> str:
 def _colorize(text: str) -> str:
     import re
 
-    def paint(match: re.Match) -> str:
+    def paint(match: re.Match[str]) -> str:
         key, string, other = match.group(1), match.group(2), match.group(3)
         if key:
             return f"\033[94m{key}\033[0m:"

@@ -9,9 +9,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from shared.cli import add_output_option
-from shared.cli.output import choice, emit, emit_table, name
+from shared.cli.output import choice, emit, emit_table, name, Subparsers
 from shared.domain.az_policy import from_az_policy, iana_time_zone
 from shared.domain.policy import EnhancedSchedule, Frequency, Policy, StandardSchedule, default_policy
 from shared.errors import ValidationError
@@ -27,8 +28,11 @@ FLAGS = {
     "retention.yearly_years": "--yearly-retention",
 }
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
-def register(subparsers) -> None:
+
+def register(subparsers: Subparsers) -> None:
     group = subparsers.add_parser("policy", help="backup policies: when to back up and how long to keep")
     sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
 
@@ -75,7 +79,7 @@ def _policy_options(parser: argparse.ArgumentParser) -> None:
     add_output_option(parser)
 
 
-def _create(args, services) -> int:
+def _create(args: argparse.Namespace, services: Services) -> int:
     from shared.services.protection import create_policy
 
     base = _read_document(args.policy) if args.policy else _starting_document(args.frequency or "Daily")
@@ -84,7 +88,7 @@ def _create(args, services) -> int:
     return 0
 
 
-def _set(args, services) -> int:
+def _set(args: argparse.Namespace, services: Services) -> int:
     from shared.services.protection import set_policy
 
     if args.policy:
@@ -98,22 +102,22 @@ def _set(args, services) -> int:
     return 0
 
 
-def _show(args, services) -> int:
+def _show(args: argparse.Namespace, services: Services) -> int:
     _emit(args, [services.policies.get(args.name)], services)
     return 0
 
 
-def _list(args, services) -> int:
+def _list(args: argparse.Namespace, services: Services) -> int:
     _emit(args, services.policies.list(), services, as_list=True)
     return 0
 
 
-def _starting_document(frequency: str) -> dict:
+def _starting_document(frequency: str) -> dict[str, Any]:
     """Azure's portal defaults: Daily 22:30 / 30 days; Weekly Sunday / 12 weeks; Hourly 08:00 every 4 h."""
     return _rebase(default_policy().to_document(), frequency)
 
 
-def _rebase(doc: dict, frequency: str) -> dict:
+def _rebase(doc: dict[str, Any], frequency: str) -> dict[str, Any]:
     doc = dict(doc)
     retention = dict(doc.get("retentionPolicy") or {})
     if frequency == Frequency.HOURLY.value:
@@ -137,11 +141,11 @@ def _rebase(doc: dict, frequency: str) -> dict:
     return doc
 
 
-def _count(count: int, unit: str) -> dict:
+def _count(count: int, unit: str) -> dict[str, Any]:
     return {"retentionDuration": {"count": count, "durationType": unit}}
 
 
-def _read_document(path: str) -> dict:
+def _read_document(path: str) -> dict[str, Any]:
     """The policy document in ``path``: vmsnap's own shape or az's (converted), checked for depth."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
@@ -164,7 +168,7 @@ def _read_document(path: str) -> dict:
     return doc
 
 
-def _build(doc: dict, args) -> Policy:
+def _build(doc: dict[str, Any], args: argparse.Namespace) -> Policy:
     """Apply the given flags to a policy document and validate it; an error names the flag to fix."""
     try:
         return _apply_flags(doc, args)
@@ -174,7 +178,7 @@ def _build(doc: dict, args) -> Policy:
                               f"{exc}); compare it with `vmsnap policy show -o json`", field="policy") from exc
 
 
-def _apply_flags(doc: dict, args) -> Policy:
+def _apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> Policy:
     doc = json.loads(json.dumps(doc))   # a private copy
     doc["name"] = args.name
     sched = doc.setdefault("schedulePolicy", {})
@@ -217,7 +221,7 @@ def _apply_flags(doc: dict, args) -> Policy:
         raise ValidationError(f"{exc.field}: {exc}" if exc.field else str(exc), field=exc.field) from exc
 
 
-def _emit(args, policies: list[Policy], services, *, as_list: bool = False) -> None:
+def _emit(args: argparse.Namespace, policies: list[Policy], services: Services, *, as_list: bool = False) -> None:
     counts = {p.name: services.protected_items.count_by_policy(p.name) for p in policies}
     docs = [{**p.to_document(), "protectedItemsCount": counts[p.name]} for p in policies]
     emit(args, docs if as_list else docs[0], lambda: emit_table(
@@ -225,7 +229,7 @@ def _emit(args, policies: list[Policy], services, *, as_list: bool = False) -> N
         ["Name", "Type", "Schedule", "Time Zone", "Instant RP Days", "Retention", "Protected Items"]))
 
 
-def _row(policy: Policy, count: int) -> list:
+def _row(policy: Policy, count: int) -> list[Any]:
     schedule = policy.schedule
     if isinstance(schedule, EnhancedSchedule):
         when = (f"every {schedule.interval_hours}h from {schedule.window_start:%H:%M} "

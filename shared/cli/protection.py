@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Iterable
 
 from shared.cli import add_output_option
 from shared.cli.job import LIST_HEADERS, list_row
-from shared.cli.output import choice, emit, emit_table, format_time, name, vm_name
+from shared.cli.output import choice, emit, emit_table, format_time, name, Subparsers, vm_name
 from shared.documents import item_document, job_document
 from shared.domain.protection import DiskListSetting, DiskSelection
 from shared.errors import ValidationError
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+    from shared.services.protection import ItemStatus
 
-def register(subparsers) -> None:
+
+def register(subparsers: Subparsers) -> None:
     group = subparsers.add_parser("protection", help="protect VMs with a policy, back them up now")
     sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
 
@@ -69,7 +74,7 @@ def register(subparsers) -> None:
         now.set_defaults(handler=_backup_now)
 
 
-def _item_group(subparsers) -> argparse._SubParsersAction:
+def _item_group(subparsers: Subparsers) -> Subparsers:
     """``vmsnap item``, as ``az backup item``: set-policy changes a protected VM's policy."""
     group = subparsers.add_parser("item", help="protected VMs as backup items: show, list, set-policy")
     sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
@@ -91,7 +96,7 @@ def _luns(text: str) -> list[int]:
     return luns
 
 
-def _disk_arguments(args) -> None:
+def _disk_arguments(args: argparse.Namespace) -> None:
     chosen = sum((args.disks is not None, args.exclude_all_data_disks, args.reset_exclusion_settings))
     if chosen != 1 or (args.disks is not None) != (args.disk_list_setting is not None):
         raise ValidationError("give --diskslist with --disk-list-setting include|exclude, or "
@@ -114,7 +119,7 @@ def _date(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date in the form dd-mm-yyyy") from None
 
 
-def _enable(args, services) -> int:
+def _enable(args: argparse.Namespace, services: Services) -> int:
     from shared.services.protection import enable_protection, get_protected_item, record_protection_job
 
     item = enable_protection(services, args.vm, args.policy_name, initial_backup=not args.no_initial_backup)
@@ -123,7 +128,7 @@ def _enable(args, services) -> int:
     return 0
 
 
-def _update(args, services) -> int:
+def _update(args: argparse.Namespace, services: Services) -> int:
     from shared.services.protection import get_protected_item, set_disk_selection
 
     if args.reset_exclusion_settings:
@@ -138,7 +143,7 @@ def _update(args, services) -> int:
     return 0
 
 
-def _set_policy(args, services) -> int:
+def _set_policy(args: argparse.Namespace, services: Services) -> int:
     from shared.services.protection import change_policy, get_protected_item
 
     change_policy(services, args.vm, args.policy_name)
@@ -146,7 +151,7 @@ def _set_policy(args, services) -> int:
     return 0
 
 
-def _disable(args, services) -> int:
+def _disable(args: argparse.Namespace, services: Services) -> int:
     from shared.services.protection import disable_protection, get_protected_item, record_protection_job
 
     if args.delete_backup_data and not args.yes:
@@ -158,21 +163,21 @@ def _disable(args, services) -> int:
     return 0
 
 
-def _list(args, services) -> int:
+def _list(args: argparse.Namespace, services: Services) -> int:
     from shared.services.protection import list_protected_items
 
     _emit_items(args, list_protected_items(services))
     return 0
 
 
-def _show(args, services) -> int:
+def _show(args: argparse.Namespace, services: Services) -> int:
     from shared.services.protection import get_protected_item
 
     _emit_items(args, [get_protected_item(services, args.vm)], single=True)
     return 0
 
 
-def _backup_now(args, services) -> int:
+def _backup_now(args: argparse.Namespace, services: Services) -> int:
     if args.dry_run:
         from shared.services.dispatch import preview_extension_resource
 
@@ -187,13 +192,13 @@ def _backup_now(args, services) -> int:
     return 0
 
 
-def _emit_items(args, statuses, *, single: bool = False) -> None:
-    statuses = list(statuses)
-    docs = [item_document(s) for s in statuses]
-    emit(args, docs[0] if single else docs, lambda: _items_table(statuses))
+def _emit_items(args: argparse.Namespace, statuses: Iterable[ItemStatus], *, single: bool = False) -> None:
+    listed = list(statuses)
+    docs = [item_document(s) for s in listed]
+    emit(args, docs[0] if single else docs, lambda: _items_table(listed))
 
 
-def _items_table(statuses) -> None:
+def _items_table(statuses: list[ItemStatus]) -> None:
     rows = []
     for status in statuses:
         item, job = status.item, status.last_job

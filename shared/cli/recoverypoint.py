@@ -2,18 +2,22 @@
 tier and expiry of each restorable point of a VM."""
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.cli.output import EXIT_OK, emit, emit_table, format_time, vm_name
+from shared.cli.output import EXIT_OK, emit, emit_table, format_time, Subparsers, vm_name
 from shared.documents import point_document
 from shared.services.job_listing import parse_when
 from shared.services.recovery import PointView, list_points, show_point
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
 LIST_HEADERS = ("Name", "Time", "State", "Consistency", "Tier", "Expiry", "Job")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     from shared.cli import add_output_option
 
     group = subparsers.add_parser("recoverypoint", help="list and show the restorable points of a VM "
@@ -35,7 +39,7 @@ def register(subparsers: Any) -> None:
     show.set_defaults(handler=show_command)
 
 
-def list_command(args: Any, svc: Any) -> int:
+def list_command(args: argparse.Namespace, svc: Services) -> int:
     views = list_points(svc, args.vm, since=args.since, until=args.until)
     emit(args, [point_document(v) for v in views], lambda: emit_table(
         [[v.point.name, format_time(v.point.created_at), v.point.state.value, _consistency(v), _tiers(v),
@@ -43,7 +47,7 @@ def list_command(args: Any, svc: Any) -> int:
     return EXIT_OK
 
 
-def show_command(args: Any, svc: Any) -> int:
+def show_command(args: argparse.Namespace, svc: Services) -> int:
     doc = point_document(show_point(svc, args.vm, args.name))
     emit(args, doc, lambda: _show_table(doc))
     return EXIT_OK

@@ -3,10 +3,11 @@ evidence (docs/monitoring.md). Its ``-o json`` document (shared/documents.py) is
 ``vmsnap report rebuild``: the roll-up that report reads, folded again from the jobs table."""
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.cli.output import EXIT_OK, REPORT_FORMATS, emit, emit_table, format_duration, format_time, vm_name
+from shared.cli.output import EXIT_OK, REPORT_FORMATS, emit, emit_table, format_duration, format_time, Subparsers, vm_name
 from shared.documents import report_document
 from shared.domain.compliance import SLOT_ALLOWANCE, ItemCompliance, ItemState
 from shared.services.compliance import DEFAULT_DAYS, MAX_DAYS, ComplianceReport, compliance_report
@@ -14,10 +15,13 @@ from shared.services.rollup import rebuild_rollup
 
 ITEM_HEADERS = ("Item", "Policy", "State", "RPO", "Target RPO", "Newest Point UTC", "Slots Met", "Compliance",
                 "Last Error")
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 POLICY_HEADERS = ("Policy", "Items", "Healthy", "AtRisk", "Unprotected", "Slots Met", "Missed", "Compliance")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     from shared.cli import add_output_option
 
     group = subparsers.add_parser("report", help="reports computed from the tables (compliance: RPO and slots)")
@@ -39,7 +43,7 @@ def register(subparsers: Any) -> None:
     rebuild.set_defaults(handler=rebuild_command)
 
 
-def compliance_command(args: Any, svc: Any) -> int:
+def compliance_command(args: argparse.Namespace, svc: Services) -> int:
     report = compliance_report(svc, policy=args.policy, vm=args.vm, days=args.days)
     document = report_document(report)
     if args.output in ("tsv", "csv") and getattr(args, "compiled_query", None) is None:
@@ -49,7 +53,7 @@ def compliance_command(args: Any, svc: Any) -> int:
     return EXIT_OK
 
 
-def rebuild_command(args: Any, svc: Any) -> int:
+def rebuild_command(args: argparse.Namespace, svc: Services) -> int:
     done = rebuild_rollup(svc, days=args.days)
     document = {"since": done.since, "jobsRead": done.jobs_read, "rowsChanged": done.rows_changed,
                 "coveredFrom": done.state.covered_from, "foldedThrough": done.state.folded_through}

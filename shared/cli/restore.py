@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.cli.job import write_job_block
-from shared.cli.output import EXIT_OK, choice, emit, vm_name
+from shared.cli.output import EXIT_OK, choice, emit, Subparsers, vm_name
 from shared.documents import job_document
 from shared.domain.restore import RestoreMode
 from shared.services.restore import request_restore
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
 MODES = [m.value for m in RestoreMode]
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     from shared.cli import add_output_option
 
     group = subparsers.add_parser("restore", help="restore the disks of a recovery point (like az backup restore)")
@@ -38,7 +41,7 @@ def register(subparsers: Any) -> None:
     cmd.set_defaults(handler=restore_command)
 
 
-def restore_command(args: argparse.Namespace, svc: Any) -> int:
+def restore_command(args: argparse.Namespace, svc: Services) -> int:
     job = request_restore(svc, args.vm, args.rp_name, args.target_container,
                           target_resource_group=args.target_resource_group, lun=args.disk,
                           mode=RestoreMode(args.restore_mode), confirmed=args.yes)

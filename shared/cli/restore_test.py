@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.cli.job import write_job_block
-from shared.cli.output import EXIT_OK, choice, emit, emit_table, vm_name
+from shared.cli.output import EXIT_OK, choice, emit, emit_table, Subparsers, vm_name
 from shared.documents import job_document
 from shared.domain.restore_testing import DEFAULT_SCRATCH, PointChoice, RestoreTestPlan, Selection
 from shared.services.restore_testing import start_drill
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 SELECTIONS = [s.value for s in Selection]
 CHOICES = [c.value for c in PointChoice]
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     from shared.cli import add_output_option
 
     group = subparsers.add_parser("restore-test", help="restore drills: plans, and a drill now (restore testing)")
@@ -58,14 +61,14 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(handler=list_plans)
 
 
-def run_command(args: argparse.Namespace, svc: Any) -> int:
+def run_command(args: argparse.Namespace, svc: Services) -> int:
     job = start_drill(svc, args.vm, args.rp_name)
     now = svc.clock.now()
     emit(args, job_document(job, now), lambda: write_job_block(job, now, sys.stdout))
     return EXIT_OK
 
 
-def create_plan(args: argparse.Namespace, svc: Any) -> int:
+def create_plan(args: argparse.Namespace, svc: Services) -> int:
     plan = RestoreTestPlan(name=args.name, selection=Selection(args.selection), members=tuple(args.members),
                            every_hours=args.every_hours, point=PointChoice(args.point), window_days=args.window_days,
                            keep_hours=args.keep_hours, probe_file=args.probe_file, scratch=args.scratch).validated()
@@ -74,20 +77,20 @@ def create_plan(args: argparse.Namespace, svc: Any) -> int:
     return EXIT_OK
 
 
-def show_plan(args: argparse.Namespace, svc: Any) -> int:
+def show_plan(args: argparse.Namespace, svc: Services) -> int:
     plan = svc.restore_tests.get(args.name)
     doc = plan.as_document()
     emit(args, doc, lambda: emit_table([[k, str(v)] for k, v in doc.items()], ("Field", "Value")))
     return EXIT_OK
 
 
-def delete_plan(args: argparse.Namespace, svc: Any) -> int:
+def delete_plan(args: argparse.Namespace, svc: Services) -> int:
     svc.restore_tests.delete(args.name)
     emit(args, {"name": args.name, "deleted": True}, lambda: print(f"restore test plan {args.name} deleted"))
     return EXIT_OK
 
 
-def list_plans(args: argparse.Namespace, svc: Any) -> int:
+def list_plans(args: argparse.Namespace, svc: Services) -> int:
     plans = svc.restore_tests.list()
     rows = [[p.name, p.selection.value, " ".join(p.members), p.every_hours, p.point.value, p.window_days,
              p.keep_hours, p.probe_file or ""] for p in plans]

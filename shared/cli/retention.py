@@ -1,15 +1,19 @@
 """``vmsnap retention plan|run``: what retention deletes now and why (plan changes nothing), or do it."""
 from __future__ import annotations
 
-from typing import Any
+import argparse
+from typing import TYPE_CHECKING, Any
 
-from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable, vm_name
+from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable, Subparsers, vm_name
 from shared.services.retention import RetentionPlan, plan_retention, run_retention
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 HEADERS = ("What", "VM", "Name", "Created", "Rule", "Reason")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     from shared.cli import add_output_option
 
     group = subparsers.add_parser("retention", help="enforce the policies' retention (plan: a dry run)")
@@ -24,13 +28,13 @@ def register(subparsers: Any) -> None:
     run.set_defaults(handler=run_command)
 
 
-def plan_command(args: Any, svc: Any) -> int:
+def plan_command(args: argparse.Namespace, svc: Services) -> int:
     plan = plan_retention(svc, args.vm)
     emit(args, plan_document(plan), lambda: _print_plan(plan))
     return EXIT_OK
 
 
-def run_command(args: Any, svc: Any) -> int:
+def run_command(args: argparse.Namespace, svc: Services) -> int:
     result = run_retention(svc, args.vm)
     document = {"plan": plan_document(result.plan), "pointsDeleted": result.points_deleted,
                 "snapshotsDeleted": result.snapshots_deleted, "snapshotsAlreadyGone": result.snapshots_gone,
@@ -49,7 +53,7 @@ def run_command(args: Any, svc: Any) -> int:
 
 
 def plan_document(plan: RetentionPlan) -> dict[str, Any]:
-    return to_jsonable({
+    document: dict[str, Any] = to_jsonable({
         "examined": plan.examined, "kept": plan.kept,
         "points": [{"vmName": a.vm_name, "name": a.point_name, "recoveryPointTime": a.created_at,
                     "rule": a.rule, "reason": a.reason, "snapshots": list(a.snapshots)} for a in plan.points],
@@ -60,6 +64,7 @@ def plan_document(plan: RetentionPlan) -> dict[str, Any]:
         "problems": [{"vmName": p.vm_name, "kind": p.kind, "pointName": p.point_name, "reason": p.reason,
                       "errorCode": p.kind.error_code} for p in plan.problems],
     })
+    return document
 
 
 def _print_plan(plan: RetentionPlan) -> None:

@@ -2,26 +2,31 @@
 understands of it: the job status it leads to, consistency, codes, each disk, errors and what to do."""
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tabulate import tabulate
 
 from shared.cli.job import write_disks, write_errors
-from shared.cli.output import EXIT_OK, emit, format_time, to_jsonable
+from shared.cli.output import EXIT_OK, emit, format_time, to_jsonable, Subparsers
 from shared.documents import describe_code, format_size
-from shared.domain.jobs import interpret
+from shared.domain.job_reports import ReportOutcome, interpret
 from shared.domain.status import ParseError, StatusReport, parse_status_blob, strip_secrets
 from shared.errors import ConfigurationError, NotFoundError, TransientError, ValidationError
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 MAX_READ = 16 * 1024 * 1024
 # What `job show` prints as Status Blob / Log Blob: a name in the status container.
 STATUS_BLOB_NAME = re.compile(r"[A-Za-z0-9._-]+/\d+\.(Status|Logs)\.txt")
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     from shared.cli import add_output_option
 
     group = subparsers.add_parser("status", help="inspect status blobs written by the VMSnapshot extension")
@@ -35,7 +40,7 @@ def register(subparsers) -> None:
     show.set_defaults(handler=show_status, needs_services=False)
 
 
-def show_status(args, svc) -> int:
+def show_status(args: argparse.Namespace, svc: Services) -> int:
     data = _read(args.source.strip())
     try:
         report = parse_status_blob(data)
@@ -51,7 +56,7 @@ def show_status(args, svc) -> int:
     return EXIT_OK
 
 
-def _write_table(report: StatusReport, outcome) -> None:
+def _write_table(report: StatusReport, outcome: ReportOutcome) -> None:
     out = sys.stdout
     fields = [
         ("Job Status", outcome.status.value), ("Phase", outcome.phase.value),
@@ -67,8 +72,8 @@ def _write_table(report: StatusReport, outcome) -> None:
     write_errors(outcome.errors, out, heading="Warnings" if outcome.status.value == "CompletedWithWarnings" else "Errors")
 
 
-def _report_document(report: StatusReport) -> dict:
-    doc = to_jsonable(report)
+def _report_document(report: StatusReport) -> dict[str, Any]:
+    doc: dict[str, Any] = to_jsonable(report)
     doc["telemetry"] = dict(report.telemetry)
     return doc
 
@@ -98,7 +103,7 @@ def _download_status_blob(name: str) -> bytes:
     return _download(svc.status_blobs.url(name), svc)
 
 
-def _download(url: str, svc=None) -> bytes:
+def _download(url: str, svc: Services | None = None) -> bytes:
     """Read a blob by URL: its own SAS if it has one, else the configured storage credential."""
     from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
                                        ResourceNotFoundError)

@@ -34,7 +34,7 @@ class BackupClaim:
         """The claim once ``job`` holds the VM; an on-demand job is accepted into today's list."""
         day = utc(now).date()
         accepted = self.accepted_on(day)
-        if job.trigger == Trigger.ON_DEMAND.value and job.job_id not in accepted:
+        if job.trigger is Trigger.ON_DEMAND and job.job_id not in accepted:
             accepted += (job.job_id,)
         return replace(self, holder=job.job_id, since=utc(now), day=day, on_demand=accepted)
 

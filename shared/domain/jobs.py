@@ -1,29 +1,21 @@
-"""The backup job record, shaped like an Azure Backup job (AzureIaaSVMJob) so users recognise it,
-and its transitions: pure functions from (job, event) to the next job, or None when nothing changes.
-
-Transitions never go backwards: a terminal job is final, an older report never overwrites a newer
-one, a report of another attempt is noted as stale and changes nothing (except an earlier attempt's
-success, which is never discarded: it ends the job), and applying the same report twice gives the
-same record.
-"""
+"""The backup job record, shaped like an Azure Backup job (AzureIaaSVMJob) so users recognise it: its
+status, phase, ids (which carry the slot and shard), per-disk results, errors and attempts. What a status
+report means is job_reports.py; how a job changes, job_transitions.py."""
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import TYPE_CHECKING, Collection, Sequence
+from typing import TYPE_CHECKING
 
 from shared.clock import utc
-from shared.domain import remediation
-from shared.domain.bloburl import base_of
-from shared.domain.command import EXTENSION_WINDOW
-from shared.domain.inventory import OS_DISK_LUN, BackupMethod
+from shared.domain.inventory import BackupMethod
 from shared.domain.remediation import Remediation
 from shared.domain.shards import shard_of
-from shared.domain.status import DirectDriveSnapshot, DiskReport, StatusReport, report_time_error
+from shared.domain.status import DirectDriveSnapshot
+from shared.domain.task import Trigger
 
 if TYPE_CHECKING:
     from shared.domain.restore import Check, RestoreSpec
@@ -54,6 +46,9 @@ class JobPhase(str, Enum):
 
 
 class Consistency(str, Enum):
+    """What a backup's snapshots hold consistently. A VM restore point is asked for as APPLICATION or CRASH
+    (a policy's ``restorePointConsistency``); the extension reports any of the three."""
+
     APPLICATION = "ApplicationConsistent"
     FILE_SYSTEM = "FileSystemConsistent"
     CRASH = "CrashConsistent"
@@ -63,7 +58,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS48 = (1 << 48) - 1
 
 
-def job_id_for(vm_name: str, slot: datetime, trigger: str = "Scheduled") -> str:
+def job_id_for(vm_name: str, slot: datetime, trigger: str = Trigger.SCHEDULED.value) -> str:
     """The deterministic job id of one (item, slot): a re-fired timer finds the same job.
 
     A UUIDv8 (RFC 9562) whose first 48 bits are the slot's unix milliseconds, whose next 4 bits
@@ -72,7 +67,7 @@ def job_id_for(vm_name: str, slot: datetime, trigger: str = "Scheduled") -> str:
     id alone (``slot_of_job_id``, ``shard_of_job_id``).
     """
     slot = utc(slot)
-    trigger = getattr(trigger, "value", trigger)
+    trigger = getattr(trigger, "value", trigger)      # a Trigger, or any other discriminating text
     ms = (slot - _EPOCH) // timedelta(milliseconds=1)
     digest = hashlib.sha256(f"{JOB_ID_NAMESPACE}|{vm_name.lower()}|{trigger}|{slot.isoformat()}".encode()).digest()
     rest = int.from_bytes(digest[:10], "big")       # 80 bits, of which 70 are kept
@@ -171,7 +166,7 @@ class Job:
     vm_name: str
     slot: datetime
     start_time: datetime
-    trigger: str = "Scheduled"
+    trigger: Trigger = Trigger.SCHEDULED
     operation: str = "Backup"
     status: JobStatus = JobStatus.IN_PROGRESS
     phase: JobPhase = JobPhase.QUEUED
@@ -191,13 +186,19 @@ class Job:
     last_report_at: datetime | None = None
     notes: list[str] = field(default_factory=list)   # stale/ignored reports and other remarks
     dispatched_at: datetime | None = None              # when the current attempt was handed to the VM
-    backup_method: str | None = None    # inventory.BackupMethod value of the current attempt
+    backup_method: BackupMethod | None = None    # how the current attempt backs the VM up
     attempts: list[AttemptRecord] = field(default_factory=list)   # the job's other attempts, as they ended
     # Restore-point attempts: the Location of the ARM long-running operation creating the restore point
     # (an ARM URL, no secret in it); when the restore point fails, that operation says why.
     arm_operation: str | None = None
     restore: RestoreSpec | None = None      # Restore and RestoreTest jobs: what was asked
     checks: list[Check] = field(default_factory=list)     # RestoreTest jobs: the validations made
+
+    def __post_init__(self) -> None:
+        # Callers written before these were enums (and tests) may still hand the plain value.
+        self.trigger = Trigger(self.trigger)
+        if self.backup_method is not None:
+            self.backup_method = BackupMethod(self.backup_method)
 
     @property
     def duration(self) -> timedelta | None:
@@ -215,7 +216,7 @@ class Job:
         return self.task_id or f"{self.job_id}_{self.attempt}"
 
     @classmethod
-    def new_backup(cls, *, vm_name: str, slot: datetime, now: datetime, trigger: str = "Scheduled",
+    def new_backup(cls, *, vm_name: str, slot: datetime, now: datetime, trigger: Trigger = Trigger.SCHEDULED,
                    policy_name: str | None = None, retain_until: datetime | None = None) -> "Job":
         return cls(
             job_id=job_id_for(vm_name, slot, trigger),
@@ -227,506 +228,3 @@ class Job:
             retain_until=retain_until,
             task_id=None,
         )
-
-
-# --- transitions ------------------------------------------------------------------------------
-
-TIMEOUT_MARGIN = timedelta(minutes=10)      # slack for the agent picking the command up and the upload
-# Service-driven retries, as Azure Backup does for the extension's retryable failures: a failed
-# attempt whose cause can pass (no network, freeze timeout, throttling, a late command...) is tried
-# again with a new taskId, up to MAX_ATTEMPTS in all, after these pauses.
-MAX_ATTEMPTS = 3
-RETRY_BACKOFF = (timedelta(minutes=5), timedelta(minutes=15))
-MAX_NOTES = 20
-MAX_ATTEMPT_RECORDS = 20
-MAX_NOTE_CHARS = 300
-MAX_ERRORS = 8
-
-
-class ReportVerdict(str, Enum):
-    APPLY = "applied"
-    UNCHANGED = "unchanged"     # the record already says what the report says
-    OLDER = "older"             # an in-progress report older than one already applied
-    STALE = "stale"             # the report belongs to another attempt (taskId or blob attempt differ)
-    TERMINAL = "terminal"       # the job is already final
-    UNTIMELY = "untimely"       # its times lie outside the job's window: recorded as unreadable
-
-
-@dataclass(frozen=True)
-class ReportOutcome:
-    """What one status report means for a job, before it is applied."""
-
-    status: JobStatus
-    phase: JobPhase
-    consistency: Consistency | None
-    errors: list[JobError]
-    disks: list[DiskResult]
-    backup_size_bytes: int | None
-
-
-def interpret(report: StatusReport, disks: Sequence[DiskResult] = ()) -> ReportOutcome:
-    """The job status, consistency, errors and per-disk results a report leads to."""
-    disk_results = _disk_results(report, disks)
-    if report.in_progress:
-        return ReportOutcome(JobStatus.IN_PROGRESS, JobPhase.RUNNING, None, [], disk_results, None)
-    size = None if report.size_computation_failed else report.backup_size_bytes
-    detail = _detail(report)
-    missing = _missing_blobs_error(disk_results, report.code, known=len(disks))
-    if report.succeeded and (report.code in remediation.SUCCESS_CODES or report.warning):
-        consistency = (Consistency.APPLICATION if report.code == 0
-                       else Consistency.CRASH if report.snapshot_consistency == 3 else Consistency.FILE_SYSTEM)
-        # A "warning" entry carries its cause in its code; a success, in the health code (e.g. a failed
-        # script the backup went past).
-        warnings = _code_errors([report.code, report.health_code], detail)
-        if any(d.status == "Failed" for d in disk_results) and not warnings:
-            warnings.append(JobError.from_remediation(remediation.for_extension_code(761),
-                                                      extension_code=report.code))
-        if report.warning and not warnings:
-            warnings.append(JobError.from_remediation(
-                remediation.for_service_error(remediation.EXTENSION_WARNING), detail=detail,
-                extension_code=report.code))
-        warnings = ([missing] if missing else []) + warnings
-        status = JobStatus.COMPLETED_WITH_WARNINGS if warnings else JobStatus.COMPLETED
-        return ReportOutcome(status, JobPhase.DONE, consistency, warnings, disk_results, size)
-    # A failure whose codes both say success (a hostile or broken mix) is the generic error, never
-    # "every disk was snapshotted".
-    errors = _code_errors([report.code, report.health_code], detail) or _code_errors([2], detail)
-    if missing:
-        # First when the run failed on its snapshots (it decides the retry then); after the run's own
-        # error when the run failed for another reason (a script, a late command) and only also names it.
-        errors.insert(0 if report.code in _SNAPSHOT_FAILURE_CODES else 1, missing)
-    if report.disks is None:
-        disk_results = [replace(d, status="Failed", error=d.error or "no snapshot was taken")
-                        if d.status == "Pending" else d for d in disk_results]
-    return ReportOutcome(JobStatus.FAILED, JobPhase.DONE, None, errors, disk_results, size)
-
-
-def _code_errors(codes: Sequence[int | None], detail: str | None) -> list[JobError]:
-    """One error per distinct non-success code, the extension's words on the first; a later one keeps
-    only the recommendations the first does not already give."""
-    errors: list[JobError] = []
-    for code in dict.fromkeys(c for c in codes if c is not None and c not in remediation.SUCCESS_CODES):
-        error = JobError.from_remediation(remediation.for_extension_code(code), detail=None if errors else detail,
-                                          extension_code=code)
-        if errors:
-            error.recommendations = [r for r in error.recommendations if r not in errors[0].recommendations]
-        errors.append(error)
-    return errors
-
-
-# Storage's answer, condensed by scrub_text, when the disk's blob (or its container) is not there.
-_BLOB_GONE = re.compile(r"^(BlobNotFound|ContainerNotFound)\b")
-_BLOB_NOT_FOUND = "BlobNotFound"
-# The codes a run whose snapshots failed ends with: 76, or 2 when the guest path failed for every disk
-# (the handler then reports no per-disk results).
-_SNAPSHOT_FAILURE_CODES = frozenset({2, 76})
-
-
-def _missing_blobs_error(disks: Sequence[DiskResult], extension_code: int, *, known: int) -> JobError | None:
-    """The error naming each disk whose blob storage says does not exist, and what to check. The first
-    ``known`` disks are the job's (their LUN is known); any other is only the report's entry number."""
-    gone = [(position, d) for position, d in enumerate(disks)
-            if d.status == "Failed" and d.error and _BLOB_GONE.match(d.error)]
-    if not gone:
-        return None
-    named = "; ".join(f"{_disk_label(d.lun) if position < known else f'disk #{position}'} "
-                      f"({d.blob_url or 'blob URL not reported'}): {_short(d.error, 160)}" for position, d in gone)
-    return JobError.from_remediation(remediation.for_service_error(remediation.DISK_BLOB_MISSING), detail=named,
-                                     extension_code=extension_code)
-
-
-def _disk_label(lun: int) -> str:
-    return f"LUN {lun} (OS disk)" if lun == OS_DISK_LUN else f"LUN {lun}"
-
-
-def needs_disk_check(report: StatusReport) -> bool:
-    """Whether a report is a snapshot failure that names no disk, so the service looks for itself which
-    disks' blobs are gone: the handler's guest path reports code 2 and no per-disk results when the
-    blob of every disk is missing."""
-    return (not report.in_progress and not report.succeeded and report.disks is None
-            and report.code in _SNAPSHOT_FAILURE_CODES)
-
-
-def with_missing_blobs(report: StatusReport, disks: Sequence[DiskResult], missing: Collection[int]) -> StatusReport:
-    """``report`` with a result for each of ``disks`` (by position): those at the positions in ``missing``
-    failed because their blob does not exist, as the service found; the others gave no result."""
-    found = (f"{_BLOB_NOT_FOUND}: the blob does not exist (the service looked after the extension reported "
-             f"code {report.code} without per-disk results)")
-    return replace(report, disks=tuple(
-        DiskReport(index=position, successful=False, blob_uri=disk.blob_url,
-                   error=found if position in missing else "the extension reported no result for this disk")
-        for position, disk in enumerate(disks)))
-
-
-def assess_report(job: Job, report: StatusReport, *, now: datetime, attempt: int | None = None) -> ReportVerdict:
-    """Whether a report may change the job (UNCHANGED is decided by ``apply_report``)."""
-    if job.is_terminal:
-        return ReportVerdict.TERMINAL
-    if (attempt is not None and attempt != job.attempt) or report.task_id != job.expected_task_id:
-        if _succeeded_earlier(job, report, attempt) is None:
-            return ReportVerdict.STALE
-        # An earlier attempt's success: it ends the job (``apply_report``), once its times are believable.
-        return ReportVerdict.UNTIMELY if untimely_reason(job, report, now) is not None else ReportVerdict.APPLY
-    if untimely_reason(job, report, now) is not None:
-        return ReportVerdict.UNTIMELY
-    if report.in_progress and job.last_report_at is not None and (
-            report.timestamp is None or report.timestamp < job.last_report_at or job.phase is JobPhase.DONE):
-        return ReportVerdict.OLDER
-    # A final report wins over any in-progress one whatever the clocks say: the extension writes
-    # "running" before it writes the result, so the result is never the older of the two.
-    return ReportVerdict.APPLY
-
-
-def untimely_reason(job: Job, report: StatusReport, now: datetime) -> str | None:
-    """Why the report's times cannot be this job's (before it started, or after now, beyond clock
-    skew), or None."""
-    return report_time_error(report, not_before=job.start_time, now=utc(now))
-
-
-def apply_report(job: Job, report: StatusReport, now: datetime, *, attempt: int | None = None,
-                 blobs: tuple[str, str] | None = None) -> Job | None:
-    """The job after one status report of its current attempt, or None when nothing changes.
-
-    ``attempt`` is the attempt named by the status blob's name, when known, and ``blobs`` that
-    attempt's status and log blob names. A stale report only adds a note saying it was ignored; an
-    untimely one is recorded as unreadable, and the job keeps waiting; an earlier attempt's success
-    ends the job with that attempt's result (``_back_to``).
-    """
-    verdict = assess_report(job, report, now=now, attempt=attempt)
-    if verdict is ReportVerdict.UNTIMELY:
-        return record_unreadable(job, job.status_blob or f"{job.job_id}/{job.attempt}.Status.txt",
-                                 untimely_reason(job, report, now) or "", now)
-    if verdict is ReportVerdict.STALE and _failure_recorded(job, report.task_id):
-        return None     # a retried attempt's blob again: its failure is already on the record
-    if verdict is ReportVerdict.STALE:
-        return _with_note(job, f"ignored a status report of task {report.task_id or '(none)'}"
-                               f"{'' if attempt is None else f' (attempt {attempt})'}: the current task is "
-                               f"{job.expected_task_id}")
-    if verdict is not ReportVerdict.APPLY:
-        return None
-    earlier = _succeeded_earlier(job, report, attempt)
-    if earlier is not None:
-        job = _back_to(job, earlier, now, blobs)
-    outcome = interpret(report, job.disks)
-    changed = replace(
-        job,
-        status=outcome.status,
-        phase=outcome.phase,
-        consistency=outcome.consistency,
-        disks=outcome.disks,
-        errors=outcome.errors[:MAX_ERRORS],
-        extension_code=report.code,
-        health_code=report.health_code,
-        last_report_at=report.timestamp or job.last_report_at,
-    )
-    if outcome.status.is_terminal:
-        finished = report.timestamp or utc(now)
-        changed.end_time = max(finished, job.start_time)
-        changed.backup_size_bytes = outcome.backup_size_bytes
-    for note in report.notes:       # what parsing changed to keep the report (numbers out of range)
-        changed = _with_note(changed, note) or changed
-    return None if changed == job else changed
-
-
-def retry_at(job: Job, report: StatusReport, now: datetime, *, attempt: int | None = None) -> datetime | None:
-    """When the service tries this job again after ``report``, or None when the report's outcome stands.
-
-    Only a final, failed report of the current attempt, whose first error is retryable, while
-    attempts remain.
-    """
-    if not is_retryable_failure(report) or \
-            assess_report(job, report, now=now, attempt=attempt) is not ReportVerdict.APPLY:
-        return None
-    return next_attempt_at(job, now)
-
-
-def next_attempt_at(job: Job, now: datetime) -> datetime | None:
-    """When the retry policy starts the job's next attempt after the current one failed, or None when
-    the job has used its MAX_ATTEMPTS. The one retry policy: extension failures and dispatch failures."""
-    if job.attempt >= MAX_ATTEMPTS:
-        return None
-    return utc(now) + RETRY_BACKOFF[min(job.attempt, len(RETRY_BACKOFF)) - 1]
-
-
-def is_retryable_failure(report: StatusReport) -> bool:
-    """Whether the report is a final failure whose cause may pass (whatever the job's state)."""
-    if report.in_progress:
-        return False
-    outcome = interpret(report)
-    return outcome.status is JobStatus.FAILED and outcome.errors[0].retryable
-
-
-def mark_retrying(job: Job, report: StatusReport, now: datetime, at: datetime, *,
-                  attempt: int | None = None) -> Job | None:
-    """The job once a retryable failure of its attempt is answered with the next attempt at ``at``.
-
-    It stays InProgress, Queued for attempt + 1 (a new taskId, new status and log blobs); the
-    failure and its per-disk results stay on the record until the next attempt is dispatched or
-    reports, and in its notes for good.
-    """
-    failed = apply_report(job, report, now, attempt=attempt)
-    if failed is None or failed.status is not JobStatus.FAILED:
-        return None
-    first = failed.errors[0]
-    retrying = replace(
-        failed,
-        status=JobStatus.IN_PROGRESS,
-        phase=JobPhase.QUEUED,
-        attempt=job.attempt + 1,
-        task_id=None,
-        end_time=None,
-        backup_size_bytes=None,
-        last_report_at=None,
-        status_blob=None,
-        log_blob=None,
-        # The next attempt's window opens when it is due: the sweep must not time out a retry that
-        # is waiting for its turn because the failed attempt was dispatched long ago.
-        dispatched_at=utc(at),
-    )
-    retrying.attempts = _with_attempt(job, AttemptRecord(
-        attempt=job.attempt, task_id=job.expected_task_id, outcome=AttemptOutcome.FAILED,
-        error_code=first.error_code, extension_code=report.code, dispatched_at=job.dispatched_at,
-        ended_at=failed.end_time, retry_at=utc(at)))
-    note = (f"attempt {job.attempt} (task {job.expected_task_id}) failed with code {report.code} "
-            f"({first.error_code}); retrying as attempt {job.attempt + 1} at {utc(at).isoformat(timespec='seconds')}")
-    return _with_note(retrying, note) or retrying
-
-
-def mark_not_dispatched(job: Job, *, attempt: int, error: JobError, now: datetime,
-                        retry_at: datetime | None) -> Job | None:
-    """The job once ``attempt``'s command could not be handed to the VM for a reason that may pass.
-
-    With ``retry_at`` the job waits, Queued, for attempt + 1 (a new taskId: the VM may have got the
-    command after all, and then its report is another attempt's); without, it fails with ``error``.
-    Either way the attempt is on the record. None when the job has moved past ``attempt``.
-    """
-    return _end_attempt(job, attempt=attempt, error=error, now=now, retry_at=retry_at,
-                        outcome=AttemptOutcome.NOT_DISPATCHED, how="could not be handed to the VM")
-
-
-def mark_attempt_failed(job: Job, *, attempt: int, error: JobError, now: datetime,
-                        retry_at: datetime | None) -> Job | None:
-    """The job once the service itself found ``attempt`` failed (e.g. its restore point failed):
-    retried at ``retry_at`` as attempt + 1, or failed for good without it."""
-    return _end_attempt(job, attempt=attempt, error=error, now=now, retry_at=retry_at,
-                        outcome=AttemptOutcome.FAILED, how="failed")
-
-
-def _end_attempt(job: Job, *, attempt: int, error: JobError, now: datetime, retry_at: datetime | None,
-                 outcome: AttemptOutcome, how: str) -> Job | None:
-    if job.is_terminal or attempt != job.attempt:
-        return None
-    record = AttemptRecord(attempt=attempt, task_id=job.expected_task_id, outcome=outcome,
-                           error_code=error.error_code, detail=_short(error.error_string),
-                           dispatched_at=job.dispatched_at, ended_at=utc(now),
-                           retry_at=utc(retry_at) if retry_at else None)
-    if retry_at is None:
-        failed = mark_failed(job, error, now)
-        if failed is not None:
-            failed.attempts = _with_attempt(job, record)
-        return failed
-    waiting = replace(job, phase=JobPhase.QUEUED, attempt=attempt + 1, task_id=None, status_blob=None, log_blob=None,
-                      errors=([error] + [e for e in job.errors if e.error_code != error.error_code])
-                      [:MAX_ERRORS], attempts=_with_attempt(job, record),
-                      # The next attempt's window opens when it is due, not at the failed one's dispatch.
-                      dispatched_at=utc(retry_at))
-    note = (f"attempt {attempt} (task {job.expected_task_id}) {how} ({error.error_code}); "
-            f"retrying as attempt {attempt + 1} at {utc(retry_at).isoformat(timespec='seconds')}")
-    return _with_note(waiting, note) or waiting
-
-
-def pending_retry(job: Job) -> AttemptRecord | None:
-    """The earlier attempt whose retry the job is waiting for (Queued, the next attempt not yet run)."""
-    if job.is_terminal or job.phase is not JobPhase.QUEUED or not job.attempts:
-        return None
-    last = job.attempts[-1]
-    return last if last.attempt == job.attempt - 1 and last.retry_at is not None else None
-
-
-def unreported_attempts(job: Job) -> list[AttemptRecord]:
-    """Earlier attempts of an unfinished job whose command the VM may have run without the job hearing
-    its result: taken for not handed over (the answer lost after the VM got it), or superseded."""
-    if job.is_terminal:
-        return []
-    return [r for r in job.attempts if r.outcome in (AttemptOutcome.NOT_DISPATCHED, AttemptOutcome.SUPERSEDED)]
-
-
-def _succeeded_earlier(job: Job, report: "StatusReport", attempt: int | None) -> AttemptRecord | None:
-    """The unreported earlier attempt whose final success ``report`` is: a whole backup, never discarded."""
-    if report.in_progress or not report.task_id:
-        return None
-    record = next((r for r in unreported_attempts(job) if r.task_id == report.task_id), None)
-    if record is None or (attempt is not None and attempt != record.attempt):
-        return None
-    return record if interpret(report).status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS) else None
-
-
-def _back_to(job: Job, earlier: AttemptRecord, now: datetime, blobs: tuple[str, str] | None) -> Job:
-    """The job as ``earlier`` left it, about to take its success: the current attempt is recorded as
-    overtaken (its queued task then dispatches nothing; a command already on the VM may snapshot
-    again, and retention deletes those snapshots: they carry the job's id but no recovery point)."""
-    overtaken = AttemptRecord(attempt=job.attempt, task_id=job.expected_task_id, outcome=AttemptOutcome.OVERTAKEN,
-                              dispatched_at=None if job.phase is JobPhase.QUEUED else job.dispatched_at,
-                              ended_at=utc(now))
-    others = [r for r in job.attempts if r.task_id != earlier.task_id]
-    back = replace(job, attempt=earlier.attempt, task_id=earlier.task_id, dispatched_at=earlier.dispatched_at,
-                   status_blob=blobs[0] if blobs else None, log_blob=blobs[1] if blobs else None,
-                   last_report_at=None, attempts=(others + [overtaken])[-MAX_ATTEMPT_RECORDS:],
-                   disks=[DiskResult(lun=d.lun, blob_url=d.blob_url) for d in job.disks])
-    note = (f"attempt {earlier.attempt} (task {earlier.task_id}, taken for {earlier.outcome.value}) reported "
-            f"success after all; it ends the job, attempt {job.attempt} (task {job.expected_task_id}) is not needed")
-    return _with_note(back, note) or back
-
-
-def _failure_recorded(job: Job, task_id: str | None) -> bool:
-    """Whether a retry already recorded the failure of ``task_id`` (its later reports add nothing)."""
-    return task_id is not None and any(record.task_id == task_id and record.outcome is AttemptOutcome.FAILED
-                                       for record in job.attempts)
-
-
-def _with_attempt(job: Job, record: AttemptRecord) -> list[AttemptRecord]:
-    kept = [r for r in job.attempts if r.task_id != record.task_id]
-    return (kept + [record])[-MAX_ATTEMPT_RECORDS:]
-
-
-def _short(text: str | None, limit: int = 200) -> str | None:
-    return text if text is None or len(text) <= limit else text[: limit - 3] + "..."
-
-
-def record_unreadable(job: Job, blob_name: str, reason: str, now: datetime) -> Job | None:
-    """Mark an in-progress job with a status blob that could not be read (the blob itself is kept)."""
-    if job.is_terminal:
-        return None
-    error = JobError.from_remediation(remediation.for_service_error(remediation.STATUS_UNREADABLE),
-                                      detail=f"{blob_name}: {reason}")
-    changed = _with_note(job, f"status blob {blob_name} unreadable: {reason}") or replace(job)
-    changed.errors = [error] + [e for e in job.errors if e.error_code != error.error_code][: MAX_ERRORS - 1]
-    return None if changed == job else changed
-
-
-def mark_dispatched(job: Job, *, attempt: int, task_id: str, status_blob: str, log_blob: str, now: datetime,
-                    disks: Sequence[DiskResult] | None = None,
-                    backup_method: str = BackupMethod.EXTENSION_COMMAND.value) -> Job | None:
-    """The job once an attempt's command is handed to the VM; a newer attempt supersedes older ones.
-
-    ``disks`` (lun and blob URL, in the order of the command's SAS list) are the disks this attempt
-    snapshots: status reports are matched to them by position.
-    """
-    if job.is_terminal or attempt < job.attempt:
-        return None
-    same_attempt = attempt == job.attempt and job.task_id in (None, task_id)
-    changed = replace(job, attempt=attempt, task_id=task_id, status_blob=_no_query(status_blob) or None,
-                      log_blob=_no_query(log_blob) or None, backup_method=backup_method)
-    if disks is not None:
-        changed.disks = [DiskResult(lun=d.lun, blob_url=_no_query(d.blob_url) or "") for d in disks]
-    if same_attempt:
-        if job.phase is JobPhase.QUEUED:
-            changed.phase = JobPhase.DISPATCHED
-            changed.dispatched_at = utc(now)
-        if disks is not None and job.last_report_at is not None:
-            changed.disks = job.disks       # results already arrived for this attempt: keep them
-        return None if changed == job else changed
-    changed.phase = JobPhase.DISPATCHED
-    changed.dispatched_at = utc(now)
-    changed.last_report_at = None
-    changed.extension_code = changed.health_code = None
-    changed.consistency = None
-    changed.backup_size_bytes = None
-    changed.errors = []
-    if disks is None:
-        changed.disks = [DiskResult(lun=d.lun, blob_url=d.blob_url) for d in job.disks]
-    if job.phase is not JobPhase.QUEUED:
-        changed.attempts = _with_attempt(job, AttemptRecord(
-            attempt=job.attempt, task_id=job.expected_task_id, outcome=AttemptOutcome.SUPERSEDED,
-            extension_code=job.extension_code, dispatched_at=job.dispatched_at, ended_at=utc(now)))
-        changed = _with_note(changed, f"attempt {job.attempt} (task {job.task_id}) superseded by attempt "
-                                      f"{attempt} (task {task_id})") or changed
-    return changed
-
-
-def mark_failed(job: Job, error: JobError, now: datetime) -> Job | None:
-    """Fail a job for a reason the service found itself (unknown VM, refused SAS, dispatch refused)."""
-    if job.is_terminal:
-        return None
-    others = [e for e in job.errors if e.error_code != error.error_code]
-    return replace(job, status=JobStatus.FAILED, phase=JobPhase.DONE, end_time=max(utc(now), job.start_time),
-                   errors=([error] + others)[:MAX_ERRORS])
-
-
-def mark_cancelled(job: Job, reason: str, now: datetime) -> Job | None:
-    """Cancel a job whose command has not been handed to the VM yet; a dispatched one cannot be:
-    the extension runs its command to the end whatever the service decides."""
-    if job.is_terminal or job.phase is not JobPhase.QUEUED:
-        return None
-    cancelled = replace(job, status=JobStatus.CANCELLED, end_time=max(utc(now), job.start_time))
-    return _with_note(cancelled, reason) or cancelled
-
-
-def timeout_deadline(job: Job) -> datetime:
-    """When an unfinished job counts as timed out: the extension's 140-minute window plus a margin."""
-    return (job.dispatched_at or job.start_time) + EXTENSION_WINDOW + TIMEOUT_MARGIN
-
-
-def mark_timed_out(job: Job, now: datetime) -> Job | None:
-    """Fail an InProgress job whose extension never reported a result within its window."""
-    if job.is_terminal or utc(now) < timeout_deadline(job):
-        return None
-    if job.phase is JobPhase.QUEUED:
-        detail = "the snapshot command was never handed to the VM"
-    elif job.phase is JobPhase.DISPATCHED:
-        detail = f"no status came back for task {job.expected_task_id}"
-    else:
-        detail = f"the extension reported it was running (last at {job.last_report_at}) but never finished"
-    error = JobError.from_remediation(remediation.for_service_error(remediation.TIMED_OUT), detail=detail)
-    failed = mark_failed(job, error, now)
-    if failed is None:
-        return None
-    failed.disks = [replace(d, status="Failed", error=d.error or "no result before the timeout")
-                    if d.status == "Pending" else d for d in failed.disks]
-    return failed
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-def _disk_results(report: StatusReport, disks: Sequence[DiskResult]) -> list[DiskResult]:
-    """Match the report's per-disk entries to the job's disks by position (blobUri is null on failure)."""
-    results = [replace(d) for d in disks]
-    if report.in_progress or report.disks is None:
-        return results
-    for entry in report.disks:
-        status = "Completed" if entry.successful else "Failed"
-        if entry.index < len(results):
-            current = results[entry.index]
-            results[entry.index] = DiskResult(lun=current.lun, blob_url=current.blob_url or entry.blob_uri or "",
-                                              status=status, snapshot_uri=entry.snapshot_uri, error=entry.error,
-                                              direct_drive=entry.direct_drive)
-        else:
-            results.append(DiskResult(lun=entry.index, blob_url=entry.blob_uri or "", status=status,
-                                      snapshot_uri=entry.snapshot_uri, error=entry.error,
-                                      direct_drive=entry.direct_drive))
-    for index in range(len(report.disks), len(results)):
-        if results[index].status == "Pending":
-            results[index] = replace(results[index], status="Failed",
-                                     error="the extension reported no result for this disk")
-    return results
-
-
-_TELEMETRY_SUFFIX = re.compile(
-    r"\s*\b(statusBlobUploadError|snapshotCreator|hostStatusCodePreSnapshot|hostStatusCodeDoSnapshot)=[^,]*,?")
-
-
-def _detail(report: StatusReport) -> str | None:
-    """The extension's own words, without the telemetry suffixes it appends to every message."""
-    text = _TELEMETRY_SUFFIX.sub("", report.message).strip().rstrip(",").strip()
-    return text or None
-
-
-def _with_note(job: Job, note: str) -> Job | None:
-    note = note if len(note) <= MAX_NOTE_CHARS else note[: MAX_NOTE_CHARS - 3] + "..."
-    if note in job.notes:
-        return None
-    return replace(job, notes=(job.notes + [note])[-MAX_NOTES:])
-
-
-def _no_query(url: str | None) -> str | None:
-    return base_of(url) if url else url

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.clock import utc
+from shared.domain.jobs import Consistency
 from shared.errors import ValidationError
 
 DEFAULT_POLICY_NAME = "DefaultPolicy"
@@ -58,7 +59,7 @@ class Frequency(str, Enum):
     HOURLY = "Hourly"     # Enhanced policies only
 
 
-RESTORE_POINT_CONSISTENCY = ("ApplicationConsistent", "CrashConsistent")
+RESTORE_POINT_CONSISTENCY = (Consistency.APPLICATION.value, Consistency.CRASH.value)
 
 
 class PolicyType(str, Enum):

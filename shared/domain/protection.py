@@ -11,7 +11,8 @@ from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.inventory import OS_DISK_LUN, Vm
-from shared.domain.jobs import TIMEOUT_MARGIN, Job, JobStatus
+from shared.domain.job_transitions import TIMEOUT_MARGIN
+from shared.domain.jobs import Job, JobStatus
 from shared.domain.task import Trigger
 
 # A job blocks the next backup until its timeout deadline (jobs.timeout_deadline: the extension's
@@ -126,7 +127,7 @@ def on_demand_limit_reached(vm_name: str, accepted: Iterable[Job]) -> str | None
     success it may become; a request whose task never reached the queue does not count: it never ran."""
     attempts = successes = 0
     for job in accepted:
-        if job.trigger != Trigger.ON_DEMAND.value or job.operation != "Backup" or _never_queued(job):
+        if job.trigger is not Trigger.ON_DEMAND or job.operation != "Backup" or _never_queued(job):
             continue
         attempts += 1
         successes += job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS, JobStatus.IN_PROGRESS)

@@ -159,10 +159,10 @@ def point_from_job(job: Job) -> RecoveryPoint | None:
     if not disks:
         return None
     method, restore_point_id = SnapshotMethod.BLOB_SNAPSHOT, None
-    if job.backup_method == BackupMethod.RESTORE_POINT.value:
+    if job.backup_method is BackupMethod.RESTORE_POINT:
         method, restore_point_id = SnapshotMethod.RESTORE_POINT, vm_restore_point_id(disks[0].snapshot)
     return RecoveryPoint(name=recovery_point_name(job.job_id), vm_name=job.vm_name, created_at=utc(job.slot),
-                         job_id=job.job_id, trigger=str(getattr(job.trigger, "value", job.trigger)),
+                         job_id=job.job_id, trigger=job.trigger.value,
                          consistency=job.consistency, size_bytes=job.backup_size_bytes,
                          policy_name=job.policy_name,
                          retain_until=utc(job.retain_until) if job.retain_until else None, disks=disks,

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
-from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, mark_failed
+from shared.domain.job_transitions import mark_failed
+from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
 from shared.domain.task import validate_job_id
 from shared.errors import ValidationError
 

@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.inventory import OS_DISK_LUN, BackupMethod, Disk
-from shared.domain.jobs import (MAX_ERRORS, Consistency, DiskResult, Job, JobError, JobPhase, JobStatus,
-                                mark_dispatched, mark_failed)
+from shared.domain.job_transitions import MAX_ERRORS, mark_dispatched, mark_failed
+from shared.domain.jobs import Consistency, DiskResult, Job, JobError, JobPhase, JobStatus
 
 COLLECTION_PREFIX = "vmsnap-"
 # Restore points normally finish in minutes; one still Creating after this is stuck. It is shorter than
@@ -20,11 +20,6 @@ COLLECTION_PREFIX = "vmsnap-"
 RESTORE_POINT_WINDOW = timedelta(minutes=120)
 RUNNING = "powerstate/running"
 _STOPPED = ("powerstate/stopped", "powerstate/deallocated")
-
-
-class ConsistencyMode(str, Enum):
-    APPLICATION = "ApplicationConsistent"
-    CRASH = "CrashConsistent"
 
 
 @dataclass(frozen=True)
@@ -83,7 +78,7 @@ class RestorePointState:
     @property
     def crash_consistent(self) -> bool:
         """Reported crash consistent: made without the guest, so the VM's state did not matter."""
-        return (self.consistency_mode or "").lower() == ConsistencyMode.CRASH.value.lower()
+        return (self.consistency_mode or "").lower() == Consistency.CRASH.value.lower()
 
 
 @dataclass(frozen=True)
@@ -181,11 +176,11 @@ def attempt_restore_point_name(job_id: str, attempt: int) -> str:
     return restore_point_name(f"{job_id}_{attempt}")
 
 
-def restore_point_request(consistency: ConsistencyMode, exclude_disk_ids: Sequence[str] = ()) -> dict[str, Any]:
+def restore_point_request(consistency: Consistency, exclude_disk_ids: Sequence[str] = ()) -> dict[str, Any]:
     """The body of a restore point create. ``consistencyMode`` is left out for application consistency,
     Azure's default; the specification accepts only ``CrashConsistent`` as input."""
     properties: dict[str, Any] = {}
-    if consistency is ConsistencyMode.CRASH:
+    if consistency is Consistency.CRASH:
         properties["consistencyMode"] = consistency.value
     if exclude_disk_ids:
         properties["excludeDisks"] = [{"id": disk} for disk in exclude_disk_ids]
@@ -197,7 +192,7 @@ def mark_restore_point_requested(job: Job, *, attempt: int, task_id: str, disks:
     """The job once its attempt's restore point is requested: Dispatched, without status or log blob."""
     requested = mark_dispatched(job, attempt=attempt, task_id=task_id, status_blob="", log_blob="", now=now,
                                 disks=[DiskResult(lun=d.lun, blob_url=d.resource) for d in disks],
-                                backup_method=BackupMethod.RESTORE_POINT.value)
+                                backup_method=BackupMethod.RESTORE_POINT)
     # A redelivery of the same attempt keeps the create operation its first delivery recorded.
     if requested is not None and job.task_id != task_id:
         return replace(requested, arm_operation=None)

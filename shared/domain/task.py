@@ -174,3 +174,14 @@ def _parse_time(doc: dict[str, Any], key: str) -> datetime:
         raise ValidationError(f"{key} {value!r} lies outside the times a task can name", field=key) from exc
     except ValueError as exc:
         raise ValidationError(f"{key} is not an ISO 8601 time: {value!r}", field=key) from exc
+
+
+_STATUS_BLOB_NAME = re.compile(rf"^(?:.*/)?(?P<job>{ID_PATTERN})/(?P<attempt>\d{{1,4}})\.Status\.txt$")
+
+
+def parse_blob_name(blob_name: str) -> tuple[str, int] | None:
+    """``<job_id>/<attempt>.Status.txt`` (a leading container name is tolerated) -> (job id, attempt)."""
+    match = _STATUS_BLOB_NAME.match(blob_name or "")
+    if not match:
+        return None
+    return match.group("job"), int(match.group("attempt"))

@@ -59,7 +59,7 @@ def take_claim(svc: Services, job: Job, now: datetime) -> ClaimRefused | None:
                 refused = _in_progress(current.holder, holder, job.vm_name)
                 return None
         accepted = current.accepted_on(utc(now).date())
-        if job.trigger == Trigger.ON_DEMAND.value and job.job_id not in accepted:
+        if job.trigger is Trigger.ON_DEMAND and job.job_id not in accepted:
             reason = _over_limit(svc, job.vm_name, accepted)
             if reason is not None:
                 refused = ClaimRefused(remediation.ON_DEMAND_LIMIT, reason)
@@ -68,7 +68,7 @@ def take_claim(svc: Services, job: Job, now: datetime) -> ClaimRefused | None:
 
     svc.claims.update(job.vm_name, decide)
     if refused is None:
-        log.info("job %s holds VM %s (%s)", job.job_id, job.vm_name, job.trigger)
+        log.info("job %s holds VM %s (%s)", job.job_id, job.vm_name, job.trigger.value)
     else:
         log.info("job %s may not back up VM %s now: %s", job.job_id, job.vm_name, refused)
     return refused
@@ -82,7 +82,7 @@ def give_back_claim(svc: Services, job: Job) -> None:
 
 
 def _in_progress(holder_id: str, holder: Job | None, vm_name: str) -> ClaimRefused:
-    trigger = f" ({holder.trigger})" if holder is not None else ""
+    trigger = f" ({holder.trigger.value})" if holder is not None else ""
     return ClaimRefused(remediation.OPERATION_IN_PROGRESS,
                         f"backup job {holder_id} of {vm_name!r}{trigger} is still in progress",
                         f"wait for it (`vmsnap job wait --name {holder_id}`) and try again")

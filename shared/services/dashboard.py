@@ -8,7 +8,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar, cast
 
 from shared.domain.alerts import Alert, AlertStatus
 from shared.domain.attention import Attention, needs_attention
@@ -29,7 +29,7 @@ RECENT = timedelta(hours=24)
 # What the overview counts by outcome over the last day: backups, restores and restore drills.
 RECENT_OPERATIONS = ("Backup", "Restore", "RestoreTest")
 
-Key = tuple[Any, ...]
+Key = tuple[str | int | None, ...]
 Background = Callable[[Callable[[], None]], None]
 T = TypeVar("T")
 
@@ -49,7 +49,8 @@ class ReportCache:
         self.max_age = max_age
         self.stale_limit = stale_limit
         self._background = background
-        self._values: dict[Key, tuple[datetime, Any]] = {}
+        # A key's value is always made by the same function (the key names it): the T its caller asks for.
+        self._values: dict[Key, tuple[datetime, object]] = {}
         self._locks: dict[Key, threading.Lock] = {}
         self._refreshing: set[Key] = set()
         self._guard = threading.Lock()
@@ -77,14 +78,14 @@ class ReportCache:
         now = svc.clock.now()
         cached = self._values.get(key)
         if cached is not None and now - cached[0] <= self.max_age:
-            return cached[1]                # type: ignore[no-any-return]
+            return cast(T, cached[1])
         if cached is not None and now - cached[0] <= self.stale_limit:
             self._refresh(svc, key, compute)
-            return cached[1]                # type: ignore[no-any-return]
+            return cast(T, cached[1])
         with self._lock(key):
             cached = self._values.get(key)      # computed by the caller this one waited for
             if cached is not None and now - cached[0] <= self.max_age:
-                return cached[1]            # type: ignore[no-any-return]
+                return cast(T, cached[1])
             return self._compute(svc, key, compute)
 
     def _compute(self, svc: Services, key: Key, compute: Callable[[], T]) -> T:

@@ -17,14 +17,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from shared.domain import remediation
 from shared.domain.bloburl import base_of
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
 from shared.domain.inventory import BackupMethod, Vm
-from shared.domain.jobs import (MAX_ATTEMPTS, DiskResult, Job, JobError, JobPhase, job_id_for, mark_dispatched,
-                                mark_cancelled, mark_failed, mark_not_dispatched, next_attempt_at, pending_retry)
+from shared.domain.job_transitions import (MAX_ATTEMPTS, mark_cancelled, mark_dispatched, mark_failed,
+                                           mark_not_dispatched, next_attempt_at, pending_retry)
+from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, job_id_for
 from shared.domain.recovery import MAX_RETENTION
 from shared.domain.task import SnapshotTask, Trigger, check_new_task
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
@@ -102,7 +103,7 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
                  ids, job.attempt, task.attempt)
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"attempt {job.attempt} is pending")
 
-    if job.trigger != Trigger.ON_DEMAND.value and not job.attempts and not resume:
+    if job.trigger is not Trigger.ON_DEMAND and not job.attempts and not resume:
         # The tick writes no item per job, so protection stopped while it planned is caught here.
         try:
             item = svc.protected_items.get(job.vm_name)
@@ -203,7 +204,8 @@ def dispatch_with_retries(svc: Services, body: bytes, *, message_id: str, delive
                     budget=budget, sleep=sleep, what=f"message {message_id} (delivery {delivery_count})")
 
 
-def preview_extension_resource(svc: Services, vm_name: str, *, retain_until: datetime | None = None) -> dict[str, Any]:
+def preview_extension_resource(svc: Services, vm_name: str, *,
+                               retain_until: datetime | None = None) -> dict[str, object]:
     """The extension resource a backup-now of ``vm_name`` would dispatch now, protected values redacted.
 
     Creates nothing and mints no SAS: URLs carry ``?<SAS minted at dispatch>`` where the SAS goes.
@@ -289,7 +291,7 @@ def _resend_pending_retry(svc: Services, job: Job, ids: str) -> None:
     if pending is None:
         return
     svc.task_queue.send([SnapshotTask(job_id=job.job_id, attempt=job.attempt, vm_name=job.vm_name, slot=job.slot,
-                                      trigger=Trigger(job.trigger), policy_name=job.policy_name,
+                                      trigger=job.trigger, policy_name=job.policy_name,
                                       retain_until=job.retain_until, not_before=pending.retry_at)])
     log.info("%s: task of attempt %s on the queue for %s", ids, job.attempt,
              pending.retry_at.isoformat() if pending.retry_at else "now")
@@ -305,7 +307,7 @@ def _load_or_create_job(svc: Services, task: SnapshotTask, now: datetime) -> Job
     # times are known to be ones a backup can have (a hand-made slot of 9999 would outlive every rule).
     check_new_task(task, now, catch_up=svc.settings.catch_up, max_retention=MAX_RETENTION)
     fresh = dataclasses.replace(
-        Job.new_backup(vm_name=task.vm_name, slot=task.slot, now=now, trigger=task.trigger.value,
+        Job.new_backup(vm_name=task.vm_name, slot=task.slot, now=now, trigger=task.trigger,
                        policy_name=task.policy_name, retain_until=task.retain_until),
         job_id=task.job_id, attempt=task.attempt)
     if svc.jobs.create_if_absent(fresh):
@@ -316,17 +318,17 @@ def _load_or_create_job(svc: Services, task: SnapshotTask, now: datetime) -> Job
 def _refused(svc: Services, job: Job, refused: ClaimRefused, now: datetime, ids: str) -> DispatchOutcome:
     """A scheduled or initial backup gives way to the one that holds the VM; an on-demand one fails as
     az refuses a backup-now while another backup runs (or past the day's limit)."""
-    if job.trigger == Trigger.ON_DEMAND.value:
+    if job.trigger is Trigger.ON_DEMAND:
         error = JobError.from_remediation(remediation.for_service_error(refused.error_code), detail=refused.detail)
         return _fail(svc, job, error, now, ids)
-    reason = f"{refused.reason}; this {job.trigger.lower()} backup gave way, nothing was sent to the VM"
+    reason = f"{refused.reason}; this {job.trigger.value.lower()} backup gave way, nothing was sent to the VM"
     svc.jobs.update(job.job_id, lambda current: mark_cancelled(current, reason, now))
     log.warning("%s: cancelled: %s", ids, reason)
     return DispatchOutcome(Outcome.DUPLICATE, job.job_id, None, reason)
 
 
 def _cancel_unprotected(svc: Services, job: Job, now: datetime, ids: str) -> DispatchOutcome:
-    reason = (f"protection of {job.vm_name} was stopped before this {job.trigger.lower()} backup started; "
+    reason = (f"protection of {job.vm_name} was stopped before this {job.trigger.value.lower()} backup started; "
               f"nothing was sent to the VM")
     svc.jobs.update(job.job_id, lambda current: mark_cancelled(current, reason, now))
     log.warning("%s: cancelled: %s", ids, reason)

@@ -14,18 +14,19 @@ records the retry. Sent first, a crash between the two repeats the send, never l
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Callable
 
-from shared.domain.jobs import (Job, ReportVerdict, apply_report, assess_report, is_retryable_failure, mark_retrying,
-                                needs_disk_check, record_unreadable, retry_at, untimely_reason, with_missing_blobs)
+from shared.domain.job_reports import needs_disk_check, with_missing_blobs
+from shared.domain.job_transitions import (ReportVerdict, apply_report, assess_report, is_retryable_failure,
+                                           mark_retrying, record_unreadable, retry_at, untimely_reason)
+from shared.domain.jobs import Job
 from shared.domain.recovery import SUCCESSFUL
 from shared.domain.status import ParseError, StatusReport, parse_status_blob
-from shared.domain.task import ID_PATTERN, SnapshotTask, Trigger
+from shared.domain.task import SnapshotTask, Trigger, parse_blob_name
 from shared.errors import ConfigurationError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.services.outages import ride_out
 from shared.services.recovery import missing_blob_positions, record_recovery_point
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 # for the last try. Past it the trigger fails; the host retries the blob, and the sweep re-reads it.
 RETRY_BUDGET = timedelta(minutes=8)
 
-_BLOB_NAME = re.compile(rf"^(?:.*/)?(?P<job>{ID_PATTERN})/(?P<attempt>\d{{1,4}})\.Status\.txt$")
 
 
 class IngestResult(str, Enum):
@@ -69,14 +69,6 @@ class IngestOutcome:
     def changed(self) -> bool:
         return self.result in (IngestResult.APPLIED, IngestResult.UNREADABLE, IngestResult.STALE,
                                IngestResult.RETRYING)
-
-
-def parse_blob_name(blob_name: str) -> tuple[str, int] | None:
-    """``<job_id>/<attempt>.Status.txt`` (a leading container name is tolerated) -> (job id, attempt)."""
-    match = _BLOB_NAME.match(blob_name or "")
-    if not match:
-        return None
-    return match.group("job"), int(match.group("attempt"))
 
 
 def ingest_status_blob(svc: Services, blob_name: str, data: bytes, etag: str | None) -> IngestOutcome:
@@ -201,7 +193,7 @@ def _send_retry_if_due(svc: Services, job_id: str, attempt: int, report: StatusR
     if at is None:
         return None
     task = SnapshotTask(job_id=job.job_id, attempt=job.attempt + 1, vm_name=job.vm_name, slot=job.slot,
-                        trigger=Trigger(job.trigger), policy_name=job.policy_name,
+                        trigger=job.trigger, policy_name=job.policy_name,
                         retain_until=job.retain_until, not_before=at)
     svc.task_queue.send([task])
     log.warning("job %s: task %s failed with code %s, which may pass; attempt %s (task %s) queued for %s",

@@ -9,7 +9,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from shared.clock import utc
-from shared.domain.jobs import Job, JobPhase, mark_cancelled, timeout_deadline
+from shared.domain.job_transitions import mark_cancelled, timeout_deadline
+from shared.domain.jobs import Job, JobPhase
 from shared.errors import ConflictError, NotFoundError
 
 if TYPE_CHECKING:

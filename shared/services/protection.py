@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
-from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
+from shared.domain.job_transitions import mark_failed
+from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for
 from shared.domain.policy import Policy, PolicyType
 from shared.domain.protection import DiskSelection, ProtectedItem, ProtectionState
 from shared.domain.recovery import MAX_RETENTION, ON_DEMAND_DEFAULT_RETENTION
@@ -146,7 +147,7 @@ def record_protection_job(svc: Services, operation: str, item: ProtectedItem) ->
     now = svc.clock.now()
     vm_name, policy_name = item.vm_name, item.policy_name
     job = Job(job_id=job_id_for(vm_name, now, operation), vm_name=vm_name, slot=now, start_time=now,
-              trigger=Trigger.ON_DEMAND.value, operation=operation, status=JobStatus.COMPLETED,
+              trigger=Trigger.ON_DEMAND, operation=operation, status=JobStatus.COMPLETED,
               phase=JobPhase.DONE, policy_name=policy_name, end_time=now)
     svc.jobs.create_if_absent(job)
     log.info("job %s recorded: %s of %s", job.job_id, operation, vm_name)
@@ -231,7 +232,7 @@ def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) ->
         raise ValidationError("retain-until may be at most 99 years ahead", field="retain_until")
     queue = _task_queue(svc)        # before anything is written: a bad connection leaves nothing behind
 
-    job = Job.new_backup(vm_name=item.vm_name, slot=now, now=now, trigger=Trigger.ON_DEMAND.value,
+    job = Job.new_backup(vm_name=item.vm_name, slot=now, now=now, trigger=Trigger.ON_DEMAND,
                          policy_name=item.policy_name, retain_until=retain_until)
     # The VM's claim first (services/claims.py): a refused request writes nothing, and the job's own task
     # later finds it holds the VM.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 from shared.domain import remediation
 from shared.domain.inventory import Vm
@@ -15,15 +15,27 @@ from shared.domain.policy import Policy
 from shared.domain.recovery import RecoveryPoint, Tier, point_from_job
 from shared.domain.retention import tiers_now
 from shared.errors import NotFoundError, PermanentError
+from shared.services.needs import HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasSnapshots
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
+
+
+class ListPointsNeeds(HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, Protocol):
+    """What list_points(), show_point() read."""
+
+
+class PolicyOfNeeds(HasPolicies, HasProtectedItems, Protocol):
+    """What _policy_of() reads."""
 
 # Storage refuses more snapshots of one blob past its snapshot count limit (the extension then fails
 # with code 85 on every backup); a few hundred is where users report it. Refuse a little earlier.
 SNAPSHOT_LIMIT_CODE = 85
 
 
-def record_recovery_point(svc: Any, job: Job) -> RecoveryPoint | None:
+def record_recovery_point(svc: HasRecoveryPoints, job: Job) -> RecoveryPoint | None:
     """Record the recovery point of a successful backup job; the same job twice gives one point.
 
     Returns the point (new or already there), or None when the job left nothing restorable.
@@ -48,7 +60,7 @@ class PointView:
     expires_at: datetime | None
 
 
-def list_points(svc: Any, vm_name: str, *, since: datetime | None = None,
+def list_points(svc: ListPointsNeeds, vm_name: str, *, since: datetime | None = None,
                 until: datetime | None = None) -> list[PointView]:
     """The VM's points that still hold data (Available, and Unavailable with the reason) in [since, until),
     newest first, with the tiers that hold them."""
@@ -64,7 +76,7 @@ def list_points(svc: Any, vm_name: str, *, since: datetime | None = None,
     return views
 
 
-def show_point(svc: Any, vm_name: str, name: str) -> PointView:
+def show_point(svc: ListPointsNeeds, vm_name: str, name: str) -> PointView:
     point = svc.recovery_points.get(vm_name, name)
     if point is None:
         raise NotFoundError(f"recovery point {name!r} of VM {vm_name!r} not found; list them with "
@@ -75,7 +87,7 @@ def show_point(svc: Any, vm_name: str, name: str) -> PointView:
     return PointView(point, tuple(tiers) if held else (), expiry if held else None)
 
 
-def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:
+def disk_guard_error(svc: Services, vm: Vm) -> JobError | None:
     """Why the VM's disks cannot take this backup, found before dispatch, or None.
 
     A disk within reach of the snapshot limit gets the extension's code 85 with the advice to run
@@ -108,12 +120,12 @@ def disk_guard_error(svc: Any, vm: Vm) -> JobError | None:
     return None
 
 
-def missing_blob_positions(svc: Any, blob_urls: Sequence[str]) -> set[int]:
+def missing_blob_positions(svc: HasSnapshots, blob_urls: Sequence[str]) -> set[int]:
     """The positions of the page-blob disks whose blob does not exist (one listing per disk)."""
     return {position for position, _, count in _snapshot_counts(svc, blob_urls) if count is None}
 
 
-def _snapshot_counts(svc: Any, blob_urls: Sequence[str]) -> Iterator[tuple[int, str, int | None]]:
+def _snapshot_counts(svc: HasSnapshots, blob_urls: Sequence[str]) -> Iterator[tuple[int, str, int | None]]:
     """(position, blob URL without query, snapshot count or None when the blob does not exist) of each
     page-blob disk of the backup account. Managed disks (resource ids) are skipped, and so are disks
     outside the account: minting their SAS fails the job, saying why."""
@@ -126,7 +138,7 @@ def _snapshot_counts(svc: Any, blob_urls: Sequence[str]) -> Iterator[tuple[int, 
         except PermanentError:
             continue
         yield position, url, count
-def _near_limit(svc: Any, vm: Vm, worst: int, limit: int) -> None:
+def _near_limit(svc: Services, vm: Vm, worst: int, limit: int) -> None:
     """A disk within reach of the limit raises SnapshotLimitNear (shared/services/alerting.py)."""
     if worst >= near_limit(limit):
         from shared.services.alerting import snapshot_limit_near   # alerting builds on this module
@@ -139,7 +151,7 @@ def near_limit(limit: int) -> int:
     return max(1, limit * 9 // 10)
 
 
-def _policy_of(svc: Any, vm_name: str) -> Policy | None:
+def _policy_of(svc: PolicyOfNeeds, vm_name: str) -> Policy | None:
     item = svc.protected_items.get(vm_name)
     if item is None:
         return None

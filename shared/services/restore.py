@@ -20,22 +20,55 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Callable, Protocol, TypeVar
 
 from shared.domain import remediation
 from shared.domain.bloburl import container_and_name
-from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, job_id_for, mark_failed
+from shared.domain.job_transitions import mark_failed
+from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, job_id_for
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
-from shared.domain.restore import (HEARTBEAT, OWNER_KEY, RESTORE, RESTORE_TEST, DiskState, RestoreMode, RestoreSpec,
-                                   RestoreTask, mark_completed, mark_progress, mark_restore_failed, resumable,
-                                   with_disk)
+from shared.domain.inventory import Vm
+from shared.domain.restore import (HEARTBEAT, OWNER_KEY, RESTORE, RESTORE_TEST, Check, DiskState, RestoreMode,
+                                   RestoreSpec, RestoreTask, mark_completed, mark_progress, mark_restore_failed,
+                                   resumable, with_disk)
 from shared.domain.restore_point import (ManagedDiskState, VmDisks, is_stopped, resource_group_of,
                                          restored_disk_id)
+from shared.domain.task import Trigger
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import JobQuery, RestorePointRefused
 from shared.services.point_data import missing_data
+from shared.services.needs import (HasClock, HasDiskCopier, HasFilesystems, HasInventory, HasJobs, HasProtectedItems,
+                                   HasRecoveryPoints, HasRestorePoints, HasRestoreQueue, HasSnapshots)
 
 log = logging.getLogger(__name__)
+
+_Found = TypeVar("_Found")     # what a read finds
+
+
+class RequestRestoreNeeds(HasClock, HasDiskCopier, HasInventory, HasJobs, HasRecoveryPoints, HasRestorePoints,
+                          HasRestoreQueue, Protocol):
+    """What request_restore() reads."""
+
+
+class PlanRestoreNeeds(HasInventory, HasJobs, HasRecoveryPoints, HasRestorePoints, Protocol):
+    """What plan_restore() reads."""
+
+
+class CreateRestoreJobNeeds(HasClock, HasDiskCopier, HasJobs, Protocol):
+    """What create_restore_job() reads."""
+
+
+class QueueRestoreNeeds(HasClock, HasJobs, HasRestoreQueue, Protocol):
+    """What queue_restore() reads."""
+
+
+class RunRestoreNeeds(HasClock, HasDiskCopier, HasFilesystems, HasInventory, HasJobs, HasProtectedItems,
+                      HasRecoveryPoints, HasRestorePoints, HasRestoreQueue, HasSnapshots, Protocol):
+    """What run_restore() reads."""
+
+
+class CheckOriginalLocationNeeds(HasInventory, HasJobs, HasRestorePoints, Protocol):
+    """What _check_original_location() reads."""
 
 # A worker keeps a restore this long, then hands it on as a continuation task (a new message), so no
 # invocation outlives the platform's lock renewal or function timeout however large the disks.
@@ -60,7 +93,7 @@ _DISK_ADVICE = {
 
 # --- the request: validate, create the job, queue its task ------------------------------------------------
 
-def request_restore(svc: Any, vm_name: str, rp_name: str, target_container: str | None = None, *,
+def request_restore(svc: RequestRestoreNeeds, vm_name: str, rp_name: str, target_container: str | None = None, *,
                     target_resource_group: str | None = None, lun: int | None = None,
                     mode: RestoreMode = RestoreMode.ALTERNATE, confirmed: bool = False) -> Job:
     """Create the Restore job and queue its task; returns the job (InProgress, Queued) at once.
@@ -73,7 +106,7 @@ def request_restore(svc: Any, vm_name: str, rp_name: str, target_container: str 
     return queue_restore(svc, job)
 
 
-def plan_restore(svc: Any, vm_name: str, rp_name: str, container: str | None, resource_group: str | None,
+def plan_restore(svc: PlanRestoreNeeds, vm_name: str, rp_name: str, container: str | None, resource_group: str | None,
                  lun: int | None, mode: RestoreMode, confirmed: bool = False, *,
                  plan_name: str | None = None, probe_file: str | None = None,
                  keep_until: datetime | None = None) -> tuple[RecoveryPoint, list[DiskSnapshot], RestoreSpec]:
@@ -113,8 +146,8 @@ def plan_restore(svc: Any, vm_name: str, rp_name: str, container: str | None, re
     return point, disks, spec
 
 
-def _check_original_location(svc: Any, point: RecoveryPoint, container: str | None, resource_group: str | None,
-                             confirmed: bool) -> None:
+def _check_original_location(svc: CheckOriginalLocationNeeds, point: RecoveryPoint, container: str | None,
+                             resource_group: str | None, confirmed: bool) -> None:
     """OriginalLocation replaces the VM's own disks (its blobs; for managed disks, the disks at its LUNs):
     only with the VM stopped, no backup of it running, and the operator's --yes."""
     if container is not None or resource_group is not None:
@@ -140,7 +173,7 @@ def _check_original_location(svc: Any, point: RecoveryPoint, container: str | No
                               f"snapshot of each is kept); add --yes to go ahead", field="yes")
 
 
-def vm_power_state(svc: Any, vm: Any) -> str | None:
+def vm_power_state(svc: HasRestorePoints, vm: Vm) -> str | None:
     """The VM's ``PowerState/<x>``: from its instance view (Compute API) when it has a resource id, else
     as the inventory records it (local VMs: the ``powerState`` tag)."""
     if vm.resource_id:
@@ -150,14 +183,15 @@ def vm_power_state(svc: Any, vm: Any) -> str | None:
     return f"PowerState/{tagged}" if tagged and "/" not in tagged else tagged
 
 
-def create_restore_job(svc: Any, point: RecoveryPoint, disks: list[DiskSnapshot], spec: RestoreSpec, *,
-                       operation: str) -> Job:
+def create_restore_job(svc: CreateRestoreJobNeeds, point: RecoveryPoint, disks: list[DiskSnapshot],
+                       spec: RestoreSpec, *, operation: str) -> Job:
     now = svc.clock.now()
     job_id = job_id_for(point.vm_name, now, f"{operation}|{point.name}|{spec.target}|{spec.lun}|{spec.mode.value}")
     targets = [_target_of(svc, point, d, spec, job_id) for d in disks]
     where = {"container": f"container {spec.target}", "resourceGroup": f"resource group {spec.target}",
              "original": "the VM's own disks"}[spec.target_kind]
-    job = Job(job_id=job_id, vm_name=point.vm_name, slot=now, start_time=now, trigger="OnDemand", operation=operation,
+    job = Job(job_id=job_id, vm_name=point.vm_name, slot=now, start_time=now, trigger=Trigger.ON_DEMAND,
+              operation=operation,
               phase=JobPhase.QUEUED, policy_name=point.policy_name, restore=spec,
               retain_until=spec.keep_until,
               disks=[DiskResult(lun=d.lun, blob_url=target, snapshot_uri=d.snapshot) for d, target in zip(disks, targets)],
@@ -171,7 +205,7 @@ def create_restore_job(svc: Any, point: RecoveryPoint, disks: list[DiskSnapshot]
     return job
 
 
-def queue_restore(svc: Any, job: Job) -> Job:
+def queue_restore(svc: QueueRestoreNeeds, job: Job) -> Job:
     """Send the job's restore task; a queue that cannot take it fails the job (nothing was created)."""
     try:
         svc.restore_queue.send(RestoreTask(job.job_id, job.vm_name))
@@ -182,7 +216,7 @@ def queue_restore(svc: Any, job: Job) -> Job:
     return job
 
 
-def _target_of(svc: Any, point: RecoveryPoint, disk: DiskSnapshot, spec: RestoreSpec, job_id: str) -> str:
+def _target_of(svc: HasDiskCopier, point: RecoveryPoint, disk: DiskSnapshot, spec: RestoreSpec, job_id: str) -> str:
     managed = point.method is SnapshotMethod.RESTORE_POINT
     if spec.target_kind == "original" and not managed:
         return disk.source
@@ -225,7 +259,7 @@ def _check_names(container: str | None, resource_group: str | None) -> None:
                               f"'_', '-', '.', '(' or ')', not ending in '.'", field="target_resource_group")
 
 
-def _restorable_point(svc: Any, vm_name: str, rp_name: str, lun: int | None) -> RecoveryPoint:
+def _restorable_point(svc: HasRecoveryPoints, vm_name: str, rp_name: str, lun: int | None) -> RecoveryPoint:
     """The point to restore from: Available, or Unavailable when one disk (``lun``) is asked for, since
     the snapshots that remain of a point whose data is partly gone can still be restored one by one."""
     point: RecoveryPoint | None = svc.recovery_points.get(vm_name, rp_name)
@@ -252,8 +286,8 @@ class RestoreFailure(Exception):
         self.code, self.detail, self.advice = code, detail, advice
 
 
-def run_restore(svc: Any, task: RestoreTask, *, budget: timedelta = SLICE, poll_seconds: float = POLL_SECONDS,
-                sleep: Callable[[float], None] = time.sleep,
+def run_restore(svc: RunRestoreNeeds, task: RestoreTask, *, budget: timedelta = SLICE,
+                poll_seconds: float = POLL_SECONDS, sleep: Callable[[float], None] = time.sleep,
                 after_copy: Callable[[Job], None] | None = None) -> Job | None:
     """Perform (or resume) the restore job of ``task`` until it ends or ``budget`` is spent, then queue a
     continuation. Returns the job as this worker left it; None for a task whose job does not exist.
@@ -279,8 +313,8 @@ def run_restore(svc: Any, task: RestoreTask, *, budget: timedelta = SLICE, poll_
 class _Worker:
     """One invocation's work on one restore job; writes the job after every step it takes."""
 
-    def __init__(self, svc: Any, job: Job, ids: str, *, poll_seconds: float, sleep: Callable[[float], None],
-                 after_copy: Callable[[Job], None] | None):
+    def __init__(self, svc: RunRestoreNeeds, job: Job, ids: str, *, poll_seconds: float,
+                 sleep: Callable[[float], None], after_copy: Callable[[Job], None] | None):
         assert job.restore is not None
         self.svc, self.job, self.ids, self.spec = svc, job, ids, job.restore
         self.poll_seconds, self.sleep, self.after_copy = poll_seconds, sleep, after_copy
@@ -332,7 +366,7 @@ class _Worker:
         self.job = done
         return done
 
-    def _drill_failed(self, checks: list[Any], failed: list[Any]) -> Job:
+    def _drill_failed(self, checks: list[Check], failed: list[Check]) -> Job:
         """A drill whose restore worked but whose validation did not: Failed with its checks; what it
         restored stays for the keep window (to look at), then goes like a passed drill's."""
         error = JobError.from_remediation(remediation.for_service_error(remediation.RESTORE_TEST_FAILED),
@@ -528,12 +562,12 @@ class _Worker:
 
     def _await_update(self, vm_id: str, vm: VmDisks) -> None:
         """A VM update this job started (a worker was killed while it ran): wait for its end, which decides."""
-        vm = self._settled(lambda: self._vm_disks(vm_id), vm)
-        if vm.failed:
+        settled = self._settled(lambda: self._vm_disks(vm_id), vm)
+        if settled is None or settled.failed:
             raise RestoreFailure(remediation.RESTORE_SWAP_FAILED, f"the update of VM {self.job.vm_name} that puts "
                                                                   f"the restored disks in failed")
 
-    def _settled(self, read: Callable[[], Any], first: Any = None) -> Any:
+    def _settled(self, read: Callable[[], _Found | None], first: _Found | None = None) -> _Found | None:
         """What ``read`` gives once it is no longer updating (a snapshot being taken, a VM being updated),
         writing heartbeats meanwhile."""
         found = first if first is not None else read()
@@ -659,13 +693,15 @@ class _Worker:
         gone = []
         for resource_id, read, delete in ((disk.blob_url, compute.get_disk, compute.delete_disk),
                                           (disk.safety_copy, compute.get_snapshot, compute.delete_snapshot)):
-            found = read(resource_id) if resource_id else None
+            if not resource_id:
+                continue
+            found = read(resource_id)
             if found is not None and found.owner == self.job.job_id and delete(resource_id):
                 gone.append(str(resource_id).rsplit("/", 1)[-1])
         return ", ".join(gone) or None
 
     # --- the job record ------------------------------------------------------------------------------
-    def _update(self, lun: int, **changes: Any) -> None:
+    def _update(self, lun: int, **changes: object) -> None:
         self.job = replace(self.job, disks=with_disk(self.job.disks, lun, **changes))
 
     def _save(self, *, force: bool = False) -> None:

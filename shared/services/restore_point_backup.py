@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Protocol
 
 from shared.domain import remediation
-from shared.domain.inventory import BackupMethod, Vm
-from shared.domain.jobs import (MAX_ATTEMPTS, Job, JobError, JobPhase, JobStatus, mark_attempt_failed, mark_failed,
-                                next_attempt_at)
-from shared.domain.restore_point import (ArmFailure, ConsistencyMode, RestorePointState, apply_restore_point,
+from shared.domain.inventory import BackupMethod, Disk, Vm
+from shared.domain.job_transitions import MAX_ATTEMPTS, mark_attempt_failed, mark_failed, next_attempt_at
+from shared.domain.jobs import Consistency, Job, JobError, JobPhase, JobStatus
+from shared.domain.restore_point import (ArmFailure, RestorePointState, apply_restore_point,
                                          collection_name, mark_create_operation, mark_restore_point_requested,
                                          mark_restore_point_timed_out, refusal_error, restore_point_deadline,
                                          restore_point_name, restore_point_request)
@@ -24,8 +24,44 @@ from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import JobQuery, RestorePointRefused
 from shared.services.recovery import record_recovery_point
+from shared.services.needs import (HasClock, HasInventory, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints,
+                                   HasRestorePoints, HasSettings, HasTaskQueue)
 
 log = logging.getLogger(__name__)
+
+
+class BackupByRestorePointNeeds(HasJobs, HasPolicies, HasProtectedItems, HasRestorePoints, HasTaskQueue, Protocol):
+    """What backup_by_restore_point(), start_restore_point() read."""
+
+
+class PreviewRestorePointNeeds(HasPolicies, HasProtectedItems, Protocol):
+    """What preview_restore_point() reads."""
+
+
+class TrackRestorePointsNeeds(HasClock, HasInventory, HasJobs, HasProtectedItems, HasRecoveryPoints,
+                              HasRestorePoints, HasSettings, HasTaskQueue, Protocol):
+    """What track_restore_points() reads."""
+
+
+class VmResourceIdNeeds(HasInventory, HasProtectedItems, Protocol):
+    """What vm_resource_id() reads."""
+
+
+class RefusedNeeds(HasJobs, HasRestorePoints, HasTaskQueue, Protocol):
+    """What _refused() reads."""
+
+
+class TrackNeeds(HasInventory, HasJobs, HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasTaskQueue,
+                 Protocol):
+    """What _track() reads."""
+
+
+class WhyItFailedNeeds(HasInventory, HasProtectedItems, HasRestorePoints, Protocol):
+    """What _why_it_failed() reads."""
+
+
+class RetryNeeds(HasJobs, HasTaskQueue, Protocol):
+    """What _retry() reads."""
 
 # Jobs are looked up by slot time; nothing InProgress can be older than this and still matter.
 LOOKBACK = timedelta(days=3)
@@ -40,14 +76,15 @@ class Started:
     retrying: bool = False      # refused for a reason that may pass: the next attempt is queued
 
 
-def vm_reference(svc: Any, vm_name: str) -> str:
+def vm_reference(svc: HasProtectedItems, vm_name: str) -> str:
     """The VM's ARM id when its protected item knows it (one GET, never a subscription-wide listing),
     else its name."""
     item = svc.protected_items.get(vm_name)
     return item.resource_id if item is not None and item.resource_id else vm_name
 
 
-def backup_by_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now: datetime, ids: str) -> Started | None:
+def backup_by_restore_point(svc: BackupByRestorePointNeeds, job: Job, task: SnapshotTask, vm: Vm, now: datetime,
+                            ids: str) -> Started | None:
     """The worker's choice of method: None for page-blob VMs (the extension command goes on), else
     the restore point started (or the job failed, for a VM whose disks mix both kinds)."""
     try:
@@ -61,7 +98,8 @@ def backup_by_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now:
     return start_restore_point(svc, job, task, vm, now, ids)
 
 
-def start_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now: datetime, ids: str) -> Started:
+def start_restore_point(svc: BackupByRestorePointNeeds, job: Job, task: SnapshotTask, vm: Vm, now: datetime,
+                        ids: str) -> Started:
     """Start this attempt's restore point; returns as soon as ARM has accepted it.
 
     A redelivered task of an attempt already started reuses its name, so it finds that restore point
@@ -70,7 +108,7 @@ def start_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now: dat
     """
     # Only the retry policy starts a new attempt (it queues attempt + 1); a delivery claims the
     # job's current one, and a redelivery of a claimed attempt finds its restore point by name.
-    same_attempt = job.backup_method == BackupMethod.RESTORE_POINT.value and job.phase is not JobPhase.QUEUED
+    same_attempt = job.backup_method is BackupMethod.RESTORE_POINT and job.phase is not JobPhase.QUEUED
     attempt = job.attempt
     task_id = job.task_id if same_attempt and job.task_id else f"{task.job_id}_{attempt}"
     included, excluded = _disks_to_back_up(svc, vm)
@@ -105,11 +143,11 @@ def start_restore_point(svc: Any, job: Job, task: SnapshotTask, vm: Vm, now: dat
     return Started(job, task_id)
 
 
-def _refused(svc: Any, job: Job, task_id: str, failure: ArmFailure, vm_id: str, consistency: ConsistencyMode,
+def _refused(svc: RefusedNeeds, job: Job, task_id: str, failure: ArmFailure, vm_id: str, consistency: Consistency,
              now: datetime, ids: str) -> Started:
     """ARM refused the create: retried when the refusal may pass (its code, or a code vmsnap does not
     know), failed with its advice otherwise."""
-    crash = consistency is ConsistencyMode.CRASH
+    crash = consistency is Consistency.CRASH
     error = refusal_error(failure, power_state=None if crash else _power_state(svc, vm_id, ids), crash=crash)
     if error.retryable and job.attempt < MAX_ATTEMPTS:
         _retry(svc, job, error, restore_point_name(task_id), now, ids)
@@ -117,7 +155,7 @@ def _refused(svc: Any, job: Job, task_id: str, failure: ArmFailure, vm_id: str, 
     return Started(_fail(svc, job, error, now, ids), task_id, failed=True)
 
 
-def _power_state(svc: Any, vm_id: str, ids: str) -> str | None:
+def _power_state(svc: HasRestorePoints, vm_id: str, ids: str) -> str | None:
     """The VM's power state, asked only once something failed; None when it cannot be read now."""
     try:
         power: str | None = svc.restore_points.vm_power_state(vm_id)
@@ -127,7 +165,7 @@ def _power_state(svc: Any, vm_id: str, ids: str) -> str | None:
         return None
 
 
-def preview_restore_point(svc: Any, vm: Vm, task: SnapshotTask) -> dict[str, Any]:
+def preview_restore_point(svc: PreviewRestorePointNeeds, vm: Vm, task: SnapshotTask) -> dict[str, object]:
     """What a backup-now of a managed-disk VM would ask ARM for (``--dry-run``); creates nothing."""
     included, excluded = _disks_to_back_up(svc, vm)
     item = svc.protected_items.get(vm.name)
@@ -151,7 +189,7 @@ class TrackResult:
     unreachable: list[str] = field(default_factory=list)
 
 
-def track_restore_points(svc: Any, *, page_size: int = 200) -> TrackResult:
+def track_restore_points(svc: TrackRestorePointsNeeds, *, page_size: int = 200) -> TrackResult:
     """Read the restore point of every InProgress restore-point job and move the job on; a restore
     point past its window fails its job with advice, a retryable failure queues the next attempt."""
     now = svc.clock.now()
@@ -160,7 +198,7 @@ def track_restore_points(svc: Any, *, page_size: int = 200) -> TrackResult:
     while True:
         page = svc.jobs.query(query)
         for job in page.jobs:
-            if job.backup_method != BackupMethod.RESTORE_POINT.value or job.phase is JobPhase.QUEUED:
+            if job.backup_method is not BackupMethod.RESTORE_POINT or job.phase is JobPhase.QUEUED:
                 continue
             result.examined += 1
             try:
@@ -174,7 +212,7 @@ def track_restore_points(svc: Any, *, page_size: int = 200) -> TrackResult:
         query = replace(query, continuation=page.continuation)
 
 
-def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
+def _track(svc: TrackNeeds, job: Job, now: datetime, result: TrackResult) -> None:
     ids = f"job {job.job_id} task {job.expected_task_id}"
     try:
         state = svc.restore_points.get(vm_resource_id(svc, job.vm_name), restore_point_name(job.expected_task_id))
@@ -215,7 +253,8 @@ def _track(svc: Any, job: Job, now: datetime, result: TrackResult) -> None:
         record_recovery_point(svc, updated)
 
 
-def _why_it_failed(svc: Any, job: Job, state: RestorePointState, ids: str) -> tuple[ArmFailure | None, str | None]:
+def _why_it_failed(svc: WhyItFailedNeeds, job: Job, state: RestorePointState,
+                   ids: str) -> tuple[ArmFailure | None, str | None]:
     """For a Failed restore point: the error of the operation that created it, and (for an application-
     consistent one) the VM's power state. Nothing is read for a restore point that did not fail."""
     if state.provisioning_state.lower() != "failed":
@@ -229,7 +268,7 @@ def _why_it_failed(svc: Any, job: Job, state: RestorePointState, ids: str) -> tu
     return failure, None if state.crash_consistent else _power_state(svc, vm_resource_id(svc, job.vm_name), ids)
 
 
-def _dispose_of_unfinished(svc: Any, state: RestorePointState | None, ids: str) -> str:
+def _dispose_of_unfinished(svc: HasRestorePoints, state: RestorePointState | None, ids: str) -> str:
     """Delete a restore point still unfinished past its window: it is worthless and counts against the
     VM's limit. What became of it, for the job; TransientError leaves the job to the next tick."""
     if state is None:
@@ -243,7 +282,7 @@ def _dispose_of_unfinished(svc: Any, state: RestorePointState | None, ids: str) 
     return "it was deleted" if deleted else "it was gone already"
 
 
-def _retry(svc: Any, job: Job, error: JobError, name: str, now: datetime, ids: str) -> None:
+def _retry(svc: RetryNeeds, job: Job, error: JobError, name: str, now: datetime, ids: str) -> None:
     """Queue attempt + 1 after the retry pause (sent first: a crash before the record repeats the
     send, which duplicate detection drops), then record the failed attempt and the retry on the job."""
     at = next_attempt_at(job, now)
@@ -252,7 +291,7 @@ def _retry(svc: Any, job: Job, error: JobError, name: str, now: datetime, ids: s
             current, attempt=job.attempt, error=error, now=now, retry_at=None))
         return
     task = SnapshotTask(job_id=job.job_id, attempt=job.attempt + 1, vm_name=job.vm_name, slot=job.slot,
-                        trigger=Trigger(job.trigger), policy_name=job.policy_name, retain_until=job.retain_until,
+                        trigger=job.trigger, policy_name=job.policy_name, retain_until=job.retain_until,
                         not_before=at)
     svc.task_queue.send([task])
     svc.jobs.update(job.job_id, lambda current: mark_attempt_failed(
@@ -262,7 +301,7 @@ def _retry(svc: Any, job: Job, error: JobError, name: str, now: datetime, ids: s
                 error.error_code, task.attempt, at.isoformat())
 
 
-def vm_resource_id(svc: Any, vm_name: str) -> str:
+def vm_resource_id(svc: VmResourceIdNeeds, vm_name: str) -> str:
     """The VM's ARM id: from its protected item (no Compute call each tick), else the inventory."""
     reference = vm_reference(svc, vm_name)
     if reference.lower().startswith("/subscriptions/"):
@@ -270,24 +309,24 @@ def vm_resource_id(svc: Any, vm_name: str) -> str:
     return str(svc.inventory.get_vm(reference).resource_id or "")
 
 
-def _disks_to_back_up(svc: Any, vm: Vm) -> tuple[list[Any], list[Any]]:
+def _disks_to_back_up(svc: HasProtectedItems, vm: Vm) -> tuple[list[Disk], list[Disk]]:
     """(included, excluded) disks: the protected item's LUNs, when it names them, choose."""
     item = svc.protected_items.get(vm.name)
     luns = set(item.disk_luns) if item is not None and item.disk_luns else {d.lun for d in vm.disks}
     return [d for d in vm.disks if d.lun in luns], [d for d in vm.disks if d.lun not in luns]
 
 
-def _consistency(svc: Any, policy_name: str | None) -> ConsistencyMode:
+def _consistency(svc: HasPolicies, policy_name: str | None) -> Consistency:
     """What the policy asks for (ApplicationConsistent without a policy)."""
     if not policy_name:
-        return ConsistencyMode.APPLICATION
+        return Consistency.APPLICATION
     try:
-        return ConsistencyMode(svc.policies.get(policy_name).restore_point_consistency)
+        return Consistency(svc.policies.get(policy_name).restore_point_consistency)
     except NotFoundError:
-        return ConsistencyMode.APPLICATION
+        return Consistency.APPLICATION
 
 
-def _fail(svc: Any, job: Job, error: JobError, now: datetime, ids: str) -> Job:
+def _fail(svc: HasJobs, job: Job, error: JobError, now: datetime, ids: str) -> Job:
     failed: Job = svc.jobs.update(job.job_id, lambda current: mark_failed(current, error, now))
     log.error("%s: job failed: %s %s", ids, error.error_code, error.error_string)
     return failed

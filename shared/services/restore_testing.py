@@ -9,7 +9,7 @@ import logging
 import random
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Protocol
 
 from shared.domain.inventory import OS_DISK_LUN
 from shared.domain.jobs import DiskResult, Job
@@ -19,15 +19,46 @@ from shared.domain.restore_testing import (MAX_KEEP_HOURS, RestoreTestPlan, choo
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, VmsnapError
 from shared.ports import JobQuery, RestorePointRefused
 from shared.services.restore import create_restore_job, plan_restore, queue_restore
+from shared.services.needs import (HasClock, HasDiskCopier, HasFilesystems, HasInventory, HasJobs, HasProtectedItems,
+                                   HasRecoveryPoints, HasRestorePoints, HasRestoreQueue, HasRestoreTests)
 
 log = logging.getLogger(__name__)
+
+
+class StartDrillNeeds(HasClock, HasDiskCopier, HasInventory, HasJobs, HasProtectedItems, HasRecoveryPoints,
+                      HasRestorePoints, HasRestoreQueue, HasRestoreTests, Protocol):
+    """What start_drill(), run_due_drills() read."""
+
+
+class PlanForNeeds(HasProtectedItems, HasRestoreTests, Protocol):
+    """What plan_for() reads."""
+
+
+class ValidateNeeds(HasDiskCopier, HasFilesystems, HasRestorePoints, Protocol):
+    """What validate() reads."""
+
+
+class CleanUpDrillsNeeds(HasClock, HasDiskCopier, HasJobs, HasRestorePoints, Protocol):
+    """What clean_up_drills() reads."""
+
+
+class ContentNeeds(HasDiskCopier, HasFilesystems, Protocol):
+    """What _content() reads."""
+
+
+class CleanNeeds(HasDiskCopier, HasJobs, HasRestorePoints, Protocol):
+    """What _clean() reads."""
+
+
+class RemoveNeeds(HasDiskCopier, HasRestorePoints, Protocol):
+    """What _remove() reads."""
 
 HEAD_BYTES = 1024 * 1024            # the partition table (MBR, or GPT and its entries) lies within this
 GRANT_SECONDS = 900                 # a managed disk's read grant lasts this long
 ADHOC_PLAN = "adhoc"
 
 
-def start_drill(svc: Any, vm_name: str, rp_name: str | None = None, plan: RestoreTestPlan | None = None,
+def start_drill(svc: StartDrillNeeds, vm_name: str, rp_name: str | None = None, plan: RestoreTestPlan | None = None,
                 rng: random.Random | None = None) -> Job:
     """Create a RestoreTest job for the VM (its point: ``rp_name``, else the plan's choice) and queue it."""
     plan = plan or plan_for(svc, vm_name)
@@ -54,7 +85,7 @@ def start_drill(svc: Any, vm_name: str, rp_name: str | None = None, plan: Restor
     return queue_restore(svc, job)
 
 
-def plan_for(svc: Any, vm_name: str) -> RestoreTestPlan:
+def plan_for(svc: PlanForNeeds, vm_name: str) -> RestoreTestPlan:
     """The first plan (by name) that selects the VM, else an ad-hoc plan with the defaults."""
     item = svc.protected_items.get(vm_name)
     policy = item.policy_name if item is not None else None
@@ -62,7 +93,7 @@ def plan_for(svc: Any, vm_name: str) -> RestoreTestPlan:
     return next((plan for plan in plans if plan.selects(vm_name, policy)), RestoreTestPlan(name=ADHOC_PLAN))
 
 
-def validate(svc: Any, job: Job, backup_job_id: str) -> list[Check]:
+def validate(svc: ValidateNeeds, job: Job, backup_job_id: str) -> list[Check]:
     """What a drill checks once its disks are restored and verified: data, then the OS disk's content."""
     checks = [Check("data", True, f"{len(job.disks)} disk(s) equal their recovery point")]
     os_disk = next((d for d in job.disks if d.lun == OS_DISK_LUN), None)
@@ -85,7 +116,7 @@ def validate(svc: Any, job: Job, backup_job_id: str) -> list[Check]:
     return checks
 
 
-def _content(svc: Any, job: Job, url: str, managed: bool, backup_job_id: str) -> list[Check]:
+def _content(svc: ContentNeeds, job: Job, url: str, managed: bool, backup_job_id: str) -> list[Check]:
     read = svc.disk_copier.read_range
     head = read(url, 0, HEAD_BYTES)
     table = partition_table(head)
@@ -130,7 +161,8 @@ class CleanupResult:
     left: list[str] = field(default_factory=list)       # what could not be removed now (next run)
 
 
-def clean_up_drills(svc: Any, *, lookback: timedelta = timedelta(hours=MAX_KEEP_HOURS + 24)) -> CleanupResult:
+def clean_up_drills(svc: CleanUpDrillsNeeds, *,
+                    lookback: timedelta = timedelta(hours=MAX_KEEP_HOURS + 24)) -> CleanupResult:
     """Delete what each final RestoreTest job restored once its keep window has passed."""
     now = svc.clock.now()
     result = CleanupResult()
@@ -147,7 +179,7 @@ def clean_up_drills(svc: Any, *, lookback: timedelta = timedelta(hours=MAX_KEEP_
         query = replace(query, continuation=page.continuation)
 
 
-def _clean(svc: Any, job: Job, now: datetime, result: CleanupResult) -> None:
+def _clean(svc: CleanNeeds, job: Job, now: datetime, result: CleanupResult) -> None:
     disks = list(job.disks)
     left = []
     for disk in job.disks:
@@ -177,7 +209,7 @@ def _clean(svc: Any, job: Job, now: datetime, result: CleanupResult) -> None:
     log.info("job %s: drill cleaned up (%d removed, %d left)", job.job_id, len(job.disks) - len(left), len(left))
 
 
-def _remove(svc: Any, job: Job, disk: DiskResult) -> bool:
+def _remove(svc: RemoveNeeds, job: Job, disk: DiskResult) -> bool:
     if "/providers/Microsoft.Compute/disks/" in disk.blob_url:
         found = svc.restore_points.get_disk(disk.blob_url)
         return found is not None and found.owner == job.job_id and bool(svc.restore_points.delete_disk(disk.blob_url))
@@ -196,7 +228,7 @@ class DrillRun:
     cleanup: CleanupResult = field(default_factory=CleanupResult)
 
 
-def run_due_drills(svc: Any) -> DrillRun:
+def run_due_drills(svc: StartDrillNeeds) -> DrillRun:
     """Start the drills of every due plan (each plan claimed under its ETag, so two timers run it once),
     then delete what drills restored past their keep windows."""
     now = svc.clock.now()

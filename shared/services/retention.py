@@ -31,11 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Protocol, TypeVar
 
 from shared.domain import remediation
 from shared.domain.inventory import BackupMethod
-from shared.domain.jobs import MAX_ERRORS, Job, JobError, JobPhase, JobStatus, job_id_for
+from shared.domain.job_transitions import MAX_ERRORS
+from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem, ProtectionState
 from shared.domain.recovery import (SUCCESSFUL, PointState, RecoveryPoint, SnapshotMethod, point_from_job,
@@ -44,16 +45,68 @@ from shared.domain.restore_point import attempt_restore_point_name
 from shared.domain.retention import Decision, Rule, decide
 from shared.domain.retention_progress import BLOBS, PARTS, RetentionProgress, RetentionRequest
 from shared.domain.shards import SHARDS
-from shared.domain.task import Trigger
+from shared.domain.task import Trigger, parse_blob_name
 from shared.errors import NotFoundError, TransientError, VmsnapError
 from shared.ports import JobQuery, StatusBlobInfo
 from shared.redaction import redact
-from shared.services.ingestion import parse_blob_name
 from shared.services.point_data import missing_data
 from shared.services.recovery import record_recovery_point
 from shared.services.restore_point_backup import vm_resource_id
+from shared.services.needs import (HasClock, HasInventory, HasJobs, HasPolicies, HasProgress, HasProtectedItems,
+                                   HasRecoveryPoints, HasRestorePoints, HasRetentionProgress, HasRetentionQueue,
+                                   HasSettings, HasSnapshots, HasStatusArchive)
 
 log = logging.getLogger(__name__)
+
+
+class PlanRetentionNeeds(HasClock, HasInventory, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints,
+                         HasRestorePoints, HasSettings, HasSnapshots, HasStatusArchive, Protocol):
+    """What plan_retention(), run_retention(), _whole_run() read."""
+
+
+class StartRetentionNeeds(HasClock, HasInventory, HasJobs, HasPolicies, HasProgress, HasProtectedItems,
+                          HasRecoveryPoints, HasRestorePoints, HasRetentionProgress, HasRetentionQueue, HasSettings,
+                          HasSnapshots, HasStatusArchive, Protocol):
+    """What start_retention() reads."""
+
+
+class RetainPartNeeds(HasClock, HasInventory, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints,
+                      HasRestorePoints, HasRetentionProgress, HasRetentionQueue, HasSettings, HasSnapshots,
+                      HasStatusArchive, Protocol):
+    """What retain_part() reads."""
+
+
+class TakeNeeds(HasRetentionProgress, HasSettings, Protocol):
+    """What _take() reads."""
+
+
+class RetainPageNeeds(HasInventory, HasJobs, HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasSnapshots,
+                      Protocol):
+    """What _retain_page(), _retain_vms() read."""
+
+
+class RetainVmNeeds(HasInventory, HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasSnapshots, Protocol):
+    """What _retain_vm(), _plan_vm(), _confirm_latest() read."""
+
+
+class DeletePointsNeeds(HasRecoveryPoints, HasRestorePoints, HasSnapshots, Protocol):
+    """What _delete_points() reads."""
+
+
+class DeleteArtifactNeeds(HasRestorePoints, HasSnapshots, Protocol):
+    """What _delete_artifact() reads."""
+
+
+class AttemptSnapshotsNeeds(HasInventory, HasProtectedItems, HasRestorePoints, HasSnapshots, Protocol):
+    """What _attempt_snapshots(), _job_attempt_snapshots() read."""
+
+
+class AttemptRestorePointsNeeds(HasInventory, HasProtectedItems, HasRestorePoints, Protocol):
+    """What _attempt_restore_points() reads."""
+
+
+class RetainStatusBlobsNeeds(HasJobs, HasSettings, HasStatusArchive, Protocol):
+    """What _retain_status_blobs() reads."""
 
 T = TypeVar("T")
 
@@ -166,18 +219,18 @@ class _VmWork:
     stale: list[RecoveryPoint]
 
 
-def plan_retention(svc: Any, vm_name: str | None = None) -> RetentionPlan:
+def plan_retention(svc: PlanRetentionNeeds, vm_name: str | None = None) -> RetentionPlan:
     """Exactly what ``run_retention`` would do now, and why; changes nothing (it reads what it checks)."""
     return _whole_run(svc, vm_name, record=False).plan
 
 
-def run_retention(svc: Any, vm_name: str | None = None) -> RetentionResult:
+def run_retention(svc: PlanRetentionNeeds, vm_name: str | None = None) -> RetentionResult:
     """Enforce retention now (for one VM, or all), in this process; see the module docstring for the
     guarantees. Reads every job of the lookback, whatever the timer's runs settled."""
     return _whole_run(svc, vm_name, record=True)
 
 
-def _whole_run(svc: Any, vm_name: str | None, *, record: bool) -> RetentionResult:
+def _whole_run(svc: PlanRetentionNeeds, vm_name: str | None, *, record: bool) -> RetentionResult:
     now = svc.clock.now()
     since = now - JOB_LOOKBACK
     result = RetentionResult(plan=RetentionPlan())
@@ -230,7 +283,7 @@ class RetentionStart:
     sent: list[RetentionRequest] = field(default_factory=list)
 
 
-def start_retention(svc: Any, *, fan_out: bool | None = None, budget: timedelta | None = None,
+def start_retention(svc: StartRetentionNeeds, *, fan_out: bool | None = None, budget: timedelta | None = None,
                     monotonic: Callable[[], float] = time.monotonic, page_size: int | None = None) -> RetentionStart:
     """The timer: a run named by now over every part. A large fleet (``PLANNER_FAN_OUT_ITEMS``, counted
     by the scheduler) is handed to the retention workers, a request per part; a smaller one is settled
@@ -254,7 +307,7 @@ def start_retention(svc: Any, *, fan_out: bool | None = None, budget: timedelta 
     return start
 
 
-def retain_part(svc: Any, request: RetentionRequest, *, budget: timedelta | None = None,
+def retain_part(svc: RetainPartNeeds, request: RetentionRequest, *, budget: timedelta | None = None,
                 monotonic: Callable[[], float] = time.monotonic, page_size: int | None = None) -> PartOutcome:
     """Settle one part of a run from where the run left it, page after page (``page_size`` VMs); after
     ``budget`` (INVOCATION_BUDGET) it sends the run a continuation and returns. A request of a run that no
@@ -303,7 +356,7 @@ def retain_part(svc: Any, request: RetentionRequest, *, budget: timedelta | None
     return outcome
 
 
-def _take(svc: Any, request: RetentionRequest) -> RetentionProgress | None:
+def _take(svc: TakeNeeds, request: RetentionRequest) -> RetentionProgress | None:
     """The part's progress once the request's run holds it, or None when a later run does."""
     current = svc.retention_progress.get(request.part)
     since = current.window_start(request.run, lookback=JOB_LOOKBACK, margin=_margin(svc))
@@ -314,7 +367,7 @@ def _take(svc: Any, request: RetentionRequest) -> RetentionProgress | None:
     return taken if taken.run == request.run else None
 
 
-def _margin(svc: Any) -> timedelta:
+def _margin(svc: HasSettings) -> timedelta:
     margin: timedelta = svc.settings.catch_up + JOB_MARGIN
     return margin
 
@@ -331,7 +384,7 @@ class _Page:
     through: str | None
 
 
-def _shard_pages(svc: Any, shard: str, after: str | None, page_size: int) -> Iterator[_Page]:
+def _shard_pages(svc: HasProtectedItems, shard: str, after: str | None, page_size: int) -> Iterator[_Page]:
     lower = after
     for items in svc.protected_items.pages(page_size, shard=shard, after=after):
         through = items[-1].vm_name.lower()
@@ -340,8 +393,8 @@ def _shard_pages(svc: Any, shard: str, after: str | None, page_size: int) -> Ite
     yield _Page({}, lower, None)
 
 
-def _retain_page(svc: Any, shard: str, page: _Page, since: datetime, policies: dict[str, Policy], now: datetime,
-                 result: RetentionResult, *, record: bool) -> datetime | None:
+def _retain_page(svc: RetainPageNeeds, shard: str, page: _Page, since: datetime, policies: dict[str, Policy],
+                 now: datetime, result: RetentionResult, *, record: bool) -> datetime | None:
     """Retention of a page's VMs: their jobs in one query, each VM's points, each VM on its own. Returns
     the oldest slot of a job left unsettled (still running, or its clean-up not done)."""
     jobs = _jobs(svc, JobQuery(shard=shard, operation="Backup", since=since, vms_after=page.after,
@@ -350,8 +403,8 @@ def _retain_page(svc: Any, shard: str, page: _Page, since: datetime, policies: d
     return min(_retain_vms(svc, items, jobs, policies, now, result, record=record), default=None)
 
 
-def _retain_vms(svc: Any, items: dict[str, ProtectedItem | None], jobs: list[Job], policies: dict[str, Policy],
-                now: datetime, result: RetentionResult, *, record: bool) -> list[datetime]:
+def _retain_vms(svc: RetainPageNeeds, items: dict[str, ProtectedItem | None], jobs: list[Job],
+                policies: dict[str, Policy], now: datetime, result: RetentionResult, *, record: bool) -> list[datetime]:
     """Each VM of ``items`` and of ``jobs`` on its own, side by side; records the problems found as
     Retention jobs. Returns the slots of the jobs left unsettled: every job of a VM whose retention
     failed, else those ``_retain_vm`` names."""
@@ -376,7 +429,7 @@ def _retain_vms(svc: Any, items: dict[str, ProtectedItem | None], jobs: list[Job
     return unsettled
 
 
-def _retain_vm(svc: Any, vm: str, item: ProtectedItem | None, jobs: list[Job], policies: dict[str, Policy],
+def _retain_vm(svc: RetainVmNeeds, vm: str, item: ProtectedItem | None, jobs: list[Job], policies: dict[str, Policy],
                now: datetime, result: RetentionResult, *, record: bool) -> list[datetime]:
     """One VM: its points, and its jobs' attempts. Returns the slots of its jobs a later run must read
     again: still running, or whose attempts' snapshots could not be listed or deleted now."""
@@ -399,11 +452,11 @@ def _retain_vm(svc: Any, vm: str, item: ProtectedItem | None, jobs: list[Job], p
     return unsettled
 
 
-def _policies(svc: Any) -> dict[str, Policy]:
+def _policies(svc: HasPolicies) -> dict[str, Policy]:
     return {p.name.lower(): p for p in svc.policies.list()}
 
 
-def _jobs(svc: Any, query: JobQuery) -> list[Job]:
+def _jobs(svc: HasJobs, query: JobQuery) -> list[Job]:
     jobs: list[Job] = []
     while True:
         page = svc.jobs.query(query)
@@ -415,7 +468,7 @@ def _jobs(svc: Any, query: JobQuery) -> list[Job]:
 
 # --- points -----------------------------------------------------------------------------------
 
-def _plan_vm(svc: Any, points: list[RecoveryPoint], backfill: list[tuple[Job, RecoveryPoint]],
+def _plan_vm(svc: RetainVmNeeds, points: list[RecoveryPoint], backfill: list[tuple[Job, RecoveryPoint]],
              item: ProtectedItem | None, policies: dict[str, Policy], now: datetime, plan: RetentionPlan, *,
              record: bool, result: RetentionResult | None) -> _VmWork | None:
     """One VM's decisions. A successful recent job whose point is missing is backfilled first
@@ -461,7 +514,7 @@ def _plan_vm(svc: Any, points: list[RecoveryPoint], backfill: list[tuple[Job, Re
     return _VmWork(going, stale)
 
 
-def _confirm_latest(svc: Any, vm: str, points: list[RecoveryPoint], decisions: list[Decision],
+def _confirm_latest(svc: RetainVmNeeds, vm: str, points: list[RecoveryPoint], decisions: list[Decision],
                     policy: Policy | None, now: datetime, plan: RetentionPlan, *, record: bool,
                     result: RetentionResult | None) -> tuple[list[RecoveryPoint], list[Decision]] | None:
     """The VM's points and decisions once the newest trusted point is known to have all its data.
@@ -512,7 +565,7 @@ def _isolated(plan: RetentionPlan, vm: str, work: Callable[[], T]) -> T | None:
     return None
 
 
-def _record_problems(svc: Any, problems: list[RetentionProblem], now: datetime) -> None:
+def _record_problems(svc: HasJobs, problems: list[RetentionProblem], now: datetime) -> None:
     """A Retention job per VM with problems, saying what went wrong and what to do (``vmsnap job list
     --operation Retention``): Failed when the VM's retention did not finish, CompletedWithWarnings when
     it went round an odd point."""
@@ -523,7 +576,7 @@ def _record_problems(svc: Any, problems: list[RetentionProblem], now: datetime) 
         errors = [JobError.from_remediation(remediation.for_service_error(p.kind.error_code), detail=p.reason)
                   for p in found]
         job = Job(job_id=job_id_for(vm, now, RETENTION_OPERATION), vm_name=vm, slot=now, start_time=now,
-                  trigger=Trigger.SCHEDULED.value, operation=RETENTION_OPERATION, end_time=now, phase=JobPhase.DONE,
+                  trigger=Trigger.SCHEDULED, operation=RETENTION_OPERATION, end_time=now, phase=JobPhase.DONE,
                   status=JobStatus.FAILED if any(p.kind in _UNFINISHED for p in found)
                   else JobStatus.COMPLETED_WITH_WARNINGS, errors=errors[:MAX_ERRORS])
         try:
@@ -537,7 +590,7 @@ def _action(decision: Decision) -> PointAction:
     return PointAction(p.vm_name, p.name, p.created_at, decision.rule, decision.reason, p.artifacts)
 
 
-def _delete_points(svc: Any, vm: str, work: _VmWork, now: datetime, result: RetentionResult) -> None:
+def _delete_points(svc: DeletePointsNeeds, vm: str, work: _VmWork, now: datetime, result: RetentionResult) -> None:
     claims = [d.point.claimed(d.rule.value, now) for d in work.going]
     claimed, lost = svc.recovery_points.save_many(claims + [p.claimed(p.deleted_by or "", now) for p in work.stale])
     with result.lock:
@@ -556,7 +609,8 @@ def _delete_points(svc: Any, vm: str, work: _VmWork, now: datetime, result: Rete
         log.warning("VM %s: point(s) %s changed while their snapshots were deleted", vm, ", ".join(not_saved))
 
 
-def _delete_artifact(svc: Any, method: SnapshotMethod, artifact: str, result: RetentionResult, why: str) -> bool:
+def _delete_artifact(svc: DeleteArtifactNeeds, method: SnapshotMethod, artifact: str, result: RetentionResult,
+                     why: str) -> bool:
     """Delete a blob snapshot, or a VM restore point (its disk restore points go with it); never more.
     True once it is gone (deleted now, or before)."""
     if method is SnapshotMethod.RESTORE_POINT:
@@ -577,7 +631,7 @@ def _delete_artifact(svc: Any, method: SnapshotMethod, artifact: str, result: Re
 
 # --- attempts and status blobs ------------------------------------------------------------------
 
-def _attempt_snapshots(svc: Any, jobs: list[Job], stored: dict[str, RecoveryPoint],
+def _attempt_snapshots(svc: AttemptSnapshotsNeeds, jobs: list[Job], stored: dict[str, RecoveryPoint],
                        plan: RetentionPlan) -> tuple[list[SnapshotAction], list[datetime]]:
     """Snapshots stamped with a final job's id that no recovery point holds, and the slots of the jobs
     whose snapshots could not be looked at now (each job on its own: one that fails is reported in
@@ -603,12 +657,12 @@ def _attempt_snapshots(svc: Any, jobs: list[Job], stored: dict[str, RecoveryPoin
     return actions, unlisted
 
 
-def _job_attempt_snapshots(svc: Any, job: Job, stored: RecoveryPoint | None) -> list[SnapshotAction]:
+def _job_attempt_snapshots(svc: AttemptSnapshotsNeeds, job: Job, stored: RecoveryPoint | None) -> list[SnapshotAction]:
     # Not recorded yet (a dry run before the backfill): the job's own snapshots still count as held.
     point = stored or point_from_job(job)
     held = set(point.artifacts) if point is not None and point.state is not PointState.DELETED else set()
     rule = Rule.SUPERSEDED_ATTEMPT if job.status in SUCCESSFUL else Rule.FAILED_ATTEMPT
-    if job.backup_method == BackupMethod.RESTORE_POINT.value:
+    if job.backup_method is BackupMethod.RESTORE_POINT:
         return [SnapshotAction(job.vm_name, job.job_id, found, rule, SnapshotMethod.RESTORE_POINT, job.slot)
                 for found in _attempt_restore_points(svc, job) if found not in held]
     return [SnapshotAction(job.vm_name, job.job_id, snap.url, rule, slot=job.slot)
@@ -616,7 +670,7 @@ def _job_attempt_snapshots(svc: Any, job: Job, stored: RecoveryPoint | None) -> 
             if snap.metadata.get("jobId") == job.job_id and snap.url not in held]
 
 
-def _attempt_restore_points(svc: Any, job: Job) -> list[str]:
+def _attempt_restore_points(svc: AttemptRestorePointsNeeds, job: Job) -> list[str]:
     """The ids of the restore points this job's attempts left that still exist.
 
     One still being created is left alone: its job is still being decided, and the restore-point timer deletes
@@ -639,8 +693,8 @@ def _attempt_restore_points(svc: Any, job: Job) -> list[str]:
     return found
 
 
-def _retain_status_blobs(svc: Any, blobs: list[StatusBlobInfo], now: datetime, result: RetentionResult, *,
-                         record: bool) -> None:
+def _retain_status_blobs(svc: RetainStatusBlobsNeeds, blobs: list[StatusBlobInfo], now: datetime,
+                         result: RetentionResult, *, record: bool) -> None:
     """Of a listing page: the status and log blobs of final (or unknown) jobs, last written longer ago
     than the setting. Their jobs are read together (one query per job partition).
 

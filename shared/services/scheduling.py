@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeGuard, TypeVar
 from croniter import croniter
 
 from shared.adapters.metering import metered
-from shared.domain.jobs import Job, JobPhase, JobStatus, mark_cancelled, timeout_deadline
+from shared.domain.job_transitions import mark_cancelled, timeout_deadline
+from shared.domain.jobs import Job, JobPhase, JobStatus
 from shared.domain.policy import Frequency, Policy
 from shared.domain.progress import PlanRequest, ShardProgress
 from shared.domain.protection import STALE_AFTER, ProtectedItem, SkippedSlot
@@ -169,7 +170,7 @@ def plan_item(item: ProtectedItem, policy: Policy, due: list[datetime], *, now: 
             return _plan(None, skipped)
         skipped += [SkippedSlot(s, "the initial backup ran instead") for s in past]
         job = Job.new_backup(vm_name=item.vm_name, slot=item.initial_slot, now=now,
-                             trigger=Trigger.INITIAL.value, policy_name=policy.name,
+                             trigger=Trigger.INITIAL, policy_name=policy.name,
                              retain_until=retain_until_for(policy, now))
         return _plan(job, skipped, initial_done=True)
 
@@ -183,7 +184,7 @@ def plan_item(item: ProtectedItem, policy: Policy, due: list[datetime], *, now: 
         return _plan(None, skipped)
     skipped += [SkippedSlot(s, "superseded by a later slot") for s in candidates if s < target]
     job = Job.new_backup(vm_name=item.vm_name, slot=target, now=max(now, target),
-                         trigger=Trigger.SCHEDULED.value, policy_name=policy.name,
+                         trigger=Trigger.SCHEDULED, policy_name=policy.name,
                          retain_until=retain_until_for(policy, target))
     return _plan(job, skipped, last_slot=target)
 
@@ -200,7 +201,7 @@ def _plan(job: Job | None, skipped: list[SkippedSlot], *, last_slot: datetime | 
 def task_for(job: Job, now: datetime) -> SnapshotTask:
     """The queue message of a job's first attempt; a slot still ahead is scheduled for its time."""
     return SnapshotTask(job_id=job.job_id, attempt=job.attempt, vm_name=job.vm_name, slot=job.slot,
-                        trigger=Trigger(job.trigger), policy_name=job.policy_name,
+                        trigger=job.trigger, policy_name=job.policy_name,
                         retain_until=job.retain_until, not_before=job.slot if job.slot > now else None)
 
 
@@ -474,7 +475,7 @@ def _cancel_orphans(svc: Services, item: ProtectedItem, plan: ItemPlan, now: dat
     skipped = {s.slot for s in plan.skipped}
     page = svc.jobs.query(JobQuery(vm_name=item.vm_name, since=min(skipped), page_size=100))
     for job in page.jobs:
-        if job.slot in skipped and job.trigger == Trigger.SCHEDULED.value and job.job_id != item.in_progress_job_id:
+        if job.slot in skipped and job.trigger is Trigger.SCHEDULED and job.job_id != item.in_progress_job_id:
             _cancel(svc, job.job_id, now, "its slot was skipped after the scheduler was interrupted")
 
 

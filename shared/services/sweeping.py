@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.domain import remediation
-from shared.domain.jobs import Job, JobPhase, JobStatus, mark_timed_out, timeout_deadline, unreported_attempts
+from shared.domain.job_transitions import mark_timed_out, timeout_deadline, unreported_attempts
+from shared.domain.jobs import Job, JobPhase, JobStatus
 from shared.domain.restore import is_restore, last_progress, mark_stalled
 from shared.domain.task import JOB_HORIZON
 from shared.errors import NotFoundError, PermanentError, TransientError

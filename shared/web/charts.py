@@ -5,7 +5,7 @@ a <title> per mark for the tooltip."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from markupsafe import Markup, escape
 
@@ -65,7 +65,7 @@ def state_bar(summary: dict[str, int]) -> Markup:
                 [*_stacked(0, parts, total), *legend])
 
 
-def compliance_bars(policies: Sequence[dict]) -> Markup:
+def compliance_bars(policies: Sequence[dict[str, Any]]) -> Markup:
     """Slot compliance per policy (the report's ``policies``): a bar per policy, its ratio and counts."""
     marks: list[Markup] = []
     for i, policy in enumerate(policies):
@@ -111,7 +111,7 @@ def rpo_gauge(achieved: int | None, target: int) -> Markup:
     return _svg("achieved RPO against the policy's target", ROW + 20, marks)
 
 
-def timeline(points: Sequence[dict], start: datetime, end: datetime, target_seconds: int | None) -> Markup:
+def timeline(points: Sequence[dict[str, Any]], start: datetime, end: datetime, target_seconds: int | None) -> Markup:
     """A VM's recovery points on a time axis from ``start`` to ``end``: a mark per point in that span (by
     state), and the span a point must fall in to keep the item within its target RPO."""
     moments = [(datetime.fromisoformat(p["recoveryPointTime"].replace("Z", "+00:00")), p) for p in points]

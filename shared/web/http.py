@@ -79,7 +79,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _path(request: func.HttpRequest) -> str:
-    return urlsplit(request.url).path
+    path: str = urlsplit(request.url).path
+    return path
 
 
 def serve_api(request: func.HttpRequest, handler: Callable[..., Any], allowed: tuple[str, ...],

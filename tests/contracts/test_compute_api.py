@@ -24,7 +24,8 @@ from azure.mgmt.core.tools import parse_resource_id
 from devhost.compute import COMPUTE_API_VERSION, DISK_API_VERSION, LocalCompute
 from shared.adapters.restore_points import ARM_ENDPOINT, ComputeRestorePoints
 from shared.domain.inventory import OS_DISK_LUN
-from shared.domain.restore_point import ConsistencyMode, collection_name
+from shared.domain.jobs import Consistency
+from shared.domain.restore_point import collection_name
 from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -528,8 +529,8 @@ def test_the_adapter_creates_adopts_reads_and_deletes(target: Target, collection
     collection_id = adapter.ensure_collection(target.vm_id, target.location)
     assert collection_id.lower().endswith(f"/restorepointcollections/{collection_name(vm_name)}".lower())
     target.cleanup.append(lambda: target.call("DELETE", collection_id))
-    first = adapter.begin_create(target.vm_id, "contract-adapter", consistency=ConsistencyMode.APPLICATION)
-    again = adapter.begin_create(target.vm_id, "contract-adapter", consistency=ConsistencyMode.APPLICATION)
+    first = adapter.begin_create(target.vm_id, "contract-adapter", consistency=Consistency.APPLICATION)
+    again = adapter.begin_create(target.vm_id, "contract-adapter", consistency=Consistency.APPLICATION)
     assert first.id == again.id and first.operation and again.operation is None
     target.wait(lambda: (adapter.get(target.vm_id, "contract-adapter") or first).provisioning_state == "Succeeded",
                 "the adapter's restore point")

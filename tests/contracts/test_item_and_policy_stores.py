@@ -122,3 +122,13 @@ def test_pages_cover_every_item_once(item_store):
     pages = list(item_store.pages(page_size=3))
     assert all(len(page) <= 3 for page in pages)
     assert sorted(i.vm_name for page in pages for i in page) == names
+
+
+def test_items_are_counted_by_policy(item_store):
+    """`policy list` counts a policy's protected VMs: stopped ones and other policies' are left out."""
+    item_store.add(item("a", policy_name="Nightly"))
+    item_store.add(item("b", policy_name="Nightly"))
+    item_store.add(item("c", policy_name="Nightly", state=ProtectionState.STOPPED))
+    item_store.add(item("d"))
+    assert item_store.count_by_policy("Nightly") == 2
+    assert item_store.count_by_policy("Weekly") == 0

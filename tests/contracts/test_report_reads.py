@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from shared.domain.jobs import Job, JobError, JobPhase, JobStatus
 from shared.domain.recovery import PointState, RecoveryPoint
+from shared.domain.task import Trigger
 from shared.ports import JobQuery
 
 T0 = datetime(2025, 6, 2, 22, 30, tzinfo=timezone.utc)
@@ -23,7 +24,7 @@ def test_outcomes_are_every_matching_job_with_its_first_error(job_store):
                       errors=[error, JobError(error_code="E2", error_string="second")] if n % 3 == 0 else [])
         job_store.create_if_absent(job)
         made.append(job)
-    job_store.create_if_absent(replace(Job.new_backup(vm_name="vm0", slot=T0, now=T0, trigger="Retention"),
+    job_store.create_if_absent(replace(Job.new_backup(vm_name="vm0", slot=T0, now=T0, trigger=Trigger.ON_DEMAND),
                                        operation="Retention"))
     since = T0 - timedelta(days=2)
     got = {o.job_id: o for o in job_store.outcomes(JobQuery(operation="Backup", since=since))}

@@ -11,7 +11,8 @@ import pytest
 
 from shared.bootstrap import reset_services
 from shared.domain import remediation
-from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, mark_failed
+from shared.domain.job_transitions import mark_failed
+from shared.domain.jobs import Job, JobError, JobPhase, JobStatus
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import RecoveryPoint
 from tests.monitoring.conftest import T0, memory_services

@@ -13,7 +13,8 @@ import pytest
 from shared.bootstrap import Services
 from shared.clock import FixedClock
 from shared.domain.command import decode_object_str
-from shared.domain.jobs import MAX_ATTEMPTS, RETRY_BACKOFF, AttemptOutcome, Job, JobPhase, JobStatus
+from shared.domain.job_transitions import MAX_ATTEMPTS, RETRY_BACKOFF
+from shared.domain.jobs import AttemptOutcome, Job, JobPhase, JobStatus
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import TransientError
 from shared.ports import DispatchRefused

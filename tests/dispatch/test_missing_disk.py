@@ -13,7 +13,8 @@ from shared.adapters.dispatch_local import LocalDispatcher
 from shared.bootstrap import Services
 from shared.clock import FixedClock
 from shared.domain import remediation
-from shared.domain.jobs import MAX_ATTEMPTS, RETRY_BACKOFF, Job, JobPhase, JobStatus
+from shared.domain.job_transitions import MAX_ATTEMPTS, RETRY_BACKOFF
+from shared.domain.jobs import Job, JobPhase, JobStatus
 from shared.domain.task import SnapshotTask
 from shared.services.dispatch import Outcome, handle_snapshot_task
 from shared.services.ingestion import IngestResult, ingest_status_blob

@@ -19,7 +19,8 @@ import pytest
 
 from shared.bootstrap import reset_services
 from shared.cli import main
-from shared.domain.jobs import Job, mark_dispatched
+from shared.domain.job_transitions import mark_dispatched
+from shared.domain.jobs import Job
 from tests.jobs.helpers import DISPATCHED, FINAL_AT, SLOT, STARTED, fake_services, finished_job, retried_job
 
 ROOT = Path(__file__).resolve().parents[2]

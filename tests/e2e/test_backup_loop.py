@@ -60,7 +60,8 @@ def test_a_failed_attempt_is_retried_with_a_new_task_scheduled_on_the_queue(loop
 
     from azure.servicebus import ServiceBusClient
 
-    from shared.domain.jobs import RETRY_BACKOFF, JobPhase
+    from shared.domain.job_transitions import RETRY_BACKOFF
+    from shared.domain.jobs import JobPhase
     from shared.services.protection import enable_protection
 
     svc, host = loop

@@ -16,7 +16,8 @@ import pytest
 
 from devhost.demo import create_demo_vm
 from shared.domain import remediation
-from shared.domain.jobs import JobError, JobStatus, mark_failed
+from shared.domain.job_transitions import mark_failed
+from shared.domain.jobs import JobError, JobStatus
 from shared.ports import JobQuery
 from shared.services.alerting import evaluate_alerts
 from shared.services.protection import backup_now, enable_protection

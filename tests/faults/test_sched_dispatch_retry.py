@@ -9,7 +9,8 @@ from datetime import timedelta
 from azure.servicebus import ServiceBusSubQueue
 
 from shared.domain import remediation
-from shared.domain.jobs import MAX_ATTEMPTS, RETRY_BACKOFF, AttemptOutcome, JobPhase, JobStatus
+from shared.domain.job_transitions import MAX_ATTEMPTS, RETRY_BACKOFF
+from shared.domain.jobs import AttemptOutcome, JobPhase, JobStatus
 from shared.errors import TransientError
 from shared.services.dispatch import Outcome, handle_snapshot_task
 from shared.services.protection import backup_now, enable_protection

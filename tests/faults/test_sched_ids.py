@@ -9,7 +9,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQ
 
 from shared.cli import main
 from shared.ports import JobQuery
-from shared.services.ingestion import parse_blob_name
+from shared.domain.task import parse_blob_name
 
 BAD_IDS = ["a/b", "job#1", "what?", "back\\slash", "bell\x07", "x" * 129]
 

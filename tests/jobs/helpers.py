@@ -5,7 +5,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shared.domain.inventory import OS_DISK_LUN
-from shared.domain.jobs import DiskResult, Job, apply_report, mark_dispatched, mark_retrying, retry_at
+from shared.domain.job_transitions import apply_report, mark_dispatched, mark_retrying, retry_at
+from shared.domain.jobs import DiskResult, Job
 from shared.domain.status import StatusReport, parse_status_blob
 
 CORPUS = Path(__file__).parent / "corpus"

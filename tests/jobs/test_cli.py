@@ -11,7 +11,8 @@ from shared.bootstrap import Services, reset_services
 from shared.cli import main
 from shared.clock import FixedClock
 from shared.cli.output import format_time
-from shared.domain.jobs import RETRY_BACKOFF, Job, apply_report, mark_dispatched
+from shared.domain.job_transitions import RETRY_BACKOFF, apply_report, mark_dispatched
+from shared.domain.jobs import Job
 from shared.domain.status import parse_status_blob
 from tests.fakes import RecordingTaskQueue
 from tests.jobs.helpers import CORPUS, FINAL_AT, SLOT, corpus, finished_job
@@ -159,7 +160,8 @@ def test_job_show_of_a_job_an_earlier_attempt_ended_lists_its_attempts_in_order(
     """Attempt 1 was taken for not handed over, then reported success: `job show` says Completed by
     attempt 1, and its attempts table lists attempt 1 (Completed) before attempt 2 (Overtaken)."""
     from shared.domain import remediation
-    from shared.domain.jobs import JobError, mark_not_dispatched
+    from shared.domain.job_transitions import mark_not_dispatched
+    from shared.domain.jobs import JobError
 
     job = Job.new_backup(vm_name="late-01", slot=SLOT, now=SLOT + timedelta(seconds=5))
     job = mark_dispatched(job, attempt=1, task_id=f"{job.job_id}_1", status_blob=f"{job.job_id}/1.Status.txt",

@@ -5,7 +5,8 @@ from datetime import timedelta
 
 import pytest
 
-from shared.domain.jobs import Consistency, DiskResult, JobPhase, JobStatus, apply_report
+from shared.domain.job_transitions import apply_report
+from shared.domain.jobs import Consistency, DiskResult, JobPhase, JobStatus
 from shared.domain.status import ParseError, parse_status_blob
 from tests.jobs.helpers import (DATA_URL, DISPATCHED, FINAL_AT, OS_URL, RUNNING_AT, STARTED, corpus,
                                 dispatched_job)

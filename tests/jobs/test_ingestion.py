@@ -7,7 +7,8 @@ import pytest
 
 from shared.bootstrap import Services
 from shared.clock import FixedClock
-from shared.domain.jobs import MAX_ATTEMPTS, RETRY_BACKOFF, JobPhase, JobStatus, mark_dispatched
+from shared.domain.job_transitions import MAX_ATTEMPTS, RETRY_BACKOFF, mark_dispatched
+from shared.domain.jobs import JobPhase, JobStatus
 from shared.errors import TransientError
 from shared.services.ingestion import IngestResult, ingest_status_blob
 from tests.jobs.helpers import FINAL_AT, corpus, dispatched_job, fake_services

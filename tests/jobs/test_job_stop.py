@@ -10,7 +10,8 @@ from shared.bootstrap import Services, reset_services
 from shared.cli import main
 from shared.clock import FixedClock
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
-from shared.domain.jobs import JobPhase, JobStatus, mark_dispatched
+from shared.domain.job_transitions import mark_dispatched
+from shared.domain.jobs import JobPhase, JobStatus
 from shared.domain.task import SnapshotTask
 from shared.services.dispatch import Outcome, handle_snapshot_task
 from tests.fakes import InMemoryInventory, RecordingDispatcher

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from shared.domain import remediation
-from shared.domain.jobs import MAX_ATTEMPTS, RETRY_BACKOFF, AttemptOutcome, JobPhase, JobStatus
+from shared.domain.job_transitions import MAX_ATTEMPTS, RETRY_BACKOFF
+from shared.domain.jobs import AttemptOutcome, JobPhase, JobStatus
 from shared.services.ingestion import IngestResult, ingest_status_blob
 from tests.jobs.helpers import DATA_URL, FINAL_AT, OS_URL, corpus, dispatched_job, fake_services
 from tests.jobs.test_ingestion import for_attempt, name, redispatch

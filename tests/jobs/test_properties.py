@@ -9,7 +9,7 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.domain.jobs import apply_report
+from shared.domain.job_transitions import apply_report
 from shared.domain.status import parse_status_blob
 from shared.services.ingestion import IngestResult, ingest_status_blob
 from tests.jobs.helpers import CORPUS, FINAL_AT, RUNNING_AT, dispatched_job, fake_services

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.domain.jobs import Consistency, JobPhase, JobStatus, apply_report
+from shared.domain.job_transitions import apply_report
+from shared.domain.jobs import Consistency, JobPhase, JobStatus
 from shared.domain.recovery import point_from_job
 from shared.domain.status import ParseError, parse_status_blob
 from shared.services.ingestion import IngestResult, ingest_status_blob

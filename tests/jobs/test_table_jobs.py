@@ -9,7 +9,10 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared.adapters.table_jobs import TableJobStore, job_to_entity
-from shared.domain.jobs import DiskResult, Job, JobError, JobStatus, mark_failed
+from shared.domain.job_transitions import mark_failed
+from shared.domain.inventory import BackupMethod
+from shared.domain.jobs import DiskResult, Job, JobError, JobStatus
+from shared.domain.task import Trigger
 from shared.ports import JobQuery
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=timezone.utc)
@@ -62,7 +65,7 @@ def test_a_direct_drive_snapshot_round_trips_through_job_and_point_records(store
     """A Direct Drive disk's snapshot identifier survives the job record and the recovery point record
     (id, creation time, instant access), and the token it came with is in neither."""
     from shared.adapters.table_recovery import TableRecoveryPointStore, point_entity
-    from shared.domain.jobs import apply_report
+    from shared.domain.job_transitions import apply_report
     from shared.domain.recovery import point_from_job
     from shared.domain.status import parse_status_blob
     from tests.jobs.helpers import dispatched_job
@@ -89,6 +92,23 @@ def test_huge_error_text_is_capped_to_fit_an_entity(store):
     assert store.create_if_absent(job)
     back = store.get(job.job_id)
     assert len(back.disks) == 64 and all(d.error for d in back.disks)
+
+
+def test_rows_keep_their_strings_and_rows_from_before_the_enums_still_read(store, storage_connection_string):
+    """A job's trigger and backup method are enums, stored as the strings rows always had; a row written
+    before (no Trigger column, the method as text) reads back as the enums."""
+    job = tick(0, range(1), trigger=Trigger.ON_DEMAND)[0]
+    job.backup_method = BackupMethod.RESTORE_POINT
+    entity = job_to_entity(job)
+    assert [(type(entity[k]), entity[k]) for k in ("Trigger", "BackupMethod")] == [(str, "OnDemand"),
+                                                                                   (str, "RestorePoint")]
+    old = {k: v for k, v in entity.items() if k != "Trigger"}
+    old["BackupMethod"] = "ExtensionCommand"
+    service = TableServiceClient.from_connection_string(storage_connection_string)
+    service.create_table_if_not_exists(store._name).upsert_entity(old)
+    back = store.get(job.job_id)
+    assert (back.trigger, back.backup_method) == (Trigger.SCHEDULED, BackupMethod.EXTENSION_COMMAND)
+    assert type(back.trigger) is Trigger and type(back.backup_method) is BackupMethod
 
 
 def test_update_retries_a_lost_race_instead_of_overwriting(store, storage_connection_string):

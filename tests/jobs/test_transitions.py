@@ -6,10 +6,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from shared.domain import remediation
-from shared.domain.jobs import (MAX_ATTEMPTS, RETRY_BACKOFF, AttemptOutcome, DiskResult, JobError, JobPhase,
-                                JobStatus, apply_report, job_id_for, mark_dispatched, mark_failed,
-                                mark_not_dispatched, mark_retrying, mark_timed_out, next_attempt_at, pending_retry,
-                                record_unreadable, retry_at, slot_of_job_id, timeout_deadline)
+from shared.domain.job_transitions import (MAX_ATTEMPTS, RETRY_BACKOFF, apply_report, mark_dispatched, mark_failed,
+                                           mark_not_dispatched, mark_retrying, mark_timed_out, next_attempt_at,
+                                           pending_retry, record_unreadable, retry_at, timeout_deadline)
+from shared.domain.jobs import AttemptOutcome, DiskResult, JobError, JobPhase, JobStatus, job_id_for, slot_of_job_id
 from shared.domain.status import parse_status_blob
 from tests.jobs.helpers import DISPATCHED, FINAL_AT, corpus, dispatched_job, queued_job
 

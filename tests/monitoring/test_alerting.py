@@ -12,7 +12,8 @@ from datetime import timedelta
 from shared.domain import remediation
 from shared.domain.alerts import AlertKind, AlertStatus, DeliveryState
 from shared.domain.compliance import SLOT_ALLOWANCE
-from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, mark_failed
+from shared.domain.job_transitions import mark_failed
+from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint
 from shared.services.retention import ProblemKind, RetentionPlan, RetentionProblem, RetentionResult

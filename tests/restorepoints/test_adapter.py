@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.adapters.restore_points import ComputeRestorePoints
-from shared.domain.restore_point import ConsistencyMode
+from shared.domain.jobs import Consistency
 from shared.ports import RestorePointRefused
 from tests.restorepoints.arm_script import GROUP, VM_ID, ScriptedArm, StaticCredential, arm_error, restore_point_body
 
@@ -26,7 +26,7 @@ def test_a_conflict_on_create_adopts_the_restore_point_of_that_name_whatever_arm
                          (200, restore_point_body("job1_1"), {})],
         ("PUT", POINT): [(409, arm_error("OperationNotAllowed", "Restore point 'job1_1' already exists."), {})],
     })
-    state = compute.begin_create(VM_ID, "job1_1", consistency=ConsistencyMode.APPLICATION)
+    state = compute.begin_create(VM_ID, "job1_1", consistency=Consistency.APPLICATION)
     assert (state.name, state.provisioning_state) == ("job1_1", "Creating")
     assert [r.method for r in transport.requests] == ["GET", "PUT", "GET"]
 
@@ -38,13 +38,13 @@ def test_a_conflict_with_no_restore_point_of_that_name_is_a_refusal_with_arms_co
         ("PUT", POINT): [(409, arm_error("SomethingElse", "Some other conflict."), {})],
     })
     with pytest.raises(RestorePointRefused) as refused:
-        compute.begin_create(VM_ID, "job1_1", consistency=ConsistencyMode.APPLICATION)
+        compute.begin_create(VM_ID, "job1_1", consistency=Consistency.APPLICATION)
     assert (refused.value.arm_code, refused.value.status) == ("SomethingElse", 409)
 
 
 @pytest.mark.parametrize("consistency, sent", [
-    (ConsistencyMode.APPLICATION, None),                  # the default: the field is left out
-    (ConsistencyMode.CRASH, "CrashConsistent"),           # the only value the spec accepts as input
+    (Consistency.APPLICATION, None),                  # the default: the field is left out
+    (Consistency.CRASH, "CrashConsistent"),           # the only value the spec accepts as input
 ])
 def test_the_create_body_asks_for_crash_consistency_only_when_the_policy_does(consistency, sent):
     """Application consistency is what Azure does when consistencyMode is absent; only CrashConsistent

@@ -139,7 +139,7 @@ def test_racing_creates_of_one_restore_point_make_one_and_every_racer_adopts_it(
     carry on with the one that exists."""
     import threading
 
-    from shared.domain.restore_point import ConsistencyMode
+    from shared.domain.jobs import Consistency
 
     vm = md_vm()
     svc.restore_points.ensure_collection(vm.id, "local")
@@ -148,7 +148,7 @@ def test_racing_creates_of_one_restore_point_make_one_and_every_racer_adopts_it(
 
     def create() -> None:
         barrier.wait()
-        found.append(svc.restore_points.begin_create(vm.id, "race_1", consistency=ConsistencyMode.APPLICATION))
+        found.append(svc.restore_points.begin_create(vm.id, "race_1", consistency=Consistency.APPLICATION))
 
     threads = [threading.Thread(target=create) for _ in range(3)]
     for thread in threads:

@@ -10,7 +10,8 @@ from shared.bootstrap import Services, reset_services
 from shared.cli import main
 from shared.clock import FixedClock
 from shared.domain.inventory import Disk, DiskKind
-from shared.domain.jobs import Job, mark_dispatched
+from shared.domain.job_transitions import mark_dispatched
+from shared.domain.jobs import Job
 from shared.domain.restore_point import RestorePointState, apply_restore_point, mark_restore_point_requested
 
 NOW = datetime(2026, 6, 1, 3, 0, tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ from typing import Callable, Generic, Sequence, TypeVar
 
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, default_policy
 from shared.domain.progress import ShardProgress
-from shared.domain.protection import ProtectedItem
+from shared.domain.protection import ProtectedItem, ProtectionState
 from shared.domain.retention_progress import PARTS, RetentionProgress
 from shared.domain.shards import SHARDS, check_shard, shard_of
 from shared.errors import ConflictError, NotFoundError
@@ -82,6 +82,10 @@ class InMemoryProtectedItemStore:
                        and (after is None or n > after.lower()))
         for start in range(0, len(names), page_size):
             yield [copy.deepcopy(self.items[n]) for n in names[start:start + page_size]]
+
+    def count_by_policy(self, policy_name: str) -> int:
+        return sum(1 for item in self.items.values()
+                   if item.policy_name == policy_name and item.state is ProtectionState.PROTECTED)
 
     def _put(self, item: ProtectedItem) -> ProtectedItem:
         stored = replace(copy.deepcopy(item), version=str(next(_versions)))

@@ -5,7 +5,8 @@ import pytest
 
 from shared.bootstrap import Services
 from shared.clock import FixedClock
-from shared.domain.jobs import DiskResult, Job, JobStatus, mark_dispatched
+from shared.domain.job_transitions import mark_dispatched
+from shared.domain.jobs import DiskResult, Job, JobStatus
 from shared.domain.remediation import TIMED_OUT
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)

@@ -169,7 +169,8 @@ def test_trigger_and_sweep_racing_on_the_same_blobs_start_one_retry_each(make_se
     """The blob trigger (twice over) and two sweeps apply the same failed blobs at once: one attempt 2 per job."""
     import threading
 
-    from shared.domain.jobs import DiskResult, Job, mark_dispatched
+    from shared.domain.job_transitions import mark_dispatched
+    from shared.domain.jobs import DiskResult, Job
     from shared.services.ingestion import ingest_status_blob
     from tests.fakes import RecordingTaskQueue
 

@@ -1,0 +1,105 @@
+"""What a use case may ask of the composition root, one dependency at a time.
+
+A use case's parameter is a Protocol composed of these (``class PlanNeeds(HasJobs, HasClock, Protocol)``),
+so its signature lists what it reads; ``shared.bootstrap.Services`` has them all and satisfies any such
+composition structurally, which mypy checks at every call site.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from shared.clock import Clock
+from shared.ports import (DiskCopier, FileSystemReader, Inventory, JobStore, PolicyStore, ProtectedItemStore,
+                          RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore, RetentionProgressStore,
+                          RetentionQueue, ShardProgressStore, SnapshotStore, StatusBlobArchive, TaskQueue)
+from shared.settings import Settings
+
+
+class HasClock(Protocol):
+    @property
+    def clock(self) -> Clock: ...
+
+
+class HasSettings(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+
+
+class HasJobs(Protocol):
+    @property
+    def jobs(self) -> JobStore: ...
+
+
+class HasPolicies(Protocol):
+    @property
+    def policies(self) -> PolicyStore: ...
+
+
+class HasProtectedItems(Protocol):
+    @property
+    def protected_items(self) -> ProtectedItemStore: ...
+
+
+class HasInventory(Protocol):
+    @property
+    def inventory(self) -> Inventory: ...
+
+
+class HasRecoveryPoints(Protocol):
+    @property
+    def recovery_points(self) -> RecoveryPointStore: ...
+
+
+class HasSnapshots(Protocol):
+    @property
+    def snapshots(self) -> SnapshotStore: ...
+
+
+class HasRestorePoints(Protocol):
+    @property
+    def restore_points(self) -> RestorePoints: ...
+
+
+class HasDiskCopier(Protocol):
+    @property
+    def disk_copier(self) -> DiskCopier: ...
+
+
+class HasFilesystems(Protocol):
+    @property
+    def filesystems(self) -> FileSystemReader: ...
+
+
+class HasTaskQueue(Protocol):
+    @property
+    def task_queue(self) -> TaskQueue: ...
+
+
+class HasRestoreQueue(Protocol):
+    @property
+    def restore_queue(self) -> RestoreQueue: ...
+
+
+class HasRestoreTests(Protocol):
+    @property
+    def restore_tests(self) -> RestoreTestPlanStore: ...
+
+
+class HasProgress(Protocol):
+    @property
+    def progress(self) -> ShardProgressStore: ...
+
+
+class HasRetentionProgress(Protocol):
+    @property
+    def retention_progress(self) -> RetentionProgressStore: ...
+
+
+class HasRetentionQueue(Protocol):
+    @property
+    def retention_queue(self) -> RetentionQueue: ...
+
+
+class HasStatusArchive(Protocol):
+    @property
+    def status_archive(self) -> StatusBlobArchive: ...
