@@ -25,7 +25,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.adapters.metering import in_context
-from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translate
+from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, Failure, is_failure, table_missing, translate
 from shared.clock import utc
 from shared.domain.inventory import Disk, DiskKind, Vm, VmKind
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, check_name, default_policy
@@ -83,18 +83,13 @@ class _LazyTable:
             try:
                 return method(*args, **kwargs)
             except (ResourceNotFoundError, TableTransactionError) as exc:
-                if not _table_missing(exc):
+                if not table_missing(exc):
                     raise
             with _storage_errors(f"creating table {self._name}"):
                 self._service.create_table_if_not_exists(self._name)
             return method(*args, **kwargs)
 
         return write
-
-
-def _table_missing(exc: Exception) -> bool:
-    # The SDK does not always parse the error code out of a write's 404 (it stays in the body).
-    return getattr(exc, "error_code", None) == "TableNotFound" or "TableNotFound" in str(exc)
 
 
 class _EmptyIfNoTable:
@@ -303,7 +298,7 @@ class TableProtectedItemStore:
                 with _storage_errors("saving protected items"):
                     results = self._table.submit_transaction(operations)
             except TableTransactionError as exc:
-                if exc.status_code not in (404, 412):
+                if not is_failure(exc, Failure.NOT_FOUND, Failure.CONFLICT):     # gone, or changed since read
                     raise
                 stale = chunk.pop(exc.index if 0 <= exc.index < len(chunk) else 0)
                 conflicts.append(stale.vm_name)
