@@ -314,13 +314,15 @@ class TableProtectedItemStore:
               after: str | None = None) -> Iterator[list[ProtectedItem]]:
         """Every item (of one shard, in name order, after the name ``after``), a page at a time:
         memory holds one page, however many VMs there are."""
-        if shard is None:
-            found = self._table.list_entities(results_per_page=page_size)
-        else:
-            text, params = "PartitionKey eq @pk", {"pk": "b" + check_shard(shard)}
-            if after is not None:
-                text, params["after"] = text + " and RowKey gt @after", after.lower()
-            found = self._table.query_entities(text, parameters=params, results_per_page=page_size)
+        clauses, params = [], {}
+        if shard is not None:
+            clauses.append("PartitionKey eq @pk")
+            params["pk"] = "b" + check_shard(shard)
+        if after is not None:       # with no shard too: a whole-table listing resumes past the name
+            clauses.append("RowKey gt @after")
+            params["after"] = after.lower()
+        found = (self._table.query_entities(" and ".join(clauses), parameters=params, results_per_page=page_size)
+                 if clauses else self._table.list_entities(results_per_page=page_size))
         with _storage_errors("listing protected items"):
             for page in found.by_page():
                 items = [_item_from(e) for e in page]
