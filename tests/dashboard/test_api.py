@@ -178,15 +178,16 @@ def test_hostile_names_in_the_path_are_400_or_404(fleet, call):
 
 @settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_query_string_is_answered_200_or_400_never_500(fleet, call, data):
+def test_any_query_string_is_answered_200_400_or_404_never_500(fleet, call, data):
     """Property: whatever the parameters (known names with any text, or unknown ones), no endpoint fails."""
     name = data.draw(st.sampled_from(sorted(QUERIES)))
     keys = st.one_of(st.sampled_from(QUERIES[name]), st.text(max_size=12))
     query = data.draw(st.dictionaries(keys, st.text(max_size=80), max_size=4))
     route = {"name": "web-01"} if name == "api_item_points" else {}
     response = call(name, "/api/v1/x", query, route=route)
-    assert response.status_code in (200, 400), (query, response.get_body())
-    if response.status_code == 400:
+    # 404: a well-formed name of no policy or VM (the compliance report's answer), found by this property.
+    assert response.status_code in (200, 400, 404), (query, response.get_body())
+    if response.status_code != 200:
         assert "\n" not in body(response)["error"]["message"]
 
 
