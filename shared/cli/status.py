@@ -13,7 +13,7 @@ from shared.cli.job import write_disks, write_errors
 from shared.cli.output import EXIT_OK, emit, format_time, to_jsonable
 from shared.documents import describe_code, format_size
 from shared.domain.jobs import interpret
-from shared.domain.status import ParseError, StatusReport, parse_status_blob, strip_secrets
+from shared.domain.status import ParseError, StatusReport, parse_status_blob
 from shared.errors import NotFoundError, ValidationError
 
 MAX_READ = 16 * 1024 * 1024

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pytest
 
 from shared.adapters.table_progress import TableRetentionProgressStore, TableShardProgressStore
-from shared.domain.retention_progress import PARTS, RetentionProgress
+from shared.domain.retention_progress import PARTS
 from shared.domain.shards import SHARDS
 from shared.ports import RetentionProgressStore, ShardProgressStore
 from tests.contracts.conftest import REAL
