@@ -15,13 +15,14 @@ from shared.adapters.table_alerts import TableAlertStore, TableJobFeed
 from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
 from shared.adapters.table_progress import TableRetentionProgressStore, TableShardProgressStore
-from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
+from shared.adapters.table_protection import (TableInventory, TablePolicyStore, TableProtectedItemStore,
+                                              TableRestoreTestPlanStore)
 from shared.adapters.table_recovery import TableRecoveryPointStore
 from shared.adapters.table_rollup import TableRollupStore
 from shared.ports import (AlertStore, BackupClaims, BlobUrls, Dispatcher, Inventory, JobFeed, JobStore, LocalVms,
                           PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints, RestoreQueue,
-                          RetentionProgressStore, RetentionQueue, RollupStore, SasMinter, ShardProgressStore,
-                          ShardQueue, SnapshotStore, StatusBlobs, TaskQueue)
+                          RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, RollupStore, SasMinter,
+                          ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobs, TaskQueue)
 from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs,
                          RecordingDispatcher, RecordingRestoreQueue, RecordingRetentionQueue, RecordingShardQueue,
                          RecordingTaskQueue)
@@ -55,3 +56,4 @@ RESTORE_QUEUES: tuple[type[RestoreQueue], ...] = (RecordingRestoreQueue, Service
 # No fakes: the commands that use them are tested on the local stack.
 LOCAL_VMS: tuple[type[LocalVms], ...] = (LocalVmStore,)
 BLOB_URLS: tuple[type[BlobUrls], ...] = (BlobUrlReader,)
+RESTORE_TEST_PLANS: tuple[type[RestoreTestPlanStore], ...] = (TableRestoreTestPlanStore,)

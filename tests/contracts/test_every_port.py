@@ -17,7 +17,6 @@ WITHOUT_SUITE_YET = {
     "SasMinter": "tests/dispatch/test_sas_azurite.py on Azurite; no fake",
     "StatusBlobArchive": "tests/recovery (FakeStatusArchive) and the retention runs on Azurite",
     "DiskCopier": "tests/restore on Azurite (BlobSnapshots)",
-    "RestoreTestPlanStore": "tests/restore (restore-test plans) on the fake and the Table store",
     "FileSystemReader": "tests/restore (debugfs on real images)",
     "AlertNotifier": "tests/monitoring (the local webhook)",
 }
