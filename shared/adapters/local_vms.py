@@ -44,7 +44,8 @@ class LocalVmStore:
                 try:
                     blob.create_page_blob(size_bytes, if_none_match="*")
                     # A recognisable first page, like a boot sector, so snapshots have content to keep.
-                    blob.upload_page(f"{vm_name} lun {lun}".encode().ljust(PAGE_BYTES, b"\0"), offset=0, length=PAGE_BYTES)
+                    first = f"{vm_name} lun {lun}".encode().ljust(PAGE_BYTES, b"\0")
+                    blob.upload_page(first, offset=0, length=PAGE_BYTES)
                 except ResourceExistsError:
                     log.info("disk %s of VM %s exists; kept", blob_name, vm_name)
                 disks.append(Disk(lun=lun, blob_url=blob.url, name=blob_name, size_bytes=size_bytes))
