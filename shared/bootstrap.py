@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError
-from shared.ports import (AlertNotifier, AlertStore, BackupClaims, DiskCopier, Dispatcher, FileSystemReader, Inventory,
-                          JobFeed, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints,
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, DiskCopier, Dispatcher, FileSystemReader, Inventory,
+                          JobFeed, JobStore, LocalVms, PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints,
                           RestoreQueue, RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, RollupStore,
                           SasMinter, ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs,
                           TaskQueue)
@@ -189,6 +189,12 @@ class Services:
         return TableInventory(self.table_service, self.settings.table("vms"))
 
     @cached_property
+    def local_vms(self) -> LocalVms:
+        from shared.adapters.local_vms import LocalVmStore
+
+        return LocalVmStore(self.table_service, self.settings.table("vms"), self.blob_service)
+
+    @cached_property
     def sas(self) -> SasMinter:
         from shared.adapters.blob_sas import BlobSasMinter
 
@@ -265,6 +271,13 @@ def services() -> Services:
     if _services is None:
         _services = Services()
     return _services
+
+
+def blob_urls() -> BlobUrls:
+    """Blobs by URL; the process's services (and so the settings) are built only for a URL without a SAS."""
+    from shared.adapters.blob_sas import BlobUrlReader
+
+    return BlobUrlReader(lambda: services().blob_service.credential)
 
 
 def reset_services(replacement: Services | None = None) -> None:

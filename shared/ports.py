@@ -13,7 +13,7 @@ from shared.clock import utc
 from shared.domain.alerts import Alert, AlertKind, AlertStatus
 from shared.domain.claims import BackupClaim
 from shared.domain.command import ExtensionCommand
-from shared.domain.inventory import Vm
+from shared.domain.inventory import Disk, Vm
 from shared.domain.jobs import Consistency, Job, JobError, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.progress import PlanRequest, ShardProgress
@@ -350,6 +350,33 @@ class StatusBlobs(Protocol):
     def store_rejected(self, message_id: str, *, reason: str, body: bytes, delivery_count: int,
                        now: datetime) -> str:
         """Keep a message that can never succeed (redacted); returns the kept blob's name."""
+
+
+class LocalVms(Protocol):
+    """The local stack's simulated VMs: LOCAL VMs in the inventory, their disks page blobs."""
+
+    def put_vm(self, vm: Vm) -> Vm:
+        """Add or replace a VM; ValidationError when it has no disk, a LUN twice, or a disk URL with a query."""
+
+    def delete_vm(self, name: str) -> None:
+        """Remove a VM (its blobs stay); NotFoundError when there is none of that name."""
+
+    def list_vms(self) -> Iterable[Vm]:
+        """Every local VM."""
+
+    def create_disks(self, vm_name: str, size_bytes: int, data_disks: int) -> list[Disk]:
+        """The VM's OS disk and ``data_disks`` data disks (LUN 0..n-1) as page blobs of ``size_bytes``,
+        each with a first page of data; a blob that exists already is kept as it is."""
+
+
+class BlobUrls(Protocol):
+    """Any blob by its URL (``vmsnap status show URL``): one carrying its own SAS is read with it, any
+    other with the configured storage identity."""
+
+    def read(self, url: str, *, max_bytes: int) -> bytes:
+        """The blob's content. NotFoundError: no such blob; AccessRefusedError: the SAS or the identity
+        may not read it; ValidationError: larger than ``max_bytes``; TransientError: storage did not answer.
+        No message carries the URL's SAS."""
 
 
 class SasMinter(Protocol):

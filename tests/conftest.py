@@ -6,7 +6,9 @@ here from the fixtures it uses and its folder; a unit test that opens a socket o
 """
 from __future__ import annotations
 
+import _posixsubprocess
 import itertools
+import multiprocessing.process
 import os
 import platform
 import socket
@@ -14,9 +16,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from devhost.azurite import Azurite
 from shared.settings import Settings
+from tests.properties import UNIT_PROFILE
 
 _counter = itertools.count(1)
 
@@ -111,6 +115,10 @@ def tier_of(item: pytest.Item) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The unit tier alone (`./dev test unit`) draws fewer Hypothesis examples; a whole run draws each
+    # property's own budget (tests/properties.py).
+    if config.getoption("markexpr", "") == "unit":
+        settings.load_profile(UNIT_PROFILE)
     # platform caches what it learns by running `uname -p` once; azure-core asks for it when a
     # client builds its user agent. Learn it here, so a unit test that builds a client stays unit.
     platform.platform()
@@ -134,13 +142,30 @@ def _refuse(what: str):
     return refuse
 
 
+# What a unit test may not reach: (object, attribute, what it would do). Each is shown refused by
+# tests/test_tiers.py. Processes are stopped at every door Python has (subprocess and asyncio go through
+# _posixsubprocess, multiprocessing through Process.start, pty through os.forkpty); the network at
+# connect/bind, at sendto/sendmsg (UDP needs no connection) and at name resolution (a DNS query is a
+# UDP send made inside libc, out of reach of the socket patches).
+_NETWORK = "open a network connection"
+_DNS = "look up a network address (DNS)"
+_PROCESS = "start a process"
+_REFUSED: tuple[tuple[object, str, str], ...] = (
+    *((socket.socket, name, _NETWORK) for name in ("connect", "connect_ex", "bind", "sendto", "sendmsg")),
+    *((socket, name, _DNS) for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
+                                         "getnameinfo")),
+    (subprocess.Popen, "__init__", _PROCESS),
+    (_posixsubprocess, "fork_exec", _PROCESS),
+    (multiprocessing.process.BaseProcess, "start", _PROCESS),
+    *((os, name, _PROCESS) for name in ("system", "fork", "forkpty", "posix_spawn", "posix_spawnp", "execv",
+                                         "execve", "spawnv", "spawnve") if hasattr(os, name)),
+)
+
+
 @pytest.fixture(autouse=True)
 def _unit_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unit tests run without services or processes: connecting, binding or spawning raises."""
+    """Unit tests run without services or processes: connecting, sending, resolving or spawning raises."""
     if request.node.get_closest_marker("unit") is None:
         return
-    for method in ("connect", "connect_ex", "bind"):
-        monkeypatch.setattr(socket.socket, method, _refuse("open a network connection"))
-    monkeypatch.setattr(subprocess.Popen, "__init__", _refuse("start a process"))
-    for spawn in ("system", "fork", "posix_spawn", "posix_spawnp"):
-        monkeypatch.setattr(os, spawn, _refuse("start a process"))
+    for owner, name, what in _REFUSED:
+        monkeypatch.setattr(owner, name, _refuse(what))

@@ -19,6 +19,7 @@ from shared.domain.bloburl import base_of, without_secrets
 from shared.domain.claims import BackupClaim
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job
+from shared.domain.progress import PlanRequest
 from shared.domain.restore import RestoreTask
 from shared.domain.retention_progress import RetentionRequest
 from shared.domain.task import SnapshotTask
@@ -182,6 +183,10 @@ class _RecordingQueue(Generic[M]):
 
 class RecordingTaskQueue(_RecordingQueue[SnapshotTask]):
     """The snapshot-tasks queue as a list."""
+
+
+class RecordingShardQueue(_RecordingQueue[PlanRequest]):
+    """The planner queue as a list."""
 
 
 class _Drains:

@@ -38,3 +38,50 @@ def test_a_unit_test_cannot_fork():
 
     with pytest.raises(UnitTierViolation, match="process"):
         os.fork()
+
+
+def test_a_unit_test_cannot_start_a_multiprocessing_worker():
+    """A multiprocessing worker is a process too, whichever way it is started (fork, spawn, forkserver)."""
+    import multiprocessing
+
+    for method in ("fork", "spawn", "forkserver"):
+        with pytest.raises(UnitTierViolation, match="process"):
+            multiprocessing.get_context(method).Process(target=print).start()
+
+
+def test_a_unit_test_cannot_forkpty():
+    """A pseudo-terminal child (os.forkpty, pty.fork, pty.spawn) is refused."""
+    import os
+    import pty
+
+    with pytest.raises(UnitTierViolation, match="process"):
+        os.forkpty()
+    with pytest.raises(UnitTierViolation, match="process"):
+        pty.fork()
+
+
+def test_a_unit_test_cannot_reach_a_process_below_subprocess():
+    """The C-level fork-and-exec that subprocess and asyncio share is refused, not only Popen."""
+    import _posixsubprocess
+    import os
+
+    with pytest.raises(UnitTierViolation, match="process"):
+        _posixsubprocess.fork_exec()
+    with pytest.raises(UnitTierViolation, match="process"):
+        os.posix_spawn("/bin/true", ["true"], {})
+
+
+def test_a_unit_test_cannot_send_udp():
+    """A UDP datagram needs no connection: sending one is refused as well."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+            pytest.raises(UnitTierViolation, match="network"):
+        udp.sendto(b"x", ("127.0.0.1", 9))
+
+
+def test_a_unit_test_cannot_look_up_a_host_name():
+    """A DNS lookup (libc sends it, not our sockets) is refused at every resolver entry point."""
+    for lookup, args in ((socket.getaddrinfo, ("example.invalid", 80)), (socket.gethostbyname, ("example.invalid",)),
+                         (socket.gethostbyname_ex, ("example.invalid",)), (socket.gethostbyaddr, ("127.0.0.1",)),
+                         (socket.getnameinfo, (("127.0.0.1", 80), 0))):
+        with pytest.raises(UnitTierViolation, match="DNS"):
+            lookup(*args)

@@ -11,9 +11,9 @@ import random
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceModifiedError
 from azure.servicebus.exceptions import (MessageSizeExceededError, MessagingEntityAlreadyExistsError,
                                          MessagingEntityDisabledError, MessagingEntityNotFoundError,
                                          ServiceBusAuthenticationError, ServiceBusAuthorizationError)
@@ -85,8 +85,67 @@ def status_and_code(exc: AzureError) -> tuple[int | None, str | None]:
     return exc.status_code, code
 
 
+def table_missing(exc: BaseException) -> bool:
+    """Whether a Table write failed because the table itself does not exist (yet)."""
+    # The SDK does not always parse the error code out of a write's 404 (it stays in the body).
+    return isinstance(exc, AzureError) and (status_and_code(exc)[1] == "TableNotFound" or "TableNotFound" in str(exc))
+
+
 def failure_of(exc: AzureError) -> Failure:
     return classify(*status_and_code(exc))
+
+
+def is_failure(exc: BaseException, *kinds: Failure) -> bool:
+    """Whether ``exc`` is an SDK failure of one of ``kinds``: adapters branch on this, never on a status."""
+    return isinstance(exc, AzureError) and failure_of(exc) in kinds
+
+
+@dataclass(frozen=True)
+class SdkFailure:
+    """What an SDK exception says, read once here so no other module reads its status or codes."""
+
+    kind: Failure
+    status: int | None
+    code: str | None
+    detail: str                 # the service's own message, redacted: safe for a user and a log
+    unreachable: bool = False   # no answer at all: the endpoint is down, mistyped, or not started
+    no_credential: bool = False  # no token could be had (the identity endpoint, az login): nothing was sent
+    service_bus: bool = False   # raised by the Service Bus client rather than Storage or ARM
+
+    @property
+    def said(self) -> str:
+        """``"403 AuthorizationFailed"``, ``"404"``, or the exception's kind when nothing answered."""
+        return f"{self.status} {self.code}" if self.status and self.code else str(self.status or self.code or "")
+
+
+_UNREACHABLE = ("ServiceRequestError", "ServiceBusConnectionError", "OperationTimeoutError")
+
+
+def read_failure(exc: AzureError) -> SdkFailure:
+    status, code = status_and_code(exc)
+    error = getattr(exc, "error", None)
+    detail = redact(str(getattr(error, "message", None) or getattr(exc, "reason", None) or exc.message or ""))
+    names = {kind.__name__ for kind in type(exc).__mro__}
+    return SdkFailure(classify(status, code), status, code, detail, unreachable=bool(names & set(_UNREACHABLE)),
+                      no_credential=isinstance(exc, ClientAuthenticationError) and status is None,
+                      service_bus=type(exc).__module__.startswith("azure.servicebus"))
+
+
+def failures_in(exc: BaseException) -> Iterator[SdkFailure]:
+    """The SDK failures in ``exc``'s chain (causes, contexts, and the SDK's wrapped ``inner_exception``),
+    outermost first: what a front end reads to explain an error that reached it."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, AzureError):
+            yield read_failure(current)
+        # ``raise ... from None`` hides the context on purpose: its message is already the whole story.
+        context = None if current.__suppress_context__ else current.__context__
+        pending += [current.__cause__, context, getattr(current, "inner_exception", None)]
 
 
 def translate(exc: AzureError, doing: str, *, service: str, refused_hint: str = "") -> VmsnapError:

@@ -11,17 +11,19 @@ import logging
 import threading
 from datetime import datetime, timedelta
 from typing import Any, Callable, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobServiceClient, BlobType, UserDelegationKey, generate_blob_sas
 
 from shared.adapters.azure_errors import BLOB_REFUSED_HINT, translate
+from shared.adapters.clients import blob_retry
 from shared.clock import Clock
 from shared.domain.bloburl import base_of
 from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.task import MAX_MESSAGE_BYTES
-from shared.errors import ConflictError, NotFoundError, PermanentError
+from shared.domain.status import strip_secrets
+from shared.errors import ConflictError, NotFoundError, PermanentError, ValidationError
 from shared.redaction import redact
 
 _T = TypeVar("_T")
@@ -207,3 +209,29 @@ def _covers(key: UserDelegationKey, start: datetime, expiry: datetime) -> bool:
 
 def _parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class BlobUrlReader:
+    """``BlobUrls`` on Blob Storage: a URL with a signature is read with it and nothing else; the storage
+    identity (asked for only then, so a SAS URL needs no settings) reads the others."""
+
+    def __init__(self, credential: Callable[[], Any]):
+        self._credential = credential
+
+    def read(self, url: str, *, max_bytes: int) -> bytes:
+        shown = strip_secrets(url)
+        try:
+            signed = "sig=" in urlsplit(url).query
+            client = BlobClient.from_blob_url(url, **({} if signed else {"credential": self._credential()}),
+                                              **blob_retry())
+            downloader = client.download_blob()
+            if downloader.size > max_bytes:
+                raise ValidationError(f"{shown} is {downloader.size} bytes; at most {max_bytes} are read")
+            return bytes(downloader.readall())
+        except ResourceNotFoundError:
+            raise NotFoundError(f"no such blob: {shown}") from None
+        except AzureError as exc:
+            raise translate(exc, f"reading {shown}", service="Blob Storage",
+                            refused_hint="check the URL's SAS, or the storage identity's role") from exc
+        except ValueError as exc:
+            raise ValidationError(f"{shown} is not a blob URL: {redact(str(exc))}") from None

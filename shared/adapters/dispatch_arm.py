@@ -7,11 +7,10 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceNotFoundError,
-                                   ServiceRequestError)
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
 from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 
-from shared.adapters.azure_errors import Failure, failure_of
+from shared.adapters.azure_errors import Failure, SdkFailure, read_failure
 from shared.domain.remediation import VM_NOT_FOUND
 from shared.domain.command import EXTENSION_NAME, ExtensionCommand, to_extension_resource
 from shared.domain.inventory import Vm
@@ -68,13 +67,12 @@ class ArmDispatcher:
                 polling=self._poll)
             if self._poll:
                 poller.result()
-        except ClientAuthenticationError as exc:
-            if exc.status_code is None:
-                # No token at all (identity endpoint unreachable): may well work next time.
-                raise TransientError(f"could not get a token for ARM: {redact(exc.message)}") from exc
-            raise self._translate(exc, vm, resource_group) from exc
         except HttpResponseError as exc:
-            raise self._translate(exc, vm, resource_group) from exc
+            failure = read_failure(exc)
+            if failure.no_credential:
+                # No token at all (identity endpoint unreachable): may well work next time.
+                raise TransientError(f"could not get a token for ARM: {failure.detail}") from exc
+            raise self._translate(failure, vm, resource_group) from exc
         except ServiceRequestError as exc:
             raise TransientError(f"ARM could not be reached for VM {vm.name}: {redact(str(exc))}") from exc
         log.info("ARM accepted extension %s on VM %s (resource group %s), task %s",
@@ -92,18 +90,19 @@ class ArmDispatcher:
                 resource_group, vm_name, EXTENSION_NAME, expand="instanceView")
         except ResourceNotFoundError:
             return None
-        except ClientAuthenticationError as exc:
-            if exc.status_code is None:
-                raise TransientError(f"could not get a token for ARM: {redact(exc.message)}") from exc
-            raise PermanentError(f"the worker's identity may not read extension {EXTENSION_NAME} on VM "
-                                 f"{vm.name} ({exc.status_code}); grant it 'Reader' on the VM") from exc
         except HttpResponseError as exc:
-            if exc.status_code == 404:
+            failure = read_failure(exc)
+            if failure.no_credential:
+                raise TransientError(f"could not get a token for ARM: {failure.detail}") from exc
+            if failure.kind is Failure.REFUSED:
+                raise PermanentError(f"the worker's identity may not read extension {EXTENSION_NAME} on VM "
+                                     f"{vm.name} ({failure.status}); grant it 'Reader' on the VM") from exc
+            if failure.kind is Failure.NOT_FOUND:
                 return None
-            error = self._translate(exc, vm, resource_group)
+            error = self._translate(failure, vm, resource_group)
             raise (error if isinstance(error, TransientError) else PermanentError(
-                f"ARM refused to show extension {EXTENSION_NAME} on VM {vm.name} ({exc.status_code}): "
-                f"{redact(exc.reason or '')}")) from exc
+                f"ARM refused to show extension {EXTENSION_NAME} on VM {vm.name} ({failure.status}): "
+                f"{failure.detail}")) from exc
         except ServiceRequestError as exc:
             raise TransientError(f"ARM could not be reached for VM {vm.name}: {redact(str(exc))}") from exc
         view = getattr(extension, "instance_view", None)
@@ -137,12 +136,10 @@ class ArmDispatcher:
             return self._client
 
     @staticmethod
-    def _translate(exc: HttpResponseError, vm: Vm, resource_group: str) -> Exception:
-        status = exc.status_code
-        code = getattr(exc.error, "code", None) or exc.reason or "unknown"
-        detail = redact(getattr(exc.error, "message", None) or exc.reason or "")
+    def _translate(failure: SdkFailure, vm: Vm, resource_group: str) -> Exception:
+        status, code, detail = failure.status, failure.code or "unknown", failure.detail
         where = f"VM {vm.name} (resource group {resource_group})"
-        kind = failure_of(exc)
+        kind = failure.kind
         if kind is Failure.NOT_FOUND:
             return DispatchRefused(f"{where} was not found in Azure ({code}, BCMV2VMNotFound); it was "
                                    f"deleted or moved", error_code=VM_NOT_FOUND)

@@ -10,12 +10,11 @@ import threading
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ServiceRequestError,
-                                   ServiceResponseError)
+from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.core.rest import HttpRequest
 from azure.mgmt.core.tools import is_valid_resource_id, parse_resource_id
 
-from shared.adapters.azure_errors import Failure, classify, status_and_code
+from shared.adapters.azure_errors import Failure, is_failure, read_failure
 from shared.domain.restore import OWNER_KEY
 from shared.domain.inventory import OS_DISK_LUN
 from shared.domain.jobs import Consistency
@@ -91,7 +90,7 @@ class ComputeRestorePoints:
             try:
                 return str(client.restore_point_collections.get(group, name).id)
             except HttpResponseError as exc:
-                if exc.status_code != 404:
+                if not is_failure(exc, Failure.NOT_FOUND):
                     raise
             created = client.restore_point_collections.create_or_update(
                 group, name, {"location": location, "properties": {"source": {"id": vm_resource_id}}})
@@ -118,7 +117,9 @@ class ComputeRestorePoints:
                     polling=False, cls=lambda response, model, headers: (model, headers)).result()
                 return _state(model, operation=headers.get("Location"))
             except HttpResponseError as exc:
-                if exc.status_code != 409:
+                # A 409 (ARM calls it OperationNotAllowed, "busy", when the name exists), or an answer
+                # lost on the way: the restore point may be there all the same.
+                if not is_failure(exc, Failure.CONFLICT, Failure.TRANSIENT):
                     raise
                 found = self.get(vm_resource_id, name)
                 if found is None:
@@ -133,7 +134,7 @@ class ComputeRestorePoints:
             try:
                 model = client.restore_points.get(group, collection_name(vm_name), name, expand="instanceView")
             except HttpResponseError as exc:
-                if exc.status_code == 404:
+                if is_failure(exc, Failure.NOT_FOUND):
                     return None
                 raise
         return _state(model)
@@ -204,7 +205,7 @@ class ComputeRestorePoints:
             try:
                 return client.virtual_machines.get(group, vm_name, expand="instanceView")
             except HttpResponseError as exc:
-                if exc.status_code == 404:
+                if is_failure(exc, Failure.NOT_FOUND):
                     return None
                 raise
 
@@ -220,7 +221,7 @@ class ComputeRestorePoints:
             try:
                 client.restore_points.get(group, collection, name)
             except HttpResponseError as exc:
-                if exc.status_code != 404:
+                if not is_failure(exc, Failure.NOT_FOUND):
                     raise
                 log.info("restore point %s of collection %s was already gone", name, collection)
                 return False
@@ -270,7 +271,7 @@ class ComputeRestorePoints:
             try:
                 operations.get(group, name)
             except HttpResponseError as exc:
-                if exc.status_code != 404:
+                if not is_failure(exc, Failure.NOT_FOUND):
                     raise
                 return False
             operations.begin_delete(group, name).result()
@@ -300,7 +301,7 @@ class ComputeRestorePoints:
             try:
                 found = getattr(client, kind).get(group, name)
             except HttpResponseError as exc:
-                if exc.status_code == 404:
+                if is_failure(exc, Failure.NOT_FOUND):
                     return None
                 raise
         size = found.disk_size_bytes if found.disk_size_bytes is not None else (
@@ -347,9 +348,10 @@ class _ArmErrors:
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
             return
-        if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
+        failure = read_failure(exc) if isinstance(exc, AzureError) else None
+        if failure is not None and failure.no_credential:
             # DefaultAzureCredential's account of every credential it tried stays in the log, not the error.
-            log.info("no token for %s: %s", self._endpoint, redact(str(exc.message)))
+            log.info("no token for %s: %s", self._endpoint, redact(str(getattr(exc, "message", exc))))
             raise EndpointUnavailableError(
                 f"no credential for {self._endpoint} ({self._what}): in Azure give the app a managed identity; "
                 f"on a workstation sign in with 'az login', or run ./dev run in this folder for the local "
@@ -360,12 +362,10 @@ class _ArmErrors:
                                            f"(./dev run) or correct the setting") from None
         if isinstance(exc, ServiceResponseError):
             raise TransientError(f"{self._endpoint} dropped the answer to {self._what}; a retry may succeed") from exc
-        if isinstance(exc, HttpResponseError):
-            status, code = status_and_code(exc)
-            code = str(code or "")
-            message = redact(str(getattr(exc.error, "message", None) or exc.reason or ""))
+        if failure is not None and isinstance(exc, HttpResponseError):
+            status, code, message = failure.status, failure.code or "", failure.detail
             said = f"({status} {code})" if code else f"({status})"
-            if classify(status, code) is Failure.TRANSIENT:
+            if failure.kind is Failure.TRANSIENT:
                 raise TransientError(f"ARM did not answer {self._what} yet {said}: {message}") from exc
             raise RestorePointRefused(f"ARM refused {self._what} {said}: {message}", arm_code=code,
                                       arm_message=message, status=status) from exc

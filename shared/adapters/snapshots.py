@@ -21,9 +21,9 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 from azure.core.paging import PageIterator
 from azure.storage.blob import BlobClient, BlobProperties, BlobServiceClient, generate_blob_sas
 
-from shared.adapters.azure_errors import BLOB_REFUSED_HINT, translate
+from shared.adapters.azure_errors import BLOB_REFUSED_HINT, Failure, is_failure, read_failure, translate
 from shared.clock import Clock
-from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
+from shared.errors import ConflictError, NotFoundError, PermanentError, ValidationError
 from shared.adapters.metering import in_context
 from shared.domain.restore import OWNER_KEY
 from shared.ports import BlobSnapshotInfo, RestoredBlob, StatusBlobInfo, StatusBlobPage, Verification
@@ -72,7 +72,7 @@ class BlobSnapshots:
         except ResourceNotFoundError:
             return []
         except AzureError as exc:
-            raise TransientError(f"could not list the snapshots of {base}: {redact(str(exc))}") from exc
+            raise _translated(exc, f"listing the snapshots of {base}") from exc
 
     def snapshot_exists(self, snapshot_url: str) -> bool:
         base, snapshot = _split_snapshot(snapshot_url)
@@ -97,8 +97,7 @@ class BlobSnapshots:
         except ResourceNotFoundError:
             return False
         except AzureError as exc:
-            raise TransientError(f"could not delete snapshot {base}?snapshot={snapshot}: {redact(str(exc))}") \
-                from exc
+            raise _translated(exc, f"deleting snapshot {base}?snapshot={snapshot}") from exc
 
     # --- DiskCopier ------------------------------------------------------------------------------
     def target_url(self, container: str, blob_name: str) -> str:
@@ -110,7 +109,7 @@ class BlobSnapshots:
         except ResourceNotFoundError:
             return RestoredBlob(exists=False)
         except AzureError as exc:
-            raise TransientError(f"could not read {container}/{blob_name}: {redact(str(exc))}") from exc
+            raise _translated(exc, f"reading {container}/{blob_name}") from exc
         copy = props.copy
         done, total = _copy_progress(copy.progress, props.size)
         return RestoredBlob(exists=True, owner=(props.metadata or {}).get(OWNER_KEY),
@@ -126,10 +125,10 @@ class BlobSnapshots:
         except ResourceExistsError:
             pass
         except HttpResponseError as exc:
-            if exc.status_code == 400:
+            if is_failure(exc, Failure.PERMANENT):
                 raise ValidationError(f"{container!r} is not a valid container name: use 3-63 lower-case "
                                       f"letters, digits and hyphens", field="target_container") from exc
-            raise TransientError(f"could not create container {container}: {redact(str(exc))}") from exc
+            raise _translated(exc, f"creating container {container}") from exc
         target = self._service.get_blob_client(container, blob_name)
         try:
             # If-None-Match: * unless replacing: storage itself refuses to replace an existing blob.
@@ -139,14 +138,10 @@ class BlobSnapshots:
             raise ConflictError(f"blob {container}/{blob_name} already exists") from exc
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"snapshot {base}?snapshot={snapshot} no longer exists") from exc
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                raise ConflictError(f"blob {container}/{blob_name} already exists") from exc
-            raise TransientError(f"could not start the copy into {container}/{blob_name}: "
-                                 f"{redact(str(exc))}") from exc
         except AzureError as exc:
-            raise TransientError(f"could not start the copy into {container}/{blob_name}: "
-                                 f"{redact(str(exc))}") from exc
+            if is_failure(exc, Failure.CONFLICT):
+                raise ConflictError(f"blob {container}/{blob_name} already exists") from exc
+            raise _translated(exc, f"starting the copy into {container}/{blob_name}") from exc
         log.info("job %s: copy of %s?snapshot=%s into %s/%s started", owner, base, snapshot, container, blob_name)
 
     def delete_owned(self, container: str, blob_name: str, owner: str) -> bool:
@@ -161,7 +156,7 @@ class BlobSnapshots:
         except (ResourceNotFoundError, ResourceModifiedError):
             return False
         except AzureError as exc:
-            raise TransientError(f"could not delete {container}/{blob_name}: {redact(str(exc))}") from exc
+            raise _translated(exc, f"deleting {container}/{blob_name}") from exc
 
     def safety_snapshot(self, container: str, blob_name: str, owner: str) -> str:
         blob = self._service.get_blob_client(container, blob_name)
@@ -171,7 +166,7 @@ class BlobSnapshots:
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"blob {container}/{blob_name} does not exist") from exc
         except AzureError as exc:
-            raise TransientError(f"could not snapshot {container}/{blob_name}: {redact(str(exc))}") from exc
+            raise _translated(exc, f"snapshotting {container}/{blob_name}") from exc
         return f"{blob.url}?snapshot={taken['snapshot']}"
 
     def restore_from(self, snapshot_url: str) -> None:
@@ -184,7 +179,7 @@ class BlobSnapshots:
             while blob.get_blob_properties().copy.status == "pending":
                 time.sleep(0.5)
         except AzureError as exc:
-            raise TransientError(f"could not put {snapshot_url} back: {redact(str(exc))}") from exc
+            raise _translated(exc, f"putting {snapshot_url} back") from exc
 
     def verify(self, snapshot_url: str, target_url: str) -> Verification:
         source, target = self._client_of(snapshot_url), self._client_of(target_url)
@@ -197,7 +192,7 @@ class BlobSnapshots:
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"{snapshot_url} or {target_url} does not exist") from exc
         except AzureError as exc:
-            raise TransientError(f"could not compare {target_url} with its snapshot: {redact(str(exc))}") from exc
+            raise _translated(exc, f"comparing {target_url} with its snapshot") from exc
 
         def differs(piece: tuple[int, int]) -> int | None:
             offset, length = piece
@@ -205,7 +200,7 @@ class BlobSnapshots:
                 left = source.download_blob(offset=offset, length=length, max_concurrency=1).readall()
                 right = target.download_blob(offset=offset, length=length, max_concurrency=1).readall()
             except AzureError as exc:
-                raise TransientError(f"could not read {length} bytes at {offset}: {redact(str(exc))}") from exc
+                raise _translated(exc, f"reading {length} bytes at {offset}") from exc
             return None if left == right else offset + next(i for i, (a, b) in enumerate(zip(left, right)) if a != b)
 
         with ThreadPoolExecutor(max_workers=VERIFY_READERS, thread_name_prefix="verify") as pool:
@@ -223,12 +218,10 @@ class BlobSnapshots:
             return bytes(client.download_blob(offset=offset, length=length).readall())
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"{url.split('?', 1)[0]} does not exist") from exc
-        except HttpResponseError as exc:
-            if exc.status_code == 416:      # the range starts past the end
-                return b""
-            raise TransientError(f"could not read {url.split('?', 1)[0]}: {redact(str(exc))}") from exc
         except AzureError as exc:
-            raise TransientError(f"could not read {url.split('?', 1)[0]}: {redact(str(exc))}") from exc
+            if read_failure(exc).status == 416:      # Range Not Satisfiable: the range starts past the end
+                return b""
+            raise _translated(exc, f"reading {url.split('?', 1)[0]}") from exc
 
     def list_owned(self, container: str, owner: str) -> list[str]:
         try:
@@ -237,7 +230,7 @@ class BlobSnapshots:
         except ResourceNotFoundError:
             return []
         except AzureError as exc:
-            raise TransientError(f"could not list container {container}: {redact(str(exc))}") from exc
+            raise _translated(exc, f"listing container {container}") from exc
 
     def delete_container_if_empty(self, container: str) -> bool:
         client = self._service.get_container_client(container)
@@ -249,7 +242,7 @@ class BlobSnapshots:
         except ResourceNotFoundError:
             return False
         except AzureError as exc:
-            raise TransientError(f"could not delete container {container}: {redact(str(exc))}") from exc
+            raise _translated(exc, f"deleting container {container}") from exc
 
     def _client_of(self, url: str) -> BlobClient:
         base, _, query = url.partition("?")
@@ -283,7 +276,7 @@ class BlobSnapshots:
                 try:
                     key = self._service.get_user_delegation_key(start, expiry + timedelta(hours=1))
                 except AzureError as exc:
-                    raise TransientError(f"could not get a user delegation key: {redact(str(exc))}") from exc
+                    raise _translated(exc, f"getting a user delegation key") from exc
                 self._delegation_key = key
             return key
 
@@ -306,7 +299,7 @@ class StatusBlobArchive:
         except ResourceNotFoundError:
             return
         except AzureError as exc:
-            raise TransientError(f"could not list container {self.container}: {redact(str(exc))}") from exc
+            raise _translated(exc, f"listing container {self.container}") from exc
 
     def delete_blob(self, name: str) -> bool:
         try:
@@ -315,7 +308,7 @@ class StatusBlobArchive:
         except ResourceNotFoundError:
             return False
         except AzureError as exc:
-            raise TransientError(f"could not delete {self.container}/{name}: {redact(str(exc))}") from exc
+            raise _translated(exc, f"deleting {self.container}/{name}") from exc
 
 
 def _copy_progress(progress: str | None, size: int | None) -> tuple[int | None, int | None]:
@@ -345,6 +338,10 @@ def _pieces(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
         elif end > offset:
             merged.append([offset, end])
     return [(at, min(VERIFY_PIECE, end - at)) for start, end in merged for at in range(start, end, VERIFY_PIECE)]
+
+
+def _translated(exc: AzureError, doing: str) -> Exception:
+    return translate(exc, doing, service="Blob Storage", refused_hint=BLOB_REFUSED_HINT)
 
 
 def _split_snapshot(url: str) -> tuple[str, str]:

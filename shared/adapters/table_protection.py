@@ -27,7 +27,7 @@ from azure.core.paging import ItemPaged
 from azure.data.tables import TableEntity, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.adapters.metering import in_context
-from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, translate
+from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, Failure, is_failure, table_missing, translate
 from shared.clock import utc
 from shared.domain.inventory import Disk, DiskKind, Vm, VmKind
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, check_name, default_policy
@@ -100,16 +100,11 @@ class _LazyTable:
         try:
             return method(*args, **kwargs)
         except (ResourceNotFoundError, TableTransactionError) as exc:
-            if not _table_missing(exc):
+            if not table_missing(exc):
                 raise
         with _storage_errors(f"creating table {self._name}"):
             self._service.create_table_if_not_exists(self._name)
         return method(*args, **kwargs)
-
-
-def _table_missing(exc: Exception) -> bool:
-    # The SDK does not always parse the error code out of a write's 404 (it stays in the body).
-    return getattr(exc, "error_code", None) == "TableNotFound" or "TableNotFound" in str(exc)
 
 
 class _EmptyIfNoTable:
@@ -318,7 +313,7 @@ class TableProtectedItemStore:
                 with _storage_errors("saving protected items"):
                     results = self._table.submit_transaction(operations)
             except TableTransactionError as exc:
-                if exc.status_code not in (404, 412):
+                if not is_failure(exc, Failure.NOT_FOUND, Failure.CONFLICT):     # gone, or changed since read
                     raise
                 stale = chunk.pop(exc.index if 0 <= exc.index < len(chunk) else 0)
                 conflicts.append(stale.vm_name)
@@ -334,13 +329,15 @@ class TableProtectedItemStore:
               after: str | None = None) -> Iterator[list[ProtectedItem]]:
         """Every item (of one shard, in name order, after the name ``after``), a page at a time:
         memory holds one page, however many VMs there are."""
-        if shard is None:
-            found = self._table.list_entities(results_per_page=page_size)
-        else:
-            text, params = "PartitionKey eq @pk", {"pk": "b" + check_shard(shard)}
-            if after is not None:
-                text, params["after"] = text + " and RowKey gt @after", after.lower()
-            found = self._table.query_entities(text, parameters=params, results_per_page=page_size)
+        clauses, params = [], {}
+        if shard is not None:
+            clauses.append("PartitionKey eq @pk")
+            params["pk"] = "b" + check_shard(shard)
+        if after is not None:       # with no shard too: a whole-table listing resumes past the name
+            clauses.append("RowKey gt @after")
+            params["after"] = after.lower()
+        found = (self._table.query_entities(" and ".join(clauses), parameters=params, results_per_page=page_size)
+                 if clauses else self._table.list_entities(results_per_page=page_size))
         with _storage_errors("listing protected items"):
             for page in found.by_page():
                 items = [_item_from(e) for e in page]

@@ -17,16 +17,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Sequence
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError,
+from azure.core.exceptions import (AzureError, ResourceExistsError, ResourceModifiedError,
                                    ResourceNotFoundError)
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
+from shared.adapters.azure_errors import TABLE_REFUSED_HINT, translate
 from shared.clock import utc
 from shared.domain.jobs import Consistency
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
 from shared.domain.status import DirectDriveSnapshot
-from shared.errors import PermanentError, TransientError
-from shared.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class TableRecoveryPointStore:
             for entity in self._table.query_entities(text, parameters=params, results_per_page=1):
                 return point_from_entity(entity)
         except AzureError as exc:
-            raise TransientError(f"could not read table {self._name}: {redact(str(exc))}") from exc
+            raise self._translated(exc, "reading table") from exc
         return None
 
     def recent_available(self, since: datetime, until: datetime) -> dict[str, RecoveryPoint]:
@@ -152,7 +151,7 @@ class TableRecoveryPointStore:
                 key = entity["PartitionKey"]
                 current.append(point_from_entity(entity))
         except AzureError as exc:
-            raise TransientError(f"could not scan table {self._name}: {redact(str(exc))}") from exc
+            raise self._translated(exc, "scanning table") from exc
         if current:
             yield current
 
@@ -160,19 +159,18 @@ class TableRecoveryPointStore:
         try:
             return list(self._table.query_entities(text, parameters=params, results_per_page=PAGE))
         except AzureError as exc:
-            raise TransientError(f"could not read table {self._name}: {redact(str(exc))}") from exc
+            raise self._translated(exc, "reading table") from exc
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, TableTransactionError):
             raise
-        except HttpResponseError as exc:
-            if exc.status_code in (400, 403):
-                raise PermanentError(f"table {self._name} refused the request: {redact(exc.message)}") from exc
-            raise TransientError(f"table {self._name}: {redact(str(exc))}") from exc
         except AzureError as exc:
-            raise TransientError(f"table {self._name} unreachable: {redact(str(exc))}") from exc
+            raise self._translated(exc, "using table") from exc
+
+    def _translated(self, exc: AzureError, doing: str) -> Exception:
+        return translate(exc, f"{doing} {self._name}", service="Table Storage", refused_hint=TABLE_REFUSED_HINT)
 
     def _ensure_table(self) -> None:
         if self._ready:
@@ -180,7 +178,7 @@ class TableRecoveryPointStore:
         try:
             self._service.create_table_if_not_exists(self._name)
         except AzureError as exc:
-            raise TransientError(f"could not create table {self._name}: {redact(str(exc))}") from exc
+            raise self._translated(exc, "creating table") from exc
         self._ready = True
 
 

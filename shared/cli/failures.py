@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterator
 
+from shared.adapters.azure_errors import Failure as Kind, failures_in
 from shared.cli.output import EXIT_CONFIG, EXIT_FAILED, exit_code_for
 from shared.errors import VmsnapError
 from shared.redaction import redact
@@ -38,47 +38,26 @@ def describe(exc: BaseException) -> Failure:
                    f"details and report them", EXIT_FAILED)
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and every one it was raised from, during, or wraps (the SDK's ``inner_exception``)."""
-    seen: set[int] = set()
-    pending: list[object] = [exc]
-    while pending:
-        current = pending.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        # ``raise ... from None`` hides the context on purpose: its message is already the whole story.
-        context = None if current.__suppress_context__ else current.__context__
-        pending += [current.__cause__, context, getattr(current, "inner_exception", None)]
-
-
 def _find_refusal(exc: BaseException) -> Failure | None:
-    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-
-    for link in _chain(exc):
-        if isinstance(link, ClientAuthenticationError) or (
-                isinstance(link, HttpResponseError) and link.status_code in (401, 403)):
-            code = getattr(link, "error_code", None) or getattr(link, "status_code", None) or "refused"
-            return Failure(f"storage refused the credentials of BackupStorage ({code}) at "
-                           f"{_storage_endpoint()}: check the account key in the connection string, or the "
-                           f"identity's role on the account", EXIT_CONFIG)
-        if type(link).__name__ == "ServiceBusAuthenticationError":
+    for failure in failures_in(exc):
+        if failure.service_bus and failure.kind is Kind.REFUSED:
             return Failure(f"Service Bus refused the credentials of ServiceBusConnection at "
                            f"{_service_bus_endpoint()}: check the shared access key, or the identity's role",
                            EXIT_CONFIG)
+        if failure.kind is Kind.REFUSED or failure.no_credential:
+            return Failure(f"storage refused the credentials of BackupStorage ({failure.said or 'refused'}) at "
+                           f"{_storage_endpoint()}: check the account key in the connection string, or the "
+                           f"identity's role on the account", EXIT_CONFIG)
     return None
 
 
 def _find_unreachable(exc: BaseException) -> Failure | None:
-    from azure.core.exceptions import ServiceRequestError
-
-    for link in _chain(exc):
-        if isinstance(link, ServiceRequestError):
-            return Failure(f"cannot reach storage at {_storage_endpoint(str(link))} (BackupStorage): "
-                           f"{_LOCAL_HINT}", EXIT_CONFIG)
-        if type(link).__name__ in ("ServiceBusConnectionError", "OperationTimeoutError"):
+    for failure in failures_in(exc):
+        if failure.unreachable and failure.service_bus:
             return Failure(f"cannot reach Service Bus at {_service_bus_endpoint()} (ServiceBusConnection): "
+                           f"{_LOCAL_HINT}", EXIT_CONFIG)
+        if failure.unreachable:
+            return Failure(f"cannot reach storage at {_storage_endpoint(failure.detail)} (BackupStorage): "
                            f"{_LOCAL_HINT}", EXIT_CONFIG)
     return None
 

@@ -3,23 +3,17 @@ inventory; `add --create-disks SIZE` makes the page blobs too."""
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 from typing import TYPE_CHECKING
 
 from shared.cli import add_output_option
-from shared.cli.output import emit, emit_table, Subparsers, vm_name
-from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
+from shared.cli.output import Subparsers, emit, emit_table, vm_name
+from shared.domain.inventory import LOCAL_DISK_CONTAINER, OS_DISK_LUN, PAGE_BYTES, Disk, Vm, VmKind
 from shared.errors import ValidationError
 
 if TYPE_CHECKING:
-    from shared.adapters.table_protection import TableInventory
     from shared.bootstrap import Services
 
-log = logging.getLogger(__name__)
-
-DISK_CONTAINER = "vhds"           # where the local stack keeps local VMs' disks (as the demo VM's)
-PAGE = 512
 _SIZE = re.compile(r"(?i)\s*(\d+)\s*([kmgt]?)i?b?\s*")
 
 
@@ -36,7 +30,7 @@ def register(subparsers: Subparsers) -> None:
                      help="a data disk: LUN 0..63 and its page blob URL; repeat for more")
     add.add_argument("--create-disks", metavar="SIZE", type=_size,
                      help=f"create the disks as page blobs of SIZE (e.g. 4MiB, 1G) in container "
-                          f"{DISK_CONTAINER!r}: an OS disk and --data-disks data disks")
+                          f"{LOCAL_DISK_CONTAINER!r}: an OS disk and --data-disks data disks")
     add.add_argument("--data-disks", type=int, default=1, metavar="N",
                      help="with --create-disks: how many data disks (LUN 0..N-1, default 1)")
     add_output_option(add)
@@ -65,8 +59,8 @@ def _size(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size: use bytes or e.g. 4MiB, 512K, 1G")
     size: int = int(match.group(1)) * 1024 ** " kmgt".index((match.group(2) or " ").lower())
-    if size <= 0 or size % PAGE:
-        raise argparse.ArgumentTypeError(f"{text!r}: a page blob is a whole number of {PAGE}-byte pages")
+    if size <= 0 or size % PAGE_BYTES:
+        raise argparse.ArgumentTypeError(f"{text!r}: a page blob is a whole number of {PAGE_BYTES}-byte pages")
     return size
 
 
@@ -78,53 +72,24 @@ def _add_arguments(args: argparse.Namespace) -> None:
         raise ValidationError("--data-disks is 0..64", field="data_disks")
 
 
-def _create_disks(services: Services, vm_name: str, size: int, data_disks: int) -> list[Disk]:
-    """The VM's disks as page blobs in Azurite (existing ones are kept), each with a first page of data."""
-    from azure.core.exceptions import ResourceExistsError
-
-    container = services.blob_service.get_container_client(DISK_CONTAINER)
-    try:
-        container.create_container()
-    except ResourceExistsError:
-        pass
-    disks = []
-    for lun in [OS_DISK_LUN, *range(data_disks)]:
-        blob_name = f"{vm_name}-osdisk.vhd" if lun == OS_DISK_LUN else f"{vm_name}-datadisk{lun}.vhd"
-        blob = container.get_blob_client(blob_name)
-        try:
-            blob.create_page_blob(size, if_none_match="*")
-            # A recognisable first page, like a boot sector, so snapshots have content to keep.
-            blob.upload_page(f"{vm_name} lun {lun}".encode().ljust(PAGE, b"\0"), offset=0, length=PAGE)
-        except ResourceExistsError:
-            log.info("disk %s of VM %s exists; kept", blob_name, vm_name)
-        disks.append(Disk(lun=lun, blob_url=blob.url, name=blob_name, size_bytes=size))
-    return disks
-
-
-def _inventory(services: Services) -> TableInventory:
-    from shared.adapters.table_protection import TableInventory
-
-    return TableInventory(services.table_service, services.settings.table("vms"))
-
-
 def _add(args: argparse.Namespace, services: Services) -> int:
     disks = list(args.data_disk)
     if args.os_disk:
         disks.insert(0, Disk(lun=OS_DISK_LUN, blob_url=args.os_disk, name="osdisk"))
     if args.create_disks is not None:
-        disks = _create_disks(services, args.name, args.create_disks, args.data_disks)
-    vm = _inventory(services).put_vm(Vm(name=args.name, kind=VmKind.LOCAL, disks=tuple(disks)))
+        disks = services.local_vms.create_disks(args.name, args.create_disks, args.data_disks)
+    vm = services.local_vms.put_vm(Vm(name=args.name, kind=VmKind.LOCAL, disks=tuple(disks)))
     _emit(args, [vm])
     return 0
 
 
 def _list(args: argparse.Namespace, services: Services) -> int:
-    _emit(args, list(_inventory(services).list_vms()))
+    _emit(args, list(services.local_vms.list_vms()))
     return 0
 
 
 def _delete(args: argparse.Namespace, services: Services) -> int:
-    _inventory(services).delete_vm(args.name)
+    services.local_vms.delete_vm(args.name)
     return 0
 
 

@@ -15,8 +15,8 @@ from shared.cli.job import write_disks, write_errors
 from shared.cli.output import EXIT_OK, emit, format_time, to_jsonable, Subparsers
 from shared.documents import describe_code, format_size
 from shared.domain.job_reports import ReportOutcome, interpret
-from shared.domain.status import ParseError, StatusReport, parse_status_blob, strip_secrets
-from shared.errors import ConfigurationError, NotFoundError, TransientError, ValidationError
+from shared.domain.status import ParseError, StatusReport, parse_status_blob
+from shared.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -99,41 +99,11 @@ def _download_status_blob(name: str) -> bytes:
     """The Status Blob (or Log Blob) name `job show` prints, read from the configured status container."""
     from shared.bootstrap import services
 
-    svc = services()
-    return _download(svc.status_blobs.url(name), svc)
+    return services().status_blobs.read(name)
 
 
-def _download(url: str, svc: Services | None = None) -> bytes:
+def _download(url: str) -> bytes:
     """Read a blob by URL: its own SAS if it has one, else the configured storage credential."""
-    from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
-                                       ResourceNotFoundError)
-    from azure.storage.blob import BlobClient
+    from shared.bootstrap import blob_urls
 
-    from shared.adapters.clients import blob_retry
-
-    shown = strip_secrets(url)     # never echo a SAS
-    try:
-        if "sig=" in urlsplit(url).query:
-            client = BlobClient.from_blob_url(url, **blob_retry())
-        else:
-            if svc is None:
-                from shared.bootstrap import services
-
-                svc = services()
-            client = BlobClient.from_blob_url(url, credential=svc.blob_service.credential, **blob_retry())
-        downloader = client.download_blob()
-        if downloader.size > MAX_READ:
-            raise ValidationError(f"{shown} is {downloader.size} bytes; a status blob is a few KiB")
-        return downloader.readall()
-    except ResourceNotFoundError:
-        raise NotFoundError(f"no such blob: {shown}") from None
-    except ClientAuthenticationError:
-        raise ConfigurationError(f"access to {shown} was refused: check the SAS or the storage identity") from None
-    except HttpResponseError as exc:
-        if exc.status_code in (401, 403):
-            raise ConfigurationError(f"access to {shown} was refused ({exc.status_code}): check the SAS or the "
-                                     f"storage identity") from None
-        raise TransientError(f"reading {shown} failed with HTTP {exc.status_code}") from None
-    except (AzureError, ValueError) as exc:
-        # Chained: an unreachable endpoint is then reported as such (exit 5, naming it).
-        raise TransientError(f"reading {shown} failed: {type(exc).__name__}") from exc
+    return blob_urls().read(url, max_bytes=MAX_READ)

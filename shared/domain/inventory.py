@@ -8,6 +8,8 @@ from enum import Enum
 from shared.errors import ValidationError
 
 OS_DISK_LUN = -1
+LOCAL_DISK_CONTAINER = "vhds"     # where the local stack keeps local VMs' disks (as the demo VM's)
+PAGE_BYTES = 512                  # a page blob is a whole number of pages
 
 
 class VmKind(str, Enum):

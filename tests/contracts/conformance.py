@@ -2,27 +2,34 @@
 module; tests/test_types.py runs mypy). The behavioural half is the contract suites beside it."""
 from __future__ import annotations
 
-from shared.adapters.blob_sas import BlobSasMinter, StatusBlobStore
+from shared.adapters.blob_sas import BlobSasMinter, BlobUrlReader, StatusBlobStore
 from shared.adapters.compute_inventory import ComputeInventory
 from shared.adapters.dispatch_arm import ArmDispatcher
 from shared.adapters.dispatch_local import LocalDispatcher
+from shared.adapters.local_vms import LocalVmStore
 from shared.adapters.restore_points import ComputeRestorePoints
 from shared.adapters.snapshots import BlobSnapshots
-from shared.adapters.servicebus import ServiceBusTaskQueue
+from shared.adapters.servicebus import (ServiceBusRestoreQueue, ServiceBusRetentionQueue, ServiceBusShardQueue,
+                                       ServiceBusTaskQueue)
 from shared.adapters.table_alerts import TableAlertStore, TableJobFeed
 from shared.adapters.table_claims import TableBackupClaims
 from shared.adapters.table_jobs import TableJobStore
-from shared.adapters.table_protection import TableInventory, TablePolicyStore, TableProtectedItemStore
+from shared.adapters.table_progress import TableRetentionProgressStore, TableShardProgressStore
+from shared.adapters.table_protection import (TableInventory, TablePolicyStore, TableProtectedItemStore,
+                                              TableRestoreTestPlanStore)
 from shared.adapters.table_recovery import TableRecoveryPointStore
 from shared.adapters.table_rollup import TableRollupStore
-from shared.ports import (AlertStore, BackupClaims, Dispatcher, Inventory, JobFeed, JobStore, PolicyStore,
-                          ProtectedItemStore, RecoveryPointStore, RestorePoints, RollupStore, SasMinter, SnapshotStore,
-                          StatusBlobs, TaskQueue)
+from shared.ports import (AlertStore, BackupClaims, BlobUrls, Dispatcher, Inventory, JobFeed, JobStore, LocalVms,
+                          PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints, RestoreQueue,
+                          RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, RollupStore, SasMinter,
+                          ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobs, TaskQueue)
 from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs,
-                         RecordingDispatcher, RecordingTaskQueue)
+                         RecordingDispatcher, RecordingRestoreQueue, RecordingRetentionQueue, RecordingShardQueue,
+                         RecordingTaskQueue)
 from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
-from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
+from tests.scheduling.fakes import (InMemoryPolicyStore, InMemoryProtectedItemStore, InMemoryRetentionProgressStore,
+                                    InMemoryShardProgressStore)
 
 JOB_STORES: tuple[type[JobStore], ...] = (InMemoryJobStore, TableJobStore)
 POLICY_STORES: tuple[type[PolicyStore], ...] = (InMemoryPolicyStore, TablePolicyStore)
@@ -40,3 +47,13 @@ RESTORE_POINTS: tuple[type[RestorePoints], ...] = (ComputeRestorePoints,)
 ALERT_STORES: tuple[type[AlertStore], ...] = (InMemoryAlertStore, TableAlertStore)
 JOB_FEEDS: tuple[type[JobFeed], ...] = (InMemoryJobFeed, TableJobFeed)
 ROLLUP_STORES: tuple[type[RollupStore], ...] = (InMemoryRollupStore, TableRollupStore)
+SHARD_PROGRESS: tuple[type[ShardProgressStore], ...] = (InMemoryShardProgressStore, TableShardProgressStore)
+RETENTION_PROGRESS: tuple[type[RetentionProgressStore], ...] = (InMemoryRetentionProgressStore,
+                                                                 TableRetentionProgressStore)
+SHARD_QUEUES: tuple[type[ShardQueue], ...] = (RecordingShardQueue, ServiceBusShardQueue)
+RETENTION_QUEUES: tuple[type[RetentionQueue], ...] = (RecordingRetentionQueue, ServiceBusRetentionQueue)
+RESTORE_QUEUES: tuple[type[RestoreQueue], ...] = (RecordingRestoreQueue, ServiceBusRestoreQueue)
+# No fakes: the commands that use them are tested on the local stack.
+LOCAL_VMS: tuple[type[LocalVms], ...] = (LocalVmStore,)
+BLOB_URLS: tuple[type[BlobUrls], ...] = (BlobUrlReader,)
+RESTORE_TEST_PLANS: tuple[type[RestoreTestPlanStore], ...] = (TableRestoreTestPlanStore,)

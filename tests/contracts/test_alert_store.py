@@ -10,8 +10,9 @@ from datetime import datetime, timedelta, timezone
 
 from shared.domain.alerts import (AlertKind, AlertStatus, Occurrence, Signal, delivered, not_configured, raised,
                                   resolved, unparked)
-from shared.ports import FeedEntry
+from shared.ports import AlertStore, FeedEntry, JobFeed
 
+PORTS = (AlertStore, JobFeed)
 T0 = datetime(2025, 6, 2, 2, 0, 0, 123000, tzinfo=timezone.utc)
 RACERS = 8
 KIND = AlertKind.BACKUP_FAILED

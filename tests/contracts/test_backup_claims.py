@@ -11,6 +11,9 @@ from datetime import date, datetime, timezone
 import pytest
 
 from shared.domain.claims import BackupClaim
+from shared.ports import BackupClaims
+
+PORTS = (BackupClaims,)
 
 T0 = datetime(2025, 6, 2, 12, 0, 0, 123456, tzinfo=timezone.utc)
 RACERS = 8

@@ -12,9 +12,11 @@ import pytest
 from shared.domain.jobs import Job
 from shared.ports import JobPage, JobQuery
 from shared.domain.claims import BackupClaim
-from tests.contracts import test_backup_claims, test_item_and_policy_stores, test_job_store
+from tests.contracts import (test_backup_claims, test_item_and_policy_stores, test_job_store,
+                             test_points_and_snapshots, test_progress_stores)
 from tests.fakes import InMemoryBackupClaims, InMemoryJobStore
-from tests.scheduling.fakes import InMemoryProtectedItemStore
+from tests.recovery.fakes import InMemoryRecoveryPointStore
+from tests.scheduling.fakes import InMemoryProtectedItemStore, InMemoryShardProgressStore
 
 
 class CaseSensitiveJobStore(InMemoryJobStore):
@@ -68,6 +70,40 @@ class CaseSensitiveClaims(InMemoryBackupClaims):
         return stored
 
 
+class ResumeFromStartItemStore(InMemoryProtectedItemStore):
+    """Drift: ignores ``after``, so a resumed listing starts over from the first item."""
+
+    def pages(self, page_size: int = 100, shard: str | None = None, after: str | None = None):
+        return super().pages(page_size, shard)
+
+
+class WrittenRowsOnlyProgress(InMemoryShardProgressStore):
+    """Drift: ``all`` lists the rows written so far, not every shard."""
+
+    def all(self):
+        return [self.rows[key] for key in sorted(self.rows)]
+
+
+class UncheckedProgress(InMemoryShardProgressStore):
+    """Drift: writes the change decided on the caller's read without checking it is still current."""
+
+    def update(self, key, change, *, current=None):
+        with self._lock:
+            changed = change(current if current is not None else self.get(key))
+            self.rows[key] = changed
+            return changed
+
+
+class LastWriterWinsPoints(InMemoryRecoveryPointStore):
+    """Drift: saves a point whatever its version, and leaves the version as it was."""
+
+    def save_many(self, points):
+        with self._lock:
+            for point in points:
+                self.points[(point.vm_name.lower(), point.name)] = point
+        return list(points), []
+
+
 def failing_checks(module: ModuleType, fixture: str, make: Callable[[], object]) -> set[str]:
     """Run every contract test of ``module`` that needs only ``fixture`` against ``make()``."""
     failed = set()
@@ -115,3 +151,36 @@ def test_a_drifted_backup_claims_fake_fails_the_contract(broken, caught_by):
 def test_the_honest_backup_claims_fake_passes_every_check():
     """The fake the worker's unit tests use passes the whole claims contract."""
     assert failing_checks(test_backup_claims, "backup_claims", InMemoryBackupClaims) == set()
+
+
+def test_a_resume_ignoring_item_store_fake_fails_the_contract():
+    """An item-store fake whose ``pages(after=)`` starts over is reported."""
+    assert "test_pages_after_a_name_resume_the_listing_past_it" in failing_checks(
+        test_item_and_policy_stores, "item_store", ResumeFromStartItemStore)
+
+
+@pytest.mark.parametrize(("broken", "caught_by"), [
+    (WrittenRowsOnlyProgress, {"test_all_lists_every_key_in_order_with_what_was_written"}),
+    (UncheckedProgress, {"test_each_write_has_a_new_version_and_reads_back",
+                         "test_a_change_decided_on_a_stale_read_is_decided_again_on_the_stored_row"}),
+])
+def test_a_drifted_progress_fake_fails_the_contract(broken, caught_by):
+    """A progress fake listing only written shards, or writing on a stale read, is reported."""
+    assert caught_by <= failing_checks(test_progress_stores, "progress",
+                                       lambda: (test_progress_stores.SHARD, broken()))
+
+
+def test_the_honest_progress_fakes_pass_every_check():
+    for kind, fake, _ in test_progress_stores._BUILD.values():
+        assert failing_checks(test_progress_stores, "progress", lambda: (kind, fake())) == set()
+
+
+def test_a_recovery_point_fake_without_etags_fails_the_contract():
+    """A point-store fake that saves whatever version it is given is reported by both ETag checks."""
+    assert {"test_a_write_from_a_stale_read_is_not_saved", "test_each_saved_write_gives_the_point_a_new_version",
+            "test_of_writers_racing_from_one_read_exactly_one_saves"} <= failing_checks(
+        test_points_and_snapshots, "point_store", LastWriterWinsPoints)
+
+
+def test_the_honest_recovery_point_fake_passes_every_check():
+    assert failing_checks(test_points_and_snapshots, "point_store", InMemoryRecoveryPointStore) == set()

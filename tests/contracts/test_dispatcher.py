@@ -22,6 +22,8 @@ from shared.ports import Dispatcher
 from tests.dispatch.recording import RecordingTransport, StaticCredential
 from tests.fakes import RecordingDispatcher
 
+PORTS = (Dispatcher,)
+
 SUB = "00000000-0000-0000-0000-0000000000aa"
 # Nothing listens on port 9: a local handler's status upload and snapshots fail at once.
 ACCOUNT = "http://127.0.0.1:9/devstoreaccount1"

@@ -8,6 +8,9 @@ import pytest
 
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind
 from shared.errors import ConflictError, NotFoundError
+from shared.ports import Inventory, StatusBlobs
+
+PORTS = (Inventory, StatusBlobs)
 
 BASE = "http://127.0.0.1:10000/devstoreaccount1/disks"
 T0 = datetime(2025, 6, 2, 12, 0, tzinfo=timezone.utc)

@@ -11,6 +11,9 @@ import pytest
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, Retention, StandardSchedule
 from shared.domain.protection import ProtectedItem, ProtectionState, SkippedSlot
 from shared.errors import ConflictError, NotFoundError
+from shared.ports import PolicyStore, ProtectedItemStore
+
+PORTS = (PolicyStore, ProtectedItemStore)
 
 T0 = datetime(2025, 6, 2, 12, 0, tzinfo=timezone.utc)
 
@@ -132,3 +135,14 @@ def test_items_are_counted_by_policy(item_store):
     item_store.add(item("d"))
     assert item_store.count_by_policy("Nightly") == 2
     assert item_store.count_by_policy("Weekly") == 0
+
+
+def test_pages_after_a_name_resume_the_listing_past_it(item_store):
+    """A listing resumed ``after`` a name (as a run that failed mid-way resumes) sees only the names past
+    it, whatever the case it was given in, and each of them once."""
+    names = [f"vm{n}" for n in range(7)]
+    for name in names:
+        item_store.add(item(name))
+    resumed = [i.vm_name for page in item_store.pages(page_size=2, after="VM3") for i in page]
+    assert sorted(resumed) == ["vm4", "vm5", "vm6"]
+    assert [i.vm_name for page in item_store.pages(after="vm6") for i in page] == []

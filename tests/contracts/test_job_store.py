@@ -12,6 +12,7 @@ from shared.domain.jobs import DiskResult, Job, JobStatus
 from shared.errors import NotFoundError, ValidationError
 from shared.ports import JobQuery, JobStore
 
+PORTS = (JobStore,)
 T0 = datetime(2025, 6, 2, 12, 0, tzinfo=timezone.utc)
 
 

@@ -3,6 +3,8 @@ a point's state (Unavailable with its reason) survives a round trip, ETags guard
 times still make a key, and a snapshot deleted behind the service's back is seen as gone."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -10,6 +12,9 @@ import pytest
 
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint
 from shared.errors import ValidationError
+from shared.ports import RecoveryPointStore, SnapshotStore
+
+PORTS = (RecoveryPointStore, SnapshotStore)
 
 T0 = datetime(2026, 3, 1, 22, 30, tzinfo=timezone.utc)
 
@@ -86,3 +91,29 @@ def test_every_field_a_run_writes_survives(point_store, field, value):
     changed = replace(point_store.get("Contract-VM", "103"), **{field: value})
     point_store.save_many([changed])
     assert getattr(point_store.get("Contract-VM", "103"), field) == value
+
+
+def test_each_saved_write_gives_the_point_a_new_version(point_store):
+    """The version is the point's ETag: a save changes it, so a copy read before the save is stale."""
+    point_store.add_if_absent(_point("103"))
+    first = point_store.get("Contract-VM", "103")
+    (saved,), _ = point_store.save_many([first.claimed("Daily", T0)])
+    assert saved.version and saved.version != first.version
+    assert point_store.get("Contract-VM", "103").version == saved.version
+
+
+def test_of_writers_racing_from_one_read_exactly_one_saves(point_store):
+    """Eight retention runs that read the same point and each save a change: one wins, seven are told."""
+    point_store.add_if_absent(_point("104"))
+    read = point_store.get("Contract-VM", "104")
+    barrier = threading.Barrier(8)
+
+    def save(n: int):
+        barrier.wait(timeout=60)
+        return point_store.save_many([read.unavailable(f"reason {n}", T0)])
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(save, range(8)))
+    winners = [saved[0] for saved, lost in results if saved]
+    assert len(winners) == 1 and sum(len(lost) for _, lost in results) == 7
+    assert point_store.get("Contract-VM", "104").unavailable_reason == winners[0].unavailable_reason

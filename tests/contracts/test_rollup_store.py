@@ -11,8 +11,9 @@ from datetime import datetime, timedelta, timezone
 from shared.domain.compliance import LastError
 from shared.domain.jobs import JobError
 from shared.domain.rollup import MonthRollup, RollupState, advanced, month_of
-from shared.ports import FeedEntry
+from shared.ports import FeedEntry, RollupStore
 
+PORTS = (RollupStore,)
 MAY = datetime(2025, 5, 1, tzinfo=timezone.utc)
 JUNE = datetime(2025, 6, 1, tzinfo=timezone.utc)
 ERROR = JobError(error_code="E1", error_string="no network", error_title="Snapshot failed",

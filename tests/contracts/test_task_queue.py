@@ -15,6 +15,8 @@ from shared.domain.task import SnapshotTask
 from shared.ports import TaskQueue
 from tests.fakes import RecordingTaskQueue
 
+PORTS = (TaskQueue,)
+
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 Accepted = Callable[[], list[str]]
 

@@ -16,6 +16,7 @@ from shared.services.alerting import evaluate_alerts
 from shared.web import api
 from tests.dashboard.conftest import HOSTILE_NAME, backup, protect
 from tests.monitoring.conftest import T0
+from tests.properties import examples
 
 # (function, path, route values, vmsnap arguments giving the same document)
 ENDPOINTS = [
@@ -175,9 +176,9 @@ def test_hostile_names_in_the_path_are_400_or_404(fleet, call):
         assert response.status_code in (400, 404) and "\n" not in body(response)["error"]["message"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_query_string_is_answered_200_or_400_never_500(fleet, call, data):
+def test_any_query_string_is_answered_200_400_or_404_never_500(fleet, call, data):
     """Property: whatever the parameters (known names with any text, or unknown ones), no endpoint fails:
     a 400 for a value that cannot be one, a 404 for a well-formed name of nothing (``policy=0``)."""
     name = data.draw(st.sampled_from(sorted(QUERIES)))

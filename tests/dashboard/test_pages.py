@@ -18,6 +18,7 @@ from shared.ports import JobQuery
 from shared.services.alerting import evaluate_alerts
 from shared.web import charts, pages
 from tests.dashboard.conftest import HOSTILE_NAME, protect
+from tests.properties import examples
 
 PAGES = [("dashboard_overview", {}), ("dashboard_items", {}), ("dashboard_item", {"name": "db-01"}),
          ("dashboard_jobs", {})]
@@ -90,7 +91,7 @@ def test_a_hostile_query_gets_a_400_page_with_one_line(fleet, call, query):
         assert "\n" not in message and "Traceback" not in page and "<b>" not in page.split("<main>")[1]
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_query_string_gives_a_page_or_a_400_never_a_500(fleet, call, data):
     """A page; a 400 for a value that cannot be one; a 404 for a well-formed name of nothing (a policy

@@ -162,6 +162,7 @@ def test_missing_setting_is_reported_by_name(env, calls):
         LocalFunctionsHost(make_app(calls), env)
 
 
+@pytest.mark.integration     # fifty full collections of a heap: a minute on a busy machine
 def test_a_new_app_never_gets_the_functions_of_a_collected_one():
     """Each app object is read for itself, even when a collected app's memory address is reused."""
     import gc

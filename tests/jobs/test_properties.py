@@ -13,6 +13,7 @@ from shared.domain.job_transitions import apply_report
 from shared.domain.status import parse_status_blob
 from shared.services.ingestion import IngestResult, ingest_status_blob
 from tests.jobs.helpers import CORPUS, FINAL_AT, RUNNING_AT, dispatched_job, fake_services
+from tests.properties import examples
 
 CORPUS_BLOBS = [p.read_bytes() for p in sorted(CORPUS.iterdir())]
 TERMINAL = ["02-completed-fs-two-disks.txt", "03-completed-app-consistent.txt", "05-warning-prescript-failed.txt",
@@ -64,7 +65,7 @@ def status_shaped(draw):
 any_bytes = st.binary(max_size=3000) | mutated_corpus() | status_shaped()
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=any_bytes, terminal=st.sampled_from(TERMINAL))
 def test_no_bytes_raise_or_change_a_finished_job(data, terminal):
     """Whatever a status blob contains, ingesting it never raises and never alters a finished job."""
@@ -77,7 +78,7 @@ def test_no_bytes_raise_or_change_a_finished_job(data, terminal):
     assert svc.jobs.get(job.job_id) == before
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(data=any_bytes)
 def test_no_bytes_raise_for_a_running_job(data):
     """Ingesting anything into a running job never raises; the job stays a valid record."""
@@ -98,7 +99,7 @@ def _reports(final_name):
             parse_status_blob((CORPUS / final_name).read_bytes())]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(final=st.sampled_from(TERMINAL), data=st.data())
 def test_any_interleaving_of_a_jobs_reports_ends_in_the_same_record(final, data):
     """However the status blob's writes arrive (reordered, repeated), the job ends the same."""
@@ -114,7 +115,7 @@ def test_any_interleaving_of_a_jobs_reports_ends_in_the_same_record(final, data)
     assert job == expected
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(final=st.sampled_from(TERMINAL), data=st.data())
 def test_any_delivery_order_of_a_jobs_blob_writes_ends_in_the_same_record_and_tasks(final, data):
     """Through ingestion, retries included: reordered and repeated blob writes end the same way."""

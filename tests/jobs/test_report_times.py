@@ -15,6 +15,7 @@ from shared.domain.status import MAX_CLOCK_SKEW, ParseError, parse_status_blob
 from shared.domain.ticks import to_ticks
 from shared.services.ingestion import IngestResult, ingest_status_blob
 from tests.jobs.helpers import FINAL_AT, STARTED, corpus, dispatched_job, fake_services
+from tests.properties import examples
 
 NAME = f"{dispatched_job().job_id}/1.Status.txt"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -99,7 +100,7 @@ _ticks = st.one_of(st.integers(-(10 ** 30), 10 ** 30), st.integers(0, 3_155_378_
                    st.integers(0, 10 ** 400).map(str), st.sampled_from(["", "6.36458E+17", "-1"]))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stamp=_stamps, ticks=_ticks, created=_stamps, name=st.sampled_from(
     ["02-completed-fs-two-disks.txt", "06-failed-partial-76-761.txt", "01-running-code4.txt"]))
 def test_no_time_makes_reading_or_applying_a_report_overflow(stamp, ticks, created, name):

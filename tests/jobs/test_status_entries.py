@@ -15,6 +15,7 @@ from shared.domain.recovery import point_from_job
 from shared.domain.status import ParseError, parse_status_blob
 from shared.services.ingestion import IngestResult, ingest_status_blob
 from tests.jobs.helpers import DATA_URL, FINAL_AT, OS_URL, corpus, dispatched_job, fake_services
+from tests.properties import examples
 
 NOW = FINAL_AT + timedelta(seconds=30)
 FINAL_MS = 1740794621000            # FINAL_AT, as the corpus blobs stamp it
@@ -157,7 +158,7 @@ _entry_specs = st.lists(st.tuples(_WORDS, st.sampled_from(["0", "1", "4", "76", 
                         min_size=1, max_size=8)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(specs=_entry_specs, data=st.data())
 def test_the_chosen_entry_is_the_most_final_whatever_the_order(specs, data):
     """Over any mix of words, codes and times: a final entry is chosen when there is one, the newest of

@@ -22,6 +22,7 @@ from shared.errors import TransientError
 from shared.services.alerting import evaluate_alerts
 from shared.services.rollup import fold_jobs, rebuild_rollup
 from tests.monitoring.conftest import memory_services
+from tests.properties import examples
 
 UTC = timezone.utc
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Sydney")
@@ -154,7 +155,7 @@ def maintain(svc, data, what: str) -> None:
             svc.rollup = real
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy=policies(), data=st.data())
 def test_the_report_agrees_with_an_independent_calculation(policy, data):
     """Whatever kept the roll-up meanwhile (nothing, evaluator runs, a rebuild, a fold repeated or cut short

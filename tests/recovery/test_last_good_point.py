@@ -23,6 +23,7 @@ from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive, InMemoryRecov
 from tests.recovery.test_retention_simulation import (DAILY, HOURLY, SETTINGS, WEEKLY, daily_policies, oracle_ends,
                                                       timer_fakes, timer_run)
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
+from tests.properties import examples
 
 NOW = datetime(2026, 6, 15, 9, 0, tzinfo=timezone.utc)
 SHORT = replace(DAILY, instant_rp_days=1, retention=replace(DAILY.retention, daily_days=7, weekly_weeks=None,
@@ -197,7 +198,7 @@ def _restorable(svc, point: RecoveryPoint, now: datetime) -> bool:
             and all(svc.snapshots.snapshot_exists(d.snapshot) for d in point.disks))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=histories(), policy=st.one_of(st.sampled_from([SHORT, DAILY, WEEKLY, HOURLY]), daily_policies()),
        runs=st.integers(1, 2), retain=st.sampled_from([run_retention, timer_run]))
 def test_after_any_retention_run_every_vm_that_could_be_restored_still_can(history, policy, runs, retain):

@@ -26,6 +26,10 @@ from tests.fakes import InMemoryJobStore, RecordingRetentionQueue
 from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import (InMemoryPolicyStore, InMemoryProtectedItemStore, InMemoryRetentionProgressStore,
                                     InMemoryShardProgressStore)
+from tests.properties import examples
+
+# On fakes, but 400 simulated days take a minute each: the integration tier keeps the unit tier in seconds.
+pytestmark = pytest.mark.integration
 
 VM = "sim-vm"
 
@@ -263,7 +267,7 @@ def daily_policies(draw):
                             yearly_years=draw(st.none() | st.just(1)), yearly_on=draw(selectors)))
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(4), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy=daily_policies(), seed=st.integers(0, 1000))
 def test_any_daily_policy_keeps_what_the_oracle_keeps(policy, seed):
     """Whatever the policy, zone and failures, retention keeps exactly the oracle's points, never the base blobs."""

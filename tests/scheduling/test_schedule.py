@@ -6,6 +6,8 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings, strategies as st
 
+from tests.properties import examples
+
 from shared.domain.policy import EnhancedSchedule, Frequency, Policy, Retention, StandardSchedule, Weekday
 from shared.domain.schedule import next_slot, slots_between, to_instant
 
@@ -100,7 +102,7 @@ def test_next_slot_is_strictly_after():
 ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago", "Asia/Kolkata", "UTC"]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.sampled_from(ZONES), st.integers(0, 47), st.dates(date(2020, 1, 1), date(2030, 12, 31)))
 def test_daily_policy_has_exactly_one_slot_every_local_day(zone, half_hours, day):
     """Whatever the zone and DST rules, a daily policy backs up once on every local day, in order."""
@@ -112,7 +114,7 @@ def test_daily_policy_has_exactly_one_slot_every_local_day(zone, half_hours, day
     assert [s.astimezone(tz).date() for s in slots] == [day + timedelta(days=i) for i in range(40)]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.sampled_from(ZONES), st.datetimes(datetime(2020, 1, 1), datetime(2030, 12, 31)))
 def test_a_wall_time_resolves_to_itself_or_to_the_end_of_a_gap(zone, wall):
     """Every wall time maps to that same local time, or (in a gap) to the first instant after it."""
@@ -126,7 +128,7 @@ def test_a_wall_time_resolves_to_itself_or_to_the_end_of_a_gap(zone, wall):
         assert local > wall
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.sampled_from(ZONES), st.sampled_from([4, 6, 8, 12]), st.integers(0, 23), st.integers(4, 24),
        st.datetimes(datetime(2020, 1, 1), datetime(2030, 12, 31)), st.integers(1, 200))
 def test_slots_split_across_ticks_are_the_same_as_in_one_go(zone, interval, start_hour, hours, start, split):

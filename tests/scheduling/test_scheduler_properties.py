@@ -18,6 +18,7 @@ from shared.settings import Connection, Settings
 from tests.fakes import InMemoryInventory, InMemoryJobStore, RecordingTaskQueue
 from tests.scheduling.conftest import HostDied, local_vm
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore, InMemoryShardProgressStore
+from tests.properties import examples
 
 UTC = timezone.utc
 START = datetime(2025, 3, 27, 12, 0, tzinfo=UTC)          # Berlin and New York both change DST near here
@@ -64,7 +65,7 @@ events = st.lists(st.tuples(st.sampled_from([0, 0, 1, 5, 5, 5, 60, 240, 600]),
                   min_size=5, max_size=80)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(events, st.sampled_from(POLICIES))
 def test_every_slot_gets_exactly_one_job_and_one_task(ticks, policy):
     """Across DST changes, with duplicate, late and crashing ticks, each slot runs once or is recorded skipped."""
