@@ -190,11 +190,12 @@ class BlobSnapshots:
     def verify(self, snapshot_url: str, target_url: str) -> Verification:
         source, target = self._client_of(snapshot_url), self._client_of(target_url)
         try:
-            lengths = source.get_blob_properties().size, target.get_blob_properties().size
+            props = source.get_blob_properties(), target.get_blob_properties()
+            lengths = props[0].size, props[1].size
             if lengths[0] != lengths[1]:
                 return Verification(False, lengths[1], 0, f"the copy has {lengths[1]} bytes, the snapshot "
                                                           f"{lengths[0]}")
-            pieces = _pieces(_allocated(source) + _allocated(target), lengths[0])
+            pieces = _pieces(_allocated(source, props[0]) + _allocated(target, props[1]), lengths[0])
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"{snapshot_url} or {target_url} does not exist") from exc
         except AzureError as exc:
@@ -325,9 +326,9 @@ def _copy_progress(progress: str | None, size: int | None) -> tuple[int | None, 
     return None, size
 
 
-def _allocated(blob: BlobClient) -> list[tuple[int, int]]:
-    """The blob's allocated page ranges as (offset, length); a block blob is one range over all of it."""
-    props = blob.get_blob_properties()
+def _allocated(blob: BlobClient, props: Any) -> list[tuple[int, int]]:
+    """The blob's allocated page ranges as (offset, length), given its properties; a block blob is one range
+    over all of it."""
     if str(props.blob_type) not in ("PageBlob", "BlobType.PAGEBLOB"):
         return [(0, props.size)]
     ranges, _ = blob.get_page_ranges()
