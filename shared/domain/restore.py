@@ -199,10 +199,13 @@ def mark_completed(job: Job, disks: Sequence[DiskResult], now: datetime, *, size
 
 def mark_restore_failed(job: Job, error: JobError, disks: Sequence[DiskResult], now: datetime, *,
                         note: str | None = None, checks: Sequence[Check] = ()) -> Job | None:
-    """The restore Failed with ``error`` and its disks as the rollback left them."""
+    """The restore Failed with ``error`` and its disks as the rollback left them; a disk still copying or
+    copied but unverified is Failed (its copy will not finish: the job no longer runs)."""
     failed = mark_failed(job, error, now)
     if failed is None:
         return None
+    disks = [replace(d, status=DiskState.FAILED.value) if d.status in (DiskState.COPYING, DiskState.COPIED) else d
+             for d in disks]
     spec = job.restore
     if spec is not None and spec.time_to_restore_seconds is None:
         spec = replace(spec, time_to_restore_seconds=round((utc(now) - job.start_time).total_seconds(), 3))
