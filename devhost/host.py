@@ -11,18 +11,21 @@ It reads ``app.get_functions()`` and ``host.json`` and runs each function as the
 - Service Bus output bindings are sent after the function returns;
 - blob triggers fire once for each new or changed blob under their path, remembered by blob
   receipts keyed by ETag in the host storage account (container ``azure-webjobs-hosts``, written in
-  batches: ``devhost/receipts.py`` says why); one listing per pass finds them (receipts are
-  compared in memory), up to
+  batches: ``devhost/receipts.py`` says why); a pass finds them from Azurite's BlobCreated events
+  when the settings name them (``AZURITE_BLOB_EVENTS``, ``devhost/blob_events.py``), else by one
+  listing (receipts are compared in memory); up to
   ``maxDegreeOfParallelism`` blob invocations run at once app-wide, and a blob that fails
-  ``poisonBlobThreshold`` times gets a poison record there instead of more retries.
+  ``poisonBlobThreshold`` times gets a poison record there instead of more retries;
+- with ``FUNCTIONS_WORKER_PROCESS_COUNT`` above 1, invocations run in that many worker processes
+  (``devhost/workers.py``), the triggers staying here.
 
 - HTTP triggers are served on 127.0.0.1 by a threaded server (``serve_http``, devhost/http.py) with real
   ``azure.functions.HttpRequest`` and ``HttpResponse`` objects; function keys are not checked.
 
 What it leaves out: every other trigger type, sessions, Event Grid delivery (blob triggers
-declared with ``source=EventGrid`` are served by scanning the container, the same outcome for the
-function), scale-out and singleton leases, retry policies, the worker's gRPC protocol. In Azure
-the same function code runs under the real host.
+declared with ``source=EventGrid`` are served as the others are, the same outcome for the
+function), scale-out and singleton leases, retry policies, the worker's gRPC protocol (a pipe to
+each worker instead). In Azure the same function code runs under the real host.
 """
 from __future__ import annotations
 
