@@ -727,7 +727,7 @@ def _app_reference(app: func.FunctionApp) -> str:
 
     for module_name, module in list(sys.modules.items()):
         for attribute, value in list(vars(module).items()):
-            if value is app and module_name != "__main__":
+            if value is app and module_name not in ("__main__", "__mp_main__"):
                 return f"{module_name}:{attribute}"
     raise ConfigurationError(f"{PROCESS_COUNT_SETTING} asks for worker processes, and they import the app "
                              f"from its module: define the FunctionApp as a module global (function_app.py's app)")
