@@ -6,8 +6,11 @@ Run: .venv/bin/python bench/bench_ingest.py [--jobs 500] [--retries 20] [--creat
 stops its own Azurite and local Service Bus.
 
 ``--through-host`` measures instead what the deployed path does: the local Functions host's blob
-trigger (listing, receipts, download, the ``ingest_status`` function, receipt) over ``--new`` fresh
-status blobs in a container that already holds 1,000, 5,000 and 10,000 handled ones (``--sizes``).
+trigger (Azurite's BlobCreated events, download, the ``ingest_status`` function in one of
+``--worker-processes`` worker processes, receipt) over ``--new`` fresh status blobs in a container
+that already holds 1,000, 5,000 and 10,000 handled ones (``--sizes``). It prints blobs/s, the idle
+pass (nothing new written) and the complete listing the host still makes at start and every
+``FULL_SCAN_SECONDS``.
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from azure.storage.blob import ContainerClient  # noqa: E402
 
-from devhost.azurite import Azurite  # noqa: E402
+from devhost.azurite import BLOB_EVENTS_SETTING, Azurite  # noqa: E402
+from devhost.processes import cpu_seconds  # noqa: E402
+from devhost.workers import PROCESS_COUNT_SETTING  # noqa: E402
 from devhost.servicebus import LocalServiceBus  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.clock import FixedClock  # noqa: E402
@@ -121,17 +126,20 @@ class HostFigures(NamedTuple):
     size: int                   # handled blobs already in the container
     rates: list[float]          # blobs/s of each pass
     idle: tuple[float, float, float]    # a pass that finds nothing new: seconds, CPU of the host, of Azurite
+    listing: float              # seconds of a complete listing (start-up, every FULL_SCAN_SECONDS)
     host_ms: float              # CPU per handled blob, median over the passes: this process
     azurite_ms: float           # and Azurite
     busy: float                 # CPU seconds of both per second of a pass (on 2 cores at most 2)
 
 
 def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int], new: int, passes: int,
-                       parallelism: int | None = None,
+                       parallelism: int | None = None, worker_processes: int = 2,
                        report: Callable[[HostFigures], None] = lambda figures: None) -> list[HostFigures]:
-    """For each container size: ``passes`` host passes over ``new`` fresh blobs each, and an idle
-    pass. The container grows from one size to the next. CPU per blob is what decides the rate on a
-    machine of one's own; blobs/s also follows whatever else the machine runs."""
+    """For each container size: ``passes`` host passes over ``new`` fresh blobs each, an idle pass
+    and a complete listing. The container grows from one size to the next. CPU per blob is what
+    decides the rate on a machine of one's own; blobs/s also follows whatever else the machine runs.
+    The host's CPU counts its worker processes (children of this one, once they have ended: the
+    rates are per pass, CPU per blob is over the run)."""
     import function_app
     from devhost.host import HostConfig, LocalFunctionsHost
     from shared.bootstrap import reset_services
@@ -144,7 +152,8 @@ def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int],
     env.update({"BackupStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.host_connection_string,
                 "ServiceBusConnection": bus.connection_string, "TABLE_PREFIX": "hostbench",
                 "STATUS_CONTAINER": "host-status", "SNAPSHOT_TASKS_QUEUE": "host-tasks", "DISPATCHER": "local",
-                "LOCAL_VM_ROOT": "/nonexistent"})
+                "LOCAL_VM_ROOT": "/nonexistent", BLOB_EVENTS_SETTING: azurite.blob_events or "",
+                PROCESS_COUNT_SETTING: str(worker_processes)})
     os.environ.update(env)          # the functions read their settings from the environment, as in Azure
     reset_settings()
     svc = Services(Settings.from_env(env), clock=FixedClock(SLOT + timedelta(minutes=5)))
@@ -157,6 +166,12 @@ def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int],
     host = LocalFunctionsHost(function_app.app, os.environ, config, host_id="bench")
     figures = []
     present = 0
+
+    def host_cpu_now() -> float:
+        """CPU of this process and of the host's worker processes so far."""
+        workers = host._workers.pids if host._workers is not None else []
+        return time.process_time() + sum(cpu_seconds(pid) or 0.0 for pid in workers)
+
     try:
         for size in sizes:
             # Handled blobs: their receipts exist, as after the host has run for a while.
@@ -170,10 +185,10 @@ def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int],
                 upload_status_blobs(container, [
                     (status_blob_of(job), completed.replace(CORPUS_JOB + b"_1", f"{job.job_id}_1".encode()))
                     for job in records])
-                start, cpu, served = time.perf_counter(), time.process_time(), azurite.cpu_seconds() or 0.0
+                start, cpu, served = time.perf_counter(), host_cpu_now(), azurite.cpu_seconds() or 0.0
                 invoked = host.scan_blobs("ingest_status")
                 elapsed = time.perf_counter() - start
-                cpu, served = time.process_time() - cpu, (azurite.cpu_seconds() or 0.0) - served
+                cpu, served = host_cpu_now() - cpu, (azurite.cpu_seconds() or 0.0) - served
                 assert invoked == new, f"{invoked} invocations for {new} new blobs"
                 assert known(svc.jobs.get(records[-1].job_id)).status is JobStatus.COMPLETED
                 rates.append(new / elapsed)
@@ -181,10 +196,13 @@ def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int],
                 azurite_cpu.append(served * 1000 / new)
                 busy.append((cpu + served) / elapsed)
                 present += new
-            start, cpu, served = time.perf_counter(), time.process_time(), azurite.cpu_seconds() or 0.0
+            start, cpu, served = time.perf_counter(), host_cpu_now(), azurite.cpu_seconds() or 0.0
             assert host.scan_blobs("ingest_status") == 0
-            idle = (time.perf_counter() - start, time.process_time() - cpu, (azurite.cpu_seconds() or 0.0) - served)
-            figures.append(HostFigures(size, rates, idle, statistics.median(host_cpu),
+            idle = (time.perf_counter() - start, host_cpu_now() - cpu, (azurite.cpu_seconds() or 0.0) - served)
+            start = time.perf_counter()
+            assert host.acknowledge_blobs("ingest_status") == 0      # the complete listing, nothing new
+            listing = time.perf_counter() - start
+            figures.append(HostFigures(size, rates, idle, listing, statistics.median(host_cpu),
                                        statistics.median(azurite_cpu), statistics.median(busy)))
             report(figures[-1])
     finally:
@@ -205,6 +223,8 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=500, help="fresh blobs per pass (--through-host)")
     parser.add_argument("--passes", type=int, default=3, help="passes per size (--through-host)")
     parser.add_argument("--parallelism", type=int, help="blob functions at once (--through-host; default: host.json)")
+    parser.add_argument("--worker-processes", type=int, default=2,
+                        help="FUNCTIONS_WORKER_PROCESS_COUNT of the host (--through-host)")
     args = parser.parse_args()
 
     if args.through_host:
@@ -212,16 +232,17 @@ def main() -> None:
         def report(f: HostFigures) -> None:
             print(f"  {f.size:>6,} blobs already there: {min(f.rates):6.1f} / {statistics.median(f.rates):6.1f} / "
                   f"{max(f.rates):6.1f} blobs/s (min/median/max; in order: "
-                  f"{', '.join(f'{rate:.1f}' for rate in f.rates)}); idle pass {f.idle[0]:.2f} s "
-                  f"(CPU: host process {f.idle[1]:.2f} s, Azurite {f.idle[2]:.2f} s)\n"
-                  f"          CPU per blob: host process {f.host_ms:.1f} ms, Azurite {f.azurite_ms:.1f} ms "
+                  f"{', '.join(f'{rate:.1f}' for rate in f.rates)}); idle pass {f.idle[0]:.3f} s "
+                  f"(CPU: host {f.idle[1]:.3f} s, Azurite {f.idle[2]:.3f} s); complete listing {f.listing:.2f} s\n"
+                  f"          CPU per blob: host and workers {f.host_ms:.1f} ms, Azurite {f.azurite_ms:.1f} ms "
                   f"(together {f.busy:.2f} s of CPU per second of a pass)", flush=True)
 
         print(f"through the local host (blob trigger ingest_status, "
-              f"{args.parallelism or 'host.json'} blob functions at once), {args.new} new blobs per pass, "
-              f"{args.passes} passes:", flush=True)
+              f"{args.parallelism or 'host.json'} blob functions at once, {args.worker_processes} worker "
+              f"processes), {args.new} new blobs per pass, {args.passes} passes:", flush=True)
         with Azurite() as azurite, LocalServiceBus() as bus:
-            bench_through_host(azurite, bus, sizes, args.new, args.passes, args.parallelism, report)
+            bench_through_host(azurite, bus, sizes, args.new, args.passes, args.parallelism,
+                               args.worker_processes, report)
         return
 
     rate, variants = bench_parser()

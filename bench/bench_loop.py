@@ -47,7 +47,7 @@ from bench._jobs import all_jobs  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.demo import create_demo_vm  # noqa: E402
 from devhost.host import HostConfig, LocalFunctionsHost  # noqa: E402
-from devhost.processes import stop_processes_under  # noqa: E402
+from devhost.processes import cpu_seconds, stop_processes_under  # noqa: E402
 from devhost.servicebus import LocalServiceBus  # noqa: E402
 
 if TYPE_CHECKING:
@@ -177,8 +177,7 @@ def _environment(azurite: Azurite, bus: LocalServiceBus, vm_root: Path) -> dict[
 
 def _process_cpu(pid: int) -> float:
     """User + system CPU seconds of a live process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid) or 0.0
 
 
 def _children_cpu() -> float:

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from devhost.ports import free_ports, port_in_use, wait_for_port
+from devhost.processes import cpu_seconds
 from shared.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ KEEP_ALIVE_SECONDS = 240
 # Node starts Azurite in about a second on an idle machine and in tens of seconds on a loaded one; a
 # start that fails ends the wait at once (the process exits), so this only bounds a process that hangs.
 STARTUP_LIMIT = 180.0
+# Where the patched Azurite writes a line per blob write (patches/, docs/ingestion.md); the local host
+# reads the same setting to find them.
+BLOB_EVENTS_SETTING = "AZURITE_BLOB_EVENTS"
 
 
 class Azurite:
@@ -45,6 +49,7 @@ class Azurite:
         self.location = location          # None: in memory, gone when stopped
         self._proc: subprocess.Popen | None = None
         self._log_dir: str | None = None
+        self.blob_events: str | None = None     # the BlobCreated event file (patches/), once started
 
     @property
     def connection_string(self) -> str:
@@ -82,9 +87,13 @@ class Azurite:
         self._log_dir = tempfile.mkdtemp(prefix="azurite-")
         log_file = open(os.path.join(self._log_dir, "azurite.log"), "wb")
         accounts = ";".join(f"{account}:{ACCOUNT_KEY}" for account in (ACCOUNT, HOST_ACCOUNT))
+        # One line per blob write, which the local host reads as Event Grid's BlobCreated events.
+        self.blob_events = os.path.join(self._log_dir, "blob-events.jsonl")
+        Path(self.blob_events).touch()
         self._proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, cwd=self._log_dir,
-                                      env={**os.environ, "AZURITE_ACCOUNTS": accounts})
+                                      env={**os.environ, "AZURITE_ACCOUNTS": accounts,
+                                           BLOB_EVENTS_SETTING: self.blob_events})
         log_file.close()
         proc = self._proc
         if not all(wait_for_port(port, STARTUP_LIMIT, alive=lambda: proc.poll() is None)
@@ -99,13 +108,7 @@ class Azurite:
 
     def cpu_seconds(self) -> float | None:
         """CPU time the Azurite process has used so far (Linux; None elsewhere or when not running)."""
-        if self._proc is None:
-            return None
-        try:
-            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")    # utime + stime
+        return None if self._proc is None else cpu_seconds(self._proc.pid)
 
     def _tail(self) -> str:
         if self._log_dir is None:       # never started
@@ -127,7 +130,7 @@ class Azurite:
                 proc.wait(timeout=5)
         if self._log_dir:
             shutil.rmtree(self._log_dir, ignore_errors=True)
-            self._log_dir = None
+            self._log_dir = self.blob_events = None
 
     def __enter__(self) -> "Azurite":
         return self.start()

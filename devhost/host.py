@@ -12,18 +12,21 @@ It reads ``app.get_functions()`` and ``host.json`` and runs each function as the
 - Service Bus output bindings are sent after the function returns;
 - blob triggers fire once for each new or changed blob under their path, remembered by blob
   receipts keyed by ETag in the host storage account (container ``azure-webjobs-hosts``, written in
-  batches: ``devhost/receipts.py`` says why); one listing per pass finds them (receipts are
-  compared in memory), up to
+  batches: ``devhost/receipts.py`` says why); a pass finds them from Azurite's BlobCreated events
+  when the settings name them (``AZURITE_BLOB_EVENTS``, ``devhost/blob_events.py``), else by one
+  listing (receipts are compared in memory); up to
   ``maxDegreeOfParallelism`` blob invocations run at once app-wide, and a blob that fails
-  ``poisonBlobThreshold`` times gets a poison record there instead of more retries.
+  ``poisonBlobThreshold`` times gets a poison record there instead of more retries;
+- with ``FUNCTIONS_WORKER_PROCESS_COUNT`` above 1, invocations run in that many worker processes
+  (``devhost/workers.py``), the triggers staying here.
 
 - HTTP triggers are served on 127.0.0.1 by a threaded server (``serve_http``, devhost/http.py) with real
   ``azure.functions.HttpRequest`` and ``HttpResponse`` objects; function keys are not checked.
 
 What it leaves out: every other trigger type, sessions, Event Grid delivery (blob triggers
-declared with ``source=EventGrid`` are served by scanning the container, the same outcome for the
-function), scale-out and singleton leases, retry policies, the worker's gRPC protocol. In Azure
-the same function code runs under the real host.
+declared with ``source=EventGrid`` are served as the others are, the same outcome for the
+function), scale-out and singleton leases, retry policies, the worker's gRPC protocol (a pipe to
+each worker instead). In Azure the same function code runs under the real host.
 """
 from __future__ import annotations
 
@@ -48,15 +51,21 @@ from azure.functions.servicebus import ServiceBusMessage as FuncServiceBusMessag
 from azure.functions.timer import TimerRequest
 from croniter import croniter
 
+from devhost.azurite import BLOB_EVENTS_SETTING
+from devhost.blob_events import BlobEventReader
 from devhost.http import LocalHttpServer
 from devhost.locks import LockKeeper
 from devhost.receipts import Receipt, ReceiptJournal
+from devhost.workers import PROCESS_COUNT_SETTING, FunctionFailed, WorkerLost, WorkerPool, process_count
 from shared.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
 HOSTS_CONTAINER = "azure-webjobs-hosts"
 LIST_PAGE = 5000            # blobs per listing request: the most the service returns
+# With Azurite's BlobCreated events, how often a blob trigger still lists its whole container: the
+# receipts of deleted blobs are dropped then (as Azure's LogsAndContainerScan also scans the container).
+FULL_SCAN_SECONDS = 600.0
 _SETTING = re.compile(r"%([^%]+)%")
 
 
@@ -106,6 +115,9 @@ class _BlobTriggerState:
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     journal: ReceiptJournal | None = None       # set once the stored receipts are loaded
     lock: threading.Lock = field(default_factory=threading.Lock)
+    events: BlobEventReader | None = None       # Azurite's BlobCreated events, when the host has them
+    listed_at: float | None = None              # monotonic time of the last complete listing
+    retry: set[tuple[str, str]] = field(default_factory=set)    # failed, not yet poison: tried each pass
 
 
 def _etag(value: str) -> str:
@@ -168,6 +180,10 @@ class LocalFunctionsHost:
         self._lock = threading.Lock()
         self._blob_pool: ThreadPoolExecutor | None = None
         self._http: LocalHttpServer | None = None
+        # FUNCTIONS_WORKER_PROCESS_COUNT: worker processes import the app by module, as Azure's do.
+        self.worker_processes = process_count(self.env)
+        self._app_ref = _app_reference(app) if self.worker_processes > 1 else ""
+        self._workers: WorkerPool | None = None
 
     # --- settings ----------------------------------------------------------------------------
     def resolve(self, expression: str, function: str = "") -> str:
@@ -343,15 +359,39 @@ class LocalFunctionsHost:
     # --- blobs ---------------------------------------------------------------------------------
     def scan_blobs(self, name: str) -> int:
         """One pass over the trigger's container: invoke for each new or changed blob, in parallel up
-        to maxDegreeOfParallelism; returns invocations. One listing; receipts are compared in memory."""
-        from azure.core.exceptions import ResourceNotFoundError
+        to maxDegreeOfParallelism; returns invocations. Receipts are compared in memory.
 
+        With Azurite's BlobCreated events (``AZURITE_BLOB_EVENTS``), a pass reads the writes since
+        the last one and lists nothing; the container is listed on the first pass (what was written
+        while the host was down) and every ``FULL_SCAN_SECONDS``. Without them, every pass lists."""
         spec = self._spec(name, "blobTrigger")
         container_name, pattern = _blob_path_pattern(self.resolve(spec.trigger["path"], name))
         container = self._blob_service(spec.trigger["connection"]).get_container_client(container_name)
-        state = self._blob_trigger_state(name, container_name)
+        state = self._blob_trigger_state(name, container)
+        if (state.events is None or state.listed_at is None
+                or time.monotonic() - state.listed_at >= FULL_SCAN_SECONDS):
+            return self._scan_listing(spec, container, pattern, state)
+        since = time.time_ns()
+        # Failed blobs are not written again: they are tried again from the retry set, each pass.
+        items = [item for item in dict.fromkeys([*state.events.read(), *state.retry])
+                 if pattern.fullmatch(item[0]) and item not in state.receipts]
+        pool = self._blob_executor()
+        futures = [pool.submit(self._fire_blob, spec, container, *item, state) for item in items]
+        try:
+            wait(futures)
+        finally:
+            self._store_receipts(state, None, since)
+        return sum(future.result() for future in futures)
+
+    def _scan_listing(self, spec: FunctionSpec, container, pattern: re.Pattern, state: _BlobTriggerState) -> int:
+        """A pass that lists the whole container: one listing, receipts compared in memory."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         pool = self._blob_executor()
         futures, listed, since, complete = [], set(), time.time_ns(), False
+        if state.events is not None:
+            state.events.skip_to_end()      # what is written from now on is read from the events
+        started = time.monotonic()
         try:
             # Invocations start while later pages are still being listed.
             for item in self._list_etags(container):
@@ -365,6 +405,8 @@ class LocalFunctionsHost:
         finally:
             wait(futures)
             self._store_receipts(state, listed if complete else None, since)
+        if complete:
+            state.listed_at = started
         return sum(future.result() for future in futures)
 
     def acknowledge_blobs(self, name: str) -> int:
@@ -373,30 +415,40 @@ class LocalFunctionsHost:
         spec = self._spec(name, "blobTrigger")
         container_name, pattern = _blob_path_pattern(self.resolve(spec.trigger["path"], name))
         container = self._blob_service(spec.trigger["connection"]).get_container_client(container_name)
-        state = self._blob_trigger_state(name, container_name)
+        state = self._blob_trigger_state(name, container)
+        if state.events is not None:
+            state.events.skip_to_end()
+        started = time.monotonic()
         items = [item for item in self._list_etags(container)
                  if pattern.fullmatch(item[0]) and item not in state.receipts]
+        state.listed_at = started       # a complete listing, as a pass's
         with state.lock:
             state.receipts |= set(items)
         assert state.journal is not None
         state.journal.extend(Receipt(blob, etag) for blob, etag in items)
         return len(items)
 
-    def _blob_trigger_state(self, function: str, container: str) -> _BlobTriggerState:
-        """The trigger's receipts, loaded from the host's storage on first use."""
+    def _blob_trigger_state(self, function: str, container) -> _BlobTriggerState:
+        """The trigger's receipts, loaded from the host's storage on first use, and the reader of
+        Azurite's BlobCreated events of its container, when the host's settings name the file."""
         with self._lock:
             state = self._blob_state.setdefault(function, _BlobTriggerState())
         with state.lock:
             if state.journal is None:
-                journal = ReceiptJournal(self._receipts_container(), self.host_id, function, container)
+                journal = ReceiptJournal(self._receipts_container(), self.host_id, function,
+                                         container.container_name)
                 state.receipts |= {(r.blob, r.etag) for r in journal.load()}
                 state.journal = journal
+            if state.events is None and self.env.get(BLOB_EVENTS_SETTING):
+                state.events = BlobEventReader(self.env[BLOB_EVENTS_SETTING], container.account_name,
+                                               container.container_name)
         return state
 
     def _receipt(self, state: _BlobTriggerState, blob: str, etag: str, *, poison: bool = False) -> None:
         key = (blob, _etag(etag))
         with state.lock:
             state.receipts.add(key)
+            state.retry.discard(key)
         assert state.journal is not None
         state.journal.add(Receipt(*key, poison))
 
@@ -458,6 +510,8 @@ class LocalFunctionsHost:
             downloader = blob.download_blob(etag=f'"{etag}"', match_condition=MatchConditions.IfNotModified)
             data = downloader.readall()
         except (ResourceNotFoundError, ResourceModifiedError):
+            with state.lock:
+                state.retry.discard((blob_name, etag))      # its next version is a write of its own
             return 0
         props = downloader.properties
         key = (blob_name, _etag(props.etag))
@@ -473,6 +527,7 @@ class LocalFunctionsHost:
             return 1
         with state.lock:
             failures = state.failures[key] = state.failures.get(key, 0) + 1
+            state.retry.add(key)
         if failures >= self.config.poison_blob_threshold:
             log.error("blob %s/%s failed %d times; recorded as poison and not retried",
                       container.container_name, blob_name, failures)
@@ -509,10 +564,18 @@ class LocalFunctionsHost:
 
     # --- invocation ----------------------------------------------------------------------------
     def _invoke(self, spec: FunctionSpec, trigger_value: Any) -> None:
-        outputs = {b["name"]: _Capture() for b in spec.outputs}
-        spec.call(**{spec.trigger["name"]: trigger_value}, **outputs)
+        """Run the function (in this process, or in a worker process when there are several) and
+        send what its output bindings were given."""
+        workers = self._worker_pool()
+        if workers is None:
+            captured = {b["name"]: _Capture() for b in spec.outputs}
+            spec.call(**{spec.trigger["name"]: trigger_value}, **captured)
+            outputs = {name: capture.values for name, capture in captured.items()}
+        else:
+            outputs = workers.invoke(spec.name, spec.trigger["name"], trigger_value,
+                                     [b["name"] for b in spec.outputs])
         for binding in spec.outputs:
-            values = outputs[binding["name"]].values
+            values = outputs[binding["name"]]
             if binding["type"] == "serviceBus" and values:
                 self._send_output(spec, binding, values)
 
@@ -520,9 +583,25 @@ class LocalFunctionsHost:
         try:
             self._invoke(spec, trigger_value)
             return True
+        except FunctionFailed as exc:
+            log.error("function %s failed in a worker process: %s", spec.name, exc)
+            return False
+        except WorkerLost as exc:
+            log.error("function %s: %s while running it", spec.name, exc)
+            return False
         except Exception:
             log.exception("function %s failed", spec.name)
             return False
+
+    def _worker_pool(self) -> WorkerPool | None:
+        """The worker processes, started on first use; None when FUNCTIONS_WORKER_PROCESS_COUNT is 1
+        (the functions then run in this process, on the host's threads)."""
+        if self.worker_processes == 1:
+            return None
+        with self._lock:
+            if self._workers is None:
+                self._workers = WorkerPool(self._app_ref, self.env, self.worker_processes)
+            return self._workers
 
     def _send_output(self, spec: FunctionSpec, binding: dict, values: list) -> None:
         from azure.servicebus import ServiceBusMessage
@@ -585,7 +664,12 @@ class LocalFunctionsHost:
             # listener threads joined above have waited, within the grace, for those that started.
             self._blob_pool.shutdown(wait=False, cancel_futures=True)
             self._blob_pool = None
+        if self._workers is not None:
+            # Invocations under way end within what is left of the grace, or their worker is ended.
+            self._workers.stop(max(1.0, deadline - time.monotonic()))
+            self._workers = None
         for state in self._blob_state.values():
+            state.listed_at = None      # a later start lists the container again, as at start-up
             journal, state.journal = state.journal, None    # a later start reloads, with new clients
             if journal is not None:
                 journal.flush()         # what the last invocations handled; never raises
@@ -636,6 +720,18 @@ def read_functions(app: func.FunctionApp) -> list[FunctionSpec]:
                                   call=function.get_user_function(), bindings=bindings))
     _specs_by_app[app] = specs
     return specs
+
+
+def _app_reference(app: func.FunctionApp) -> str:
+    """``module:attribute`` of the module global that holds ``app``: what worker processes import."""
+    import sys
+
+    for module_name, module in list(sys.modules.items()):
+        for attribute, value in list(vars(module).items()):
+            if value is app and module_name not in ("__main__", "__mp_main__"):
+                return f"{module_name}:{attribute}"
+    raise ConfigurationError(f"{PROCESS_COUNT_SETTING} asks for worker processes, and they import the app "
+                             f"from its module: define the FunctionApp as a module global (function_app.py's app)")
 
 
 def _to_function_message(message) -> FuncServiceBusMessage:

@@ -25,7 +25,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from devhost.azurite import Azurite
+from devhost.azurite import BLOB_EVENTS_SETTING, Azurite
 from devhost.processes import stop_processes_under
 from shared.errors import ConfigurationError, VmsnapError
 from shared.settings import status_blob_source
@@ -180,6 +180,8 @@ class _Stack:
         # Restore points go to the local endpoint instead of ARM, named by a setting like every other
         # connection: the app and a vmsnap in another terminal (through the stack settings) reach the same one.
         env["ComputeConnection"] = self.compute.connection_string
+        # Azurite's BlobCreated events: the status trigger's idle pass then lists nothing (docs/ingestion.md).
+        env[BLOB_EVENTS_SETTING] = self.azurite.blob_events or ""
         os.environ.update(env)       # the app reads its settings from the environment, as in Azure
         reset_settings()
         reset_services(None)
@@ -214,7 +216,7 @@ class _Stack:
         """Where `vmsnap` (run in the project folder) finds this stack while it runs, whatever ports it took."""
         from shared.cli import STACK_SETTINGS
 
-        values = {k: v for k, v in env.items() if not k.startswith(("AzureWebJobs", "FUNCTIONS_"))}
+        values = {k: v for k, v in env.items() if not k.startswith(("AzureWebJobs", "FUNCTIONS_", "AZURITE_"))}
         self.settings_file = PROJECT_ROOT / STACK_SETTINGS
         self.settings_file.parent.mkdir(parents=True, exist_ok=True)
         self.settings_file.write_text(json.dumps({"IsEncrypted": False, "Pid": os.getpid(),

@@ -82,6 +82,9 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
       appSettings: [
         { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
         { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'python' }
+        // One Python worker process per core of the plan (EP1 1, EP2 2, EP3 4): a process runs one
+        // interpreter, and status ingestion is CPU-bound in it (docs/ingestion.md, docs/benchmarks.md).
+        { name: 'FUNCTIONS_WORKER_PROCESS_COUNT', value: planSku == 'EP3' ? '4' : planSku == 'EP2' ? '2' : '1' }
         // The host's own storage, reached with the identity.
         { name: 'AzureWebJobsStorage__accountName', value: hostAccount.name }
         { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }

@@ -25,7 +25,8 @@ SAMPLE_SERVICE_BUS = "Endpoint=sb://127.0.0.1:5672;"
 # "App settings reference"): its own storage and runtime, and for each trigger's connection the
 # settings of its identity-based form.
 HOST_SETTINGS = {"AzureWebJobsStorage", "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential",
-                 "AzureWebJobsStorage__clientId", "FUNCTIONS_WORKER_RUNTIME"}
+                 "AzureWebJobsStorage__clientId", "FUNCTIONS_WORKER_RUNTIME",
+                 "FUNCTIONS_WORKER_PROCESS_COUNT"}
 HOST_CONNECTION_KEYS = {
     "blobTrigger": ("blobServiceUri", "queueServiceUri", "credential", "clientId"),
     "serviceBusTrigger": ("fullyQualifiedNamespace", "credential", "clientId"),
