@@ -8,12 +8,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Generic, TypeVar
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableEntity, TableServiceClient, UpdateMode
+from azure.data.tables import TableEntity, TableServiceClient
 
 from shared.adapters.azure_errors import EtagRetry
-from shared.adapters.table_protection import _open_table, _storage_errors
+from shared.adapters.table_protection import _open_table, _storage_errors, save_versioned
 from shared.clock import utc
 from shared.domain.progress import ShardProgress
 from shared.domain.retention_progress import PARTS, RetentionProgress
@@ -63,13 +62,8 @@ class _ProgressRows(Generic[P]):
             if changed == current:
                 return current
             entity = {"PartitionKey": self._partition, "RowKey": key, **self._to_entity(changed)}
-            with _storage_errors(f"saving {self._what} of {key}"):
-                if current.version is None:
-                    meta = self._table.create_entity(entity)
-                else:
-                    meta = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.version,
-                                                     match_condition=MatchConditions.IfNotModified)
-            return replace(changed, version=meta.get("etag"))
+            return replace(changed, version=save_versioned(self._table, entity, current.version,
+                                                           f"{self._what} of {key}"))
 
         return self._etag_retry.run(attempt, what=f"{self._what} of {key}")
 

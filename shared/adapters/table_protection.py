@@ -154,6 +154,20 @@ def delete_matching(table: _LazyTable, text: str, params: dict[str, Any], *, lim
     return len(keys)
 
 
+def save_versioned(table: Any, entity: dict[str, Any], version: str | None, what: str) -> str | None:
+    """Create the row (``version`` None: it must not exist yet) or replace it only if it still has
+    ``version`` (its ETag); returns the new ETag. A lost race raises ResourceExistsError or
+    ResourceModifiedError, which the caller's EtagRetry answers by reading again."""
+    with _storage_errors(f"saving {what}"):
+        if version is None:
+            meta = table.create_entity(entity)
+        else:
+            meta = table.update_entity(entity, mode=UpdateMode.REPLACE, etag=version,
+                                       match_condition=MatchConditions.IfNotModified)
+    etag: str | None = meta.get("etag")
+    return etag
+
+
 # --- policies -----------------------------------------------------------------------------------
 class TablePolicyStore:
     PARTITION = "policy"

@@ -25,7 +25,7 @@ from azure.data.tables import TableEntity, TableServiceClient, TableTransactionE
 
 from shared.adapters.azure_errors import EtagRetry
 from shared.adapters.metering import in_context
-from shared.adapters.table_protection import BATCH_LIMIT, _open_table, _storage_errors, delete_matching
+from shared.adapters.table_protection import BATCH_LIMIT, _open_table, _storage_errors, delete_matching, save_versioned
 from shared.clock import utc
 from shared.domain.compliance import LastError
 from shared.domain.jobs import JobError
@@ -97,13 +97,8 @@ class TableRollupStore:
             entity: dict[str, Any] = {"PartitionKey": _STATE[0], "RowKey": _STATE[1]}
             entity.update({k: utc(v) for k, v in (("CoveredFrom", changed.covered_from),
                                                   ("FoldedThrough", changed.folded_through)) if v is not None})
-            with _storage_errors("saving the roll-up's state"):
-                if current.version is None:
-                    meta = self._table.create_entity(entity)
-                else:
-                    meta = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.version,
-                                                     match_condition=MatchConditions.IfNotModified)
-            return replace(changed, version=meta.get("etag"))
+            return replace(changed, version=save_versioned(self._table, entity, current.version,
+                                                           "the roll-up's state"))
 
         return self._etag_retry.run(attempt, what="the roll-up's state")
 
