@@ -8,15 +8,17 @@ import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, Iterable, Literal, NamedTuple, TypeVar
 
-from proton import Array, Condition, Data, Delivery, Endpoint, Handler, Link, Message, symbol, timestamp, UNDESCRIBED
-from proton.reactor import Container, EventInjector
+from proton import (Array, Condition, Connection, Data, Delivery, Endpoint, Event, Handler, Link, Message, Sender,
+                    symbol, timestamp, UNDESCRIBED)
+from proton._reactor import Acceptor, Task    # proton.reactor does not re-export them
+from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from devhost.servicebus.broker import (ABANDON, COMPLETE, DEAD_LETTER, LOCK_LOST, MESSAGE_NOT_FOUND, RELEASE, Broker,
                                        Queue, SettlementError)
 from devhost.servicebus.codec import (DEAD_LETTER_DESCRIPTION, DEAD_LETTER_REASON, MalformedMessage, detached,
-                                      elements, as_text)
+                                      elements, as_text, text_entry)
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,20 @@ class _LinkRole:
 
     kind: Literal["cbs", "management", "send", "receive"]   # send: client to us; receive: us to client
     address: str
-    queue: Queue | None = None
+    entity: Queue | None = None                             # None only on the CBS link
     locks: set[uuid.UUID] = field(default_factory=set)      # delivered on this link, not yet settled on it
+
+    @property
+    def queue(self) -> Queue:
+        """The queue a send, receive or management link works on."""
+        assert self.entity is not None, f"a {self.kind} link works on no queue"
+        return self.entity
+
+
+def _role(link: Link | None) -> _LinkRole | None:
+    """What on_link_remote_open recorded the link is for; None for a link it refused or has not seen."""
+    role = getattr(link, "servicebus_role", None)
+    return role if isinstance(role, _LinkRole) else None
 
 
 class _Reply(NamedTuple):
@@ -52,12 +66,36 @@ class _Reply(NamedTuple):
     condition: str | None = None
 
 
-def _guarded(handle: Callable) -> Callable:
+class _Binding(NamedTuple):
+    """What the handler needs of the container it runs in, known once the server has built both."""
+
+    container: Container
+    acceptor: Acceptor
+    injector: EventInjector
+
+
+_T = TypeVar("_T")
+_EventHandler = Callable[["AmqpHandler", Event], None]
+
+
+def _carried(value: _T | None) -> _T:
+    """What an event is about: proton types an event's connection, session, link, delivery and transport
+    as optional, since events of other kinds lack them; each handler reads only what its kind carries."""
+    assert value is not None, "a proton event without what its kind carries"
+    return value
+
+
+def _array(amqp_type: int, values: Iterable[object]) -> Array:
+    # proton's annotation leaves out UNDESCRIBED, the descriptor of an array of plain values.
+    return Array(UNDESCRIBED, amqp_type, *values)    # type: ignore[arg-type]
+
+
+def _guarded(handle: _EventHandler) -> _EventHandler:
     """For event handlers that act on client input: an unexpected failure costs that client its
     connection (with the error logged and sent to it), not every client the server thread."""
 
     @functools.wraps(handle)
-    def guarded(self, event) -> None:
+    def guarded(self: AmqpHandler, event: Event) -> None:
         try:
             handle(self, event)
         except Exception:
@@ -68,7 +106,7 @@ def _guarded(handle: Callable) -> Callable:
     return guarded
 
 
-def _close_with_error(connection, condition: str, description: str) -> None:
+def _close_with_error(connection: Connection, condition: str, description: str) -> None:
     # The client reads the error's info field without checking it is there, so always send one.
     connection.condition = Condition(condition, description, {symbol("reason"): description})
     connection.close()
@@ -85,13 +123,11 @@ class AmqpHandler(Handler):
         super().__init__()
         self._broker = broker
         self._consumers: dict[Queue, list[Link]] = {}
-        self._connections: set = set()
-        self._tick_task = None
+        self._connections: set[Connection] = set()
+        self._tick_task: Task | None = None
         self._stopping = False
-        self._container: Container | None = None
-        self._acceptor = None
-        self._injector: EventInjector | None = None
-        self._operations: dict[str, Callable[[Queue, dict], _Reply]] = {
+        self._binding: _Binding | None = None
+        self._operations: dict[str, Callable[[Queue, dict[str, Any]], _Reply]] = {
             "com.microsoft:peek-message": self._peek,
             "com.microsoft:schedule-message": self._schedule,
             "com.microsoft:cancel-scheduled-message": self._cancel_scheduled,
@@ -99,31 +135,38 @@ class AmqpHandler(Handler):
             "com.microsoft:update-disposition": self._update_disposition,
         }
 
-    def bind(self, container: Container, acceptor, injector: EventInjector) -> None:
-        self._container, self._acceptor, self._injector = container, acceptor, injector
+    def bind(self, container: Container, acceptor: Acceptor, injector: EventInjector) -> None:
+        """Called once, before the container runs: the handler exists before the container does."""
+        self._binding = _Binding(container, acceptor, injector)
+
+    def _bound(self) -> _Binding:
+        assert self._binding is not None, "bind() is called before the container runs"
+        return self._binding
 
     # lifecycle
 
-    def on_reactor_init(self, event) -> None:
-        self._tick_task = self._container.schedule(_TICK_SECONDS, self)
+    def on_reactor_init(self, event: Event) -> None:
+        self._tick_task = self._bound().container.schedule(_TICK_SECONDS, self)
 
     @_guarded
-    def on_timer_task(self, event) -> None:
+    def on_timer_task(self, event: Event) -> None:
         if self._stopping:
             self._abort_connections()
             return
         self._broker.tick()
         self._pump(*self._consumers)
-        self._tick_task = self._container.schedule(_TICK_SECONDS, self)
+        self._tick_task = self._bound().container.schedule(_TICK_SECONDS, self)
 
-    def on_servicebus_stop(self, event) -> None:
+    def on_servicebus_stop(self, event: ApplicationEvent) -> None:
+        bound = self._bound()
         self._stopping = True
-        self._tick_task.cancel()
-        self._acceptor.close()
-        self._injector.close()
+        if self._tick_task is not None:    # None only when stopped before the reactor started
+            self._tick_task.cancel()
+        bound.acceptor.close()
+        bound.injector.close()
         for connection in list(self._connections):
             _close_with_error(connection, "amqp:connection:forced", "The local Service Bus stopped.")
-        self._container.schedule(_CLOSE_GRACE_SECONDS, self)
+        bound.container.schedule(_CLOSE_GRACE_SECONDS, self)
 
     def _abort_connections(self) -> None:
         """Drop connections whose client has not answered our close: clients only read when
@@ -136,25 +179,25 @@ class AmqpHandler(Handler):
 
     # connection, session and link state
 
-    def on_connection_bound(self, event) -> None:
+    def on_connection_bound(self, event: Event) -> None:
         # The client always signs in with SASL ANONYMOUS; authorisation is the CBS token.
-        event.transport.sasl().allowed_mechs("ANONYMOUS")
-        self._connections.add(event.connection)
+        _carried(event.transport).sasl().allowed_mechs("ANONYMOUS")
+        self._connections.add(_carried(event.connection))
         self._broker.count("connections")
 
-    def on_transport_closed(self, event) -> None:
+    def on_transport_closed(self, event: Event) -> None:
         connection = event.connection
-        self._connections.discard(connection)
         if connection is not None:
+            self._connections.discard(connection)
             self._drop_receivers(connection)
 
-    def _drop_receivers(self, connection) -> None:
+    def _drop_receivers(self, connection: Connection) -> None:
         """A connection that ended (closed, or its process died) takes its receive links out of the
         rotation and gives back the messages they held locked: nobody can settle them any more, and
         waiting for the locks to expire would starve the receivers still alive."""
         link = connection.link_head(0)
         while link is not None:
-            role = getattr(link, "servicebus_role", None)
+            role = _role(link)
             if role is not None and role.kind == "receive":
                 consumers = self._consumers.get(role.queue, [])
                 if link in consumers:
@@ -168,21 +211,23 @@ class AmqpHandler(Handler):
                 # receivers that died together (a killed host) have been dropped as well.
             link = link.next(0)
 
-    def on_transport_error(self, event) -> None:
-        condition = event.transport.condition
+    def on_transport_error(self, event: Event) -> None:
+        condition = _carried(event.transport).condition
         log.debug("connection dropped: %s", condition.description if condition else "no reason given")
 
-    def on_connection_remote_open(self, event) -> None:
-        if event.connection.state & Endpoint.LOCAL_UNINIT:
-            event.connection.open()
+    def on_connection_remote_open(self, event: Event) -> None:
+        connection = _carried(event.connection)
+        if connection.state & Endpoint.LOCAL_UNINIT:
+            connection.open()
 
-    def on_session_remote_open(self, event) -> None:
-        if event.session.state & Endpoint.LOCAL_UNINIT:
-            event.session.open()
+    def on_session_remote_open(self, event: Event) -> None:
+        session = _carried(event.session)
+        if session.state & Endpoint.LOCAL_UNINIT:
+            session.open()
 
     @_guarded
-    def on_link_remote_open(self, event) -> None:
-        link = event.link
+    def on_link_remote_open(self, event: Event) -> None:
+        link = _carried(event.link)
         if not link.state & Endpoint.LOCAL_UNINIT:
             return
         address = (link.remote_target if link.is_receiver else link.remote_source).address or ""
@@ -215,33 +260,36 @@ class AmqpHandler(Handler):
         queue = self._broker.resolve(address)
         return _LinkRole("send" if link.is_receiver else "receive", address, queue) if queue else None
 
-    def on_link_remote_close(self, event) -> None:
+    def on_link_remote_close(self, event: Event) -> None:
         # A link detached on a live connection keeps its locks until they expire, as in Service
         # Bus: the client may still settle them through $management. A connection that ends
         # releases them (_drop_receivers).
-        if not event.link.state & Endpoint.LOCAL_CLOSED:
-            event.link.close()
+        link = _carried(event.link)
+        if not link.state & Endpoint.LOCAL_CLOSED:
+            link.close()
 
-    def on_session_remote_close(self, event) -> None:
-        if not event.session.state & Endpoint.LOCAL_CLOSED:
-            event.session.close()
+    def on_session_remote_close(self, event: Event) -> None:
+        session = _carried(event.session)
+        if not session.state & Endpoint.LOCAL_CLOSED:
+            session.close()
 
-    def on_connection_remote_close(self, event) -> None:
-        if not event.connection.state & Endpoint.LOCAL_CLOSED:
-            event.connection.close()
+    def on_connection_remote_close(self, event: Event) -> None:
+        connection = _carried(event.connection)
+        if not connection.state & Endpoint.LOCAL_CLOSED:
+            connection.close()
 
     @_guarded
-    def on_link_flow(self, event) -> None:
-        role = getattr(event.link, "servicebus_role", None)
+    def on_link_flow(self, event: Event) -> None:
+        role = _role(event.link)
         if role is not None and role.kind == "receive":
             self._pump(role.queue)
 
     # deliveries
 
     @_guarded
-    def on_delivery(self, event) -> None:
-        delivery, link = event.delivery, event.link
-        role = getattr(link, "servicebus_role", None)
+    def on_delivery(self, event: Event) -> None:
+        delivery, link = _carried(event.delivery), _carried(event.link)
+        role = _role(link)
         if role is None:
             return
         if link.is_sender:
@@ -299,15 +347,17 @@ class AmqpHandler(Handler):
         if taken is None:
             return False
         payload, token = taken
-        # The lock token travels as the delivery tag; the client reads it as a little-endian UUID.
-        delivery = link.delivery((token or uuid.uuid4()).bytes_le)
+        # The lock token travels as the delivery tag; the client reads it as a little-endian UUID. proton
+        # annotates the tag as str, but takes bytes as they are (a str it would encode as UTF-8).
+        delivery = link.delivery((token or uuid.uuid4()).bytes_le)    # type: ignore[arg-type]
         link.send(payload)
         link.advance()
         if token is None:
             delivery.settle()
         else:
             delivery.servicebus_lock = token
-            role: _LinkRole = link.servicebus_role
+            role = _role(link)
+            assert role is not None, "only a receive link is pumped"
             role.locks.add(token)
             if len(role.locks) > 4 * _INCOMING_CREDIT:
                 # Settled through $management or expired: forget them, so a long-lived link's
@@ -326,9 +376,9 @@ class AmqpHandler(Handler):
             if state == Delivery.ACCEPTED:
                 self._broker.settle(role.queue, token, COMPLETE)
             elif state == Delivery.REJECTED:
-                info = (delivery.remote.condition.info or {}) if delivery.remote.condition else {}
-                self._broker.settle(role.queue, token, DEAD_LETTER, reason=as_text(info.get(DEAD_LETTER_REASON)),
-                                    description=as_text(info.get(DEAD_LETTER_DESCRIPTION)))
+                info = delivery.remote.condition.info if delivery.remote.condition else None
+                self._broker.settle(role.queue, token, DEAD_LETTER, reason=text_entry(info, DEAD_LETTER_REASON),
+                                    description=text_entry(info, DEAD_LETTER_DESCRIPTION))
             elif state == Delivery.MODIFIED and delivery.remote.undeliverable:
                 raise SettlementError(_NOT_IMPLEMENTED, "The local Service Bus does not support deferral.")
             else:
@@ -353,26 +403,27 @@ class AmqpHandler(Handler):
         if role.kind == "cbs":
             # Every token is accepted: the server does no authorisation.
             self._broker.count("cbs_requests")
-            properties = {"status-code": 202, "status-description": "Accepted"}
+            properties: dict[str, object] = {"status-code": 202, "status-description": "Accepted"}
             self._respond(link, role.address, request, properties, None)
             return
         self._broker.count("management_requests")
-        operation = as_text((request.properties or {}).get("operation"))
+        operation = text_entry(request.properties, "operation")
         reply = self._manage(role.queue, operation, detached(request.body))
         properties = {"statusCode": reply.status, "statusDescription": reply.description}
         if reply.condition:
             properties["errorCondition"] = symbol(reply.condition)
         self._respond(link, role.address, request, properties, reply.body)
 
-    def _respond(self, link: Link, address: str, request: Message, properties: dict, body: Any) -> None:
+    def _respond(self, link: Link, address: str, request: Message, properties: dict[str, object],
+                 body: Any) -> None:
         # The client pairs each request link with a response link attached to the same node.
         mask = Endpoint.LOCAL_ACTIVE | Endpoint.REMOTE_ACTIVE
         candidate = link.connection.link_head(mask)
         while candidate is not None:
-            role = getattr(candidate, "servicebus_role", None)
-            if candidate.is_sender and role is not None and role.address == address:
+            role = _role(candidate)
+            if isinstance(candidate, Sender) and role is not None and role.address == address:
                 response = Message(body=body, correlation_id=request.id, properties=properties)
-                candidate.send(response).settle()
+                response.send(candidate).settle()
                 return
             candidate = candidate.next(mask)
         log.warning("no response link for %s on this connection; dropped the response", address)
@@ -389,33 +440,33 @@ class AmqpHandler(Handler):
         except (MalformedMessage, KeyError, TypeError, ValueError) as exc:
             return _Reply(400, None, f"Malformed {operation} request: {exc!r}", _INVALID_FIELD)
 
-    def _peek(self, queue: Queue, body: dict) -> _Reply:
+    def _peek(self, queue: Queue, body: dict[str, Any]) -> _Reply:
         messages = self._broker.peek(queue, int(body["from-sequence-number"]), int(body["message-count"]))
         if not messages:
             return _Reply(204, None, "No Content")
         return _Reply(200, {"messages": [{"message": message} for message in messages]})
 
-    def _schedule(self, queue: Queue, body: dict) -> _Reply:
+    def _schedule(self, queue: Queue, body: dict[str, Any]) -> _Reply:
         numbers = self._broker.schedule(queue, [entry["message"] for entry in elements(body["messages"])])
-        return _Reply(200, {"sequence-numbers": Array(UNDESCRIBED, Data.LONG, *numbers)})
+        return _Reply(200, {"sequence-numbers": _array(Data.LONG, numbers)})
 
-    def _cancel_scheduled(self, queue: Queue, body: dict) -> _Reply:
+    def _cancel_scheduled(self, queue: Queue, body: dict[str, Any]) -> _Reply:
         self._broker.cancel_scheduled(queue, [int(n) for n in elements(body["sequence-numbers"])])
         return _Reply(200, {})
 
-    def _renew_lock(self, queue: Queue, body: dict) -> _Reply:
+    def _renew_lock(self, queue: Queue, body: dict[str, Any]) -> _Reply:
         expirations = [self._broker.renew(queue, token) for token in elements(body["lock-tokens"])]
-        return _Reply(200, {"expirations": Array(UNDESCRIBED, Data.TIMESTAMP, *map(timestamp, expirations))})
+        return _Reply(200, {"expirations": _array(Data.TIMESTAMP, map(timestamp, expirations))})
 
-    def _update_disposition(self, queue: Queue, body: dict) -> _Reply:
+    def _update_disposition(self, queue: Queue, body: dict[str, Any]) -> _Reply:
         status = as_text(body["disposition-status"])
-        outcome = _DISPOSITION_STATUS.get(status)
+        outcome = _DISPOSITION_STATUS.get(status) if status is not None else None
         if outcome is None:
             return _Reply(501, None, f"The local Service Bus does not support disposition {status}.",
                           _NOT_IMPLEMENTED)
         for token in elements(body["lock-tokens"]):
-            self._broker.settle(queue, token, outcome, reason=as_text(body.get("deadletter-reason")),
-                                description=as_text(body.get("deadletter-description")))
+            self._broker.settle(queue, token, outcome, reason=text_entry(body, "deadletter-reason"),
+                                description=text_entry(body, "deadletter-description"))
         self._pump(queue, queue.dead_letter)
         return _Reply(200, {})
 

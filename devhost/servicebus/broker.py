@@ -121,7 +121,7 @@ class Broker:
         return queue.dead_letter if queue and dead_letter else queue
 
     def _entities(self) -> list[Queue]:
-        return [q for queue in self._queues.values() for q in (queue, queue.dead_letter)]
+        return [q for queue in self._queues.values() for q in (queue, queue.dead_letter) if q is not None]
 
     # sending
 
@@ -220,7 +220,7 @@ class Broker:
                 if queue.dead_letter is None:
                     queue.locked[token] = message
                     raise SettlementError(NOT_ALLOWED, "A dead-lettered message cannot be dead-lettered again.")
-                self._dead_letter(queue, message, reason, description)
+                self._dead_letter(queue, queue.dead_letter, message, reason, description)
             else:
                 self._unlock(queue, message, failed=False)
 
@@ -251,12 +251,12 @@ class Broker:
             message.delivery_count += 1
             limit = queue.options.max_delivery_count
             if queue.dead_letter is not None and message.delivery_count >= limit:
-                self._dead_letter(queue, message, "MaxDeliveryCountExceeded",
+                self._dead_letter(queue, queue.dead_letter, message, "MaxDeliveryCountExceeded",
                                   f"Message could not be consumed after {limit} delivery attempts.")
                 return
         queue.make_available(message)
 
-    def _dead_letter(self, queue: Queue, message: StoredMessage, reason: str | None,
+    def _dead_letter(self, queue: Queue, dead_letter: Queue, message: StoredMessage, reason: str | None,
                      description: str | None) -> None:
         properties = dict(message.application_properties or {})
         for key, value in ((DEAD_LETTER_REASON, reason), (DEAD_LETTER_DESCRIPTION, description)):
@@ -265,7 +265,7 @@ class Broker:
         message.application_properties = properties
         self._stats["dead_lettered"] += 1
         log.debug("queue %s: message %s dead-lettered (%s)", queue.name, message.sequence_number, reason)
-        queue.dead_letter.make_available(message)
+        dead_letter.make_available(message)
 
     def tick(self) -> None:
         """Expire locks and enqueue scheduled messages that are due. A plain scan: local queues
@@ -291,7 +291,8 @@ class Broker:
             queue = self._find(name)
             if queue is None:
                 return 0
-            return (queue.dead_letter if dead_letter else queue).active_count
+            entity = queue.dead_letter if dead_letter else queue
+            return entity.active_count if entity is not None else 0
 
     def scheduled_count(self, name: str) -> int:
         with self._lock:

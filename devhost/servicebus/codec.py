@@ -64,7 +64,9 @@ def _read_sections(payload: bytes) -> list[tuple[int, Any, bytes]]:
             raise MalformedMessage(f"byte {offset} does not start a message section")
         data = Data()
         try:
-            used = data.decode(view[offset:])
+            # proton annotates bytes, but decodes from any buffer: a view spares copying the rest of a
+            # batch once per section.
+            used = data.decode(view[offset:])    # type: ignore[arg-type]
             data.rewind()
             data.next()
             value = detached(data.get_object())
@@ -85,6 +87,16 @@ def elements(value: Any) -> list:
 def as_text(value: Any) -> str | None:
     """The client sends some application-property strings as binary."""
     return value.decode() if isinstance(value, (bytes, bytearray)) else (None if value is None else str(value))
+
+
+def text_entry(amqp_map: object, key: str) -> str | None:
+    """The text under ``key`` in an AMQP map (message or application properties, an error's info), None
+    when the map is absent or empty or lacks the key. Symbol keys match their plain string."""
+    if not amqp_map:
+        return None
+    if not isinstance(amqp_map, dict):
+        raise MalformedMessage(f"expected an AMQP map, got {type(amqp_map).__name__}")
+    return as_text(amqp_map.get(key))
 
 
 @dataclass

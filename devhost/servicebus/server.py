@@ -8,9 +8,11 @@ import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from datetime import timedelta
+from typing import Any
 
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
@@ -30,7 +32,8 @@ class PortInUseError(OSError):
         self.port = port
 
     def __str__(self) -> str:
-        return self.strerror
+        # OSError's own would prefix "[Errno 98]": the user reads the message alone.
+        return self.strerror or super().__str__()
 
 
 class LocalServiceBus:
@@ -43,7 +46,6 @@ class LocalServiceBus:
         self._broker = Broker(queues or {}, default_queue_options or QueueOptions(), auto_create_queues)
         self._thread: threading.Thread | None = None
         self._injector: EventInjector | None = None
-        self._listener = None
         self._stopped = False
 
     @property
@@ -64,51 +66,53 @@ class LocalServiceBus:
         handler = AmqpHandler(self._broker)
         container = Container(handler)
         try:
-            acceptor = container.acceptor(self._host, self._port)
+            # proton annotates the port as a string (or its Url.Port) and calls int() on it.
+            acceptor = container.acceptor(self._host, str(self._port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(self._host, self._port) from exc
             raise
         # Proton has no public accessor for the listening socket; its selectable wraps it.
-        self._listener = acceptor._selectable._delegate
-        self._port = self._listener.getsockname()[1]
+        listener = acceptor._selectable._delegate
+        assert isinstance(listener, socket.socket), "an acceptor's selectable wraps its listening socket"
+        self._port = listener.getsockname()[1]
         self._injector = EventInjector()
         container.selectable(self._injector)
         handler.bind(container, acceptor, self._injector)
-        self._thread = threading.Thread(target=self._serve, args=(container,), daemon=True,
+        self._thread = threading.Thread(target=self._serve, args=(container, listener), daemon=True,
                                         name=f"local-servicebus-{self._port}")
         self._thread.start()
         log.info("local Service Bus listening on %s:%s", self._host, self._port)
         return self
 
-    def _serve(self, container: Container) -> None:
+    def _serve(self, container: Container, listener: socket.socket) -> None:
         try:
             container.run()
         except Exception:    # the thread has nobody to raise to: the log is where this surfaces
             log.exception("local Service Bus on port %s stopped on an error", self._port)
         finally:
-            self._listener.close()    # normally closed already; not when the reactor failed
+            listener.close()    # normally closed already; not when the reactor failed
 
     def stop(self) -> None:
         """Close the listener and every connection and wait for the thread; safe to repeat."""
-        thread, self._thread = self._thread, None
-        if thread is None:
+        thread, injector, self._thread = self._thread, self._injector, None
+        if thread is None or injector is None:    # never started, or stopped already
             return
         self._stopped = True
         if thread.is_alive():
-            self._injector.trigger(ApplicationEvent(STOP_EVENT))
+            injector.trigger(ApplicationEvent(STOP_EVENT))
         thread.join(timeout=10)
         if thread.is_alive():
             log.warning("local Service Bus on port %s did not stop within 10 s", self._port)
             return
-        for fd in self._injector.pipe:     # EventInjector never closes its wake-up pipe
+        for fd in injector.pipe:     # EventInjector never closes its wake-up pipe
             os.close(fd)
         log.info("local Service Bus on port %s stopped", self._port)
 
     def __enter__(self) -> "LocalServiceBus":
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.stop()
 
     # inspection helpers for tests; a queue nobody has used yet reads as empty
