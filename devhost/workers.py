@@ -162,6 +162,7 @@ def _worker_main(conn, app_ref: str, env: dict[str, str], log_level: int) -> Non
 
     def run(call_id: int, function: str, trigger_name: str, trigger_value: Any, outputs: list[str]) -> None:
         captured = {name: _Capture() for name in outputs}
+        reply: tuple[int, bool, dict[str, list[Any]] | str]     # the outputs, or the failure's traceback
         try:
             calls[function](**{trigger_name: trigger_value}, **captured)
             reply = (call_id, True, {name: capture.values for name, capture in captured.items()})
