@@ -58,6 +58,7 @@ from devhost.locks import LockKeeper
 from devhost.receipts import Receipt, ReceiptJournal
 from devhost.workers import PROCESS_COUNT_SETTING, FunctionFailed, WorkerLost, WorkerPool, process_count
 from shared.errors import ConfigurationError
+from shared.settings import KEEP_WARM
 
 log = logging.getLogger(__name__)
 
@@ -600,7 +601,8 @@ class LocalFunctionsHost:
             return None
         with self._lock:
             if self._workers is None:
-                self._workers = WorkerPool(self._app_ref, self.env, self.worker_processes)
+                # HTTP triggers run in this process (serve_http), so only this process keeps the dashboard warm.
+                self._workers = WorkerPool(self._app_ref, {**self.env, KEEP_WARM: "false"}, self.worker_processes)
             return self._workers
 
     def _send_output(self, spec: FunctionSpec, binding: dict, values: list) -> None:

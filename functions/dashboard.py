@@ -1,12 +1,23 @@
 """HTTP: the dashboard's JSON API under /api/v1/ and its pages (docs/dashboard.md). Read-only and thin:
 each function names its route, and shared/web checks the query, calls the use case and renders.
 Every function needs a function key in Azure (auth_level FUNCTION); App Service authentication can
-stand in front (infra parameter dashboardAuthClientId)."""
+stand in front (infra parameter dashboardAuthClientId). With DASHBOARD_KEEP_WARM the overview is computed
+on a thread as the app loads and then every few minutes, so no page waits for the report."""
+import logging
+import os
+import threading
+from typing import Mapping
+
 import azure.functions as func
 
+from shared.bootstrap import services
+from shared.errors import ConfigurationError
+from shared.services.dashboard import keep_warm
+from shared.settings import dashboard_keep_warm
 from shared.web import api, pages
 from shared.web.http import serve_api, serve_page
 
+log = logging.getLogger(__name__)
 bp = func.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
 
 
@@ -110,3 +121,17 @@ def dashboard_job(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="dashboard/restore-tests", methods=["GET"])
 def dashboard_restore_tests(req: func.HttpRequest) -> func.HttpResponse:
     return serve_page(req, pages.restore_tests, pages.DRILLS_PARAMS)
+
+
+def _start_keeping_warm(env: Mapping[str, str]) -> None:
+    try:
+        wanted = dashboard_keep_warm(env)
+    except ConfigurationError as exc:
+        log.error("the dashboard's overview is not computed ahead: %s", exc)
+        return
+    if wanted:
+        threading.Thread(target=keep_warm, args=(services, threading.Event()), name="dashboard-warm",
+                         daemon=True).start()
+
+
+_start_keeping_warm(os.environ)

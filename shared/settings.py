@@ -218,6 +218,21 @@ def status_blob_source(env: Mapping[str, str]) -> str:
     raise ConfigurationError(f"setting {STATUS_BLOB_SOURCE} is {value!r}; use {' or '.join(reversed(BLOB_SOURCES))}")
 
 
+KEEP_WARM = "DASHBOARD_KEEP_WARM"
+
+
+def dashboard_keep_warm(env: Mapping[str, str]) -> bool:
+    """Whether the app computes the dashboard's overview ahead of its pages (``true``/``false``, default
+    false); ConfigurationError names a value that is neither. Read as the app is indexed, like the blob
+    source: a bad value must cost the warming alone, not every function."""
+    value = env.get(KEEP_WARM, "").strip().lower()
+    if value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise ConfigurationError(f"setting {KEEP_WARM} is {env[KEEP_WARM]!r}; use true or false")
+
+
 def _ncrontab(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, default)
     if len(value.split()) != 6 or not croniter.is_valid(value, second_at_beginning=True):

@@ -127,6 +127,7 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'ALERT_SCHEDULE', value: alertSchedule }
         { name: 'ALERT_WEBHOOK_URL', value: alertWebhookUrl }
         { name: 'SDK_LOG_LEVEL', value: sdkLogLevel }
+        { name: 'DASHBOARD_KEEP_WARM', value: 'true' }
       ]
     }
   }

@@ -104,3 +104,78 @@ def test_the_last_days_counts_are_reused_like_the_report():
     cache.recent(svc)
     background.work.pop()()
     assert cache.recent(svc).counts["Backup"]["Failed"] == before.get("Failed", 0) + 1
+
+
+def test_warming_computes_what_the_overview_reuses_so_the_first_page_computes_nothing():
+    from shared.services.dashboard import fleet_overview
+
+    svc = memory_services()
+    seed_fleet(svc)
+    svc.report_cache.warm(svc)
+    assert svc.report_cache.computed == 3            # the report, the active alerts, the last day's counts
+    overview = fleet_overview(svc)
+    assert svc.report_cache.computed == 3 and overview.report.generated_at == svc.clock.now()
+    assert sorted(i.vm_name for i in overview.report.items) == ["db-01", "new-vm", "web-01"]
+
+
+def test_keep_warm_runs_at_once_then_again_every_period_and_stops_when_asked():
+    from shared.services.dashboard import keep_warm
+
+    svc = memory_services()
+    seed_fleet(svc)
+    stop = threading.Event()
+    thread = threading.Thread(target=keep_warm, args=(lambda: svc, stop), kwargs={"every": timedelta(hours=1)})
+    thread.start()
+    try:
+        assert eventually(lambda: svc.report_cache.computed == 3, timeout=30)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive() and svc.report_cache.computed == 3      # the hour-long wait ended on stop
+    fast = threading.Event()
+    again = threading.Thread(target=keep_warm, args=(lambda: svc, fast), kwargs={"every": timedelta(seconds=0.01)})
+    again.start()
+    try:
+        assert eventually(lambda: svc.report_cache.computed >= 9, timeout=30)   # two more rounds at least
+    finally:
+        fast.set()
+        again.join(timeout=30)
+    assert not again.is_alive()
+
+
+def test_keep_warm_logs_a_failed_run_and_tries_again(caplog):
+    from shared.errors import TransientError
+    from shared.services.dashboard import keep_warm
+
+    svc = memory_services()
+    seed_fleet(svc)
+    calls = [0]
+
+    def services():
+        calls[0] += 1
+        if calls[0] == 1:
+            raise TransientError("Table Storage unavailable")
+        return svc
+
+    stop = threading.Event()
+    thread = threading.Thread(target=keep_warm, args=(services, stop), kwargs={"every": timedelta(seconds=0.01)})
+    thread.start()
+    try:
+        assert eventually(lambda: svc.report_cache.computed >= 3, timeout=30)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert "overview was not computed ahead (Table Storage unavailable)" in caplog.text
+
+
+def test_the_keep_warm_setting_reads_true_or_false_and_names_a_bad_value():
+    import pytest
+
+    from shared.errors import ConfigurationError
+    from shared.settings import dashboard_keep_warm
+
+    assert dashboard_keep_warm({}) is False and dashboard_keep_warm({"DASHBOARD_KEEP_WARM": ""}) is False
+    assert dashboard_keep_warm({"DASHBOARD_KEEP_WARM": " True "}) is True
+    assert dashboard_keep_warm({"DASHBOARD_KEEP_WARM": "0"}) is False
+    with pytest.raises(ConfigurationError, match="DASHBOARD_KEEP_WARM is 'yes please'; use true or false"):
+        dashboard_keep_warm({"DASHBOARD_KEEP_WARM": "yes please"})
