@@ -97,26 +97,38 @@ def seed(tables: TableServiceClient, vms: list[ProtectedItem], jobs: list[Job]) 
         list(pool.map(submit, chunks))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str) -> argparse.Namespace:
+    """The options bench_compliance.py and bench_dashboard.py share."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--without-rollup", action="store_true", help="no rebuild: the report reads every job")
-    args = parser.parse_args()
-    vms, jobs = history(args.items, args.days)
+    return parser.parse_args()
+
+
+def seeded(azurite: Azurite, items: int, days: int) -> tuple[Settings, datetime, list[Job]]:
+    """Seed ``items`` x ``days`` of history on ``azurite`` and say so; the settings reading it, the time
+    the last slot's job is done, and the jobs seeded."""
+    vms, jobs = history(items, days)
     failed = sum(j.status is JobStatus.FAILED for j in jobs)
+    started = time.perf_counter()
+    seed(TableServiceClient.from_connection_string(azurite.connection_string), vms, jobs)
+    print(f"seeded {items:,} items x {days} days: {len(jobs):,} jobs ({failed:,} failed), "
+          f"{len(jobs) - failed:,} points in {time.perf_counter() - started:.0f} s", flush=True)
+    settings = Settings.from_env({"BackupStorage": azurite.connection_string,
+                                  "ServiceBusConnection": "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=x;"
+                                                          "SharedAccessKey=y;UseDevelopmentEmulator=true;",
+                                  "TABLE_PREFIX": PREFIX})
+    return settings, FIRST + timedelta(days=days - 1, hours=12), jobs
+
+
+def main() -> None:
+    args = arguments(__doc__.splitlines()[0])
     times, requests, cpus = [], [], []
     with Azurite() as azurite:
-        started = time.perf_counter()
-        seed(TableServiceClient.from_connection_string(azurite.connection_string), vms, jobs)
-        print(f"seeded {args.items:,} items x {args.days} days: {len(jobs):,} jobs ({failed:,} failed), "
-              f"{len(jobs) - failed:,} points in {time.perf_counter() - started:.0f} s", flush=True)
-        now = FIRST + timedelta(days=args.days - 1, hours=12)     # the last slot's job is done
-        settings = Settings.from_env({"BackupStorage": azurite.connection_string,
-                                      "ServiceBusConnection": "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=x;"
-                                                              "SharedAccessKey=y;UseDevelopmentEmulator=true;",
-                                      "TABLE_PREFIX": PREFIX})
+        settings, now, jobs = seeded(azurite, args.items, args.days)
+        failed = sum(j.status is JobStatus.FAILED for j in jobs)
         if not args.without_rollup:
             transport = CountingTransport()
             tables = TableServiceClient.from_connection_string(azurite.connection_string, transport=transport)

@@ -14,7 +14,6 @@ report. The goal: the overview within 1 s at 1,000 items x 90 days.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import statistics
@@ -26,17 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from azure.data.tables import TableServiceClient  # noqa: E402
 
-from bench.bench_compliance import FIRST, PREFIX, history, seed  # noqa: E402
+from bench.bench_compliance import arguments, seeded  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.host import LocalFunctionsHost  # noqa: E402
 from shared.bootstrap import Services, reset_services  # noqa: E402
 from shared.clock import FixedClock  # noqa: E402
-from shared.domain.jobs import JobStatus  # noqa: E402
 from shared.services.dashboard import MAX_AGE  # noqa: E402
 from shared.services.rollup import rebuild_rollup  # noqa: E402
-from shared.settings import Settings  # noqa: E402
 
 
 def timed_get(url: str) -> tuple[float, str]:
@@ -52,24 +48,10 @@ def summary(times: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=1000)
-    parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--without-rollup", action="store_true", help="no rebuild: the report reads every job")
-    args = parser.parse_args()
-    vms, jobs = history(args.items, args.days)
-    failed = sum(j.status is JobStatus.FAILED for j in jobs)
+    args = arguments(__doc__.splitlines()[0])
     with Azurite() as azurite:
-        started = time.perf_counter()
-        seed(TableServiceClient.from_connection_string(azurite.connection_string), vms, jobs)
-        print(f"seeded {args.items:,} items x {args.days} days: {len(jobs):,} jobs ({failed:,} failed), "
-              f"{len(jobs) - failed:,} points in {time.perf_counter() - started:.0f} s", flush=True)
-        settings = Settings.from_env({"BackupStorage": azurite.connection_string,
-                                      "ServiceBusConnection": "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=x;"
-                                                              "SharedAccessKey=y;UseDevelopmentEmulator=true;",
-                                      "TABLE_PREFIX": PREFIX})
-        clock = FixedClock(FIRST + timedelta(days=args.days - 1, hours=12))     # the last slot's job is done
+        settings, now, _ = seeded(azurite, args.items, args.days)
+        clock = FixedClock(now)
         svc = Services(settings, clock=clock)
         if not args.without_rollup:
             started = time.perf_counter()
@@ -85,8 +67,8 @@ def main() -> None:
                                                      "AzureWebJobsStorage": azurite.host_connection_string})
         try:
             url = f"{host.serve_http()}/api/dashboard"
-            first, page = timed_get(url)
             after = time.perf_counter() - loaded
+            first, page = timed_get(url)
             print(f"first request, sent {after:.2f} s after the app loaded, its warm-up under way: {first:.2f} s",
                   flush=True)
             deadline = time.monotonic() + 600

@@ -41,3 +41,12 @@ def test_bench_restore_runs_the_restore_and_its_baseline_in_both_orders():
     out = _bench("bench_restore.py", "--sizes", "8", "--runs", "2")
     (row,) = [line for line in out.splitlines() if line.strip().startswith("8 MiB")]
     assert "MiB/s" in row and row.count(" / ") == 8        # three min / median / max, the time split in three
+
+
+def test_bench_dashboard_serves_the_overview_computed_ahead_and_compliance_reads_the_rollup():
+    """bench_dashboard loads the app with DASHBOARD_KEEP_WARM: once its warm-up is done the overview is served
+    from it (the bench checks the page's counts against the report); bench_compliance reads the roll-up."""
+    out = _bench("bench_dashboard.py", "--items", "6", "--days", "2", "--runs", "1")
+    assert "warm-up done" in out and "items by state" in out and "first after loading" in out
+    out = _bench("bench_compliance.py", "--items", "6", "--days", "2", "--runs", "1")
+    assert "rebuilt the roll-up once: 12 jobs read" in out and "slots met" in out
