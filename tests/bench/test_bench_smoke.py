@@ -50,3 +50,12 @@ def test_bench_dashboard_serves_the_overview_computed_ahead_and_compliance_reads
     assert "warm-up done" in out and "items by state" in out and "first after loading" in out
     out = _bench("bench_compliance.py", "--items", "6", "--days", "2", "--runs", "1")
     assert "rebuilt the roll-up once: 12 jobs read" in out and "slots met" in out
+
+
+def test_bench_schedule_compares_the_tick_with_both_baselines_planned_over_a_sample():
+    """--baseline-sample: each baseline plans the first VMs of the seeded fleet one at a time, and the tick
+    is compared with both per VM (the bench checks every planned VM got one job and one message)."""
+    out = _bench("bench_schedule.py", "--vms", "24", "--instances", "0", "--baseline-sample", "6")
+    rows = [line for line in out.splitlines() if "baseline" in line and "first 6 of 24 VMs" in line]
+    assert len(rows) == 4, out          # both baselines in the table, and the tick compared with each
+    assert all(line.split()[-2:] == ["6", "6"] for line in rows[:2]), rows
