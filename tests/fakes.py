@@ -21,6 +21,7 @@ from shared.domain.inventory import Vm
 from shared.domain.jobs import Job
 from shared.domain.progress import PlanRequest
 from shared.domain.restore import RestoreTask
+from shared.domain.restore_testing import EXT_SUPERBLOCK, FileSystemCheck, ext_superblock
 from shared.domain.retention_progress import RetentionRequest
 from shared.domain.task import SnapshotTask
 from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
@@ -322,3 +323,19 @@ class OutageJobStore:
         if self.clock.now() < self.until:
             raise TransientError("table storage unavailable")
         return getattr(self.inner, attr)
+
+
+class FakeFileSystems:
+    """The FileSystemReader port without debugfs: the superblock is read by the domain's parser, as the
+    adapter reads it; every image's files are those in ``files`` (path -> content)."""
+
+    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+        self.files = dict(files or {})
+
+    def inspect(self, image: bytes, *, offset: int, probe: str | None) -> FileSystemCheck:
+        found = ext_superblock(image[offset + EXT_SUPERBLOCK: offset + 2 * EXT_SUPERBLOCK])
+        if found is None or probe is None:
+            return found or FileSystemCheck(kind=None)
+        if probe not in self.files:
+            return replace(found, probe_error=f"{probe}: File not found by ext2_lookup")
+        return replace(found, probe_content=self.files[probe])

@@ -6,9 +6,10 @@ from shared.adapters.blob_sas import BlobSasMinter, BlobUrlReader, StatusBlobSto
 from shared.adapters.compute_inventory import ComputeInventory
 from shared.adapters.dispatch_arm import ArmDispatcher
 from shared.adapters.dispatch_local import LocalDispatcher
+from shared.adapters.filesystems import DebugfsReader
 from shared.adapters.local_vms import LocalVmStore
 from shared.adapters.restore_points import ComputeRestorePoints
-from shared.adapters.snapshots import BlobSnapshots
+from shared.adapters.snapshots import BlobSnapshots, StatusBlobArchive as BlobStatusArchive
 from shared.adapters.servicebus import (ServiceBusRestoreQueue, ServiceBusRetentionQueue, ServiceBusShardQueue,
                                        ServiceBusTaskQueue)
 from shared.adapters.table_alerts import TableAlertStore, TableJobFeed
@@ -19,15 +20,17 @@ from shared.adapters.table_protection import (TableInventory, TablePolicyStore, 
                                               TableRestoreTestPlanStore)
 from shared.adapters.table_recovery import TableRecoveryPointStore
 from shared.adapters.table_rollup import TableRollupStore
-from shared.ports import (AlertStore, BackupClaims, BlobUrls, Dispatcher, Inventory, JobFeed, JobStore, LocalVms,
-                          PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints, RestoreQueue,
+from shared.adapters.webhook import WebhookNotifier
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, Dispatcher, FileSystemReader, Inventory,
+                          JobFeed, JobStore, LocalVms, PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints, RestoreQueue,
                           RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, RollupStore, SasMinter,
-                          ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobs, TaskQueue)
-from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs,
-                         RecordingDispatcher, RecordingRestoreQueue, RecordingRetentionQueue, RecordingShardQueue,
-                         RecordingTaskQueue)
-from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore
-from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
+                          ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs,
+                          TaskQueue)
+from tests.fakes import (FakeFileSystems, InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore,
+                         InMemoryStatusBlobs, RecordingDispatcher, RecordingRestoreQueue, RecordingRetentionQueue,
+                         RecordingShardQueue, RecordingTaskQueue)
+from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore, RecordingNotifier
+from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import (InMemoryPolicyStore, InMemoryProtectedItemStore, InMemoryRetentionProgressStore,
                                     InMemoryShardProgressStore)
 
@@ -57,3 +60,6 @@ RESTORE_QUEUES: tuple[type[RestoreQueue], ...] = (RecordingRestoreQueue, Service
 LOCAL_VMS: tuple[type[LocalVms], ...] = (LocalVmStore,)
 BLOB_URLS: tuple[type[BlobUrls], ...] = (BlobUrlReader,)
 RESTORE_TEST_PLANS: tuple[type[RestoreTestPlanStore], ...] = (TableRestoreTestPlanStore,)
+STATUS_ARCHIVES: tuple[type[StatusBlobArchive], ...] = (FakeStatusArchive, BlobStatusArchive)
+FILE_SYSTEM_READERS: tuple[type[FileSystemReader], ...] = (FakeFileSystems, DebugfsReader)
+ALERT_NOTIFIERS: tuple[type[AlertNotifier], ...] = (RecordingNotifier, WebhookNotifier)

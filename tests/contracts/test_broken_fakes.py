@@ -12,10 +12,11 @@ import pytest
 from shared.domain.jobs import Job
 from shared.ports import JobPage, JobQuery
 from shared.domain.claims import BackupClaim
-from tests.contracts import (test_backup_claims, test_item_and_policy_stores, test_job_store,
-                             test_points_and_snapshots, test_progress_stores)
+from tests.contracts import (test_backup_claims, test_item_and_policy_stores, test_job_store, test_notifier,
+                             test_points_and_snapshots, test_progress_stores, test_status_archive)
 from tests.fakes import InMemoryBackupClaims, InMemoryJobStore
-from tests.recovery.fakes import InMemoryRecoveryPointStore
+from tests.monitoring.fakes import RecordingNotifier
+from tests.recovery.fakes import FakeStatusArchive, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryProtectedItemStore, InMemoryShardProgressStore
 
 
@@ -104,16 +105,70 @@ class LastWriterWinsPoints(InMemoryRecoveryPointStore):
         return list(points), []
 
 
+class EverythingTransientNotifier(RecordingNotifier):
+    """Drift: takes a receiver's refusal (a 4xx) for a passing outage, so a wrong URL is retried forever."""
+
+    def send(self, document: dict) -> None:
+        from shared.errors import PermanentError, TransientError
+
+        try:
+            super().send(document)
+        except PermanentError as exc:
+            raise TransientError(str(exc)) from None
+
+
+class UrlInErrorsNotifier(RecordingNotifier):
+    """Drift: names the whole webhook URL, its secret query too, when the receiver is unreachable."""
+
+    def __init__(self, url: str = "http://127.0.0.1:9/alerts") -> None:
+        super().__init__(url=url)
+        self.endpoint = url
+
+
+class StartOverArchive(FakeStatusArchive):
+    """Drift: ignores the marker, so a retention run cut short lists the container from the start again."""
+
+    def list_pages(self, marker=None):
+        return super().list_pages(None)
+
+
+class LastNameTooArchive(FakeStatusArchive):
+    """Drift: resumes at the marker's blob, not after it, so the last blob of a page is listed twice."""
+
+    def list_pages(self, marker=None):
+        return super().list_pages(None if marker is None else marker[:-1])
+
+
+_PARAM = type(pytest.param(None))       # what pytest.param(...) makes: its ``values`` are one case's arguments
+
+
+def _cases(check: Callable[..., object], fixture: str) -> list[dict[str, object]]:
+    """The arguments of each case of a contract test that needs only ``fixture`` (one case per combination
+    of its ``parametrize`` marks); none when it needs another fixture."""
+    wanted = list(inspect.signature(check).parameters)
+    if not wanted or wanted[0] != fixture:
+        return []
+    cases: list[dict[str, object]] = [{}]
+    for mark in getattr(check, "pytestmark", []):
+        if mark.name != "parametrize":
+            continue
+        names = [n.strip() for n in mark.args[0].split(",")] if isinstance(mark.args[0], str) else list(mark.args[0])
+        values = [v.values if isinstance(v, _PARAM) else v if len(names) > 1 else (v,) for v in mark.args[1]]
+        cases = [{**case, **dict(zip(names, value))} for case in cases for value in values]
+    return cases if set(wanted[1:]) == set(cases[0]) else []
+
+
 def failing_checks(module: ModuleType, fixture: str, make: Callable[[], object]) -> set[str]:
-    """Run every contract test of ``module`` that needs only ``fixture`` against ``make()``."""
+    """Run every contract test of ``module`` that needs only ``fixture`` (each of its cases) against ``make()``."""
     failed = set()
     for name, check in inspect.getmembers(module, inspect.isfunction):
-        if not name.startswith("test_") or list(inspect.signature(check).parameters) != [fixture]:
+        if not name.startswith("test_"):
             continue
-        try:
-            check(make())
-        except Exception:  # noqa: BLE001 - any way a check fails counts as that check failing
-            failed.add(name)
+        for case in _cases(check, fixture):
+            try:
+                check(make(), **case)
+            except Exception:  # noqa: BLE001 - any way a check fails counts as that check failing
+                failed.add(name)
     return failed
 
 
@@ -184,3 +239,46 @@ def test_a_recovery_point_fake_without_etags_fails_the_contract():
 
 def test_the_honest_recovery_point_fake_passes_every_check():
     assert failing_checks(test_points_and_snapshots, "point_store", InMemoryRecoveryPointStore) == set()
+
+
+def _notifier_rig(fake: RecordingNotifier) -> test_notifier.Rig:
+    def unreachable():
+        fake.down = True
+        return fake
+
+    return test_notifier.Rig(fake, lambda: fake.sent, lambda status: setattr(fake, "answer", status), unreachable)
+
+
+@pytest.mark.parametrize(("broken", "caught_by"), [
+    (EverythingTransientNotifier, {"test_a_refusal_is_permanent"}),
+    (UrlInErrorsNotifier, {"test_no_failure_shows_the_secret_of_the_webhook_url"}),
+])
+def test_a_drifted_notifier_fake_fails_the_contract(broken, caught_by):
+    """A notifier fake that retries a refusal forever, or shows the webhook's secret, is reported."""
+    make = lambda: _notifier_rig(broken(url=f"http://127.0.0.1:9/alerts?{test_notifier.SECRET}"))  # noqa: E731
+    assert caught_by <= failing_checks(test_notifier, "notifier_rig", make)
+
+
+def test_the_honest_notifier_fake_passes_every_check():
+    assert failing_checks(test_notifier, "notifier_rig", test_notifier._fake) == set()
+
+
+def _archive(fake: FakeStatusArchive):
+    from datetime import datetime, timezone
+
+    return fake, lambda name: fake.blobs.__setitem__(name, datetime.now(timezone.utc))
+
+
+@pytest.mark.parametrize(("broken", "caught_by"), [
+    (StartOverArchive, {"test_a_page_s_marker_resumes_the_listing_right_after_that_page"}),
+    (LastNameTooArchive, {"test_a_page_s_marker_resumes_the_listing_right_after_that_page"}),
+])
+def test_a_drifted_status_archive_fake_fails_the_contract(broken, caught_by):
+    """An archive fake whose marker starts over, or resumes one blob early, is reported."""
+    assert caught_by <= failing_checks(test_status_archive, "archive",
+                                       lambda: _archive(broken(page_size=test_status_archive.PAGE)))
+
+
+def test_the_honest_status_archive_fake_passes_every_check():
+    assert failing_checks(test_status_archive, "archive",
+                          lambda: _archive(FakeStatusArchive(page_size=test_status_archive.PAGE))) == set()

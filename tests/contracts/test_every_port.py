@@ -15,10 +15,7 @@ WITHOUT_SUITE_YET = {
     "ExtensionStatusReader": "tests/dispatch (ArmDispatcher on a recording transport, LocalDispatcher)",
     "RestorePoints": "tests/restorepoints/test_adapter.py on the local Compute endpoint; no fake",
     "SasMinter": "tests/dispatch/test_sas_azurite.py on Azurite; no fake",
-    "StatusBlobArchive": "tests/recovery (FakeStatusArchive) and the retention runs on Azurite",
     "DiskCopier": "tests/restore on Azurite (BlobSnapshots)",
-    "FileSystemReader": "tests/restore (debugfs on real images)",
-    "AlertNotifier": "tests/monitoring (the local webhook)",
 }
 
 
