@@ -10,13 +10,14 @@ import json
 import pickle
 import threading
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, Generic, Protocol, Sequence, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from shared.clock import utc
+from shared.clock import Clock, utc
 from shared.domain.bloburl import base_of, without_secrets
 from shared.domain.claims import BackupClaim
+from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job
 from shared.domain.progress import PlanRequest
@@ -24,7 +25,7 @@ from shared.domain.restore import RestoreTask
 from shared.domain.restore_testing import EXT_SUPERBLOCK, FileSystemCheck, ext_superblock
 from shared.domain.retention_progress import RetentionRequest
 from shared.domain.task import SnapshotTask
-from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
+from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import JobOutcome, JobPage, JobQuery
 from shared.redaction import redact
 
@@ -271,6 +272,21 @@ class RecordingDispatcher:
         self.sent.append((vm, command))
 
 
+class ReportingDispatcher(RecordingDispatcher):
+    """A dispatcher that is also an ExtensionStatusReader: what each VM's handler last reported, by VM name
+    (``reports``, lower-cased names); while ``outage`` is set, a read raises it (the control plane's answer)."""
+
+    def __init__(self, *errors: Exception):
+        super().__init__(*errors)
+        self.reports: dict[str, bytes] = {}
+        self.outage: Exception | None = None
+
+    def extension_status(self, vm: Vm) -> bytes | None:
+        if self.outage is not None:
+            raise self.outage
+        return self.reports.get(vm.name.lower())
+
+
 class InMemoryStatusBlobs:
     """The StatusBlobs port in a dict, with StatusBlobStore's rules: an attempt's blobs are created
     empty, an empty one is reused, one the extension wrote to is never overwritten."""
@@ -339,3 +355,30 @@ class FakeFileSystems:
         if probe not in self.files:
             return replace(found, probe_error=f"{probe}: File not found by ext2_lookup")
         return replace(found, probe_content=self.files[probe])
+
+
+class FakeSasMinter:
+    """SAS-shaped URLs as the adapter mints them (one blob, the least permission, the dispatch window from a
+    skewed start) under a signature nobody checks; a blob outside ``account_url`` gets none, as there."""
+
+    def __init__(self, account_url: str, *, clock: Clock) -> None:
+        self.account_url = account_url.rstrip("/") + "/"
+        self._clock = clock
+
+    def disk_sas_url(self, blob_url: str) -> str:
+        return self._sas_url(blob_url, "c")
+
+    def status_sas_url(self, blob_url: str) -> str:
+        return self._sas_url(blob_url, "rw")
+
+    def log_sas_url(self, blob_url: str) -> str:
+        return self._sas_url(blob_url, "rw")
+
+    def _sas_url(self, blob_url: str, permission: str) -> str:
+        base = base_of(blob_url)
+        if not base.startswith(self.account_url):
+            raise PermanentError(f"blob {base} is not in storage account {self.account_url}, so no SAS can be minted")
+        now = self._clock.now()
+        window = {"st": now - timedelta(minutes=15), "se": now + EXTENSION_WINDOW + timedelta(minutes=30)}
+        stamps = {k: v.strftime("%Y-%m-%dT%H:%M:%SZ") for k, v in window.items()}
+        return f"{base}?{urlencode({'sv': '2025-01-05', **stamps, 'sr': 'b', 'sp': permission, 'sig': 'fake'})}"

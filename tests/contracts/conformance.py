@@ -21,14 +21,14 @@ from shared.adapters.table_protection import (TableInventory, TablePolicyStore, 
 from shared.adapters.table_recovery import TableRecoveryPointStore
 from shared.adapters.table_rollup import TableRollupStore
 from shared.adapters.webhook import WebhookNotifier
-from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, Dispatcher, FileSystemReader, Inventory,
-                          JobFeed, JobStore, LocalVms, PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints, RestoreQueue,
-                          RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, RollupStore, SasMinter,
-                          ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs,
-                          TaskQueue)
-from tests.fakes import (FakeFileSystems, InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore,
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, Dispatcher, ExtensionStatusReader,
+                          FileSystemReader, Inventory, JobFeed, JobStore, LocalVms, PolicyStore, ProtectedItemStore,
+                          RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore, RetentionProgressStore,
+                          RetentionQueue, RollupStore, SasMinter, ShardProgressStore, ShardQueue, SnapshotStore,
+                          StatusBlobArchive, StatusBlobs, TaskQueue)
+from tests.fakes import (FakeFileSystems, FakeSasMinter, InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore,
                          InMemoryStatusBlobs, RecordingDispatcher, RecordingRestoreQueue, RecordingRetentionQueue,
-                         RecordingShardQueue, RecordingTaskQueue)
+                         RecordingShardQueue, RecordingTaskQueue, ReportingDispatcher)
 from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore, RecordingNotifier
 from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import (InMemoryPolicyStore, InMemoryProtectedItemStore, InMemoryRetentionProgressStore,
@@ -40,8 +40,10 @@ ITEM_STORES: tuple[type[ProtectedItemStore], ...] = (InMemoryProtectedItemStore,
 INVENTORIES: tuple[type[Inventory], ...] = (InMemoryInventory, TableInventory, ComputeInventory)
 STATUS_BLOBS: tuple[type[StatusBlobs], ...] = (InMemoryStatusBlobs, StatusBlobStore)
 TASK_QUEUES: tuple[type[TaskQueue], ...] = (RecordingTaskQueue, ServiceBusTaskQueue)
-DISPATCHERS: tuple[type[Dispatcher], ...] = (RecordingDispatcher, ArmDispatcher, LocalDispatcher)
-SAS_MINTERS: tuple[type[SasMinter], ...] = (BlobSasMinter,)
+DISPATCHERS: tuple[type[Dispatcher], ...] = (RecordingDispatcher, ReportingDispatcher, ArmDispatcher, LocalDispatcher)
+# The dispatchers that also read back what the extension reported (the sweep's second channel).
+STATUS_READERS: tuple[type[ExtensionStatusReader], ...] = (ReportingDispatcher, ArmDispatcher)
+SAS_MINTERS: tuple[type[SasMinter], ...] = (FakeSasMinter, BlobSasMinter)
 RECOVERY_POINT_STORES: tuple[type[RecoveryPointStore], ...] = (InMemoryRecoveryPointStore, TableRecoveryPointStore)
 SNAPSHOT_STORES: tuple[type[SnapshotStore], ...] = (FakeSnapshots, BlobSnapshots)
 BACKUP_CLAIMS: tuple[type[BackupClaims], ...] = (InMemoryBackupClaims, TableBackupClaims)

@@ -12,9 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Ports whose suite is still to be written (issue 24), and where they are exercised meanwhile. The list
 # may only shrink: a port given a suite must leave it, and a new port must come with its suite.
 WITHOUT_SUITE_YET = {
-    "ExtensionStatusReader": "tests/dispatch (ArmDispatcher on a recording transport, LocalDispatcher)",
     "RestorePoints": "tests/restorepoints/test_adapter.py on the local Compute endpoint; no fake",
-    "SasMinter": "tests/dispatch/test_sas_azurite.py on Azurite; no fake",
     "DiskCopier": "tests/restore on Azurite (BlobSnapshots)",
 }
 
