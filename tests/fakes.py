@@ -12,7 +12,7 @@ import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Callable, Generic, Protocol, Sequence, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from shared.clock import Clock, utc
 from shared.domain.bloburl import base_of, without_secrets
@@ -21,12 +21,12 @@ from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job
 from shared.domain.progress import PlanRequest
-from shared.domain.restore import RestoreTask
+from shared.domain.restore import OWNER_KEY, RestoreTask
 from shared.domain.restore_testing import EXT_SUPERBLOCK, FileSystemCheck, ext_superblock
 from shared.domain.retention_progress import RetentionRequest
 from shared.domain.task import SnapshotTask
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
-from shared.ports import JobOutcome, JobPage, JobQuery
+from shared.ports import JobOutcome, JobPage, JobQuery, RestoredBlob, Verification
 from shared.redaction import redact
 
 
@@ -382,3 +382,118 @@ class FakeSasMinter:
         window = {"st": now - timedelta(minutes=15), "se": now + EXTENSION_WINDOW + timedelta(minutes=30)}
         stamps = {k: v.strftime("%Y-%m-%dT%H:%M:%SZ") for k, v in window.items()}
         return f"{base}?{urlencode({'sv': '2025-01-05', **stamps, 'sr': 'b', 'sp': permission, 'sig': 'fake'})}"
+
+
+class FakeDiskCopier:
+    """The DiskCopier port on blobs in memory, ``account_url/container/name``: a copy completes at once,
+    storage's rules kept (no blob replaced unless asked, a missing snapshot not found, a base blob never
+    restored from, only its owner's blob deleted). ``put`` and ``snapshot`` play the disks being backed up."""
+
+    def __init__(self, account_url: str = "http://127.0.0.1:10000/devstoreaccount1") -> None:
+        self.account_url = account_url.rstrip("/")
+        self.containers: set[str] = set()
+        self.blobs: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = {}
+        self.snapshots: dict[tuple[str, str], dict[str, bytes]] = {}      # blob -> snapshot time -> bytes
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+
+    def put(self, container: str, blob_name: str, data: bytes) -> str:
+        with self._lock:
+            self.containers.add(container)
+            self.blobs[(container, blob_name)] = (data, {})
+        return self.target_url(container, blob_name)
+
+    def snapshot(self, container: str, blob_name: str) -> str:
+        with self._lock:
+            if (container, blob_name) not in self.blobs:
+                raise NotFoundError(f"blob {container}/{blob_name} does not exist")
+            stamp = f"2000-01-01T00:00:00.{next(self._seq):07d}Z"
+            self.snapshots.setdefault((container, blob_name), {})[stamp] = self.blobs[(container, blob_name)][0]
+        return f"{self.target_url(container, blob_name)}?snapshot={stamp}"
+
+    def target_url(self, container: str, blob_name: str) -> str:
+        return f"{self.account_url}/{container}/{quote(blob_name)}"
+
+    def inspect(self, container: str, blob_name: str) -> RestoredBlob:
+        with self._lock:
+            if (container, blob_name) not in self.blobs:
+                return RestoredBlob(exists=False)
+            data, metadata = self.blobs[(container, blob_name)]
+        return RestoredBlob(exists=True, owner=metadata.get(OWNER_KEY), copy_status="success",
+                            bytes_done=len(data), bytes_total=len(data))
+
+    def start_copy(self, snapshot_url: str, container: str, blob_name: str, *, owner: str,
+                   replace: bool = False) -> None:
+        data = self._snapshot_bytes(snapshot_url)
+        with self._lock:
+            self.containers.add(container)
+            if (container, blob_name) in self.blobs and not replace:
+                raise ConflictError(f"blob {container}/{blob_name} already exists")
+            self.blobs[(container, blob_name)] = (data, {OWNER_KEY: owner})
+
+    def delete_owned(self, container: str, blob_name: str, owner: str) -> bool:
+        with self._lock:
+            found = self.blobs.get((container, blob_name))
+            if found is None or found[1].get(OWNER_KEY) != owner:
+                return False
+            del self.blobs[(container, blob_name)]
+            self.snapshots.pop((container, blob_name), None)
+            return True
+
+    def safety_snapshot(self, container: str, blob_name: str, owner: str) -> str:
+        return self.snapshot(container, blob_name)
+
+    def restore_from(self, snapshot_url: str) -> None:
+        data = self._snapshot_bytes(snapshot_url)
+        with self._lock:
+            key = self._locate(snapshot_url)
+            self.blobs[key] = (data, self.blobs.get(key, (b"", {}))[1])
+
+    def verify(self, snapshot_url: str, target_url: str) -> Verification:
+        left, right = self._snapshot_bytes(snapshot_url), self._read(target_url)
+        if len(left) != len(right):
+            return Verification(False, len(right), 0, f"the copy has {len(right)} bytes, the snapshot {len(left)}")
+        differ = next((i for i, (a, b) in enumerate(zip(left, right)) if a != b), None)
+        if differ is not None:
+            return Verification(False, len(left), len(left), f"the bytes differ from offset {differ}")
+        return Verification(True, len(left), len(left))
+
+    def read_range(self, url: str, offset: int, length: int) -> bytes:
+        return self._read(url)[offset:offset + length]
+
+    def list_owned(self, container: str, owner: str) -> list[str]:
+        with self._lock:
+            return sorted(name for (c, name), (_, meta) in self.blobs.items()
+                          if c == container and meta.get(OWNER_KEY) == owner)
+
+    def delete_container_if_empty(self, container: str) -> bool:
+        with self._lock:
+            if container not in self.containers or any(c == container for c, _ in self.blobs):
+                return False
+            self.containers.discard(container)
+            return True
+
+    def _locate(self, url: str) -> tuple[str, str]:
+        container, _, name = base_of(url)[len(self.account_url) + 1:].partition("/")
+        return container, unquote(name)
+
+    def _read(self, url: str) -> bytes:
+        if "snapshot=" in url:
+            return self._snapshot_bytes(url)
+        with self._lock:
+            found = self.blobs.get(self._locate(url))
+        if found is None:
+            raise NotFoundError(f"{base_of(url)} does not exist")
+        return found[0]
+
+    def _snapshot_bytes(self, snapshot_url: str) -> bytes:
+        stamp = next((p[len("snapshot="):] for p in snapshot_url.partition("?")[2].split("&")
+                      if p.startswith("snapshot=")), "")
+        if not stamp:
+            raise ValidationError(f"{base_of(snapshot_url)} names no snapshot; base blobs are never restored from",
+                                  field="snapshot")
+        with self._lock:
+            data = self.snapshots.get(self._locate(snapshot_url), {}).get(stamp)
+        if data is None:
+            raise NotFoundError(f"snapshot {base_of(snapshot_url)}?snapshot={stamp} no longer exists")
+        return data

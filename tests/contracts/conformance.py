@@ -21,12 +21,12 @@ from shared.adapters.table_protection import (TableInventory, TablePolicyStore, 
 from shared.adapters.table_recovery import TableRecoveryPointStore
 from shared.adapters.table_rollup import TableRollupStore
 from shared.adapters.webhook import WebhookNotifier
-from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, Dispatcher, ExtensionStatusReader,
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, DiskCopier, Dispatcher, ExtensionStatusReader,
                           FileSystemReader, Inventory, JobFeed, JobStore, LocalVms, PolicyStore, ProtectedItemStore,
                           RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore, RetentionProgressStore,
                           RetentionQueue, RollupStore, SasMinter, ShardProgressStore, ShardQueue, SnapshotStore,
                           StatusBlobArchive, StatusBlobs, TaskQueue)
-from tests.fakes import (FakeFileSystems, FakeSasMinter, InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore,
+from tests.fakes import (FakeDiskCopier, FakeFileSystems, FakeSasMinter, InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore,
                          InMemoryStatusBlobs, RecordingDispatcher, RecordingRestoreQueue, RecordingRetentionQueue,
                          RecordingShardQueue, RecordingTaskQueue, ReportingDispatcher)
 from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore, RecordingNotifier
@@ -65,3 +65,4 @@ RESTORE_TEST_PLANS: tuple[type[RestoreTestPlanStore], ...] = (TableRestoreTestPl
 STATUS_ARCHIVES: tuple[type[StatusBlobArchive], ...] = (FakeStatusArchive, BlobStatusArchive)
 FILE_SYSTEM_READERS: tuple[type[FileSystemReader], ...] = (FakeFileSystems, DebugfsReader)
 ALERT_NOTIFIERS: tuple[type[AlertNotifier], ...] = (RecordingNotifier, WebhookNotifier)
+DISK_COPIERS: tuple[type[DiskCopier], ...] = (FakeDiskCopier, BlobSnapshots)

@@ -3,6 +3,7 @@ reported by name, so a unit test can no longer pass on a fake where production d
 from __future__ import annotations
 
 import inspect
+import itertools
 from dataclasses import replace
 from types import ModuleType
 from typing import Callable
@@ -12,9 +13,10 @@ import pytest
 from shared.domain.jobs import Job
 from shared.ports import JobPage, JobQuery
 from shared.domain.claims import BackupClaim
-from tests.contracts import (test_backup_claims, test_item_and_policy_stores, test_job_store, test_notifier,
-                             test_points_and_snapshots, test_progress_stores, test_status_archive)
-from tests.fakes import InMemoryBackupClaims, InMemoryJobStore
+from shared.domain.restore import OWNER_KEY
+from tests.contracts import (test_backup_claims, test_disk_copier, test_item_and_policy_stores, test_job_store,
+                             test_notifier, test_points_and_snapshots, test_progress_stores, test_status_archive)
+from tests.fakes import FakeDiskCopier, InMemoryBackupClaims, InMemoryJobStore
 from tests.monitoring.fakes import RecordingNotifier
 from tests.recovery.fakes import FakeStatusArchive, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryProtectedItemStore, InMemoryShardProgressStore
@@ -158,6 +160,21 @@ def _cases(check: Callable[..., object], fixture: str) -> list[dict[str, object]
     return cases if set(wanted[1:]) == set(cases[0]) else []
 
 
+class OverwritingCopier(FakeDiskCopier):
+    """Drift: copies over an existing blob whether or not it was asked to replace it."""
+
+    def start_copy(self, snapshot_url, container, blob_name, *, owner, replace=False):
+        super().start_copy(snapshot_url, container, blob_name, owner=owner, replace=True)
+
+
+class AnyoneDeletesCopier(FakeDiskCopier):
+    """Drift: deletes a restored blob for whoever asks, not only for the job whose metadata it carries."""
+
+    def delete_owned(self, container, blob_name, owner):
+        found = self.blobs.get((container, blob_name))
+        return super().delete_owned(container, blob_name, found[1].get(OWNER_KEY, owner) if found else owner)
+
+
 def failing_checks(module: ModuleType, fixture: str, make: Callable[[], object]) -> set[str]:
     """Run every contract test of ``module`` that needs only ``fixture`` (each of its cases) against ``make()``."""
     failed = set()
@@ -167,7 +184,8 @@ def failing_checks(module: ModuleType, fixture: str, make: Callable[[], object])
         for case in _cases(check, fixture):
             try:
                 check(make(), **case)
-            except Exception:  # noqa: BLE001 - any way a check fails counts as that check failing
+            # Any way a check fails counts (pytest.raises that saw nothing raises pytest's Failed, no Exception).
+            except (Exception, pytest.fail.Exception):  # noqa: BLE001
                 failed.add(name)
     return failed
 
@@ -282,3 +300,28 @@ def test_a_drifted_status_archive_fake_fails_the_contract(broken, caught_by):
 def test_the_honest_status_archive_fake_passes_every_check():
     assert failing_checks(test_status_archive, "archive",
                           lambda: _archive(FakeStatusArchive(page_size=test_status_archive.PAGE))) == set()
+
+
+class _NamedUnique:
+    """``unique_name`` outside pytest's fixtures: names of this process's own."""
+
+    def __init__(self) -> None:
+        self._count = itertools.count(1)
+
+    def __call__(self, stem: str) -> str:
+        return f"{stem}{next(self._count)}"
+
+
+@pytest.mark.parametrize(("broken", "caught_by"), [
+    (OverwritingCopier, {"test_an_existing_blob_is_replaced_only_when_asked",
+                         "test_of_racing_first_copies_into_one_blob_exactly_one_starts"}),
+    (AnyoneDeletesCopier, {"test_only_the_job_that_made_a_blob_deletes_it"}),
+])
+def test_a_drifted_disk_copier_fake_fails_the_contract(broken, caught_by, monkeypatch):
+    """A copier fake that overwrites a restored blob unasked, or deletes another job's blob, is reported."""
+    monkeypatch.setattr(test_disk_copier, "FakeDiskCopier", broken)
+    assert caught_by <= failing_checks(test_disk_copier, "copier_rig", lambda: test_disk_copier._fake(_NamedUnique()))
+
+
+def test_the_honest_disk_copier_fake_passes_every_check():
+    assert failing_checks(test_disk_copier, "copier_rig", lambda: test_disk_copier._fake(_NamedUnique())) == set()

@@ -13,7 +13,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # may only shrink: a port given a suite must leave it, and a new port must come with its suite.
 WITHOUT_SUITE_YET = {
     "RestorePoints": "tests/restorepoints/test_adapter.py on the local Compute endpoint; no fake",
-    "DiskCopier": "tests/restore on Azurite (BlobSnapshots)",
 }
 
 
