@@ -1,6 +1,7 @@
 """A small alert receiver for the local stack: takes the app's webhook POSTs (Azure Monitor common alert
 schema), prints one line per alert, keeps what it got (tests read it), and can play a receiver that is
-down (503) to show delivery retried later, or one that answers any other status (``answer``). Development infrastructure, like the rest of devhost/."""
+down (503) to show delivery retried later, or one that answers any other status (``answer``). Development
+infrastructure, like the rest of devhost/."""
 from __future__ import annotations
 
 import json

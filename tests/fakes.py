@@ -11,7 +11,7 @@ import pickle
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Callable, Generic, Protocol, Sequence, TypeVar
+from typing import Callable, Generic, Mapping, Protocol, Sequence, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
 from shared.clock import Clock, utc
@@ -19,14 +19,16 @@ from shared.domain.bloburl import base_of, without_secrets
 from shared.domain.claims import BackupClaim
 from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.inventory import Vm
-from shared.domain.jobs import Job
+from shared.domain.jobs import Consistency, Job
 from shared.domain.progress import PlanRequest
 from shared.domain.restore import OWNER_KEY, RestoreTask
+from shared.domain.restore_point import (ArmFailure, DiskRestorePointState, ManagedDiskState, RestorePointState,
+                                         VmDisks, collection_name)
 from shared.domain.restore_testing import EXT_SUPERBLOCK, FileSystemCheck, ext_superblock
 from shared.domain.retention_progress import RetentionRequest
 from shared.domain.task import SnapshotTask
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
-from shared.ports import JobOutcome, JobPage, JobQuery, RestoredBlob, Verification
+from shared.ports import JobOutcome, JobPage, JobQuery, RestoredBlob, RestorePointRefused, Verification
 from shared.redaction import redact
 
 
@@ -497,3 +499,156 @@ class FakeDiskCopier:
         if data is None:
             raise NotFoundError(f"snapshot {base_of(snapshot_url)}?snapshot={stamp} no longer exists")
         return data
+
+
+class FakeRestorePoints:
+    """The RestorePoints port in memory, as the Compute API answers: ids are ARM ids, a restore point's
+    create finishes at once (``fail_next``: the next creates fail with that ARM code), a disk restore point
+    keeps its disk's bytes as they were, a restored disk or snapshot copies them, a read grant reads them
+    (``granted``). ``add_vm`` plays a VM that exists in Azure."""
+
+    GROUP = "/subscriptions/00000000-0000-0000-0000-0000000000fa/resourceGroups/rg/providers/Microsoft.Compute"
+
+    def __init__(self) -> None:
+        self.vms: dict[str, dict[int, str]] = {}                # VM id (lower) -> LUN -> disk id
+        self.power: dict[str, str] = {}
+        self.disks: dict[str, tuple[ManagedDiskState, bytes]] = {}    # disk or snapshot id (lower) -> state, bytes
+        self.collections: dict[str, str] = {}                  # VM id (lower) -> collection id
+        self.points: dict[str, RestorePointState] = {}         # restore point id (lower) -> state
+        self.point_bytes: dict[str, bytes] = {}                # disk restore point id (lower) -> bytes
+        self.failures: dict[str, ArmFailure] = {}              # operation -> its error
+        self.fail_next: list[tuple[str, str]] = []
+        self.granted: dict[str, bytes] = {}                    # read grant URL -> bytes
+        self._lock = threading.RLock()
+        self._seq = itertools.count(1)
+
+    def add_vm(self, name: str, disks: dict[int, bytes]) -> str:
+        """A running VM whose managed disk at each LUN holds the given bytes; returns its id."""
+        vm_id = f"{self.GROUP}/virtualMachines/{name}"
+        with self._lock:
+            self.vms[vm_id.lower()] = {}
+            for lun, data in disks.items():
+                disk_id = f"{self.GROUP}/disks/{name}-{lun}"
+                self.disks[disk_id.lower()] = (ManagedDiskState(disk_id, len(data), "local", "Succeeded"), data)
+                self.vms[vm_id.lower()][lun] = disk_id
+            self.power[vm_id.lower()] = "PowerState/running"
+        return vm_id
+
+    def ensure_collection(self, vm_resource_id: str, location: str) -> str:
+        with self._lock:
+            self._vm(vm_resource_id)
+            name = collection_name(vm_resource_id.rsplit("/", 1)[1])
+            return self.collections.setdefault(vm_resource_id.lower(),
+                                               f"{vm_resource_id.split('/virtualMachines/')[0]}"
+                                               f"/restorePointCollections/{name}")
+
+    def begin_create(self, vm_resource_id: str, name: str, *, consistency: Consistency,
+                     exclude_disk_ids: Sequence[str] = ()) -> RestorePointState:
+        with self._lock:
+            disks = self._vm(vm_resource_id)
+            collection = self.collections.get(vm_resource_id.lower())
+            if collection is None:
+                raise RestorePointRefused(f"restore point collection of {vm_resource_id} not found",
+                                          arm_code="ResourceNotFound", arm_message="not found", status=404)
+            point_id = f"{collection}/restorePoints/{name}"
+            if point_id.lower() in self.points:
+                return self.points[point_id.lower()]
+            operation = f"https://management.azure.com/operations/{next(self._seq)}"
+            failed = self.fail_next.pop(0) if self.fail_next else None
+            kept = []
+            for disk_id in disks.values():
+                if disk_id.lower() in (d.lower() for d in exclude_disk_ids):
+                    continue
+                drp = f"{point_id}/diskRestorePoints/{disk_id.rsplit('/', 1)[1]}"
+                self.point_bytes[drp.lower()] = self.disks[disk_id.lower()][1]
+                kept.append(DiskRestorePointState(drp, disk_id, "ReplicationState/succeeded", 100))
+            if failed is not None:
+                self.failures[operation] = ArmFailure(failed[0], failed[1], 409)
+            mode = "CrashConsistent" if consistency is Consistency.CRASH else "ApplicationConsistent"
+            self.points[point_id.lower()] = RestorePointState(
+                name, point_id, "Failed" if failed else "Succeeded", mode, disks=() if failed else tuple(kept))
+            return replace(self.points[point_id.lower()], provisioning_state="Creating", operation=operation)
+
+    def get(self, vm_resource_id: str, name: str) -> RestorePointState | None:
+        with self._lock:
+            collection = self.collections.get(vm_resource_id.lower())
+            return self.points.get(f"{collection}/restorePoints/{name}".lower()) if collection else None
+
+    def operation_failure(self, operation: str) -> ArmFailure | None:
+        return self.failures.get(operation)
+
+    def vm_power_state(self, vm_resource_id: str) -> str | None:
+        return self.power.get(vm_resource_id.lower())
+
+    def delete(self, restore_point_id: str) -> bool:
+        with self._lock:
+            return self.points.pop(restore_point_id.lower(), None) is not None
+
+    def restore_disk(self, disk_restore_point_id: str, disk_id: str, *, location: str,
+                     tags: dict[str, str] | None = None) -> str:
+        with self._lock:
+            data = self.point_bytes.get(disk_restore_point_id.lower())
+            if data is None:
+                raise RestorePointRefused(f"disk restore point {disk_restore_point_id} not found",
+                                          arm_code="NotFound", arm_message="not found", status=404)
+            owner = (tags or {}).get(OWNER_KEY)
+            state = ManagedDiskState(disk_id, len(data), location, "Succeeded", owner=owner)
+            self.disks[disk_id.lower()] = (state, data)
+        return disk_id
+
+    def delete_disk(self, disk_id: str) -> bool:
+        with self._lock:
+            return self.disks.pop(disk_id.lower(), None) is not None
+
+    def grant_read(self, disk_id: str, seconds: int) -> str:
+        with self._lock:
+            url = f"https://md-fake.blob.core.windows.net/{disk_id.rsplit('/', 1)[1]}/abcd?sv=2024&sig=fake"
+            self.granted[url] = self._disk(disk_id)[1]
+        return url
+
+    def revoke_read(self, disk_id: str) -> None:
+        with self._lock:
+            self.granted = {u: b for u, b in self.granted.items() if f"/{disk_id.rsplit('/', 1)[1]}/" not in u}
+
+    def get_disk(self, disk_id: str) -> ManagedDiskState | None:
+        found = self.disks.get(disk_id.lower())
+        return found[0] if found else None
+
+    def vm_disks(self, vm_resource_id: str) -> VmDisks | None:
+        with self._lock:
+            disks = self.vms.get(vm_resource_id.lower())
+            return None if disks is None else VmDisks(dict(disks), "Succeeded", self.power[vm_resource_id.lower()])
+
+    def swap_disks(self, vm_resource_id: str, disks: Mapping[int, str]) -> None:
+        with self._lock:
+            current = self._vm(vm_resource_id)
+            for lun, disk_id in disks.items():
+                self._disk(disk_id)
+                current[lun] = disk_id
+
+    def snapshot_disk(self, disk_id: str, snapshot_id: str, *, location: str, tags: dict[str, str]) -> str:
+        with self._lock:
+            state, data = self._disk(disk_id)
+            self.disks[snapshot_id.lower()] = (ManagedDiskState(snapshot_id, len(data), location, "Succeeded",
+                                                                owner=tags.get(OWNER_KEY)), data)
+        return snapshot_id
+
+    def get_snapshot(self, snapshot_id: str) -> ManagedDiskState | None:
+        return self.get_disk(snapshot_id)
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        return self.delete_disk(snapshot_id)
+
+    def _vm(self, vm_resource_id: str) -> dict[int, str]:
+        disks = self.vms.get(vm_resource_id.lower())
+        if disks is None:
+            raise RestorePointRefused(f"VM {vm_resource_id} not found", arm_code="ResourceNotFound",
+                                      arm_message="The Resource was not found.", status=404)
+        return disks
+
+    def _disk(self, disk_id: str) -> tuple[ManagedDiskState, bytes]:
+        found = self.disks.get(disk_id.lower())
+        if found is None:
+            raise RestorePointRefused(f"disk {disk_id} not found", arm_code="ResourceNotFound",
+                                      arm_message="The Resource was not found.", status=404)
+        return found

@@ -21,14 +21,15 @@ from shared.adapters.table_protection import (TableInventory, TablePolicyStore, 
 from shared.adapters.table_recovery import TableRecoveryPointStore
 from shared.adapters.table_rollup import TableRollupStore
 from shared.adapters.webhook import WebhookNotifier
-from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, DiskCopier, Dispatcher, ExtensionStatusReader,
-                          FileSystemReader, Inventory, JobFeed, JobStore, LocalVms, PolicyStore, ProtectedItemStore,
-                          RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore, RetentionProgressStore,
-                          RetentionQueue, RollupStore, SasMinter, ShardProgressStore, ShardQueue, SnapshotStore,
-                          StatusBlobArchive, StatusBlobs, TaskQueue)
-from tests.fakes import (FakeDiskCopier, FakeFileSystems, FakeSasMinter, InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore,
-                         InMemoryStatusBlobs, RecordingDispatcher, RecordingRestoreQueue, RecordingRetentionQueue,
-                         RecordingShardQueue, RecordingTaskQueue, ReportingDispatcher)
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, DiskCopier, Dispatcher,
+                          ExtensionStatusReader, FileSystemReader, Inventory, JobFeed, JobStore, LocalVms, PolicyStore,
+                          ProtectedItemStore, RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore,
+                          RetentionProgressStore, RetentionQueue, RollupStore, SasMinter, ShardProgressStore,
+                          ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs, TaskQueue)
+from tests.fakes import (FakeDiskCopier, FakeFileSystems, FakeRestorePoints, FakeSasMinter, InMemoryBackupClaims,
+                         InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs, RecordingDispatcher,
+                         RecordingRestoreQueue, RecordingRetentionQueue, RecordingShardQueue, RecordingTaskQueue,
+                         ReportingDispatcher)
 from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore, RecordingNotifier
 from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import (InMemoryPolicyStore, InMemoryProtectedItemStore, InMemoryRetentionProgressStore,
@@ -47,8 +48,7 @@ SAS_MINTERS: tuple[type[SasMinter], ...] = (FakeSasMinter, BlobSasMinter)
 RECOVERY_POINT_STORES: tuple[type[RecoveryPointStore], ...] = (InMemoryRecoveryPointStore, TableRecoveryPointStore)
 SNAPSHOT_STORES: tuple[type[SnapshotStore], ...] = (FakeSnapshots, BlobSnapshots)
 BACKUP_CLAIMS: tuple[type[BackupClaims], ...] = (InMemoryBackupClaims, TableBackupClaims)
-# No fake: services that use it are tested on the local Compute endpoint or a scripted ARM transport.
-RESTORE_POINTS: tuple[type[RestorePoints], ...] = (ComputeRestorePoints,)
+RESTORE_POINTS: tuple[type[RestorePoints], ...] = (FakeRestorePoints, ComputeRestorePoints)
 ALERT_STORES: tuple[type[AlertStore], ...] = (InMemoryAlertStore, TableAlertStore)
 JOB_FEEDS: tuple[type[JobFeed], ...] = (InMemoryJobFeed, TableJobFeed)
 ROLLUP_STORES: tuple[type[RollupStore], ...] = (InMemoryRollupStore, TableRollupStore)

@@ -1,7 +1,6 @@
 """The RestorePoints contract, on ComputeRestorePoints under the unmodified Compute client talking to the
 local Compute endpoint (devhost/compute.py, whose answers tests/contracts/test_compute_api.py binds to the
-specification). No fake: the services that use the port run on that endpoint or on ARM's answers scripted
-(tests/restorepoints/); a fake added later joins the fixture's params and must pass the same cases.
+specification), and on the fake FakeRestorePoints (tests/fakes.py).
 
 What it pins: a VM's collection is made once; a restore point of a name is made once (a second create, and
 racing creates, get the one that exists) and finishes with a disk restore point per disk; a failed create's
@@ -12,8 +11,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from azure.storage.blob import BlobClient
@@ -24,10 +22,11 @@ from shared.domain.inventory import OS_DISK_LUN
 from shared.domain.jobs import Consistency
 from shared.domain.restore import OWNER_KEY
 from shared.ports import RestorePointRefused, RestorePoints
+from tests.contracts.conftest import REAL
+from tests.fakes import FakeRestorePoints
 from tests.polling import eventually
 
 PORTS = (RestorePoints,)
-pytestmark = pytest.mark.integration
 
 DISK_BYTES = 64 * 1024
 
@@ -39,6 +38,33 @@ class Vm:
     content: dict[int, bytes]       # LUN -> what the disk holds
 
 
+@dataclass
+class Rig:
+    """The port, and Azure around it: a running VM with an OS disk and a data disk at LUN 0, each holding
+    bytes of its own; the next creates failing with an ARM code; a read grant's URL read as a guest would."""
+
+    restore_points: RestorePoints
+    add_vm: Callable[[str], Vm]
+    fail_next: Callable[[str, str], None]
+    read_grant: Callable[[str, int], bytes]
+
+
+def _contents(name: str) -> dict[int, bytes]:
+    return {lun: f"{name} LUN {lun}".encode().ljust(512, b"\0") for lun in (OS_DISK_LUN, 0)}
+
+
+def _fake() -> Rig:
+    fake = FakeRestorePoints()
+
+    def add_vm(name: str) -> Vm:
+        content = _contents(name)
+        vm_id = fake.add_vm(name, {lun: data.ljust(DISK_BYTES, b"\0") for lun, data in content.items()})
+        return Vm(vm_id, dict(fake.vms[vm_id.lower()]), content)
+
+    return Rig(fake, add_vm, lambda code, message: fake.fail_next.append((code, message)),
+               lambda url, n: fake.granted[url][:n])
+
+
 @pytest.fixture(scope="module")
 def endpoint(storage_connection_string, tmp_path_factory) -> Iterator[LocalCompute]:
     """One local Compute endpoint for the module (on the session's Azurite); crash-consistent restore points
@@ -48,26 +74,38 @@ def endpoint(storage_connection_string, tmp_path_factory) -> Iterator[LocalCompu
         yield compute
 
 
-@pytest.fixture(params=["compute"])
-def restore_points(request, endpoint) -> RestorePoints:
-    return ComputeRestorePoints(endpoint.credential(), retry_backoff_factor=0.2, **endpoint.client_options())
+@pytest.fixture(params=["fake", REAL("compute")])
+def rig(request, unique_name) -> Iterator[Rig]:
+    if request.param == "fake":
+        yield _fake()
+        return
+    endpoint = request.getfixturevalue("endpoint")
+    container = request.getfixturevalue("blob_service_client").create_container(unique_name("mdisks"))
+
+    def add_vm(name: str) -> Vm:
+        disks, content = [], _contents(name)
+        for lun, data in content.items():
+            blob = container.get_blob_client(f"{name}-{lun}.vhd")
+            blob.create_page_blob(DISK_BYTES)
+            blob.upload_page(data, offset=0, length=len(data))
+            disks.append((lun, f"{name}-{'os' if lun == OS_DISK_LUN else lun}", blob.url, DISK_BYTES))
+        local = endpoint.add_vm(name, disks)
+        return Vm(local.id, {d.lun: d.id for d in local.disks}, content)
+
+    yield Rig(ComputeRestorePoints(endpoint.credential(), retry_backoff_factor=0.2, **endpoint.client_options()),
+              add_vm, lambda code, message: endpoint.fail_next.append((code, message)),
+              lambda url, n: BlobClient.from_blob_url(url).download_blob(offset=0, length=n).readall())
+    container.delete_container()
 
 
 @pytest.fixture
-def vm(endpoint, blob_service_client, unique_name) -> Iterator[Vm]:
-    """A running VM with an OS disk and a data disk at LUN 0, each a page blob holding its own bytes."""
-    name = unique_name("rpvm")
-    container = blob_service_client.create_container(unique_name("mdisks"))
-    disks, content = [], {}
-    for lun in (OS_DISK_LUN, 0):
-        blob = container.get_blob_client(f"{name}-{lun}.vhd")
-        blob.create_page_blob(DISK_BYTES)
-        content[lun] = f"{name} LUN {lun}".encode().ljust(512, b"\0")
-        blob.upload_page(content[lun], offset=0, length=512)
-        disks.append((lun, f"{name}-{'os' if lun == OS_DISK_LUN else lun}", blob.url, DISK_BYTES))
-    local = endpoint.add_vm(name, disks)
-    yield Vm(local.id, {d.lun: d.id for d in local.disks}, content)
-    container.delete_container()
+def restore_points(rig) -> RestorePoints:
+    return rig.restore_points
+
+
+@pytest.fixture
+def vm(rig, unique_name) -> Vm:
+    return rig.add_vm(unique_name("rpvm"))
 
 
 def _created(restore_points: RestorePoints, vm: Vm, name: str):
@@ -111,9 +149,9 @@ def test_of_racing_creates_of_one_name_every_racer_gets_the_one_restore_point(re
         assert len(set(pool.map(create, range(4)))) == 1
 
 
-def test_a_failed_create_s_operation_gives_arm_s_code(restore_points, vm, endpoint):
+def test_a_failed_create_s_operation_gives_arm_s_code(restore_points, vm, rig):
     restore_points.ensure_collection(vm.id, LOCATION)
-    endpoint.fail_next.append(("VMRestorePointInternalError", "Restore point creation failed: storage."))
+    rig.fail_next("VMRestorePointInternalError", "Restore point creation failed: storage.")
     started = restore_points.begin_create(vm.id, "failing", consistency=Consistency.CRASH)
     assert eventually(lambda: restore_points.operation_failure(started.operation) is not None, timeout=60)
     assert restore_points.operation_failure(started.operation).code == "VMRestorePointInternalError"
@@ -138,7 +176,7 @@ def test_a_vm_s_disks_and_power_state_read_back(restore_points, vm):
     assert disks.power_state == restore_points.vm_power_state(vm.id) == "PowerState/running"
 
 
-def test_a_restored_disk_keeps_its_tags_and_reads_back_through_a_read_grant(restore_points, vm, unique_name):
+def test_a_restored_disk_keeps_its_tags_and_reads_back_through_a_read_grant(restore_points, vm, rig, unique_name):
     point = _created(restore_points, vm, "rp-restore")
     source = next(d for d in point.disks if d.disk_id.lower() == vm.disks[0].lower())
     disk_id = restore_points.restore_disk(source.id, f"{_group(vm)}/disks/{unique_name('restored')}",
@@ -146,7 +184,7 @@ def test_a_restored_disk_keeps_its_tags_and_reads_back_through_a_read_grant(rest
     state = restore_points.get_disk(disk_id)
     assert (state.size_bytes, state.owner) == (DISK_BYTES, "job-7")
     url = restore_points.grant_read(disk_id, 600)
-    assert BlobClient.from_blob_url(url).download_blob(offset=0, length=512).readall() == vm.content[0]
+    assert rig.read_grant(url, 512) == vm.content[0]
     restore_points.revoke_read(disk_id)
     assert restore_points.delete_disk(disk_id) is True and restore_points.get_disk(disk_id) is None
 
@@ -158,7 +196,7 @@ def test_a_snapshot_of_a_disk_comes_and_goes(restore_points, vm, unique_name):
     assert restore_points.delete_snapshot(snapshot_id) is True and restore_points.get_snapshot(snapshot_id) is None
 
 
-def test_a_refusal_is_restore_point_refused_with_arm_s_code_and_no_token(restore_points, vm, endpoint):
+def test_a_refusal_is_restore_point_refused_with_arm_s_code_and_no_token(restore_points, vm):
     """A restore point of a VM ARM does not know is refused for good, with ARM's code kept for the job."""
     missing = f"{_group(vm)}/virtualMachines/never-made"
     with pytest.raises(RestorePointRefused) as refused:
