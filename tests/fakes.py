@@ -546,10 +546,8 @@ class FakeRestorePoints:
                      exclude_disk_ids: Sequence[str] = ()) -> RestorePointState:
         with self._lock:
             disks = self._vm(vm_resource_id)
-            collection = self.collections.get(vm_resource_id.lower())
-            if collection is None:
-                raise RestorePointRefused(f"restore point collection of {vm_resource_id} not found",
-                                          arm_code="ResourceNotFound", arm_message="not found", status=404)
+            collection = _found_or_refused(self.collections.get(vm_resource_id.lower()),
+                                           f"restore point collection of {vm_resource_id}")
             point_id = f"{collection}/restorePoints/{name}"
             if point_id.lower() in self.points:
                 return self.points[point_id.lower()]
@@ -587,10 +585,8 @@ class FakeRestorePoints:
     def restore_disk(self, disk_restore_point_id: str, disk_id: str, *, location: str,
                      tags: dict[str, str] | None = None) -> str:
         with self._lock:
-            data = self.point_bytes.get(disk_restore_point_id.lower())
-            if data is None:
-                raise RestorePointRefused(f"disk restore point {disk_restore_point_id} not found",
-                                          arm_code="NotFound", arm_message="not found", status=404)
+            data = _found_or_refused(self.point_bytes.get(disk_restore_point_id.lower()),
+                                     f"disk restore point {disk_restore_point_id}")
             owner = (tags or {}).get(OWNER_KEY)
             state = ManagedDiskState(disk_id, len(data), location, "Succeeded", owner=owner)
             self.disks[disk_id.lower()] = (state, data)
@@ -640,15 +636,18 @@ class FakeRestorePoints:
         return self.delete_disk(snapshot_id)
 
     def _vm(self, vm_resource_id: str) -> dict[int, str]:
-        disks = self.vms.get(vm_resource_id.lower())
-        if disks is None:
-            raise RestorePointRefused(f"VM {vm_resource_id} not found", arm_code="ResourceNotFound",
-                                      arm_message="The Resource was not found.", status=404)
-        return disks
+        return _found_or_refused(self.vms.get(vm_resource_id.lower()), f"VM {vm_resource_id}")
 
     def _disk(self, disk_id: str) -> tuple[ManagedDiskState, bytes]:
-        found = self.disks.get(disk_id.lower())
-        if found is None:
-            raise RestorePointRefused(f"disk {disk_id} not found", arm_code="ResourceNotFound",
-                                      arm_message="The Resource was not found.", status=404)
-        return found
+        return _found_or_refused(self.disks.get(disk_id.lower()), f"disk {disk_id}")
+
+
+_Found = TypeVar("_Found")
+
+
+def _found_or_refused(found: _Found | None, what: str) -> _Found:
+    """What was found, or ARM's 404 as the Compute adapter raises it."""
+    if found is None:
+        raise RestorePointRefused(f"{what} not found", arm_code="ResourceNotFound",
+                                  arm_message="The Resource was not found.", status=404)
+    return found

@@ -15,8 +15,9 @@ from shared.ports import JobPage, JobQuery
 from shared.domain.claims import BackupClaim
 from shared.domain.restore import OWNER_KEY
 from tests.contracts import (test_backup_claims, test_disk_copier, test_item_and_policy_stores, test_job_store,
-                             test_notifier, test_points_and_snapshots, test_progress_stores, test_status_archive)
-from tests.fakes import FakeDiskCopier, InMemoryBackupClaims, InMemoryJobStore
+                             test_notifier, test_points_and_snapshots, test_progress_stores, test_restore_points,
+                             test_status_archive)
+from tests.fakes import FakeDiskCopier, FakeRestorePoints, InMemoryBackupClaims, InMemoryJobStore
 from tests.monitoring.fakes import RecordingNotifier
 from tests.recovery.fakes import FakeStatusArchive, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryProtectedItemStore, InMemoryShardProgressStore
@@ -141,25 +142,6 @@ class LastNameTooArchive(FakeStatusArchive):
         return super().list_pages(None if marker is None else marker[:-1])
 
 
-_PARAM = type(pytest.param(None))       # what pytest.param(...) makes: its ``values`` are one case's arguments
-
-
-def _cases(check: Callable[..., object], fixture: str) -> list[dict[str, object]]:
-    """The arguments of each case of a contract test that needs only ``fixture`` (one case per combination
-    of its ``parametrize`` marks); none when it needs another fixture."""
-    wanted = list(inspect.signature(check).parameters)
-    if not wanted or wanted[0] != fixture:
-        return []
-    cases: list[dict[str, object]] = [{}]
-    for mark in getattr(check, "pytestmark", []):
-        if mark.name != "parametrize":
-            continue
-        names = [n.strip() for n in mark.args[0].split(",")] if isinstance(mark.args[0], str) else list(mark.args[0])
-        values = [v.values if isinstance(v, _PARAM) else v if len(names) > 1 else (v,) for v in mark.args[1]]
-        cases = [{**case, **dict(zip(names, value))} for case in cases for value in values]
-    return cases if set(wanted[1:]) == set(cases[0]) else []
-
-
 class OverwritingCopier(FakeDiskCopier):
     """Drift: copies over an existing blob whether or not it was asked to replace it."""
 
@@ -175,15 +157,50 @@ class AnyoneDeletesCopier(FakeDiskCopier):
         return super().delete_owned(container, blob_name, found[1].get(OWNER_KEY, owner) if found else owner)
 
 
-def failing_checks(module: ModuleType, fixture: str, make: Callable[[], object]) -> set[str]:
-    """Run every contract test of ``module`` that needs only ``fixture`` (each of its cases) against ``make()``."""
+class SecondPointRestorePoints(FakeRestorePoints):
+    """Drift: a create of a name that exists makes another restore point instead of returning that one."""
+
+    def begin_create(self, vm_resource_id, name, *, consistency, exclude_disk_ids=()):
+        taken = self.get(vm_resource_id, name) is not None
+        return super().begin_create(vm_resource_id, f"{name}-{next(self._seq)}" if taken else name,
+                                    consistency=consistency, exclude_disk_ids=exclude_disk_ids)
+
+
+_PARAM = type(pytest.param(None))       # what pytest.param(...) makes: its ``values`` are one case's arguments
+
+
+def _cases(check: Callable[..., object], fixture: str,
+           others: frozenset[str] = frozenset()) -> list[dict[str, object]]:
+    """The arguments of each case of a contract test that needs ``fixture`` and at most ``others`` (one case per
+    combination of its ``parametrize`` marks); none when it needs another fixture."""
+    wanted = list(inspect.signature(check).parameters)
+    if not wanted or wanted[0] != fixture:
+        return []
+    cases: list[dict[str, object]] = [{}]
+    for mark in getattr(check, "pytestmark", []):
+        if mark.name != "parametrize":
+            continue
+        names = [n.strip() for n in mark.args[0].split(",")] if isinstance(mark.args[0], str) else list(mark.args[0])
+        values = [v.values if isinstance(v, _PARAM) else v if len(names) > 1 else (v,) for v in mark.args[1]]
+        cases = [{**case, **dict(zip(names, value))} for case in cases for value in values]
+    return cases if set(wanted[1:]) <= set(cases[0]) | others else []
+
+
+def failing_checks(module: ModuleType, fixture: str, make: Callable[[], object],
+                   also: Callable[[object], dict[str, object]] | None = None) -> set[str]:
+    """Run every contract test of ``module`` that needs only ``fixture`` (each of its cases) against ``make()``;
+    ``also`` gives the other fixtures a test may ask for, from what ``make()`` made."""
     failed = set()
+    others = frozenset(also(make())) if also else frozenset()
     for name, check in inspect.getmembers(module, inspect.isfunction):
         if not name.startswith("test_"):
             continue
-        for case in _cases(check, fixture):
+        wanted = set(inspect.signature(check).parameters)
+        for case in _cases(check, fixture, others):
+            made = make()
+            extra = {k: v for k, v in (also(made) if also else {}).items() if k in wanted}
             try:
-                check(make(), **case)
+                check(made, **case, **extra)
             # Any way a check fails counts (pytest.raises that saw nothing raises pytest's Failed, no Exception).
             except (Exception, pytest.fail.Exception):  # noqa: BLE001
                 failed.add(name)
@@ -325,3 +342,32 @@ def test_a_drifted_disk_copier_fake_fails_the_contract(broken, caught_by, monkey
 
 def test_the_honest_disk_copier_fake_passes_every_check():
     assert failing_checks(test_disk_copier, "copier_rig", lambda: test_disk_copier._fake(_NamedUnique())) == set()
+
+
+def _restore_point_fixtures(restore_points) -> dict[str, object]:
+    rig = _RIGS[id(restore_points)]
+    return {"vm": rig.add_vm("contract-vm"), "rig": rig, "unique_name": _NamedUnique()}
+
+
+_RIGS: dict[int, object] = {}
+
+
+def _restore_points_of(make_rig):
+    """The port of a fresh rig (the contract's first fixture), its rig kept for the other fixtures."""
+    rig = make_rig()
+    _RIGS[id(rig.restore_points)] = rig
+    return rig.restore_points
+
+
+def test_a_restore_point_fake_that_makes_a_second_of_a_name_fails_the_contract(monkeypatch):
+    """A redelivered task must find its restore point, not make another: a fake that makes one is reported."""
+    monkeypatch.setattr(test_restore_points, "FakeRestorePoints", SecondPointRestorePoints)
+    assert {"test_a_restore_point_is_made_once_and_finishes_with_a_disk_restore_point_per_disk",
+            "test_of_racing_creates_of_one_name_every_racer_gets_the_one_restore_point"} <= failing_checks(
+        test_restore_points, "restore_points", lambda: _restore_points_of(test_restore_points._fake),
+        also=_restore_point_fixtures)
+
+
+def test_the_honest_restore_point_fake_passes_every_check():
+    assert failing_checks(test_restore_points, "restore_points", lambda: _restore_points_of(test_restore_points._fake),
+                          also=_restore_point_fixtures) == set()
