@@ -1,6 +1,7 @@
 """A small alert receiver for the local stack: takes the app's webhook POSTs (Azure Monitor common alert
 schema), prints one line per alert, keeps what it got (tests read it), and can play a receiver that is
-down (503) to show delivery retried later. Development infrastructure, like the rest of devhost/."""
+down (503) to show delivery retried later, or one that answers any other status (``answer``). Development
+infrastructure, like the rest of devhost/."""
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ class WebhookReceiver:
         self.received: list[dict[str, Any]] = []
         self.refused = 0
         self.down = down
+        self.answer: int | None = None      # a status to answer instead of taking the notification
         self._printer = printer
         self._lock = threading.Lock()
         receiver = self
@@ -33,10 +35,11 @@ class WebhookReceiver:
             def do_POST(self) -> None:      # noqa: N802 - http.server's name
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                if receiver.down:
+                status = 503 if receiver.down else receiver.answer
+                if status is not None:
                     with receiver._lock:
                         receiver.refused += 1
-                    self.send_response(503)
+                    self.send_response(status)
                     self.end_headers()
                     return
                 try:

@@ -10,21 +10,25 @@ import json
 import pickle
 import threading
 from dataclasses import replace
-from datetime import datetime
-from typing import Callable, Generic, Protocol, Sequence, TypeVar
-from urllib.parse import quote
+from datetime import datetime, timedelta
+from typing import Callable, Generic, Mapping, Protocol, Sequence, TypeVar
+from urllib.parse import quote, unquote, urlencode
 
-from shared.clock import utc
+from shared.clock import Clock, utc
 from shared.domain.bloburl import base_of, without_secrets
 from shared.domain.claims import BackupClaim
+from shared.domain.command import EXTENSION_WINDOW
 from shared.domain.inventory import Vm
-from shared.domain.jobs import Job
+from shared.domain.jobs import Consistency, Job
 from shared.domain.progress import PlanRequest
-from shared.domain.restore import RestoreTask
+from shared.domain.restore import OWNER_KEY, RestoreTask
+from shared.domain.restore_point import (ArmFailure, DiskRestorePointState, ManagedDiskState, RestorePointState,
+                                         VmDisks, collection_name)
+from shared.domain.restore_testing import EXT_SUPERBLOCK, FileSystemCheck, ext_superblock
 from shared.domain.retention_progress import RetentionRequest
 from shared.domain.task import SnapshotTask
-from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
-from shared.ports import JobOutcome, JobPage, JobQuery
+from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
+from shared.ports import JobOutcome, JobPage, JobQuery, RestoredBlob, RestorePointRefused, Verification
 from shared.redaction import redact
 
 
@@ -270,6 +274,21 @@ class RecordingDispatcher:
         self.sent.append((vm, command))
 
 
+class ReportingDispatcher(RecordingDispatcher):
+    """A dispatcher that is also an ExtensionStatusReader: what each VM's handler last reported, by VM name
+    (``reports``, lower-cased names); while ``outage`` is set, a read raises it (the control plane's answer)."""
+
+    def __init__(self, *errors: Exception):
+        super().__init__(*errors)
+        self.reports: dict[str, bytes] = {}
+        self.outage: Exception | None = None
+
+    def extension_status(self, vm: Vm) -> bytes | None:
+        if self.outage is not None:
+            raise self.outage
+        return self.reports.get(vm.name.lower())
+
+
 class InMemoryStatusBlobs:
     """The StatusBlobs port in a dict, with StatusBlobStore's rules: an attempt's blobs are created
     empty, an empty one is reused, one the extension wrote to is never overwritten."""
@@ -322,3 +341,313 @@ class OutageJobStore:
         if self.clock.now() < self.until:
             raise TransientError("table storage unavailable")
         return getattr(self.inner, attr)
+
+
+class FakeFileSystems:
+    """The FileSystemReader port without debugfs: the superblock is read by the domain's parser, as the
+    adapter reads it; every image's files are those in ``files`` (path -> content)."""
+
+    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+        self.files = dict(files or {})
+
+    def inspect(self, image: bytes, *, offset: int, probe: str | None) -> FileSystemCheck:
+        found = ext_superblock(image[offset + EXT_SUPERBLOCK: offset + 2 * EXT_SUPERBLOCK])
+        if found is None or probe is None:
+            return found or FileSystemCheck(kind=None)
+        if probe not in self.files:
+            return replace(found, probe_error=f"{probe}: File not found by ext2_lookup")
+        return replace(found, probe_content=self.files[probe])
+
+
+class FakeSasMinter:
+    """SAS-shaped URLs as the adapter mints them (one blob, the least permission, the dispatch window from a
+    skewed start) under a signature nobody checks; a blob outside ``account_url`` gets none, as there."""
+
+    def __init__(self, account_url: str, *, clock: Clock) -> None:
+        self.account_url = account_url.rstrip("/") + "/"
+        self._clock = clock
+
+    def disk_sas_url(self, blob_url: str) -> str:
+        return self._sas_url(blob_url, "c")
+
+    def status_sas_url(self, blob_url: str) -> str:
+        return self._sas_url(blob_url, "rw")
+
+    def log_sas_url(self, blob_url: str) -> str:
+        return self._sas_url(blob_url, "rw")
+
+    def _sas_url(self, blob_url: str, permission: str) -> str:
+        base = base_of(blob_url)
+        if not base.startswith(self.account_url):
+            raise PermanentError(f"blob {base} is not in storage account {self.account_url}, so no SAS can be minted")
+        now = self._clock.now()
+        window = {"st": now - timedelta(minutes=15), "se": now + EXTENSION_WINDOW + timedelta(minutes=30)}
+        stamps = {k: v.strftime("%Y-%m-%dT%H:%M:%SZ") for k, v in window.items()}
+        return f"{base}?{urlencode({'sv': '2025-01-05', **stamps, 'sr': 'b', 'sp': permission, 'sig': 'fake'})}"
+
+
+class FakeDiskCopier:
+    """The DiskCopier port on blobs in memory, ``account_url/container/name``: a copy completes at once,
+    storage's rules kept (no blob replaced unless asked, a missing snapshot not found, a base blob never
+    restored from, only its owner's blob deleted). ``put`` and ``snapshot`` play the disks being backed up."""
+
+    def __init__(self, account_url: str = "http://127.0.0.1:10000/devstoreaccount1") -> None:
+        self.account_url = account_url.rstrip("/")
+        self.containers: set[str] = set()
+        self.blobs: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = {}
+        self.snapshots: dict[tuple[str, str], dict[str, bytes]] = {}      # blob -> snapshot time -> bytes
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+
+    def put(self, container: str, blob_name: str, data: bytes) -> str:
+        with self._lock:
+            self.containers.add(container)
+            self.blobs[(container, blob_name)] = (data, {})
+        return self.target_url(container, blob_name)
+
+    def snapshot(self, container: str, blob_name: str) -> str:
+        with self._lock:
+            if (container, blob_name) not in self.blobs:
+                raise NotFoundError(f"blob {container}/{blob_name} does not exist")
+            stamp = f"2000-01-01T00:00:00.{next(self._seq):07d}Z"
+            self.snapshots.setdefault((container, blob_name), {})[stamp] = self.blobs[(container, blob_name)][0]
+        return f"{self.target_url(container, blob_name)}?snapshot={stamp}"
+
+    def target_url(self, container: str, blob_name: str) -> str:
+        return f"{self.account_url}/{container}/{quote(blob_name)}"
+
+    def inspect(self, container: str, blob_name: str) -> RestoredBlob:
+        with self._lock:
+            if (container, blob_name) not in self.blobs:
+                return RestoredBlob(exists=False)
+            data, metadata = self.blobs[(container, blob_name)]
+        return RestoredBlob(exists=True, owner=metadata.get(OWNER_KEY), copy_status="success",
+                            bytes_done=len(data), bytes_total=len(data))
+
+    def start_copy(self, snapshot_url: str, container: str, blob_name: str, *, owner: str,
+                   replace: bool = False) -> None:
+        data = self._snapshot_bytes(snapshot_url)
+        with self._lock:
+            self.containers.add(container)
+            if (container, blob_name) in self.blobs and not replace:
+                raise ConflictError(f"blob {container}/{blob_name} already exists")
+            self.blobs[(container, blob_name)] = (data, {OWNER_KEY: owner})
+
+    def delete_owned(self, container: str, blob_name: str, owner: str) -> bool:
+        with self._lock:
+            found = self.blobs.get((container, blob_name))
+            if found is None or found[1].get(OWNER_KEY) != owner:
+                return False
+            del self.blobs[(container, blob_name)]
+            self.snapshots.pop((container, blob_name), None)
+            return True
+
+    def safety_snapshot(self, container: str, blob_name: str, owner: str) -> str:
+        return self.snapshot(container, blob_name)
+
+    def restore_from(self, snapshot_url: str) -> None:
+        data = self._snapshot_bytes(snapshot_url)
+        with self._lock:
+            key = self._locate(snapshot_url)
+            self.blobs[key] = (data, self.blobs.get(key, (b"", {}))[1])
+
+    def verify(self, snapshot_url: str, target_url: str) -> Verification:
+        left, right = self._snapshot_bytes(snapshot_url), self._read(target_url)
+        if len(left) != len(right):
+            return Verification(False, len(right), 0, f"the copy has {len(right)} bytes, the snapshot {len(left)}")
+        differ = next((i for i, (a, b) in enumerate(zip(left, right)) if a != b), None)
+        if differ is not None:
+            return Verification(False, len(left), len(left), f"the bytes differ from offset {differ}")
+        return Verification(True, len(left), len(left))
+
+    def read_range(self, url: str, offset: int, length: int) -> bytes:
+        return self._read(url)[offset:offset + length]
+
+    def list_owned(self, container: str, owner: str) -> list[str]:
+        with self._lock:
+            return sorted(name for (c, name), (_, meta) in self.blobs.items()
+                          if c == container and meta.get(OWNER_KEY) == owner)
+
+    def delete_container_if_empty(self, container: str) -> bool:
+        with self._lock:
+            if container not in self.containers or any(c == container for c, _ in self.blobs):
+                return False
+            self.containers.discard(container)
+            return True
+
+    def _locate(self, url: str) -> tuple[str, str]:
+        container, _, name = base_of(url)[len(self.account_url) + 1:].partition("/")
+        return container, unquote(name)
+
+    def _read(self, url: str) -> bytes:
+        if "snapshot=" in url:
+            return self._snapshot_bytes(url)
+        with self._lock:
+            found = self.blobs.get(self._locate(url))
+        if found is None:
+            raise NotFoundError(f"{base_of(url)} does not exist")
+        return found[0]
+
+    def _snapshot_bytes(self, snapshot_url: str) -> bytes:
+        stamp = next((p[len("snapshot="):] for p in snapshot_url.partition("?")[2].split("&")
+                      if p.startswith("snapshot=")), "")
+        if not stamp:
+            raise ValidationError(f"{base_of(snapshot_url)} names no snapshot; base blobs are never restored from",
+                                  field="snapshot")
+        with self._lock:
+            data = self.snapshots.get(self._locate(snapshot_url), {}).get(stamp)
+        if data is None:
+            raise NotFoundError(f"snapshot {base_of(snapshot_url)}?snapshot={stamp} no longer exists")
+        return data
+
+
+class FakeRestorePoints:
+    """The RestorePoints port in memory, as the Compute API answers: ids are ARM ids, a restore point's
+    create finishes at once (``fail_next``: the next creates fail with that ARM code), a disk restore point
+    keeps its disk's bytes as they were, a restored disk or snapshot copies them, a read grant reads them
+    (``granted``). ``add_vm`` plays a VM that exists in Azure."""
+
+    GROUP = "/subscriptions/00000000-0000-0000-0000-0000000000fa/resourceGroups/rg/providers/Microsoft.Compute"
+
+    def __init__(self) -> None:
+        self.vms: dict[str, dict[int, str]] = {}                # VM id (lower) -> LUN -> disk id
+        self.power: dict[str, str] = {}
+        self.disks: dict[str, tuple[ManagedDiskState, bytes]] = {}    # disk or snapshot id (lower) -> state, bytes
+        self.collections: dict[str, str] = {}                  # VM id (lower) -> collection id
+        self.points: dict[str, RestorePointState] = {}         # restore point id (lower) -> state
+        self.point_bytes: dict[str, bytes] = {}                # disk restore point id (lower) -> bytes
+        self.failures: dict[str, ArmFailure] = {}              # operation -> its error
+        self.fail_next: list[tuple[str, str]] = []
+        self.granted: dict[str, bytes] = {}                    # read grant URL -> bytes
+        self._lock = threading.RLock()
+        self._seq = itertools.count(1)
+
+    def add_vm(self, name: str, disks: dict[int, bytes]) -> str:
+        """A running VM whose managed disk at each LUN holds the given bytes; returns its id."""
+        vm_id = f"{self.GROUP}/virtualMachines/{name}"
+        with self._lock:
+            self.vms[vm_id.lower()] = {}
+            for lun, data in disks.items():
+                disk_id = f"{self.GROUP}/disks/{name}-{lun}"
+                self.disks[disk_id.lower()] = (ManagedDiskState(disk_id, len(data), "local", "Succeeded"), data)
+                self.vms[vm_id.lower()][lun] = disk_id
+            self.power[vm_id.lower()] = "PowerState/running"
+        return vm_id
+
+    def ensure_collection(self, vm_resource_id: str, location: str) -> str:
+        with self._lock:
+            self._vm(vm_resource_id)
+            name = collection_name(vm_resource_id.rsplit("/", 1)[1])
+            return self.collections.setdefault(vm_resource_id.lower(),
+                                               f"{vm_resource_id.split('/virtualMachines/')[0]}"
+                                               f"/restorePointCollections/{name}")
+
+    def begin_create(self, vm_resource_id: str, name: str, *, consistency: Consistency,
+                     exclude_disk_ids: Sequence[str] = ()) -> RestorePointState:
+        with self._lock:
+            disks = self._vm(vm_resource_id)
+            collection = _found_or_refused(self.collections.get(vm_resource_id.lower()),
+                                           f"restore point collection of {vm_resource_id}")
+            point_id = f"{collection}/restorePoints/{name}"
+            if point_id.lower() in self.points:
+                return self.points[point_id.lower()]
+            operation = f"https://management.azure.com/operations/{next(self._seq)}"
+            failed = self.fail_next.pop(0) if self.fail_next else None
+            kept = []
+            for disk_id in disks.values():
+                if disk_id.lower() in (d.lower() for d in exclude_disk_ids):
+                    continue
+                drp = f"{point_id}/diskRestorePoints/{disk_id.rsplit('/', 1)[1]}"
+                self.point_bytes[drp.lower()] = self.disks[disk_id.lower()][1]
+                kept.append(DiskRestorePointState(drp, disk_id, "ReplicationState/succeeded", 100))
+            if failed is not None:
+                self.failures[operation] = ArmFailure(failed[0], failed[1], 409)
+            mode = "CrashConsistent" if consistency is Consistency.CRASH else "ApplicationConsistent"
+            self.points[point_id.lower()] = RestorePointState(
+                name, point_id, "Failed" if failed else "Succeeded", mode, disks=() if failed else tuple(kept))
+            return replace(self.points[point_id.lower()], provisioning_state="Creating", operation=operation)
+
+    def get(self, vm_resource_id: str, name: str) -> RestorePointState | None:
+        with self._lock:
+            collection = self.collections.get(vm_resource_id.lower())
+            return self.points.get(f"{collection}/restorePoints/{name}".lower()) if collection else None
+
+    def operation_failure(self, operation: str) -> ArmFailure | None:
+        return self.failures.get(operation)
+
+    def vm_power_state(self, vm_resource_id: str) -> str | None:
+        return self.power.get(vm_resource_id.lower())
+
+    def delete(self, restore_point_id: str) -> bool:
+        with self._lock:
+            return self.points.pop(restore_point_id.lower(), None) is not None
+
+    def restore_disk(self, disk_restore_point_id: str, disk_id: str, *, location: str,
+                     tags: dict[str, str] | None = None) -> str:
+        with self._lock:
+            data = _found_or_refused(self.point_bytes.get(disk_restore_point_id.lower()),
+                                     f"disk restore point {disk_restore_point_id}")
+            owner = (tags or {}).get(OWNER_KEY)
+            state = ManagedDiskState(disk_id, len(data), location, "Succeeded", owner=owner)
+            self.disks[disk_id.lower()] = (state, data)
+        return disk_id
+
+    def delete_disk(self, disk_id: str) -> bool:
+        with self._lock:
+            return self.disks.pop(disk_id.lower(), None) is not None
+
+    def grant_read(self, disk_id: str, seconds: int) -> str:
+        with self._lock:
+            url = f"https://md-fake.blob.core.windows.net/{disk_id.rsplit('/', 1)[1]}/abcd?sv=2024&sig=fake"
+            self.granted[url] = self._disk(disk_id)[1]
+        return url
+
+    def revoke_read(self, disk_id: str) -> None:
+        with self._lock:
+            self.granted = {u: b for u, b in self.granted.items() if f"/{disk_id.rsplit('/', 1)[1]}/" not in u}
+
+    def get_disk(self, disk_id: str) -> ManagedDiskState | None:
+        found = self.disks.get(disk_id.lower())
+        return found[0] if found else None
+
+    def vm_disks(self, vm_resource_id: str) -> VmDisks | None:
+        with self._lock:
+            disks = self.vms.get(vm_resource_id.lower())
+            return None if disks is None else VmDisks(dict(disks), "Succeeded", self.power[vm_resource_id.lower()])
+
+    def swap_disks(self, vm_resource_id: str, disks: Mapping[int, str]) -> None:
+        with self._lock:
+            current = self._vm(vm_resource_id)
+            for lun, disk_id in disks.items():
+                self._disk(disk_id)
+                current[lun] = disk_id
+
+    def snapshot_disk(self, disk_id: str, snapshot_id: str, *, location: str, tags: dict[str, str]) -> str:
+        with self._lock:
+            state, data = self._disk(disk_id)
+            self.disks[snapshot_id.lower()] = (ManagedDiskState(snapshot_id, len(data), location, "Succeeded",
+                                                                owner=tags.get(OWNER_KEY)), data)
+        return snapshot_id
+
+    def get_snapshot(self, snapshot_id: str) -> ManagedDiskState | None:
+        return self.get_disk(snapshot_id)
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        return self.delete_disk(snapshot_id)
+
+    def _vm(self, vm_resource_id: str) -> dict[int, str]:
+        return _found_or_refused(self.vms.get(vm_resource_id.lower()), f"VM {vm_resource_id}")
+
+    def _disk(self, disk_id: str) -> tuple[ManagedDiskState, bytes]:
+        return _found_or_refused(self.disks.get(disk_id.lower()), f"disk {disk_id}")
+
+
+_Found = TypeVar("_Found")
+
+
+def _found_or_refused(found: _Found | None, what: str) -> _Found:
+    """What was found, or ARM's 404 as the Compute adapter raises it."""
+    if found is None:
+        raise RestorePointRefused(f"{what} not found", arm_code="ResourceNotFound",
+                                  arm_message="The Resource was not found.", status=404)
+    return found

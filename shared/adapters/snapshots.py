@@ -287,14 +287,16 @@ class BlobSnapshots:
 class StatusBlobArchive:
     """The StatusBlobArchive port: the status container's blobs, listed and deleted for retention."""
 
-    def __init__(self, blob_service: BlobServiceClient, container: str):
+    def __init__(self, blob_service: BlobServiceClient, container: str, *, page_size: int | None = None):
         self._container = blob_service.get_container_client(container)
         self.container = container
+        self._page_size = page_size         # None: storage's own (5,000); tests list small pages
 
     def list_pages(self, marker: str | None = None) -> Iterator[StatusBlobPage]:
         try:
             # by_page returns a PageIterator, whose continuation_token its Iterator annotation leaves out.
-            pages: PageIterator[BlobProperties] = self._container.list_blobs().by_page(  # type: ignore[assignment]
+            pages: PageIterator[BlobProperties] = self._container.list_blobs(  # type: ignore[assignment]
+                results_per_page=self._page_size).by_page(
                 continuation_token=marker)
             for page in pages:
                 blobs = [StatusBlobInfo(blob.name, blob.last_modified) for blob in page]

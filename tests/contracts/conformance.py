@@ -6,9 +6,10 @@ from shared.adapters.blob_sas import BlobSasMinter, BlobUrlReader, StatusBlobSto
 from shared.adapters.compute_inventory import ComputeInventory
 from shared.adapters.dispatch_arm import ArmDispatcher
 from shared.adapters.dispatch_local import LocalDispatcher
+from shared.adapters.filesystems import DebugfsReader
 from shared.adapters.local_vms import LocalVmStore
 from shared.adapters.restore_points import ComputeRestorePoints
-from shared.adapters.snapshots import BlobSnapshots
+from shared.adapters.snapshots import BlobSnapshots, StatusBlobArchive as BlobStatusArchive
 from shared.adapters.servicebus import (ServiceBusRestoreQueue, ServiceBusRetentionQueue, ServiceBusShardQueue,
                                        ServiceBusTaskQueue)
 from shared.adapters.table_alerts import TableAlertStore, TableJobFeed
@@ -19,15 +20,18 @@ from shared.adapters.table_protection import (TableInventory, TablePolicyStore, 
                                               TableRestoreTestPlanStore)
 from shared.adapters.table_recovery import TableRecoveryPointStore
 from shared.adapters.table_rollup import TableRollupStore
-from shared.ports import (AlertStore, BackupClaims, BlobUrls, Dispatcher, Inventory, JobFeed, JobStore, LocalVms,
-                          PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints, RestoreQueue,
-                          RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, RollupStore, SasMinter,
-                          ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobs, TaskQueue)
-from tests.fakes import (InMemoryBackupClaims, InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs,
-                         RecordingDispatcher, RecordingRestoreQueue, RecordingRetentionQueue, RecordingShardQueue,
-                         RecordingTaskQueue)
-from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore
-from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
+from shared.adapters.webhook import WebhookNotifier
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, DiskCopier, Dispatcher,
+                          ExtensionStatusReader, FileSystemReader, Inventory, JobFeed, JobStore, LocalVms, PolicyStore,
+                          ProtectedItemStore, RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore,
+                          RetentionProgressStore, RetentionQueue, RollupStore, SasMinter, ShardProgressStore,
+                          ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs, TaskQueue)
+from tests.fakes import (FakeDiskCopier, FakeFileSystems, FakeRestorePoints, FakeSasMinter, InMemoryBackupClaims,
+                         InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs, RecordingDispatcher,
+                         RecordingRestoreQueue, RecordingRetentionQueue, RecordingShardQueue, RecordingTaskQueue,
+                         ReportingDispatcher)
+from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore, RecordingNotifier
+from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import (InMemoryPolicyStore, InMemoryProtectedItemStore, InMemoryRetentionProgressStore,
                                     InMemoryShardProgressStore)
 
@@ -37,13 +41,14 @@ ITEM_STORES: tuple[type[ProtectedItemStore], ...] = (InMemoryProtectedItemStore,
 INVENTORIES: tuple[type[Inventory], ...] = (InMemoryInventory, TableInventory, ComputeInventory)
 STATUS_BLOBS: tuple[type[StatusBlobs], ...] = (InMemoryStatusBlobs, StatusBlobStore)
 TASK_QUEUES: tuple[type[TaskQueue], ...] = (RecordingTaskQueue, ServiceBusTaskQueue)
-DISPATCHERS: tuple[type[Dispatcher], ...] = (RecordingDispatcher, ArmDispatcher, LocalDispatcher)
-SAS_MINTERS: tuple[type[SasMinter], ...] = (BlobSasMinter,)
+DISPATCHERS: tuple[type[Dispatcher], ...] = (RecordingDispatcher, ReportingDispatcher, ArmDispatcher, LocalDispatcher)
+# The dispatchers that also read back what the extension reported (the sweep's second channel).
+STATUS_READERS: tuple[type[ExtensionStatusReader], ...] = (ReportingDispatcher, ArmDispatcher)
+SAS_MINTERS: tuple[type[SasMinter], ...] = (FakeSasMinter, BlobSasMinter)
 RECOVERY_POINT_STORES: tuple[type[RecoveryPointStore], ...] = (InMemoryRecoveryPointStore, TableRecoveryPointStore)
 SNAPSHOT_STORES: tuple[type[SnapshotStore], ...] = (FakeSnapshots, BlobSnapshots)
 BACKUP_CLAIMS: tuple[type[BackupClaims], ...] = (InMemoryBackupClaims, TableBackupClaims)
-# No fake: services that use it are tested on the local Compute endpoint or a scripted ARM transport.
-RESTORE_POINTS: tuple[type[RestorePoints], ...] = (ComputeRestorePoints,)
+RESTORE_POINTS: tuple[type[RestorePoints], ...] = (FakeRestorePoints, ComputeRestorePoints)
 ALERT_STORES: tuple[type[AlertStore], ...] = (InMemoryAlertStore, TableAlertStore)
 JOB_FEEDS: tuple[type[JobFeed], ...] = (InMemoryJobFeed, TableJobFeed)
 ROLLUP_STORES: tuple[type[RollupStore], ...] = (InMemoryRollupStore, TableRollupStore)
@@ -57,3 +62,7 @@ RESTORE_QUEUES: tuple[type[RestoreQueue], ...] = (RecordingRestoreQueue, Service
 LOCAL_VMS: tuple[type[LocalVms], ...] = (LocalVmStore,)
 BLOB_URLS: tuple[type[BlobUrls], ...] = (BlobUrlReader,)
 RESTORE_TEST_PLANS: tuple[type[RestoreTestPlanStore], ...] = (TableRestoreTestPlanStore,)
+STATUS_ARCHIVES: tuple[type[StatusBlobArchive], ...] = (FakeStatusArchive, BlobStatusArchive)
+FILE_SYSTEM_READERS: tuple[type[FileSystemReader], ...] = (FakeFileSystems, DebugfsReader)
+ALERT_NOTIFIERS: tuple[type[AlertNotifier], ...] = (RecordingNotifier, WebhookNotifier)
+DISK_COPIERS: tuple[type[DiskCopier], ...] = (FakeDiskCopier, BlobSnapshots)

@@ -3,6 +3,7 @@ reported by name, so a unit test can no longer pass on a fake where production d
 from __future__ import annotations
 
 import inspect
+import itertools
 from dataclasses import replace
 from types import ModuleType
 from typing import Callable
@@ -12,10 +13,13 @@ import pytest
 from shared.domain.jobs import Job
 from shared.ports import JobPage, JobQuery
 from shared.domain.claims import BackupClaim
-from tests.contracts import (test_backup_claims, test_item_and_policy_stores, test_job_store,
-                             test_points_and_snapshots, test_progress_stores)
-from tests.fakes import InMemoryBackupClaims, InMemoryJobStore
-from tests.recovery.fakes import InMemoryRecoveryPointStore
+from shared.domain.restore import OWNER_KEY
+from tests.contracts import (test_backup_claims, test_disk_copier, test_item_and_policy_stores, test_job_store,
+                             test_notifier, test_points_and_snapshots, test_progress_stores, test_restore_points,
+                             test_status_archive)
+from tests.fakes import FakeDiskCopier, FakeRestorePoints, InMemoryBackupClaims, InMemoryJobStore
+from tests.monitoring.fakes import RecordingNotifier
+from tests.recovery.fakes import FakeStatusArchive, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryProtectedItemStore, InMemoryShardProgressStore
 
 
@@ -104,16 +108,102 @@ class LastWriterWinsPoints(InMemoryRecoveryPointStore):
         return list(points), []
 
 
-def failing_checks(module: ModuleType, fixture: str, make: Callable[[], object]) -> set[str]:
-    """Run every contract test of ``module`` that needs only ``fixture`` against ``make()``."""
-    failed = set()
-    for name, check in inspect.getmembers(module, inspect.isfunction):
-        if not name.startswith("test_") or list(inspect.signature(check).parameters) != [fixture]:
-            continue
+class EverythingTransientNotifier(RecordingNotifier):
+    """Drift: takes a receiver's refusal (a 4xx) for a passing outage, so a wrong URL is retried forever."""
+
+    def send(self, document: dict) -> None:
+        from shared.errors import PermanentError, TransientError
+
         try:
-            check(make())
-        except Exception:  # noqa: BLE001 - any way a check fails counts as that check failing
-            failed.add(name)
+            super().send(document)
+        except PermanentError as exc:
+            raise TransientError(str(exc)) from None
+
+
+class UrlInErrorsNotifier(RecordingNotifier):
+    """Drift: names the whole webhook URL, its secret query too, when the receiver is unreachable."""
+
+    def __init__(self, url: str = "http://127.0.0.1:9/alerts") -> None:
+        super().__init__(url=url)
+        self.endpoint = url
+
+
+class StartOverArchive(FakeStatusArchive):
+    """Drift: ignores the marker, so a retention run cut short lists the container from the start again."""
+
+    def list_pages(self, marker=None):
+        return super().list_pages(None)
+
+
+class LastNameTooArchive(FakeStatusArchive):
+    """Drift: resumes at the marker's blob, not after it, so the last blob of a page is listed twice."""
+
+    def list_pages(self, marker=None):
+        return super().list_pages(None if marker is None else marker[:-1])
+
+
+class OverwritingCopier(FakeDiskCopier):
+    """Drift: copies over an existing blob whether or not it was asked to replace it."""
+
+    def start_copy(self, snapshot_url, container, blob_name, *, owner, replace=False):
+        super().start_copy(snapshot_url, container, blob_name, owner=owner, replace=True)
+
+
+class AnyoneDeletesCopier(FakeDiskCopier):
+    """Drift: deletes a restored blob for whoever asks, not only for the job whose metadata it carries."""
+
+    def delete_owned(self, container, blob_name, owner):
+        found = self.blobs.get((container, blob_name))
+        return super().delete_owned(container, blob_name, found[1].get(OWNER_KEY, owner) if found else owner)
+
+
+class SecondPointRestorePoints(FakeRestorePoints):
+    """Drift: a create of a name that exists makes another restore point instead of returning that one."""
+
+    def begin_create(self, vm_resource_id, name, *, consistency, exclude_disk_ids=()):
+        taken = self.get(vm_resource_id, name) is not None
+        return super().begin_create(vm_resource_id, f"{name}-{next(self._seq)}" if taken else name,
+                                    consistency=consistency, exclude_disk_ids=exclude_disk_ids)
+
+
+_PARAM = type(pytest.param(None))       # what pytest.param(...) makes: its ``values`` are one case's arguments
+
+
+def _cases(check: Callable[..., object], fixture: str,
+           others: frozenset[str] = frozenset()) -> list[dict[str, object]]:
+    """The arguments of each case of a contract test that needs ``fixture`` and at most ``others`` (one case per
+    combination of its ``parametrize`` marks); none when it needs another fixture."""
+    wanted = list(inspect.signature(check).parameters)
+    if not wanted or wanted[0] != fixture:
+        return []
+    cases: list[dict[str, object]] = [{}]
+    for mark in getattr(check, "pytestmark", []):
+        if mark.name != "parametrize":
+            continue
+        names = [n.strip() for n in mark.args[0].split(",")] if isinstance(mark.args[0], str) else list(mark.args[0])
+        values = [v.values if isinstance(v, _PARAM) else v if len(names) > 1 else (v,) for v in mark.args[1]]
+        cases = [{**case, **dict(zip(names, value))} for case in cases for value in values]
+    return cases if set(wanted[1:]) <= set(cases[0]) | others else []
+
+
+def failing_checks(module: ModuleType, fixture: str, make: Callable[[], object],
+                   also: Callable[[object], dict[str, object]] | None = None) -> set[str]:
+    """Run every contract test of ``module`` that needs only ``fixture`` (each of its cases) against ``make()``;
+    ``also`` gives the other fixtures a test may ask for, from what ``make()`` made."""
+    failed = set()
+    others = frozenset(also(make())) if also else frozenset()
+    for name, check in inspect.getmembers(module, inspect.isfunction):
+        if not name.startswith("test_"):
+            continue
+        wanted = set(inspect.signature(check).parameters)
+        for case in _cases(check, fixture, others):
+            made = make()
+            extra = {k: v for k, v in (also(made) if also else {}).items() if k in wanted}
+            try:
+                check(made, **case, **extra)
+            # Any way a check fails counts (pytest.raises that saw nothing raises pytest's Failed, no Exception).
+            except (Exception, pytest.fail.Exception):  # noqa: BLE001
+                failed.add(name)
     return failed
 
 
@@ -184,3 +274,100 @@ def test_a_recovery_point_fake_without_etags_fails_the_contract():
 
 def test_the_honest_recovery_point_fake_passes_every_check():
     assert failing_checks(test_points_and_snapshots, "point_store", InMemoryRecoveryPointStore) == set()
+
+
+def _notifier_rig(fake: RecordingNotifier) -> test_notifier.Rig:
+    def unreachable():
+        fake.down = True
+        return fake
+
+    return test_notifier.Rig(fake, lambda: fake.sent, lambda status: setattr(fake, "answer", status), unreachable)
+
+
+@pytest.mark.parametrize(("broken", "caught_by"), [
+    (EverythingTransientNotifier, {"test_a_refusal_is_permanent"}),
+    (UrlInErrorsNotifier, {"test_no_failure_shows_the_secret_of_the_webhook_url"}),
+])
+def test_a_drifted_notifier_fake_fails_the_contract(broken, caught_by):
+    """A notifier fake that retries a refusal forever, or shows the webhook's secret, is reported."""
+    make = lambda: _notifier_rig(broken(url=f"http://127.0.0.1:9/alerts?{test_notifier.SECRET}"))  # noqa: E731
+    assert caught_by <= failing_checks(test_notifier, "notifier_rig", make)
+
+
+def test_the_honest_notifier_fake_passes_every_check():
+    assert failing_checks(test_notifier, "notifier_rig", test_notifier._fake) == set()
+
+
+def _archive(fake: FakeStatusArchive):
+    from datetime import datetime, timezone
+
+    return fake, lambda name: fake.blobs.__setitem__(name, datetime.now(timezone.utc))
+
+
+@pytest.mark.parametrize(("broken", "caught_by"), [
+    (StartOverArchive, {"test_a_page_s_marker_resumes_the_listing_right_after_that_page"}),
+    (LastNameTooArchive, {"test_a_page_s_marker_resumes_the_listing_right_after_that_page"}),
+])
+def test_a_drifted_status_archive_fake_fails_the_contract(broken, caught_by):
+    """An archive fake whose marker starts over, or resumes one blob early, is reported."""
+    assert caught_by <= failing_checks(test_status_archive, "archive",
+                                       lambda: _archive(broken(page_size=test_status_archive.PAGE)))
+
+
+def test_the_honest_status_archive_fake_passes_every_check():
+    assert failing_checks(test_status_archive, "archive",
+                          lambda: _archive(FakeStatusArchive(page_size=test_status_archive.PAGE))) == set()
+
+
+class _NamedUnique:
+    """``unique_name`` outside pytest's fixtures: names of this process's own."""
+
+    def __init__(self) -> None:
+        self._count = itertools.count(1)
+
+    def __call__(self, stem: str) -> str:
+        return f"{stem}{next(self._count)}"
+
+
+@pytest.mark.parametrize(("broken", "caught_by"), [
+    (OverwritingCopier, {"test_an_existing_blob_is_replaced_only_when_asked",
+                         "test_of_racing_first_copies_into_one_blob_exactly_one_starts"}),
+    (AnyoneDeletesCopier, {"test_only_the_job_that_made_a_blob_deletes_it"}),
+])
+def test_a_drifted_disk_copier_fake_fails_the_contract(broken, caught_by, monkeypatch):
+    """A copier fake that overwrites a restored blob unasked, or deletes another job's blob, is reported."""
+    monkeypatch.setattr(test_disk_copier, "FakeDiskCopier", broken)
+    assert caught_by <= failing_checks(test_disk_copier, "copier_rig", lambda: test_disk_copier._fake(_NamedUnique()))
+
+
+def test_the_honest_disk_copier_fake_passes_every_check():
+    assert failing_checks(test_disk_copier, "copier_rig", lambda: test_disk_copier._fake(_NamedUnique())) == set()
+
+
+def _restore_point_fixtures(restore_points) -> dict[str, object]:
+    rig = _RIGS[id(restore_points)]
+    return {"vm": rig.add_vm("contract-vm"), "rig": rig, "unique_name": _NamedUnique()}
+
+
+_RIGS: dict[int, object] = {}
+
+
+def _restore_points_of(make_rig):
+    """The port of a fresh rig (the contract's first fixture), its rig kept for the other fixtures."""
+    rig = make_rig()
+    _RIGS[id(rig.restore_points)] = rig
+    return rig.restore_points
+
+
+def test_a_restore_point_fake_that_makes_a_second_of_a_name_fails_the_contract(monkeypatch):
+    """A redelivered task must find its restore point, not make another: a fake that makes one is reported."""
+    monkeypatch.setattr(test_restore_points, "FakeRestorePoints", SecondPointRestorePoints)
+    assert {"test_a_restore_point_is_made_once_and_finishes_with_a_disk_restore_point_per_disk",
+            "test_of_racing_creates_of_one_name_every_racer_gets_the_one_restore_point"} <= failing_checks(
+        test_restore_points, "restore_points", lambda: _restore_points_of(test_restore_points._fake),
+        also=_restore_point_fixtures)
+
+
+def test_the_honest_restore_point_fake_passes_every_check():
+    assert failing_checks(test_restore_points, "restore_points", lambda: _restore_points_of(test_restore_points._fake),
+                          also=_restore_point_fixtures) == set()

@@ -9,18 +9,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Ports whose suite is still to be written (issue 24), and where they are exercised meanwhile. The list
-# may only shrink: a port given a suite must leave it, and a new port must come with its suite.
-WITHOUT_SUITE_YET = {
-    "ExtensionStatusReader": "tests/dispatch (ArmDispatcher on a recording transport, LocalDispatcher)",
-    "RestorePoints": "tests/restorepoints/test_adapter.py on the local Compute endpoint; no fake",
-    "SasMinter": "tests/dispatch/test_sas_azurite.py on Azurite; no fake",
-    "StatusBlobArchive": "tests/recovery (FakeStatusArchive) and the retention runs on Azurite",
-    "DiskCopier": "tests/restore on Azurite (BlobSnapshots)",
-    "FileSystemReader": "tests/restore (debugfs on real images)",
-    "AlertNotifier": "tests/monitoring (the local webhook)",
-}
-
 
 def protocols(ports: Path) -> set[str]:
     """The classes of ``ports`` that derive from ``Protocol``."""
@@ -49,16 +37,9 @@ def ports_without_contract(ports: Path, contracts: Path) -> set[str]:
 
 
 def test_every_port_has_a_contract_suite():
-    """A port with no suite (other than those listed as still to write) fails, naming it."""
+    """A port with no suite fails, naming it: a new port comes with its suite (docs/contracts.md)."""
     missing = ports_without_contract(ROOT / "shared" / "ports.py", ROOT / "tests" / "contracts")
-    assert missing - set(WITHOUT_SUITE_YET) == set(), f"ports without a contract suite: {sorted(missing)}"
-
-
-def test_the_list_of_ports_still_without_a_suite_only_shrinks():
-    """A port given a suite leaves WITHOUT_SUITE_YET; a name there that is no port is an error too."""
-    ports = protocols(ROOT / "shared" / "ports.py")
-    covered = set(declared(ROOT / "tests" / "contracts"))
-    assert set(WITHOUT_SUITE_YET) <= ports - covered
+    assert missing == set(), f"ports without a contract suite: {sorted(missing)}"
 
 
 def test_declared_ports_are_ports():

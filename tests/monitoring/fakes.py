@@ -153,26 +153,37 @@ class InMemoryRollupStore:
 
 
 class RecordingNotifier:
-    """Keeps each document sent; while ``down``, refuses like a receiver that is not there."""
+    """Keeps each document sent; while ``down``, refuses like a receiver that is not there; while ``answer``
+    holds an HTTP status, the receiver answers that instead of taking it (tests/contracts/test_notifier.py
+    holds it to the webhook adapter's contract: which answers are transient, which permanent)."""
 
-    def __init__(self, down: bool = False, delay: float = 0.0) -> None:
+    def __init__(self, down: bool = False, delay: float = 0.0, url: str = "http://127.0.0.1:9/alerts") -> None:
         self.sent: list[dict] = []
         self.down = down
+        self.answer: int | None = None
         self.delay = delay          # seconds a POST takes: senders racing overlap
         self.refused = 0
+        self.endpoint = url.split("?", 1)[0]        # like the adapter: never the query, which may hold a secret
         self._lock = threading.Lock()
 
     def send(self, document: dict) -> None:
+        import json
         import time
 
-        from shared.errors import TransientError
+        from shared.errors import PermanentError, TransientError
 
         time.sleep(self.delay)
         with self._lock:
             if self.down:
                 self.refused += 1
-                raise TransientError("the webhook http://127.0.0.1:9/alerts could not be reached")
-            self.sent.append(document)
+                raise TransientError(f"the webhook {self.endpoint} could not be reached")
+            if self.answer is not None:
+                self.refused += 1
+                said = f"the webhook {self.endpoint} answered HTTP {self.answer}"
+                if self.answer in (408, 429) or self.answer >= 500:
+                    raise TransientError(said)
+                raise PermanentError(said)
+            self.sent.append(json.loads(json.dumps(document)))      # what went over the wire, not the caller's dict
 
     def conditions(self) -> list[tuple[str, str]]:
         """(monitorCondition, alertId) of each document, in order."""
