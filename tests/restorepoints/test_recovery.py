@@ -305,3 +305,24 @@ def test_a_restore_that_cannot_reach_the_compute_endpoint_is_one_line_exit_5_and
     assert ("az login" in err) if how == "no credential" else (f"127.0.0.1:{port}" in err and "ComputeConnection" in err)
     code, out, _ = cli("job", "list", "--operation", "Restore", "-o", "json")
     assert json.loads(out) == []
+
+
+def test_a_restore_into_a_missing_resource_group_says_to_create_it_and_that_a_retry_cannot_help(svc, compute,
+                                                                                                 md_vm, cli):
+    """ARM's ResourceGroupNotFound is no copy failure a retry mends: the job fails saying the group does not
+    exist, advises creating it or choosing another, retryable no; the point stays Available."""
+    vm, job = _backed_up(svc, md_vm)
+    rp_name = recovery_point_name(job.job_id)
+    code, out, err = cli("restore", "restore-disks", "--vm", vm.name, "--rp-name", rp_name,
+                         "--target-resource-group", "no-such-rg", "-o", "json")
+    assert code == 0, err
+    svc.restore_queue.drain(svc)
+
+    code, out, _ = cli("job", "show", "--name", json.loads(out)["name"], "-o", "json")
+    doc = json.loads(out)["properties"]
+    assert doc["status"] == "Failed"
+    (error,) = doc["errorDetails"]
+    assert error["errorCode"] == "UserErrorRestoreResourceGroupNotFound"
+    assert error["retryable"] is False
+    assert any("create the resource group" in r.lower() for r in error["recommendations"])
+    assert svc.recovery_points.get(vm.name, rp_name).state is PointState.AVAILABLE
