@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.ports import free_port  # noqa: E402
-from shared.adapters.snapshots import VERIFY_PIECE  # noqa: E402
+from shared.adapters.verification import VERIFY_PIECE  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind  # noqa: E402
 from shared.domain.recovery import DiskSnapshot, RecoveryPoint  # noqa: E402

@@ -455,8 +455,8 @@ class _Worker:
             raise RestoreFailure(remediation.RESTORE_VERIFY_FAILED, f"LUN {disk.lun}: {result.detail}")
         self._update(disk.lun, status=DiskState.VERIFIED.value, bytes_total=result.length, bytes_done=result.length)
         self._save(force=True)
-        log.info("%s: LUN %s verified (%s bytes compared of %s)", self.ids, disk.lun, result.compared_bytes,
-                 result.length)
+        log.info("%s: LUN %s verified (%s bytes compared of %s; snapshot digest %s)", self.ids, disk.lun,
+                 result.compared_bytes, result.length, result.digest or "not used")
 
     # --- managed disks -----------------------------------------------------------------------------
     def _start_disk(self, disk: DiskResult) -> None:
