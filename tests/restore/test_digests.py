@@ -4,9 +4,10 @@ vouch for the snapshot (another length, wrong hashes) is not trusted and is repl
 once leave one valid digest; deleting the snapshot deletes its digest; a restore leaves it behind."""
 from __future__ import annotations
 
+import logging
 import threading
 
-from azure.storage.blob import BlobClient, BlobServiceClient
+from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.snapshots import BlobSnapshots
 from shared.adapters.verification import DIGEST_CONTAINER, VERIFY_PIECE
@@ -15,7 +16,7 @@ from shared.domain.inventory import OS_DISK_LUN
 from shared.services.restore import request_restore, run_restore
 from shared.domain.restore import RestoreTask
 from tests.polling import eventually
-from tests.restore.conftest import MIB
+from tests.restore.conftest import MIB, digest_blob
 
 
 class _Reads:
@@ -47,12 +48,6 @@ def _copy(copier: BlobSnapshots, snapshot_url: str, container: str, name: str) -
     return copier.target_url(container, name)
 
 
-def _digest_blob(svc, snapshot_url: str):
-    base, _, snapshot = snapshot_url.partition("?snapshot=")
-    parsed = BlobClient.from_blob_url(base)
-    return svc.blob_service.get_blob_client(DIGEST_CONTAINER, f"{parsed.container_name}/{parsed.blob_name}@{snapshot}")
-
-
 def _os_snapshot(backed) -> str:
     return next(d.snapshot for d in backed.point.disks if d.lun == OS_DISK_LUN)
 
@@ -66,7 +61,7 @@ def test_the_first_verification_records_the_digest_and_a_later_one_reads_the_cop
 
     first = copier.verify(snapshot, _copy(copier, snapshot, container, "one.vhd"))
     assert first.equal and first.digest == "recorded" and reads.snapshot > 0
-    assert _digest_blob(svc, snapshot).exists()
+    assert digest_blob(svc, snapshot).exists()
 
     reads.snapshot = reads.copy = 0
     later = copier.verify(snapshot, _copy(copier, snapshot, container, "two.vhd"))
@@ -105,7 +100,7 @@ def test_a_digest_of_another_length_or_with_wrong_hashes_is_not_trusted_and_is_r
     container = unique_name("restored")
     target = _copy(copier, snapshot, container, "one.vhd")
     assert copier.verify(snapshot, target).digest == "recorded"
-    blob = _digest_blob(svc, snapshot)
+    blob = digest_blob(svc, snapshot)
     good = blob.download_blob()
     recorded, metadata = good.readall(), good.properties.metadata
     length = len(backed.data[OS_DISK_LUN])
@@ -141,7 +136,7 @@ def test_two_verifications_of_the_same_snapshot_at_once_both_pass_and_leave_one_
 
     assert len(results) == 2 and all(r.equal for r in results)
     listed = list(svc.blob_service.get_container_client(DIGEST_CONTAINER).list_blobs(
-        name_starts_with=_digest_blob(svc, snapshot).blob_name))
+        name_starts_with=digest_blob(svc, snapshot).blob_name))
     assert len(listed) == 1
     assert copier.verify(snapshot, targets[0]).digest == "used"
 
@@ -151,17 +146,23 @@ def test_deleting_a_snapshot_deletes_its_digest(svc, backed_up, storage_connecti
     snapshot = _os_snapshot(backed)
     copier, _ = _copier(storage_connection_string, svc)
     copier.verify(snapshot, _copy(copier, snapshot, unique_name("restored"), "one.vhd"))
-    assert _digest_blob(svc, snapshot).exists()
+    assert digest_blob(svc, snapshot).exists()
 
     assert svc.snapshots.delete_snapshot(snapshot)
 
-    assert not _digest_blob(svc, snapshot).exists()
+    assert not digest_blob(svc, snapshot).exists()
 
 
-def test_a_restore_records_the_digest_of_each_disk_for_the_next_one(svc, backed_up, unique_name):
+def test_a_restore_records_the_digest_of_each_disk_and_the_next_restore_of_the_point_uses_it(
+        svc, backed_up, unique_name, caplog):
     backed = backed_up()
-    job = request_restore(svc, backed.vm.name, backed.point.name, unique_name("restored"))
-    done = run_restore(svc, RestoreTask(job.job_id, backed.vm.name))
+    for run, expected in enumerate(("recorded", "used")):
+        caplog.clear()
+        job = request_restore(svc, backed.vm.name, backed.point.name, unique_name("restored"))
+        with caplog.at_level(logging.INFO, logger="shared.services.restore"):
+            done = run_restore(svc, RestoreTask(job.job_id, backed.vm.name))
 
-    assert done is not None and done.status.value == "Completed", done
-    assert all(_digest_blob(svc, d.snapshot).exists() for d in backed.point.disks)
+        assert done is not None and done.status.value == "Completed", done
+        assert all(digest_blob(svc, d.snapshot).exists() for d in backed.point.disks)
+        verified = [r.getMessage() for r in caplog.records if "snapshot digest" in r.getMessage()]
+        assert len(verified) == 2 and all(f"snapshot digest {expected}" in m for m in verified), verified
