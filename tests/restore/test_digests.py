@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 
+import pytest
 from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.snapshots import BlobSnapshots
@@ -16,7 +18,7 @@ from shared.domain.inventory import OS_DISK_LUN
 from shared.services.restore import request_restore, run_restore
 from shared.domain.restore import RestoreTask
 from tests.polling import eventually
-from tests.restore.conftest import MIB, digest_blob
+from tests.restore.conftest import MIB, Backed, digest_blob
 
 
 class _Reads:
@@ -48,16 +50,25 @@ def _copy(copier: BlobSnapshots, snapshot_url: str, container: str, name: str) -
     return copier.target_url(container, name)
 
 
-def _os_snapshot(backed) -> str:
-    return next(d.snapshot for d in backed.point.disks if d.lun == OS_DISK_LUN)
+@dataclass
+class _Point:
+    backed: Backed
+    snapshot: str               # the OS disk's
+    copier: BlobSnapshots       # on a client that counts its reads
+    reads: _Reads
+    container: str              # where copies go
 
 
-def test_the_first_verification_records_the_digest_and_a_later_one_reads_the_copy_only(
-        svc, backed_up, storage_connection_string, unique_name):
+@pytest.fixture
+def point(svc, backed_up, storage_connection_string, unique_name) -> _Point:
     backed = backed_up()
-    snapshot = _os_snapshot(backed)
     copier, reads = _copier(storage_connection_string, svc)
-    container = unique_name("restored")
+    return _Point(backed, next(d.snapshot for d in backed.point.disks if d.lun == OS_DISK_LUN), copier, reads,
+                  unique_name("restored"))
+
+
+def test_the_first_verification_records_the_digest_and_a_later_one_reads_the_copy_only(svc, point):
+    snapshot, copier, reads, container = point.snapshot, point.copier, point.reads, point.container
 
     first = copier.verify(snapshot, _copy(copier, snapshot, container, "one.vhd"))
     assert first.equal and first.digest == "recorded" and reads.snapshot > 0
@@ -69,16 +80,12 @@ def test_the_first_verification_records_the_digest_and_a_later_one_reads_the_cop
     assert reads.snapshot == 0 and reads.copy > 0
 
 
-def test_a_verification_that_trusts_the_digest_still_catches_a_flipped_byte_in_the_copy(
-        svc, backed_up, storage_connection_string, unique_name):
-    backed = backed_up()
-    snapshot = _os_snapshot(backed)
-    copier, _ = _copier(storage_connection_string, svc)
-    container = unique_name("restored")
+def test_a_verification_that_trusts_the_digest_still_catches_a_flipped_byte_in_the_copy(svc, point):
+    snapshot, copier, container = point.snapshot, point.copier, point.container
     assert copier.verify(snapshot, _copy(copier, snapshot, container, "good.vhd")).digest == "recorded"
     # The bad copy is written page by page, not copied: a page written into an Azurite copy of a page blob
     # changes its source snapshot too (Azurite copies by reference; docs/restore.md).
-    data = bytearray(backed.data[OS_DISK_LUN])
+    data = bytearray(point.backed.data[OS_DISK_LUN])
     data[3 * MIB + 100] ^= 0x01
     bad = svc.blob_service.get_blob_client(container, "bad.vhd")
     bad.create_page_blob(len(data))
@@ -92,18 +99,14 @@ def test_a_verification_that_trusts_the_digest_still_catches_a_flipped_byte_in_t
     assert copier.verify(snapshot, _copy(copier, snapshot, container, "again.vhd")).digest == "used"
 
 
-def test_a_digest_of_another_length_or_with_wrong_hashes_is_not_trusted_and_is_replaced(
-        svc, backed_up, storage_connection_string, unique_name):
-    backed = backed_up()
-    snapshot = _os_snapshot(backed)
-    copier, reads = _copier(storage_connection_string, svc)
-    container = unique_name("restored")
-    target = _copy(copier, snapshot, container, "one.vhd")
+def test_a_digest_of_another_length_or_with_wrong_hashes_is_not_trusted_and_is_replaced(svc, point):
+    snapshot, copier, reads = point.snapshot, point.copier, point.reads
+    target = _copy(copier, snapshot, point.container, "one.vhd")
     assert copier.verify(snapshot, target).digest == "recorded"
     blob = digest_blob(svc, snapshot)
     good = blob.download_blob()
     recorded, metadata = good.readall(), good.properties.metadata
-    length = len(backed.data[OS_DISK_LUN])
+    length = len(point.backed.data[OS_DISK_LUN])
     right = decode(recorded, length=length, piece=VERIFY_PIECE)
 
     for wrong in (DiskDigest(length + VERIFY_PIECE, VERIFY_PIECE, right.hashes + bytes(32)),
@@ -115,13 +118,9 @@ def test_a_digest_of_another_length_or_with_wrong_hashes_is_not_trusted_and_is_r
         assert blob.download_blob().readall() == recorded
 
 
-def test_two_verifications_of_the_same_snapshot_at_once_both_pass_and_leave_one_valid_digest(
-        svc, backed_up, storage_connection_string, unique_name):
-    backed = backed_up()
-    snapshot = _os_snapshot(backed)
-    copier, _ = _copier(storage_connection_string, svc)
-    container = unique_name("restored")
-    targets = [_copy(copier, snapshot, container, f"{n}.vhd") for n in range(2)]
+def test_two_verifications_of_the_same_snapshot_at_once_both_pass_and_leave_one_valid_digest(svc, point):
+    snapshot, copier = point.snapshot, point.copier
+    targets = [_copy(copier, snapshot, point.container, f"{n}.vhd") for n in range(2)]
     barrier, results = threading.Barrier(2), []
 
     def verify(target: str) -> None:
@@ -141,11 +140,9 @@ def test_two_verifications_of_the_same_snapshot_at_once_both_pass_and_leave_one_
     assert copier.verify(snapshot, targets[0]).digest == "used"
 
 
-def test_deleting_a_snapshot_deletes_its_digest(svc, backed_up, storage_connection_string, unique_name):
-    backed = backed_up()
-    snapshot = _os_snapshot(backed)
-    copier, _ = _copier(storage_connection_string, svc)
-    copier.verify(snapshot, _copy(copier, snapshot, unique_name("restored"), "one.vhd"))
+def test_deleting_a_snapshot_deletes_its_digest(svc, point):
+    snapshot, copier = point.snapshot, point.copier
+    copier.verify(snapshot, _copy(copier, snapshot, point.container, "one.vhd"))
     assert digest_blob(svc, snapshot).exists()
 
     assert svc.snapshots.delete_snapshot(snapshot)

@@ -50,6 +50,18 @@ def _snapshot_bytes(svc, compute, vm, lun: int) -> bytes:
         .download_blob().readall()
 
 
+def _failed_restore(svc, cli, *args: str) -> dict:
+    """Request the restore (accepted: InProgress), run it, and return the one error of its Failed job."""
+    code, out, err = cli(*args, "-o", "json")
+    assert code == 0 and json.loads(out)["properties"]["status"] == "InProgress", err
+    svc.restore_queue.drain(svc)
+    code, out, _ = cli("job", "show", "--name", json.loads(out)["name"], "-o", "json")
+    doc = json.loads(out)["properties"]
+    assert doc["status"] == "Failed"
+    (error,) = doc["errorDetails"]
+    return error
+
+
 def _deletes_of(compute, name: str) -> list[str]:
     return [path for method, path, _ in compute.requests if method == "DELETE" and path.endswith(f"/{name}")]
 
@@ -207,13 +219,7 @@ def test_a_second_restore_into_the_same_group_fails_and_replaces_nothing(svc, co
     svc.restore_queue.drain(svc)
     first = {d.name: compute.restored_disk_blob("local", f"{d.name}-{rp_name}") for d in vm.disks}
     svc.clock.advance(timedelta(minutes=1))
-    code, out, _ = cli(*args, "-o", "json")
-    assert code == 0 and json.loads(out)["properties"]["status"] == "InProgress"
-    svc.restore_queue.drain(svc)
-    code, out, _ = cli("job", "show", "--name", json.loads(out)["name"], "-o", "json")
-    doc = json.loads(out)["properties"]
-    assert doc["status"] == "Failed"
-    (error,) = doc["errorDetails"]
+    error = _failed_restore(svc, cli, *args)
     assert error["errorCode"] == "UserErrorRestoreTargetExists"
     assert any("never replaced" in r for r in error["recommendations"])
     assert {d.name: compute.restored_disk_blob("local", f"{d.name}-{rp_name}") for d in vm.disks} == first
@@ -313,15 +319,10 @@ def test_a_restore_into_a_missing_resource_group_says_to_create_it_and_that_a_re
     exist, advises creating it or choosing another, retryable no; the point stays Available."""
     vm, job = _backed_up(svc, md_vm)
     rp_name = recovery_point_name(job.job_id)
-    code, out, err = cli("restore", "restore-disks", "--vm", vm.name, "--rp-name", rp_name,
-                         "--target-resource-group", "no-such-rg", "-o", "json")
-    assert code == 0, err
-    svc.restore_queue.drain(svc)
 
-    code, out, _ = cli("job", "show", "--name", json.loads(out)["name"], "-o", "json")
-    doc = json.loads(out)["properties"]
-    assert doc["status"] == "Failed"
-    (error,) = doc["errorDetails"]
+    error = _failed_restore(svc, cli, "restore", "restore-disks", "--vm", vm.name, "--rp-name", rp_name,
+                            "--target-resource-group", "no-such-rg")
+
     assert error["errorCode"] == "UserErrorRestoreResourceGroupNotFound"
     assert error["retryable"] is False
     assert any("create the resource group" in r.lower() for r in error["recommendations"])
