@@ -445,7 +445,8 @@ class SnapshotStore(Protocol):
         """
 
     def delete_snapshot(self, snapshot_url: str) -> bool:
-        """Delete one snapshot; True if this call deleted it, False if it was already gone.
+        """Delete one snapshot and its recorded digest (shared/adapters/verification.py), the digest also when
+        the snapshot was already gone; True if this call deleted the snapshot, False if it was already gone.
 
         ValidationError for a URL that names no snapshot: the base blob is never deleted.
         """
