@@ -1,15 +1,18 @@
 """Restore throughput on Azurite: the whole restore (the service's job: request, server-side copy, then
-verification by parallel ranged reads of both blobs' allocated pages) in MiB/s for 64 MiB - 1 GiB disks,
-against the least a verified restore must do, measured in the same run on the same snapshot: Azurite's
-Copy Blob (started, polled until it succeeds) plus one sequential read-back of the copy. Azurite copies a
-page blob by reference, so the copy alone is near-instant and no baseline for a restore that reads data
-(docs/restore.md). Fully written disks of random bytes: every page is allocated, nothing is skipped.
+verification by parallel ranged reads of the allocated pages) in MiB/s for 64 MiB - 1 GiB disks, for (a) the
+first restore of a point, whose verification reads the snapshot and the copy and records the snapshot's
+digest, and (b) a later restore of the same point, whose verification reads the copy only against that
+digest; against the least a verified restore must do, measured in the same run on the same snapshot:
+Azurite's Copy Blob (started, polled until it succeeds) plus one sequential read-back of the copy. Azurite
+copies a page blob by reference, so the copy alone is near-instant and no baseline for a restore that reads
+data (docs/restore.md). Fully written disks of random bytes: every page is allocated, nothing is skipped.
 
     .venv/bin/python bench/bench_restore.py [--sizes 64 256 1024] [--runs 3]
 
-Prints per size min / median / max of --runs for the restore and the baseline, the per-run ratio
-(restore / baseline, each pair measured back to back, in alternating order), and where a restore's time
-went (median seconds: the request, the copy until every disk is Copied, verification and completion).
+Prints per size min / median / max of --runs for the first and the later restore and the baseline, the
+per-run ratios (baseline seconds / restore seconds, each run's three measured back to back, the baseline
+first or last in alternating runs), and where a later restore's time went (median seconds: the request,
+the copy until every disk is Copied, verification and completion).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.ports import free_port  # noqa: E402
-from shared.adapters.snapshots import VERIFY_PIECE  # noqa: E402
+from shared.adapters.verification import VERIFY_PIECE  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind  # noqa: E402
 from shared.domain.recovery import DiskSnapshot, RecoveryPoint  # noqa: E402
@@ -79,21 +82,26 @@ def _baseline(svc, point: RecoveryPoint, n: int) -> tuple[float, float]:
     return copied, elapsed
 
 
-def _restore(svc, vm: Vm, point: RecoveryPoint, n: int) -> tuple[float, float, float]:
+def _restore(svc, vm: Vm, point: RecoveryPoint, tag: str) -> tuple[float, float, float]:
     """(request, copy, verification and completion) seconds of one whole restore, as the worker runs it."""
     marks = [time.perf_counter()]
-    job = request_restore(svc, vm.name, point.name, f"bench-restored-{n}")
+    job = request_restore(svc, vm.name, point.name, f"bench-restored-{tag}")
     marks.append(time.perf_counter())
     done = run_restore(svc, RestoreTask(job.job_id, vm.name), after_copy=lambda _job: marks.append(time.perf_counter()))
     marks.append(time.perf_counter())
     assert done is not None and done.status.value == "Completed", done
-    svc.blob_service.delete_container(f"bench-restored-{n}")
+    svc.blob_service.delete_container(f"bench-restored-{tag}")
     return marks[1] - marks[0], marks[2] - marks[1], marks[3] - marks[2]
 
 
 def _spread(values: list[float]) -> str:
     v = sorted(values)
     return f"{v[0]:>5.0f} / {statistics.median(v):>5.0f} / {v[-1]:>5.0f}"
+
+
+def _ratios(values: list[float]) -> str:
+    v = sorted(values)
+    return f"{v[0]:.2f} / {statistics.median(v):.2f} / {v[-1]:.2f}"
 
 
 def main() -> int:
@@ -108,32 +116,33 @@ def main() -> int:
                                                               "SharedAccessKey=y;"})
         svc = Services(settings, restore_queue=_Queue())
         n = 0
-        print(f"{'size':>8}  {'restore MiB/s':>21}  {'copy+read-back MiB/s':>21}  {'ratio':>18}  "
-              f"{'Copy Blob alone':>15}  {'request / copy / verify s':>25}")
+        print(f"{'size':>8}  {'(a) first MiB/s':>17}  {'(b) later MiB/s':>17}  {'copy+read-back':>17}  "
+              f"{'ratio (a)':>18}  {'ratio (b)':>18}  {'Copy Blob alone':>15}  {'(b) request/copy/verify s':>25}")
         for size in args.sizes:
-            restore, base, ratio, copy_only, phases = [], [], [], [], []
+            first, later, base, ratio_first, ratio_later, copy_only, phases = [], [], [], [], [], [], []
             for run in range(args.runs):
                 n += 1
                 vm, point = _disk(svc, size, n)
-                # Alternate which goes first, so a change of the machine's load does not favour one side.
+                # The baseline goes first or last in alternate runs, so a change of load favours neither side.
+                if run % 2 == 0:
+                    copied, based = _baseline(svc, point, n)
+                taken_first = _restore(svc, vm, point, f"{n}a")         # verification records the digest
+                taken_later = _restore(svc, vm, point, f"{n}b")         # verification reads the copy only
                 if run % 2:
-                    taken = _restore(svc, vm, point, n)
                     copied, based = _baseline(svc, point, n)
-                else:
-                    copied, based = _baseline(svc, point, n)
-                    taken = _restore(svc, vm, point, n)
-                restore.append(size / sum(taken))
+                first.append(size / sum(taken_first))
+                later.append(size / sum(taken_later))
                 base.append(size / based)
-                ratio.append(based / sum(taken))
+                ratio_first.append(based / sum(taken_first))
+                ratio_later.append(based / sum(taken_later))
                 copy_only.append(size / copied)
-                phases.append(taken)
+                phases.append(taken_later)
                 svc.blob_service.get_container_client("bench-disks").delete_blob(f"vm{n}-os.vhd",
                                                                                   delete_snapshots="include")
-            r = sorted(ratio)
             spent = " / ".join(f"{statistics.median(p[i] for p in phases):.2f}" for i in range(3))
-            print(f"{size:>5} MiB  {_spread(restore):>21}  {_spread(base):>21}  "
-                  f"{r[0]:.2f} / {statistics.median(r):.2f} / {r[-1]:.2f}  {statistics.median(copy_only):>10.0f} MiB/s"
-                  f"  {spent:>25}", flush=True)
+            print(f"{size:>5} MiB  {_spread(first):>17}  {_spread(later):>17}  {_spread(base):>17}  "
+                  f"{_ratios(ratio_first):>18}  {_ratios(ratio_later):>18}  "
+                  f"{statistics.median(copy_only):>9.0f} MiB/s  {spent:>25}", flush=True)
     finally:
         azurite.stop()
     return 0

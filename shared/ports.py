@@ -445,7 +445,8 @@ class SnapshotStore(Protocol):
         """
 
     def delete_snapshot(self, snapshot_url: str) -> bool:
-        """Delete one snapshot; True if this call deleted it, False if it was already gone.
+        """Delete one snapshot and its recorded digest (shared/adapters/verification.py), the digest also when
+        the snapshot was already gone; True if this call deleted the snapshot, False if it was already gone.
 
         ValidationError for a URL that names no snapshot: the base blob is never deleted.
         """
@@ -492,8 +493,11 @@ class Verification:
 
     equal: bool
     length: int
-    compared_bytes: int                 # bytes read from each side (only allocated page ranges)
+    compared_bytes: int                 # bytes read from each side read (only allocated page ranges)
     detail: str = ""
+    # How the snapshot's digest served: "used" (the copy alone was read), "recorded" (both were read and
+    # the snapshot's digest written for later verifications), "" (neither: both read, nothing recorded).
+    digest: str = ""
 
 
 class DiskCopier(Protocol):
@@ -520,7 +524,9 @@ class DiskCopier(Protocol):
         """Put a safety snapshot back over its base blob (rolling back a failed in-place restore)."""
 
     def verify(self, snapshot_url: str, target_url: str) -> Verification:
-        """Compare a restored blob with its snapshot: parallel ranged reads of the allocated pages only."""
+        """Compare a restored blob with its snapshot: parallel ranged reads of the allocated pages only, of
+        the copy alone when the snapshot's recorded digest is usable; the first verification of a snapshot
+        records that digest. A wrong or unusable digest falls back to reading both, never fails the check."""
 
     def read_range(self, url: str, offset: int, length: int) -> bytes:
         """Bytes of a blob or snapshot (``?snapshot=``), or of a URL carrying its own SAS (a read grant);

@@ -1,7 +1,7 @@
 """Blob snapshots of the disks, and the status container's blobs, for retention and restore: list and
-delete snapshots (never a base blob), copy a snapshot server-side into a page blob tagged with its
-restore job, compare a copy with its snapshot by parallel ranged reads of the allocated pages, and
-list/delete status and log blobs.
+delete snapshots (never a base blob) with their digests, copy a snapshot server-side into a page blob tagged
+with its restore job, compare a copy with its snapshot (shared/adapters/verification.py), and list/delete
+status and log blobs.
 
 Copies read their source through a short-lived read-only SAS on that one snapshot, signed like
 shared/adapters/blob_sas.py signs (account key with Azurite, user delegation key with an identity).
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
@@ -22,9 +21,9 @@ from azure.core.paging import PageIterator
 from azure.storage.blob import BlobClient, BlobProperties, BlobServiceClient, generate_blob_sas
 
 from shared.adapters.azure_errors import BLOB_REFUSED_HINT, Failure, is_failure, read_failure, translate
+from shared.adapters.verification import DigestStore, verify_copy
 from shared.clock import Clock
 from shared.errors import ConflictError, NotFoundError, PermanentError, ValidationError
-from shared.adapters.metering import in_context
 from shared.domain.restore import OWNER_KEY
 from shared.ports import BlobSnapshotInfo, RestoredBlob, StatusBlobInfo, StatusBlobPage, Verification
 from shared.redaction import redact
@@ -33,11 +32,6 @@ log = logging.getLogger(__name__)
 
 COPY_SAS_LIFETIME = timedelta(hours=6)    # a large disk copies for a while; Azure's copy reads all along
 SAS_START_SKEW = timedelta(minutes=15)
-# Verification reads the allocated pages of both blobs in pieces, this many at once. A piece larger than
-# 4 MiB: Azurite computes the MD5 of every ranged read of at most 4 MiB (the size Azure can hash on request),
-# which cost it twice the CPU of the read itself; Azure answers either without hashing, in fewer requests.
-VERIFY_PIECE = 8 * 1024 * 1024
-VERIFY_READERS = 8
 SAFETY_KEY = "vmsnaprestoresafety"    # metadata of a safety snapshot: the restore job that took it
 
 
@@ -47,6 +41,7 @@ class BlobSnapshots:
     def __init__(self, blob_service: BlobServiceClient, *, clock: Clock):
         self._service = blob_service
         self._clock = clock
+        self._digests = DigestStore(blob_service)
         self._delegation_key: Any = None
         self._lock = threading.Lock()
 
@@ -95,11 +90,15 @@ class BlobSnapshots:
         blob = self._service.get_blob_client(container, name, snapshot=snapshot)
         try:
             blob.delete_blob()
-            return True
+            deleted = True
         except ResourceNotFoundError:
-            return False
+            deleted = False
         except AzureError as exc:
             raise _translated(exc, f"deleting snapshot {base}?snapshot={snapshot}") from exc
+        # After the snapshot, also when it was gone: a digest never outlives it (a verification that records
+        # one after this finds the snapshot gone and deletes its own).
+        self._digests.delete(container, name, snapshot)
+        return deleted
 
     # --- DiskCopier ------------------------------------------------------------------------------
     def target_url(self, container: str, blob_name: str) -> str:
@@ -184,35 +183,7 @@ class BlobSnapshots:
             raise _translated(exc, f"putting {snapshot_url} back") from exc
 
     def verify(self, snapshot_url: str, target_url: str) -> Verification:
-        source, target = self._client_of(snapshot_url), self._client_of(target_url)
-        try:
-            props = source.get_blob_properties(), target.get_blob_properties()
-            lengths = props[0].size, props[1].size
-            if lengths[0] != lengths[1]:
-                return Verification(False, lengths[1], 0, f"the copy has {lengths[1]} bytes, the snapshot "
-                                                          f"{lengths[0]}")
-            pieces = _pieces(_allocated(source, props[0]) + _allocated(target, props[1]), lengths[0])
-        except ResourceNotFoundError as exc:
-            raise NotFoundError(f"{snapshot_url} or {target_url} does not exist") from exc
-        except AzureError as exc:
-            raise _translated(exc, f"comparing {target_url} with its snapshot") from exc
-
-        def differs(piece: tuple[int, int]) -> int | None:
-            offset, length = piece
-            try:
-                left = source.download_blob(offset=offset, length=length, max_concurrency=1).readall()
-                right = target.download_blob(offset=offset, length=length, max_concurrency=1).readall()
-            except AzureError as exc:
-                raise _translated(exc, f"reading {length} bytes at {offset}") from exc
-            return None if left == right else offset + next(i for i, (a, b) in enumerate(zip(left, right)) if a != b)
-
-        with ThreadPoolExecutor(max_workers=VERIFY_READERS, thread_name_prefix="verify") as pool:
-            futures = [pool.submit(in_context(differs), piece) for piece in pieces]
-            found = [offset for offset in (f.result() for f in futures) if offset is not None]
-        compared = sum(length for _, length in pieces)
-        if found:
-            return Verification(False, lengths[0], compared, f"the bytes differ from offset {min(found)}")
-        return Verification(True, lengths[0], compared)
+        return verify_copy(self._client_of(snapshot_url), self._client_of(target_url), self._digests)
 
     def read_range(self, url: str, offset: int, length: int) -> bytes:
         # A URL with its own signature (a disk's read grant) is read with it, wherever it points.
@@ -322,27 +293,6 @@ def _copy_progress(progress: str | None, size: int | None) -> tuple[int | None, 
     if done.isdigit() and total.isdigit():
         return int(done), int(total)
     return None, size
-
-
-def _allocated(blob: BlobClient, props: Any) -> list[tuple[int, int]]:
-    """The blob's allocated page ranges as (offset, length), given its properties; a block blob is one range
-    over all of it."""
-    if str(props.blob_type) not in ("PageBlob", "BlobType.PAGEBLOB"):
-        return [(0, props.size)]
-    ranges, _ = blob.get_page_ranges()
-    return [(r["start"], r["end"] - r["start"] + 1) for r in ranges]
-
-
-def _pieces(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
-    """The union of ``ranges`` cut into reads of at most VERIFY_PIECE bytes, within ``size``."""
-    merged: list[list[int]] = []
-    for offset, length in sorted(ranges):
-        end = min(offset + length, size)
-        if merged and offset <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        elif end > offset:
-            merged.append([offset, end])
-    return [(at, min(VERIFY_PIECE, end - at)) for start, end in merged for at in range(start, end, VERIFY_PIECE)]
 
 
 def _translated(exc: AzureError, doing: str) -> Exception:

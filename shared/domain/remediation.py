@@ -248,6 +248,7 @@ RESTORE_SOURCE_MISSING = "UserErrorRestoreSourceMissing"
 RESTORE_TEST_FAILED = "RestoreTestValidationFailed"
 RESTORE_VM_RUNNING = "UserErrorRestoreVmRunning"
 RESTORE_SWAP_FAILED = "RestoreDiskSwapFailed"
+RESTORE_GROUP_MISSING = "UserErrorRestoreResourceGroupNotFound"
 
 _RP_EXTENSION_LOG = ("Read the extension log on the VM: "
                      "/var/log/azure/Microsoft.Azure.RecoveryServices.VMSnapshotLinux/extension.log.")
@@ -305,6 +306,12 @@ SERVICE_ERRORS: dict[str, Remediation] = {
          "(Microsoft.Compute/virtualMachines/write, Microsoft.Compute/disks/write), then retry the restore.",
          "Read the VM's activity log for the update's error (search for the VM name and the job's time)."),
         True),
+    RESTORE_GROUP_MISSING: _r(
+        RESTORE_GROUP_MISSING, "The target resource group does not exist",
+        "ARM answered ResourceGroupNotFound for the resource group the restore creates its managed disks in; "
+        "the same request fails the same way until the group exists, so a retry alone cannot help.",
+        ("Create the resource group in the VM's region ('az group create --name <group> --location <region>') "
+         "and restore again, or restore into an existing group with --target-resource-group.",), False),
     RESTORE_TEST_FAILED: _r(
         RESTORE_TEST_FAILED, "The restore drill found a problem",
         "The point restored, but a validation failed: a disk differs from its point, the OS disk holds no "

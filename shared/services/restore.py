@@ -455,8 +455,8 @@ class _Worker:
             raise RestoreFailure(remediation.RESTORE_VERIFY_FAILED, f"LUN {disk.lun}: {result.detail}")
         self._update(disk.lun, status=DiskState.VERIFIED.value, bytes_total=result.length, bytes_done=result.length)
         self._save(force=True)
-        log.info("%s: LUN %s verified (%s bytes compared of %s)", self.ids, disk.lun, result.compared_bytes,
-                 result.length)
+        log.info("%s: LUN %s verified (%s bytes compared of %s; snapshot digest %s)", self.ids, disk.lun,
+                 result.compared_bytes, result.length, result.digest or "not used")
 
     # --- managed disks -----------------------------------------------------------------------------
     def _start_disk(self, disk: DiskResult) -> None:
@@ -483,6 +483,8 @@ class _Worker:
                 if existing is not None and existing.owner != self.job.job_id:
                     raise RestoreFailure(remediation.RESTORE_TARGET_EXISTS, f"LUN {disk.lun}: {exc}",
                                          _DISK_ADVICE[remediation.RESTORE_TARGET_EXISTS]) from exc
+                if exc.arm_code == "ResourceGroupNotFound":     # the target's group, not the point's data
+                    raise RestoreFailure(remediation.RESTORE_GROUP_MISSING, f"LUN {disk.lun}: {exc}") from exc
                 if exc.status == 404:
                     self._source_missing(disk, str(exc))
                 raise RestoreFailure(remediation.RESTORE_COPY_FAILED, f"LUN {disk.lun}: {exc}",

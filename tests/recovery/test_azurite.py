@@ -130,6 +130,30 @@ def test_two_retention_runs_at_once_delete_each_snapshot_once_and_keep_the_base_
     assert run_retention(runs[0]).points_deleted == [], "a second run deleted more"
 
 
+def test_no_digest_outlives_its_point_retention_deletes_them_with_the_snapshots(world):
+    """Each point's snapshots verified once (their digests recorded); retention deletes the expired points'
+    digests with their snapshots, and keeps the latest point's."""
+    from shared.adapters.verification import DIGEST_CONTAINER
+
+    svc, vm, blobs = world
+    points = svc.recovery_points.list_for_vm(vm)
+    for point in points:
+        for disk in point.disks:
+            assert svc.disk_copier.verify(disk.snapshot, disk.snapshot).digest == "recorded"
+    digests = svc.blob_service.get_container_client(DIGEST_CONTAINER)
+
+    def recorded() -> set[str]:
+        prefix = blobs[0].container_name + "/"
+        return {b.name.split("@", 1)[1] for b in digests.list_blobs(name_starts_with=prefix)}
+
+    assert recorded() == {d.snapshot_time for p in points for d in p.disks}
+    svc.clock.current = T0 + timedelta(days=40)
+
+    assert len(run_retention(svc).points_deleted) == DAYS - 1
+
+    assert recorded() == {d.snapshot_time for d in points[0].disks}
+
+
 def test_deleting_a_base_blob_is_refused(world):
     """A URL without a snapshot time is never deleted: the disk itself is safe from retention."""
     svc, _, blobs = world

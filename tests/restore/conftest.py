@@ -74,3 +74,14 @@ def blob_bytes(svc, url: str) -> bytes:
     return svc.blob_service.get_blob_client(parsed.container_name, parsed.blob_name,
                                             snapshot=snapshot).download_blob().readall()
 
+
+
+def digest_blob(svc, snapshot_url: str):
+    """The client of the blob that holds the snapshot's digest (shared/adapters/verification.py)."""
+    from azure.storage.blob import BlobClient
+
+    from shared.adapters.verification import DIGEST_CONTAINER
+
+    base, _, snapshot = snapshot_url.partition("?snapshot=")
+    parsed = BlobClient.from_blob_url(base)
+    return svc.blob_service.get_blob_client(DIGEST_CONTAINER, f"{parsed.container_name}/{parsed.blob_name}@{snapshot}")

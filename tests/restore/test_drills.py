@@ -16,6 +16,7 @@ from shared.domain.restore_testing import RestoreTestPlan, Selection
 from shared.services.protection import enable_protection
 from shared.services.restore_testing import clean_up_drills, start_drill
 from tests.e2e.conftest import loop, loop_with, run_cycle  # noqa: F401  (the loop fixture and the one it uses)
+from tests.restore.conftest import digest_blob
 
 
 @pytest.fixture
@@ -57,6 +58,9 @@ def test_a_drill_of_demo_vm_passes_naming_its_checks_and_leaves_nothing_after_th
 
     job = svc.jobs.get(started["name"])
     assert len(_scratch_blobs(svc, job)) == 2
+    # The drill verified the same way a restore does: it leaves each snapshot's digest for a later restore.
+    (point,) = svc.recovery_points.list_for_vm("demo-vm")
+    assert all(digest_blob(svc, d.snapshot).exists() for d in point.disks)
     cleaned = clean_up_drills(svc)
     assert cleaned.jobs == [job.job_id] and cleaned.left == []
     assert _scratch_blobs(svc, job) == [] and not svc.blob_service.get_container_client(job.restore.target).exists()

@@ -50,6 +50,18 @@ def _snapshot_bytes(svc, compute, vm, lun: int) -> bytes:
         .download_blob().readall()
 
 
+def _failed_restore(svc, cli, *args: str) -> dict:
+    """Request the restore (accepted: InProgress), run it, and return the one error of its Failed job."""
+    code, out, err = cli(*args, "-o", "json")
+    assert code == 0 and json.loads(out)["properties"]["status"] == "InProgress", err
+    svc.restore_queue.drain(svc)
+    code, out, _ = cli("job", "show", "--name", json.loads(out)["name"], "-o", "json")
+    doc = json.loads(out)["properties"]
+    assert doc["status"] == "Failed"
+    (error,) = doc["errorDetails"]
+    return error
+
+
 def _deletes_of(compute, name: str) -> list[str]:
     return [path for method, path, _ in compute.requests if method == "DELETE" and path.endswith(f"/{name}")]
 
@@ -207,13 +219,7 @@ def test_a_second_restore_into_the_same_group_fails_and_replaces_nothing(svc, co
     svc.restore_queue.drain(svc)
     first = {d.name: compute.restored_disk_blob("local", f"{d.name}-{rp_name}") for d in vm.disks}
     svc.clock.advance(timedelta(minutes=1))
-    code, out, _ = cli(*args, "-o", "json")
-    assert code == 0 and json.loads(out)["properties"]["status"] == "InProgress"
-    svc.restore_queue.drain(svc)
-    code, out, _ = cli("job", "show", "--name", json.loads(out)["name"], "-o", "json")
-    doc = json.loads(out)["properties"]
-    assert doc["status"] == "Failed"
-    (error,) = doc["errorDetails"]
+    error = _failed_restore(svc, cli, *args)
     assert error["errorCode"] == "UserErrorRestoreTargetExists"
     assert any("never replaced" in r for r in error["recommendations"])
     assert {d.name: compute.restored_disk_blob("local", f"{d.name}-{rp_name}") for d in vm.disks} == first
@@ -305,3 +311,19 @@ def test_a_restore_that_cannot_reach_the_compute_endpoint_is_one_line_exit_5_and
     assert ("az login" in err) if how == "no credential" else (f"127.0.0.1:{port}" in err and "ComputeConnection" in err)
     code, out, _ = cli("job", "list", "--operation", "Restore", "-o", "json")
     assert json.loads(out) == []
+
+
+def test_a_restore_into_a_missing_resource_group_says_to_create_it_and_that_a_retry_cannot_help(svc, compute,
+                                                                                                 md_vm, cli):
+    """ARM's ResourceGroupNotFound is no copy failure a retry mends: the job fails saying the group does not
+    exist, advises creating it or choosing another, retryable no; the point stays Available."""
+    vm, job = _backed_up(svc, md_vm)
+    rp_name = recovery_point_name(job.job_id)
+
+    error = _failed_restore(svc, cli, "restore", "restore-disks", "--vm", vm.name, "--rp-name", rp_name,
+                            "--target-resource-group", "no-such-rg")
+
+    assert error["errorCode"] == "UserErrorRestoreResourceGroupNotFound"
+    assert error["retryable"] is False
+    assert any("create the resource group" in r.lower() for r in error["recommendations"])
+    assert svc.recovery_points.get(vm.name, rp_name).state is PointState.AVAILABLE
