@@ -192,6 +192,19 @@ def test_verification_tells_an_exact_copy_from_a_changed_one(copier_rig):
         copier.verify(snapshot, copier.target_url(target, "never-written.vhd"))
 
 
+def test_the_first_verification_of_a_snapshot_records_its_digest_and_later_ones_use_it(copier_rig):
+    """Each restore of a point is checked against it; only the first reads the point itself."""
+    copier, target, snapshot = copier_rig.copier, copier_rig.new_container(), copier_rig.backed_up()
+    copier_rig.copied(snapshot, target, "one.vhd")
+    copier_rig.copied(snapshot, target, "two.vhd")
+    copier_rig.copied(copier_rig.backed_up(CHANGED), target, "changed.vhd")
+    first = copier.verify(snapshot, copier.target_url(target, "one.vhd"))
+    later = copier.verify(snapshot, copier.target_url(target, "two.vhd"))
+    assert (first.equal, first.digest) == (True, "recorded") and (later.equal, later.digest) == (True, "used")
+    wrong = copier.verify(snapshot, copier.target_url(target, "changed.vhd"))
+    assert wrong.equal is False and "5000" in wrong.detail        # a digest never hides a difference
+
+
 def test_a_ranged_read_ends_with_the_blob(copier_rig):
     copier, snapshot = copier_rig.copier, copier_rig.backed_up()
     assert copier.read_range(snapshot, 512, 100) == DISK[512:612]
