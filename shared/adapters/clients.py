@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -47,14 +47,10 @@ def storage_transport() -> HttpTransport[Any, Any]:
     environment once per endpoint instead of on every request (``_SettledEnvironmentSession``)."""
     from azure.core.pipeline.transport import RequestsTransport
 
-    class _Transport(RequestsTransport):
-        def open(self) -> None:
-            if self.session is None and self._session_owner and not self._has_been_opened:
-                self.session = _SettledEnvironmentSession()
-                self._init_session(self.session)        # the SDK's adapter and trust_env, as for its own
-            super().open()
-
-    return _Transport()
+    session = _SettledEnvironmentSession()
+    transport = RequestsTransport(session=session, session_owner=True)
+    transport._init_session(session)        # the SDK's set-up of a session of its own: its adapter, trust_env
+    return cast("HttpTransport[Any, Any]", transport)
 
 
 class _SettledEnvironmentSession(requests.Session):
@@ -62,8 +58,8 @@ class _SettledEnvironmentSession(requests.Session):
 
     requests looks them up on every request, walking the whole of ``os.environ`` twice
     (``urllib.request.getproxies_environment``); a Functions worker's environment holds every app
-    setting, and that walk was about 0.3 ms of CPU per storage request, a tenth of a status blob's
-    ingestion. App settings change only with a restart of the process, so what is read once stays
+    setting, and that walk cost 0.3-0.5 ms of CPU per storage request (a status blob's ingestion
+    makes five: docs/benchmarks.md, "Ingestion through the local host"). App settings change only with a restart of the process, so what is read once stays
     true; a request given proxies of its own takes requests' usual path."""
 
     def __init__(self) -> None:
