@@ -59,8 +59,9 @@ class _SettledEnvironmentSession(requests.Session):
     requests looks them up on every request, walking the whole of ``os.environ`` twice
     (``urllib.request.getproxies_environment``); a Functions worker's environment holds every app
     setting, and that walk cost 0.3-0.5 ms of CPU per storage request (a status blob's ingestion
-    makes five: docs/benchmarks.md, "Ingestion through the local host"). App settings change only with a restart of the process, so what is read once stays
-    true; a request given proxies of its own takes requests' usual path."""
+    makes five: docs/benchmarks.md, "Ingestion through the local host"). App settings change only
+    with a restart of the process, so what is read once stays true; a request given proxies of its
+    own takes requests' usual path."""
 
     def __init__(self) -> None:
         super().__init__()
