@@ -57,6 +57,7 @@ from devhost.http import LocalHttpServer
 from devhost.locks import LockKeeper
 from devhost.receipts import Receipt, ReceiptJournal
 from devhost.workers import PROCESS_COUNT_SETTING, FunctionFailed, WorkerLost, WorkerPool, process_count
+from shared.adapters.clients import storage_transport
 from shared.errors import ConfigurationError
 from shared.settings import KEEP_WARM
 
@@ -553,8 +554,9 @@ class LocalFunctionsHost:
 
         with self._lock:
             if connection not in self._blob_services:
+                # The app's transport (the environment read once per endpoint), unless the caller gives one.
                 self._blob_services[connection] = BlobServiceClient.from_connection_string(
-                    self.env[connection], **self.storage_client_options)
+                    self.env[connection], **{"transport": storage_transport(), **self.storage_client_options})
             return self._blob_services[connection]
 
     def _host_blob_service(self):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, cast
+from urllib.parse import urlsplit
 
+import requests
 from azure.core.credentials import AccessToken
 
 from shared.adapters.metering import request_hook
@@ -14,6 +16,7 @@ from shared.settings import Connection, compute_emulator
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.core.pipeline.transport import HttpTransport
     from azure.data.tables import TableServiceClient
     from azure.storage.blob import BlobServiceClient
 
@@ -25,8 +28,9 @@ TABLE_RETRY = {"retry_total": 3, "retry_backoff_factor": 0.4}
 
 
 def table_options() -> dict[str, Any]:
-    """Client options for Table clients: the retries above, and requests counted (metering.py)."""
-    return dict(TABLE_RETRY, raw_request_hook=request_hook("table"))
+    """Client options for Table clients: the retries above, requests counted (metering.py), and the
+    environment read once (``storage_transport``)."""
+    return dict(TABLE_RETRY, raw_request_hook=request_hook("table"), transport=storage_transport())
 
 
 def blob_retry() -> dict[str, Any]:
@@ -35,7 +39,45 @@ def blob_retry() -> dict[str, Any]:
 
     return {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3,
                                              random_jitter_range=1),
-            "raw_request_hook": request_hook("blob")}
+            "raw_request_hook": request_hook("blob"), "transport": storage_transport()}
+
+
+def storage_transport() -> HttpTransport[Any, Any]:
+    """azure-core's requests transport, whose session reads the proxy and CA settings of the
+    environment once per endpoint instead of on every request (``_SettledEnvironmentSession``)."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    session = _SettledEnvironmentSession()
+    transport = RequestsTransport(session=session, session_owner=True)
+    transport._init_session(session)        # the SDK's set-up of a session of its own: its adapter, trust_env
+    return cast("HttpTransport[Any, Any]", transport)
+
+
+class _SettledEnvironmentSession(requests.Session):
+    """A requests session that looks up the environment's proxy and CA settings once per endpoint.
+
+    requests looks them up on every request, walking the whole of ``os.environ`` twice
+    (``urllib.request.getproxies_environment``); a Functions worker's environment holds every app
+    setting, and that walk cost 0.3-0.5 ms of CPU per storage request (a status blob's ingestion
+    makes five: docs/benchmarks.md, "Ingestion through the local host"). App settings change only
+    with a restart of the process, so what is read once stays true; a request given proxies of its
+    own takes requests' usual path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._settled: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        if proxies or not self.trust_env:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        scheme, netloc = urlsplit(url)[:2]
+        key = (scheme, netloc, stream, verify, cert)
+        settings = self._settled.get(key)
+        if settings is None:
+            settings = self._settled[key] = super().merge_environment_settings(url, {}, stream, verify, cert)
+        # requests may add to what it is given: each request gets its own copy
+        return {**settings, "proxies": dict(settings["proxies"])}
 
 
 class HasCredential(Protocol):
