@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from shared.clock import utc
 from shared.domain.jobs import Job, JobStatus
 from shared.errors import ValidationError
 from shared.ports import JobPage, JobQuery
+from shared.services.needs import HasClock, HasJobs
 
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
+
+class ListJobsNeeds(HasClock, HasJobs, Protocol):
+    """What list_jobs(), job_page() read."""
+
 
 OPERATIONS = ("Backup", "ConfigureBackup", "DeleteBackupData", "DisableBackup", "Restore", "RestoreTest",
               "Retention")
@@ -50,7 +53,7 @@ class JobFilter:
                         page_size=min(page_size, MAX_PAGE), continuation=continuation)
 
 
-def list_jobs(svc: Services, jobs: JobFilter, top: int) -> list[Job]:
+def list_jobs(svc: ListJobsNeeds, jobs: JobFilter, top: int) -> list[Job]:
     """At most ``top`` jobs, newest start time first (``vmsnap job list``)."""
     if top < 1:
         raise ValidationError("--top must be at least 1", field="top")
@@ -65,7 +68,7 @@ def list_jobs(svc: Services, jobs: JobFilter, top: int) -> list[Job]:
     return by_start_time(found[:top])
 
 
-def job_page(svc: Services, jobs: JobFilter, page_size: int, continuation: str | None = None) -> JobPage:
+def job_page(svc: ListJobsNeeds, jobs: JobFilter, page_size: int, continuation: str | None = None) -> JobPage:
     """One page of jobs and the continuation of the next (the store's opaque token), newest start first
     within the page; ValidationError for a continuation the store did not issue."""
     page = svc.jobs.query(jobs.query(svc.clock.now(), page_size=page_size, continuation=continuation))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 from shared.domain import remediation
 from shared.domain.inventory import Vm
@@ -15,12 +15,19 @@ from shared.domain.policy import Policy
 from shared.domain.recovery import RecoveryPoint, Tier, point_from_job
 from shared.domain.retention import tiers_now
 from shared.errors import NotFoundError, PermanentError
-from shared.services.needs import HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasSnapshots
-
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
+from shared.services.needs import (HasAlerts, HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasSettings,
+                                   HasSnapshots, HasTelemetry)
 
 log = logging.getLogger(__name__)
+
+
+class NearLimitNeeds(HasAlerts, HasClock, HasProtectedItems, HasTelemetry, Protocol):
+    """What _near_limit() reads: what alerting.snapshot_limit_near() does (its RaiseNeeds), composed here
+    because that seam is a function-level import (alerting builds on this module)."""
+
+
+class DiskGuardNeeds(NearLimitNeeds, HasSettings, HasSnapshots, Protocol):
+    """What disk_guard_error() reads."""
 
 
 class ListPointsNeeds(HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, Protocol):
@@ -29,6 +36,7 @@ class ListPointsNeeds(HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoint
 
 class PolicyOfNeeds(HasPolicies, HasProtectedItems, Protocol):
     """What _policy_of() reads."""
+
 
 # Storage refuses more snapshots of one blob past its snapshot count limit (the extension then fails
 # with code 85 on every backup); a few hundred is where users report it. Refuse a little earlier.
@@ -87,7 +95,7 @@ def show_point(svc: ListPointsNeeds, vm_name: str, name: str) -> PointView:
     return PointView(point, tuple(tiers) if held else (), expiry if held else None)
 
 
-def disk_guard_error(svc: Services, vm: Vm) -> JobError | None:
+def disk_guard_error(svc: DiskGuardNeeds, vm: Vm) -> JobError | None:
     """Why the VM's disks cannot take this backup, found before dispatch, or None.
 
     A disk within reach of the snapshot limit gets the extension's code 85 with the advice to run
@@ -138,7 +146,7 @@ def _snapshot_counts(svc: HasSnapshots, blob_urls: Sequence[str]) -> Iterator[tu
         except PermanentError:
             continue
         yield position, url, count
-def _near_limit(svc: Services, vm: Vm, worst: int, limit: int) -> None:
+def _near_limit(svc: NearLimitNeeds, vm: Vm, worst: int, limit: int) -> None:
     """A disk within reach of the limit raises SnapshotLimitNear (shared/services/alerting.py)."""
     if worst >= near_limit(limit):
         from shared.services.alerting import snapshot_limit_near   # alerting builds on this module
