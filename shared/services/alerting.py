@@ -39,10 +39,10 @@ from shared.errors import NotFoundError, PermanentError, TransientError, Validat
 from shared.ports import FeedEntry, JobQuery
 from shared.redaction import redact
 from shared.services.needs import (HasAlerts, HasClock, HasInventory, HasJobFeed, HasJobs, HasNotifier, HasPolicies,
-                                   HasProtectedItems, HasRecoveryPoints, HasRollup, HasSettings, HasSnapshots,
-                                   HasTelemetry)
+                                   HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasRollup, HasSettings,
+                                   HasSnapshots, HasTelemetry)
 from shared.services.outcomes import FEED_MARGIN
-from shared.services.point_data import PointDataNeeds, missing_data
+from shared.services.point_data import missing_data
 from shared.services.retention import PartOutcome, ProblemKind, RetentionResult
 from shared.services.rollup import fold_feed, prune_history
 
@@ -53,39 +53,39 @@ class ResolveNeeds(HasAlerts, HasClock, HasTelemetry, Protocol):
     """What resolve_alerts(), resolve_by_operator() read."""
 
 
-class RaiseNeeds(ResolveNeeds, HasProtectedItems, Protocol):
+class RaiseNeeds(HasAlerts, HasClock, HasProtectedItems, HasTelemetry, Protocol):
     """What raise_alert(), snapshot_limit_near() read (recovery's disk guard raises through it)."""
 
 
-class WatchNeeds(RaiseNeeds, HasPolicies, Protocol):
+class WatchNeeds(HasAlerts, HasClock, HasPolicies, HasProtectedItems, HasTelemetry, Protocol):
     """What _watch_rpo() reads."""
 
 
-class DueWatchesNeeds(WatchNeeds, HasRecoveryPoints, Protocol):
+class DueWatchesNeeds(HasAlerts, HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasTelemetry, Protocol):
     """What _due_watches() reads."""
 
 
-class MissedSlotsNeeds(DueWatchesNeeds, HasJobs, Protocol):
+class MissedSlotsNeeds(HasAlerts, HasClock, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasTelemetry,
+                       Protocol):
     """What _missed_slots() reads."""
 
-
-class CheckPointNeeds(DueWatchesNeeds, PointDataNeeds, Protocol):
+class CheckPointNeeds(HasAlerts, HasClock, HasInventory, HasPolicies, HasProtectedItems, HasRecoveryPoints,
+                      HasRestorePoints, HasSnapshots, HasTelemetry, Protocol):
     """What _from_feed(), _check_newest_point() read."""
 
 
 class DeliverNeeds(HasAlerts, HasClock, HasNotifier, Protocol):
     """What deliver_alerts(), _deliver() read."""
 
-
-class EvaluateNeeds(CheckPointNeeds, MissedSlotsNeeds, DeliverNeeds, HasJobFeed, HasRollup, Protocol):
+class EvaluateNeeds(HasAlerts, HasClock, HasInventory, HasJobFeed, HasJobs, HasNotifier, HasPolicies, HasProtectedItems,
+                    HasRecoveryPoints, HasRestorePoints, HasRollup, HasSnapshots, HasTelemetry, Protocol):
     """What evaluate_alerts() reads."""
 
 
 class LimitClearedNeeds(HasInventory, HasSnapshots, Protocol):
     """What _snapshot_limit_cleared() reads."""
 
-
-class AfterRetentionNeeds(ResolveNeeds, LimitClearedNeeds, HasSettings, Protocol):
+class AfterRetentionNeeds(HasAlerts, HasClock, HasInventory, HasSettings, HasSnapshots, HasTelemetry, Protocol):
     """What after_retention(), after_retention_part() read."""
 
 

@@ -34,7 +34,8 @@ class HistoriesNeeds(HasJobFeed, HasJobs, HasRollup, Protocol):
     """What _histories() reads."""
 
 
-class ReportNeeds(HistoriesNeeds, HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, Protocol):
+class ComplianceNeeds(HasClock, HasJobFeed, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasRollup,
+                      Protocol):
     """What compliance_report() reads."""
 
 
@@ -53,7 +54,7 @@ class ComplianceReport:
     policies: list[PolicyCompliance]
 
 
-def compliance_report(svc: ReportNeeds, *, policy: str | None = None, vm: str | None = None,
+def compliance_report(svc: ComplianceNeeds, *, policy: str | None = None, vm: str | None = None,
                       days: int = DEFAULT_DAYS) -> ComplianceReport:
     """The report over the last ``days`` days up to now, for every protected item (or one policy's, or one VM)."""
     check_days(days)

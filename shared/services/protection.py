@@ -40,7 +40,7 @@ class ChangePolicyNeeds(HasClock, HasPolicies, HasProtectedItems, Protocol):
     """What change_policy() reads."""
 
 
-class EnableNeeds(ChangePolicyNeeds, HasInventory, Protocol):
+class EnableNeeds(HasClock, HasInventory, HasPolicies, HasProtectedItems, Protocol):
     """What enable_protection() reads."""
 
 
@@ -56,7 +56,7 @@ class NotQueuedNeeds(HasClaims, HasJobs, HasProtectedItems, Protocol):
     """What _not_queued() reads."""
 
 
-class BackupNowNeeds(NotQueuedNeeds, HasClock, HasTaskQueue, Protocol):
+class BackupNowNeeds(HasClaims, HasClock, HasJobs, HasProtectedItems, HasTaskQueue, Protocol):
     """What backup_now() reads."""
 
 

@@ -22,11 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class NearLimitNeeds(HasAlerts, HasClock, HasProtectedItems, HasTelemetry, Protocol):
-    """What _near_limit() reads: what alerting.snapshot_limit_near() does (its RaiseNeeds), composed here
-    because that seam is a function-level import (alerting builds on this module)."""
+    """What _near_limit() reads: alerting.snapshot_limit_near()'s RaiseNeeds, listed here rather than imported
+    (alerting builds on this module, so the seam is a function-level import)."""
 
 
-class DiskGuardNeeds(NearLimitNeeds, HasSettings, HasSnapshots, Protocol):
+class DiskGuardNeeds(HasAlerts, HasClock, HasProtectedItems, HasSettings, HasSnapshots, HasTelemetry, Protocol):
     """What disk_guard_error() reads."""
 
 

@@ -25,7 +25,7 @@ from collections import Counter
 from functools import partial
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable, Sequence, TypeGuard, TypeVar
+from typing import Callable, Protocol, Sequence, TypeGuard, TypeVar
 
 from croniter import croniter
 
@@ -40,12 +40,26 @@ from shared.domain.shards import SHARDS
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import NotFoundError, TransientError
 from shared.ports import JobQuery
+from shared.services.needs import (HasClock, HasJobs, HasPolicies, HasProgress, HasProtectedItems, HasSettings,
+                                   HasShardQueue, HasTaskQueue)
 from shared.services.outages import ride_out
 
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
-
 log = logging.getLogger(__name__)
+
+
+class PlanShardNeeds(HasClock, HasJobs, HasPolicies, HasProgress, HasProtectedItems, HasSettings, HasTaskQueue,
+                     Protocol):
+    """What plan_shard() (its _ShardRun) reads."""
+
+
+class TickNeeds(HasClock, HasJobs, HasPolicies, HasProgress, HasProtectedItems, HasSettings, HasShardQueue,
+                HasTaskQueue, Protocol):
+    """What run_scheduling_tick() reads."""
+
+
+class SettleNeeds(HasJobs, HasProtectedItems, Protocol):
+    """What _settle_conflict() reads."""
+
 
 PAGE_SIZE = 1000
 MAX_LOOKAHEAD = timedelta(hours=1)
@@ -211,7 +225,7 @@ def lookahead(schedule: str, now: datetime) -> timedelta:
     return min(max(following - now, timedelta(0)), MAX_LOOKAHEAD)
 
 
-def run_scheduling_tick(svc: Services, *, past_due: bool = False, page_size: int = PAGE_SIZE,
+def run_scheduling_tick(svc: TickNeeds, *, past_due: bool = False, page_size: int = PAGE_SIZE,
                         fan_out: bool | None = None, sleep: Callable[[float], None] = time.sleep) -> TickResult:
     """One timer tick: every shard planned here, or (``fan_out``; by default once the fleet counted at
     the last runs reaches ``PLANNER_FAN_OUT_ITEMS``) one request per shard sent to the planners."""
@@ -243,7 +257,7 @@ def run_scheduling_tick(svc: Services, *, past_due: bool = False, page_size: int
     return result
 
 
-def plan_shard(svc: Services, shard: str, now: datetime, *, page_size: int = PAGE_SIZE,
+def plan_shard(svc: PlanShardNeeds, shard: str, now: datetime, *, page_size: int = PAGE_SIZE,
                sleep: Callable[[float], None] = time.sleep, progress: ShardProgress | None = None,
                policies: dict[str, Policy | None] | None = None) -> TickResult:
     """Plan one shard's items as of ``now`` (the tick's time, whenever the planner runs).
@@ -282,7 +296,7 @@ def _summary(result: TickResult) -> str:
 
 @dataclass
 class _ShardRun:
-    svc: Services
+    svc: PlanShardNeeds
     shard: str
     now: datetime
     result: TickResult
@@ -468,7 +482,7 @@ class _ShardRun:
             self.step(f"merging {item.vm_name}", lambda: _settle_conflict(svc, item, plan, now))
 
 
-def _cancel_orphans(svc: Services, item: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
+def _cancel_orphans(svc: HasJobs, item: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
     """A tick that died before advancing watermarks may have created jobs for slots this tick now
     skips (time moved past another slot meanwhile). Cancel them so no job waits forever for a task.
     Only items with skipped slots pay this one query, so a normal tick never does."""
@@ -479,7 +493,7 @@ def _cancel_orphans(svc: Services, item: ProtectedItem, plan: ItemPlan, now: dat
             _cancel(svc, job.job_id, now, "its slot was skipped after the scheduler was interrupted")
 
 
-def _cancel(svc: Services, job_id: str, now: datetime, reason: str) -> None:
+def _cancel(svc: HasJobs, job_id: str, now: datetime, reason: str) -> None:
     def cancel(job: Job) -> Job | None:
         cancelled = mark_cancelled(job, reason, now)
         if cancelled is not None:
@@ -489,7 +503,7 @@ def _cancel(svc: Services, job_id: str, now: datetime, reason: str) -> None:
     svc.jobs.update(job_id, cancel)
 
 
-def _settle_conflict(svc: Services, seen: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
+def _settle_conflict(svc: SettleNeeds, seen: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
     """The item changed between read and write (another tick, backup-now, disable, policy change):
     re-read it and merge this tick's plan into what is there now.
 
@@ -519,7 +533,7 @@ def _settle_conflict(svc: Services, seen: ProtectedItem, plan: ItemPlan, now: da
         log.info("job %s for %s: the item changed meanwhile; merged, the job stands", job.job_id, seen.vm_name)
 
 
-def _refuses(svc: Services, current: ProtectedItem, job: Job, now: datetime) -> bool:
+def _refuses(svc: HasJobs, current: ProtectedItem, job: Job, now: datetime) -> bool:
     """Whether the item as it is now refuses ``job``: stopped, or claimed by another job that blocks."""
     if not current.is_active:
         return True
