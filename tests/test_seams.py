@@ -25,7 +25,6 @@ SEAMS = {
                                              # a drill is a restore, then checks run in its worker
     ("recovery", "alerting"),                # a disk near the snapshot limit raises an alert
     ("sweeping", "ingestion"),               # the sweep re-ingests what the trigger missed
-    ("claims", "scheduling"), ("protection", "scheduling"),     # what blocks a backup; an on-demand task
     ("dashboard", "compliance"), ("rollup", "compliance"),      # the report and its bounds
     ("alerting", "recovery"), ("alerting", "retention"), ("alerting", "rollup"),
                                              # alerts are raised on what those use cases found

@@ -12,10 +12,10 @@ from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.claims import BackupClaim
 from shared.domain.jobs import Job
+from shared.domain.planning import blocks_new_backup
 from shared.domain.protection import ON_DEMAND_SUCCESSES_PER_DAY, on_demand_limit_reached
 from shared.domain.task import Trigger
 from shared.services.needs import HasClaims, HasJobs
-from shared.services.scheduling import blocks_new_backup
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.job_transitions import mark_failed
 from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for
+from shared.domain.planning import task_for
 from shared.domain.policy import Policy, PolicyType
 from shared.domain.protection import DiskSelection, ProtectedItem, ProtectionState
 from shared.domain.recovery import MAX_RETENTION, ON_DEMAND_DEFAULT_RETENTION
@@ -23,7 +24,6 @@ from shared.redaction import redact
 from shared.services.claims import give_back_claim, take_claim
 from shared.services.needs import (HasClaims, HasClock, HasInventory, HasJobs, HasPolicies, HasProtectedItems,
                                    HasTaskQueue)
-from shared.services.scheduling import task_for
 
 log = logging.getLogger(__name__)
 
