@@ -26,7 +26,7 @@ SEAMS = {
     ("recovery", "alerting"),                # a disk near the snapshot limit raises an alert
     ("sweeping", "ingestion"),               # the sweep re-ingests what the trigger missed
     ("dashboard", "compliance"), ("rollup", "compliance"),      # the report and its bounds
-    ("alerting", "recovery"), ("alerting", "retention"), ("alerting", "rollup"),
+    ("alerting", "retention"), ("alerting", "rollup"),
                                              # alerts are raised on what those use cases found
 }
 

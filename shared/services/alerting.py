@@ -31,7 +31,7 @@ from shared.domain.compliance import SLOT_ALLOWANCE, applies_from, newest_restor
 from shared.domain.jobs import AttemptOutcome, Job, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
-from shared.domain.recovery import SUCCESSFUL, RecoveryPoint
+from shared.domain.recovery import SUCCESSFUL, RecoveryPoint, near_limit
 from shared.domain.retention_progress import BLOBS
 from shared.domain.schedule import slots_between
 from shared.domain.shards import SHARDS, shard_of
@@ -451,8 +451,6 @@ def snapshot_limit_near(svc: RaiseNeeds, vm_name: str, count: int, limit: int) -
 
 def _snapshot_limit_cleared(svc: LimitClearedNeeds, vm_name: str, limit: int) -> bool:
     """Whether every page-blob disk of the VM is below the threshold now (after retention ran)."""
-    from shared.services.recovery import near_limit
-
     try:
         vm = svc.inventory.get_vm(vm_name)
         counts = [svc.snapshots.count_snapshots(d.blob_url.split("?", 1)[0]) or 0 for d in vm.disks

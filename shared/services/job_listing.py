@@ -1,13 +1,12 @@
 """Use case: list jobs as ``vmsnap job list`` and the dashboard's API and pages do (filters, the default
-window, time bounds no job can have, newest start first), and the time forms both front ends accept."""
+window, time bounds no job can have, newest start first); the time forms both accept are
+shared/domain/when.py's."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from shared.clock import utc
 from shared.domain.jobs import Job, JobStatus
 from shared.errors import ValidationError
 from shared.ports import JobPage, JobQuery
@@ -79,25 +78,6 @@ def by_start_time(jobs: list[Job]) -> list[Job]:
     # Newest first by the start time an operator sees (the store pages by slot, which an operator
     # cannot see: a retried or late-dispatched job starts well after its slot).
     return sorted(jobs, key=lambda job: job.start_time, reverse=True)
-
-
-def parse_when(value: str, end: bool = False) -> datetime:
-    """An ISO 8601 time or az's d-m-Y date, in UTC; with ``end`` a bare date means the end of that day."""
-    text = value.strip()
-    match = re.fullmatch(r"(\d{1,2})-(\d{1,2})-(\d{4})", text)
-    try:
-        if match:
-            day, month, year = (int(g) for g in match.groups())
-            parsed, bare = datetime(year, month, day, tzinfo=timezone.utc), True
-        else:
-            parsed = utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-            bare = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None
-        return parsed + timedelta(days=1) if end and bare else parsed
-    except OverflowError:       # the day after 9999-12-31: no upper bound at all
-        return datetime.max.replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise ValidationError(f"{value!r} is not a date: use ISO 8601 (2025-03-01T02:00:00Z) or d-m-Y "
-                              f"(01-03-2025)") from None
 
 
 def _within_store_range(when: datetime | None) -> datetime | None:

@@ -12,7 +12,7 @@ from shared.domain import remediation
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobError
 from shared.domain.policy import Policy
-from shared.domain.recovery import RecoveryPoint, Tier, point_from_job
+from shared.domain.recovery import RecoveryPoint, Tier, near_limit, point_from_job
 from shared.domain.retention import tiers_now
 from shared.errors import NotFoundError, PermanentError
 from shared.services.needs import (HasAlerts, HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasSettings,
@@ -152,11 +152,6 @@ def _near_limit(svc: NearLimitNeeds, vm: Vm, worst: int, limit: int) -> None:
         from shared.services.alerting import snapshot_limit_near   # alerting builds on this module
 
         snapshot_limit_near(svc, vm.name, worst, limit)
-
-
-def near_limit(limit: int) -> int:
-    """The snapshot count from which a VM is near the limit: nine tenths of it."""
-    return max(1, limit * 9 // 10)
 
 
 def _policy_of(svc: PolicyOfNeeds, vm_name: str) -> Policy | None:
