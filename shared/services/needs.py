@@ -1,8 +1,9 @@
 """What a use case may ask of the composition root, one dependency at a time.
 
-A use case's parameter is a Protocol composed of these (``class PlanNeeds(HasJobs, HasClock, Protocol)``),
-so its signature lists what it reads; ``shared.bootstrap.Services`` has them all and satisfies any such
-composition structurally, which mypy checks at every call site.
+A use case's parameter is one of these, or a Protocol composed of them, listed flat and in alphabetical
+order (``class PlanNeeds(HasClock, HasJobs, Protocol)``; docs/contracts.md says why), so its signature
+lists what it reads; ``shared.bootstrap.Services`` has them all and satisfies any such composition
+structurally, which mypy checks at every call site.
 """
 from __future__ import annotations
 
