@@ -60,7 +60,6 @@ class BackupNowNeeds(HasClaims, HasClock, HasJobs, HasProtectedItems, HasTaskQue
     """What backup_now() reads."""
 
 
-
 # --- policies -------------------------------------------------------------------------------------
 def create_policy(svc: PolicyNeeds, policy: Policy) -> Policy:
     return svc.policies.create(policy.touched(svc.clock.now()))
