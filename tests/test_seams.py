@@ -25,7 +25,7 @@ SEAMS = {
                                              # a drill is a restore, then checks run in its worker
     ("recovery", "alerting"),                # a disk near the snapshot limit raises an alert
     ("sweeping", "ingestion"),               # the sweep re-ingests what the trigger missed
-    ("dashboard", "compliance"), ("rollup", "compliance"),      # the report and its bounds
+    ("dashboard", "compliance"),             # the overview shows the compliance report
     ("alerting", "retention"), ("alerting", "rollup"),
                                              # alerts are raised on what those use cases found
 }

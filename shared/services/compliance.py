@@ -16,12 +16,13 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from shared.clock import utc
-from shared.domain.compliance import ItemCompliance, PolicyCompliance, PolicySlots, assess_item, by_policy, policy_slots
+from shared.domain.compliance import (DEFAULT_DAYS, ItemCompliance, PolicyCompliance, PolicySlots, assess_item,
+                                      by_policy, check_days, policy_slots)
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import MAX_FUTURE, RecoveryPoint
 from shared.domain.rollup import ItemHistory, MonthRollup, histories, job_rollup, of_job
-from shared.errors import NotFoundError, ValidationError
+from shared.errors import NotFoundError
 from shared.ports import JobQuery
 from shared.services.needs import (HasClock, HasJobFeed, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints,
                                    HasRollup)
@@ -39,8 +40,6 @@ class ComplianceNeeds(HasClock, HasJobFeed, HasJobs, HasPolicies, HasProtectedIt
     """What compliance_report() reads."""
 
 
-DEFAULT_DAYS = 30
-MAX_DAYS = 400
 POINT_READERS = 8       # items' newest points are independent reads: overlap their round trips
 RECENT = timedelta(days=8)      # the longest pass over recent points: a weekly policy's target RPO
 
@@ -95,11 +94,6 @@ def _items(svc: HasProtectedItems, vm: str | None, policy: str | None) -> list[P
         found = [item for page in svc.protected_items.pages(page_size=1000) for item in page]
     return sorted((i for i in found if i.is_active and (policy is None or i.policy_name.lower() == policy.lower())),
                   key=lambda i: i.vm_name.lower())
-
-
-def check_days(days: int) -> None:
-    if isinstance(days, bool) or not 1 <= days <= MAX_DAYS:
-        raise ValidationError(f"--days must be from 1 to {MAX_DAYS}, not {days}", field="days")
 
 
 def _histories(svc: HistoriesNeeds, since: datetime, now: datetime, vm: str | None) -> dict[str, ItemHistory]:

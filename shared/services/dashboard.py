@@ -12,8 +12,9 @@ from typing import Callable, Protocol, TypeVar, cast
 
 from shared.domain.alerts import Alert, AlertStatus
 from shared.domain.attention import Attention, needs_attention
+from shared.domain.compliance import DEFAULT_DAYS
 from shared.ports import JobQuery
-from shared.services.compliance import DEFAULT_DAYS, ComplianceNeeds, ComplianceReport, compliance_report
+from shared.services.compliance import ComplianceNeeds, ComplianceReport, compliance_report
 from shared.services.needs import (HasAlerts, HasClock, HasJobFeed, HasJobs, HasPolicies, HasProtectedItems,
                                    HasRecoveryPoints, HasRollup)
 

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 from typing import Iterable, Mapping, Protocol
 
 from shared.clock import EARLIEST
+from shared.domain.compliance import DEFAULT_DAYS, MAX_DAYS, check_days
 from shared.domain.jobs import Job
 from shared.domain.rollup import MonthRollup, RollupState, advanced, job_rollup, month_of, of_job
 from shared.domain.shards import SHARDS
 from shared.ports import FeedEntry, JobQuery
-from shared.services.compliance import DEFAULT_DAYS, MAX_DAYS, check_days
 from shared.services.needs import HasAlerts, HasClock, HasJobFeed, HasJobs, HasRollup
 from shared.services.outcomes import FEED_MARGIN
 
