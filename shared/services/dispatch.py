@@ -23,8 +23,8 @@ from shared.domain import remediation
 from shared.domain.bloburl import base_of
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
 from shared.domain.inventory import BackupMethod, Vm
-from shared.domain.job_transitions import (MAX_ATTEMPTS, mark_cancelled, mark_dispatched, mark_failed,
-                                           mark_not_dispatched, next_attempt_at, pending_retry)
+from shared.domain.job_transitions import (MAX_ATTEMPTS, dispatch_interrupted, mark_cancelled, mark_dispatched,
+                                           mark_failed, mark_not_dispatched, next_attempt_at, pending_retry)
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, job_id_for
 from shared.domain.recovery import MAX_RETENTION
 from shared.domain.task import SnapshotTask, Trigger, check_new_task
@@ -116,7 +116,7 @@ def handle_snapshot_task(svc: HandleTaskNeeds, body: bytes, *, message_id: str, 
         log.info("%s: job is already %s, nothing dispatched (delivery %s)", ids, job.status.value,
                  delivery_count)
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"job is {job.status.value}")
-    resume = job.phase is not JobPhase.QUEUED and _interrupted(job, task, delivery_count, retried)
+    resume = job.phase is not JobPhase.QUEUED and dispatch_interrupted(job, task, delivery_count, retried)
     if job.phase is not JobPhase.QUEUED and not resume:
         log.info("%s: attempt %s (task %s) is already %s; a redelivered or repeated task never starts "
                  "another (delivery %s)", ids, job.attempt, job.expected_task_id, job.phase.value, delivery_count)
@@ -255,17 +255,6 @@ def preview_extension_resource(svc: PreviewNeeds, vm_name: str, *,
         log_blob_sas=_placeholder(svc.status_blobs.url(log_blob)),
         now=now)
     return to_extension_resource(command, vm, redact=True)
-
-
-def _interrupted(job: Job, task: SnapshotTask, delivery_count: int, retried: bool) -> bool:
-    """Whether this delivery finds its attempt claimed by one that died before the command surely
-    reached the VM: a redelivery (the first delivery never settled the message), or a try after an
-    outage cut this delivery's own earlier try short (its claim may have been stored although the answer
-    was lost), of the job's current attempt, Dispatched and with no report yet. Handing the same
-    command over again is safe: the extension runs a taskId once, and a status blob already written
-    stops it here."""
-    return ((delivery_count > 1 or retried) and job.phase is JobPhase.DISPATCHED and job.last_report_at is None
-            and task.attempt == job.attempt and job.task_id == f"{job.job_id}_{job.attempt}")
 
 
 def _claim(svc: ClaimNeeds, job: Job, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[Job, bool]:
