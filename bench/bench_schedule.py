@@ -53,9 +53,10 @@ from shared.adapters.table_protection import (TablePolicyStore, TableProtectedIt
 from shared.bootstrap import Services  # noqa: E402
 from shared.clock import FixedClock  # noqa: E402
 from shared.domain.jobs import Job  # noqa: E402
+from shared.domain.planning import task_for  # noqa: E402
 from shared.domain.protection import ProtectedItem  # noqa: E402
 from shared.domain.task import Trigger  # noqa: E402
-from shared.services.scheduling import run_scheduling_tick, task_for  # noqa: E402
+from shared.services.scheduling import run_scheduling_tick  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
 SLOT = datetime(2025, 6, 2, 22, 30, tzinfo=timezone.utc)       # DefaultPolicy: daily 22:30 UTC

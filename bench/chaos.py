@@ -152,7 +152,7 @@ def _send_duplicate(svc, sender, rng: random.Random, chaos: _Chaos) -> None:
     """Send a job's current task again under a new message id, so duplicate detection lets it through."""
     from azure.servicebus import ServiceBusMessage
 
-    from shared.services.scheduling import task_for
+    from shared.domain.planning import task_for
 
     jobs = all_jobs(svc)
     if not jobs:

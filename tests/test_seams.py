@@ -1,5 +1,6 @@
 """Use cases reach each other only through the seams docs/contracts.md names: a new import of one
-service module by another fails here until it is added to that list (and its reason to the page)."""
+service module by another fails here until it is added to that list (and its reason to the page).
+And none reaches for the composition root: each takes the narrow Protocol of what it reads."""
 from __future__ import annotations
 
 import ast
@@ -24,9 +25,8 @@ SEAMS = {
                                              # a drill is a restore, then checks run in its worker
     ("recovery", "alerting"),                # a disk near the snapshot limit raises an alert
     ("sweeping", "ingestion"),               # the sweep re-ingests what the trigger missed
-    ("claims", "scheduling"), ("protection", "scheduling"),     # what blocks a backup; an on-demand task
-    ("dashboard", "compliance"), ("rollup", "compliance"),      # the report and its bounds
-    ("alerting", "recovery"), ("alerting", "retention"), ("alerting", "rollup"),
+    ("dashboard", "compliance"),             # the overview shows the compliance report
+    ("alerting", "retention"), ("alerting", "rollup"),
                                              # alerts are raised on what those use cases found
 }
 
@@ -56,3 +56,35 @@ def test_the_seams_are_documented():
     """docs/contracts.md names each seam as ``importer -> imported``."""
     page = (ROOT / "docs" / "contracts.md").read_text()
     assert [f"{a} -> {b}" for a, b in sorted(SEAMS) if f"`{a} -> {b}`" not in page] == []
+
+
+# Service modules that may import the composition root, each with why. None: every use case takes the
+# Protocol of what it reads (shared/services/needs.py), which Services satisfies at the call site.
+ROOT_ALLOWED: dict[str, str] = {}
+
+
+def composition_root_imports(folder: Path) -> set[str]:
+    """The modules of ``folder`` that import shared.bootstrap (its ``Services``), even only for typing."""
+    found = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            if any(name == "shared.bootstrap" or name.startswith("shared.bootstrap.") for name in names):
+                found.add(path.stem)
+    return found
+
+
+def test_no_use_case_imports_the_composition_root():
+    """A use case declares what it needs: no service module imports Services (shared.bootstrap)."""
+    assert composition_root_imports(SERVICES) - set(ROOT_ALLOWED) == set()
+
+
+def test_an_import_of_the_composition_root_is_found(tmp_path):
+    """The check sees the import in each form it takes: for typing only, plain, inside a function."""
+    (tmp_path / "typed.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                       "    from shared.bootstrap import Services\n")
+    (tmp_path / "plain.py").write_text("import shared.bootstrap\n")
+    (tmp_path / "late.py").write_text("def f():\n    from shared.bootstrap import services\n")
+    (tmp_path / "clean.py").write_text("from shared.services.needs import HasJobs\n")
+    assert composition_root_imports(tmp_path) == {"typed", "plain", "late"}

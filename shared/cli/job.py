@@ -15,8 +15,9 @@ from shared.documents import describe_code, format_size, job_document, job_durat
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
 from shared.domain.restore import RESTORE_TEST, drill_result, is_restore, progress_percentage
 from shared.domain.task import validate_job_id
+from shared.domain.when import parse_when
 from shared.errors import NotFoundError, TransientError, ValidationError
-from shared.services.job_listing import OPERATIONS, JobFilter, parse_when
+from shared.services.job_listing import OPERATIONS, JobFilter
 from shared.services.job_listing import list_jobs as list_job_records
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.cli.output import EXIT_OK, emit, emit_table, format_time, Subparsers, vm_name
 from shared.documents import point_document
-from shared.services.job_listing import parse_when
+from shared.domain.when import parse_when
 from shared.services.recovery import PointView, list_points, show_point
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from shared.cli.output import EXIT_OK, REPORT_FORMATS, emit, emit_table, format_duration, format_time, Subparsers, vm_name
 from shared.documents import report_document
-from shared.domain.compliance import SLOT_ALLOWANCE, ItemCompliance, ItemState
-from shared.services.compliance import DEFAULT_DAYS, MAX_DAYS, ComplianceReport, compliance_report
+from shared.domain.compliance import DEFAULT_DAYS, MAX_DAYS, SLOT_ALLOWANCE, ItemCompliance, ItemState
+from shared.services.compliance import ComplianceReport, compliance_report
 from shared.services.rollup import rebuild_rollup
 
 ITEM_HEADERS = ("Item", "Policy", "State", "RPO", "Target RPO", "Newest Point UTC", "Slots Met", "Compliance",

@@ -15,7 +15,11 @@ from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import RecoveryPoint
 from shared.domain.schedule import next_slot, slots_between
+from shared.errors import ValidationError
 
+# The days a report looks back over, by default and at most (the roll-up keeps its months that long).
+DEFAULT_DAYS = 30
+MAX_DAYS = 400
 # The one tolerance: Azure Backup starts a scheduled backup within 2 hours of its time, and we allow one
 # more hour for it to run. A slot with no successful backup by then is missed (its deadline), and an item
 # is at risk once its newest restorable point is older than the policy's interval plus this.
@@ -197,3 +201,9 @@ def by_policy(items: Sequence[ItemCompliance]) -> list[PolicyCompliance]:
                                        states={s: sum(m.state is s for m in members) for s in ItemState},
                                        slots=SlotTally.combine(m.slots for m in members)))
     return rolled
+
+
+def check_days(days: int) -> None:
+    """Refuse a report window outside 1..MAX_DAYS days."""
+    if isinstance(days, bool) or not 1 <= days <= MAX_DAYS:
+        raise ValidationError(f"--days must be from 1 to {MAX_DAYS}, not {days}", field="days")

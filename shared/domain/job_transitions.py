@@ -20,6 +20,7 @@ from shared.domain.inventory import BackupMethod
 from shared.domain.job_reports import interpret, shorten
 from shared.domain.jobs import AttemptOutcome, AttemptRecord, DiskResult, Job, JobError, JobPhase, JobStatus
 from shared.domain.status import StatusReport, report_time_error
+from shared.domain.task import SnapshotTask
 
 TIMEOUT_MARGIN = timedelta(minutes=10)      # slack for the agent picking the command up and the upload
 # Service-driven retries, as Azure Backup does for the extension's retryable failures: a failed
@@ -375,3 +376,14 @@ def _with_note(job: Job, note: str) -> Job | None:
 
 def _no_query(url: str | None) -> str | None:
     return base_of(url) if url else url
+
+
+def dispatch_interrupted(job: Job, task: SnapshotTask, delivery_count: int, retried: bool) -> bool:
+    """Whether this delivery finds its attempt claimed by one that died before the command surely
+    reached the VM: a redelivery (the first delivery never settled the message), or a try after an
+    outage cut this delivery's own earlier try short (its claim may have been stored although the answer
+    was lost), of the job's current attempt, Dispatched and with no report yet. Handing the same
+    command over again is safe: the extension runs a taskId once, and a status blob already written
+    stops it here."""
+    return ((delivery_count > 1 or retried) and job.phase is JobPhase.DISPATCHED and job.last_report_at is None
+            and task.attempt == job.attempt and job.task_id == f"{job.job_id}_{job.attempt}")

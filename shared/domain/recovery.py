@@ -200,3 +200,8 @@ def _snapshot_time(uri: str) -> str | None:
         if part.startswith("snapshot="):
             return part[len("snapshot="):]
     return None
+
+
+def near_limit(limit: int) -> int:
+    """The snapshot count from which a VM is near the limit: nine tenths of it."""
+    return max(1, limit * 9 // 10)

@@ -41,7 +41,7 @@ def validate_job_id(value: object, field: str = "jobId") -> str:
 
 # The window a task's slot must fall in when the worker makes its job from the message (a task put on the
 # queue by hand, or one whose job record was lost). Ahead: the scheduler sends a slot at most an hour
-# early (scheduling.MAX_LOOKAHEAD), plus clock skew. Behind: the stale-job sweep reads jobs whose slot
+# early (planning.MAX_LOOKAHEAD), plus clock skew. Behind: the stale-job sweep reads jobs whose slot
 # lies within the catch-up bound plus JOB_HORIZON (shared/services/sweeping.py); a job made older than
 # that could never time out and would block its VM. Jobs the service made itself are trusted as stored.
 MAX_TASK_LEAD = timedelta(hours=2)

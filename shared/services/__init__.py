@@ -1,1 +1,1 @@
-"""Use cases: each takes its dependencies (a Services bundle or explicit ports) and returns an outcome."""
+"""Use cases: each takes the narrow Protocol of what it reads (shared/services/needs.py) and returns an outcome."""

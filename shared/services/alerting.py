@@ -22,7 +22,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence
 
 from shared.clock import utc
 from shared.domain.alerts import (Alert, AlertKind, AlertStatus, Occurrence, Signal, common_alert_schema, delivered,
@@ -31,22 +31,63 @@ from shared.domain.compliance import SLOT_ALLOWANCE, applies_from, newest_restor
 from shared.domain.jobs import AttemptOutcome, Job, JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
-from shared.domain.recovery import SUCCESSFUL, RecoveryPoint
+from shared.domain.recovery import SUCCESSFUL, RecoveryPoint, near_limit
 from shared.domain.retention_progress import BLOBS
 from shared.domain.schedule import slots_between
 from shared.domain.shards import SHARDS, shard_of
 from shared.errors import NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import FeedEntry, JobQuery
 from shared.redaction import redact
+from shared.services.needs import (HasAlerts, HasClock, HasInventory, HasJobFeed, HasJobs, HasNotifier, HasPolicies,
+                                   HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasRollup, HasSettings,
+                                   HasSnapshots, HasTelemetry)
 from shared.services.outcomes import FEED_MARGIN
 from shared.services.point_data import missing_data
 from shared.services.retention import PartOutcome, ProblemKind, RetentionResult
 from shared.services.rollup import fold_feed, prune_history
 
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
-
 log = logging.getLogger(__name__)
+
+
+class ResolveNeeds(HasAlerts, HasClock, HasTelemetry, Protocol):
+    """What resolve_alerts(), resolve_by_operator() read."""
+
+
+class RaiseNeeds(HasAlerts, HasClock, HasProtectedItems, HasTelemetry, Protocol):
+    """What raise_alert(), snapshot_limit_near() read (recovery's disk guard raises through it)."""
+
+
+class WatchNeeds(HasAlerts, HasClock, HasPolicies, HasProtectedItems, HasTelemetry, Protocol):
+    """What _watch_rpo() reads."""
+
+
+class DueWatchesNeeds(HasAlerts, HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasTelemetry, Protocol):
+    """What _due_watches() reads."""
+
+
+class MissedSlotsNeeds(HasAlerts, HasClock, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasTelemetry,
+                       Protocol):
+    """What _missed_slots() reads."""
+
+class CheckPointNeeds(HasAlerts, HasClock, HasInventory, HasPolicies, HasProtectedItems, HasRecoveryPoints,
+                      HasRestorePoints, HasSnapshots, HasTelemetry, Protocol):
+    """What _from_feed(), _check_newest_point() read."""
+
+
+class DeliverNeeds(HasAlerts, HasClock, HasNotifier, Protocol):
+    """What deliver_alerts(), _deliver() read."""
+
+class EvaluateNeeds(HasAlerts, HasClock, HasInventory, HasJobFeed, HasJobs, HasNotifier, HasPolicies, HasProtectedItems,
+                    HasRecoveryPoints, HasRestorePoints, HasRollup, HasSnapshots, HasTelemetry, Protocol):
+    """What evaluate_alerts() reads."""
+
+
+class LimitClearedNeeds(HasInventory, HasSnapshots, Protocol):
+    """What _snapshot_limit_cleared() reads."""
+
+class AfterRetentionNeeds(HasAlerts, HasClock, HasInventory, HasSettings, HasSnapshots, HasTelemetry, Protocol):
+    """What after_retention(), after_retention_part() read."""
+
 
 # A first run (no marks yet) looks back this far.
 FIRST_LOOK = timedelta(hours=1)
@@ -76,7 +117,7 @@ class Evaluation:
 
 # --- raise and resolve (the API) ----------------------------------------------------------------------
 
-def raise_alert(svc: Services, signal: Signal, result: Evaluation | None = None) -> Alert | None:
+def raise_alert(svc: RaiseNeeds, signal: Signal, result: Evaluation | None = None) -> Alert | None:
     """Raise ``signal`` on its (item, kind): fires a new alert, or counts an occurrence on the active one.
     Idempotent: the same occurrence again changes nothing. Returns the alert when it changed."""
     now = svc.clock.now()
@@ -107,7 +148,7 @@ def raise_alert(svc: Services, signal: Signal, result: Evaluation | None = None)
     return alert
 
 
-def resolve_alerts(svc: Services, item: str, kinds: Sequence[AlertKind], *, time: datetime, by: str, note: str,
+def resolve_alerts(svc: ResolveNeeds, item: str, kinds: Sequence[AlertKind], *, time: datetime, by: str, note: str,
                    result: Evaluation | None = None) -> list[Alert]:
     """Resolve the item's active alerts of ``kinds`` that happened before ``time`` (what resolves them is
     about that time: a successful job's slot). One read of the item's alerts; a write per alert resolved."""
@@ -127,7 +168,7 @@ def resolve_alerts(svc: Services, item: str, kinds: Sequence[AlertKind], *, time
     return done
 
 
-def resolve_by_operator(svc: Services, name: str, note: str = "") -> Alert:
+def resolve_by_operator(svc: ResolveNeeds, name: str, note: str = "") -> Alert:
     """``vmsnap alert resolve``: an operator closes an active alert (it is not reopened by what it had seen)."""
     alert = show_alert(svc, name)
     if not alert.is_active:
@@ -144,20 +185,20 @@ def resolve_by_operator(svc: Services, name: str, note: str = "") -> Alert:
     return after
 
 
-def show_alert(svc: Services, name: str) -> Alert:
+def show_alert(svc: HasAlerts, name: str) -> Alert:
     alert = svc.alerts.find(name)
     if alert is None:
         raise NotFoundError(f"alert {name!r} not found; list them with 'vmsnap alert list'")
     return alert
 
 
-def list_alerts(svc: Services, status: AlertStatus | None = None, item: str | None = None) -> list[Alert]:
+def list_alerts(svc: HasAlerts, status: AlertStatus | None = None, item: str | None = None) -> list[Alert]:
     return svc.alerts.list(status=status, item=item)
 
 
 # --- the evaluator -----------------------------------------------------------------------------------
 
-def evaluate_alerts(svc: Services) -> Evaluation:
+def evaluate_alerts(svc: EvaluateNeeds) -> Evaluation:
     """One run of the evaluator (see the module docstring); then deliver what is owed."""
     now = svc.clock.now()
     marks = svc.alerts.marks()
@@ -184,7 +225,7 @@ def evaluate_alerts(svc: Services) -> Evaluation:
     return result
 
 
-def _from_feed(svc: Services, entries: Sequence[FeedEntry], jobs: Mapping[str, Job], now: datetime,
+def _from_feed(svc: CheckPointNeeds, entries: Sequence[FeedEntry], jobs: Mapping[str, Job], now: datetime,
                result: Evaluation) -> None:
     for job_id in dict.fromkeys(e.job_id for e in entries):
         job = jobs.get(job_id)
@@ -207,7 +248,7 @@ def _failed(job: Job) -> bool:
     return not job.is_terminal and bool(job.attempts) and job.attempts[-1].outcome is AttemptOutcome.FAILED
 
 
-def _check_newest_point(svc: Services, job: Job, now: datetime, result: Evaluation) -> None:
+def _check_newest_point(svc: CheckPointNeeds, job: Job, now: datetime, result: Evaluation) -> None:
     """A failed backup may mean the VM's data is gone (a disk deleted): confirm the point a restore would
     use now; one whose data is gone becomes Unavailable and raises PointUnavailable."""
     points = svc.recovery_points.list_for_vm(job.vm_name)
@@ -241,7 +282,7 @@ def _check_newest_point(svc: Services, job: Job, now: datetime, result: Evaluati
     _watch_rpo(svc, job.vm_name, [broken if p.name == broken.name else p for p in points], now, result)
 
 
-def _missed_slots(svc: Services, since: datetime, now: datetime, result: Evaluation) -> None:
+def _missed_slots(svc: MissedSlotsNeeds, since: datetime, now: datetime, result: Evaluation) -> None:
     """Slots whose deadline fell in (since, now] with no successful backup of the item since: BackupMissed."""
     policies = {p.name.lower(): p for p in svc.policies.list()}
     due = {key: slots for key, p in policies.items()
@@ -268,7 +309,7 @@ def _missed_slots(svc: Services, since: datetime, now: datetime, result: Evaluat
                            item=item, policy=policy)
 
 
-def _success_slots(svc: Services, shard: str, since: datetime) -> dict[str, list[datetime]]:
+def _success_slots(svc: HasJobs, shard: str, since: datetime) -> dict[str, list[datetime]]:
     """The slots of each VM's successful backups since ``since`` (one walk of the shard's jobs)."""
     found: dict[str, list[datetime]] = defaultdict(list)
     query = JobQuery(operation="Backup", shard=shard, since=since, page_size=1000)
@@ -295,7 +336,7 @@ def _missed_signal(item: ProtectedItem, slot: datetime, now: datetime) -> Signal
         policy_name=item.policy_name, target_id=item.resource_id)
 
 
-def _watch_rpo(svc: Services, vm_name: str, points: Iterable[RecoveryPoint], now: datetime, result: Evaluation, *,
+def _watch_rpo(svc: WatchNeeds, vm_name: str, points: Iterable[RecoveryPoint], now: datetime, result: Evaluation, *,
                item: ProtectedItem | None = None, policy: Policy | None = None) -> None:
     """RpoBreach now if the item's newest restorable point is past its target; else check again when it
     would be (a newer success before then makes the check find nothing)."""
@@ -328,14 +369,14 @@ def _watch_rpo(svc: Services, vm_name: str, points: Iterable[RecoveryPoint], now
         policy_name=policy.name, target_id=item.resource_id), result)
 
 
-def _due_watches(svc: Services, now: datetime, result: Evaluation) -> None:
+def _due_watches(svc: DueWatchesNeeds, now: datetime, result: Evaluation) -> None:
     for vm_name, _ in svc.alerts.due_watches(now):
         _watch_rpo(svc, vm_name, svc.recovery_points.list_for_vm(vm_name), now, result)
 
 
 # --- delivery ------------------------------------------------------------------------------------------
 
-def deliver_alerts(svc: Services, result: Evaluation | None = None) -> Evaluation:
+def deliver_alerts(svc: DeliverNeeds, result: Evaluation | None = None) -> Evaluation:
     """Send each owed notification once it is due (Fired, then Resolved): a sender leases the alert first,
     so two evaluators do not both send; a failure is tried again with backoff (shared/domain/alerts.py)."""
     result = result if result is not None else Evaluation()
@@ -347,7 +388,7 @@ def deliver_alerts(svc: Services, result: Evaluation | None = None) -> Evaluatio
     return result
 
 
-def _unpark(svc: Services, alert: Alert) -> None:
+def _unpark(svc: HasAlerts, alert: Alert) -> None:
     """An alert recorded while no webhook was set, now that one is: owed its notice (sent in this run)."""
     after = svc.alerts.update(alert.item, alert.kind, lambda c: unparked(c) if c and c.name == alert.name else None)
     if after is not None and after.name == alert.name and after.owed is not None:
@@ -355,7 +396,7 @@ def _unpark(svc: Services, alert: Alert) -> None:
                  alert.name, after.owed)
 
 
-def _deliver(svc: Services, alert: Alert, result: Evaluation) -> None:
+def _deliver(svc: DeliverNeeds, alert: Alert, result: Evaluation) -> None:
     now = svc.clock.now()
     notifier = svc.notifier
     if notifier is None:
@@ -396,7 +437,7 @@ def _deliver(svc: Services, alert: Alert, result: Evaluation) -> None:
 
 # --- the snapshot limit ---------------------------------------------------------------------------------
 
-def snapshot_limit_near(svc: Services, vm_name: str, count: int, limit: int) -> Alert | None:
+def snapshot_limit_near(svc: RaiseNeeds, vm_name: str, count: int, limit: int) -> Alert | None:
     """The worker found a disk of the VM with ``count`` snapshots, near ``limit`` (or at it)."""
     now = svc.clock.now()
     return raise_alert(svc, Signal(
@@ -408,10 +449,8 @@ def snapshot_limit_near(svc: Services, vm_name: str, count: int, limit: int) -> 
                          "Shorten the policy's retention, or raise SNAPSHOT_LIMIT if storage allows more.")))
 
 
-def _snapshot_limit_cleared(svc: Services, vm_name: str, limit: int) -> bool:
+def _snapshot_limit_cleared(svc: LimitClearedNeeds, vm_name: str, limit: int) -> bool:
     """Whether every page-blob disk of the VM is below the threshold now (after retention ran)."""
-    from shared.services.recovery import near_limit
-
     try:
         vm = svc.inventory.get_vm(vm_name)
         counts = [svc.snapshots.count_snapshots(d.blob_url.split("?", 1)[0]) or 0 for d in vm.disks
@@ -423,7 +462,7 @@ def _snapshot_limit_cleared(svc: Services, vm_name: str, limit: int) -> bool:
 
 # --- retention -----------------------------------------------------------------------------------------
 
-def after_retention(svc: Services, result: RetentionResult, *, shard: str | None = None) -> list[Alert]:
+def after_retention(svc: AfterRetentionNeeds, result: RetentionResult, *, shard: str | None = None) -> list[Alert]:
     """A finished retention run resolves the RetentionFailed alert of every VM it did not leave unfinished
     (its Failed Retention jobs raise them, through the feed), and the SnapshotLimitNear alert of every VM
     whose disks it brought below the threshold. ``shard``: the run covered that shard's VMs only (a
@@ -446,7 +485,7 @@ def after_retention(svc: Services, result: RetentionResult, *, shard: str | None
     return done
 
 
-def after_retention_part(svc: Services, outcome: PartOutcome) -> list[Alert]:
+def after_retention_part(svc: AfterRetentionNeeds, outcome: PartOutcome) -> list[Alert]:
     """``after_retention`` for one part of the timer's run, once that part finished: its shard's VMs
     only (the status blobs' part and an unfinished part resolve nothing)."""
     if outcome.state != "finished" or outcome.request.part == BLOBS:

@@ -6,20 +6,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.claims import BackupClaim
 from shared.domain.jobs import Job
+from shared.domain.planning import blocks_new_backup
 from shared.domain.protection import ON_DEMAND_SUCCESSES_PER_DAY, on_demand_limit_reached
 from shared.domain.task import Trigger
-from shared.services.scheduling import blocks_new_backup
-
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
+from shared.services.needs import HasClaims, HasJobs
 
 log = logging.getLogger(__name__)
+
+
+class TakeClaimNeeds(HasClaims, HasJobs, Protocol):
+    """What take_claim() reads."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class ClaimRefused:
         return f"{self.error_code}: {self.detail}"
 
 
-def take_claim(svc: Services, job: Job, now: datetime) -> ClaimRefused | None:
+def take_claim(svc: TakeClaimNeeds, job: Job, now: datetime) -> ClaimRefused | None:
     """Make ``job`` the backup of its VM now, or say why not (None: it holds the VM).
 
     Idempotent for the holder (a redelivery, a retry, backup-now's own task). Refused while another
@@ -74,7 +76,7 @@ def take_claim(svc: Services, job: Job, now: datetime) -> ClaimRefused | None:
     return refused
 
 
-def give_back_claim(svc: Services, job: Job) -> None:
+def give_back_claim(svc: HasClaims, job: Job) -> None:
     """Undo ``take_claim`` for a job whose task never reached the queue: it never ran, so it neither
     holds the VM nor counts against the day's on-demand limits."""
     svc.claims.update(job.vm_name, lambda current: current.given_back(job.job_id))
@@ -88,7 +90,7 @@ def _in_progress(holder_id: str, holder: Job | None, vm_name: str) -> ClaimRefus
                         f"wait for it (`vmsnap job wait --name {holder_id}`) and try again")
 
 
-def _over_limit(svc: Services, vm_name: str, accepted: tuple[str, ...]) -> str | None:
+def _over_limit(svc: HasJobs, vm_name: str, accepted: tuple[str, ...]) -> str | None:
     """Why one more on-demand backup today is over the limits, from the jobs accepted today; fewer
     than the successes allowed cannot reach either limit, so they are not even read."""
     if len(accepted) < ON_DEMAND_SUCCESSES_PER_DAY:

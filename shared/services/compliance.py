@@ -13,25 +13,33 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from shared.clock import utc
-from shared.domain.compliance import ItemCompliance, PolicyCompliance, PolicySlots, assess_item, by_policy, policy_slots
+from shared.domain.compliance import (DEFAULT_DAYS, ItemCompliance, PolicyCompliance, PolicySlots, assess_item,
+                                      by_policy, check_days, policy_slots)
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import MAX_FUTURE, RecoveryPoint
 from shared.domain.rollup import ItemHistory, MonthRollup, histories, job_rollup, of_job
-from shared.errors import NotFoundError, ValidationError
+from shared.errors import NotFoundError
 from shared.ports import JobQuery
+from shared.services.needs import (HasClock, HasJobFeed, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints,
+                                   HasRollup)
 from shared.services.outcomes import FEED_MARGIN
-
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DAYS = 30
-MAX_DAYS = 400
+
+class HistoriesNeeds(HasJobFeed, HasJobs, HasRollup, Protocol):
+    """What _histories() reads."""
+
+
+class ComplianceNeeds(HasClock, HasJobFeed, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasRollup,
+                      Protocol):
+    """What compliance_report() reads."""
+
+
 POINT_READERS = 8       # items' newest points are independent reads: overlap their round trips
 RECENT = timedelta(days=8)      # the longest pass over recent points: a weekly policy's target RPO
 
@@ -45,7 +53,7 @@ class ComplianceReport:
     policies: list[PolicyCompliance]
 
 
-def compliance_report(svc: Services, *, policy: str | None = None, vm: str | None = None,
+def compliance_report(svc: ComplianceNeeds, *, policy: str | None = None, vm: str | None = None,
                       days: int = DEFAULT_DAYS) -> ComplianceReport:
     """The report over the last ``days`` days up to now, for every protected item (or one policy's, or one VM)."""
     check_days(days)
@@ -76,7 +84,7 @@ def compliance_report(svc: Services, *, policy: str | None = None, vm: str | Non
     return ComplianceReport(generated_at=now, since=since, days=days, items=assessed, policies=by_policy(assessed))
 
 
-def _items(svc: Services, vm: str | None, policy: str | None) -> list[ProtectedItem]:
+def _items(svc: HasProtectedItems, vm: str | None, policy: str | None) -> list[ProtectedItem]:
     if vm is not None:
         item = svc.protected_items.get(vm)
         if item is None:
@@ -88,12 +96,7 @@ def _items(svc: Services, vm: str | None, policy: str | None) -> list[ProtectedI
                   key=lambda i: i.vm_name.lower())
 
 
-def check_days(days: int) -> None:
-    if isinstance(days, bool) or not 1 <= days <= MAX_DAYS:
-        raise ValidationError(f"--days must be from 1 to {MAX_DAYS}, not {days}", field="days")
-
-
-def _histories(svc: Services, since: datetime, now: datetime, vm: str | None) -> dict[str, ItemHistory]:
+def _histories(svc: HistoriesNeeds, since: datetime, now: datetime, vm: str | None) -> dict[str, ItemHistory]:
     """Per VM: the slots of its successful backups since ``since`` and its newest failed backup. From the
     roll-up where it covers the window, the jobs of the feed it has not folded yet, and the jobs table for
     the part of the window before the roll-up began (all of it, before any fold)."""
@@ -115,7 +118,7 @@ def _histories(svc: Services, since: datetime, now: datetime, vm: str | None) ->
     return histories(rows, since)
 
 
-def _newest_points(svc: Services, items: list[ProtectedItem], now: datetime,
+def _newest_points(svc: HasRecoveryPoints, items: list[ProtectedItem], now: datetime,
                    recent: timedelta | None) -> dict[str, list[RecoveryPoint]]:
     """Each item's newest restorable point (Available, not stamped beyond now + MAX_FUTURE): the points of
     the last ``recent`` in one pass (none: no pass), then one short read for each item with none among them."""
@@ -130,6 +133,6 @@ def _newest_points(svc: Services, items: list[ProtectedItem], now: datetime,
         return {item.vm_name.lower(): found for item, found in zip(items, pool.map(newest, items))}
 
 
-def _policy(svc: Services, item: ProtectedItem) -> Policy:
+def _policy(svc: HasPolicies, item: ProtectedItem) -> Policy:
     """The item's policy when the listing missed it (created meanwhile); NotFoundError names it."""
     return svc.policies.get(item.policy_name)

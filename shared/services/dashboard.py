@@ -9,17 +9,42 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable, TypeVar, cast
+from typing import Callable, Protocol, TypeVar, cast
 
 from shared.domain.alerts import Alert, AlertStatus
 from shared.domain.attention import Attention, needs_attention
+from shared.domain.compliance import DEFAULT_DAYS
 from shared.ports import JobQuery
-from shared.services.compliance import DEFAULT_DAYS, ComplianceReport, compliance_report
-
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
+from shared.services.compliance import ComplianceNeeds, ComplianceReport, compliance_report
+from shared.services.needs import (HasAlerts, HasClock, HasJobFeed, HasJobs, HasPolicies, HasProtectedItems,
+                                   HasRecoveryPoints, HasRollup)
 
 log = logging.getLogger(__name__)
+
+
+class RecentNeeds(HasClock, HasJobs, Protocol):
+    """What recent_outcomes() reads."""
+
+
+class ActiveAlertsNeeds(HasAlerts, HasClock, Protocol):
+    """What ReportCache.active_alerts() reads."""
+
+
+class HasReportCache(Protocol):
+    # Here rather than in needs.py: the cache is this module's own type.
+    @property
+    def report_cache(self) -> ReportCache: ...
+
+
+class WarmNeeds(HasAlerts, HasClock, HasJobFeed, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints,
+                HasRollup, Protocol):
+    """What ReportCache.warm() reads: the report's, the counts' and the alerts' needs."""
+
+
+class OverviewNeeds(HasAlerts, HasClock, HasJobFeed, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints,
+                    HasReportCache, HasRollup, Protocol):
+    """What fleet_overview() reads."""
+
 
 # A report younger than this is served as it is; an older one (up to STALE_LIMIT) is served while one
 # background run computes its successor; past STALE_LIMIT a request waits for a fresh one.
@@ -64,18 +89,18 @@ class ReportCache:
         self._guard = threading.Lock()
         self.computed = 0               # values computed: what the cache saved is visible to tests and benches
 
-    def report(self, svc: Services, *, policy: str | None = None, vm: str | None = None,
+    def report(self, svc: ComplianceNeeds, *, policy: str | None = None, vm: str | None = None,
                days: int = DEFAULT_DAYS) -> ComplianceReport:
         return self._fresh(svc, _report_key(policy, vm, days),
                            lambda: compliance_report(svc, policy=policy, vm=vm, days=days))
 
-    def recent(self, svc: Services) -> RecentOutcomes:
+    def recent(self, svc: RecentNeeds) -> RecentOutcomes:
         return self._fresh(svc, ("recent",), lambda: recent_outcomes(svc))
 
-    def active_alerts(self, svc: Services) -> ActiveAlerts:
+    def active_alerts(self, svc: ActiveAlertsNeeds) -> ActiveAlerts:
         return self._fresh(svc, ("alerts",), lambda: active_alerts(svc))
 
-    def warm(self, svc: Services) -> None:
+    def warm(self, svc: WarmNeeds) -> None:
         """Compute what the fleet overview reuses now, whatever its age (a caller asking meanwhile waits for
         this run rather than starting its own)."""
         parts: list[tuple[Key, Callable[[], object]]] = [
@@ -92,7 +117,7 @@ class ReportCache:
         with self._guard:
             return len(self._refreshing)
 
-    def _fresh(self, svc: Services, key: Key, compute: Callable[[], T]) -> T:
+    def _fresh(self, svc: HasClock, key: Key, compute: Callable[[], T]) -> T:
         now = svc.clock.now()
         cached = self._values.get(key)
         if cached is not None and now - cached[0] <= self.max_age:
@@ -106,7 +131,7 @@ class ReportCache:
                 return cast(T, cached[1])
             return self._compute(svc, key, compute)
 
-    def _compute(self, svc: Services, key: Key, compute: Callable[[], T]) -> T:
+    def _compute(self, svc: HasClock, key: Key, compute: Callable[[], T]) -> T:
         at = svc.clock.now()
         value = compute()
         with self._guard:
@@ -117,7 +142,7 @@ class ReportCache:
                 del self._values[oldest]
         return value
 
-    def _refresh(self, svc: Services, key: Key, compute: Callable[[], T]) -> None:
+    def _refresh(self, svc: HasClock, key: Key, compute: Callable[[], T]) -> None:
         with self._guard:
             if key in self._refreshing:
                 return
@@ -168,7 +193,7 @@ class Overview:
         return min(self.report.generated_at, self.alerts.taken_at, self.recent.taken_at)
 
 
-def fleet_overview(svc: Services) -> Overview:
+def fleet_overview(svc: OverviewNeeds) -> Overview:
     """The fleet at a glance, all of it reused for a short time (ReportCache): the compliance report, the
     active alerts, the last day's outcomes, and the items that need attention."""
     cache = svc.report_cache
@@ -177,7 +202,7 @@ def fleet_overview(svc: Services) -> Overview:
                     attention=needs_attention(report.items, alerts.alerts))
 
 
-def keep_warm(services: Callable[[], Services], stop: threading.Event, *,
+def keep_warm(services: Callable[[], OverviewNeeds], stop: threading.Event, *,
               every: timedelta = KEEP_WARM_EVERY) -> None:
     """Warm the overview's values at once, then every ``every`` until ``stop`` is set: run on a thread of its
     own by the app (setting DASHBOARD_KEEP_WARM), so the first page after a start and every later one is
@@ -192,11 +217,11 @@ def keep_warm(services: Callable[[], Services], stop: threading.Event, *,
             return
 
 
-def active_alerts(svc: Services) -> ActiveAlerts:
+def active_alerts(svc: ActiveAlertsNeeds) -> ActiveAlerts:
     return ActiveAlerts(svc.clock.now(), svc.alerts.list(AlertStatus.ACTIVE))
 
 
-def recent_outcomes(svc: Services) -> RecentOutcomes:
+def recent_outcomes(svc: RecentNeeds) -> RecentOutcomes:
     """Each operation's jobs of the last RECENT by status: one pass over each shard's range per operation."""
     now = svc.clock.now()
     since = now - RECENT

@@ -17,29 +17,60 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from shared.domain import remediation
 from shared.domain.bloburl import base_of
 from shared.domain.command import ExtensionCommand, build_snapshot_command, to_extension_resource
 from shared.domain.inventory import BackupMethod, Vm
-from shared.domain.job_transitions import (MAX_ATTEMPTS, mark_cancelled, mark_dispatched, mark_failed,
-                                           mark_not_dispatched, next_attempt_at, pending_retry)
+from shared.domain.job_transitions import (MAX_ATTEMPTS, dispatch_interrupted, mark_cancelled, mark_dispatched,
+                                           mark_failed, mark_not_dispatched, next_attempt_at, pending_retry)
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, job_id_for
 from shared.domain.recovery import MAX_RETENTION
 from shared.domain.task import SnapshotTask, Trigger, check_new_task
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import DispatchRefused
 from shared.redaction import redact
+from shared.services.needs import (HasAlerts, HasClaims, HasClock, HasDispatcher, HasInventory, HasJobs, HasPolicies,
+                                   HasProtectedItems, HasRestorePoints, HasSas, HasSettings, HasSnapshots,
+                                   HasStatusBlobs, HasTaskQueue, HasTelemetry)
 from shared.services.outages import ride_out
 from shared.services.claims import ClaimRefused, take_claim
 from shared.services.recovery import disk_guard_error
 from shared.services.restore_point_backup import backup_by_restore_point, preview_restore_point, vm_reference
 
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
-
 log = logging.getLogger(__name__)
+
+
+class ClaimNeeds(HasJobs, HasStatusBlobs, Protocol):
+    """What _claim() reads."""
+
+
+class PrepareNeeds(HasSas, HasStatusBlobs, Protocol):
+    """What _prepare_attempt() reads."""
+
+
+class NotDispatchedNeeds(HasJobs, HasTaskQueue, Protocol):
+    """What _not_dispatched() reads."""
+
+
+class LoadJobNeeds(HasJobs, HasSettings, Protocol):
+    """What _load_or_create_job() reads."""
+
+
+class RejectNeeds(HasClock, HasStatusBlobs, Protocol):
+    """What _reject() reads."""
+
+
+class HandleTaskNeeds(HasAlerts, HasClaims, HasClock, HasDispatcher, HasInventory, HasJobs, HasPolicies,
+                      HasProtectedItems, HasRestorePoints, HasSas, HasSettings, HasSnapshots, HasStatusBlobs,
+                      HasTaskQueue, HasTelemetry, Protocol):
+    """What handle_snapshot_task(), dispatch_with_retries() read, with what they call across seams:
+    claims.take_claim, recovery.disk_guard_error, restore_point_backup.backup_by_restore_point."""
+
+class PreviewNeeds(HasClock, HasInventory, HasPolicies, HasProtectedItems, HasStatusBlobs, Protocol):
+    """What preview_extension_resource() reads."""
+
 
 # What ``preview_extension_resource`` puts where a SAS query string would go: no SAS is minted.
 SAS_PLACEHOLDER = "<SAS minted at dispatch>"
@@ -61,7 +92,7 @@ class DispatchOutcome:
     reason: str | None = None
 
 
-def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, delivery_count: int,
+def handle_snapshot_task(svc: HandleTaskNeeds, body: bytes, *, message_id: str, delivery_count: int,
                          retried: bool = False) -> DispatchOutcome:
     """Dispatch the task in ``body``; every outcome means: settle the message.
 
@@ -85,7 +116,7 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
         log.info("%s: job is already %s, nothing dispatched (delivery %s)", ids, job.status.value,
                  delivery_count)
         return DispatchOutcome(Outcome.DUPLICATE, job.job_id, job.task_id, f"job is {job.status.value}")
-    resume = job.phase is not JobPhase.QUEUED and _interrupted(job, task, delivery_count, retried)
+    resume = job.phase is not JobPhase.QUEUED and dispatch_interrupted(job, task, delivery_count, retried)
     if job.phase is not JobPhase.QUEUED and not resume:
         log.info("%s: attempt %s (task %s) is already %s; a redelivered or repeated task never starts "
                  "another (delivery %s)", ids, job.attempt, job.expected_task_id, job.phase.value, delivery_count)
@@ -192,7 +223,7 @@ def handle_snapshot_task(svc: Services, body: bytes, *, message_id: str, deliver
 DISPATCH_RETRY_BUDGET = timedelta(minutes=4)
 
 
-def dispatch_with_retries(svc: Services, body: bytes, *, message_id: str, delivery_count: int,
+def dispatch_with_retries(svc: HandleTaskNeeds, body: bytes, *, message_id: str, delivery_count: int,
                           sleep: Callable[[float], None] = time.sleep,
                           budget: timedelta = DISPATCH_RETRY_BUDGET) -> DispatchOutcome:
     """``handle_snapshot_task``, tried again with growing pauses while nothing can be recorded (the job
@@ -204,7 +235,7 @@ def dispatch_with_retries(svc: Services, body: bytes, *, message_id: str, delive
                     budget=budget, sleep=sleep, what=f"message {message_id} (delivery {delivery_count})")
 
 
-def preview_extension_resource(svc: Services, vm_name: str, *,
+def preview_extension_resource(svc: PreviewNeeds, vm_name: str, *,
                                retain_until: datetime | None = None) -> dict[str, object]:
     """The extension resource a backup-now of ``vm_name`` would dispatch now, protected values redacted.
 
@@ -226,18 +257,7 @@ def preview_extension_resource(svc: Services, vm_name: str, *,
     return to_extension_resource(command, vm, redact=True)
 
 
-def _interrupted(job: Job, task: SnapshotTask, delivery_count: int, retried: bool) -> bool:
-    """Whether this delivery finds its attempt claimed by one that died before the command surely
-    reached the VM: a redelivery (the first delivery never settled the message), or a try after an
-    outage cut this delivery's own earlier try short (its claim may have been stored although the answer
-    was lost), of the job's current attempt, Dispatched and with no report yet. Handing the same
-    command over again is safe: the extension runs a taskId once, and a status blob already written
-    stops it here."""
-    return ((delivery_count > 1 or retried) and job.phase is JobPhase.DISPATCHED and job.last_report_at is None
-            and task.attempt == job.attempt and job.task_id == f"{job.job_id}_{job.attempt}")
-
-
-def _claim(svc: Services, job: Job, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[Job, bool]:
+def _claim(svc: ClaimNeeds, job: Job, task: SnapshotTask, vm: Vm, now: datetime) -> tuple[Job, bool]:
     """Mark the attempt Dispatched unless another delivery did: (the job, whether this call claimed it)."""
     status_blob, log_blob = svc.status_blobs.attempt_blob_names(task.job_id, task.attempt)
     disks = [DiskResult(lun=d.lun, blob_url=base_of(d.blob_url)) for d in vm.disks]
@@ -256,7 +276,7 @@ def _claim(svc: Services, job: Job, task: SnapshotTask, vm: Vm, now: datetime) -
     return svc.jobs.update(job.job_id, claim), claimed
 
 
-def _prepare_attempt(svc: Services, task: SnapshotTask, vm: Vm, now: datetime) -> ExtensionCommand:
+def _prepare_attempt(svc: PrepareNeeds, task: SnapshotTask, vm: Vm, now: datetime) -> ExtensionCommand:
     """The attempt's empty status/log blobs, its SAS and its command."""
     status_blob, log_blob = svc.status_blobs.create_attempt_blobs(task.job_id, task.attempt)
     return build_snapshot_command(
@@ -267,7 +287,7 @@ def _prepare_attempt(svc: Services, task: SnapshotTask, vm: Vm, now: datetime) -
         now=now)
 
 
-def _not_dispatched(svc: Services, job: Job, exc: TransientError, now: datetime, ids: str) -> DispatchOutcome:
+def _not_dispatched(svc: NotDispatchedNeeds, job: Job, exc: TransientError, now: datetime, ids: str) -> DispatchOutcome:
     """A failure that may pass: schedule the next attempt after the retry pause, or fail the job when
     it has had MAX_ATTEMPTS. Recorded first, then sent: a crash in between is repaired by the message's
     redelivery (see ``_resend_pending_retry``)."""
@@ -285,7 +305,7 @@ def _not_dispatched(svc: Services, job: Job, exc: TransientError, now: datetime,
     return DispatchOutcome(Outcome.RETRYING, job.job_id, f"{job.job_id}_{job.attempt}", detail)
 
 
-def _resend_pending_retry(svc: Services, job: Job, ids: str) -> None:
+def _resend_pending_retry(svc: HasTaskQueue, job: Job, ids: str) -> None:
     """Send the task of the retry the job waits for; the queue drops it if it is there already."""
     pending = pending_retry(job)
     if pending is None:
@@ -297,7 +317,7 @@ def _resend_pending_retry(svc: Services, job: Job, ids: str) -> None:
              pending.retry_at.isoformat() if pending.retry_at else "now")
 
 
-def _load_or_create_job(svc: Services, task: SnapshotTask, now: datetime) -> Job:
+def _load_or_create_job(svc: LoadJobNeeds, task: SnapshotTask, now: datetime) -> Job:
     """The task's job; made from the message when there is none (ValidationError when the task's times
     cannot start a job now, and then nothing is created)."""
     job = svc.jobs.get(task.job_id)
@@ -315,7 +335,7 @@ def _load_or_create_job(svc: Services, task: SnapshotTask, now: datetime) -> Job
     return svc.jobs.get(task.job_id) or fresh
 
 
-def _refused(svc: Services, job: Job, refused: ClaimRefused, now: datetime, ids: str) -> DispatchOutcome:
+def _refused(svc: HasJobs, job: Job, refused: ClaimRefused, now: datetime, ids: str) -> DispatchOutcome:
     """A scheduled or initial backup gives way to the one that holds the VM; an on-demand one fails as
     az refuses a backup-now while another backup runs (or past the day's limit)."""
     if job.trigger is Trigger.ON_DEMAND:
@@ -327,7 +347,7 @@ def _refused(svc: Services, job: Job, refused: ClaimRefused, now: datetime, ids:
     return DispatchOutcome(Outcome.DUPLICATE, job.job_id, None, reason)
 
 
-def _cancel_unprotected(svc: Services, job: Job, now: datetime, ids: str) -> DispatchOutcome:
+def _cancel_unprotected(svc: HasJobs, job: Job, now: datetime, ids: str) -> DispatchOutcome:
     reason = (f"protection of {job.vm_name} was stopped before this {job.trigger.value.lower()} backup started; "
               f"nothing was sent to the VM")
     svc.jobs.update(job.job_id, lambda current: mark_cancelled(current, reason, now))
@@ -335,7 +355,7 @@ def _cancel_unprotected(svc: Services, job: Job, now: datetime, ids: str) -> Dis
     return DispatchOutcome(Outcome.DUPLICATE, job.job_id, None, reason)
 
 
-def _fail(svc: Services, job: Job, error: JobError, now: datetime, ids: str) -> DispatchOutcome:
+def _fail(svc: HasJobs, job: Job, error: JobError, now: datetime, ids: str) -> DispatchOutcome:
     svc.jobs.update(job.job_id, lambda current: mark_failed(current, error, now))
     log.error("%s: job failed: %s %s", ids, error.error_code, error.error_string)
     return DispatchOutcome(Outcome.FAILED, job.job_id, job.task_id, error.error_string)
@@ -352,7 +372,7 @@ def _dispatch_error(exc: Exception) -> JobError:
                     error_string=detail, recommendations=[refusal.recommendation] if refusal.recommendation else [])
 
 
-def _reject(svc: Services, body: bytes, exc: ValidationError, *, message_id: str,
+def _reject(svc: RejectNeeds, body: bytes, exc: ValidationError, *, message_id: str,
             delivery_count: int) -> DispatchOutcome:
     reason = redact(str(exc))
     name = svc.status_blobs.store_rejected(message_id, reason=reason, body=body,
@@ -368,7 +388,7 @@ def _placeholder(blob_url: str) -> str:
 
 # --- disk inclusion/exclusion (`vmsnap protection update-for-vm`) ------------------------------
 
-def _disks_to_back_up(svc: Services, vm: Vm) -> Vm:
+def _disks_to_back_up(svc: HasProtectedItems, vm: Vm) -> Vm:
     """The VM with only the disks its protected item's disk selection takes (all, by default)."""
     item = svc.protected_items.get(vm.name)
     return item.disk_selection.apply(vm) if item is not None else vm

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from shared.domain.job_reports import needs_disk_check, with_missing_blobs
 from shared.domain.job_transitions import (ReportVerdict, apply_report, assess_report, is_retryable_failure,
@@ -28,13 +28,32 @@ from shared.domain.recovery import SUCCESSFUL
 from shared.domain.status import ParseError, StatusReport, parse_status_blob
 from shared.domain.task import SnapshotTask, Trigger, parse_blob_name
 from shared.errors import ConfigurationError, NotFoundError, PermanentError, TransientError, ValidationError
+from shared.services.needs import HasClock, HasJobs, HasRecoveryPoints, HasSnapshots, HasStatusBlobs, HasTaskQueue
 from shared.services.outages import ride_out
 from shared.services.recovery import missing_blob_positions, record_recovery_point
 
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
-
 log = logging.getLogger(__name__)
+
+
+class UnreadableNeeds(HasClock, HasJobs, Protocol):
+    """What _record_unreadable() reads."""
+
+
+class SendRetryNeeds(HasJobs, HasTaskQueue, Protocol):
+    """What _send_retry_if_due() reads."""
+
+
+class ApplyNeeds(HasClock, HasJobs, HasRecoveryPoints, HasStatusBlobs, HasTaskQueue, Protocol):
+    """What _apply() reads."""
+
+
+class DisksCheckedNeeds(HasJobs, HasSnapshots, Protocol):
+    """What _with_disks_checked() reads."""
+
+
+class IngestNeeds(HasClock, HasJobs, HasRecoveryPoints, HasSnapshots, HasStatusBlobs, HasTaskQueue, Protocol):
+    """What ingest_status_blob(), ingest_with_retries() read."""
+
 
 # How long one invocation keeps retrying while storage is unreachable: well past the minute-long
 # outages seen in practice, and inside the host's functionTimeout (host.json: 10 minutes) with room
@@ -71,7 +90,7 @@ class IngestOutcome:
                                IngestResult.RETRYING)
 
 
-def ingest_status_blob(svc: Services, blob_name: str, data: bytes, etag: str | None) -> IngestOutcome:
+def ingest_status_blob(svc: IngestNeeds, blob_name: str, data: bytes, etag: str | None) -> IngestOutcome:
     """Apply one status blob to its job; raises TransientError only when storage cannot be reached."""
     parsed_name = parse_blob_name(blob_name)
     if parsed_name is None:
@@ -89,7 +108,7 @@ def ingest_status_blob(svc: Services, blob_name: str, data: bytes, etag: str | N
     return _apply(svc, blob_name, job_id, attempt, _with_disks_checked(svc, job_id, report), etag)
 
 
-def ingest_with_retries(svc: Services, blob_name: str, data: bytes, etag: str | None, *,
+def ingest_with_retries(svc: IngestNeeds, blob_name: str, data: bytes, etag: str | None, *,
                         sleep: Callable[[float], None] = time.sleep,
                         budget: timedelta = RETRY_BUDGET) -> IngestOutcome:
     """``ingest_status_blob``, tried again with growing pauses while storage is unreachable
@@ -105,7 +124,7 @@ class _RetryPlanChanged(Exception):
 _PLANS = 3
 
 
-def _with_disks_checked(svc: Services, job_id: str, report: StatusReport) -> StatusReport:
+def _with_disks_checked(svc: DisksCheckedNeeds, job_id: str, report: StatusReport) -> StatusReport:
     """A snapshot failure that names no disk, with the disks whose blob is gone found by looking:
     the handler reports code 2 and no per-disk results when every disk's blob is missing."""
     if not needs_disk_check(report):
@@ -120,7 +139,7 @@ def _with_disks_checked(svc: Services, job_id: str, report: StatusReport) -> Sta
     return with_missing_blobs(report, job.disks, missing) if missing else report
 
 
-def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: StatusReport,
+def _apply(svc: ApplyNeeds, blob_name: str, job_id: str, attempt: int, report: StatusReport,
            etag: str | None) -> IngestOutcome:
     now = svc.clock.now()
     blobs = svc.status_blobs.attempt_blob_names(job_id, attempt)
@@ -181,7 +200,7 @@ def _apply(svc: Services, blob_name: str, job_id: str, attempt: int, report: Sta
                          detail=f"code {report.code}, {report.status}")
 
 
-def _send_retry_if_due(svc: Services, job_id: str, attempt: int, report: StatusReport,
+def _send_retry_if_due(svc: SendRetryNeeds, job_id: str, attempt: int, report: StatusReport,
                        now: datetime) -> SnapshotTask | None:
     """Send the next attempt's task when ``report`` is a retryable failure with attempts left."""
     if not is_retryable_failure(report):
@@ -207,7 +226,7 @@ def _unknown_job(blob_name: str, job_id: str, attempt: int, report: StatusReport
     return IngestOutcome(IngestResult.UNKNOWN_JOB, blob_name, job_id, attempt, detail="no such job")
 
 
-def _record_unreadable(svc: Services, blob_name: str, job_id: str, attempt: int, reason: str,
+def _record_unreadable(svc: UnreadableNeeds, blob_name: str, job_id: str, attempt: int, reason: str,
                        etag: str | None) -> IngestOutcome:
     log.warning("job %s attempt %s: status blob %s (etag %s) unreadable: %s", job_id, attempt, blob_name, etag, reason)
     try:

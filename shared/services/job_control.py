@@ -6,22 +6,25 @@ does can take that back, so a dispatched job is refused with when it will end in
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from shared.clock import utc
 from shared.domain.job_transitions import mark_cancelled, timeout_deadline
 from shared.domain.jobs import Job, JobPhase
 from shared.errors import ConflictError, NotFoundError
-
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
+from shared.services.needs import HasClock, HasJobs
 
 log = logging.getLogger(__name__)
+
+
+class StopJobNeeds(HasClock, HasJobs, Protocol):
+    """What stop_job() reads."""
+
 
 STOPPED_BY_OPERATOR = "stopped by the operator before its command reached the VM"
 
 
-def stop_job(svc: Services, job_id: str) -> Job:
+def stop_job(svc: StopJobNeeds, job_id: str) -> Job:
     """Cancel ``job_id`` if its command has not been handed to the VM; ConflictError otherwise."""
     now = svc.clock.now()
     if svc.jobs.get(job_id) is None:

@@ -1,19 +1,21 @@
 """Use case: list jobs as ``vmsnap job list`` and the dashboard's API and pages do (filters, the default
-window, time bounds no job can have, newest start first), and the time forms both front ends accept."""
+window, time bounds no job can have, newest start first); the time forms both accept are
+shared/domain/when.py's."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from shared.clock import utc
 from shared.domain.jobs import Job, JobStatus
 from shared.errors import ValidationError
 from shared.ports import JobPage, JobQuery
+from shared.services.needs import HasClock, HasJobs
 
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
+
+class ListJobsNeeds(HasClock, HasJobs, Protocol):
+    """What list_jobs(), job_page() read."""
+
 
 OPERATIONS = ("Backup", "ConfigureBackup", "DeleteBackupData", "DisableBackup", "Restore", "RestoreTest",
               "Retention")
@@ -50,7 +52,7 @@ class JobFilter:
                         page_size=min(page_size, MAX_PAGE), continuation=continuation)
 
 
-def list_jobs(svc: Services, jobs: JobFilter, top: int) -> list[Job]:
+def list_jobs(svc: ListJobsNeeds, jobs: JobFilter, top: int) -> list[Job]:
     """At most ``top`` jobs, newest start time first (``vmsnap job list``)."""
     if top < 1:
         raise ValidationError("--top must be at least 1", field="top")
@@ -65,7 +67,7 @@ def list_jobs(svc: Services, jobs: JobFilter, top: int) -> list[Job]:
     return by_start_time(found[:top])
 
 
-def job_page(svc: Services, jobs: JobFilter, page_size: int, continuation: str | None = None) -> JobPage:
+def job_page(svc: ListJobsNeeds, jobs: JobFilter, page_size: int, continuation: str | None = None) -> JobPage:
     """One page of jobs and the continuation of the next (the store's opaque token), newest start first
     within the page; ValidationError for a continuation the store did not issue."""
     page = svc.jobs.query(jobs.query(svc.clock.now(), page_size=page_size, continuation=continuation))
@@ -76,25 +78,6 @@ def by_start_time(jobs: list[Job]) -> list[Job]:
     # Newest first by the start time an operator sees (the store pages by slot, which an operator
     # cannot see: a retried or late-dispatched job starts well after its slot).
     return sorted(jobs, key=lambda job: job.start_time, reverse=True)
-
-
-def parse_when(value: str, end: bool = False) -> datetime:
-    """An ISO 8601 time or az's d-m-Y date, in UTC; with ``end`` a bare date means the end of that day."""
-    text = value.strip()
-    match = re.fullmatch(r"(\d{1,2})-(\d{1,2})-(\d{4})", text)
-    try:
-        if match:
-            day, month, year = (int(g) for g in match.groups())
-            parsed, bare = datetime(year, month, day, tzinfo=timezone.utc), True
-        else:
-            parsed = utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-            bare = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None
-        return parsed + timedelta(days=1) if end and bare else parsed
-    except OverflowError:       # the day after 9999-12-31: no upper bound at all
-        return datetime.max.replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise ValidationError(f"{value!r} is not a date: use ISO 8601 (2025-03-01T02:00:00Z) or d-m-Y "
-                              f"(01-03-2025)") from None
 
 
 def _within_store_range(when: datetime | None) -> datetime | None:

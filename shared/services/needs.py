@@ -1,18 +1,22 @@
 """What a use case may ask of the composition root, one dependency at a time.
 
-A use case's parameter is a Protocol composed of these (``class PlanNeeds(HasJobs, HasClock, Protocol)``),
-so its signature lists what it reads; ``shared.bootstrap.Services`` has them all and satisfies any such
-composition structurally, which mypy checks at every call site.
+A use case's parameter is one of these, or a Protocol composed of them, listed flat and in alphabetical
+order (``class PlanNeeds(HasClock, HasJobs, Protocol)``; docs/contracts.md says why), so its signature
+lists what it reads; ``shared.bootstrap.Services`` has them all and satisfies any such composition
+structurally, which mypy checks at every call site.
 """
 from __future__ import annotations
 
 from typing import Protocol
 
 from shared.clock import Clock
-from shared.ports import (DiskCopier, FileSystemReader, Inventory, JobStore, PolicyStore, ProtectedItemStore,
-                          RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore, RetentionProgressStore,
-                          RetentionQueue, ShardProgressStore, SnapshotStore, StatusBlobArchive, TaskQueue)
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, DiskCopier, Dispatcher, FileSystemReader, Inventory,
+                          JobFeed, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints,
+                          RestoreQueue, RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, RollupStore,
+                          SasMinter, ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs,
+                          TaskQueue)
 from shared.settings import Settings
+from shared.telemetry import Telemetry
 
 
 class HasClock(Protocol):
@@ -103,3 +107,53 @@ class HasRetentionQueue(Protocol):
 class HasStatusArchive(Protocol):
     @property
     def status_archive(self) -> StatusBlobArchive: ...
+
+
+class HasTelemetry(Protocol):
+    @property
+    def telemetry(self) -> Telemetry: ...
+
+
+class HasAlerts(Protocol):
+    @property
+    def alerts(self) -> AlertStore: ...
+
+
+class HasNotifier(Protocol):
+    @property
+    def notifier(self) -> AlertNotifier | None: ...
+
+
+class HasJobFeed(Protocol):
+    @property
+    def job_feed(self) -> JobFeed: ...
+
+
+class HasRollup(Protocol):
+    @property
+    def rollup(self) -> RollupStore: ...
+
+
+class HasClaims(Protocol):
+    @property
+    def claims(self) -> BackupClaims: ...
+
+
+class HasDispatcher(Protocol):
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+
+
+class HasSas(Protocol):
+    @property
+    def sas(self) -> SasMinter: ...
+
+
+class HasStatusBlobs(Protocol):
+    @property
+    def status_blobs(self) -> StatusBlobs: ...
+
+
+class HasShardQueue(Protocol):
+    @property
+    def shard_queue(self) -> ShardQueue: ...

@@ -7,12 +7,10 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from shared.errors import TransientError
-
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
+from shared.services.needs import HasClock
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +20,7 @@ MAX_PAUSE = 30.0
 T = TypeVar("T")
 
 
-def ride_out(svc: Services, attempt: Callable[[], T], *, what: str, budget: timedelta,
+def ride_out(svc: HasClock, attempt: Callable[[], T], *, what: str, budget: timedelta,
              sleep: Callable[[float], None] = time.sleep) -> T:
     """``attempt()``, tried again after 1, 2, 4 ... 30 s pauses while it raises TransientError.
 

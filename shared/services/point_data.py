@@ -8,27 +8,15 @@ from __future__ import annotations
 from typing import Protocol
 
 from shared.domain.recovery import RecoveryPoint, SnapshotMethod
-from shared.ports import Inventory, ProtectedItemStore, RestorePoints, SnapshotStore
+from shared.services.needs import HasInventory, HasProtectedItems, HasRestorePoints, HasSnapshots
 from shared.services.restore_point_backup import vm_resource_id
 
 
-class PointDataServices(Protocol):
-    """What checking a point's data needs (``Services`` has it)."""
-
-    @property
-    def snapshots(self) -> SnapshotStore: ...
-
-    @property
-    def restore_points(self) -> RestorePoints: ...
-
-    @property
-    def protected_items(self) -> ProtectedItemStore: ...
-
-    @property
-    def inventory(self) -> Inventory: ...
+class PointDataNeeds(HasInventory, HasProtectedItems, HasRestorePoints, HasSnapshots, Protocol):
+    """What missing_data() reads."""
 
 
-def missing_data(svc: PointDataServices, point: RecoveryPoint) -> str | None:
+def missing_data(svc: PointDataNeeds, point: RecoveryPoint) -> str | None:
     """What of the point's data is gone (a sentence naming it), or None when all of it is there.
 
     One request per blob snapshot, or one read of the VM restore point. A disk whose snapshot this

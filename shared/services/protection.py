@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Iterator, Protocol, Sequence
 
 from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.job_transitions import mark_failed
 from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for
+from shared.domain.planning import task_for
 from shared.domain.policy import Policy, PolicyType
 from shared.domain.protection import DiskSelection, ProtectedItem, ProtectionState
 from shared.domain.recovery import MAX_RETENTION, ON_DEMAND_DEFAULT_RETENTION
@@ -21,21 +22,50 @@ from shared.errors import ConfigurationError, ConflictError, NotFoundError, Vali
 from shared.ports import JobQuery, TaskQueue
 from shared.redaction import redact
 from shared.services.claims import give_back_claim, take_claim
-from shared.services.scheduling import task_for
-
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
+from shared.services.needs import (HasClaims, HasClock, HasInventory, HasJobs, HasPolicies, HasProtectedItems,
+                                   HasTaskQueue)
 
 log = logging.getLogger(__name__)
 
 
+class PolicyNeeds(HasClock, HasPolicies, Protocol):
+    """What create_policy(), set_policy(), _status() read."""
+
+
+class DisableNeeds(HasClock, HasProtectedItems, Protocol):
+    """What disable_protection() reads."""
+
+
+class ChangePolicyNeeds(HasClock, HasPolicies, HasProtectedItems, Protocol):
+    """What change_policy() reads."""
+
+
+class EnableNeeds(HasClock, HasInventory, HasPolicies, HasProtectedItems, Protocol):
+    """What enable_protection() reads."""
+
+
+class RecordJobNeeds(HasClock, HasJobs, Protocol):
+    """What record_protection_job() reads."""
+
+
+class ItemStatusNeeds(HasClock, HasJobs, HasPolicies, HasProtectedItems, Protocol):
+    """What get_protected_item(), list_protected_items() read."""
+
+
+class NotQueuedNeeds(HasClaims, HasJobs, HasProtectedItems, Protocol):
+    """What _not_queued() reads."""
+
+
+class BackupNowNeeds(HasClaims, HasClock, HasJobs, HasProtectedItems, HasTaskQueue, Protocol):
+    """What backup_now() reads."""
+
 
 # --- policies -------------------------------------------------------------------------------------
-def create_policy(svc: Services, policy: Policy) -> Policy:
+def create_policy(svc: PolicyNeeds, policy: Policy) -> Policy:
     return svc.policies.create(policy.touched(svc.clock.now()))
 
 
-def set_policy(svc: Services, policy: Policy) -> Policy:
+def set_policy(svc: PolicyNeeds, policy: Policy) -> Policy:
     """Replace a policy; it applies to every item on it from the next slot (no slot is re-run)."""
     current = svc.policies.get(policy.name)
     if current.policy_type is PolicyType.ENHANCED and policy.policy_type is PolicyType.STANDARD:
@@ -54,7 +84,7 @@ class ItemStatus:
     next_slot: datetime | None
 
 
-def enable_protection(svc: Services, vm_name: str, policy_name: str = "DefaultPolicy", *,
+def enable_protection(svc: EnableNeeds, vm_name: str, policy_name: str = "DefaultPolicy", *,
                       initial_backup: bool = True) -> ProtectedItem:
     """Protect a VM with a policy; unless told otherwise its first backup runs at the next tick."""
     policy = svc.policies.get(policy_name)
@@ -86,7 +116,7 @@ def enable_protection(svc: Services, vm_name: str, policy_name: str = "DefaultPo
     return item
 
 
-def change_policy(svc: Services, vm_name: str, policy_name: str) -> ProtectedItem:
+def change_policy(svc: ChangePolicyNeeds, vm_name: str, policy_name: str) -> ProtectedItem:
     policy = svc.policies.get(policy_name)
     now = svc.clock.now()
 
@@ -104,7 +134,7 @@ def change_policy(svc: Services, vm_name: str, policy_name: str) -> ProtectedIte
     return item
 
 
-def disable_protection(svc: Services, vm_name: str, *, delete_backup_data: bool = False) -> ProtectedItem:
+def disable_protection(svc: DisableNeeds, vm_name: str, *, delete_backup_data: bool = False) -> ProtectedItem:
     """Stop scheduling; keep the recovery points, or mark them for deletion (soft delete, 14 days)."""
     now = svc.clock.now()
 
@@ -121,7 +151,7 @@ def disable_protection(svc: Services, vm_name: str, *, delete_backup_data: bool 
     return item
 
 
-def set_disk_selection(svc: Services, vm_name: str, selection: DiskSelection) -> ProtectedItem:
+def set_disk_selection(svc: HasProtectedItems, vm_name: str, selection: DiskSelection) -> ProtectedItem:
     """Which data disks the VM's next backups take (``az backup protection update-for-vm``)."""
     def change(item: ProtectedItem) -> ProtectedItem:
         if not item.is_active:
@@ -137,7 +167,7 @@ def set_disk_selection(svc: Services, vm_name: str, selection: DiskSelection) ->
 PROTECTION_OPERATIONS = ("ConfigureBackup", "DisableBackup", "DeleteBackupData")
 
 
-def record_protection_job(svc: Services, operation: str, item: ProtectedItem) -> Job:
+def record_protection_job(svc: RecordJobNeeds, operation: str, item: ProtectedItem) -> Job:
     """The job az lists for an operator's protection change (enable: ConfigureBackup; disable:
     DisableBackup or DeleteBackupData). It completes as it is made: the change is already done.
 
@@ -154,7 +184,7 @@ def record_protection_job(svc: Services, operation: str, item: ProtectedItem) ->
     return job
 
 
-def get_protected_item(svc: Services, vm_name: str) -> ItemStatus:
+def get_protected_item(svc: ItemStatusNeeds, vm_name: str) -> ItemStatus:
     item = svc.protected_items.get(vm_name)
     if item is None:
         raise NotFoundError(f"VM {vm_name!r} is not protected; run `vmsnap protection enable-for-vm`")
@@ -164,7 +194,7 @@ def get_protected_item(svc: Services, vm_name: str) -> ItemStatus:
     return _status(svc, item, {}, newest[0] if newest else None)
 
 
-def list_protected_items(svc: Services, *, after: tuple[str, str] | None = None) -> Iterator[ItemStatus]:
+def list_protected_items(svc: ItemStatusNeeds, *, after: tuple[str, str] | None = None) -> Iterator[ItemStatus]:
     """Every item with its last backup, shard by shard (the items' own order), in name order within one;
     ``after`` (shard, lower-cased name) resumes a listing after that item (the dashboard's pages)."""
     policies: dict[str, Policy] = {}
@@ -178,7 +208,7 @@ def list_protected_items(svc: Services, *, after: tuple[str, str] | None = None)
             yield _status(svc, item, policies, last_jobs.get(item.vm_name.lower()))
 
 
-def _last_backups(svc: Services, items: Sequence[ProtectedItem], shard: str) -> dict[str, Job]:
+def _last_backups(svc: HasJobs, items: Sequence[ProtectedItem], shard: str) -> dict[str, Job]:
     """The newest backup job since its protection began of each of one shard's items (by lower-case
     VM name): one newest-first walk through the shard's backup jobs, which ends once every item has
     its job or the walk passes the earliest protection start still waiting. With daily backups that is
@@ -200,7 +230,7 @@ def _last_backups(svc: Services, items: Sequence[ProtectedItem], shard: str) -> 
     return found
 
 
-def _status(svc: Services, item: ProtectedItem, policies: dict[str, Policy], last_job: Job | None) -> ItemStatus:
+def _status(svc: PolicyNeeds, item: ProtectedItem, policies: dict[str, Policy], last_job: Job | None) -> ItemStatus:
     upcoming = None
     if item.is_active:
         key = item.policy_name.lower()
@@ -212,7 +242,7 @@ def _status(svc: Services, item: ProtectedItem, policies: dict[str, Policy], las
 
 
 # --- on-demand backup -----------------------------------------------------------------------------
-def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) -> Job:
+def backup_now(svc: BackupNowNeeds, vm_name: str, *, retain_until: datetime | None) -> Job:
     """Start an on-demand backup now: job created (trigger OnDemand), task sent at once.
 
     It stands in for a pending initial backup. If its task cannot be sent, the job is Failed with
@@ -266,7 +296,7 @@ def backup_now(svc: Services, vm_name: str, *, retain_until: datetime | None) ->
     return job
 
 
-def _task_queue(svc: Services) -> TaskQueue:
+def _task_queue(svc: HasTaskQueue) -> TaskQueue:
     try:
         return svc.task_queue
     except ValueError as exc:       # the SDK's word for a malformed connection string
@@ -274,7 +304,7 @@ def _task_queue(svc: Services) -> TaskQueue:
                                  f"({exc}); fix it and run the command again") from exc
 
 
-def _not_queued(svc: Services, job: Job, before: ProtectedItem, exc: VmsnapError, now: datetime) -> None:
+def _not_queued(svc: NotQueuedNeeds, job: Job, before: ProtectedItem, exc: VmsnapError, now: datetime) -> None:
     """Fail the job that never reached the queue, and give the item back its earlier claim and last job."""
     error = JobError.from_remediation(remediation.for_service_error(remediation.TASK_NOT_QUEUED),
                                       detail=redact(str(exc)))
@@ -285,7 +315,7 @@ def _not_queued(svc: Services, job: Job, before: ProtectedItem, exc: VmsnapError
               job.job_id, job.vm_name, redact(str(exc)))
 
 
-def _release(svc: Services, job: Job, before: ProtectedItem) -> None:
+def _release(svc: HasProtectedItems, job: Job, before: ProtectedItem) -> None:
     """Give the item back the claim it had before ``job`` took it (unless someone moved on meanwhile)."""
     def release(current: ProtectedItem) -> ProtectedItem | None:
         if current.in_progress_job_id != job.job_id:

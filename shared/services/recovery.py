@@ -6,21 +6,28 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 from shared.domain import remediation
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobError
 from shared.domain.policy import Policy
-from shared.domain.recovery import RecoveryPoint, Tier, point_from_job
+from shared.domain.recovery import RecoveryPoint, Tier, near_limit, point_from_job
 from shared.domain.retention import tiers_now
 from shared.errors import NotFoundError, PermanentError
-from shared.services.needs import HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasSnapshots
-
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
+from shared.services.needs import (HasAlerts, HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasSettings,
+                                   HasSnapshots, HasTelemetry)
 
 log = logging.getLogger(__name__)
+
+
+class NearLimitNeeds(HasAlerts, HasClock, HasProtectedItems, HasTelemetry, Protocol):
+    """What _near_limit() reads: alerting.snapshot_limit_near()'s RaiseNeeds, listed here rather than imported
+    (alerting builds on this module, so the seam is a function-level import)."""
+
+
+class DiskGuardNeeds(HasAlerts, HasClock, HasProtectedItems, HasSettings, HasSnapshots, HasTelemetry, Protocol):
+    """What disk_guard_error() reads."""
 
 
 class ListPointsNeeds(HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, Protocol):
@@ -29,6 +36,7 @@ class ListPointsNeeds(HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoint
 
 class PolicyOfNeeds(HasPolicies, HasProtectedItems, Protocol):
     """What _policy_of() reads."""
+
 
 # Storage refuses more snapshots of one blob past its snapshot count limit (the extension then fails
 # with code 85 on every backup); a few hundred is where users report it. Refuse a little earlier.
@@ -87,7 +95,7 @@ def show_point(svc: ListPointsNeeds, vm_name: str, name: str) -> PointView:
     return PointView(point, tuple(tiers) if held else (), expiry if held else None)
 
 
-def disk_guard_error(svc: Services, vm: Vm) -> JobError | None:
+def disk_guard_error(svc: DiskGuardNeeds, vm: Vm) -> JobError | None:
     """Why the VM's disks cannot take this backup, found before dispatch, or None.
 
     A disk within reach of the snapshot limit gets the extension's code 85 with the advice to run
@@ -138,17 +146,12 @@ def _snapshot_counts(svc: HasSnapshots, blob_urls: Sequence[str]) -> Iterator[tu
         except PermanentError:
             continue
         yield position, url, count
-def _near_limit(svc: Services, vm: Vm, worst: int, limit: int) -> None:
+def _near_limit(svc: NearLimitNeeds, vm: Vm, worst: int, limit: int) -> None:
     """A disk within reach of the limit raises SnapshotLimitNear (shared/services/alerting.py)."""
     if worst >= near_limit(limit):
         from shared.services.alerting import snapshot_limit_near   # alerting builds on this module
 
         snapshot_limit_near(svc, vm.name, worst, limit)
-
-
-def near_limit(limit: int) -> int:
-    """The snapshot count from which a VM is near the limit: nine tenths of it."""
-    return max(1, limit * 9 // 10)
 
 
 def _policy_of(svc: PolicyOfNeeds, vm_name: str) -> Policy | None:

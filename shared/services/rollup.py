@@ -6,20 +6,27 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import Iterable, Mapping, Protocol
 
 from shared.clock import EARLIEST
+from shared.domain.compliance import DEFAULT_DAYS, MAX_DAYS, check_days
 from shared.domain.jobs import Job
 from shared.domain.rollup import MonthRollup, RollupState, advanced, job_rollup, month_of, of_job
 from shared.domain.shards import SHARDS
 from shared.ports import FeedEntry, JobQuery
-from shared.services.compliance import DEFAULT_DAYS, MAX_DAYS, check_days
+from shared.services.needs import HasAlerts, HasClock, HasJobFeed, HasJobs, HasRollup
 from shared.services.outcomes import FEED_MARGIN
 
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
-
 log = logging.getLogger(__name__)
+
+
+class RebuildNeeds(HasClock, HasJobs, HasRollup, Protocol):
+    """What rebuild_rollup() reads."""
+
+
+class PruneNeeds(HasAlerts, HasJobFeed, HasRollup, Protocol):
+    """What prune_history() reads."""
+
 
 # A feed entry outlives the evaluator's reading of it by a day (for whoever looks into what it saw); the
 # evaluator itself needs only FEED_MARGIN of it.
@@ -29,13 +36,13 @@ FEED_KEEP = timedelta(days=1)
 PRUNE_LIMIT = 10_000
 
 
-def fold_jobs(svc: Services, jobs: Iterable[Job]) -> int:
+def fold_jobs(svc: HasRollup, jobs: Iterable[Job]) -> int:
     """Fold the final backup jobs among ``jobs`` into the roll-up; returns how many rows changed."""
     rows = [row for job in jobs if (row := of_job(job)) is not None]
     return svc.rollup.merge_many(rows) if rows else 0
 
 
-def fold_feed(svc: Services, entries: Iterable[FeedEntry], jobs: Mapping[str, Job], state: RollupState, *,
+def fold_feed(svc: HasRollup, entries: Iterable[FeedEntry], jobs: Mapping[str, Job], state: RollupState, *,
               after: datetime, through: datetime) -> int:
     """Fold the jobs of the feed entries in ``(after, through]`` (read back at least FEED_MARGIN after their
     entry: written by then) and record that the fold has read the feed that far. The first fold also
@@ -59,7 +66,7 @@ class Rebuild:
     state: RollupState
 
 
-def rebuild_rollup(svc: Services, *, days: int = DEFAULT_DAYS) -> Rebuild:
+def rebuild_rollup(svc: RebuildNeeds, *, days: int = DEFAULT_DAYS) -> Rebuild:
     """Fold every final backup job of the last ``days`` days from the jobs table into the roll-up (a union:
     what is there stays, racing folds are harmless), a shard at a time; then the roll-up covers them."""
     check_days(days)
@@ -90,7 +97,7 @@ class Pruned:
     rollup_rows: int = 0
 
 
-def prune_history(svc: Services, marks: Mapping[str, datetime], now: datetime, *,
+def prune_history(svc: PruneNeeds, marks: Mapping[str, datetime], now: datetime, *,
                   folded_through: datetime | None) -> Pruned:
     """Retention of the feed and the roll-up, run by the evaluator: feed entries FEED_KEEP past what both the
     evaluator and the fold have read, hour by hour; roll-up months no report can ask for (MAX_DAYS), month by

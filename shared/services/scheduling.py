@@ -6,7 +6,7 @@ once the fleet is large (``PLANNER_FAN_OUT_ITEMS``), sends one message per shard
 queue, so the shards are planned by the app's instances side by side (functions/planner.py).
 
 Per page of a shard's items (up to 1,000), in this order, so that a crash anywhere is repaired:
-1. plan each item from its watermark (pure: ``plan_item``); the watermark is the shard's progress
+1. plan each item from its watermark (pure: ``plan_item``, shared/domain/planning.py); the watermark is the shard's progress
    (shared/domain/progress.py) unless the item's own is later;
 2. create the page's jobs insert-if-absent (deterministic job id per item and slot): one entity per
    job, in transactions of 100 (a shard's jobs of one slot share a partition);
@@ -25,14 +25,13 @@ from collections import Counter
 from functools import partial
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable, Sequence, TypeGuard, TypeVar
-
-from croniter import croniter
+from typing import Callable, Protocol, Sequence, TypeVar
 
 from shared.adapters.metering import metered
-from shared.domain.job_transitions import mark_cancelled, timeout_deadline
+from shared.domain.job_transitions import mark_cancelled
 from shared.domain.jobs import Job, JobPhase, JobStatus
-from shared.domain.policy import Frequency, Policy
+from shared.domain.planning import ItemPlan, blocks_new_backup, lookahead, plan_item, task_for
+from shared.domain.policy import Policy
 from shared.domain.progress import PlanRequest, ShardProgress
 from shared.domain.protection import STALE_AFTER, ProtectedItem, SkippedSlot
 from shared.domain.schedule import slots_between
@@ -40,15 +39,28 @@ from shared.domain.shards import SHARDS
 from shared.domain.task import SnapshotTask, Trigger
 from shared.errors import NotFoundError, TransientError
 from shared.ports import JobQuery
+from shared.services.needs import (HasClock, HasJobs, HasPolicies, HasProgress, HasProtectedItems, HasSettings,
+                                   HasShardQueue, HasTaskQueue)
 from shared.services.outages import ride_out
-
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
+
+class PlanShardNeeds(HasClock, HasJobs, HasPolicies, HasProgress, HasProtectedItems, HasSettings, HasTaskQueue,
+                     Protocol):
+    """What plan_shard() (its _ShardRun) reads."""
+
+
+class TickNeeds(HasClock, HasJobs, HasPolicies, HasProgress, HasProtectedItems, HasSettings, HasShardQueue,
+                HasTaskQueue, Protocol):
+    """What run_scheduling_tick() reads."""
+
+
+class SettleNeeds(HasJobs, HasProtectedItems, Protocol):
+    """What _settle_conflict() reads."""
+
+
 PAGE_SIZE = 1000
-MAX_LOOKAHEAD = timedelta(hours=1)
 STEP_BUDGET = timedelta(seconds=45)     # per step of a page: pauses of 1, 2, 4, 8, 16 s
 SAMPLE = 5                              # slots and jobs a tick's log line names
 
@@ -107,111 +119,7 @@ class TickResult:
         self.sent_sample += [f"{task.vm_name} {task.job_id}" for task in tasks[:max(0, SAMPLE - len(self.sent_sample))]]
 
 
-@dataclass(frozen=True)
-class ItemPlan:
-    job: Job | None
-    skipped: tuple[SkippedSlot, ...] = ()
-    last_slot: datetime | None = None       # the new watermark, if it moves
-    initial_done: bool = False
-
-    def apply(self, item: ProtectedItem) -> ProtectedItem:
-        changed = replace(item, skipped=item.with_skipped(list(self.skipped)))
-        if self.last_slot is not None and (item.last_slot is None or self.last_slot > item.last_slot):
-            changed.last_slot = self.last_slot
-        if self.initial_done:
-            changed.initial_backup_pending = False
-            if self.job is not None:
-                # Its slot is the enable time, not a policy slot, so only this claim tells the next
-                # ticks (and backup-now) that a backup may still be running.
-                changed = changed.started(self.job.job_id, self.job.start_time)
-        return changed
-
-    @property
-    def changes_item(self) -> bool:
-        """Whether the item itself must be written (otherwise the shard's progress carries the watermark)."""
-        return bool(self.skipped) or self.initial_done
-
-
-def blocks_new_backup(job: Job | None, now: datetime) -> TypeGuard[Job]:
-    """A previous job blocks a new one while it is InProgress and before its timeout deadline."""
-    return job is not None and job.status is JobStatus.IN_PROGRESS and now < timeout_deadline(job)
-
-
-def retain_until_for(policy: Policy, slot: datetime) -> datetime:
-    """A scheduled point's basic expiry: its daily retention (weekly for a Weekly policy)."""
-    if policy.schedule.frequency is Frequency.WEEKLY:
-        return slot + timedelta(weeks=policy.retention.weekly_weeks or 1)
-    return slot + timedelta(days=policy.retention.daily_days or 30)
-
-
-def plan_item(item: ProtectedItem, policy: Policy, due: list[datetime], *, now: datetime,
-              catch_up_from: datetime, previous_job: Job | None) -> ItemPlan | None:
-    """What one tick does for one item, given its due slots (ascending, after its watermark).
-
-    - Slots older than the catch-up bound are skipped ("missed").
-    - Of the slots within the bound, the latest runs; earlier ones are skipped: after downtime the
-      user gets one fresh backup, not a burst of back-to-back ones.
-    - While the previous job is InProgress (and not stale) a due slot is skipped; a slot still
-      ahead (scheduled early, within the lookahead) is left for a later tick to decide.
-    - A pending initial backup runs first (slot = the enable time); past slots it covers are skipped.
-    """
-    if not item.is_active or (not due and not item.initial_backup_pending):
-        return None
-    blocked = blocks_new_backup(previous_job, now)
-    skipped: list[SkippedSlot] = []
-    missed = [s for s in due if s <= catch_up_from]
-    skipped += [SkippedSlot(s, "missed: older than the catch-up bound when the scheduler ran") for s in missed]
-    candidates = [s for s in due if s > catch_up_from]
-    past = [s for s in candidates if s <= now]
-    ahead = [s for s in candidates if s > now]
-
-    if item.initial_backup_pending:
-        if blocked:
-            return _plan(None, skipped)
-        skipped += [SkippedSlot(s, "the initial backup ran instead") for s in past]
-        job = Job.new_backup(vm_name=item.vm_name, slot=item.initial_slot, now=now,
-                             trigger=Trigger.INITIAL, policy_name=policy.name,
-                             retain_until=retain_until_for(policy, now))
-        return _plan(job, skipped, initial_done=True)
-
-    target = ahead[-1] if ahead else (past[-1] if past else None)
-    if target is None:
-        return _plan(None, skipped)
-    if blocked and previous_job is not None:
-        busy = f"backup {previous_job.job_id} was still in progress"
-        skipped += [SkippedSlot(s, busy) for s in past]
-        # A slot still ahead is decided when due: the previous job may well have finished by then.
-        return _plan(None, skipped)
-    skipped += [SkippedSlot(s, "superseded by a later slot") for s in candidates if s < target]
-    job = Job.new_backup(vm_name=item.vm_name, slot=target, now=max(now, target),
-                         trigger=Trigger.SCHEDULED, policy_name=policy.name,
-                         retain_until=retain_until_for(policy, target))
-    return _plan(job, skipped, last_slot=target)
-
-
-def _plan(job: Job | None, skipped: list[SkippedSlot], *, last_slot: datetime | None = None,
-          initial_done: bool = False) -> ItemPlan | None:
-    marks = [s.slot for s in skipped] + ([last_slot] if last_slot else [])
-    if job is None and not marks:
-        return None
-    return ItemPlan(job=job, skipped=tuple(skipped), last_slot=max(marks) if marks else None,
-                    initial_done=initial_done)
-
-
-def task_for(job: Job, now: datetime) -> SnapshotTask:
-    """The queue message of a job's first attempt; a slot still ahead is scheduled for its time."""
-    return SnapshotTask(job_id=job.job_id, attempt=job.attempt, vm_name=job.vm_name, slot=job.slot,
-                        trigger=job.trigger, policy_name=job.policy_name,
-                        retain_until=job.retain_until, not_before=job.slot if job.slot > now else None)
-
-
-def lookahead(schedule: str, now: datetime) -> timedelta:
-    """Time until the timer's next tick: slots before it are sent now, scheduled for their time."""
-    following: datetime = croniter(schedule, now, second_at_beginning=True).get_next(datetime)
-    return min(max(following - now, timedelta(0)), MAX_LOOKAHEAD)
-
-
-def run_scheduling_tick(svc: Services, *, past_due: bool = False, page_size: int = PAGE_SIZE,
+def run_scheduling_tick(svc: TickNeeds, *, past_due: bool = False, page_size: int = PAGE_SIZE,
                         fan_out: bool | None = None, sleep: Callable[[float], None] = time.sleep) -> TickResult:
     """One timer tick: every shard planned here, or (``fan_out``; by default once the fleet counted at
     the last runs reaches ``PLANNER_FAN_OUT_ITEMS``) one request per shard sent to the planners."""
@@ -243,7 +151,7 @@ def run_scheduling_tick(svc: Services, *, past_due: bool = False, page_size: int
     return result
 
 
-def plan_shard(svc: Services, shard: str, now: datetime, *, page_size: int = PAGE_SIZE,
+def plan_shard(svc: PlanShardNeeds, shard: str, now: datetime, *, page_size: int = PAGE_SIZE,
                sleep: Callable[[float], None] = time.sleep, progress: ShardProgress | None = None,
                policies: dict[str, Policy | None] | None = None) -> TickResult:
     """Plan one shard's items as of ``now`` (the tick's time, whenever the planner runs).
@@ -282,7 +190,7 @@ def _summary(result: TickResult) -> str:
 
 @dataclass
 class _ShardRun:
-    svc: Services
+    svc: PlanShardNeeds
     shard: str
     now: datetime
     result: TickResult
@@ -468,7 +376,7 @@ class _ShardRun:
             self.step(f"merging {item.vm_name}", lambda: _settle_conflict(svc, item, plan, now))
 
 
-def _cancel_orphans(svc: Services, item: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
+def _cancel_orphans(svc: HasJobs, item: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
     """A tick that died before advancing watermarks may have created jobs for slots this tick now
     skips (time moved past another slot meanwhile). Cancel them so no job waits forever for a task.
     Only items with skipped slots pay this one query, so a normal tick never does."""
@@ -479,7 +387,7 @@ def _cancel_orphans(svc: Services, item: ProtectedItem, plan: ItemPlan, now: dat
             _cancel(svc, job.job_id, now, "its slot was skipped after the scheduler was interrupted")
 
 
-def _cancel(svc: Services, job_id: str, now: datetime, reason: str) -> None:
+def _cancel(svc: HasJobs, job_id: str, now: datetime, reason: str) -> None:
     def cancel(job: Job) -> Job | None:
         cancelled = mark_cancelled(job, reason, now)
         if cancelled is not None:
@@ -489,7 +397,7 @@ def _cancel(svc: Services, job_id: str, now: datetime, reason: str) -> None:
     svc.jobs.update(job_id, cancel)
 
 
-def _settle_conflict(svc: Services, seen: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
+def _settle_conflict(svc: SettleNeeds, seen: ProtectedItem, plan: ItemPlan, now: datetime) -> None:
     """The item changed between read and write (another tick, backup-now, disable, policy change):
     re-read it and merge this tick's plan into what is there now.
 
@@ -519,7 +427,7 @@ def _settle_conflict(svc: Services, seen: ProtectedItem, plan: ItemPlan, now: da
         log.info("job %s for %s: the item changed meanwhile; merged, the job stands", job.job_id, seen.vm_name)
 
 
-def _refuses(svc: Services, current: ProtectedItem, job: Job, now: datetime) -> bool:
+def _refuses(svc: HasJobs, current: ProtectedItem, job: Job, now: datetime) -> bool:
     """Whether the item as it is now refuses ``job``: stopped, or claimed by another job that blocks."""
     if not current.is_active:
         return True

@@ -13,7 +13,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from shared.domain import remediation
 from shared.domain.job_transitions import mark_timed_out, timeout_deadline, unreported_attempts
@@ -22,12 +22,21 @@ from shared.domain.restore import is_restore, last_progress, mark_stalled
 from shared.domain.task import JOB_HORIZON
 from shared.errors import NotFoundError, PermanentError, TransientError
 from shared.ports import ExtensionStatusReader, JobQuery
-from shared.services.ingestion import IngestOutcome, IngestResult, ingest_status_blob
-
-if TYPE_CHECKING:
-    from shared.bootstrap import Services
+from shared.services.ingestion import IngestNeeds, IngestOutcome, IngestResult, ingest_status_blob
+from shared.services.needs import (HasClock, HasDispatcher, HasInventory, HasJobs, HasRecoveryPoints, HasSettings,
+                                   HasSnapshots, HasStatusBlobs, HasTaskQueue)
 
 log = logging.getLogger(__name__)
+
+
+class InstanceViewNeeds(HasClock, HasDispatcher, HasInventory, HasJobs, HasRecoveryPoints, HasSnapshots, HasStatusBlobs,
+                        HasTaskQueue, Protocol):
+    """What _sweep_job(), _from_instance_view() read, with ingestion.ingest_status_blob's (the seam)."""
+
+class SweepNeeds(HasClock, HasDispatcher, HasInventory, HasJobs, HasRecoveryPoints, HasSettings, HasSnapshots,
+                 HasStatusBlobs, HasTaskQueue, Protocol):
+    """What sweep_stale_jobs() reads."""
+
 
 # Jobs are looked up by slot time; nothing InProgress can be older than this and still matter (the
 # worker makes no job older than this from a message: shared/domain/task.py).
@@ -51,7 +60,7 @@ class SweepResult:
     deferred: list[str] = field(default_factory=list)       # storage or ARM unreachable: next sweep
 
 
-def sweep_stale_jobs(svc: Services, *, page_size: int = 200, workers: int = WORKERS) -> SweepResult:
+def sweep_stale_jobs(svc: SweepNeeds, *, page_size: int = 200, workers: int = WORKERS) -> SweepResult:
     """Apply results the trigger missed, then fail every InProgress job past its deadline."""
     now = svc.clock.now()
     result = SweepResult()
@@ -76,7 +85,7 @@ def sweep_stale_jobs(svc: Services, *, page_size: int = 200, workers: int = WORK
                              continuation=page.continuation)
 
 
-def _sweep_job(svc: Services, job: Job, now: datetime, result: SweepResult) -> None:
+def _sweep_job(svc: InstanceViewNeeds, job: Job, now: datetime, result: SweepResult) -> None:
     if is_restore(job):
         _sweep_restore(svc, job, now, result)
         return
@@ -112,7 +121,7 @@ def _sweep_job(svc: Services, job: Job, now: datetime, result: SweepResult) -> N
         result.timed_out.append(job.job_id)
 
 
-def _sweep_restore(svc: Services, job: Job, now: datetime, result: SweepResult) -> None:
+def _sweep_restore(svc: HasJobs, job: Job, now: datetime, result: SweepResult) -> None:
     """A restore has no extension and no window: it fails only once its worker stopped making progress
     (shared/domain/restore.py, NO_PROGRESS_WINDOW), with the restore's own error."""
     try:
@@ -132,7 +141,7 @@ def _has_result(outcome: IngestOutcome | None) -> bool:
         outcome.job.is_terminal or outcome.result is IngestResult.RETRYING)
 
 
-def _blobs_to_read(svc: Services, job: Job) -> list[str]:
+def _blobs_to_read(svc: HasStatusBlobs, job: Job) -> list[str]:
     """The status blobs that may hold a result the job lacks: those of earlier attempts the VM may
     have run unseen (their success ends the job), then the current attempt's once it is dispatched.
 
@@ -146,7 +155,7 @@ def _blobs_to_read(svc: Services, job: Job) -> list[str]:
     return names
 
 
-def _reingest(svc: Services, job: Job, blob: str) -> IngestOutcome | None:
+def _reingest(svc: IngestNeeds, job: Job, blob: str) -> IngestOutcome | None:
     """Apply one status blob of the job, as the blob trigger would have; None if there is none."""
     try:
         data = svc.status_blobs.read(blob)
@@ -156,7 +165,7 @@ def _reingest(svc: Services, job: Job, blob: str) -> IngestOutcome | None:
     return ingest_status_blob(svc, blob, data, None)
 
 
-def _from_instance_view(svc: Services, job: Job, now: datetime) -> IngestOutcome | None:
+def _from_instance_view(svc: InstanceViewNeeds, job: Job, now: datetime) -> IngestOutcome | None:
     """The handler's result from the instance view, when the dispatcher can read one (Compute API).
 
     The handler reports its result to the VM agent as well as to its blob; when the blob upload

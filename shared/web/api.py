@@ -16,12 +16,13 @@ from urllib.parse import urlencode
 from shared.documents import (alert_document, item_document, job_document, point_document, report_document,
                               to_jsonable)
 from shared.domain.alerts import AlertStatus
+from shared.domain.compliance import DEFAULT_DAYS, MAX_DAYS
 from shared.domain.jobs import JobStatus
 from shared.domain.shards import SHARDS, shard_of
 from shared.errors import NotFoundError, ValidationError
 from shared.redaction import redact
 from shared.services.alerting import list_alerts, show_alert
-from shared.services.compliance import DEFAULT_DAYS, MAX_DAYS, ComplianceReport
+from shared.services.compliance import ComplianceReport
 from shared.services.job_listing import OPERATIONS, JobFilter, job_page
 from shared.services.protection import get_protected_item, list_protected_items
 from shared.services.recovery import list_points

@@ -9,8 +9,8 @@ from typing import Mapping, Sequence
 
 from shared.domain.policy import check_name
 from shared.domain.task import validate_job_id
+from shared.domain.when import parse_when
 from shared.errors import ValidationError
-from shared.services.job_listing import parse_when
 
 MAX_VALUE = 200                 # characters of one value (a continuation token may be longer)
 MAX_TOKEN = 2000

@@ -21,8 +21,8 @@ from shared.clock import FixedClock
 from shared.domain.command import decode_object_str
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobPhase, JobStatus
+from shared.domain.planning import task_for
 from shared.services.dispatch import Outcome, handle_snapshot_task
-from shared.services.scheduling import task_for
 from tests.fakes import InMemoryInventory, RecordingDispatcher, RecordingTaskQueue
 from tests.jobs.helpers import CORPUS
 from tests.scheduling.conftest import local_vm

@@ -5,8 +5,8 @@ from __future__ import annotations
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from shared.domain.jobs import JobPhase, JobStatus
+from shared.domain.planning import task_for
 from shared.services.protection import backup_now, enable_protection
-from shared.services.scheduling import task_for
 from tests.faults.conftest import (commands_handed_to, make_vms, run_worker_and_ingestion, snapshots_per_disk,
                                   work_queue)
 

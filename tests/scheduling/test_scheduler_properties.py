@@ -9,11 +9,12 @@ from hypothesis import given, settings, strategies as st
 from shared.bootstrap import Services
 from shared.clock import FixedClock
 from shared.domain.jobs import JobStatus
+from shared.domain.planning import blocks_new_backup, lookahead
 from shared.domain.policy import EnhancedSchedule, Frequency, Policy, StandardSchedule
 from shared.domain.schedule import slots_between
 from shared.domain.shards import shard_of
 from shared.services.protection import create_policy, enable_protection
-from shared.services.scheduling import blocks_new_backup, lookahead, run_scheduling_tick
+from shared.services.scheduling import run_scheduling_tick
 from shared.settings import Connection, Settings
 from tests.fakes import InMemoryInventory, InMemoryJobStore, RecordingTaskQueue
 from tests.scheduling.conftest import HostDied, local_vm
