@@ -24,7 +24,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError, UpdateM
 from shared.adapters.azure_errors import TABLE_REFUSED_HINT, translate
 from shared.clock import utc
 from shared.domain.jobs import Consistency
-from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
+from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, Rule, SnapshotMethod
 from shared.domain.status import DirectDriveSnapshot
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def point_entity(point: RecoveryPoint) -> dict[str, Any]:
         "RestorePointId": point.restore_point_id,
         "State": point.state.value,
         "StateChangedAt": utc(point.state_changed_at) if point.state_changed_at else None,
-        "DeletedBy": point.deleted_by,
+        "DeletedBy": point.deleted_by.value if point.deleted_by else None,
         "UnavailableReason": point.unavailable_reason,
     }
 
@@ -239,7 +239,8 @@ def point_from_entity(entity: Any) -> RecoveryPoint:
                     for d in json.loads(entity.get("Disks") or "[]")),
         method=SnapshotMethod(entity.get("Method") or SnapshotMethod.BLOB_SNAPSHOT.value),
         restore_point_id=entity.get("RestorePointId"), state=PointState(entity.get("State") or "Available"),
-        state_changed_at=when("StateChangedAt"), deleted_by=entity.get("DeletedBy"),
+        state_changed_at=when("StateChangedAt"),
+        deleted_by=Rule(entity["DeletedBy"]) if entity.get("DeletedBy") else None,
         unavailable_reason=entity.get("UnavailableReason"),
         version=entity.metadata.get("etag") if hasattr(entity, "metadata") else None)
 

@@ -46,8 +46,10 @@ class PointState(str, Enum):
         return self in (PointState.AVAILABLE, PointState.UNAVAILABLE)
 
 
-class Tier(str, Enum):
-    """What keeps a point, as Azure Backup names its tiers and retention rules."""
+class Rule(str, Enum):
+    """What keeps (or removes) a point, a snapshot or a blob, as Azure Backup names its tiers and retention
+    rules; printed by ``retention plan``. One enum for both: a tier that holds a point is the rule that
+    keeps it, so the tiers are the first six (``TIERS``) and the rest are what a retention run adds."""
 
     INSTANT_RESTORE = "InstantRestore"
     DAILY = "Daily"
@@ -55,6 +57,19 @@ class Tier(str, Enum):
     MONTHLY = "Monthly"
     YEARLY = "Yearly"
     ON_DEMAND = "OnDemand"
+    LATEST = "LatestPoint"                  # the latest good point of a protected VM always stays
+    FUTURE_TIME = "TimeInFuture"            # stamped in the future: not trusted, kept, reported every run
+    PROTECTION_STOPPED = "ProtectionStopped"    # stopped with data retained: kept until resumed or deleted
+    SOFT_DELETED = "SoftDeleted"            # soft-deleted: kept until its purge time
+    SOFT_DELETE_PURGE = "SoftDeletePurge"   # soft-deleted longer than 14 days: every point goes
+    NOT_PROTECTED = "NotProtected"          # no protected item or no policy: nothing to enforce, kept
+    FAILED_ATTEMPT = "FailedAttempt"        # a snapshot of a job that failed
+    SUPERSEDED_ATTEMPT = "SupersededAttempt"    # a snapshot of an earlier attempt of a successful job
+    STATUS_BLOB = "StatusBlobRetention"     # a final job's status/log blobs, older than the setting
+
+
+# The rules a point's tier may be (``recoverypoint list`` prints them as its tiers).
+TIERS = frozenset({Rule.INSTANT_RESTORE, Rule.DAILY, Rule.WEEKLY, Rule.MONTHLY, Rule.YEARLY, Rule.ON_DEMAND})
 
 
 @dataclass(frozen=True)
@@ -90,7 +105,7 @@ class RecoveryPoint:
     restore_point_id: str | None = None     # RestorePoint method: the VM restore point's resource id
     state: PointState = PointState.AVAILABLE
     state_changed_at: datetime | None = None
-    deleted_by: str | None = None           # the rule that removed it (see shared/domain/retention.py)
+    deleted_by: Rule | None = None          # the rule that removed it (see shared/domain/retention.py)
     unavailable_reason: str | None = None   # Unavailable: which data was found missing, and when
     version: str | None = field(default=None, compare=False)   # the store's ETag
 
@@ -131,7 +146,7 @@ class RecoveryPoint:
             return self
         return replace(self, state=PointState.UNAVAILABLE, unavailable_reason=reason, state_changed_at=utc(now))
 
-    def claimed(self, rule: str, now: datetime) -> "RecoveryPoint":
+    def claimed(self, rule: Rule, now: datetime) -> "RecoveryPoint":
         return replace(self, state=PointState.DELETING, deleted_by=rule, state_changed_at=utc(now))
 
     def deleted(self, now: datetime) -> "RecoveryPoint":

@@ -271,7 +271,8 @@ def _restorable_point(svc: HasRecoveryPoints, vm_name: str, rp_name: str, lun: i
                             f"restore another point ('vmsnap recoverypoint list --vm {vm_name}'), or one disk whose "
                             f"snapshot remains with --disk <LUN>")
     if not point.state.holds_data:
-        raise NotFoundError(f"recovery point {rp_name} of VM {vm_name} was deleted ({point.deleted_by}); "
+        rule = point.deleted_by.value if point.deleted_by else "no rule recorded"
+        raise NotFoundError(f"recovery point {rp_name} of VM {vm_name} was deleted ({rule}); "
                             f"pick another with 'vmsnap recoverypoint list --vm {vm_name}'")
     return point
 

@@ -13,7 +13,7 @@ from shared.clock import FixedClock
 from shared.domain.jobs import JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
-from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, recovery_point_name
+from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, Rule, recovery_point_name
 from shared.errors import TransientError
 from shared.ports import JobQuery
 from shared.services.recovery import list_points
@@ -216,9 +216,9 @@ def test_after_any_retention_run_every_vm_that_could_be_restored_still_can(histo
                 _lose(svc, point, luns=(0,) if state == "half" else (-1, 0))
             if state in ("unavailable", "deleted", "claimed", "stale-claim"):
                 stored = {"unavailable": point.unavailable("gone", NOW - timedelta(days=1)),
-                          "deleted": point.claimed("Daily", NOW).deleted(NOW),
-                          "claimed": point.claimed("Daily", NOW - timedelta(minutes=5)),
-                          "stale-claim": point.claimed("Daily", NOW - timedelta(hours=3))}[state]
+                          "deleted": point.claimed(Rule.DAILY, NOW).deleted(NOW),
+                          "claimed": point.claimed(Rule.DAILY, NOW - timedelta(minutes=5)),
+                          "stale-claim": point.claimed(Rule.DAILY, NOW - timedelta(hours=3))}[state]
                 svc.recovery_points.save_many([stored])
     before = {vm: svc.recovery_points.list_for_vm(vm) for vm in history}
     restorable = {vm: {p.name for p in points if _restorable(svc, p, NOW)} for vm, points in before.items()}

@@ -13,8 +13,7 @@ from azure.storage.blob import BlobClient
 from shared.bootstrap import reset_services
 from shared.cli import main
 from shared.domain.jobs import JobStatus
-from shared.domain.recovery import PointState, SnapshotMethod, recovery_point_name
-from shared.domain.retention import Rule
+from shared.domain.recovery import PointState, Rule, SnapshotMethod, recovery_point_name
 from shared.services.protection import disable_protection
 from shared.services.retention import plan_retention, run_retention
 from tests.restorepoints.conftest import deliver, task_for, track_until_done
