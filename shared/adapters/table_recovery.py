@@ -24,7 +24,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError, UpdateM
 from shared.adapters.azure_errors import TABLE_REFUSED_HINT, translate
 from shared.clock import utc
 from shared.domain.jobs import Consistency
-from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, Rule, SnapshotMethod
+from shared.domain.recovery import POINT_METHOD, DiskSnapshot, PointState, RecoveryPoint, Rule
 from shared.domain.status import DirectDriveSnapshot
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def point_entity(point: RecoveryPoint) -> dict[str, Any]:
                               "snapshotTime": d.snapshot_time,
                               **({"directDrive": d.direct_drive.as_record()} if d.direct_drive else {})}
                              for d in point.disks]),
-        "Method": point.method.value,
+        "Method": POINT_METHOD.word(point.method),
         "RestorePointId": point.restore_point_id,
         "State": point.state.value,
         "StateChangedAt": utc(point.state_changed_at) if point.state_changed_at else None,
@@ -237,7 +237,7 @@ def point_from_entity(entity: Any) -> RecoveryPoint:
                                  direct_drive=DirectDriveSnapshot.from_record(d["directDrive"])
                                  if d.get("directDrive") else None)
                     for d in json.loads(entity.get("Disks") or "[]")),
-        method=SnapshotMethod(entity.get("Method") or SnapshotMethod.BLOB_SNAPSHOT.value),
+        method=POINT_METHOD.member(entity.get("Method") or "BlobSnapshot"),
         restore_point_id=entity.get("RestorePointId"), state=PointState(entity.get("State") or "Available"),
         state_changed_at=when("StateChangedAt"),
         deleted_by=Rule(entity["DeletedBy"]) if entity.get("DeletedBy") else None,

@@ -2,8 +2,9 @@
 ``az backup recoverypoint`` (name, time, consistency, tier, expiry). Pure data; one point per job.
 
 A disk snapshot is referenced generically (``DiskSnapshot``): a blob snapshot of a page-blob disk
-(``method = BlobSnapshot``) or a managed disk's disk restore point (``method = RestorePoint``, the point
-then also names its VM restore point, which retention deletes as a whole).
+(``method = EXTENSION_COMMAND``, "BlobSnapshot" in its record) or a managed disk's disk restore point
+(``method = RESTORE_POINT``, the point then also names its VM restore point, which retention deletes as a
+whole).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from shared.clock import shifted, utc
 from shared.domain.inventory import BackupMethod
 from shared.domain.jobs import Consistency, DiskResult, Job, JobStatus
 from shared.domain.status import DirectDriveSnapshot
+from shared.domain.words import Words
 
 SUCCESSFUL = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS})
 
@@ -28,9 +30,9 @@ MAX_RETENTION = timedelta(days=99 * 365)
 MAX_FUTURE = timedelta(hours=1)
 
 
-class SnapshotMethod(str, Enum):
-    BLOB_SNAPSHOT = "BlobSnapshot"      # page-blob disks: a blob snapshot per disk
-    RESTORE_POINT = "RestorePoint"      # managed disks: a disk restore point per disk
+# How a point's record and its JSON name its method: after the snapshots it holds (words older than
+# BackupMethod, which `recoverypoint show -o json` prints).
+POINT_METHOD = Words({BackupMethod.EXTENSION_COMMAND: "BlobSnapshot", BackupMethod.RESTORE_POINT: "RestorePoint"})
 
 
 class PointState(str, Enum):
@@ -101,7 +103,7 @@ class RecoveryPoint:
     policy_name: str | None = None
     retain_until: datetime | None = None    # on-demand points only
     disks: tuple[DiskSnapshot, ...] = ()
-    method: SnapshotMethod = SnapshotMethod.BLOB_SNAPSHOT
+    method: BackupMethod = BackupMethod.EXTENSION_COMMAND     # the job's: what the point's snapshots are
     restore_point_id: str | None = None     # RestorePoint method: the VM restore point's resource id
     state: PointState = PointState.AVAILABLE
     state_changed_at: datetime | None = None
@@ -117,7 +119,7 @@ class RecoveryPoint:
     def artifacts(self) -> tuple[str, ...]:
         """What expiring the point deletes: its VM restore point (which takes its disk restore points
         along), or each disk's blob snapshot."""
-        if self.method is SnapshotMethod.RESTORE_POINT:
+        if self.method is BackupMethod.RESTORE_POINT:
             return (self.restore_point_id,) if self.restore_point_id else ()
         return tuple(d.snapshot for d in self.disks if d.is_blob_snapshot)
 
@@ -173,9 +175,8 @@ def point_from_job(job: Job) -> RecoveryPoint | None:
     disks = tuple(_disk_snapshot(d) for d in job.disks if d.snapshotted)
     if not disks:
         return None
-    method, restore_point_id = SnapshotMethod.BLOB_SNAPSHOT, None
-    if job.backup_method is BackupMethod.RESTORE_POINT:
-        method, restore_point_id = SnapshotMethod.RESTORE_POINT, vm_restore_point_id(disks[0].snapshot)
+    method = job.backup_method or BackupMethod.EXTENSION_COMMAND
+    restore_point_id = vm_restore_point_id(disks[0].snapshot) if method is BackupMethod.RESTORE_POINT else None
     return RecoveryPoint(name=recovery_point_name(job.job_id), vm_name=job.vm_name, created_at=utc(job.slot),
                          job_id=job.job_id, trigger=job.trigger.value,
                          consistency=job.consistency, size_bytes=job.backup_size_bytes,

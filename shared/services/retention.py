@@ -39,8 +39,7 @@ from shared.domain.job_transitions import MAX_ERRORS
 from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem, ProtectionState
-from shared.domain.recovery import (SUCCESSFUL, PointState, RecoveryPoint, Rule, SnapshotMethod,
-                                    point_from_job, recovery_point_name)
+from shared.domain.recovery import SUCCESSFUL, PointState, RecoveryPoint, Rule, point_from_job, recovery_point_name
 from shared.domain.restore_point import attempt_restore_point_name
 from shared.domain.retention import Decision, decide
 from shared.domain.retention_progress import BLOBS, PARTS, RetentionProgress, RetentionRequest
@@ -144,7 +143,7 @@ class SnapshotAction:
     job_id: str
     snapshot: str                   # a blob snapshot URL, or a VM restore point's id
     rule: Rule
-    method: SnapshotMethod = SnapshotMethod.BLOB_SNAPSHOT
+    method: BackupMethod = BackupMethod.EXTENSION_COMMAND
     slot: datetime | None = field(default=None, compare=False)     # its job's
 
 
@@ -611,11 +610,11 @@ def _delete_points(svc: DeletePointsNeeds, vm: str, work: _VmWork, now: datetime
         log.warning("VM %s: point(s) %s changed while their snapshots were deleted", vm, ", ".join(not_saved))
 
 
-def _delete_artifact(svc: DeleteArtifactNeeds, method: SnapshotMethod, artifact: str, result: RetentionResult,
+def _delete_artifact(svc: DeleteArtifactNeeds, method: BackupMethod, artifact: str, result: RetentionResult,
                      why: str) -> bool:
     """Delete a blob snapshot, or a VM restore point (its disk restore points go with it); never more.
     True once it is gone (deleted now, or before)."""
-    if method is SnapshotMethod.RESTORE_POINT:
+    if method is BackupMethod.RESTORE_POINT:
         what, deleted = "restore point", svc.restore_points.delete(artifact)
     else:
         what, deleted = "snapshot", svc.snapshots.delete_snapshot(artifact)
@@ -665,7 +664,7 @@ def _job_attempt_snapshots(svc: AttemptSnapshotsNeeds, job: Job, stored: Recover
     held = set(point.artifacts) if point is not None and point.state is not PointState.DELETED else set()
     rule = Rule.SUPERSEDED_ATTEMPT if job.status in SUCCESSFUL else Rule.FAILED_ATTEMPT
     if job.backup_method is BackupMethod.RESTORE_POINT:
-        return [SnapshotAction(job.vm_name, job.job_id, found, rule, SnapshotMethod.RESTORE_POINT, job.slot)
+        return [SnapshotAction(job.vm_name, job.job_id, found, rule, BackupMethod.RESTORE_POINT, job.slot)
                 for found in _attempt_restore_points(svc, job) if found not in held]
     return [SnapshotAction(job.vm_name, job.job_id, snap.url, rule, slot=job.slot)
             for disk in job.disks for snap in svc.snapshots.list_snapshots(disk.blob_url)
