@@ -26,6 +26,7 @@ from shared.clock import utc
 from shared.domain.jobs import Consistency
 from shared.domain.recovery import POINT_METHOD, DiskSnapshot, PointState, RecoveryPoint, Rule
 from shared.domain.status import DirectDriveSnapshot
+from shared.domain.task import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def point_entity(point: RecoveryPoint) -> dict[str, Any]:
         "VmName": point.vm_name,
         "CreatedAt": utc(point.created_at),
         "JobId": point.job_id,
-        "Trigger": point.trigger,
+        "Trigger": point.trigger.value,
         "Consistency": point.consistency.value if point.consistency else None,
         "SizeBytes": str(point.size_bytes) if point.size_bytes is not None else None,
         "PolicyName": point.policy_name,
@@ -228,7 +229,7 @@ def point_from_entity(entity: Any) -> RecoveryPoint:
     size = entity.get("SizeBytes")
     return RecoveryPoint(
         name=entity["Name"], vm_name=entity["VmName"], created_at=when("CreatedAt") or _EPOCH,
-        job_id=entity.get("JobId") or "", trigger=entity.get("Trigger") or "Scheduled",
+        job_id=entity.get("JobId") or "", trigger=Trigger(entity.get("Trigger") or Trigger.SCHEDULED.value),
         consistency=Consistency(entity["Consistency"]) if entity.get("Consistency") else None,
         size_bytes=int(size) if size not in (None, "") else None, policy_name=entity.get("PolicyName"),
         retain_until=when("RetainUntil"),

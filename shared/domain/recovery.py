@@ -17,6 +17,7 @@ from shared.clock import shifted, utc
 from shared.domain.inventory import BackupMethod
 from shared.domain.jobs import Consistency, DiskResult, Job, JobStatus
 from shared.domain.status import DirectDriveSnapshot
+from shared.domain.task import Trigger
 from shared.domain.words import Words
 
 SUCCESSFUL = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS})
@@ -97,7 +98,7 @@ class RecoveryPoint:
     vm_name: str
     created_at: datetime                # the job's slot: the time the backup was for (az's recoveryPointTime)
     job_id: str
-    trigger: str = "Scheduled"          # Scheduled | OnDemand
+    trigger: Trigger = Trigger.SCHEDULED
     consistency: Consistency | None = None
     size_bytes: int | None = None
     policy_name: str | None = None
@@ -113,7 +114,7 @@ class RecoveryPoint:
 
     @property
     def is_on_demand(self) -> bool:
-        return self.trigger == "OnDemand"
+        return self.trigger is Trigger.ON_DEMAND
 
     @property
     def artifacts(self) -> tuple[str, ...]:
@@ -178,7 +179,7 @@ def point_from_job(job: Job) -> RecoveryPoint | None:
     method = job.backup_method or BackupMethod.EXTENSION_COMMAND
     restore_point_id = vm_restore_point_id(disks[0].snapshot) if method is BackupMethod.RESTORE_POINT else None
     return RecoveryPoint(name=recovery_point_name(job.job_id), vm_name=job.vm_name, created_at=utc(job.slot),
-                         job_id=job.job_id, trigger=job.trigger.value,
+                         job_id=job.job_id, trigger=job.trigger,
                          consistency=job.consistency, size_bytes=job.backup_size_bytes,
                          policy_name=job.policy_name,
                          retain_until=utc(job.retain_until) if job.retain_until else None, disks=disks,

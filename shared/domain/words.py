@@ -9,13 +9,15 @@ E = TypeVar("E", bound=Enum)
 
 
 class Words(Generic[E]):
-    """A two-way table between an enum's members and one field's words (one word per member)."""
+    """A two-way table between an enum's members and one field's words: every member has its own word, so
+    a member added later without one fails at import, not when a record is written."""
 
     def __init__(self, words: Mapping[E, str]):
         self._words = dict(words)
         self._members = {word: member for member, word in words.items()}
-        if len(self._members) != len(self._words):
-            raise ValueError("two members share a word")
+        enum = type(next(iter(self._words)))
+        if set(self._words) != set(enum) or len(self._members) != len(self._words):
+            raise ValueError(f"every {enum.__name__} member needs a word of its own")
 
     def word(self, member: E) -> str:
         return self._words[member]

@@ -14,6 +14,7 @@ from shared.domain.jobs import JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
 from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, Rule, recovery_point_name
+from shared.domain.task import Trigger
 from shared.errors import TransientError
 from shared.ports import JobQuery
 from shared.services.recovery import list_points
@@ -54,7 +55,7 @@ def _point(svc, vm: str, at: datetime, *, trigger: str = "Scheduled", retain_unt
     disks = tuple(DiskSnapshot(lun=lun, source=url, snapshot=svc.snapshots.take(url, {"jobId": job_id}))
                   for lun, url in zip((-1, 0), _disks(vm)))
     point = RecoveryPoint(name=recovery_point_name(job_id), vm_name=vm, created_at=at, job_id=job_id,
-                          trigger=trigger, retain_until=retain_until, disks=disks, policy_name="SimPolicy",
+                          trigger=Trigger(trigger), retain_until=retain_until, disks=disks, policy_name="SimPolicy",
                           state=state, state_changed_at=state_changed_at)
     svc.recovery_points.add_if_absent(point)
     return svc.recovery_points.get(vm, point.name)

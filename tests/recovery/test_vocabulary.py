@@ -10,6 +10,7 @@ from shared.documents import point_document
 from shared.domain.inventory import BackupMethod
 from shared.domain.recovery import POINT_METHOD, TIERS, RecoveryPoint, Rule
 from shared.domain.retention import Hold
+from shared.domain.words import Words
 from shared.services.recovery import PointView
 
 T0 = datetime(2026, 3, 1, 22, 30, tzinfo=timezone.utc)
@@ -35,3 +36,11 @@ def test_a_tier_is_one_of_the_six_rules_that_hold_points():
     assert sorted(t.value for t in TIERS) == ["Daily", "InstantRestore", "Monthly", "OnDemand", "Weekly", "Yearly"]
     with pytest.raises(ValueError, match="LatestPoint is a retention rule, not a tier"):
         Hold(Rule.LATEST, T0)
+
+
+def test_a_member_without_a_word_of_its_own_is_refused_at_once():
+    """A word table that leaves a member out, or gives two members one word, fails where it is built."""
+    with pytest.raises(ValueError, match="every BackupMethod member needs a word of its own"):
+        Words({BackupMethod.RESTORE_POINT: "RestorePoint"})
+    with pytest.raises(ValueError, match="every BackupMethod member needs a word of its own"):
+        Words({BackupMethod.RESTORE_POINT: "Snapshot", BackupMethod.EXTENSION_COMMAND: "Snapshot"})

@@ -37,7 +37,8 @@ def test_local_inventory_keeps_each_disks_kind_and_the_vm_id(inventory):
 def test_a_managed_disk_without_its_id_is_refused(inventory):
     """Registering a managed disk without an ARM id fails with a clear error, nothing stored."""
     with pytest.raises(ValidationError, match="needs its ARM id"):
-        inventory.put_vm(Vm("md", VmKind.LOCAL, (Disk(-1, "", "os", 0, BackupMethod.RESTORE_POINT, None),), resource_id=VM_ID))
+        inventory.put_vm(Vm("md", VmKind.LOCAL, (Disk(-1, "", "os", 0, BackupMethod.RESTORE_POINT, None),),
+                            resource_id=VM_ID))
     assert list(inventory.list_vms()) == []
 
 
