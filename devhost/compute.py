@@ -92,7 +92,7 @@ from shared.adapters.restore_points import CONTENT_DIGEST_TAG, SOURCE_DIGEST_TAG
 from shared.adapters.dispatch_local import LocalDispatcher
 from shared.clock import Clock, SystemClock
 from shared.domain.command import ExtensionCommand, encode_object_str
-from shared.domain.inventory import OS_DISK_LUN, Disk, DiskKind, Vm, VmKind
+from shared.domain.inventory import OS_DISK_LUN, BackupMethod, Disk, Vm, VmKind
 from shared.domain.status import ParseError, StatusReport, parse_status_blob
 from shared.domain.ticks import ticks_string
 from shared.errors import VmsnapError
@@ -149,7 +149,7 @@ class LocalVm:
         """How the local inventory records this VM: managed disks, known by their ids."""
         return Vm(name=self.name, kind=VmKind.LOCAL, resource_id=self.id, location=LOCATION,
                   disks=tuple(Disk(lun=d.lun, blob_url="", name=d.name, size_bytes=d.size_bytes,
-                                   kind=DiskKind.MANAGED, managed_disk_id=d.id) for d in self.disks))
+                                   method=BackupMethod.RESTORE_POINT, managed_disk_id=d.id) for d in self.disks))
 
 
 @dataclass

@@ -14,6 +14,7 @@ from shared.domain.alerts import Alert
 from shared.domain.compliance import SLOT_ALLOWANCE, ItemCompliance, ItemState, SlotTally
 from shared.domain.jobs import DiskResult, Job, JobStatus
 from shared.domain.protection import DiskListSetting
+from shared.domain.recovery import POINT_METHOD
 from shared.domain.restore import RESTORE_TEST, drill_result, is_restore, progress_percentage
 from shared.domain.task import Trigger
 from shared.services.compliance import ComplianceReport
@@ -253,7 +254,7 @@ def point_document(view: PointView) -> dict[str, Any]:
         "name": p.name, "vmName": p.vm_name, "recoveryPointTime": p.created_at, "state": p.state,
         "consistency": p.consistency, "tiers": [t.value for t in view.tiers], "expiryTime": view.expires_at,
         "jobId": p.job_id, "policyName": p.policy_name, "trigger": p.trigger, "retainUntil": p.retain_until,
-        "sizeBytes": p.size_bytes, "method": p.method, "restorePointId": p.restore_point_id,
+        "sizeBytes": p.size_bytes, "method": POINT_METHOD.word(p.method), "restorePointId": p.restore_point_id,
         "deletedBy": p.deleted_by, "unavailableReason": p.unavailable_reason,
         "disks": [{"lun": d.lun, "source": d.source, "snapshot": d.snapshot, "snapshotTime": d.snapshot_time,
                    **({"directDrive": d.direct_drive.as_record()} if d.direct_drive else {})} for d in p.disks],

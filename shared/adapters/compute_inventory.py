@@ -14,7 +14,7 @@ from azure.core.exceptions import AzureError
 
 from shared.adapters.azure_errors import Failure, failure_of, translate
 from shared.domain.bloburl import base_of
-from shared.domain.inventory import OS_DISK_LUN, Disk, DiskKind, Vm, VmKind
+from shared.domain.inventory import OS_DISK_LUN, BackupMethod, Disk, Vm, VmKind
 from shared.errors import ConfigurationError, NotFoundError, ValidationError
 
 if TYPE_CHECKING:   # the Compute SDK loads when the inventory is built, not when this module is imported
@@ -107,7 +107,7 @@ def _disk_from(disk: OSDisk | DataDisk, lun: int, vm_name: str) -> Disk:
     size = (disk.disk_size_gb or 0) * GIB
     managed = getattr(disk, "managed_disk", None)
     if managed is not None and managed.id:
-        return Disk(lun=lun, blob_url="", name=name, size_bytes=size, kind=DiskKind.MANAGED,
+        return Disk(lun=lun, blob_url="", name=name, size_bytes=size, method=BackupMethod.RESTORE_POINT,
                     managed_disk_id=managed.id)
     if disk.vhd is None or not disk.vhd.uri:
         raise ValidationError(f"disk {name} of VM {vm_name!r} is neither a managed disk with an id nor a VHD "

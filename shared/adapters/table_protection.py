@@ -29,10 +29,11 @@ from azure.data.tables import TableEntity, TableServiceClient, TableTransactionE
 from shared.adapters.metering import in_context
 from shared.adapters.azure_errors import TABLE_REFUSED_HINT, EtagRetry, Failure, is_failure, table_missing, translate
 from shared.clock import utc
-from shared.domain.inventory import Disk, DiskKind, Vm, VmKind
+from shared.domain.inventory import BackupMethod, Disk, Vm, VmKind
 from shared.domain.policy import DEFAULT_POLICY_NAME, Policy, check_name, default_policy
 from shared.domain.restore_testing import RestoreTestPlan, plan_from_document
 from shared.domain.shards import check_shard, shard_of
+from shared.domain.words import Words
 from shared.domain.protection import (DiskListSetting, DiskSelection, ProtectedItem, ProtectionState,
                                       SkippedSlot)
 from shared.errors import ConflictError, NotFoundError, ValidationError
@@ -40,6 +41,8 @@ from shared.errors import ConflictError, NotFoundError, ValidationError
 log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 100        # Table transactions: at most 100 operations, one partition
+# A local VM's disk row names the disk's kind, not the method it calls for (rows before the one enum).
+DISK_KIND = Words({BackupMethod.EXTENSION_COMMAND: "PageBlob", BackupMethod.RESTORE_POINT: "ManagedDisk"})
 
 _T = TypeVar("_T")
 
@@ -462,7 +465,7 @@ class TableInventory:
         if len(set(luns)) != len(luns):
             raise ValidationError(f"VM {vm.name!r} lists a LUN twice", field="disks")
         for disk in vm.disks:
-            if disk.kind is DiskKind.MANAGED:
+            if disk.method is BackupMethod.RESTORE_POINT:
                 if not disk.managed_disk_id or not disk.managed_disk_id.startswith("/subscriptions/"):
                     raise ValidationError(f"managed disk {disk.lun} of {vm.name!r} needs its ARM id "
                                           f"(/subscriptions/...)", field="disks")
@@ -475,7 +478,7 @@ class TableInventory:
         entity = {"PartitionKey": self.PARTITION, "RowKey": vm.name.lower(), "Name": vm.name,
                   "Kind": VmKind.LOCAL.value,
                   "Disks": json.dumps([{"lun": d.lun, "blobUrl": d.blob_url, "name": d.name,
-                                        "sizeBytes": d.size_bytes, "kind": d.kind.value,
+                                        "sizeBytes": d.size_bytes, "kind": DISK_KIND.word(d.method),
                                         "managedDiskId": d.managed_disk_id} for d in vm.disks]),
                   "Location": vm.location or "local"}
         if vm.resource_id:
@@ -495,7 +498,7 @@ class TableInventory:
 def _vm_from(entity: TableEntity) -> Vm:
     disks = tuple(sorted((Disk(lun=d["lun"], blob_url=d["blobUrl"], name=d.get("name", ""),
                                size_bytes=d.get("sizeBytes", 0),
-                               kind=DiskKind(d.get("kind", DiskKind.PAGE_BLOB.value)),
+                               method=DISK_KIND.member(d.get("kind", "PageBlob")),
                                managed_disk_id=d.get("managedDiskId")) for d in json.loads(entity["Disks"])),
                          key=lambda d: d.lun))
     return Vm(name=entity["Name"], kind=VmKind(entity.get("Kind", VmKind.LOCAL.value)), disks=disks,

@@ -24,8 +24,9 @@ from azure.data.tables import TableServiceClient, TableTransactionError, UpdateM
 from shared.adapters.azure_errors import TABLE_REFUSED_HINT, translate
 from shared.clock import utc
 from shared.domain.jobs import Consistency
-from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
+from shared.domain.recovery import POINT_METHOD, DiskSnapshot, PointState, RecoveryPoint, Rule
 from shared.domain.status import DirectDriveSnapshot
+from shared.domain.task import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def point_entity(point: RecoveryPoint) -> dict[str, Any]:
         "VmName": point.vm_name,
         "CreatedAt": utc(point.created_at),
         "JobId": point.job_id,
-        "Trigger": point.trigger,
+        "Trigger": point.trigger.value,
         "Consistency": point.consistency.value if point.consistency else None,
         "SizeBytes": str(point.size_bytes) if point.size_bytes is not None else None,
         "PolicyName": point.policy_name,
@@ -211,11 +212,11 @@ def point_entity(point: RecoveryPoint) -> dict[str, Any]:
                               "snapshotTime": d.snapshot_time,
                               **({"directDrive": d.direct_drive.as_record()} if d.direct_drive else {})}
                              for d in point.disks]),
-        "Method": point.method.value,
+        "Method": POINT_METHOD.word(point.method),
         "RestorePointId": point.restore_point_id,
         "State": point.state.value,
         "StateChangedAt": utc(point.state_changed_at) if point.state_changed_at else None,
-        "DeletedBy": point.deleted_by,
+        "DeletedBy": point.deleted_by.value if point.deleted_by else None,
         "UnavailableReason": point.unavailable_reason,
     }
 
@@ -228,7 +229,7 @@ def point_from_entity(entity: Any) -> RecoveryPoint:
     size = entity.get("SizeBytes")
     return RecoveryPoint(
         name=entity["Name"], vm_name=entity["VmName"], created_at=when("CreatedAt") or _EPOCH,
-        job_id=entity.get("JobId") or "", trigger=entity.get("Trigger") or "Scheduled",
+        job_id=entity.get("JobId") or "", trigger=Trigger(entity.get("Trigger") or Trigger.SCHEDULED.value),
         consistency=Consistency(entity["Consistency"]) if entity.get("Consistency") else None,
         size_bytes=int(size) if size not in (None, "") else None, policy_name=entity.get("PolicyName"),
         retain_until=when("RetainUntil"),
@@ -237,9 +238,10 @@ def point_from_entity(entity: Any) -> RecoveryPoint:
                                  direct_drive=DirectDriveSnapshot.from_record(d["directDrive"])
                                  if d.get("directDrive") else None)
                     for d in json.loads(entity.get("Disks") or "[]")),
-        method=SnapshotMethod(entity.get("Method") or SnapshotMethod.BLOB_SNAPSHOT.value),
+        method=POINT_METHOD.member(entity.get("Method") or "BlobSnapshot"),
         restore_point_id=entity.get("RestorePointId"), state=PointState(entity.get("State") or "Available"),
-        state_changed_at=when("StateChangedAt"), deleted_by=entity.get("DeletedBy"),
+        state_changed_at=when("StateChangedAt"),
+        deleted_by=Rule(entity["DeletedBy"]) if entity.get("DeletedBy") else None,
         unavailable_reason=entity.get("UnavailableReason"),
         version=entity.metadata.get("etag") if hasattr(entity, "metadata") else None)
 

@@ -1,5 +1,5 @@
 """Virtual machines and their disks, as the inventory knows them (no SAS, no credentials), and which
-backup method a VM's disks call for."""
+backup method a VM's disks call for (``BackupMethod``, the one name of the two backup paths)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,16 +17,19 @@ class VmKind(str, Enum):
     AZURE = "azure"   # an Azure VM reached through the Compute API
 
 
-class DiskKind(str, Enum):
-    PAGE_BLOB = "PageBlob"        # an unmanaged VHD: the extension snapshots the blob through a SAS
-    MANAGED = "ManagedDisk"       # a managed disk: only the platform snapshots it (restore point)
-
-
 class BackupMethod(str, Enum):
-    """How a VM is backed up; chosen from its disks, recorded on every job."""
+    """The backup path, one name for all it decides: a disk's kind (which method it calls for), a job's
+    method and what its recovery point holds (so what retention deletes and how a restore copies).
 
-    EXTENSION_COMMAND = "ExtensionCommand"   # VMSnapshot command with disk SAS URIs, status blob
-    RESTORE_POINT = "RestorePoint"           # application-consistent VM restore point
+    Named for the method because that is what the code branches on; the disk and the point are how it
+    shows. Each record keeps the word it always stored (a disk "PageBlob"/"ManagedDisk", a point
+    "BlobSnapshot"/"RestorePoint"), mapped by its adapter; a job row and a job's JSON use the values.
+    """
+
+    EXTENSION_COMMAND = "ExtensionCommand"  # page-blob (unmanaged VHD) disks: VMSnapshot command with disk
+                                            # SAS URIs, status blob; the point holds a blob snapshot per disk
+    RESTORE_POINT = "RestorePoint"          # managed disks (only the platform snapshots them): a VM restore
+                                            # point; the point holds a disk restore point per disk
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Disk:
     blob_url: str       # the page blob backing the disk, without any query string ("" if managed)
     name: str = ""
     size_bytes: int = 0
-    kind: DiskKind = DiskKind.PAGE_BLOB
+    method: BackupMethod = BackupMethod.EXTENSION_COMMAND    # what the disk's kind calls for
     managed_disk_id: str | None = None   # ARM id of a managed disk
 
     @property
@@ -67,14 +70,14 @@ class Vm:
         A VM mixing both cannot be made consistent by either method (a restore point ignores page
         blobs, the extension cannot snapshot managed disks), so it is refused.
         """
-        kinds = {d.kind for d in self.disks}
-        if kinds == {DiskKind.MANAGED}:
+        methods = {d.method for d in self.disks}
+        if methods == {BackupMethod.RESTORE_POINT}:
             if not self.resource_id:
                 raise ValidationError(f"VM {self.name!r} has managed disks but no ARM resource id; a restore "
                                       f"point needs the VM's id", field="vm")
             return BackupMethod.RESTORE_POINT
-        if len(kinds) > 1:
-            managed = ", ".join(d.name or f"lun {d.lun}" for d in self.disks if d.kind is DiskKind.MANAGED)
+        if len(methods) > 1:
+            managed = ", ".join(d.name or f"lun {d.lun}" for d in self.disks if d.method is BackupMethod.RESTORE_POINT)
             raise ValidationError(
                 f"VM {self.name!r} mixes managed disks ({managed}) with unmanaged (page blob) disks; neither "
                 f"backup method covers both. Migrate its unmanaged disks to managed disks "

@@ -2,8 +2,9 @@
 ``az backup recoverypoint`` (name, time, consistency, tier, expiry). Pure data; one point per job.
 
 A disk snapshot is referenced generically (``DiskSnapshot``): a blob snapshot of a page-blob disk
-(``method = BlobSnapshot``) or a managed disk's disk restore point (``method = RestorePoint``, the point
-then also names its VM restore point, which retention deletes as a whole).
+(``method = EXTENSION_COMMAND``, "BlobSnapshot" in its record) or a managed disk's disk restore point
+(``method = RESTORE_POINT``, the point then also names its VM restore point, which retention deletes as a
+whole).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from shared.clock import shifted, utc
 from shared.domain.inventory import BackupMethod
 from shared.domain.jobs import Consistency, DiskResult, Job, JobStatus
 from shared.domain.status import DirectDriveSnapshot
+from shared.domain.task import Trigger
+from shared.domain.words import Words
 
 SUCCESSFUL = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS})
 
@@ -28,9 +31,9 @@ MAX_RETENTION = timedelta(days=99 * 365)
 MAX_FUTURE = timedelta(hours=1)
 
 
-class SnapshotMethod(str, Enum):
-    BLOB_SNAPSHOT = "BlobSnapshot"      # page-blob disks: a blob snapshot per disk
-    RESTORE_POINT = "RestorePoint"      # managed disks: a disk restore point per disk
+# How a point's record and its JSON name its method: after the snapshots it holds (words older than
+# BackupMethod, which `recoverypoint show -o json` prints).
+POINT_METHOD = Words({BackupMethod.EXTENSION_COMMAND: "BlobSnapshot", BackupMethod.RESTORE_POINT: "RestorePoint"})
 
 
 class PointState(str, Enum):
@@ -46,8 +49,10 @@ class PointState(str, Enum):
         return self in (PointState.AVAILABLE, PointState.UNAVAILABLE)
 
 
-class Tier(str, Enum):
-    """What keeps a point, as Azure Backup names its tiers and retention rules."""
+class Rule(str, Enum):
+    """What keeps (or removes) a point, a snapshot or a blob, as Azure Backup names its tiers and retention
+    rules; printed by ``retention plan``. One enum for both: a tier that holds a point is the rule that
+    keeps it, so the tiers are the first six (``TIERS``) and the rest are what a retention run adds."""
 
     INSTANT_RESTORE = "InstantRestore"
     DAILY = "Daily"
@@ -55,6 +60,19 @@ class Tier(str, Enum):
     MONTHLY = "Monthly"
     YEARLY = "Yearly"
     ON_DEMAND = "OnDemand"
+    LATEST = "LatestPoint"                  # the latest good point of a protected VM always stays
+    FUTURE_TIME = "TimeInFuture"            # stamped in the future: not trusted, kept, reported every run
+    PROTECTION_STOPPED = "ProtectionStopped"    # stopped with data retained: kept until resumed or deleted
+    SOFT_DELETED = "SoftDeleted"            # soft-deleted: kept until its purge time
+    SOFT_DELETE_PURGE = "SoftDeletePurge"   # soft-deleted longer than 14 days: every point goes
+    NOT_PROTECTED = "NotProtected"          # no protected item or no policy: nothing to enforce, kept
+    FAILED_ATTEMPT = "FailedAttempt"        # a snapshot of a job that failed
+    SUPERSEDED_ATTEMPT = "SupersededAttempt"    # a snapshot of an earlier attempt of a successful job
+    STATUS_BLOB = "StatusBlobRetention"     # a final job's status/log blobs, older than the setting
+
+
+# The rules a point's tier may be (``recoverypoint list`` prints them as its tiers).
+TIERS = frozenset({Rule.INSTANT_RESTORE, Rule.DAILY, Rule.WEEKLY, Rule.MONTHLY, Rule.YEARLY, Rule.ON_DEMAND})
 
 
 @dataclass(frozen=True)
@@ -80,29 +98,29 @@ class RecoveryPoint:
     vm_name: str
     created_at: datetime                # the job's slot: the time the backup was for (az's recoveryPointTime)
     job_id: str
-    trigger: str = "Scheduled"          # Scheduled | OnDemand
+    trigger: Trigger = Trigger.SCHEDULED
     consistency: Consistency | None = None
     size_bytes: int | None = None
     policy_name: str | None = None
     retain_until: datetime | None = None    # on-demand points only
     disks: tuple[DiskSnapshot, ...] = ()
-    method: SnapshotMethod = SnapshotMethod.BLOB_SNAPSHOT
+    method: BackupMethod = BackupMethod.EXTENSION_COMMAND     # the job's: what the point's snapshots are
     restore_point_id: str | None = None     # RestorePoint method: the VM restore point's resource id
     state: PointState = PointState.AVAILABLE
     state_changed_at: datetime | None = None
-    deleted_by: str | None = None           # the rule that removed it (see shared/domain/retention.py)
+    deleted_by: Rule | None = None          # the rule that removed it (see shared/domain/retention.py)
     unavailable_reason: str | None = None   # Unavailable: which data was found missing, and when
     version: str | None = field(default=None, compare=False)   # the store's ETag
 
     @property
     def is_on_demand(self) -> bool:
-        return self.trigger == "OnDemand"
+        return self.trigger is Trigger.ON_DEMAND
 
     @property
     def artifacts(self) -> tuple[str, ...]:
         """What expiring the point deletes: its VM restore point (which takes its disk restore points
         along), or each disk's blob snapshot."""
-        if self.method is SnapshotMethod.RESTORE_POINT:
+        if self.method is BackupMethod.RESTORE_POINT:
             return (self.restore_point_id,) if self.restore_point_id else ()
         return tuple(d.snapshot for d in self.disks if d.is_blob_snapshot)
 
@@ -131,7 +149,7 @@ class RecoveryPoint:
             return self
         return replace(self, state=PointState.UNAVAILABLE, unavailable_reason=reason, state_changed_at=utc(now))
 
-    def claimed(self, rule: str, now: datetime) -> "RecoveryPoint":
+    def claimed(self, rule: Rule, now: datetime) -> "RecoveryPoint":
         return replace(self, state=PointState.DELETING, deleted_by=rule, state_changed_at=utc(now))
 
     def deleted(self, now: datetime) -> "RecoveryPoint":
@@ -158,11 +176,10 @@ def point_from_job(job: Job) -> RecoveryPoint | None:
     disks = tuple(_disk_snapshot(d) for d in job.disks if d.snapshotted)
     if not disks:
         return None
-    method, restore_point_id = SnapshotMethod.BLOB_SNAPSHOT, None
-    if job.backup_method is BackupMethod.RESTORE_POINT:
-        method, restore_point_id = SnapshotMethod.RESTORE_POINT, vm_restore_point_id(disks[0].snapshot)
+    method = job.backup_method or BackupMethod.EXTENSION_COMMAND
+    restore_point_id = vm_restore_point_id(disks[0].snapshot) if method is BackupMethod.RESTORE_POINT else None
     return RecoveryPoint(name=recovery_point_name(job.job_id), vm_name=job.vm_name, created_at=utc(job.slot),
-                         job_id=job.job_id, trigger=job.trigger.value,
+                         job_id=job.job_id, trigger=job.trigger,
                          consistency=job.consistency, size_bytes=job.backup_size_bytes,
                          policy_name=job.policy_name,
                          retain_until=utc(job.retain_until) if job.retain_until else None, disks=disks,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from enum import Enum
 from typing import Sequence
 from zoneinfo import ZoneInfo
 
@@ -22,38 +21,19 @@ from shared.clock import EARLIEST, LATEST, utc
 from shared.domain.policy import (LAST_DAY_OF_MONTH, Frequency, Policy, PointSelector, StandardSchedule,
                                   WeekOfMonth, Weekday)
 from shared.domain.protection import ProtectionState
-from shared.domain.recovery import PointState, RecoveryPoint, Tier
-
-class Rule(str, Enum):
-    """Why a point (or a snapshot, or a blob) stays or goes; printed by ``retention plan``."""
-
-    INSTANT_RESTORE = "InstantRestore"
-    DAILY = "Daily"
-    WEEKLY = "Weekly"
-    MONTHLY = "Monthly"
-    YEARLY = "Yearly"
-    ON_DEMAND = "OnDemand"
-    LATEST = "LatestPoint"                  # the latest good point of a protected VM always stays
-    FUTURE_TIME = "TimeInFuture"            # stamped in the future: not trusted, kept, reported every run
-    PROTECTION_STOPPED = "ProtectionStopped"    # stopped with data retained: kept until resumed or deleted
-    SOFT_DELETED = "SoftDeleted"            # soft-deleted: kept until its purge time
-    SOFT_DELETE_PURGE = "SoftDeletePurge"   # soft-deleted longer than 14 days: every point goes
-    NOT_PROTECTED = "NotProtected"          # no protected item or no policy: nothing to enforce, kept
-    FAILED_ATTEMPT = "FailedAttempt"        # a snapshot of a job that failed
-    SUPERSEDED_ATTEMPT = "SupersededAttempt"    # a snapshot of an earlier attempt of a successful job
-    STATUS_BLOB = "StatusBlobRetention"     # a final job's status/log blobs, older than the setting
-
-
-_TIER_RULE = {Tier.INSTANT_RESTORE: Rule.INSTANT_RESTORE, Tier.DAILY: Rule.DAILY, Tier.WEEKLY: Rule.WEEKLY,
-              Tier.MONTHLY: Rule.MONTHLY, Tier.YEARLY: Rule.YEARLY, Tier.ON_DEMAND: Rule.ON_DEMAND}
+from shared.domain.recovery import TIERS, PointState, RecoveryPoint, Rule
 
 
 @dataclass(frozen=True)
 class Hold:
     """One tier holding a point until ``until``."""
 
-    tier: Tier
+    tier: Rule
     until: datetime
+
+    def __post_init__(self) -> None:
+        if self.tier not in TIERS:
+            raise ValueError(f"{self.tier.value} is a retention rule, not a tier")
 
 
 @dataclass(frozen=True)
@@ -112,27 +92,27 @@ def _holds(point: RecoveryPoint, history: _History | None, policy: Policy | None
     created = utc(point.created_at)
     result: list[Hold] = []
     if point.is_on_demand:
-        result.append(Hold(Tier.ON_DEMAND, point.on_demand_until()))
+        result.append(Hold(Rule.ON_DEMAND, point.on_demand_until()))
     if policy is None or history is None:
         return tuple(result)
     zone = policy.zone
-    result.append(Hold(Tier.INSTANT_RESTORE, _shift(created, zone, days=policy.instant_rp_days)))
+    result.append(Hold(Rule.INSTANT_RESTORE, _shift(created, zone, days=policy.instant_rp_days)))
     if point.is_on_demand:
         return tuple(result)
     day = _local_date(created, zone)
     last_of_day = point.name in history.last_of_day
     r = policy.retention
     if r.daily_days is not None and last_of_day:
-        result.append(Hold(Tier.DAILY, _shift(created, zone, days=r.daily_days)))
+        result.append(Hold(Rule.DAILY, _shift(created, zone, days=r.daily_days)))
     if r.weekly_weeks is not None and last_of_day and day.weekday() in _weekly_days(policy):
-        result.append(Hold(Tier.WEEKLY, _shift(created, zone, days=7 * r.weekly_weeks)))
+        result.append(Hold(Rule.WEEKLY, _shift(created, zone, days=7 * r.weekly_weeks)))
     if r.monthly_months is not None and _selected(day, r.monthly_on, last_of_day,
                                                   point.name in history.first_of_month):
-        result.append(Hold(Tier.MONTHLY, _shift(created, zone, months=r.monthly_months)))
+        result.append(Hold(Rule.MONTHLY, _shift(created, zone, months=r.monthly_months)))
     first_of_period = point.name in (history.first_of_month if r.yearly_months else history.first_of_year)
     if r.yearly_years is not None and (day.month in r.yearly_months if r.yearly_months else True) and _selected(
             day, r.yearly_on, last_of_day, first_of_period):
-        result.append(Hold(Tier.YEARLY, _shift(created, zone, months=12 * r.yearly_years)))
+        result.append(Hold(Rule.YEARLY, _shift(created, zone, months=12 * r.yearly_years)))
     return tuple(result)
 
 
@@ -165,17 +145,17 @@ def decide(points: Sequence[RecoveryPoint], policy: Policy | None, now: datetime
         last = max(held, key=lambda h: h.until) if held else None
         expires = last.until if last else None
         if last is not None and now < last.until:
-            decisions.append(Decision(point, True, _TIER_RULE[last.tier], held, expires))
+            decisions.append(Decision(point, True, last.tier, held, expires))
         elif point is latest:
             decisions.append(Decision(point, True, Rule.LATEST, held, None))
         else:
-            rule = _TIER_RULE[last.tier] if last else Rule.INSTANT_RESTORE
+            rule = last.tier if last else Rule.INSTANT_RESTORE
             decisions.append(Decision(point, False, rule, held, expires))
     return decisions
 
 
 def tiers_now(point: RecoveryPoint, history: Sequence[RecoveryPoint], policy: Policy | None,
-              now: datetime) -> tuple[list[Tier], datetime | None]:
+              now: datetime) -> tuple[list[Rule], datetime | None]:
     """The tiers a point counts for at ``now`` and when it expires (None: no expiry known)."""
     held = [h for h in holds(point, history, policy) if h.until > utc(now)]
     return [h.tier for h in held], max((h.until for h in held), default=None)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from shared.domain.recovery import RecoveryPoint, SnapshotMethod
+from shared.domain.inventory import BackupMethod
+from shared.domain.recovery import RecoveryPoint
 from shared.services.needs import HasInventory, HasProtectedItems, HasRestorePoints, HasSnapshots
 from shared.services.restore_point_backup import vm_resource_id
 
@@ -24,7 +25,7 @@ def missing_data(svc: PointDataNeeds, point: RecoveryPoint) -> str | None:
     NotFoundError when the VM of a restore point is unknown (nothing can be confirmed), TransientError
     when storage or the Compute API cannot answer: either way the caller must not assume the data gone.
     """
-    if point.method is SnapshotMethod.RESTORE_POINT:
+    if point.method is BackupMethod.RESTORE_POINT:
         if not point.restore_point_id:
             return "the point names no VM restore point"
         name = point.restore_point_id.rstrip("/").rsplit("/", 1)[-1]

@@ -12,7 +12,7 @@ from shared.domain import remediation
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Job, JobError
 from shared.domain.policy import Policy
-from shared.domain.recovery import RecoveryPoint, Tier, near_limit, point_from_job
+from shared.domain.recovery import RecoveryPoint, Rule, near_limit, point_from_job
 from shared.domain.retention import tiers_now
 from shared.errors import NotFoundError, PermanentError
 from shared.services.needs import (HasAlerts, HasClock, HasPolicies, HasProtectedItems, HasRecoveryPoints, HasSettings,
@@ -64,7 +64,7 @@ class PointView:
     """A point as ``recoverypoint list|show`` prints it: the record plus its tiers and expiry now."""
 
     point: RecoveryPoint
-    tiers: tuple[Tier, ...]
+    tiers: tuple[Rule, ...]
     expires_at: datetime | None
 
 

@@ -26,8 +26,8 @@ from shared.domain import remediation
 from shared.domain.bloburl import container_and_name
 from shared.domain.job_transitions import mark_failed
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus, job_id_for
-from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, SnapshotMethod
-from shared.domain.inventory import Vm
+from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint
+from shared.domain.inventory import BackupMethod, Vm
 from shared.domain.restore import (HEARTBEAT, OWNER_KEY, RESTORE, RESTORE_TEST, Check, DiskState, RestoreMode,
                                    RestoreSpec, RestoreTask, mark_completed, mark_progress, mark_restore_failed,
                                    resumable, with_disk)
@@ -113,7 +113,7 @@ def plan_restore(svc: PlanRestoreNeeds, vm_name: str, rp_name: str, container: s
     """The point, its disks to restore and the job's request, or the one-line error that refuses it."""
     _check_names(container, resource_group)
     point = _restorable_point(svc, vm_name, rp_name, lun)
-    managed = point.method is SnapshotMethod.RESTORE_POINT
+    managed = point.method is BackupMethod.RESTORE_POINT
     disks = [d for d in point.disks if lun is None or d.lun == lun]
     if not disks:
         raise ValidationError(f"recovery point {rp_name} has no disk with LUN {lun}; its LUNs are "
@@ -154,13 +154,13 @@ def _check_original_location(svc: CheckOriginalLocationNeeds, point: RecoveryPoi
         raise ValidationError("OriginalLocation restores over the VM's own disks: give no --target-container or "
                               "--target-resource-group", field="restore_mode")
     vm = svc.inventory.get_vm(point.vm_name)
-    if point.method is SnapshotMethod.RESTORE_POINT and not vm.resource_id:
+    if point.method is BackupMethod.RESTORE_POINT and not vm.resource_id:
         raise ValidationError(f"VM {vm.name} has no resource id in the inventory, so its disks cannot be "
                               f"replaced; restore to AlternateLocation (--target-resource-group)", field="restore_mode")
     power = vm_power_state(svc, vm)
     if not is_stopped(power):
         said = power.rsplit("/", 1)[-1] if power else "in an unknown power state"
-        where = "--target-resource-group" if point.method is SnapshotMethod.RESTORE_POINT else "--target-container"
+        where = "--target-resource-group" if point.method is BackupMethod.RESTORE_POINT else "--target-container"
         raise ConflictError(f"VM {vm.name} is {said}: OriginalLocation replaces its disks, so it must be stopped "
                             f"(deallocated) first; or restore to AlternateLocation ({where})")
     running = svc.jobs.query(JobQuery(vm_name=vm.name, status=JobStatus.IN_PROGRESS, operation="Backup",
@@ -217,7 +217,7 @@ def queue_restore(svc: QueueRestoreNeeds, job: Job) -> Job:
 
 
 def _target_of(svc: HasDiskCopier, point: RecoveryPoint, disk: DiskSnapshot, spec: RestoreSpec, job_id: str) -> str:
-    managed = point.method is SnapshotMethod.RESTORE_POINT
+    managed = point.method is BackupMethod.RESTORE_POINT
     if spec.target_kind == "original" and not managed:
         return disk.source
     if managed:
@@ -271,7 +271,8 @@ def _restorable_point(svc: HasRecoveryPoints, vm_name: str, rp_name: str, lun: i
                             f"restore another point ('vmsnap recoverypoint list --vm {vm_name}'), or one disk whose "
                             f"snapshot remains with --disk <LUN>")
     if not point.state.holds_data:
-        raise NotFoundError(f"recovery point {rp_name} of VM {vm_name} was deleted ({point.deleted_by}); "
+        rule = point.deleted_by.value if point.deleted_by else "no rule recorded"
+        raise NotFoundError(f"recovery point {rp_name} of VM {vm_name} was deleted ({rule}); "
                             f"pick another with 'vmsnap recoverypoint list --vm {vm_name}'")
     return point
 
@@ -319,7 +320,7 @@ class _Worker:
         self.svc, self.job, self.ids, self.spec = svc, job, ids, job.restore
         self.poll_seconds, self.sleep, self.after_copy = poll_seconds, sleep, after_copy
         self.point: RecoveryPoint | None = svc.recovery_points.get(job.vm_name, job.restore.rp_name)
-        self.managed = self.point is not None and self.point.method is SnapshotMethod.RESTORE_POINT
+        self.managed = self.point is not None and self.point.method is BackupMethod.RESTORE_POINT
         # OriginalLocation of managed disks: restored disks first, then swapped in for the VM's own.
         self.swaps = self.managed and self.spec.mode is RestoreMode.ORIGINAL
         self._saved_at = 0.0

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from shared.domain.inventory import OS_DISK_LUN
+from shared.domain.inventory import OS_DISK_LUN, BackupMethod
 from shared.domain.jobs import DiskResult, Job
-from shared.domain.recovery import SnapshotMethod
 from shared.domain.restore import RESTORE_TEST, Check, DiskState, RestoreMode, with_disk
 from shared.domain.restore_testing import (MAX_KEEP_HOURS, RestoreTestPlan, choose_point, partition_table)
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, VmsnapError
@@ -72,7 +71,7 @@ def start_drill(svc: StartDrillNeeds, vm_name: str, rp_name: str | None = None, 
     known = svc.recovery_points.get(vm_name, rp_name)
     if known is None:
         raise NotFoundError(f"recovery point {rp_name!r} of VM {vm_name!r} not found")
-    managed = known.method is SnapshotMethod.RESTORE_POINT
+    managed = known.method is BackupMethod.RESTORE_POINT
     # A container of its own per drill, so two drills of one VM never meet; managed disks get the drill's
     # job in their names instead (a resource group is not made per drill).
     token = hashlib.sha256(f"{vm_name}|{rp_name}|{now.isoformat()}".encode()).hexdigest()[:10]

@@ -39,10 +39,9 @@ from shared.domain.job_transitions import MAX_ERRORS
 from shared.domain.jobs import Job, JobError, JobPhase, JobStatus, job_id_for
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem, ProtectionState
-from shared.domain.recovery import (SUCCESSFUL, PointState, RecoveryPoint, SnapshotMethod, point_from_job,
-                                    recovery_point_name)
+from shared.domain.recovery import SUCCESSFUL, PointState, RecoveryPoint, Rule, point_from_job, recovery_point_name
 from shared.domain.restore_point import attempt_restore_point_name
-from shared.domain.retention import Decision, Rule, decide
+from shared.domain.retention import Decision, decide
 from shared.domain.retention_progress import BLOBS, PARTS, RetentionProgress, RetentionRequest
 from shared.domain.shards import SHARDS
 from shared.domain.task import Trigger, parse_blob_name
@@ -144,7 +143,7 @@ class SnapshotAction:
     job_id: str
     snapshot: str                   # a blob snapshot URL, or a VM restore point's id
     rule: Rule
-    method: SnapshotMethod = SnapshotMethod.BLOB_SNAPSHOT
+    method: BackupMethod = BackupMethod.EXTENSION_COMMAND
     slot: datetime | None = field(default=None, compare=False)     # its job's
 
 
@@ -508,7 +507,7 @@ def _plan_vm(svc: RetainVmNeeds, points: list[RecoveryPoint], backfill: list[tup
         plan.examined += len(points)
         plan.kept += len(decisions) - len(going)
         plan.points.extend(_action(d) for d in going)
-        plan.points.extend(PointAction(p.vm_name, p.name, p.created_at, Rule(p.deleted_by or Rule.INSTANT_RESTORE),
+        plan.points.extend(PointAction(p.vm_name, p.name, p.created_at, p.deleted_by or Rule.INSTANT_RESTORE,
                                        "finishing a deletion an earlier run left unfinished", p.artifacts)
                            for p in stale)
     return _VmWork(going, stale)
@@ -591,8 +590,9 @@ def _action(decision: Decision) -> PointAction:
 
 
 def _delete_points(svc: DeletePointsNeeds, vm: str, work: _VmWork, now: datetime, result: RetentionResult) -> None:
-    claims = [d.point.claimed(d.rule.value, now) for d in work.going]
-    claimed, lost = svc.recovery_points.save_many(claims + [p.claimed(p.deleted_by or "", now) for p in work.stale])
+    claims = [d.point.claimed(d.rule, now) for d in work.going]
+    claims += [p.claimed(p.deleted_by or Rule.INSTANT_RESTORE, now) for p in work.stale]
+    claimed, lost = svc.recovery_points.save_many(claims)
     with result.lock:
         result.lost_claims += len(lost)
     if lost:
@@ -600,7 +600,8 @@ def _delete_points(svc: DeletePointsNeeds, vm: str, work: _VmWork, now: datetime
     finished = []
     for point in claimed:
         for artifact in point.artifacts:
-            _delete_artifact(svc, point.method, artifact, result, f"point {point.name} of VM {vm} ({point.deleted_by})")
+            rule = point.deleted_by.value if point.deleted_by else ""
+            _delete_artifact(svc, point.method, artifact, result, f"point {point.name} of VM {vm} ({rule})")
         finished.append(point.deleted(now))
     saved, not_saved = svc.recovery_points.save_many(finished)
     with result.lock:
@@ -609,11 +610,11 @@ def _delete_points(svc: DeletePointsNeeds, vm: str, work: _VmWork, now: datetime
         log.warning("VM %s: point(s) %s changed while their snapshots were deleted", vm, ", ".join(not_saved))
 
 
-def _delete_artifact(svc: DeleteArtifactNeeds, method: SnapshotMethod, artifact: str, result: RetentionResult,
+def _delete_artifact(svc: DeleteArtifactNeeds, method: BackupMethod, artifact: str, result: RetentionResult,
                      why: str) -> bool:
     """Delete a blob snapshot, or a VM restore point (its disk restore points go with it); never more.
     True once it is gone (deleted now, or before)."""
-    if method is SnapshotMethod.RESTORE_POINT:
+    if method is BackupMethod.RESTORE_POINT:
         what, deleted = "restore point", svc.restore_points.delete(artifact)
     else:
         what, deleted = "snapshot", svc.snapshots.delete_snapshot(artifact)
@@ -663,7 +664,7 @@ def _job_attempt_snapshots(svc: AttemptSnapshotsNeeds, job: Job, stored: Recover
     held = set(point.artifacts) if point is not None and point.state is not PointState.DELETED else set()
     rule = Rule.SUPERSEDED_ATTEMPT if job.status in SUCCESSFUL else Rule.FAILED_ATTEMPT
     if job.backup_method is BackupMethod.RESTORE_POINT:
-        return [SnapshotAction(job.vm_name, job.job_id, found, rule, SnapshotMethod.RESTORE_POINT, job.slot)
+        return [SnapshotAction(job.vm_name, job.job_id, found, rule, BackupMethod.RESTORE_POINT, job.slot)
                 for found in _attempt_restore_points(svc, job) if found not in held]
     return [SnapshotAction(job.vm_name, job.job_id, snap.url, rule, slot=job.slot)
             for disk in job.disks for snap in svc.snapshots.list_snapshots(disk.blob_url)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint
+from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, Rule
 from shared.errors import ValidationError
 from shared.ports import RecoveryPointStore, SnapshotStore
 
@@ -47,7 +47,7 @@ def test_a_write_from_a_stale_read_is_not_saved(point_store):
     point_store.add_if_absent(_point("102"))
     first = point_store.get("Contract-VM", "102")
     point_store.save_many([first.unavailable("gone", T0)])
-    saved, lost = point_store.save_many([first.claimed("Daily", T0)])
+    saved, lost = point_store.save_many([first.claimed(Rule.DAILY, T0)])
     assert (saved, lost) == ([], ["102"])
     assert point_store.get("Contract-VM", "102").state is PointState.UNAVAILABLE
 
@@ -85,7 +85,7 @@ def test_a_deleted_snapshot_is_deleted_once(snapshot_store):
     assert store.snapshot_exists(url) is False
 
 
-@pytest.mark.parametrize("field, value", [("state", PointState.DELETING), ("deleted_by", "Daily")])
+@pytest.mark.parametrize("field, value", [("state", PointState.DELETING), ("deleted_by", Rule.DAILY)])
 def test_every_field_a_run_writes_survives(point_store, field, value):
     point_store.add_if_absent(_point("103"))
     changed = replace(point_store.get("Contract-VM", "103"), **{field: value})
@@ -97,7 +97,7 @@ def test_each_saved_write_gives_the_point_a_new_version(point_store):
     """The version is the point's ETag: a save changes it, so a copy read before the save is stale."""
     point_store.add_if_absent(_point("103"))
     first = point_store.get("Contract-VM", "103")
-    (saved,), _ = point_store.save_many([first.claimed("Daily", T0)])
+    (saved,), _ = point_store.save_many([first.claimed(Rule.DAILY, T0)])
     assert saved.version and saved.version != first.version
     assert point_store.get("Contract-VM", "103").version == saved.version
 

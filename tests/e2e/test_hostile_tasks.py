@@ -11,7 +11,7 @@ from shared.bootstrap import reset_services
 from shared.cli import main
 from shared.domain.jobs import JobStatus
 from shared.domain.recovery import RecoveryPoint
-from shared.domain.task import SCHEMA
+from shared.domain.task import SCHEMA, Trigger
 from shared.ports import JobQuery
 from tests.e2e.conftest import run_cycle
 
@@ -54,7 +54,7 @@ def test_a_task_dated_9999_is_rejected_and_retention_still_plans_the_fleet(loop,
     assert code == 0 and json.loads(out)["problems"] == []
 
     (point,) = svc.recovery_points.list_for_vm(vm.name)
-    legacy = RecoveryPoint(name="999999999999999999", vm_name=vm.name, job_id=HOSTILE_JOB, trigger="OnDemand",
+    legacy = RecoveryPoint(name="999999999999999999", vm_name=vm.name, job_id=HOSTILE_JOB, trigger=Trigger.ON_DEMAND,
                            created_at=datetime(9999, 12, 31, tzinfo=timezone.utc), disks=point.disks)
     svc.recovery_points.add_if_absent(legacy)
     code, out = _cli(svc, capsys, "retention", "plan", "-o", "json")

@@ -14,7 +14,7 @@ from shared.clock import FixedClock
 from shared.domain.inventory import Disk, Vm, VmKind
 from shared.domain.jobs import AttemptOutcome, AttemptRecord, DiskResult, Job, JobStatus
 from shared.domain.protection import ProtectedItem
-from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, recovery_point_name
+from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, Rule, recovery_point_name
 from shared.errors import ValidationError
 from shared.services.recovery import disk_guard_error
 from shared.services.retention import plan_retention, run_retention
@@ -81,9 +81,9 @@ def test_an_update_from_a_stale_read_is_not_written(world):
     """Two writers of one point: the second, working from an older read, loses instead of overwriting."""
     svc, vm, _ = world
     point = svc.recovery_points.list_for_vm(vm)[-1]
-    (first,), lost = svc.recovery_points.save_many([point.claimed("Daily", T0)])
+    (first,), lost = svc.recovery_points.save_many([point.claimed(Rule.DAILY, T0)])
     assert not lost and first.state is PointState.DELETING
-    saved, lost = svc.recovery_points.save_many([point.claimed("Weekly", T0)])
+    saved, lost = svc.recovery_points.save_many([point.claimed(Rule.WEEKLY, T0)])
     assert saved == [] and lost == [point.name]
     assert svc.recovery_points.get(vm, point.name).deleted_by == "Daily"
 

@@ -13,7 +13,8 @@ from shared.clock import FixedClock
 from shared.domain.jobs import JobStatus
 from shared.domain.policy import Policy
 from shared.domain.protection import ProtectedItem
-from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, recovery_point_name
+from shared.domain.recovery import DiskSnapshot, PointState, RecoveryPoint, Rule, recovery_point_name
+from shared.domain.task import Trigger
 from shared.errors import TransientError
 from shared.ports import JobQuery
 from shared.services.recovery import list_points
@@ -54,7 +55,7 @@ def _point(svc, vm: str, at: datetime, *, trigger: str = "Scheduled", retain_unt
     disks = tuple(DiskSnapshot(lun=lun, source=url, snapshot=svc.snapshots.take(url, {"jobId": job_id}))
                   for lun, url in zip((-1, 0), _disks(vm)))
     point = RecoveryPoint(name=recovery_point_name(job_id), vm_name=vm, created_at=at, job_id=job_id,
-                          trigger=trigger, retain_until=retain_until, disks=disks, policy_name="SimPolicy",
+                          trigger=Trigger(trigger), retain_until=retain_until, disks=disks, policy_name="SimPolicy",
                           state=state, state_changed_at=state_changed_at)
     svc.recovery_points.add_if_absent(point)
     return svc.recovery_points.get(vm, point.name)
@@ -216,9 +217,9 @@ def test_after_any_retention_run_every_vm_that_could_be_restored_still_can(histo
                 _lose(svc, point, luns=(0,) if state == "half" else (-1, 0))
             if state in ("unavailable", "deleted", "claimed", "stale-claim"):
                 stored = {"unavailable": point.unavailable("gone", NOW - timedelta(days=1)),
-                          "deleted": point.claimed("Daily", NOW).deleted(NOW),
-                          "claimed": point.claimed("Daily", NOW - timedelta(minutes=5)),
-                          "stale-claim": point.claimed("Daily", NOW - timedelta(hours=3))}[state]
+                          "deleted": point.claimed(Rule.DAILY, NOW).deleted(NOW),
+                          "claimed": point.claimed(Rule.DAILY, NOW - timedelta(minutes=5)),
+                          "stale-claim": point.claimed(Rule.DAILY, NOW - timedelta(hours=3))}[state]
                 svc.recovery_points.save_many([stored])
     before = {vm: svc.recovery_points.list_for_vm(vm) for vm in history}
     restorable = {vm: {p.name for p in points if _restorable(svc, p, NOW)} for vm, points in before.items()}

@@ -9,7 +9,7 @@ import pytest
 from shared.bootstrap import Services, reset_services
 from shared.cli import main
 from shared.clock import FixedClock
-from shared.domain.inventory import Disk, DiskKind
+from shared.domain.inventory import BackupMethod, Disk
 from shared.domain.job_transitions import mark_dispatched
 from shared.domain.jobs import Job
 from shared.domain.restore_point import RestorePointState, apply_restore_point, mark_restore_point_requested
@@ -30,7 +30,7 @@ def test_job_show_names_the_method_that_ran(svc, capsys):
     """A restore-point job reads 'Backup Method RestorePoint'; an extension job 'ExtensionCommand'."""
     md = Job.new_backup(vm_name="md", slot=NOW, now=NOW)
     md = mark_restore_point_requested(md, attempt=1, task_id=f"{md.job_id}_1", now=NOW,
-                                      disks=[Disk(-1, "", "md-os", 0, DiskKind.MANAGED, DISK)])
+                                      disks=[Disk(-1, "", "md-os", 0, BackupMethod.RESTORE_POINT, DISK)])
     md = apply_restore_point(md, RestorePointState(name=f"{md.job_id}_1", id="rp", provisioning_state="Succeeded",
                                                    consistency_mode="FileSystemConsistent"), NOW)
     pb = Job.new_backup(vm_name="pb", slot=NOW, now=NOW)
@@ -49,7 +49,7 @@ def test_backup_now_dry_run_of_a_managed_disk_vm_shows_the_restore_point_request
     from shared.services.protection import enable_protection
 
     vm_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/md"
-    svc.inventory.put_vm(Vm("md", VmKind.LOCAL, (Disk(-1, "", "md-os", 0, DiskKind.MANAGED, DISK),),
+    svc.inventory.put_vm(Vm("md", VmKind.LOCAL, (Disk(-1, "", "md-os", 0, BackupMethod.RESTORE_POINT, DISK),),
                             resource_id=vm_id))
     enable_protection(svc, "md", "DefaultPolicy")
     assert main(["backup-now", "--vm", "md", "--dry-run", "-o", "json"]) == 0

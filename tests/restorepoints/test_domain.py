@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from shared.domain import remediation
-from shared.domain.inventory import Disk, DiskKind
+from shared.domain.inventory import BackupMethod, Disk
 from shared.domain.jobs import Job, JobPhase, JobStatus
 from shared.domain.restore_point import (ArmFailure, DiskRestorePointState, InstanceStatus, RestorePointState,
                                          apply_restore_point, arm_error, mark_restore_point_requested,
@@ -18,7 +18,7 @@ OS = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/os"
 
 def requested_job() -> Job:
     job = Job.new_backup(vm_name="vm1", slot=T0, now=T0)
-    disk = Disk(-1, "", "os", 0, DiskKind.MANAGED, OS)
+    disk = Disk(-1, "", "os", 0, BackupMethod.RESTORE_POINT, OS)
     return mark_restore_point_requested(job, attempt=1, task_id=f"{job.job_id}_1", disks=[disk], now=T0)
 
 

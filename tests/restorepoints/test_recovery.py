@@ -12,9 +12,9 @@ from azure.storage.blob import BlobClient
 
 from shared.bootstrap import reset_services
 from shared.cli import main
+from shared.domain.inventory import BackupMethod
 from shared.domain.jobs import JobStatus
-from shared.domain.recovery import PointState, SnapshotMethod, recovery_point_name
-from shared.domain.retention import Rule
+from shared.domain.recovery import PointState, Rule, recovery_point_name
 from shared.services.protection import disable_protection
 from shared.services.retention import plan_retention, run_retention
 from tests.restorepoints.conftest import deliver, task_for, track_until_done
@@ -114,7 +114,7 @@ def test_a_point_lost_between_two_writes_is_backfilled_by_retention(svc, compute
     result = run_retention(svc, vm.name)
     assert result.backfilled == [job.job_id]
     point = svc.recovery_points.get(vm.name, recovery_point_name(job.job_id))
-    assert point.method is SnapshotMethod.RESTORE_POINT and point.restore_point_id == state.id
+    assert point.method is BackupMethod.RESTORE_POINT and point.restore_point_id == state.id
 
 
 def test_expiring_a_point_deletes_its_restore_point_once_even_with_two_runs_at_once(svc, compute, md_vm, cli):
@@ -174,7 +174,7 @@ def test_retention_deletes_the_restore_point_of_a_failed_attempt_and_keeps_the_g
 
     (action,) = plan_retention(svc, vm.name).attempt_snapshots
     assert action.snapshot.endswith(f"/restorePoints/{first}") and action.rule is Rule.SUPERSEDED_ATTEMPT
-    assert action.method is SnapshotMethod.RESTORE_POINT
+    assert action.method is BackupMethod.RESTORE_POINT
 
     result = run_retention(svc, vm.name)
     assert result.snapshots_deleted == 1

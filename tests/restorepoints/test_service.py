@@ -9,7 +9,7 @@ from shared.adapters.restore_points import ComputeRestorePoints
 from shared.bootstrap import Services
 from shared.clock import FixedClock
 from shared.domain import remediation
-from shared.domain.inventory import OS_DISK_LUN, Disk, DiskKind, Vm, VmKind
+from shared.domain.inventory import OS_DISK_LUN, BackupMethod, Disk, Vm, VmKind
 from shared.domain.jobs import AttemptOutcome, Job, JobPhase, JobStatus
 from shared.domain.task import SnapshotTask, Trigger
 from shared.services.restore_point_backup import start_restore_point, track_restore_points
@@ -21,8 +21,8 @@ from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemSto
 
 T0 = datetime(2026, 5, 4, 22, 30, tzinfo=timezone.utc)
 COLLECTION = f"{GROUP}/restorePointCollections/vmsnap-vm1"
-VM = Vm("vm1", VmKind.AZURE, (Disk(OS_DISK_LUN, "", "vm1-os", 0, DiskKind.MANAGED, OS_DISK),), resource_id=VM_ID,
-        location="westeurope")
+VM = Vm("vm1", VmKind.AZURE, (Disk(OS_DISK_LUN, "", "vm1-os", 0, BackupMethod.RESTORE_POINT, OS_DISK),),
+        resource_id=VM_ID, location="westeurope")
 OPERATION = "https://management.azure.com/subscriptions/00000000-0000-0000-0000-0000000000aa/providers/" \
             "Microsoft.Compute/locations/westeurope/operations/op1?monitor=true&api-version=2026-04-01"
 RUNNING_VM = {"id": VM_ID, "name": "vm1", "location": "westeurope", "properties": {"instanceView": {"statuses": [

@@ -13,7 +13,7 @@ from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._requests_basic import RestRequestsTransportResponse
 
 from shared.adapters.compute_inventory import ComputeInventory
-from shared.domain.inventory import BackupMethod, DiskKind, VmKind
+from shared.domain.inventory import BackupMethod, VmKind
 from shared.errors import NotFoundError, ValidationError
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -103,9 +103,9 @@ def test_vm_with_managed_disks_is_read_with_each_disk_kind():
     inv, transport = inventory({f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/"
                                 f"virtualMachines/modern": (200, vm_body("modern", managed=True))})
     vm = inv.get_vm(VM_ID.replace("classic", "modern"))
-    assert [(d.lun, d.kind, d.managed_disk_id, d.blob_url) for d in vm.disks] == [
-        (-1, DiskKind.MANAGED, "/subscriptions/x/disks/os", ""),
-        (0, DiskKind.MANAGED, "/subscriptions/x/disks/d0", "")]
+    assert [(d.lun, d.method, d.managed_disk_id, d.blob_url) for d in vm.disks] == [
+        (-1, BackupMethod.RESTORE_POINT, "/subscriptions/x/disks/os", ""),
+        (0, BackupMethod.RESTORE_POINT, "/subscriptions/x/disks/d0", "")]
     assert vm.backup_method() is BackupMethod.RESTORE_POINT
     assert len(transport.seen) == 1 and "/virtualMachines/modern" in transport.seen[0].url
 
@@ -115,7 +115,7 @@ def test_vm_on_page_blobs_uses_the_extension_command():
     inv, _ = inventory({f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/"
                         f"virtualMachines/classic": (200, vm_body("classic"))})
     vm = inv.get_vm(VM_ID)
-    assert {d.kind for d in vm.disks} == {DiskKind.PAGE_BLOB}
+    assert {d.method for d in vm.disks} == {BackupMethod.EXTENSION_COMMAND}
     assert vm.backup_method() is BackupMethod.EXTENSION_COMMAND
 
 
