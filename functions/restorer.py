@@ -7,7 +7,7 @@ import azure.functions as func
 
 from shared.bootstrap import services
 from shared.domain.restore import RestoreTask
-from shared.errors import ValidationError
+from shared.messages import parsed_or_dropped
 from shared.services.restore import run_restore
 
 log = logging.getLogger(__name__)
@@ -17,10 +17,8 @@ bp = func.Blueprint()
 @bp.function_name("run_restore")
 @bp.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%RESTORE_TASKS_QUEUE%")
 def run_restore_task(msg: func.ServiceBusMessage) -> None:
-    try:
-        task = RestoreTask.from_json(msg.get_body())
-    except ValidationError as exc:
-        log.error("message %s on the restore queue is not a restore task (%s); dropped", msg.message_id, exc)
+    task = parsed_or_dropped(msg, RestoreTask.from_json, queue="restore", what="restore task", log=log)
+    if task is None:
         return
     job = run_restore(services(), task)
     log.info("message %s: job %s is %s", msg.message_id, task.job_id, job.status.value if job else "unknown")

@@ -8,7 +8,7 @@ import azure.functions as func
 
 from shared.bootstrap import services
 from shared.domain.retention_progress import RetentionRequest
-from shared.errors import ValidationError
+from shared.messages import parsed_or_dropped
 from shared.services.alerting import after_retention_part
 from shared.services.retention import retain_part, start_retention
 
@@ -30,10 +30,8 @@ def enforce(timer: func.TimerRequest) -> None:
 @bp.function_name("retain_part")
 @bp.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%RETENTION_QUEUE%")
 def retain_part_message(msg: func.ServiceBusMessage) -> None:
-    try:
-        request = RetentionRequest.from_json(msg.get_body())
-    except ValidationError as exc:
-        log.error("message %s on the retention queue is not a retention request (%s); dropped", msg.message_id, exc)
+    request = parsed_or_dropped(msg, RetentionRequest.from_json, queue="retention", what="retention request", log=log)
+    if request is None:
         return
     # A TransientError goes up: the message is delivered again and the part resumes from its cursor.
     svc = services()

@@ -6,7 +6,7 @@ import azure.functions as func
 
 from shared.bootstrap import services
 from shared.domain.progress import PlanRequest
-from shared.errors import ValidationError
+from shared.messages import parsed_or_dropped
 from shared.services.scheduling import plan_shard, run_scheduling_tick
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,8 @@ def schedule_backups(timer: func.TimerRequest) -> None:
 @bp.function_name("plan_shard")
 @bp.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%PLANNER_QUEUE%")
 def plan_shard_message(msg: func.ServiceBusMessage) -> None:
-    try:
-        request = PlanRequest.from_json(msg.get_body())
-    except ValidationError as exc:
-        log.error("message %s on the planner queue is not a plan request (%s); dropped", msg.message_id, exc)
+    request = parsed_or_dropped(msg, PlanRequest.from_json, queue="planner", what="plan request", log=log)
+    if request is None:
         return
     if request.past_due:
         log.warning("message %s: shard %s of a past-due tick at %s; slots missed meanwhile are caught up",

@@ -89,3 +89,21 @@ def test_the_planner_plans_its_shard_and_drops_what_is_not_a_plan_request(svc, c
     assert svc.task_queue.sent == []
     plan_shard_message(message(PlanRequest(shard_of("plan-vm"), NOW).to_json().encode()))
     assert [t.vm_name for t in svc.task_queue.sent] == ["plan-vm"]
+
+
+@pytest.mark.parametrize("function, what", [("functions.restorer:run_restore_task", "restore task"),
+                                            ("functions.retention:retain_part_message", "retention request"),
+                                            ("functions.scheduler:plan_shard_message", "plan request")])
+@pytest.mark.parametrize("body", [b"{not json", b'{"shard": "z"}', b"\xff\xfe", b"[]"])
+def test_a_message_that_is_not_its_queues_request_is_dropped_with_one_line(svc, caplog, function, what, body):
+    """Each queue trigger of a request type reads its message once: not that request, one error line names
+    the message and why, nothing is raised (a redelivery would not read it either), nothing is sent."""
+    import importlib
+    import logging
+
+    module, name = function.split(":")
+    with caplog.at_level(logging.ERROR):
+        getattr(importlib.import_module(module), name)(message(body, message_id="stray-1"))
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(lines) == 1 and lines[0].startswith("message stray-1 on the ") and f"is not a {what} (" in lines[0]
+    assert lines[0].endswith("; dropped") and svc.task_queue.sent == []
