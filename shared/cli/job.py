@@ -109,12 +109,13 @@ def wait_job(args: argparse.Namespace, svc: Services) -> int:
                  lambda: print(f"{job.job_id} {job.status.value} {job.vm_name} "
                                f"{format_duration(job.duration)}{_first_error(job)}"))
             return EXIT_OK if job.status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_WARNINGS) else EXIT_FAILED
+        # Shown before the deadline is checked: each state read is drawn, however slow the read was.
+        progress.show(job, svc.clock.now())
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             progress.done()
             raise TransientError(f"job {job.job_id} is still {job.status.value} ({job.phase.value}) after "
                                  f"{args.timeout:g} s")
-        progress.show(job, svc.clock.now())
         time.sleep(min(args.interval, remaining))
 
 

@@ -83,9 +83,11 @@ def settings_the_code_reads() -> set[str]:
         Settings.from_env(_Recording(env, seen))
     from functions.status_ingest import blob_source    # read when the worker indexes the app
     from shared.logs import sdk_log_level
+    from shared.settings import dashboard_keep_warm
     from shared.telemetry import connection_string
 
     blob_source(_Recording({}, seen))
+    dashboard_keep_warm(_Recording({}, seen))           # read as the app is indexed (functions/dashboard.py)
     sdk_log_level(_Recording({}, seen))                 # read as the app configures logging
     connection_string(_Recording({}, seen))             # read as the composition root builds telemetry
     return seen
