@@ -300,6 +300,13 @@ class JobVerdict:
     resolves: tuple[AlertKind, ...] = ()
 
 
+# The alert a failed restore or restore drill raises (and its success resolves), and how a job's operation
+# reads in an alert's summary.
+_RESTORE_KINDS = {"Restore": AlertKind.RESTORE_FAILED, "RestoreTest": AlertKind.RESTORE_TEST_FAILED}
+_OPERATION_WORDS = {"Backup": "backup", "Restore": "restore", "RestoreTest": "restore drill",
+                    "Retention": "retention"}
+
+
 def job_verdict(job: Job, now: datetime) -> JobVerdict:
     """What a final job means for its item's alerts (anything else: nothing)."""
     if not job.is_terminal:
@@ -309,11 +316,15 @@ def job_verdict(job: Job, now: datetime) -> JobVerdict:
             return JobVerdict(resolves=BACKUP_RESOLVES)
         if job.status is JobStatus.FAILED:
             return JobVerdict(signals=(_job_signal(job, AlertKind.BACKUP_FAILED, now),))
-    if job.operation == "Restore":
+    if job.operation in _RESTORE_KINDS:
+        kind = _RESTORE_KINDS[job.operation]
         if job.status in SUCCESSFUL:
-            return JobVerdict(resolves=(AlertKind.RESTORE_FAILED,))
+            return JobVerdict(resolves=(kind,))
         if job.status is JobStatus.FAILED:
-            return JobVerdict(signals=(_job_signal(job, AlertKind.RESTORE_FAILED, now),))
+            # A restore (or drill) that found the point's data gone made the point Unavailable: say so too.
+            gone = [e for e in job.errors if e.error_code == remediation.RESTORE_SOURCE_MISSING]
+            return JobVerdict(signals=(_job_signal(job, kind, now),
+                                       *(_job_signal(job, AlertKind.POINT_UNAVAILABLE, now, e) for e in gone[:1])))
     if job.operation == "Retention":
         signals = []
         if job.status is JobStatus.FAILED:
@@ -327,10 +338,9 @@ def job_verdict(job: Job, now: datetime) -> JobVerdict:
 
 def _job_signal(job: Job, kind: AlertKind, now: datetime, error: JobError | None = None) -> Signal:
     error = error or (job.errors[0] if job.errors else None)
-    what = {AlertKind.BACKUP_FAILED: "backup", AlertKind.RESTORE_FAILED: "restore",
-            AlertKind.RETENTION_FAILED: "retention", AlertKind.POINT_UNAVAILABLE: "retention"}[kind]
+    what = _OPERATION_WORDS.get(job.operation, job.operation.lower())
     reason = f"{error.error_code}: {error.error_title or error.error_string}" if error else "no error recorded"
-    summary = (f"a recovery point of {job.vm_name} lost its data (found by retention job {job.job_id}): {reason}"
+    summary = (f"a recovery point of {job.vm_name} lost its data (found by {what} job {job.job_id}): {reason}"
                if kind is AlertKind.POINT_UNAVAILABLE else
                f"{what} job {job.job_id} of {job.vm_name} failed: {reason}")
     return Signal(item=job.vm_name, kind=kind,

@@ -110,3 +110,20 @@ def test_what_a_final_job_means_for_its_items_alerts():
     assert kinds == [AlertKind.RETENTION_FAILED, AlertKind.POINT_UNAVAILABLE]
     running = _job("Backup", JobStatus.IN_PROGRESS)
     assert job_verdict(running, T0).signals == () and job_verdict(running, T0).resolves == ()
+
+
+def test_a_failed_restore_drill_alerts_and_a_restore_that_found_the_data_gone_says_so():
+    """A failed RestoreTest raises RestoreTestFailed (a passing one resolves it); a restore or drill that failed
+    because the point's snapshots are gone raises PointUnavailable too, named as found by that job."""
+    gone = JobError(error_code=remediation.RESTORE_SOURCE_MISSING, error_string="LUN 0: the snapshot is gone",
+                    error_title="The recovery point's data is missing")
+    drill = job_verdict(_job("RestoreTest", JobStatus.FAILED, [gone]), T0)
+    assert [s.kind for s in drill.signals] == [AlertKind.RESTORE_TEST_FAILED, AlertKind.POINT_UNAVAILABLE]
+    assert "found by restore drill job j9" in drill.signals[1].summary
+    assert drill.signals[0].summary.startswith("restore drill job j9 of vm1 failed: UserErrorRestoreSourceMissing")
+    restore = job_verdict(_job("Restore", JobStatus.FAILED, [gone]), T0)
+    assert [s.kind for s in restore.signals] == [AlertKind.RESTORE_FAILED, AlertKind.POINT_UNAVAILABLE]
+    assert job_verdict(_job("RestoreTest", JobStatus.COMPLETED), T0).resolves == (AlertKind.RESTORE_TEST_FAILED,)
+    other = JobError(error_code=remediation.RESTORE_TEST_FAILED, error_string="no file system")
+    assert [s.kind for s in job_verdict(_job("RestoreTest", JobStatus.FAILED, [other]), T0).signals] == \
+        [AlertKind.RESTORE_TEST_FAILED]
