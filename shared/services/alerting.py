@@ -25,7 +25,8 @@ from datetime import datetime, timedelta
 from typing import Iterable, Mapping, Protocol, Sequence
 
 from shared.clock import utc
-from shared.domain.alerts import (Alert, AlertKind, AlertStatus, Occurrence, Signal, common_alert_schema, delivered,
+from shared.domain.alert_schema import common_alert_schema
+from shared.domain.alerts import (Alert, AlertKind, AlertStatus, Occurrence, Signal, delivered,
                                   delivery_failed, job_verdict, leased, not_configured, raised, resolved, unparked)
 from shared.domain.compliance import SLOT_ALLOWANCE, applies_from, newest_restorable, target_rpo
 from shared.domain.jobs import AttemptOutcome, Job, JobStatus

@@ -6,8 +6,9 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from shared.domain import remediation
+from shared.domain.alert_schema import common_alert_schema
 from shared.domain.alerts import (GIVE_UP_AFTER, AlertKind, AlertStatus, DeliveryState, Occurrence, Signal,
-                                  alert_name, common_alert_schema, delivered, delivery_failed, job_verdict, leased,
+                                  alert_name, delivered, delivery_failed, job_verdict, leased,
                                   parse_alert_name, raised, resolved)
 from shared.domain.jobs import Job, JobError, JobPhase, JobStatus
 
