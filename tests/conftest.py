@@ -122,6 +122,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # platform caches what it learns by running `uname -p` once; azure-core asks for it when a
     # client builds its user agent. Learn it here, so a unit test that builds a client stays unit.
     platform.platform()
+    # A test process loads the app in-process many times, with the services swapped per test; the
+    # dashboard's warm-up thread would compute reports on whichever services are current (and the CLI,
+    # run in-process, fills unset settings from a `./dev run` stack another worker may be running, whose
+    # sample settings turn it on). So it is off here; tests/dashboard/test_keep_warm.py loads the app with
+    # it on in a process of its own.
+    os.environ["DASHBOARD_KEEP_WARM"] = "false"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
