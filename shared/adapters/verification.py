@@ -119,18 +119,18 @@ def verify_copy(source: BlobClient, target: BlobClient, digests: DigestStore) ->
             checked = _against_digest(target, props[1], digest)
             if checked.equal:
                 return checked
-            log.warning("%s: %s against the digest of %s; comparing with the snapshot itself", target.url,
+            log.warning("%s: %s against the digest of %s; comparing with the snapshot itself", _plain(target),
                         checked.detail, _name(source))
         else:
-            log.info("%s: no usable digest of %s (%s): comparing with the snapshot, recording one", target.url,
+            log.info("%s: no usable digest of %s (%s): comparing with the snapshot, recording one", _plain(target),
                      _name(source), why)
         result, hashes = _both(source, props[0], target, props[1])
     except ResourceNotFoundError as exc:
-        raise NotFoundError(f"{_name(source)} or {target.url} does not exist") from exc
+        raise NotFoundError(f"{_name(source)} or {_plain(target)} does not exist") from exc
     except AzureError as exc:
-        raise _translated(exc, f"comparing {target.url} with its snapshot") from exc
+        raise _translated(exc, f"comparing {_plain(target)} with its snapshot") from exc
     if digest is not None and result.equal:
-        log.warning("%s: the digest of %s was wrong (the copy equals the snapshot): replacing it", target.url,
+        log.warning("%s: the digest of %s was wrong (the copy equals the snapshot): replacing it", _plain(target),
                     _name(source))
     if digest is None or result.equal:
         # An unusable or wrong digest is replaced, so the next verification reads the copy only.
@@ -211,6 +211,11 @@ def _allocated(blob: BlobClient, props: Any) -> list[tuple[int, int]]:
 
 def _digest_name(container: str, blob_name: str, snapshot: str) -> str:
     return f"{container}/{blob_name}@{snapshot}"
+
+
+def _plain(blob: BlobClient) -> str:
+    """The blob's address without a query: a client built from a SAS connection carries its token there."""
+    return blob.url.split("?", 1)[0]
 
 
 def _name(source: BlobClient) -> str:

@@ -53,3 +53,13 @@ def test_a_digest_reads_back_and_one_of_another_length_or_piece_size_is_refused_
         decode(raw[:-1], length=3 * MIB + 5, piece=MIB)
     with pytest.raises(DigestUnusable, match="not a digest"):
         decode(b"x" * len(raw), length=3 * MIB + 5, piece=MIB)
+
+
+def test_a_verification_names_a_blob_without_its_sas():
+    """A client built from a SAS connection carries the token in its URL; messages name the blob without it."""
+    from azure.storage.blob import BlobClient
+
+    from shared.adapters.verification import _plain
+
+    blob = BlobClient.from_blob_url("https://acct.blob.core.windows.net/c/d.vhd?sv=2024-05-04&sig=SECRETSIG")
+    assert "sig=" in blob.url and _plain(blob) == "https://acct.blob.core.windows.net/c/d.vhd"
