@@ -71,6 +71,7 @@ var tasksQueue = 'snapshot-tasks'
 var plannerQueue = 'plan-shards'
 var retentionQueue = 'retention-parts'
 var restoreQueue = 'restore-tasks'
+var digestQueue = 'digest-tasks'
 var statusContainer = 'vmsnap-status'
 var vmResourceGroups = union(protectedVmResourceGroups, empty(protectedVmResourceGroupList) ? [] : split(replace(protectedVmResourceGroupList, ' ', ''), ','))
 var emails = empty(alertEmails) ? [] : split(replace(alertEmails, ' ', ''), ',')
@@ -103,6 +104,7 @@ module serviceBus 'app/servicebus.bicep' = {
     plannerQueueName: plannerQueue
     retentionQueueName: retentionQueue
     restoreQueueName: restoreQueue
+    digestQueueName: digestQueue
     location: location
     tags: tags
   }
@@ -170,6 +172,7 @@ module functionApp 'app/function.bicep' = {
     plannerQueue: plannerQueue
     retentionQueue: retentionQueue
     restoreQueue: restoreQueue
+    digestQueue: digestQueue
     statusContainer: statusContainer
     snapshotSchedule: snapshotSchedule
     sweepSchedule: sweepSchedule

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigurationError
-from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, DiskCopier, Dispatcher, FileSystemReader, Inventory,
-                          JobFeed, JobStore, LocalVms, PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints,
-                          RestoreQueue, RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, RollupStore,
-                          SasMinter, ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs,
-                          TaskQueue)
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, DigestQueue, DiskCopier, Dispatcher,
+                          FileSystemReader, Inventory, JobFeed, JobStore, LocalVms, PolicyStore, ProtectedItemStore,
+                          RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore,
+                          RetentionProgressStore, RetentionQueue, RollupStore, SasMinter, ShardProgressStore,
+                          ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs, TaskQueue)
 from shared.settings import Settings, get_settings
 from shared.telemetry import Telemetry
 
@@ -153,6 +153,12 @@ class Services:
         from shared.adapters.servicebus import ServiceBusRestoreQueue
 
         return ServiceBusRestoreQueue.from_settings(self.settings, self)
+
+    @cached_property
+    def digest_queue(self) -> DigestQueue:
+        from shared.adapters.servicebus import ServiceBusDigestQueue
+
+        return ServiceBusDigestQueue.from_settings(self.settings, self)
 
     @cached_property
     def restore_tests(self) -> RestoreTestPlanStore:

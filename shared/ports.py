@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from shared.clock import utc
 from shared.domain.alerts import Alert, AlertKind, AlertStatus
 from shared.domain.claims import BackupClaim
 from shared.domain.command import ExtensionCommand
+from shared.domain.disk_digest import DigestRequest
 from shared.domain.inventory import Disk, Vm
 from shared.domain.jobs import Consistency, Job, JobError, JobStatus
 from shared.domain.policy import Policy
@@ -45,6 +47,13 @@ class RestoreQueue(Protocol):
 
     def send(self, task: RestoreTask, *, not_before: datetime | None = None) -> None:
         """Send one task, message_id = the task's (duplicate detection); scheduled for ``not_before``."""
+
+
+class DigestQueue(Protocol):
+    """The digest-requests queue: one message per new recovery point of blob snapshots."""
+
+    def send(self, requests: Sequence[DigestRequest]) -> int:
+        """Send in as few operations as the queue allows, message_id = the request's; returns operations."""
 
 
 class ShardQueue(Protocol):
@@ -500,6 +509,14 @@ class Verification:
     digest: str = ""
 
 
+class Digested(Enum):
+    """What recording a snapshot's digest found."""
+
+    RECORDED = "recorded"       # the snapshot was read and its digest written
+    PRESENT = "present"         # a usable digest was there already (or another writer was first)
+    GONE = "gone"               # the snapshot no longer exists: nothing to record
+
+
 class DiskCopier(Protocol):
     """Server-side copies of disk snapshots into page blobs (restore), tagged with the job that made them."""
 
@@ -527,6 +544,10 @@ class DiskCopier(Protocol):
         """Compare a restored blob with its snapshot: parallel ranged reads of the allocated pages only, of
         the copy alone when the snapshot's recorded digest is usable; the first verification of a snapshot
         records that digest. A wrong or unusable digest falls back to reading both, never fails the check."""
+
+    def record_digest(self, snapshot_url: str) -> Digested:
+        """Record the snapshot's digest unless a usable one is there: the snapshot's allocated pages read once,
+        in parallel, right after its backup, so even the first verification reads the copy only."""
 
     def read_range(self, url: str, offset: int, length: int) -> bytes:
         """Bytes of a blob or snapshot (``?snapshot=``), or of a URL carrying its own SAS (a read grant);

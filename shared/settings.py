@@ -58,6 +58,10 @@ class Settings:
     planner_queue: str = "plan-shards"
     retention_queue: str = "retention-parts"
     restore_queue: str = "restore-tasks"
+    digest_queue: str = "digest-tasks"
+    # Whether each new point of blob snapshots gets its digest recorded right after its backup (one read of
+    # the backup then, so every restore of it reads the copy only); off: the first restore reads both.
+    digest_after_backup: bool = True
     restore_test_schedule: str = "0 */15 * * * *"
     fan_out_items: int = 5000               # a tick fans out to planners once the fleet has this many items
     schedule: str = "0 */5 * * * *"
@@ -91,7 +95,8 @@ class Settings:
         running the app with these settings (the local host, tests)."""
         values = {"SNAPSHOT_TASKS_QUEUE": self.tasks_queue, "PLANNER_QUEUE": self.planner_queue,
                   "RETENTION_QUEUE": self.retention_queue,
-                  "RESTORE_TASKS_QUEUE": self.restore_queue, "RESTORE_TEST_SCHEDULE": self.restore_test_schedule,
+                  "RESTORE_TASKS_QUEUE": self.restore_queue, "DIGEST_TASKS_QUEUE": self.digest_queue,
+                  "RESTORE_TEST_SCHEDULE": self.restore_test_schedule,
                   "SNAPSHOT_SCHEDULE": self.schedule,
                   "SWEEP_SCHEDULE": self.sweep_schedule, "RESTORE_POINT_SCHEDULE": self.restore_point_schedule,
                   "RETENTION_SCHEDULE": self.retention_schedule, "ALERT_SCHEDULE": self.alert_schedule,
@@ -147,6 +152,8 @@ class Settings:
             planner_queue=env.get("PLANNER_QUEUE", cls.planner_queue),
             retention_queue=env.get("RETENTION_QUEUE", cls.retention_queue),
             restore_queue=env.get("RESTORE_TASKS_QUEUE", cls.restore_queue),
+            digest_queue=env.get("DIGEST_TASKS_QUEUE", cls.digest_queue),
+            digest_after_backup=_flag(env, "DIGEST_AFTER_BACKUP", default=cls.digest_after_backup),
             restore_test_schedule=restore_test_schedule,
             fan_out_items=fan_out_items,
             schedule=schedule,
@@ -225,12 +232,19 @@ def dashboard_keep_warm(env: Mapping[str, str]) -> bool:
     """Whether the app computes the dashboard's overview ahead of its pages (``true``/``false``, default
     false); ConfigurationError names a value that is neither. Read as the app is indexed, like the blob
     source: a bad value must cost the warming alone, not every function."""
-    value = env.get(KEEP_WARM, "").strip().lower()
-    if value in ("", "false", "0"):
+    return _flag(env, KEEP_WARM, default=False)
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    """A ``true``/``false`` setting (also 1/0); unset or empty: ``default``."""
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("false", "0"):
         return False
     if value in ("true", "1"):
         return True
-    raise ConfigurationError(f"setting {KEEP_WARM} is {env[KEEP_WARM]!r}; use true or false")
+    raise ConfigurationError(f"setting {name} is {env[name]!r}; use true or false")
 
 
 def _ncrontab(env: Mapping[str, str], name: str, default: str) -> str:

@@ -18,6 +18,7 @@ from shared.clock import Clock, utc
 from shared.domain.bloburl import base_of, without_secrets
 from shared.domain.claims import BackupClaim
 from shared.domain.command import EXTENSION_WINDOW
+from shared.domain.disk_digest import DigestRequest
 from shared.domain.inventory import Vm
 from shared.domain.jobs import Consistency, Job
 from shared.domain.progress import PlanRequest
@@ -28,7 +29,7 @@ from shared.domain.restore_testing import EXT_SUPERBLOCK, FileSystemCheck, ext_s
 from shared.domain.retention_progress import RetentionRequest
 from shared.domain.task import SnapshotTask
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
-from shared.ports import JobOutcome, JobPage, JobQuery, RestoredBlob, RestorePointRefused, Verification
+from shared.ports import Digested, JobOutcome, JobPage, JobQuery, RestoredBlob, RestorePointRefused, Verification
 from shared.redaction import redact
 
 
@@ -223,6 +224,15 @@ class RecordingRetentionQueue(_Drains, _RecordingQueue[RetentionRequest]):
         from shared.services.retention import retain_part
 
         return self._drain(lambda request: retain_part(svc, request, **options))
+
+
+class RecordingDigestQueue(_Drains, _RecordingQueue[DigestRequest]):
+    """The digest-requests queue as a list; ``drain`` runs the digests worker as its function would."""
+
+    def drain(self, svc) -> list:
+        from shared.services.point_data import record_point_digests
+
+        return self._drain(lambda request: record_point_digests(svc, request))
 
 
 class RecordingRestoreQueue(_Drains):
@@ -464,6 +474,17 @@ class FakeDiskCopier:
         if differ is not None:
             return Verification(False, len(left), len(left), f"the bytes differ from offset {differ}", digest=digest)
         return Verification(True, len(left), len(left), digest=digest)
+
+    def record_digest(self, snapshot_url: str) -> Digested:
+        try:
+            self._snapshot_bytes(snapshot_url)
+        except NotFoundError:
+            return Digested.GONE
+        with self._lock:
+            if snapshot_url in self.digests:
+                return Digested.PRESENT
+            self.digests.add(snapshot_url)
+            return Digested.RECORDED
 
     def read_range(self, url: str, offset: int, length: int) -> bytes:
         return self._read(url)[offset:offset + length]

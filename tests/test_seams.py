@@ -17,7 +17,7 @@ SEAMS = {
     ("dispatch", "recovery"),                # the snapshot-limit guard before a dispatch
     ("ingestion", "recovery"), ("restore_point_backup", "recovery"), ("retention", "recovery"),
                                              # a successful backup becomes a recovery point: one writer
-    ("restore", "point_data"), ("retention", "point_data"), ("alerting", "point_data"),
+    ("restore", "point_data"), ("retention", "point_data"), ("alerting", "point_data"), ("ingestion", "point_data"),
                                              # is a point's data still there
     ("point_data", "restore_point_backup"), ("retention", "restore_point_backup"),
                                              # a VM's ARM id, as the backup found it

@@ -16,6 +16,7 @@ param tasksQueue string
 param plannerQueue string
 param retentionQueue string
 param restoreQueue string
+param digestQueue string
 @description('NCRONTAB of the restore drills timer (due drills, and cleanup after their keep windows).')
 param restoreTestSchedule string = '0 */15 * * * *'
 @description('Fleet size from which a tick fans out to the planner queue, and retention to the retention queue.')
@@ -110,6 +111,8 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'PLANNER_QUEUE', value: plannerQueue }
         { name: 'RETENTION_QUEUE', value: retentionQueue }
         { name: 'RESTORE_TASKS_QUEUE', value: restoreQueue }
+        { name: 'DIGEST_TASKS_QUEUE', value: digestQueue }
+        { name: 'DIGEST_AFTER_BACKUP', value: 'true' }
         { name: 'RESTORE_TEST_SCHEDULE', value: restoreTestSchedule }
         { name: 'PLANNER_FAN_OUT_ITEMS', value: string(plannerFanOutItems) }
         { name: 'SNAPSHOT_SCHEDULE', value: snapshotSchedule }

@@ -5,6 +5,7 @@ param queueName string
 param plannerQueueName string
 param retentionQueueName string
 param restoreQueueName string
+param digestQueueName string
 param location string
 param tags object
 
@@ -73,6 +74,22 @@ resource retentionQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
 resource restoreQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
   parent: namespace
   name: restoreQueueName
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT1H'
+    lockDuration: 'PT5M'
+    maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
+    defaultMessageTimeToLive: 'P1D'
+  }
+}
+
+// Digest requests (MessageId digest-<vm>-<point>), one per new recovery point of blob snapshots: a worker reads
+// the point's snapshots once and records their digests, so every restore of the point reads its copy only.
+// A digest already recorded is read, not redone; a lost request only costs the first restore one more read.
+resource digestQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
+  parent: namespace
+  name: digestQueueName
   properties: {
     requiresDuplicateDetection: true
     duplicateDetectionHistoryTimeWindow: 'PT1H'

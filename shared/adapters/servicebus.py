@@ -24,6 +24,7 @@ from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusErro
 from shared.adapters.azure_errors import SERVICE_BUS_REFUSED_HINT, Failure, failure_of, translate
 from shared.adapters.clients import HasCredential
 from shared.clock import Clock, SystemClock
+from shared.domain.disk_digest import DigestRequest
 from shared.domain.progress import PlanRequest
 from shared.domain.restore import RESTORE_TASK_SCHEMA, RestoreTask
 from shared.domain.retention_progress import RetentionRequest
@@ -203,6 +204,12 @@ class ServiceBusRetentionQueue(ServiceBusRequestQueue[RetentionRequest]):
     @classmethod
     def from_settings(cls, settings: Settings, services: HasCredential) -> ServiceBusRetentionQueue:
         return cls(_client(settings, services), settings.retention_queue, "retention")
+
+
+class ServiceBusDigestQueue(ServiceBusRequestQueue[DigestRequest]):
+    @classmethod
+    def from_settings(cls, settings: Settings, services: HasCredential) -> ServiceBusDigestQueue:
+        return cls(_client(settings, services), settings.digest_queue, "digest")
 
 
 def _message(task: SnapshotTask) -> ServiceBusMessage:

@@ -21,11 +21,11 @@ from azure.core.paging import PageIterator
 from azure.storage.blob import BlobClient, BlobProperties, BlobServiceClient, generate_blob_sas
 
 from shared.adapters.azure_errors import BLOB_REFUSED_HINT, Failure, is_failure, read_failure, translate
-from shared.adapters.verification import DigestStore, verify_copy
+from shared.adapters.verification import DigestStore, record_digest, verify_copy
 from shared.clock import Clock
 from shared.errors import ConflictError, NotFoundError, PermanentError, ValidationError
 from shared.domain.restore import OWNER_KEY
-from shared.ports import BlobSnapshotInfo, RestoredBlob, StatusBlobInfo, StatusBlobPage, Verification
+from shared.ports import BlobSnapshotInfo, Digested, RestoredBlob, StatusBlobInfo, StatusBlobPage, Verification
 from shared.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,9 @@ class BlobSnapshots:
 
     def verify(self, snapshot_url: str, target_url: str) -> Verification:
         return verify_copy(self._client_of(snapshot_url), self._client_of(target_url), self._digests)
+
+    def record_digest(self, snapshot_url: str) -> Digested:
+        return record_digest(self._client_of(snapshot_url), self._digests)
 
     def read_range(self, url: str, offset: int, length: int) -> bytes:
         # A URL with its own signature (a disk's read grant) is read with it, wherever it points.

@@ -16,8 +16,8 @@ from shared.adapters.azure_errors import BLOB_REFUSED_HINT, translate
 from shared.adapters.metering import in_context
 from shared.domain.disk_digest import HASH_SIZE, ZEROS, DigestUnusable, DiskDigest, decode, piece_bounds, \
     piece_count, piece_hash, spans, zeros_hash
-from shared.errors import NotFoundError
-from shared.ports import Verification
+from shared.errors import NotFoundError, TransientError
+from shared.ports import Digested, Verification
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,10 @@ class DigestStore:
         except DigestUnusable as exc:
             return None, str(exc)
 
-    def write(self, source: BlobClient, props: Any, digest: DiskDigest, *, replace: bool = False) -> bool:
-        """Record the digest (replacing a wrong one when ``replace``); False when another writer was first or
-        storage refused (logged: a digest is an optimisation, never a reason to fail a restore)."""
+    def write(self, source: BlobClient, props: Any, digest: DiskDigest, *, replace: bool = False) -> Digested | None:
+        """Record the digest (replacing a wrong one when ``replace``): RECORDED; PRESENT when another writer was
+        first; GONE when the snapshot went meanwhile; None when storage refused (logged: a digest is an
+        optimisation, never a reason to fail a restore)."""
         blob = self._blob(source)
         try:
             if not self._created:
@@ -78,19 +79,19 @@ class DigestStore:
                     pass
             blob.upload_blob(digest.encode(), overwrite=False, metadata={_SOURCE_ETAG: _etag(props)})
         except (ResourceExistsError, ResourceModifiedError):
-            return False            # the same snapshot's digest, written by another verification meanwhile
+            return Digested.PRESENT     # the same snapshot's digest, written by another reader meanwhile
         except AzureError as exc:
             log.warning("the digest of %s could not be recorded: %s", _name(source), _translated(exc, "writing it"))
-            return False
+            return None
         try:
             source.get_blob_properties()
         except ResourceNotFoundError:
             # Retention deleted the snapshot (and its digest) while this verification read it: none outlives it.
             self.delete(source.container_name, source.blob_name, str(source.snapshot))
-            return False
+            return Digested.GONE
         except AzureError:
             pass
-        return True
+        return Digested.RECORDED
 
     def delete(self, container: str, blob_name: str, snapshot: str) -> None:
         try:
@@ -137,8 +138,41 @@ def verify_copy(source: BlobClient, target: BlobClient, digests: DigestStore) ->
         recorded = digests.write(source, props[0], DiskDigest(length, VERIFY_PIECE, hashes),
                                  replace=digest is not None or why != _NONE_YET)
         return Verification(result.equal, length, result.compared_bytes, result.detail,
-                            digest="recorded" if recorded else "")
+                            digest="recorded" if recorded is Digested.RECORDED else "")
     return result
+
+
+def record_digest(source: BlobClient, digests: DigestStore) -> Digested:
+    """Record the snapshot's digest (its allocated pieces read once, in parallel) unless a usable one is there."""
+    try:
+        props = source.get_blob_properties()
+        digest, why = digests.read(source, props)
+        if digest is not None:
+            return Digested.PRESENT
+        hashes = _hashes(source, props)
+    except (ResourceNotFoundError, NotFoundError):       # gone before, or while, it was read
+        return Digested.GONE
+    except AzureError as exc:
+        raise _translated(exc, f"recording the digest of {_name(source)}") from exc
+    outcome = digests.write(source, props, DiskDigest(props.size, VERIFY_PIECE, hashes), replace=why != _NONE_YET)
+    if outcome is None:
+        raise TransientError(f"the digest of {_name(source)} could not be recorded; a retry may succeed")
+    return outcome
+
+
+def _hashes(source: BlobClient, props: Any) -> bytes:
+    """The snapshot's piece hashes, from its allocated pages."""
+    length = props.size
+    reads = spans(_allocated(source, props), length, VERIFY_PIECE)
+    hashes = bytearray(piece_count(length, VERIFY_PIECE) * HASH_SIZE)     # all ZEROS: unallocated
+
+    def hashed(index: int) -> None:
+        offset, size = reads[index]
+        hashes[index * HASH_SIZE:(index + 1) * HASH_SIZE] = piece_hash(index, length, VERIFY_PIECE, offset,
+                                                                       _read(source, offset, size))
+
+    _each(hashed, list(reads))
+    return bytes(hashes)
 
 
 def _against_digest(target: BlobClient, props: Any, digest: DiskDigest) -> Verification:

@@ -4,9 +4,13 @@ piece from the part of it that was read, and the digest's binary form (docs/rest
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+
+from shared.domain.policy import check_name
+from shared.errors import ValidationError
 
 _MAGIC = b"VMSNDG01"
 _HEADER = struct.Struct("<8sQQ")       # magic, blob length, piece size
@@ -99,6 +103,39 @@ def decode(raw: bytes, *, length: int, piece: int) -> DiskDigest:
     if len(hashes) != piece_count(length, piece) * HASH_SIZE:
         raise DigestUnusable(f"it holds {len(hashes) // HASH_SIZE} hashes for {piece_count(length, piece)} pieces")
     return DiskDigest(length, piece, hashes)
+
+
+DIGEST_REQUEST_SCHEMA = "vmsnap.digest.v1"
+
+
+@dataclass(frozen=True)
+class DigestRequest:
+    """A message to the digests worker: record the digest of each blob snapshot of one new recovery point,
+    right after its backup, so that even the first restore of the point reads the copy only."""
+
+    vm_name: str
+    rp_name: str
+
+    @property
+    def message_id(self) -> str:
+        # A request sent twice (an ingestion redelivered after it sent one) is dropped by the queue.
+        return f"digest-{self.vm_name.lower()}-{self.rp_name}"
+
+    def to_json(self) -> str:
+        return json.dumps({"schema": DIGEST_REQUEST_SCHEMA, "vmName": self.vm_name, "rpName": self.rp_name})
+
+    @classmethod
+    def from_json(cls, body: bytes | str) -> "DigestRequest":
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"a digest request must be JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("schema") != DIGEST_REQUEST_SCHEMA:
+            raise ValidationError(f"a digest request has schema {DIGEST_REQUEST_SCHEMA!r}", field="schema")
+        rp = data.get("rpName")
+        if not isinstance(rp, str) or not rp.isascii() or not rp.isdigit() or len(rp) > 32:
+            raise ValidationError("rpName must be a recovery point's name (digits)", field="rpName")
+        return cls(vm_name=check_name(data.get("vmName"), "vmName", "VM"), rp_name=rp)
 
 
 _ZERO_BLOCK = bytes(1024 * 1024)

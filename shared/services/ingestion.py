@@ -28,8 +28,10 @@ from shared.domain.recovery import SUCCESSFUL
 from shared.domain.status import ParseError, StatusReport, parse_status_blob
 from shared.domain.task import SnapshotTask, Trigger, parse_blob_name
 from shared.errors import ConfigurationError, NotFoundError, PermanentError, TransientError, ValidationError
-from shared.services.needs import HasClock, HasJobs, HasRecoveryPoints, HasSnapshots, HasStatusBlobs, HasTaskQueue
+from shared.services.needs import (HasClock, HasDigestQueue, HasJobs, HasRecoveryPoints, HasSettings, HasSnapshots,
+                                   HasStatusBlobs, HasTaskQueue)
 from shared.services.outages import ride_out
+from shared.services.point_data import request_digests
 from shared.services.recovery import missing_blob_positions, record_recovery_point
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,8 @@ class SendRetryNeeds(HasJobs, HasTaskQueue, Protocol):
     """What _send_retry_if_due() reads."""
 
 
-class ApplyNeeds(HasClock, HasJobs, HasRecoveryPoints, HasStatusBlobs, HasTaskQueue, Protocol):
+class ApplyNeeds(HasClock, HasDigestQueue, HasJobs, HasRecoveryPoints, HasSettings, HasStatusBlobs, HasTaskQueue,
+                 Protocol):
     """What _apply() reads."""
 
 
@@ -51,7 +54,8 @@ class DisksCheckedNeeds(HasJobs, HasSnapshots, Protocol):
     """What _with_disks_checked() reads."""
 
 
-class IngestNeeds(HasClock, HasJobs, HasRecoveryPoints, HasSnapshots, HasStatusBlobs, HasTaskQueue, Protocol):
+class IngestNeeds(HasClock, HasDigestQueue, HasJobs, HasRecoveryPoints, HasSettings, HasSnapshots, HasStatusBlobs,
+                  HasTaskQueue, Protocol):
     """What ingest_status_blob(), ingest_with_retries() read."""
 
 
@@ -187,7 +191,9 @@ def _apply(svc: ApplyNeeds, blob_name: str, job_id: str, attempt: int, report: S
         raise TransientError(f"job {job_id} kept changing while its status blob {blob_name} was applied")
     # --- recovery points hook (issue 9): a successful job records its one point (idempotent) ---
     if job.status in SUCCESSFUL:
-        record_recovery_point(svc, job)
+        point = record_recovery_point(svc, job)
+        if point is not None:
+            request_digests(svc, point)         # at every success applied: a repeat is dropped by the queue
     # --- end of hook ---
     result = IngestResult(verdicts[-1].value)
     if untimely:

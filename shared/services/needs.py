@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Protocol
 
 from shared.clock import Clock
-from shared.ports import (AlertNotifier, AlertStore, BackupClaims, DiskCopier, Dispatcher, FileSystemReader, Inventory,
-                          JobFeed, JobStore, PolicyStore, ProtectedItemStore, RecoveryPointStore, RestorePoints,
-                          RestoreQueue, RestoreTestPlanStore, RetentionProgressStore, RetentionQueue, RollupStore,
-                          SasMinter, ShardProgressStore, ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs,
-                          TaskQueue)
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, DigestQueue, DiskCopier, Dispatcher,
+                          FileSystemReader, Inventory, JobFeed, JobStore, PolicyStore, ProtectedItemStore,
+                          RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore,
+                          RetentionProgressStore, RetentionQueue, RollupStore, SasMinter, ShardProgressStore,
+                          ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs, TaskQueue)
 from shared.settings import Settings
 from shared.telemetry import Telemetry
 
@@ -82,6 +82,11 @@ class HasTaskQueue(Protocol):
 class HasRestoreQueue(Protocol):
     @property
     def restore_queue(self) -> RestoreQueue: ...
+
+
+class HasDigestQueue(Protocol):
+    @property
+    def digest_queue(self) -> DigestQueue: ...
 
 
 class HasRestoreTests(Protocol):

@@ -23,18 +23,18 @@ from shared.domain.task import JOB_HORIZON
 from shared.errors import NotFoundError, PermanentError, TransientError
 from shared.ports import ExtensionStatusReader, JobQuery
 from shared.services.ingestion import IngestNeeds, IngestOutcome, IngestResult, ingest_status_blob
-from shared.services.needs import (HasClock, HasDispatcher, HasInventory, HasJobs, HasRecoveryPoints, HasSettings,
-                                   HasSnapshots, HasStatusBlobs, HasTaskQueue)
+from shared.services.needs import (HasClock, HasDigestQueue, HasDispatcher, HasInventory, HasJobs, HasRecoveryPoints,
+                                   HasSettings, HasSnapshots, HasStatusBlobs, HasTaskQueue)
 
 log = logging.getLogger(__name__)
 
 
-class InstanceViewNeeds(HasClock, HasDispatcher, HasInventory, HasJobs, HasRecoveryPoints, HasSnapshots, HasStatusBlobs,
-                        HasTaskQueue, Protocol):
+class InstanceViewNeeds(HasClock, HasDigestQueue, HasDispatcher, HasInventory, HasJobs, HasRecoveryPoints, HasSettings,
+                        HasSnapshots, HasStatusBlobs, HasTaskQueue, Protocol):
     """What _sweep_job(), _from_instance_view() read, with ingestion.ingest_status_blob's (the seam)."""
 
-class SweepNeeds(HasClock, HasDispatcher, HasInventory, HasJobs, HasRecoveryPoints, HasSettings, HasSnapshots,
-                 HasStatusBlobs, HasTaskQueue, Protocol):
+class SweepNeeds(HasClock, HasDigestQueue, HasDispatcher, HasInventory, HasJobs, HasRecoveryPoints, HasSettings,
+                 HasSnapshots, HasStatusBlobs, HasTaskQueue, Protocol):
     """What sweep_stale_jobs() reads."""
 
 

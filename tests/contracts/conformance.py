@@ -10,7 +10,7 @@ from shared.adapters.filesystems import DebugfsReader
 from shared.adapters.local_vms import LocalVmStore
 from shared.adapters.restore_points import ComputeRestorePoints
 from shared.adapters.snapshots import BlobSnapshots, StatusBlobArchive as BlobStatusArchive
-from shared.adapters.servicebus import (ServiceBusRestoreQueue, ServiceBusRetentionQueue, ServiceBusShardQueue,
+from shared.adapters.servicebus import (ServiceBusDigestQueue, ServiceBusRestoreQueue, ServiceBusRetentionQueue, ServiceBusShardQueue,
                                        ServiceBusTaskQueue)
 from shared.adapters.table_alerts import TableAlertStore, TableJobFeed
 from shared.adapters.table_claims import TableBackupClaims
@@ -21,14 +21,14 @@ from shared.adapters.table_protection import (TableInventory, TablePolicyStore, 
 from shared.adapters.table_recovery import TableRecoveryPointStore
 from shared.adapters.table_rollup import TableRollupStore
 from shared.adapters.webhook import WebhookNotifier
-from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, DiskCopier, Dispatcher,
+from shared.ports import (AlertNotifier, AlertStore, BackupClaims, BlobUrls, DigestQueue, DiskCopier, Dispatcher,
                           ExtensionStatusReader, FileSystemReader, Inventory, JobFeed, JobStore, LocalVms, PolicyStore,
                           ProtectedItemStore, RecoveryPointStore, RestorePoints, RestoreQueue, RestoreTestPlanStore,
                           RetentionProgressStore, RetentionQueue, RollupStore, SasMinter, ShardProgressStore,
                           ShardQueue, SnapshotStore, StatusBlobArchive, StatusBlobs, TaskQueue)
 from tests.fakes import (FakeDiskCopier, FakeFileSystems, FakeRestorePoints, FakeSasMinter, InMemoryBackupClaims,
                          InMemoryInventory, InMemoryJobStore, InMemoryStatusBlobs, RecordingDispatcher,
-                         RecordingRestoreQueue, RecordingRetentionQueue, RecordingShardQueue, RecordingTaskQueue,
+                         RecordingDigestQueue, RecordingRestoreQueue, RecordingRetentionQueue, RecordingShardQueue, RecordingTaskQueue,
                          ReportingDispatcher)
 from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore, RecordingNotifier
 from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive, InMemoryRecoveryPointStore
@@ -58,6 +58,7 @@ RETENTION_PROGRESS: tuple[type[RetentionProgressStore], ...] = (InMemoryRetentio
 SHARD_QUEUES: tuple[type[ShardQueue], ...] = (RecordingShardQueue, ServiceBusShardQueue)
 RETENTION_QUEUES: tuple[type[RetentionQueue], ...] = (RecordingRetentionQueue, ServiceBusRetentionQueue)
 RESTORE_QUEUES: tuple[type[RestoreQueue], ...] = (RecordingRestoreQueue, ServiceBusRestoreQueue)
+DIGEST_QUEUES: tuple[type[DigestQueue], ...] = (RecordingDigestQueue, ServiceBusDigestQueue)
 # No fakes: the commands that use them are tested on the local stack.
 LOCAL_VMS: tuple[type[LocalVms], ...] = (LocalVmStore,)
 BLOB_URLS: tuple[type[BlobUrls], ...] = (BlobUrlReader,)

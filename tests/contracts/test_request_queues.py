@@ -1,4 +1,4 @@
-"""The ShardQueue, RetentionQueue and RestoreQueue contracts: the recording fakes and the Service Bus
+"""The ShardQueue, RetentionQueue, DigestQueue and RestoreQueue contracts: the recording fakes and the Service Bus
 senders on the local Service Bus accept each request once (a repeat, as a re-fired timer or a
 redelivered continuation sends, is dropped), a later restore step as a message of its own, and an
 empty send as no operation."""
@@ -11,14 +11,16 @@ from typing import Any, Callable, Iterator
 import pytest
 from azure.servicebus import ServiceBusClient
 
-from shared.adapters.servicebus import ServiceBusRestoreQueue, ServiceBusRetentionQueue, ServiceBusShardQueue
+from shared.adapters.servicebus import (ServiceBusDigestQueue, ServiceBusRestoreQueue, ServiceBusRetentionQueue,
+                                       ServiceBusShardQueue)
+from shared.domain.disk_digest import DigestRequest
 from shared.domain.progress import PlanRequest
 from shared.domain.restore import RestoreTask
 from shared.domain.retention_progress import RetentionRequest
-from shared.ports import RestoreQueue, RetentionQueue, ShardQueue
-from tests.fakes import RecordingRestoreQueue, RecordingRetentionQueue, RecordingShardQueue
+from shared.ports import DigestQueue, RestoreQueue, RetentionQueue, ShardQueue
+from tests.fakes import RecordingDigestQueue, RecordingRestoreQueue, RecordingRetentionQueue, RecordingShardQueue
 
-PORTS = (ShardQueue, RetentionQueue, RestoreQueue)
+PORTS = (ShardQueue, RetentionQueue, DigestQueue, RestoreQueue)
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 Accepted = Callable[[], list[str]]
 
@@ -28,6 +30,8 @@ _BATCH: dict[str, tuple[Callable[[], Any], Callable[[ServiceBusClient, str], Any
                lambda n: PlanRequest(shard=f"{n:02d}", tick=NOW)),
     "retention": (RecordingRetentionQueue, lambda client, name: ServiceBusRetentionQueue(client, name, "retention"),
                   lambda n: RetentionRequest(part=f"{n:02d}", run=NOW, seq=n)),
+    "digests": (RecordingDigestQueue, lambda client, name: ServiceBusDigestQueue(client, name, "digest"),
+                lambda n: DigestRequest(vm_name=f"vm-{n}", rp_name=f"{n:018d}")),
 }
 
 

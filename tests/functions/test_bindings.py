@@ -19,7 +19,7 @@ def bindings():
 def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
     """Azure indexes the scheduler and its shard planner, the worker, the status blob trigger, the
     stale-job sweep, the restore-point follow-up, retention and its part workers, the restore worker, the
-    restore drills' timer, the alert evaluator and the dashboard's HTTP functions."""
+    digest recorder, the restore drills' timer, the alert evaluator and the dashboard's HTTP functions."""
     assert {name: [b["type"] for b in bs] for name, bs in bindings.items()} == {
         "schedule_backups": ["timerTrigger"],
         "plan_shard": ["serviceBusTrigger"],
@@ -30,6 +30,7 @@ def test_the_app_has_exactly_the_functions_of_the_loop(bindings):
         "enforce_retention": ["timerTrigger"],
         "retain_part": ["serviceBusTrigger"],
         "run_restore": ["serviceBusTrigger"],
+        "record_digests": ["serviceBusTrigger"],
         "run_restore_tests": ["timerTrigger"],
         "evaluate_alerts": ["timerTrigger"],
         **{name: ["httpTrigger", "http"] for name in HTTP_ROUTES},
@@ -78,6 +79,8 @@ def test_triggers_take_names_and_schedules_from_app_settings(bindings):
     assert alerts["schedule"] == "%ALERT_SCHEDULE%" and alerts["useMonitor"] is True
     parts, = bindings["retain_part"]
     assert parts["queueName"] == "%RETENTION_QUEUE%" and parts["connection"] == "ServiceBusConnection"
+    digests, = bindings["record_digests"]
+    assert digests["queueName"] == "%DIGEST_TASKS_QUEUE%" and digests["connection"] == "ServiceBusConnection"
 
 
 def test_every_setting_a_binding_references_is_in_the_sample_settings(bindings):
@@ -107,4 +110,4 @@ def test_every_setting_the_code_reads_is_documented_in_the_sample_and_readme():
 def test_function_app_module_only_registers_blueprints():
     """function_app.py stays a composition file: no trigger logic creeps into it."""
     text = (ROOT / "function_app.py").read_text()
-    assert "def " not in text and text.count("register_functions") == 10
+    assert "def " not in text and text.count("register_functions") == 11

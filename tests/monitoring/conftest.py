@@ -11,7 +11,7 @@ from shared.clock import FixedClock
 from shared.services.outcomes import ObservedJobStore
 from shared.settings import Settings
 from shared.telemetry import Telemetry
-from tests.fakes import InMemoryInventory, InMemoryJobStore, RecordingTaskQueue
+from tests.fakes import InMemoryInventory, InMemoryJobStore, RecordingDigestQueue, RecordingTaskQueue
 from tests.monitoring.fakes import InMemoryAlertStore, InMemoryJobFeed, InMemoryRollupStore, RecordingNotifier
 from tests.recovery.fakes import FakeSnapshots, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import InMemoryPolicyStore, InMemoryProtectedItemStore
@@ -27,7 +27,7 @@ def memory_services(at: datetime = T0, **overrides) -> Services:
     ports = dict(job_feed=feed, alerts=InMemoryAlertStore(), rollup=InMemoryRollupStore(), notifier=RecordingNotifier(), telemetry=telemetry,
                  recovery_points=InMemoryRecoveryPointStore(), policies=InMemoryPolicyStore(),
                  protected_items=InMemoryProtectedItemStore(), snapshots=FakeSnapshots(),
-                 inventory=InMemoryInventory(), task_queue=RecordingTaskQueue())
+                 inventory=InMemoryInventory(), task_queue=RecordingTaskQueue(), digest_queue=RecordingDigestQueue())
     inner = overrides.pop("job_store", None) or InMemoryJobStore()      # the store the observer wraps
     ports.update(overrides)
     ports.setdefault("jobs", ObservedJobStore(inner, ports["job_feed"], clock, ports["telemetry"]))
