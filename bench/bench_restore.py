@@ -1,18 +1,20 @@
 """Restore throughput on Azurite: the whole restore (the service's job: request, server-side copy, then
 verification by parallel ranged reads of the allocated pages) in MiB/s for 64 MiB - 1 GiB disks, for (a) the
-first restore of a point, whose verification reads the snapshot and the copy and records the snapshot's
-digest, and (b) a later restore of the same point, whose verification reads the copy only against that
-digest; against the least a verified restore must do, measured in the same run on the same snapshot:
+first restore of a point whose digest was recorded right after its backup (the service's digest worker: the
+snapshot read once, off any restore's path; its rate printed too), (b) a later restore of the same point,
+both of which read the copy only against that digest, and (c) the first restore of a point with no digest
+(recording turned off, or its request lost), whose verification reads the snapshot and the copy and records
+the digest; against the least a verified restore must do, measured in the same run on the same snapshot:
 Azurite's Copy Blob (started, polled until it succeeds) plus one sequential read-back of the copy. Azurite
 copies a page blob by reference, so the copy alone is near-instant and no baseline for a restore that reads
 data (docs/restore.md). Fully written disks of random bytes: every page is allocated, nothing is skipped.
 
     .venv/bin/python bench/bench_restore.py [--sizes 64 256 1024] [--runs 3]
 
-Prints per size min / median / max of --runs for the first and the later restore and the baseline, the
-per-run ratios (baseline seconds / restore seconds, each run's three measured back to back, the baseline
-first or last in alternating runs), and where a later restore's time went (median seconds: the request,
-the copy until every disk is Copied, verification and completion).
+Prints per size min / median / max of --runs for each restore, the digest after the backup and the
+baseline, the per-run ratios (baseline seconds / restore seconds, each run's measured back to back, the
+baseline first or last in alternating runs), and where a later restore's time went (median seconds: the
+request, the copy until every disk is Copied, verification and completion).
 """
 from __future__ import annotations
 
@@ -30,9 +32,12 @@ from devhost.azurite import Azurite  # noqa: E402
 from devhost.ports import free_port  # noqa: E402
 from shared.adapters.verification import VERIFY_PIECE  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
+from shared.domain.disk_digest import DigestRequest  # noqa: E402
 from shared.domain.inventory import OS_DISK_LUN, Disk, Vm, VmKind  # noqa: E402
 from shared.domain.recovery import DiskSnapshot, RecoveryPoint  # noqa: E402
 from shared.domain.restore import RestoreTask  # noqa: E402
+from shared.ports import Digested  # noqa: E402
+from shared.services.point_data import record_point_digests  # noqa: E402
 from shared.services.restore import request_restore, run_restore  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
@@ -47,7 +52,8 @@ class _Queue:
         self.sent.append(task)
 
 
-def _disk(svc, size_mib: int, n: int) -> tuple[Vm, RecoveryPoint]:
+def _disk(svc, size_mib: int, n: int) -> tuple[Vm, RecoveryPoint, RecoveryPoint]:
+    """The VM, and two points of its disk: one to be digested after its backup, one never digested."""
     container = svc.blob_service.get_container_client("bench-disks")
     if not container.exists():
         container.create_container()
@@ -56,13 +62,24 @@ def _disk(svc, size_mib: int, n: int) -> tuple[Vm, RecoveryPoint]:
     chunk = os.urandom(4 * MIB)
     for offset in range(0, size_mib * MIB, 4 * MIB):
         blob.upload_page(chunk, offset=offset, length=4 * MIB)
-    snap = blob.create_snapshot()["snapshot"]
     vm = Vm(name=f"bench{n}", kind=VmKind.LOCAL, disks=(Disk(OS_DISK_LUN, blob.url, blob.blob_name, size_mib * MIB),))
     svc.inventory.put_vm(vm)
-    point = RecoveryPoint(name=f"{n:018d}", vm_name=vm.name, created_at=datetime.now(timezone.utc), job_id=f"b{n}",
-                          disks=(DiskSnapshot(OS_DISK_LUN, blob.url, f"{blob.url}?snapshot={snap}", snap),))
-    svc.recovery_points.add_if_absent(point)
-    return vm, point
+    points = []
+    for k in range(2):
+        snap = blob.create_snapshot()["snapshot"]
+        points.append(RecoveryPoint(name=f"{n * 10 + k:018d}", vm_name=vm.name, created_at=datetime.now(timezone.utc),
+                                    job_id=f"b{n}-{k}",
+                                    disks=(DiskSnapshot(OS_DISK_LUN, blob.url, f"{blob.url}?snapshot={snap}", snap),)))
+        svc.recovery_points.add_if_absent(points[-1])
+    return vm, points[0], points[1]
+
+
+def _digest(svc, point: RecoveryPoint) -> float:
+    """Seconds the digest worker takes over the point right after its backup."""
+    started = time.perf_counter()
+    counts = record_point_digests(svc, DigestRequest(point.vm_name, point.name))
+    assert counts[Digested.RECORDED] == len(point.disks), counts
+    return time.perf_counter() - started
 
 
 def _baseline(svc, point: RecoveryPoint, n: int) -> tuple[float, float]:
@@ -116,33 +133,38 @@ def main() -> int:
                                                               "SharedAccessKey=y;"})
         svc = Services(settings, restore_queue=_Queue())
         n = 0
-        print(f"{'size':>8}  {'(a) first MiB/s':>17}  {'(b) later MiB/s':>17}  {'copy+read-back':>17}  "
-              f"{'ratio (a)':>18}  {'ratio (b)':>18}  {'Copy Blob alone':>15}  {'(b) request/copy/verify s':>25}")
+        print(f"{'size':>8}  {'digest after backup':>19}  {'(a) first MiB/s':>17}  {'(b) later MiB/s':>17}  "
+              f"{'(c) no digest MiB/s':>19}  {'copy+read-back':>17}  {'ratio (a)':>18}  {'ratio (b)':>18}  "
+              f"{'ratio (c)':>18}  {'Copy Blob alone':>15}  {'(b) request/copy/verify s':>25}")
         for size in args.sizes:
-            first, later, base, ratio_first, ratio_later, copy_only, phases = [], [], [], [], [], [], []
+            rates: dict[str, list[float]] = {k: [] for k in ("digest", "a", "b", "c", "base", "copy")}
+            ratios: dict[str, list[float]] = {k: [] for k in ("a", "b", "c")}
+            phases = []
             for run in range(args.runs):
                 n += 1
-                vm, point = _disk(svc, size, n)
+                vm, point, bare = _disk(svc, size, n)
+                rates["digest"].append(size / _digest(svc, point))          # the digest worker, after the backup
                 # The baseline goes first or last in alternate runs, so a change of load favours neither side.
                 if run % 2 == 0:
                     copied, based = _baseline(svc, point, n)
-                taken_first = _restore(svc, vm, point, f"{n}a")         # verification records the digest
-                taken_later = _restore(svc, vm, point, f"{n}b")         # verification reads the copy only
+                taken = {"a": _restore(svc, vm, point, f"{n}a"),            # reads the copy only
+                         "b": _restore(svc, vm, point, f"{n}b"),            # reads the copy only
+                         "c": _restore(svc, vm, bare, f"{n}c")}             # reads both, records the digest
                 if run % 2:
                     copied, based = _baseline(svc, point, n)
-                first.append(size / sum(taken_first))
-                later.append(size / sum(taken_later))
-                base.append(size / based)
-                ratio_first.append(based / sum(taken_first))
-                ratio_later.append(based / sum(taken_later))
-                copy_only.append(size / copied)
-                phases.append(taken_later)
+                for key, spent in taken.items():
+                    rates[key].append(size / sum(spent))
+                    ratios[key].append(based / sum(spent))
+                rates["base"].append(size / based)
+                rates["copy"].append(size / copied)
+                phases.append(taken["b"])
                 svc.blob_service.get_container_client("bench-disks").delete_blob(f"vm{n}-os.vhd",
                                                                                   delete_snapshots="include")
             spent = " / ".join(f"{statistics.median(p[i] for p in phases):.2f}" for i in range(3))
-            print(f"{size:>5} MiB  {_spread(first):>17}  {_spread(later):>17}  {_spread(base):>17}  "
-                  f"{_ratios(ratio_first):>18}  {_ratios(ratio_later):>18}  "
-                  f"{statistics.median(copy_only):>9.0f} MiB/s  {spent:>25}", flush=True)
+            print(f"{size:>5} MiB  {_spread(rates['digest']):>19}  {_spread(rates['a']):>17}  {_spread(rates['b']):>17}  "
+                  f"{_spread(rates['c']):>19}  {_spread(rates['base']):>17}  {_ratios(ratios['a']):>18}  "
+                  f"{_ratios(ratios['b']):>18}  {_ratios(ratios['c']):>18}  "
+                  f"{statistics.median(rates['copy']):>9.0f} MiB/s  {spent:>25}", flush=True)
     finally:
         azurite.stop()
     return 0
