@@ -160,11 +160,11 @@ def main() -> int:
                 phases.append(taken["b"])
                 svc.blob_service.get_container_client("bench-disks").delete_blob(f"vm{n}-os.vhd",
                                                                                   delete_snapshots="include")
-            spent = " / ".join(f"{statistics.median(p[i] for p in phases):.2f}" for i in range(3))
+            split = " / ".join(f"{statistics.median(p[i] for p in phases):.2f}" for i in range(3))
             print(f"{size:>5} MiB  {_spread(rates['digest']):>19}  {_spread(rates['a']):>17}  {_spread(rates['b']):>17}  "
                   f"{_spread(rates['c']):>19}  {_spread(rates['base']):>17}  {_ratios(ratios['a']):>18}  "
                   f"{_ratios(ratios['b']):>18}  {_ratios(ratios['c']):>18}  "
-                  f"{statistics.median(rates['copy']):>9.0f} MiB/s  {spent:>25}", flush=True)
+                  f"{statistics.median(rates['copy']):>9.0f} MiB/s  {split:>25}", flush=True)
     finally:
         azurite.stop()
     return 0

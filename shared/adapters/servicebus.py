@@ -34,7 +34,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R", PlanRequest, RetentionRequest)
+R = TypeVar("R", PlanRequest, RetentionRequest, DigestRequest)
 
 
 class _CredentialAndClock(HasCredential, Protocol):

@@ -50,9 +50,8 @@ def test_the_published_package_indexes_every_function(tmp_path):
     from tests.functions.test_bindings import HTTP_ROUTES
 
     assert json.loads(done.stdout.strip().splitlines()[-1]) == sorted([
-        "dispatch_snapshot", "enforce_retention", "evaluate_alerts", "ingest_status", "plan_shard", "retain_part",
-        "run_restore",
-        "run_restore_tests", "schedule_backups", "sweep_stale_jobs", "track_restore_points", *HTTP_ROUTES])
+        "dispatch_snapshot", "enforce_retention", "evaluate_alerts", "ingest_status", "plan_shard", "record_digests",
+        "retain_part", "run_restore", "run_restore_tests", "schedule_backups", "sweep_stale_jobs", "track_restore_points", *HTTP_ROUTES])
     # What the dashboard reads beside its code ships too: the OpenAPI document, templates, style, script.
     assert {"shared/web/openapi.yaml", "shared/web/templates/overview.html", "shared/web/static/dashboard.css",
             "shared/web/static/dashboard.js"} <= set(files)
