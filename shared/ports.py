@@ -515,6 +515,7 @@ class Digested(Enum):
     RECORDED = "recorded"       # the snapshot was read and its digest written
     PRESENT = "present"         # a usable digest was there already (or another writer was first)
     GONE = "gone"               # the snapshot no longer exists: nothing to record
+    REFUSED = "refused"         # this service cannot read it (another account, access refused): not retried
 
 
 class DiskCopier(Protocol):

@@ -16,7 +16,7 @@ from typing import Protocol
 from shared.domain.disk_digest import DigestRequest
 from shared.domain.inventory import BackupMethod
 from shared.domain.recovery import RecoveryPoint
-from shared.errors import VmsnapError
+from shared.errors import PermanentError, VmsnapError
 from shared.ports import Digested
 from shared.services.needs import (HasDigestQueue, HasDiskCopier, HasInventory, HasProtectedItems, HasRecoveryPoints,
                                    HasRestorePoints, HasSettings, HasSnapshots)
@@ -80,6 +80,8 @@ def request_digests(svc: RequestDigestsNeeds, point: RecoveryPoint) -> bool:
 def record_point_digests(svc: RecordDigestsNeeds, request: DigestRequest) -> dict[Digested, int]:
     """Record the digest of each blob snapshot of the point the request names: how many were recorded, were
     there already, or were gone. A point that no longer exists, or holds no data, is nothing to do.
+    A snapshot this service cannot read (another storage account, access refused) is logged and counted
+    REFUSED: a redelivery could not change that, and the point's restore says the same with its advice.
     TransientError (storage unreachable or refusing a write) propagates: the message is delivered again."""
     point = svc.recovery_points.get(request.vm_name, request.rp_name)
     counts = {outcome: 0 for outcome in Digested}
@@ -88,7 +90,12 @@ def record_point_digests(svc: RecordDigestsNeeds, request: DigestRequest) -> dic
                  "not found" if point is None else f"it is {point.state.value}")
         return counts
     for url in point.artifacts if point.method is not BackupMethod.RESTORE_POINT else ():
-        counts[svc.disk_copier.record_digest(url)] += 1
+        try:
+            counts[svc.disk_copier.record_digest(url)] += 1
+        except PermanentError as exc:
+            log.warning("recovery point %s of VM %s: a snapshot's digest cannot be recorded: %s", point.name,
+                        point.vm_name, exc)
+            counts[Digested.REFUSED] += 1
     log.info("recovery point %s of VM %s: digests %s", point.name, point.vm_name,
              ", ".join(f"{outcome.value} {n}" for outcome, n in counts.items() if n) or "none to record")
     if counts[Digested.GONE]:

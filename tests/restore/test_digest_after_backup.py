@@ -2,7 +2,8 @@
 request, wherever its success is applied (again when applied again: the queue drops the repeat); the worker
 reads each snapshot once and records its digest, so the point's first restore reads its copy only; a second
 worker at once, or a redelivery, records nothing twice; a snapshot already gone is reported, not an error; a
-request for a point that no longer exists, or a hostile one, does nothing."""
+snapshot this service cannot read (another account) is counted refused, not retried; a request for a point
+that no longer exists, or a hostile one, does nothing."""
 from __future__ import annotations
 
 import dataclasses
@@ -107,6 +108,18 @@ def test_a_snapshot_gone_before_its_digest_is_counted_gone_and_leaves_no_digest(
 
     assert counts[Digested.GONE] == 1 and counts[Digested.RECORDED] == 1
     assert not digest_blob(digest_svc, gone).exists()
+
+
+def test_a_snapshot_in_another_account_is_refused_not_retried_and_the_rest_is_recorded(digest_svc, backed_up):
+    backed = backed_up()
+    foreign = dataclasses.replace(backed.point.disks[0], snapshot="https://acct.blob.core.windows.net/vhds/os.vhd"
+                                                                  "?snapshot=2025-03-01T02:03:40.1234567Z")
+    point = dataclasses.replace(backed.point, name="000000000000000042", disks=(foreign, backed.point.disks[1]))
+    assert digest_svc.recovery_points.add_if_absent(point)
+
+    counts = record_point_digests(digest_svc, DigestRequest(point.vm_name, point.name))
+
+    assert counts[Digested.REFUSED] == 1 and counts[Digested.RECORDED] == 1
 
 
 def test_nothing_is_requested_when_turned_off_or_for_a_point_with_no_blob_snapshot(digest_svc, backed_up):
