@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
+from shared.domain.message_body import schema_object
 from shared.domain.policy import check_name
 from shared.errors import ValidationError
 
@@ -126,12 +127,7 @@ class DigestRequest:
 
     @classmethod
     def from_json(cls, body: bytes | str) -> "DigestRequest":
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValidationError(f"a digest request must be JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("schema") != DIGEST_REQUEST_SCHEMA:
-            raise ValidationError(f"a digest request has schema {DIGEST_REQUEST_SCHEMA!r}", field="schema")
+        data = schema_object(body, DIGEST_REQUEST_SCHEMA, "a digest request")
         rp = data.get("rpName")
         if not isinstance(rp, str) or not rp.isascii() or not rp.isdigit() or len(rp) > 32:
             raise ValidationError("rpName must be a recovery point's name (digits)", field="rpName")

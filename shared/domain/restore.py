@@ -13,6 +13,7 @@ from shared.clock import utc
 from shared.domain import remediation
 from shared.domain.job_transitions import mark_failed
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
+from shared.domain.message_body import schema_object
 from shared.domain.task import validate_job_id
 from shared.errors import ValidationError
 
@@ -115,12 +116,7 @@ class RestoreTask:
 
     @classmethod
     def from_json(cls, body: bytes | str) -> "RestoreTask":
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValidationError(f"a restore task must be JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("schema") != RESTORE_TASK_SCHEMA:
-            raise ValidationError(f"a restore task has schema {RESTORE_TASK_SCHEMA!r}", field="schema")
+        data = schema_object(body, RESTORE_TASK_SCHEMA, "a restore task")
         vm, step = data.get("vmName"), data.get("step", 0)
         if not isinstance(vm, str) or not vm.strip():
             raise ValidationError("vmName must be a non-empty string", field="vmName")
