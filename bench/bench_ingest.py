@@ -134,7 +134,8 @@ class HostFigures(NamedTuple):
 
 def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int], new: int, passes: int,
                        parallelism: int | None = None, worker_processes: int = 2,
-                       report: Callable[[HostFigures], None] = lambda figures: None) -> list[HostFigures]:
+                       report: Callable[[HostFigures], None] = lambda figures: None, *,
+                       digests: bool = True) -> list[HostFigures]:
     """For each container size: ``passes`` host passes over ``new`` fresh blobs each, an idle pass
     and a complete listing. The container grows from one size to the next. CPU per blob is what
     decides the rate on a machine of one's own; blobs/s also follows whatever else the machine runs.
@@ -153,7 +154,10 @@ def bench_through_host(azurite: Azurite, bus: LocalServiceBus, sizes: list[int],
                 "ServiceBusConnection": bus.connection_string, "TABLE_PREFIX": "hostbench",
                 "STATUS_CONTAINER": "host-status", "SNAPSHOT_TASKS_QUEUE": "host-tasks", "DISPATCHER": "local",
                 "LOCAL_VM_ROOT": "/nonexistent", BLOB_EVENTS_SETTING: azurite.blob_events or "",
-                PROCESS_COUNT_SETTING: str(worker_processes)})
+                PROCESS_COUNT_SETTING: str(worker_processes),
+                # Each completed blob's new point asks for its digests, as deployed (the sample's default);
+                # the corpus names snapshots of another account, so the digest worker refuses them unread.
+                "DIGEST_AFTER_BACKUP": "true" if digests else "false"})
     os.environ.update(env)          # the functions read their settings from the environment, as in Azure
     reset_settings()
     svc = Services(Settings.from_env(env), clock=FixedClock(SLOT + timedelta(minutes=5)))
@@ -225,6 +229,8 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, help="blob functions at once (--through-host; default: host.json)")
     parser.add_argument("--worker-processes", type=int, default=2,
                         help="FUNCTIONS_WORKER_PROCESS_COUNT of the host (--through-host)")
+    parser.add_argument("--no-digests", action="store_true",
+                        help="DIGEST_AFTER_BACKUP=false: no digest request per new point (--through-host)")
     args = parser.parse_args()
 
     if args.through_host:
@@ -239,10 +245,11 @@ def main() -> None:
 
         print(f"through the local host (blob trigger ingest_status, "
               f"{args.parallelism or 'host.json'} blob functions at once, {args.worker_processes} worker "
-              f"processes), {args.new} new blobs per pass, {args.passes} passes:", flush=True)
+              f"processes), {args.new} new blobs per pass, {args.passes} passes, digest requests "
+              f"{'off' if args.no_digests else 'on'}:", flush=True)
         with Azurite() as azurite, LocalServiceBus() as bus:
             bench_through_host(azurite, bus, sizes, args.new, args.passes, args.parallelism,
-                               args.worker_processes, report)
+                               args.worker_processes, report, digests=not args.no_digests)
         return
 
     rate, variants = bench_parser()
