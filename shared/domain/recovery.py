@@ -122,6 +122,14 @@ class RecoveryPoint:
         along), or each disk's blob snapshot."""
         if self.method is BackupMethod.RESTORE_POINT:
             return (self.restore_point_id,) if self.restore_point_id else ()
+        return self.blob_snapshots
+
+    @property
+    def blob_snapshots(self) -> tuple[str, ...]:
+        """The URLs of the point's disk blob snapshots (none for a point of a VM restore point): what
+        restoring it reads, and what its digests are recorded of."""
+        if self.method is BackupMethod.RESTORE_POINT:
+            return ()
         return tuple(d.snapshot for d in self.disks if d.is_blob_snapshot)
 
     @property

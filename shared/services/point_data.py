@@ -66,7 +66,7 @@ def request_digests(svc: RequestDigestsNeeds, point: RecoveryPoint) -> bool:
     one that finds them recorded costs a read per disk). False when nothing was sent: recording is off
     (``DIGEST_AFTER_BACKUP``), the point has no blob snapshot, or the queue refused (logged: the point stands,
     its first restore reads the snapshots too)."""
-    if not svc.settings.digest_after_backup or not point.artifacts or point.method is BackupMethod.RESTORE_POINT:
+    if not svc.settings.digest_after_backup or not point.blob_snapshots:
         return False
     try:
         svc.digest_queue.send([DigestRequest(point.vm_name, point.name)])
@@ -89,7 +89,7 @@ def record_point_digests(svc: RecordDigestsNeeds, request: DigestRequest) -> dic
         log.info("recovery point %s of VM %s: %s; no digest to record", request.rp_name, request.vm_name,
                  "not found" if point is None else f"it is {point.state.value}")
         return counts
-    for url in point.artifacts if point.method is not BackupMethod.RESTORE_POINT else ():
+    for url in point.blob_snapshots:
         try:
             counts[svc.disk_copier.record_digest(url)] += 1
         except PermanentError as exc:

@@ -48,30 +48,30 @@ from shared.domain.task import Trigger, parse_blob_name
 from shared.errors import NotFoundError, TransientError, VmsnapError
 from shared.ports import JobQuery, StatusBlobInfo
 from shared.redaction import redact
-from shared.services.point_data import missing_data
+from shared.services.point_data import missing_data, request_digests
 from shared.services.recovery import record_recovery_point
 from shared.services.restore_point_backup import vm_resource_id
-from shared.services.needs import (HasClock, HasInventory, HasJobs, HasPolicies, HasProgress, HasProtectedItems,
-                                   HasRecoveryPoints, HasRestorePoints, HasRetentionProgress, HasRetentionQueue,
-                                   HasSettings, HasSnapshots, HasStatusArchive)
+from shared.services.needs import (HasClock, HasDigestQueue, HasInventory, HasJobs, HasPolicies, HasProgress,
+                                   HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasRetentionProgress,
+                                   HasRetentionQueue, HasSettings, HasSnapshots, HasStatusArchive)
 
 log = logging.getLogger(__name__)
 
 
-class PlanRetentionNeeds(HasClock, HasInventory, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints,
-                         HasRestorePoints, HasSettings, HasSnapshots, HasStatusArchive, Protocol):
+class PlanRetentionNeeds(HasClock, HasDigestQueue, HasInventory, HasJobs, HasPolicies, HasProtectedItems,
+                         HasRecoveryPoints, HasRestorePoints, HasSettings, HasSnapshots, HasStatusArchive, Protocol):
     """What plan_retention(), run_retention(), _whole_run() read."""
 
 
-class StartRetentionNeeds(HasClock, HasInventory, HasJobs, HasPolicies, HasProgress, HasProtectedItems,
-                          HasRecoveryPoints, HasRestorePoints, HasRetentionProgress, HasRetentionQueue, HasSettings,
-                          HasSnapshots, HasStatusArchive, Protocol):
+class StartRetentionNeeds(HasClock, HasDigestQueue, HasInventory, HasJobs, HasPolicies, HasProgress,
+                          HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasRetentionProgress,
+                          HasRetentionQueue, HasSettings, HasSnapshots, HasStatusArchive, Protocol):
     """What start_retention() reads."""
 
 
-class RetainPartNeeds(HasClock, HasInventory, HasJobs, HasPolicies, HasProtectedItems, HasRecoveryPoints,
-                      HasRestorePoints, HasRetentionProgress, HasRetentionQueue, HasSettings, HasSnapshots,
-                      HasStatusArchive, Protocol):
+class RetainPartNeeds(HasClock, HasDigestQueue, HasInventory, HasJobs, HasPolicies, HasProtectedItems,
+                      HasRecoveryPoints, HasRestorePoints, HasRetentionProgress, HasRetentionQueue, HasSettings,
+                      HasSnapshots, HasStatusArchive, Protocol):
     """What retain_part() reads."""
 
 
@@ -79,13 +79,18 @@ class TakeNeeds(HasRetentionProgress, HasSettings, Protocol):
     """What _take() reads."""
 
 
-class RetainPageNeeds(HasInventory, HasJobs, HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasSnapshots,
-                      Protocol):
+class RetainPageNeeds(HasDigestQueue, HasInventory, HasJobs, HasProtectedItems, HasRecoveryPoints, HasRestorePoints,
+                      HasSettings, HasSnapshots, Protocol):
     """What _retain_page(), _retain_vms() read."""
 
 
-class RetainVmNeeds(HasInventory, HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasSnapshots, Protocol):
-    """What _retain_vm(), _plan_vm(), _confirm_latest() read."""
+class RetainVmNeeds(HasDigestQueue, HasInventory, HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasSettings,
+                    HasSnapshots, Protocol):
+    """What _retain_vm(), _plan_vm() read."""
+
+
+class ConfirmLatestNeeds(HasInventory, HasProtectedItems, HasRecoveryPoints, HasRestorePoints, HasSnapshots, Protocol):
+    """What _confirm_latest() reads."""
 
 
 class DeletePointsNeeds(HasRecoveryPoints, HasRestorePoints, HasSnapshots, Protocol):
@@ -481,7 +486,9 @@ def _plan_vm(svc: RetainVmNeeds, points: list[RecoveryPoint], backfill: list[tup
         if record:
             log.warning("job %s: recovery point %s of VM %s was missing; recording it", job.job_id,
                         point.name, point.vm_name)
-            record_recovery_point(svc, job)
+            recorded = record_recovery_point(svc, job)
+            if recorded is not None:
+                request_digests(svc, recorded)      # as ingestion does: its first restore reads its copy only
     points = points + [point for _, point in missing]
     if not points:
         return None
@@ -513,7 +520,7 @@ def _plan_vm(svc: RetainVmNeeds, points: list[RecoveryPoint], backfill: list[tup
     return _VmWork(going, stale)
 
 
-def _confirm_latest(svc: RetainVmNeeds, vm: str, points: list[RecoveryPoint], decisions: list[Decision],
+def _confirm_latest(svc: ConfirmLatestNeeds, vm: str, points: list[RecoveryPoint], decisions: list[Decision],
                     policy: Policy | None, now: datetime, plan: RetentionPlan, *, record: bool,
                     result: RetentionResult | None) -> tuple[list[RecoveryPoint], list[Decision]] | None:
     """The VM's points and decisions once the newest trusted point is known to have all its data.

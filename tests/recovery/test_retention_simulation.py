@@ -22,7 +22,7 @@ from shared.domain.schedule import slots_between
 from shared.services.recovery import record_recovery_point
 from shared.services.retention import run_retention, start_retention
 from shared.settings import Settings
-from tests.fakes import InMemoryJobStore, RecordingRetentionQueue
+from tests.fakes import InMemoryJobStore, RecordingDigestQueue, RecordingRetentionQueue
 from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive, InMemoryRecoveryPointStore
 from tests.scheduling.fakes import (InMemoryPolicyStore, InMemoryProtectedItemStore, InMemoryRetentionProgressStore,
                                     InMemoryShardProgressStore)
@@ -132,9 +132,10 @@ def make_services(policy: Policy, clock: FixedClock) -> Services:
 
 
 def timer_fakes() -> dict:
-    """What the timer's run needs besides the stores: the scheduler's and retention's progress, the queue."""
+    """What the timer's run needs besides the stores: the scheduler's and retention's progress, the queue,
+    and the digest requests of the points it backfills."""
     return {"progress": InMemoryShardProgressStore(), "retention_progress": InMemoryRetentionProgressStore(),
-            "retention_queue": RecordingRetentionQueue()}
+            "retention_queue": RecordingRetentionQueue(), "digest_queue": RecordingDigestQueue()}
 
 
 def timer_run(svc: Services) -> None:

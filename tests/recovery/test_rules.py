@@ -104,6 +104,19 @@ def test_the_dry_run_changes_nothing_and_lists_missing_points_to_record():
     assert result.backfilled == [lost.job_id] and _available(svc) == [recovery_point_name(lost.job_id)]
 
 
+def test_a_backfilled_point_asks_for_its_digests_as_an_ingested_one_does():
+    """A point recorded by retention's repair (its recording was lost) gets the same digest request as a point
+    recorded by ingestion, so its first restore too reads its copy only; a dry run sends nothing."""
+    svc, clock, jobs = _svc()
+    lost = jobs[-1]
+    svc.recovery_points.points.pop((VM, recovery_point_name(lost.job_id)))
+    clock.current = START + timedelta(days=12)
+    plan_retention(svc)
+    assert svc.digest_queue.sent == []
+    assert run_retention(svc).backfilled == [lost.job_id]
+    assert [(r.vm_name, r.rp_name) for r in svc.digest_queue.sent] == [(VM, recovery_point_name(lost.job_id))]
+
+
 def test_a_policy_keeps_its_monthly_format_and_old_documents_read_as_first_backup():
     """A policy with az's Weekly/Daily formats round-trips; one written before formats keeps the first backup."""
     policy = replace(default_policy(), retention=replace(
