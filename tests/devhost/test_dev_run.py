@@ -89,7 +89,8 @@ def demo_backups_completed(lines: list[str]) -> bool:
 @pytest.mark.timeout(900)
 def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     """`./dev run --once` exits 0 after a job table where both demo VMs' jobs Completed: two blob
-    snapshots for demo-vm, one restore point with two disk restore points for demo-vm-md."""
+    snapshots for demo-vm, one restore point with two disk restore points for demo-vm-md, and demo-vm's point
+    digested after its backup."""
     chosen = ports()
     # The cycle's own limit is generous: on a loaded machine a cycle takes minutes, not seconds.
     proc = run_stack(["--once", "--timeout", "600", *args_for(chosen)], run_env(tmp_path), timeout=800)
@@ -101,6 +102,8 @@ def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     assert "demo-vm-datadisk0.vhd: 1 snapshot(s)" in proc.stdout
     assert proc.stdout.count("demo-vm-md: restore point ") == 1
     assert "Succeeded ApplicationConsistent, 2 disk restore point(s)" in proc.stdout
+    # demo-vm's point of blob snapshots had its digests recorded; demo-vm-md's (a VM restore point) needs none.
+    assert "digest requests served: 1 of 1 " in proc.stdout, proc.stdout + proc.stderr
     dashboard = re.search(r"^dashboard: http://127\.0\.0\.1:(\d+)/api/dashboard ", proc.stdout, re.M)
     assert dashboard, proc.stdout           # printed while the stack ran; gone with it (below)
     assert not any(port_in_use(p) for p in [*chosen.values(), int(dashboard.group(1))]), "a server is still listening"
