@@ -1,17 +1,21 @@
 """The local Service Bus server: ``LocalServiceBus`` runs the AMQP handler in a proton Container on a daemon
 thread, started and stopped by the caller, with inspection helpers for tests; ``main`` runs it alone
-(``python -m devhost.servicebus``)."""
+(``python -m devhost.servicebus``), and ``ServiceBusProcess`` starts that command for a caller that wants the
+broker out of its own process (a benchmark counting the broker's CPU apart, as Azurite's is)."""
 from __future__ import annotations
 
 import argparse
 import errno
 import logging
 import os
+import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from proton.reactor import ApplicationEvent, Container, EventInjector
@@ -20,6 +24,16 @@ from devhost.servicebus.amqp import ROUTINE_DISCONNECTS, STOP_EVENT, AmqpHandler
 from devhost.servicebus.broker import Broker, QueueOptions
 
 log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_LISTENING = re.compile(r"local Service Bus listening on (\S+):(\d+)")
+
+
+def connection_string(host: str, port: int) -> str:
+    """What an unmodified SDK client is given to reach the local Service Bus on ``host:port``."""
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    return (f"Endpoint=sb://{host}:{port};SharedAccessKeyName=RootManageSharedAccessKey;"
+            f"SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
 
 
 class PortInUseError(OSError):
@@ -54,9 +68,7 @@ class LocalServiceBus:
 
     @property
     def connection_string(self) -> str:
-        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
-        return (f"Endpoint=sb://{host}:{self._port};SharedAccessKeyName=RootManageSharedAccessKey;"
-                f"SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
+        return connection_string(self._host, self._port)
 
     def start(self) -> "LocalServiceBus":
         """Listen and serve on a daemon thread; returns once the port accepts connections."""
@@ -130,6 +142,63 @@ class LocalServiceBus:
     def stats(self) -> dict[str, int]:
         """Operation counters since start, e.g. transfers_in, messages_in, management_requests."""
         return self._broker.stats()
+
+
+class ServiceBusProcess:
+    """``python -m devhost.servicebus`` on a free port, in a process of its own: started by ``start`` (or
+    ``with``), which returns once it listens; stopped by SIGTERM, killed if it does not end within 10 s."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self._host = host
+        self._port = 0
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self._host, self._port)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the broker's process has used so far (None before start)."""
+        from devhost.processes import cpu_seconds
+
+        return None if self._process is None else cpu_seconds(self._process.pid)
+
+    def start(self) -> "ServiceBusProcess":
+        self._process = subprocess.Popen([sys.executable, "-m", "devhost.servicebus", "--host", self._host,
+                                          "--port", "0"], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()         # its first line says where it listens, or it ended
+        listening = _LISTENING.fullmatch(line.strip())
+        if listening is None:
+            self.stop()
+            raise RuntimeError(f"the local Service Bus process did not start (it printed {line.strip()!r}; "
+                               f"its errors are above)")
+        self._port = int(listening.group(2))
+        return self
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def __enter__(self) -> "ServiceBusProcess":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from azure.servicebus.exceptions import MessagingEntityNotFoundError, ServiceBus
 
 from devhost.ports import free_port, port_in_use
 from devhost.servicebus import LocalServiceBus, PortInUseError, QueueOptions
+from devhost.servicebus.server import ServiceBusProcess
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -160,3 +161,20 @@ class TestCommandLine:
         assert process.returncode == 2
         assert stdout == ""
         assert stderr == f"error: {_in_use_message(taken_port)}\n"
+
+    def test_a_process_of_its_own_serves_the_sdk_counts_its_cpu_and_ends(self):
+        """ServiceBusProcess: the command on a port it picked, reached by the unmodified SDK client; its CPU is
+        readable while it runs; stop ends the process."""
+        with ServiceBusProcess() as bus:
+            port = int(bus.connection_string.removeprefix("Endpoint=sb://127.0.0.1:").split(";")[0])
+            assert port > 0 and bus.connection_string == LocalServiceBus(port=port).connection_string
+            with ServiceBusClient.from_connection_string(bus.connection_string) as client:
+                with client.get_queue_sender("apart") as sender:
+                    sender.send_messages(ServiceBusMessage("across processes"))
+                with client.get_queue_receiver("apart") as receiver:
+                    (message,) = receiver.receive_messages(max_message_count=1, max_wait_time=20)
+                    assert str(message) == "across processes"
+                    receiver.complete_message(message)
+            assert (bus.cpu_seconds() or 0) > 0
+            pid = bus.pid
+        assert pid is not None and not Path(f"/proc/{pid}").exists() and not port_in_use(port)
