@@ -160,16 +160,30 @@ def record_digest(source: BlobClient, digests: DigestStore) -> Digested:
     return outcome
 
 
+class _PieceHashes:
+    """A snapshot's piece hashes as reader threads compute them: each writes the slice of its own piece in a
+    buffer that never resizes; a piece nobody hashed (unallocated) stays ZEROS."""
+
+    def __init__(self, length: int):
+        self._length = length
+        self._buffer = bytearray(piece_count(length, VERIFY_PIECE) * HASH_SIZE)
+
+    def put(self, index: int, offset: int, data: bytes) -> None:
+        self._buffer[index * HASH_SIZE:(index + 1) * HASH_SIZE] = piece_hash(index, self._length, VERIFY_PIECE,
+                                                                             offset, data)
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._buffer)
+
+
 def _hashes(source: BlobClient, props: Any) -> bytes:
     """The snapshot's piece hashes, from its allocated pages."""
-    length = props.size
-    reads = spans(_allocated(source, props), length, VERIFY_PIECE)
-    hashes = bytearray(piece_count(length, VERIFY_PIECE) * HASH_SIZE)     # all ZEROS: unallocated
+    reads = spans(_allocated(source, props), props.size, VERIFY_PIECE)
+    hashes = _PieceHashes(props.size)
 
     def hashed(index: int) -> None:
         offset, size = reads[index]
-        hashes[index * HASH_SIZE:(index + 1) * HASH_SIZE] = piece_hash(index, length, VERIFY_PIECE, offset,
-                                                                       _read(source, offset, size))
+        hashes.put(index, offset, _read(source, offset, size))
 
     _each(hashed, list(reads))
     return bytes(hashes)
@@ -206,13 +220,13 @@ def _both(source: BlobClient, source_props: Any, target: BlobClient, target_prop
     allocated = _allocated(source, source_props)
     in_source = spans(allocated, length, VERIFY_PIECE)
     reads = spans(allocated + _allocated(target, target_props), length, VERIFY_PIECE)
-    hashes = bytearray(piece_count(length, VERIFY_PIECE) * HASH_SIZE)     # all ZEROS: unallocated
+    hashes = _PieceHashes(length)
 
     def differs(index: int) -> int | None:
         offset, size = reads[index]
         left, right = _read(source, offset, size), _read(target, offset, size)
-        if index in in_source:      # pool threads write disjoint slices of a buffer that never resizes
-            hashes[index * HASH_SIZE:(index + 1) * HASH_SIZE] = piece_hash(index, length, VERIFY_PIECE, offset, left)
+        if index in in_source:
+            hashes.put(index, offset, left)
         return None if left == right else offset + next(i for i, (a, b) in enumerate(zip(left, right)) if a != b)
 
     found = _each(differs, list(reads))
