@@ -251,6 +251,9 @@ def main() -> None:
                   f"Service Bus {f.bus_ms:.1f} ms (together {f.busy:.2f} s of CPU per second of a pass)",
                   flush=True)
 
+        # The same pure-Python work on every run: what the machine gives one thread today, to set runs of other
+        # days side by side (this machine's speed has varied threefold from one day to the next).
+        print(f"machine reference: parse_status_blob at {bench_parser()[0]:,.0f} blobs/s on one thread", flush=True)
         print(f"through the local host (blob trigger ingest_status, "
               f"{args.parallelism or 'host.json'} blob functions at once, {args.worker_processes} worker "
               f"processes), {args.new} new blobs per pass, {args.passes} passes, digest requests "
