@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
 from devhost.ports import free_ports, port_in_use, wait_for_port
-from devhost.processes import cpu_seconds
+from devhost.processes import cpu_seconds, end_process
 from shared.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -121,13 +120,8 @@ class Azurite:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        if proc is not None:
+            end_process(proc, 5)
         if self._log_dir:
             shutil.rmtree(self._log_dir, ignore_errors=True)
             self._log_dir = self.blob_events = None

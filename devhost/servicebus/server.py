@@ -20,6 +20,7 @@ from typing import Any
 
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
+from devhost.processes import cpu_seconds, end_process
 from devhost.servicebus.amqp import ROUTINE_DISCONNECTS, STOP_EVENT, AmqpHandler
 from devhost.servicebus.broker import Broker, QueueOptions
 
@@ -163,8 +164,6 @@ class ServiceBusProcess:
 
     def cpu_seconds(self) -> float | None:
         """CPU time the broker's process has used so far (None before start)."""
-        from devhost.processes import cpu_seconds
-
         return None if self._process is None else cpu_seconds(self._process.pid)
 
     def start(self) -> "ServiceBusProcess":
@@ -184,13 +183,7 @@ class ServiceBusProcess:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        end_process(process, 10)
         if process.stdout is not None:
             process.stdout.close()
 
