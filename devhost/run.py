@@ -24,11 +24,15 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devhost.azurite import BLOB_EVENTS_SETTING, Azurite
 from devhost.processes import stop_processes_under
 from shared.errors import ConfigurationError, VmsnapError
 from shared.settings import status_blob_source
+
+if TYPE_CHECKING:
+    from shared.domain.jobs import Job
 
 log = logging.getLogger("devhost.run")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -337,15 +341,19 @@ class _Stack:
             for dpoint in point.disk_points:
                 print(f"  {dpoint.disk.name}: {dpoint.id.rsplit('/', 1)[-1]} -> {dpoint.snapshot_url}")
 
-    def _record_digests(self, jobs: list) -> None:
+    def _record_digests(self, jobs: list[Job]) -> None:
         """Serve the digest requests the cycle's new points of blob snapshots sent (one per point), as the
         record_digests function does once deployed, and say how many; their first restore then reads the copy
         only (docs/restore.md#the-digest)."""
+        if not self.svc.settings.digest_after_backup:
+            print("\ndigest requests: none sent (DIGEST_AFTER_BACKUP=false; a point's first restore reads its "
+                  "snapshots too)")
+            return
         ids = {j.job_id for j in jobs}
         expected = sum(1 for vm in {j.vm_name for j in jobs} for p in self.svc.recovery_points.list_for_vm(vm)
                        if p.job_id in ids and p.blob_snapshots)
         served, deadline = 0, time.monotonic() + 60
-        while self.svc.settings.digest_after_backup and served < expected and time.monotonic() < deadline:
+        while served < expected and time.monotonic() < deadline:
             served += self.host.drain_queue(DIGESTS, max_wait=0.5)
         print(f"\ndigest requests served: {served} of {expected} (a point of blob snapshots has its snapshots read "
               f"once, so its restores verify by reading the copy only)")
