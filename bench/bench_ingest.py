@@ -265,10 +265,10 @@ def main() -> None:
 
     rate, variants = bench_parser()
     print(f"parser: {rate:,.0f} status blobs/s (pure parse_status_blob over {variants} corpus variants)")
-    with Azurite() as azurite, LocalServiceBus() as bus:
+    with Azurite() as azurite, LocalServiceBus() as broker:
         settings = Settings.from_env({"BackupStorage": azurite.connection_string, "TABLE_PREFIX": "bench",
                                       "STATUS_CONTAINER": "bench-status",
-                                      "ServiceBusConnection": bus.connection_string})
+                                      "ServiceBusConnection": broker.connection_string})
         svc = Services(settings, clock=FixedClock(SLOT + timedelta(minutes=5)))
         figures = bench_end_to_end(svc, args.jobs, args.retries)
         print(f"end to end over {args.jobs} jobs (blob download + parse + ETag-guarded table update):")
