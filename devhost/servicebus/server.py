@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"local Service Bus listening on (\S+):(\d+)")
+START_LIMIT = 60.0
 
 
 def connection_string(host: str, port: int) -> str:
@@ -170,12 +172,15 @@ class ServiceBusProcess:
         self._process = subprocess.Popen([sys.executable, "-m", "devhost.servicebus", "--host", self._host,
                                           "--port", "0"], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
-        line = self._process.stdout.readline()         # its first line says where it listens, or it ended
+        # Its first line says where it listens; nothing at all means it ended, or hangs (given a minute: a busy
+        # machine starts it in seconds).
+        ready, _, _ = select.select([self._process.stdout], [], [], START_LIMIT)
+        line = self._process.stdout.readline() if ready else ""
         listening = _LISTENING.fullmatch(line.strip())
         if listening is None:
             self.stop()
-            raise RuntimeError(f"the local Service Bus process did not start (it printed {line.strip()!r}; "
-                               f"its errors are above)")
+            raise RuntimeError(f"the local Service Bus process did not say where it listens within "
+                               f"{START_LIMIT:.0f} s (it printed {line.strip()!r}; its errors are above)")
         self._port = int(listening.group(2))
         return self
 
