@@ -1,9 +1,16 @@
 """Small helpers for the local stack: free ports and waiting for a listener."""
 from __future__ import annotations
 
+import random
 import socket
 import time
+from pathlib import Path
 from typing import Callable, Collection
+
+
+# Ports the local stack listens on by default (./dev run, Azurite, Core Tools): never handed out.
+DEFAULT_PORTS = frozenset({5672, 7071, 10000, 10001, 10002})
+_random = random.Random()       # seeded from the system's randomness, in each process of its own
 
 
 def free_port() -> int:
@@ -11,19 +18,53 @@ def free_port() -> int:
 
 
 def free_ports(count: int, *, besides: Collection[int] = ()) -> list[int]:
-    """``count`` distinct free ports, none of ``besides``: all are held at once while they are chosen (one
-    at a time, the system may hand out a port it just gave, and a process then binds two listeners to
-    it). ``besides``: ports already promised to a listener that has not bound them yet, which the
-    system would see as free."""
+    """``count`` distinct free ports, none of ``besides``, for listeners started a moment later.
+
+    They are taken below the system's ephemeral range: a port from ``bind(0)`` or an outgoing
+    connection's local port comes from that range, so between this choice and the listener's bind
+    no other process's port-0 listener or client socket can take it (a test suite runs dozens of
+    those at once). Each is checked by
+    binding it, and all are held at once while they are chosen. ``besides``: ports already promised
+    to a listener that has not bound them yet, which the system would see as free."""
     sockets: list[socket.socket] = []
+    choosable = _choosable()
     try:
-        while len([s for s in sockets if s.getsockname()[1] not in besides]) < count:
-            sockets.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sockets[-1].bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets if s.getsockname()[1] not in besides][:count]
+        for port in _random.sample(choosable, len(choosable)):
+            if len(sockets) == count:
+                break
+            if port in besides or port in DEFAULT_PORTS:
+                continue
+            candidate = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                candidate.bind(("127.0.0.1", port))
+            except OSError:                 # held, or still in TIME_WAIT of an earlier listener
+                candidate.close()
+                continue
+            sockets.append(candidate)
+        if len(sockets) < count:
+            raise OSError(f"fewer than {count} free ports between {choosable.start} and {choosable.stop - 1}")
+        return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
             s.close()
+
+
+def ephemeral_range() -> range:
+    """The ports the system hands to ``bind(0)`` and outgoing connections (Linux; its default elsewhere)."""
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def _choosable() -> range:
+    """The ports ``free_ports`` chooses from: below the ephemeral range, from half its start up
+    (16384-32767 with Linux's default); above it if the range starts too low; any, if neither has room."""
+    ephemeral = ephemeral_range()
+    below, above = range(max(1024, ephemeral.start // 2), ephemeral.start), range(ephemeral.stop, 65536)
+    roomier = max(below, above, key=len)
+    return roomier if len(roomier) >= 1000 else range(1024, 65536)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pytest
 
@@ -35,6 +35,30 @@ def run_env(tmp_path: Path, **extra) -> dict:
 def ports():
     names = ("--blob-port", "--table-port", "--servicebus-port", "--compute-port")
     return dict(zip(names, free_ports(len(names))))
+
+
+def still_listening(ports: Iterable[int]) -> dict[int, str]:
+    """Of these ports, those something listens on, each with who (pid and command line, from Linux
+    /proc), so that a failed check says whether the stack's own process is left or another took the port."""
+    listening = {port: "?" for port in ports if port_in_use(port)}
+    if not listening:
+        return {}
+    inodes = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                if fields[3] == "0A" and port in listening:      # 0A: LISTEN
+                    inodes[f"socket:[{fields[9]}]"] = port
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                port = inodes.get(os.readlink(fd))
+                if port is not None:
+                    command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    listening[port] = f"pid {proc.name}: {command.strip()[:200]}"
+    return listening
 
 
 def args_for(chosen: dict) -> list[str]:
@@ -78,7 +102,7 @@ def running_stack(tmp_path: Path, chosen: dict, *extra: str, **env_extra: str) -
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
         yield lines
-    assert not any(port_in_use(p) for p in chosen.values())
+    assert not (left := still_listening(chosen.values())), left
 
 
 def demo_backups_completed(lines: list[str]) -> bool:
@@ -106,7 +130,8 @@ def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     assert "digest requests served: 1 of 1 " in proc.stdout, proc.stdout + proc.stderr
     dashboard = re.search(r"^dashboard: http://127\.0\.0\.1:(\d+)/api/dashboard ", proc.stdout, re.M)
     assert dashboard, proc.stdout           # printed while the stack ran; gone with it (below)
-    assert not any(port_in_use(p) for p in [*chosen.values(), int(dashboard.group(1))]), "a server is still listening"
+    left = still_listening([*chosen.values(), int(dashboard.group(1))])
+    assert not left, f"a server is still listening: {left}"
     assert processes_under(tmp_path / "vms") == []
 
 
@@ -138,7 +163,7 @@ def test_a_bad_status_blob_source_is_refused_before_anything_starts(tmp_path):
     proc = run_stack(["--once", *args_for(chosen)], run_env(tmp_path, STATUS_BLOB_SOURCE="EvenGrid"), timeout=120)
     assert (proc.returncode, proc.stderr) == (2, "error: setting STATUS_BLOB_SOURCE is 'EvenGrid'; use EventGrid "
                                                  "or LogsAndContainerScan\n")
-    assert not any(port_in_use(p) for p in chosen.values())
+    assert not (left := still_listening(chosen.values())), left
 
 
 @pytest.mark.parametrize("started_with", ["SIGINT handled", "SIGINT ignored"])
@@ -157,7 +182,7 @@ def test_interrupting_a_running_stack_stops_every_process(tmp_path, started_with
             proc.send_signal(signal.SIGUSR1)        # devhost.run prints every thread's stack
             eventually(lambda: any("most recent call first" in line for line in output[-200:]), timeout=30)
             pytest.fail("./dev run did not stop within 120 s of Ctrl-C; its output ends:\n" + "".join(output[-150:]))
-    assert not any(port_in_use(p) for p in chosen.values())
+    assert not (left := still_listening(chosen.values())), left
     assert processes_under(tmp_path / "vms") == []
 
 
@@ -240,7 +265,7 @@ def test_a_test_that_fails_while_the_stack_runs_leaves_no_process_behind(tmp_pat
             assert any(_is_azurite(pid) for pid in members), members
             raise AssertionError("the test failed here")
     assert processes_in_group(proc.pid) == []
-    assert not any(port_in_use(p) for p in chosen.values())
+    assert not (left := still_listening(chosen.values())), left
     assert processes_under(tmp_path / "vms") == []
 
 

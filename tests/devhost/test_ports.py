@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from devhost.ports import free_port, free_ports, wait_for_port
+from devhost import ports
+from devhost.ports import DEFAULT_PORTS, _choosable, ephemeral_range, free_port, free_ports, wait_for_port
 
 # The waits below have an hour-long limit: a wait that ended only by its limit fails on this timeout.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -53,3 +54,42 @@ def test_ports_promised_but_not_bound_are_never_handed_out_again():
     promised = set(free_ports(40))
     chosen = free_ports(3, besides=promised)
     assert len(set(chosen)) == 3 and not promised & set(chosen)
+
+
+def test_chosen_ports_are_outside_the_range_the_system_hands_out_itself():
+    """A chosen port stays free until its listener binds it: no port-0 listener or outgoing connection of
+    another process can be given it meanwhile, as those come from the ephemeral range. Nor is it one of
+    the stack's default ports."""
+    chosen = free_ports(200)
+    assert len(set(chosen)) == 200
+    assert not set(chosen) & set(ephemeral_range())
+    assert not set(chosen) & DEFAULT_PORTS
+
+
+def test_a_port_something_listens_on_is_never_chosen(monkeypatch):
+    """Of a small stretch of the range, all ports but three are held: the choice is those three, and a
+    fourth cannot be had (a clear error, not a port in use)."""
+    stretch = range(_choosable().start + 1000, _choosable().start + 1012)
+    monkeypatch.setattr(ports, "_choosable", lambda: stretch)
+    held: list[socket.socket] = []
+    try:
+        for port in stretch:
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+            except OSError:             # another process's: held all the same
+                sock.close()
+                continue
+            held.append(sock)
+        assert len(held) >= 3
+        left = [sock.getsockname()[1] for sock in held[-3:]]
+        for sock in held[-3:]:
+            sock.close()
+        del held[-3:]
+        assert sorted(free_ports(3)) == sorted(left)
+        with pytest.raises(OSError, match="fewer than 4 free ports"):
+            free_ports(4)
+    finally:
+        for sock in held:
+            sock.close()
