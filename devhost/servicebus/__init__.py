@@ -23,6 +23,6 @@ Service Bus semantics, no I/O), ``amqp`` (proton events to broker operations) an
 ``LocalServiceBus`` thread and ``main``).
 """
 from devhost.servicebus.broker import QueueOptions
-from devhost.servicebus.server import LocalServiceBus, PortInUseError, main
+from devhost.servicebus.server import CannotListenError, LocalServiceBus, PortInUseError, main
 
-__all__ = ["LocalServiceBus", "PortInUseError", "QueueOptions", "main"]
+__all__ = ["CannotListenError", "LocalServiceBus", "PortInUseError", "QueueOptions", "main"]

@@ -39,18 +39,25 @@ def connection_string(host: str, port: int) -> str:
             f"SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
 
 
-class PortInUseError(OSError):
-    """The listening port is taken by another process (or another LocalServiceBus)."""
+class CannotListenError(OSError):
+    """The server cannot listen where it was told: the port is taken, or the address is not this machine's."""
 
-    def __init__(self, host: str, port: int):
-        super().__init__(errno.EADDRINUSE,
-                         f"port {port} is in use; stop what holds it or set another port (0 picks a free one)")
+    def __init__(self, host: str, port: int, code: int, message: str):
+        super().__init__(code, message)
         self.host = host
         self.port = port
 
     def __str__(self) -> str:
         # OSError's own would prefix "[Errno 98]": the user reads the message alone.
         return self.strerror or super().__str__()
+
+
+class PortInUseError(CannotListenError):
+    """The listening port is taken by another process (or another LocalServiceBus)."""
+
+    def __init__(self, host: str, port: int):
+        super().__init__(host, port, errno.EADDRINUSE,
+                         f"port {port} is in use; stop what holds it or set another port (0 picks a free one)")
 
 
 class LocalServiceBus:
@@ -86,7 +93,9 @@ class LocalServiceBus:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(self._host, self._port) from exc
-            raise
+            raise CannotListenError(self._host, self._port, exc.errno or 0,
+                                    f"cannot listen on {self._host}:{self._port}: {exc.strerror or exc}; "
+                                    f"give an address of this machine (--host)") from exc
         # Proton has no public accessor for the listening socket; its selectable wraps it.
         listener = acceptor._selectable._delegate
         assert isinstance(listener, socket.socket), "an acceptor's selectable wraps its listening socket"
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                              default_queue_options=options)
     try:
         server.start()
-    except PortInUseError as exc:
+    except CannotListenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -178,3 +178,13 @@ class TestCommandLine:
             assert (bus.cpu_seconds() or 0) > 0
             pid = bus.pid
         assert pid is not None and not Path(f"/proc/{pid}").exists() and not port_in_use(port)
+
+    def test_a_process_that_cannot_listen_is_a_clear_error_and_leaves_nothing_running(self, capfd):
+        """Started on an address this machine does not have, the command exits at once with one line that
+        names the address (no traceback): start raises instead of waiting its minute, and no broker process
+        is left."""
+        bus = ServiceBusProcess(host="192.0.2.1")       # TEST-NET-1: never a local address
+        with pytest.raises(RuntimeError, match="did not say where it listens"):
+            bus.start()
+        assert bus.pid is None
+        assert capfd.readouterr().err.startswith("error: cannot listen on 192.0.2.1:0: ")   # on the caller's stderr
