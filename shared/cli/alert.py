@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from shared.cli.output import EXIT_OK, choice, emit, emit_table, format_time, Subparsers, vm_name
+from shared.cli.output import EXIT_OK, choice, emit, emit_table, format_time, Subparsers, add_vm_option
 from shared.documents import alert_document
 from shared.domain.alerts import Alert, AlertStatus
 from shared.services.alerting import list_alerts, resolve_by_operator, show_alert
@@ -25,7 +25,7 @@ def register(subparsers: Subparsers) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>")
     list_cmd = sub.add_parser("list", help="alerts, newest fired first")
     list_cmd.add_argument("--status", choices=STATUSES, type=choice(STATUSES), help="Active or Resolved (any case)")
-    list_cmd.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only this VM's alerts")
+    add_vm_option(list_cmd, "only this VM's alerts")
     add_output_option(list_cmd)
     list_cmd.set_defaults(handler=list_command)
     show = sub.add_parser("show", help="one alert with its occurrences, advice, resolution and delivery")

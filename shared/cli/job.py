@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 from tabulate import tabulate
 
 from shared.cli.output import (EXIT_FAILED, EXIT_OK, choice, emit, emit_table, format_duration, format_time,
-                               Subparsers, vm_name)
+                               Subparsers, add_vm_option)
 from shared.documents import describe_code, format_size, job_document, job_duration, lun_label
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
 from shared.domain.restore import RESTORE_TEST, drill_result, is_restore, progress_percentage
@@ -33,7 +33,7 @@ def register(subparsers: Subparsers) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>")
 
     list_cmd = sub.add_parser("list", help="list jobs, newest first (default: the last 7 days)")
-    list_cmd.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only jobs of this VM (all time unless --since)")
+    add_vm_option(list_cmd, "only jobs of this VM (all time unless --since)")
     statuses = [s.value for s in JobStatus]
     list_cmd.add_argument("--status", choices=statuses, type=choice(statuses), help="any case, e.g. failed")
     list_cmd.add_argument("--operation", choices=OPERATIONS, type=choice(OPERATIONS))

@@ -72,6 +72,13 @@ def name(what: str) -> Callable[[str], str]:
 vm_name = name("VM")
 
 
+def add_vm_option(parser: argparse.ArgumentParser, help: str | None = None, *, required: bool = False,
+                  aliases: Sequence[str] = ("--item-name",)) -> None:
+    """``--vm`` (and az's ``--item-name`` for the item a command acts on, or the ``aliases`` given),
+    into ``args.vm``, checked as a VM name."""
+    parser.add_argument("--vm", *aliases, dest="vm", type=vm_name, required=required, help=help)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with az's one-line usage error (exit 2) instead of the usage block."""
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from shared.cli import add_output_option
 from shared.cli.job import LIST_HEADERS, list_row
-from shared.cli.output import choice, emit, emit_table, format_time, name, Subparsers, vm_name
+from shared.cli.output import choice, emit, emit_table, format_time, name, Subparsers, add_vm_option
 from shared.documents import item_document, job_document
 from shared.domain.protection import DiskListSetting, DiskSelection
 from shared.errors import ValidationError
@@ -23,7 +23,7 @@ def register(subparsers: Subparsers) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
 
     enable = sub.add_parser("enable-for-vm", help="protect a VM with a policy")
-    enable.add_argument("--vm", required=True, type=vm_name, help="VM name")
+    add_vm_option(enable, "VM name", required=True, aliases=())
     enable.add_argument("-p", "--policy-name", default="DefaultPolicy", type=name("policy"),
                         help="policy (default: DefaultPolicy)")
     enable.add_argument("--no-initial-backup", action="store_true",
@@ -33,7 +33,7 @@ def register(subparsers: Subparsers) -> None:
 
     update = sub.add_parser("update-for-vm", help="choose which data disks a protected VM's backups take "
                                                   "(to change its policy: vmsnap item set-policy)")
-    update.add_argument("--vm", required=True, type=vm_name)
+    add_vm_option(update, required=True, aliases=())
     update.add_argument("--diskslist", "--disk-list", dest="disks", nargs="+", type=_luns, metavar="LUN",
                         help="data disk LUNs, e.g. 0 1 (or 0,1)")
     update.add_argument("--disk-list-setting", choices=("include", "exclude"),
@@ -45,7 +45,7 @@ def register(subparsers: Subparsers) -> None:
     update.set_defaults(handler=_update, validate=_disk_arguments)
 
     disable = sub.add_parser("disable", help="stop protecting a VM (keep or delete its recovery points)")
-    disable.add_argument("--vm", required=True, type=vm_name)
+    add_vm_option(disable, required=True, aliases=())
     disable.add_argument("--delete-backup-data", type=_boolean, nargs="?", const=True, default=False,
                          metavar="{true,false}",
                          help="also delete the recovery points (after 14 days of soft delete); alone it means true")
@@ -59,13 +59,13 @@ def register(subparsers: Subparsers) -> None:
         listing.set_defaults(handler=_list)
 
         show = parent.add_parser("show", help="show one protected item, with the slots it skipped and why")
-        show.add_argument("--vm", "--item-name", "-n", "--name", dest="vm", required=True, type=vm_name)
+        add_vm_option(show, required=True, aliases=("--item-name", "-n", "--name"))
         add_output_option(show)
         show.set_defaults(handler=_show)
 
     for parent in (sub, subparsers):
         now = parent.add_parser("backup-now", help="back up a protected VM now (on demand)")
-        now.add_argument("--vm", "--item-name", dest="vm", required=True, type=vm_name)
+        add_vm_option(now, required=True)
         now.add_argument("--retain-until", type=_date, metavar="dd-mm-yyyy",
                          help="keep the recovery point until this date (UTC); default 30 days")
         now.add_argument("--dry-run", action="store_true",
@@ -79,7 +79,7 @@ def _item_group(subparsers: Subparsers) -> Subparsers:
     group = subparsers.add_parser("item", help="protected VMs as backup items: show, list, set-policy")
     sub = group.add_subparsers(dest="command", metavar="<command>", required=True)
     set_policy = sub.add_parser("set-policy", help="move a protected VM to another policy")
-    set_policy.add_argument("--vm", "--item-name", "-n", "--name", dest="vm", required=True, type=vm_name)
+    add_vm_option(set_policy, required=True, aliases=("--item-name", "-n", "--name"))
     set_policy.add_argument("-p", "--policy-name", required=True, type=name("policy"))
     add_output_option(set_policy)
     set_policy.set_defaults(handler=_set_policy)

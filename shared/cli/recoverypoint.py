@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from shared.cli.output import EXIT_OK, emit, emit_table, format_time, Subparsers, vm_name
+from shared.cli.output import EXIT_OK, emit, emit_table, format_time, Subparsers, add_vm_option
 from shared.documents import point_document
 from shared.domain.when import parse_when
 from shared.services.recovery import PointView, list_points, show_point
@@ -24,7 +24,7 @@ def register(subparsers: Subparsers) -> None:
                                                          "(like az backup recoverypoint)")
     sub = group.add_subparsers(dest="command", metavar="<command>")
     list_cmd = sub.add_parser("list", help="a VM's recovery points, newest first")
-    list_cmd.add_argument("--vm", "--item-name", dest="vm", required=True, type=vm_name, help="the VM")
+    add_vm_option(list_cmd, "the VM", required=True)
     list_cmd.add_argument("--start-date", dest="since", type=parse_when,
                           help="points at or after this UTC time (ISO 8601 or d-m-Y)")
     list_cmd.add_argument("--end-date", dest="until", type=lambda v: parse_when(v, end=True),
@@ -33,7 +33,7 @@ def register(subparsers: Subparsers) -> None:
     list_cmd.set_defaults(handler=list_command)
 
     show = sub.add_parser("show", help="one recovery point with its disk snapshots")
-    show.add_argument("--vm", "--item-name", dest="vm", required=True, type=vm_name, help="the VM")
+    add_vm_option(show, "the VM", required=True)
     show.add_argument("-n", "--name", required=True, help="the recovery point's name")
     add_output_option(show)
     show.set_defaults(handler=show_command)

@@ -7,7 +7,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from shared.cli.output import EXIT_OK, REPORT_FORMATS, emit, emit_table, format_duration, format_time, Subparsers, vm_name
+from shared.cli.output import (EXIT_OK, REPORT_FORMATS, Subparsers, add_vm_option, emit, emit_table, format_duration,
+                               format_time)
 from shared.documents import report_document
 from shared.domain.compliance import DEFAULT_DAYS, MAX_DAYS, SLOT_ALLOWANCE, ItemCompliance, ItemState
 from shared.services.compliance import ComplianceReport, compliance_report
@@ -29,7 +30,7 @@ def register(subparsers: Subparsers) -> None:
     compliance = sub.add_parser("compliance", help="per item and per policy: achieved RPO, slots met and missed, "
                                                    "Healthy/AtRisk/Unprotected, with the evidence")
     compliance.add_argument("--policy", "--policy-name", dest="policy", help="only the items of this policy")
-    compliance.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only this VM")
+    add_vm_option(compliance, "only this VM")
     compliance.add_argument("--days", type=int, default=DEFAULT_DAYS,
                             help=f"the window: slots of the last N days, the current period included "
                                  f"(default {DEFAULT_DAYS})")

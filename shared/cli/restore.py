@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from shared.cli.job import write_job_block
-from shared.cli.output import EXIT_OK, choice, emit, Subparsers, vm_name
+from shared.cli.output import EXIT_OK, choice, emit, Subparsers, add_vm_option
 from shared.documents import job_document
 from shared.domain.restore import RestoreMode
 from shared.services.restore import request_restore
@@ -25,7 +25,7 @@ def register(subparsers: Subparsers) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>")
     cmd = sub.add_parser("restore-disks", help="start a restore of each disk of a point, verified; prints the "
                                                "Restore job at once")
-    cmd.add_argument("--vm", "--item-name", dest="vm", required=True, type=vm_name, help="the VM")
+    add_vm_option(cmd, "the VM", required=True)
     cmd.add_argument("--rp-name", required=True, help="the recovery point (vmsnap recoverypoint list)")
     target = cmd.add_mutually_exclusive_group()
     target.add_argument("--target-container", help="page-blob VMs: the container to copy each snapshot into "

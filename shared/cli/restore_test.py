@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from shared.cli.job import write_job_block
-from shared.cli.output import EXIT_OK, choice, emit, emit_table, Subparsers, vm_name
+from shared.cli.output import EXIT_OK, choice, emit, emit_table, Subparsers, add_vm_option
 from shared.documents import job_document
 from shared.domain.restore_testing import DEFAULT_SCRATCH, PointChoice, RestoreTestPlan, Selection
 from shared.services.restore_testing import start_drill
@@ -27,7 +27,7 @@ def register(subparsers: Subparsers) -> None:
     sub = group.add_subparsers(dest="command", metavar="<command>")
     run = sub.add_parser("run", help="restore a point of the VM into a scratch target now, validate it; prints "
                                      "the RestoreTest job")
-    run.add_argument("--vm", "--item-name", dest="vm", type=vm_name, required=True)
+    add_vm_option(run, required=True)
     run.add_argument("--rp-name", help="the point to test (default: as the VM's plan picks, else the latest)")
     add_output_option(run)
     run.set_defaults(handler=run_command)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable, Subparsers, vm_name
+from shared.cli.output import EXIT_OK, emit, emit_table, format_time, to_jsonable, Subparsers, add_vm_option
 from shared.services.retention import RetentionPlan, plan_retention, run_retention
 
 if TYPE_CHECKING:
@@ -19,11 +19,11 @@ def register(subparsers: Subparsers) -> None:
     group = subparsers.add_parser("retention", help="enforce the policies' retention (plan: a dry run)")
     sub = group.add_subparsers(dest="command", metavar="<command>")
     plan = sub.add_parser("plan", help="what a retention run would delete now, and which rule removes it")
-    plan.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only this VM (default: every VM)")
+    add_vm_option(plan, "only this VM (default: every VM)")
     add_output_option(plan)
     plan.set_defaults(handler=plan_command)
     run = sub.add_parser("run", help="delete what retention says has expired (safe to run twice at once)")
-    run.add_argument("--vm", "--item-name", dest="vm", type=vm_name, help="only this VM (default: every VM)")
+    add_vm_option(run, "only this VM (default: every VM)")
     add_output_option(run)
     run.set_defaults(handler=run_command)
 
