@@ -143,7 +143,9 @@ def test_receipts_go_to_the_host_account_not_the_apps(azurite, env, container, u
         receipts = read_receipts(hosts.get_container_client(HOSTS_CONTAINER), host_id, "status", env["CONTAINER"])
     assert [(r.blob, r.poison) for r in receipts] == [("a/1.Status.txt", False)]
     with BlobServiceClient.from_connection_string(azurite.connection_string) as data:
-        assert not data.get_container_client(HOSTS_CONTAINER).exists()
+        # Other tests on this Azurite may name the app's account as AzureWebJobsStorage: this host wrote nothing there.
+        kept = data.get_container_client(HOSTS_CONTAINER)
+        assert not kept.exists() or not [name for name in kept.list_blob_names() if f"/{host_id}/" in name]
 
 
 def test_an_event_grid_trigger_is_served_by_scanning(env, container, unique_name):
