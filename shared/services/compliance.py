@@ -88,7 +88,7 @@ def _items(svc: HasProtectedItems, vm: str | None, policy: str | None) -> list[P
     if vm is not None:
         item = svc.protected_items.get(vm)
         if item is None:
-            raise NotFoundError(f"VM {vm!r} is not protected; see 'vmsnap item list'")
+            raise NotFoundError(f"VM {vm!r} not found among the protected items; see 'vmsnap item list'")
         found = [item]
     else:
         found = [item for page in svc.protected_items.pages(page_size=1000) for item in page]

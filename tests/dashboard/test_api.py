@@ -176,6 +176,15 @@ def test_hostile_names_in_the_path_are_400_or_404(fleet, call):
         assert response.status_code in (400, 404) and "\n" not in body(response)["error"]["message"]
 
 
+@pytest.mark.parametrize("query", [{"vm": "0"}, {"policy": "0"}, {"vm": "no-such-vm", "state": "atrisk"}])
+def test_a_well_formed_name_of_nothing_is_a_404_that_says_not_found(fleet, call, query):
+    """Compliance for a VM nobody protects (or a policy nobody made): 404, and the message says so as every
+    other 404 of the API does (found by the property below: the VM's said only "is not protected")."""
+    response = call("api_compliance", "/api/v1/compliance", query)
+    assert response.status_code == 404, response.get_body()
+    assert "not found" in body(response)["error"]["message"]
+
+
 @settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_query_string_is_answered_200_400_or_404_never_500(fleet, call, data):
