@@ -137,9 +137,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = tier_of(item)
         if item.get_closest_marker(tier) is None:
             item.add_marker(tier)
-    # Modules marked early (minutes of tests each) first, the rest as collected: `./dev test` hands out
-    # whole modules in this order, so none of those starts last and keeps one worker busy alone at the end.
-    items.sort(key=lambda item: item.get_closest_marker("early") is None)
 
 
 class UnitTierViolation(AssertionError):

@@ -85,19 +85,3 @@ def test_a_unit_test_cannot_look_up_a_host_name():
                          (socket.getnameinfo, (("127.0.0.1", 80), 0))):
         with pytest.raises(UnitTierViolation, match="DNS"):
             lookup(*args)
-
-
-@pytest.mark.integration
-def test_modules_marked_early_are_collected_first_and_the_rest_keep_their_order():
-    """`./dev test` hands out whole modules in collection order: a module marked early (minutes of tests)
-    comes before the others, whatever its place on the command line; the others keep theirs."""
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    given = ["tests/test_tiers.py", "tests/devhost/test_ports.py", "tests/faults/test_ingest_outage.py"]
-    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                                *given], cwd=root, capture_output=True, text=True, timeout=120)
-    assert collected.returncode == 0, collected.stdout + collected.stderr
-    modules = [line.split("::")[0] for line in collected.stdout.splitlines() if "::" in line]
-    assert list(dict.fromkeys(modules)) == [given[2], given[0], given[1]]

@@ -21,8 +21,6 @@ from devhost.ports import free_ports, port_in_use
 from devhost.processes import processes_in_group, processes_under, stop_group, stop_processes_under
 from tests.polling import eventually
 
-pytestmark = pytest.mark.early         # minutes of tests: started first (docs/testing.md)
-
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -10,8 +10,6 @@ from devhost.host import HostConfig, LocalFunctionsHost
 from shared.errors import ConfigurationError
 from tests.polling import eventually
 
-pytestmark = pytest.mark.early         # minutes of tests: started first (docs/testing.md)
-
 
 def make_app(calls: list):
     app = func.FunctionApp()

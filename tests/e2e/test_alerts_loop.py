@@ -24,8 +24,6 @@ from shared.services.protection import backup_now, enable_protection
 from tests.e2e.conftest import run_cycle
 from tests.polling import eventually
 
-pytestmark = pytest.mark.early         # minutes of tests: started first (docs/testing.md)
-
 
 @pytest.fixture
 def alert_loop(make_settings, local_servicebus, storage_connection_string, unique_name):

@@ -11,8 +11,6 @@ from shared.bootstrap import Services, reset_services
 from shared.domain.jobs import JobStatus
 from tests.jobs.helpers import corpus, dispatched_job
 
-pytestmark = pytest.mark.early         # minutes of tests: started first (docs/testing.md)
-
 OUTAGE_SECONDS = 60
 
 

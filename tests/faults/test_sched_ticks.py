@@ -20,8 +20,6 @@ from shared.services.scheduling import run_scheduling_tick
 from shared.settings import Settings
 from tests.faults.conftest import make_vms, run_worker_and_ingestion, snapshots_per_disk
 
-pytestmark = pytest.mark.early         # minutes of tests: started first (docs/testing.md)
-
 VMS = 60
 
 
