@@ -10,7 +10,8 @@ from typing import Callable, Collection
 
 # Ports the local stack listens on by default (./dev run, Azurite, Core Tools): never handed out.
 DEFAULT_PORTS = frozenset({5672, 7071, 10000, 10001, 10002})
-_random = random.Random()       # seeded from the system's randomness, in each process of its own
+_start = random.SystemRandom()          # where a choice begins: from the system's randomness, so forked
+                                        # processes do not all begin at the same port
 
 
 def free_port() -> int:
@@ -23,13 +24,14 @@ def free_ports(count: int, *, besides: Collection[int] = ()) -> list[int]:
     They are taken below the system's ephemeral range: a port from ``bind(0)`` or an outgoing
     connection's local port comes from that range, so between this choice and the listener's bind
     no other process's port-0 listener or client socket can take it (a test suite runs dozens of
-    those at once). Each is checked by
+    those at once). The search begins at a random port of that stretch; each port is checked by
     binding it, and all are held at once while they are chosen. ``besides``: ports already promised
     to a listener that has not bound them yet, which the system would see as free."""
     sockets: list[socket.socket] = []
     choosable = _choosable()
+    first = _start.randrange(len(choosable))
     try:
-        for port in _random.sample(choosable, len(choosable)):
+        for port in (*choosable[first:], *choosable[:first]):
             if len(sockets) == count:
                 break
             if port in besides or port in DEFAULT_PORTS:
