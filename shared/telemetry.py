@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import deque
 from contextlib import contextmanager
+from functools import cache
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 if TYPE_CHECKING:
@@ -25,6 +28,10 @@ NAME = "vmsnap"
 _SECONDS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 10800)
 
 
+# Finished spans kept in memory when no exporter takes them (tests read them back): the latest ones
+# only, so a local stack that runs for days holds a bounded number.
+RECENT_SPANS = 1000
+
 _azure: "Telemetry | None" = None
 
 
@@ -35,24 +42,24 @@ def connection_string(env: Mapping[str, str] = os.environ) -> str | None:
 
 class Telemetry:
     """The app's instruments. ``Telemetry.for_environment()`` chooses the exporter; tests build
-    ``Telemetry()`` and read ``snapshot()``."""
+    ``Telemetry()`` and read ``snapshot()`` and ``recent_spans()``."""
 
-    def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+    def __init__(self, meter_provider: Any = None, tracer_provider: Any = None, *,
+                 recent_spans: int = RECENT_SPANS) -> None:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
         self.reader = None
-        self.spans = None
+        self._spans: Any = None
         if meter_provider is None:
             self.reader = InMemoryMetricReader()
             meter_provider = MeterProvider(metric_readers=[self.reader])
         if tracer_provider is None:
-            self.spans = InMemorySpanExporter()
+            self._spans = _recent_spans_exporter()(recent_spans)
             tracer_provider = TracerProvider()
-            tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+            tracer_provider.add_span_processor(SimpleSpanProcessor(self._spans))
         self._meter_provider = meter_provider
         meter = meter_provider.get_meter(NAME)
         self._tracer = tracer_provider.get_tracer(NAME)
@@ -153,6 +160,11 @@ class Telemetry:
                         points.append((dict(point.attributes or {}), value))
         return found
 
+    def recent_spans(self) -> list[tuple[str, dict[str, Any]]]:
+        """The latest finished spans kept in memory, oldest first, as (name, attributes); none when an
+        exporter takes them (Azure Monitor)."""
+        return self._spans.finished() if self._spans is not None else []
+
     def total(self, name: str, **attributes: Any) -> float:
         """The sum of a metric's points whose attributes include ``attributes`` (histograms: their count)."""
         total = 0.0
@@ -160,3 +172,28 @@ class Telemetry:
             if all(attrs.get(k) == v for k, v in attributes.items()):
                 total += value[0] if isinstance(value, tuple) else value
         return total
+
+
+@cache
+def _recent_spans_exporter() -> type:
+    """The exporter class, defined on first use: OpenTelemetry's SDK is imported only when telemetry is built."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class RecentSpans(SpanExporter):
+        """A span exporter that keeps the latest ``limit`` finished spans. OpenTelemetry's
+        InMemorySpanExporter keeps every one, which a process that runs for days grows without end."""
+
+        def __init__(self, limit: int) -> None:
+            self._spans: deque[tuple[str, dict[str, Any]]] = deque(maxlen=limit)
+            self._lock = threading.Lock()
+
+        def export(self, spans: Any) -> Any:
+            with self._lock:
+                self._spans.extend((span.name, dict(span.attributes or {})) for span in spans)
+            return SpanExportResult.SUCCESS
+
+        def finished(self) -> list[tuple[str, dict[str, Any]]]:
+            with self._lock:
+                return list(self._spans)
+
+    return RecentSpans

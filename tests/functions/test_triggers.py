@@ -107,3 +107,17 @@ def test_a_message_that_is_not_its_queues_request_is_dropped_with_one_line(svc, 
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(lines) == 1 and lines[0].startswith("message stray-1 on the ") and f"is not a {what} (" in lines[0]
     assert lines[0].endswith("; dropped") and svc.task_queue.sent == []
+
+
+def test_each_invocation_is_traced_and_only_the_latest_spans_are_kept(svc):
+    """Each blob function call leaves one span naming its blob (never a SAS); a process that runs for days
+    keeps only the latest spans, not every one it ever finished."""
+    from functions.status_ingest import ingest_status
+    from shared.telemetry import Telemetry
+
+    svc.telemetry = Telemetry(recent_spans=2)
+    for n in range(3):
+        ingest_status(InputStream(data=b"", name=f"{svc.settings.status_container}/nojob{n}/1.Status.txt",
+                                  length=0, blob_properties={"ETag": f'"0x{n}"'}, metadata={}))
+    assert svc.telemetry.recent_spans() == [("ingest_status", {"blob": f"nojob{n}/1.Status.txt", "etag": f'"0x{n}"'})
+                                            for n in (1, 2)]
