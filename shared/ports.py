@@ -97,15 +97,17 @@ class JobQuery:
 
     def matches(self, job: Job) -> bool:
         """Whether ``job`` belongs in the answer: times bound the slot, the VM name ignores case."""
+        # The cheap tests first, the shard (a hash of the name) last.
+        if (self.since is not None and job.slot < utc(self.since)) or (self.until is not None
+                                                                       and job.slot >= utc(self.until)):
+            return False
         key = job.vm_name.lower()
         return ((self.vm_name is None or key == self.vm_name.lower())
-                and (self.shard is None or shard_of(job.vm_name) == self.shard)
                 and (self.vms_after is None or key > self.vms_after.lower())
                 and (self.vms_through is None or key <= self.vms_through.lower())
                 and (self.status is None or job.status == JobStatus(self.status))
                 and (self.operation is None or job.operation == self.operation)
-                and (self.since is None or job.slot >= utc(self.since))
-                and (self.until is None or job.slot < utc(self.until)))
+                and (self.shard is None or shard_of(job.vm_name) == self.shard))
 
 
 @dataclass(frozen=True)
