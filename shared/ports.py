@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from functools import cached_property
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from shared.clock import utc
@@ -95,11 +96,17 @@ class JobQuery:
     vms_after: str | None = None
     vms_through: str | None = None
 
+    @cached_property
+    def _window(self) -> tuple[datetime | None, datetime | None]:
+        """``since`` and ``until`` in UTC, worked out once: ``matches`` is asked about row after row."""
+        return (utc(self.since) if self.since is not None else None,
+                utc(self.until) if self.until is not None else None)
+
     def matches(self, job: Job) -> bool:
         """Whether ``job`` belongs in the answer: times bound the slot, the VM name ignores case."""
         # The cheap tests first, the shard (a hash of the name) last.
-        if (self.since is not None and job.slot < utc(self.since)) or (self.until is not None
-                                                                       and job.slot >= utc(self.until)):
+        since, until = self._window
+        if (since is not None and job.slot < since) or (until is not None and job.slot >= until):
             return False
         key = job.vm_name.lower()
         return ((self.vm_name is None or key == self.vm_name.lower())
