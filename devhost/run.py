@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -121,8 +122,22 @@ def _print_now(line: str) -> None:
     print(line, flush=True)
 
 
+# Set by Ctrl-C or SIGTERM as well as raised: where the handler's KeyboardInterrupt surfaces inside a
+# finalizer (a query's shard generators closed as its page is returned, a __del__), Python prints it as
+# "Exception ignored" and drops it, and the stack would run on; ``_pause`` raises it again.
+_interrupted = threading.Event()
+
+
 def _raise_interrupt(signum, frame):
+    _interrupted.set()
     raise KeyboardInterrupt
+
+
+def _pause(seconds: float) -> None:
+    """Wait between two polls of the stack: KeyboardInterrupt once Ctrl-C or SIGTERM came, even one whose
+    exception Python dropped."""
+    if _interrupted.wait(seconds):
+        raise KeyboardInterrupt
 
 
 def load_local_settings(path: Path | None = None) -> dict[str, str]:
@@ -278,7 +293,7 @@ class _Stack:
             jobs = self.svc.jobs.query(JobQuery(since=self.started)).jobs
             if jobs and all(j.status.is_terminal for j in jobs):
                 break
-            time.sleep(0.3)
+            _pause(0.3)
         self._print_jobs()
         if not jobs:
             print("no backup was due in this cycle", file=sys.stderr)
@@ -321,7 +336,7 @@ class _Stack:
                     duration = job.duration or timedelta(0)
                     print(f"{job.end_time:%Y-%m-%dT%H:%M:%S}  {job.status.value:<22} {job.vm_name:<12} "
                           f"{job.job_id}  {duration.total_seconds():.1f}s")
-            time.sleep(2)
+            _pause(2)
 
     def _print_jobs(self) -> None:
         from shared.cli import main as vmsnap
