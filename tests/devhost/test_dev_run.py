@@ -179,9 +179,11 @@ def test_interrupting_a_running_stack_stops_every_process(tmp_path, started_with
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGUSR1)        # devhost.run prints every thread's stack
+            before = len(output)                    # what it said until now, then every thread's stack
+            proc.send_signal(signal.SIGUSR1)
             eventually(lambda: any("most recent call first" in line for line in output[-200:]), timeout=30)
-            pytest.fail("./dev run did not stop within 120 s of Ctrl-C; its output ends:\n" + "".join(output[-150:]))
+            pytest.fail("./dev run did not stop within 120 s of Ctrl-C; its output ended:\n"
+                        + "".join(output[max(0, before - 40):before]) + "\nits threads:\n" + "".join(output[before:]))
     assert not (left := still_listening(chosen.values())), left
     assert processes_under(tmp_path / "vms") == []
 
