@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from contextlib import contextmanager
 from functools import cache
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -35,6 +35,11 @@ RECENT_SPANS = 1000
 _azure: "Telemetry | None" = None
 
 
+class _SpanBuffer(Protocol):
+    def finished(self) -> list[tuple[str, dict[str, Any]]]:
+        """The spans kept, oldest first, as (name, attributes)."""
+
+
 def connection_string(env: Mapping[str, str] = os.environ) -> str | None:
     """The Application Insights connection string, when telemetry goes to Azure Monitor."""
     return env.get(CONNECTION_SETTING, "").strip() or None
@@ -52,14 +57,15 @@ class Telemetry:
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
         self.reader = None
-        self._spans: Any = None
+        self._spans: _SpanBuffer | None = None
         if meter_provider is None:
             self.reader = InMemoryMetricReader()
             meter_provider = MeterProvider(metric_readers=[self.reader])
         if tracer_provider is None:
-            self._spans = _recent_spans_exporter()(recent_spans)
+            exporter = _recent_spans_exporter()(recent_spans)
+            self._spans = exporter
             tracer_provider = TracerProvider()
-            tracer_provider.add_span_processor(SimpleSpanProcessor(self._spans))
+            tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         self._meter_provider = meter_provider
         meter = meter_provider.get_meter(NAME)
         self._tracer = tracer_provider.get_tracer(NAME)
