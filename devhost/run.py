@@ -369,6 +369,7 @@ class _Stack:
                        if p.job_id in ids and p.blob_snapshots)
         served, deadline = 0, time.monotonic() + 60
         while served < expected and time.monotonic() < deadline:
+            _pause(0)               # Ctrl-C while the requests are served stops here too, not 60 s later
             served += self.host.drain_queue(DIGESTS, max_wait=0.5)
         print(f"\ndigest requests served: {served} of {expected} (a point of blob snapshots has its snapshots read "
               f"once, so its restores verify by reading the copy only)")
