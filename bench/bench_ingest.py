@@ -11,7 +11,9 @@ trigger (Azurite's BlobCreated events, download, the ``ingest_status`` function 
 that already holds 1,000, 5,000 and 10,000 handled ones (``--sizes``). It prints blobs/s, the idle
 pass (nothing new written) and the complete listing the host still makes at start and every
 ``FULL_SCAN_SECONDS``. The local Service Bus (digest requests) runs in a process of its own there, so its CPU is
-counted apart, as Azurite's is: in Azure neither runs on the host's cores.
+counted apart, as Azurite's is: in Azure neither runs on the host's cores. Two references come first, to set
+runs of different days side by side: the pure parser's rate on one thread, and the CPU one Table entity read costs
+through the SDK (client and Azurite), which is what a blob's ingestion is mostly made of.
 """
 from __future__ import annotations
 
@@ -61,6 +63,28 @@ def bench_parser(seconds: float = 2.0) -> tuple[float, int]:
                 pass
         count += len(blobs)
     return count / (time.perf_counter() - start), len(blobs)
+
+
+def bench_table_read(azurite: Azurite, reads: int = 200, rounds: int = 3) -> tuple[float, float]:
+    """The CPU one Table entity read costs through the SDK, as the product's clients make it (its transport,
+    its retries): milliseconds of this process's CPU and of Azurite's, medians of ``rounds`` rounds. A blob's
+    ingestion is mostly such requests, so this tells a slow day from slow code better than the parser."""
+    from azure.data.tables import TableServiceClient
+
+    from shared.adapters.clients import table_options
+
+    service = TableServiceClient.from_connection_string(azurite.connection_string, **table_options())
+    table = service.create_table_if_not_exists("benchreference")
+    table.upsert_entity({"PartitionKey": "p", "RowKey": "r", "Name": "reference", "Count": 1})
+    client_ms, server_ms = [], []
+    for _ in range(rounds):
+        cpu, served = time.process_time(), azurite.cpu_seconds() or 0.0
+        for _ in range(reads):
+            table.get_entity("p", "r")
+        client_ms.append((time.process_time() - cpu) * 1000 / reads)
+        server_ms.append(((azurite.cpu_seconds() or 0.0) - served) * 1000 / reads)
+    service.delete_table("benchreference")
+    return statistics.median(client_ms), statistics.median(server_ms)
 
 
 def dispatched_jobs(svc: Services, count: int, stem: str, attempt: int = 1) -> list[Job]:
@@ -259,6 +283,9 @@ def main() -> None:
               f"processes), {args.new} new blobs per pass, {args.passes} passes, digest requests "
               f"{'off' if args.no_digests else 'on'}:", flush=True)
         with Azurite() as azurite, ServiceBusProcess() as bus:
+            client_ms, server_ms = bench_table_read(azurite)
+            print(f"request reference: one Table entity read through the SDK costs {client_ms:.2f} ms of the "
+                  f"client's CPU and {server_ms:.2f} ms of Azurite's (medians of 3 x 200)", flush=True)
             bench_through_host(azurite, bus, sizes, args.new, args.passes, args.parallelism,
                                args.worker_processes, report, digests=not args.no_digests)
         return
