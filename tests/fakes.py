@@ -11,7 +11,7 @@ import pickle
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Callable, Generic, Mapping, Protocol, Sequence, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
 from shared.clock import Clock, utc
@@ -27,6 +27,7 @@ from shared.domain.restore_point import (ArmFailure, DiskRestorePointState, Mana
                                          VmDisks, collection_name)
 from shared.domain.restore_testing import EXT_SUPERBLOCK, FileSystemCheck, ext_superblock
 from shared.domain.retention_progress import RetentionRequest
+from shared.domain.shards import shard_of
 from shared.domain.task import SnapshotTask
 from shared.errors import ConflictError, NotFoundError, PermanentError, TransientError, ValidationError
 from shared.ports import Digested, JobOutcome, JobPage, JobQuery, RestoredBlob, RestorePointRefused, Verification
@@ -57,12 +58,30 @@ class InMemoryJobStore:
         self.jobs: dict[str, Job] = {}
         self.writes = 0
         self._lock = threading.RLock()
+        self._by_shard: dict[str, dict[str, None]] = {}     # shard -> its jobs' ids (an ordered set)
+
+    def _store(self, job: Job) -> None:
+        """Keep ``job`` (under the lock), and its id under its VM's shard."""
+        before = self.jobs.get(job.job_id)
+        if before is not None and before.vm_name != job.vm_name:
+            self._by_shard[shard_of(before.vm_name)].pop(job.job_id, None)
+        self.jobs[job.job_id] = _as_stored(job)
+        self._by_shard.setdefault(shard_of(job.vm_name), {})[job.job_id] = None
+
+    def _candidates(self, query: JobQuery) -> Iterator[Job]:
+        """The jobs ``query`` matches (under the lock); a shard's query reads that shard's jobs only, as the
+        Table store reads one partition range."""
+        if query.shard is None:
+            found: Iterable[Job] = self.jobs.values()
+        else:
+            found = (self.jobs[job_id] for job_id in self._by_shard.get(query.shard, {}))
+        return (job for job in found if query.matches(job))
 
     def create_if_absent(self, job: Job) -> bool:
         with self._lock:
             if job.job_id in self.jobs:
                 return False
-            self.jobs[job.job_id] = _as_stored(job)
+            self._store(job)
             self.writes += 1
             return True
 
@@ -86,7 +105,7 @@ class InMemoryJobStore:
                 return current
             if changed.job_id != job_id:
                 raise ValidationError("a job update cannot change the job id", field="job_id")
-            self.jobs[job_id] = _as_stored(changed)
+            self._store(changed)
             self.writes += 1
             return changed
 
@@ -94,7 +113,7 @@ class InMemoryJobStore:
         size = max(1, min(query.page_size, self.MAX_PAGE))
         after = _decode_token(query.continuation)
         with self._lock:
-            jobs = sorted((j for j in self.jobs.values() if query.matches(j)), key=_order)
+            jobs = sorted(self._candidates(query), key=_order)
         if after is not None:
             jobs = [j for j in jobs if _order(j) > after]
         page = [_copy(j) for j in jobs[:size]]
@@ -104,7 +123,7 @@ class InMemoryJobStore:
 
     def outcomes(self, query: JobQuery) -> list[JobOutcome]:
         with self._lock:
-            jobs = [_copy(j) for j in self.jobs.values() if query.matches(j)]
+            jobs = [_copy(j) for j in self._candidates(query)]
         return [JobOutcome(job_id=j.job_id, vm_name=j.vm_name, slot=j.slot, status=j.status,
                            error=j.errors[0] if j.errors else None) for j in jobs]
 
