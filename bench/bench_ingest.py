@@ -68,7 +68,7 @@ def bench_parser(seconds: float = 2.0) -> tuple[float, int]:
 def bench_table_read(azurite: Azurite, reads: int = 200, rounds: int = 3) -> tuple[float, float]:
     """The CPU one Table entity read costs through the SDK, as the product's clients make it (its transport,
     its retries): milliseconds of this process's CPU and of Azurite's, medians of ``rounds`` rounds. A blob's
-    ingestion is mostly such requests, so this tells a slow day from slow code better than the parser."""
+    ingestion is mostly such requests: a closer reference for its cost than the parser's rate."""
     from azure.data.tables import TableServiceClient
 
     from shared.adapters.clients import table_options
