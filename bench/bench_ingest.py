@@ -13,7 +13,7 @@ pass (nothing new written) and the complete listing the host still makes at star
 ``FULL_SCAN_SECONDS``. The local Service Bus (digest requests) runs in a process of its own there, so its CPU is
 counted apart, as Azurite's is: in Azure neither runs on the host's cores. Two references come first, to set
 runs of different days side by side: the pure parser's rate on one thread, and the CPU one Table entity read costs
-through the SDK (client and Azurite), which is what a blob's ingestion is mostly made of.
+through the SDK (client and Azurite), the kind of request a blob's ingestion is mostly made of.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def bench_parser(seconds: float = 2.0) -> tuple[float, int]:
 def bench_table_read(azurite: Azurite, reads: int = 200, rounds: int = 3) -> tuple[float, float]:
     """The CPU one Table entity read costs through the SDK, as the product's clients make it (its transport,
     its retries): milliseconds of this process's CPU and of Azurite's, medians of ``rounds`` rounds. A blob's
-    ingestion is mostly such requests: a closer reference for its cost than the parser's rate."""
+    ingestion is mostly such requests."""
     from azure.data.tables import TableServiceClient
 
     from shared.adapters.clients import table_options
