@@ -22,11 +22,23 @@ from shared.telemetry import Telemetry
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
+    from shared.domain.jobs import Job
     from shared.services.dashboard import ReportCache
     from azure.data.tables import TableServiceClient
     from azure.storage.blob import BlobServiceClient
 
 log = logging.getLogger(__name__)
+
+
+class _TelemetryOnFirstUse:
+    """The job store's outcome recorder: ``Services.telemetry``, built when a first job ends. A process that
+    only reads jobs (most CLI commands) never loads OpenTelemetry's SDK, a tenth of a second of its start."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def job_finished(self, job: Job) -> None:
+        self._services.telemetry.job_finished(job)
 
 
 class Services:
@@ -78,7 +90,7 @@ class Services:
         # Every write goes through the observer: a job turning final, however it does, reaches the job
         # feed the alert evaluator reads, and its outcome the metrics (shared/services/outcomes.py).
         return ObservedJobStore(TableJobStore(self.table_service, self.settings.table("jobs")), self.job_feed,
-                                self.clock, self.telemetry)
+                                self.clock, _TelemetryOnFirstUse(self))
 
     @cached_property
     def job_feed(self) -> JobFeed:

@@ -11,12 +11,10 @@ import random
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cache
 from typing import Callable, Iterator, TypeVar
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceModifiedError
-from azure.servicebus.exceptions import (MessageSizeExceededError, MessagingEntityAlreadyExistsError,
-                                         MessagingEntityDisabledError, MessagingEntityNotFoundError,
-                                         ServiceBusAuthenticationError, ServiceBusAuthorizationError)
 
 from shared.errors import (AccessRefusedError, ConflictError, NotFoundError, PermanentError, TransientError,
                            VmsnapError)
@@ -65,20 +63,34 @@ def classify(status: int | None, error_code: str | None = None) -> Failure:
     return Failure.PERMANENT
 
 
-# Service Bus speaks AMQP: its exceptions carry no HTTP status, so each kind maps to the status the
-# same condition has over HTTP.
-_SERVICE_BUS_STATUS: tuple[tuple[type[AzureError], int], ...] = (
-    (ServiceBusAuthenticationError, 401), (ServiceBusAuthorizationError, 403),
-    (MessagingEntityNotFoundError, 404), (MessagingEntityAlreadyExistsError, 409),
-    (MessagingEntityDisabledError, 400), (MessageSizeExceededError, 413),
-)
+_SERVICE_BUS = "azure.servicebus"
+
+
+@cache
+def _service_bus_status() -> tuple[tuple[type[AzureError], int], ...]:
+    """Service Bus speaks AMQP: its exceptions carry no HTTP status, so each kind maps to the status the
+    same condition has over HTTP. Its SDK is imported when one of its exceptions is read, not before: a
+    process that never touches Service Bus (most CLI commands) does not pay for loading it."""
+    from azure.servicebus.exceptions import (MessageSizeExceededError, MessagingEntityAlreadyExistsError,
+                                             MessagingEntityDisabledError, MessagingEntityNotFoundError,
+                                             ServiceBusAuthenticationError, ServiceBusAuthorizationError)
+
+    return ((ServiceBusAuthenticationError, 401), (ServiceBusAuthorizationError, 403),
+            (MessagingEntityNotFoundError, 404), (MessagingEntityAlreadyExistsError, 409),
+            (MessagingEntityDisabledError, 400), (MessageSizeExceededError, 413))
+
+
+def _from_service_bus(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by the Service Bus client: its class or one it derives from is one of that SDK's."""
+    return any(kind.__module__.startswith(_SERVICE_BUS) for kind in type(exc).__mro__)
 
 
 def status_and_code(exc: AzureError) -> tuple[int | None, str | None]:
     """The HTTP status and the service's error code of an SDK exception (None when there was no answer)."""
-    for kind, status in _SERVICE_BUS_STATUS:
-        if isinstance(exc, kind):
-            return status, type(exc).__name__
+    if _from_service_bus(exc):
+        for kind, status in _service_bus_status():
+            if isinstance(exc, kind):
+                return status, type(exc).__name__
     if not isinstance(exc, HttpResponseError):
         return None, None
     code = getattr(exc, "error_code", None) or getattr(getattr(exc, "error", None), "code", None)
@@ -128,7 +140,7 @@ def read_failure(exc: AzureError) -> SdkFailure:
     names = {kind.__name__ for kind in type(exc).__mro__}
     return SdkFailure(classify(status, code), status, code, detail, unreachable=bool(names & set(_UNREACHABLE)),
                       no_credential=isinstance(exc, ClientAuthenticationError) and status is None,
-                      service_bus=type(exc).__module__.startswith("azure.servicebus"))
+                      service_bus=_from_service_bus(exc))
 
 
 def failures_in(exc: BaseException) -> Iterator[SdkFailure]:
