@@ -27,6 +27,7 @@ from azure.data.tables import TableServiceClient  # noqa: E402
 
 from bench._http import CountingTransport  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
+from devhost.processes import interrupt_on_sigterm  # noqa: E402
 from shared.adapters.table_jobs import job_to_entity  # noqa: E402
 from shared.adapters.table_protection import TablePolicyStore, TableProtectedItemStore  # noqa: E402
 from shared.adapters.table_recovery import point_entity  # noqa: E402
@@ -160,4 +161,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     main()

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_compliance import arguments, seeded  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.host import LocalFunctionsHost  # noqa: E402
+from devhost.processes import interrupt_on_sigterm  # noqa: E402
 from shared.bootstrap import Services, reset_services  # noqa: E402
 from shared.clock import FixedClock  # noqa: E402
 from shared.services.dashboard import MAX_AGE  # noqa: E402
@@ -104,4 +105,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     main()

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from azure.storage.blob import BlobServiceClient  # noqa: E402
 
 from devhost.azurite import Azurite  # noqa: E402
+from devhost.processes import interrupt_on_sigterm  # noqa: E402
 from shared.adapters.blob_sas import BlobSasMinter, StatusBlobStore  # noqa: E402
 from shared.adapters.dispatch_local import LocalDispatcher  # noqa: E402
 from shared.clock import SystemClock  # noqa: E402
@@ -137,4 +138,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     main()

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from azure.storage.blob import ContainerClient  # noqa: E402
 
 from devhost.azurite import BLOB_EVENTS_SETTING, Azurite  # noqa: E402
-from devhost.processes import cpu_seconds  # noqa: E402
+from devhost.processes import cpu_seconds, interrupt_on_sigterm  # noqa: E402
 from devhost.workers import PROCESS_COUNT_SETTING  # noqa: E402
 from devhost.servicebus import LocalServiceBus  # noqa: E402
 from devhost.servicebus.server import ServiceBusProcess  # noqa: E402
@@ -311,4 +311,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     main()

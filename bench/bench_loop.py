@@ -47,7 +47,7 @@ from bench._jobs import all_jobs  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.demo import create_demo_vm  # noqa: E402
 from devhost.host import HostConfig, LocalFunctionsHost  # noqa: E402
-from devhost.processes import cpu_seconds, stop_processes_under  # noqa: E402
+from devhost.processes import cpu_seconds, interrupt_on_sigterm, stop_processes_under  # noqa: E402
 from devhost.servicebus import LocalServiceBus  # noqa: E402
 
 if TYPE_CHECKING:
@@ -342,4 +342,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     main()

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devhost.azurite import Azurite  # noqa: E402
+from devhost.processes import interrupt_on_sigterm  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.clock import FixedClock  # noqa: E402
 from shared.domain.job_transitions import mark_dispatched  # noqa: E402
@@ -109,4 +110,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     main()

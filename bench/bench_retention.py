@@ -43,6 +43,7 @@ from bench._http import CountingTransport  # noqa: E402
 from bench._seed import TableSeeder  # noqa: E402
 from bench.bench_schedule import BrokerProcess  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
+from devhost.processes import interrupt_on_sigterm  # noqa: E402
 from devhost.servicebus import QueueOptions  # noqa: E402
 from shared.adapters.servicebus import ServiceBusRetentionQueue  # noqa: E402
 from shared.adapters.table_jobs import job_to_entity  # noqa: E402
@@ -394,4 +395,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     sys.exit(main())

@@ -45,6 +45,7 @@ from bench._http import CountingTransport  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from devhost.host import HostConfig  # noqa: E402
 from devhost.locks import LockKeeper  # noqa: E402
+from devhost.processes import interrupt_on_sigterm  # noqa: E402
 from devhost.servicebus import LocalServiceBus, QueueOptions  # noqa: E402
 from shared.adapters.servicebus import ServiceBusShardQueue, ServiceBusTaskQueue  # noqa: E402
 from shared.adapters.table_jobs import job_to_entity  # noqa: E402
@@ -395,4 +396,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     sys.exit(main())

@@ -44,6 +44,7 @@ from azure.data.tables._table_batch import TableBatchOperations  # noqa: E402
 
 from bench._http import CountingTransport  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
+from devhost.processes import interrupt_on_sigterm  # noqa: E402
 from shared.adapters.table_jobs import _job_entity  # noqa: E402
 from shared.domain.jobs import Job  # noqa: E402
 from shared.domain.shards import shard_of  # noqa: E402
@@ -321,4 +322,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     sys.exit(main())

@@ -41,7 +41,7 @@ from bench._proxy import TcpProxy  # noqa: E402
 from bench.cpu_hog import CpuHog  # noqa: E402
 from devhost.azurite import ACCOUNT, ACCOUNT_KEY, Azurite  # noqa: E402
 from devhost.demo import DISK_CONTAINER, create_demo_vm  # noqa: E402
-from devhost.processes import stop_processes_under  # noqa: E402
+from devhost.processes import interrupt_on_sigterm, stop_processes_under  # noqa: E402
 from devhost.servicebus import LocalServiceBus, QueueOptions  # noqa: E402
 from shared.domain.bloburl import base_of  # noqa: E402
 
@@ -617,4 +617,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     sys.exit(main())

@@ -95,8 +95,13 @@ class Azurite:
                                            BLOB_EVENTS_SETTING: self.blob_events})
         log_file.close()
         proc = self._proc
-        if not all(wait_for_port(port, STARTUP_LIMIT, alive=lambda: proc.poll() is None)
-                   for port in (self.blob_port, self.table_port)):
+        try:
+            listening = all(wait_for_port(port, STARTUP_LIMIT, alive=lambda: proc.poll() is None)
+                            for port in (self.blob_port, self.table_port))
+        except BaseException:       # Ctrl-C or SIGTERM while it starts: ``with`` has no exit to run yet
+            self.stop()
+            raise
+        if not listening:
             output = self._tail()
             how = "exited" if proc.poll() is not None else f"was not listening after {STARTUP_LIMIT:.0f} s"
             self.stop()

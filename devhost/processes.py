@@ -98,6 +98,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def interrupt_on_sigterm() -> None:
+    """Have SIGTERM (``timeout``, ``kill``) end this process as Ctrl-C does, with KeyboardInterrupt in the
+    main thread: its ``with`` blocks run, so the Azurite and Service Bus it started stop with it. By
+    default SIGTERM ends a Python process on the spot and leaves them running. For a script's main
+    thread only (the benchmarks): a library must not take over a process's signals."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def end_process(proc: subprocess.Popen, grace: float) -> None:
     """End a child: SIGTERM, then SIGKILL when it has not ended within ``grace`` seconds; reaped either way."""
     if proc.poll() is None:

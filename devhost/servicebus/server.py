@@ -183,8 +183,12 @@ class ServiceBusProcess:
         assert self._process.stdout is not None
         # Its first line says where it listens; nothing at all means it ended, or hangs (given a minute: a busy
         # machine starts it in seconds).
-        ready, _, _ = select.select([self._process.stdout], [], [], START_LIMIT)
-        line = self._process.stdout.readline() if ready else ""
+        try:
+            ready, _, _ = select.select([self._process.stdout], [], [], START_LIMIT)
+            line = self._process.stdout.readline() if ready else ""
+        except BaseException:       # Ctrl-C or SIGTERM while it starts: ``with`` has no exit to run yet
+            self.stop()
+            raise
         listening = _LISTENING.fullmatch(line.strip())
         if listening is None:
             self.stop()

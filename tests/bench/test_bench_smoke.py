@@ -2,11 +2,15 @@
 the code they drive cannot leave them broken unnoticed."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from devhost.processes import processes_in_group, stop_group
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -60,3 +64,33 @@ def test_bench_schedule_compares_the_tick_with_both_baselines_planned_over_a_sam
     rows = [line for line in out.splitlines() if "baseline" in line and "first 6 of 24 VMs" in line]
     assert len(rows) == 4, out          # both baselines in the table, and the tick compared with each
     assert all(line.split()[-2:] == ["6", "6"] for line in rows[:2]), rows
+
+
+def _is_azurite(pid: int) -> bool:
+    try:
+        return "azurite" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("when", ["while it starts", "once it serves"])
+def test_a_bench_stopped_with_sigterm_stops_the_azurite_it_started(when):
+    """`timeout` and `kill` send SIGTERM: the bench ends as on Ctrl-C, and the Azurite it started ends with
+    it, whether it was still starting or already serving (before, it was left running on its ports)."""
+    # Its own process group, so whatever the test leaves is stopped by the group; -u: its lines arrive as printed.
+    proc = subprocess.Popen([sys.executable, "-u", "bench/bench_table_batch.py", "--entities", "100", "--runs", "500"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        if when == "once it serves":
+            first = proc.stdout.readline()            # printed inside `with Azurite()`
+            assert first.startswith("azure-data-tables"), first + proc.stderr.read()[-2000:]
+        assert eventually(lambda: any(_is_azurite(pid) for pid in processes_in_group(proc.pid)), timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
+        assert eventually(lambda: processes_in_group(proc.pid) == [], timeout=30), \
+            [(pid, Path(f"/proc/{pid}/cmdline").read_text()) for pid in processes_in_group(proc.pid)]
+    finally:
+        stop_group(proc.pid)
+        proc.wait(timeout=30)
