@@ -7,10 +7,9 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-from tabulate import tabulate
 
 from shared.cli.output import (EXIT_FAILED, EXIT_OK, choice, emit, emit_table, format_duration, format_time,
-                               Subparsers, add_vm_option)
+                               Subparsers, add_vm_option, table_text)
 from shared.documents import describe_code, format_size, job_document, job_duration, lun_label
 from shared.domain.jobs import DiskResult, Job, JobError, JobPhase, JobStatus
 from shared.domain.restore import RESTORE_TEST, drill_result, is_restore, progress_percentage
@@ -145,7 +144,7 @@ def write_job_block(job: Job, now: datetime, out: TextIO) -> None:
         fields.append(("Progress", "" if percent is None else f"{percent:.1f} %"))
         if job.operation == RESTORE_TEST:
             fields.append(("Result", drill_result(job) or "running"))
-    out.write(tabulate(fields, tablefmt="plain", disable_numparse=True) + "\n")
+    out.write(table_text(fields, fmt="plain") + "\n")
     if is_restore(job):
         write_restored_disks(job.disks, out)
         if job.checks:

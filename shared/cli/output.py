@@ -7,7 +7,6 @@ import json
 import sys
 from typing import Any, Callable, Iterable, NoReturn, Sequence, TextIO, TypeAlias
 
-from tabulate import tabulate
 
 # The commands' names for them (re-exported).
 from shared.documents import format_duration as format_duration, format_time as format_time, to_jsonable as to_jsonable
@@ -160,9 +159,15 @@ def emit_json(value: Any, stream: TextIO | None = None, *, color: bool = False) 
 
 
 def emit_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], stream: TextIO | None = None) -> None:
-    stream = stream or sys.stdout
-    rows = list(rows)
-    stream.write(tabulate(rows, headers=list(headers), tablefmt="simple", disable_numparse=True) + "\n")
+    (stream or sys.stdout).write(table_text(list(rows), headers) + "\n")
+
+
+def table_text(rows: Sequence[Sequence[Any]], headers: Sequence[str] = (), fmt: str = "simple") -> str:
+    """``rows`` as a text table, cells as given (no number parsing). tabulate is loaded by the first table a
+    process prints: a command asked for json, tsv or yaml never loads it."""
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=list(headers), tablefmt=fmt, disable_numparse=True)
 
 
 def fail(message: str, stream: TextIO | None = None) -> None:

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tabulate import tabulate
 
 from shared.cli.job import write_disks, write_errors
-from shared.cli.output import EXIT_OK, emit, format_time, to_jsonable, Subparsers
+from shared.cli.output import EXIT_OK, emit, format_time, to_jsonable, Subparsers, table_text
 from shared.documents import describe_code, format_size
 from shared.domain.job_reports import ReportOutcome, interpret
 from shared.domain.status import ParseError, StatusReport, parse_status_blob
@@ -67,7 +66,7 @@ def _write_table(report: StatusReport, outcome: ReportOutcome) -> None:
         ("Command Issued UTC", format_time(report.command_start)),
         ("Backup Size", format_size(outcome.backup_size_bytes)), ("Message", report.message),
     ]
-    out.write(tabulate(fields, tablefmt="plain", disable_numparse=True) + "\n")
+    out.write(table_text(fields, fmt="plain") + "\n")
     write_disks(outcome.disks, out, by_position=True)
     write_errors(outcome.errors, out, heading="Warnings" if outcome.status.value == "CompletedWithWarnings" else "Errors")
 

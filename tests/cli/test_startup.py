@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("azure.servicebus", "opentelemetry.sdk")
+HEAVY = ("azure.servicebus", "opentelemetry.sdk", "tabulate")
+SDKS = {"azure.servicebus", "opentelemetry.sdk"}
 
 # Runs `vmsnap <args>` in this process and, whatever it exits with, writes the heavy modules it loaded.
 PROBE = """
@@ -50,7 +51,18 @@ def test_a_command_that_only_reads_loads_neither_service_bus_nor_opentelemetry(e
     OpenTelemetry's SDK (together about 0.2 s of a process's start) stay unloaded."""
     code, modules, err = loaded(env, tmp_path, *args)
     assert code == 0, err
-    assert modules == set(), modules
+    assert modules & SDKS == set(), modules
+
+
+def test_only_a_table_loads_the_table_printer(env, tmp_path):
+    """tabulate (a twentieth of a second) is loaded to print a table, not for json or tsv."""
+    for output in ("json", "tsv"):
+        code, modules, err = loaded(env, tmp_path, "policy", "list", "-o", output)
+        assert code == 0, err
+        assert "tabulate" not in modules, (output, modules)
+    code, modules, err = loaded(env, tmp_path, "policy", "list", "-o", "table")
+    assert code == 0, err
+    assert "tabulate" in modules, modules
 
 
 def test_a_command_that_ends_a_job_or_sends_a_task_loads_what_it_needs(env, tmp_path):
