@@ -7,7 +7,6 @@ import json
 import sys
 from typing import Any, Callable, Iterable, NoReturn, Sequence, TextIO, TypeAlias
 
-
 # The commands' names for them (re-exported).
 from shared.documents import format_duration as format_duration, format_time as format_time, to_jsonable as to_jsonable
 from shared.errors import (ConfigurationError, ConflictError, NotFoundError, TransientError,

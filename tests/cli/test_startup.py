@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("azure.servicebus", "opentelemetry.sdk", "tabulate")
 SDKS = {"azure.servicebus", "opentelemetry.sdk"}
 
@@ -39,7 +38,8 @@ def env(azurite, local_servicebus, tmp_path):
 
 def loaded(env: dict[str, str], tmp_path: Path, *args: str) -> tuple[int, set[str], str]:
     out = tmp_path / "modules.json"
-    done = subprocess.run([sys.executable, "-c", PROBE, str(out), *args], cwd=ROOT, env=env, capture_output=True,
+    # Run where no local.settings.json is: the settings are the case's alone.
+    done = subprocess.run([sys.executable, "-c", PROBE, str(out), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120)
     return done.returncode, set(json.loads(out.read_text())), done.stderr
 
