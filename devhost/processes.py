@@ -43,6 +43,14 @@ def processes_in_group(group: int) -> list[int]:
     return found
 
 
+def is_azurite(pid: int) -> bool:
+    """Whether process ``pid`` is an Azurite (its command line names it; Linux /proc)."""
+    try:
+        return "azurite" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
 def stop_group(group: int, grace: float = 5.0) -> int:
     """SIGTERM the process group, then SIGKILL what is left of it after ``grace`` seconds; returns how
     many were still alive for the SIGKILL."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devhost.processes import processes_in_group, stop_group
+from devhost.processes import is_azurite, processes_in_group, stop_group
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -66,13 +66,6 @@ def test_bench_schedule_compares_the_tick_with_both_baselines_planned_over_a_sam
     assert all(line.split()[-2:] == ["6", "6"] for line in rows[:2]), rows
 
 
-def _is_azurite(pid: int) -> bool:
-    try:
-        return "azurite" in Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("when", ["while it starts", "once it serves"])
 def test_a_bench_stopped_with_sigterm_stops_the_azurite_it_started(when):
     """`timeout` and `kill` send SIGTERM: the bench ends as on Ctrl-C, and the Azurite it started ends with
@@ -85,7 +78,7 @@ def test_a_bench_stopped_with_sigterm_stops_the_azurite_it_started(when):
         if when == "once it serves":
             first = proc.stdout.readline()            # printed inside `with Azurite()`
             assert first.startswith("azure-data-tables"), first + proc.stderr.read()[-2000:]
-        assert eventually(lambda: any(_is_azurite(pid) for pid in processes_in_group(proc.pid)), timeout=120)
+        assert eventually(lambda: any(is_azurite(pid) for pid in processes_in_group(proc.pid)), timeout=120)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]

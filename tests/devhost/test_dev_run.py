@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 import pytest
 
 from devhost.ports import free_ports, port_in_use
-from devhost.processes import processes_in_group, processes_under, stop_group, stop_processes_under
+from devhost.processes import is_azurite, processes_in_group, processes_under, stop_group, stop_processes_under
 from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -264,7 +264,7 @@ def test_a_test_that_fails_while_the_stack_runs_leaves_no_process_behind(tmp_pat
                            stderr=subprocess.STDOUT) as proc:
             _wait_until_running(proc)
             members = processes_in_group(proc.pid)
-            assert any(_is_azurite(pid) for pid in members), members
+            assert any(is_azurite(pid) for pid in members), members
             raise AssertionError("the test failed here")
     assert processes_in_group(proc.pid) == []
     assert not (left := still_listening(chosen.values())), left
@@ -283,13 +283,6 @@ def _wait_until_running(proc: subprocess.Popen) -> list[str]:
     assert lines and "running;" in lines[-1], "".join(lines)
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     return lines
-
-
-def _is_azurite(pid: int) -> bool:
-    try:
-        return "azurite" in Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        return False
 
 
 def test_chromium_dump_dom_of_the_dashboard_url_shows_both_demo_vms_and_their_states(tmp_path):
