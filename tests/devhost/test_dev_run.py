@@ -93,11 +93,17 @@ def run_stack(args: list[str], env: dict, timeout: float) -> subprocess.Complete
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+# The timers a running stack's tests wait on, seconds apart where the defaults wait up to a minute (restore
+# points) or 30 s (alerts): what the tests watch happens the same way, sooner. `--once` keeps the defaults.
+QUICK_TIMERS = {"RESTORE_POINT_SCHEDULE": "*/2 * * * * *", "ALERT_SCHEDULE": "*/5 * * * * *"}
+
+
 @contextlib.contextmanager
 def running_stack(tmp_path: Path, chosen: dict, *extra: str, **env_extra: str) -> Iterator[list[str]]:
-    """`./dev run` going with these ports (in ``stack_process``), its output lines collected as they come;
-    stopped at the end, then nothing may still listen on its ports."""
-    with stack_process([*args_for(chosen), *extra], run_env(tmp_path, **env_extra), stdout=subprocess.PIPE,
+    """`./dev run` going with these ports (in ``stack_process``) and QUICK_TIMERS, its output lines collected
+    as they come; stopped at the end, then nothing may still listen on its ports."""
+    env = run_env(tmp_path, **{**QUICK_TIMERS, **env_extra})
+    with stack_process([*args_for(chosen), *extra], env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT) as proc:
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
@@ -192,7 +198,7 @@ def test_a_second_terminal_restores_the_managed_disk_vm_against_the_running_stac
     """With `./dev run` going, `vmsnap restore restore-disks --vm demo-vm-md ... --target-resource-group
     local` run in the project folder by another process reaches the stack's own Compute endpoint (named
     in the stack settings) and ends with a Completed Restore job, as docs/restore-points.md shows."""
-    with running_stack(tmp_path, ports(), RESTORE_POINT_SCHEDULE="*/2 * * * * *") as lines:
+    with running_stack(tmp_path, ports()) as lines:
         _second_terminal_restores(lines)
 
 

@@ -1,6 +1,7 @@
 """Alerts on the local stack (the real Function App under the local host, Azurite, the local Service Bus,
-the webhook receiver of devhost/webhook.py; the evaluator on its own timer): a backup that fails raises one
-Active alert delivered in the common alert schema within 60 s; three more failures raise its count to 4
+the webhook receiver of devhost/webhook.py; the evaluator on its own timer, every 5 s here where the default
+is 30 s, so the test waits out short ticks): a backup that fails raises one Active alert delivered in the
+common alert schema within 60 s; three more failures raise its count to 4
 and send nothing; the next success resolves it; a webhook that is down at first gets it later; a slot with
 no backup raises BackupMissed."""
 from __future__ import annotations
@@ -29,7 +30,8 @@ from tests.polling import eventually
 def alert_loop(make_settings, local_servicebus, storage_connection_string, unique_name):
     """(services, host, receiver): the app with its webhook pointing at a local receiver."""
     with WebhookReceiver(printer=None) as receiver:
-        settings = make_settings(service_bus=local_servicebus.connection_string, ALERT_WEBHOOK_URL=receiver.url)
+        settings = make_settings(service_bus=local_servicebus.connection_string, ALERT_WEBHOOK_URL=receiver.url,
+                                 ALERT_SCHEDULE="*/5 * * * * *")
         env = {**settings.binding_values(), "AzureWebJobsStorage": storage_connection_string}
         svc = Services(settings)
         reset_services(svc)
@@ -66,7 +68,7 @@ def test_a_failure_alerts_once_counts_repeats_and_resolves_on_the_next_success(a
     end and Resolved after the success, each delivered once in the common alert schema."""
     svc, host, receiver = alert_loop
     vm = protected_vm(svc, host, "alert-vm")
-    host.start()        # the worker, the blob trigger and the evaluator's timer (every 30 s) run on their own
+    host.start()        # the worker, the blob trigger and the evaluator's timer (every 5 s) run on their own
     svc.inventory.delete_vm(vm.name)
     job = failing_backup(svc, vm.name)
     assert eventually(lambda: finished(svc, job.job_id), timeout=60)
