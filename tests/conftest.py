@@ -137,6 +137,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = tier_of(item)
         if item.get_closest_marker(tier) is None:
             item.add_marker(tier)
+    long_files_first(items)
+
+
+def long_files_first(items: list[pytest.Item]) -> None:
+    """The files marked ``long`` first, each file's tests and the rest in the order collected.
+
+    `./dev test` hands whole files to its test processes in this order (``--dist loadfile
+    --no-loadscope-reorder``). xdist's own order, most tests first, left the files of two or three long
+    tests (an outage, a stack, hundreds of processes) to the end, when one process ran the last of them
+    for a minute while the others had finished: the long files now start early and the quick ones fill
+    in at the end."""
+    long_files = {item.path for item in items if item.get_closest_marker("long") is not None}
+    items.sort(key=lambda item: item.path not in long_files)      # a stable sort keeps the rest in order
 
 
 class UnitTierViolation(AssertionError):

@@ -85,3 +85,33 @@ def test_a_unit_test_cannot_look_up_a_host_name():
                          (socket.getnameinfo, (("127.0.0.1", 80), 0))):
         with pytest.raises(UnitTierViolation, match="DNS"):
             lookup(*args)
+
+
+def test_the_long_files_are_collected_first_each_file_whole(request: pytest.FixtureRequest):
+    """In this run's collection, every test of a file marked ``long`` comes before every other test, and each
+    file's tests stay together in their own order, so `./dev test` hands the long files out first."""
+    items = request.session.items
+    marked = [item.get_closest_marker("long") is not None for item in items]
+    assert marked == sorted(marked, reverse=True)
+    files = [item.path for item in items]
+    runs = [path for n, path in enumerate(files) if n == 0 or files[n - 1] != path]
+    assert len(runs) == len(set(runs)), "a file's tests are split"
+
+
+def test_long_files_first_moves_whole_files_and_keeps_the_rest_in_order():
+    """The ordering itself, on stand-in items: long files to the front, nothing else reordered."""
+    from pathlib import Path
+
+    from tests.conftest import long_files_first
+
+    class Item:
+        def __init__(self, path: str, name: str, long: bool = False):
+            self.path, self.name, self.long = Path(path), name, long
+
+        def get_closest_marker(self, name: str):
+            return object() if name == "long" and self.long else None
+
+    items = [Item("a.py", "a1"), Item("b.py", "b1", long=True), Item("a.py", "a2"), Item("c.py", "c1"),
+             Item("b.py", "b2", long=True), Item("d.py", "d1", long=True)]
+    long_files_first(items)
+    assert [item.name for item in items] == ["b1", "b2", "d1", "a1", "a2", "c1"]

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 # The looser run: mypy's defaults (annotated functions are checked, unannotated ones are not) and no
 # report on the modules they import.

@@ -12,7 +12,7 @@ import pytest
 from devhost.processes import is_azurite, processes_in_group, stop_group
 from tests.polling import eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900), pytest.mark.long]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -27,7 +27,7 @@ from shared.domain.status import ParseError, parse_status_blob
 from tests.jobs.helpers import CORPUS
 
 # Every check runs the installed vmsnap as a process.
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 VMSNAP = Path(sys.executable).with_name("vmsnap")
 SB_KEY = "SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"

@@ -21,6 +21,8 @@ from devhost.ports import free_ports, port_in_use
 from devhost.processes import is_azurite, processes_in_group, processes_under, stop_group, stop_processes_under
 from tests.polling import eventually
 
+pytestmark = pytest.mark.long
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -10,6 +10,8 @@ from devhost.host import HostConfig, LocalFunctionsHost
 from shared.errors import ConfigurationError
 from tests.polling import eventually
 
+pytestmark = pytest.mark.long
+
 
 def make_app(calls: list):
     app = func.FunctionApp()

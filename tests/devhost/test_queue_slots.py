@@ -16,7 +16,7 @@ from devhost.servicebus import LocalServiceBus, QueueOptions
 from tests.devhost.conftest import queue_app
 from tests.polling import eventually
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.long]
 
 # Long enough for a host that waits for the slowest to show it, short enough for a failing run.
 WAIT = 20

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.long
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 # The sample sessions moved from the README to docs/ pages; wherever a marked block lives, it runs.

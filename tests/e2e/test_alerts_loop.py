@@ -25,6 +25,8 @@ from shared.services.protection import backup_now, enable_protection
 from tests.e2e.conftest import run_cycle
 from tests.polling import eventually
 
+pytestmark = pytest.mark.long
+
 
 @pytest.fixture
 def alert_loop(make_settings, local_servicebus, storage_connection_string, unique_name):

@@ -3,10 +3,14 @@ import logging
 import re
 import time
 
+import pytest
+
 from devhost.demo import create_demo_vm, disk_snapshots
 from shared.domain.jobs import JobStatus
 from shared.ports import JobQuery
 from tests.e2e.conftest import run_cycle
+
+pytestmark = pytest.mark.long
 
 SIG = re.compile(r"sig=(?!REDACTED)[^&\s\"']+", re.IGNORECASE)
 

@@ -18,6 +18,8 @@ from shared.services.protection import backup_now, enable_protection
 from tests.e2e.conftest import run_cycle
 from tests.polling import eventually
 
+pytestmark = pytest.mark.long
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".local" / "artifacts"
 # What chromium needs on these machines: no sandbox (root), no GPU, and no traffic of its own (the network
 # is closed); Playwright gives each launch a fresh profile directory.

@@ -11,6 +11,8 @@ from shared.bootstrap import Services, reset_services
 from shared.domain.jobs import JobStatus
 from tests.jobs.helpers import corpus, dispatched_job
 
+pytestmark = pytest.mark.long
+
 OUTAGE_SECONDS = 60
 
 

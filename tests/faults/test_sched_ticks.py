@@ -20,6 +20,8 @@ from shared.services.scheduling import run_scheduling_tick
 from shared.settings import Settings
 from tests.faults.conftest import make_vms, run_worker_and_ingestion, snapshots_per_disk
 
+pytestmark = pytest.mark.long
+
 VMS = 24    # each races in every tick; all of them then go through a whole backup
 
 

@@ -14,6 +14,8 @@ from tests.e2e.conftest import loop, loop_with, run_cycle  # noqa: F401  (the lo
 from tests.e2e.test_backup_loop import SIG
 from tests.restore.conftest import blob_bytes
 
+pytestmark = pytest.mark.long
+
 
 def _cli(capsys, *argv: str) -> tuple[int, str]:
     code = main(list(argv))

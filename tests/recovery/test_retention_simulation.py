@@ -29,7 +29,7 @@ from tests.scheduling.fakes import (InMemoryPolicyStore, InMemoryProtectedItemSt
 from tests.properties import examples
 
 # On fakes, but 400 simulated days take a minute each: the integration tier keeps the unit tier in seconds.
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 VM = "sim-vm"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from azure.data.tables import TableServiceClient
 
 from bench._http import CountingTransport
@@ -16,6 +17,9 @@ from shared.domain.recovery import point_from_job
 from shared.domain.shards import shard_of
 from shared.services.retention import run_retention
 from tests.recovery.fakes import FakeSnapshots, FakeStatusArchive
+
+pytestmark = pytest.mark.long
+
 
 class Snapshots(FakeSnapshots):
     """Every snapshot a point names is there, until deleted (the blob side is not what is counted here)."""

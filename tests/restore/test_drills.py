@@ -18,6 +18,8 @@ from shared.services.restore_testing import clean_up_drills, start_drill
 from tests.e2e.conftest import loop, loop_with, run_cycle  # noqa: F401  (the loop fixture and the one it uses)
 from tests.restore.conftest import digest_blob
 
+pytestmark = pytest.mark.long
+
 
 @pytest.fixture
 def demo_backed_up(loop):  # noqa: F811

@@ -22,6 +22,8 @@ from shared.services.sweeping import sweep_stale_jobs
 from tests.polling import eventually
 from tests.restore.conftest import blob_bytes
 
+pytestmark = pytest.mark.long
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -14,6 +14,8 @@ from shared.services.restore_point_backup import track_restore_points
 from tests.restorepoints.conftest import (deliver, deliver_concurrently, task_for, track_until_done,
                                           write_scripts)
 
+pytestmark = pytest.mark.long
+
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="the extension wants root-owned scripts")
 
 

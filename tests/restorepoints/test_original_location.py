@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from azure.storage.blob import BlobClient
 
 from shared.domain.jobs import JobStatus
@@ -19,6 +20,8 @@ from shared.domain.restore import RestoreMode, RestoreTask
 from shared.services.restore import request_restore, run_restore
 from tests.polling import eventually
 from tests.restorepoints.test_recovery import _backed_up, _snapshot_bytes, cli  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.long
 
 ROOT = Path(__file__).resolve().parents[2]
 CHANGED = b"written after the backup".ljust(512, b"\0")

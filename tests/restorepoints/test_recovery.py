@@ -19,6 +19,8 @@ from shared.services.protection import disable_protection
 from shared.services.retention import plan_retention, run_retention
 from tests.restorepoints.conftest import deliver, task_for, track_until_done
 
+pytestmark = pytest.mark.long
+
 
 @pytest.fixture
 def cli(svc, capsys):

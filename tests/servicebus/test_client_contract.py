@@ -13,7 +13,7 @@ from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
 from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 from azure.servicebus.exceptions import MessageLockLostError
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.long]
 
 # Skips in live runs: the test relies on the contract server's 2 s lock, 3 deliveries, 1 s window.
 needs_local_options = pytest.mark.usefixtures("local_server")
