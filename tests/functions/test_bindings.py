@@ -111,3 +111,19 @@ def test_function_app_module_only_registers_blueprints():
     """function_app.py stays a composition file: no trigger logic creeps into it."""
     text = (ROOT / "function_app.py").read_text()
     assert "def " not in text and text.count("register_functions") == 11
+
+
+def test_the_alert_evaluator_runs_at_least_every_30_seconds_by_default():
+    """An alert reaches its webhook within 60 s of the job's end because the evaluator's timer fires at least
+    every 30 s, by default and in the sample settings (the alert loop's tests run it every 5 s)."""
+    from datetime import datetime, timezone
+
+    from croniter import croniter
+
+    from shared.settings import Settings
+
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]["ALERT_SCHEDULE"]
+    for schedule in (Settings.alert_schedule, sample):
+        fires = croniter(schedule, datetime(2026, 1, 1, tzinfo=timezone.utc), second_at_beginning=True)
+        times = [fires.get_next(datetime) for _ in range(200)]
+        assert max((b - a).total_seconds() for a, b in zip(times, times[1:])) <= 30, schedule
