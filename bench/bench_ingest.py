@@ -257,7 +257,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,10000", help="blobs already in the container (--through-host)")
     parser.add_argument("--new", type=int, default=500, help="fresh blobs per pass (--through-host)")
     parser.add_argument("--passes", type=int, default=3, help="passes per size (--through-host)")
-    parser.add_argument("--parallelism", type=int, help="blob functions at once (--through-host; default: host.json)")
+    parser.add_argument("--parallelism", type=int,
+                        help="blob functions at once (--through-host; default: host.json's, else 8 per core)")
     parser.add_argument("--worker-processes", type=int, default=2,
                         help="FUNCTIONS_WORKER_PROCESS_COUNT of the host (--through-host)")
     parser.add_argument("--no-digests", action="store_true",
@@ -278,8 +279,11 @@ def main() -> None:
         # The same pure-Python work on every run: what the machine gives one thread today, to set runs of other
         # days side by side (this machine's speed has varied threefold from one day to the next).
         print(f"machine reference: parse_status_blob at {bench_parser()[0]:,.0f} blobs/s on one thread", flush=True)
+        from devhost.host import HostConfig
+
+        at_once = args.parallelism or HostConfig.from_host_json(ROOT / "host.json").max_degree_of_parallelism
         print(f"through the local host (blob trigger ingest_status, "
-              f"{args.parallelism or 'host.json'} blob functions at once, {args.worker_processes} worker "
+              f"{at_once} blob functions at once, {args.worker_processes} worker "
               f"processes), {args.new} new blobs per pass, {args.passes} passes, digest requests "
               f"{'off' if args.no_digests else 'on'}:", flush=True)
         with Azurite() as azurite, ServiceBusProcess() as bus:

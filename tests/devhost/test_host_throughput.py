@@ -3,6 +3,8 @@ nothing), blob functions run in parallel up to maxDegreeOfParallelism, and a slo
 does not hold back the others. Real Azurite, local Service Bus and azure.functions objects."""
 from __future__ import annotations
 
+import json
+import os
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
@@ -59,9 +61,19 @@ def _upload(container, count: int, stem: str = "job") -> None:
         container.upload_blob(f"{stem}{i}.Status.txt", f"report {i}".encode(), overwrite=True)
 
 
-def test_host_json_sets_the_blob_parallelism():
-    """maxDegreeOfParallelism in host.json is the number of blob functions the host runs at once."""
-    assert HostConfig.from_host_json(PROJECT_ROOT / "host.json").max_degree_of_parallelism == 4
+def test_host_json_leaves_the_blob_parallelism_to_the_functions_default():
+    """The app's host.json sets no maxDegreeOfParallelism: the Functions default, 8 blob functions at once per
+    core, is what the host runs (docs/ingestion.md, "Blob functions at once")."""
+    doc = json.loads((PROJECT_ROOT / "host.json").read_text())
+    assert "maxDegreeOfParallelism" not in doc["extensions"]["blobs"]
+    cores = os.cpu_count() or 1
+    assert HostConfig.from_host_json(PROJECT_ROOT / "host.json").max_degree_of_parallelism == 8 * cores
+
+
+def test_a_blob_parallelism_in_host_json_is_the_number_of_blob_functions_at_once(tmp_path):
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0",
+                                                    "extensions": {"blobs": {"maxDegreeOfParallelism": 3}}}))
+    assert HostConfig.from_host_json(tmp_path / "host.json").max_degree_of_parallelism == 3
 
 
 def test_an_idle_pass_downloads_nothing_even_after_a_restart(env, container, unique_name):
