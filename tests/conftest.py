@@ -152,6 +152,40 @@ def long_files_first(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path not in long_files)      # a stable sort keeps the rest in order
 
 
+# docs/testing.md's rule: a file whose tests take this long in all is marked long.
+LONG_FILE_SECONDS = 20.0
+
+
+def unmarked_long_files(seconds: dict[str, float], marked: set[str], *,
+                        bar: float = LONG_FILE_SECONDS) -> list[tuple[str, float]]:
+    """The files not marked ``long`` whose tests took ``bar`` seconds or more in all, slowest first. A fixed
+    figure, not one taken from the run: marking the files just over a bar drawn from the marked files would
+    lower that bar, run after run. A busy machine names more files; judge by a quiet run."""
+    found = [(path, taken) for path, taken in seconds.items() if path not in marked and taken >= bar]
+    return sorted(found, key=lambda pair: -pair[1])
+
+
+_FILE_SECONDS: dict[str, float] = {}
+_LONG_FILES: set[str] = set()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # In the controlling process too: xdist hands it each test's reports, markers among their keywords.
+    path = report.nodeid.split("::")[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+    if "long" in report.keywords:
+        _LONG_FILES.add(path)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    unmarked = unmarked_long_files(_FILE_SECONDS, _LONG_FILES)
+    if unmarked:
+        terminalreporter.write_sep("-", f"test files of {LONG_FILE_SECONDS:.0f} s or more not marked long "
+                                        "(docs/testing.md)")
+        for path, taken in unmarked:
+            terminalreporter.write_line(f"{path}: {taken:.0f} s of tests; mark it: pytestmark = pytest.mark.long")
+
+
 class UnitTierViolation(AssertionError):
     """A unit test reached for the network or a process: mark it integration (docs/testing.md)."""
 

@@ -115,3 +115,15 @@ def test_long_files_first_moves_whole_files_and_keeps_the_rest_in_order():
              Item("b.py", "b2", long=True), Item("d.py", "d1", long=True)]
     long_files_first(items)
     assert [item.name for item in items] == ["b1", "b2", "d1", "a1", "a2", "c1"]
+
+
+def test_a_file_of_twenty_seconds_is_named_until_it_is_marked():
+    """The end-of-run hint (``unmarked_long_files``): docs/testing.md's 20 s, whatever is marked already."""
+    from tests.conftest import unmarked_long_files
+
+    seconds = {"tests/a.py": 30.0, "tests/b.py": 25.0, "tests/c.py": 20.0, "tests/d.py": 19.9, "tests/e.py": 3.0}
+    assert unmarked_long_files(seconds, {"tests/a.py"}) == [("tests/b.py", 25.0), ("tests/c.py", 20.0)]
+    assert unmarked_long_files(seconds, {"tests/a.py", "tests/b.py", "tests/c.py"}) == []
+    # Marking files does not move the bar: the file just under it stays unnamed.
+    assert unmarked_long_files(seconds, {"tests/a.py", "tests/b.py", "tests/c.py", "tests/e.py"}) == []
+    assert unmarked_long_files({"tests/e.py": 3.0}, set()) == []

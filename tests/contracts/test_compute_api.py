@@ -28,7 +28,7 @@ from shared.domain.jobs import Consistency
 from shared.domain.restore_point import collection_name
 from tests.polling import eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 AZURE_VM = "VMSNAP_AZURE_VM_ID"                         # a running Linux VM with managed disks
 AZURE_DISK_GROUP = "VMSNAP_AZURE_DISK_RESOURCE_GROUP"    # where restored disks may go (default: the VM's)

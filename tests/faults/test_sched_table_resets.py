@@ -18,6 +18,8 @@ from shared.settings import Settings
 SLOT = datetime(2025, 6, 2, 22, 30, tzinfo=timezone.utc)     # DefaultPolicy: daily at 22:30 UTC
 VMS = 1000
 
+pytestmark = pytest.mark.long
+
 
 def seed(settings: Settings, svc: Services) -> None:
     items = TableProtectedItemStore(svc.table_service, settings.table("items"))
