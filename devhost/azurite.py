@@ -16,6 +16,10 @@ from shared.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
+
+class _PortTaken(ConfigurationError):
+    """A port Azurite was to listen on was bound by another process first."""
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented; not a secret).
@@ -31,6 +35,8 @@ KEEP_ALIVE_SECONDS = 240
 # Node starts Azurite in about a second on an idle machine and in tens of seconds on a loaded one; a
 # start that fails ends the wait at once (the process exits), so this only bounds a process that hangs.
 STARTUP_LIMIT = 180.0
+# Starts on freshly chosen ports after another process took a chosen one first.
+PORT_TRIES = 3
 # Where the patched Azurite writes a line per blob write (patches/, docs/ingestion.md); the local host
 # reads the same setting to find them.
 BLOB_EVENTS_SETTING = "AZURITE_BLOB_EVENTS"
@@ -40,11 +46,8 @@ class Azurite:
     """One Azurite process serving Blob and Table (Queue on a throwaway port: unused here)."""
 
     def __init__(self, blob_port: int = 0, table_port: int = 0, location: Path | None = None):
-        # Queue listens too, on a port of its own; a port given here is free until Azurite binds it.
-        spare = iter(free_ports(3, besides={blob_port, table_port}))
-        self.blob_port = blob_port or next(spare)
-        self.table_port = table_port or next(spare)
-        self._queue_port = next(spare)
+        self._given = (blob_port, table_port)    # 0: a port of our choosing, chosen again if another takes it
+        self._choose_ports()
         self.location = location          # None: in memory, gone when stopped
         self._proc: subprocess.Popen | None = None
         self._log_dir: str | None = None
@@ -64,13 +67,35 @@ class Azurite:
                 f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{account};"
                 f"TableEndpoint=http://127.0.0.1:{self.table_port}/{account};")
 
+    def _choose_ports(self, *, besides: frozenset[int] = frozenset()) -> None:
+        # Queue listens too, on a port of its own; a port given here is free until Azurite binds it.
+        blob_port, table_port = self._given
+        spare = iter(free_ports(3, besides={blob_port, table_port, *besides}))
+        self.blob_port = blob_port or next(spare)
+        self.table_port = table_port or next(spare)
+        self._queue_port = next(spare)
+
     def start(self) -> "Azurite":
+        """Start Azurite; raises ConfigurationError when it does not listen. A port of its own choosing that
+        another process binds first (the choice checks a port, then lets it go until Azurite binds it) is
+        chosen again, up to PORT_TRIES times; a port the caller gave is its to free."""
+        for tries_left in reversed(range(PORT_TRIES)):
+            try:
+                return self._start_once()
+            except _PortTaken as exc:
+                if not tries_left or all(self._given):
+                    raise
+                log.info("%s; choosing other ports", exc)
+                self._choose_ports(besides=frozenset({self.blob_port, self.table_port, self._queue_port}))
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "Azurite":
         binary = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
         if not binary.exists():
             raise ConfigurationError("Azurite is not installed in node_modules; run ./dev setup")
-        for name, port in (("blob", self.blob_port), ("table", self.table_port)):
+        for name, port, given in (("blob", self.blob_port, self._given[0]), ("table", self.table_port, self._given[1])):
             if port_in_use(port):
-                raise ConfigurationError(
+                raise (ConfigurationError if given else _PortTaken)(
                     f"port {port} for Azurite {name} is in use; stop what holds it "
                     f"(e.g. another Azurite) or choose other ports")
         args = [str(binary), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
@@ -105,8 +130,10 @@ class Azurite:
             output = self._tail()
             how = "exited" if proc.poll() is not None else f"was not listening after {STARTUP_LIMIT:.0f} s"
             self.stop()
-            raise ConfigurationError(f"Azurite did not start on ports {self.blob_port}/{self.table_port} "
-                                     f"(it {how}): {output or 'no output'}")
+            taken = proc.poll() is not None and "EADDRINUSE" in output
+            raise (_PortTaken if taken else ConfigurationError)(
+                f"Azurite did not start on ports {self.blob_port}/{self.table_port} (it {how}): "
+                f"{output or 'no output'}")
         log.info("Azurite listening: blob %s, table %s", self.blob_port, self.table_port)
         return self
 

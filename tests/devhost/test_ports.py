@@ -93,3 +93,45 @@ def test_a_port_something_listens_on_is_never_chosen(monkeypatch):
     finally:
         for sock in held:
             sock.close()
+
+
+@pytest.mark.parametrize("listening", [False, True], ids=["bound-only", "listening"])
+def test_azurite_chooses_again_when_another_process_takes_a_chosen_port_first(listening: bool):
+    """Its ports are checked when chosen, then let go until Azurite binds them: another process may bind one
+    in between (seen in a full run: EADDRINUSE on the blob port). Azurite starts on ports chosen again. A
+    socket only bound is missed by the check before the start and fails Azurite's own bind; a listening
+    one is caught by that check."""
+    from azure.data.tables import TableServiceClient
+
+    from devhost.azurite import Azurite
+
+    azurite = Azurite()
+    taken = azurite.blob_port
+    squatter = socket.socket()          # no SO_REUSEADDR: Node's bind of the same port fails
+    squatter.bind(("127.0.0.1", taken))
+    if listening:
+        squatter.listen()
+    try:
+        with azurite:
+            assert azurite.blob_port != taken
+            service = TableServiceClient.from_connection_string(azurite.connection_string)
+            service.create_table("chosenagain")
+            assert [table.name for table in service.list_tables()] == ["chosenagain"]
+    finally:
+        squatter.close()
+
+
+def test_azurite_on_a_port_the_caller_gave_that_is_taken_says_so():
+    """A port the caller names is the caller's to free: no other is chosen in its place."""
+    from devhost.azurite import Azurite
+    from shared.errors import ConfigurationError
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    try:
+        with pytest.raises(ConfigurationError, match=f"port {port} for Azurite blob is in use"):
+            Azurite(blob_port=port, table_port=free_port()).start()
+    finally:
+        squatter.close()
