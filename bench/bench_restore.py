@@ -29,7 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devhost.azurite import Azurite  # noqa: E402
-from devhost.ports import free_port  # noqa: E402
 from shared.adapters.verification import VERIFY_PIECE  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.domain.disk_digest import DigestRequest  # noqa: E402
@@ -126,7 +125,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024], help="disk sizes in MiB")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    azurite = Azurite(free_port(), free_port(), None).start()
+    azurite = Azurite().start()      # ports of its own choosing, chosen again if taken first
     try:
         settings = Settings.from_env({"BackupStorage": azurite.connection_string, "TABLE_PREFIX": "bench",
                                       "ServiceBusConnection": "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=x;"
