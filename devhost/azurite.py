@@ -16,10 +16,6 @@ from shared.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-
-class _PortTaken(ConfigurationError):
-    """A port Azurite was to listen on was bound by another process first."""
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented; not a secret).
@@ -40,6 +36,10 @@ PORT_TRIES = 3
 # Where the patched Azurite writes a line per blob write (patches/, docs/ingestion.md); the local host
 # reads the same setting to find them.
 BLOB_EVENTS_SETTING = "AZURITE_BLOB_EVENTS"
+
+
+class _PortTaken(ConfigurationError):
+    """A port of Azurite's own choosing was bound by another process first."""
 
 
 class Azurite:
@@ -79,21 +79,19 @@ class Azurite:
         """Start Azurite; raises ConfigurationError when it does not listen. A port of its own choosing that
         another process binds first (the choice checks a port, then lets it go until Azurite binds it) is
         chosen again, up to PORT_TRIES times; a port the caller gave is its to free."""
-        for tries_left in reversed(range(PORT_TRIES)):
+        for _ in range(PORT_TRIES - 1):
             try:
                 return self._start_once()
             except _PortTaken as exc:
-                if not tries_left or all(self._given):
-                    raise
                 log.info("%s; choosing other ports", exc)
                 self._choose_ports(besides=frozenset({self.blob_port, self.table_port, self._queue_port}))
-        raise AssertionError("unreachable")
+        return self._start_once()
 
     def _start_once(self) -> "Azurite":
         binary = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
         if not binary.exists():
             raise ConfigurationError("Azurite is not installed in node_modules; run ./dev setup")
-        for name, port, given in (("blob", self.blob_port, self._given[0]), ("table", self.table_port, self._given[1])):
+        for name, port, given in zip(("blob", "table"), (self.blob_port, self.table_port), self._given):
             if port_in_use(port):
                 raise (ConfigurationError if given else _PortTaken)(
                     f"port {port} for Azurite {name} is in use; stop what holds it "
@@ -130,7 +128,8 @@ class Azurite:
             output = self._tail()
             how = "exited" if proc.poll() is not None else f"was not listening after {STARTUP_LIMIT:.0f} s"
             self.stop()
-            taken = proc.poll() is not None and "EADDRINUSE" in output
+            # Only a port of its own choosing is chosen again; one the caller gave is the caller's to free.
+            taken = proc.poll() is not None and "EADDRINUSE" in output and not all(self._given)
             raise (_PortTaken if taken else ConfigurationError)(
                 f"Azurite did not start on ports {self.blob_port}/{self.table_port} (it {how}): "
                 f"{output or 'no output'}")
