@@ -34,9 +34,27 @@ def run_env(tmp_path: Path, **extra) -> dict:
     return env
 
 
+PORT_OPTIONS = ("--blob-port", "--table-port", "--servicebus-port", "--compute-port")
+
+# A stack that starts its servers takes ports of its own choosing (0): Azurite chooses again when another process
+# binds one first, the others bind port 0. A port chosen here and handed over stays free only until a parallel
+# test's listener takes it, and a given port is never chosen again.
+ANY_PORTS = dict.fromkeys(PORT_OPTIONS, 0)
+STACK_UP = re.compile(r"^local stack up: Azurite blob :(\d+) table :(\d+), Service Bus :(\d+), Compute :(\d+), "
+                      r"alert receiver :(\d+);", re.M)
+
+
 def ports():
-    names = ("--blob-port", "--table-port", "--servicebus-port", "--compute-port")
-    return dict(zip(names, free_ports(len(names))))
+    """Ports chosen up front, for a stack that must not start a server (nothing may listen on them after it)
+    or whose port the test holds itself."""
+    return dict(zip(PORT_OPTIONS, free_ports(len(PORT_OPTIONS))))
+
+
+def stack_ports(output: str) -> list[int]:
+    """The ports the stack said it listens on (its "local stack up" line)."""
+    up = STACK_UP.search(output)
+    assert up, output
+    return [int(port) for port in up.groups()]
 
 
 def still_listening(ports: Iterable[int]) -> dict[int, str]:
@@ -101,16 +119,16 @@ QUICK_TIMERS = {"RESTORE_POINT_SCHEDULE": "*/2 * * * * *", "ALERT_SCHEDULE": "*/
 
 
 @contextlib.contextmanager
-def running_stack(tmp_path: Path, chosen: dict, *extra: str, **env_extra: str) -> Iterator[list[str]]:
-    """`./dev run` going with these ports (in ``stack_process``) and QUICK_TIMERS, its output lines collected
-    as they come; stopped at the end, then nothing may still listen on its ports."""
+def running_stack(tmp_path: Path, *extra: str, **env_extra: str) -> Iterator[list[str]]:
+    """`./dev run` going on ports of its choosing (in ``stack_process``) and QUICK_TIMERS, its output lines
+    collected as they come; stopped at the end, then nothing may still listen on its ports."""
     env = run_env(tmp_path, **{**QUICK_TIMERS, **env_extra})
-    with stack_process([*args_for(chosen), *extra], env, stdout=subprocess.PIPE,
+    with stack_process([*args_for(ANY_PORTS), *extra], env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT) as proc:
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
         yield lines
-    assert not (left := still_listening(chosen.values())), left
+    assert not (left := still_listening(stack_ports("".join(lines)))), left
 
 
 def demo_backups_completed(lines: list[str]) -> bool:
@@ -123,9 +141,8 @@ def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     """`./dev run --once` exits 0 after a job table where both demo VMs' jobs Completed: two blob
     snapshots for demo-vm, one restore point with two disk restore points for demo-vm-md, and demo-vm's point
     digested after its backup."""
-    chosen = ports()
     # The cycle's own limit is generous: on a loaded machine a cycle takes minutes, not seconds.
-    proc = run_stack(["--once", "--timeout", "600", *args_for(chosen)], run_env(tmp_path), timeout=800)
+    proc = run_stack(["--once", "--timeout", "600", *args_for(ANY_PORTS)], run_env(tmp_path), timeout=800)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if "demo-vm" in line and "Backup" in line]
     assert sorted((row[3], row[2]) for row in rows) == [("demo-vm", "Completed"), ("demo-vm-md", "Completed")], \
@@ -138,7 +155,7 @@ def test_run_once_backs_up_the_demo_vm_and_stops_everything(tmp_path):
     assert "digest requests served: 1 of 1 " in proc.stdout, proc.stdout + proc.stderr
     dashboard = re.search(r"^dashboard: http://127\.0\.0\.1:(\d+)/api/dashboard ", proc.stdout, re.M)
     assert dashboard, proc.stdout           # printed while the stack ran; gone with it (below)
-    left = still_listening([*chosen.values(), int(dashboard.group(1))])
+    left = still_listening([*stack_ports(proc.stdout), int(dashboard.group(1))])
     assert not left, f"a server is still listening: {left}"
     assert processes_under(tmp_path / "vms") == []
 
@@ -158,7 +175,8 @@ def test_port_in_use_is_one_line_that_says_what_to_do(tmp_path):
 
 def test_invalid_setting_is_one_line_naming_the_setting(tmp_path):
     """A bad SNAPSHOT_SCHEDULE stops the run with the setting's name and the expected form."""
-    proc = run_stack(["--once", *args_for(ports())], run_env(tmp_path, SNAPSHOT_SCHEDULE="every day"), timeout=120)
+    proc = run_stack(["--once", *args_for(ANY_PORTS)], run_env(tmp_path, SNAPSHOT_SCHEDULE="every day"),
+                     timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: setting SNAPSHOT_SCHEDULE") and "six fields" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -178,9 +196,8 @@ def test_a_bad_status_blob_source_is_refused_before_anything_starts(tmp_path):
 def test_interrupting_a_running_stack_stops_every_process(tmp_path, started_with):
     """Ctrl-C on `./dev run` stops Azurite, the Service Bus server and any handler it started, also when
     it was started with SIGINT ignored (as a script or `nohup ... &` starts a background command)."""
-    chosen = ports()
     sigint = signal.SIG_IGN if started_with == "SIGINT ignored" else signal.default_int_handler
-    with stack_process(args_for(chosen), run_env(tmp_path), sigint=sigint, stdout=subprocess.PIPE,
+    with stack_process(args_for(ANY_PORTS), run_env(tmp_path), sigint=sigint, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT) as proc:
         output = _wait_until_running(proc)
         proc.send_signal(signal.SIGINT)
@@ -192,7 +209,7 @@ def test_interrupting_a_running_stack_stops_every_process(tmp_path, started_with
             eventually(lambda: any("most recent call first" in line for line in output[-200:]), timeout=30)
             pytest.fail("./dev run did not stop within 120 s of Ctrl-C; its output ended:\n"
                         + "".join(output[max(0, before - 40):before]) + "\nits threads:\n" + "".join(output[before:]))
-    assert not (left := still_listening(chosen.values())), left
+    assert not (left := still_listening(stack_ports("".join(output)))), left
     assert processes_under(tmp_path / "vms") == []
 
 
@@ -200,7 +217,7 @@ def test_a_second_terminal_restores_the_managed_disk_vm_against_the_running_stac
     """With `./dev run` going, `vmsnap restore restore-disks --vm demo-vm-md ... --target-resource-group
     local` run in the project folder by another process reaches the stack's own Compute endpoint (named
     in the stack settings) and ends with a Completed Restore job, as docs/restore-points.md shows."""
-    with running_stack(tmp_path, ports()) as lines:
+    with running_stack(tmp_path) as lines:
         _second_terminal_restores(lines)
 
 
@@ -244,7 +261,7 @@ def test_a_demo_vm_whose_disk_is_removed_shows_its_alert_and_its_compliance(tmp_
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    with running_stack(tmp_path, ports(), "--webhook-port", "0") as lines:
+    with running_stack(tmp_path, "--webhook-port", "0") as lines:
         assert eventually(lambda: demo_backups_completed(lines), timeout=180), "".join(lines)
         settings = json.loads((ROOT / ".local" / "stack.settings.json").read_text())["Values"]
         disks = BlobServiceClient.from_connection_string(settings["BackupStorage"]).get_container_client("vhds")
@@ -266,16 +283,15 @@ def test_a_demo_vm_whose_disk_is_removed_shows_its_alert_and_its_compliance(tmp_
 def test_a_test_that_fails_while_the_stack_runs_leaves_no_process_behind(tmp_path):
     """A test failing mid-run stops the stack's whole group: its Azurite too, which killing the parent
     alone would leave running."""
-    chosen = ports()
     with pytest.raises(AssertionError, match="the test failed here"):
-        with stack_process(args_for(chosen), run_env(tmp_path), stdout=subprocess.PIPE,
+        with stack_process(args_for(ANY_PORTS), run_env(tmp_path), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT) as proc:
-            _wait_until_running(proc)
+            output = _wait_until_running(proc)
             members = processes_in_group(proc.pid)
             assert any(is_azurite(pid) for pid in members), members
             raise AssertionError("the test failed here")
     assert processes_in_group(proc.pid) == []
-    assert not (left := still_listening(chosen.values())), left
+    assert not (left := still_listening(stack_ports("".join(output)))), left
     assert processes_under(tmp_path / "vms") == []
 
 
@@ -300,7 +316,7 @@ def test_chromium_dump_dom_of_the_dashboard_url_shows_both_demo_vms_and_their_st
     if chromium is None:
         pytest.skip("no browser: Debian's chromium is not installed and ./dev setup could not install it "
                     "(it needs root and apt-get)")
-    with running_stack(tmp_path, ports()) as lines:
+    with running_stack(tmp_path) as lines:
         assert eventually(lambda: demo_backups_completed(lines), timeout=180), "".join(lines)
         url = json.loads((ROOT / ".local" / "stack.settings.json").read_text())["DashboardUrl"]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/api/dashboard")

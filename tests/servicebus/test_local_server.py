@@ -2,6 +2,7 @@
 stop, the port-in-use error and the command line. Local only: none of this exists on a namespace."""
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.exceptions import MessagingEntityNotFoundError, ServiceBusError
 
-from devhost.ports import free_port, port_in_use
+from devhost.ports import port_in_use
 from devhost.servicebus import LocalServiceBus, PortInUseError, QueueOptions
 from devhost.servicebus.server import ServiceBusProcess
 
@@ -139,10 +140,12 @@ class TestCommandLine:
 
     def test_serves_until_sigterm(self):
         """The command prints where it listens, serves the client, and exits 0 on SIGTERM."""
-        port = free_port()
-        process = self._run("--port", str(port), "--queue", "snapshot-tasks")
+        process = self._run("--port", "0", "--queue", "snapshot-tasks")   # a port chosen here could be taken first
         try:
-            assert process.stdout.readline() == f"local Service Bus listening on 127.0.0.1:{port}\n"
+            line = process.stdout.readline()
+            listening = re.fullmatch(r"local Service Bus listening on 127\.0\.0\.1:(\d+)\n", line)
+            assert listening, line
+            port = int(listening.group(1))
             connection = LocalServiceBus(port=port).connection_string
             with ServiceBusClient.from_connection_string(connection) as client, \
                     client.get_queue_sender("snapshot-tasks") as sender:
